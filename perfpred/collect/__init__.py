@@ -1,0 +1,49 @@
+"""Collectors: anything that produces Measurements (real hardware now; importers and replay later)."""
+
+from perfpred.collect._gemm import BACKENDS, DTYPE_BYTES, GemmCollector, GemmConfig, config_from_dict, cpu_threads
+from perfpred.collect._hardware import cpu_spec, fingerprint, gpu_specs, software_versions
+from perfpred.collect._peaks import device_peaks, hardware_with_peaks
+from perfpred.collect._power import (
+    NvmlPower,
+    PowerObserver,
+    PowerReading,
+    RaplPower,
+    UnavailablePower,
+    observe_sustained,
+    power_observer,
+)
+from perfpred.collect._sweep import DESIGNS, SweepReport, expand, grid_shapes, loguniform_shapes, run_sweep
+from perfpred.collect._timing import CacheFlusher, TimingPolicy, TimingResult, median_rel_ci, time_function
+
+__all__ = [
+    "BACKENDS",
+    "DESIGNS",
+    "DTYPE_BYTES",
+    "CacheFlusher",
+    "GemmCollector",
+    "GemmConfig",
+    "NvmlPower",
+    "PowerObserver",
+    "PowerReading",
+    "RaplPower",
+    "SweepReport",
+    "TimingPolicy",
+    "TimingResult",
+    "UnavailablePower",
+    "config_from_dict",
+    "cpu_spec",
+    "cpu_threads",
+    "device_peaks",
+    "expand",
+    "fingerprint",
+    "gpu_specs",
+    "grid_shapes",
+    "hardware_with_peaks",
+    "loguniform_shapes",
+    "median_rel_ci",
+    "observe_sustained",
+    "power_observer",
+    "run_sweep",
+    "software_versions",
+    "time_function",
+]

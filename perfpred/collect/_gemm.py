@@ -1,0 +1,273 @@
+"""GEMM collector: time C = op(A) @ op(B) (batched when b > 1) with torch or numpy.
+
+One code path for CPU and CUDA: the device is a parameter. Every config is validated before
+anything runs; an error while running one config (out of memory, a backend failure) becomes
+that config's status and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from perfpred.collect._hardware import fingerprint, software_versions
+from perfpred.collect._power import observe_sustained, power_observer
+from perfpred.collect._timing import CacheFlusher, TimingPolicy, time_function
+from perfpred.datasets import Measurement
+from perfpred.errors import InvalidInputError
+
+DTYPE_BYTES = {"fp64": 8, "fp32": 4, "bf16": 2, "fp16": 2}
+BACKENDS = ("torch", "numpy")
+_NUMPY_DTYPES = {"fp64": np.float64, "fp32": np.float32, "fp16": np.float16}
+
+# A small, fast config re-timed beside every measurement: its drift shows noisy periods.
+REFERENCE_SHAPE = 256
+
+
+@dataclass(frozen=True)
+class GemmConfig:
+    """One GEMM to time. Sizes are element counts; ``threads`` only applies on the CPU."""
+
+    m: int
+    n: int
+    k: int
+    b: int = 1
+    dtype: str = "fp32"
+    trans_a: bool = False
+    trans_b: bool = False
+    backend: str = "torch"
+    device: str = "cpu"
+    threads: int | None = 1
+
+    def workload(self) -> dict[str, Any]:
+        return {"b": self.b, "m": self.m, "n": self.n, "k": self.k, "dtype": self.dtype,
+                "trans_a": self.trans_a, "trans_b": self.trans_b}
+
+    def config(self, cold_cache: bool = False) -> dict[str, Any]:
+        return {"backend": self.backend, "device": self.device,
+                "threads": self.threads if self.device == "cpu" else None, "cold_cache": cold_cache}
+
+    def bytes_needed(self) -> int:
+        return DTYPE_BYTES[self.dtype] * self.b * (self.m * self.k + self.k * self.n + self.m * self.n)
+
+    def validate(self) -> None:
+        for name in ("m", "n", "k", "b"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise InvalidInputError(f"`{name} > 0` must hold for a GEMM, but got {name}={value!r}")
+        if self.backend not in BACKENDS:
+            raise InvalidInputError(f"`backend` must be one of {BACKENDS}, but got backend={self.backend!r}")
+        if self.dtype not in DTYPE_BYTES:
+            raise InvalidInputError(f"`dtype` must be one of {tuple(DTYPE_BYTES)}, but got dtype={self.dtype!r}")
+        if self.device != "cpu" and not (self.device == "cuda" or self.device.startswith("cuda:")):
+            raise InvalidInputError(f"`device` must be 'cpu', 'cuda' or 'cuda:N', but got device={self.device!r}")
+        if self.backend == "numpy":
+            if self.device != "cpu":
+                raise InvalidInputError(f"backend 'numpy' runs on the CPU only, but got device={self.device!r}")
+            if self.dtype not in _NUMPY_DTYPES:
+                raise InvalidInputError(
+                    f"dtype {self.dtype!r} is not supported by backend 'numpy' (supported: {tuple(_NUMPY_DTYPES)})"
+                )
+        if self.device == "cpu":
+            cpus = os.cpu_count() or 1
+            if self.threads is not None and not (1 <= self.threads <= cpus):
+                raise InvalidInputError(f"`1 <= threads <= {cpus}` must hold on this CPU, but got threads={self.threads}")
+        else:
+            _check_cuda_device(self.device, self.dtype)
+        need = self.bytes_needed()
+        free = _free_memory_bytes(self.device)
+        if need > 0.8 * free:
+            raise InvalidInputError(
+                f"GEMM b={self.b} m={self.m} n={self.n} k={self.k} {self.dtype} needs {need / 2**30:.2f} GiB, "
+                f"more than 80% of the {free / 2**30:.2f} GiB free on {self.device}"
+            )
+
+
+def _check_cuda_device(device: str, dtype: str) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise InvalidInputError(f"device {device!r} was asked for, but torch sees no CUDA GPU")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise InvalidInputError(f"`cuda index < {torch.cuda.device_count()}` must hold, but got device={device!r}")
+    if dtype == "bf16" and not torch.cuda.is_bf16_supported():
+        raise InvalidInputError(f"dtype 'bf16' is not supported on {torch.cuda.get_device_name(index)}")
+
+
+def _free_memory_bytes(device: str) -> int:
+    if device == "cpu":
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    import torch
+
+    index = int(device.split(":")[1]) if ":" in device else 0
+    return int(torch.cuda.mem_get_info(index)[0])
+
+
+@contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """Limit torch and the BLAS libraries numpy uses to ``threads`` for the duration."""
+    if threads is None:
+        yield
+        return
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _make_operation(cfg: GemmConfig) -> tuple[Callable[[], object], Callable[[], None] | None]:
+    """Allocate the operands once and return (call, sync)."""
+    rng = np.random.default_rng(0)
+    a_shape = (cfg.b, cfg.k, cfg.m) if cfg.trans_a else (cfg.b, cfg.m, cfg.k)
+    b_shape = (cfg.b, cfg.n, cfg.k) if cfg.trans_b else (cfg.b, cfg.k, cfg.n)
+    if cfg.backend == "numpy":
+        dt = _NUMPY_DTYPES[cfg.dtype]
+        a = rng.standard_normal(a_shape).astype(dt)
+        b = rng.standard_normal(b_shape).astype(dt)
+        a_op = a.transpose(0, 2, 1) if cfg.trans_a else a
+        b_op = b.transpose(0, 2, 1) if cfg.trans_b else b
+        out = np.empty((cfg.b, cfg.m, cfg.n), dtype=dt)
+        if cfg.b == 1:
+            a2, b2, o2 = a_op[0], b_op[0], out[0]
+            return (lambda: np.matmul(a2, b2, out=o2)), None
+        return (lambda: np.matmul(a_op, b_op, out=out)), None
+
+    import torch
+
+    dt = {"fp64": torch.float64, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.dtype]
+    dev = torch.device(cfg.device)
+    a = torch.randn(a_shape, dtype=dt, device=dev)
+    b = torch.randn(b_shape, dtype=dt, device=dev)
+    a_op = a.transpose(1, 2) if cfg.trans_a else a
+    b_op = b.transpose(1, 2) if cfg.trans_b else b
+    out = torch.empty((cfg.b, cfg.m, cfg.n), dtype=dt, device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else None
+    if cfg.b == 1:
+        a2, b2, o2 = a_op[0], b_op[0], out[0]
+        return (lambda: torch.mm(a2, b2, out=o2)), sync
+    return (lambda: torch.bmm(a_op, b_op, out=out)), sync
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    return "out of memory" in str(exc).lower()
+
+
+@dataclass
+class GemmCollector:
+    """Measures GemmConfigs on this machine and returns Measurements.
+
+    Attributes:
+        policy: warm-up / replicate / stability rules for each config.
+        measure_power: read power from a real sensor during a sustained loop (when one exists).
+        power_duration_s: length of that sustained loop.
+        reference: re-time a fixed 256^3 fp32 GEMM beside each config (noise monitor).
+    """
+
+    policy: TimingPolicy = field(default_factory=TimingPolicy)
+    measure_power: bool = True
+    power_duration_s: float = 1.0
+    reference: bool = True
+    source: str = "perfpred.collect.gemm"
+
+    name = "gemm"
+
+    def hardware(self, cfg: GemmConfig) -> dict[str, Any]:
+        """Fingerprint + peaks (for the dtypes in play and this thread count) of cfg's device."""
+        from perfpred.collect._peaks import hardware_with_peaks
+
+        dtypes = tuple(dict.fromkeys(("fp32", "fp64", cfg.dtype)))
+        return hardware_with_peaks(cfg.device, dtypes, threads=cfg.threads or 1)
+
+    def measurement_id(self, cfg: GemmConfig) -> str:
+        from perfpred.datasets import measurement_key
+
+        return measurement_key("gemm", cfg.workload(), cfg.config(self.policy.cold_cache),
+                               fingerprint(cfg.device)["hardware_id"])
+
+    def _reference_ms(self, cfg: GemmConfig) -> float | None:
+        ref = GemmConfig(REFERENCE_SHAPE, REFERENCE_SHAPE, REFERENCE_SHAPE, dtype="fp32", backend=cfg.backend,
+                         device=cfg.device, threads=cfg.threads)
+        call, sync = _make_operation(ref)
+        quick = TimingPolicy(warmup_runs=1, min_runs=5, max_runs=15, max_time_s=0.15, target_rel_ci=0.05,
+                             min_sample_ms=1.0)
+        return time_function(call, quick, sync=sync, cuda_events=cfg.device != "cpu").median_ms
+
+    def measure(self, cfg: GemmConfig) -> Measurement:
+        cfg.validate()
+        hardware = self.hardware(cfg)
+        base: dict[str, Any] = {
+            "kind": "gemm",
+            "workload": cfg.workload(),
+            "config": cfg.config(self.policy.cold_cache),
+            "hardware_id": hardware["hardware_id"],
+            "hardware": hardware,
+            "software": software_versions(),
+            "source": self.source,
+            "load_avg_1m": os.getloadavg()[0],
+        }
+        try:
+            with cpu_threads(cfg.threads if cfg.device == "cpu" else None):
+                call, sync = _make_operation(cfg)
+                flush = None
+                if self.policy.cold_cache and cfg.device == "cpu":
+                    llc_kib = max(hardware.get("caches_kib", {}).values(), default=32 * 1024)
+                    flush = CacheFlusher(llc_kib * 1024)
+                timing = time_function(call, self.policy, sync=sync, flush=flush, cuda_events=cfg.device != "cpu")
+                reading = None
+                if self.measure_power:
+                    observer = power_observer(cfg.device)
+                    reading = observe_sustained(call, observer, min_duration_s=self.power_duration_s, sync=sync)
+                ref_ms = self._reference_ms(cfg) if self.reference else None
+        except Exception as exc:  # one failing config is data, not a crash
+            status = "oom" if _is_oom(exc) else "runtime_error"
+            return Measurement(status=status, error=f"{type(exc).__name__}: {exc}"[:500], **base)
+        power = {}
+        if reading is not None and reading.power_source != "unavailable":
+            power = {"power_w": reading.power_w, "energy_j": reading.energy_j, "power_source": reading.power_source}
+        return Measurement(
+            status="ok",
+            runtime_ms=timing.median_ms,
+            raw_times_ms=timing.raw_times_ms,
+            n_runs=len(timing.raw_times_ms),
+            min_ms=timing.min_ms,
+            mean_ms=timing.mean_ms,
+            std_ms=timing.std_ms,
+            iqr_ms=timing.iqr_ms,
+            cv=timing.cv,
+            ref_runtime_ms=ref_ms,
+            metrics={"timing_rel_ci": timing.rel_ci if math.isfinite(timing.rel_ci) else None,
+                     "calls_per_sample": float(timing.number),
+                     "gflops": 2.0 * cfg.b * cfg.m * cfg.n * cfg.k / (timing.median_ms * 1e6)},
+            **power,
+            **base,
+        )
+
+
+def config_from_dict(values: dict[str, Any]) -> GemmConfig:
+    """Build a GemmConfig from loose keys (CLI / JSON); unknown keys are refused."""
+    known = set(GemmConfig.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InvalidInputError(f"unknown GEMM parameter(s) {unknown}; known: {sorted(known)}")
+    return GemmConfig(**values)
+
+
+def as_dict(cfg: GemmConfig) -> dict[str, Any]:
+    return asdict(cfg)

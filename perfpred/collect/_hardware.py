@@ -1,0 +1,175 @@
+"""Hardware fingerprint: what the machine is, with a short stable id.
+
+The id hashes only what identifies the hardware (CPU model, cores, ISA, caches, memory
+size, GPU model and memory), never load or thread settings, so the same machine gets the
+same id across runs and software upgrades. BLAS, torch and driver versions are recorded
+beside it as software.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+_ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile",
+              "amx_bf16", "amx_int8", "neon", "asimd", "sve")
+
+
+def _read(path: str | Path) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def _cpuinfo() -> dict[str, str]:
+    info: dict[str, str] = {}
+    for line in _read("/proc/cpuinfo").splitlines():
+        if ":" in line:
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    return info
+
+
+def _caches_kib() -> dict[str, int]:
+    """Per-core cache sizes from sysfs: {'l1d': 48, 'l2': 1024, 'l3': 32768} (KiB)."""
+    caches: dict[str, int] = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        level = _read(index / "level").strip()
+        ctype = _read(index / "type").strip().lower()
+        size = _read(index / "size").strip()
+        m = re.match(r"(\d+)([KMG]?)", size)
+        if not level or not m:
+            continue
+        kib = int(m.group(1)) * {"": 1, "K": 1, "M": 1024, "G": 1024 * 1024}[m.group(2)]
+        name = f"l{level}" + ({"data": "d", "instruction": "i"}.get(ctype, ""))
+        caches[name] = kib
+    return caches
+
+
+def _memory_bytes() -> int:
+    m = re.search(r"MemTotal:\s+(\d+) kB", _read("/proc/meminfo"))
+    return int(m.group(1)) * 1024 if m else 0
+
+
+def cpu_spec() -> dict[str, Any]:
+    info = _cpuinfo()
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    return {
+        "cpu_model": info.get("model name") or platform.processor() or platform.machine(),
+        "arch": platform.machine(),
+        "logical_cpus": os.cpu_count() or 1,
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+        "isa": sorted(f for f in _ISA_FLAGS if f in flags),
+        "caches_kib": _caches_kib(),
+        "memory_gib": round(_memory_bytes() / 2**30, 1),
+    }
+
+
+def gpu_specs() -> list[dict[str, Any]]:
+    """One dict per visible CUDA GPU (torch first, NVML for the driver), [] without one."""
+    try:
+        import torch
+    except ImportError:
+        return []
+    if not torch.cuda.is_available():
+        return []
+    gpus = []
+    for index in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(index)
+        gpus.append({
+            "index": index,
+            "gpu_name": props.name,
+            "sm_count": props.multi_processor_count,
+            "memory_gib": round(props.total_memory / 2**30, 1),
+            "compute_capability": f"{props.major}.{props.minor}",
+            "l2_cache_kib": getattr(props, "L2_cache_size", 0) // 1024,
+        })
+    try:
+        import pynvml  # from nvidia-ml-py, the [gpu] extra
+
+        pynvml.nvmlInit()
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        for gpu in gpus:
+            gpu["driver"] = driver.decode() if isinstance(driver, bytes) else driver
+    except Exception:  # NVML missing or not initialisable: the driver is optional information
+        pass
+    return gpus
+
+
+def software_versions() -> dict[str, Any]:
+    versions: dict[str, Any] = {"python": platform.python_version()}
+    try:
+        import numpy
+
+        versions["numpy"] = numpy.__version__
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        versions["torch"] = torch.__version__
+        versions["torch_cuda"] = torch.version.cuda
+        versions["torch_num_threads"] = torch.get_num_threads()
+        parallel = torch.__config__.parallel_info()
+        m = re.search(r"ATen parallel backend: (\S+)", parallel)
+        versions["torch_parallel_backend"] = m.group(1) if m else None
+        versions["torch_mkldnn"] = bool(torch.backends.mkldnn.is_available())
+    except ImportError:
+        pass
+    try:
+        from threadpoolctl import threadpool_info
+
+        versions["blas"] = [
+            {k: pool.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
+            for pool in threadpool_info()
+            if pool.get("user_api") == "blas"
+        ]
+    except ImportError:
+        pass
+    from perfpred import __version__
+
+    versions["perfpred"] = __version__
+    return versions
+
+
+def _short_hash(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:32]
+
+
+@lru_cache(maxsize=None)
+def _fingerprint_cached(device: str) -> str:
+    cpu = cpu_spec()
+    gpus = gpu_specs()
+    spec: dict[str, Any] = {"device": device, **cpu, "gpus": gpus}
+    if device.startswith("cuda"):
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= len(gpus):
+            from perfpred.errors import InvalidInputError
+
+            raise InvalidInputError(f"device {device!r} is not present: {len(gpus)} CUDA GPU(s) visible")
+        gpu = gpus[index]
+        identity = {k: gpu[k] for k in ("gpu_name", "sm_count", "memory_gib", "compute_capability")}
+        spec["hardware_id"] = f"cuda-{_slug(gpu['gpu_name'])}-{_short_hash(identity)}"
+        spec["hardware_name"] = gpu["gpu_name"]
+    else:
+        identity = {k: cpu[k] for k in ("cpu_model", "arch", "logical_cpus", "isa", "caches_kib")}
+        identity["memory_gib"] = round(cpu["memory_gib"])
+        spec["hardware_id"] = f"cpu-{_slug(cpu['cpu_model'])}-{_short_hash(identity)}"
+        spec["hardware_name"] = cpu["cpu_model"]
+    return json.dumps(spec)
+
+
+def fingerprint(device: str = "cpu") -> dict[str, Any]:
+    """The hardware spec of ``device`` ("cpu", "cuda", "cuda:1") with its ``hardware_id``."""
+    return json.loads(_fingerprint_cached(device))

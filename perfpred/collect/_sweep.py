@@ -1,0 +1,141 @@
+"""Sweep designs (grid, random log-uniform, Sobol) and a resumable sweep runner."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import numpy as np
+
+from perfpred.datasets import Measurement, MeasurementStore
+from perfpred.errors import InvalidInputError
+
+DESIGNS = ("grid", "random", "sobol")
+
+
+class Collector(Protocol):
+    name: str
+
+    def measurement_id(self, cfg: Any) -> str: ...
+
+    def measure(self, cfg: Any) -> Measurement: ...
+
+
+def _check_range(name: str, lo: int, hi: int) -> None:
+    if not (isinstance(lo, int) and isinstance(hi, int)) or lo < 1 or hi < lo:
+        raise InvalidInputError(f"`1 <= {name}_min <= {name}_max` must hold, but got {name}=({lo}, {hi})")
+
+
+def loguniform_shapes(n_shapes: int, ranges: dict[str, tuple[int, int]], *, seed: int = 0,
+                      sobol: bool = False) -> list[dict[str, int]]:
+    """Shapes with each dimension log-uniform in its [lo, hi] range (random or scrambled Sobol).
+
+    Duplicates after rounding are dropped, so a design may return slightly fewer shapes.
+    """
+    if n_shapes < 1:
+        raise InvalidInputError(f"`n_shapes >= 1` must hold, but got n_shapes={n_shapes}")
+    for name, (lo, hi) in ranges.items():
+        _check_range(name, lo, hi)
+    names = list(ranges)
+    if sobol:
+        from scipy.stats import qmc
+
+        # Sobol points are balanced in blocks of 2^m: draw the next power of two, keep n.
+        u = qmc.Sobol(d=len(names), scramble=True, seed=seed).random(2 ** math.ceil(math.log2(n_shapes)))[:n_shapes]
+    else:
+        u = np.random.default_rng(seed).random((n_shapes, len(names)))
+    shapes, seen = [], set()
+    for row in u:
+        shape = {}
+        for j, name in enumerate(names):
+            lo, hi = ranges[name]
+            shape[name] = int(round(math.exp(math.log(lo) + row[j] * (math.log(hi) - math.log(lo)))))
+        key = tuple(shape.values())
+        if key not in seen:
+            seen.add(key)
+            shapes.append(shape)
+    return shapes
+
+
+def grid_shapes(values: dict[str, Sequence[int]]) -> list[dict[str, int]]:
+    for name, vals in values.items():
+        if not vals or any((not isinstance(v, int)) or v < 1 for v in vals):
+            raise InvalidInputError(f"grid values of `{name}` must be integers >= 1, but got {list(vals)}")
+    names = list(values)
+    return [dict(zip(names, combo)) for combo in itertools.product(*values.values())]
+
+
+def expand(shapes: Iterable[dict[str, Any]], **options: Sequence[Any]) -> list[dict[str, Any]]:
+    """Cartesian product of shapes with option lists (dtype=['fp32','fp64'], threads=[1], ...)."""
+    keys = list(options)
+    return [{**shape, **dict(zip(keys, combo))} for shape in shapes for combo in itertools.product(*options.values())]
+
+
+@dataclass
+class SweepReport:
+    measured: int = 0
+    skipped: int = 0
+    failed: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+def run_sweep(
+    collector: Collector,
+    configs: Sequence[Any],
+    store: MeasurementStore,
+    *,
+    progress: bool = True,
+    on_measured: Callable[[Any, Measurement], None] | None = None,
+) -> SweepReport:
+    """Measure each config not yet in ``store``, appending each result as soon as it exists.
+
+    Configs are validated up front so a bad one stops the sweep before anything runs. Each
+    Measurement is committed to the store on its own, so an interrupted sweep resumes where
+    it stopped and loses at most the config that was being measured.
+    """
+    for cfg in configs:
+        cfg.validate()
+    report = SweepReport()
+    todo = []
+    for cfg in configs:
+        if store.contains(collector.measurement_id(cfg)):
+            report.skipped += 1
+        else:
+            todo.append(cfg)
+    t0 = time.perf_counter()
+    bar = None
+    if progress and todo:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[last]}"))
+        bar.start()
+        task = bar.add_task(f"{collector.name} sweep", total=len(todo), last="")
+    try:
+        for cfg in todo:
+            m = collector.measure(cfg)
+            store.append([m])
+            report.measured += 1
+            report.statuses[m.status] = report.statuses.get(m.status, 0) + 1
+            if m.status != "ok":
+                report.failed += 1
+            if on_measured:
+                on_measured(cfg, m)
+            if bar is not None:
+                last = f"{m.runtime_ms:.4g} ms" if m.runtime_ms is not None else m.status
+                bar.update(task, advance=1, last=last)
+    finally:
+        if bar is not None:
+            bar.stop()
+    report.wall_s = time.perf_counter() - t0
+    return report
+
+
+def with_overrides(configs: Iterable[Any], **overrides: Any) -> list[Any]:
+    return [replace(c, **overrides) for c in configs]

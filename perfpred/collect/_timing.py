@@ -1,0 +1,178 @@
+"""Timing done right on a noisy machine: warm-up, adaptive replicates, median and spread.
+
+Each *sample* times ``number`` back-to-back calls and records the time per call, with
+``number`` chosen (like ``torch.utils.benchmark.Timer.blocked_autorange``) so that a sample
+lasts at least ``min_sample_ms``: tiny kernels are then not drowned by timer resolution and
+call overhead. Samples are taken until the 95% confidence interval of the median is
+narrower than ``target_rel_ci`` (relative half-width), or a run/time cap is hit. The median
+is the reported runtime because this machine's noise is one-sided (occasional 2x outliers).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from perfpred.errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    """How long and how often to time one configuration.
+
+    Attributes:
+        warmup_runs: calls made and discarded before timing (JIT, page faults, clocks).
+        min_runs: samples taken at least, even when the first ones agree.
+        max_runs: samples taken at most.
+        max_time_s: wall-time cap for the samples of one config (warm-up excluded).
+        target_rel_ci: stop once the 95% CI half-width of the median / median is below this.
+        min_sample_ms: each sample repeats the call until it lasts this long.
+        cold_cache: flush the CPU caches before every sample (one call per sample).
+    """
+
+    warmup_runs: int = 2
+    min_runs: int = 5
+    max_runs: int = 100
+    max_time_s: float = 2.0
+    target_rel_ci: float = 0.02
+    min_sample_ms: float = 2.0
+    cold_cache: bool = False
+
+    def __post_init__(self) -> None:
+        rules = [
+            ("warmup_runs >= 0", self.warmup_runs >= 0, self.warmup_runs),
+            ("min_runs >= 1", self.min_runs >= 1, self.min_runs),
+            ("max_runs >= min_runs", self.max_runs >= self.min_runs, self.max_runs),
+            ("max_time_s > 0", self.max_time_s > 0, self.max_time_s),
+            ("0 < target_rel_ci < 1", 0 < self.target_rel_ci < 1, self.target_rel_ci),
+            ("min_sample_ms >= 0", self.min_sample_ms >= 0, self.min_sample_ms),
+        ]
+        for rule, ok, value in rules:
+            if not ok:
+                raise InvalidInputError(f"`{rule}` must hold, but got {rule.split()[0]}={value}")
+
+
+@dataclass
+class TimingResult:
+    raw_times_ms: list[float]
+    number: int
+    stopped_by: str  # "stable" | "time_cap" | "max_runs"
+    rel_ci: float
+    median_ms: float = field(init=False)
+    min_ms: float = field(init=False)
+    mean_ms: float = field(init=False)
+    std_ms: float = field(init=False)
+    iqr_ms: float = field(init=False)
+    cv: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        t = np.asarray(self.raw_times_ms, dtype=float)
+        self.median_ms = float(np.median(t))
+        self.min_ms = float(t.min())
+        self.mean_ms = float(t.mean())
+        self.std_ms = float(t.std(ddof=1)) if len(t) > 1 else 0.0
+        q75, q25 = np.percentile(t, [75, 25])
+        self.iqr_ms = float(q75 - q25)
+        self.cv = self.std_ms / self.mean_ms if self.mean_ms > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def median_rel_ci(samples: list[float] | np.ndarray, z: float = 1.96) -> float:
+    """Relative half-width of the distribution-free (binomial order-statistic) CI of the median."""
+    t = np.sort(np.asarray(samples, dtype=float))
+    n = len(t)
+    if n < 3:
+        return math.inf
+    half = z * math.sqrt(n) / 2
+    lo = max(0, int(math.floor(n / 2 - half)))
+    hi = min(n - 1, int(math.ceil(n / 2 + half)) - 1)
+    med = float(np.median(t))
+    return float((t[hi] - t[lo]) / (2 * med)) if med > 0 else math.inf
+
+
+class CacheFlusher:
+    """Evicts the CPU caches by streaming over a buffer larger than the last-level cache."""
+
+    def __init__(self, llc_bytes: int) -> None:
+        self._buf = np.zeros(max(2 * llc_bytes, 8 << 20) // 8, dtype=np.float64)
+
+    def __call__(self) -> None:
+        self._buf += 1.0
+
+
+def time_function(
+    fn: Callable[[], object],
+    policy: TimingPolicy = TimingPolicy(),
+    *,
+    sync: Callable[[], None] | None = None,
+    flush: Callable[[], None] | None = None,
+    cuda_events: bool = False,
+) -> TimingResult:
+    """Time ``fn`` under ``policy``; ``sync`` waits for asynchronous devices before reading a clock.
+
+    With ``cuda_events`` the device's own events time each sample (``sync`` is then still used
+    to wait for the end event); the host clock is used otherwise.
+    """
+    # The first call is warm-up and a probe of the call's cost; long calls need no more warm-up.
+    t0 = time.perf_counter()
+    if policy.warmup_runs > 0:
+        fn()
+        if sync:
+            sync()
+    first_call_s = time.perf_counter() - t0
+    if first_call_s < 0.2:
+        for _ in range(policy.warmup_runs - 1):
+            fn()
+        if sync:
+            sync()
+
+    def run_sample(number: int) -> float:
+        if cuda_events:
+            import torch
+
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(number):
+                fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / number
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        if sync:
+            sync()
+        return (time.perf_counter() - t0) * 1e3 / number
+
+    # Choose the calls-per-sample from one probe call; cold-cache mode times single calls.
+    number = 1
+    if not policy.cold_cache and policy.min_sample_ms > 0 and first_call_s * 1e3 < 5 * policy.min_sample_ms:
+        probe_ms = run_sample(1)
+        if probe_ms < policy.min_sample_ms:
+            number = min(10_000, max(1, math.ceil(policy.min_sample_ms / max(probe_ms, 1e-6))))
+
+    # A config whose calls alone overrun the time cap gets 3 samples, not min_runs of them.
+    min_runs = policy.min_runs
+    if first_call_s * policy.min_runs > policy.max_time_s:
+        min_runs = min(min_runs, 3)
+    samples: list[float] = []
+    deadline = time.perf_counter() + policy.max_time_s
+    stopped_by = "max_runs"
+    while len(samples) < policy.max_runs:
+        if flush is not None and policy.cold_cache:
+            flush()
+        samples.append(run_sample(number))
+        if len(samples) >= min_runs:
+            if median_rel_ci(samples) <= policy.target_rel_ci:
+                stopped_by = "stable"
+                break
+            if time.perf_counter() >= deadline:
+                stopped_by = "time_cap"
+                break
+    return TimingResult(raw_times_ms=samples, number=number, stopped_by=stopped_by, rel_ci=median_rel_ci(samples))

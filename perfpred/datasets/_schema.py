@@ -1,0 +1,209 @@
+"""The Measurement record: one row of every perfpred table.
+
+A Measurement is flat on disk: fixed columns, plus the free-form dictionaries flattened
+with a prefix (``workload.m``, ``config.dtype``, ``metric.ttft_ms_p50``), so a table of GEMMs,
+kernels and serving runs stays tidy and a model can pick the columns it needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from perfpred.errors import InvalidInputError
+
+SCHEMA_VERSION = 1
+
+KINDS = ("gemm", "kernel", "serving", "collective", "operator")
+STATUSES = ("ok", "compile_error", "runtime_error", "timeout", "oom", "invalid")
+POWER_SOURCES = ("nvml", "rapl", "recorded", "unavailable")
+
+WORKLOAD_PREFIX = "workload."
+CONFIG_PREFIX = "config."
+METRIC_PREFIX = "metric."
+
+# Fixed columns in the order they are written; the flattened dictionaries follow.
+FIXED_COLUMNS = (
+    "measurement_id",
+    "schema_version",
+    "kind",
+    "hardware_id",
+    "status",
+    "runtime_ms",
+    "raw_times_ms",
+    "n_runs",
+    "min_ms",
+    "mean_ms",
+    "std_ms",
+    "iqr_ms",
+    "cv",
+    "power_w",
+    "energy_j",
+    "power_source",
+    "load_avg_1m",
+    "ref_runtime_ms",
+    "error",
+    "source",
+    "timestamp",
+    "hardware_json",
+    "software_json",
+)
+
+_Scalar = int | float | str | bool | None
+
+
+def _canonical(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def measurement_key(kind: str, workload: dict[str, Any], config: dict[str, Any], hardware_id: str) -> str:
+    """Stable id of *what* was measured (not when): the de-duplication and resume key."""
+    payload = _canonical({"kind": kind, "workload": workload, "config": config, "hardware_id": hardware_id})
+    return hashlib.sha1(payload.encode()).hexdigest()[:20]
+
+
+def _check_finite_positive(name: str, value: float | None, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value):
+        raise InvalidInputError(f"`{name}` must be a finite number, but got {name}={value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        rule = ">= 0" if allow_zero else "> 0"
+        raise InvalidInputError(f"`{name} {rule}` must hold, but got {name}={value!r}")
+
+
+@dataclass
+class Measurement:
+    """One measured (or recorded, or failed) configuration.
+
+    Times are in milliseconds, power in watts, energy in joules. ``runtime_ms`` is the median
+    of ``raw_times_ms`` when replicates exist. A failed configuration is still a Measurement,
+    with ``status`` saying why and ``runtime_ms`` left empty.
+    """
+
+    kind: str
+    workload: dict[str, _Scalar]
+    config: dict[str, _Scalar]
+    hardware_id: str
+    status: str = "ok"
+    runtime_ms: float | None = None
+    raw_times_ms: list[float] = field(default_factory=list)
+    n_runs: int | None = None
+    min_ms: float | None = None
+    mean_ms: float | None = None
+    std_ms: float | None = None
+    iqr_ms: float | None = None
+    cv: float | None = None
+    power_w: float | None = None
+    energy_j: float | None = None
+    power_source: str = "unavailable"
+    load_avg_1m: float | None = None
+    ref_runtime_ms: float | None = None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    error: str | None = None
+    source: str = "perfpred"
+    timestamp: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    hardware: dict[str, Any] = field(default_factory=dict)
+    software: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def measurement_id(self) -> str:
+        return measurement_key(self.kind, self.workload, self.config, self.hardware_id)
+
+    def validate(self) -> None:
+        if self.kind not in KINDS:
+            raise InvalidInputError(f"`kind` must be one of {KINDS}, but got kind={self.kind!r}")
+        if self.status not in STATUSES:
+            raise InvalidInputError(f"`status` must be one of {STATUSES}, but got status={self.status!r}")
+        if self.power_source not in POWER_SOURCES:
+            raise InvalidInputError(
+                f"`power_source` must be one of {POWER_SOURCES}, but got power_source={self.power_source!r}"
+            )
+        if not self.hardware_id:
+            raise InvalidInputError("`hardware_id` must be a non-empty string, but got hardware_id=''")
+        if self.status == "ok" and self.runtime_ms is None and not self.metrics:
+            raise InvalidInputError("a measurement with status='ok' needs runtime_ms or metrics, but got neither")
+        _check_finite_positive("runtime_ms", self.runtime_ms)
+        for i, t in enumerate(self.raw_times_ms):
+            _check_finite_positive(f"raw_times_ms[{i}]", t)
+        for name in ("min_ms", "mean_ms", "power_w", "energy_j"):
+            _check_finite_positive(name, getattr(self, name))
+        for name in ("std_ms", "iqr_ms", "cv", "load_avg_1m", "ref_runtime_ms"):
+            _check_finite_positive(name, getattr(self, name), allow_zero=True)
+        if self.power_source == "unavailable" and (self.power_w is not None or self.energy_j is not None):
+            raise InvalidInputError(
+                "power_source='unavailable' must carry no power_w/energy_j, "
+                f"but got power_w={self.power_w!r}, energy_j={self.energy_j!r}"
+            )
+        for name, value in self.metrics.items():
+            if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value)):
+                raise InvalidInputError(f"`metric.{name}` must be a finite number, but got {value!r}")
+
+    def to_row(self) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "measurement_id": self.measurement_id,
+            "schema_version": self.schema_version,
+            "kind": self.kind,
+            "hardware_id": self.hardware_id,
+            "status": self.status,
+            "runtime_ms": self.runtime_ms,
+            "raw_times_ms": [float(t) for t in self.raw_times_ms],
+            "n_runs": self.n_runs if self.n_runs is not None else (len(self.raw_times_ms) or None),
+            "min_ms": self.min_ms,
+            "mean_ms": self.mean_ms,
+            "std_ms": self.std_ms,
+            "iqr_ms": self.iqr_ms,
+            "cv": self.cv,
+            "power_w": self.power_w,
+            "energy_j": self.energy_j,
+            "power_source": self.power_source,
+            "load_avg_1m": self.load_avg_1m,
+            "ref_runtime_ms": self.ref_runtime_ms,
+            "error": self.error,
+            "source": self.source,
+            "timestamp": self.timestamp,
+            "hardware_json": _canonical(self.hardware),
+            "software_json": _canonical(self.software),
+        }
+        row.update({WORKLOAD_PREFIX + k: v for k, v in self.workload.items()})
+        row.update({CONFIG_PREFIX + k: v for k, v in self.config.items()})
+        row.update({METRIC_PREFIX + k: v for k, v in self.metrics.items()})
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Measurement:
+        def _none(v: Any) -> Any:
+            return None if (isinstance(v, float) and math.isnan(v)) else v
+
+        def _prefixed(prefix: str) -> dict[str, Any]:
+            return {
+                k[len(prefix):]: _none(v.item() if hasattr(v, "item") else v)
+                for k, v in row.items()
+                if k.startswith(prefix) and _none(v) is not None
+            }
+
+        fields_ = {
+            name: _none(row.get(name))
+            for name in FIXED_COLUMNS
+            if name not in ("measurement_id", "raw_times_ms", "hardware_json", "software_json")
+        }
+        if fields_.get("n_runs") is not None:
+            fields_["n_runs"] = int(fields_["n_runs"])
+        raw = row.get("raw_times_ms")
+        return cls(
+            workload=_prefixed(WORKLOAD_PREFIX),
+            config=_prefixed(CONFIG_PREFIX),
+            metrics=_prefixed(METRIC_PREFIX),
+            raw_times_ms=[float(t) for t in raw] if raw is not None else [],
+            hardware=json.loads(row.get("hardware_json") or "{}"),
+            software=json.loads(row.get("software_json") or "{}"),
+            **{k: v for k, v in fields_.items() if v is not None},
+        )

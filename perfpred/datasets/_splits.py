@@ -1,0 +1,68 @@
+"""Train/test splits that do not leak: random rows, unseen groups (shapes, models), unseen hardware."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupShuffleSplit, LeaveOneGroupOut, ShuffleSplit
+
+from perfpred.errors import InvalidInputError
+
+SPLITS = ("random", "shape", "hardware")
+
+GEMM_SHAPE_COLUMNS = ("workload.b", "workload.m", "workload.n", "workload.k")
+
+
+def _check_fraction(test_size: float) -> None:
+    if not 0.0 < test_size < 1.0:
+        raise InvalidInputError(f"`0 < test_size < 1` must hold, but got test_size={test_size}")
+
+
+def group_labels(df: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """One integer label per distinct combination of ``columns`` (missing columns ignored)."""
+    present = [c for c in columns if c in df.columns]
+    if not present:
+        raise InvalidInputError(f"grouping needs at least one of the columns {list(columns)}, but the table has none")
+    return df[present].astype(str).agg("|".join, axis=1).factorize()[0]
+
+
+def random_split(df: pd.DataFrame, *, test_size: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    _check_fraction(test_size)
+    return next(ShuffleSplit(n_splits=1, test_size=test_size, random_state=seed).split(df))
+
+
+def grouped_split(
+    df: pd.DataFrame, columns: Sequence[str], *, test_size: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out whole groups: every row of a test group is unseen in training."""
+    _check_fraction(test_size)
+    groups = group_labels(df, columns)
+    if len(np.unique(groups)) < 2:
+        raise InvalidInputError(f"a grouped split needs >= 2 groups of {list(columns)}, but got 1")
+    return next(GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=seed).split(df, groups=groups))
+
+
+def leave_one_group_out(df: pd.DataFrame, column: str = "hardware_id") -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """Yield (held-out value, train index, test index) for each value of ``column``."""
+    if column not in df.columns:
+        raise InvalidInputError(f"leave-one-out needs column '{column}', which the table lacks")
+    values = df[column].astype(str).to_numpy()
+    if len(np.unique(values)) < 2:
+        raise InvalidInputError(f"leave-one-{column}-out needs >= 2 distinct values, but got {np.unique(values).tolist()}")
+    for train_idx, test_idx in LeaveOneGroupOut().split(df, groups=values):
+        yield values[test_idx[0]], train_idx, test_idx
+
+
+def make_split(
+    df: pd.DataFrame, split: str, *, test_size: float = 0.2, seed: int = 0, group_columns: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One (train, test) index pair by name: ``random`` | ``shape`` (unseen shapes)."""
+    if split == "random":
+        return random_split(df, test_size=test_size, seed=seed)
+    if split == "shape":
+        return grouped_split(df, group_columns or GEMM_SHAPE_COLUMNS, test_size=test_size, seed=seed)
+    if split == "hardware":
+        raise InvalidInputError("split='hardware' yields one fold per hardware id: use leave_one_group_out()")
+    raise InvalidInputError(f"`split` must be one of {SPLITS}, but got split={split!r}")

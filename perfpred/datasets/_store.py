@@ -1,0 +1,234 @@
+"""A folder of Parquet part files holding Measurements.
+
+Crash safety comes from never rewriting a file in place: every append writes a new part
+to a temporary name, fsyncs it and renames it into place (atomic on POSIX), so a SIGKILL
+loses at most the rows in flight and never leaves a half-written part where readers look.
+Resuming a sweep asks ``contains()`` before measuring; reading de-duplicates by
+``measurement_id`` (the newest row wins), so even two writers racing on one config
+cannot make a table with duplicates.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from perfpred.datasets._schema import FIXED_COLUMNS, SCHEMA_VERSION, Measurement
+from perfpred.errors import StoreError
+
+_MANIFEST = "store.json"
+_PARTS = "parts"
+_FORMAT = "perfpred-measurement-store"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class MeasurementStore:
+    """Append-only, resumable, de-duplicated Measurement table on disk.
+
+    >>> store = MeasurementStore("runs/gemm", create=True)   # doctest: +SKIP
+    >>> store.append([measurement])                           # doctest: +SKIP
+    >>> df = store.load()                                     # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = False) -> None:
+        self.path = Path(path)
+        manifest = self.path / _MANIFEST
+        if not manifest.exists():
+            if not create:
+                raise StoreError(
+                    f"no Measurement store at '{self.path}' (missing {_MANIFEST}); "
+                    "create one with `perfpred collect ...` or `perfpred import ... --into PATH`"
+                )
+            if self.path.exists() and any(p.name != _PARTS for p in self.path.iterdir()):
+                raise StoreError(f"'{self.path}' exists and is not a Measurement store; choose an empty folder")
+            (self.path / _PARTS).mkdir(parents=True, exist_ok=True)
+            tmp = manifest.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"format": _FORMAT, "schema_version": SCHEMA_VERSION}, indent=2))
+            os.replace(tmp, manifest)
+        try:
+            meta = json.loads(manifest.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise StoreError(f"unreadable store manifest '{manifest}': {exc}") from exc
+        if meta.get("format") != _FORMAT:
+            raise StoreError(f"'{manifest}' is not a perfpred store manifest (format={meta.get('format')!r})")
+        if int(meta.get("schema_version", 0)) > SCHEMA_VERSION:
+            raise StoreError(
+                f"store schema_version <= {SCHEMA_VERSION} must hold for this perfpred, "
+                f"but got schema_version={meta.get('schema_version')} in '{manifest}': upgrade perfpred"
+            )
+        self._ids: set[str] | None = None
+
+    # ------------------------------------------------------------------ writing
+    def _parts_dir(self) -> Path:
+        return self.path / _PARTS
+
+    def part_files(self) -> list[Path]:
+        """Committed part files, oldest first (names start with a nanosecond clock)."""
+        return sorted(p for p in self._parts_dir().glob("part-*.parquet"))
+
+    def _write_part(self, rows: list[dict[str, Any]]) -> Path:
+        table = pa.Table.from_pandas(_rows_to_frame(rows), preserve_index=False)
+        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp = self._parts_dir() / f".tmp-{name}"
+        final = self._parts_dir() / name
+        with open(tmp, "wb") as fh:
+            pq.write_table(table, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(self._parts_dir())
+        return final
+
+    def append(self, measurements: Iterable[Measurement], *, replace: bool = False) -> int:
+        """Write measurements as one new part; returns how many rows were written.
+
+        Measurements whose id is already stored are skipped unless ``replace`` (then the new
+        row supersedes the old one on read).
+        """
+        ids = self.ids()
+        rows = []
+        for m in measurements:
+            key = m.measurement_id
+            if key in ids and not replace:
+                continue
+            rows.append(m.to_row())
+            ids.add(key)
+        if rows:
+            self._write_part(rows)
+        return len(rows)
+
+    def append_frame(self, frame: pd.DataFrame, *, replace: bool = False) -> int:
+        """Bulk append of rows already in the flat schema (importers of big recorded tables)."""
+        missing = [c for c in ("measurement_id", "kind", "hardware_id", "status", "runtime_ms") if c not in frame]
+        if missing:
+            raise StoreError(f"append_frame needs columns {missing}, which the frame lacks")
+        ids = self.ids()
+        if not replace:
+            frame = frame[~frame["measurement_id"].isin(ids)]
+        frame = frame.drop_duplicates("measurement_id", keep="last")
+        if frame.empty:
+            return 0
+        self._write_part(frame.to_dict("records"))
+        ids.update(frame["measurement_id"])
+        return len(frame)
+
+    # ------------------------------------------------------------------ reading
+    def ids(self) -> set[str]:
+        if self._ids is None:
+            ids: set[str] = set()
+            for part in self.part_files():
+                ids.update(self._read_part(part, columns=["measurement_id"])["measurement_id"])
+            self._ids = ids
+        return self._ids
+
+    def contains(self, measurement_id: str) -> bool:
+        return measurement_id in self.ids()
+
+    @staticmethod
+    def _read_part(part: Path, columns: list[str] | None = None) -> pd.DataFrame:
+        try:
+            return pq.read_table(part, columns=columns).to_pandas()
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(f"unreadable part file '{part}': {exc}") from exc
+
+    def load(self, *, kind: str | None = None, status: str | None = None) -> pd.DataFrame:
+        """All measurements as one DataFrame, de-duplicated by measurement_id (newest wins)."""
+        frames = [self._read_part(p) for p in self.part_files()]
+        frames = [f for f in frames if not f.empty]
+        if not frames:
+            return pd.DataFrame(columns=list(FIXED_COLUMNS))
+        df = pd.concat(frames, ignore_index=True, sort=False)
+        df = df.drop_duplicates("measurement_id", keep="last").reset_index(drop=True)
+        if kind is not None:
+            df = df[df["kind"] == kind]
+        if status is not None:
+            df = df[df["status"] == status]
+        return df.dropna(axis=1, how="all").reset_index(drop=True)
+
+    def measurements(self, **filters: Any) -> list[Measurement]:
+        return [Measurement.from_row(r) for r in self.load(**filters).to_dict("records")]
+
+    def __len__(self) -> int:
+        return len(self.ids())
+
+    # ------------------------------------------------------------------ upkeep
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        with open(self.path / ".lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def compact(self) -> int:
+        """Merge all parts into one (de-duplicated); returns the number of rows kept.
+
+        The merged part is committed before the old ones are removed, so a crash in between
+        leaves duplicates (which reads drop), never a loss.
+        """
+        with self._lock():
+            old = self.part_files()
+            if len(old) <= 1:
+                return len(self.ids())
+            df = self.load()
+            self._write_part(df.to_dict("records"))
+            for part in old:
+                part.unlink(missing_ok=True)
+            for tmp in self._parts_dir().glob(".tmp-*"):
+                tmp.unlink(missing_ok=True)
+            _fsync_dir(self._parts_dir())
+            self._ids = set(df["measurement_id"])
+            return len(df)
+
+    def info(self) -> dict[str, Any]:
+        df = self.load()
+        size = sum(p.stat().st_size for p in self.part_files())
+        out: dict[str, Any] = {
+            "path": str(self.path),
+            "schema_version": SCHEMA_VERSION,
+            "rows": int(len(df)),
+            "parts": len(self.part_files()),
+            "size_bytes": int(size),
+        }
+        if len(df):
+            out["kinds"] = df["kind"].value_counts().to_dict()
+            out["status"] = df["status"].value_counts().to_dict()
+            out["hardware_ids"] = df["hardware_id"].value_counts().to_dict()
+            out["sources"] = df["source"].value_counts().to_dict()
+            out["power_source"] = df["power_source"].value_counts().to_dict()
+            out["workload_columns"] = sorted(c for c in df.columns if c.startswith("workload."))
+            out["config_columns"] = sorted(c for c in df.columns if c.startswith("config."))
+            out["metric_columns"] = sorted(c for c in df.columns if c.startswith("metric."))
+            out["first_timestamp"] = str(df["timestamp"].min())
+            out["last_timestamp"] = str(df["timestamp"].max())
+        return out
+
+
+def _rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame.from_records(rows)
+    # Object columns mixing numbers and strings cannot go to Parquet; keep them as strings.
+    for col in df.columns:
+        if df[col].dtype == object and col != "raw_times_ms":
+            kinds = {type(v) for v in df[col].dropna()}
+            if len(kinds) > 1 and str in kinds:
+                df[col] = df[col].map(lambda v: None if v is None else str(v))
+    return df
