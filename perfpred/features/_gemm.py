@@ -17,7 +17,7 @@ from perfpred.errors import InvalidInputError
 
 DTYPE_BYTES = {"fp64": 8, "fp32": 4, "bf16": 2, "fp16": 2}
 ALIGN_CAP_LOG2 = 7  # alignment beyond 128 elements no longer changes how kernels tile
-PAD_TILES = (16, 64)
+PAD_TILES = (8, 16, 32, 64)  # SIMD widths and micro-kernel tiles of CPU and GPU GEMMs
 
 
 def flops(b, m, n, k):
@@ -99,6 +99,10 @@ def gemm_features(df: pd.DataFrame) -> pd.DataFrame:
     feats["log2_flops"] = np.log2(flop)
     feats["log2_bytes"] = np.log2(nbytes)
     feats["log2_intensity"] = feats["log2_flops"] - feats["log2_bytes"]
+    # Each operand's size: skinny GEMMs are limited by whichever matrix streams from memory.
+    feats["log2_a_bytes"] = np.log2(m * k * dbytes * b)
+    feats["log2_b_bytes"] = np.log2(k * n * dbytes * b)
+    feats["log2_c_bytes"] = np.log2(m * n * dbytes * b)
     feats["log2_min_dim"] = np.log2(np.minimum(np.minimum(m, n), k))
     feats["log2_max_dim"] = np.log2(np.maximum(np.maximum(m, n), k))
     feats["dtype_bytes"] = dbytes

@@ -1,0 +1,340 @@
+"""The ``perfpred`` command line: one thin sub-command per room of the package.
+
+Heavy imports (torch, xgboost, MLflow) happen inside the commands so ``--help`` stays fast.
+A user mistake prints one line, ``error: <rule and value>``, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from perfpred.errors import InvalidInputError, PerfPredError
+
+app = typer.Typer(help="Predict and tune GEMM, kernel and serving performance before launching anything.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+collect_app = typer.Typer(help="Measure configurations on this machine into a Measurement store.",
+                          no_args_is_help=True)
+dataset_app = typer.Typer(help="Inspect Measurement stores.", no_args_is_help=True)
+app.add_typer(collect_app, name="collect")
+app.add_typer(dataset_app, name="dataset")
+
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_STORE = Path("perfpred-runs/gemm-store")
+
+
+# ---------------------------------------------------------------------------- parsing helpers
+def parse_range(text: str, name: str) -> tuple[int, int]:
+    """'16:4096' -> (16, 4096)."""
+    parts = text.split(":")
+    try:
+        lo, hi = (int(parts[0]), int(parts[1])) if len(parts) == 2 else (int(text), int(text))
+    except ValueError:
+        raise InvalidInputError(f"--{name} must look like LOW:HIGH with integers, but got {text!r}") from None
+    if lo < 1 or hi < lo:
+        raise InvalidInputError(f"--{name} needs `1 <= LOW <= HIGH`, but got {text!r}")
+    return lo, hi
+
+
+def parse_list(text: str, name: str, cast=str) -> list:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise InvalidInputError(f"--{name} needs a comma-separated list, but got {text!r}")
+    try:
+        return [cast(t) for t in items]
+    except ValueError:
+        raise InvalidInputError(f"--{name} items must be {cast.__name__}, but got {text!r}") from None
+
+
+def _print_kv_table(title: str, values: dict, fmt: str = "{:.4g}") -> None:
+    table = Table(title=title, show_header=False)
+    for key, value in values.items():
+        table.add_row(str(key), fmt.format(value) if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------- env
+@app.command()
+def env(
+    device: Annotated[str, typer.Option(help="Device to fingerprint: cpu, cuda or cuda:N.")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    peaks: Annotated[bool, typer.Option(help="Also measure (or read cached) peak GFLOP/s and GB/s.")] = False,
+) -> None:
+    """Print this machine's hardware fingerprint, its stable hardware id and software versions."""
+    from perfpred.collect import fingerprint, hardware_with_peaks, software_versions
+
+    spec = hardware_with_peaks(device) if peaks else fingerprint(device)
+    out = {"hardware": spec, "software": software_versions()}
+    if as_json:
+        console.print_json(json.dumps(out))
+        return
+    flat = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in spec.items()}
+    _print_kv_table(f"hardware {spec['hardware_id']}", flat)
+    _print_kv_table("software", {k: json.dumps(v) if isinstance(v, (dict, list)) else v
+                                 for k, v in out["software"].items()})
+
+
+# ---------------------------------------------------------------------------- collect
+@collect_app.command("gemm")
+def collect_gemm(
+    store: Annotated[Path, typer.Option(help="Measurement store folder (created if missing).")] = DEFAULT_STORE,
+    design: Annotated[str, typer.Option(help="Sweep design: grid, random (log-uniform) or sobol (quasi-random, log scale).")] = "sobol",
+    n_shapes: Annotated[int, typer.Option(help="Number of (M,N,K) shapes for random/sobol designs.")] = 64,
+    m_range: Annotated[str, typer.Option(help="M range LOW:HIGH in elements (random/sobol).")] = "16:4096",
+    n_range: Annotated[str, typer.Option(help="N range LOW:HIGH in elements (random/sobol).")] = "16:4096",
+    k_range: Annotated[str, typer.Option(help="K range LOW:HIGH in elements (random/sobol).")] = "16:4096",
+    sizes: Annotated[str, typer.Option(help="Grid design: comma-separated sizes used for each of M, N, K.")] = "64,256,1024",
+    batch: Annotated[str, typer.Option(help="Batch sizes B (comma-separated); B>1 times a batched matmul.")] = "1",
+    dtypes: Annotated[str, typer.Option(help="Comma-separated dtypes: fp64, fp32, bf16, fp16.")] = "fp32,fp64",
+    threads: Annotated[str, typer.Option(help="Comma-separated CPU thread counts (ignored on CUDA).")] = "1",
+    transposes: Annotated[str, typer.Option(help="Comma-separated layouts: nn, nt, tn, tt (A and B transposed or not).")] = "nn",
+    backend: Annotated[str, typer.Option(help="GEMM implementation: torch or numpy.")] = "torch",
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Seed of the random/sobol design.")] = 0,
+    cold_cache: Annotated[bool, typer.Option(help="Flush the CPU caches before every timed sample.")] = False,
+    warmup_runs: Annotated[int, typer.Option(help="Untimed calls before timing.")] = 2,
+    min_runs: Annotated[int, typer.Option(help="Timed samples taken at least.")] = 5,
+    max_runs: Annotated[int, typer.Option(help="Timed samples taken at most.")] = 50,
+    max_time_s: Annotated[float, typer.Option(help="Time cap in seconds for the samples of one config.")] = 1.5,
+    target_rel_ci: Annotated[float, typer.Option(help="Stop when the median's 95% CI half-width / median is below this (0.02 = 2%).")] = 0.02,
+    power: Annotated[bool, typer.Option(help="Read power from NVML/RAPL during a 1 s sustained loop when a sensor exists.")] = True,
+    reference: Annotated[bool, typer.Option(help="Re-time a 256^3 fp32 reference GEMM beside each config (noise monitor).")] = True,
+    quick: Annotated[bool, typer.Option(help="Preset: 128 sobol shapes in 16..2048, fp32+fp64, 1 thread, short timing (about a minute).")] = False,
+) -> None:
+    """Time GEMMs (C = op(A) @ op(B)) over a sweep design and append them to a store.
+
+    Re-running the same command resumes: configs already in the store are skipped.
+    """
+    from perfpred.collect import GemmCollector, GemmConfig, TimingPolicy, expand, grid_shapes, loguniform_shapes, \
+        run_sweep
+    from perfpred.datasets import MeasurementStore
+
+    if quick:
+        design, n_shapes, m_range, n_range, k_range = "sobol", 128, "16:2048", "16:2048", "16:2048"
+        max_time_s, max_runs = 0.5, 20
+    if design not in ("grid", "random", "sobol"):
+        raise InvalidInputError(f"--design must be one of grid, random, sobol, but got {design!r}")
+    if design == "grid":
+        size_list = parse_list(sizes, "sizes", int)
+        shapes = grid_shapes({"m": size_list, "n": size_list, "k": size_list})
+    else:
+        ranges = {"m": parse_range(m_range, "m-range"), "n": parse_range(n_range, "n-range"),
+                  "k": parse_range(k_range, "k-range")}
+        shapes = loguniform_shapes(n_shapes, ranges, seed=seed, sobol=design == "sobol")
+    layouts = parse_list(transposes, "transposes")
+    bad = [t for t in layouts if t not in ("nn", "nt", "tn", "tt")]
+    if bad:
+        raise InvalidInputError(f"--transposes items must be nn, nt, tn or tt, but got {bad[0]!r}")
+    combos = expand(shapes, b=parse_list(batch, "batch", int), dtype=parse_list(dtypes, "dtypes"),
+                    threads=parse_list(threads, "threads", int), layout=layouts)
+    configs = [
+        GemmConfig(m=c["m"], n=c["n"], k=c["k"], b=c["b"], dtype=c["dtype"], trans_a=c["layout"][0] == "t",
+                   trans_b=c["layout"][1] == "t", backend=backend, device=device,
+                   threads=c["threads"] if device == "cpu" else None)
+        for c in combos
+    ]
+    for cfg in configs:  # refuse bad input before creating anything
+        cfg.validate()
+    policy = TimingPolicy(warmup_runs=warmup_runs, min_runs=min_runs, max_runs=max_runs, max_time_s=max_time_s,
+                          target_rel_ci=target_rel_ci, cold_cache=cold_cache)
+    collector = GemmCollector(policy=policy, measure_power=power, reference=reference)
+    st = MeasurementStore(store, create=True)
+    err_console.print(f"[bold]{len(configs)}[/] GEMM configs ({design}) -> {store}")
+    report = run_sweep(collector, configs, st)
+    st.compact()
+    summary = {"measured": report.measured, "skipped (already in store)": report.skipped,
+               "failed (stored with status)": report.failed, "statuses": report.statuses,
+               "wall time": f"{report.wall_s:.1f} s", "store rows": len(st), "store": str(store)}
+    _print_kv_table("GEMM sweep", summary)
+
+
+# ---------------------------------------------------------------------------- import
+@app.command("import")
+def import_(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="kernel-tuner, uci-sgemm, neusight, vidur or ml-energy.")],
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders in that format.")],
+    into: Annotated[Path, typer.Option("--into", help="Measurement store folder (created if missing).")],
+) -> None:
+    """Import recorded measurements in their original published format into a store."""
+    from perfpred.collect.importers import run_import
+    from perfpred.datasets import MeasurementStore
+
+    st = MeasurementStore(into, create=True)
+    report = run_import(fmt, paths, st)
+    st.compact()
+    _print_kv_table(f"import {fmt}", {k: v for k, v in vars(report).items()})
+
+
+# ---------------------------------------------------------------------------- dataset
+@dataset_app.command("info")
+def dataset_info(
+    path: Annotated[Path, typer.Argument(help="Measurement store folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Summarise a store: rows, kinds, statuses, hardware ids, sources, columns, size on disk."""
+    from perfpred.datasets import MeasurementStore
+
+    info = MeasurementStore(path).info()
+    if as_json:
+        console.print_json(json.dumps(info, default=str))
+        return
+    _print_kv_table(f"store {path}", {k: (", ".join(v) if isinstance(v, list) else v) for k, v in info.items()})
+
+
+@dataset_app.command("ls")
+def dataset_ls(
+    path: Annotated[Path, typer.Argument(help="Measurement store folder.")],
+    kind: Annotated[Optional[str], typer.Option(help="Only this kind (gemm, kernel, serving, ...).")] = None,
+    status: Annotated[Optional[str], typer.Option(help="Only this status (ok, oom, ...).")] = None,
+    limit: Annotated[int, typer.Option(help="Rows shown (the slowest first with --sort runtime_ms).")] = 20,
+    sort: Annotated[str, typer.Option(help="Column to sort by, descending.")] = "timestamp",
+) -> None:
+    """List measurements: workload, config, runtime (ms), spread and status."""
+    from perfpred.datasets import MeasurementStore
+
+    df = MeasurementStore(path).load(kind=kind, status=status)
+    if df.empty:
+        console.print("no measurements match")
+        return
+    if sort not in df:
+        raise InvalidInputError(f"--sort must name a column of the table, but got {sort!r}")
+    df = df.sort_values(sort, ascending=False).head(limit)
+    cols = [c for c in df.columns if c.startswith(("workload.", "config."))]
+    cols += [c for c in ("runtime_ms", "cv", "n_runs", "power_w", "status", "hardware_id") if c in df]
+    table = Table(*[c.split(".", 1)[-1] for c in cols])
+    for row in df[cols].itertuples(index=False):
+        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------- train / evaluate / predict
+@app.command()
+def train(
+    store: Annotated[Path, typer.Option(help="Measurement store to train on.")] = DEFAULT_STORE,
+    kind: Annotated[str, typer.Option(help="Which measurements: gemm, ...")] = "gemm",
+    model: Annotated[str, typer.Option(help="Regressor: xgb (default), rf (GPPerf baseline), roofline.")] = "xgb",
+    target: Annotated[str, typer.Option(help="Column to predict (runtime_ms, power_w, energy_j, ...).")] = "runtime_ms",
+    split: Annotated[str, typer.Option(help="Held-out split for the reported error: random or shape (unseen M,N,K).")] = "shape",
+    seed: Annotated[int, typer.Option(help="Seed of the split and the regressor.")] = 0,
+    name: Annotated[Optional[str], typer.Option(help="Register the model in MLflow under this name.")] = None,
+    max_ref_drift: Annotated[Optional[float], typer.Option(help="Drop rows whose reference GEMM time drifted by more than this fraction (noisy periods).")] = None,
+) -> None:
+    """Train a predictor, report its held-out error, refit on all rows and log it to MLflow."""
+    from perfpred.datasets import MeasurementStore
+    from perfpred.models import train_model
+
+    df = MeasurementStore(store).load()
+    result = train_model(df, kind=kind, regressor=model, target=target, split=split, seed=seed,
+                         max_ref_drift=max_ref_drift, registered_name=name, source=str(store))
+    _print_kv_table(f"{model} on {result.n_rows} rows, held-out ({split} split)", result.holdout)
+    console.print(f"MLflow run id: [bold]{result.run_id}[/]" + (f"  registered as [bold]{name}[/]" if name else ""))
+    console.print(f"predict with: perfpred predict --model {name or result.run_id} --m 1024 --n 1024 --k 1024")
+
+
+@app.command()
+def evaluate(
+    store: Annotated[Path, typer.Option(help="Measurement store to evaluate on.")] = DEFAULT_STORE,
+    kind: Annotated[str, typer.Option(help="Which measurements: gemm, ...")] = "gemm",
+    models: Annotated[str, typer.Option(help="Comma-separated regressors to compare.")] = "xgb,rf,roofline",
+    split: Annotated[str, typer.Option(help="random, shape (unseen M,N,K) or hardware (leave one hardware id out).")] = "shape",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds; metrics are averaged over them.")] = "0,1,2",
+    target: Annotated[str, typer.Option(help="Column to predict.")] = "runtime_ms",
+    output: Annotated[Optional[Path], typer.Option(help="Also write the full results as JSON here.")] = None,
+) -> None:
+    """Compare regressors on held-out data (MAPE, median/p90 APE, R² log/linear, Spearman)."""
+    from perfpred.datasets import MeasurementStore
+    from perfpred.models import PerformanceModel, evaluate_models, training_frame
+
+    rows = training_frame(MeasurementStore(store).load(), kind=kind, target=target)
+    names = parse_list(models, "models")
+    estimators = {n: PerformanceModel(kind=kind, regressor=n, target=target) for n in names}
+    for est in estimators.values():
+        est._make_regressor()  # unknown names fail here, before any fitting
+    results = evaluate_models(rows, estimators, split=split, seeds=parse_list(seeds, "seeds", int), target=target)
+    table = Table("model", "MAPE %", "median APE %", "p90 APE %", "R² log", "R² lin", "Spearman", "fit s",
+                  title=f"{kind} {target}, {split} split, {len(rows)} rows")
+    for n in names:
+        m = results[n]["mean"]
+        table.add_row(n, *(f"{m[k]:.3g}" for k in ("mape_pct", "median_ape_pct", "p90_ape_pct", "r2_log",
+                                                    "r2_linear", "spearman_rho", "fit_s")))
+    console.print(table)
+    if output:
+        output.write_text(json.dumps(results, indent=2, default=float))
+        console.print(f"wrote {output}")
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Option(help="MLflow run id or registered model name.")],
+    m: Annotated[Optional[int], typer.Option(help="M (rows of C).")] = None,
+    n: Annotated[Optional[int], typer.Option(help="N (columns of C).")] = None,
+    k: Annotated[Optional[int], typer.Option(help="K (inner dimension).")] = None,
+    b: Annotated[int, typer.Option(help="Batch size B.")] = 1,
+    dtype: Annotated[str, typer.Option(help="fp64, fp32, bf16 or fp16.")] = "fp32",
+    threads: Annotated[int, typer.Option(help="CPU threads.")] = 1,
+    trans_a: Annotated[bool, typer.Option(help="A transposed.")] = False,
+    trans_b: Annotated[bool, typer.Option(help="B transposed.")] = False,
+    input_csv: Annotated[Optional[Path], typer.Option("--input", help="CSV of configs (columns m,n,k and optional b,dtype,threads,trans_a,trans_b).")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Write predictions as CSV here (with --input).")] = None,
+    hardware_id: Annotated[Optional[str], typer.Option(help="Hardware to predict for (default: the one the model was trained on).")] = None,
+) -> None:
+    """Predict runtime (ms) of one GEMM or of every row of a CSV, before running anything."""
+    import pandas as pd
+
+    from perfpred.collect import GemmConfig
+    from perfpred.models import load_model
+
+    if input_csv is not None:
+        try:
+            configs = pd.read_csv(input_csv).to_dict("records")
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise InvalidInputError(f"--input {input_csv}: unreadable CSV: {str(exc).splitlines()[0]}") from None
+    else:
+        if None in (m, n, k):
+            raise InvalidInputError("predict needs --m, --n and --k (or --input CSV)")
+        configs = [{"m": m, "n": n, "k": k, "b": b, "dtype": dtype, "threads": threads, "trans_a": trans_a,
+                    "trans_b": trans_b}]
+    allowed = {"m", "n", "k", "b", "dtype", "threads", "trans_a", "trans_b"}
+    for i, cfg in enumerate(configs):
+        unknown = sorted(set(cfg) - allowed)
+        if unknown:
+            raise InvalidInputError(f"config {i}: unknown column(s) {unknown}; known: {sorted(allowed)}")
+        GemmConfig(**{key: (int(v) if key in "mnkb" else v) for key, v in cfg.items()
+                      if key in {"m", "n", "k", "b", "dtype"}}).validate()
+    est = load_model(model)
+    rows = est.config_rows(configs, hardware_id)
+    pred = est.predict(rows)
+    if input_csv is not None:
+        out = pd.DataFrame(configs).assign(predicted_runtime_ms=pred)
+        if output:
+            out.to_csv(output, index=False)
+            console.print(f"wrote {len(out)} predictions to {output}")
+        else:
+            console.print(out.to_string(index=False))
+        return
+    console.print(f"predicted runtime_ms: [bold]{pred[0]:.4g}[/]  "
+                  f"(b={b} m={m} n={n} k={k} {dtype}, {threads} thread(s), on {next(iter(est.hardware_specs_)) if hardware_id is None else hardware_id})")
+
+
+def main() -> None:
+    try:
+        app()
+    except PerfPredError as exc:
+        err_console.print(f"[bold red]error:[/] {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                          highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: everything measured so far is in the store; re-run to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Estimators (scikit-learn contract), metrics, evaluation protocols and MLflow tracking."""
+
+from perfpred.models._evaluation import data_hash, evaluate_models, training_frame
+from perfpred.models._metrics import ape, mape, median_ape, p90_ape, r2_linear, r2_log, regression_report, spearman
+from perfpred.models._performance_model import (
+    FEATURIZERS,
+    REGRESSORS,
+    PerformanceModel,
+    featurize,
+    register_featurizer,
+    register_regressor,
+)
+from perfpred.models._regressors import LogTargetXGBRegressor, RooflineRegressor, gpperf_random_forest
+from perfpred.models._tracking import list_runs, load_model, log_training_run
+from perfpred.models._training import TrainResult, train_model
+
+__all__ = [
+    "FEATURIZERS",
+    "REGRESSORS",
+    "LogTargetXGBRegressor",
+    "PerformanceModel",
+    "RooflineRegressor",
+    "TrainResult",
+    "ape",
+    "data_hash",
+    "evaluate_models",
+    "featurize",
+    "gpperf_random_forest",
+    "list_runs",
+    "load_model",
+    "log_training_run",
+    "mape",
+    "median_ape",
+    "p90_ape",
+    "r2_linear",
+    "r2_log",
+    "register_featurizer",
+    "register_regressor",
+    "regression_report",
+    "spearman",
+    "train_model",
+]

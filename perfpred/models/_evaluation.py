@@ -1,0 +1,91 @@
+"""Honest error figures: fit on the training split only, score on held-out rows only."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+
+from perfpred.datasets import leave_one_group_out, make_split
+from perfpred.errors import InvalidInputError
+from perfpred.models._metrics import regression_report
+from perfpred.models._performance_model import PerformanceModel
+
+
+def training_frame(df: pd.DataFrame, *, kind: str = "gemm", target: str = "runtime_ms",
+                   max_ref_drift: float | None = None) -> pd.DataFrame:
+    """Rows usable for training: this kind, status ok, a positive target.
+
+    ``max_ref_drift`` drops rows measured while the machine was noisy: those whose reference
+    config time deviates from its median by more than this fraction (e.g. 0.25).
+    """
+    if df.empty:
+        raise InvalidInputError("the Measurement table is empty: collect or import something first")
+    rows = df[(df["kind"] == kind) & (df["status"] == "ok")]
+    if target not in rows:
+        raise InvalidInputError(f"target column '{target}' is not in the table (columns: {sorted(df.columns)[:12]}...)")
+    rows = rows[np.isfinite(rows[target].astype(float)) & (rows[target].astype(float) > 0)]
+    if max_ref_drift is not None and "ref_runtime_ms" in rows and rows["ref_runtime_ms"].notna().any():
+        ref = rows["ref_runtime_ms"].astype(float)
+        drift = (ref / ref.median() - 1).abs()
+        rows = rows[drift.isna() | (drift <= max_ref_drift)]
+    if len(rows) < 10:
+        raise InvalidInputError(f"training needs >= 10 usable '{kind}' rows with {target}, but got {len(rows)}")
+    return rows.reset_index(drop=True)
+
+
+def data_hash(df: pd.DataFrame, target: str = "runtime_ms") -> str:
+    """Content hash of what a model was trained on (ids and target values, order-free)."""
+    cols = [c for c in ("measurement_id", target) if c in df]
+    payload = df[cols].astype(str).agg("|".join, axis=1).sort_values().str.cat(sep="\n")
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _score(model: PerformanceModel, train: pd.DataFrame, test: pd.DataFrame, target: str) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    model.fit(train, train[target])
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pred = model.predict(test)
+    predict_s = time.perf_counter() - t0
+    report = regression_report(test[target].to_numpy(float), pred)
+    return {**report, "fit_s": fit_s, "predict_s": predict_s, "n_train": int(len(train))}
+
+
+def evaluate_models(
+    df: pd.DataFrame,
+    models: dict[str, PerformanceModel],
+    *,
+    split: str = "random",
+    seeds: Sequence[int] = (0,),
+    test_size: float = 0.2,
+    target: str = "runtime_ms",
+    group_columns: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Score each model under ``split`` ("random", "shape", "hardware"), averaged over seeds.
+
+    Returns {model name: {"mean": metrics averaged over folds, "folds": [...]}}.
+    """
+    results: dict[str, Any] = {name: {"folds": []} for name in models}
+    folds: list[tuple[str, np.ndarray, np.ndarray]] = []
+    if split == "hardware":
+        folds = list(leave_one_group_out(df, "hardware_id"))
+    else:
+        for seed in seeds:
+            tr, te = make_split(df, split, test_size=test_size, seed=seed, group_columns=group_columns)
+            folds.append((f"seed={seed}", tr, te))
+    for label, tr, te in folds:
+        train, test = df.iloc[tr], df.iloc[te]
+        for name, model in models.items():
+            fold = _score(clone(model), train, test, target)
+            results[name]["folds"].append({"fold": label, **fold})
+    for name in models:
+        fold_list = results[name]["folds"]
+        keys = [k for k, v in fold_list[0].items() if isinstance(v, (int, float)) and k != "fold"]
+        results[name]["mean"] = {k: float(np.mean([f[k] for f in fold_list])) for k in keys}
+    return results

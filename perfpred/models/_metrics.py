@@ -1,0 +1,69 @@
+"""Error figures for runtime-like targets (all positive): percentage errors, R², rank agreement."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import spearmanr
+from sklearn.metrics import r2_score
+
+from perfpred.errors import InvalidInputError
+
+
+def _check(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+    t = np.asarray(y_true, dtype=float)
+    p = np.asarray(y_pred, dtype=float)
+    if t.shape != p.shape or t.ndim != 1:
+        raise InvalidInputError(f"y_true and y_pred must be 1-D of equal length, but got {t.shape} and {p.shape}")
+    if len(t) == 0:
+        raise InvalidInputError("metrics need at least one row, but got 0")
+    if not np.all(np.isfinite(t)) or np.any(t <= 0):
+        raise InvalidInputError("`y_true > 0` and finite must hold for percentage errors")
+    return t, p
+
+
+def ape(y_true, y_pred) -> np.ndarray:
+    """Absolute percentage error of each row, in percent."""
+    t, p = _check(y_true, y_pred)
+    return np.abs(p - t) / t * 100.0
+
+
+def mape(y_true, y_pred) -> float:
+    return float(np.mean(ape(y_true, y_pred)))
+
+
+def median_ape(y_true, y_pred) -> float:
+    return float(np.median(ape(y_true, y_pred)))
+
+
+def p90_ape(y_true, y_pred) -> float:
+    return float(np.percentile(ape(y_true, y_pred), 90))
+
+
+def r2_log(y_true, y_pred) -> float:
+    t, p = _check(y_true, y_pred)
+    return float(r2_score(np.log(t), np.log(np.clip(p, 1e-12, None))))
+
+
+def r2_linear(y_true, y_pred) -> float:
+    t, p = _check(y_true, y_pred)
+    return float(r2_score(t, p))
+
+
+def spearman(y_true, y_pred) -> float:
+    t, p = _check(y_true, y_pred)
+    if len(t) < 2:
+        return float("nan")
+    return float(spearmanr(t, p).statistic)
+
+
+def regression_report(y_true, y_pred) -> dict[str, float]:
+    """The standard set: MAPE, median and p90 APE (percent), R² (log and linear), Spearman rho."""
+    return {
+        "mape_pct": mape(y_true, y_pred),
+        "median_ape_pct": median_ape(y_true, y_pred),
+        "p90_ape_pct": p90_ape(y_true, y_pred),
+        "r2_log": r2_log(y_true, y_pred),
+        "r2_linear": r2_linear(y_true, y_pred),
+        "spearman_rho": spearman(y_true, y_pred),
+        "n": int(len(np.asarray(y_true))),
+    }

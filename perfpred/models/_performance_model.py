@@ -1,0 +1,157 @@
+"""``PerformanceModel``: Measurement table in, predicted target out.
+
+It chains the kind's pure feature function with a regressor chosen by name, and remembers
+the hardware specs it was trained on so a one-config prediction needs only the config.
+It keeps the scikit-learn contract (``get_params``/``set_params``/``clone`` work), with one
+convenience: ``fit(df)`` takes the target from ``df[target]`` when ``y`` is not given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.utils.validation import check_is_fitted
+
+from perfpred.errors import InvalidInputError
+from perfpred.features import config_frame, gemm_features
+from perfpred.models._regressors import LogTargetXGBRegressor, RooflineRegressor, gpperf_random_forest
+
+FEATURIZERS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {"gemm": gemm_features}
+
+# name -> (factory, fits log target itself?) ; the registry later issues extend.
+REGRESSORS: dict[str, Callable[[int], BaseEstimator]] = {
+    "xgb": lambda seed: LogTargetXGBRegressor(random_state=seed),
+    "rf": lambda seed: gpperf_random_forest(random_state=seed),
+    "roofline": lambda seed: RooflineRegressor(),
+}
+
+
+def register_featurizer(kind: str, fn: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
+    FEATURIZERS[kind] = fn
+
+
+def register_regressor(name: str, factory: Callable[[int], BaseEstimator]) -> None:
+    REGRESSORS[name] = factory
+
+
+def featurize(df: pd.DataFrame, kind: str) -> pd.DataFrame:
+    if kind not in FEATURIZERS:
+        raise InvalidInputError(f"`kind` must be one of {sorted(FEATURIZERS)} for features, but got kind={kind!r}")
+    return FEATURIZERS[kind](df)
+
+
+class PerformanceModel(RegressorMixin, BaseEstimator):
+    """Predicts ``target`` (default ``runtime_ms``) of Measurements of one ``kind``.
+
+    Parameters:
+        kind: which feature extractor to use ("gemm", ...).
+        regressor: "xgb" (default), "rf" (GPPerf baseline), "roofline", or any registered name,
+            or an unfitted estimator instance.
+        target: the column predicted when ``fit`` is given no ``y``.
+        random_state: seed handed to the regressor.
+        residual_of: a log2 feature the regressor's prediction is relative to ("log2_roofline_ms"
+            by default for log-target regressors): the model then learns the achieved fraction of
+            the analytic bound, which varies far less across sizes than the time itself, so few
+            measurements go a long way. ``None`` fits the target directly.
+    """
+
+    def __init__(self, kind: str = "gemm", regressor: str | BaseEstimator = "xgb", target: str = "runtime_ms",
+                 random_state: int = 0, residual_of: str | None = "log2_roofline_ms"):
+        self.kind = kind
+        self.regressor = regressor
+        self.target = target
+        self.random_state = random_state
+        self.residual_of = residual_of
+
+    def _make_regressor(self) -> BaseEstimator:
+        if isinstance(self.regressor, BaseEstimator):
+            return clone(self.regressor)
+        if self.regressor not in REGRESSORS:
+            raise InvalidInputError(
+                f"`regressor` must be one of {sorted(REGRESSORS)}, but got regressor={self.regressor!r}"
+            )
+        return REGRESSORS[self.regressor](self.random_state)
+
+    def _features(self, X: pd.DataFrame) -> pd.DataFrame:
+        if not isinstance(X, pd.DataFrame):
+            raise InvalidInputError(f"PerformanceModel takes a pandas DataFrame of Measurements, but got {type(X).__name__}")
+        return featurize(X, self.kind)
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> PerformanceModel:
+        if y is None:
+            if self.target not in X:
+                raise InvalidInputError(f"fit needs y or a '{self.target}' column, but the table has neither")
+            y = X[self.target]
+        y = np.asarray(y, dtype=float)
+        if len(y) != len(X):
+            raise InvalidInputError(f"X and y must have equal length, but got {len(X)} and {len(y)}")
+        if len(X) < 2:
+            raise InvalidInputError(f"fit needs at least 2 rows, but got {len(X)}")
+        feats = self._features(X)
+        self.regressor_ = self._make_regressor()
+        if isinstance(self.regressor_, RooflineRegressor):
+            self.regressor_.set_params(column=list(feats.columns).index("log2_roofline_ms"))
+        self.uses_residual_ = self._residual_applies(self.regressor_, feats)
+        if self.uses_residual_:
+            self.regressor_.fit(feats, y / self._offset(feats))
+        else:
+            self.regressor_.fit(feats, y)
+        self.feature_names_ = list(feats.columns)
+        self.n_train_ = int(len(X))
+        self.hardware_specs_: dict[str, str] = {}
+        if "hardware_id" in X and "hardware_json" in X:
+            pairs = X[["hardware_id", "hardware_json"]].dropna().drop_duplicates("hardware_id", keep="last")
+            self.hardware_specs_ = dict(zip(pairs["hardware_id"], pairs["hardware_json"]))
+        return self
+
+    def _residual_applies(self, regressor: BaseEstimator, feats: pd.DataFrame) -> bool:
+        """Only log-target regressors learn a ratio well, and only where the offset is known."""
+        if self.residual_of is None or not getattr(regressor, "__sklearn_tags__", None):
+            return False
+        if not regressor.__sklearn_tags__().target_tags.positive_only:
+            return False
+        if self.residual_of not in feats:
+            raise InvalidInputError(f"`residual_of` must name a feature, but got residual_of={self.residual_of!r}")
+        return bool(np.isfinite(feats[self.residual_of]).all())
+
+    def _offset(self, feats: pd.DataFrame) -> np.ndarray:
+        offset = np.exp2(feats[self.residual_of].to_numpy(dtype=float))
+        if not np.isfinite(offset).all():
+            raise InvalidInputError(
+                f"feature {self.residual_of!r} is unknown for some rows (no peaks in their hardware spec), "
+                "but this model was trained relative to it"
+            )
+        return offset
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "regressor_")
+        feats = self._features(X)
+        pred = np.asarray(self.regressor_.predict(feats), dtype=float)
+        return pred * self._offset(feats) if self.uses_residual_ else pred
+
+    def config_rows(self, configs: list[dict[str, Any]], hardware_id: str | None = None) -> pd.DataFrame:
+        """Rows for plain config dicts, on ``hardware_id`` (default: the only one trained on)."""
+        check_is_fitted(self, "regressor_")
+        if hardware_id is None:
+            if len(self.hardware_specs_) != 1:
+                raise InvalidInputError(
+                    f"this model was trained on {len(self.hardware_specs_)} hardware ids "
+                    f"({sorted(self.hardware_specs_)}): pass hardware_id"
+                )
+            hardware_id = next(iter(self.hardware_specs_))
+        if hardware_id not in self.hardware_specs_:
+            raise InvalidInputError(
+                f"`hardware_id` must be one the model was trained on {sorted(self.hardware_specs_)}, "
+                f"but got {hardware_id!r}"
+            )
+        import json
+
+        return config_frame(configs, json.loads(self.hardware_specs_[hardware_id]))
+
+    def predict_one(self, hardware_id: str | None = None, **config: Any) -> float:
+        """Prediction for one config given as keywords, e.g. ``predict_one(m=512, n=512, k=512)``."""
+        return float(self.predict(self.config_rows([config], hardware_id))[0])

@@ -1,0 +1,56 @@
+"""Train a PerformanceModel on a table, report held-out error, and log it to MLflow."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from perfpred.models._evaluation import data_hash, evaluate_models, training_frame
+from perfpred.models._performance_model import PerformanceModel
+
+
+@dataclass
+class TrainResult:
+    model: PerformanceModel
+    run_id: str | None
+    holdout: dict[str, float]
+    n_rows: int
+    data_hash: str
+    hardware_ids: list[str] = field(default_factory=list)
+
+
+def train_model(
+    df: pd.DataFrame,
+    *,
+    kind: str = "gemm",
+    regressor: str = "xgb",
+    target: str = "runtime_ms",
+    split: str = "shape",
+    seed: int = 0,
+    max_ref_drift: float | None = None,
+    log_to_mlflow: bool = True,
+    registered_name: str | None = None,
+    source: str = "",
+) -> TrainResult:
+    """Score on a held-out split first (honest error), then refit on all rows and log."""
+    rows = training_frame(df, kind=kind, target=target, max_ref_drift=max_ref_drift)
+    template = PerformanceModel(kind=kind, regressor=regressor, target=target, random_state=seed)
+    holdout = evaluate_models(rows, {regressor: template}, split=split, seeds=(seed,), target=target)[regressor]["mean"]
+    model = PerformanceModel(kind=kind, regressor=regressor, target=target, random_state=seed).fit(rows)
+    digest = data_hash(rows, target)
+    hardware_ids = sorted(rows["hardware_id"].astype(str).unique())
+    run_id = None
+    if log_to_mlflow:
+        from perfpred.models._tracking import log_training_run
+
+        params: dict[str, Any] = {"kind": kind, "regressor": regressor, "target": target, "split": split,
+                                  "seed": seed, "n_rows": len(rows), "max_ref_drift": max_ref_drift,
+                                  **{f"regressor.{k}": v for k, v in model.regressor_.get_params().items()
+                                     if isinstance(v, (int, float, str, bool, type(None)))}}
+        metrics = {f"holdout_{split}_{k}": v for k, v in holdout.items()}
+        tags = {"data_hash": digest, "hardware_ids": ",".join(hardware_ids), "source": source}
+        run_id = log_training_run(model, params=params, metrics=metrics, tags=tags, registered_name=registered_name)
+    return TrainResult(model=model, run_id=run_id, holdout=holdout, n_rows=len(rows), data_hash=digest,
+                       hardware_ids=hardware_ids)
