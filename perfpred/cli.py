@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -107,14 +107,24 @@ def collect_gemm(
     target_rel_ci: Annotated[float, typer.Option(help="Stop when the median's 95% CI half-width / median is below this (0.02 = 2%).")] = 0.02,
     power: Annotated[bool, typer.Option(help="Read power from NVML/RAPL during a 1 s sustained loop when a sensor exists.")] = True,
     reference: Annotated[bool, typer.Option(help="Re-time a 256^3 fp32 reference GEMM beside each config (noise monitor).")] = True,
+    remeasure_above_cv: Annotated[float | None, typer.Option(help="Also re-time stored configs whose replicate spread (cv = std/mean) exceeds this, or that failed (e.g. 0.1 after a noisy period).")] = None,
     quick: Annotated[bool, typer.Option(help="Preset: 128 sobol shapes in 16..2048, fp32+fp64, 1 thread, short timing (about a minute).")] = False,
 ) -> None:
     """Time GEMMs (C = op(A) @ op(B)) over a sweep design and append them to a store.
 
     Re-running the same command resumes: configs already in the store are skipped.
     """
-    from perfpred.collect import GemmCollector, GemmConfig, TimingPolicy, expand, grid_shapes, loguniform_shapes, \
-        run_sweep
+    from perfpred.collect import (
+        GemmCollector,
+        GemmConfig,
+        TimingPolicy,
+        busy_warning,
+        expand,
+        grid_shapes,
+        loguniform_shapes,
+        noisy_row,
+        run_sweep,
+    )
     from perfpred.datasets import MeasurementStore
 
     if quick:
@@ -146,11 +156,16 @@ def collect_gemm(
     policy = TimingPolicy(warmup_runs=warmup_runs, min_runs=min_runs, max_runs=max_runs, max_time_s=max_time_s,
                           target_rel_ci=target_rel_ci, cold_cache=cold_cache)
     collector = GemmCollector(policy=policy, measure_power=power, reference=reference)
+    remeasure = noisy_row(remeasure_above_cv) if remeasure_above_cv is not None else None
     st = MeasurementStore(store, create=True)
     err_console.print(f"[bold]{len(configs)}[/] GEMM configs ({design}) -> {store}")
-    report = run_sweep(collector, configs, st)
+    warning = busy_warning()
+    if warning:
+        err_console.print(f"[yellow]warning:[/] {warning}")
+    report = run_sweep(collector, configs, st, remeasure=remeasure)
     st.compact()
-    summary = {"measured": report.measured, "skipped (already in store)": report.skipped,
+    summary = {"measured": report.measured, "re-measured (were noisy or failed)": report.remeasured,
+               "skipped (already in store)": report.skipped,
                "failed (stored with status)": report.failed, "statuses": report.statuses,
                "wall time": f"{report.wall_s:.1f} s", "store rows": len(st), "store": str(store)}
     _print_kv_table("GEMM sweep", summary)
@@ -192,8 +207,8 @@ def dataset_info(
 @dataset_app.command("ls")
 def dataset_ls(
     path: Annotated[Path, typer.Argument(help="Measurement store folder.")],
-    kind: Annotated[Optional[str], typer.Option(help="Only this kind (gemm, kernel, serving, ...).")] = None,
-    status: Annotated[Optional[str], typer.Option(help="Only this status (ok, oom, ...).")] = None,
+    kind: Annotated[str | None, typer.Option(help="Only this kind (gemm, kernel, serving, ...).")] = None,
+    status: Annotated[str | None, typer.Option(help="Only this status (ok, oom, ...).")] = None,
     limit: Annotated[int, typer.Option(help="Rows shown (the slowest first with --sort runtime_ms).")] = 20,
     sort: Annotated[str, typer.Option(help="Column to sort by, descending.")] = "timestamp",
 ) -> None:
@@ -224,8 +239,8 @@ def train(
     target: Annotated[str, typer.Option(help="Column to predict (runtime_ms, power_w, energy_j, ...).")] = "runtime_ms",
     split: Annotated[str, typer.Option(help="Held-out split for the reported error: random or shape (unseen M,N,K).")] = "shape",
     seed: Annotated[int, typer.Option(help="Seed of the split and the regressor.")] = 0,
-    name: Annotated[Optional[str], typer.Option(help="Register the model in MLflow under this name.")] = None,
-    max_ref_drift: Annotated[Optional[float], typer.Option(help="Drop rows whose reference GEMM time drifted by more than this fraction (noisy periods).")] = None,
+    name: Annotated[str | None, typer.Option(help="Register the model in MLflow under this name.")] = None,
+    max_ref_drift: Annotated[float | None, typer.Option(help="Drop rows whose reference GEMM time drifted by more than this fraction (noisy periods).")] = None,
 ) -> None:
     """Train a predictor, report its held-out error, refit on all rows and log it to MLflow."""
     from perfpred.datasets import MeasurementStore
@@ -247,7 +262,7 @@ def evaluate(
     split: Annotated[str, typer.Option(help="random, shape (unseen M,N,K) or hardware (leave one hardware id out).")] = "shape",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; metrics are averaged over them.")] = "0,1,2",
     target: Annotated[str, typer.Option(help="Column to predict.")] = "runtime_ms",
-    output: Annotated[Optional[Path], typer.Option(help="Also write the full results as JSON here.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Also write the full results as JSON here.")] = None,
 ) -> None:
     """Compare regressors on held-out data (MAPE, median/p90 APE, R² log/linear, Spearman)."""
     from perfpred.datasets import MeasurementStore
@@ -274,17 +289,17 @@ def evaluate(
 @app.command()
 def predict(
     model: Annotated[str, typer.Option(help="MLflow run id or registered model name.")],
-    m: Annotated[Optional[int], typer.Option(help="M (rows of C).")] = None,
-    n: Annotated[Optional[int], typer.Option(help="N (columns of C).")] = None,
-    k: Annotated[Optional[int], typer.Option(help="K (inner dimension).")] = None,
+    m: Annotated[int | None, typer.Option(help="M (rows of C).")] = None,
+    n: Annotated[int | None, typer.Option(help="N (columns of C).")] = None,
+    k: Annotated[int | None, typer.Option(help="K (inner dimension).")] = None,
     b: Annotated[int, typer.Option(help="Batch size B.")] = 1,
     dtype: Annotated[str, typer.Option(help="fp64, fp32, bf16 or fp16.")] = "fp32",
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 1,
     trans_a: Annotated[bool, typer.Option(help="A transposed.")] = False,
     trans_b: Annotated[bool, typer.Option(help="B transposed.")] = False,
-    input_csv: Annotated[Optional[Path], typer.Option("--input", help="CSV of configs (columns m,n,k and optional b,dtype,threads,trans_a,trans_b).")] = None,
-    output: Annotated[Optional[Path], typer.Option(help="Write predictions as CSV here (with --input).")] = None,
-    hardware_id: Annotated[Optional[str], typer.Option(help="Hardware to predict for (default: the one the model was trained on).")] = None,
+    input_csv: Annotated[Path | None, typer.Option("--input", help="CSV of configs (columns m,n,k and optional b,dtype,threads,trans_a,trans_b).")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write predictions as CSV here (with --input).")] = None,
+    hardware_id: Annotated[str | None, typer.Option(help="Hardware to predict for (default: the one the model was trained on).")] = None,
 ) -> None:
     """Predict runtime (ms) of one GEMM or of every row of a CSV, before running anything."""
     import pandas as pd

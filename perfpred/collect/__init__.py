@@ -1,6 +1,13 @@
 """Collectors: anything that produces Measurements (real hardware now; importers and replay later)."""
 
-from perfpred.collect._gemm import BACKENDS, DTYPE_BYTES, GemmCollector, GemmConfig, config_from_dict, cpu_threads
+from perfpred.collect._gemm import (
+    BACKENDS,
+    DTYPE_BYTES,
+    GemmCollector,
+    GemmConfig,
+    config_from_dict,
+    cpu_threads,
+)
 from perfpred.collect._hardware import cpu_spec, fingerprint, gpu_specs, software_versions
 from perfpred.collect._peaks import device_peaks, hardware_with_peaks
 from perfpred.collect._power import (
@@ -12,7 +19,16 @@ from perfpred.collect._power import (
     observe_sustained,
     power_observer,
 )
-from perfpred.collect._sweep import DESIGNS, SweepReport, expand, grid_shapes, loguniform_shapes, run_sweep
+from perfpred.collect._sweep import (
+    DESIGNS,
+    SweepReport,
+    busy_warning,
+    expand,
+    grid_shapes,
+    loguniform_shapes,
+    noisy_row,
+    run_sweep,
+)
 from perfpred.collect._timing import CacheFlusher, TimingPolicy, TimingResult, median_rel_ci, time_function
 
 __all__ = [
@@ -30,6 +46,7 @@ __all__ = [
     "TimingPolicy",
     "TimingResult",
     "UnavailablePower",
+    "busy_warning",
     "config_from_dict",
     "cpu_spec",
     "cpu_threads",
@@ -41,6 +58,7 @@ __all__ = [
     "hardware_with_peaks",
     "loguniform_shapes",
     "median_rel_ci",
+    "noisy_row",
     "observe_sustained",
     "power_observer",
     "run_sweep",

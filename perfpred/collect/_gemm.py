@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +77,9 @@ class GemmConfig:
         if self.device == "cpu":
             cpus = os.cpu_count() or 1
             if self.threads is not None and not (1 <= self.threads <= cpus):
-                raise InvalidInputError(f"`1 <= threads <= {cpus}` must hold on this CPU, but got threads={self.threads}")
+                raise InvalidInputError(
+                    f"`1 <= threads <= {cpus}` must hold on this CPU, but got threads={self.threads}"
+                )
         else:
             _check_cuda_device(self.device, self.dtype)
         need = self.bytes_needed()

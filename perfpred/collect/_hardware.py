@@ -13,7 +13,7 @@ import json
 import os
 import platform
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +147,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:32]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fingerprint_cached(device: str) -> str:
     cpu = cpu_spec()
     gpus = gpu_specs()

@@ -80,7 +80,7 @@ class RaplPower(PowerObserver):
         end = self._read()
         duration = time.perf_counter() - self._t0
         total_uj = 0
-        for d, a, b in zip(self._domains, self._start, end):
+        for d, a, b in zip(self._domains, self._start, end, strict=True):
             delta = b - a
             if delta < 0:  # the counter wrapped around
                 delta += int((d / "max_energy_range_uj").read_text())
@@ -140,7 +140,8 @@ class NvmlPower(PowerObserver):
             return PowerReading("unavailable")
         times = [t for t, _ in self._samples]
         watts = [w for _, w in self._samples]
-        energy_j = sum((t1 - t0) * (w0 + w1) / 2 for t0, t1, w0, w1 in zip(times, times[1:], watts, watts[1:]))
+        steps = zip(times, times[1:], watts, watts[1:], strict=False)
+        energy_j = sum((t1 - t0) * (w0 + w1) / 2 for t0, t1, w0, w1 in steps)
         span = times[-1] - times[0]
         return PowerReading("nvml", energy_j / span, energy_j / span * duration, duration, len(self._samples))
 

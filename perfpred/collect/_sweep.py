@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -53,7 +54,7 @@ def loguniform_shapes(n_shapes: int, ranges: dict[str, tuple[int, int]], *, seed
         shape = {}
         for j, name in enumerate(names):
             lo, hi = ranges[name]
-            shape[name] = int(round(math.exp(math.log(lo) + row[j] * (math.log(hi) - math.log(lo)))))
+            shape[name] = round(math.exp(math.log(lo) + row[j] * (math.log(hi) - math.log(lo))))
         key = tuple(shape.values())
         if key not in seen:
             seen.add(key)
@@ -66,18 +67,20 @@ def grid_shapes(values: dict[str, Sequence[int]]) -> list[dict[str, int]]:
         if not vals or any((not isinstance(v, int)) or v < 1 for v in vals):
             raise InvalidInputError(f"grid values of `{name}` must be integers >= 1, but got {list(vals)}")
     names = list(values)
-    return [dict(zip(names, combo)) for combo in itertools.product(*values.values())]
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values.values())]
 
 
 def expand(shapes: Iterable[dict[str, Any]], **options: Sequence[Any]) -> list[dict[str, Any]]:
     """Cartesian product of shapes with option lists (dtype=['fp32','fp64'], threads=[1], ...)."""
     keys = list(options)
-    return [{**shape, **dict(zip(keys, combo))} for shape in shapes for combo in itertools.product(*options.values())]
+    combos = list(itertools.product(*options.values()))
+    return [{**shape, **dict(zip(keys, combo, strict=True))} for shape in shapes for combo in combos]
 
 
 @dataclass
 class SweepReport:
     measured: int = 0
+    remeasured: int = 0
     skipped: int = 0
     failed: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
@@ -91,37 +94,51 @@ def run_sweep(
     *,
     progress: bool = True,
     on_measured: Callable[[Any, Measurement], None] | None = None,
+    remeasure: Callable[[dict[str, Any]], bool] | None = None,
 ) -> SweepReport:
     """Measure each config not yet in ``store``, appending each result as soon as it exists.
 
     Configs are validated up front so a bad one stops the sweep before anything runs. Each
     Measurement is committed to the store on its own, so an interrupted sweep resumes where
-    it stopped and loses at most the config that was being measured.
+    it stopped and loses at most the config that was being measured. ``remeasure(row)``
+    picks stored rows to time again (e.g. ones the noise monitors flagged); the new row
+    supersedes the old one.
     """
     for cfg in configs:
         cfg.validate()
     report = SweepReport()
+    stored: dict[str, dict[str, Any]] = {}
+    if remeasure is not None and len(store):
+        stored = {row["measurement_id"]: row for row in store.load().to_dict("records")}
     todo = []
     for cfg in configs:
-        if store.contains(collector.measurement_id(cfg)):
+        key = collector.measurement_id(cfg)
+        if store.contains(key) and not (key in stored and remeasure(stored[key])):
             report.skipped += 1
         else:
-            todo.append(cfg)
+            todo.append((cfg, key in stored))
     t0 = time.perf_counter()
     bar = None
     if progress and todo:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-            TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[last]}"))
         bar.start()
         task = bar.add_task(f"{collector.name} sweep", total=len(todo), last="")
     try:
-        for cfg in todo:
+        for cfg, replace_stored in todo:
             m = collector.measure(cfg)
-            store.append([m])
+            store.append([m], replace=replace_stored)
             report.measured += 1
+            report.remeasured += int(replace_stored)
             report.statuses[m.status] = report.statuses.get(m.status, 0) + 1
             if m.status != "ok":
                 report.failed += 1
@@ -135,6 +152,28 @@ def run_sweep(
             bar.stop()
     report.wall_s = time.perf_counter() - t0
     return report
+
+
+def noisy_row(max_cv: float) -> Callable[[dict[str, Any]], bool]:
+    """A ``remeasure`` rule: failed rows, and rows whose replicates spread more than max_cv."""
+    if not max_cv > 0:
+        raise InvalidInputError(f"`max_cv > 0` must hold, but got max_cv={max_cv}")
+
+    def rule(row: dict[str, Any]) -> bool:
+        cv = row.get("cv")
+        return row.get("status") != "ok" or cv is None or math.isnan(cv) or cv > max_cv
+
+    return rule
+
+
+def busy_warning(threshold_per_cpu: float = 0.5) -> str | None:
+    """A warning when the machine is busy enough to spoil timings (1-minute load average)."""
+    cpus = os.cpu_count() or 1
+    load = os.getloadavg()[0]
+    if load > threshold_per_cpu * cpus:
+        return (f"this machine is busy (1-min load average {load:.1f} on {cpus} CPUs): timings will be noisy; "
+                "the cv and load_avg_1m columns record it, and --remeasure-above-cv re-times noisy rows later")
+    return None
 
 
 def with_overrides(configs: Iterable[Any], **overrides: Any) -> list[Any]:

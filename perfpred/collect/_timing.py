@@ -90,8 +90,8 @@ def median_rel_ci(samples: list[float] | np.ndarray, z: float = 1.96) -> float:
     if n < 3:
         return math.inf
     half = z * math.sqrt(n) / 2
-    lo = max(0, int(math.floor(n / 2 - half)))
-    hi = min(n - 1, int(math.ceil(n / 2 + half)) - 1)
+    lo = max(0, math.floor(n / 2 - half))
+    hi = min(n - 1, math.ceil(n / 2 + half) - 1)
     med = float(np.median(t))
     return float((t[hi] - t[lo]) / (2 * med)) if med > 0 else math.inf
 

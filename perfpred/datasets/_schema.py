@@ -11,8 +11,10 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
+
+import pandas as pd
 
 from perfpred.errors import InvalidInputError
 
@@ -106,7 +108,7 @@ class Measurement:
     metrics: dict[str, float | None] = field(default_factory=dict)
     error: str | None = None
     source: str = "perfpred"
-    timestamp: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    timestamp: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     hardware: dict[str, Any] = field(default_factory=dict)
     software: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
@@ -181,7 +183,9 @@ class Measurement:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Measurement:
         def _none(v: Any) -> Any:
-            return None if (isinstance(v, float) and math.isnan(v)) else v
+            if v is None or isinstance(v, (list, tuple, dict)) or (hasattr(v, "__len__") and not isinstance(v, str)):
+                return v
+            return None if pd.isna(v) else v
 
         def _prefixed(prefix: str) -> dict[str, Any]:
             return {

@@ -50,7 +50,8 @@ def leave_one_group_out(df: pd.DataFrame, column: str = "hardware_id") -> Iterat
         raise InvalidInputError(f"leave-one-out needs column '{column}', which the table lacks")
     values = df[column].astype(str).to_numpy()
     if len(np.unique(values)) < 2:
-        raise InvalidInputError(f"leave-one-{column}-out needs >= 2 distinct values, but got {np.unique(values).tolist()}")
+        distinct = np.unique(values).tolist()
+        raise InvalidInputError(f"leave-one-{column}-out needs >= 2 distinct values, but got {distinct}")
     for train_idx, test_idx in LeaveOneGroupOut().split(df, groups=values):
         yield values[test_idx[0]], train_idx, test_idx
 

@@ -15,10 +15,10 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -205,7 +205,7 @@ class MeasurementStore:
         out: dict[str, Any] = {
             "path": str(self.path),
             "schema_version": SCHEMA_VERSION,
-            "rows": int(len(df)),
+            "rows": len(df),
             "parts": len(self.part_files()),
             "size_bytes": int(size),
         }

@@ -27,7 +27,8 @@ def flops(b, m, n, k):
 
 def min_bytes(b, m, n, k, dtype_bytes):
     """Compulsory traffic: read A and B once, write C once."""
-    return np.asarray(dtype_bytes, float) * b * (np.asarray(m, float) * k + np.asarray(k, float) * n + np.asarray(m, float) * n)
+    m, n, k = (np.asarray(x, float) for x in (m, n, k))
+    return np.asarray(dtype_bytes, float) * b * (m * k + k * n + m * n)
 
 
 def pow2_alignment(x, cap_log2: int = ALIGN_CAP_LOG2):
@@ -45,7 +46,9 @@ def padding_efficiency(x, tile: int):
 
 def roofline_ms(flop, n_bytes, peak_gflops, mem_bw_gbs):
     """max(compute time, memory time) in ms, from peaks in GFLOP/s and GB/s."""
-    return np.maximum(np.asarray(flop) / (np.asarray(peak_gflops) * 1e6), np.asarray(n_bytes) / (np.asarray(mem_bw_gbs) * 1e6))
+    compute_ms = np.asarray(flop) / (np.asarray(peak_gflops) * 1e6)
+    memory_ms = np.asarray(n_bytes) / (np.asarray(mem_bw_gbs) * 1e6)
+    return np.maximum(compute_ms, memory_ms)
 
 
 def _hardware_columns(df: pd.DataFrame, dtypes: pd.Series) -> pd.DataFrame:
@@ -59,7 +62,7 @@ def _hardware_columns(df: pd.DataFrame, dtypes: pd.Series) -> pd.DataFrame:
     for spec_json, spec in specs.items():
         rows = df["hardware_json"] == spec_json
         peaks = spec.get("peak_gflops", {})
-        out.loc[rows, "peak_gflops"] = dtypes[rows].map(lambda d: peaks.get(d, np.nan)).astype(float)
+        out.loc[rows, "peak_gflops"] = dtypes[rows].map(lambda d, p=peaks: p.get(d, np.nan)).astype(float)
         out.loc[rows, "mem_bw_gbs"] = spec.get("mem_bw_gbs", np.nan)
         caches = spec.get("caches_kib") or {}
         out.loc[rows, "l2_kib"] = caches.get("l2", spec.get("l2_cache_kib", np.nan))

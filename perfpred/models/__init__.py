@@ -1,7 +1,16 @@
 """Estimators (scikit-learn contract), metrics, evaluation protocols and MLflow tracking."""
 
 from perfpred.models._evaluation import data_hash, evaluate_models, training_frame
-from perfpred.models._metrics import ape, mape, median_ape, p90_ape, r2_linear, r2_log, regression_report, spearman
+from perfpred.models._metrics import (
+    ape,
+    mape,
+    median_ape,
+    p90_ape,
+    r2_linear,
+    r2_log,
+    regression_report,
+    spearman,
+)
 from perfpred.models._performance_model import (
     FEATURIZERS,
     REGRESSORS,
@@ -39,4 +48,5 @@ __all__ = [
     "regression_report",
     "spearman",
     "train_model",
+    "training_frame",
 ]

@@ -54,7 +54,7 @@ def _score(model: PerformanceModel, train: pd.DataFrame, test: pd.DataFrame, tar
     pred = model.predict(test)
     predict_s = time.perf_counter() - t0
     report = regression_report(test[target].to_numpy(float), pred)
-    return {**report, "fit_s": fit_s, "predict_s": predict_s, "n_train": int(len(train))}
+    return {**report, "fit_s": fit_s, "predict_s": predict_s, "n_train": len(train)}
 
 
 def evaluate_models(

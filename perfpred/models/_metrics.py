@@ -65,5 +65,5 @@ def regression_report(y_true, y_pred) -> dict[str, float]:
         "r2_log": r2_log(y_true, y_pred),
         "r2_linear": r2_linear(y_true, y_pred),
         "spearman_rho": spearman(y_true, y_pred),
-        "n": int(len(np.asarray(y_true))),
+        "n": len(np.asarray(y_true)),
     }

@@ -78,7 +78,9 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
 
     def _features(self, X: pd.DataFrame) -> pd.DataFrame:
         if not isinstance(X, pd.DataFrame):
-            raise InvalidInputError(f"PerformanceModel takes a pandas DataFrame of Measurements, but got {type(X).__name__}")
+            raise InvalidInputError(
+                f"PerformanceModel takes a pandas DataFrame of Measurements, but got {type(X).__name__}"
+            )
         return featurize(X, self.kind)
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> PerformanceModel:
@@ -101,11 +103,11 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
         else:
             self.regressor_.fit(feats, y)
         self.feature_names_ = list(feats.columns)
-        self.n_train_ = int(len(X))
+        self.n_train_ = len(X)
         self.hardware_specs_: dict[str, str] = {}
         if "hardware_id" in X and "hardware_json" in X:
             pairs = X[["hardware_id", "hardware_json"]].dropna().drop_duplicates("hardware_id", keep="last")
-            self.hardware_specs_ = dict(zip(pairs["hardware_id"], pairs["hardware_json"]))
+            self.hardware_specs_ = dict(zip(pairs["hardware_id"], pairs["hardware_json"], strict=True))
         return self
 
     def _residual_applies(self, regressor: BaseEstimator, feats: pd.DataFrame) -> bool:

@@ -57,8 +57,6 @@ def log_training_run(model: Any, *, params: dict[str, Any], metrics: dict[str, f
 def load_model(ref: str) -> Any:
     """Load a model by run id, ``runs:/ID/model``, ``models:/NAME/VERSION`` or registered name."""
     mlflow = _mlflow()
-    import mlflow.sklearn
-
     if ref.startswith(("runs:/", "models:/")):
         uri = ref
     elif re.fullmatch(r"[0-9a-f]{32}", ref):
@@ -66,6 +64,8 @@ def load_model(ref: str) -> Any:
     else:
         uri = f"models:/{ref}/latest"
     try:
+        import mlflow.sklearn
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return mlflow.sklearn.load_model(uri)
