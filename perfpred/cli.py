@@ -194,7 +194,7 @@ def dataset_info(
     path: Annotated[Path, typer.Argument(help="Measurement store folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Summarise a store: rows, kinds, statuses, hardware ids, sources, columns, size on disk."""
+    """Summarise a store: rows, kinds, statuses, hardware ids, sources, columns, size on disk (bytes)."""
     from perfpred.datasets import MeasurementStore
 
     info = MeasurementStore(path).info()
@@ -322,8 +322,14 @@ def predict(
         unknown = sorted(set(cfg) - allowed)
         if unknown:
             raise InvalidInputError(f"config {i}: unknown column(s) {unknown}; known: {sorted(allowed)}")
-        GemmConfig(**{key: (int(v) if key in "mnkb" else v) for key, v in cfg.items()
-                      if key in {"m", "n", "k", "b", "dtype"}}).validate()
+        for key in ("m", "n", "k", "b", "threads"):
+            if key in cfg:
+                value = cfg[key]
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+                        or float(value) != int(value):
+                    raise InvalidInputError(f"config {i}: `{key}` must be an integer, but got {value!r}")
+                cfg[key] = int(value)
+        GemmConfig(**{key: v for key, v in cfg.items() if key in {"m", "n", "k", "b", "dtype"}}).validate()
     est = load_model(model)
     rows = est.config_rows(configs, hardware_id)
     pred = est.predict(rows)

@@ -76,6 +76,8 @@ class GemmConfig:
                 )
         if self.device == "cpu":
             cpus = os.cpu_count() or 1
+            if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)):
+                raise InvalidInputError(f"`threads` must be an integer, but got threads={self.threads!r}")
             if self.threads is not None and not (1 <= self.threads <= cpus):
                 raise InvalidInputError(
                     f"`1 <= threads <= {cpus}` must hold on this CPU, but got threads={self.threads}"

@@ -47,8 +47,9 @@ class UnavailablePower(PowerObserver):
         return PowerReading("unavailable")
 
 
-def _rapl_package_domains(root: Path = _RAPL_ROOT) -> list[Path]:
+def _rapl_package_domains(root: Path | None = None) -> list[Path]:
     """Top-level RAPL package domains whose energy counter this process can read."""
+    root = _RAPL_ROOT if root is None else root
     domains = []
     for d in sorted(root.glob("intel-rapl:*")):
         if d.name.count(":") != 1:  # sub-domains (core, uncore, dram) are inside the package

@@ -64,7 +64,7 @@ def loguniform_shapes(n_shapes: int, ranges: dict[str, tuple[int, int]], *, seed
 
 def grid_shapes(values: dict[str, Sequence[int]]) -> list[dict[str, int]]:
     for name, vals in values.items():
-        if not vals or any((not isinstance(v, int)) or v < 1 for v in vals):
+        if not vals or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in vals):
             raise InvalidInputError(f"grid values of `{name}` must be integers >= 1, but got {list(vals)}")
     names = list(values)
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values.values())]

@@ -44,16 +44,16 @@ class TimingPolicy:
 
     def __post_init__(self) -> None:
         rules = [
-            ("warmup_runs >= 0", self.warmup_runs >= 0, self.warmup_runs),
-            ("min_runs >= 1", self.min_runs >= 1, self.min_runs),
-            ("max_runs >= min_runs", self.max_runs >= self.min_runs, self.max_runs),
-            ("max_time_s > 0", self.max_time_s > 0, self.max_time_s),
-            ("0 < target_rel_ci < 1", 0 < self.target_rel_ci < 1, self.target_rel_ci),
-            ("min_sample_ms >= 0", self.min_sample_ms >= 0, self.min_sample_ms),
+            ("warmup_runs", "warmup_runs >= 0", self.warmup_runs >= 0),
+            ("min_runs", "min_runs >= 1", self.min_runs >= 1),
+            ("max_runs", "max_runs >= min_runs", self.max_runs >= self.min_runs),
+            ("max_time_s", "max_time_s > 0", self.max_time_s > 0),
+            ("target_rel_ci", "0 < target_rel_ci < 1", 0 < self.target_rel_ci < 1),
+            ("min_sample_ms", "min_sample_ms >= 0", self.min_sample_ms >= 0),
         ]
-        for rule, ok, value in rules:
+        for name, rule, ok in rules:
             if not ok:
-                raise InvalidInputError(f"`{rule}` must hold, but got {rule.split()[0]}={value}")
+                raise InvalidInputError(f"`{rule}` must hold, but got {name}={getattr(self, name)}")
 
 
 @dataclass

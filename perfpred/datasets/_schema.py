@@ -62,9 +62,29 @@ def _canonical(obj: dict[str, Any]) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def _key_value(value: Any) -> Any:
+    """Values as a table gives them back: numpy scalars as Python, 3.0 as 3."""
+    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _key_params(params: dict[str, Any]) -> dict[str, Any]:
+    # A None-valued key is absent once stored in a column with gaps, so it never counts.
+    return {k: _key_value(v) for k, v in params.items()
+            if v is not None and not (isinstance(v, float) and math.isnan(v))}
+
+
 def measurement_key(kind: str, workload: dict[str, Any], config: dict[str, Any], hardware_id: str) -> str:
-    """Stable id of *what* was measured (not when): the de-duplication and resume key."""
-    payload = _canonical({"kind": kind, "workload": workload, "config": config, "hardware_id": hardware_id})
+    """Stable id of *what* was measured (not when): the de-duplication and resume key.
+
+    It survives a round trip through a table: None-valued params are left out and integral
+    floats count as ints (a column with gaps turns 1 into 1.0).
+    """
+    payload = _canonical({"kind": kind, "workload": _key_params(workload), "config": _key_params(config),
+                          "hardware_id": hardware_id})
     return hashlib.sha1(payload.encode()).hexdigest()[:20]
 
 

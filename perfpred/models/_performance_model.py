@@ -89,6 +89,9 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
                 raise InvalidInputError(f"fit needs y or a '{self.target}' column, but the table has neither")
             y = X[self.target]
         y = np.asarray(y, dtype=float)
+        if y.ndim != 1 or not np.all(np.isfinite(y)):
+            bad = y[~np.isfinite(y)][0] if y.ndim == 1 else y.shape
+            raise InvalidInputError(f"`{self.target}` must be finite for every row, but got {bad!r}")
         if len(y) != len(X):
             raise InvalidInputError(f"X and y must have equal length, but got {len(X)} and {len(y)}")
         if len(X) < 2:

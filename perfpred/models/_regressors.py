@@ -92,10 +92,14 @@ class RooflineRegressor(RegressorMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
+        tags.regressor_tags.poor_score = True  # it does not learn: scores only mean something on roofline data
         return tags
 
     def fit(self, X, y=None):
-        X = validate_data(self, X, ensure_all_finite="allow-nan")
+        if y is None:
+            X = validate_data(self, X, ensure_all_finite="allow-nan")
+        else:
+            X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", y_numeric=True)
         if not 0 <= self.column < X.shape[1]:
             raise InvalidInputError(f"`0 <= column < {X.shape[1]}` must hold, but got column={self.column}")
         self.fitted_ = True

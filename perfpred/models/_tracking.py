@@ -21,10 +21,11 @@ EXPERIMENT = "perfpred"
 def _mlflow():
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    logging.getLogger("mlflow").setLevel(logging.ERROR)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     import mlflow
 
+    # mlflow sets its loggers up on import; quiet them afterwards (DB migrations, registry chatter).
+    for name in ("mlflow", "alembic", "alembic.runtime.migration", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     mlflow.set_tracking_uri(mlflow_tracking_uri())
     return mlflow
 

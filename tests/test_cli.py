@@ -1,0 +1,320 @@
+"""The ``perfpred`` CLI: help texts, the collect -> train -> predict path, and one-line user errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from perfpred.cli import app, main
+from perfpred.datasets import MeasurementStore
+
+runner = CliRunner()
+
+TINY_COLLECT = ["--design", "grid", "--sizes", "8,16,32", "--dtypes", "fp32,fp64", "--threads", "1",
+                "--max-time-s", "0.05", "--min-runs", "3", "--max-runs", "5", "--warmup-runs", "1",
+                "--no-reference", "--no-power"]
+N_TINY = 3**3 * 2
+
+UNIT = re.compile(r"\(ms\)|\bms\b|_ms\b|GFLOP/s|GB/s|\bseconds\b|\bbytes\b|\belements\b|%")
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, f"{args}: exit {result.exit_code}\n{result.output}\n{result.exception!r}"
+    return result
+
+
+def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run the console entry point ``main()`` in-process: its error wrapper included."""
+    monkeypatch.setattr(sys, "argv", ["perfpred", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, out: str, err: str, *needles: str) -> None:
+    assert code == 2, f"exit code {code}\nstdout: {out}\nstderr: {err}"
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert lines[0].startswith("error:"), lines[0]
+    assert "Traceback" not in out + err
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+
+
+def perfpred_script() -> str:
+    candidate = Path(sys.executable).with_name("perfpred")
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("perfpred")
+    if found is None:
+        pytest.fail("the `perfpred` console script is not installed (pip install -e '.[dev]')")
+    return found
+
+
+# ---------------------------------------------------------------------------- help
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["env"], ["collect", "gemm"], ["dataset", "info"], ["dataset", "ls"], ["train"], ["evaluate"], ["predict"]],
+    ids=" ".join,
+)
+def test_help_of_every_command_mentions_units(command):
+    # `import` is left out: its arguments are a format name and paths, no quantities.
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert UNIT.search(text), f"`perfpred {' '.join(command)} --help` names no unit:\n{result.output}"
+
+
+def test_top_level_help_lists_the_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for name in ("env", "collect", "import", "dataset", "train", "evaluate", "predict"):
+        assert name in result.output
+
+
+def test_env_json_parses():
+    result = invoke("env", "--json")
+    data = json.loads(result.stdout)
+    assert data["hardware"]["hardware_id"].startswith("cpu-")
+    assert data["software"]["torch"]
+
+
+def test_env_table_and_peaks():
+    result = invoke("env", "--peaks")
+    assert "hardware cpu-" in result.output
+    assert "peak_gflops" in result.output
+
+
+# ---------------------------------------------------------------------------- collect -> train -> predict
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory):
+    store = tmp_path_factory.mktemp("cli") / "store"
+    result = runner.invoke(app, ["collect", "gemm", "--store", str(store), *TINY_COLLECT])
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    return store
+
+
+@pytest.fixture(scope="module")
+def trained_name(collected):
+    name = f"cli-model-{uuid.uuid4().hex[:8]}"
+    result = runner.invoke(app, ["train", "--store", str(collected), "--name", name])
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    text = " ".join(result.output.split())  # rich wraps long lines at the console width
+    assert re.search(r"MLflow run id: [0-9a-f]{32}", text), result.output
+    assert f"registered as {name}" in text
+    assert "mape_pct" in text
+    return name
+
+
+def test_collect_fills_the_store_and_resumes(collected):
+    df = MeasurementStore(collected).load()
+    assert len(df) == N_TINY
+    assert (df["status"] == "ok").all()
+    again = invoke("collect", "gemm", "--store", str(collected), *TINY_COLLECT)
+    assert len(MeasurementStore(collected)) == N_TINY
+    assert re.search(r"skipped \(already in store\)\s*│?\s*54", again.output), again.output
+
+
+def test_dataset_info_json(collected):
+    info = json.loads(invoke("dataset", "info", str(collected), "--json").stdout)
+    assert info["rows"] == N_TINY
+    assert info["status"] == {"ok": N_TINY}
+    assert "workload.m" in info["workload_columns"]
+    assert info["parts"] == 1  # the CLI compacts after a sweep
+
+
+def test_dataset_info_table(collected):
+    assert "rows" in invoke("dataset", "info", str(collected)).output
+
+
+def test_dataset_ls(collected):
+    result = runner.invoke(app, ["dataset", "ls", str(collected), "--limit", "5", "--sort", "runtime_ms"],
+                           env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "runtime_ms" in result.output
+    assert result.output.count(" ok ") + result.output.count("│ ok") >= 5
+    empty = invoke("dataset", "ls", str(collected), "--status", "oom")
+    assert "no measurements match" in empty.output
+
+
+def test_train_registers_a_model(trained_name):
+    from perfpred.models import load_model
+
+    model = load_model(trained_name)
+    assert model.n_train_ == N_TINY
+
+
+def test_evaluate_writes_json(collected, tmp_path):
+    output = tmp_path / "f.json"
+    result = invoke("evaluate", "--store", str(collected), "--seeds", "0", "--output", str(output))
+    assert "MAPE" in result.output
+    data = json.loads(output.read_text())
+    assert set(data) == {"xgb", "rf", "roofline"}
+    for name, res in data.items():
+        assert len(res["folds"]) == 1
+        assert res["mean"]["mape_pct"] >= 0, name
+
+
+def test_predict_one_config_prints_a_number(trained_name):
+    result = runner.invoke(app, ["predict", "--model", trained_name, "--m", "64", "--n", "64", "--k", "64"],
+                           env={"COLUMNS": "250"})
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    match = re.search(r"predicted runtime_ms:\s*([0-9.]+(?:e[-+]?\d+)?)", " ".join(result.output.split()))
+    assert match, result.output
+    assert float(match.group(1)) > 0
+
+
+def test_predict_a_csv(trained_name, tmp_path):
+    configs = tmp_path / "configs.csv"
+    pd.DataFrame({"m": [8, 64, 512], "n": [8, 64, 512], "k": [8, 64, 512], "dtype": ["fp32", "fp64", "fp32"]}).to_csv(
+        configs, index=False)
+    out = tmp_path / "out.csv"
+    invoke("predict", "--model", trained_name, "--input", str(configs), "--output", str(out))
+    pred = pd.read_csv(out)
+    assert len(pred) == 3
+    assert list(pred.columns[:4]) == ["m", "n", "k", "dtype"]
+    assert (pred["predicted_runtime_ms"] > 0).all()
+    assert pred["predicted_runtime_ms"].iloc[2] > pred["predicted_runtime_ms"].iloc[0]
+
+
+# ---------------------------------------------------------------------------- one-line user errors
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--design", "random", "--m-range", "0:10"], ["--m-range", "0:10"]),
+        (["--design", "sobol", "--m-range", "abc"], ["--m-range", "abc"]),
+        (["--design", "random", "--k-range", "64:16"], ["--k-range", "64:16"]),
+        (["--design", "grid", "--sizes", "8", "--dtypes", "fp8"], ["dtype", "fp8"]),
+        (["--design", "foo"], ["--design", "foo"]),
+        (["--design", "grid", "--sizes", "8", "--transposes", "xy"], ["--transposes", "xy"]),
+        (["--design", "grid", "--sizes", "8", "--threads", "0"], ["threads", "0"]),
+        (["--design", "grid", "--sizes", "0"], ["0"]),
+        (["--design", "grid", "--sizes", "8", "--batch", "two"], ["--batch", "two"]),
+        (["--design", "grid", "--sizes", "8", "--backend", "numpy", "--dtypes", "bf16"], ["bf16", "numpy"]),
+        (["--design", "grid", "--sizes", "8", "--device", "cuda"], ["cuda"]),
+        (["--design", "grid", "--sizes", "8", "--max-time-s", "0"], ["max_time_s"]),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) and v and v[0].startswith("--") else None,
+)
+def test_collect_refuses_bad_input_in_one_line_before_creating_anything(monkeypatch, capsys, tmp_path, args,
+                                                                         needles):
+    import torch
+
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    store = tmp_path / "store"
+    code, out, err = run_main(monkeypatch, capsys, "collect", "gemm", "--store", str(store), *args)
+    assert_one_line_error(code, out, err, *needles)
+    assert not store.exists()
+
+
+def test_dataset_info_on_a_non_store_folder(monkeypatch, capsys, tmp_path):
+    code, out, err = run_main(monkeypatch, capsys, "dataset", "info", str(tmp_path))
+    assert_one_line_error(code, out, err, "no Measurement store", str(tmp_path))
+
+
+def test_dataset_ls_with_an_unknown_sort_column(monkeypatch, capsys, collected):
+    code, out, err = run_main(monkeypatch, capsys, "dataset", "ls", str(collected), "--sort", "colour")
+    assert_one_line_error(code, out, err, "--sort", "colour")
+
+
+def test_train_on_an_empty_store(monkeypatch, capsys, tmp_path):
+    store = tmp_path / "empty"
+    MeasurementStore(store, create=True)
+    code, out, err = run_main(monkeypatch, capsys, "train", "--store", str(store))
+    assert_one_line_error(code, out, err, "empty")
+
+
+def test_train_on_a_missing_store(monkeypatch, capsys, tmp_path):
+    code, out, err = run_main(monkeypatch, capsys, "train", "--store", str(tmp_path / "nowhere"))
+    assert_one_line_error(code, out, err, "no Measurement store")
+
+
+def test_train_with_an_unknown_model(monkeypatch, capsys, collected):
+    code, out, err = run_main(monkeypatch, capsys, "train", "--store", str(collected), "--model", "foo")
+    assert_one_line_error(code, out, err, "foo")
+
+
+def test_evaluate_with_an_unknown_model(monkeypatch, capsys, collected):
+    code, out, err = run_main(monkeypatch, capsys, "evaluate", "--store", str(collected), "--models", "xgb,foo")
+    assert_one_line_error(code, out, err, "foo")
+
+
+def test_evaluate_with_an_unknown_split(monkeypatch, capsys, collected):
+    code, out, err = run_main(monkeypatch, capsys, "evaluate", "--store", str(collected), "--models", "roofline",
+                              "--split", "bogus")
+    assert_one_line_error(code, out, err, "bogus")
+
+
+def test_predict_with_an_unknown_model(monkeypatch, capsys):
+    code, out, err = run_main(monkeypatch, capsys, "predict", "--model", "no-such-model", "--m", "64", "--n", "64",
+                              "--k", "64")
+    assert_one_line_error(code, out, err, "no-such-model")
+
+
+def test_predict_without_m(monkeypatch, capsys, trained_name):
+    code, out, err = run_main(monkeypatch, capsys, "predict", "--model", trained_name, "--n", "64", "--k", "64")
+    assert_one_line_error(code, out, err, "--m")
+
+
+def test_predict_with_a_bad_size(monkeypatch, capsys, trained_name):
+    code, out, err = run_main(monkeypatch, capsys, "predict", "--model", trained_name, "--m", "0", "--n", "64",
+                              "--k", "64")
+    assert_one_line_error(code, out, err, "m > 0")
+
+
+@pytest.mark.parametrize(
+    ("content", "needles"),
+    [
+        ("m,n,k,colour\n64,64,64,red\n", ["colour"]),
+        ("m,n,k\n64,64,64\n1,2,3,4,5\n", ["--input", "unreadable CSV"]),
+        ("", ["--input"]),
+        ("m,n,k\nabc,64,64\n", ["abc"]),
+        ("m,n,k,dtype\n64,64,64,fp8\n", ["fp8"]),
+    ],
+    ids=["unknown-column", "malformed", "empty", "non-integer-size", "unknown-dtype"],
+)
+def test_predict_refuses_a_bad_csv(monkeypatch, capsys, tmp_path, trained_name, content, needles):
+    csv = tmp_path / "configs.csv"
+    csv.write_text(content)
+    code, out, err = run_main(monkeypatch, capsys, "predict", "--model", trained_name, "--input", str(csv))
+    assert_one_line_error(code, out, err, *needles)
+
+
+# ---------------------------------------------------------------------------- the real console script
+
+
+def test_console_script_prints_one_error_line_and_exits_2(tmp_path):
+    script = perfpred_script()
+    done = subprocess.run([script, "collect", "gemm", "--store", str(tmp_path / "s"), "--design", "foo"],
+                          capture_output=True, text=True, timeout=120)
+    assert_one_line_error(done.returncode, done.stdout, done.stderr, "--design", "foo")
+    done = subprocess.run([script, "dataset", "info", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert_one_line_error(done.returncode, done.stdout, done.stderr, "no Measurement store")
+
+
+def test_console_script_runs_a_command(collected):
+    done = subprocess.run([perfpred_script(), "dataset", "info", str(collected), "--json"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rows"] == N_TINY
