@@ -177,15 +177,25 @@ def import_(
     fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="kernel-tuner, uci-sgemm, neusight, vidur or ml-energy.")],
     paths: Annotated[list[Path], typer.Argument(help="Files or folders in that format.")],
     into: Annotated[Path, typer.Option("--into", help="Measurement store folder (created if missing).")],
+    option: Annotated[list[str] | None, typer.Option("--option", help="Importer option KEY=VALUE, repeatable: device_name/kernel_name (Kernel Tuner T4 files), device/model/topology (Vidur files outside their folder layout), device_configs (NeuSight spec folder).")] = None,
 ) -> None:
-    """Import recorded measurements in their original published format into a store."""
+    """Import recorded measurements in their original published format into a store.
+
+    A file with some bad rows imports the good ones and reports how many were refused and why.
+    """
     from perfpred.collect.importers import run_import
     from perfpred.datasets import MeasurementStore
 
+    options = {}
+    for item in option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"--option must look like KEY=VALUE, but got {item!r}")
+        options[key] = value
     st = MeasurementStore(into, create=True)
-    report = run_import(fmt, paths, st)
+    report = run_import(fmt, paths, st, **options)
     st.compact()
-    _print_kv_table(f"import {fmt}", {k: v for k, v in vars(report).items()})
+    console.print(report.summary(), highlight=False)
 
 
 # ---------------------------------------------------------------------------- dataset

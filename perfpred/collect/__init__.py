@@ -19,6 +19,7 @@ from perfpred.collect._power import (
     observe_sustained,
     power_observer,
 )
+from perfpred.collect._replay import ReplayBackend, ReplayConfig
 from perfpred.collect._sweep import (
     DESIGNS,
     SweepReport,
@@ -42,6 +43,8 @@ __all__ = [
     "PowerObserver",
     "PowerReading",
     "RaplPower",
+    "ReplayBackend",
+    "ReplayConfig",
     "SweepReport",
     "TimingPolicy",
     "TimingResult",

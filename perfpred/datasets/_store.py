@@ -84,8 +84,9 @@ class MeasurementStore:
         """Committed part files, oldest first (names start with a nanosecond clock)."""
         return sorted(p for p in self._parts_dir().glob("part-*.parquet"))
 
-    def _write_part(self, rows: list[dict[str, Any]]) -> Path:
-        table = pa.Table.from_pandas(_rows_to_frame(rows), preserve_index=False)
+    def _write_part(self, rows: list[dict[str, Any]] | pd.DataFrame) -> Path:
+        frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame.from_records(rows)
+        table = pa.Table.from_pandas(_strings_where_mixed(frame), preserve_index=False)
         name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = self._parts_dir() / f".tmp-{name}"
         final = self._parts_dir() / name
@@ -126,7 +127,7 @@ class MeasurementStore:
         frame = frame.drop_duplicates("measurement_id", keep="last")
         if frame.empty:
             return 0
-        self._write_part(frame.to_dict("records"))
+        self._write_part(frame)
         ids.update(frame["measurement_id"])
         return len(frame)
 
@@ -190,7 +191,7 @@ class MeasurementStore:
             if len(old) <= 1:
                 return len(self.ids())
             df = self.load()
-            self._write_part(df.to_dict("records"))
+            self._write_part(df)
             for part in old:
                 part.unlink(missing_ok=True)
             for tmp in self._parts_dir().glob(".tmp-*"):
@@ -223,8 +224,8 @@ class MeasurementStore:
         return out
 
 
-def _rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    df = pd.DataFrame.from_records(rows)
+def _strings_where_mixed(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy(deep=False)
     # Object columns mixing numbers and strings cannot go to Parquet; keep them as strings.
     for col in df.columns:
         if df[col].dtype == object and col != "raw_times_ms":

@@ -1,0 +1,240 @@
+"""Tuner benchmark on every complete recorded space (replayed hardware).
+
+    python benchmarks/tuning.py                      # all spaces, default seeds
+    python benchmarks/tuning.py --seeds 5 --spaces gemm/RTX_2080_Ti --strategies perfpred-transfer,random
+
+Strategies, all on the same replayed spaces and seeds:
+- perfpred-transfer: the tuner with per-source priors trained on the OTHER GPUs' recordings of
+  the same kernel (UCI SGEMM, a GTX 680 CLTune space, takes the three Kernel Tuner GEMM GPUs);
+- perfpred-cold: the tuner with no prior (space-filling start);
+- random (executed), optuna-tpe, optuna-gp (directly on the replay, no predictor);
+- kt-<strategy>: Kernel Tuner 1.5 in simulation_mode on the same cache file.
+Writes benchmarks/results/tuning.json and tuning.png (best-so-far vs evaluations).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from _common import RESULTS_DIR, RUNS_DIR, write_result
+
+from perfpred.collect._replay import ReplayBackend
+from perfpred.settings import datasets_dir
+from perfpred.tuner import (
+    KERNEL_TUNER_STRATEGIES,
+    SearchSpace,
+    Tuner,
+    TuneSettings,
+    evaluations_to_within,
+    kernel_tuner_search,
+    mean_curve,
+    optuna_search,
+    param_features,
+    performance_score,
+    random_search,
+)
+
+BUDGET = 128
+BUDGETS = (8, 16, 32, 64, 128)
+FAMILIES = {"gemm": ["RTX_3090", "RTX_2080_Ti", "RTX_Titan"],
+            "convolution": ["A100", "A4000", "A6000", "W6600"],
+            "dedispersion": ["A100", "A4000", "A6000", "W6600"]}
+STRATEGIES = ["perfpred-transfer", "perfpred-cold", "random", "optuna-tpe", "optuna-gp",
+              *[f"kt-{s}" for s in KERNEL_TUNER_STRATEGIES]]
+GP_MAX_BUDGET = 64  # Optuna's GPSampler refits an exact GP per trial: beyond this it dominates the run time
+
+
+def space_files() -> dict[str, Path]:
+    root = datasets_dir()
+    files = {f"{fam}/{gpu}": root / "kernel-tuner" / fam / f"{gpu}.json.gz" for fam, gpus in FAMILIES.items()
+             for gpu in gpus}
+    files["uci-sgemm/GTX_680"] = root / "uci-sgemm" / "sgemm_product.csv.gz"
+    return files
+
+
+def kt_cache_for(name: str, path: Path, backend: ReplayBackend) -> Path:
+    """Kernel Tuner needs a cache file; UCI SGEMM is exported to one (once) from the replay table."""
+    if path.name.endswith(".json.gz"):
+        return path
+    out = RUNS_DIR / "tuning" / "uci_sgemm_cache.json"
+    if not out.exists():
+        from perfpred.collect.importers import export_kernel_tuner_cache
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        export_kernel_tuner_cache(backend.table, out)
+    return out
+
+
+def load_backend(path: Path) -> ReplayBackend:
+    fmt = "kernel-tuner" if path.name.endswith(".json.gz") else "uci-sgemm"
+    return ReplayBackend.from_file(path, format=fmt)
+
+
+def recorded_frame(backend: ReplayBackend) -> pd.DataFrame:
+    """Every recorded config with its runtime (NaN for failures), from the replay's table."""
+    rows = []
+    for cfg in backend.configs():
+        m = backend.measure(cfg.as_dict())
+        rows.append({**cfg.as_dict(), "runtime_ms": m.runtime_ms if m.status == "ok" else np.nan})
+    backend.reset()
+    return pd.DataFrame(rows)
+
+
+def source_models(name: str, files: dict[str, Path], names: list[str]) -> dict:
+    """One XGBoost model of log runtime per OTHER GPU of the same kernel (transfer priors)."""
+    from xgboost import XGBRegressor
+
+    family = name.split("/")[0]
+    sources = ([f"gemm/{g}" for g in FAMILIES["gemm"]] if family == "uci-sgemm"
+               else [f"{family}/{g}" for g in FAMILIES[family] if f"{family}/{g}" != name])
+    priors = {}
+    for src in sources:
+        frame = recorded_frame(load_backend(files[src])).dropna(subset=["runtime_ms"])
+        X = param_features(frame[names])
+        model = XGBRegressor(n_estimators=300, max_depth=8, learning_rate=0.1, n_jobs=1, random_state=0)
+        model.fit(X, np.log(frame["runtime_ms"]))
+        priors[src] = model
+    return priors
+
+
+def run_space(name: str, seeds: list[int], strategies: list[str]) -> dict:
+    files = space_files()
+    backend = load_backend(files[name])
+    candidates = pd.DataFrame([c.as_dict() for c in backend.configs()])
+    space = SearchSpace({k: sorted(candidates[k].unique().tolist()) for k in candidates.columns})
+    optimum = float(backend.optimum().runtime_ms)
+    out: dict = {"space": name, "n_configs": len(candidates), "optimum_ms": optimum, "runs": {}, "wall_s": {}}
+    priors = None
+    if "perfpred-transfer" in strategies:
+        t0 = time.perf_counter()
+        models = source_models(name, files, list(candidates.columns))
+        priors = {src: (lambda m: (lambda c: np.exp(m.predict(param_features(c[list(c.columns)])))))(m)
+                  for src, m in models.items()}
+        out["prior_fit_s"] = time.perf_counter() - t0
+    kt_cache = None
+    for strategy in strategies:
+        runs, walls = [], []
+        for seed in seeds:
+            backend.reset()
+            t0 = time.perf_counter()
+            if strategy.startswith("perfpred"):
+                settings = TuneSettings(budget=BUDGET, batch_size=4, seed=seed)
+                prior = priors if strategy == "perfpred-transfer" else None
+                result = Tuner(space, backend, settings, candidates=candidates, prior=prior,
+                               study_name=f"{name}-{strategy}-{seed}").run()
+                values = result.history["value"].tolist()
+            elif strategy == "random":
+                values = random_search(backend, candidates, BUDGET, seed=seed)
+            elif strategy.startswith("optuna-"):
+                sampler = strategy.split("-", 1)[1]
+                budget = GP_MAX_BUDGET if sampler == "gp" else BUDGET
+                values = optuna_search(backend, space, candidates, budget, sampler=sampler, seed=seed)
+            else:
+                kt_cache = kt_cache or kt_cache_for(name, files[name], backend)
+                values = kernel_tuner_search(kt_cache, strategy[3:], BUDGET, seed=seed,
+                                             workdir=RUNS_DIR / "tuning")
+            walls.append(time.perf_counter() - t0)
+            runs.append([None if v is None or not np.isfinite(v) else float(v) for v in values])
+        out["runs"][strategy] = runs
+        out["wall_s"][strategy] = float(np.mean(walls))
+        print(f"{name:28s} {strategy:22s} best@16/opt={mean_curve(runs, BUDGET)[15] / optimum:.3f} "
+              f"({np.mean(walls):.1f} s/run)", flush=True)
+    return out
+
+
+def summarise(space_results: list[dict], seeds: list[int]) -> dict:
+    summary: dict = {"spaces": {}, "strategies": {}}
+    for res in space_results:
+        opt = res["optimum_ms"]
+        base = res["runs"].get("random")
+        per = {}
+        for strategy, runs in res["runs"].items():
+            budget = max(len(r) for r in runs) if runs else 0
+            curve = mean_curve(runs, BUDGET) / opt
+            entry = {f"best_over_opt@{b}": float(curve[b - 1]) for b in BUDGETS if b <= budget}
+            within = [evaluations_to_within(r, opt, 0.02) for r in runs]
+            entry["evals_to_2pct_median"] = (float(np.median([w for w in within if w is not None]))
+                                             if any(w is not None for w in within) else None)
+            entry["runs_reaching_2pct"] = int(sum(w is not None for w in within))
+            entry["wall_s_per_run"] = res["wall_s"][strategy]
+            if base is not None:
+                window = min(BUDGET, budget)
+                entry["P"] = performance_score(runs, base, opt, window)
+                entry["P_window"] = window
+            per[strategy] = entry
+        if base is not None and len(base) >= 4:
+            half = len(base) // 2
+            per["random"]["P_random_half_vs_half"] = performance_score(base[:half], base[half:], opt, BUDGET)
+        summary["spaces"][res["space"]] = {"n_configs": res["n_configs"], "optimum_ms": opt, "strategies": per}
+    strategies = sorted({s for r in space_results for s in r["runs"]})
+    for strategy in strategies:
+        entries = [v["strategies"][strategy] for v in summary["spaces"].values() if strategy in v["strategies"]]
+        agg = {}
+        for key in ("P", *[f"best_over_opt@{b}" for b in BUDGETS]):
+            vals = [e[key] for e in entries if key in e]
+            if vals:
+                agg[f"mean_{key}"] = float(np.mean(vals))
+        agg["mean_wall_s_per_run"] = float(np.mean([e["wall_s_per_run"] for e in entries]))
+        summary["strategies"][strategy] = agg
+    return summary
+
+
+def plot(space_results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(space_results)
+    cols = min(4, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    for ax, res in zip(axes.ravel(), space_results, strict=False):
+        for strategy, runs in res["runs"].items():
+            curve = mean_curve(runs, BUDGET) / res["optimum_ms"]
+            budget = max(len(r) for r in runs)
+            ax.plot(np.arange(1, budget + 1), curve[:budget], label=strategy, lw=1.5 if "perfpred" in strategy else 0.9)
+        ax.set(xscale="log", title=res["space"], xlabel="hardware evaluations", ylabel="best / optimum",
+               ylim=(0.98, 2.0))
+        ax.axhline(1.02, color="k", lw=0.5, ls="--")
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=10, help="repeats per strategy and space")
+    parser.add_argument("--spaces", default="all", help="comma-separated names like gemm/RTX_2080_Ti, or all")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--output", default="tuning")
+    args = parser.parse_args()
+    names = list(space_files()) if args.spaces == "all" else args.spaces.split(",")
+    strategies = args.strategies.split(",")
+    seeds = list(range(args.seeds))
+    (RUNS_DIR / "tuning").mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        results = list(pool.map(run_space, names, [seeds] * len(names), [strategies] * len(names)))
+    summary = summarise(results, seeds)
+    plot(results, RESULTS_DIR / f"{args.output}.png")
+    with gzip.open(RUNS_DIR / "tuning" / f"{args.output}_runs.json.gz", "wt") as fh:
+        json.dump(results, fh)
+    path = write_result(args.output, {"budget": BUDGET, "seeds": len(seeds), "strategies": strategies,
+                                      "wall_s": round(time.time() - t0, 1), **summary})
+    print(f"wrote {path} in {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""Write a GEMM or kernel table back as a Kernel Tuner cache file.
+
+Kernel Tuner (``simulation_mode=True``), the benchmark hub and other tuners read this
+format, so any table perfpred holds (imported, collected or replayed) can be shared with
+them. One file describes one device and one kind of row; the tune parameters are the
+``config.*`` columns plus any ``workload.*`` column that varies across rows (a GEMM table's
+m, n, k).
+
+Kernel Tuner ignores keys it does not know, so the file also carries what its format has
+no slot for: a top-level ``perfpred`` block (kind, constant workload, which tune parameters
+are workload keys, the full hardware spec) and ``perfpred_*`` entry keys (statuses other
+than its three failure strings, power, statistics of rows without replicates). The
+Kernel Tuner importer reads them back, so import -> export -> import gives the same rows
+(same ``measurement_id``, statuses, times and metrics; only ``source`` names the new file).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perfpred.collect.importers._frame import restore_int_columns
+from perfpred.collect.importers._kernel_tuner import (
+    FAILURE_STATUS,
+    PERFPRED_BLOCK,
+    PERFPRED_ENTRY_FIELDS,
+    PERFPRED_STAT_FIELDS,
+    RATE_METRICS,
+    STATUS_FAILURE,
+    TIMING_METRICS,
+)
+from perfpred.datasets import MeasurementStore
+from perfpred.datasets._schema import CONFIG_PREFIX, METRIC_PREFIX, WORKLOAD_PREFIX
+from perfpred.errors import InvalidInputError
+
+EXPORT_KINDS = ("kernel", "gemm")
+_METRIC_KEYS = {**{v: k for k, v in TIMING_METRICS.items()}, **{v: k for k, v in RATE_METRICS.items()}}
+
+
+def _python(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _python_json(value: Any) -> Any:
+    """json.dumps fallback for numpy scalars and arrays left in object columns."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _select(table: pd.DataFrame, hardware_id: str | None, kind: str | None,
+            workload: dict[str, Any] | None) -> pd.DataFrame:
+    """The rows to export: one kind, one device, optionally one workload; else a clear error."""
+    rows = table[table["kind"].isin([kind] if kind else EXPORT_KINDS)] if "kind" in table else table.iloc[0:0]
+    if hardware_id is not None:
+        rows = rows[rows["hardware_id"] == hardware_id]
+    for key, value in (workload or {}).items():
+        column = WORKLOAD_PREFIX + key
+        rows = rows[rows[column] == value] if column in rows else rows.iloc[0:0]
+    if rows.empty:
+        raise InvalidInputError(f"no {kind or ' or '.join(EXPORT_KINDS)} rows match the selection "
+                                f"(hardware_id={hardware_id!r}, workload={workload!r}); nothing to export")
+    for column, name in (("kind", "kind"), ("hardware_id", "hardware_id")):
+        values = sorted(rows[column].dropna().unique())
+        if len(values) > 1:
+            raise InvalidInputError(f"a Kernel Tuner cache holds one {name}, but the selection has {values}; "
+                                    f"pass {name}=... to choose one")
+    return rows
+
+
+def _problem_size(value: Any) -> Any:
+    if value is None:
+        return []
+    parts = str(value).split("x")
+    return [int(p) for p in parts] if all(p.isdigit() for p in parts) else str(value)
+
+
+def _entry(row: dict[str, Any], keys: list[str], metric_cols: list[str], filled: list[str]) -> dict[str, Any]:
+    entry: dict[str, Any] = {key: row[key] for key in keys}
+    status = row.get("status", "ok")
+    raw = row.get("raw_times_ms")
+    raw = [] if raw is None or (not isinstance(raw, (list, np.ndarray))) else [float(t) for t in raw]
+    if status == "ok":
+        time = row.get("runtime_ms") if _missing(row.get("mean_ms")) else row["mean_ms"]
+        if _missing(time):
+            raise InvalidInputError(f"a Kernel Tuner entry needs a time, but the ok row {row.get('measurement_id')} "
+                                    "has no runtime_ms")
+        entry["time"] = float(time)
+        if raw:
+            entry["times"] = raw
+    else:
+        entry["time"] = STATUS_FAILURE[status]
+    for column in metric_cols:
+        value = row.get(column)
+        if not _missing(value):
+            name = column[len(METRIC_PREFIX):]
+            entry[_METRIC_KEYS.get(name, name)] = float(value)
+    for key in filled:
+        entry[key] = 0.0
+    entry["timestamp"] = str(row.get("timestamp") or "")
+    extras: dict[str, Any] = {}
+    error = row.get("error")
+    # Kept exactly only where Kernel Tuner's failure string would not give them back.
+    expected_error = None if status == "ok" else STATUS_FAILURE[status]
+    if (status != "ok" and FAILURE_STATUS[STATUS_FAILURE[status]] != status) or (
+            not _missing(error) and error != expected_error):
+        extras["status"] = status
+        if not _missing(error):
+            extras["error"] = error
+    for name in ("power_w", "energy_j", "load_avg_1m", "ref_runtime_ms"):
+        if not _missing(row.get(name)):
+            extras[name] = float(row[name])
+    if row.get("power_source") not in (None, "unavailable"):
+        extras["power_source"] = row["power_source"]
+    software = json.loads(row.get("software_json") or "{}")
+    if software:
+        extras["software"] = software
+    if status == "ok" and not raw:
+        for name in PERFPRED_STAT_FIELDS:
+            if not _missing(row.get(name)):
+                extras[name] = _python(row[name])
+    for name in PERFPRED_ENTRY_FIELDS + PERFPRED_STAT_FIELDS:
+        if name in extras:
+            entry[f"perfpred_{name}"] = extras[name]
+    return entry
+
+
+def _sort_key(value: Any) -> tuple[str, Any]:
+    return (type(value).__name__, value)
+
+
+def export_kernel_tuner_cache(
+    data: pd.DataFrame | MeasurementStore,
+    path: str | os.PathLike[str],
+    *,
+    hardware_id: str | None = None,
+    kind: str | None = None,
+    workload: dict[str, Any] | None = None,
+    objective: str = "time",
+) -> Path:
+    """Write the kernel / GEMM rows of ``data`` as a Kernel Tuner cache file at ``path``.
+
+    ``path`` ending in ``.gz`` is gzipped. ``hardware_id`` / ``kind`` / ``workload`` pick the
+    rows when the table holds several devices or kinds. Returns the path written.
+    """
+    table = data.load() if isinstance(data, MeasurementStore) else data
+    if not isinstance(table, pd.DataFrame):
+        raise InvalidInputError(f"`data` must be a DataFrame or a MeasurementStore, but got {type(data).__name__}")
+    if kind is not None and kind not in EXPORT_KINDS:
+        raise InvalidInputError(f"`kind` must be one of {EXPORT_KINDS}, but got kind={kind!r}")
+    rows = _select(table, hardware_id, kind, workload)
+    rows = rows.dropna(axis=1, how="all")
+    config_cols = [c for c in rows.columns if c.startswith(CONFIG_PREFIX)]
+    workload_cols = [c for c in rows.columns if c.startswith(WORKLOAD_PREFIX)]
+    for column in config_cols + workload_cols:
+        missing = int(rows[column].isna().sum())
+        if missing:
+            raise InvalidInputError(f"`{column}` must be set in every exported row, but {missing} of {len(rows)} "
+                                    "rows lack it; select rows that share the same parameters")
+    rows = restore_int_columns(rows, table, config_cols + workload_cols)
+    varying = [c for c in workload_cols if rows[c].nunique(dropna=False) > 1]
+    constant = {c[len(WORKLOAD_PREFIX):]: _python(rows[c].iloc[0]) for c in workload_cols if c not in varying}
+    renamed = {c: c[len(CONFIG_PREFIX):] for c in config_cols} | {c: c[len(WORKLOAD_PREFIX):] for c in varying}
+    keys = list(renamed.values())
+    if not keys:
+        raise InvalidInputError("a Kernel Tuner cache needs tune parameters (config.* columns or varying workload "
+                                "columns), but the selected rows have none")
+    metric_cols = [c for c in rows.columns if c.startswith(METRIC_PREFIX)]
+    filled = [k for k in TIMING_METRICS if METRIC_PREFIX + TIMING_METRICS[k] not in rows.columns]
+    hardware_counts = rows["hardware_json"].value_counts()
+    hardware = (json.loads(hardware_counts.index[0]) if len(hardware_counts)
+                else {"hardware_id": rows["hardware_id"].iloc[0]})
+    rows = rows.rename(columns=renamed)
+    names = list(rows.columns)
+    columns = [rows[c].tolist() for c in names]  # Python scalars, column by column (fast)
+    cache: dict[str, Any] = {}
+    for values in zip(*columns, strict=True):
+        entry = _entry(dict(zip(names, values, strict=True)), keys, metric_cols, filled)
+        cache[",".join(str(entry[k]) for k in keys)] = entry
+    doc = {
+        "schema_version": "1.1.0",
+        "device_name": hardware.get("name") or hardware.get("gpu_name") or hardware.get("hardware_name")
+        or hardware["hardware_id"],
+        "kernel_name": str(constant.get("kernel_name") or constant.get("op") or rows["kind"].iloc[0]),
+        "problem_size": _problem_size(constant.get("problem_size")),
+        "tune_params_keys": keys,
+        "tune_params": {k: sorted(pd.unique(rows[k]).tolist(), key=_sort_key) for k in keys},
+        "objective": objective,
+        PERFPRED_BLOCK: {"kind": rows["kind"].iloc[0], "hardware": hardware, "workload": constant,
+                         "workload_keys": [renamed[c] for c in varying], "filled_keys": filled},
+        # Last, as Kernel Tuner writes it: it treats a file not ending in "}}}" as cut short.
+        "cache": cache,
+    }
+    return _write(Path(path), doc)
+
+
+def _write(path: Path, doc: dict[str, Any]) -> Path:
+    """Write to a temporary name, then rename: a crash never leaves half a cache file."""
+    text = json.dumps(doc, allow_nan=False, default=_python_json)
+    tmp = path.with_name(f".tmp-{path.name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.name.endswith(".gz"):
+        with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=6) as fh:
+            fh.write(text)
+    else:
+        tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
