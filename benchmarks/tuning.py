@@ -78,13 +78,12 @@ def load_backend(path: Path) -> ReplayBackend:
 
 
 def recorded_frame(backend: ReplayBackend) -> pd.DataFrame:
-    """Every recorded config with its runtime (NaN for failures), from the replay's table."""
-    rows = []
-    for cfg in backend.configs():
-        m = backend.measure(cfg.as_dict())
-        rows.append({**cfg.as_dict(), "runtime_ms": m.runtime_ms if m.status == "ok" else np.nan})
-    backend.reset()
-    return pd.DataFrame(rows)
+    """Every recorded config with its runtime (NaN for failures), read from the replay's table."""
+    table = backend.table
+    columns = {k: (f"config.{k}" if f"config.{k}" in table else f"workload.{k}") for k in backend.keys}
+    frame = pd.DataFrame({k: table[c].to_numpy() for k, c in columns.items()})
+    frame["runtime_ms"] = np.where(table["status"] == "ok", table["runtime_ms"], np.nan)
+    return frame
 
 
 def source_models(name: str, files: dict[str, Path], names: list[str]) -> dict:

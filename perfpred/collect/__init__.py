@@ -9,6 +9,7 @@ from perfpred.collect._gemm import (
     cpu_threads,
 )
 from perfpred.collect._hardware import cpu_spec, fingerprint, gpu_specs, software_versions
+from perfpred.collect._kernel import KERNEL_POLICY, KernelCollector, KernelConfig
 from perfpred.collect._peaks import device_peaks, hardware_with_peaks
 from perfpred.collect._power import (
     NvmlPower,
@@ -31,14 +32,20 @@ from perfpred.collect._sweep import (
     run_sweep,
 )
 from perfpred.collect._timing import CacheFlusher, TimingPolicy, TimingResult, median_rel_ci, time_function
+from perfpred.collect.kernels import KERNELS, KernelSpec, get_kernel
 
 __all__ = [
     "BACKENDS",
     "DESIGNS",
     "DTYPE_BYTES",
+    "KERNELS",
+    "KERNEL_POLICY",
     "CacheFlusher",
     "GemmCollector",
     "GemmConfig",
+    "KernelCollector",
+    "KernelConfig",
+    "KernelSpec",
     "NvmlPower",
     "PowerObserver",
     "PowerReading",
@@ -56,6 +63,7 @@ __all__ = [
     "device_peaks",
     "expand",
     "fingerprint",
+    "get_kernel",
     "gpu_specs",
     "grid_shapes",
     "hardware_with_peaks",

@@ -1,0 +1,242 @@
+"""Record the landscapes of the shipped CPU kernels, then score a predictor on the recordings.
+
+    python benchmarks/cpu_kernels.py --smoke                 # ~20 configs per kernel, tiny sizes (a minute)
+    python benchmarks/cpu_kernels.py                         # stage 1: brute force at the default sizes
+    python benchmarks/cpu_kernels.py --sample 2000 --seed 1  # stage 1 on a seeded random sample instead
+    python benchmarks/cpu_kernels.py --evaluate              # stage 2: predictor accuracy on the recordings
+    python benchmarks/cpu_kernels.py --kernels jacobi2d --probe 8   # cost estimate from 8 random configs
+
+Stage 1 measures every valid config of each kernel (``sgemm``: 18,912; ``jacobi2d``: 912)
+into a resumable Measurement store under ``benchmarks/runs/cpu_kernels/`` (an interrupted
+run continues where it stopped), then writes the store as a Kernel Tuner cache file
+(``<kernel>_<size>.json``: device_name, kernel_name, problem_size, tune_params_keys,
+tune_params, objective, cache{"v1,v2,...": {params, time, times, compile_time,
+verification_time, benchmark_time, ...}}), which Kernel Tuner's ``simulation_mode`` and
+perfpred's ``ReplayBackend`` replay without the hardware. Failed configs are recorded
+with their status. Stage 2 fits a log-runtime XGBoost on the tune parameters of a random
+fraction of the recorded configs and scores it on the rest: MAPE, Spearman rho, and how
+good the config it would pick is (regret of its predicted best; recall of the true top 10).
+
+The full brute force takes hours on a 2-core machine and loads it completely: run it on a
+quiet machine. ``--probe N`` measures N random configs at the default size (stored, so
+they count towards the full run) and prints the estimated wall time of the whole space.
+Results go to ``benchmarks/results/cpu_kernels[_smoke].json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import RUNS_DIR, write_result
+from scipy.stats import ConstantInputWarning
+
+from perfpred.collect import TimingPolicy, busy_warning, run_sweep
+from perfpred.collect._kernel import KERNEL_POLICY, KernelCollector
+from perfpred.collect.importers import export_kernel_tuner_cache
+from perfpred.collect.kernels import CPU_KERNELS, get_kernel, problem_label, space_size
+from perfpred.datasets import MeasurementStore
+
+OUT_DIR = RUNS_DIR / "cpu_kernels"
+SMOKE_CONFIGS = 20
+SMOKE_POLICY = TimingPolicy(warmup_runs=1, min_runs=3, max_runs=10, max_time_s=0.1, target_rel_ci=0.05,
+                            min_sample_ms=0.5)
+TRAIN_FRACTIONS = (0.05, 0.1, 0.25, 0.5)
+SMOKE_TRAIN_FRACTIONS = (0.5,)
+SEEDS = (0, 1, 2)
+TOP_K = 10
+# The wall time of one config: compile, check, timing and the framework around them; plus, once per
+# worker process (every `recycle_after` configs, or after a crash), its start and the inputs' set-up.
+COST_COLUMNS = ("metric.compile_time_ms", "metric.verification_time_ms", "metric.benchmark_time_ms",
+                "metric.framework_time_ms")
+START_COLUMNS = ("metric.setup_time_ms", "metric.worker_start_ms")
+
+
+def _paths(kernel: str, problem: dict[str, int], smoke: bool) -> tuple[Path, Path]:
+    root = OUT_DIR / "smoke" if smoke else OUT_DIR
+    label = problem_label(get_kernel(kernel), problem)
+    return root / f"{kernel}-{label}" / "store", root / f"{kernel}_{label}.json"
+
+
+def _landscape(table: Any) -> dict[str, Any]:
+    ok = table[table["status"] == "ok"]
+    runtimes = ok["runtime_ms"].astype(float)
+    out: dict[str, Any] = {
+        "configs": len(table),
+        "statuses": {str(k): int(v) for k, v in table["status"].value_counts().items()},
+    }
+    if len(ok):
+        best = ok.loc[runtimes.idxmin()]
+        out.update({
+            "runtime_ms_min": float(runtimes.min()),
+            "runtime_ms_median": float(runtimes.median()),
+            "runtime_ms_max": float(runtimes.max()),
+            "max_over_min": float(runtimes.max() / runtimes.min()),
+            "best_config": {c.removeprefix("config."): best[c].item() if hasattr(best[c], "item") else best[c]
+                            for c in ok.columns if c.startswith("config.")},
+            "median_cv": float(ok["cv"].astype(float).median()),
+            "gflops_max": float(ok["metric.gflops"].max()),
+            "gbs_max": float(ok["metric.gbs"].max()),
+        })
+    for column in COST_COLUMNS:
+        if column in table:
+            out[f"{column.removeprefix('metric.')}_median"] = float(table[column].astype(float).median())
+    out["wall_s_per_config_mean"] = float(sum(table[c].astype(float).fillna(0).mean() for c in COST_COLUMNS
+                                              if c in table) / 1e3)
+    starts = sum(table[c].astype(float).fillna(0) for c in START_COLUMNS if c in table)
+    out["worker_start_and_setup_s_mean"] = float(starts[starts > 0].mean() / 1e3) if (starts > 0).any() else 0.0
+    return out
+
+
+def record(kernel: str, *, smoke: bool, sample: int | None, seed: int, timeout_s: float) -> dict[str, Any]:
+    """Stage 1 for one kernel: measure (resumable), export the Kernel Tuner cache, check it replays."""
+    from perfpred.collect._replay import ReplayBackend
+
+    spec = get_kernel(kernel)
+    problem = dict(spec.test_problem_size if smoke else spec.default_problem_size)
+    store_path, cache_path = _paths(kernel, problem, smoke)
+    policy = SMOKE_POLICY if smoke else KERNEL_POLICY
+    collector = KernelCollector(spec, problem_size=problem, policy=policy, timeout_s=timeout_s)
+    n = SMOKE_CONFIGS if smoke else sample
+    configs = collector.configs(sample=n, seed=seed)
+    store = MeasurementStore(store_path, create=True)
+    t0 = time.perf_counter()
+    try:
+        report = run_sweep(collector, configs, store)
+    finally:
+        collector.close()
+    wall_s = time.perf_counter() - t0
+    store.compact()
+    table = store.load()
+    table = table[table["measurement_id"].isin({collector.measurement_id(c) for c in configs})]
+    export_kernel_tuner_cache(table, cache_path, kind="kernel")
+    replayed = len(ReplayBackend.from_file(cache_path))
+    cartesian, valid = space_size(spec)
+    landscape = _landscape(table)
+    full_estimate_h = None
+    if not smoke:
+        per_config_s = landscape["wall_s_per_config_mean"]
+        per_config_s += landscape["worker_start_and_setup_s_mean"] / collector.recycle_after
+        full_estimate_h = per_config_s * valid / 3600
+    print(f"{kernel} {problem_label(spec, problem)}: {report.measured} measured, {report.skipped} already stored, "
+          f"statuses {landscape['statuses']}, runtime {landscape.get('runtime_ms_min', math.nan):.4g} .. "
+          f"{landscape.get('runtime_ms_max', math.nan):.4g} ms ({landscape.get('max_over_min', math.nan):.1f}x), "
+          f"{wall_s:.0f} s -> {cache_path}", file=sys.stderr)
+    return {"kernel": kernel, "problem_size": problem, "space_cartesian": cartesian, "space_valid": valid,
+            "requested_configs": len(configs), "measured_now": report.measured, "skipped": report.skipped,
+            "sweep_wall_s": round(wall_s, 1), "cache_file": str(cache_path.relative_to(RUNS_DIR.parent)),
+            "replayed_configs": replayed, "landscape": landscape, "full_space_estimate_h": full_estimate_h}
+
+
+def _param_frame(table: Any) -> Any:
+    from perfpred.tuner import param_features
+
+    params = table[[c for c in table.columns if c.startswith("config.")]]
+    return param_features(params.rename(columns=lambda c: c.removeprefix("config.")))
+
+
+def _finite_or_none(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _mean(values: Any) -> float | None:
+    finite = [v for v in values if v is not None]
+    return float(np.mean(finite)) if finite else None
+
+
+def evaluate(kernel: str, *, smoke: bool) -> dict[str, Any]:
+    """Stage 2 for one kernel: fit on a random fraction of the recording, score on the rest."""
+    from perfpred.models import LogTargetXGBRegressor, regression_report
+
+    spec = get_kernel(kernel)
+    problem = dict(spec.test_problem_size if smoke else spec.default_problem_size)
+    store_path, _ = _paths(kernel, problem, smoke)
+    table = MeasurementStore(store_path).load()
+    ok = table[table["status"] == "ok"].reset_index(drop=True)
+    X = _param_frame(ok)
+    y = ok["runtime_ms"].to_numpy(float)
+    out: dict[str, Any] = {"kernel": kernel, "problem_size": problem, "rows_ok": len(ok), "fractions": {}}
+    for fraction in (SMOKE_TRAIN_FRACTIONS if smoke else TRAIN_FRACTIONS):
+        n_train = max(8, round(fraction * len(ok)))
+        if n_train >= len(ok) - 2:
+            continue
+        folds = []
+        for seed in SEEDS:
+            order = np.random.default_rng(seed).permutation(len(ok))
+            train, test = order[:n_train], order[n_train:]
+            model = LogTargetXGBRegressor(random_state=seed, n_jobs=1).fit(X.iloc[train], y[train])
+            pred = model.predict(X.iloc[test])
+            truth = y[test]
+            k = min(TOP_K, max(1, len(test) // 5))  # a top-k of the whole test set would be trivial
+            # The baseline (and a model of few rows) predicts one constant, where rho is undefined.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConstantInputWarning)
+                fold = regression_report(truth, pred)
+                baseline = regression_report(truth, np.full(len(truth), np.median(y[train])))
+            fold["regret_of_predicted_best"] = float(truth[np.argmin(pred)] / truth.min())
+            fold[f"top{k}_recall"] = float(len(set(np.argsort(pred)[:k]) & set(np.argsort(truth)[:k])) / k)
+            fold["median_baseline_mape_pct"] = baseline["mape_pct"]
+            folds.append(fold)
+        folds = [{key: _finite_or_none(value) for key, value in fold.items()} for fold in folds]
+        out["fractions"][str(fraction)] = {
+            "n_train": n_train,
+            "mean": {key: _mean(f[key] for f in folds) for key in folds[0]},
+            "per_seed": folds,
+        }
+        mean = out["fractions"][str(fraction)]["mean"]
+        rho = "n/a" if mean["spearman_rho"] is None else f"{mean['spearman_rho']:.2f}"
+        print(f"{kernel}: train {n_train} ({fraction:.0%}): MAPE {mean['mape_pct']:.1f}% "
+              f"(median baseline {mean['median_baseline_mape_pct']:.0f}%), rho {rho}, "
+              f"regret {mean['regret_of_predicted_best']:.2f}x", file=sys.stderr)
+    return out
+
+
+def probe(kernel: str, n: int, seed: int, timeout_s: float) -> dict[str, Any]:
+    """Measure ``n`` random configs at the default size; estimate the full brute force from them."""
+    result = record(kernel, smoke=False, sample=n, seed=seed, timeout_s=timeout_s)
+    print(f"{kernel}: ~{result['landscape']['wall_s_per_config_mean']:.2f} s per config -> the full space "
+          f"({result['space_valid']} configs) takes ~{result['full_space_estimate_h']:.1f} h", file=sys.stderr)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kernels", nargs="+", default=list(CPU_KERNELS), choices=list(CPU_KERNELS))
+    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_CONFIGS} configs per kernel at the test size")
+    parser.add_argument("--sample", type=int, default=None, help="a seeded random sample instead of every config")
+    parser.add_argument("--probe", type=int, default=None, help="measure N configs and estimate the full run")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout-s", type=float, default=60.0, help="wall-time limit of one config")
+    parser.add_argument("--evaluate", action="store_true", help="stage 2 only: score a predictor on the recordings")
+    args = parser.parse_args()
+    warning = busy_warning()
+    if warning and not args.evaluate:
+        print(f"warning: {warning}", file=sys.stderr)
+    name = "cpu_kernels_smoke" if args.smoke else "cpu_kernels"
+    payload: dict[str, Any] = {"mode": "smoke" if args.smoke else "full", "kernels": {}}
+    t0 = time.time()
+    for kernel in args.kernels:
+        if args.evaluate:
+            payload["kernels"][kernel] = {"evaluation": evaluate(kernel, smoke=args.smoke)}
+        elif args.probe is not None:
+            payload["kernels"][kernel] = {"probe": probe(kernel, args.probe, args.seed, args.timeout_s)}
+        else:
+            entry = {"recording": record(kernel, smoke=args.smoke, sample=args.sample, seed=args.seed,
+                                         timeout_s=args.timeout_s)}
+            if args.smoke:  # the smoke run also proves stage 2 runs end to end
+                entry["evaluation"] = evaluate(kernel, smoke=True)
+            payload["kernels"][kernel] = entry
+    payload["wall_s"] = round(time.time() - t0, 1)
+    suffix = "_evaluation" if args.evaluate else ("_probe" if args.probe is not None else "")
+    path = write_result(name + suffix, payload)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Baseline strategies run on the same hardware backend, for fair comparisons.
+
+Each returns the objective value of every hardware evaluation in order (None for a failed
+config), so best-so-far curves of all strategies line up evaluation by evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perfpred.errors import InvalidInputError
+from perfpred.tuner._loop import HardwareBackend, _objective_value
+from perfpred.tuner._space import SearchSpace
+from perfpred.tuner._study import config_key
+
+
+def _as_config(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+
+
+def random_search(backend: HardwareBackend, candidates: pd.DataFrame, budget: int, *, seed: int = 0,
+                  objective: str = "runtime_ms") -> list[float | None]:
+    """Measure ``budget`` distinct candidates drawn uniformly (executed, not simulated)."""
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(candidates), size=min(budget, len(candidates)), replace=False)
+    return [_objective_value(backend.measure(_as_config(candidates.iloc[i].to_dict())), objective) for i in picks]
+
+
+def optuna_search(backend: HardwareBackend, space: SearchSpace, candidates: pd.DataFrame, budget: int, *,
+                  sampler: str = "tpe", seed: int = 0, objective: str = "runtime_ms",
+                  max_invalid_per_eval: int = 200) -> list[float | None]:
+    """An Optuna study directly on the hardware (no predictor), as a user would run it.
+
+    Suggestions outside ``candidates`` (configs that violate the space's constraints) are told
+    to Optuna as failures without costing a hardware evaluation, as a tuner that checks
+    constraints before launching would; a repeated suggestion reuses its first result.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    samplers = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+    }
+    if sampler not in samplers:
+        raise InvalidInputError(f"`sampler` must be one of {sorted(samplers)}, but got sampler={sampler!r}")
+    valid = {config_key(_as_config(r)) for r in candidates.to_dict("records")}
+    study = optuna.create_study(direction="minimize", sampler=samplers[sampler]())
+    seen: dict[str, float | None] = {}
+    values: list[float | None] = []
+    asks = 0
+    while len(values) < budget and asks < budget * max_invalid_per_eval and len(seen) < len(valid):
+        asks += 1
+        trial = study.ask()
+        config = space.suggest(trial)
+        key = config_key(config)
+        if key not in valid:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        if key in seen:
+            value = seen[key]
+        else:
+            value = _objective_value(backend.measure(config), objective)
+            seen[key] = value
+            values.append(value)
+        if value is None:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, value)
+    return values

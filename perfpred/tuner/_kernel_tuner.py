@@ -1,0 +1,67 @@
+"""Kernel Tuner's own strategies, run in its ``simulation_mode`` on a recorded cache file.
+
+The replayed space is given to Kernel Tuner exactly: a restriction admits only the configs
+recorded in the cache, so it searches the same space perfpred's tuner does. Its results
+are de-duplicated in evaluation order (Kernel Tuner re-lists configs it revisits) and cut
+at the budget, so curves line up with every other strategy's.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from perfpred.errors import InvalidInputError, MissingDependencyError
+
+KERNEL_TUNER_STRATEGIES = ("random_sample", "genetic_algorithm", "dual_annealing", "bayes_opt", "hybrid_vndx")
+
+
+def _plain_cache(cache_file: Path, workdir: Path) -> tuple[Path, dict]:
+    opener = gzip.open if cache_file.suffix == ".gz" else open
+    with opener(cache_file, "rt") as fh:
+        data = json.load(fh)
+    plain = workdir / (cache_file.name.removesuffix(".gz").removesuffix(".json") + ".json")
+    if not plain.exists():
+        plain.write_text(json.dumps(data))
+    return plain, data
+
+
+def kernel_tuner_search(cache_file: str | Path, strategy: str, budget: int, *, seed: int = 0,
+                        workdir: str | Path | None = None) -> list[float | None]:
+    """Objective values (ms; None = failed config) of Kernel Tuner's ``strategy`` in evaluation order."""
+    try:
+        from kernel_tuner import tune_kernel
+    except ImportError as exc:
+        raise MissingDependencyError("Kernel Tuner baselines need kernel_tuner: pip install kernel-tuner") from exc
+    if strategy not in KERNEL_TUNER_STRATEGIES:
+        raise InvalidInputError(f"`strategy` must be one of {KERNEL_TUNER_STRATEGIES}, but got strategy={strategy!r}")
+    work = Path(workdir or tempfile.mkdtemp(prefix="perfpred-kt-"))
+    plain, data = _plain_cache(Path(cache_file), work)
+    keys = data["tune_params_keys"]
+    valid = set(data["cache"])
+
+    def recorded(params: dict) -> bool:
+        return ",".join(str(params[k]) for k in keys) in valid
+
+    np.random.seed(seed)
+    random.seed(seed)
+    results, _ = tune_kernel(data["kernel_name"], "", data["problem_size"], [], data["tune_params"],
+                             restrictions=[recorded], cache=str(plain), simulation_mode=True, strategy=strategy,
+                             strategy_options={"max_fevals": budget}, verbose=False, quiet=True)
+    seen: set[str] = set()
+    values: list[float | None] = []
+    for r in results:
+        key = ",".join(str(r[k]) for k in keys)
+        if key in seen:
+            continue
+        seen.add(key)
+        t = r.get("time")
+        values.append(float(t) if isinstance(t, (int, float)) and np.isfinite(t) and t > 0 else None)
+        if len(values) == budget:
+            break
+    return values

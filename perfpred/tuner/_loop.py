@@ -1,0 +1,325 @@
+"""Predictor-first tuning: score the space, confirm the most promising configs, learn, repeat.
+
+Each round:
+1. fit the surrogate on everything measured so far (all workers' measurements, read back
+   from the study), on top of a transferred prior when one is given;
+2. score every candidate: lower confidence bound ``mean - kappa * std`` of log(objective);
+   configs predicted to fail go last;
+3. pick the batch greedily by that score, skipping picks within Hamming distance 1 of one
+   already in the batch (so a batch is not k near-copies);
+4. claim, measure and record each pick; failures are data the surrogate learns from;
+5. stop at the budget, at the wall-time cap, or when no candidate's optimistic prediction
+   beats the best measurement by more than the noise.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from perfpred.datasets import Measurement
+from perfpred.errors import InvalidInputError
+from perfpred.tuner._space import SearchSpace
+from perfpred.tuner._study import StudyRecorder, config_key
+from perfpred.tuner._surrogate import EnsembleSurrogate, param_features
+
+
+class HardwareBackend(Protocol):
+    """Anything that measures one config: a real collector adapter or a replayed space."""
+
+    def measure(self, config: Mapping[str, Any]) -> Measurement: ...
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """How the tuner spends its hardware budget.
+
+    Attributes:
+        budget: hardware evaluations in total (shared by all workers of one study).
+        batch_size: configs confirmed per round (one surrogate refit per round).
+        n_initial: cold-start space-filling design size (default: max(batch, min(8, budget // 4))).
+        kappa: exploration weight of the lower confidence bound.
+        ensemble: surrogate members (bootstrap resamples) giving the spread.
+        early_stop_rel: stop when no candidate is predicted to beat the best by more than this
+            fraction; None never stops early.
+        max_wall_s: wall-time cap in seconds, model fitting included.
+        objective: Measurement field minimised (``runtime_ms`` or ``energy_j``, or ``metric.X``).
+        seed: seeds the design, the surrogate and the tie-breaks.
+        min_hamming: configs of one batch differ in at least this many parameters.
+    """
+
+    budget: int
+    batch_size: int = 4
+    n_initial: int | None = None
+    kappa: float = 1.0
+    ensemble: int = 5
+    early_stop_rel: float | None = None
+    max_wall_s: float | None = None
+    objective: str = "runtime_ms"
+    seed: int = 0
+    min_hamming: int = 2
+
+    def __post_init__(self) -> None:
+        checks = [("budget", self.budget >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
+                  ("kappa", self.kappa >= 0, ">= 0"), ("ensemble", self.ensemble >= 2, ">= 2"),
+                  ("min_hamming", self.min_hamming >= 1, ">= 1")]
+        if self.n_initial is not None:
+            checks.append(("n_initial", self.n_initial >= 1, ">= 1"))
+        for name, ok, rule in checks:
+            if not ok:
+                raise InvalidInputError(f"`{name} {rule}` must hold, but got {name}={getattr(self, name)}")
+
+    @property
+    def initial_size(self) -> int:
+        return self.n_initial or max(self.batch_size, min(8, self.budget // 4))
+
+
+@dataclass
+class TuneResult:
+    history: pd.DataFrame  # one row per hardware evaluation, in order
+    best_config: dict[str, Any] | None
+    best_value: float | None
+    n_evaluations: int
+    stopped_by: str  # "budget" | "early_stop" | "wall_time" | "space_exhausted"
+    wall_s: float
+    fit_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def best_so_far(self) -> np.ndarray:
+        values = self.history["value"].to_numpy(dtype=float)
+        values = np.where(np.isfinite(values), values, np.inf)
+        return np.minimum.accumulate(values) if len(values) else values
+
+
+def _objective_value(m: Measurement, objective: str) -> float | None:
+    if m.status != "ok":
+        return None
+    if objective.startswith("metric."):
+        value = m.metrics.get(objective[len("metric."):])
+    else:
+        value = getattr(m, objective, None)
+    return float(value) if value is not None and np.isfinite(value) and value > 0 else None
+
+
+def _codes(frame: pd.DataFrame) -> np.ndarray:
+    """Each parameter's values as integer level codes (for distances between configs)."""
+    return np.stack([pd.factorize(frame[c], sort=True)[0] for c in frame.columns], axis=1)
+
+
+def maximin_design(candidates: pd.DataFrame, n: int, seed: int, pool: int = 4000) -> list[int]:
+    """Greedy maximin on normalised level codes over a random pool: a space-filling start."""
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(candidates), size=min(pool, len(candidates)), replace=False)
+    codes = _codes(candidates).astype(float)[idx]
+    span = codes.max(axis=0) - codes.min(axis=0)
+    codes = codes / np.where(span > 0, span, 1)
+    chosen = [0]
+    dist = np.linalg.norm(codes - codes[0], axis=1)
+    while len(chosen) < min(n, len(idx)):
+        nxt = int(np.argmax(dist))
+        chosen.append(nxt)
+        dist = np.minimum(dist, np.linalg.norm(codes - codes[nxt], axis=1))
+    return [int(idx[i]) for i in chosen]
+
+
+def diverse_top(score: np.ndarray, codes: np.ndarray, k: int, min_hamming: int = 2) -> list[int]:
+    """The k best-scoring (lowest) indices, no two closer than ``min_hamming`` differing params."""
+    order = np.argsort(score, kind="stable")
+    picks: list[int] = []
+    for i in order:
+        if not np.isfinite(score[i]):
+            break
+        if all((codes[i] != codes[j]).sum() >= min_hamming for j in picks):
+            picks.append(int(i))
+            if len(picks) == k:
+                break
+    if len(picks) < k:  # the rule was too strict for what is left: fill by score alone
+        for i in order:
+            if np.isfinite(score[i]) and int(i) not in picks:
+                picks.append(int(i))
+                if len(picks) == k:
+                    break
+    return picks
+
+
+class Tuner:
+    """Tune ``space`` on ``backend`` with the predictor first.
+
+    Parameters:
+        space: the search space (finite spaces are enumerated and scored whole).
+        backend: measures one config (``measure(config) -> Measurement``).
+        settings: budget, batch size, exploration, stopping rules.
+        candidates: the configs to choose from (default: ``space.enumerate()``); a replayed
+            space passes its recorded configs.
+        prior: transferred knowledge: a function from a candidates DataFrame to predicted
+            objective values (e.g. a PerformanceModel trained on other hardware), or a dict of
+            such functions, one per source hardware, weighted by how well each orders the
+            configs measured here (see ``source_weights``).
+        storage / study_name: Optuna RDB storage URL shared by workers (default: in memory).
+        featurize: candidates DataFrame -> numeric features (default: ``param_features``).
+    """
+
+    def __init__(self, space: SearchSpace, backend: HardwareBackend, settings: TuneSettings, *,
+                 candidates: pd.DataFrame | None = None,
+                 prior: Callable[[pd.DataFrame], np.ndarray] | Mapping[str, Callable[[pd.DataFrame], np.ndarray]]
+                 | None = None,
+                 storage: str | None = None, study_name: str = "perfpred-tune",
+                 featurize: Callable[[pd.DataFrame], pd.DataFrame] = param_features,
+                 on_evaluation: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.space = space
+        self.backend = backend
+        self.settings = settings
+        self.candidates = (space.enumerate() if candidates is None else candidates[space.names]).reset_index(drop=True)
+        if self.candidates.empty:
+            raise InvalidInputError("the search space has no valid config (check the constraints)")
+        self.prior = prior
+        self.recorder = StudyRecorder(space, storage=storage, study_name=study_name, objective=settings.objective)
+        self.features = featurize(self.candidates)
+        self.codes = _codes(self.candidates)
+        self.index = {config_key(r): i for i, r in enumerate(self.candidates.to_dict("records"))}
+        self.surrogate = EnsembleSurrogate(n_members=settings.ensemble, seed=settings.seed)
+        self.on_evaluation = on_evaluation
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def _source_logs(self) -> np.ndarray | None:
+        """log predictions of each prior source for every candidate: (n_sources, n_candidates)."""
+        if self.prior is None:
+            return None
+        sources = self.prior if isinstance(self.prior, Mapping) else {"prior": self.prior}
+        logs = []
+        for name, fn in sources.items():
+            pred = np.asarray(fn(self.candidates), dtype=float)
+            if pred.shape != (len(self.candidates),) or not np.all(np.isfinite(pred) & (pred > 0)):
+                raise InvalidInputError(f"prior {name!r} must give one positive finite prediction per candidate")
+            logs.append(np.log(pred))
+        return np.stack(logs)
+
+    def source_weights(self, source_logs: np.ndarray, m_idx: np.ndarray, m_y: np.ndarray,
+                       m_ok: np.ndarray) -> np.ndarray:
+        """How much to trust each source, from how well it orders what was measured here.
+
+        As in RGPE (Feurer et al.): over bootstrap resamples of the measured configs, each
+        source's ranking loss (mis-ordered pairs) is counted, and a source's weight is the
+        share of resamples in which its loss is lowest (ties share). Until three configs have
+        run, every source counts the same.
+        """
+        n_sources = len(source_logs)
+        idx, y = m_idx[m_ok], m_y[m_ok]
+        if n_sources == 1 or len(y) < 3:
+            return np.full(n_sources, 1.0 / n_sources)
+        rng = np.random.default_rng(self.settings.seed)
+        preds = source_logs[:, idx]
+        votes = np.zeros(n_sources)
+        for _ in range(64):
+            b = rng.integers(0, len(y), len(y))
+            truth = y[b][:, None] < y[b][None, :]
+            losses = np.array([(truth != (p[b][:, None] < p[b][None, :])).sum() for p in preds])
+            winners = np.flatnonzero(losses == losses.min())
+            votes[winners] += 1.0 / len(winners)
+        return votes / votes.sum()
+
+    def _measured_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(candidate indices, log values (nan if failed), ok flags) of everything measured."""
+        idx, y, ok = [], [], []
+        for config, value, status in self.recorder.measured():
+            i = self.index.get(config_key(config))
+            if i is None:
+                continue
+            idx.append(i)
+            good = status == "ok" and value is not None
+            ok.append(good)
+            y.append(np.log(value) if good else np.nan)
+        return np.asarray(idx, dtype=int), np.asarray(y, dtype=float), np.asarray(ok, dtype=bool)
+
+    def _n_used(self) -> int:
+        claims = self.recorder.claims
+        return claims.n_claimed() if claims is not None else len(self.recorder.measured())
+
+    def run(self) -> TuneResult:
+        s = self.settings
+        t_start = time.perf_counter()
+        fit_s = 0.0
+        source_logs = self._source_logs()
+        weights_history: list[list[float]] = []
+        rows: list[dict[str, Any]] = []
+        stopped_by = "budget"
+        iteration = 0
+        while True:
+            used = self._n_used()
+            if used >= s.budget:
+                break
+            if s.max_wall_s is not None and time.perf_counter() - t_start > s.max_wall_s:
+                stopped_by = "wall_time"
+                break
+            m_idx, m_y, m_ok = self._measured_state()
+            measured = np.zeros(len(self.candidates), dtype=bool)
+            measured[m_idx] = True
+            if measured.all():
+                stopped_by = "space_exhausted"
+                break
+            k = min(s.batch_size, s.budget - used)
+            t0 = time.perf_counter()
+            prior_log = None
+            if source_logs is not None:
+                weights = self.source_weights(source_logs, m_idx, m_y, m_ok)
+                weights_history.append(weights.round(3).tolist())
+                prior_log = weights @ source_logs
+            if len(m_idx) == 0 and prior_log is None:
+                picks = [i for i in maximin_design(self.candidates, s.initial_size, s.seed) if not measured[i]]
+                predicted = np.full(len(self.candidates), np.nan)
+                score = None
+            else:
+                fit = self.surrogate.fit_predict(
+                    self.features.iloc[m_idx], m_y, m_ok, self.features,
+                    prior_measured=prior_log[m_idx] if prior_log is not None else None,
+                    prior_candidates=prior_log)
+                score = fit.mean_log - s.kappa * fit.std_log
+                score = np.where(fit.p_ok < 0.5, score + 1e6, score)  # predicted failures go last
+                score[measured] = np.inf
+                predicted = np.exp(fit.mean_log)
+                if s.early_stop_rel is not None and m_ok.any() and len(m_idx) >= s.initial_size:
+                    best_log = np.nanmin(m_y)
+                    if np.min(score) > best_log + np.log1p(-s.early_stop_rel):
+                        stopped_by = "early_stop"
+                        fit_s += time.perf_counter() - t0
+                        break
+                picks = diverse_top(score, self.codes, k, s.min_hamming)
+            fit_s += time.perf_counter() - t0
+            iteration += 1
+            for i in picks[:k]:
+                config = {c: v.item() if hasattr(v, "item") else v for c, v in self.candidates.iloc[i].items()}
+                claims = self.recorder.claims
+                if claims is not None and claims.claim(config_key(config), s.budget, self.worker) is None:
+                    continue  # another worker has it, or the budget is spent
+                m = self.backend.measure(config)
+                value = _objective_value(m, s.objective)
+                pred = float(predicted[i]) if np.isfinite(predicted[i]) else None
+                self.recorder.record(config, value, m.status, predicted=pred, iteration=iteration,
+                                     worker=self.worker)
+                row = {**config, "value": value, "status": m.status, "predicted": pred, "iteration": iteration,
+                       "elapsed_s": time.perf_counter() - t_start}
+                rows.append(row)
+                if self.on_evaluation:
+                    self.on_evaluation(row)
+        history = pd.DataFrame(rows)
+        _, all_y, all_ok = self._measured_state()
+        best_config, best_value = self.best()
+        return TuneResult(history=history, best_config=best_config, best_value=best_value,
+                          n_evaluations=len(rows), stopped_by=stopped_by, wall_s=time.perf_counter() - t_start,
+                          fit_s=fit_s, extra={"study_evaluations": int(len(all_y)), "study_failures": int((~all_ok).sum()),
+                                             "prior_weights": weights_history})
+
+    def best(self) -> tuple[dict[str, Any] | None, float | None]:
+        """The best measured config of the whole study (all workers)."""
+        best = None
+        for config, value, status in self.recorder.measured():
+            if status == "ok" and value is not None and (best is None or value < best[1]):
+                best = (config, value)
+        return best if best is not None else (None, None)

@@ -1,0 +1,202 @@
+"""Search spaces: named parameters, finite or continuous, with constraints.
+
+A finite space enumerates into a DataFrame without a Python loop per config (a cartesian
+product through numpy, then constraints evaluated column-wise), so spaces of 1e5-1e6
+configs are cheap to build and to score with a predictor. Constraints are strings in the
+syntax of Kernel Tuner's ``restrictions`` (``"MWG % (MDIMC * VWM) == 0"``; ``and``/``or``/
+``not`` allowed), evaluated vectorised with ``DataFrame.eval``, or callables taking the
+DataFrame of candidates and returning a boolean mask.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perfpred.errors import InvalidInputError
+
+Constraint = str | Callable[[pd.DataFrame], Any]
+
+MAX_ENUMERATE = 5_000_000
+
+
+@dataclass(frozen=True)
+class Continuous:
+    """A real (or integer) range; ``log`` samples on a log scale."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.low <= self.high:
+            raise InvalidInputError(f"`low <= high` must hold, but got (low={self.low}, high={self.high})")
+        if self.log and self.low <= 0:
+            raise InvalidInputError(f"`low > 0` must hold for a log range, but got low={self.low}")
+
+
+def _to_pandas_expr(expr: str) -> str:
+    """Kernel Tuner restriction syntax -> DataFrame.eval syntax (and/or/not -> &, |, ~)."""
+    out = re.sub(r"\band\b", "&", expr)
+    out = re.sub(r"\bor\b", "|", out)
+    out = re.sub(r"\bnot\b", "~", out)
+    return out
+
+
+@dataclass
+class SearchSpace:
+    """Parameters (name -> list of values, or ``Continuous``) and constraints."""
+
+    params: dict[str, list[Any] | Continuous]
+    constraints: list[Constraint] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.params:
+            raise InvalidInputError("a search space needs at least one parameter, but got none")
+        for name, dom in self.params.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise InvalidInputError(f"parameter names must be identifiers, but got {name!r}")
+            if isinstance(dom, Continuous):
+                continue
+            if not isinstance(dom, (list, tuple)) or len(dom) == 0:
+                raise InvalidInputError(f"parameter {name!r} needs a non-empty list of values, but got {dom!r}")
+            if len(set(map(repr, dom))) != len(dom):
+                raise InvalidInputError(f"parameter {name!r} lists a value twice: {list(dom)}")
+            self.params[name] = list(dom)
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> SearchSpace:
+        """``{"params": {"x": [1, 2], "lr": {"low": 1e-4, "high": 1, "log": true}}, "constraints": [...]}``."""
+        if "params" not in spec:
+            raise InvalidInputError(f"a space spec needs a 'params' key, but got keys {sorted(spec)}")
+        unknown = sorted(set(spec) - {"params", "constraints"})
+        if unknown:
+            raise InvalidInputError(f"unknown space key(s) {unknown}; known: ['constraints', 'params']")
+        params: dict[str, list[Any] | Continuous] = {}
+        for name, dom in spec["params"].items():
+            if isinstance(dom, Mapping):
+                bad = sorted(set(dom) - {"low", "high", "log", "integer"})
+                if bad or "low" not in dom or "high" not in dom:
+                    raise InvalidInputError(
+                        f"parameter {name!r}: a range needs keys low, high (and optional log, integer), but got {dict(dom)}"
+                    )
+                params[name] = Continuous(float(dom["low"]), float(dom["high"]), bool(dom.get("log", False)),
+                                          bool(dom.get("integer", False)))
+            else:
+                params[name] = list(dom)
+        return cls(params, list(spec.get("constraints", [])))
+
+    @classmethod
+    def from_yaml(cls, path: str) -> SearchSpace:
+        import yaml
+
+        with open(path) as fh:
+            return cls.from_dict(yaml.safe_load(fh))
+
+    @classmethod
+    def from_kernel_tuner(cls, tune_params: Mapping[str, Sequence[Any]],
+                          restrictions: Sequence[Constraint] | None = None) -> SearchSpace:
+        return cls({k: list(v) for k, v in tune_params.items()}, list(restrictions or []))
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def names(self) -> list[str]:
+        return list(self.params)
+
+    @property
+    def is_finite(self) -> bool:
+        return not any(isinstance(d, Continuous) for d in self.params.values())
+
+    def cartesian_size(self) -> int:
+        if not self.is_finite:
+            return math.inf  # type: ignore[return-value]
+        return math.prod(len(d) for d in self.params.values())  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ constraints
+    def mask(self, frame: pd.DataFrame) -> np.ndarray:
+        """Boolean mask of the rows of ``frame`` that satisfy every constraint."""
+        ok = np.ones(len(frame), dtype=bool)
+        for c in self.constraints:
+            try:
+                if callable(c):
+                    res = c(frame)
+                else:
+                    res = frame.eval(_to_pandas_expr(c))
+            except Exception as exc:
+                raise InvalidInputError(f"constraint {c!r} cannot be evaluated: {type(exc).__name__}: {exc}") from None
+            res = np.asarray(res)
+            if res.shape == ():  # a constraint that does not depend on the params
+                res = np.full(len(frame), bool(res))
+            if res.shape != (len(frame),):
+                raise InvalidInputError(f"constraint {c!r} must give one boolean per config, but got shape {res.shape}")
+            ok &= res.astype(bool)
+        return ok
+
+    def is_valid(self, config: Mapping[str, Any]) -> bool:
+        self.check_config(config, constraints=False)
+        return bool(self.mask(pd.DataFrame([dict(config)]))[0])
+
+    def check_config(self, config: Mapping[str, Any], constraints: bool = True) -> None:
+        """One-line error for a config with unknown/missing params or out-of-domain values."""
+        unknown = sorted(set(config) - set(self.params))
+        missing = sorted(set(self.params) - set(config))
+        if unknown or missing:
+            raise InvalidInputError(f"config must name exactly the space's parameters: unknown {unknown}, missing {missing}")
+        for name, dom in self.params.items():
+            v = config[name]
+            if isinstance(dom, Continuous):
+                if not dom.low <= v <= dom.high:
+                    raise InvalidInputError(f"`{dom.low} <= {name} <= {dom.high}` must hold, but got {name}={v!r}")
+            elif v not in dom:
+                raise InvalidInputError(f"{name}={v!r} is not in its domain {dom}")
+        if constraints and not self.mask(pd.DataFrame([dict(config)]))[0]:
+            raise InvalidInputError(f"config {dict(config)} violates the space's constraints")
+
+    # ------------------------------------------------------------------ enumeration
+    def enumerate(self, limit: int = MAX_ENUMERATE) -> pd.DataFrame:
+        """Every valid config as a DataFrame (columns = parameter names), in a stable order."""
+        if not self.is_finite:
+            raise InvalidInputError("a space with continuous parameters cannot be enumerated; search it with Optuna")
+        size = self.cartesian_size()
+        if size > limit:
+            raise InvalidInputError(f"`cartesian size <= {limit}` must hold to enumerate, but got {size}")
+        domains = [np.asarray(d, dtype=object if any(isinstance(x, str) for x in d) else None)
+                   for d in self.params.values()]
+        grids = np.meshgrid(*[np.arange(len(d)) for d in domains], indexing="ij")
+        frame = pd.DataFrame({name: dom[g.ravel()] for name, dom, g in zip(self.names, domains, grids, strict=True)})
+        return frame[self.mask(frame)].reset_index(drop=True)
+
+    # ------------------------------------------------------------------ Optuna
+    def optuna_distributions(self) -> dict[str, Any]:
+        import optuna
+
+        dists: dict[str, Any] = {}
+        for name, dom in self.params.items():
+            if isinstance(dom, Continuous):
+                if dom.integer:
+                    dists[name] = optuna.distributions.IntDistribution(int(dom.low), int(dom.high), log=dom.log)
+                else:
+                    dists[name] = optuna.distributions.FloatDistribution(dom.low, dom.high, log=dom.log)
+            else:
+                dists[name] = optuna.distributions.CategoricalDistribution(dom)
+        return dists
+
+    def suggest(self, trial: Any) -> dict[str, Any]:
+        """Ask an Optuna trial for one config of this space (constraints are not applied here)."""
+        config: dict[str, Any] = {}
+        for name, dom in self.params.items():
+            if isinstance(dom, Continuous) and dom.integer:
+                config[name] = trial.suggest_int(name, int(dom.low), int(dom.high), log=dom.log)
+            elif isinstance(dom, Continuous):
+                config[name] = trial.suggest_float(name, dom.low, dom.high, log=dom.log)
+            else:
+                config[name] = trial.suggest_categorical(name, dom)
+        return config

@@ -1,0 +1,130 @@
+"""The tuner's shared record: an Optuna study plus a claims table for many workers.
+
+Every hardware evaluation becomes an Optuna trial (``source`` = ``measured``, with the
+prediction that led to it as ``predicted_*``), so ``optuna-dashboard`` shows the whole
+history. Several ``perfpred tune`` processes pointed at one RDB storage (SQLite file, or
+PostgreSQL for many hosts) share the study; before measuring, a worker claims the config
+in a small table whose unique keys make a double measurement, or a measurement past the
+budget, impossible, whichever worker gets there first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from perfpred.errors import InvalidInputError
+
+
+def config_key(config: Mapping[str, Any]) -> str:
+    payload = json.dumps({k: _native(v) for k, v in sorted(config.items())}, sort_keys=True)
+    return hashlib.sha1(payload.encode()).hexdigest()[:24]
+
+
+def _native(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class ClaimTable:
+    """``perfpred_claims(study, slot)`` and ``(study, config_key)`` are both unique.
+
+    A worker claims slot n (the next free one) for a config; if another worker took the slot
+    it retries with the next; if another worker already claimed the config it skips it.
+    Slots run from 0 to budget-1, so the budget can never be overrun.
+    """
+
+    def __init__(self, url: str, study_name: str) -> None:
+        import sqlalchemy as sa
+
+        self._sa = sa
+        self.study_name = study_name
+        self.engine = sa.create_engine(url)
+        meta = sa.MetaData()
+        self.table = sa.Table(
+            "perfpred_claims", meta,
+            sa.Column("study", sa.String(200), nullable=False),
+            sa.Column("slot", sa.Integer, nullable=False),
+            sa.Column("config_key", sa.String(64), nullable=False),
+            sa.Column("worker", sa.String(100)),
+            sa.UniqueConstraint("study", "slot", name="uq_perfpred_claims_slot"),
+            sa.UniqueConstraint("study", "config_key", name="uq_perfpred_claims_config"),
+        )
+        meta.create_all(self.engine, checkfirst=True)
+
+    def n_claimed(self) -> int:
+        sa = self._sa
+        with self.engine.connect() as conn:
+            q = sa.select(sa.func.count()).select_from(self.table).where(self.table.c.study == self.study_name)
+            return int(conn.execute(q).scalar_one())
+
+    def is_claimed(self, key: str) -> bool:
+        sa = self._sa
+        with self.engine.connect() as conn:
+            q = sa.select(self.table.c.slot).where((self.table.c.study == self.study_name)
+                                                   & (self.table.c.config_key == key))
+            return conn.execute(q).first() is not None
+
+    def claim(self, key: str, budget: int, worker: str = "") -> int | None:
+        """The slot this worker now owns for ``key``; None if taken or the budget is spent."""
+        sa = self._sa
+        while True:
+            slot = self.n_claimed()
+            if slot >= budget or self.is_claimed(key):
+                return None
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(self.table.insert().values(study=self.study_name, slot=slot, config_key=key,
+                                                            worker=worker))
+                return slot
+            except sa.exc.IntegrityError:
+                continue  # another worker took this slot or this config: look again
+
+
+class StudyRecorder:
+    """Adds measured configs to an Optuna study and reads back what all workers measured."""
+
+    def __init__(self, space, *, storage: str | None = None, study_name: str = "perfpred-tune",
+                 direction: str = "minimize", objective: str = "runtime_ms") -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if direction not in ("minimize", "maximize"):
+            raise InvalidInputError(f"`direction` must be minimize or maximize, but got {direction!r}")
+        self._optuna = optuna
+        self.space = space
+        self.objective = objective
+        self.distributions = space.optuna_distributions()
+        self.study = optuna.create_study(storage=storage, study_name=study_name, direction=direction,
+                                         load_if_exists=True)
+        self.study.set_user_attr("objective", objective)
+        self.claims = ClaimTable(storage, study_name) if storage else None
+
+    def record(self, config: Mapping[str, Any], value: float | None, status: str, *,
+               predicted: float | None = None, iteration: int = 0, worker: str = "",
+               extra: Mapping[str, Any] | None = None) -> None:
+        from optuna.trial import TrialState, create_trial
+
+        attrs = {"source": "measured", "status": status, "iteration": iteration, "worker": worker,
+                 f"predicted_{self.objective}": predicted, **(extra or {})}
+        ok = status == "ok" and value is not None and np.isfinite(value)
+        trial = create_trial(
+            params={k: _native(v) for k, v in config.items()},
+            distributions=self.distributions,
+            value=float(value) if ok else None,
+            state=TrialState.COMPLETE if ok else TrialState.FAIL,
+            user_attrs={k: _native(v) for k, v in attrs.items() if v is not None},
+        )
+        self.study.add_trial(trial)
+
+    def measured(self) -> list[tuple[dict[str, Any], float | None, str]]:
+        """(config, value or None, status) of every measured trial, from every worker."""
+        out = []
+        for t in self.study.get_trials(deepcopy=False):
+            if t.user_attrs.get("source") != "measured":
+                continue
+            out.append((dict(t.params), t.value, t.user_attrs.get("status", "ok")))
+        return out

@@ -1,0 +1,114 @@
+"""The tuner's surrogate: log-objective mean and spread over candidate configs.
+
+An ensemble of small XGBoost models, each fitted on a bootstrap resample of the measured
+configs, gives a mean and a standard deviation (in log space) per candidate; the spread
+is what the acquisition uses to explore. With a transferred ``prior`` (a model trained on
+other hardware), the ensemble learns the correction log(measured) - log(prior), which
+needs far fewer measurements than learning the landscape from scratch: a config that is
+fast on one GPU tends to be fast on another of the same kind.
+
+A second, tiny model learns which configs fail (compile errors, out of memory, invalid
+results), so candidates the tuner believes will fail are ranked last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from perfpred.errors import InvalidInputError
+
+
+def param_features(frame: pd.DataFrame) -> pd.DataFrame:
+    """Numeric features of raw parameter values: the value, and log2 of positive ranges.
+
+    Strings become category codes (in sorted order, so the coding is stable across calls).
+    """
+    out = pd.DataFrame(index=frame.index)
+    for name in frame.columns:
+        col = frame[name]
+        if pd.api.types.is_bool_dtype(col):
+            out[name] = col.astype(float)
+        elif pd.api.types.is_numeric_dtype(col):
+            values = col.astype(float)
+            out[name] = values
+            if (values > 0).all() and values.max() / max(values.min(), 1e-300) >= 4:
+                out[f"log2_{name}"] = np.log2(values)
+        else:
+            cats = sorted(col.astype(str).unique())
+            out[name] = col.astype(str).map({c: i for i, c in enumerate(cats)}).astype(float)
+    return out
+
+
+@dataclass
+class SurrogateFit:
+    mean_log: np.ndarray  # predicted log(objective) per candidate
+    std_log: np.ndarray  # ensemble spread per candidate
+    p_ok: np.ndarray  # predicted probability that the config runs correctly
+
+
+class EnsembleSurrogate:
+    """Bootstrap ensemble of XGBoost regressors on log(objective), plus a failure classifier."""
+
+    def __init__(self, n_members: int = 5, max_depth: int = 4, n_estimators: int = 150,
+                 learning_rate: float = 0.1, seed: int = 0) -> None:
+        if n_members < 2:
+            raise InvalidInputError(f"`n_members >= 2` must hold for a spread, but got n_members={n_members}")
+        self.n_members = n_members
+        self.max_depth = max_depth
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.seed = seed
+
+    def fit_predict(self, X_measured: pd.DataFrame, y_log: np.ndarray, ok: np.ndarray, X_candidates: pd.DataFrame,
+                    prior_measured: np.ndarray | None = None,
+                    prior_candidates: np.ndarray | None = None) -> SurrogateFit:
+        """Fit on measured rows (``y_log`` finite where ``ok``) and score the candidates."""
+        from xgboost import XGBRegressor
+
+        n_cand = len(X_candidates)
+        ok = np.asarray(ok, dtype=bool)
+        y_ok = np.asarray(y_log, dtype=float)[ok]
+        Xo = X_measured[ok]
+        offset_m = prior_measured[ok] if prior_measured is not None else np.zeros(len(y_ok))
+        offset_c = prior_candidates if prior_candidates is not None else np.zeros(n_cand)
+        if prior_candidates is not None:
+            # The prior's prediction is also a feature: the correction may depend on it.
+            Xo = Xo.assign(prior_log=offset_m)
+            Xc = X_candidates.assign(prior_log=offset_c)
+        else:
+            Xc = X_candidates
+        target = y_ok - offset_m
+        rng = np.random.default_rng(self.seed)
+        if len(target) == 0:
+            preds = np.zeros((self.n_members, n_cand))
+        elif len(target) < 4:
+            # Too few points for trees: a constant correction with a wide spread.
+            preds = np.tile(np.full(n_cand, target.mean()), (self.n_members, 1))
+        else:
+            preds = np.empty((self.n_members, n_cand))
+            for i in range(self.n_members):
+                idx = rng.integers(0, len(target), len(target))
+                model = XGBRegressor(n_estimators=self.n_estimators, max_depth=self.max_depth,
+                                     learning_rate=self.learning_rate, subsample=1.0, colsample_bytree=0.8,
+                                     min_child_weight=1.0, reg_lambda=1.0, random_state=self.seed + i, n_jobs=1,
+                                     tree_method="hist")
+                model.fit(Xo.iloc[idx], target[idx])
+                preds[i] = model.predict(Xc)
+        mean = offset_c + preds.mean(axis=0)
+        std = preds.std(axis=0)
+        if len(target) < 4:
+            std = np.full(n_cand, max(float(target.std()) if len(target) > 1 else 0.0, 0.25))
+        p_ok = self._p_ok(X_measured, ok, Xc if prior_candidates is None else X_candidates)
+        return SurrogateFit(mean, std, p_ok)
+
+    def _p_ok(self, X_measured: pd.DataFrame, ok: np.ndarray, X_candidates: pd.DataFrame) -> np.ndarray:
+        if ok.all() or (~ok).all():
+            return np.full(len(X_candidates), 1.0 if ok.all() or len(ok) == 0 else 0.5)
+        from sklearn.ensemble import RandomForestClassifier
+
+        clf = RandomForestClassifier(n_estimators=60, min_samples_leaf=1, random_state=self.seed, n_jobs=1)
+        clf.fit(X_measured, ok)
+        return clf.predict_proba(X_candidates)[:, list(clf.classes_).index(True)]
