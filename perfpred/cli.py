@@ -355,6 +355,117 @@ def predict(
                   f"(b={b} m={m} n={n} k={k} {dtype}, {threads} thread(s), on {next(iter(est.hardware_specs_)) if hardware_id is None else hardware_id})")
 
 
+@app.command()
+def tune(
+    backend: Annotated[str, typer.Option(help="Hardware: replay:PATH (a recorded complete space: Kernel Tuner cache or UCI SGEMM CSV) or kernel:NAME[:SIZE] (a shipped CPU kernel timed here; SIZE 'test' or m=512,n=512,k=512).")],
+    budget: Annotated[int, typer.Option(help="Hardware evaluations in total (all workers of the study together).")] = 32,
+    space: Annotated[Path | None, typer.Option(help="Search space file (YAML/JSON: params + constraints); default: the backend's own space.")] = None,
+    prior: Annotated[list[str] | None, typer.Option(help="Transfer: a recorded file of OTHER hardware of the same kernel (repeatable); each trains a prior that is weighted by how well it orders what is measured here.")] = None,
+    batch: Annotated[int, typer.Option(help="Configs confirmed per round (one model refit per round).")] = 4,
+    kappa: Annotated[float, typer.Option(help="Exploration weight of the lower confidence bound (0 = pure exploitation).")] = 1.0,
+    early_stop: Annotated[float | None, typer.Option(help="Stop when no config is predicted to beat the best by more than this fraction (e.g. 0.01).")] = None,
+    max_wall_s: Annotated[float | None, typer.Option(help="Wall-time cap in seconds, model fitting included.")] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna RDB storage shared by workers: sqlite:///study.db or postgresql+psycopg2://user@127.0.0.1/db (default: in memory).")] = None,
+    study: Annotated[str, typer.Option(help="Study name inside the storage.")] = "perfpred-tune",
+    compare_random: Annotated[bool, typer.Option(help="Also run random search with the same budget on the same backend (costs hardware time on real backends).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the design, the surrogate and the comparison.")] = 0,
+    output: Annotated[Path, typer.Option(help="Run directory for history.csv, result.json and best_so_far.png.")] = Path("perfpred-runs/tune"),
+) -> None:
+    """Tune a configuration space with the predictor first, confirming the best candidates on hardware.
+
+    Each round fits the surrogate on every measurement so far, scores every candidate
+    (lower confidence bound of log runtime, predicted failures last), and measures a
+    diverse batch of the best. Every measurement is an Optuna trial in the study.
+    """
+    from rich.live import Live
+
+    from perfpred.tuner import Tuner, TuneSettings, random_search
+    from perfpred.tuner._session import open_session, priors_from_files, write_report
+
+    session = open_session(backend, str(space) if space else None)
+    settings = TuneSettings(budget=budget, batch_size=batch, kappa=kappa, early_stop_rel=early_stop,
+                            max_wall_s=max_wall_s, seed=seed)
+    priors = priors_from_files(prior, session.space.names) if prior else None
+    state = {"n": 0, "best": None, "last": None}
+
+    def view() -> Table:
+        table = Table(title=f"perfpred tune: {session.description}", show_header=False)
+        table.add_row("evaluations", f"{state['n']} / {budget}")
+        table.add_row("best so far (ms)", f"{state['best']:.4g}" if state["best"] else "-")
+        last = state["last"]
+        if last:
+            pred = f"{last['predicted']:.4g}" if last["predicted"] else "-"
+            meas = f"{last['value']:.4g}" if last["value"] else last["status"]
+            table.add_row("last: predicted vs measured (ms)", f"{pred} vs {meas}")
+        if session.optimum:
+            table.add_row("recorded optimum (ms)", f"{session.optimum:.4g}")
+        return table
+
+    with Live(view(), console=err_console, refresh_per_second=8, transient=False) as live:
+        def on_eval(row: dict) -> None:
+            state["n"] += 1
+            state["last"] = row
+            if row["value"] is not None and (state["best"] is None or row["value"] < state["best"]):
+                state["best"] = row["value"]
+            live.update(view())
+
+        tuner = Tuner(session.space, session.backend, settings, candidates=session.candidates, prior=priors,
+                      storage=storage, study_name=study, on_evaluation=on_eval)
+        result = tuner.run()
+    comparisons = {}
+    if compare_random:
+        comparisons["random"] = random_search(session.backend, session.candidates, budget, seed=seed)
+    paths = write_report(output, history=result.history, settings={**settings.__dict__, "backend": backend},
+                         best_config=result.best_config, best_value=result.best_value, comparisons=comparisons,
+                         optimum=session.optimum, budget=budget, description=session.description)
+    summary = {"evaluations": result.n_evaluations, "stopped by": result.stopped_by,
+               "best (ms)": result.best_value, "wall time (s)": round(result.wall_s, 1),
+               "model fitting (s)": round(result.fit_s, 1)}
+    if session.optimum and result.best_value:
+        summary["best / recorded optimum"] = round(result.best_value / session.optimum, 4)
+    for name, values in comparisons.items():
+        ok = [v for v in values if v is not None]
+        summary[f"{name} best (ms)"] = min(ok) if ok else "no ok config"
+    _print_kv_table("tuning result", summary)
+    console.print(f"best config: {json.dumps(result.best_config)}")
+    console.print(f"report: {paths['result']}  plot: {paths['plot']}")
+
+
+@app.command()
+def demo(
+    quick: Annotated[bool, typer.Option(help="Tiny problem size and budget 8 (about 20 s; what CI runs).")] = False,
+    budget: Annotated[int | None, typer.Option(help="Hardware evaluations for perfpred, and again for random search (default 20; 8 with --quick).")] = None,
+    gpu: Annotated[bool, typer.Option(help="Tune the Triton matmul on the CUDA GPU instead of the C SGEMM on this CPU.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the tuner and of random search.")] = 0,
+    output: Annotated[Path, typer.Option(help="Run directory for the store, report and plot.")] = Path("perfpred-runs/demo"),
+) -> None:
+    """The whole loop on this machine: measure, learn, tune a real compiled kernel; compare with random search.
+
+    Default config vs perfpred's best vs random search's best (same budget, same run),
+    all three re-timed together (median of >= 7 runs), plus the predictor's error on the
+    configs it chose to measure.
+    """
+    from perfpred.tuner._demo import run_demo
+
+    budget = budget or (8 if quick else 20)
+    with err_console.status("starting") as status:
+        result = run_demo(run_dir=output, budget=budget, quick=quick, gpu=gpu, seed=seed,
+                          progress=lambda label: status.update(label))
+    table = Table("strategy", "confirmed runtime (ms)", "speed-up vs default", "config",
+                  title=f"demo: {budget} hardware evaluations each for perfpred and random search")
+    for row in result.table.to_dict("records"):
+        ms = row["confirmed_ms"]
+        table.add_row(row["strategy"], f"{ms:.4g}" if ms else row["status"],
+                      f"{row['speedup_vs_default']:.2f}x" if ms else "-",
+                      " ".join(f"{k}={v}" for k, v in json.loads(row["config"]).items()) if row["config"] else "-")
+    console.print(table)
+    if result.predicted_vs_measured_mape_pct is not None:
+        console.print(f"predictor error on the configs it chose (predicted vs measured runtime): "
+                      f"MAPE {result.predicted_vs_measured_mape_pct:.1f}%")
+    console.print(f"{result.n_hardware_evaluations} hardware evaluations in {result.wall_s:.0f} s; "
+                  f"report in {result.run_dir} (demo.json, comparison.csv, best_so_far.png, store/)")
+
+
 def main() -> None:
     try:
         app()

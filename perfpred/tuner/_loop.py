@@ -313,8 +313,9 @@ class Tuner:
         best_config, best_value = self.best()
         return TuneResult(history=history, best_config=best_config, best_value=best_value,
                           n_evaluations=len(rows), stopped_by=stopped_by, wall_s=time.perf_counter() - t_start,
-                          fit_s=fit_s, extra={"study_evaluations": int(len(all_y)), "study_failures": int((~all_ok).sum()),
-                                             "prior_weights": weights_history})
+                          fit_s=fit_s, extra={"study_evaluations": len(all_y),
+                                              "study_failures": int((~all_ok).sum()),
+                                              "prior_weights": weights_history})
 
     def best(self) -> tuple[dict[str, Any] | None, float | None]:
         """The best measured config of the whole study (all workers)."""

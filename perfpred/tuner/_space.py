@@ -86,7 +86,8 @@ class SearchSpace:
                 bad = sorted(set(dom) - {"low", "high", "log", "integer"})
                 if bad or "low" not in dom or "high" not in dom:
                     raise InvalidInputError(
-                        f"parameter {name!r}: a range needs keys low, high (and optional log, integer), but got {dict(dom)}"
+                        f"parameter {name!r}: a range needs keys low, high (and optional log, integer), "
+                        f"but got {dict(dom)}"
                     )
                 params[name] = Continuous(float(dom["low"]), float(dom["high"]), bool(dom.get("log", False)),
                                           bool(dom.get("integer", False)))
@@ -126,10 +127,7 @@ class SearchSpace:
         ok = np.ones(len(frame), dtype=bool)
         for c in self.constraints:
             try:
-                if callable(c):
-                    res = c(frame)
-                else:
-                    res = frame.eval(_to_pandas_expr(c))
+                res = c(frame) if callable(c) else frame.eval(_to_pandas_expr(c))
             except Exception as exc:
                 raise InvalidInputError(f"constraint {c!r} cannot be evaluated: {type(exc).__name__}: {exc}") from None
             res = np.asarray(res)
@@ -149,7 +147,9 @@ class SearchSpace:
         unknown = sorted(set(config) - set(self.params))
         missing = sorted(set(self.params) - set(config))
         if unknown or missing:
-            raise InvalidInputError(f"config must name exactly the space's parameters: unknown {unknown}, missing {missing}")
+            raise InvalidInputError(
+                f"config must name exactly the space's parameters: unknown {unknown}, missing {missing}"
+            )
         for name, dom in self.params.items():
             v = config[name]
             if isinstance(dom, Continuous):

@@ -1,0 +1,165 @@
+"""Build tuning sessions from what a user names on the command line, and write their reports.
+
+A backend spec is ``replay:PATH`` (a recorded complete space: Kernel Tuner cache, UCI SGEMM
+CSV) or ``kernel:NAME[:SIZE]`` (a shipped CPU kernel compiled and timed on this machine).
+A prior is a recorded file of OTHER hardware (its configs' runtimes train one XGBoost model
+per file) or an MLflow model id/name.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perfpred.errors import InvalidInputError
+from perfpred.tuner._scoring import best_so_far
+from perfpred.tuner._space import SearchSpace
+from perfpred.tuner._surrogate import param_features
+
+
+@dataclass
+class Session:
+    space: SearchSpace
+    backend: Any
+    candidates: pd.DataFrame
+    description: str
+    optimum: float | None = None  # known for replayed spaces
+
+
+def _replay_format(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith((".json", ".json.gz")):
+        return "kernel-tuner"
+    if "sgemm" in name and name.endswith((".csv", ".csv.gz")):
+        return "uci-sgemm"
+    raise InvalidInputError(f"replay needs a Kernel Tuner cache (.json/.json.gz) or the UCI SGEMM CSV, but got {path}")
+
+
+def open_session(backend_spec: str, space_file: str | None = None) -> Session:
+    kind, _, rest = backend_spec.partition(":")
+    if kind == "replay":
+        from perfpred.collect._replay import ReplayBackend
+
+        path = Path(rest)
+        if not path.exists():
+            raise InvalidInputError(f"--backend replay:PATH: no file at {path}")
+        backend = ReplayBackend.from_file(path, format=_replay_format(path))
+        candidates = pd.DataFrame([c.as_dict() for c in backend.configs()])
+        space = (SearchSpace.from_dict(_load_spec(space_file)) if space_file
+                 else SearchSpace({k: sorted(candidates[k].unique().tolist()) for k in candidates.columns}))
+        candidates = candidates[space.mask(candidates[space.names])]
+        return Session(space, backend, candidates.reset_index(drop=True), f"replay of {path.name}",
+                       optimum=float(backend.optimum().runtime_ms))
+    if kind == "kernel":
+        from perfpred.collect import KernelCollector, get_kernel
+
+        name, _, size = rest.partition(":")
+        spec = get_kernel(name)
+        collector = KernelCollector(spec, problem_size=_problem_size(spec, size))
+        space = SearchSpace.from_kernel_tuner(collector.space(), collector.restrictions)
+        if space_file:
+            space = SearchSpace.from_dict(_load_spec(space_file))
+        return Session(space, _KernelBackend(collector), space.enumerate(), f"kernel {name} on this CPU")
+    raise InvalidInputError(f"--backend must be replay:PATH or kernel:NAME[:SIZE], but got {backend_spec!r}")
+
+
+def _problem_size(spec: Any, text: str) -> dict[str, int] | None:
+    """'' -> the kernel's default size; 'test' -> its tiny test size; 'm=512,n=512,k=512' -> that."""
+    if not text:
+        return None
+    if text == "test":
+        return dict(spec.test_problem_size)
+    size = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise InvalidInputError(f"kernel problem size must look like m=512,n=512 (or 'test'), but got {text!r}")
+        size[key.strip()] = int(value)
+    return size
+
+
+class _KernelBackend:
+    """Adapts a KernelCollector to the tuner's ``measure(config dict)``."""
+
+    def __init__(self, collector: Any) -> None:
+        self.collector = collector
+
+    def measure(self, config):
+        return self.collector.measure_dict(dict(config))
+
+
+def _load_spec(path: str) -> dict:
+    p = Path(path)
+    if not p.exists():
+        raise InvalidInputError(f"--space: no file at {p}")
+    text = p.read_text()
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            return yaml.safe_load(text)
+        return json.loads(text)
+    except Exception as exc:
+        raise InvalidInputError(f"--space {p}: unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+
+
+def priors_from_files(paths: list[str], names: list[str]) -> dict[str, Any]:
+    """One XGBoost model of log runtime per recorded file of other hardware, as prior callables."""
+    from xgboost import XGBRegressor
+
+    from perfpred.collect._replay import ReplayBackend
+
+    priors: dict[str, Any] = {}
+    for raw in paths:
+        path = Path(raw)
+        backend = ReplayBackend.from_file(path, format=_replay_format(path))
+        table = backend.table
+        missing = [n for n in names if f"config.{n}" not in table and f"workload.{n}" not in table]
+        if missing:
+            raise InvalidInputError(f"prior {path.name} lacks the space's parameter(s) {missing}")
+        frame = pd.DataFrame({n: table[f"config.{n}" if f"config.{n}" in table else f"workload.{n}"].to_numpy()
+                              for n in names})
+        ok = (table["status"] == "ok").to_numpy()
+        model = XGBRegressor(n_estimators=300, max_depth=8, learning_rate=0.1, n_jobs=1, random_state=0)
+        model.fit(param_features(frame[ok]), np.log(table["runtime_ms"].to_numpy()[ok]))
+        priors[path.name] = (lambda m: (lambda c: np.exp(m.predict(param_features(c)))))(model)
+    return priors
+
+
+def write_report(run_dir: Path, *, history: pd.DataFrame, settings: dict, best_config: dict | None,
+                 best_value: float | None, comparisons: dict[str, list[float | None]], optimum: float | None,
+                 budget: int, description: str) -> dict[str, str]:
+    """history.csv, result.json and best-so-far plot in ``run_dir``; returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    history.to_csv(run_dir / "history.csv", index=False)
+    result = {"description": description, "settings": settings, "best_config": best_config,
+              "best_value": best_value, "optimum": optimum, "n_evaluations": len(history),
+              "comparisons": {k: [None if v is None else float(v) for v in vals] for k, vals in comparisons.items()},
+              "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    (run_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    curves = {"perfpred": history["value"].tolist(), **comparisons}
+    for name, values in curves.items():
+        curve = best_so_far(values, budget)
+        ax.step(np.arange(1, budget + 1), curve, where="post", label=name)
+    if optimum:
+        ax.axhline(optimum, color="k", ls="--", lw=0.8, label="optimum (recorded)")
+    ax.set(xlabel="hardware evaluations", ylabel=f"best {settings.get('objective', 'runtime_ms')}",
+           title=description, yscale="log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run_dir / "best_so_far.png", dpi=110)
+    plt.close(fig)
+    return {"history": str(run_dir / "history.csv"), "result": str(run_dir / "result.json"),
+            "plot": str(run_dir / "best_so_far.png")}
