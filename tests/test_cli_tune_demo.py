@@ -1,0 +1,83 @@
+"""CLI: import recorded files, tune a replayed space, and the quick demo on this CPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_cli import assert_one_line_error, invoke, run_main
+
+from perfpred.datasets import MeasurementStore
+from perfpred.settings import datasets_dir
+
+GEMM = "kernel-tuner/gemm/{}.json.gz"
+CONV = "kernel-tuner/convolution/{}.json.gz"
+
+
+def test_import_kernel_tuner_cache_into_a_store(tmp_path):
+    store = tmp_path / "store"
+    result = invoke("import", "kernel-tuner", str(datasets_dir() / CONV.format("A4000")), "--into", str(store))
+    assert "imported" in result.output
+    df = MeasurementStore(store).load()
+    assert len(df) == 4362
+    assert set(df["status"]) >= {"ok"}
+    assert (df["kind"] == "kernel").all()
+
+
+def test_import_refuses_bad_options(monkeypatch, capsys, tmp_path):
+    code, out, err = run_main(monkeypatch, capsys, "import", "kernel-tuner", str(datasets_dir() / CONV.format("A4000")),
+                              "--into", str(tmp_path / "s"), "--option", "novalue")
+    assert_one_line_error(code, out, err, "KEY=VALUE")
+
+
+def test_import_unknown_format(monkeypatch, capsys, tmp_path):
+    code, out, err = run_main(monkeypatch, capsys, "import", "no-such-format", str(tmp_path), "--into",
+                              str(tmp_path / "s"))
+    assert_one_line_error(code, out, err, "no-such-format")
+
+
+def test_tune_replay_with_transfer_prior_and_random_comparison(tmp_path):
+    target = datasets_dir() / CONV.format("A4000")
+    prior = datasets_dir() / CONV.format("A6000")
+    out = tmp_path / "run"
+    result = invoke("tune", "--backend", f"replay:{target}", "--prior", str(prior), "--budget", "8", "--batch", "4",
+                    "--compare-random", "--output", str(out))
+    assert "best config" in result.output
+    report = json.loads((out / "result.json").read_text())
+    assert report["n_evaluations"] == 8
+    assert len(report["comparisons"]["random"]) == 8
+    assert report["best_value"] >= report["optimum"] > 0
+    assert (out / "best_so_far.png").stat().st_size > 1000
+    history = (out / "history.csv").read_text().splitlines()
+    assert len(history) == 9  # header + one row per hardware evaluation
+
+
+def test_tune_refuses_a_bad_backend(monkeypatch, capsys):
+    code, out, err = run_main(monkeypatch, capsys, "tune", "--backend", "gpu:whatever", "--budget", "4")
+    assert_one_line_error(code, out, err, "replay:PATH")
+
+
+def test_tune_refuses_a_zero_budget(monkeypatch, capsys):
+    target = datasets_dir() / CONV.format("A4000")
+    code, out, err = run_main(monkeypatch, capsys, "tune", "--backend", f"replay:{target}", "--budget", "0")
+    assert_one_line_error(code, out, err, "budget")
+
+
+def test_demo_quick_runs_the_whole_loop(tmp_path):
+    out = tmp_path / "demo"
+    result = invoke("demo", "--quick", "--budget", "6", "--output", str(out))
+    assert "perfpred" in result.output and "random search" in result.output
+    summary = json.loads((out / "demo.json").read_text())
+    strategies = [row["strategy"] for row in summary["comparison"]]
+    assert strategies == ["default", "perfpred", "random search"]
+    assert summary["hardware_evaluations"] == 12
+    for row in summary["comparison"]:
+        assert row["status"] == "ok" and row["confirmed_ms"] > 0
+    stored = MeasurementStore(out / "store").load()
+    assert len(stored) >= 6 and (stored["kind"] == "kernel").all()
+
+
+@pytest.mark.requires_cuda
+def test_demo_gpu_runs_the_triton_kernel(tmp_path):
+    result = invoke("demo", "--gpu", "--quick", "--budget", "6", "--output", str(tmp_path / "demo"))
+    assert "perfpred" in result.output and "random search" in result.output
