@@ -32,7 +32,7 @@ def evaluate_store(store: MeasurementStore) -> dict:
     df = training_frame(store.load(), kind="gemm")
     models = {name: PerformanceModel(kind="gemm", regressor=name) for name in MODELS}
     out: dict = {
-        "store_rows": int(len(df)),
+        "store_rows": len(df),
         "hardware_ids": sorted(df["hardware_id"].unique()),
         "dtypes": sorted(df["workload.dtype"].unique()),
         "size_range": [int(df[[f"workload.{c}" for c in "mnk"]].min().min()),
@@ -73,7 +73,7 @@ def plot_holdout(df, path: Path) -> str:
     train_idx, test_idx = make_split(df, "shape", seed=0)
     train, test = df.iloc[train_idx], df.iloc[test_idx]
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    for name, marker in zip(MODELS, ("o", "s", "^")):
+    for name, marker in zip(MODELS, ("o", "s", "^"), strict=True):
         pred = PerformanceModel(kind="gemm", regressor=name).fit(train).predict(test)
         ax.scatter(test["runtime_ms"], pred, s=12, marker=marker, alpha=0.6, label=name)
     lims = [test["runtime_ms"].min() / 2, test["runtime_ms"].max() * 2]

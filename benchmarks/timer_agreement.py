@@ -34,9 +34,10 @@ def main() -> None:
                 ours.append(time_function(call, POLICY).median_ms)
                 timer = Timer(stmt="call()", globals={"call": call}, num_threads=1)
                 theirs.append(timer.blocked_autorange(min_run_time=0.5).median * 1e3)
-            ratios = [a / b for a, b in zip(ours, theirs)]
-            rows.append({"m": m, "n": n, "k": k, "perfpred_median_ms": ours, "torch_blocked_autorange_median_ms": theirs,
-                         "ratio_per_round": ratios, "ratio_median": statistics.median(ratios)})
+            ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+            rows.append({"m": m, "n": n, "k": k, "perfpred_median_ms": ours,
+                         "torch_blocked_autorange_median_ms": theirs, "ratio_per_round": ratios,
+                         "ratio_median": statistics.median(ratios)})
             print(f"{m}x{n}x{k}: perfpred {statistics.median(ours):.4g} ms, torch {statistics.median(theirs):.4g} ms, "
                   f"ratio {statistics.median(ratios):.3f}")
     deviations = [abs(r["ratio_median"] - 1) * 100 for r in rows]

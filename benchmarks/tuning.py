@@ -48,7 +48,10 @@ FAMILIES = {"gemm": ["RTX_3090", "RTX_2080_Ti", "RTX_Titan"],
             "dedispersion": ["A100", "A4000", "A6000", "W6600"]}
 STRATEGIES = ["perfpred-transfer", "perfpred-cold", "random", "optuna-tpe", "optuna-gp",
               *[f"kt-{s}" for s in KERNEL_TUNER_STRATEGIES]]
-GP_MAX_BUDGET = 64  # Optuna's GPSampler refits an exact GP per trial: beyond this it dominates the run time
+# Optuna's GPSampler optimises its acquisition for every suggestion, and most suggestions in these
+# constrained spaces are invalid configs: it is capped so that one run takes minutes, not hours.
+GP_MAX_BUDGET = 32
+GP_MAX_INVALID_PER_EVAL = 10
 
 
 def space_files() -> dict[str, Path]:
@@ -77,6 +80,12 @@ def load_backend(path: Path) -> ReplayBackend:
     return ReplayBackend.from_file(path, format=fmt)
 
 
+def replay_value(backend: ReplayBackend, params: dict) -> float | None:
+    """The replay's objective (median runtime) of a config Kernel Tuner visited, uncounted."""
+    m = backend.recorded(params)
+    return float(m.runtime_ms) if m.status == "ok" and m.runtime_ms else None
+
+
 def recorded_frame(backend: ReplayBackend) -> pd.DataFrame:
     """Every recorded config with its runtime (NaN for failures), read from the replay's table."""
     table = backend.table
@@ -103,6 +112,10 @@ def source_models(name: str, files: dict[str, Path], names: list[str]) -> dict:
     return priors
 
 
+def _prior(model):
+    return lambda candidates: np.exp(model.predict(param_features(candidates)))
+
+
 def run_space(name: str, seeds: list[int], strategies: list[str]) -> dict:
     files = space_files()
     backend = load_backend(files[name])
@@ -114,8 +127,7 @@ def run_space(name: str, seeds: list[int], strategies: list[str]) -> dict:
     if "perfpred-transfer" in strategies:
         t0 = time.perf_counter()
         models = source_models(name, files, list(candidates.columns))
-        priors = {src: (lambda m: (lambda c: np.exp(m.predict(param_features(c[list(c.columns)])))))(m)
-                  for src, m in models.items()}
+        priors = {src: _prior(model) for src, model in models.items()}
         out["prior_fit_s"] = time.perf_counter() - t0
     kt_cache = None
     for strategy in strategies:
@@ -134,11 +146,12 @@ def run_space(name: str, seeds: list[int], strategies: list[str]) -> dict:
             elif strategy.startswith("optuna-"):
                 sampler = strategy.split("-", 1)[1]
                 budget = GP_MAX_BUDGET if sampler == "gp" else BUDGET
-                values = optuna_search(backend, space, candidates, budget, sampler=sampler, seed=seed)
+                values = optuna_search(backend, space, candidates, budget, sampler=sampler, seed=seed,
+                                       max_invalid_per_eval=GP_MAX_INVALID_PER_EVAL if sampler == "gp" else 200)
             else:
                 kt_cache = kt_cache or kt_cache_for(name, files[name], backend)
-                values = kernel_tuner_search(kt_cache, strategy[3:], BUDGET, seed=seed,
-                                             workdir=RUNS_DIR / "tuning")
+                values = kernel_tuner_search(kt_cache, strategy[3:], BUDGET, seed=seed, workdir=RUNS_DIR / "tuning",
+                                             value_of=lambda p: replay_value(backend, p))
             walls.append(time.perf_counter() - t0)
             runs.append([None if v is None or not np.isfinite(v) else float(v) for v in values])
         out["runs"][strategy] = runs

@@ -12,6 +12,7 @@ import gzip
 import json
 import random
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,13 @@ def _plain_cache(cache_file: Path, workdir: Path) -> tuple[Path, dict]:
 
 
 def kernel_tuner_search(cache_file: str | Path, strategy: str, budget: int, *, seed: int = 0,
-                        workdir: str | Path | None = None) -> list[float | None]:
-    """Objective values (ms; None = failed config) of Kernel Tuner's ``strategy`` in evaluation order."""
+                        workdir: str | Path | None = None,
+                        value_of: Callable[[dict], float | None] | None = None) -> list[float | None]:
+    """Objective values (ms; None = failed config) of Kernel Tuner's ``strategy`` in evaluation order.
+
+    ``value_of(params)`` gives each visited config's objective as the other strategies see it
+    (e.g. the replay's median); without it, Kernel Tuner's own ``time`` (a mean) is used.
+    """
     try:
         from kernel_tuner import tune_kernel
     except ImportError as exc:
@@ -60,8 +66,11 @@ def kernel_tuner_search(cache_file: str | Path, strategy: str, budget: int, *, s
         if key in seen:
             continue
         seen.add(key)
-        t = r.get("time")
-        values.append(float(t) if isinstance(t, (int, float)) and np.isfinite(t) and t > 0 else None)
+        if value_of is not None:
+            values.append(value_of({k: r[k] for k in keys}))
+        else:
+            t = r.get("time")
+            values.append(float(t) if isinstance(t, (int, float)) and np.isfinite(t) and t > 0 else None)
         if len(values) == budget:
             break
     return values

@@ -53,6 +53,7 @@ class TuneSettings:
         objective: Measurement field minimised (``runtime_ms`` or ``energy_j``, or ``metric.X``).
         seed: seeds the design, the surrogate and the tie-breaks.
         min_hamming: configs of one batch differ in at least this many parameters.
+        early_stop_patience: rounds without an improvement of ``early_stop_rel`` before stopping.
     """
 
     budget: int
@@ -65,11 +66,13 @@ class TuneSettings:
     objective: str = "runtime_ms"
     seed: int = 0
     min_hamming: int = 2
+    early_stop_patience: int = 2
 
     def __post_init__(self) -> None:
         checks = [("budget", self.budget >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
                   ("kappa", self.kappa >= 0, ">= 0"), ("ensemble", self.ensemble >= 2, ">= 2"),
-                  ("min_hamming", self.min_hamming >= 1, ">= 1")]
+                  ("min_hamming", self.min_hamming >= 1, ">= 1"),
+                  ("early_stop_patience", self.early_stop_patience >= 1, ">= 1")]
         if self.n_initial is not None:
             checks.append(("n_initial", self.n_initial >= 1, ">= 1"))
         for name, ok, rule in checks:
@@ -248,6 +251,7 @@ class Tuner:
         fit_s = 0.0
         source_logs = self._source_logs()
         weights_history: list[list[float]] = []
+        best_history: list[float] = []
         rows: list[dict[str, Any]] = []
         stopped_by = "budget"
         iteration = 0
@@ -265,13 +269,15 @@ class Tuner:
                 stopped_by = "space_exhausted"
                 break
             k = min(s.batch_size, s.budget - used)
+            if prior_free_start := (self.prior is None and len(m_idx) < s.initial_size):
+                k = min(s.initial_size - len(m_idx), s.budget - used)
             t0 = time.perf_counter()
             prior_log = None
             if source_logs is not None:
                 weights = self.source_weights(source_logs, m_idx, m_y, m_ok)
                 weights_history.append(weights.round(3).tolist())
                 prior_log = weights @ source_logs
-            if len(m_idx) == 0 and prior_log is None:
+            if prior_free_start:
                 picks = [i for i in maximin_design(self.candidates, s.initial_size, s.seed) if not measured[i]]
                 predicted = np.full(len(self.candidates), np.nan)
                 score = None
@@ -285,8 +291,14 @@ class Tuner:
                 score[measured] = np.inf
                 predicted = np.exp(fit.mean_log)
                 if s.early_stop_rel is not None and m_ok.any() and len(m_idx) >= s.initial_size:
+                    # Trees never predict below the best seen and the spread shrinks as data grows,
+                    # so "nothing predicted better" alone fires early: the best must also have
+                    # stalled for `early_stop_patience` rounds.
                     best_log = np.nanmin(m_y)
-                    if np.min(score) > best_log + np.log1p(-s.early_stop_rel):
+                    best_history.append(best_log)
+                    stalled = (len(best_history) > s.early_stop_patience and
+                               best_history[-1 - s.early_stop_patience] - best_log < -np.log1p(-s.early_stop_rel))
+                    if stalled and np.min(score) > best_log + np.log1p(-s.early_stop_rel):
                         stopped_by = "early_stop"
                         fit_s += time.perf_counter() - t0
                         break

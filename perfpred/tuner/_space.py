@@ -4,7 +4,7 @@ A finite space enumerates into a DataFrame without a Python loop per config (a c
 product through numpy, then constraints evaluated column-wise), so spaces of 1e5-1e6
 configs are cheap to build and to score with a predictor. Constraints are strings in the
 syntax of Kernel Tuner's ``restrictions`` (``"MWG % (MDIMC * VWM) == 0"``; ``and``/``or``/
-``not`` allowed), evaluated vectorised with ``DataFrame.eval``, or callables taking the
+``not`` read with Python's precedence), evaluated vectorised with ``DataFrame.eval``, or callables taking the
 DataFrame of candidates and returning a boolean mask.
 """
 
@@ -42,14 +42,6 @@ class Continuous:
             raise InvalidInputError(f"`low > 0` must hold for a log range, but got low={self.low}")
 
 
-def _to_pandas_expr(expr: str) -> str:
-    """Kernel Tuner restriction syntax -> DataFrame.eval syntax (and/or/not -> &, |, ~)."""
-    out = re.sub(r"\band\b", "&", expr)
-    out = re.sub(r"\bor\b", "|", out)
-    out = re.sub(r"\bnot\b", "~", out)
-    return out
-
-
 @dataclass
 class SearchSpace:
     """Parameters (name -> list of values, or ``Continuous``) and constraints."""
@@ -80,8 +72,17 @@ class SearchSpace:
         unknown = sorted(set(spec) - {"params", "constraints"})
         if unknown:
             raise InvalidInputError(f"unknown space key(s) {unknown}; known: ['constraints', 'params']")
+        if not isinstance(spec["params"], Mapping):
+            raise InvalidInputError(f"'params' must map names to domains, but got {type(spec['params']).__name__}")
+        constraints = spec.get("constraints", [])
+        if not isinstance(constraints, (list, tuple)):
+            raise InvalidInputError(f"'constraints' must be a list of expressions, but got {constraints!r}")
         params: dict[str, list[Any] | Continuous] = {}
         for name, dom in spec["params"].items():
+            if not isinstance(dom, (Mapping, list, tuple)):
+                raise InvalidInputError(
+                    f"parameter {name!r} needs a non-empty list of values or a {{low, high}} range, but got {dom!r}"
+                )
             if isinstance(dom, Mapping):
                 bad = sorted(set(dom) - {"low", "high", "log", "integer"})
                 if bad or "low" not in dom or "high" not in dom:
@@ -89,11 +90,16 @@ class SearchSpace:
                         f"parameter {name!r}: a range needs keys low, high (and optional log, integer), "
                         f"but got {dict(dom)}"
                     )
-                params[name] = Continuous(float(dom["low"]), float(dom["high"]), bool(dom.get("log", False)),
-                                          bool(dom.get("integer", False)))
+                try:
+                    low, high = float(dom["low"]), float(dom["high"])
+                except (TypeError, ValueError):
+                    raise InvalidInputError(
+                        f"parameter {name!r}: low and high must be numbers, but got {dom['low']!r}, {dom['high']!r}"
+                    ) from None
+                params[name] = Continuous(low, high, bool(dom.get("log", False)), bool(dom.get("integer", False)))
             else:
                 params[name] = list(dom)
-        return cls(params, list(spec.get("constraints", [])))
+        return cls(params, list(constraints))
 
     @classmethod
     def from_yaml(cls, path: str) -> SearchSpace:
@@ -127,7 +133,8 @@ class SearchSpace:
         ok = np.ones(len(frame), dtype=bool)
         for c in self.constraints:
             try:
-                res = c(frame) if callable(c) else frame.eval(_to_pandas_expr(c))
+                # DataFrame.eval reads Kernel Tuner's Python syntax (and/or/not, %, //) as Python does.
+                res = c(frame) if callable(c) else frame.eval(c)
             except Exception as exc:
                 raise InvalidInputError(f"constraint {c!r} cannot be evaluated: {type(exc).__name__}: {exc}") from None
             res = np.asarray(res)

@@ -20,6 +20,30 @@ import numpy as np
 from perfpred.errors import InvalidInputError
 
 
+def _retry_create(create, attempts: int = 8):
+    """Run a schema/study creation, retrying when another worker is creating the same thing.
+
+    Workers started together on a fresh database race to create tables and the study
+    (optuna/optuna#1092); the loser sees an integrity or operational error and, a moment
+    later, finds everything in place.
+    """
+    import random
+    import time
+
+    import optuna
+    import sqlalchemy.exc as sa_exc
+
+    for attempt in range(attempts):
+        try:
+            return create()
+        except (sa_exc.IntegrityError, sa_exc.OperationalError, sa_exc.ProgrammingError,
+                optuna.exceptions.DuplicatedStudyError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 + random.random() * 0.3 * (attempt + 1))
+    return None
+
+
 def config_key(config: Mapping[str, Any]) -> str:
     payload = json.dumps({k: _native(v) for k, v in sorted(config.items())}, sort_keys=True)
     return hashlib.sha1(payload.encode()).hexdigest()[:24]
@@ -53,7 +77,7 @@ class ClaimTable:
             sa.UniqueConstraint("study", "slot", name="uq_perfpred_claims_slot"),
             sa.UniqueConstraint("study", "config_key", name="uq_perfpred_claims_config"),
         )
-        meta.create_all(self.engine, checkfirst=True)
+        _retry_create(lambda: meta.create_all(self.engine, checkfirst=True))
 
     def n_claimed(self) -> int:
         sa = self._sa
@@ -92,16 +116,20 @@ class StudyRecorder:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        storage_url = storage
         if direction not in ("minimize", "maximize"):
             raise InvalidInputError(f"`direction` must be minimize or maximize, but got {direction!r}")
         self._optuna = optuna
         self.space = space
         self.objective = objective
         self.distributions = space.optuna_distributions()
-        self.study = optuna.create_study(storage=storage, study_name=study_name, direction=direction,
-                                         load_if_exists=True)
+        if storage is not None:
+            # An RDBStorage built once here is reused; building it creates the schema (racy on first use).
+            storage = _retry_create(lambda: optuna.storages.RDBStorage(storage_url))
+        self.study = _retry_create(lambda: optuna.create_study(storage=storage, study_name=study_name,
+                                                               direction=direction, load_if_exists=True))
         self.study.set_user_attr("objective", objective)
-        self.claims = ClaimTable(storage, study_name) if storage else None
+        self.claims = ClaimTable(storage_url, study_name) if storage_url else None
 
     def record(self, config: Mapping[str, Any], value: float | None, status: str, *,
                predicted: float | None = None, iteration: int = 0, worker: str = "",
