@@ -18,7 +18,7 @@ import argparse
 import gzip
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -237,14 +237,20 @@ def main() -> None:
     seeds = list(range(args.seeds))
     (RUNS_DIR / "tuning").mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    results: list[dict] = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        results = list(pool.map(run_space, names, [seeds] * len(names), [strategies] * len(names)))
-    summary = summarise(results, seeds)
-    plot(results, RESULTS_DIR / f"{args.output}.png")
-    with gzip.open(RUNS_DIR / "tuning" / f"{args.output}_runs.json.gz", "wt") as fh:
-        json.dump(results, fh)
-    path = write_result(args.output, {"budget": BUDGET, "seeds": len(seeds), "strategies": strategies,
-                                      "wall_s": round(time.time() - t0, 1), **summary})
+        futures = [pool.submit(run_space, name, seeds, strategies) for name in names]
+        for future in as_completed(futures):
+            results.append(future.result())
+            results.sort(key=lambda r: names.index(r["space"]))
+            # Written after every space, so an interrupted run still reports what it finished.
+            summary = summarise(results, seeds)
+            plot(results, RESULTS_DIR / f"{args.output}.png")
+            with gzip.open(RUNS_DIR / "tuning" / f"{args.output}_runs.json.gz", "wt") as fh:
+                json.dump(results, fh)
+            path = write_result(args.output, {"budget": BUDGET, "seeds": len(seeds), "strategies": strategies,
+                                              "spaces_done": len(results), "spaces_total": len(names),
+                                              "wall_s": round(time.time() - t0, 1), **summary})
     print(f"wrote {path} in {time.time() - t0:.0f} s")
 
 
