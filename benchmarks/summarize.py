@@ -1,0 +1,88 @@
+"""Markdown tables of the benchmark results, for the README.
+
+    python benchmarks/summarize.py            # prints the tables of every results/*.json present
+"""
+
+from __future__ import annotations
+
+import json
+
+from _common import RESULTS_DIR
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS_DIR / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def cpu_gemm() -> str:
+    d = _load("cpu_gemm")
+    if not d:
+        return ""
+    lines = [f"CPU GEMM, {d['store_rows']} configs (sizes {d['size_range'][0]}..{d['size_range'][1]}, "
+             f"{'/'.join(d['dtypes'])}, {d['threads']} thread), mean over seeds {d['seeds']}:", "",
+             "| split | model | MAPE % | median APE % | p90 APE % | R² log | Spearman |",
+             "|---|---|---|---|---|---|---|"]
+    for split, models in d["splits"].items():
+        for name, r in models.items():
+            m = r["mean"]
+            lines.append(f"| {split} | {name} | {m['mape_pct']:.2f} | {m['median_ape_pct']:.2f} "
+                         f"| {m['p90_ape_pct']:.1f} | {m['r2_log']:.4f} | {m['spearman_rho']:.4f} |")
+    t, n = d["targets"], d["noise"]
+    lines += ["", f"Targets: XGBoost MAPE on unseen shapes {t['xgb_shape_mape_pct']:.2f}% (target <= "
+              f"{t['xgb_shape_mape_target_pct']}%: {'met' if t['xgb_shape_mape_met'] else 'MISSED'}), RF / XGBoost "
+              f"= {t['rf_over_xgb_mape_ratio']:.1f}x (target >= {t['rf_over_xgb_target']}x: "
+              f"{'met' if t['rf_over_xgb_met'] else 'MISSED'}). Measurement noise: median cv {n['median_cv']:.3f}, "
+              f"p90 cv {n['p90_cv']:.3f}, reference-GEMM drift p90 {n['reference_gemm_drift_p90_pct']:.1f}%."]
+    return "\n".join(lines)
+
+
+def timer_agreement() -> str:
+    d = _load("timer_agreement")
+    if not d:
+        return ""
+    lines = ["| M x N x K | perfpred median (ms) | torch blocked_autorange (ms) | ratio |", "|---|---|---|---|"]
+    for r in d["shapes"]:
+        ours = sorted(r["perfpred_median_ms"])[len(r["perfpred_median_ms"]) // 2]
+        theirs = sorted(r["torch_blocked_autorange_median_ms"])[len(r["torch_blocked_autorange_median_ms"]) // 2]
+        lines.append(f"| {r['m']}x{r['n']}x{r['k']} | {ours:.4g} | {theirs:.4g} | {r['ratio_median']:.3f} |")
+    lines.append(f"\nMedian |ratio - 1| = {d['median_abs_deviation_pct']:.1f}%, max {d['max_abs_deviation_pct']:.1f}%.")
+    return "\n".join(lines)
+
+
+def tuning() -> str:
+    d = _load("tuning")
+    if not d:
+        return ""
+    budgets = (8, 16, 32, 64, 128)
+    head = "| strategy | mean P | " + " | ".join(f"best/opt @{b}" for b in budgets) + " | s/run |"
+    lines = [f"{d['spaces_done']} of {d['spaces_total']} spaces, {d['seeds']} seeds each, budget {d['budget']}:", "",
+             head, "|" + "---|" * (len(budgets) + 3)]
+    for name, agg in sorted(d["strategies"].items(), key=lambda kv: -kv[1].get("mean_P", -9)):
+        cells = [f"{agg[f'mean_best_over_opt@{b}']:.3f}" if f"mean_best_over_opt@{b}" in agg else "-" for b in budgets]
+        lines.append(f"| {name} | {agg.get('mean_P', float('nan')):.3f} | " + " | ".join(cells)
+                     + f" | {agg['mean_wall_s_per_run']:.1f} |")
+    lines += ["", "| space | configs | transfer @16 | cold @32 | random @32 | TPE @32 | best KT @32 |",
+              "|---|---|---|---|---|---|---|"]
+    for space, v in d["spaces"].items():
+        s = v["strategies"]
+
+        def at(name, b, s=s):
+            return f"{s[name][f'best_over_opt@{b}']:.3f}" if name in s and f"best_over_opt@{b}" in s[name] else "-"
+
+        kt = [s[k]["best_over_opt@32"] for k in s if k.startswith("kt-") and "best_over_opt@32" in s[k]]
+        lines.append(f"| {space} | {v['n_configs']} | {at('perfpred-transfer', 16)} | {at('perfpred-cold', 32)} | "
+                     f"{at('random', 32)} | {at('optuna-tpe', 32)} | {min(kt):.3f} |" if kt else
+                     f"| {space} | {v['n_configs']} | {at('perfpred-transfer', 16)} | {at('perfpred-cold', 32)} | "
+                     f"{at('random', 32)} | {at('optuna-tpe', 32)} | - |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    for title, text in (("cpu_gemm", cpu_gemm()), ("timer_agreement", timer_agreement()), ("tuning", tuning())):
+        if text:
+            print(f"### {title}\n\n{text}\n")
+
+
+if __name__ == "__main__":
+    main()
