@@ -48,10 +48,12 @@ FAMILIES = {"gemm": ["RTX_3090", "RTX_2080_Ti", "RTX_Titan"],
             "dedispersion": ["A100", "A4000", "A6000", "W6600"]}
 STRATEGIES = ["perfpred-transfer", "perfpred-cold", "random", "optuna-tpe", "optuna-gp",
               *[f"kt-{s}" for s in KERNEL_TUNER_STRATEGIES]]
-# Optuna's GPSampler optimises its acquisition for every suggestion, and most suggestions in these
-# constrained spaces are invalid configs: it is capped so that one run takes minutes, not hours.
+# Optuna samples the cartesian product; most suggestions in these constrained spaces are invalid
+# configs (told as failures, costing no evaluation), and each ask slows as they pile up. A run gives
+# up after 10 invalid suggestions per evaluation (its curve then stays at its last best), and the
+# GPSampler, which optimises an acquisition for every suggestion, stops at 32 evaluations.
 GP_MAX_BUDGET = 32
-GP_MAX_INVALID_PER_EVAL = 10
+OPTUNA_MAX_INVALID_PER_EVAL = 10
 
 
 def space_files() -> dict[str, Path]:
@@ -147,7 +149,7 @@ def run_space(name: str, seeds: list[int], strategies: list[str]) -> dict:
                 sampler = strategy.split("-", 1)[1]
                 budget = GP_MAX_BUDGET if sampler == "gp" else BUDGET
                 values = optuna_search(backend, space, candidates, budget, sampler=sampler, seed=seed,
-                                       max_invalid_per_eval=GP_MAX_INVALID_PER_EVAL if sampler == "gp" else 200)
+                                       max_invalid_per_eval=OPTUNA_MAX_INVALID_PER_EVAL)
             else:
                 kt_cache = kt_cache or kt_cache_for(name, files[name], backend)
                 values = kernel_tuner_search(kt_cache, strategy[3:], BUDGET, seed=seed, workdir=RUNS_DIR / "tuning",
@@ -231,6 +233,7 @@ def main() -> None:
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--output", default="tuning")
+    parser.add_argument("--resume", action="store_true", help="keep the spaces already in the runs file")
     args = parser.parse_args()
     names = list(space_files()) if args.spaces == "all" else args.spaces.split(",")
     strategies = args.strategies.split(",")
@@ -238,8 +241,13 @@ def main() -> None:
     (RUNS_DIR / "tuning").mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     results: list[dict] = []
+    runs_file = RUNS_DIR / "tuning" / f"{args.output}_runs.json.gz"
+    if args.resume and runs_file.exists():
+        with gzip.open(runs_file, "rt") as fh:
+            results = [r for r in json.load(fh) if r["space"] in names]
+    done = {r["space"] for r in results}
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        futures = [pool.submit(run_space, name, seeds, strategies) for name in names]
+        futures = [pool.submit(run_space, name, seeds, strategies) for name in names if name not in done]
         for future in as_completed(futures):
             results.append(future.result())
             results.sort(key=lambda r: names.index(r["space"]))

@@ -26,7 +26,9 @@ def _plain_cache(cache_file: Path, workdir: Path) -> tuple[Path, dict]:
     opener = gzip.open if cache_file.suffix == ".gz" else open
     with opener(cache_file, "rt") as fh:
         data = json.load(fh)
-    plain = workdir / (cache_file.name.removesuffix(".gz").removesuffix(".json") + ".json")
+    # Kernel Tuner reads only plain .json; name the copy by folder too (convolution/A100 vs dedispersion/A100).
+    stem = cache_file.name.removesuffix(".gz").removesuffix(".json")
+    plain = workdir / f"{cache_file.parent.name}_{stem}.json"
     if not plain.exists():
         plain.write_text(json.dumps(data))
     return plain, data
