@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -96,6 +96,33 @@ def median_rel_ci(samples: list[float] | np.ndarray, z: float = 1.96) -> float:
     return float((t[hi] - t[lo]) / (2 * med)) if med > 0 else math.inf
 
 
+def replicate_until_stable(take: Callable[[], Sequence[float]], policy: TimingPolicy, *,
+                           min_runs: int | None = None,
+                           before_each: Callable[[], None] | None = None) -> tuple[list[float], str]:
+    """Take samples until the median is stable or a cap is hit: the one stopping rule of every timer.
+
+    ``take`` returns one or more samples (ms) per call; ``before_each`` runs untimed before it
+    (a cache flush). Returns the samples (at most ``max_runs``) and why sampling stopped:
+    "stable" (95% CI of the median within ``target_rel_ci``), "time_cap" or "max_runs".
+    """
+    min_runs = policy.min_runs if min_runs is None else min_runs
+    samples: list[float] = []
+    deadline = time.perf_counter() + policy.max_time_s
+    stopped_by = "max_runs"
+    while len(samples) < policy.max_runs:
+        if before_each is not None:
+            before_each()
+        samples.extend(take())
+        if len(samples) >= min_runs:
+            if median_rel_ci(samples) <= policy.target_rel_ci:
+                stopped_by = "stable"
+                break
+            if time.perf_counter() >= deadline:
+                stopped_by = "time_cap"
+                break
+    return samples[: policy.max_runs], stopped_by
+
+
 class CacheFlusher:
     """Evicts the CPU caches by streaming over a buffer larger than the last-level cache."""
 
@@ -161,18 +188,7 @@ def time_function(
     min_runs = policy.min_runs
     if first_call_s * policy.min_runs > policy.max_time_s:
         min_runs = min(min_runs, 3)
-    samples: list[float] = []
-    deadline = time.perf_counter() + policy.max_time_s
-    stopped_by = "max_runs"
-    while len(samples) < policy.max_runs:
-        if flush is not None and policy.cold_cache:
-            flush()
-        samples.append(run_sample(number))
-        if len(samples) >= min_runs:
-            if median_rel_ci(samples) <= policy.target_rel_ci:
-                stopped_by = "stable"
-                break
-            if time.perf_counter() >= deadline:
-                stopped_by = "time_cap"
-                break
+    samples, stopped_by = replicate_until_stable(
+        lambda: [run_sample(number)], policy, min_runs=min_runs,
+        before_each=flush if (flush is not None and policy.cold_cache) else None)
     return TimingResult(raw_times_ms=samples, number=number, stopped_by=stopped_by, rel_ci=median_rel_ci(samples))

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from perfpred.collect._timing import TimingPolicy, median_rel_ci
+from perfpred.collect._timing import TimingPolicy, median_rel_ci, replicate_until_stable
 from perfpred.collect.kernels._registry import KernelSpec, tolerance_check
 
 # A kernel call longer than this needs no further warm-up (as in perfpred's time_function).
@@ -131,18 +131,8 @@ def time_returned(call: Callable[[], float], policy: TimingPolicy) -> dict[str, 
     if not policy.cold_cache and 0 < probe_ms < policy.min_sample_ms:
         number = min(_MAX_CALLS_PER_SAMPLE, max(1, math.ceil(policy.min_sample_ms / probe_ms)))
     min_runs = policy.min_runs if probe_ms / 1e3 * policy.min_runs <= policy.max_time_s else min(policy.min_runs, 3)
-    samples: list[float] = []
-    deadline = time.perf_counter() + policy.max_time_s
-    stopped_by = "max_runs"
-    while len(samples) < policy.max_runs:
-        samples.append(sum(checked(call()) for _ in range(number)) / number)
-        if len(samples) >= min_runs:
-            if median_rel_ci(samples) <= policy.target_rel_ci:
-                stopped_by = "stable"
-                break
-            if time.perf_counter() >= deadline:
-                stopped_by = "time_cap"
-                break
+    samples, stopped_by = replicate_until_stable(
+        lambda: [sum(checked(call()) for _ in range(number)) / number], policy, min_runs=min_runs)
     return {"raw_times_ms": samples, "number": number, "stopped_by": stopped_by, "rel_ci": median_rel_ci(samples)}
 
 
@@ -150,19 +140,7 @@ def time_batches(batch: Callable[[], list[float]], policy: TimingPolicy) -> dict
     """Adaptive replicates from a function returning one batch of per-launch times (ms)."""
     for _ in range(policy.warmup_runs):
         batch()
-    samples: list[float] = []
-    deadline = time.perf_counter() + policy.max_time_s
-    stopped_by = "max_runs"
-    while len(samples) < policy.max_runs:
-        samples.extend(float(t) for t in batch())
-        if len(samples) >= policy.min_runs:
-            if median_rel_ci(samples) <= policy.target_rel_ci:
-                stopped_by = "stable"
-                break
-            if time.perf_counter() >= deadline:
-                stopped_by = "time_cap"
-                break
-    samples = samples[:policy.max_runs]
+    samples, stopped_by = replicate_until_stable(lambda: [float(t) for t in batch()], policy)
     return {"raw_times_ms": samples, "number": 1, "stopped_by": stopped_by, "rel_ci": median_rel_ci(samples)}
 
 
