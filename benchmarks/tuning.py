@@ -40,6 +40,7 @@ from perfpred.tuner import (
     performance_score,
     random_search,
 )
+from perfpred.tuner._surrogate import xgb_prior
 
 BUDGET = 128
 BUDGETS = (8, 16, 32, 64, 128)
@@ -114,10 +115,6 @@ def source_models(name: str, files: dict[str, Path], names: list[str]) -> dict:
     return priors
 
 
-def _prior(model):
-    return lambda candidates: np.exp(model.predict(param_features(candidates)))
-
-
 def run_space(name: str, seeds: list[int], strategies: list[str]) -> dict:
     files = space_files()
     backend = load_backend(files[name])
@@ -129,7 +126,7 @@ def run_space(name: str, seeds: list[int], strategies: list[str]) -> dict:
     if "perfpred-transfer" in strategies:
         t0 = time.perf_counter()
         models = source_models(name, files, list(candidates.columns))
-        priors = {src: _prior(model) for src, model in models.items()}
+        priors = {src: xgb_prior(model) for src, model in models.items()}
         out["prior_fit_s"] = time.perf_counter() - t0
     kt_cache = None
     for strategy in strategies:

@@ -419,3 +419,20 @@ def test_replay_tuner_beats_random_search_on_convolution_a4000(conv_a4000: Repla
         tuned.append(result.best_value / optimum)
     random_best = expected_random_best(values, budget) / optimum
     assert np.mean(tuned) < random_best, (np.round(tuned, 3), random_best)
+
+
+def test_prior_from_another_recording_aligns_features():
+    """A prior fitted where a parameter is constant (no log2 column) still scores candidates where it varies."""
+    from xgboost import XGBRegressor
+
+    from perfpred.tuner._surrogate import aligned_features, param_features, xgb_prior
+
+    rng = np.random.default_rng(0)
+    source = pd.DataFrame({"tile": rng.choice([8, 16, 32, 64], 200), "kwi": 2})
+    model = XGBRegressor(n_estimators=20, max_depth=3).fit(param_features(source), np.log(source["tile"] * 1.0))
+    target = pd.DataFrame({"tile": [8, 64, 16], "kwi": [2, 8, 2]})
+    assert "log2_kwi" in param_features(target) and "log2_kwi" not in param_features(source)
+    aligned = aligned_features(target, list(model.get_booster().feature_names))
+    assert list(aligned.columns) == list(model.get_booster().feature_names)
+    pred = xgb_prior(model)(target)
+    assert pred.shape == (3,) and np.all(np.isfinite(pred)) and pred[1] > pred[0]

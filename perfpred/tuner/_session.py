@@ -20,7 +20,7 @@ import pandas as pd
 from perfpred.errors import InvalidInputError
 from perfpred.tuner._scoring import best_so_far
 from perfpred.tuner._space import SearchSpace
-from perfpred.tuner._surrogate import param_features
+from perfpred.tuner._surrogate import param_features, xgb_prior
 
 
 @dataclass
@@ -128,7 +128,7 @@ def priors_from_files(paths: list[str], names: list[str]) -> dict[str, Any]:
         ok = (table["status"] == "ok").to_numpy()
         model = XGBRegressor(n_estimators=300, max_depth=8, learning_rate=0.1, n_jobs=1, random_state=0)
         model.fit(param_features(frame[ok]), np.log(table["runtime_ms"].to_numpy()[ok]))
-        priors[path.name] = (lambda m: (lambda c: np.exp(m.predict(param_features(c)))))(model)
+        priors[path.name] = xgb_prior(model)
     return priors
 
 

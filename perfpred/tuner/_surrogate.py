@@ -42,6 +42,28 @@ def param_features(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def aligned_features(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``param_features`` laid out as a fitted model expects: its columns, in its order.
+
+    ``param_features`` adds log2 columns only where a parameter spans a wide range, so a model
+    fitted on one recording (say KWI always 2) and candidates from another (KWI 2 or 8) can
+    disagree; a column the model never saw is dropped, and one it expects but the candidates
+    lack is computed when possible and left missing (NaN, which XGBoost handles) otherwise.
+    """
+    feats = param_features(frame)
+    for col in columns:
+        if col not in feats and col.startswith("log2_") and col[5:] in frame:
+            values = frame[col[5:]].astype(float)
+            feats[col] = np.log2(values.where(values > 0))
+    return feats.reindex(columns=columns)
+
+
+def xgb_prior(model) -> callable:
+    """A prior callable (candidates -> predicted objective) from an XGBoost model of log objective."""
+    columns = list(model.get_booster().feature_names)
+    return lambda candidates: np.exp(model.predict(aligned_features(candidates, columns)))
+
+
 @dataclass
 class SurrogateFit:
     mean_log: np.ndarray  # predicted log(objective) per candidate
