@@ -78,8 +78,64 @@ def tuning() -> str:
     return "\n".join(lines)
 
 
+def _ours(res: dict) -> str:
+    """perfpred's MAPE for one accuracy protocol, as the protocol reports it (per unit where it has units)."""
+    if "per_gpu" in res:
+        return ", ".join(f"{gpu.removeprefix('gpu-')}: {r['mape_pct']:.2f}" for gpu, r in res["per_gpu"].items())
+    if "per_held_out_gpu" in res:
+        ops = "/".join(next(iter(res["per_held_out_gpu"].values()))["per_op"])
+        per_gpu = res["per_held_out_gpu"].items()
+        return "; ".join(f"{gpu.removeprefix('gpu-')}: "
+                         + "/".join(f"{v['mape_pct']:.1f}" for v in r["per_op"].values())
+                         for gpu, r in per_gpu) + f" ({ops})"
+    if "targets" in res:
+        return ", ".join(f"{t.removeprefix('metric.')}: {v['pooled']['mape_pct']:.2f}"
+                         for t, v in res["targets"].items())
+    if "per_held_out_model" in res:
+        lo, hi = res["mape_pct_range"]
+        return f"pooled {res['pooled']['mape_pct']:.2f} (per model {lo:.2f}..{hi:.2f})"
+    return f"{res['mape_pct']:.2f}"
+
+
+def accuracy() -> str:
+    d = _load("accuracy")
+    if not d:
+        return ""
+    protocols = {k: v for k, v in d["protocols"].items() if "anchor" in v}
+    lines = ["| dataset / protocol | anchor | target MAPE % | perfpred MAPE % | met | model | wall s |",
+             "|---|---|---|---|---|---|---|"]
+    for name, res in protocols.items():
+        lines.append(f"| {name} | {res['anchor']} | <= {res['target_mape_pct']} | {_ours(res)} | "
+                     f"{'yes' if res['met'] else '**no**'} | {res['model']} | {res['wall_s']:.0f} |")
+    lines += ["", "GPPerf's own protocol (random 80/20 rows; mean / median |pred - true| / true):", "",
+              "| dataset | perfpred mean | perfpred median | GPPerf RF mean | GPPerf RF median |",
+              "|---|---|---|---|---|"]
+    for name, res in protocols.items():
+        units = res["per_gpu"].items() if "per_gpu" in res else [("", res)]
+        for unit, r in units:
+            g = r.get("gpperf") or {}
+            if "ours" not in g:
+                continue
+            label = f"{name} {unit.removeprefix('gpu-')}".strip()
+            lines.append(f"| {label} | {g['ours']['mean_rel_err']:.2%} | {g['ours']['median_rel_err']:.2%} | "
+                         f"{g['gpperf_rf']['mean_rel_err']:.2%} | {g['gpperf_rf']['median_rel_err']:.2%} |")
+    cov = d["protocols"].get("intervals")
+    if cov:
+        levels = list(next(iter(cov["coverage"].values())))
+        lines += ["", f"Predictive intervals ({cov['model']}): share of held-out rows inside the band:", "",
+                  "| held-out rows | " + " | ".join(f"{lv} band" for lv in levels) + " | median upper/lower (90%) |",
+                  "|---|" + "---|" * (len(levels) + 1)]
+        for case, v in cov["coverage"].items():
+            lines.append(f"| {case} | " + " | ".join(f"{v[lv]['coverage']:.1%}" for lv in levels)
+                         + f" | {v['90%']['median_width_ratio']:.2f} |")
+    lines.append(f"\nWall time {d.get('wall_s_all_protocols', d['wall_s']):.0f} s on {d['cpu_count']} cores "
+                 f"(import {d['import_s']:.0f} s).")
+    return "\n".join(lines)
+
+
 def main() -> None:
-    for title, text in (("cpu_gemm", cpu_gemm()), ("timer_agreement", timer_agreement()), ("tuning", tuning())):
+    for title, text in (("cpu_gemm", cpu_gemm()), ("timer_agreement", timer_agreement()), ("accuracy", accuracy()),
+                        ("tuning", tuning())):
         if text:
             print(f"### {title}\n\n{text}\n")
 

@@ -245,7 +245,7 @@ def dataset_ls(
 def train(
     store: Annotated[Path, typer.Option(help="Measurement store to train on.")] = DEFAULT_STORE,
     kind: Annotated[str, typer.Option(help="Which measurements: gemm, ...")] = "gemm",
-    model: Annotated[str, typer.Option(help="Regressor: xgb (default), rf (GPPerf baseline), roofline.")] = "xgb",
+    model: Annotated[str, typer.Option(help="Regressor: xgb (default), hgb, forest, mlp, grid-xgb (dense tuning spaces), xgb-quantile / xgb-ensemble (with predictive intervals), rf (GPPerf baseline), roofline.")] = "xgb",
     target: Annotated[str, typer.Option(help="Column to predict (runtime_ms, power_w, energy_j, ...).")] = "runtime_ms",
     split: Annotated[str, typer.Option(help="Held-out split for the reported error: random or shape (unseen M,N,K).")] = "shape",
     seed: Annotated[int, typer.Option(help="Seed of the split and the regressor.")] = 0,
@@ -310,6 +310,7 @@ def predict(
     input_csv: Annotated[Path | None, typer.Option("--input", help="CSV of configs (columns m,n,k and optional b,dtype,threads,trans_a,trans_b).")] = None,
     output: Annotated[Path | None, typer.Option(help="Write predictions as CSV here (with --input).")] = None,
     hardware_id: Annotated[str | None, typer.Option(help="Hardware to predict for (default: the one the model was trained on).")] = None,
+    coverage: Annotated[float | None, typer.Option(help="Also give a predictive interval meant to hold this share of outcomes, e.g. 0.9 (models trained with --model xgb-quantile or xgb-ensemble).")] = None,
 ) -> None:
     """Predict runtime (ms) of one GEMM or of every row of a CSV, before running anything."""
     import pandas as pd
@@ -343,15 +344,20 @@ def predict(
     est = load_model(model)
     rows = est.config_rows(configs, hardware_id)
     pred = est.predict(rows)
+    band = est.predict_interval(rows, coverage) if coverage is not None else None
     if input_csv is not None:
         out = pd.DataFrame(configs).assign(predicted_runtime_ms=pred)
+        if band is not None:
+            out = out.assign(lower_runtime_ms=band["lower"].to_numpy(), upper_runtime_ms=band["upper"].to_numpy())
         if output:
             out.to_csv(output, index=False)
             console.print(f"wrote {len(out)} predictions to {output}")
         else:
             console.print(out.to_string(index=False))
         return
-    console.print(f"predicted runtime_ms: [bold]{pred[0]:.4g}[/]  "
+    interval = (f" [{band['lower'].iloc[0]:.4g}, {band['upper'].iloc[0]:.4g}] at {coverage:.0%}"
+                if band is not None else "")
+    console.print(f"predicted runtime_ms: [bold]{pred[0]:.4g}[/]{interval}  "
                   f"(b={b} m={m} n={n} k={k} {dtype}, {threads} thread(s), on {next(iter(est.hardware_specs_)) if hardware_id is None else hardware_id})")
 
 

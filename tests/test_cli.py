@@ -195,6 +195,24 @@ def test_predict_a_csv(trained_name, tmp_path):
     assert pred["predicted_runtime_ms"].iloc[2] > pred["predicted_runtime_ms"].iloc[0]
 
 
+def test_predict_with_an_interval(collected):
+    name = f"cli-quantile-{uuid.uuid4().hex[:8]}"
+    invoke("train", "--store", str(collected), "--model", "xgb-quantile", "--name", name)
+    result = runner.invoke(app, ["predict", "--model", name, "--m", "64", "--n", "64", "--k", "64",
+                                 "--coverage", "0.9"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    match = re.search(r"predicted runtime_ms:\s*(\S+) \[(\S+), (\S+)\] at 90%", " ".join(result.output.split()))
+    assert match, result.output
+    median, lower, upper = (float(g) for g in match.groups())
+    assert 0 < lower <= median <= upper
+
+
+def test_predict_an_interval_from_a_point_model(monkeypatch, capsys, trained_name):
+    code, out, err = run_main(monkeypatch, capsys, "predict", "--model", trained_name, "--m", "64", "--n", "64",
+                              "--k", "64", "--coverage", "0.9")
+    assert_one_line_error(code, out, err, "predict_interval", "xgb-quantile")
+
+
 # ---------------------------------------------------------------------------- one-line user errors
 
 

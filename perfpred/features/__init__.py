@@ -11,17 +11,25 @@ from perfpred.features._gemm import (
     pow2_alignment,
     roofline_ms,
 )
+from perfpred.features._gemm_gpu import gpu_gemm_features
+from perfpred.features._kernel import DERIVED_FEATURES, hardware_features, kernel_features
+from perfpred.features._serving import serving_features
 from perfpred.features._specs import GPU_SPECS
 
 __all__ = [
+    "DERIVED_FEATURES",
     "DTYPE_BYTES",
     "GPU_SPECS",
     "config_frame",
     "flops",
     "gemm_features",
     "gemm_roofline_ms",
+    "gpu_gemm_features",
+    "hardware_features",
+    "kernel_features",
     "min_bytes",
     "padding_efficiency",
     "pow2_alignment",
     "roofline_ms",
+    "serving_features",
 ]

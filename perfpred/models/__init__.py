@@ -1,4 +1,9 @@
-"""Estimators (scikit-learn contract), metrics, evaluation protocols and MLflow tracking."""
+"""Estimators (scikit-learn contract), metrics, evaluation protocols and MLflow tracking.
+
+Importing the package registers every featurizer ("gemm", "kernel", "gemm-gpu", "serving")
+and regressor ("xgb", "rf", "roofline", "hgb", "forest", "mlp", "grid-xgb", "xgb-quantile",
+"xgb-ensemble") by name, so ``PerformanceModel(kind=..., regressor=...)`` and the CLI know them.
+"""
 
 from perfpred.models._evaluation import data_hash, evaluate_models, training_frame
 from perfpred.models._metrics import (
@@ -22,19 +27,45 @@ from perfpred.models._performance_model import (
 from perfpred.models._regressors import LogTargetXGBRegressor, RooflineRegressor, gpperf_random_forest
 from perfpred.models._tracking import list_runs, load_model, log_training_run
 from perfpred.models._training import TrainResult, train_model
+from perfpred.models._uncertainty import (
+    EnsembleIntervalRegressor,
+    QuantileXGBRegressor,
+    UncertainPerformanceModel,
+    evaluate_intervals,
+    interval_coverage,
+)
+from perfpred.models._zoo import (
+    BlendRegressor,
+    GridNeighbourRegressor,
+    LogTargetForestRegressor,
+    LogTargetHGBRegressor,
+    MultiTargetModel,
+    TorchMLPRegressor,
+)
 
 __all__ = [
     "FEATURIZERS",
     "REGRESSORS",
+    "BlendRegressor",
+    "EnsembleIntervalRegressor",
+    "GridNeighbourRegressor",
+    "LogTargetForestRegressor",
+    "LogTargetHGBRegressor",
     "LogTargetXGBRegressor",
+    "MultiTargetModel",
     "PerformanceModel",
+    "QuantileXGBRegressor",
     "RooflineRegressor",
+    "TorchMLPRegressor",
     "TrainResult",
+    "UncertainPerformanceModel",
     "ape",
     "data_hash",
+    "evaluate_intervals",
     "evaluate_models",
     "featurize",
     "gpperf_random_forest",
+    "interval_coverage",
     "list_runs",
     "load_model",
     "log_training_run",

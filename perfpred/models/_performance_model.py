@@ -138,6 +138,26 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
         pred = np.asarray(self.regressor_.predict(feats), dtype=float)
         return pred * self._offset(feats) if self.uses_residual_ else pred
 
+    @property
+    def has_intervals(self) -> bool:
+        """Whether the fitted regressor gives predictive intervals ("xgb-quantile", "xgb-ensemble")."""
+        check_is_fitted(self, "regressor_")
+        return hasattr(self.regressor_, "predict_interval")
+
+    def predict_interval(self, X: pd.DataFrame, coverage: float = 0.9) -> pd.DataFrame:
+        """lower / median / upper of the target per row of ``X`` (same index), a band meant to hold
+        ``coverage`` of outcomes; needs a regressor with intervals ("xgb-quantile", "xgb-ensemble")."""
+        if not self.has_intervals:
+            raise InvalidInputError(
+                f"intervals need a regressor with predict_interval ('xgb-quantile' or 'xgb-ensemble'), "
+                f"but this model's is {type(self.regressor_).__name__}")
+        feats = self._features(X)
+        band = self.regressor_.predict_interval(feats, coverage=coverage)
+        if self.uses_residual_:
+            band = band.mul(self._offset(feats), axis=0)
+        band.index = X.index
+        return band[["lower", "median", "upper"]]
+
     def config_rows(self, configs: list[dict[str, Any]], hardware_id: str | None = None) -> pd.DataFrame:
         """Rows for plain config dicts, on ``hardware_id`` (default: the only one trained on)."""
         check_is_fitted(self, "regressor_")

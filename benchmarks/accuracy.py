@@ -1,0 +1,584 @@
+"""Prediction accuracy on the recorded GPU datasets, next to the published anchors and our targets.
+
+    python benchmarks/accuracy.py              # every protocol, writes benchmarks/results/accuracy.json
+    python benchmarks/accuracy.py --smoke      # small slices, well under a minute (tests call this)
+    python benchmarks/accuracy.py --only uci_random,kt_gemm
+
+Every dataset is read in its original format through ``perfpred.collect.importers.run_import``
+into a temporary Measurement store, so the numbers are those a user gets from
+``perfpred import``. Protocols never leak: features are pure functions of a row; every fitted
+statistic (scalers, neighbour tables, model choice) comes from the training rows of the fold
+only; scores are on held-out rows only. Model choices that were made during development were
+made on validation slices of the training rows (never on the test rows), and the choices that
+are cheap to make again are re-made here by cross-validation on each fold's training rows.
+
+Each protocol reports MAPE, median and p90 APE, R² (log and linear), Spearman rho, fit and
+predict seconds, the anchor and our target; ``gpperf`` adds the GPPerf protocol (a random
+80/20 row split; mean and median |pred - true| / true) for our model and GPPerf's own
+RandomForest baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# Two-thread OpenMP pools that spin-wait crawl on a shared 2-core machine; passive waiting keeps
+# xgboost/torch fast when other processes compete. Must be set before those libraries load.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS_DIR, write_result
+
+from perfpred.collect.importers import run_import
+from perfpred.datasets import MeasurementStore, random_split
+from perfpred.models import (
+    BlendRegressor,
+    GridNeighbourRegressor,
+    LogTargetForestRegressor,
+    LogTargetHGBRegressor,
+    LogTargetXGBRegressor,
+    MultiTargetModel,
+    PerformanceModel,
+    QuantileXGBRegressor,
+    TorchMLPRegressor,
+    gpperf_random_forest,
+    interval_coverage,
+    regression_report,
+)
+from perfpred.settings import datasets_dir
+
+SEED = 0
+THREADS = 2  # the machine's cores; never more
+TEST_SIZE = 0.2
+
+# (anchor text, target MAPE %) per protocol, from the issue "Recorded GPU datasets".
+ANCHORS: dict[str, tuple[str, float]] = {
+    "uci_random": ("XGBoost default 5.03%; tuned with derived features 1.87% (noise floor 0.61%)", 1.5),
+    "uci_2000": ("XGBoost default 18.3%; tuned 9.4%", 7.0),
+    "kt_gemm": ("XGBoost 1.9-3.7% per GPU", 1.5),
+    "kt_convolution": ("XGBoost 7.6-10.6% per GPU", 5.0),
+    "neusight_logo": ("NeuSight paper 13.9% (linear), 13.8% (bmm)", 10.0),
+    "vidur_lomo": ("XGBoost 4.4-8.8%", 3.0),
+    "mlenergy_lomo": ("none", 10.0),
+}
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def import_tables(root: Path, smoke: bool, scratch: Path) -> dict[str, pd.DataFrame]:
+    """Every dataset through the importers into one temporary store, split into tables by source."""
+    sources: list[tuple[str, list[Path]]] = [
+        ("uci-sgemm", [root / "uci-sgemm"]),
+        ("kernel-tuner", [root / "kernel-tuner" / "gemm", root / "kernel-tuner" / "convolution"]),
+        ("neusight", [root / "neusight" / "train" / "linear", root / "neusight" / "train" / "bmm"]),
+        ("vidur", [root / "vidur" / "compute"]),
+        ("ml-energy", [root / "ml-energy" / "tasks"]),
+    ]
+    if smoke:  # a few files of each, small ones; UCI as a slice of its CSV in the scratch folder
+        uci = scratch / "uci-slice" / "sgemm_product.csv"
+        uci.parent.mkdir(parents=True, exist_ok=True)
+        pd.read_csv(root / "uci-sgemm" / "sgemm_product.csv.gz", nrows=60_000).sample(
+            6_000, random_state=SEED).to_csv(uci, index=False)
+        neusight = [root / "neusight" / "train" / "linear" / f"{gpu}.csv.gz"
+                    for gpu in ("Tesla_T4", "Tesla_P4", "Tesla_V100-PCIE-32GB")]
+        vidur = [root / "vidur" / "compute" / "a100" / "microsoft" / "phi-2" / "mlp.csv.gz",
+                 root / "vidur" / "compute" / "a100" / "meta-llama" / "Llama-2-7b-hf" / "mlp.csv.gz",
+                 root / "vidur" / "compute" / "a100" / "internlm" / "internlm-20b" / "mlp.csv.gz"]
+        sources = [
+            ("uci-sgemm", [uci]),
+            ("kernel-tuner", [root / "kernel-tuner" / "gemm" / "RTX_3090.json.gz",
+                              root / "kernel-tuner" / "convolution" / "A4000.json.gz"]),
+            ("neusight", neusight),
+            ("vidur", vidur),
+            ("ml-energy", [root / "ml-energy" / "tasks"]),
+        ]
+    store = MeasurementStore(scratch / "store", create=True)
+    reports = {}
+    for fmt, paths in sources:
+        report = run_import(fmt, [str(p) for p in paths], store)
+        reports[fmt] = {"rows_imported": report.rows_imported, "rows_bad": report.rows_bad,
+                        "rows_duplicate": report.rows_duplicate, "wall_s": round(report.wall_s, 2)}
+    df = store.load(status="ok")
+    src = df["source"].astype(str)
+    kernel = df["workload.kernel_name"].astype(str) if "workload.kernel_name" in df else pd.Series("", index=df.index)
+    tables = {
+        "uci": df[src.str.startswith("uci-sgemm")],
+        "kt_gemm": df[src.str.startswith("kernel-tuner") & (kernel == "Xgemm")],
+        "kt_convolution": df[src.str.startswith("kernel-tuner") & (kernel == "convolution_kernel")],
+        "neusight": df[src.str.startswith("neusight")],
+        "vidur": df[src.str.startswith("vidur") & (df["kind"] == "gemm")],
+        "mlenergy": df[src.str.startswith("ml-energy") & df.get("config.max_num_seqs", pd.Series(
+            np.nan, index=df.index)).notna()],
+    }
+    tables = {name: t.dropna(axis=1, how="all").reset_index(drop=True) for name, t in tables.items()}
+    tables["_imports"] = pd.DataFrame(reports).T  # type: ignore[assignment]
+    return tables
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def fit_score(model: Any, train: pd.DataFrame, test: pd.DataFrame, target: str = "runtime_ms") -> dict[str, Any]:
+    """Fit on train, score on test: the standard report plus timings; predictions kept for pooling."""
+    fitted = clone(model)
+    t0 = time.perf_counter()
+    fitted.fit(train, train[target].to_numpy(float))
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pred = np.asarray(fitted.predict(test), dtype=float)
+    predict_s = time.perf_counter() - t0
+    y = test[target].to_numpy(float)
+    return {**regression_report(y, pred), "fit_s": round(fit_s, 2), "predict_s": round(predict_s, 3),
+            "n_train": len(train), "_pred": pred, "_true": y}
+
+
+def public(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items() if not k.startswith("_")}
+
+
+def pooled(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report over the held-out rows of every fold (each row predicted by the fold that held it out)."""
+    y = np.concatenate([r["_true"] for r in results])
+    p = np.concatenate([r["_pred"] for r in results])
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in regression_report(y, p).items()}
+
+
+def cv_select(candidates: dict[str, Any], train: pd.DataFrame, folds: list[tuple[np.ndarray, np.ndarray]],
+              target: str = "runtime_ms") -> tuple[str, dict[str, float]]:
+    """The candidate with the lowest pooled MAPE over ``folds`` of the TRAINING rows."""
+    scores = {}
+    for name, model in candidates.items():
+        runs = [fit_score(model, train.iloc[tr], train.iloc[va], target) for tr, va in folds]
+        scores[name] = pooled(runs)["mape_pct"]
+    return min(scores, key=scores.get), scores
+
+
+def kfold(n: int, k: int, seed: int = SEED) -> list[tuple[np.ndarray, np.ndarray]]:
+    order = np.random.RandomState(seed).permutation(n)
+    parts = np.array_split(order, k)
+    return [(np.concatenate([p for j, p in enumerate(parts) if j != i]), parts[i]) for i in range(k)]
+
+
+def group_folds(groups: pd.Series, max_folds: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    values = groups.astype(str).to_numpy()
+    names = sorted(set(values))
+    if max_folds is not None and len(names) > max_folds:
+        names = list(np.random.RandomState(SEED).choice(names, max_folds, replace=False))
+    return [(np.flatnonzero(values != g), np.flatnonzero(values == g)) for g in names]
+
+
+def with_target(name: str, result: dict[str, Any], per_unit: list[float] | None = None) -> dict[str, Any]:
+    anchor, target = ANCHORS[name]
+    worst = max(per_unit) if per_unit else result["mape_pct"]
+    return {"anchor": anchor, "target_mape_pct": target, "met": bool(worst <= target), **result}
+
+
+def gpperf(ours: Any, table: pd.DataFrame, target: str = "runtime_ms", reuse: dict[str, Any] | None = None,
+           kind: str = "gemm") -> dict[str, Any]:
+    """GPPerf's protocol: random 80/20 rows; mean and median |pred - true| / true, ours and GPPerf's RF."""
+    tr, te = random_split(table, test_size=TEST_SIZE, seed=SEED)
+    train, test = table.iloc[tr], table.iloc[te]
+    mine = reuse if reuse is not None else fit_score(ours, train, test, target)
+    forest = gpperf_random_forest(SEED).set_params(n_jobs=THREADS)
+    rf = fit_score(PerformanceModel(kind=kind, regressor=forest, target=target, residual_of=None), train, test, target)
+    return {"ours": {"mean_rel_err": round(mine["mape_pct"] / 100, 5), "median_rel_err": round(
+                mine["median_ape_pct"] / 100, 5)},
+            "gpperf_rf": {"mean_rel_err": round(rf["mape_pct"] / 100, 5),
+                          "median_rel_err": round(rf["median_ape_pct"] / 100, 5)}}
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+class Budget:
+    """Sizes of the recipes: the full run, or a smoke run that only proves the pipeline."""
+
+    def __init__(self, smoke: bool):
+        self.smoke = smoke
+        self.mlp_epochs_large = 4 if smoke else 40  # UCI: ~190k training rows, ~3 s an epoch
+        self.mlp_seeds_large = 1 if smoke else 2
+        self.mlp_epochs = 6 if smoke else 60  # Kernel Tuner spaces: ~14k training rows
+        self.mlp_seeds = 1 if smoke else 2  # convolution: a third seed costs more than it gains there
+        self.mlp_seeds_gemm = 1 if smoke else 3  # GEMM: a third seed gained ~0.05 points for ~25 s per GPU
+        self.cv_folds = 3 if smoke else 4
+        self.xgb_rounds = 100 if smoke else 1000
+
+
+def mlp(epochs: int, batch: int = 256, width: int = 256, seed: int = SEED, threads: int = THREADS) -> TorchMLPRegressor:
+    return TorchMLPRegressor(hidden_layer_sizes=(width, width, width), batch_size=batch, max_epochs=epochs,
+                             patience=max(epochs, 1), learning_rate=3e-3, random_state=seed, n_threads=threads)
+
+
+def grid_blend(budget: Budget, epochs: int, batch: int, seeds: int, xgb_weight: float = 0.2,
+               threads: int = THREADS) -> BlendRegressor:
+    """Hamming-neighbour stacks: a few seeds of a one-hot MLP and one XGBoost, geometric mean.
+
+    Chosen on validation slices of the Kernel Tuner GEMM and UCI training rows (one-hot inputs,
+    more seeds and epochs, and a 0.2 XGBoost share each lowered validation MAPE; seeds and
+    epochs are capped by the run-time budget).
+    """
+    members: list[tuple[str, Any]] = [
+        (f"grid-mlp-{i}", GridNeighbourRegressor(base=mlp(epochs, batch, threads=threads), one_hot=True,
+                                                 random_state=SEED + i))
+        for i in range(seeds)]
+    weights = [(1 - xgb_weight) / len(members)] * len(members)
+    if xgb_weight > 0:
+        members.append(("grid-xgb", GridNeighbourRegressor(base=LogTargetXGBRegressor(
+            n_estimators=budget.xgb_rounds, max_depth=6, learning_rate=0.05, n_jobs=THREADS), random_state=SEED)))
+        weights.append(xgb_weight)
+    return BlendRegressor(estimators=members, weights=weights, random_state=SEED)
+
+
+def small_data_candidates(budget: Budget) -> dict[str, Any]:
+    """Regressors for a few thousand rows of a tuning space (no dense neighbours to lean on).
+
+    One thread each: on tables this small, thread start-up and hand-over cost more than they save.
+    """
+    rounds = 300 if budget.smoke else 1500
+    return {
+        "xgb-default": LogTargetXGBRegressor(n_jobs=1),
+        "xgb-deep": LogTargetXGBRegressor(n_estimators=rounds, max_depth=6, learning_rate=0.02, subsample=0.7,
+                                          colsample_bytree=0.6, min_child_weight=1.0, n_jobs=1),
+        "hgb": LogTargetHGBRegressor(max_iter=rounds // 5, learning_rate=0.1, max_leaf_nodes=31,
+                                     min_samples_leaf=5, n_threads=1),
+        "mlp": mlp(budget.mlp_epochs * 3, batch=64, threads=1),
+        "forest": LogTargetForestRegressor(n_estimators=100 if budget.smoke else 400, n_jobs=THREADS),
+    }
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+def uci_random(tables, budget: Budget) -> dict[str, Any]:
+    table = tables["uci"]
+    tr, te = random_split(table, test_size=TEST_SIZE, seed=SEED)
+    model = PerformanceModel(kind="kernel", regressor=grid_blend(budget, budget.mlp_epochs_large, 1024,
+                                                                 budget.mlp_seeds_large, xgb_weight=0.0))
+    result = fit_score(model, table.iloc[tr], table.iloc[te])
+    runs = np.stack(table["raw_times_ms"].to_numpy())
+    floor = np.mean([np.mean(np.abs(runs[:, i] - np.delete(runs, i, axis=1).mean(axis=1))
+                             / np.delete(runs, i, axis=1).mean(axis=1)) for i in range(runs.shape[1])]) * 100
+    out = with_target("uci_random", public(result))
+    out.update({"model": "grid-neighbour stack of one-hot MLPs (2 seeds), kernel features",
+                "noise_floor_mape_pct": round(float(floor), 3), "rows": len(table),
+                "gpperf": gpperf(model, table, reuse=result, kind="kernel")})
+    return out
+
+
+def uci_2000(tables, budget: Budget) -> dict[str, Any]:
+    table = tables["uci"]
+    tr, te = random_split(table, test_size=TEST_SIZE, seed=SEED)
+    n_train = 500 if budget.smoke else 2000
+    train = table.iloc[np.random.RandomState(SEED).choice(tr, n_train, replace=False)]
+    test = table.iloc[te]
+    candidates = {name: PerformanceModel(kind="kernel", regressor=reg)
+                  for name, reg in small_data_candidates(budget).items()}
+    best, cv_scores = cv_select(candidates, train, kfold(len(train), budget.cv_folds))
+    # The two best by CV, blended, as one more candidate scored by the same folds.
+    top = sorted(cv_scores, key=cv_scores.get)[:2]
+    blend = PerformanceModel(kind="kernel", regressor=BlendRegressor(
+        [(name, candidates[name].regressor) for name in top]))
+    _, blend_score = cv_select({"blend": blend}, train, kfold(len(train), budget.cv_folds))
+    cv_scores[f"blend({'+'.join(top)})"] = blend_score["blend"]
+    chosen = candidates[best] if cv_scores[best] <= blend_score["blend"] else blend
+    chosen_name = best if chosen is candidates[best] else f"blend({'+'.join(top)})"
+    result = fit_score(chosen, train, test)
+    out = with_target("uci_2000", public(result))
+    out.update({"model": chosen_name, "cv_mape_pct_on_training_rows": {k: round(v, 3) for k, v in cv_scores.items()},
+                "test_rows": len(test)})
+    return out
+
+
+def kt_gemm(tables, budget: Budget) -> dict[str, Any]:
+    return _per_gpu(tables["kt_gemm"], "kt_gemm", budget,
+                    lambda: PerformanceModel(kind="kernel", regressor=grid_blend(budget, budget.mlp_epochs, 256,
+                                                                                         budget.mlp_seeds_gemm)),
+                    "grid-neighbour blend (one-hot MLP seeds + XGBoost), kernel features")
+
+
+def kt_convolution(tables, budget: Budget) -> dict[str, Any]:
+    return _per_gpu(tables["kt_convolution"], "kt_convolution", budget,
+                    lambda: PerformanceModel(kind="kernel", regressor=grid_blend(budget, budget.mlp_epochs, 128,
+                                                                                         budget.mlp_seeds, threads=1)),
+                    "grid-neighbour blend (one-hot MLP seeds + XGBoost), kernel features")
+
+
+def _per_gpu(table: pd.DataFrame, name: str, budget: Budget, make: Callable[[], Any], label: str) -> dict[str, Any]:
+    per_gpu, rows = {}, []
+    for gpu in sorted(table["hardware_id"].unique()):
+        sub = table[table["hardware_id"] == gpu].reset_index(drop=True)
+        if budget.smoke:
+            sub = sub.sample(min(len(sub), 3000), random_state=SEED).reset_index(drop=True)
+        tr, te = random_split(sub, test_size=TEST_SIZE, seed=SEED)
+        result = fit_score(make(), sub.iloc[tr], sub.iloc[te])
+        rows.append(result)
+        per_gpu[gpu] = {**public(result), "gpperf": gpperf(make(), sub, reuse=result, kind="kernel")}
+    mapes = [r["mape_pct"] for r in per_gpu.values()]
+    out = with_target(name, {"per_gpu": per_gpu, "mape_pct_range": [round(min(mapes), 3), round(max(mapes), 3)]},
+                      mapes)
+    out["model"] = label
+    return out
+
+
+def neusight_logo(tables, budget: Budget) -> dict[str, Any]:
+    table = tables["neusight"]
+    if budget.smoke:
+        table = table.groupby("hardware_id", group_keys=False).sample(800, random_state=SEED).reset_index(drop=True)
+
+    def make() -> PerformanceModel:
+        return PerformanceModel(kind="gemm-gpu", residual_of="log2_wave_roofline_ms", regressor=LogTargetXGBRegressor(
+            n_estimators=100 if budget.smoke else 300, max_depth=6, learning_rate=0.1, n_jobs=THREADS))
+
+    per_gpu, worst = {}, []
+    ops = sorted(table["workload.op"].unique())
+    for gpu in sorted(table["hardware_id"].unique()):
+        train, test = table[table["hardware_id"] != gpu], table[table["hardware_id"] == gpu]
+        result = fit_score(make(), train, test)
+        per_op = {}
+        for op in ops:
+            rows = (test["workload.op"] == op).to_numpy()
+            per_op[op] = {k: round(v, 4) if isinstance(v, float) else v
+                          for k, v in regression_report(result["_true"][rows], result["_pred"][rows]).items()}
+            worst.append(per_op[op]["mape_pct"])
+        per_gpu[gpu] = {"per_op": per_op, "fit_s": result["fit_s"], "predict_s": result["predict_s"],
+                        "n_train": result["n_train"]}
+    out = with_target("neusight_logo", {"per_held_out_gpu": per_gpu}, worst)
+    out.update({"model": "XGBoost on GPU-GEMM features (waves, tiles, specs), residual over the wave roofline",
+                "note": "inputs are shapes and spec sheets only; the cuBLAS kernel and launch shape the held-out "
+                        "GPU picked are never features",
+                "gpperf": gpperf(make(), table, kind="gemm-gpu")})
+    return out
+
+
+def vidur_lomo(tables, budget: Budget) -> dict[str, Any]:
+    table = tables["vidur"]
+    if budget.smoke:
+        table = table.sample(min(len(table), 2000), random_state=SEED).reset_index(drop=True)
+
+    def make() -> PerformanceModel:
+        return PerformanceModel(kind="gemm-gpu", residual_of="log2_wave_roofline_ms", regressor=LogTargetXGBRegressor(
+            n_estimators=100 if budget.smoke else 800, max_depth=6, learning_rate=0.05, n_jobs=THREADS))
+
+    per_model, results = {}, []
+    for model_name in sorted(table["workload.model"].unique()):
+        held = (table["workload.model"] == model_name).to_numpy()
+        result = fit_score(make(), table[~held], table[held])
+        results.append(result)
+        per_model[model_name] = public(result)
+    mapes = [r["mape_pct"] for r in per_model.values()]
+    out = with_target("vidur_lomo", {"pooled": pooled(results), "per_held_out_model": per_model,
+                                     "mape_pct_range": [round(min(mapes), 3), round(max(mapes), 3)]}, mapes)
+    out.update({"model": "XGBoost on GPU-GEMM features, residual over the wave roofline (A100 + A40 rows)",
+                "gpperf": gpperf(make(), table, kind="gemm-gpu")})
+    return out
+
+
+MLENERGY_TARGETS = {"power_w": "log2_num_gpus", "metric.energy_per_token_j": "log2_gpu_seconds_per_token",
+                    "metric.itl_p50_ms": "log2_roofline_ms"}
+
+
+def mlenergy_lomo(tables, budget: Budget) -> dict[str, Any]:
+    table = tables["mlenergy"]
+    models = table["workload.model"]
+    # Blended rather than chosen per fold: a nested leave-one-model-out selection costs
+    # (29 models)^2 fits per target; the blend of two unlike learners is as good as the better.
+    reg = BlendRegressor([
+        ("xgb", LogTargetXGBRegressor(n_estimators=300, max_depth=3, learning_rate=0.05, n_jobs=1)),
+        ("forest", LogTargetForestRegressor(n_estimators=100 if budget.smoke else 300, min_samples_leaf=2,
+                                            n_jobs=1))])
+    names = sorted(models.unique())[:4] if budget.smoke else sorted(models.unique())
+    out_targets: dict[str, Any] = {}
+    for target, offset in MLENERGY_TARGETS.items():
+        model = PerformanceModel(kind="serving", regressor=reg, target=target, residual_of=offset)
+        held_results = []
+        for model_name in names:
+            held = (models == model_name).to_numpy()
+            held_results.append(fit_score(model, table[~held], table[held], target))
+        out_targets[target] = {"pooled": pooled(held_results), "offset": offset,
+                               "mape_pct_per_held_out_model": {m: round(r["mape_pct"], 3)
+                                                               for m, r in zip(names, held_results, strict=True)},
+                               "fit_s": round(sum(r["fit_s"] for r in held_results), 2)}
+    worst = [v["pooled"]["mape_pct"] for v in out_targets.values()]
+    out = with_target("mlenergy_lomo", {"targets": out_targets}, worst)
+    # GPPerf's random row split, all three targets from one MultiTargetModel.
+    tr, te = random_split(table, test_size=TEST_SIZE, seed=SEED)
+    multi = MultiTargetModel(kind="serving", targets=tuple(MLENERGY_TARGETS), regressor=reg,
+                             residual_of=MLENERGY_TARGETS).fit(table.iloc[tr])
+    pred = multi.predict(table.iloc[te])
+    random_rows = {}
+    for target in MLENERGY_TARGETS:
+        rel = np.abs(pred[target].to_numpy() - table.iloc[te][target].to_numpy(float)) / table.iloc[te][
+            target].to_numpy(float)
+        random_rows[target] = {"mean_rel_err": round(float(rel.mean()), 5), "median_rel_err": round(float(
+            np.median(rel)), 5)}
+    out.update({"model": "per target: blend of XGBoost and ExtraTrees on log target over serving features, "
+                         "residual over the target's analytic offset", "rows": len(table),
+                "models": int(models.nunique()), "gpperf": {"ours_multi_target": random_rows}})
+    return out
+
+
+INTERVAL_COVERAGES = (0.5, 0.8, 0.9)
+
+
+def _band_scores(model: PerformanceModel, train: pd.DataFrame, test: pd.DataFrame) -> dict[str, Any]:
+    """Fit on train; each nominal coverage's band on the test rows (kept for pooling)."""
+    fitted = clone(model).fit(train)
+    bands = {c: fitted.predict_interval(test, coverage=c) for c in INTERVAL_COVERAGES}
+    return {"_true": test["runtime_ms"].to_numpy(float), "_bands": bands}
+
+
+def _coverage_report(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    y = np.concatenate([p["_true"] for p in parts])
+    out = {}
+    for c in INTERVAL_COVERAGES:
+        lo = np.concatenate([p["_bands"][c]["lower"].to_numpy() for p in parts])
+        hi = np.concatenate([p["_bands"][c]["upper"].to_numpy() for p in parts])
+        out[f"{c:.0%}"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in
+                           interval_coverage(y, lo, hi).items()}
+    return out
+
+
+def intervals(tables, budget: Budget) -> dict[str, Any]:
+    """Measured coverage of the predictive intervals ("xgb-quantile": quantile XGBoost with a
+    conformal correction from a calibration slice of the training rows) on held-out rows."""
+    def model(kind: str, residual_of: str) -> PerformanceModel:
+        return PerformanceModel(kind=kind, residual_of=residual_of, regressor=QuantileXGBRegressor(
+            n_estimators=100 if budget.smoke else 400, n_jobs=THREADS))
+
+    out: dict[str, Any] = {}
+    parts = []
+    for gpu in sorted(tables["kt_gemm"]["hardware_id"].unique()):
+        sub = tables["kt_gemm"][tables["kt_gemm"]["hardware_id"] == gpu].reset_index(drop=True)
+        if budget.smoke:
+            sub = sub.sample(min(len(sub), 2000), random_state=SEED).reset_index(drop=True)
+        tr, te = random_split(sub, test_size=TEST_SIZE, seed=SEED)
+        parts.append(_band_scores(model("kernel", "log2_roofline_ms"), sub.iloc[tr], sub.iloc[te]))
+    out["kt_gemm_random_80_20"] = _coverage_report(parts)
+    table = tables["vidur"]
+    if budget.smoke:
+        table = table.sample(min(len(table), 2000), random_state=SEED).reset_index(drop=True)
+    parts = []
+    for name in sorted(table["workload.model"].unique()):
+        held = (table["workload.model"] == name).to_numpy()
+        parts.append(_band_scores(model("gemm-gpu", "log2_wave_roofline_ms"), table[~held], table[held]))
+    out["vidur_leave_one_model_out"] = _coverage_report(parts)
+    table = tables["neusight"]
+    if budget.smoke:
+        table = table.groupby("hardware_id", group_keys=False).sample(800, random_state=SEED).reset_index(drop=True)
+    parts = []
+    for gpu in sorted(table["hardware_id"].unique()):
+        held = (table["hardware_id"] == gpu).to_numpy()
+        # 20k training rows per fold keep this under a minute; coverage, not accuracy, is measured here.
+        train = table[~held].sample(min(int((~held).sum()), 20_000), random_state=SEED)
+        parts.append(_band_scores(model("gemm-gpu", "log2_wave_roofline_ms"), train, table[held]))
+    out["neusight_leave_one_gpu_out"] = _coverage_report(parts)
+    return {"model": "xgb-quantile (levels 0.05..0.95, CQR on 20% of the training rows)",
+            "coverage": out,
+            "note": "coverage is the share of held-out rows inside the band; a random split is exchangeable, so "
+                    "conformal bands hold their nominal coverage there; held-out models/GPUs are a shift they "
+                    "do not promise to survive"}
+
+
+PROTOCOLS: dict[str, Callable[[dict[str, pd.DataFrame], Budget], dict[str, Any]]] = {
+    "uci_random": uci_random,
+    "uci_2000": uci_2000,
+    "kt_gemm": kt_gemm,
+    "kt_convolution": kt_convolution,
+    "neusight_logo": neusight_logo,
+    "vidur_lomo": vidur_lomo,
+    "mlenergy_lomo": mlenergy_lomo,
+    "intervals": intervals,
+}
+
+
+def summary_table(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for name, res in results.items():
+        if "error" in res:
+            rows.append({"protocol": name, "error": res["error"]})
+            continue
+        if "coverage" in res:  # intervals: no MAPE target, the measured coverage per nominal level
+            rows.append({"protocol": name, "coverage": {case: {level: v["coverage"] for level, v in levels.items()}
+                                                        for case, levels in res["coverage"].items()}})
+            continue
+        if "per_gpu" in res:
+            ours = res["mape_pct_range"]
+        elif "per_held_out_gpu" in res:
+            ours = {gpu: {op: v["mape_pct"] for op, v in r["per_op"].items()} for gpu, r in res[
+                "per_held_out_gpu"].items()}
+        elif "targets" in res:
+            ours = {t: v["pooled"]["mape_pct"] for t, v in res["targets"].items()}
+        elif "pooled" in res:
+            ours = {"pooled": res["pooled"]["mape_pct"], "per_model_range": res["mape_pct_range"]}
+        else:
+            ours = res["mape_pct"]
+        rows.append({"protocol": name, "ours_mape_pct": ours, "anchor": res["anchor"],
+                     "target_mape_pct": res["target_mape_pct"], "met": res["met"]})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="small slices of every dataset (under a minute)")
+    parser.add_argument("--only", default="", help="comma-separated protocols (default: all)")
+    parser.add_argument("--output", default="", help="write the JSON here instead of benchmarks/results/")
+    args = parser.parse_args(argv)
+    chosen = [p for p in args.only.split(",") if p] or list(PROTOCOLS)
+    unknown = sorted(set(chosen) - set(PROTOCOLS))
+    if unknown:
+        parser.error(f"unknown protocol(s) {unknown}; known: {', '.join(PROTOCOLS)}")
+    budget = Budget(args.smoke)
+    start = time.perf_counter()
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="perfpred-accuracy-") as scratch:
+        t0 = time.perf_counter()
+        tables = import_tables(datasets_dir(), args.smoke, Path(scratch))
+        import_s = time.perf_counter() - t0
+        imports = tables.pop("_imports").to_dict(orient="index")
+        for name in chosen:
+            t0 = time.perf_counter()
+            results[name] = PROTOCOLS[name](tables, budget)
+            results[name]["wall_s"] = round(time.perf_counter() - t0, 1)
+            print(f"{name}: {json.dumps(summary_table({name: results[name]})[0])} ({results[name]['wall_s']} s)",
+                  flush=True)
+    wall_s = round(time.perf_counter() - start, 1)
+    name = "accuracy_smoke" if args.smoke else "accuracy"
+    previous = RESULTS_DIR / f"{name}.json"
+    if args.only and not args.output and previous.exists():
+        # A partial re-run updates its protocols in the full result and keeps the others.
+        old = json.loads(previous.read_text())
+        results = {**{k: v for k, v in old["protocols"].items() if k in PROTOCOLS}, **results}
+        results = {k: results[k] for k in PROTOCOLS if k in results}
+    payload = {"smoke": args.smoke, "seed": SEED, "threads": THREADS, "machine": platform.machine(),
+               "cpu_count": os.cpu_count(), "import_s": round(import_s, 1), "imports": imports,
+               "summary": summary_table(results), "protocols": results,
+               "wall_s": wall_s,
+               "wall_s_all_protocols": round(import_s + sum(r.get("wall_s", 0.0) for r in results.values()), 1),
+               "rerun": chosen if args.only else "all"}
+    if args.output:
+        path = Path(args.output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"benchmark": "accuracy", "python": platform.python_version(), **payload},
+                                   indent=2, default=float) + "\n")
+    else:
+        path = write_result(name, payload)
+    print(f"wrote {path} in {payload['wall_s']} s", flush=True)
+    return payload
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Features of serving configurations (``kind="serving"``): model, parallelism, batch, GPU.
+
+Pure functions of the row (no I/O, no fitted state). Inputs are what a user chooses or knows
+before launching: the model's size (``workload.total_params_b``, ``activated_params_b``),
+its weight precision, the task, and the engine config (``config.max_num_seqs``,
+``tensor_parallel``, ``expert_parallel``, ``data_parallel``, ``num_gpus``; diffusion:
+``batch_size``, ``inference_steps``, image/video size). Measured outcomes (batch size
+reached, output lengths, throughput) are never features.
+
+``log2_roofline_ms`` is the decode step's analytic bound: each GPU of a replica streams its
+share of the weights the batch touches from DRAM once per step (the activated ones; for a
+mixture of experts up to activated x batch, at most all), and computes 2 x activated params
+x ``max_num_seqs`` FLOPs; the slower of the two bounds the inter-token latency.
+``log2_gpu_seconds_per_token`` (GPUs x step time / sequences) bounds the energy per token up
+to the power per GPU, and ``log2_num_gpus`` is the natural offset of total power.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import numpy as np
+import pandas as pd
+
+from perfpred.features._kernel import hardware_features
+
+# Bytes per weight by the precision names serving engines use.
+PRECISION_BYTES = {"float32": 4.0, "fp32": 4.0, "bfloat16": 2.0, "bf16": 2.0, "float16": 2.0, "fp16": 2.0,
+                   "half": 2.0, "fp8": 1.0, "float8": 1.0, "int8": 1.0, "w8a8": 1.0, "int4": 0.5, "w4a16": 0.5,
+                   "nvfp4": 0.5, "mxfp4": 0.5}
+# The peak_gflops key used for each weight precision (fp8 runs on the fp16 tensor-core path at
+# worst, which is the conservative bound).
+PRECISION_DTYPE = {"float32": "fp32", "fp32": "fp32", "bfloat16": "bf16", "bf16": "bf16", "float16": "fp16",
+                   "fp16": "fp16", "half": "fp16"}
+
+LOG_COLUMNS = ("workload.total_params_b", "workload.activated_params_b", "config.max_num_seqs",
+               "config.tensor_parallel", "config.expert_parallel", "config.data_parallel", "config.num_gpus",
+               "config.batch_size", "config.ulysses_degree", "config.ring_degree", "workload.inference_steps",
+               "workload.image_height", "workload.image_width", "workload.video_height", "workload.video_width",
+               "workload.num_frames", "workload.fps")
+CODE_COLUMNS = ("workload.task", "workload.architecture", "workload.precision")
+
+
+def _num(df: pd.DataFrame, col: str, default: float = np.nan) -> np.ndarray:
+    if col not in df:
+        return np.full(len(df), default)
+    return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
+
+
+def _code(values: pd.Series) -> np.ndarray:
+    """A stable number for a text value (crc32), NaN where missing."""
+    return values.map(lambda v: np.nan if pd.isna(v) else float(zlib.crc32(str(v).encode()) % 1_000_003)).to_numpy(
+        dtype=float)
+
+
+def _log2(x: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x > 0, np.log2(np.where(x > 0, x, 1.0)), np.nan)
+
+
+def _memory_gib(df: pd.DataFrame) -> np.ndarray:
+    out = np.full(len(df), np.nan)
+    if "hardware_json" not in df:
+        return out
+    for spec_json in df["hardware_json"].dropna().unique():
+        spec = json.loads(spec_json)
+        out[(df["hardware_json"] == spec_json).to_numpy()] = float(spec.get("memory_gib", np.nan))
+    return out
+
+
+def serving_features(df: pd.DataFrame) -> pd.DataFrame:
+    """Numeric features of each serving row (LLM or diffusion; missing inputs give NaN)."""
+    feats = pd.DataFrame(index=df.index)
+    for col in LOG_COLUMNS:
+        feats["log2_" + col.split(".", 1)[1]] = _log2(_num(df, col))
+    for col in CODE_COLUMNS:
+        feats["code_" + col.split(".", 1)[1]] = _code(df[col]) if col in df else np.nan
+    precision = df["workload.precision"].astype(str).str.lower() if "workload.precision" in df else pd.Series(
+        "bfloat16", index=df.index)
+    weight_bytes = precision.map(PRECISION_BYTES).astype(float).fillna(2.0).to_numpy()
+    total = _num(df, "workload.total_params_b") * 1e9
+    active = _num(df, "workload.activated_params_b") * 1e9
+    active = np.where(np.isfinite(active), active, total)
+    gpus = _num(df, "config.num_gpus", 1.0)
+    replicas = np.nan_to_num(_num(df, "config.data_parallel", 1.0), nan=1.0)
+    per_replica = np.maximum(np.nan_to_num(gpus, nan=1.0) / np.maximum(replicas, 1.0), 1.0)
+    seqs = _num(df, "config.max_num_seqs")
+    batch = np.where(np.isfinite(seqs), seqs, _num(df, "config.batch_size"))
+    feats["weight_bytes"] = weight_bytes
+    feats["is_moe"] = (active < total).astype(float)
+    feats["log2_active_fraction"] = _log2(active / total)
+    feats["log2_weight_gib_per_gpu"] = _log2(total * weight_bytes / per_replica / 2**30)
+    feats["log2_active_gib_per_gpu"] = _log2(active * weight_bytes / per_replica / 2**30)
+    feats["log2_gpus_per_replica"] = _log2(per_replica)
+    feats["log2_seqs_per_gpu"] = _log2(batch / per_replica)
+    memory = _memory_gib(df)
+    headroom = memory - total * weight_bytes / per_replica / 2**30
+    feats["kv_headroom_gib"] = headroom
+    feats["log2_kv_headroom_per_seq_gib"] = _log2(headroom / batch)
+    dtypes = precision.map(PRECISION_DTYPE).fillna("bf16")
+    hw = hardware_features(df, dtypes)
+    feats = pd.concat([feats, hw], axis=1)
+    peak = np.exp2(hw["hw_log2_peak_gflops"].to_numpy())
+    bw = np.exp2(hw["hw_log2_mem_bw_gbs"].to_numpy())
+    # A decode step of a batch reads the weights its tokens touch: all active ones, and for a
+    # mixture of experts up to (active x batch), at most every weight of the model.
+    touched = np.minimum(total, active * np.where(np.isfinite(batch), batch, 1.0))
+    memory_ms = touched * weight_bytes / per_replica / (bw * 1e6)
+    compute_ms = 2.0 * active * batch / per_replica / (peak * 1e6)
+    step_ms = np.maximum(memory_ms, compute_ms)
+    feats["log2_memory_ms"] = _log2(memory_ms)
+    feats["log2_compute_ms"] = _log2(compute_ms)
+    llm = np.isfinite(seqs)
+    feats["log2_roofline_ms"] = np.where(llm, _log2(step_ms), np.nan)
+    # Energy per token = power x step time / tokens per step; GPU-seconds per token is its bound
+    # up to the power per GPU (what a model relative to it learns).
+    feats["log2_gpu_seconds_per_token"] = np.where(llm, _log2(gpus * step_ms / 1e3 / seqs), np.nan)
+    return feats

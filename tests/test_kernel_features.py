@@ -1,0 +1,159 @@
+"""Features of tunable kernels, serving configurations and cross-GPU GEMMs: pure, documented, correct."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from perfpred.errors import InvalidInputError
+from perfpred.features._gemm_gpu import TILES, gpu_gemm_features
+from perfpred.features._kernel import ANALYTIC_WORK, DERIVED_FEATURES, hardware_features, kernel_features
+from perfpred.features._serving import serving_features
+
+GPU = {"hardware_id": "gpu-test", "peak_gflops": {"fp32": 10000.0, "fp16": 40000.0}, "mem_bw_gbs": 500.0,
+       "sm_count": 40, "l2_cache_kib": 4096, "memory_gib": 16.0}
+XGEMM = {"MWG": 64, "NWG": 32, "KWG": 32, "MDIMC": 16, "NDIMC": 8, "MDIMA": 16, "NDIMB": 8, "KWI": 2,
+         "VWM": 2, "VWN": 4, "STRM": 0, "STRN": 1, "SA": 1, "SB": 0}
+
+
+def rows(configs: list[dict], workload: dict | None = None, hardware: dict | None = GPU) -> pd.DataFrame:
+    out = []
+    for cfg in configs:
+        row = {f"config.{k}": v for k, v in cfg.items()}
+        row.update({f"workload.{k}": v for k, v in (workload or {}).items()})
+        if hardware is not None:
+            row["hardware_json"] = json.dumps(hardware, sort_keys=True)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def test_xgemm_derived_features_follow_their_rules():
+    f = kernel_features(rows([XGEMM], {"problem_size_x": 4096, "problem_size_y": 4096})).iloc[0]
+    assert f["p_MWG"] == 64 and f["log2_p_MWG"] == 6
+    assert f["d_wg_threads"] == 16 * 8
+    assert f["d_tile_area"] == 64 * 32
+    assert f["d_mwi"] == 4 and f["d_nwi"] == 4 and f["d_work_per_thread"] == 16
+    assert f["d_kdima"] == 16 * 8 / 16 and f["d_kdimb"] == 16 * 8 / 8
+    assert f["d_local_mem_bytes"] == (1 * 64 + 0 * 32) * 32 * 4  # SA caches A only, fp32
+    assert f["d_m_vector_ops"] == 64 / (16 * 2)
+    assert f["d_gemm_workgroups"] == (4096 / 64) * (4096 / 32)
+    assert f["d_waves"] == pytest.approx(f["d_gemm_workgroups"] / 40)
+    assert f["log2_d_tile_area"] == pytest.approx(np.log2(64 * 32))
+    # Square problem from problem_size only: 2 n^3 FLOPs at 10 TFLOP/s is compute bound.
+    assert f["log2_roofline_ms"] == pytest.approx(np.log2(2 * 4096**3 / (10000 * 1e6)))
+
+
+def test_convolution_rules_and_roofline():
+    cfg = {"block_size_x": 48, "block_size_y": 4, "tile_size_x": 2, "tile_size_y": 3, "use_shmem": 1,
+           "read_only": 0, "filter_width": 15, "filter_height": 15}
+    f = kernel_features(rows([cfg], {"problem_size_x": 4096, "problem_size_y": 4096})).iloc[0]
+    assert f["d_block_threads"] == 192
+    assert f["d_warp_efficiency"] == 1.0  # 192 threads = 6 full warps
+    assert f["d_x_coalescing"] == pytest.approx(48 / 64)
+    assert f["d_out_tile_area"] == 96 * 12
+    assert f["d_shared_mem_bytes"] == (96 + 14) * (12 + 14) * 4
+    assert f["d_halo_ratio"] == pytest.approx((96 + 14) * (12 + 14) / (96 * 12))
+    assert f["d_grid_blocks"] == np.ceil(4096 / 96) * np.ceil(4096 / 12)
+    flop = 2.0 * 4096 * 4096 * 15 * 15
+    nbytes = 4.0 * ((4096 + 14) ** 2 + 4096**2)
+    assert f["log2_roofline_ms"] == pytest.approx(np.log2(max(flop / 1e10, nbytes / 5e8)))
+    assert "d_tile_area" not in f  # GEMM rules need GEMM parameters
+
+
+def test_rules_table_is_documented_and_names_are_unique():
+    names = [r.name for r in DERIVED_FEATURES]
+    assert len(names) == len(set(names))
+    assert all(r.doc and r.needs for r in DERIVED_FEATURES)
+    assert all(w.doc and w.needs for w in ANALYTIC_WORK)
+
+
+def test_features_are_pure_per_row():
+    configs = [XGEMM, {**XGEMM, "MWG": 128, "SA": 0}, {**XGEMM, "VWN": 1}]
+    df = rows(configs, {"problem_size_x": 2048})
+    whole = kernel_features(df)
+    for i in range(len(df)):
+        alone = kernel_features(df.iloc[[i]])
+        pd.testing.assert_frame_equal(whole.iloc[[i]], alone)
+
+
+def test_any_config_columns_become_features_text_and_bools_too():
+    df = rows([{"unroll": 4, "layout": "row", "fast_math": True}, {"unroll": 0, "layout": "col", "fast_math": False}],
+              hardware=None)
+    f = kernel_features(df)
+    assert list(f["p_unroll"]) == [4, 0]
+    assert list(f["log2_p_unroll"]) == [2, -1]
+    assert list(f["p_fast_math"]) == [1, 0]
+    assert f["p_layout"].nunique() == 2 and f["p_layout"].notna().all()
+    assert f["log2_roofline_ms"].isna().all()  # unknown kernel, no hardware: fit the time directly
+    assert f["hw_log2_peak_gflops"].isna().all()
+    # Stable codes: the same text gives the same number in another call.
+    assert kernel_features(df.iloc[[1]])["p_layout"].iloc[0] == f["p_layout"].iloc[1]
+
+
+def test_hardware_features_and_precision():
+    df = rows([{**XGEMM, "PRECISION": 16}, {**XGEMM, "PRECISION": 32}], {"problem_size_x": 1024})
+    f = kernel_features(df)
+    assert list(f["hw_log2_peak_gflops"]) == pytest.approx([np.log2(40000), np.log2(10000)])
+    assert list(f["element_bytes"]) == [2, 4]
+    assert f["hw_sm_count"].iloc[0] == 40
+    assert f["hw_log2_l2_kib"].iloc[0] == pytest.approx(12)
+    assert f["hw_log2_flop_per_byte"].iloc[1] == pytest.approx(np.log2(10000 / 500))
+
+
+def test_errors_are_one_line_invalid_input():
+    with pytest.raises(InvalidInputError, match="config"):
+        kernel_features(pd.DataFrame({"workload.m": [1]}))
+    bad = rows([XGEMM])
+    bad["hardware_json"] = "{not json"
+    with pytest.raises(InvalidInputError, match="hardware_json"):
+        kernel_features(bad)
+    with pytest.raises(InvalidInputError, match="dtype"):
+        kernel_features(rows([XGEMM], {"dtype": "int3"}))
+    assert hardware_features(pd.DataFrame({"x": [1]})).isna().all().all()
+
+
+def test_featurizers_are_registered():
+    from perfpred.models import FEATURIZERS
+
+    assert FEATURIZERS["kernel"] is kernel_features
+    assert FEATURIZERS["serving"] is serving_features
+    assert FEATURIZERS["gemm-gpu"] is gpu_gemm_features
+
+
+def test_serving_features_offsets_and_no_outcomes():
+    hw = {"hardware_id": "gpu-h", "peak_gflops": {"bf16": 989000.0, "fp32": 67000.0}, "mem_bw_gbs": 3350.0,
+          "sm_count": 132, "memory_gib": 80.0}
+    df = pd.DataFrame({
+        "workload.model": ["a", "b"], "workload.task": ["chat", "chat"], "workload.precision": ["bfloat16", "fp8"],
+        "workload.total_params_b": [8.0, 235.0], "workload.activated_params_b": [8.0, 22.0],
+        "config.max_num_seqs": [64, 8], "config.tensor_parallel": [1, 1], "config.expert_parallel": [1, 8],
+        "config.data_parallel": [1, 1], "config.num_gpus": [1, 8], "metric.avg_batch_size": [60.0, 7.0],
+        "hardware_json": [json.dumps(hw)] * 2})
+    f = serving_features(df)
+    assert not any("avg_batch" in c for c in f.columns)
+    assert list(f["log2_num_gpus"]) == [0, 3]
+    assert list(f["is_moe"]) == [0, 1]
+    # Dense 8B bf16 on one GPU: 16 GB of weights per step at 3.35 TB/s bounds the step.
+    step_ms = max(8e9 * 2 / 3350e6, 2 * 8e9 * 64 / 989000e6)
+    assert f["log2_roofline_ms"].iloc[0] == pytest.approx(np.log2(step_ms))
+    assert f["log2_gpu_seconds_per_token"].iloc[0] == pytest.approx(np.log2(step_ms / 1e3 / 64))
+    # MoE: 8 sequences touch at most 8 x 22B of the 235B weights, fp8, over 8 GPUs.
+    moe_ms = 8 * 22e9 * 1 / 8 / 3350e6
+    assert f["log2_memory_ms"].iloc[1] == pytest.approx(np.log2(moe_ms))
+
+
+def test_gpu_gemm_features_waves_and_bound(synthetic_gemm_table):
+    df = pd.DataFrame({"workload.b": [1, 1], "workload.m": [4096, 100], "workload.n": [4096, 100],
+                       "workload.k": [4096, 100], "workload.dtype": ["fp32", "fp32"],
+                       "hardware_json": [json.dumps(GPU)] * 2})
+    f = gpu_gemm_features(df)
+    tiles = np.ceil(4096 / 128) ** 2
+    assert f["log2_waves_128x128"].iloc[0] == pytest.approx(np.log2(tiles / 40))
+    assert f["wave_eff_128x128"].iloc[0] == pytest.approx((tiles / 40) / np.ceil(tiles / 40))
+    assert len([c for c in f.columns if c.startswith("log2_waves_")]) == len(TILES)
+    # The wave-quantised bound is never below the plain roofline.
+    assert (f["log2_wave_roofline_ms"] >= f["log2_roofline_ms"] - 1e-9).all()
+    assert f["log2_wave_roofline_ms"].iloc[1] == pytest.approx(np.log2(0.005))  # tiny GEMM: launch floor

@@ -1,0 +1,100 @@
+"""Predictive intervals: shape, ordering, calibration on held-out rows, and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from perfpred.errors import InvalidInputError
+from perfpred.models import (
+    EnsembleIntervalRegressor,
+    LogTargetXGBRegressor,
+    QuantileXGBRegressor,
+    UncertainPerformanceModel,
+    evaluate_intervals,
+    interval_coverage,
+)
+
+
+def noisy_problem(n: int, seed: int):
+    """log y = f(x) + noise whose spread grows with x[:, 1] (heteroscedastic)."""
+    r = np.random.default_rng(seed)
+    X = r.uniform(0, 1, size=(n, 3))
+    sigma = 0.05 + 0.3 * X[:, 1]
+    y = np.exp(2 * X[:, 0] + sigma * r.normal(size=n))
+    return X, y, sigma
+
+
+def test_quantile_intervals_are_ordered_and_calibrated_on_held_out_rows():
+    X, y, _ = noisy_problem(2500, 0)
+    Xt, yt, sigma = noisy_problem(2000, 1)
+    model = QuantileXGBRegressor(n_estimators=150, max_depth=3, n_jobs=1).fit(X, y)
+    band = model.predict_interval(Xt, coverage=0.9)
+    assert list(band.columns) == ["lower", "median", "upper"]
+    assert (band["lower"] <= band["median"]).all() and (band["median"] <= band["upper"]).all()
+    cov = interval_coverage(yt, band["lower"], band["upper"])
+    assert 0.85 <= cov["coverage"] <= 0.95
+    # Heteroscedastic: bands are wider where the noise is larger.
+    width = np.log(band["upper"] / band["lower"])
+    assert width[sigma > 0.25].mean() > 1.5 * width[sigma < 0.1].mean()
+    # A narrower nominal coverage gives narrower bands, and its coverage follows.
+    band50 = model.predict_interval(Xt, coverage=0.5)
+    assert (np.log(band50["upper"] / band50["lower"]) <= width + 1e-9).all()
+    assert 0.42 <= interval_coverage(yt, band50["lower"], band50["upper"])["coverage"] <= 0.58
+    np.testing.assert_allclose(model.predict(Xt), band["median"], rtol=1e-6)
+
+
+def test_quantile_rules():
+    X, y, _ = noisy_problem(100, 0)
+    with pytest.raises(NotFittedError):
+        QuantileXGBRegressor().predict_interval(X)
+    with pytest.raises(InvalidInputError, match="quantiles"):
+        QuantileXGBRegressor(quantiles=(0.1, 0.9)).fit(X, y)
+    model = QuantileXGBRegressor(quantiles=(0.1, 0.5, 0.9), n_estimators=10, calibration_fraction=0.0).fit(X, y)
+    with pytest.raises(InvalidInputError, match="wider `quantiles`"):
+        model.predict_interval(X, coverage=0.95)
+    with pytest.raises(InvalidInputError, match="coverage"):
+        model.predict_interval(X, coverage=1.0)
+    assert model.predict_interval(X, coverage=0.8).shape == (100, 3)
+
+
+def test_ensemble_intervals_cover_held_out_rows():
+    X, y, _ = noisy_problem(1500, 2)
+    Xt, yt, _ = noisy_problem(1000, 3)
+    base = LogTargetXGBRegressor(n_estimators=60, max_depth=3, n_jobs=1)
+    model = EnsembleIntervalRegressor(base=base, n_members=4).fit(X, y)
+    assert len(model.members_) == 4
+    assert len({m.random_state for m in model.members_}) == 4
+    band = model.predict_interval(Xt, coverage=0.8)
+    assert (band["lower"] <= band["median"]).all() and (band["median"] <= band["upper"]).all()
+    assert 0.72 <= interval_coverage(yt, band["lower"], band["upper"])["coverage"] <= 0.88
+    with pytest.raises(InvalidInputError, match="n_members"):
+        EnsembleIntervalRegressor(n_members=1).fit(X, y)
+
+
+def test_uncertain_performance_model_on_measurements(gemm_table_factory):
+    train = gemm_table_factory(600, seed=1)
+    test = gemm_table_factory(300, seed=2)
+    model = UncertainPerformanceModel(kind="gemm", regressor=QuantileXGBRegressor(n_estimators=100, n_jobs=1))
+    fitted = clone(model).fit(train)
+    band = fitted.predict_interval(test.set_index(test.index + 1000), coverage=0.9)
+    assert list(band.index) == list(test.index + 1000)
+    assert fitted.uses_residual_  # bands are relative to the roofline, then scaled back to ms
+    np.testing.assert_allclose(band["median"].to_numpy(), fitted.predict(test), rtol=1e-6)
+    report = evaluate_intervals(model, train, test, coverage=0.9)
+    assert report["nominal"] == 0.9 and 0.8 <= report["coverage"] <= 0.98
+    with pytest.raises(InvalidInputError, match="predict_interval"):
+        UncertainPerformanceModel(kind="gemm", regressor=LogTargetXGBRegressor(n_estimators=5)).fit(train)
+
+
+def test_interval_coverage_by_hand():
+    out = interval_coverage([1.0, 2.0, 3.0, 4.0], [0.5, 2.5, 2.0, 1.0], [1.5, 3.0, 3.5, 2.0])
+    assert out["coverage"] == 0.5 and out["below"] == 0.25 and out["above"] == 0.25 and out["n"] == 4
+    with pytest.raises(InvalidInputError, match="lower <= upper"):
+        interval_coverage([1.0], [2.0], [1.0])
+    with pytest.raises(InvalidInputError, match="equal"):
+        interval_coverage([1.0, 2.0], [1.0], [2.0])
+    assert isinstance(pd.Series([1.0]), pd.Series)

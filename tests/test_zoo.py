@@ -1,0 +1,222 @@
+"""The model zoo: scikit-learn contract, log targets, seeds, leak-free statistics, multi-target."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from perfpred.errors import InvalidInputError
+from perfpred.models import (
+    REGRESSORS,
+    BlendRegressor,
+    GridNeighbourRegressor,
+    LogTargetForestRegressor,
+    LogTargetHGBRegressor,
+    LogTargetXGBRegressor,
+    MultiTargetModel,
+    PerformanceModel,
+    TorchMLPRegressor,
+    mape,
+)
+
+rng = np.random.default_rng(0)
+
+
+def smooth_problem(n: int = 400, seed: int = 0):
+    r = np.random.default_rng(seed)
+    X = r.uniform(-1, 1, size=(n, 4))
+    y = np.exp(1.5 * X[:, 0] - X[:, 1] ** 2 + 0.5 * X[:, 0] * X[:, 2] + 0.02 * r.normal(size=n))
+    return X, y
+
+
+def tiny_mlp(**kw) -> TorchMLPRegressor:
+    return TorchMLPRegressor(**{"hidden_layer_sizes": (32, 32), "max_epochs": 60, "batch_size": 64,
+                                "n_threads": 1, **kw})
+
+
+FAST = {
+    "hgb": lambda: LogTargetHGBRegressor(max_iter=100, n_threads=1),
+    "forest": lambda: LogTargetForestRegressor(n_estimators=50, n_jobs=1),
+    "random-forest": lambda: LogTargetForestRegressor(method="random", n_estimators=50, n_jobs=1),
+    "mlp": tiny_mlp,
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAST))
+def test_regressors_fit_log_targets_and_keep_the_contract(name):
+    X, y = smooth_problem()
+    model = FAST[name]()
+    with pytest.raises(NotFittedError):
+        model.predict(X[:5])
+    assert model.__sklearn_tags__().target_tags.positive_only
+    fitted = clone(model).fit(X[:300], y[:300])
+    pred = fitted.predict(X[300:])
+    assert pred.shape == (100,) and np.all(pred > 0)
+    assert mape(y[300:], pred) < 25.0
+    assert clone(model).get_params() == model.get_params()
+    with pytest.raises(InvalidInputError, match="target > 0"):
+        clone(model).fit(X[:50], -y[:50])
+
+
+@pytest.mark.parametrize("name", sorted(FAST))
+def test_regressors_accept_missing_values(name):
+    X, y = smooth_problem(200)
+    X = X.copy()
+    X[::7, 1] = np.nan
+    X[:, 3] = np.nan  # a column that is never known
+    pred = FAST[name]().fit(X, y).predict(X)
+    assert np.all(np.isfinite(pred)) and np.all(pred > 0)
+
+
+def test_mlp_is_seeded_and_standardises_with_training_rows_only():
+    X, y = smooth_problem(300)
+    a = tiny_mlp(random_state=3, max_epochs=10).fit(X, y)
+    b = tiny_mlp(random_state=3, max_epochs=10).fit(X, y)
+    c = tiny_mlp(random_state=4, max_epochs=10).fit(X, y)
+    np.testing.assert_allclose(a.predict(X), b.predict(X))
+    assert not np.allclose(a.predict(X), c.predict(X))
+    # Statistics come from the fit rows (the validation slice excluded), never from predict inputs.
+    order = np.random.RandomState(3).permutation(300)
+    fit_rows = order[round(300 * a.validation_fraction):]
+    np.testing.assert_allclose(a.mean_, X[fit_rows].mean(axis=0))
+    mean_before = a.mean_.copy()
+    a.predict(X + 100.0)
+    np.testing.assert_array_equal(a.mean_, mean_before)
+    assert 1 <= a.n_epochs_ <= 10 and len(a.history_) == a.n_epochs_
+
+
+def test_mlp_early_stopping_keeps_the_best_epoch():
+    X, y = smooth_problem(300)
+    model = tiny_mlp(max_epochs=200, patience=3, learning_rate=0.05, random_state=1).fit(X, y)
+    assert model.n_epochs_ < 200
+    assert model.n_epochs_ - 1 - int(np.argmin(model.history_)) == 3  # stopped `patience` epochs after the best
+
+
+@pytest.mark.parametrize(("params", "match"), [
+    ({"activation": "swish"}, "activation"), ({"batch_size": 0}, "batch_size"),
+    ({"validation_fraction": 1.5}, "validation_fraction"), ({"learning_rate": 0}, "learning_rate"),
+])
+def test_mlp_rejects_bad_parameters(params, match):
+    X, y = smooth_problem(50)
+    with pytest.raises(InvalidInputError, match=match):
+        tiny_mlp(**params).fit(X, y)
+
+
+def test_forest_rejects_unknown_method():
+    X, y = smooth_problem(50)
+    with pytest.raises(InvalidInputError, match="method"):
+        LogTargetForestRegressor(method="boosted").fit(X, y)
+
+
+def grid_frame(values: dict[str, list[int]], drop: float = 0.0, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """A complete parameter grid (as kernel_features names it) with a multiplicative runtime."""
+    combos = np.array(list(itertools.product(*values.values())), dtype=float)
+    df = pd.DataFrame(combos, columns=[f"p_{k}" for k in values])
+    r = np.random.default_rng(seed)
+    ly = (np.log(df["p_A"]) - 0.5 * np.log(df["p_B"]) + 0.3 * (df["p_C"] == 2) + 0.4 * np.log(df["p_A"])
+          * (df["p_D"] == 1))
+    y = np.exp(ly.to_numpy() + 0.01 * r.normal(size=len(df)))
+    keep = r.random(len(df)) >= drop
+    return df[keep].reset_index(drop=True), y[keep]
+
+
+def test_grid_neighbours_help_on_a_dense_grid():
+    df, y = grid_frame({"A": [1, 2, 4, 8, 16], "B": [1, 2, 4, 8], "C": [1, 2, 3], "D": [0, 1], "E": [1, 2, 4]})
+    df["other"] = rng.normal(size=len(df))  # not a grid column: never part of the neighbour key
+    idx = np.random.RandomState(0).permutation(len(df))
+    tr, te = idx[: int(0.8 * len(df))], idx[int(0.8 * len(df)):]
+    base = LogTargetXGBRegressor(n_estimators=60, max_depth=3, n_jobs=1)
+    grid = GridNeighbourRegressor(base=base).fit(df.iloc[tr], y[tr])
+    plain = clone(base).fit(df.iloc[tr], y[tr])
+    assert list(grid.grid_columns_) == [0, 1, 2, 3, 4]
+    assert mape(y[te], grid.predict(df.iloc[te])) < mape(y[te], plain.predict(df.iloc[te]))
+    assert mape(y[te], grid.predict(df.iloc[te])) < 5.0
+
+
+def test_grid_neighbour_estimates_never_use_the_rows_own_target():
+    df, y = grid_frame({"A": [1, 2, 4], "B": [1, 2], "C": [1, 2], "D": [0, 1]})
+    model = GridNeighbourRegressor(base=LogTargetXGBRegressor(n_estimators=10, n_jobs=1), n_folds=2).fit(df, y)
+    codes = model._codes(df.to_numpy(float))
+    # An estimate built from the other rows only is unchanged when this row's own target changes.
+    spiked = np.log(y).copy()
+    spiked[0] += 5.0
+    others = np.arange(1, len(df))
+    est_a = model._estimates(model._tables(codes[others], np.log(y)[others]), codes[[0]])
+    est_b = model._estimates(model._tables(codes[others], spiked[others]), codes[[0]])
+    np.testing.assert_array_equal(est_a, est_b)
+    # Unseen levels at predict time get no neighbours through that parameter, and still a prediction.
+    unseen = df.iloc[[0]].copy()
+    unseen["p_A"] = 3.0
+    assert np.isfinite(model.predict(unseen)).all()
+
+
+def test_grid_neighbour_needs_grid_columns_and_one_hot_adds_levels():
+    df, y = grid_frame({"A": [1, 2, 4], "B": [1, 2, 3], "C": [1, 2], "D": [0, 1]})
+    with pytest.raises(InvalidInputError, match="grid_prefix"):
+        GridNeighbourRegressor(grid_prefix="q_").fit(df, y)
+    base = tiny_mlp(max_epochs=5)
+    model = GridNeighbourRegressor(base=base, one_hot=True, random_state=2).fit(df, y)
+    assert model.base_.random_state == 2  # the base model follows the stack's seed
+    # 4 columns + 4 estimates + spread, count, mean + one-hot of A and B (3 levels each; 2-level ones stay numeric)
+    assert model.base_.n_features_in_ == 4 + 4 + 3 + 3 + 3
+
+
+def test_blend_is_a_weighted_geometric_mean():
+    X, y = smooth_problem(200)
+    a, b = LogTargetXGBRegressor(n_estimators=30, n_jobs=1), LogTargetForestRegressor(n_estimators=20, n_jobs=1)
+    blend = BlendRegressor([("a", a), ("b", b)], weights=[3, 1], random_state=5).fit(X, y)
+    pa = clone(a).set_params(random_state=5).fit(X, y).predict(X)
+    pb = clone(b).set_params(random_state=6).fit(X, y).predict(X)
+    np.testing.assert_allclose(blend.predict(X), pa**0.75 * pb**0.25, rtol=1e-6)
+    with pytest.raises(InvalidInputError, match="weights"):
+        BlendRegressor([("a", a)], weights=[1, 2]).fit(X, y)
+    with pytest.raises(InvalidInputError, match="estimators"):
+        BlendRegressor([]).fit(X, y)
+
+
+def test_registry_names_and_residual_mode(synthetic_gemm_table):
+    for name in ("hgb", "forest", "mlp", "grid-xgb", "xgb-quantile", "xgb-ensemble"):
+        assert name in REGRESSORS
+    model = PerformanceModel(kind="gemm", regressor=LogTargetHGBRegressor(max_iter=50, n_threads=1))
+    model.fit(synthetic_gemm_table)
+    assert model.uses_residual_  # positive_only tag -> relative to the roofline
+    assert np.all(model.predict(synthetic_gemm_table.head(5)) > 0)
+
+
+def test_multi_target_model_fits_each_target_where_known(synthetic_gemm_table):
+    df = synthetic_gemm_table.copy()
+    df["power_w"] = 50.0 + 10.0 * np.log1p(df["runtime_ms"])
+    df.loc[df.index[::3], "power_w"] = np.nan  # power not recorded for a third of the rows
+    reg = LogTargetXGBRegressor(n_estimators=50, n_jobs=1)
+    model = MultiTargetModel(kind="gemm", targets=("runtime_ms", "power_w"), regressor=reg,
+                             residual_of={"power_w": None}).fit(df)
+    assert model.n_train_ == {"runtime_ms": len(df), "power_w": len(df) - len(df.index[::3])}
+    pred = model.predict(df.head(7))
+    assert list(pred.columns) == ["runtime_ms", "power_w"] and list(pred.index) == list(df.head(7).index)
+    assert (pred > 0).all().all()
+    assert model.models_["runtime_ms"].uses_residual_ and not model.models_["power_w"].uses_residual_
+    with pytest.raises(InvalidInputError, match="not in the table"):
+        MultiTargetModel(targets=("energy_j_missing",)).fit(df)
+    with pytest.raises(InvalidInputError, match="distinct"):
+        MultiTargetModel(targets=("runtime_ms", "runtime_ms")).fit(df)
+
+
+def test_kernel_models_span_hardware_through_spec_features():
+    """One model over two synthetic GPUs: the spec features tell them apart."""
+    rows = []
+    for gpu, peak in (("gpu-a", 10000.0), ("gpu-b", 20000.0)):
+        spec = json.dumps({"hardware_id": gpu, "peak_gflops": {"fp32": peak}, "mem_bw_gbs": 500.0, "sm_count": 40})
+        for mwg, nwg, mdimc in itertools.product([16, 32, 64, 128], [16, 32, 64, 128], [8, 16]):
+            runtime = 1e4 / peak * (1 + 8 / mwg) * (1 + 8 / nwg) * (1.2 if mdimc == 8 else 1.0)
+            rows.append({"config.MWG": mwg, "config.NWG": nwg, "config.MDIMC": mdimc, "config.NDIMC": 8,
+                         "workload.problem_size_x": 1024, "hardware_json": spec, "runtime_ms": runtime})
+    df = pd.DataFrame(rows)
+    model = PerformanceModel(kind="kernel", regressor=LogTargetXGBRegressor(n_estimators=200, n_jobs=1)).fit(df)
+    assert model.uses_residual_
+    assert mape(df["runtime_ms"], model.predict(df)) < 3.0
