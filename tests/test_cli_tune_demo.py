@@ -71,6 +71,9 @@ def test_demo_quick_runs_the_whole_loop(tmp_path):
     strategies = [row["strategy"] for row in summary["comparison"]]
     assert strategies == ["default", "perfpred", "random search"]
     assert summary["hardware_evaluations"] == 12
+    finalists = {row["strategy"] for row in summary["retimed_finalists"]}
+    assert finalists == {"default", "perfpred", "random search"}
+    assert 3 < len(summary["retimed_finalists"]) <= 7  # the default plus up to 3 per strategy
     for row in summary["comparison"]:
         assert row["status"] == "ok" and row["confirmed_ms"] > 0
     stored = MeasurementStore(out / "store").load()

@@ -3,9 +3,10 @@
 Compile-and-time the shipped blocked SGEMM (C, Kernel Tuner engine) on this CPU: the tuner
 measures a space-filling starting set, fits its predictor, and spends the rest of its
 hardware budget on the configs it predicts are fastest; random search gets the same
-budget in the same run. The default config, perfpred's best and random search's best are
-then re-timed together (median of >= 5 runs each) so the final comparison is fair, and
-the predictor's error on the configs it chose is reported.
+budget in the same run. The default config and each strategy's three fastest first-pass
+configs are then re-timed together (median of >= 7 runs each) and each strategy answers with
+its fastest re-timed config, so the final comparison is fair and not a lucky first pass; the
+predictor's error on the configs it chose is reported.
 """
 
 from __future__ import annotations
@@ -33,6 +34,23 @@ DEFAULT_CONFIGS: dict[str, dict[str, Any]] = {
     "matmul_triton": {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 4, "num_stages": 2},
 }
 CONFIRM_POLICY = TimingPolicy(warmup_runs=2, min_runs=7, max_runs=30, max_time_s=3.0, target_rel_ci=0.02)
+# On a shared machine a first-pass timing can be lucky (a probe here saw 10% spread among the
+# top-10 configs and the winner change between passes), so each strategy's few fastest configs
+# are re-timed together and the fastest re-timed median is its answer. Both strategies get this.
+FINALISTS_PER_STRATEGY = 3
+
+
+def _fastest(rows: list[dict[str, Any]], names: list[str], k: int) -> list[dict[str, Any]]:
+    """The k fastest distinct ok configs of a strategy's first-pass measurements."""
+    ok = sorted((r for r in rows if r.get("value") is not None and np.isfinite(r["value"])), key=lambda r: r["value"])
+    picked: list[dict[str, Any]] = []
+    for r in ok:
+        config = {n: (r[n].item() if hasattr(r[n], "item") else r[n]) for n in names}
+        if config not in picked:
+            picked.append(config)
+        if len(picked) == k:
+            break
+    return picked
 
 
 @dataclass
@@ -103,21 +121,26 @@ def run_demo(*, run_dir: Path, budget: int = 20, quick: bool = False, gpu: bool 
             m = rnd.measure(config)
             random_rows.append({**config, "value": m.runtime_ms if m.status == "ok" else None, "status": m.status})
             step(f"random {len(random_rows)}/{budget}")
-        random_best = min((r for r in random_rows if r["value"] is not None), key=lambda r: r["value"], default=None)
 
-        step("confirming default, perfpred best and random best (median of >= 7 runs)")
+        k = FINALISTS_PER_STRATEGY
+        step(f"re-timing the default and each strategy's {k} fastest together (median of >= 7 runs)")
         confirm = KernelCollector(spec, problem_size=size, policy=CONFIRM_POLICY)
-        finalists = {"default": default, "perfpred": result.best_config,
-                     "random search": {k: random_best[k] for k in space.names} if random_best else None}
-        rows = []
+        finalists = {"default": [default],
+                     "perfpred": _fastest(result.history.to_dict("records"), space.names, k),
+                     "random search": _fastest(random_rows, space.names, k)}
+        rows, retimed = [], []
         with confirm:
-            for label, config in finalists.items():
-                if config is None:
-                    rows.append({"strategy": label, "config": None, "confirmed_ms": None, "status": "no ok config"})
-                    continue
-                m = confirm.measure_dict(dict(config))
-                rows.append({"strategy": label, "config": json.dumps(config), "confirmed_ms": m.runtime_ms,
-                             "cv": m.cv, "status": m.status})
+            for label, configs in finalists.items():
+                best = None
+                for config in configs:
+                    m = confirm.measure_dict(dict(config))
+                    retimed.append({"strategy": label, "config": json.dumps(config), "confirmed_ms": m.runtime_ms,
+                                    "cv": m.cv, "status": m.status})
+                    if m.status == "ok" and (best is None or m.runtime_ms < best["confirmed_ms"]):
+                        best = retimed[-1]
+                rows.append({**best, "finalists": len(configs)} if best else
+                            {"strategy": label, "config": None, "confirmed_ms": None, "status": "no ok config",
+                             "finalists": len(configs)})
     table = pd.DataFrame(rows)
     default_ms = table.loc[table["strategy"] == "default", "confirmed_ms"].iloc[0]
     table["speedup_vs_default"] = default_ms / table["confirmed_ms"] if default_ms else np.nan
@@ -134,7 +157,8 @@ def run_demo(*, run_dir: Path, budget: int = 20, quick: bool = False, gpu: bool 
                          description=f"demo: {kernel} {collector.problem_size} on this CPU")
     table.to_csv(run_dir / "comparison.csv", index=False)
     files["comparison"] = str(run_dir / "comparison.csv")
-    summary = {"comparison": table.to_dict("records"), "predicted_vs_measured_mape_pct": mape,
+    summary = {"comparison": table.to_dict("records"), "retimed_finalists": retimed,
+               "predicted_vs_measured_mape_pct": mape,
                "hardware_evaluations": ours.n + rnd.n, "wall_s": time.perf_counter() - t0}
     (run_dir / "demo.json").write_text(json.dumps(summary, indent=2, default=str))
     files["summary"] = str(run_dir / "demo.json")
