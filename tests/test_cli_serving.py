@@ -1,0 +1,48 @@
+"""``perfpred collect serving`` against the scripted fake engine: a knob grid into a store, and one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from perfpred.cli import app, parse_knob_grid
+from perfpred.datasets import MeasurementStore
+from tests.test_cli import assert_one_line_error, run_main
+
+pytest.importorskip("aiohttp")
+runner = CliRunner()
+
+
+def test_a_knob_grid_becomes_one_row_per_combination(tmp_path):
+    store = tmp_path / "store"
+    args = ["collect", "serving", "--engine", "fake", "--store", str(store), "--knob", "token_ms=1,2",
+            "--knob", "max_num_seqs=1,4", "--requests", "6", "--concurrency", "2", "--prompt-tokens", "8",
+            "--output-tokens", "4"]
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    df = MeasurementStore(store).load(kind="serving")
+    assert len(df) == 4 and (df["status"] == "ok").all()
+    assert (df["metric.output_tokens_per_s"] > 0).all() and df["power_source"].eq("unavailable").all()
+    again = runner.invoke(app, args, env={"COLUMNS": "200"})  # resumes: nothing new to measure
+    assert again.exit_code == 0 and len(MeasurementStore(store).load(kind="serving")) == 4
+
+
+def test_knob_grids_parse_values_as_the_engine_sees_them():
+    assert parse_knob_grid(["parallel=1,8", "cont_batching=true", "cache_type_k=q8_0"]) == [
+        {"parallel": 1, "cont_batching": True, "cache_type_k": "q8_0"},
+        {"parallel": 8, "cont_batching": True, "cache_type_k": "q8_0"}]
+    assert parse_knob_grid([]) == [{}]
+
+
+@pytest.mark.parametrize(("args", "needles"), [
+    (["--knob", "parallel"], ["--knob", "NAME=V1,V2"]),
+    (["--knob", "no_such_knob=1"], ["no_such_knob"]),
+    (["--concurrency", "2", "--rate-rps", "1"], ["--concurrency", "--rate-rps"]),
+    (["--sustainable-rate"], ["SLO"]),
+    (["--slo-ttft-ms", "-5"], ["ttft_ms"]),
+])
+def test_bad_serving_input_is_one_line(monkeypatch, capsys, tmp_path, args, needles):
+    code, out, err = run_main(monkeypatch, capsys, "collect", "serving", "--engine", "fake", "--store",
+                              str(tmp_path / "s"), *args)
+    assert_one_line_error(code, out, err, *needles)
+    assert not (tmp_path / "s").exists()  # refused before anything was created

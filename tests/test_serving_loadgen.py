@@ -1,0 +1,223 @@
+"""Serving load generator pieces without any server: stream arithmetic, arrivals, lengths, SLOs, rate search."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from perfpred.collect.serving import (
+    LengthDist,
+    RequestResult,
+    ServingWorkload,
+    Slo,
+    StreamTimer,
+    find_sustainable_rate,
+    parse_prometheus,
+    summarize,
+)
+from perfpred.collect.serving._loadgen import _read_stream
+from perfpred.errors import InvalidInputError
+
+
+def _scripted(events, start=10.0, usage=None, end=None):
+    """A RequestResult from (time_s, tokens_in_chunk) events."""
+    timer = StreamTimer(RequestResult(index=0, prompt_tokens=8, max_tokens=10), start)
+    for t, n in events:
+        timer.chunk(t, n)
+    if usage is not None:
+        timer.usage(usage)
+    return timer.finish(end if end is not None else events[-1][0])
+
+
+def test_ttft_itl_tpot_on_a_scripted_stream():
+    # first chunk at +100 ms, then chunks 20 ms apart, one of them a bunch of 3 tokens
+    r = _scripted([(10.100, 1), (10.120, 1), (10.140, 3), (10.160, 1)], usage=6, end=10.200)
+    assert r.ok and r.error is None
+    assert r.ttft_ms == pytest.approx(100.0)
+    assert r.itl_ms == pytest.approx([20.0, 20.0, 20.0])
+    assert r.e2e_ms == pytest.approx(200.0)
+    assert r.output_tokens == 6  # the server's usage count, not the 4 chunks
+    assert r.tpot_ms == pytest.approx((200.0 - 100.0) / 5)
+
+
+def test_tokens_fall_back_to_chunk_counts_and_one_token_has_no_tpot():
+    r = _scripted([(1.01, 2), (1.02, 2)], start=1.0)
+    assert r.output_tokens == 4 and r.tpot_ms == pytest.approx((20.0 - 10.0) / 3)
+    one = _scripted([(1.05, 1)], start=1.0, usage=1)
+    assert one.ok and one.tpot_ms is None
+
+
+def test_a_stream_without_tokens_is_an_error():
+    timer = StreamTimer(RequestResult(index=0, prompt_tokens=1, max_tokens=1), 0.0)
+    r = timer.finish(0.5)
+    assert not r.ok and "without any token" in r.error
+
+
+class _Content:
+    def __init__(self, lines):
+        self.lines = lines
+
+    def __aiter__(self):
+        async def gen():
+            for line in self.lines:
+                yield line
+
+        return gen()
+
+
+class _Response:
+    def __init__(self, lines):
+        self.content = _Content(lines)
+
+
+def _parse(lines):
+    timer = StreamTimer(RequestResult(index=0, prompt_tokens=1, max_tokens=4), 0.0)
+    clock = iter(np.arange(1, 100) * 0.01)
+    asyncio.run(_read_stream(_Response(lines), timer, lambda: float(next(clock))))
+    return timer.finish(1.0)
+
+
+def _data(obj):
+    return b"data: " + json.dumps(obj).encode() + b"\n"
+
+
+def test_stream_parser_counts_tokens_and_ignores_the_finish_marker():
+    lines = [_data({"choices": [{"text": "a", "finish_reason": None}]}), b"\n",
+             _data({"choices": [{"text": "bc", "finish_reason": None}]}),
+             _data({"choices": [{"text": "", "finish_reason": "length"}]}),
+             _data({"choices": [], "usage": {"completion_tokens": 3}}), b"data: [DONE]\n"]
+    r = _parse(lines)
+    assert r.ok and r.n_chunks == 2 and r.output_tokens == 3
+    assert r.ttft_ms == pytest.approx(10.0) and r.itl_ms == pytest.approx([10.0])
+
+
+@pytest.mark.parametrize(("lines", "message"), [
+    ([_data({"choices": [{"text": "a"}]}), b'data: {"choices": [{"text": "oo\n'], "not JSON"),
+    ([b"event: x\n"], "without 'data:'"),
+    ([_data({"choices": [{"text": "a"}]})], "before [DONE]"),
+    ([_data({"error": {"message": "slot unavailable"}})], "slot unavailable"),
+])
+def test_stream_parser_flags_malformed_streams(lines, message):
+    r = _parse(lines)
+    assert not r.ok and message in r.error
+
+
+def test_poisson_arrivals_are_seeded_and_have_the_asked_rate():
+    w = ServingWorkload(n_requests=4000, rate_rps=8.0, seed=3, prompt_tokens=4, output_tokens=2)
+    offsets = [r.send_at_s for r in w.requests(100)]
+    again = [r.send_at_s for r in w.requests(100)]
+    other = [r.send_at_s for r in ServingWorkload(n_requests=4000, rate_rps=8.0, seed=4).requests(100)]
+    assert offsets == again and offsets != other and offsets[0] == 0.0
+    gaps = np.diff(offsets)
+    assert gaps.mean() == pytest.approx(1 / 8.0, rel=0.05)
+    assert gaps.std() == pytest.approx(1 / 8.0, rel=0.08)  # exponential: std == mean
+    # arrivals do not move when only the length distributions change
+    longer = ServingWorkload(n_requests=4000, rate_rps=8.0, seed=3, prompt_tokens=LengthDist.uniform(4, 64))
+    assert [r.send_at_s for r in longer.requests(100)] == offsets
+
+
+def test_requests_have_the_asked_lengths_and_avoid_special_tokens():
+    w = ServingWorkload(n_requests=50, concurrency=2, prompt_tokens=LengthDist.uniform(5, 9), output_tokens=7)
+    reqs = w.requests(64)
+    assert all(5 <= len(r.prompt_ids) <= 9 and r.output_tokens == 7 and r.send_at_s is None for r in reqs)
+    assert min(min(r.prompt_ids) for r in reqs) >= 3 and max(max(r.prompt_ids) for r in reqs) < 64
+    assert len(w.requests(64, warmup=True)) == w.warmup_requests
+
+
+def test_lengths_from_a_trace_file(tmp_path):
+    csv = tmp_path / "trace.csv"
+    csv.write_text("input_len,output_len\n10,5\n20,6\n30,7\n")
+    dist = LengthDist.from_trace(csv, "input_len")
+    assert dist.values == (10, 20, 30) and dist.max == 30 and dist.label().startswith("trace:trace#")
+    assert set(dist.sample(np.random.default_rng(0), 50)) <= {10, 20, 30}
+    jsonl = tmp_path / "trace.jsonl"
+    jsonl.write_text('{"output_len": 3}\n{"output_len": 4}\n')
+    assert LengthDist.from_trace(jsonl, "output_len").values == (3, 4)
+    with pytest.raises(InvalidInputError, match="output_len"):
+        LengthDist.from_trace(csv, "missing_column")
+
+
+@pytest.mark.parametrize(("kwargs", "rule"), [
+    ({"rate_rps": 1.0, "concurrency": 2}, "exactly one of"),
+    ({}, "exactly one of"),
+    ({"rate_rps": -1.0}, "rate_rps > 0"),
+    ({"concurrency": 0}, "concurrency >= 1"),
+    ({"concurrency": 1, "prompt_tokens": 0}, "prompt_tokens >= 1"),
+    ({"concurrency": 1, "output_tokens": LengthDist.uniform(9, 3)}, "output_tokens.low"),
+    ({"concurrency": 1, "n_requests": 0}, "n_requests >= 1"),
+])
+def test_bad_workloads_give_one_line_errors(kwargs, rule):
+    with pytest.raises(InvalidInputError, match="must") as err:
+        ServingWorkload(**kwargs).validate()
+    assert rule in str(err.value) and "\n" not in str(err.value)
+
+
+def test_summary_percentiles_throughput_and_goodput():
+    results = []
+    for i in range(10):
+        r = _scripted([(0.01 * (i + 1), 1), (0.01 * (i + 1) + 0.005, 1)], start=0.0, usage=2,
+                      end=0.01 * (i + 1) + 0.005)
+        r.index = i
+        results.append(r)
+    failed = RequestResult(index=10, prompt_tokens=8, max_tokens=10, error="HTTP 500: boom")
+    metrics = summarize([*results, failed], duration_s=2.0, slo=Slo(ttft_ms=50.0))
+    assert metrics["n_requests"] == 11 and metrics["n_errors"] == 1
+    assert metrics["ttft_p50_ms"] == pytest.approx(np.percentile([10.0 * (i + 1) for i in range(10)], 50))
+    assert metrics["tpot_p50_ms"] == pytest.approx(5.0)
+    assert metrics["requests_per_s"] == pytest.approx(10 / 2.0)
+    assert metrics["output_tokens_per_s"] == pytest.approx(20 / 2.0)
+    assert metrics["goodput_requests_per_s"] == pytest.approx(5 / 2.0)  # ttft 10..50 ms meet the bound
+    assert {"itl_p95_ms", "e2e_p99_ms", "avg_output_len_tokens"} <= set(metrics)
+
+
+def test_slo_violations_name_the_bound():
+    ok = [_scripted([(0.1, 1), (0.2, 1)], start=0.0, usage=2)]
+    assert Slo(ttft_ms=200.0).violations(ok) == []
+    assert Slo(ttft_ms=50.0).violations(ok) == ["p99 ttft_ms 100.0 > 50"]
+    with pytest.raises(InvalidInputError, match=r"slo\.ttft_ms > 0"):
+        Slo(ttft_ms=-1.0).validate()
+
+
+def test_prometheus_text_sums_label_sets_and_skips_junk():
+    text = """# HELP vllm:request_success_total Count
+# TYPE vllm:request_success_total counter
+vllm:request_success_total{finished_reason="length",model_name="m"} 7.0
+vllm:request_success_total{finished_reason="stop",model_name="m"} 3.0
+llamacpp:tokens_predicted_total 1234
+garbage line here
+llamacpp:n_busy_slots_per_decode 1.5 1700000000
+bad_value NaN
+"""
+    values = parse_prometheus(text)
+    assert values["vllm:request_success_total"] == 10.0
+    assert values["llamacpp:tokens_predicted_total"] == 1234.0
+    assert values["llamacpp:n_busy_slots_per_decode"] == 1.5
+    assert "bad_value" not in values and "garbage" not in values
+
+
+def test_rate_search_brackets_then_bisects_within_the_probe_budget():
+    capacity = 7.3
+    calls = []
+
+    def probe(rate):
+        calls.append(rate)
+        return rate <= capacity, [] if rate <= capacity else ["p99 e2e too high"]
+
+    search = find_sustainable_rate(probe, start_rps=1.0, max_probes=12, rel_tol=0.05)
+    assert search.rate_rps <= capacity < search.failed_rps
+    assert search.failed_rps / search.rate_rps <= 1.05
+    assert calls[:4] == [1.0, 2.0, 4.0, 8.0] and len(calls) <= 12
+    few = find_sustainable_rate(probe, start_rps=1.0, max_probes=3)
+    assert len(few.probes) == 3 and few.rate_rps == 4.0 and few.failed_rps is None
+
+
+def test_rate_search_goes_down_and_reports_none_when_nothing_passes():
+    down = find_sustainable_rate(lambda r: (r <= 0.3, []), start_rps=2.0, max_probes=10, rel_tol=0.1)
+    assert down.probes[1].rate_rps == 1.0 and 0.27 <= down.rate_rps <= 0.3
+    never = find_sustainable_rate(lambda r: (False, ["errors"]), start_rps=1.0, min_rps=0.25, max_probes=10)
+    assert never.rate_rps is None and [p.rate_rps for p in never.probes] == [1.0, 0.5, 0.25]
+    with pytest.raises(InvalidInputError, match="min_rps <= start_rps"):
+        find_sustainable_rate(lambda r: (True, []), start_rps=0.01, min_rps=0.1)
