@@ -1,0 +1,84 @@
+"""The record of a multi-objective tuning run: an Optuna study with one direction per objective.
+
+Every hardware evaluation becomes a trial with ``values`` in the objectives' units and one
+named Optuna constraint per SLO (``trial.constraints["metric.itl_p99_ms <= 50"]``, the
+relative violation), so ``study.best_trials`` is the measured feasible Pareto front and
+optuna-dashboard draws it. Trials are tagged as ``StudyRecorder``'s are (``source``,
+``status``, ``iteration``, ``worker``, ``predicted_<metric>``), plus the measured value of
+every tracked metric (``measured_<metric>``), so constraint metrics show in the dashboard too.
+Workers sharing an RDB storage claim configs in the same claims table as the single-objective
+tuner, so no config is measured twice and the budget is never overrun.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from perfpred.tuner._objectives import MetricBound, Objective, is_feasible
+from perfpred.tuner._study import ClaimTable, _native, _retry_create
+
+
+class ParetoStudyRecorder:
+    """Adds measured configs to a multi-objective Optuna study and reads back what all workers measured."""
+
+    def __init__(self, space, objectives: Sequence[Objective], constraints: Sequence[MetricBound] = (), *,
+                 storage: str | None = None, study_name: str = "perfpred-pareto") -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.space = space
+        self.objectives = list(objectives)
+        self.constraints = list(constraints)
+        self.distributions = space.optuna_distributions()
+        storage_url = storage
+        if storage is not None:
+            storage = _retry_create(lambda: optuna.storages.RDBStorage(storage_url))
+        directions = [o.direction for o in self.objectives]
+        self.study = _retry_create(lambda: optuna.create_study(storage=storage, study_name=study_name,
+                                                               directions=directions, load_if_exists=True))
+        with warnings.catch_warnings():  # experimental since Optuna 3.2; it names the dashboard's axes
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.study.set_metric_names([o.metric for o in self.objectives])
+        self.study.set_user_attr("objectives", [str(o) for o in self.objectives])
+        self.study.set_user_attr("constraints", [str(c) for c in self.constraints])
+        self.claims = ClaimTable(storage_url, study_name) if storage_url else None
+
+    def record(self, config: Mapping[str, Any], measured: Mapping[str, float | None], status: str, *,
+               predicted: Mapping[str, float | None] | None = None, iteration: int = 0, worker: str = "",
+               extra: Mapping[str, Any] | None = None) -> None:
+        """One evaluation: ``measured`` maps every tracked metric to its value (None if missing)."""
+        from optuna.trial import TrialState, create_trial
+
+        attrs: dict[str, Any] = {"source": "measured", "status": status, "iteration": iteration, "worker": worker}
+        attrs.update({f"measured_{k}": v for k, v in measured.items()})
+        attrs.update({f"predicted_{k}": v for k, v in (predicted or {}).items()})
+        attrs.update(extra or {})
+        values = [measured.get(o.metric) for o in self.objectives]
+        ok = status == "ok" and all(v is not None for v in values)
+        constraints = None
+        if ok and self.constraints:
+            # A constraint metric the run did not report cannot be shown to hold: infinitely violated.
+            constraints = {str(c): c.violation(measured[c.metric]) if measured.get(c.metric) is not None
+                           else float("inf") for c in self.constraints}
+            attrs["feasible"] = is_feasible(measured, self.objectives, self.constraints)
+        trial = create_trial(
+            params={k: _native(v) for k, v in config.items()},
+            distributions=self.distributions,
+            values=[float(v) for v in values] if ok else None,
+            state=TrialState.COMPLETE if ok else TrialState.FAIL,
+            user_attrs={k: _native(v) for k, v in attrs.items() if v is not None},
+            constraints=constraints,
+        )
+        self.study.add_trial(trial)
+
+    def measured(self) -> list[tuple[dict[str, Any], dict[str, float | None], str]]:
+        """(config, measured metric values, status) of every measured trial, from every worker."""
+        out = []
+        for t in self.study.get_trials(deepcopy=False):
+            if t.user_attrs.get("source") != "measured":
+                continue
+            values = {k[len("measured_"):]: v for k, v in t.user_attrs.items() if k.startswith("measured_")}
+            out.append((dict(t.params), values, t.user_attrs.get("status", "ok")))
+        return out

@@ -1,0 +1,281 @@
+"""Tune LLM serving configs on recorded ML.ENERGY spaces, predicting before launching.
+
+One (model, task) group of the ML.ENERGY v3 LLM rows is a complete recorded space of serving
+configs (``max_num_seqs``, ``tensor_parallel``, ``expert_parallel``, ``data_parallel``,
+``num_gpus``) on H100s; a :class:`ReplayBackend` over it answers "launch this config and
+measure" with the recorded throughput, energy per token, power and ITL percentiles.
+
+The prior is honest "predict before launching": a :class:`ServingPredictor` trained on the
+OTHER models' rows only (leave one model out: every task of the tuned model is held out),
+with the serving features and analytic offsets of ``benchmarks/accuracy.py``'s
+``mlenergy_lomo``. Throughput is modelled as GPU-seconds per output token
+(``num_gpus / output_tokens_per_s``) relative to the decode roofline's GPU-seconds per token,
+as energy per token is: both are the decode step's cost shared over the batch.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, clone
+
+from perfpred.collect._replay import ReplayBackend
+from perfpred.collect.importers._ml_energy import LLM_CONFIG
+from perfpred.errors import InvalidInputError
+from perfpred.tuner._objectives import MetricBound, Objective, parse_constraints, parse_objectives, tracked_metrics
+from perfpred.tuner._pareto_loop import ParetoResult, ParetoSettings, ParetoTuner
+from perfpred.tuner._space import SearchSpace
+
+CONFIG_COLUMNS = tuple(f"config.{k}" for k in LLM_CONFIG)
+# What a predictor may see of a recorded row: the model, the task, the hardware, the config.
+INPUT_PREFIXES = ("workload.", "config.")
+INPUT_COLUMNS = ("kind", "hardware_id", "hardware_json")
+GPU_S_PER_TOKEN = "metric.gpu_s_per_token"
+# metric -> (column the model learns, analytic offset feature of the serving featurizer).
+SERVING_TARGETS: dict[str, tuple[str, str]] = {
+    "metric.output_tokens_per_s": (GPU_S_PER_TOKEN, "log2_gpu_seconds_per_token"),
+    "metric.energy_per_token_j": ("metric.energy_per_token_j", "log2_gpu_seconds_per_token"),
+    "metric.energy_per_request_j": ("metric.energy_per_request_j", "log2_gpu_seconds_per_token"),
+    "metric.itl_p50_ms": ("metric.itl_p50_ms", "log2_roofline_ms"),
+    "metric.itl_p90_ms": ("metric.itl_p90_ms", "log2_roofline_ms"),
+    "metric.itl_p95_ms": ("metric.itl_p95_ms", "log2_roofline_ms"),
+    "metric.itl_p99_ms": ("metric.itl_p99_ms", "log2_roofline_ms"),
+    "power_w": ("power_w", "log2_num_gpus"),
+}
+
+
+def load_serving_table(paths: Sequence[str | os.PathLike[str]] | None = None) -> pd.DataFrame:
+    """The ML.ENERGY LLM rows (``config.max_num_seqs`` set), read by the ``ml-energy`` importer.
+
+    ``paths``: task files or folders (default: ``<datasets>/ml-energy/tasks``). The rows go
+    through a temporary Measurement store, so they are deduplicated as ``perfpred import`` does.
+    """
+    from perfpred.collect.importers import run_import
+    from perfpred.datasets import MeasurementStore
+
+    if paths is None:
+        from perfpred.settings import datasets_dir
+
+        paths = [datasets_dir() / "ml-energy" / "tasks"]
+    with tempfile.TemporaryDirectory() as scratch:
+        store = MeasurementStore(Path(scratch) / "store", create=True)
+        run_import("ml-energy", [str(p) for p in paths], store)
+        table = store.load(status="ok")
+    if "config.max_num_seqs" not in table:
+        raise InvalidInputError("the ML.ENERGY files hold no LLM rows (config.max_num_seqs); nothing to tune")
+    table = table[table["config.max_num_seqs"].notna()].dropna(axis=1, how="all").reset_index(drop=True)
+    missing = [c for c in CONFIG_COLUMNS if c not in table]
+    if missing:
+        raise InvalidInputError(f"LLM serving rows must set {list(CONFIG_COLUMNS)}, but they lack {missing}")
+    return table.astype({c: "int64" for c in CONFIG_COLUMNS})
+
+
+def serving_groups(table: pd.DataFrame, min_configs: int = 2) -> list[tuple[str, str]]:
+    """(model, task) pairs with at least ``min_configs`` recorded configs, sorted."""
+    sizes = table.groupby(["workload.model", "workload.task"]).size()
+    return sorted((str(m), str(t)) for (m, t), n in sizes.items() if n >= min_configs)
+
+
+@dataclass
+class ServingGroup:
+    """One recorded serving space: a (model, task) on the ML.ENERGY H100 node."""
+
+    model: str
+    task: str
+    backend: ReplayBackend
+    space: SearchSpace
+    candidates: pd.DataFrame  # the recorded configs (params named as in LLM_CONFIG)
+    inputs: dict[str, Any]  # what a predictor may know of this group before launching
+
+    def rows(self, candidates: pd.DataFrame) -> pd.DataFrame:
+        """Predictor input rows for ``candidates``: the group's workload and hardware, their configs."""
+        frame = pd.DataFrame({k: [v] * len(candidates) for k, v in self.inputs.items()}, index=candidates.index)
+        for key in LLM_CONFIG:
+            frame[f"config.{key}"] = candidates[key].to_numpy()
+        return frame
+
+    def grid(self, metrics: Iterable[str]) -> pd.DataFrame:
+        """Every recorded config with its recorded metrics (hindsight, for scoring only)."""
+        table = self.backend.table
+        frame = pd.DataFrame({k: table[f"config.{k}"].to_numpy() for k in LLM_CONFIG})
+        for m in metrics:
+            frame[m] = pd.to_numeric(table[m], errors="coerce").to_numpy(dtype=float) if m in table else np.nan
+        return frame
+
+
+def serving_group(table: pd.DataFrame, model: str, task: str) -> ServingGroup:
+    """The replayed space of one (model, task) of ``load_serving_table()``'s table."""
+    rows = table[(table["workload.model"] == model) & (table["workload.task"] == task)]
+    if rows.empty:
+        known = serving_groups(table)
+        raise InvalidInputError(f"(model, task) must be a recorded pair (e.g. {known[:3]}), "
+                                f"but got ({model!r}, {task!r})")
+    backend = ReplayBackend(rows, space_keys=LLM_CONFIG)
+    candidates = pd.DataFrame([c.as_dict() for c in backend.configs()])
+    space = SearchSpace({k: sorted(candidates[k].unique().tolist()) for k in LLM_CONFIG})
+    first = rows.iloc[0]
+    inputs = {c: first[c] for c in rows.columns
+              if (c.startswith("workload.") or c in INPUT_COLUMNS) and pd.notna(first[c])}
+    return ServingGroup(model, task, backend, space, candidates, inputs)
+
+
+def serving_regressor(n_estimators: int = 200) -> BaseEstimator:
+    """The blend ``mlenergy_lomo`` measures: XGBoost and ExtraTrees on log target."""
+    from perfpred.models import BlendRegressor, LogTargetForestRegressor, LogTargetXGBRegressor
+
+    return BlendRegressor([
+        ("xgb", LogTargetXGBRegressor(n_estimators=n_estimators, max_depth=3, learning_rate=0.05, n_jobs=1)),
+        ("forest", LogTargetForestRegressor(n_estimators=max(50, n_estimators * 3 // 4), min_samples_leaf=2,
+                                            n_jobs=1))])
+
+
+class ServingPredictor:
+    """Serving metrics of configs never launched, from recorded rows of other models.
+
+    Parameters:
+        metrics: what to predict (keys of ``SERVING_TARGETS``).
+        regressor: unfitted positive-target estimator (default: :func:`serving_regressor`).
+        cv_folds: folds of the grouped (by model) cross-validation on the training rows that
+            estimates ``error_std_``, the log-space error on a model never seen; < 2 skips it.
+        random_state: seed of every metric's model.
+    """
+
+    def __init__(self, metrics: Sequence[str], regressor: BaseEstimator | None = None, cv_folds: int = 4,
+                 random_state: int = 0) -> None:
+        unknown = [m for m in metrics if m not in SERVING_TARGETS]
+        if unknown:
+            raise InvalidInputError(f"serving metrics must be among {sorted(SERVING_TARGETS)}, but got {unknown}")
+        self.metrics = list(metrics)
+        self.regressor = regressor
+        self.cv_folds = cv_folds
+        self.random_state = random_state
+
+    def _fit_one(self, table: pd.DataFrame, metric: str):
+        from perfpred.models import PerformanceModel
+
+        column, offset = SERVING_TARGETS[metric]
+        y = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
+        usable = np.isfinite(y) & (y > 0)
+        if usable.sum() < 2:
+            raise InvalidInputError(f"`{column}` needs >= 2 positive recorded values to learn, "
+                                    f"but got {int(usable.sum())}")
+        model = PerformanceModel(kind="serving", regressor=clone(self.regressor or serving_regressor()),
+                                 target=column, residual_of=offset, random_state=self.random_state)
+        inputs = [c for c in table.columns if c.startswith(INPUT_PREFIXES) or c in INPUT_COLUMNS]
+        return model.fit(table.loc[usable, inputs], y[usable])
+
+    def fit(self, table: pd.DataFrame) -> ServingPredictor:
+        table = table.assign(**{GPU_S_PER_TOKEN: table["config.num_gpus"] / table["metric.output_tokens_per_s"]})
+        self.models_ = {metric: self._fit_one(table, metric) for metric in self.metrics}
+        self.error_std_ = self._grouped_cv_error(table) if self.cv_folds >= 2 else {}
+        return self
+
+    def _grouped_cv_error(self, table: pd.DataFrame) -> dict[str, float]:
+        """RMS log error per metric on held-out models (GroupKFold over ``workload.model``)."""
+        from sklearn.model_selection import GroupKFold
+
+        groups = table["workload.model"].astype(str).to_numpy()
+        folds = min(self.cv_folds, len(set(groups)))
+        if folds < 2:
+            return {}
+        residuals: dict[str, list[np.ndarray]] = {m: [] for m in self.metrics}
+        for train, test in GroupKFold(n_splits=folds).split(table, groups=groups):
+            part = ServingPredictor(self.metrics, self.regressor, cv_folds=0, random_state=self.random_state)
+            part.models_ = {m: self._fit_one(table.iloc[train], m) for m in self.metrics}
+            pred = part.predict(table.iloc[test])
+            for m in self.metrics:
+                truth = pd.to_numeric(table.iloc[test][m], errors="coerce").to_numpy(dtype=float)
+                ok = np.isfinite(truth) & (truth > 0)
+                residuals[m].append(np.log(pred[m].to_numpy()[ok] / truth[ok]))
+        return {m: float(np.sqrt(np.mean(np.concatenate(r) ** 2))) for m, r in residuals.items()}
+
+    def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
+        if not hasattr(self, "models_"):
+            raise InvalidInputError("this ServingPredictor is not fitted yet: call fit(table) first")
+        out = {}
+        for metric, model in self.models_.items():
+            pred = model.predict(rows)
+            if metric == "metric.output_tokens_per_s":  # modelled as GPU-seconds per token
+                pred = rows["config.num_gpus"].to_numpy(dtype=float) / pred
+            out[metric] = pred
+        return pd.DataFrame(out, index=rows.index)
+
+    def prior_for(self, group: ServingGroup) -> dict[str, Callable[[pd.DataFrame], np.ndarray]]:
+        """Per-metric prior callables over ``group``'s candidates, as :class:`ParetoTuner` takes them."""
+        return {m: (lambda c, m=m: self.predict(group.rows(c))[m].to_numpy()) for m in self.metrics}
+
+
+def lomo_predictor(table: pd.DataFrame, held_out_model: str, metrics: Sequence[str],
+                   regressor: BaseEstimator | None = None, cv_folds: int = 4) -> ServingPredictor:
+    """A :class:`ServingPredictor` fitted on every row whose model is not ``held_out_model``."""
+    train = table[table["workload.model"] != held_out_model]
+    return ServingPredictor(metrics, regressor, cv_folds=cv_folds).fit(train)
+
+
+def tune_serving(table: pd.DataFrame, model: str, task: str, objectives: Sequence[str | Objective], *,
+                 budget: int, constraints: Sequence[str | MetricBound] = (),
+                 prior: str | ServingPredictor | Mapping[str, Callable[[pd.DataFrame], np.ndarray]] | None = "lomo",
+                 seed: int = 0, storage: str | None = None, study_name: str | None = None,
+                 out_dir: str | os.PathLike[str] | None = None,
+                 on_evaluation: Callable[[dict[str, Any]], bool | None] | None = None,
+                 **settings: Any) -> ParetoResult:
+    """Tune one recorded (model, task) serving space on its replay, predictor first.
+
+    ``prior="lomo"`` trains a :class:`ServingPredictor` on the other models' rows of ``table`` (its
+    grouped-CV error calibrates the spread); a fitted ``ServingPredictor`` is used as given (it should
+    not have seen this model); a mapping gives one prior callable per metric; None tunes from
+    measurements only. ``settings`` go to
+    :class:`ParetoSettings` (``batch_size``, ``kappa``, ``ensemble``, ...). With ``out_dir`` the
+    report (json, csv, png with the full grid's true front dashed) is written there.
+    """
+    group = serving_group(table, model, task)
+    objectives = parse_objectives(objectives)
+    constraints = parse_constraints(constraints)
+    metrics = tracked_metrics(objectives, constraints)
+    prior_error = None
+    if isinstance(prior, str):
+        if prior != "lomo":
+            raise InvalidInputError(f"`prior` must be 'lomo', a ServingPredictor, a mapping of callables or None, "
+                                    f"but got {prior!r}")
+        unknown = [m for m in metrics if m not in SERVING_TARGETS]
+        if unknown:
+            raise InvalidInputError(f"a 'lomo' prior predicts {sorted(SERVING_TARGETS)}, but the run tracks {unknown}")
+        prior = lomo_predictor(table, model, metrics)
+    if isinstance(prior, ServingPredictor):
+        prior, prior_error = prior.prior_for(group), getattr(prior, "error_std_", None)
+    run_settings = ParetoSettings(objectives=objectives, budget=budget, constraints=constraints, seed=seed,
+                                  **settings)
+    result = ParetoTuner(group.space, group.backend, run_settings, candidates=group.candidates, prior=prior,
+                         prior_error=prior_error, storage=storage, study_name=study_name or f"serving-{model}-{task}",
+                         on_evaluation=on_evaluation).run()
+    if out_dir is not None:
+        result.write(out_dir, plot=False)
+        if len(objectives) >= 2:
+            from perfpred.tuner._pareto_plot import plot_pareto
+
+            plot_pareto(result, Path(out_dir) / "pareto.png", true_front=true_front(group, objectives, constraints),
+                        title=f"{model} / {task}")
+    return result
+
+
+def true_front(group: ServingGroup, objectives: Sequence[Objective],
+               constraints: Sequence[MetricBound] = ()) -> pd.DataFrame:
+    """The feasible Pareto front of the full recorded grid (hindsight: every config launched)."""
+    from perfpred.tuner._pareto import min_form, pareto_mask
+    from perfpred.tuner._pareto_scoring import feasible_points
+
+    grid = group.grid(tracked_metrics(objectives, constraints))
+    rows = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in grid.to_dict("records")]
+    points = feasible_points(rows, objectives, constraints)
+    ok = np.all(np.isfinite(points), axis=1)
+    feasible = grid[ok].reset_index(drop=True)
+    if feasible.empty:
+        return feasible
+    return feasible[pareto_mask(min_form(points[ok], objectives))].reset_index(drop=True)
