@@ -465,6 +465,8 @@ def tune(
     compare_random: Annotated[bool, typer.Option(help="Also run random search with the same budget on the same backend (costs hardware time on real backends).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the design, the surrogate and the comparison.")] = 0,
     output: Annotated[Path, typer.Option(help="Run directory for history.csv, result.json and best_so_far.png.")] = Path("perfpred-runs/tune"),
+    objective: Annotated[list[str] | None, typer.Option(help="Multi-objective: a measured field to optimise, METRIC[:max|:min] (runtime_ms, energy_j, power_w, metric.NAME); repeat for a Pareto front (e.g. --objective runtime_ms --objective energy_j).")] = None,
+    constraint: Annotated[list[str] | None, typer.Option(help="A bound on a measured field that counts a config as feasible, e.g. 'metric.itl_p99_ms <= 50' (repeatable; Optuna constraints).")] = None,
 ) -> None:
     """Tune a configuration space with the predictor first, confirming the best candidates on hardware.
 
@@ -478,6 +480,10 @@ def tune(
     from perfpred.tuner._session import open_session, priors_from_files, write_report
 
     session = open_session(backend, str(space) if space else None)
+    if objective or constraint:
+        _tune_pareto(session, objective or ["runtime_ms"], constraint or [], budget=budget, batch=batch,
+                     storage=storage, study=study, seed=seed, output=output)
+        return
     settings = TuneSettings(budget=budget, batch_size=batch, kappa=kappa, early_stop_rel=early_stop,
                             max_wall_s=max_wall_s, seed=seed)
     priors = priors_from_files(prior, session.space.names) if prior else None
@@ -524,6 +530,39 @@ def tune(
     _print_kv_table("tuning result", summary)
     console.print(f"best config: {json.dumps(result.best_config)}")
     console.print(f"report: {paths['result']}  plot: {paths['plot']}")
+
+
+def _tune_pareto(session, objectives: list[str], constraints: list[str], *, budget: int, batch: int,
+                 storage: str | None, study: str, seed: int, output: Path) -> None:
+    """``perfpred tune --objective A --objective B [--constraint ...]``: the measured Pareto front."""
+    from perfpred.tuner import tune_pareto
+
+    done = [0]
+    with err_console.status("tuning") as status:
+        def on_eval(row: dict) -> None:
+            done[0] += 1
+            status.update(f"evaluation {done[0]} / {budget}")
+
+        result = tune_pareto(session.space, session.backend, objectives, budget=budget, constraints=constraints,
+                             candidates=session.candidates, storage=storage, study_name=study, batch_size=batch,
+                             seed=seed, out_dir=output, on_evaluation=on_eval)
+    _print_pareto(result, f"Pareto front: {session.description}")
+    console.print(f"report: {output / 'pareto.json'}  front: {output / 'front.csv'}  plot: {output / 'pareto.png'}")
+
+
+def _print_pareto(result, title: str) -> None:
+    metrics = [o.metric for o in result.objectives]
+    params = [c for c in result.front.columns if c not in metrics and not c.startswith(("predicted_", "feasible"))]
+    if len(result.front) > 1:  # parameters the whole front shares say nothing about the trade-off
+        params = [c for c in params if result.front[c].nunique(dropna=False) > 1]
+    table = Table(*params, *metrics, title=f"{title} ({len(result.front)} config(s), "
+                                             f"{result.n_evaluations} evaluations)")
+    for row in result.front.to_dict("records"):
+        table.add_row(*[f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in params + metrics])
+    console.print(table)
+    console.print(f"objectives: {', '.join(str(o) for o in result.objectives)}"
+                  + (f"; constraints: {', '.join(str(c) for c in result.constraints)}" if result.constraints else "")
+                  + f"; hypervolume {result.hypervolume:.4g}")
 
 
 @app.command()

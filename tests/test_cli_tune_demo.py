@@ -84,3 +84,28 @@ def test_demo_quick_runs_the_whole_loop(tmp_path):
 def test_demo_gpu_runs_the_triton_kernel(tmp_path):
     result = invoke("demo", "--gpu", "--quick", "--budget", "6", "--output", str(tmp_path / "demo"))
     assert "perfpred" in result.output and "random search" in result.output
+
+
+def test_tune_with_two_objectives_reports_a_pareto_front(tmp_path):
+    target = datasets_dir() / CONV.format("A4000")
+    out = tmp_path / "pareto"
+    result = invoke("tune", "--backend", f"replay:{target}", "--budget", "10", "--objective", "runtime_ms",
+                    "--objective", "metric.compile_time_ms", "--constraint", "runtime_ms <= 50",
+                    "--output", str(out))
+    assert "Pareto front" in result.output and "hypervolume" in result.output
+    report = json.loads((out / "pareto.json").read_text())
+    assert report["n_evaluations"] == 10
+    front = report["front"]
+    assert front and all(row["runtime_ms"] <= 50 for row in front)
+    # No front member is dominated by another.
+    for a in front:
+        assert not any(b["runtime_ms"] <= a["runtime_ms"] and b["metric.compile_time_ms"] < a["metric.compile_time_ms"]
+                       for b in front)
+    assert (out / "pareto.png").exists()
+
+
+def test_tune_refuses_an_unknown_direction(monkeypatch, capsys):
+    target = datasets_dir() / CONV.format("A4000")
+    code, out, err = run_main(monkeypatch, capsys, "tune", "--backend", f"replay:{target}", "--objective",
+                              "runtime_ms:upwards", "--objective", "metric.compile_time_ms")
+    assert_one_line_error(code, out, err, "upwards")
