@@ -98,3 +98,18 @@ def test_interval_coverage_by_hand():
     with pytest.raises(InvalidInputError, match="equal"):
         interval_coverage([1.0, 2.0], [1.0], [2.0])
     assert isinstance(pd.Series([1.0]), pd.Series)
+
+
+def test_a_negative_conformal_shift_never_crosses_a_band():
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 1, size=(600, 3))
+    y = np.exp(X @ np.array([1.0, -0.5, 0.3])) * np.exp(rng.normal(0, 0.05 + 0.3 * X[:, 0]))
+    model = QuantileXGBRegressor(n_estimators=60, calibration_fraction=0.3).fit(X[:500], y[:500])
+    # Calibration targets at their bands' midpoints: every score is minus a half-width, so the
+    # conformal shift is negative and larger than the half-width of the narrower test bands.
+    lo, hi = model._band(model.calibration_log_q_, 0.8)
+    model.calibration_log_y_ = (lo + hi) / 2
+    raw_lo, raw_hi = model._band(model._log_quantiles(X[500:]), 0.8)
+    assert np.any(raw_hi - raw_lo < np.median(hi - lo))  # some test bands would cross without the guard
+    band = model.predict_interval(X[500:], coverage=0.8)
+    assert (band["lower"] <= band["median"]).all() and (band["median"] <= band["upper"]).all()

@@ -145,6 +145,9 @@ class QuantileXGBRegressor(RegressorMixin, BaseEstimator):
             scores = np.maximum(cal_lo - self.calibration_log_y_, self.calibration_log_y_ - cal_hi)
             shift = _conformal_quantile(scores, coverage)
             lo, hi = lo - shift, hi + shift
+            # A negative shift (raw bands too wide) can cross a narrow band: it collapses to its midpoint.
+            crossed = lo > hi
+            lo[crossed] = hi[crossed] = (lo[crossed] + hi[crossed]) / 2
         median = log_q[:, int(np.searchsorted(self.levels_, 0.5))]
         median = np.clip(median, lo, hi)
         return pd.DataFrame({"lower": np.exp(lo), "median": np.exp(median), "upper": np.exp(hi)})
