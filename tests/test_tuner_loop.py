@@ -16,7 +16,7 @@ from perfpred.datasets import Measurement
 from perfpred.errors import DatasetNotFoundError, InvalidInputError
 from perfpred.settings import datasets_dir
 from perfpred.tuner import SearchSpace, Tuner, TuneSettings, config_key, diverse_top, maximin_design
-from perfpred.tuner._loop import _codes
+from perfpred.tuner._loop import MIN_TARGET_VOTE, _codes
 
 # ---------------------------------------------------------------------------- synthetic hardware
 
@@ -322,6 +322,25 @@ def test_source_weights_directly() -> None:
     # fewer than three ok measurements: every source counts the same
     w = tuner.source_weights(logs, idx[:2], truth[idx[:2]], np.ones(2, dtype=bool))
     assert np.allclose(w, 1 / 3)
+
+
+def test_a_model_of_this_hardware_alone_outvotes_priors_that_order_it_wrongly() -> None:
+    # RGPE's target model: from MIN_TARGET_VOTE measurements on, priors that order this hardware
+    # no better than its own measurements lose their weight (their share goes to no prior).
+    space = SearchSpace({"x": list(range(40))})
+    tuner = Tuner(space, SyntheticHardware(runtime=lambda c: 1.0 + c["x"]), TuneSettings(budget=4, ensemble=2))
+    truth = np.log(1.0 + np.arange(40.0))
+    reversed_logs = np.stack([-truth, -2 * truth])
+    idx = np.arange(0, 40, 2)  # 20 measured configs
+    w = tuner.source_weights(reversed_logs, idx, truth[idx], np.ones(len(idx), dtype=bool))
+    assert w.sum() < 0.1
+    # a prior that orders them right keeps its weight
+    w = tuner.source_weights(np.stack([truth, -truth]), idx, truth[idx], np.ones(len(idx), dtype=bool))
+    assert w[0] > 0.5 and w[1] == 0.0
+    # below MIN_TARGET_VOTE measurements the priors share everything, as before
+    few = idx[: MIN_TARGET_VOTE - 1]
+    assert tuner.source_weights(reversed_logs, few, truth[few], np.ones(len(few), dtype=bool)).sum() == (
+        pytest.approx(1.0))
 
 
 def test_a_prior_with_bad_predictions_is_refused() -> None:

@@ -11,6 +11,7 @@ from perfpred.tuner._pareto_plot import plot_pareto
 from perfpred.tuner._pareto_scoring import evaluations_to, hypervolume_curve, quality_curve
 from perfpred.tuner._pareto_study import ParetoStudyRecorder
 from perfpred.tuner._scoring import best_so_far, evaluations_to_within, mean_curve, performance_score
+from perfpred.tuner._serving_live import LiveTuneResult, tune_serving_live
 from perfpred.tuner._serving_replay import (
     ServingGroup,
     ServingPredictor,
@@ -31,6 +32,7 @@ __all__ = [
     "Continuous",
     "EnsembleSurrogate",
     "HardwareBackend",
+    "LiveTuneResult",
     "MetricBound",
     "Objective",
     "ParetoResult",
@@ -71,4 +73,5 @@ __all__ = [
     "true_front",
     "tune_pareto",
     "tune_serving",
+    "tune_serving_live",
 ]

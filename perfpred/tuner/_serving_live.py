@@ -1,0 +1,281 @@
+"""Predictor-first tuning of real serving-engine launches (llama-server, vLLM) under an SLO.
+
+Each evaluation starts the engine with one knob setting, runs a load test, stops it and
+appends the row to the store (a failed start or a crashed server is a row too). The goal
+is maximised subject to a p99 SLO:
+
+- ``throughput`` (default): output tokens per second at a fixed concurrency (closed loop),
+  counted only when the run's p99 TTFT / TPOT / e2e meet the SLO and no request failed.
+  One load test per launch, so a launch costs seconds on a small model;
+- ``sustainable_rate``: the highest Poisson request rate whose run meets the SLO (bracketing
+  and bisection on one server, up to ``max_probes`` load tests per launch: ~5x dearer).
+
+The search (:func:`perfpred.tuner._slo_search.slo_search`) fits the goal's surrogate on every
+run that worked, SLO met or not, and one surrogate per SLO metric, and launches next the
+configs with the best optimistic goal times the probability that they meet the SLO; only
+runs that met it can be reported as the best.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perfpred.datasets import Measurement, MeasurementStore
+from perfpred.errors import InvalidInputError
+from perfpred.tuner._slo_search import Evaluation, SloSearchSettings, slo_search
+from perfpred.tuner._space import SearchSpace
+
+GOALS = {"throughput": ("output_tokens_per_s", "tok/s"), "sustainable_rate": ("sustainable_rate_rps", "req/s")}
+
+# The two batching knobs of each engine, as the engine names them.
+DEFAULT_SPACES: dict[str, dict[str, Any]] = {
+    "llama-server": {"params": {"parallel": [1, 2, 4, 8, 16], "batch_size": [64, 128, 256, 512],
+                                "ubatch_size": [64, 128, 256, 512]},
+                     "constraints": ["ubatch_size <= batch_size"]},
+    "vllm": {"params": {"max_num_seqs": [1, 2, 4, 8, 16], "max_num_batched_tokens": [128, 256, 512, 1024]}},
+    "fake": {"params": {"slots": [1, 2, 4, 8], "token_ms": [0.5, 1.0, 2.0]}},
+}
+# Knobs held fixed unless given: one thread (llama.cpp's threads spin; on a few shared cores a
+# second thread fights the load generator and other jobs and roughly halves throughput), and
+# a context that fits 16 slots of the default workload.
+DEFAULT_FIXED: dict[str, dict[str, Any]] = {
+    "llama-server": {"threads": 1, "ctx_size": 4096},
+    "vllm": {"max_model_len": 512},
+    "fake": {},
+}
+
+
+def default_space(engine: str) -> SearchSpace:
+    if engine not in DEFAULT_SPACES:
+        raise InvalidInputError(f"`engine` must be one of {sorted(DEFAULT_SPACES)} for a default space, "
+                                f"but got engine={engine!r}")
+    return SearchSpace.from_dict(DEFAULT_SPACES[engine])
+
+
+def default_workload(goal: str = "throughput") -> Any:
+    """A short closed-loop probe (throughput) or the per-probe shape of a rate search."""
+    from perfpred.collect.serving import ServingWorkload
+
+    if goal == "sustainable_rate":
+        return ServingWorkload(n_requests=16, rate_rps=1.0, prompt_tokens=128, output_tokens=16, warmup_requests=2)
+    return ServingWorkload(n_requests=48, concurrency=16, prompt_tokens=128, output_tokens=24, warmup_requests=2)
+
+
+def slo_violations(metrics: Mapping[str, float], slo: Any) -> list[str]:
+    """Which of the SLO's bounds a run's metrics break (empty: met); a missing metric breaks its bound."""
+    q = f"p{slo.quantile:g}"
+    out = []
+    if (metrics.get("error_rate") or 0.0) > slo.max_error_rate:
+        out.append(f"error_rate {metrics.get('error_rate'):.2f} > {slo.max_error_rate:g}")
+    for name, bound in (("ttft", slo.ttft_ms), ("tpot", slo.tpot_ms), ("e2e", slo.e2e_ms)):
+        value = metrics.get(f"{name}_{q}_ms")
+        if bound is not None and (value is None or value > bound):
+            out.append(f"{name}_{q}_ms {value if value is None else round(value, 1)} > {bound:g}")
+    return out
+
+
+def slo_bounds(slo: Any | None) -> dict[str, float]:
+    """The SLO's latency bounds as metric names of a row: ``{"ttft_p99_ms": 500.0, ...}``."""
+    if slo is None:
+        return {}
+    q = f"p{slo.quantile:g}"
+    return {f"{name}_{q}_ms": float(bound) for name, bound in (("ttft", slo.ttft_ms), ("tpot", slo.tpot_ms),
+                                                                ("e2e", slo.e2e_ms)) if bound is not None}
+
+
+def goal_value(m: Measurement, goal: str, slo: Any | None) -> float | None:
+    """The goal (larger is better) of one row, or None when it failed or missed the SLO."""
+    if m.status != "ok":
+        return None
+    value = m.metrics.get(GOALS[goal][0])
+    if value is None or not math.isfinite(value) or value <= 0:
+        return None
+    if goal == "throughput" and slo is not None and slo_violations(m.metrics, slo):
+        return None  # the rate search already enforced the SLO on its own rows
+    return float(value)
+
+
+@dataclass
+class LiveTuneResult:
+    """What a live tuning run found: the best config (knobs as the engine names them) and how."""
+
+    engine: str
+    model: str
+    goal: str
+    unit: str
+    best_config: dict[str, Any] | None  # the searched knobs plus the fixed ones
+    best_value: float | None  # in ``unit``; met the SLO
+    command_line: str | None  # ready to paste
+    n_launches: int
+    history: pd.DataFrame  # one row per launch, in order
+    stopped_by: str  # "budget" | "space_exhausted"
+    wall_s: float
+
+    def summary(self) -> dict[str, Any]:
+        return {"engine": self.engine, "model": self.model, "goal": self.goal, "unit": self.unit,
+                "best_config": self.best_config, "best_value": self.best_value, "command_line": self.command_line,
+                "n_launches": self.n_launches, "stopped_by": self.stopped_by, "wall_s": round(self.wall_s, 1)}
+
+
+class LiveServingBackend:
+    """Launches one config (or answers with a recorded row) and appends the row to the store."""
+
+    def __init__(self, *, engine: str, model: str, workload: Any, goal: str, slo: Any | None,
+                 fixed: Mapping[str, Any], collector: Any, store: MeasurementStore | None,
+                 space: SearchSpace | None = None, measure: Callable[[Any], Measurement] | None = None,
+                 rate_search: Mapping[str, Any] | None = None) -> None:
+        self.engine, self.model, self.workload, self.goal, self.slo = engine, model, workload, goal, slo
+        self.fixed = dict(fixed)
+        self.collector = collector
+        self.store = store
+        self._measure = measure
+        self.rate_search = dict(rate_search or {})
+        self.space = space
+
+    def config(self, knobs: Mapping[str, Any]) -> Any:
+        from perfpred.collect.serving import ServingConfig
+
+        return ServingConfig(self.engine, {**self.fixed, **knobs}, self.workload, self.model)
+
+    def native(self, knobs: Mapping[str, Any]) -> dict[str, Any]:
+        """Knob values as the space lists them: a DataFrame row upcasts ints to floats next to a float column."""
+        if self.space is None:
+            return dict(knobs)
+        out = {}
+        for name, value in knobs.items():
+            domain = self.space.params.get(name)
+            matches = [d for d in domain if d == value] if isinstance(domain, list) else []
+            out[name] = matches[0] if matches else value
+        return out
+
+    def measure(self, knobs: Mapping[str, Any]) -> Measurement:
+        cfg = self.config(self.native(knobs))
+        if self._measure is not None:
+            m = self._measure(cfg)
+        elif self.goal == "sustainable_rate":
+            m = self.collector.sustainable_rate(cfg, self.slo, **self.rate_search)
+        else:
+            m = self.collector.measure(cfg)
+        if self.store is not None:
+            self.store.append([m])
+        return m
+
+    def summary(self, ev: Evaluation, launch_s: float) -> dict[str, Any]:
+        """One launch as a history row: knobs, status, goal, SLO verdict, the latencies behind it."""
+        m = ev.measurement
+        violations = slo_violations(m.metrics, self.slo) if self.slo is not None and m.status == "ok" else []
+        return {**self.native(ev.config), "status": m.status, "goal_value": goal_value(m, self.goal, self.slo),
+                "slo_met": ev.feasible, "slo_violations": "; ".join(violations) or None,
+                "launch_s": round(launch_s, 2), "predicted_goal": ev.predicted_goal, "p_feasible": ev.p_feasible,
+                **{k: m.metrics.get(k) for k in ("output_tokens_per_s", "sustainable_rate_rps", "ttft_p99_ms",
+                                                 "tpot_p50_ms", "tpot_p99_ms", "e2e_p99_ms", "error_rate")}}
+
+
+def runnable_candidates(space: SearchSpace, backend: LiveServingBackend, engine_obj: Any) -> pd.DataFrame:
+    """The space's configs the engine accepts with this workload (checked before anything starts)."""
+    frame = space.enumerate()
+    keep = []
+    for config in frame.to_dict("records"):
+        try:
+            backend.config({k: v.item() if hasattr(v, "item") else v for k, v in config.items()}).validate(engine_obj)
+            keep.append(True)
+        except InvalidInputError:
+            keep.append(False)
+    out = frame[np.asarray(keep, dtype=bool)].reset_index(drop=True)
+    if out.empty:
+        raise InvalidInputError(f"no config of the space can run on engine '{backend.engine}' with this workload "
+                                "(check the fixed knobs, e.g. ctx_size, against the slots and sequence length)")
+    return out
+
+
+def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, space: SearchSpace | None = None,
+                      slo: Any | None = None, goal: str = "throughput", budget: int = 8, seed: int = 0,
+                      workload: Any | None = None, fixed_knobs: Mapping[str, Any] | None = None,
+                      store: MeasurementStore | str | Path | None = None, run_dir: str | Path | None = None,
+                      batch_size: int = 2, n_initial: int | None = None, kappa: float = 1.0,
+                      startup_timeout_s: float | None = None, engines: Mapping[str, Any] | None = None,
+                      measure: Callable[[Any], Measurement] | None = None,
+                      rate_search: Mapping[str, Any] | None = None,
+                      progress: Callable[[dict[str, Any]], None] | None = None) -> LiveTuneResult:
+    """Tune a serving engine's knobs with real launches, the predictor choosing each next launch.
+
+    Args:
+        engine / model: the engine (``llama-server``, ``vllm``, ``fake``) and generated model
+            (``tiny``, ``small-20m``).
+        space: knobs to search (default: the engine's two batching knobs, ``DEFAULT_SPACES``).
+        slo: a :class:`perfpred.collect.serving.Slo` (p99 bounds); required for ``sustainable_rate``.
+        goal: ``throughput`` (output tok/s at the workload's concurrency) or ``sustainable_rate``.
+        budget: engine launches at most; no config is launched twice.
+        workload: the load test (default: :func:`default_workload`).
+        fixed_knobs: knobs held fixed (default: ``DEFAULT_FIXED[engine]``; given ones are added).
+        store: where each launch's row is appended (a MeasurementStore or a path; default
+            ``run_dir/store`` when ``run_dir`` is given).
+        run_dir: server logs and the default store.
+        batch_size / n_initial / kappa: launches per predictor refit, the space-filling start,
+            exploration weight (see :class:`SloSearchSettings`).
+        engines: engine objects by name (``{"llama-server": LlamaServerEngine(binary=...)}``).
+        measure: replaces the launch with ``ServingConfig -> Measurement`` (replaying a recorded grid).
+        rate_search: keyword arguments of ``ServingCollector.sustainable_rate``.
+        progress: called with each launch's summary row.
+    """
+    from perfpred.collect.serving import ServingCollector
+
+    if goal not in GOALS:
+        raise InvalidInputError(f"`goal` must be one of {sorted(GOALS)}, but got goal={goal!r}")
+    if goal == "sustainable_rate" and slo is None:
+        raise InvalidInputError("`slo` must be given for goal='sustainable_rate', but got slo=None")
+    if not isinstance(budget, int) or budget < 1:
+        raise InvalidInputError(f"`budget >= 1` must hold, but got budget={budget!r}")
+    if slo is not None:
+        slo.validate()
+    space = space or default_space(engine)
+    workload = workload or default_workload(goal)
+    fixed = {**DEFAULT_FIXED.get(engine, {}), **(fixed_knobs or {})}
+    overlap = sorted(set(fixed) & set(space.names))
+    fixed = {k: v for k, v in fixed.items() if k not in overlap}  # searched knobs win over defaults
+    run_dir = Path(run_dir) if run_dir else None
+    if isinstance(store, (str, Path)):
+        store = MeasurementStore(store, create=True)
+    elif store is None and run_dir is not None:
+        store = MeasurementStore(run_dir / "store", create=True)
+    collector = ServingCollector(engines=engines, startup_timeout_s=startup_timeout_s,
+                                 log_dir=run_dir / "logs" if run_dir else None)
+    backend = LiveServingBackend(engine=engine, model=model, workload=workload, goal=goal, slo=slo, fixed=fixed,
+                                 collector=collector, store=store, space=space, measure=measure,
+                                 rate_search=rate_search)
+    engine_obj = collector.engine(engine)
+    candidates = runnable_candidates(space, backend, engine_obj)
+    settings = SloSearchSettings(budget=budget, batch_size=batch_size, n_initial=n_initial, kappa=kappa, seed=seed)
+    rows: list[dict[str, Any]] = []
+    clock = [time.perf_counter()]
+
+    def record(ev: Evaluation) -> None:
+        now = time.perf_counter()
+        rows.append(backend.summary(ev, now - clock[0]))
+        clock[0] = now
+        if progress is not None:
+            progress(rows[-1])
+
+    t0 = time.perf_counter()
+    done = slo_search(candidates, backend.measure, goal_metric=GOALS[goal][0],
+                      bounds=slo_bounds(slo) if goal == "throughput" else {},
+                      feasible=lambda m: goal_value(m, goal, slo) is not None, settings=settings,
+                      on_evaluation=record)
+    best = max((e for e in done if e.feasible), key=lambda e: e.goal, default=None)
+    best_knobs = command = None
+    if best is not None:
+        best_knobs = {**fixed, **backend.native(best.config)}
+        command = collector.command_line(backend.config(backend.native(best.config)))
+    return LiveTuneResult(engine=engine, model=model if isinstance(model, str) else model.name, goal=goal,
+                          unit=GOALS[goal][1], best_config=best_knobs, best_value=best.goal if best else None,
+                          command_line=command, n_launches=len(done), history=pd.DataFrame(rows),
+                          stopped_by="budget" if len(done) >= budget else "space_exhausted",
+                          wall_s=time.perf_counter() - t0)

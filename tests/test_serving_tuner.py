@@ -1,0 +1,106 @@
+"""Live serving tuning: the predictor-first loop over real launches (a fake server here, llama-server once)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("aiohttp")
+pytest.importorskip("xgboost")
+
+from perfpred.collect.serving import ServingWorkload, Slo, find_llama_server
+from perfpred.datasets import MeasurementStore
+from perfpred.errors import InvalidInputError
+from perfpred.tuner import SearchSpace
+from perfpred.tuner._serving_live import goal_value, slo_violations, tune_serving_live
+
+LLAMA_SERVER = find_llama_server()  # before the suite points PERFPRED_HOME elsewhere
+HARDWARE = {"hardware_id": "cpu-test-0000000001", "hardware_name": "test cpu"}
+FAST = ServingWorkload(n_requests=12, concurrency=6, prompt_tokens=8, output_tokens=6, warmup_requests=0)
+
+
+@pytest.fixture(autouse=True)
+def _fixed_hardware(monkeypatch):
+    # The fingerprint probes the machine (seconds); rows only need an id here.
+    from perfpred.collect.serving import ServingCollector
+
+    monkeypatch.setattr(ServingCollector, "hardware", property(lambda self: HARDWARE))
+
+
+def _fake_space(**extra):
+    return SearchSpace({"slots": [1, 3, 6], "token_ms": [1.0, 3.0], **extra})
+
+
+def test_budget_is_spent_on_distinct_configs_and_every_launch_is_a_row(tmp_path):
+    seen = []
+    store = MeasurementStore(tmp_path / "store", create=True)
+    result = tune_serving_live("fake", space=_fake_space(), workload=FAST, budget=4, seed=1, store=store,
+                               run_dir=tmp_path, progress=seen.append)
+    assert result.n_launches == 4 == len(seen) == len(result.history)
+    keys = {(r["slots"], r["token_ms"]) for r in seen}
+    assert len(keys) == 4  # no config launched twice
+    assert len(store.measurements(kind="serving")) == 4
+    assert result.best_value is not None and result.unit == "tok/s"
+    assert result.best_value == pytest.approx(max(r["goal_value"] for r in seen if r["slo_met"]))
+    assert result.command_line.split()[1].endswith("_fake_server.py")
+    assert '"slots": ' + str(result.best_config["slots"]) in result.command_line
+
+
+def test_failures_are_rows_the_tuner_learns_from(tmp_path):
+    store = MeasurementStore(tmp_path / "store", create=True)
+    space = SearchSpace({"slots": [2, 6], "oom_at_start": [False, True]})
+    result = tune_serving_live("fake", space=space, workload=FAST, budget=4, store=store, run_dir=tmp_path)
+    statuses = sorted(m.status for m in store.measurements(kind="serving"))
+    assert statuses == ["ok", "ok", "oom", "oom"]
+    assert result.best_config["oom_at_start"] is False
+    assert (result.history["status"] == "oom").sum() == 2 and not result.history["slo_met"][
+        result.history["status"] == "oom"].any()
+
+
+def test_the_reported_best_meets_the_slo(tmp_path):
+    # One slot queues six requests: TTFT p99 ~ 5 requests x 6 tokens x 3 ms, well over 40 ms.
+    slo = Slo(ttft_ms=40.0)
+    result = tune_serving_live("fake", space=_fake_space(), workload=FAST, budget=6, slo=slo, run_dir=tmp_path)
+    h = result.history
+    assert result.stopped_by == "space_exhausted" or result.n_launches == 6
+    assert not h["slo_met"].all() and h["slo_met"].any()
+    best = h[(h["slots"] == result.best_config["slots"]) & (h["token_ms"] == result.best_config["token_ms"])]
+    assert bool(best["slo_met"].iloc[0]) and best["ttft_p99_ms"].iloc[0] <= 40.0
+    assert result.best_value == pytest.approx(h.loc[h["slo_met"], "goal_value"].max())
+
+
+def test_slo_checks_and_bad_input():
+    slo = Slo(ttft_ms=100.0, tpot_ms=10.0)
+    assert slo_violations({"ttft_p99_ms": 50.0, "tpot_p99_ms": 5.0}, slo) == []
+    assert slo_violations({"ttft_p99_ms": 150.0, "tpot_p99_ms": 5.0, "error_rate": 0.5}, slo) == [
+        "error_rate 0.50 > 0", "ttft_p99_ms 150.0 > 100"]
+    assert slo_violations({"ttft_p99_ms": 50.0}, slo) == ["tpot_p99_ms None > 10"]
+    with pytest.raises(InvalidInputError, match="`goal` must be one of"):
+        tune_serving_live("fake", goal="latency")
+    with pytest.raises(InvalidInputError, match="`slo` must be given"):
+        tune_serving_live("fake", goal="sustainable_rate")
+    with pytest.raises(InvalidInputError, match="`budget >= 1`"):
+        tune_serving_live("fake", budget=0)
+    assert goal_value.__name__ == "goal_value"
+
+
+@pytest.mark.serving_engine
+@pytest.mark.skipif(LLAMA_SERVER is None, reason="llama-server is not built: run "
+                    "`python -m perfpred.collect.serving.build llama-server` (~10 min, once)")
+def test_a_real_three_launch_llama_server_tuning_run(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    pytest.importorskip("gguf")
+    from perfpred.collect.serving import LlamaServerEngine
+
+    monkeypatch.setenv("PERFPRED_MODELS_DIR", str(tmp_path / "models"))
+    workload = ServingWorkload(n_requests=8, concurrency=4, prompt_tokens=32, output_tokens=8, warmup_requests=1)
+    space = SearchSpace({"parallel": [1, 4], "batch_size": [64, 256], "ubatch_size": [64]})
+    store = MeasurementStore(tmp_path / "store", create=True)
+    result = tune_serving_live("llama-server", "tiny", space=space, workload=workload, budget=3, seed=0,
+                               slo=Slo(ttft_ms=30_000.0), store=store, run_dir=tmp_path,
+                               engines={"llama-server": LlamaServerEngine(binary=LLAMA_SERVER)},
+                               startup_timeout_s=60.0)
+    assert result.n_launches == 3 and len(store.measurements(kind="serving")) == 3
+    assert (result.history["status"] == "ok").all(), result.history.to_dict("records")
+    assert result.best_value > 0 and result.best_config["threads"] == 1
+    assert "llama-server --model" in result.command_line or "/llama-server --model" in result.command_line
+    assert f"--parallel {result.best_config['parallel']}" in result.command_line
