@@ -231,7 +231,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--output", default="tuning")
     parser.add_argument("--resume", action="store_true", help="keep the spaces already in the runs file")
+    parser.add_argument("--rerun", default="", help="re-run only these strategies (comma-separated) on the spaces "
+                        "in the runs file, keeping every other strategy's runs (after a change to one strategy)")
     args = parser.parse_args()
+    if args.rerun:
+        rerun(args)
+        return
     names = list(space_files()) if args.spaces == "all" else args.spaces.split(",")
     strategies = args.strategies.split(",")
     seeds = list(range(args.seeds))
@@ -256,6 +261,33 @@ def main() -> None:
             path = write_result(args.output, {"budget": BUDGET, "seeds": len(seeds), "strategies": strategies,
                                               "spaces_done": len(results), "spaces_total": len(names),
                                               "wall_s": round(time.time() - t0, 1), **summary})
+    print(f"wrote {path} in {time.time() - t0:.0f} s")
+
+
+def rerun(args: argparse.Namespace) -> None:
+    """Replace the runs of some strategies in an existing runs file, space by space."""
+    runs_file = RUNS_DIR / "tuning" / f"{args.output}_runs.json.gz"
+    with gzip.open(runs_file, "rt") as fh:
+        results = json.load(fh)
+    strategies = args.rerun.split(",")
+    seeds = list(range(args.seeds))
+    t0 = time.time()
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        futures = {pool.submit(run_space, r["space"], seeds, strategies): r for r in results}
+        for future in as_completed(futures):
+            old, new = futures[future], future.result()
+            old["runs"].update(new["runs"])
+            old["wall_s"].update(new["wall_s"])
+            if "prior_fit_s" in new:
+                old["prior_fit_s"] = new["prior_fit_s"]
+            with gzip.open(runs_file, "wt") as fh:
+                json.dump(results, fh)
+    summary = summarise(results, seeds)
+    plot(results, RESULTS_DIR / f"{args.output}.png")
+    path = write_result(args.output, {"budget": BUDGET, "seeds": len(seeds),
+                                      "strategies": sorted({s for r in results for s in r["runs"]}),
+                                      "spaces_done": len(results), "spaces_total": len(space_files()),
+                                      "rerun": strategies, "wall_s_rerun": round(time.time() - t0, 1), **summary})
     print(f"wrote {path} in {time.time() - t0:.0f} s")
 
 

@@ -532,6 +532,65 @@ def tune(
     console.print(f"report: {paths['result']}  plot: {paths['plot']}")
 
 
+@app.command("tune-serving")
+def tune_serving_cmd(
+    engine: Annotated[str, typer.Option(help="llama-server or vllm (real launches on this machine), or ml-energy (replay of the recorded ML.ENERGY H100 runs of --model/--task).")] = "llama-server",
+    model: Annotated[str, typer.Option(help="Live: tiny or small-20m (random-weight Llama made locally). ml-energy: the recorded model id, e.g. Qwen/Qwen3-8B.")] = "tiny",
+    task: Annotated[str, typer.Option(help="ml-energy only: the recorded task, e.g. lm-arena-chat.")] = "lm-arena-chat",
+    budget: Annotated[int, typer.Option(help="Server launches (hardware evaluations) in total.")] = 8,
+    goal: Annotated[str, typer.Option(help="Live: throughput (output tokens/s at a fixed concurrency, counted only when the SLO holds) or sustainable_rate (highest Poisson requests/s meeting the SLO; ~5x dearer per launch).")] = "throughput",
+    slo_ttft_ms: Annotated[float | None, typer.Option(help="Live SLO: p99 time to first token in ms.")] = None,
+    slo_tpot_ms: Annotated[float | None, typer.Option(help="Live SLO: p99 time per output token in ms.")] = None,
+    slo_e2e_ms: Annotated[float | None, typer.Option(help="Live SLO: p99 end-to-end latency in ms.")] = None,
+    objective: Annotated[list[str] | None, typer.Option(help="ml-energy: METRIC[:max|:min], repeatable for a Pareto front (default metric.output_tokens_per_s:max).")] = None,
+    constraint: Annotated[list[str] | None, typer.Option(help="ml-energy: e.g. 'metric.itl_p99_ms <= 50' (ms), repeatable.")] = None,
+    store: Annotated[Path, typer.Option(help="Live: Measurement store every launch is appended to.")] = DEFAULT_STORE,
+    seed: Annotated[int, typer.Option(help="Seed of the design, the surrogate and the load.")] = 0,
+    output: Annotated[Path, typer.Option(help="Run directory for the report.")] = Path("perfpred-runs/tune-serving"),
+) -> None:
+    """Tune serving knobs under latency SLOs, predictor first; answer with a ready-to-paste server command.
+
+    Live engines search llama-server's slots and batch/ubatch sizes (vLLM's max-num-seqs and
+    max-num-batched-tokens); each launch is a real server under load on this machine, stored as
+    a row. ``--engine ml-energy`` chooses max_num_seqs and parallelism for a recorded model on
+    the recorded H100 runs, with a predictor trained on the OTHER recorded models.
+    """
+    if engine == "ml-energy":
+        from perfpred.tuner import load_serving_table, tune_serving
+
+        table = load_serving_table()
+        result = tune_serving(table, model, task, objective or ["metric.output_tokens_per_s:max"], budget=budget,
+                              constraints=constraint or [], seed=seed, out_dir=output)
+        _print_pareto(result, f"ML.ENERGY replay: {model} / {task}")
+        console.print(f"report: {output / 'pareto.json'}  plot: {output / 'pareto.png'}")
+        return
+    if objective or constraint:
+        raise InvalidInputError("--objective/--constraint are for --engine ml-energy; live runs take --goal and --slo-*")
+    from perfpred.collect.serving import Slo
+    from perfpred.tuner import tune_serving_live
+
+    bounds = {"ttft_ms": slo_ttft_ms, "tpot_ms": slo_tpot_ms, "e2e_ms": slo_e2e_ms}
+    slo = Slo(**bounds) if any(v is not None for v in bounds.values()) else None
+    launches = [0]
+    with err_console.status(f"tuning {engine} on {model}") as status:
+        def progress(row: dict) -> None:
+            launches[0] += 1
+            status.update(f"{engine} on {model}: launch {launches[0]} of {budget} done")
+
+        result = tune_serving_live(engine, model, slo=slo, goal=goal, budget=budget, seed=seed, store=store,
+                                   run_dir=output, progress=progress)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "result.json").write_text(json.dumps(result.summary(), indent=2, default=str))
+    result.history.to_csv(output / "history.csv", index=False)
+    _print_kv_table(f"{engine} on {model}: best of {result.n_launches} launches",
+                    {"best": f"{result.best_value:.4g} {result.unit}" if result.best_value else "no config met the SLO",
+                     "config": json.dumps(result.best_config), "stopped by": result.stopped_by,
+                     "wall time": f"{result.wall_s:.0f} s", "store": str(store)})
+    if result.command_line:
+        console.print(f"server command:\n{result.command_line}", soft_wrap=True)
+    console.print(f"report: {output / 'result.json'}  launches: {output / 'history.csv'}")
+
+
 def _tune_pareto(session, objectives: list[str], constraints: list[str], *, budget: int, batch: int,
                  storage: str | None, study: str, seed: int, output: Path) -> None:
     """``perfpred tune --objective A --objective B [--constraint ...]``: the measured Pareto front."""
@@ -552,7 +611,8 @@ def _tune_pareto(session, objectives: list[str], constraints: list[str], *, budg
 
 def _print_pareto(result, title: str) -> None:
     metrics = [o.metric for o in result.objectives]
-    params = [c for c in result.front.columns if c not in metrics and not c.startswith(("predicted_", "feasible"))]
+    params = [c for c in result.front.columns
+              if c not in metrics and c != "trial" and not c.startswith(("predicted_", "feasible"))]
     if len(result.front) > 1:  # parameters the whole front shares say nothing about the trade-off
         params = [c for c in params if result.front[c].nunique(dropna=False) > 1]
     table = Table(*params, *metrics, title=f"{title} ({len(result.front)} config(s), "

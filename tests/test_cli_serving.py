@@ -46,3 +46,30 @@ def test_bad_serving_input_is_one_line(monkeypatch, capsys, tmp_path, args, need
                               str(tmp_path / "s"), *args)
     assert_one_line_error(code, out, err, *needles)
     assert not (tmp_path / "s").exists()  # refused before anything was created
+
+
+def test_tune_serving_on_the_ml_energy_replay_answers_within_the_slo(tmp_path):
+    from perfpred.errors import DatasetNotFoundError
+    from perfpred.settings import datasets_dir
+
+    try:
+        datasets_dir()
+    except DatasetNotFoundError as exc:
+        pytest.skip(str(exc))
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["tune-serving", "--engine", "ml-energy", "--model", "Qwen/Qwen3-8B", "--task",
+                                 "lm-arena-chat", "--budget", "3", "--objective", "metric.output_tokens_per_s:max",
+                                 "--constraint", "metric.itl_p99_ms <= 50", "--output", str(out)],
+                           env={"COLUMNS": "200"})
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    import json
+
+    report = json.loads((out / "pareto.json").read_text())
+    assert report["n_evaluations"] == 3
+    assert report["front"] and all(row["metric.itl_p99_ms"] <= 50 for row in report["front"])
+
+
+def test_tune_serving_live_refuses_replay_options(monkeypatch, capsys):
+    code, out, err = run_main(monkeypatch, capsys, "tune-serving", "--engine", "llama-server", "--objective",
+                              "metric.output_tokens_per_s:max")
+    assert_one_line_error(code, out, err, "--objective", "ml-energy")
