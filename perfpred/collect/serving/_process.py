@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -113,6 +114,11 @@ class ServerProcess:
         kill_group(pgid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(10)
+        # SIGKILL is delivered at once but a loaded machine may take a moment to tear the members
+        # down: return only when none is left (bounded), so a caller never races a dying worker.
+        deadline = time.monotonic() + 10.0
+        while group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.02)
         with _LIVE_LOCK:
             _LIVE.discard(self)
         return self.process.returncode
