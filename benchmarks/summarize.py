@@ -133,9 +133,51 @@ def accuracy() -> str:
     return "\n".join(lines)
 
 
+def serving() -> str:
+    d = _load("serving")
+    if not d:
+        return ""
+    lines = [f"{d['engine']} on this CPU, goal: {d['goal']}; SLO {d['slo']}; {d['live_vs_replayed']}.", "",
+             "| model | grid launches | grid best (tok/s) | perfpred launches | perfpred best / grid best (seeds) | "
+             "random, same launches | tight SLO: perfpred / random | noise cv tok/s | predictor MAPE TPOT p50 / "
+             "throughput |", "|---|---|---|---|---|---|---|---|---|"]
+    for m in d["models"]:
+        p, r, t, pr = m["perfpred"], m["random"], m["tight_slo_replayed"], m["predictor"]
+        noise = [n["cv_output_tokens_per_s"] for n in m["noise"]]
+        seeds = ", ".join(f"{x:.2f}" for x in p["ratio_to_grid_best_per_seed"])
+        lines.append(f"| {m['model']} | {m['n_grid_configs']} | {m['grid_best_tok_s']:.0f} | {m['budget_launches']} "
+                     f"({m['budget_fraction_of_grid']:.0%}) | {p['ratio_mean']:.3f} ({seeds}) | "
+                     f"{r['ratio_mean']:.3f} | "
+                     f"{t['perfpred_ratio_mean']:.2f} / {t.get('random_ratio_mean', float('nan')):.2f} | "
+                     f"{min(noise):.1%}..{max(noise):.1%} | {pr['mape_tpot_p50_ms']:.1%} / "
+                     f"{pr['mape_output_tokens_per_s']:.1%} |")
+    return "\n".join(lines)
+
+
+def serving_replay() -> str:
+    d = _load("serving_replay")
+    if not d:
+        return ""
+    budgets = d["budgets"]
+    lines = [f"{d['groups']} (model, task) groups of ML.ENERGY v3 (H100), the grid of each as replayed hardware; "
+             "quality = best found / grid best (hypervolume ratio for fronts); evals = launches to the target:", "",
+             "| scenario | strategy | " + " | ".join(f"q@{b}" for b in budgets) + " | mean evals to target | "
+             "grid launches |", "|---|---|" + "---|" * (len(budgets) + 2)]
+    for name, sc in d["summary"].items():
+        grid = sc["strategies"].get("grid", {}).get("mean_evals_to_target")
+        for strategy, v in sc["strategies"].items():
+            if strategy == "grid":
+                continue
+            cells = " | ".join(f"{v[f'mean_quality@{b}']:.2f}" for b in budgets)
+            lines.append(f"| {name} ({sc['problems']}) | {strategy} | {cells} | {v['mean_evals_to_target']:.2f} | "
+                         f"{grid:.1f} |" if grid is not None else f"| {name} | {strategy} | {cells} | "
+                         f"{v['mean_evals_to_target']:.2f} | - |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     for title, text in (("cpu_gemm", cpu_gemm()), ("timer_agreement", timer_agreement()), ("accuracy", accuracy()),
-                        ("tuning", tuning())):
+                        ("tuning", tuning()), ("serving", serving()), ("serving_replay", serving_replay())):
         if text:
             print(f"### {title}\n\n{text}\n")
 
