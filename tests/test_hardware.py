@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -29,7 +30,8 @@ def test_fingerprint_has_the_expected_keys():
     assert set(spec) >= KEYS
     assert spec["device"] == "cpu"
     assert spec["logical_cpus"] >= 1
-    assert 1 <= spec["usable_cpus"] <= spec["logical_cpus"]
+    assert spec["usable_cpus"] == len(os.sched_getaffinity(0))  # the CPUs this process may run on
+    assert spec["usable_cpus"] <= spec["logical_cpus"]
     assert isinstance(spec["isa"], list)
     assert all(isinstance(v, int) and v > 0 for v in spec["caches_kib"].values())
     json.dumps(spec)  # stored as hardware_json

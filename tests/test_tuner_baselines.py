@@ -133,7 +133,7 @@ def test_kernel_tuner_search_on_a_recorded_cache(strategy: str, conv_cache: Path
                                                  tmp_path: Path) -> None:
     pytest.importorskip("kernel_tuner")
     values = kernel_tuner_search(conv_cache, strategy, 8, seed=0, workdir=tmp_path)
-    assert 1 <= len(values) <= 8
+    assert len(values) == 8  # the whole budget, one value (or None for a failed config) per evaluation
     recorded_times = {e["time"] for e in conv_recorded.values() if not isinstance(e["time"], str)}
     assert all(v is None or v in recorded_times for v in values)
     assert any(v is not None for v in values)
