@@ -6,7 +6,7 @@ config), so best-so-far curves of all strategies line up evaluation by evaluatio
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,41 @@ from perfpred.tuner._study import config_key
 
 def _as_config(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+
+
+def optuna_sampler(name: str, seed: int, *, population_size: int | None = None) -> Any:
+    """A seeded Optuna sampler by name: tpe, gp, random, or nsga2 (``population_size``: its generation)."""
+    import optuna
+
+    factories = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(
+            seed=seed, **({"population_size": population_size} if population_size else {})),
+    }
+    if name not in factories:
+        raise InvalidInputError(f"`sampler` must be one of {sorted(factories)}, but got sampler={name!r}")
+    return factories[name]()
+
+
+def suggestions_in(study: Any, space: SearchSpace, valid: set[str], max_asks: int) -> Iterator[tuple[Any, dict, str]]:
+    """(trial, config, key) for each of Optuna's suggestions that is a candidate, at most ``max_asks`` asks.
+
+    A suggestion outside the candidates (a config violating the space's constraints) is told as a
+    failure without costing a hardware evaluation, as a tuner that checks constraints before
+    launching would.
+    """
+    import optuna
+
+    for _ in range(max_asks):
+        trial = study.ask()
+        config = space.suggest(trial)
+        key = config_key(config)
+        if key in valid:
+            yield trial, config, key
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
 def random_search(backend: HardwareBackend, candidates: pd.DataFrame, budget: int, *, seed: int = 0,
@@ -42,26 +77,13 @@ def optuna_search(backend: HardwareBackend, space: SearchSpace, candidates: pd.D
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    samplers = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-    }
-    if sampler not in samplers:
-        raise InvalidInputError(f"`sampler` must be one of {sorted(samplers)}, but got sampler={sampler!r}")
+    study = optuna.create_study(direction="minimize", sampler=optuna_sampler(sampler, seed))
     valid = {config_key(_as_config(r)) for r in candidates.to_dict("records")}
-    study = optuna.create_study(direction="minimize", sampler=samplers[sampler]())
     seen: dict[str, float | None] = {}
     values: list[float | None] = []
-    asks = 0
-    while len(values) < budget and asks < budget * max_invalid_per_eval and len(seen) < len(valid):
-        asks += 1
-        trial = study.ask()
-        config = space.suggest(trial)
-        key = config_key(config)
-        if key not in valid:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            continue
+    if budget < 1 or not valid:
+        return values
+    for trial, config, key in suggestions_in(study, space, valid, budget * max_invalid_per_eval):
         if key in seen:
             value = seen[key]
         else:
@@ -72,4 +94,6 @@ def optuna_search(backend: HardwareBackend, space: SearchSpace, candidates: pd.D
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             study.tell(trial, value)
+        if len(values) >= budget or len(seen) >= len(valid):
+            break
     return values

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfpred.errors import InvalidInputError
+from perfpred.tuner._baselines import optuna_sampler, suggestions_in
 from perfpred.tuner._loop import HardwareBackend
 from perfpred.tuner._objectives import (
     MetricBound,
@@ -66,28 +66,15 @@ def optuna_pareto_search(backend: HardwareBackend, space: SearchSpace, candidate
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     objectives = parse_objectives(objectives)
     constraints = parse_constraints(constraints)
-    samplers = {
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, **(
-            {"population_size": population_size} if population_size else {})),
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-    }
-    if sampler not in samplers:
-        raise InvalidInputError(f"`sampler` must be one of {sorted(samplers)}, but got sampler={sampler!r}")
+    study = optuna.create_study(directions=[o.direction for o in objectives],
+                                sampler=optuna_sampler(sampler, seed, population_size=population_size))
     metrics = tracked_metrics(objectives, constraints)
     valid = {config_key(row_config(candidates, i)) for i in range(len(candidates))}
-    study = optuna.create_study(directions=[o.direction for o in objectives], sampler=samplers[sampler]())
     seen: dict[str, Row] = {}
     rows: list[Row] = []
-    asks = 0
-    while len(rows) < budget and asks < budget * max_invalid_per_eval and len(seen) < len(valid):
-        asks += 1
-        trial = study.ask()
-        config = space.suggest(trial)
-        key = config_key(config)
-        if key not in valid:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            continue
+    if budget < 1 or not valid:
+        return rows
+    for trial, config, key in suggestions_in(study, space, valid, budget * max_invalid_per_eval):
         if key not in seen:
             seen[key] = _measure(backend, config, metrics)
             rows.append(seen[key])
@@ -101,5 +88,7 @@ def optuna_pareto_search(backend: HardwareBackend, space: SearchSpace, candidate
                 trial.set_constraint(str(c), c.violation(value) if value is not None else float("inf"))
             study.tell(trial, values if len(values) > 1 else values[0])
         if stop is not None and rows and row is rows[-1] and stop(rows):
+            break
+        if len(rows) >= budget or len(seen) >= len(valid):
             break
     return rows
