@@ -79,8 +79,9 @@ ANCHORS: dict[str, tuple[str, float]] = {
 # --------------------------------------------------------------------------- loading
 
 
-def import_tables(root: Path, smoke: bool, scratch: Path) -> dict[str, pd.DataFrame]:
-    """Every dataset through the importers into one temporary store, split into tables by source."""
+def import_tables(root: Path, smoke: bool, scratch: Path) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
+    """Every dataset through the importers into one temporary store, split into tables by source;
+    and each format's import report (rows imported, bad, duplicate, seconds)."""
     sources: list[tuple[str, list[Path]]] = [
         ("uci-sgemm", [root / "uci-sgemm"]),
         ("kernel-tuner", [root / "kernel-tuner" / "gemm", root / "kernel-tuner" / "convolution"]),
@@ -125,8 +126,7 @@ def import_tables(root: Path, smoke: bool, scratch: Path) -> dict[str, pd.DataFr
             np.nan, index=df.index)).notna()],
     }
     tables = {name: t.dropna(axis=1, how="all").reset_index(drop=True) for name, t in tables.items()}
-    tables["_imports"] = pd.DataFrame(reports).T  # type: ignore[assignment]
-    return tables
+    return tables, reports
 
 
 # --------------------------------------------------------------------------- scoring
@@ -548,9 +548,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="perfpred-accuracy-") as scratch:
         t0 = time.perf_counter()
-        tables = import_tables(datasets_dir(), args.smoke, Path(scratch))
+        tables, imports = import_tables(datasets_dir(), args.smoke, Path(scratch))
         import_s = time.perf_counter() - t0
-        imports = tables.pop("_imports").to_dict(orient="index")
         for name in chosen:
             t0 = time.perf_counter()
             results[name] = PROTOCOLS[name](tables, budget)
