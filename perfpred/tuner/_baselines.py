@@ -6,7 +6,7 @@ config), so best-so-far curves of all strategies line up evaluation by evaluatio
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -15,11 +15,7 @@ import pandas as pd
 from perfpred.errors import InvalidInputError
 from perfpred.tuner._loop import HardwareBackend, _objective_value
 from perfpred.tuner._space import SearchSpace
-from perfpred.tuner._study import config_key
-
-
-def _as_config(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+from perfpred.tuner._study import config_key, row_config
 
 
 def optuna_sampler(name: str, seed: int, *, population_size: int | None = None) -> Any:
@@ -62,7 +58,7 @@ def random_search(backend: HardwareBackend, candidates: pd.DataFrame, budget: in
     """Measure ``budget`` distinct candidates drawn uniformly (executed, not simulated)."""
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(candidates), size=min(budget, len(candidates)), replace=False)
-    return [_objective_value(backend.measure(_as_config(candidates.iloc[i].to_dict())), objective) for i in picks]
+    return [_objective_value(backend.measure(row_config(candidates, int(i))), objective) for i in picks]
 
 
 def optuna_search(backend: HardwareBackend, space: SearchSpace, candidates: pd.DataFrame, budget: int, *,
@@ -78,7 +74,7 @@ def optuna_search(backend: HardwareBackend, space: SearchSpace, candidates: pd.D
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize", sampler=optuna_sampler(sampler, seed))
-    valid = {config_key(_as_config(r)) for r in candidates.to_dict("records")}
+    valid = {config_key(r) for r in candidates.to_dict("records")}
     seen: dict[str, float | None] = {}
     values: list[float | None] = []
     if budget < 1 or not valid:

@@ -25,6 +25,7 @@ from perfpred.datasets import MeasurementStore
 from perfpred.errors import InvalidInputError
 from perfpred.tuner._loop import Tuner, TuneSettings
 from perfpred.tuner._space import SearchSpace
+from perfpred.tuner._study import row_config
 
 # What a user would write without tuning: square 32-tiles, i-j-k order, no unrolling, the
 # x86-64 baseline ISA, one thread.
@@ -117,7 +118,7 @@ def run_demo(*, run_dir: Path, budget: int = 20, quick: bool = False, gpu: bool 
         rng = np.random.default_rng(seed)
         random_rows = []
         for i in rng.choice(len(candidates), size=min(budget, len(candidates)), replace=False):
-            config = {k: (v.item() if hasattr(v, "item") else v) for k, v in candidates.iloc[i].items()}
+            config = row_config(candidates, int(i))
             m = rnd.measure(config)
             random_rows.append({**config, "value": m.runtime_ms if m.status == "ok" else None, "status": m.status})
             step(f"random {len(random_rows)}/{budget}")

@@ -27,7 +27,7 @@ import pandas as pd
 from perfpred.datasets import Measurement
 from perfpred.errors import InvalidInputError
 from perfpred.tuner._space import SearchSpace
-from perfpred.tuner._study import StudyRecorder, config_key
+from perfpred.tuner._study import StudyRecorder, config_key, row_config
 from perfpred.tuner._surrogate import EnsembleSurrogate, param_features
 
 
@@ -119,10 +119,6 @@ def _objective_value(m: Measurement, objective: str) -> float | None:
 
 # Measurements after which a model of the tuned hardware alone competes with the priors (5-fold CV).
 MIN_TARGET_VOTE = 8
-
-
-def _native(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
 
 
 def _codes(frame: pd.DataFrame) -> np.ndarray:
@@ -353,9 +349,7 @@ class Tuner:
             fit_s += time.perf_counter() - t0
             iteration += 1
             for i in picks[:k]:
-                # Column by column: a row (iloc) upcasts ints to floats beside a float column, and the
-                # recorded config would then miss its candidate's key and could be picked again.
-                config = {c: _native(self.candidates[c].iat[i]) for c in self.candidates.columns}
+                config = row_config(self.candidates, i)
                 claims = self.recorder.claims
                 if claims is not None and claims.claim(config_key(config), s.budget, self.worker) is None:
                     continue  # another worker has it, or the budget is spent

@@ -55,15 +55,6 @@ def metric_value(m: Measurement, name: str) -> float | None:
     return value if math.isfinite(value) and value > 0 else None
 
 
-def row_config(frame: Any, i: int) -> dict[str, Any]:
-    """Row ``i`` of a candidates DataFrame as a config of Python scalars.
-
-    Column by column: ``frame.iloc[i]`` upcasts ints to floats beside a float column, and the
-    config would then miss its candidate's key (and could be measured again).
-    """
-    return {c: (v.item() if hasattr(v, "item") else v) for c in frame.columns for v in [frame[c].iat[i]]}
-
-
 def known_metrics(backend: Any) -> set[str] | None:
     """The metrics a replayed backend has recorded (from its table); None when it cannot say."""
     table = getattr(backend, "table", None)

@@ -22,11 +22,10 @@ from perfpred.tuner._objectives import (
     metric_value,
     parse_constraints,
     parse_objectives,
-    row_config,
     tracked_metrics,
 )
 from perfpred.tuner._space import SearchSpace
-from perfpred.tuner._study import config_key
+from perfpred.tuner._study import config_key, row_config
 
 Row = dict[str, Any]
 

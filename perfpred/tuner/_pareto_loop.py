@@ -50,13 +50,12 @@ from perfpred.tuner._objectives import (
     metric_value,
     parse_constraints,
     parse_objectives,
-    row_config,
     tracked_metrics,
 )
 from perfpred.tuner._pareto import epsilon_gap, hypervolume, hypervolume_improvement, min_form, pareto_mask
 from perfpred.tuner._pareto_study import ParetoStudyRecorder
 from perfpred.tuner._space import SearchSpace
-from perfpred.tuner._study import config_key
+from perfpred.tuner._study import config_key, row_config
 from perfpred.tuner._surrogate import EnsembleSurrogate, param_features
 
 # Floor of the surrogate's log-space spread when turning it into feasibility probabilities: a

@@ -29,6 +29,7 @@ import pandas as pd
 from perfpred.datasets import Measurement
 from perfpred.errors import InvalidInputError
 from perfpred.tuner._loop import _codes, diverse_top, maximin_design
+from perfpred.tuner._study import row_config
 from perfpred.tuner._surrogate import EnsembleSurrogate, param_features
 
 
@@ -72,10 +73,6 @@ class Evaluation:
     iteration: int
 
 
-def _native(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value  # numpy scalar -> Python (JSON, engine knob checks)
-
-
 def _normal_cdf(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.vectorize(math.erf)(z / math.sqrt(2.0)))
 
@@ -109,7 +106,7 @@ def slo_search(candidates: pd.DataFrame, measure: Callable[[dict[str, Any]], Mea
             picks = [int(i) for i in np.flatnonzero(~measured)[:k]]
         iteration += 1
         for i in picks:
-            config = {c: _native(candidates[c].iat[i]) for c in candidates.columns}
+            config = row_config(candidates, i)
             m = measure(config)
             measured[i] = True
             value = m.metrics.get(goal_metric) if m.status == "ok" else None

@@ -53,6 +53,15 @@ def _native(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def row_config(frame: Any, i: int) -> dict[str, Any]:
+    """Row ``i`` of a candidates DataFrame as a config of Python scalars.
+
+    Column by column: ``frame.iloc[i]`` upcasts ints to floats beside a float column, and the
+    config would then miss its candidate's key (and could be measured again).
+    """
+    return {c: _native(frame[c].iat[i]) for c in frame.columns}
+
+
 class ClaimTable:
     """``perfpred_claims(study, slot)`` and ``(study, config_key)`` are both unique.
 
