@@ -19,20 +19,20 @@ from pathlib import Path
 from perfpred.settings import home_dir
 
 
-def engines_dir(*, create: bool = True) -> Path:
-    env = os.environ.get("PERFPRED_ENGINES_DIR")
-    path = Path(env).expanduser() if env else home_dir() / "engines"
+def _cache_dir(variable: str, name: str, create: bool) -> Path:
+    env = os.environ.get(variable)
+    path = Path(env).expanduser() if env else home_dir() / name
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def engines_dir(*, create: bool = True) -> Path:
+    return _cache_dir("PERFPRED_ENGINES_DIR", "engines", create)
 
 
 def models_dir(*, create: bool = True) -> Path:
-    env = os.environ.get("PERFPRED_MODELS_DIR")
-    path = Path(env).expanduser() if env else home_dir() / "models"
-    if create:
-        path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _cache_dir("PERFPRED_MODELS_DIR", "models", create)
 
 
 @contextlib.contextmanager
