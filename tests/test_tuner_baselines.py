@@ -166,3 +166,36 @@ def test_kernel_tuner_search_refuses_an_unknown_strategy(conv_cache: Path) -> No
     with pytest.raises(InvalidInputError, match="strategy") as excinfo:
         kernel_tuner_search(conv_cache, "brute_force_please", 8)
     assert "\n" not in str(excinfo.value)
+
+
+# ---------------------------------------------------------------------------- AutoTVM-style
+
+
+def test_autotvm_is_random_for_one_plan_then_follows_its_rank_model() -> None:
+    from perfpred.tuner import autotvm_search
+
+    space = SearchSpace({"x": list(range(16)), "y": list(range(16))}, constraints=["x + y != 5"])
+    candidates = space.enumerate()
+    hw = SyntheticHardware()
+    values = autotvm_search(hw, candidates, 48, seed=3, plan_size=16, n_chains=32, n_iter=100, epsilon=0.0)
+    assert len(values) == len(hw.calls) == 48
+    assert len(set(keys(hw.calls))) == 48  # never the same config twice
+    assert all(c["x"] + c["y"] != 5 for c in hw.calls)  # constraints respected (annealing stays in the space)
+    assert values == [runtime(c) for c in hw.calls]
+    # After the random first plan the ranking model steers to small x (runtime grows with x).
+    first, rest = hw.calls[:16], hw.calls[16:]
+    assert np.mean([c["x"] for c in rest]) < np.mean([c["x"] for c in first]) - 2
+    assert min(v for v in values[16:] if v is not None) < min(v for v in values[:16] if v is not None)
+    again = SyntheticHardware()
+    assert autotvm_search(again, candidates, 48, seed=3, plan_size=16, n_chains=32, n_iter=100,
+                          epsilon=0.0) == values
+
+
+def test_autotvm_stops_at_the_space_and_refuses_bad_settings() -> None:
+    from perfpred.tuner import autotvm_search
+
+    candidates = SPACE.enumerate().iloc[:10]
+    hw = SyntheticHardware()
+    assert len(autotvm_search(hw, candidates, 50, plan_size=4, n_chains=4, n_iter=10)) == 10
+    with pytest.raises(InvalidInputError, match="plan_size"):
+        autotvm_search(hw, candidates, 5, plan_size=0)

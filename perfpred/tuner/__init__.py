@@ -1,5 +1,6 @@
 """Search configurations with the predictor first and confirm the best on hardware."""
 
+from perfpred.tuner._autotvm import autotvm_search
 from perfpred.tuner._baselines import optuna_search, random_search
 from perfpred.tuner._kernel_tuner import KERNEL_TUNER_STRATEGIES, kernel_tuner_search
 from perfpred.tuner._loop import HardwareBackend, Tuner, TuneResult, TuneSettings, diverse_top, maximin_design
@@ -46,6 +47,7 @@ __all__ = [
     "TuneResult",
     "TuneSettings",
     "Tuner",
+    "autotvm_search",
     "best_so_far",
     "config_key",
     "diverse_top",
