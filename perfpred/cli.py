@@ -547,6 +547,7 @@ def tune_serving_cmd(
     store: Annotated[Path, typer.Option(help="Live: Measurement store every launch is appended to.")] = DEFAULT_STORE,
     seed: Annotated[int, typer.Option(help="Seed of the design, the surrogate and the load.")] = 0,
     output: Annotated[Path, typer.Option(help="Run directory for the report.")] = Path("perfpred-runs/tune-serving"),
+    storage: Annotated[str | None, typer.Option(help="Live: Optuna RDB storage URL that records every launch as a trial, each SLO as a constraint (default sqlite:///OUTPUT/study.db; view with optuna-dashboard).")] = None,
 ) -> None:
     """Tune serving knobs under latency SLOs, predictor first; answer with a ready-to-paste server command.
 
@@ -578,7 +579,7 @@ def tune_serving_cmd(
             status.update(f"{engine} on {model}: launch {launches[0]} of {budget} done")
 
         result = tune_serving_live(engine, model, slo=slo, goal=goal, budget=budget, seed=seed, store=store,
-                                   run_dir=output, progress=progress)
+                                   run_dir=output, progress=progress, storage=storage)
     output.mkdir(parents=True, exist_ok=True)
     (output / "result.json").write_text(json.dumps(result.summary(), indent=2, default=str))
     result.history.to_csv(output / "history.csv", index=False)
@@ -588,7 +589,8 @@ def tune_serving_cmd(
                      "wall time": f"{result.wall_s:.0f} s", "store": str(store)})
     if result.command_line:
         console.print(f"server command:\n{result.command_line}", soft_wrap=True)
-    console.print(f"report: {output / 'result.json'}  launches: {output / 'history.csv'}")
+    console.print(f"report: {output / 'result.json'}  launches: {output / 'history.csv'}  "
+                  f"Optuna study '{result.study.study_name}': {result.storage}")
 
 
 def _tune_pareto(session, objectives: list[str], constraints: list[str], *, budget: int, batch: int,

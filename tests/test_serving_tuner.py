@@ -68,6 +68,26 @@ def test_the_reported_best_meets_the_slo(tmp_path):
     assert result.best_value == pytest.approx(h.loc[h["slo_met"], "goal_value"].max())
 
 
+def test_every_launch_is_a_trial_of_an_optuna_study_with_the_slo_as_a_constraint(tmp_path):
+    import optuna
+
+    slo = Slo(ttft_ms=40.0)
+    result = tune_serving_live("fake", space=_fake_space(), workload=FAST, budget=6, slo=slo, run_dir=tmp_path)
+    assert result.storage == f"sqlite:///{(tmp_path / 'study.db').resolve()}"
+    study = optuna.load_study(study_name=result.summary()["study_name"], storage=result.storage)
+    trials = study.get_trials()
+    assert len(trials) == result.n_launches
+    assert {t.user_attrs["source"] for t in trials} == {"measured"}
+    h = result.history
+    for t in trials:  # the constraint is the relative excess over the bound: <= 0 exactly when the SLO holds
+        row = h[(h["slots"] == t.params["slots"]) & (h["token_ms"] == t.params["token_ms"])].iloc[0]
+        violation = t.constraints["metric.ttft_p99_ms <= 40"]
+        assert violation == pytest.approx(row["ttft_p99_ms"] / 40.0 - 1)
+        assert (violation <= 0) == bool(row["slo_met"])
+    # Optuna's feasible best is the tuner's answer.
+    assert [t.values[0] for t in study.best_trials] == [pytest.approx(result.best_value)]
+
+
 def test_slo_checks_and_bad_input():
     slo = Slo(ttft_ms=100.0, tpot_ms=10.0)
     assert slo_violations({"ttft_p99_ms": 50.0, "tpot_p99_ms": 5.0}, slo) == []

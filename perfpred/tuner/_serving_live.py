@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -118,11 +118,14 @@ class LiveTuneResult:
     history: pd.DataFrame  # one row per launch, in order
     stopped_by: str  # "budget" | "space_exhausted"
     wall_s: float
+    study: Any = field(default=None, repr=False)  # the Optuna study holding every launch as a trial
+    storage: str | None = None  # its RDB URL (None: in memory)
 
     def summary(self) -> dict[str, Any]:
         return {"engine": self.engine, "model": self.model, "goal": self.goal, "unit": self.unit,
                 "best_config": self.best_config, "best_value": self.best_value, "command_line": self.command_line,
-                "n_launches": self.n_launches, "stopped_by": self.stopped_by, "wall_s": round(self.wall_s, 1)}
+                "n_launches": self.n_launches, "stopped_by": self.stopped_by, "wall_s": round(self.wall_s, 1),
+                "study_name": self.study.study_name if self.study is not None else None, "storage": self.storage}
 
 
 class LiveServingBackend:
@@ -179,6 +182,22 @@ class LiveServingBackend:
                                                  "tpot_p50_ms", "tpot_p99_ms", "e2e_p99_ms", "error_rate")}}
 
 
+def study_recorder(space: SearchSpace, goal: str, slo: Any | None, *, storage: str | None,
+                   study_name: str) -> Any:
+    """An Optuna study of the launches: the goal maximised, each p99 SLO a named Optuna constraint.
+
+    The ``sustainable_rate`` goal's rate search enforces the SLO inside each launch, so its
+    study has no constraints.
+    """
+    from perfpred.tuner._objectives import MetricBound, Objective
+    from perfpred.tuner._pareto_study import ParetoStudyRecorder
+
+    bounds = slo_bounds(slo) if goal == "throughput" else {}
+    return ParetoStudyRecorder(space, [Objective(f"metric.{GOALS[goal][0]}", "maximize")],
+                               [MetricBound(f"metric.{k}", "<=", v) for k, v in bounds.items()],
+                               storage=storage, study_name=study_name)
+
+
 def runnable_candidates(space: SearchSpace, backend: LiveServingBackend, engine_obj: Any) -> pd.DataFrame:
     """The space's configs the engine accepts with this workload (checked before anything starts)."""
     frame = space.enumerate()
@@ -204,7 +223,8 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
                       startup_timeout_s: float | None = None, engines: Mapping[str, Any] | None = None,
                       measure: Callable[[Any], Measurement] | None = None,
                       rate_search: Mapping[str, Any] | None = None,
-                      progress: Callable[[dict[str, Any]], None] | None = None) -> LiveTuneResult:
+                      progress: Callable[[dict[str, Any]], None] | None = None,
+                      storage: str | None = None, study_name: str | None = None) -> LiveTuneResult:
     """Tune a serving engine's knobs with real launches, the predictor choosing each next launch.
 
     Args:
@@ -225,6 +245,9 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
         measure: replaces the launch with ``ServingConfig -> Measurement`` (replaying a recorded grid).
         rate_search: keyword arguments of ``ServingCollector.sustainable_rate``.
         progress: called with each launch's summary row.
+        storage / study_name: the Optuna RDB storage every launch is recorded in as a trial
+            (source ``measured``, the prediction that chose it, each SLO as a constraint; default
+            ``sqlite:///RUN_DIR/study.db`` with a run directory, else in memory), for optuna-dashboard.
     """
     from perfpred.collect.serving import ServingCollector
 
@@ -254,6 +277,13 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
     engine_obj = collector.engine(engine)
     candidates = runnable_candidates(space, backend, engine_obj)
     settings = SloSearchSettings(budget=budget, batch_size=batch_size, n_initial=n_initial, kappa=kappa, seed=seed)
+    if storage is None and run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        storage = f"sqlite:///{(run_dir / 'study.db').resolve()}"
+    model_name = model if isinstance(model, str) else model.name
+    recorder = study_recorder(space, goal, slo, storage=storage,
+                              study_name=study_name or f"serving-{engine}-{model_name}-{goal}-seed{seed}")
+    tracked = {GOALS[goal][0], *slo_bounds(slo)}
     rows: list[dict[str, Any]] = []
     clock = [time.perf_counter()]
 
@@ -261,6 +291,10 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
         now = time.perf_counter()
         rows.append(backend.summary(ev, now - clock[0]))
         clock[0] = now
+        m = ev.measurement
+        recorder.record(backend.native(ev.config), {f"metric.{k}": m.metrics.get(k) for k in tracked}, m.status,
+                        predicted={f"metric.{GOALS[goal][0]}": ev.predicted_goal}, iteration=ev.iteration,
+                        extra={"p_feasible": ev.p_feasible, "launch_s": rows[-1]["launch_s"], "slo_met": ev.feasible})
         if progress is not None:
             progress(rows[-1])
 
@@ -274,8 +308,8 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
     if best is not None:
         best_knobs = {**fixed, **backend.native(best.config)}
         command = collector.command_line(backend.config(backend.native(best.config)))
-    return LiveTuneResult(engine=engine, model=model if isinstance(model, str) else model.name, goal=goal,
+    return LiveTuneResult(engine=engine, model=model_name, goal=goal,
                           unit=GOALS[goal][1], best_config=best_knobs, best_value=best.goal if best else None,
                           command_line=command, n_launches=len(done), history=pd.DataFrame(rows),
                           stopped_by="budget" if len(done) >= budget else "space_exhausted",
-                          wall_s=time.perf_counter() - t0)
+                          wall_s=time.perf_counter() - t0, study=recorder.study, storage=storage)
