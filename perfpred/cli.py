@@ -634,6 +634,8 @@ def demo(
     gpu: Annotated[bool, typer.Option(help="Tune the Triton matmul on the CUDA GPU instead of the C SGEMM on this CPU.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the tuner and of random search.")] = 0,
     output: Annotated[Path, typer.Option(help="Run directory for the store, report and plot.")] = Path("perfpred-runs/demo"),
+    kernel: Annotated[str | None, typer.Option(help="The kernel to tune: sgemm (default) or jacobi2d on this CPU; matmul_triton with --gpu.")] = None,
+    prior: Annotated[list[Path] | None, typer.Option(help="A recording of the same kernel at another problem size or on other hardware (Kernel Tuner cache file, repeatable): the tuner starts from priors learned on it instead of cold.")] = None,
 ) -> None:
     """The whole loop on this machine: measure, learn, tune a real compiled kernel; compare with random search.
 
@@ -645,8 +647,8 @@ def demo(
 
     budget = budget or (8 if quick else 20)
     with err_console.status("starting") as status:
-        result = run_demo(run_dir=output, budget=budget, quick=quick, gpu=gpu, seed=seed,
-                          progress=lambda label: status.update(label))
+        result = run_demo(run_dir=output, budget=budget, quick=quick, gpu=gpu, seed=seed, kernel=kernel,
+                          prior_files=prior, progress=lambda label: status.update(label))
     table = Table("strategy", "re-timed runtime (ms)", "speed-up vs default", "config",
                   title=f"demo: {budget} hardware evaluations each for perfpred and random search",
                   caption="each strategy's 3 fastest first-pass configs and the default re-timed together "

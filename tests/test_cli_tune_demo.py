@@ -8,6 +8,7 @@ import pytest
 from test_cli import assert_one_line_error, invoke, run_main
 
 from perfpred.datasets import MeasurementStore
+from perfpred.errors import InvalidInputError
 from perfpred.settings import datasets_dir
 
 GEMM = "kernel-tuner/gemm/{}.json.gz"
@@ -109,3 +110,39 @@ def test_tune_refuses_an_unknown_direction(monkeypatch, capsys):
     code, out, err = run_main(monkeypatch, capsys, "tune", "--backend", f"replay:{target}", "--objective",
                               "runtime_ms:upwards", "--objective", "metric.compile_time_ms")
     assert_one_line_error(code, out, err, "upwards")
+
+
+def test_demo_tunes_the_stencil_and_retimes_extra_finalists(tmp_path):
+    from perfpred.tuner._demo import run_demo
+
+    optimum = {"tile_x": 64, "tile_y": 4, "unroll": 2, "isa": "avx2", "threads": 1}
+    result = run_demo(run_dir=tmp_path / "demo", budget=4, quick=True, kernel="jacobi2d",
+                      extra_finalists={"recorded optimum": [optimum]})
+    assert list(result.table["strategy"]) == ["default", "perfpred", "random search", "recorded optimum"]
+    assert json.loads(result.table.iloc[-1]["config"]) == optimum
+    assert result.n_hardware_evaluations == 8
+
+
+def test_demo_refuses_an_unknown_kernel_or_an_invalid_finalist(tmp_path):
+    from perfpred.tuner._demo import run_demo
+
+    with pytest.raises(InvalidInputError, match="kernel='gemm9'"):
+        run_demo(run_dir=tmp_path / "demo", budget=4, quick=True, kernel="gemm9")
+    with pytest.raises(InvalidInputError, match="tile_x"):
+        run_demo(run_dir=tmp_path / "demo", budget=4, quick=True, kernel="jacobi2d",
+                 extra_finalists={"recorded optimum": [{"tile_x": 3, "tile_y": 4, "unroll": 2, "isa": "avx2",
+                                                        "threads": 1}]})
+
+
+def test_demo_starts_from_a_prior_recording_instead_of_cold(tmp_path):
+    from perfpred.collect.importers import export_kernel_tuner_cache
+    from perfpred.tuner._demo import run_demo
+
+    cold = run_demo(run_dir=tmp_path / "cold", budget=4, quick=True, kernel="jacobi2d", seed=1)
+    # A budget of 4 is all space-filling start: nothing was chosen by a prediction.
+    assert cold.predicted_vs_measured_mape_pct is None
+    cache = export_kernel_tuner_cache(MeasurementStore(tmp_path / "cold" / "store"), tmp_path / "prior.json",
+                                      kind="kernel")
+    warm = run_demo(run_dir=tmp_path / "warm", budget=4, quick=True, kernel="jacobi2d", seed=1, prior_files=[cache])
+    # With a prior there is no cold start: every pick is a prediction, so its error is known.
+    assert warm.predicted_vs_measured_mape_pct is not None

@@ -32,6 +32,8 @@ from perfpred.tuner._study import row_config
 DEFAULT_CONFIGS: dict[str, dict[str, Any]] = {
     "sgemm": {"block_m": 32, "block_n": 32, "block_k": 32, "loop_order": 0, "unroll": 1, "isa": "sse2",
               "threads": 1},
+    # Whole-row tiles in x, a few rows in y, no unrolling, baseline ISA, one thread.
+    "jacobi2d": {"tile_x": 1024, "tile_y": 8, "unroll": 1, "isa": "sse2", "threads": 1},
     "matmul_triton": {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 4, "num_stages": 2},
 }
 CONFIRM_POLICY = TimingPolicy(warmup_runs=2, min_runs=7, max_runs=30, max_time_s=3.0, target_rel_ci=0.02)
@@ -82,11 +84,24 @@ class _RecordingBackend:
 
 
 def run_demo(*, run_dir: Path, budget: int = 20, quick: bool = False, gpu: bool = False, seed: int = 0,
-             progress: Any = None) -> DemoResult:
+             progress: Any = None, kernel: str | None = None,
+             extra_finalists: dict[str, list[dict[str, Any]]] | None = None,
+             prior_files: list[str | Path] | None = None) -> DemoResult:
+    """Tune ``kernel`` (default: the C SGEMM, or the Triton matmul with ``gpu``) against random search.
+
+    ``extra_finalists`` (label -> configs) are re-timed beside the default and both strategies'
+    finalists, e.g. the optimum of a brute-force recording, so a benchmark can say how close each
+    strategy came on the same timing pass. ``prior_files`` (recordings of the same kernel at
+    another problem size or on other hardware, Kernel Tuner cache format) give the tuner transfer
+    priors instead of a cold start.
+    """
     from perfpred.collect import KernelCollector, get_kernel
 
     t0 = time.perf_counter()
-    kernel = "matmul_triton" if gpu else "sgemm"
+    kernel = kernel or ("matmul_triton" if gpu else "sgemm")
+    if kernel not in DEFAULT_CONFIGS:
+        raise InvalidInputError(f"the demo knows the default configs of {sorted(DEFAULT_CONFIGS)}, "
+                                f"but got kernel={kernel!r}")
     if gpu:
         import torch
 
@@ -102,7 +117,8 @@ def run_demo(*, run_dir: Path, budget: int = 20, quick: bool = False, gpu: bool 
         space = SearchSpace.from_kernel_tuner(collector.space(), collector.restrictions)
         candidates = space.enumerate()
         default = DEFAULT_CONFIGS[kernel]
-        space.check_config(default)
+        for config in [default, *[c for configs in (extra_finalists or {}).values() for c in configs]]:
+            space.check_config(config)
 
         def step(label: str) -> None:
             if progress is not None:
@@ -111,7 +127,12 @@ def run_demo(*, run_dir: Path, budget: int = 20, quick: bool = False, gpu: bool 
         step("perfpred: starting set, predictor, confirmations")
         ours = _RecordingBackend(collector, store, "perfpred")
         settings = TuneSettings(budget=budget, batch_size=4, n_initial=max(4, budget // 3), seed=seed)
-        result = Tuner(space, ours, settings, candidates=candidates,
+        prior = None
+        if prior_files:
+            from perfpred.tuner._session import priors_from_files
+
+            prior = priors_from_files([str(p) for p in prior_files], space.names)
+        result = Tuner(space, ours, settings, candidates=candidates, prior=prior,
                        on_evaluation=lambda row: step(f"perfpred {ours.n}/{budget}")).run()
         step("random search, same budget")
         rnd = _RecordingBackend(collector, store, "random")
@@ -128,7 +149,7 @@ def run_demo(*, run_dir: Path, budget: int = 20, quick: bool = False, gpu: bool 
         confirm = KernelCollector(spec, problem_size=size, policy=CONFIRM_POLICY)
         finalists = {"default": [default],
                      "perfpred": _fastest(result.history.to_dict("records"), space.names, k),
-                     "random search": _fastest(random_rows, space.names, k)}
+                     "random search": _fastest(random_rows, space.names, k), **(extra_finalists or {})}
         rows, retimed = [], []
         with confirm:
             for label, configs in finalists.items():
