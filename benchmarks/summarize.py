@@ -75,6 +75,18 @@ def tuning() -> str:
                      f"{at('random', 32)} | {at('optuna-tpe', 32)} | {min(kt):.3f} |" if kt else
                      f"| {space} | {v['n_configs']} | {at('perfpred-transfer', 16)} | {at('perfpred-cold', 32)} | "
                      f"{at('random', 32)} | {at('optuna-tpe', 32)} | - |")
+    extra = _load("tuning_autotvm")
+    if extra:
+        lines += ["", f"Added later on the same spaces and seeds ({extra['seeds']}), P against the same executed "
+                  "random search (`--strategies random,autotvm --output tuning_autotvm`):", "", head,
+                  "|" + "---|" * (len(budgets) + 3)]
+        for name, agg in extra["strategies"].items():
+            if name == "random":
+                continue
+            cells = [f"{agg[f'mean_best_over_opt@{b}']:.3f}" if f"mean_best_over_opt@{b}" in agg else "-"
+                     for b in budgets]
+            lines.append(f"| {name} | {agg.get('mean_P', float('nan')):.3f} | " + " | ".join(cells)
+                         + f" | {agg['mean_wall_s_per_run']:.1f} |")
     return "\n".join(lines)
 
 
@@ -175,9 +187,55 @@ def serving_replay() -> str:
     return "\n".join(lines)
 
 
+def cpu_kernels() -> str:
+    d = _load("cpu_kernels")
+    if not d:
+        return ""
+    lines = ["| kernel | recorded configs (space) | runtime min..max ms | median cv | predictor MAPE / rho "
+             "(train 10%) | regret of predicted best |", "|---|---|---|---|---|---|"]
+    for kernel, k in d["kernels"].items():
+        rec = k.get("recording", {})
+        land = rec.get("landscape", {})
+        ev = k.get("evaluation", {}).get("fractions", {}).get("0.1", {}).get("mean", {})
+        rho, regret = ev.get("spearman_rho") or float("nan"), ev.get("regret_of_predicted_best", float("nan"))
+        lines.append(f"| {kernel} | {land.get('configs', '-')} ({rec.get('space_valid', '-')}) | "
+                     f"{land.get('runtime_ms_min', float('nan')):.3g}..{land.get('runtime_ms_max', float('nan')):.3g} "
+                     f"| {land.get('median_cv', float('nan')):.3f} | {ev.get('mape_pct', float('nan')):.1f}% / "
+                     f"{rho:.2f} | {regret:.3f}x |")
+    budgets = (8, 16, 24, 32, 64)
+    tuned = {kernel: k["tuning"] for kernel, k in d["kernels"].items() if "tuning" in k}
+    if tuned:
+        lines += ["", "Tuners on the recordings replayed as hardware (best found / recorded optimum, mean over "
+                  "seeds; P = Willemsen et al.'s score against the executed random search):", "",
+                  "| kernel | strategy | P | " + " | ".join(f"@{b}" for b in budgets if b != 24) + " |",
+                  "|---|---|---|" + "---|" * (len(budgets) - 1)]
+        for kernel, t in tuned.items():
+            for strategy, v in t["strategies"].items():
+                cells = " | ".join(f"{v[f'best_over_opt@{b}']:.3f}" if f"best_over_opt@{b}" in v else "-"
+                                   for b in budgets if b != 24)
+                lines.append(f"| {kernel} ({t['seeds']} seeds) | {strategy} | {v.get('P', float('nan')):.2f} | "
+                             f"{cells} |")
+    live = {(kernel, stage): k[stage] for kernel, k in d["kernels"].items() for stage in ("live", "live_transfer")
+            if stage in k}
+    if live:
+        lines += ["", "Live on this CPU: each strategy's answer re-timed beside the recording's fastest configs "
+                  "(median of >= 7 runs), as a multiple of the re-timed optimum:", "",
+                  "| kernel | perfpred's prior | evaluations each | perfpred (median; per seed) | random search "
+                  "(median) | default | perfpred within 5% | perfpred <= random |", "|---|---|---|---|---|---|---|---|"]
+        for (kernel, _), v in live.items():
+            med = v["median_over_optimum"]
+            per_seed = ", ".join(f"{r['over_optimum']['perfpred']:.3f}" for r in v["runs"])
+            lines.append(f"| {kernel} | {v.get('perfpred_prior', 'none (cold start)')} | {v['budget']} | "
+                         f"{med['perfpred']:.3f} ({per_seed}) | "
+                         f"{med['random search']:.3f} | {med['default']:.2f} | {v['perfpred_within_5pct_runs']}/"
+                         f"{v['seeds']} | {v['perfpred_beats_random_runs']}/{v['seeds']} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     for title, text in (("cpu_gemm", cpu_gemm()), ("timer_agreement", timer_agreement()), ("accuracy", accuracy()),
-                        ("tuning", tuning()), ("serving", serving()), ("serving_replay", serving_replay())):
+                        ("tuning", tuning()), ("serving", serving()), ("serving_replay", serving_replay()),
+                        ("cpu_kernels", cpu_kernels())):
         if text:
             print(f"### {title}\n\n{text}\n")
 

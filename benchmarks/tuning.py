@@ -8,6 +8,7 @@ Strategies, all on the same replayed spaces and seeds:
   the same kernel (UCI SGEMM, a GTX 680 CLTune space, takes the three Kernel Tuner GEMM GPUs);
 - perfpred-cold: the tuner with no prior (space-filling start);
 - random (executed), optuna-tpe, optuna-gp (directly on the replay, no predictor);
+- autotvm: AutoTVM's XGBTuner recipe (rank model + simulated annealing, 64-config plans);
 - kt-<strategy>: Kernel Tuner 1.5 in simulation_mode on the same cache file.
 Writes benchmarks/results/tuning.json and tuning.png (best-so-far vs evaluations).
 """
@@ -32,6 +33,7 @@ from perfpred.tuner import (
     SearchSpace,
     Tuner,
     TuneSettings,
+    autotvm_search,
     evaluations_to_within,
     kernel_tuner_search,
     mean_curve,
@@ -47,7 +49,7 @@ BUDGETS = (8, 16, 32, 64, 128)
 FAMILIES = {"gemm": ["RTX_3090", "RTX_2080_Ti", "RTX_Titan"],
             "convolution": ["A100", "A4000", "A6000", "W6600"],
             "dedispersion": ["A100", "A4000", "A6000", "W6600"]}
-STRATEGIES = ["perfpred-transfer", "perfpred-cold", "random", "optuna-tpe", "optuna-gp",
+STRATEGIES = ["perfpred-transfer", "perfpred-cold", "random", "optuna-tpe", "optuna-gp", "autotvm",
               *[f"kt-{s}" for s in KERNEL_TUNER_STRATEGIES]]
 # Optuna samples the cartesian product; most suggestions in these constrained spaces are invalid
 # configs (told as failures, costing no evaluation), and each ask slows as they pile up. A run gives
@@ -67,7 +69,7 @@ def space_files() -> dict[str, Path]:
 
 def kt_cache_for(name: str, path: Path, backend: ReplayBackend) -> Path:
     """Kernel Tuner needs a cache file; UCI SGEMM is exported to one (once) from the replay table."""
-    if path.name.endswith(".json.gz"):
+    if path.name.endswith((".json", ".json.gz")):
         return path
     out = RUNS_DIR / "tuning" / "uci_sgemm_cache.json"
     if not out.exists():
@@ -79,7 +81,7 @@ def kt_cache_for(name: str, path: Path, backend: ReplayBackend) -> Path:
 
 
 def load_backend(path: Path) -> ReplayBackend:
-    fmt = "kernel-tuner" if path.name.endswith(".json.gz") else "uci-sgemm"
+    fmt = "kernel-tuner" if path.name.endswith((".json", ".json.gz")) else "uci-sgemm"
     return ReplayBackend.from_file(path, format=fmt)
 
 
@@ -98,13 +100,15 @@ def recorded_frame(backend: ReplayBackend) -> pd.DataFrame:
     return frame
 
 
-def source_models(name: str, files: dict[str, Path], names: list[str]) -> dict:
-    """One XGBoost model of log runtime per OTHER GPU of the same kernel (transfer priors)."""
+def source_models(name: str, files: dict[str, Path], names: list[str], sources: list[str] | None = None) -> dict:
+    """One XGBoost model of log runtime per source recording: by default every OTHER GPU of the
+    same kernel (transfer priors); ``sources`` names other recordings in ``files`` instead."""
     from xgboost import XGBRegressor
 
     family = name.split("/")[0]
-    sources = ([f"gemm/{g}" for g in FAMILIES["gemm"]] if family == "uci-sgemm"
-               else [f"{family}/{g}" for g in FAMILIES[family] if f"{family}/{g}" != name])
+    if sources is None:
+        sources = ([f"gemm/{g}" for g in FAMILIES["gemm"]] if family == "uci-sgemm"
+                   else [f"{family}/{g}" for g in FAMILIES[family] if f"{family}/{g}" != name])
     priors = {}
     for src in sources:
         frame = recorded_frame(load_backend(files[src])).dropna(subset=["runtime_ms"])
@@ -115,8 +119,15 @@ def source_models(name: str, files: dict[str, Path], names: list[str]) -> dict:
     return priors
 
 
-def run_space(name: str, seeds: list[int], strategies: list[str]) -> dict:
-    files = space_files()
+def run_space(name: str, seeds: list[int], strategies: list[str], path: Path | None = None,
+              sources: dict[str, Path] | None = None) -> dict:
+    """Every strategy x seed on one replayed space: ``name`` from ``space_files()``, or any
+    Kernel Tuner cache file given as ``path`` (e.g. a CPU kernel recorded by cpu_kernels.py).
+    ``sources`` (name -> cache file) are the recordings perfpred-transfer learns its priors from
+    (default: the other GPUs of the same kernel)."""
+    files = {**space_files(), **(sources or {})}
+    if path is not None:
+        files[name] = path
     backend = load_backend(files[name])
     candidates = pd.DataFrame([c.as_dict() for c in backend.configs()])
     space = SearchSpace({k: sorted(candidates[k].unique().tolist()) for k in candidates.columns})
@@ -125,7 +136,7 @@ def run_space(name: str, seeds: list[int], strategies: list[str]) -> dict:
     priors = None
     if "perfpred-transfer" in strategies:
         t0 = time.perf_counter()
-        models = source_models(name, files, list(candidates.columns))
+        models = source_models(name, files, list(candidates.columns), list(sources) if sources else None)
         priors = {src: xgb_prior(model) for src, model in models.items()}
         out["prior_fit_s"] = time.perf_counter() - t0
     kt_cache = None
@@ -142,6 +153,8 @@ def run_space(name: str, seeds: list[int], strategies: list[str]) -> dict:
                 values = result.history["value"].tolist()
             elif strategy == "random":
                 values = random_search(backend, candidates, BUDGET, seed=seed)
+            elif strategy == "autotvm":
+                values = autotvm_search(backend, candidates, BUDGET, seed=seed)
             elif strategy.startswith("optuna-"):
                 sampler = strategy.split("-", 1)[1]
                 budget = GP_MAX_BUDGET if sampler == "gp" else BUDGET
