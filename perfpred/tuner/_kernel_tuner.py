@@ -12,6 +12,7 @@ import gzip
 import json
 import random
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,9 +59,13 @@ def kernel_tuner_search(cache_file: str | Path, strategy: str, budget: int, *, s
 
     np.random.seed(seed)
     random.seed(seed)
-    results, _ = tune_kernel(data["kernel_name"], "", data["problem_size"], [], data["tune_params"],
-                             restrictions=[recorded], cache=str(plain), simulation_mode=True, strategy=strategy,
-                             strategy_options={"max_fevals": budget}, verbose=False, quiet=True)
+    with warnings.catch_warnings():
+        # A CPU kernel's space (perfpred's C kernels) has no thread-block parameters; in simulation
+        # mode Kernel Tuner warns about it once per run, which says nothing here.
+        warnings.filterwarnings("ignore", message="None of the tunable parameters specify thread block")
+        results, _ = tune_kernel(data["kernel_name"], "", data["problem_size"], [], data["tune_params"],
+                                 restrictions=[recorded], cache=str(plain), simulation_mode=True, strategy=strategy,
+                                 strategy_options={"max_fevals": budget}, verbose=False, quiet=True)
     seen: set[str] = set()
     values: list[float | None] = []
     for r in results:
