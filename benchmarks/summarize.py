@@ -50,6 +50,13 @@ def timer_agreement() -> str:
     return "\n".join(lines)
 
 
+def _strategy_row(name: str, agg: dict, budgets: tuple[int, ...]) -> str:
+    """One strategy's mean P, best/optimum at each budget and seconds per run, as a table row."""
+    cells = [f"{agg[f'mean_best_over_opt@{b}']:.3f}" if f"mean_best_over_opt@{b}" in agg else "-" for b in budgets]
+    return (f"| {name} | {agg.get('mean_P', float('nan')):.3f} | " + " | ".join(cells)
+            + f" | {agg['mean_wall_s_per_run']:.1f} |")
+
+
 def tuning() -> str:
     d = _load("tuning")
     if not d:
@@ -59,9 +66,7 @@ def tuning() -> str:
     lines = [f"{d['spaces_done']} of {d['spaces_total']} spaces, {d['seeds']} seeds each, budget {d['budget']}:", "",
              head, "|" + "---|" * (len(budgets) + 3)]
     for name, agg in sorted(d["strategies"].items(), key=lambda kv: -kv[1].get("mean_P", -9)):
-        cells = [f"{agg[f'mean_best_over_opt@{b}']:.3f}" if f"mean_best_over_opt@{b}" in agg else "-" for b in budgets]
-        lines.append(f"| {name} | {agg.get('mean_P', float('nan')):.3f} | " + " | ".join(cells)
-                     + f" | {agg['mean_wall_s_per_run']:.1f} |")
+        lines.append(_strategy_row(name, agg, budgets))
     lines += ["", "| space | configs | transfer @16 | cold @32 | random @32 | TPE @32 | best KT @32 |",
               "|---|---|---|---|---|---|---|"]
     for space, v in d["spaces"].items():
@@ -80,13 +85,7 @@ def tuning() -> str:
         lines += ["", f"Added later on the same spaces and seeds ({extra['seeds']}), P against the same executed "
                   "random search (`--strategies random,autotvm --output tuning_autotvm`):", "", head,
                   "|" + "---|" * (len(budgets) + 3)]
-        for name, agg in extra["strategies"].items():
-            if name == "random":
-                continue
-            cells = [f"{agg[f'mean_best_over_opt@{b}']:.3f}" if f"mean_best_over_opt@{b}" in agg else "-"
-                     for b in budgets]
-            lines.append(f"| {name} | {agg.get('mean_P', float('nan')):.3f} | " + " | ".join(cells)
-                         + f" | {agg['mean_wall_s_per_run']:.1f} |")
+        lines += [_strategy_row(name, agg, budgets) for name, agg in extra["strategies"].items() if name != "random"]
     return "\n".join(lines)
 
 
@@ -202,17 +201,17 @@ def cpu_kernels() -> str:
                      f"{land.get('runtime_ms_min', float('nan')):.3g}..{land.get('runtime_ms_max', float('nan')):.3g} "
                      f"| {land.get('median_cv', float('nan')):.3f} | {ev.get('mape_pct', float('nan')):.1f}% / "
                      f"{rho:.2f} | {regret:.3f}x |")
-    budgets = (8, 16, 24, 32, 64)
+    budgets = (8, 16, 32, 64)
     tuned = {kernel: k["tuning"] for kernel, k in d["kernels"].items() if "tuning" in k}
     if tuned:
         lines += ["", "Tuners on the recordings replayed as hardware (best found / recorded optimum, mean over "
                   "seeds; P = Willemsen et al.'s score against the executed random search):", "",
-                  "| kernel | strategy | P | " + " | ".join(f"@{b}" for b in budgets if b != 24) + " |",
-                  "|---|---|---|" + "---|" * (len(budgets) - 1)]
+                  "| kernel | strategy | P | " + " | ".join(f"@{b}" for b in budgets) + " |",
+                  "|---|---|---|" + "---|" * len(budgets)]
         for kernel, t in tuned.items():
             for strategy, v in t["strategies"].items():
                 cells = " | ".join(f"{v[f'best_over_opt@{b}']:.3f}" if f"best_over_opt@{b}" in v else "-"
-                                   for b in budgets if b != 24)
+                                   for b in budgets)
                 lines.append(f"| {kernel} ({t['seeds']} seeds) | {strategy} | {v.get('P', float('nan')):.2f} | "
                              f"{cells} |")
     live = {(kernel, stage): k[stage] for kernel, k in d["kernels"].items() for stage in ("live", "live_transfer")
