@@ -189,6 +189,18 @@ def test_compact_merges_parts_and_keeps_rows(store):
     assert 33.0 in set(after["runtime_ms"])
 
 
+def test_a_reader_that_listed_parts_just_before_a_compaction_still_reads_every_row(store, monkeypatch):
+    for m in range(1, 6):
+        store.append([gemm(m=m, runtime_ms=float(m))])
+    reader = MeasurementStore(store.path)
+    stale = reader.part_files()
+    store.compact()  # another process merges the parts between the reader's listing and its reads
+    listings = iter([stale])
+    real = MeasurementStore.part_files
+    monkeypatch.setattr(reader, "part_files", lambda: next(listings, None) or real(reader))
+    assert sorted(reader.load()["runtime_ms"]) == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
 def test_leftover_tmp_files_are_ignored_by_readers(store):
     store.append([gemm(m=1)])
     leftover = store.path / "parts" / ".tmp-part-00000000000000000001-deadbeef.parquet"

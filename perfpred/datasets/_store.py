@@ -135,8 +135,8 @@ class MeasurementStore:
     def ids(self) -> set[str]:
         if self._ids is None:
             ids: set[str] = set()
-            for part in self.part_files():
-                ids.update(self._read_part(part, columns=["measurement_id"])["measurement_id"])
+            for frame in self._read_parts(columns=["measurement_id"]):
+                ids.update(frame["measurement_id"])
             self._ids = ids
         return self._ids
 
@@ -150,10 +150,21 @@ class MeasurementStore:
         except (OSError, pa.ArrowException) as exc:
             raise StoreError(f"unreadable part file '{part}': {exc}") from exc
 
+    def _read_parts(self, columns: list[str] | None = None, attempts: int = 5) -> list[pd.DataFrame]:
+        """Every part, read from one listing. A part that vanished after the listing was merged by
+        a concurrent ``compact`` (which commits the merged part first), so the listing is redone."""
+        for attempt in range(attempts):
+            parts = self.part_files()
+            try:
+                return [self._read_part(p, columns=columns) for p in parts]
+            except StoreError:
+                if attempt == attempts - 1 or all(p.exists() for p in parts):
+                    raise
+        raise AssertionError("unreachable")
+
     def load(self, *, kind: str | None = None, status: str | None = None) -> pd.DataFrame:
         """All measurements as one DataFrame, de-duplicated by measurement_id (newest wins)."""
-        frames = [self._read_part(p) for p in self.part_files()]
-        frames = [f for f in frames if not f.empty]
+        frames = [f for f in self._read_parts() if not f.empty]
         if not frames:
             return pd.DataFrame(columns=list(FIXED_COLUMNS))
         df = pd.concat(frames, ignore_index=True, sort=False)
