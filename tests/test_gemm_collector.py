@@ -235,3 +235,49 @@ def test_measures_tiny_configs_on_cuda(tmp_path, dtype):
     store = MeasurementStore(tmp_path / "s", create=True)
     report = run_sweep(collector, [cfg, GemmConfig(32, 32, 32, device="cuda", threads=None)], store, progress=False)
     assert report.statuses.get("ok") == 2
+
+
+# ---------------------------------------------------------------------------- CPU pinning
+
+needs_affinity = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
+
+
+@needs_affinity
+def test_a_cpu_config_is_timed_pinned_and_the_affinity_is_restored(monkeypatch):
+    allowed = os.sched_getaffinity(0)
+    seen = []
+    real = _gemm._make_operation
+
+    def recording(cfg):
+        call, sync = real(cfg)
+        return (lambda: (seen.append(frozenset(os.sched_getaffinity(0))), call())), sync
+
+    monkeypatch.setattr(_gemm, "_make_operation", recording)
+    m = GemmCollector(policy=FAST, measure_power=False, reference=False).measure(GemmConfig(16, 16, 16))
+    first = min(allowed)
+    assert set(seen) == {frozenset({first})}
+    assert m.metrics["pinned_cpu_mask"] == float(1 << first)
+    assert os.sched_getaffinity(0) == allowed
+
+
+@needs_affinity
+def test_pinning_can_be_turned_off():
+    m = GemmCollector(policy=FAST, measure_power=False, reference=False, pin_cpus="none").measure(
+        GemmConfig(16, 16, 16))
+    assert m.metrics.get("pinned_cpu_mask") is None
+
+
+@needs_affinity
+@pytest.mark.parametrize(
+    ("pins", "threads", "needle"),
+    [((10_000,), 1, "10000"), ((min(os.sched_getaffinity(0)),), 2, "threads=2"), ("all", 1, "'all'")],
+)
+def test_bad_pin_choices_are_refused(pins, threads, needle):
+    with pytest.raises(InvalidInputError, match="pin_cpus") as info:
+        _gemm.resolve_pin_cpus(pins, threads)
+    assert needle in str(info.value)
+
+
+def test_a_malformed_pin_choice_is_refused_when_the_collector_is_made():
+    with pytest.raises(InvalidInputError, match="pin_cpus"):
+        GemmCollector(pin_cpus="fastest")

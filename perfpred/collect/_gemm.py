@@ -117,8 +117,9 @@ def _free_memory_bytes(device: str) -> int:
 
 
 @contextmanager
-def cpu_threads(threads: int | None) -> Iterator[None]:
-    """Limit torch and the BLAS libraries numpy uses to ``threads`` for the duration."""
+def cpu_threads(threads: int | None, pin_cpus: tuple[int, ...] | None = None) -> Iterator[None]:
+    """Limit torch and the BLAS libraries numpy uses to ``threads`` for the duration, and pin the
+    process to ``pin_cpus`` meanwhile (Linux; elsewhere pinning is skipped)."""
     if threads is None:
         yield
         return
@@ -127,11 +128,35 @@ def cpu_threads(threads: int | None) -> Iterator[None]:
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
+    affinity = os.sched_getaffinity(0) if pin_cpus and hasattr(os, "sched_setaffinity") else None
     try:
+        if affinity is not None:
+            os.sched_setaffinity(0, pin_cpus)
         with threadpool_limits(limits=threads):
             yield
     finally:
+        if affinity is not None:
+            os.sched_setaffinity(0, affinity)
         torch.set_num_threads(previous)
+
+
+def resolve_pin_cpus(pin: str | tuple[int, ...] | None, threads: int) -> tuple[int, ...] | None:
+    """The CPUs a CPU config is timed on: "auto" = the first ``threads`` CPUs this process may use,
+    "none"/None = no pinning, or an explicit tuple (at least ``threads`` allowed CPUs)."""
+    if pin is None or pin == "none" or not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    if pin == "auto":
+        return tuple(allowed[:threads])
+    if isinstance(pin, str) or not all(isinstance(c, int) and not isinstance(c, bool) for c in pin):
+        raise InvalidInputError(f"`pin_cpus` must be 'auto', 'none' or CPU indices, but got pin_cpus={pin!r}")
+    bad = sorted(set(pin) - set(allowed))
+    if bad:
+        raise InvalidInputError(f"`pin_cpus` must be CPUs this process may use {allowed}, but got {bad[0]}")
+    if len(set(pin)) < threads:
+        raise InvalidInputError(f"`len(pin_cpus) >= threads` must hold, but got {len(set(pin))} CPU(s) "
+                                f"for threads={threads}")
+    return tuple(sorted(set(pin)))
 
 
 def _make_operation(cfg: GemmConfig) -> tuple[Callable[[], object], Callable[[], None] | None]:
@@ -182,15 +207,22 @@ class GemmCollector:
         measure_power: read power from a real sensor during a sustained loop (when one exists).
         power_duration_s: length of that sustained loop.
         reference: re-time a fixed 256^3 fp32 GEMM beside each config (noise monitor).
+        pin_cpus: CPUs a CPU config is timed on ("auto": the first ``threads`` allowed CPUs;
+            "none"; or indices). On a VM the vCPUs differ: here one ran a 256^3 GEMM 16% faster
+            than the other, every time, so an unpinned run's time depends on where it landed.
     """
 
     policy: TimingPolicy = field(default_factory=TimingPolicy)
     measure_power: bool = True
     power_duration_s: float = 1.0
     reference: bool = True
+    pin_cpus: str | tuple[int, ...] | None = "auto"
     source: str = "perfpred.collect.gemm"
 
     name = "gemm"
+
+    def __post_init__(self) -> None:
+        resolve_pin_cpus(self.pin_cpus, 1)  # a malformed choice is refused before anything runs
 
     def hardware(self, cfg: GemmConfig) -> dict[str, Any]:
         """Fingerprint + peaks (for the dtypes in play and this thread count) of cfg's device."""
@@ -226,8 +258,9 @@ class GemmCollector:
             "source": self.source,
             "load_avg_1m": os.getloadavg()[0],
         }
+        pinned = resolve_pin_cpus(self.pin_cpus, cfg.threads or 1) if cfg.device == "cpu" else None
         try:
-            with cpu_threads(cfg.threads if cfg.device == "cpu" else None):
+            with cpu_threads(cfg.threads if cfg.device == "cpu" else None, pinned):
                 call, sync = _make_operation(cfg)
                 flush = None
                 if self.policy.cold_cache and cfg.device == "cpu":
@@ -258,6 +291,8 @@ class GemmCollector:
             ref_runtime_ms=ref_ms,
             metrics={"timing_rel_ci": timing.rel_ci if math.isfinite(timing.rel_ci) else None,
                      "calls_per_sample": float(timing.number),
+                     # which CPUs timed it, as a bit mask (NaN: not pinned)
+                     "pinned_cpu_mask": float(sum(1 << c for c in pinned)) if pinned else None,
                      "gflops": 2.0 * cfg.b * cfg.m * cfg.n * cfg.k / (timing.median_ms * 1e6)},
             **power,
             **base,
