@@ -108,6 +108,9 @@ def collect_gemm(
     power: Annotated[bool, typer.Option(help="Read power from NVML/RAPL during a 1 s sustained loop when a sensor exists.")] = True,
     reference: Annotated[bool, typer.Option(help="Re-time a 256^3 fp32 reference GEMM beside each config (noise monitor).")] = True,
     remeasure_above_cv: Annotated[float | None, typer.Option(help="Also re-time stored configs whose replicate spread (cv = std/mean) exceeds this, or that failed (e.g. 0.1 after a noisy period).")] = None,
+    pin_cpus: Annotated[str, typer.Option(help="CPUs a CPU config is timed on: auto (the first THREADS CPUs this process may use), none, or a list like 0,1. vCPUs of a VM can differ in speed by 10-20%.")] = "auto",
+    visits: Annotated[int, typer.Option(help="Time each config on this many visits, in separate shuffled passes over the sweep, and store the median of the visit medians (3 cuts the drift of a shared machine).")] = 1,
+    ref_tolerance: Annotated[float, typer.Option(help="With --visits > 1: a config's runtime is the median of its quiet visits, those whose reference GEMM ran within this factor of the quiet machine's (10th percentile of all). 0 turns it off.")] = 1.1,
     quick: Annotated[bool, typer.Option(help="Preset: 128 sobol shapes in 16..2048, fp32+fp64, 1 thread, short timing (about a minute).")] = False,
 ) -> None:
     """Time GEMMs (C = op(A) @ op(B)) over a sweep design and append them to a store.
@@ -123,6 +126,7 @@ def collect_gemm(
         grid_shapes,
         loguniform_shapes,
         noisy_row,
+        resolve_pin_cpus,
         run_sweep,
     )
     from perfpred.datasets import MeasurementStore
@@ -153,18 +157,29 @@ def collect_gemm(
     ]
     for cfg in configs:  # refuse bad input before creating anything
         cfg.validate()
+    if visits < 1:
+        raise InvalidInputError(f"`visits >= 1` must hold, but got --visits {visits}")
+    if ref_tolerance != 0 and ref_tolerance < 1:
+        raise InvalidInputError(f"`ref_tolerance >= 1 (or 0: off)` must hold, but got --ref-tolerance {ref_tolerance}")
+    pins = pin_cpus if pin_cpus in ("auto", "none") else tuple(parse_list(pin_cpus, "pin-cpus", int))
+    if device == "cpu":
+        for n_threads in {c.threads for c in configs}:
+            resolve_pin_cpus(pins, n_threads or 1)
     policy = TimingPolicy(warmup_runs=warmup_runs, min_runs=min_runs, max_runs=max_runs, max_time_s=max_time_s,
                           target_rel_ci=target_rel_ci, cold_cache=cold_cache)
-    collector = GemmCollector(policy=policy, measure_power=power, reference=reference)
+    collector = GemmCollector(policy=policy, measure_power=power, reference=reference, pin_cpus=pins)
     remeasure = noisy_row(remeasure_above_cv) if remeasure_above_cv is not None else None
     st = MeasurementStore(store, create=True)
     err_console.print(f"[bold]{len(configs)}[/] GEMM configs ({design}) -> {store}")
     warning = busy_warning()
     if warning:
         err_console.print(f"[yellow]warning:[/] {warning}")
-    report = run_sweep(collector, configs, st, remeasure=remeasure)
+    report = run_sweep(collector, configs, st, remeasure=remeasure, visits=visits, seed=seed,
+                       ref_tolerance=ref_tolerance or None)
     st.compact()
-    summary = {"measured": report.measured, "re-measured (were noisy or failed)": report.remeasured,
+    summary = {"measured": report.measured, "timing visits": report.visits,
+               "runtimes from quiet visits only": report.gated,
+               "re-measured (were noisy or failed)": report.remeasured,
                "skipped (already in store)": report.skipped,
                "failed (stored with status)": report.failed, "statuses": report.statuses,
                "wall time": f"{report.wall_s:.1f} s", "store rows": len(st), "store": str(store)}

@@ -133,6 +133,16 @@ def test_collect_fills_the_store_and_resumes(collected):
     assert re.search(r"skipped \(already in store\)\s*│?\s*54", again.output), again.output
 
 
+def test_collect_with_visits_stores_the_median_of_each_configs_visits(tmp_path):
+    store = tmp_path / "store"
+    invoke("collect", "gemm", "--store", str(store), "--design", "grid", "--sizes", "8,16", "--dtypes", "fp32",
+           "--max-time-s", "0.05", "--min-runs", "3", "--no-power", "--no-reference", "--visits", "2")
+    df = MeasurementStore(store).load()
+    assert len(df) == 8 and (df["metric.visits"] == 2).all()
+    visit_medians = df[["metric.visit1_ms", "metric.visit2_ms"]].to_numpy()
+    assert df["runtime_ms"].to_numpy() == pytest.approx(visit_medians.mean(axis=1))
+
+
 def test_dataset_info_json(collected):
     info = json.loads(invoke("dataset", "info", str(collected), "--json").stdout)
     assert info["rows"] == N_TINY
@@ -231,6 +241,9 @@ def test_predict_an_interval_from_a_point_model(monkeypatch, capsys, trained_nam
         (["--design", "grid", "--sizes", "8", "--backend", "numpy", "--dtypes", "bf16"], ["bf16", "numpy"]),
         (["--design", "grid", "--sizes", "8", "--device", "cuda"], ["cuda"]),
         (["--design", "grid", "--sizes", "8", "--max-time-s", "0"], ["max_time_s"]),
+        (["--design", "grid", "--sizes", "8", "--visits", "0"], ["visits >= 1", "0"]),
+        (["--design", "grid", "--sizes", "8", "--pin-cpus", "9999"], ["pin_cpus", "9999"]),
+        (["--design", "grid", "--sizes", "8", "--pin-cpus", "fast"], ["--pin-cpus", "fast"]),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) and v and v[0].startswith("--") else None,
 )

@@ -7,6 +7,7 @@ from perfpred.collect._gemm import (
     GemmConfig,
     config_from_dict,
     cpu_threads,
+    resolve_pin_cpus,
 )
 from perfpred.collect._hardware import cpu_spec, fingerprint, gpu_specs, software_versions
 from perfpred.collect._kernel import KERNEL_POLICY, KernelCollector, KernelConfig
@@ -32,6 +33,7 @@ from perfpred.collect._sweep import (
     run_sweep,
 )
 from perfpred.collect._timing import CacheFlusher, TimingPolicy, TimingResult, median_rel_ci, time_function
+from perfpred.collect._visits import combine_visits, gate_visits, visits_done
 from perfpred.collect.kernels import KERNELS, KernelSpec, get_kernel
 
 __all__ = [
@@ -57,12 +59,14 @@ __all__ = [
     "TimingResult",
     "UnavailablePower",
     "busy_warning",
+    "combine_visits",
     "config_from_dict",
     "cpu_spec",
     "cpu_threads",
     "device_peaks",
     "expand",
     "fingerprint",
+    "gate_visits",
     "get_kernel",
     "gpu_specs",
     "grid_shapes",
@@ -72,7 +76,9 @@ __all__ = [
     "noisy_row",
     "observe_sustained",
     "power_observer",
+    "resolve_pin_cpus",
     "run_sweep",
     "software_versions",
     "time_function",
+    "visits_done",
 ]

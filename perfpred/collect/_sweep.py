@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from perfpred.collect._visits import combine_visits, gate_visits, visits_done
 from perfpred.datasets import Measurement, MeasurementStore
 from perfpred.errors import InvalidInputError
 
@@ -81,6 +82,8 @@ def expand(shapes: Iterable[dict[str, Any]], **options: Sequence[Any]) -> list[d
 class SweepReport:
     measured: int = 0
     remeasured: int = 0
+    visits: int = 0  # timing visits made (== measured unless visits > 1)
+    gated: int = 0  # rows whose runtime was re-derived from their quiet visits
     skipped: int = 0
     failed: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
@@ -95,6 +98,9 @@ def run_sweep(
     progress: bool = True,
     on_measured: Callable[[Any, Measurement], None] | None = None,
     remeasure: Callable[[dict[str, Any]], bool] | None = None,
+    visits: int = 1,
+    seed: int = 0,
+    ref_tolerance: float | None = 1.1,
 ) -> SweepReport:
     """Measure each config not yet in ``store``, appending each result as soon as it exists.
 
@@ -103,23 +109,39 @@ def run_sweep(
     it stopped and loses at most the config that was being measured. ``remeasure(row)``
     picks stored rows to time again (e.g. ones the noise monitors flagged); the new row
     supersedes the old one.
+
+    ``visits > 1`` times every config that many times, once per pass over the sweep (passes
+    after the first in a shuffled order drawn from ``seed``), and stores the median of the
+    visit medians (see ``perfpred.collect.combine_visits``); a re-run adds only the visits
+    a config still lacks. With ``ref_tolerance``, once every visit is in, each config's runtime
+    is re-derived from its quiet visits only: those whose reference GEMM ran within that factor
+    of the quiet machine's (see ``perfpred.collect.gate_visits``; collectors without a reference
+    are left as they are).
     """
+    if isinstance(visits, bool) or not isinstance(visits, int) or visits < 1:
+        raise InvalidInputError(f"`visits >= 1` must hold, but got visits={visits!r}")
+    if ref_tolerance is not None and not ref_tolerance >= 1:
+        raise InvalidInputError(f"`ref_tolerance >= 1` must hold, but got ref_tolerance={ref_tolerance!r}")
     for cfg in configs:
         cfg.validate()
     report = SweepReport()
     stored: dict[str, dict[str, Any]] = {}
-    if remeasure is not None and len(store):
+    if (remeasure is not None or visits > 1) and len(store):
         stored = {row["measurement_id"]: row for row in store.load().to_dict("records")}
-    todo = []
+    todo: list[_Pending] = []
     for cfg in configs:
         key = collector.measurement_id(cfg)
-        if store.contains(key) and not (key in stored and remeasure(stored[key])):
+        fresh = not store.contains(key) or (key in stored and remeasure is not None and remeasure(stored[key]))
+        done = 0 if fresh else (visits_done(stored[key]) if key in stored else 1)
+        if done >= visits:
             report.skipped += 1
-        else:
-            todo.append((cfg, key in stored))
+            continue
+        previous = None if fresh else Measurement.from_row(stored[key])
+        todo.append(_Pending(cfg, key, done, previous, replace_stored=store.contains(key)))
     t0 = time.perf_counter()
     bar = None
-    if progress and todo:
+    total = sum(visits - p.done for p in todo)
+    if progress and total:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -132,26 +154,58 @@ def run_sweep(
         bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[last]}"))
         bar.start()
-        task = bar.add_task(f"{collector.name} sweep", total=len(todo), last="")
+        label = f"{collector.name} sweep" + (f" ({visits} visits)" if visits > 1 else "")
+        task = bar.add_task(label, total=total, last="")
+    rng = np.random.default_rng(seed)
     try:
-        for cfg, replace_stored in todo:
-            m = collector.measure(cfg)
-            store.append([m], replace=replace_stored)
-            report.measured += 1
-            report.remeasured += int(replace_stored)
-            report.statuses[m.status] = report.statuses.get(m.status, 0) + 1
-            if m.status != "ok":
-                report.failed += 1
-            if on_measured:
-                on_measured(cfg, m)
-            if bar is not None:
-                last = f"{m.runtime_ms:.4g} ms" if m.runtime_ms is not None else m.status
-                bar.update(task, advance=1, last=last)
+        for visit in range(1, visits + 1):
+            round_ = [p for p in todo if p.done < visit]
+            if visit > 1:
+                round_ = [round_[i] for i in rng.permutation(len(round_))]
+            for pending in round_:
+                m = collector.measure(pending.cfg)
+                if visits > 1:
+                    m = combine_visits(pending.previous, m)
+                store.append([m], replace=pending.replace_stored)
+                first = pending.previous is None
+                pending.previous, pending.done, pending.replace_stored = m, pending.done + 1, True
+                report.measured += int(first)
+                report.remeasured += int(first and pending.was_stored)
+                report.visits += 1
+                if pending.done >= visits or visits == 1:
+                    report.statuses[m.status] = report.statuses.get(m.status, 0) + 1
+                    report.failed += int(m.status != "ok")
+                if on_measured:
+                    on_measured(pending.cfg, m)
+                if bar is not None:
+                    last = f"{m.runtime_ms:.4g} ms" if m.runtime_ms is not None else m.status
+                    bar.update(task, advance=1, last=last)
     finally:
         if bar is not None:
             bar.stop()
+    if visits > 1 and ref_tolerance is not None and len(store):
+        keys = {collector.measurement_id(cfg) for cfg in configs}
+        rows = store.load()
+        gated = gate_visits(rows[rows["measurement_id"].isin(keys)], ref_tolerance)
+        store.append(gated, replace=True)
+        report.gated = len(gated)
     report.wall_s = time.perf_counter() - t0
     return report
+
+
+@dataclass
+class _Pending:
+    """A config that still needs visits, with what its earlier visits measured."""
+
+    cfg: Any
+    key: str
+    done: int
+    previous: Measurement | None
+    replace_stored: bool
+    was_stored: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.was_stored = self.replace_stored
 
 
 def noisy_row(max_cv: float) -> Callable[[dict[str, Any]], bool]:
