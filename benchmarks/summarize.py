@@ -34,6 +34,25 @@ def cpu_gemm() -> str:
               f"= {t['rf_over_xgb_mape_ratio']:.1f}x (target >= {t['rf_over_xgb_target']}x: "
               f"{'met' if t['rf_over_xgb_met'] else 'MISSED'}). Measurement noise: median cv {n['median_cv']:.3f}, "
               f"p90 cv {n['p90_cv']:.3f}, reference-GEMM drift p90 {n['reference_gemm_drift_p90_pct']:.1f}%."]
+    if "xgb_shape_mape_worst_seed_pct" in t:
+        lines[-1] += f" Worst seed: {t['xgb_shape_mape_worst_seed_pct']:.2f}%."
+    if d.get("zoo_shape_mape_pct"):
+        lines[-1] += " Other models of the zoo on unseen shapes: " + ", ".join(
+            f"{k} {v:.2f}%" for k, v in d["zoo_shape_mape_pct"].items()) + "."
+    ablation = d.get("measurement_ablation")
+    if ablation:
+        lines += ["", "Measurement design against XGBoost MAPE on unseen shapes (same model, same splits):", "",
+                  "| store | pinned | visits | stored label | median of quiet visits (mean kept) "
+                  "| median of all visits | one visit (each) |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, r in ablation.items():
+            single = ", ".join(f"{v:.2f}" for v in r.get("single_visit_mape_pct", [])) or "-"
+            plain = r.get("median_of_all_visits_mape_pct")
+            quiet = r.get("quiet_visits_mape_pct")
+            kept = f" ({r['mean_quiet_visits']:.1f})" if r.get("mean_quiet_visits") else ""
+            lines.append(f"| {name} | {'yes' if r['pinned'] else 'no'} | {r['visits']} "
+                         f"| {r['stored_label_mape_pct']:.2f} | {'-' if quiet is None else f'{quiet:.2f}'}{kept} "
+                         f"| {'-' if plain is None else f'{plain:.2f}'} | {single} |")
     return "\n".join(lines)
 
 
