@@ -16,7 +16,7 @@ from perfpred.datasets import Measurement
 from perfpred.errors import DatasetNotFoundError, InvalidInputError
 from perfpred.settings import datasets_dir
 from perfpred.tuner import SearchSpace, Tuner, TuneSettings, config_key, diverse_top, maximin_design
-from perfpred.tuner._loop import MIN_TARGET_VOTE, _codes
+from perfpred.tuner._loop import MIN_TARGET_VOTE, _codes, row_config
 
 # ---------------------------------------------------------------------------- synthetic hardware
 
@@ -297,6 +297,24 @@ def test_a_perfect_prior_picks_the_optimum_first() -> None:
         assert hw.calls[0] == {"x": 5, "y": 2, "z": 4}
         assert result.history["predicted"].iloc[0] == pytest.approx(1.0)
         assert result.best_value == 1.0
+
+
+def test_calibration_picks_put_space_filling_configs_in_the_first_prior_guided_batch() -> None:
+    space = SearchSpace(dict(PARAMS))
+    adversarial = {"reversed": lambda f: 1.0 / bowl_ms(f)}  # its top picks are the slowest configs
+    plain, calibrated = SyntheticHardware(), SyntheticHardware()
+    Tuner(space, plain, TuneSettings(budget=4, batch_size=4, ensemble=2, calibration_picks=0), prior=adversarial).run()
+    Tuner(space, calibrated, TuneSettings(budget=8, batch_size=4, ensemble=2, calibration_picks=2),
+                   prior=adversarial).run()
+    candidates = space.enumerate()
+    design = [row_config(candidates, i) for i in maximin_design(candidates, 2, 0)]
+    assert calibrated.calls[:2] == plain.calls[:2]  # the prior's own top two stay
+    assert calibrated.calls[2:4] == design  # the rest of the first batch spans the space
+    assert min(bowl_ms(c) for c in calibrated.calls[:4]) < min(bowl_ms(c) for c in plain.calls[:4])
+    # later batches are prior-guided again, and a cold start ignores the setting
+    cold = SyntheticHardware()
+    Tuner(space, cold, TuneSettings(budget=4, batch_size=4, ensemble=2, calibration_picks=2)).run()
+    assert cold.calls == [row_config(candidates, i) for i in maximin_design(candidates, 4, 0)]
 
 
 def test_prior_source_weights_favour_the_source_that_orders_configs_right() -> None:

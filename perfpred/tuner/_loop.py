@@ -57,6 +57,12 @@ class TuneSettings:
         explore_fraction: share of each model-guided batch drawn at random from the unmeasured
             configs predicted to work (epsilon-greedy, as AutoTVM does). Off by default: on the
             recorded spaces 0.25-0.5 helped convolution at 64 evaluations but hurt GEMM.
+        calibration_picks: with a prior, this many configs of the first batch come from a
+            space-filling design instead of the prior's top, so a prior that is wrong for this
+            hardware does not spend the first rounds on its own picks. On the UCI SGEMM GTX 680
+            space (which the RTX GPUs' GEMM recordings order at Spearman ~0) 2 of a batch of 4
+            took best/optimum at 16 evaluations from 3.90 to 1.51 (5 seeds); on spaces where the
+            prior is right it cost 0-0.05 (benchmarks/results/tuning_calibration.json).
     """
 
     budget: int
@@ -71,6 +77,7 @@ class TuneSettings:
     min_hamming: int = 2
     early_stop_patience: int = 2
     explore_fraction: float = 0.0
+    calibration_picks: int = 2
 
     def __post_init__(self) -> None:
         if not 0 <= self.explore_fraction <= 1:
@@ -78,7 +85,8 @@ class TuneSettings:
         checks = [("budget", self.budget >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
                   ("kappa", self.kappa >= 0, ">= 0"), ("ensemble", self.ensemble >= 2, ">= 2"),
                   ("min_hamming", self.min_hamming >= 1, ">= 1"),
-                  ("early_stop_patience", self.early_stop_patience >= 1, ">= 1")]
+                  ("early_stop_patience", self.early_stop_patience >= 1, ">= 1"),
+                  ("calibration_picks", self.calibration_picks >= 0, ">= 0")]
         if self.n_initial is not None:
             checks.append(("n_initial", self.n_initial >= 1, ">= 1"))
         for name, ok, rule in checks:
@@ -346,6 +354,11 @@ class Tuner:
                         rng = np.random.default_rng([s.seed, iteration])
                         extra = rng.choice(pool, size=min(n_random, len(pool)), replace=False).tolist()
                         picks = picks[: k - len(extra)] + [int(i) for i in extra]
+                if s.calibration_picks and self.prior is not None and not len(m_idx):
+                    chosen = set(picks[: k - min(k, s.calibration_picks)])
+                    spread = [i for i in maximin_design(self.candidates, s.calibration_picks, s.seed)
+                              if i not in chosen][: min(k, s.calibration_picks)]
+                    picks = picks[: k - len(spread)] + spread
             fit_s += time.perf_counter() - t0
             iteration += 1
             for i in picks[:k]:
