@@ -105,6 +105,19 @@ def tuning() -> str:
                   "random search (`--strategies random,autotvm --output tuning_autotvm`):", "", head,
                   "|" + "---|" * (len(budgets) + 3)]
         lines += [_strategy_row(name, agg, budgets) for name, agg in extra["strategies"].items() if name != "random"]
+    cal = _load("tuning_calibration")
+    if cal:
+        lines += ["", "Calibration picks (default since 2026-12-02; the tables above were recorded without "
+                  f"them), same spaces, {cal['seeds']} seeds (`--strategies "
+                  "perfpred-transfer,perfpred-transfer-nocal,random --output tuning_calibration`):", "", head,
+                  "|" + "---|" * (len(budgets) + 3)]
+        lines += [_strategy_row(name, agg, budgets) for name, agg in cal["strategies"].items()]
+        names = ("perfpred-transfer", "perfpred-transfer-nocal")
+        lines += ["", "| space | " + " | ".join(f"{n} @8 | {n} @16" for n in names) + " |",
+                  "|---|" + "---|" * (2 * len(names))]
+        for space, v in cal["spaces"].items():
+            cells = [f"{v['strategies'][n][f'best_over_opt@{b}']:.3f}" for n in names for b in (8, 16)]
+            lines.append(f"| {space} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

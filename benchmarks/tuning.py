@@ -2,10 +2,13 @@
 
     python benchmarks/tuning.py                      # all spaces, default seeds
     python benchmarks/tuning.py --seeds 5 --spaces gemm/RTX_2080_Ti --strategies perfpred-transfer,random
+    python benchmarks/tuning.py --seeds 5 --strategies perfpred-transfer,perfpred-transfer-nocal,random \
+        --output tuning_calibration
 
 Strategies, all on the same replayed spaces and seeds:
 - perfpred-transfer: the tuner with per-source priors trained on the OTHER GPUs' recordings of
   the same kernel (UCI SGEMM, a GTX 680 CLTune space, takes the three Kernel Tuner GEMM GPUs);
+- perfpred-transfer-nocal: the same without calibration picks (the first batch all from the prior);
 - perfpred-cold: the tuner with no prior (space-filling start);
 - random (executed), optuna-tpe, optuna-gp (directly on the replay, no predictor);
 - autotvm: AutoTVM's XGBTuner recipe (rank model + simulated annealing, 64-config plans);
@@ -134,7 +137,7 @@ def run_space(name: str, seeds: list[int], strategies: list[str], path: Path | N
     optimum = float(backend.optimum().runtime_ms)
     out: dict = {"space": name, "n_configs": len(candidates), "optimum_ms": optimum, "runs": {}, "wall_s": {}}
     priors = None
-    if "perfpred-transfer" in strategies:
+    if any(s.startswith("perfpred-transfer") for s in strategies):
         t0 = time.perf_counter()
         models = source_models(name, files, list(candidates.columns), list(sources) if sources else None)
         priors = {src: xgb_prior(model) for src, model in models.items()}
@@ -146,8 +149,9 @@ def run_space(name: str, seeds: list[int], strategies: list[str], path: Path | N
             backend.reset()
             t0 = time.perf_counter()
             if strategy.startswith("perfpred"):
-                settings = TuneSettings(budget=BUDGET, batch_size=4, seed=seed)
-                prior = priors if strategy == "perfpred-transfer" else None
+                calibration = {"calibration_picks": 0} if strategy.endswith("-nocal") else {}
+                settings = TuneSettings(budget=BUDGET, batch_size=4, seed=seed, **calibration)
+                prior = priors if strategy.startswith("perfpred-transfer") else None
                 result = Tuner(space, backend, settings, candidates=candidates, prior=prior,
                                study_name=f"{name}-{strategy}-{seed}").run()
                 values = result.history["value"].tolist()
