@@ -243,6 +243,7 @@ def test_predict_an_interval_from_a_point_model(monkeypatch, capsys, trained_nam
         (["--design", "grid", "--sizes", "8", "--max-time-s", "0"], ["max_time_s"]),
         (["--design", "grid", "--sizes", "8", "--visits", "0"], ["visits >= 1", "0"]),
         (["--design", "grid", "--sizes", "8", "--pin-cpus", "9999"], ["pin_cpus", "9999"]),
+        (["--design", "grid", "--sizes", "8", "--visits", "3", "--ref-tolerance", "0.5"], ["ref_tolerance", "0.5"]),
         (["--design", "grid", "--sizes", "8", "--pin-cpus", "fast"], ["--pin-cpus", "fast"]),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) and v and v[0].startswith("--") else None,
