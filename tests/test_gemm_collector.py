@@ -281,3 +281,14 @@ def test_bad_pin_choices_are_refused(pins, threads, needle):
 def test_a_malformed_pin_choice_is_refused_when_the_collector_is_made():
     with pytest.raises(InvalidInputError, match="pin_cpus"):
         GemmCollector(pin_cpus="fastest")
+
+
+@needs_affinity
+def test_a_machine_that_forbids_pinning_times_unpinned_instead_of_failing(monkeypatch):
+    def forbidden(pid, cpus):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setaffinity", forbidden)
+    m = GemmCollector(policy=FAST, measure_power=False, reference=False).measure(GemmConfig(16, 16, 16))
+    assert m.status == "ok"
+    assert m.metrics.get("pinned_cpu_mask") is None

@@ -117,23 +117,28 @@ def _free_memory_bytes(device: str) -> int:
 
 
 @contextmanager
-def cpu_threads(threads: int | None, pin_cpus: tuple[int, ...] | None = None) -> Iterator[None]:
+def cpu_threads(threads: int | None, pin_cpus: tuple[int, ...] | None = None) -> Iterator[tuple[int, ...] | None]:
     """Limit torch and the BLAS libraries numpy uses to ``threads`` for the duration, and pin the
-    process to ``pin_cpus`` meanwhile (Linux; elsewhere pinning is skipped)."""
+    process to ``pin_cpus`` meanwhile. Yields the CPUs actually pinned to: None where affinity
+    cannot be set (not Linux, or a sandbox that forbids it), and the timing goes on unpinned."""
     if threads is None:
-        yield
+        yield None
         return
     import torch
     from threadpoolctl import threadpool_limits
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    affinity = os.sched_getaffinity(0) if pin_cpus and hasattr(os, "sched_setaffinity") else None
-    try:
-        if affinity is not None:
+    affinity = None
+    if pin_cpus and hasattr(os, "sched_setaffinity"):
+        try:
+            affinity = os.sched_getaffinity(0)
             os.sched_setaffinity(0, pin_cpus)
+        except OSError:
+            affinity = None
+    try:
         with threadpool_limits(limits=threads):
-            yield
+            yield pin_cpus if affinity is not None else None
     finally:
         if affinity is not None:
             os.sched_setaffinity(0, affinity)
@@ -258,9 +263,9 @@ class GemmCollector:
             "source": self.source,
             "load_avg_1m": os.getloadavg()[0],
         }
-        pinned = resolve_pin_cpus(self.pin_cpus, cfg.threads or 1) if cfg.device == "cpu" else None
+        pin = resolve_pin_cpus(self.pin_cpus, cfg.threads or 1) if cfg.device == "cpu" else None
         try:
-            with cpu_threads(cfg.threads if cfg.device == "cpu" else None, pinned):
+            with cpu_threads(cfg.threads if cfg.device == "cpu" else None, pin) as pinned:
                 call, sync = _make_operation(cfg)
                 flush = None
                 if self.policy.cold_cache and cfg.device == "cpu":
