@@ -39,13 +39,9 @@ def noise_summary(df) -> dict:
 
 def shape_mape(df, seeds=SEEDS, regressor: str = "xgb") -> list[float]:
     """A model's MAPE on unseen shapes, per seed (XGBoost by default)."""
-    out = []
-    for seed in seeds:
-        train_idx, test_idx = make_split(df, "shape", seed=seed)
-        test = df.iloc[test_idx]
-        pred = PerformanceModel(kind="gemm", regressor=regressor).fit(df.iloc[train_idx]).predict(test)
-        out.append(float(np.mean(np.abs(pred / test["runtime_ms"].to_numpy() - 1)) * 100))
-    return out
+    res = evaluate_models(df, {regressor: PerformanceModel(kind="gemm", regressor=regressor)}, split="shape",
+                          seeds=seeds)
+    return [f["mape_pct"] for f in res[regressor]["folds"]]
 
 
 def measurement_ablation(stores: dict[str, MeasurementStore]) -> dict:

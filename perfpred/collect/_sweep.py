@@ -137,7 +137,7 @@ def run_sweep(
             report.skipped += 1
             continue
         previous = None if fresh else Measurement.from_row(stored[key])
-        todo.append(_Pending(cfg, key, done, previous, replace_stored=store.contains(key)))
+        todo.append(_Pending(cfg, done, previous, replace_stored=store.contains(key)))
     t0 = time.perf_counter()
     bar = None
     total = sum(visits - p.done for p in todo)
@@ -198,7 +198,6 @@ class _Pending:
     """A config that still needs visits, with what its earlier visits measured."""
 
     cfg: Any
-    key: str
     done: int
     previous: Measurement | None
     replace_stored: bool

@@ -70,17 +70,22 @@ class TimingResult:
     cv: float = field(init=False)
 
     def __post_init__(self) -> None:
-        t = np.asarray(self.raw_times_ms, dtype=float)
-        self.median_ms = float(np.median(t))
-        self.min_ms = float(t.min())
-        self.mean_ms = float(t.mean())
-        self.std_ms = float(t.std(ddof=1)) if len(t) > 1 else 0.0
-        q75, q25 = np.percentile(t, [75, 25])
-        self.iqr_ms = float(q75 - q25)
-        self.cv = self.std_ms / self.mean_ms if self.mean_ms > 0 else 0.0
+        self.median_ms = float(np.median(self.raw_times_ms))
+        for name, value in spread_stats(self.raw_times_ms).items():
+            setattr(self, name, value)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def spread_stats(raw_times_ms: Sequence[float]) -> dict[str, float]:
+    """min_ms, mean_ms, std_ms, iqr_ms and cv of a set of timed samples (ms)."""
+    t = np.asarray(raw_times_ms, dtype=float)
+    mean = float(t.mean())
+    std = float(t.std(ddof=1)) if len(t) > 1 else 0.0
+    q75, q25 = np.percentile(t, [75, 25])
+    return {"min_ms": float(t.min()), "mean_ms": mean, "std_ms": std, "iqr_ms": float(q75 - q25),
+            "cv": std / mean if mean > 0 else 0.0}
 
 
 def median_rel_ci(samples: list[float] | np.ndarray, z: float = 1.96) -> float:

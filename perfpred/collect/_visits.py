@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from perfpred.collect._timing import spread_stats
 from perfpred.datasets import Measurement
 from perfpred.errors import InvalidInputError
 
@@ -46,14 +47,6 @@ def _visit_medians(m: Measurement) -> tuple[list[float], list[float | None]]:
     runtimes = [m.metrics[f"visit{i}_ms"] for i in range(1, n + 1) if m.metrics.get(f"visit{i}_ms") is not None]
     refs = [m.metrics.get(f"visit{i}_ref_ms") for i in range(1, n + 1)]
     return runtimes, refs
-
-
-def _spread(raw: list[float]) -> dict[str, float]:
-    t = np.asarray(raw, dtype=float)
-    std = float(t.std(ddof=1)) if len(t) > 1 else 0.0
-    q75, q25 = np.percentile(t, [75, 25])
-    return {"min_ms": float(t.min()), "mean_ms": float(t.mean()), "std_ms": std, "iqr_ms": float(q75 - q25),
-            "cv": std / float(t.mean())}
 
 
 def combine_visits(previous: Measurement | None, new: Measurement) -> Measurement:
@@ -97,7 +90,7 @@ def combine_visits(previous: Measurement | None, new: Measurement) -> Measuremen
         n_runs=(previous.n_runs or 0) + (new.n_runs or 0) or None,
         ref_runtime_ms=float(np.median(known_refs)) if known_refs else None,
         metrics=metrics,
-        **(_spread(raw) if previous.raw_times_ms and new.raw_times_ms else {}),
+        **(spread_stats(raw) if previous.raw_times_ms and new.raw_times_ms else {}),
     )
 
 
