@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from perfpred.errors import InvalidInputError
-from perfpred.features._gemm_gpu import TILES, gpu_gemm_features
+from perfpred.features._gemm_gpu import GPU_IDENTITY_FEATURES, TILES, gpu_gemm_features, gpu_gemm_transfer_features
 from perfpred.features._kernel import ANALYTIC_WORK, DERIVED_FEATURES, hardware_features, kernel_features
 from perfpred.features._serving import serving_features
 
@@ -157,3 +157,18 @@ def test_gpu_gemm_features_waves_and_bound(synthetic_gemm_table):
     # The wave-quantised bound is never below the plain roofline.
     assert (f["log2_wave_roofline_ms"] >= f["log2_roofline_ms"] - 1e-9).all()
     assert f["log2_wave_roofline_ms"].iloc[1] == pytest.approx(np.log2(0.005))  # tiny GEMM: launch floor
+
+
+def test_gpu_gemm_transfer_features_drop_what_names_the_gpu():
+    rows = {"workload.b": [1], "workload.m": [4096], "workload.n": [4096], "workload.k": [4096],
+            "workload.dtype": ["fp32"]}
+    other = {**GPU, "sm_count": 80, "peak_gflops": {"fp32": 14000.0}, "mem_bw_gbs": 900.0}
+    one, two = (gpu_gemm_transfer_features(pd.DataFrame({**rows, "hardware_json": [json.dumps(spec)]}))
+                for spec in (GPU, other))
+    assert not set(GPU_IDENTITY_FEATURES) & set(one.columns)
+    full = gpu_gemm_features(pd.DataFrame({**rows, "hardware_json": [json.dumps(GPU)]}))
+    assert one["log2_intensity_over_ridge"].iloc[0] == pytest.approx(
+        full["log2_intensity"].iloc[0] - full["hw_log2_flop_per_byte"].iloc[0])
+    # The GPU still shows through the work it does: its times and waves differ.
+    assert one["log2_wave_roofline_ms"].iloc[0] != two["log2_wave_roofline_ms"].iloc[0]
+    assert one["log2_waves_128x128"].iloc[0] != two["log2_waves_128x128"].iloc[0]

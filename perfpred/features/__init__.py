@@ -11,7 +11,7 @@ from perfpred.features._gemm import (
     pow2_alignment,
     roofline_ms,
 )
-from perfpred.features._gemm_gpu import gpu_gemm_features
+from perfpred.features._gemm_gpu import GPU_IDENTITY_FEATURES, gpu_gemm_features, gpu_gemm_transfer_features
 from perfpred.features._kernel import DERIVED_FEATURES, hardware_features, kernel_features
 from perfpred.features._serving import serving_features
 from perfpred.features._specs import GPU_SPECS
@@ -19,12 +19,14 @@ from perfpred.features._specs import GPU_SPECS
 __all__ = [
     "DERIVED_FEATURES",
     "DTYPE_BYTES",
+    "GPU_IDENTITY_FEATURES",
     "GPU_SPECS",
     "config_frame",
     "flops",
     "gemm_features",
     "gemm_roofline_ms",
     "gpu_gemm_features",
+    "gpu_gemm_transfer_features",
     "hardware_features",
     "kernel_features",
     "min_bytes",

@@ -1,7 +1,7 @@
 """Estimators (scikit-learn contract), metrics, evaluation protocols and MLflow tracking.
 
-Importing the package registers every featurizer ("gemm", "kernel", "gemm-gpu", "serving")
-and regressor ("xgb", "rf", "roofline", "hgb", "forest", "mlp", "grid-xgb", "xgb-quantile",
+Importing the package registers every featurizer ("gemm", "kernel", "gemm-gpu", "gemm-gpu-transfer",
+"serving") and regressor ("xgb", "rf", "roofline", "hgb", "forest", "mlp", "grid-xgb", "xgb-quantile",
 "xgb-ensemble") by name, so ``PerformanceModel(kind=..., regressor=...)`` and the CLI know them.
 """
 

@@ -19,7 +19,8 @@ positive and their errors relative), and says so with the ``positive_only`` targ
 - ``MultiTargetModel``: one ``PerformanceModel`` per target (runtime, power, energy, serving
   latencies), each fitted on the rows where its target is known; predicts a DataFrame.
 
-Importing this module also registers the "kernel", "gemm-gpu" and "serving" featurizers.
+Importing this module also registers the "kernel", "gemm-gpu", "gemm-gpu-transfer" and "serving"
+featurizers.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from perfpred.errors import InvalidInputError, MissingDependencyError
-from perfpred.features._gemm_gpu import gpu_gemm_features
+from perfpred.features._gemm_gpu import gpu_gemm_features, gpu_gemm_transfer_features
 from perfpred.features._kernel import kernel_features
 from perfpred.features._serving import serving_features
 from perfpred.models._performance_model import PerformanceModel, register_featurizer, register_regressor
@@ -623,6 +624,7 @@ def _grid_xgb(seed: int) -> GridNeighbourRegressor:
 
 register_featurizer("kernel", kernel_features)
 register_featurizer("gemm-gpu", gpu_gemm_features)
+register_featurizer("gemm-gpu-transfer", gpu_gemm_transfer_features)
 register_featurizer("serving", serving_features)
 register_regressor("hgb", lambda seed: LogTargetHGBRegressor(random_state=seed))
 register_regressor("forest", lambda seed: LogTargetForestRegressor(random_state=seed))
