@@ -113,3 +113,54 @@ def test_a_negative_conformal_shift_never_crosses_a_band():
     assert np.any(raw_hi - raw_lo < np.median(hi - lo))  # some test bands would cross without the guard
     band = model.predict_interval(X[500:], coverage=0.8)
     assert (band["lower"] <= band["median"]).all() and (band["median"] <= band["upper"]).all()
+
+
+def grouped_problem(n_groups: int, per_group: int, seed: int):
+    """log y = f(x) + a per-group level + noise; x[:, 2] names the group (as spec-sheet features
+    name a GPU), so a model memorises each training group's level and misjudges a new one."""
+    r = np.random.default_rng(seed)
+    X = r.uniform(0, 1, size=(n_groups * per_group, 3))
+    groups = np.repeat(np.arange(n_groups), per_group)
+    X[:, 2] = groups / n_groups
+    level = np.append(0.45 * (-1.0) ** np.arange(n_groups - 1), 0.3)[groups]  # last group: unlike its neighbour
+    y = np.exp(2 * X[:, 0] + level + 0.05 * r.normal(size=len(X)))
+    return X, y, groups
+
+
+def test_group_calibrated_bands_cover_an_unseen_group():
+    X, y, groups = grouped_problem(9, 300, 0)
+    held = groups == 8
+    plain, grouped = (QuantileXGBRegressor(n_estimators=80, max_depth=3, n_jobs=1) for _ in range(2))
+    plain.fit(X[~held], y[~held])
+    grouped.fit(X[~held], y[~held], groups=groups[~held])
+    assert len(grouped.calibration_log_y_) == int((~held).sum())  # every training group scored out of group
+    coverages = {}
+    for name, model in (("plain", plain), ("grouped", grouped)):
+        band = model.predict_interval(X[held], coverage=0.9)
+        coverages[name] = interval_coverage(y[held], band["lower"], band["upper"])["coverage"]
+    # Row-level calibration only knows the noise (0.05); the group level (sd 0.3) escapes it.
+    assert coverages["plain"] < 0.5 and coverages["grouped"] >= 0.85
+    assert max(grouped.calibration_log_y_.shape) == len(grouped.calibration_log_q_)
+    capped = QuantileXGBRegressor(n_estimators=20, max_calibration_groups=2, n_jobs=1).fit(X, y, groups=groups)
+    assert len(capped.calibration_log_y_) == 2 * 300
+
+
+def test_group_calibration_rules(gemm_table_factory):
+    X, y, groups = grouped_problem(3, 50, 0)
+    with pytest.raises(InvalidInputError, match="one label per row"):
+        QuantileXGBRegressor(n_estimators=5).fit(X, y, groups=groups[:-1])
+    with pytest.raises(InvalidInputError, match="at least 2 groups"):
+        QuantileXGBRegressor(n_estimators=5).fit(X, y, groups=np.zeros(len(X)))
+    with pytest.raises(InvalidInputError, match="max_calibration_groups"):
+        QuantileXGBRegressor(n_estimators=5, max_calibration_groups=0).fit(X, y, groups=groups)
+    table = gemm_table_factory(200, seed=1)
+    table["group"] = np.arange(len(table)) % 4
+    with pytest.raises(InvalidInputError, match="calibration_groups"):
+        UncertainPerformanceModel(kind="gemm", regressor=QuantileXGBRegressor(n_estimators=5),
+                                  calibration_groups="nope").fit(table)
+    with pytest.raises(InvalidInputError, match="fit takes groups"):
+        UncertainPerformanceModel(kind="gemm", regressor=EnsembleIntervalRegressor(n_members=2),
+                                  calibration_groups="group").fit(table)
+    model = UncertainPerformanceModel(kind="gemm", regressor=QuantileXGBRegressor(n_estimators=5),
+                                      calibration_groups="group").fit(table)
+    assert len(model.regressor_.calibration_log_y_) == len(table)

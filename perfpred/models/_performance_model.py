@@ -8,6 +8,7 @@ convenience: ``fit(df)`` takes the target from ``df[target]`` when ``y`` is not 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -57,15 +58,20 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             by default for log-target regressors): the model then learns the achieved fraction of
             the analytic bound, which varies far less across sizes than the time itself, so few
             measurements go a long way. ``None`` fits the target directly.
+        calibration_groups: a column of the training table (e.g. "hardware_id") whose values the
+            regressor's predictive intervals are calibrated across, so that they cover a GPU or
+            model it never saw; needs a regressor whose ``fit`` takes ``groups`` ("xgb-quantile").
     """
 
     def __init__(self, kind: str = "gemm", regressor: str | BaseEstimator = "xgb", target: str = "runtime_ms",
-                 random_state: int = 0, residual_of: str | None = "log2_roofline_ms"):
+                 random_state: int = 0, residual_of: str | None = "log2_roofline_ms",
+                 calibration_groups: str | None = None):
         self.kind = kind
         self.regressor = regressor
         self.target = target
         self.random_state = random_state
         self.residual_of = residual_of
+        self.calibration_groups = calibration_groups
 
     def _make_regressor(self) -> BaseEstimator:
         if isinstance(self.regressor, BaseEstimator):
@@ -101,10 +107,11 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
         if isinstance(self.regressor_, RooflineRegressor):
             self.regressor_.set_params(column=list(feats.columns).index("log2_roofline_ms"))
         self.uses_residual_ = self._residual_applies(self.regressor_, feats)
+        fit_params = self._group_fit_params(X)
         if self.uses_residual_:
-            self.regressor_.fit(feats, y / self._offset(feats))
+            self.regressor_.fit(feats, y / self._offset(feats), **fit_params)
         else:
-            self.regressor_.fit(feats, y)
+            self.regressor_.fit(feats, y, **fit_params)
         self.feature_names_ = list(feats.columns)
         self.n_train_ = len(X)
         self.hardware_specs_: dict[str, str] = {}
@@ -112,6 +119,17 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             pairs = X[["hardware_id", "hardware_json"]].dropna().drop_duplicates("hardware_id", keep="last")
             self.hardware_specs_ = dict(zip(pairs["hardware_id"], pairs["hardware_json"], strict=True))
         return self
+
+    def _group_fit_params(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
+        if self.calibration_groups is None:
+            return {}
+        if self.calibration_groups not in X:
+            raise InvalidInputError(f"`calibration_groups` must name a column of the training table, but got "
+                                    f"calibration_groups={self.calibration_groups!r}")
+        if "groups" not in inspect.signature(self.regressor_.fit).parameters:
+            raise InvalidInputError(f"`calibration_groups` needs a regressor whose fit takes groups (e.g. "
+                                    f"'xgb-quantile'), but got {type(self.regressor_).__name__}")
+        return {"groups": X[self.calibration_groups].astype(str).to_numpy()}
 
     def _residual_applies(self, regressor: BaseEstimator, feats: pd.DataFrame) -> bool:
         """Only log-target regressors learn a ratio well, and only where the offset is known."""

@@ -5,6 +5,8 @@
   interpolates between the fitted levels and, when ``calibration_fraction > 0``, widens or
   narrows the band by conformalized quantile regression (CQR) on a slice of the training rows
   held out from the fit, so its coverage holds on new data from the same distribution.
+  ``fit(X, y, groups=...)`` calibrates across groups instead (cross-conformal: each group
+  scored by a fit that never saw it), for bands meant to cover an unseen GPU or model.
 - ``EnsembleIntervalRegressor`` ("xgb-ensemble"): members fitted on bootstrap resamples
   with different seeds; the median is the geometric mean, the interval is the members' log
   spread scaled by a split-conformal factor learned on a calibration slice.
@@ -59,14 +61,16 @@ class QuantileXGBRegressor(RegressorMixin, BaseEstimator):
         quantiles: the fitted levels; must include 0.5. A band of ``coverage`` needs the levels
             (1 - coverage) / 2 and (1 + coverage) / 2 inside [min, max] of them.
         calibration_fraction: share of the training rows held out to calibrate the band (CQR);
-            0 trusts the raw quantiles.
+            0 trusts the raw quantiles. Unused when ``fit`` is given ``groups``.
+        max_calibration_groups: with ``groups``, at most this many groups (picked at random)
+            are each held out for one extra fit.
         the rest: as ``xgboost.XGBRegressor``.
     """
 
     def __init__(self, quantiles: Sequence[float] = (0.05, 0.25, 0.5, 0.75, 0.95), n_estimators: int = 400,
                  max_depth: int = 6, learning_rate: float = 0.05, subsample: float = 0.8,
                  colsample_bytree: float = 0.8, min_child_weight: float = 1.0, calibration_fraction: float = 0.2,
-                 random_state: int = 0, n_jobs: int | None = None):
+                 max_calibration_groups: int = 10, random_state: int = 0, n_jobs: int | None = None):
         self.quantiles = quantiles
         self.n_estimators = n_estimators
         self.max_depth = max_depth
@@ -75,15 +79,16 @@ class QuantileXGBRegressor(RegressorMixin, BaseEstimator):
         self.colsample_bytree = colsample_bytree
         self.min_child_weight = min_child_weight
         self.calibration_fraction = calibration_fraction
+        self.max_calibration_groups = max_calibration_groups
         self.random_state = random_state
         self.n_jobs = n_jobs
 
     def __sklearn_tags__(self):
         return log_target_tags(super().__sklearn_tags__())
 
-    def fit(self, X, y):
-        from xgboost import XGBRegressor
-
+    def fit(self, X, y, groups=None):
+        """Fit on log(y). ``groups`` (one label per row, e.g. the GPU): calibrate the band by
+        holding out whole groups, so it covers the shift to a group the model never saw."""
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", y_numeric=True)
         y = check_positive_target(y)
         levels = np.asarray(sorted(float(q) for q in self.quantiles))
@@ -94,16 +99,47 @@ class QuantileXGBRegressor(RegressorMixin, BaseEstimator):
         if not 0 <= self.calibration_fraction < 1:
             raise InvalidInputError(
                 f"`0 <= calibration_fraction < 1` must hold, but got calibration_fraction={self.calibration_fraction}")
-        fit_idx, cal_idx = _split_calibration(len(X), self.calibration_fraction, self.random_state)
         self.levels_ = levels
-        self.booster_ = XGBRegressor(
-            objective="reg:quantileerror", quantile_alpha=levels, n_estimators=self.n_estimators,
+        if groups is not None:
+            return self._fit_group_calibrated(X, y, groups)
+        fit_idx, cal_idx = _split_calibration(len(X), self.calibration_fraction, self.random_state)
+        self.booster_ = self._booster().fit(X[fit_idx], np.log(y[fit_idx]))
+        self.calibration_log_y_ = np.log(y[cal_idx])
+        self.calibration_log_q_ = self._log_quantiles(X[cal_idx]) if len(cal_idx) else np.zeros((0, len(levels)))
+        return self
+
+    def _booster(self):
+        from xgboost import XGBRegressor
+
+        return XGBRegressor(
+            objective="reg:quantileerror", quantile_alpha=self.levels_, n_estimators=self.n_estimators,
             max_depth=self.max_depth, learning_rate=self.learning_rate, subsample=self.subsample,
             colsample_bytree=self.colsample_bytree, min_child_weight=self.min_child_weight,
             random_state=self.random_state, n_jobs=self.n_jobs, tree_method="hist")
-        self.booster_.fit(X[fit_idx], np.log(y[fit_idx]))
-        self.calibration_log_y_ = np.log(y[cal_idx])
-        self.calibration_log_q_ = self._log_quantiles(X[cal_idx]) if len(cal_idx) else np.zeros((0, len(levels)))
+
+    def _fit_group_calibrated(self, X: np.ndarray, y: np.ndarray, groups: Any) -> QuantileXGBRegressor:
+        """Cross-conformal over groups: every calibration group is scored by a booster fitted on
+        the other groups; the final booster then fits every row."""
+        groups = np.asarray(groups)
+        if groups.shape != (len(X),):
+            raise InvalidInputError(f"`groups` must give one label per row ({len(X)}), but got shape {groups.shape}")
+        labels = np.unique(groups)
+        if len(labels) < 2:
+            raise InvalidInputError(f"calibration by groups needs at least 2 groups, but got {len(labels)}")
+        cap = self.max_calibration_groups
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise InvalidInputError(f"`max_calibration_groups >= 1` must hold, but got max_calibration_groups={cap!r}")
+        rng = np.random.RandomState(self.random_state)
+        held_labels = rng.permutation(labels)[:cap]
+        log_y, log_q = [], []
+        for label in held_labels:
+            held = groups == label
+            self.booster_ = self._booster().fit(X[~held], np.log(y[~held]))
+            log_y.append(np.log(y[held]))
+            log_q.append(self._log_quantiles(X[held]))
+        self.calibration_log_y_ = np.concatenate(log_y)
+        self.calibration_log_q_ = np.vstack(log_q)
+        self.booster_ = self._booster().fit(X, np.log(y))
         return self
 
     def _log_quantiles(self, X: np.ndarray) -> np.ndarray:
@@ -228,9 +264,10 @@ class UncertainPerformanceModel(PerformanceModel):
     """A ``PerformanceModel`` with ``predict_interval(df, coverage)``; regressor "xgb-quantile" by default."""
 
     def __init__(self, kind: str = "gemm", regressor: str | BaseEstimator = "xgb-quantile",
-                 target: str = "runtime_ms", random_state: int = 0, residual_of: str | None = "log2_roofline_ms"):
+                 target: str = "runtime_ms", random_state: int = 0, residual_of: str | None = "log2_roofline_ms",
+                 calibration_groups: str | None = None):
         super().__init__(kind=kind, regressor=regressor, target=target, random_state=random_state,
-                         residual_of=residual_of)
+                         residual_of=residual_of, calibration_groups=calibration_groups)
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> UncertainPerformanceModel:
         super().fit(X, y)
