@@ -8,7 +8,8 @@
 - load: :class:`ServingWorkload` (Poisson or closed loop, length distributions),
   :func:`run_load` (streaming ``/v1/completions`` client), :func:`summarize`, :class:`Slo`;
 - :class:`ServingCollector`: ``measure(ServingConfig)`` -> Measurement, ``run(configs, store)``,
-  ``sustainable_rate(cfg, slo)``.
+  ``sustainable_rate(cfg, slo)``; :func:`median_of_launches` folds several launches of a
+  config into one row.
 """
 
 from perfpred.collect.serving._build_llama import (
@@ -36,6 +37,7 @@ from perfpred.collect.serving._process import ServerProcess, free_port
 from perfpred.collect.serving._prometheus import parse_prometheus
 from perfpred.collect.serving._rate import RateProbe, RateSearch, find_sustainable_rate
 from perfpred.collect.serving._registry import ENGINES, get_engine
+from perfpred.collect.serving._replicates import median_of_launches
 from perfpred.collect.serving._stats import RequestResult, Slo, StreamTimer, summarize
 from perfpred.collect.serving._vllm import VllmEngine
 from perfpred.collect.serving._workload import LengthDist, ServingWorkload
@@ -77,6 +79,7 @@ __all__ = [
     "free_port",
     "get_engine",
     "llama_param_count",
+    "median_of_launches",
     "models_dir",
     "parse_prometheus",
     "run_load",
