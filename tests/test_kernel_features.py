@@ -145,6 +145,21 @@ def test_serving_features_offsets_and_no_outcomes():
     assert f["log2_memory_ms"].iloc[1] == pytest.approx(np.log2(moe_ms))
 
 
+def test_serving_features_see_llama_cpp_knobs_and_the_load_of_own_rows():
+    cpu = {"hardware_id": "cpu-x", "memory_gib": 24.0}
+    df = pd.DataFrame({
+        "workload.total_params_b": [0.02, 0.02], "workload.hidden_size": [512, 512], "workload.num_layers": [5, 5],
+        "workload.concurrency": [16, 16], "workload.prompt_tokens_mean": [128.0, 128.0],
+        "workload.output_tokens_mean": [24.0, 24.0], "config.max_num_seqs": [4, 4], "config.batch_size": [512, 512],
+        "config.ubatch_size": [64, 256], "config.threads": [1, 1], "metric.output_tokens_per_s": [200.0, 250.0],
+        "hardware_json": [json.dumps(cpu)] * 2})
+    f = serving_features(df)
+    assert list(f["log2_ubatch_size"]) == [6, 8] and list(f["log2_concurrency"]) == [4, 4]
+    assert f["log2_hidden_size"].iloc[0] == 9 and f["log2_prompt_tokens_mean"].iloc[0] == 7
+    assert f["log2_rate_rps"].isna().all()  # closed loop: no rate
+    assert not any("output_tokens_per_s" in c for c in f.columns)
+
+
 def test_gpu_gemm_features_waves_and_bound(synthetic_gemm_table):
     df = pd.DataFrame({"workload.b": [1, 1], "workload.m": [4096, 100], "workload.n": [4096, 100],
                        "workload.k": [4096, 100], "workload.dtype": ["fp32", "fp32"],

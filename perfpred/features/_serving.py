@@ -1,11 +1,12 @@
 """Features of serving configurations (``kind="serving"``): model, parallelism, batch, GPU.
 
 Pure functions of the row (no I/O, no fitted state). Inputs are what a user chooses or knows
-before launching: the model's size (``workload.total_params_b``, ``activated_params_b``),
-its weight precision, the task, and the engine config (``config.max_num_seqs``,
-``tensor_parallel``, ``expert_parallel``, ``data_parallel``, ``num_gpus``; diffusion:
-``batch_size``, ``inference_steps``, image/video size). Measured outcomes (batch size
-reached, output lengths, throughput) are never features.
+before launching: the model's size (``workload.total_params_b``, ``activated_params_b``) and
+shape where known, its weight precision, the task, the engine config (``config.max_num_seqs``,
+``tensor_parallel``, ``expert_parallel``, ``data_parallel``, ``num_gpus``; llama.cpp's
+``ubatch_size`` and ``threads``; diffusion: ``batch_size``, ``inference_steps``, image/video
+size) and the load (concurrency or rate, requested prompt and output lengths). Measured outcomes
+(batch size reached, output lengths produced, throughput) are never features.
 
 ``log2_roofline_ms`` is the decode step's analytic bound: each GPU of a replica streams its
 share of the weights the batch touches from DRAM once per step (the activated ones; for a
@@ -38,7 +39,12 @@ LOG_COLUMNS = ("workload.total_params_b", "workload.activated_params_b", "config
                "config.tensor_parallel", "config.expert_parallel", "config.data_parallel", "config.num_gpus",
                "config.batch_size", "config.ulysses_degree", "config.ring_degree", "workload.inference_steps",
                "workload.image_height", "workload.image_width", "workload.video_height", "workload.video_width",
-               "workload.num_frames", "workload.fps")
+               "workload.num_frames", "workload.fps",
+               # perfpred's own serving rows: the model's shape, llama.cpp's micro-batch and threads,
+               # and the load test (closed-loop concurrency or Poisson rate, prompt/output lengths).
+               "workload.hidden_size", "workload.num_layers", "config.ubatch_size", "config.threads",
+               "workload.concurrency", "workload.rate_rps", "workload.prompt_tokens_mean",
+               "workload.output_tokens_mean")
 CODE_COLUMNS = ("workload.task", "workload.architecture", "workload.precision")
 
 
