@@ -365,7 +365,10 @@ def train(
                          max_ref_drift=max_ref_drift, registered_name=name, source=str(store))
     _print_kv_table(f"{model} on {result.n_rows} rows, held-out ({split} split)", result.holdout)
     console.print(f"MLflow run id: [bold]{result.run_id}[/]" + (f"  registered as [bold]{name}[/]" if name else ""))
-    console.print(f"predict with: perfpred predict --model {name or result.run_id} --m 1024 --n 1024 --k 1024")
+    if kind == "gemm":
+        console.print(f"predict with: perfpred predict --model {name or result.run_id} --m 1024 --n 1024 --k 1024")
+    else:  # `perfpred predict` takes GEMM shapes; other kinds predict from a table of rows in Python
+        console.print(f"predict with: perfpred.models.load_model({(name or result.run_id)!r}).predict(rows)")
 
 
 @app.command()
