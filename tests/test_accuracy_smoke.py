@@ -75,9 +75,14 @@ def test_protocols_hold_out_what_they_claim(smoke_result):
 
 def test_interval_coverage_is_measured_on_held_out_rows(smoke_result):
     coverage = smoke_result["protocols"]["intervals"]["coverage"]
-    assert set(coverage) == {"kt_gemm_random_80_20", "vidur_leave_one_model_out", "neusight_leave_one_gpu_out"}
+    shifted = {"vidur_leave_one_model_out": "workload.model", "neusight_leave_one_gpu_out": "hardware_id"}
+    assert set(coverage) == {"kt_gemm_random_80_20", *shifted,
+                             *(f"{name}, calibrated across {column}" for name, column in shifted.items())}
     for levels in coverage.values():
         assert set(levels) == {"50%", "80%", "90%"}
+    for name, column in shifted.items():  # calibrated for the shift, bands widen
+        grouped = coverage[f"{name}, calibrated across {column}"]["90%"]
+        assert grouped["median_width_ratio"] > coverage[name]["90%"]["median_width_ratio"]
         shares = [levels[k]["coverage"] for k in ("50%", "80%", "90%")]
         assert all(0 <= c <= 1 for c in shares)
         assert shares == sorted(shares)  # wider bands never hold fewer rows
