@@ -134,16 +134,17 @@ class QuantileXGBRegressor(RegressorMixin, BaseEstimator):
         log_y, log_q = [], []
         for label in held_labels:
             held = groups == label
-            self.booster_ = self._booster().fit(X[~held], np.log(y[~held]))
+            booster = self._booster().fit(X[~held], np.log(y[~held]))
             log_y.append(np.log(y[held]))
-            log_q.append(self._log_quantiles(X[held]))
+            log_q.append(self._log_quantiles(X[held], booster))
         self.calibration_log_y_ = np.concatenate(log_y)
         self.calibration_log_q_ = np.vstack(log_q)
         self.booster_ = self._booster().fit(X, np.log(y))
         return self
 
-    def _log_quantiles(self, X: np.ndarray) -> np.ndarray:
-        q = np.asarray(self.booster_.predict(X), dtype=float).reshape(len(X), -1)
+    def _log_quantiles(self, X: np.ndarray, booster: Any = None) -> np.ndarray:
+        booster = booster if booster is not None else self.booster_
+        q = np.asarray(booster.predict(X), dtype=float).reshape(len(X), -1)
         return np.sort(q, axis=1)  # quantile crossing repaired by sorting
 
     def _band(self, log_q: np.ndarray, coverage: float) -> tuple[np.ndarray, np.ndarray]:
