@@ -170,20 +170,15 @@ def noise(model: str, table: pd.DataFrame, collector: ServingCollector, repeats:
     out = []
     for row in chosen:
         knobs = {**DEFAULT_FIXED[ENGINE], **{k: int(row[k]) for k in KNOBS}}
-        tput, tpot = [], []
-        for _ in range(repeats):
-            m = collector.measure(ServingConfig(ENGINE, knobs, WORKLOAD, model))
-            if m.status == "ok":
-                tput.append(m.metrics["output_tokens_per_s"])
-                tpot.append(m.metrics["tpot_p50_ms"])
-        out.append({**{k: int(row[k]) for k in KNOBS}, "output_tokens_per_s": [round(v, 2) for v in tput],
-                    "tpot_p50_ms": [round(v, 2) for v in tpot], "cv_output_tokens_per_s": _cv(tput),
-                    "cv_tpot_p50_ms": _cv(tpot)})
+        launches = [collector.measure(ServingConfig(ENGINE, knobs, WORKLOAD, model)) for _ in range(repeats)]
+        working = [m for m in launches if m.status == "ok"]
+        folded = median_of_launches(launches).metrics  # its launch_cv_* are the cvs over the working launches
+        out.append({**{k: int(row[k]) for k in KNOBS},
+                    "output_tokens_per_s": [round(m.metrics["output_tokens_per_s"], 2) for m in working],
+                    "tpot_p50_ms": [round(m.metrics["tpot_p50_ms"], 2) for m in working],
+                    "cv_output_tokens_per_s": folded.get("launch_cv_output_tokens_per_s"),
+                    "cv_tpot_p50_ms": folded.get("launch_cv_tpot_p50_ms")})
     return out
-
-
-def _cv(values: list[float]) -> float | None:
-    return float(np.std(values, ddof=1) / np.mean(values)) if len(values) > 1 else None
 
 
 def predictor_mape(table: pd.DataFrame, folds: int = 10, seed: int = 0) -> dict[str, Any]:
