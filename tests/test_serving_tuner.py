@@ -124,3 +124,26 @@ def test_a_real_three_launch_llama_server_tuning_run(tmp_path, monkeypatch):
     assert result.best_value > 0 and result.best_config["threads"] == 1
     assert "llama-server --model" in result.command_line or "/llama-server --model" in result.command_line
     assert f"--parallel {result.best_config['parallel']}" in result.command_line
+
+
+def test_the_first_model_guided_launches_after_a_three_launch_start_are_not_blind():
+    """Trees cannot split 3 rows (the default start): the first model-guided picks come from a GP
+    fitted on them, so they rank configs instead of seeing one constant prediction."""
+    from perfpred.datasets import Measurement
+    from perfpred.tuner._slo_search import SloSearchSettings, slo_search
+
+    space = SearchSpace({"seqs": [1, 2, 4, 8, 16], "tokens": [128, 256, 512, 1024]})
+    candidates = space.enumerate()
+
+    def measure(config):  # throughput grows with seqs; tokens barely matter
+        tok_s = 100.0 * config["seqs"] ** 0.8 * (1 + 0.01 * config["tokens"] / 1024)
+        return Measurement(kind="serving", workload={}, config=dict(config), hardware_id="synthetic-0",
+                           metrics={"output_tokens_per_s": tok_s})
+
+    done = slo_search(candidates, measure, goal_metric="output_tokens_per_s", bounds={},
+                      feasible=lambda m: True, settings=SloSearchSettings(budget=5, batch_size=2, seed=0))
+    start, guided = done[:3], done[3:]
+    assert all(e.predicted_goal is None for e in start)
+    assert len({round(e.predicted_goal, 6) for e in guided}) == 2  # not one constant for every config
+    best_seen = max(e.config["seqs"] for e in start)
+    assert max(e.config["seqs"] for e in guided) >= best_seen  # it goes where throughput grows

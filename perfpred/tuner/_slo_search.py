@@ -30,7 +30,7 @@ from perfpred.datasets import Measurement
 from perfpred.errors import InvalidInputError
 from perfpred.tuner._loop import _codes, diverse_top, maximin_design
 from perfpred.tuner._study import row_config
-from perfpred.tuner._surrogate import EnsembleSurrogate, param_features
+from perfpred.tuner._surrogate import MIN_TREE_ROWS, EnsembleSurrogate, param_features
 
 
 @dataclass(frozen=True)
@@ -130,14 +130,20 @@ def _score(done: list[Evaluation], features: pd.DataFrame, bounds: Mapping[str, 
     y = np.array([math.log(e.goal) if e.goal is not None else np.nan for e in done])
     surrogate = EnsembleSurrogate(n_members=s.ensemble, seed=s.seed)
     fit = surrogate.fit_predict(features.iloc[idx], y, works, features)
-    mean, std = (fit.mean_log, fit.std_log) if s.model == "xgb" else _gp(features, idx[works], y[works])
+
+    def trees(n_rows: int) -> bool:
+        # Below MIN_TREE_ROWS the ensemble predicts one constant for every config (the default
+        # start is 3 launches), so its first picks would be blind; a GP interpolates from 3 rows.
+        return s.model == "xgb" and n_rows >= MIN_TREE_ROWS
+
+    mean, std = (fit.mean_log, fit.std_log) if trees(int(works.sum())) else _gp(features, idx[works], y[works])
     log_p = np.log(np.clip(fit.p_ok, 1e-6, 1.0))
     for metric, bound in bounds.items():
         vals = np.array([e.measurement.metrics.get(metric, np.nan) if e.goal is not None else np.nan for e in done])
         have = np.isfinite(vals) & (vals > 0)
         if not have.any():
             continue
-        if s.model == "xgb":
+        if trees(int(have.sum())):
             m_fit = surrogate.fit_predict(features.iloc[idx], np.log(np.where(have, vals, 1.0)), have, features)
             m_mean, m_std = m_fit.mean_log, m_fit.std_log
         else:
