@@ -67,7 +67,8 @@ def history_configs(result, names) -> list[dict]:
     ("kwargs", "fragment"),
     [({"budget": 0}, "budget >= 1"), ({"budget": 4, "batch_size": 0}, "batch_size >= 1"),
      ({"budget": 4, "kappa": -1.0}, "kappa >= 0"), ({"budget": 4, "ensemble": 1}, "ensemble >= 2"),
-     ({"budget": 4, "min_hamming": 0}, "min_hamming >= 1"), ({"budget": 4, "n_initial": 0}, "n_initial >= 1")],
+     ({"budget": 4, "min_hamming": 0}, "min_hamming >= 1"), ({"budget": 4, "n_initial": 0}, "n_initial >= 1"),
+     ({"budget": 4, "local_fraction": 1.5}, "0 <= local_fraction <= 1")],
 )
 def test_bad_settings_give_one_line_errors(kwargs: dict, fragment: str) -> None:
     with pytest.raises(InvalidInputError, match=fragment) as excinfo:
@@ -315,6 +316,27 @@ def test_calibration_picks_put_space_filling_configs_in_the_first_prior_guided_b
     cold = SyntheticHardware()
     Tuner(space, cold, TuneSettings(budget=4, batch_size=4, ensemble=2, calibration_picks=2)).run()
     assert cold.calls == [row_config(candidates, i) for i in maximin_design(candidates, 4, 0)]
+
+
+def test_local_picks_take_the_untried_neighbours_of_the_best_measured_configs() -> None:
+    space = SearchSpace(dict(PARAMS))
+    candidates = space.enumerate()
+    codes = _codes(candidates)
+    hw = SyntheticHardware()
+    settings = TuneSettings(budget=12, batch_size=4, ensemble=2, local_fraction=0.5, calibration_picks=0)
+    result = Tuner(space, hw, settings, prior=lambda f: bowl_ms(f) * (1 + 0.1 * np.asarray(f["z"]))).run()
+    index = {config_key(row_config(candidates, i)): i for i in range(len(candidates))}
+    history = result.history
+    for it in sorted(history["iteration"].unique())[1:]:
+        before = history[history["iteration"] < it]
+        batch = history[history["iteration"] == it]
+        incumbents = before.sort_values("value", kind="stable")
+        inc_codes = [codes[index[config_key({n: r[n] for n in PARAMS})]] for r in incumbents.to_dict("records")]
+        local = [codes[index[config_key({n: r[n] for n in PARAMS})]] for r in batch.to_dict("records")][:2]
+        # the first two of a batch are one parameter away from the best and second-best measured
+        assert (local[0] != inc_codes[0]).sum() == 1
+        assert (local[1] != inc_codes[1]).sum() == 1
+    assert len(set(keys(hw.calls))) == len(hw.calls) == 12
 
 
 def test_prior_source_weights_favour_the_source_that_orders_configs_right() -> None:
