@@ -118,6 +118,18 @@ def tuning() -> str:
         for space, v in cal["spaces"].items():
             cells = [f"{v['strategies'][n][f'best_over_opt@{b}']:.3f}" for n in names for b in (8, 16)]
             lines.append(f"| {space} | " + " | ".join(cells) + " |")
+    ceiling = _load("tuning_ceiling")
+    if ceiling:
+        tuned = (cal or d)["spaces"]
+        lines += ["", "Transfer ceiling: each space ranked by the source GPUs' own measured runtimes "
+                  "(`--ceiling` -> `tuning_ceiling.json`) vs perfpred-transfer as tuned:", "",
+                  "| space | configs within 2% | first within 2% at rank | Spearman rho | ceiling @8 | ceiling @16 "
+                  "| perfpred-transfer @16 |", "|---|---|---|---|---|---|---|"]
+        for space, c in ceiling["spaces"].items():
+            ours = tuned.get(space, {}).get("strategies", {}).get("perfpred-transfer", {}).get("best_over_opt@16")
+            lines.append(f"| {space} | {c['configs_within_2pct']} | {c['first_within_2pct_rank']} | "
+                         f"{c['spearman_rho']:.2f} | {c['best_over_opt@8']:.3f} | {c['best_over_opt@16']:.3f} | "
+                         + (f"{ours:.3f} |" if ours is not None else "- |"))
     return "\n".join(lines)
 
 
@@ -176,8 +188,8 @@ def accuracy() -> str:
     return "\n".join(lines)
 
 
-def serving() -> str:
-    d = _load("serving")
+def serving(name: str = "serving") -> str:
+    d = _load(name)
     if not d:
         return ""
     lines = [f"{d['engine']} on this CPU, goal: {d['goal']}; SLO {d['slo']}; {d['live_vs_replayed']}.", "",
@@ -291,7 +303,8 @@ def cpu_kernels() -> str:
 
 def main() -> None:
     for title, text in (("cpu_gemm", cpu_gemm()), ("timer_agreement", timer_agreement()), ("accuracy", accuracy()),
-                        ("tuning", tuning()), ("serving", serving()), ("serving_replay", serving_replay()),
+                        ("tuning", tuning()), ("serving", serving()),
+                        ("serving_vllm", serving("serving_vllm")), ("serving_replay", serving_replay()),
                         ("cpu_kernels", cpu_kernels())):
         if text:
             print(f"### {title}\n\n{text}\n")

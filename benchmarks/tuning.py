@@ -22,6 +22,7 @@ import argparse
 import gzip
 import json
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -103,23 +104,61 @@ def recorded_frame(backend: ReplayBackend) -> pd.DataFrame:
     return frame
 
 
+def default_sources(name: str) -> list[str]:
+    """The recordings a space's transfer priors learn from: every OTHER GPU of the same kernel
+    (UCI SGEMM, a GTX 680 CLTune space, takes the three Kernel Tuner GEMM GPUs)."""
+    family = name.split("/")[0]
+    if family == "uci-sgemm":
+        return [f"gemm/{g}" for g in FAMILIES["gemm"]]
+    return [f"{family}/{g}" for g in FAMILIES[family] if f"{family}/{g}" != name]
+
+
 def source_models(name: str, files: dict[str, Path], names: list[str], sources: list[str] | None = None) -> dict:
     """One XGBoost model of log runtime per source recording: by default every OTHER GPU of the
     same kernel (transfer priors); ``sources`` names other recordings in ``files`` instead."""
     from xgboost import XGBRegressor
 
-    family = name.split("/")[0]
-    if sources is None:
-        sources = ([f"gemm/{g}" for g in FAMILIES["gemm"]] if family == "uci-sgemm"
-                   else [f"{family}/{g}" for g in FAMILIES[family] if f"{family}/{g}" != name])
     priors = {}
-    for src in sources:
+    for src in sources or default_sources(name):
         frame = recorded_frame(load_backend(files[src])).dropna(subset=["runtime_ms"])
         X = param_features(frame[names])
         model = XGBRegressor(n_estimators=300, max_depth=8, learning_rate=0.1, n_jobs=1, random_state=0)
         model.fit(X, np.log(frame["runtime_ms"]))
         priors[src] = model
     return priors
+
+
+def transfer_ceiling(name: str, files: dict[str, Path]) -> dict:
+    """What a perfect transfer could do: rank the target's configs by the geometric mean of the
+    runtimes the source GPUs MEASURED for them (no model error at all) and time them in that order.
+
+    A prior can only be as good as this ranking (the tuner's priors are models of these very
+    recordings), so best/optimum here bounds what transfer alone reaches at each budget; the
+    rest must come from learning on the target. Configs no source recorded (most of UCI SGEMM's
+    241,600) go last, in recorded order.
+    """
+    target = recorded_frame(load_backend(files[name]))
+    runtime = target["runtime_ms"].to_numpy()
+    optimum = np.nanmin(runtime)
+    logs = []
+    for src in default_sources(name):
+        source = recorded_frame(load_backend(files[src]))
+        keys = [c for c in target.columns if c in source.columns and c != "runtime_ms"]
+        merged = target[keys].merge(source[[*keys, "runtime_ms"]], on=keys, how="left")
+        logs.append(np.log(merged["runtime_ms"].to_numpy()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice" where none has it
+        score = np.nanmean(np.stack(logs), axis=0)  # NaN where no source has the config working
+    order = np.argsort(np.where(np.isfinite(score), score, np.inf), kind="stable")
+    ranked = runtime[order]
+    within = np.flatnonzero(ranked <= 1.02 * optimum)
+    ok = np.isfinite(score) & np.isfinite(runtime)
+    rho = pd.Series(score[ok]).corr(pd.Series(np.log(runtime[ok])), method="spearman")
+    return {"sources": default_sources(name), "configs_ranked": int(np.isfinite(score).sum()),
+            "configs_within_2pct": int((runtime <= 1.02 * optimum).sum()),
+            "first_within_2pct_rank": int(within[0]) + 1 if len(within) else None,
+            "spearman_rho": float(rho),
+            **{f"best_over_opt@{b}": float(np.nanmin(ranked[:b]) / optimum) for b in BUDGETS}}
 
 
 def run_space(name: str, seeds: list[int], strategies: list[str], path: Path | None = None,
@@ -248,11 +287,21 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--output", default="tuning")
     parser.add_argument("--resume", action="store_true", help="keep the spaces already in the runs file")
+    parser.add_argument("--ceiling", action="store_true", help="only rank each space by the other GPUs' "
+                        "measured runtimes (the best any transferred prior can do) -> tuning_ceiling.json")
     parser.add_argument("--rerun", default="", help="re-run only these strategies (comma-separated) on the spaces "
                         "in the runs file, keeping every other strategy's runs (after a change to one strategy)")
     args = parser.parse_args()
     if args.rerun:
         rerun(args)
+        return
+    if args.ceiling:
+        names = list(space_files()) if args.spaces == "all" else args.spaces.split(",")
+        ceilings = {name: transfer_ceiling(name, space_files()) for name in names}
+        for name, c in ceilings.items():
+            print(f"{name:28s} first within 2% at rank {c['first_within_2pct_rank']}, "
+                  f"best@16/opt={c['best_over_opt@16']:.3f}, rho={c['spearman_rho']:.2f}")
+        print(f"wrote {write_result('tuning_ceiling', {'spaces': ceilings})}")
         return
     names = list(space_files()) if args.spaces == "all" else args.spaces.split(",")
     strategies = args.strategies.split(",")
