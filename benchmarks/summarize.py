@@ -235,6 +235,21 @@ def serving(name: str = "serving") -> str:
     return "\n".join(lines)
 
 
+def serving_first_picks() -> str:
+    d = _load("serving_first_picks")
+    if not d:
+        return ""
+    lines = [f"Replayed from the stored grids, {d['seeds']} seeds, mean best / grid best (seeds >= 0.98):", "",
+             "| engine | model | SLO | launches / configs | trees only | GP first (default) | random |",
+             "|---|---|---|---|---|---|---|"]
+    for e in d["scenarios"]:
+        cells = [f"{e[k]['ratio_mean']:.3f} ({e[k]['seeds_reaching_98pct']})" for k in ("trees_only", "gp_first",
+                                                                                         "random")]
+        lines.append(f"| {e['engine']} | {e['model']} | {e['slo']} | {e['budget']} / {e['n_configs']} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def serving_replay() -> str:
     d = _load("serving_replay")
     if not d:
@@ -304,7 +319,8 @@ def cpu_kernels() -> str:
 def main() -> None:
     for title, text in (("cpu_gemm", cpu_gemm()), ("timer_agreement", timer_agreement()), ("accuracy", accuracy()),
                         ("tuning", tuning()), ("serving", serving()),
-                        ("serving_vllm", serving("serving_vllm")), ("serving_replay", serving_replay()),
+                        ("serving_vllm", serving("serving_vllm")), ("serving_first_picks", serving_first_picks()),
+                        ("serving_replay", serving_replay()),
                         ("cpu_kernels", cpu_kernels())):
         if text:
             print(f"### {title}\n\n{text}\n")
