@@ -43,7 +43,8 @@ class SloSearchSettings:
     seed: int = 0
     min_hamming: int = 2
     noise_log: float = 0.1  # floor of a bounded metric's log spread: run-to-run noise is ~5-10%
-    # "xgb": the tuner's bootstrap ensemble; "gp": a Gaussian process on log2 knobs. Replayed on the
+    # "xgb": the tuner's bootstrap ensemble (a GP until MIN_TREE_ROWS launches worked: trees
+    # cannot split fewer); "gp": a Gaussian process on log2 knobs throughout. Replayed on the
     # two CPU grids (10 seeds, 12 of 50 launches) the GP was no better (tight SLO 0.69 vs 0.60 of the
     # grid best on small-20m, 0.96 vs 0.99 on tiny; loose SLO 0.95 vs 1.00 on tiny) and 3x slower.
     model: str = "xgb"
