@@ -81,4 +81,3 @@ def gpu_gemm_transfer_features(df: pd.DataFrame) -> pd.DataFrame:
     feats = gpu_gemm_features(df)
     feats["log2_intensity_over_ridge"] = feats["log2_intensity"] - feats["hw_log2_flop_per_byte"]
     return feats.drop(columns=[c for c in GPU_IDENTITY_FEATURES if c in feats])
-

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from perfpred.collect._timing import spread_stats
 from perfpred.collect.serving._engine import Engine, EngineStartError, RunningServer, classify_failure
 from perfpred.collect.serving._loadgen import LoadResult, run_load
 from perfpred.collect.serving._models import LocalModel, TinyModelSpec, describe_model, ensure_model
@@ -79,15 +80,12 @@ class ServingConfig:
         return knobs
 
 
-def _spread(values: list[float]) -> dict[str, float | None]:
-    if not values:
+def latency_spread(values: Sequence[float]) -> dict[str, float]:
+    """The row's timing fields from per-request latencies: their median as runtime_ms, and the
+    spread statistics every other collector stores (``spread_stats``); empty without latencies."""
+    if not len(values):
         return {}
-    arr = np.asarray(values, dtype=float)
-    q75, q25 = np.percentile(arr, [75, 25])
-    mean = float(arr.mean())
-    std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
-    return {"runtime_ms": float(np.median(arr)), "min_ms": float(arr.min()), "mean_ms": mean, "std_ms": std,
-            "iqr_ms": float(q75 - q25), "cv": std / mean if mean > 0 else None}
+    return {"runtime_ms": float(np.median(values)), **spread_stats(values)}
 
 
 def _first_error(results: list[RequestResult]) -> str | None:
@@ -165,7 +163,7 @@ class ServingCollector:
     def _row(self, cfg: ServingConfig, engine: Engine, knobs: dict[str, Any], status: str, *,
              metrics: dict[str, float] | None = None, raw_ms: Sequence[float] = (), error: str | None = None,
              workload_extra: Mapping[str, Any] | None = None) -> Measurement:
-        spread = _spread(list(raw_ms)) if status == "ok" else {}
+        spread = latency_spread(raw_ms) if status == "ok" else {}
         clean = {k: float(v) for k, v in (metrics or {}).items() if v is not None and math.isfinite(v)}
         return Measurement(
             kind="serving", workload=self._workload_row(cfg, workload_extra), config=engine.config_row(knobs),

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from perfpred.collect.serving._collector import _spread
+from perfpred.collect.serving._collector import latency_spread
 from perfpred.datasets import Measurement
 from perfpred.errors import InvalidInputError
 
@@ -60,5 +60,5 @@ def median_of_launches(launches: Sequence[Measurement]) -> Measurement:
     metrics.update(counts)
     raw = [t for m in ok for t in m.raw_times_ms]
     runtimes = [m.runtime_ms for m in ok if m.runtime_ms is not None]
-    spread = {**_spread(raw), "runtime_ms": float(np.median(runtimes)) if runtimes else None}
+    spread = {**latency_spread(raw), "runtime_ms": float(np.median(runtimes)) if runtimes else None}
     return replace(ok[-1], metrics=metrics, raw_times_ms=raw, n_runs=len(raw) or None, **spread)
