@@ -165,6 +165,15 @@ def test_contains_supports_resume(store):
     assert len(reopened) == 2
 
 
+def test_stored_answers_per_id_in_order_after_reopening(store):
+    m1, m2, m3 = gemm(m=1), gemm(m=2), gemm(m=3)
+    store.append([m1, m3])
+    reopened = MeasurementStore(store.path)
+    ids = pd.Series([m2.measurement_id, m1.measurement_id, m3.measurement_id, m2.measurement_id])
+    assert reopened.stored(ids).tolist() == [False, True, True, False]
+    assert reopened.stored([]).tolist() == []
+
+
 def test_append_frame_deduplicates_and_refuses_missing_columns(store):
     frame = pd.DataFrame([gemm(m=1).to_row(), gemm(m=1).to_row(), gemm(m=2).to_row()])
     assert store.append_frame(frame) == 2

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -121,14 +122,13 @@ class MeasurementStore:
         missing = [c for c in ("measurement_id", "kind", "hardware_id", "status", "runtime_ms") if c not in frame]
         if missing:
             raise StoreError(f"append_frame needs columns {missing}, which the frame lacks")
-        ids = self.ids()
         if not replace:
-            frame = frame[~frame["measurement_id"].isin(ids)]
+            frame = frame[~self.stored(frame["measurement_id"])]
         frame = frame.drop_duplicates("measurement_id", keep="last")
         if frame.empty:
             return 0
         self._write_part(frame)
-        ids.update(frame["measurement_id"])
+        self.ids().update(frame["measurement_id"])
         return len(frame)
 
     # ------------------------------------------------------------------ reading
@@ -142,6 +142,12 @@ class MeasurementStore:
 
     def contains(self, measurement_id: str) -> bool:
         return measurement_id in self.ids()
+
+    def stored(self, measurement_ids: Iterable[str]) -> np.ndarray:
+        """A boolean per id: is it already stored? Costs O(len(measurement_ids)), whatever the
+        store's size (``Series.isin(set)`` walks the whole set: ~1 s per file against 500k rows)."""
+        ids = self.ids()
+        return np.fromiter((key in ids for key in measurement_ids), dtype=bool)
 
     @staticmethod
     def _read_part(part: Path, columns: list[str] | None = None) -> pd.DataFrame:

@@ -131,7 +131,7 @@ def run_import(format: str, paths: Sequence[str | os.PathLike[str]], store: Meas
         report.bad_examples += result.bad_examples[: MAX_EXAMPLES - len(report.bad_examples)]
         written = 0
         for frame in result.frames:
-            new = ~frame["measurement_id"].isin(store.ids()) & ~frame["measurement_id"].duplicated(keep="last")
+            new = ~store.stored(frame["measurement_id"]) & ~frame["measurement_id"].duplicated(keep="last")
             for kind, count in frame.loc[new, "kind"].value_counts().items():
                 report.rows_by_kind[str(kind)] = report.rows_by_kind.get(str(kind), 0) + int(count)
             written += store.append_frame(frame)
