@@ -227,6 +227,8 @@ def collect_serving(
     slo_tpot_ms: Annotated[float | None, typer.Option(help="SLO: p99 time per output token in ms.")] = None,
     slo_e2e_ms: Annotated[float | None, typer.Option(help="SLO: p99 end-to-end latency in ms.")] = None,
     sustainable_rate: Annotated[bool, typer.Option(help="Find each config's highest Poisson rate (requests/s) that meets the SLO, by bracketing and bisection.")] = False,
+    rate_start_rps: Annotated[float | None, typer.Option(help="--sustainable-rate: first probed rate in requests/s (default: 0.8 x the capacity a closed-loop run measures first).")] = None,
+    probe_s: Annotated[float, typer.Option(help="--sustainable-rate: seconds of arrivals per probe (a short probe ends before a queue shows).")] = 10.0,
     seed: Annotated[int, typer.Option(help="Seed of arrivals and prompts.")] = 0,
 ) -> None:
     """Start a real serving engine per config, load it, and store TTFT/TPOT/ITL/e2e latencies (ms) and throughput.
@@ -256,7 +258,8 @@ def collect_serving(
     err_console.print(f"[bold]{len(configs)}[/] {engine} config(s) on model {model} -> {store}")
     if sustainable_rate:
         for cfg in configs:  # one row per config, appended as soon as it exists
-            st.append([collector.sustainable_rate(cfg, slo)], replace=True)
+            st.append([collector.sustainable_rate(cfg, slo, start_rps=rate_start_rps, probe_duration_s=probe_s)],
+                      replace=True)
     else:
         collector.run(configs, st, progress=True)
     df = st.load(kind="serving")
@@ -566,6 +569,7 @@ def tune_serving_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the design, the surrogate and the load.")] = 0,
     output: Annotated[Path, typer.Option(help="Run directory for the report.")] = Path("perfpred-runs/tune-serving"),
     storage: Annotated[str | None, typer.Option(help="Live: Optuna RDB storage URL that records every launch as a trial, each SLO as a constraint (default sqlite:///OUTPUT/study.db; view with optuna-dashboard).")] = None,
+    probe_s: Annotated[float, typer.Option(help="--goal sustainable_rate: seconds of arrivals per rate probe (each search starts at 0.8 x the capacity a closed-loop run measures).")] = 10.0,
 ) -> None:
     """Tune serving knobs under latency SLOs, predictor first; answer with a ready-to-paste server command.
 
@@ -596,8 +600,9 @@ def tune_serving_cmd(
             launches[0] += 1
             status.update(f"{engine} on {model}: launch {launches[0]} of {budget} done")
 
+        rate_search = {"start_rps": None, "probe_duration_s": probe_s} if goal == "sustainable_rate" else None
         result = tune_serving_live(engine, model, slo=slo, goal=goal, budget=budget, seed=seed, store=store,
-                                   run_dir=output, progress=progress, storage=storage)
+                                   run_dir=output, progress=progress, storage=storage, rate_search=rate_search)
     output.mkdir(parents=True, exist_ok=True)
     (output / "result.json").write_text(json.dumps(result.summary(), indent=2, default=str))
     result.history.to_csv(output / "history.csv", index=False)

@@ -27,6 +27,18 @@ def test_a_knob_grid_becomes_one_row_per_combination(tmp_path):
     assert again.exit_code == 0 and len(MeasurementStore(store).load(kind="serving")) == 4
 
 
+def test_sustainable_rate_from_the_cli_measures_capacity_first(tmp_path):
+    store = tmp_path / "store"
+    args = ["collect", "serving", "--engine", "fake", "--store", str(store), "--knob", "max_num_seqs=2",
+            "--knob", "token_ms=2", "--prompt-tokens", "8", "--output-tokens", "8", "--slo-e2e-ms", "500",
+            "--sustainable-rate", "--probe-s", "0.5"]
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    row = MeasurementStore(store).load(kind="serving").iloc[0]
+    assert row["status"] == "ok" and row["metric.capacity_rps"] > 0
+    assert row["metric.sustainable_rate_rps"] > 0 and row["workload.probe_duration_s"] == 0.5
+
+
 def test_knob_grids_parse_values_as_the_engine_sees_them():
     assert parse_knob_grid(["parallel=1,8", "cont_batching=true", "cache_type_k=q8_0"]) == [
         {"parallel": 1, "cont_batching": True, "cache_type_k": "q8_0"},

@@ -182,6 +182,29 @@ def test_sustainable_rate_brackets_and_bisects_on_one_server(collector):
     assert "rate_rps" not in m.workload
 
 
+def test_a_capacity_start_measures_the_closed_loop_rate_first_and_starts_below_it(collector):
+    cfg = _fake(ServingWorkload(concurrency=1, prompt_tokens=8, output_tokens=10, warmup_requests=1),
+                slots=2, token_ms=4.0, batch_penalty=0.0)
+    # An SLO every probe meets: the search climbs from 0.8 x capacity by 1.25 per probe, so two
+    # probes end exactly at the capacity the closed-loop run measured.
+    m = collector.sustainable_rate(cfg, Slo(e2e_ms=60_000.0), start_rps=None, growth=1.25, max_probes=2,
+                                   probe_duration_s=0.5, min_requests=4, max_requests=40, capacity_concurrency=4)
+    assert m.status == "ok", m.error
+    capacity = m.metrics["capacity_rps"]
+    assert 5.0 < capacity < 200.0  # 2 slots x 10 steps of 4 ms: ~45 requests/s, less on a loaded machine
+    assert m.metrics["sustainable_rate_rps"] == pytest.approx(capacity, rel=1e-9)
+    assert m.metrics["n_probes"] == 2
+
+
+def test_a_capacity_run_that_fails_is_the_row_with_its_reason(collector):
+    cfg = _fake(ServingWorkload(concurrency=1, prompt_tokens=8, output_tokens=10, warmup_requests=0),
+                die_after_requests=3)
+    m = collector.sustainable_rate(cfg, Slo(e2e_ms=1000.0), start_rps=None, capacity_concurrency=2,
+                                   probe_duration_s=0.5)
+    assert m.status != "ok"
+    assert "the capacity run before the rate search failed" in m.error
+
+
 # ---------------------------------------------------------------------------- no orphan survives
 
 

@@ -244,16 +244,24 @@ class ServingCollector:
         return run_sweep(self, list(configs), store, progress=progress)
 
     # ------------------------------------------------------------------ sustainable rate
-    def sustainable_rate(self, cfg: ServingConfig, slo: Slo, *, start_rps: float = 1.0, max_probes: int = 8,
+    def sustainable_rate(self, cfg: ServingConfig, slo: Slo, *, start_rps: float | None = 1.0, max_probes: int = 8,
                          rel_tol: float = 0.15, min_rps: float = 0.05, max_rps: float = 1000.0,
                          probe_duration_s: float = 10.0, min_requests: int = 10,
-                         max_requests: int = 200) -> Measurement:
+                         max_requests: int = 200, growth: float = 2.0, capacity_fraction: float = 0.8,
+                         capacity_concurrency: int = 16) -> Measurement:
         """The highest Poisson rate whose run meets ``slo`` (bracketing, then bisection), as one row.
 
         One server serves every probe. Probe ``i`` sends ``rate x probe_duration_s`` requests
         (within [min_requests, max_requests]) at that rate. The row's metrics are those of the
         best passing probe plus ``sustainable_rate_rps`` and ``n_probes``; the probes' rates
         and outcomes go to ``error`` only when none passed.
+
+        ``start_rps=None`` first measures the server's capacity (requests/s completed in a
+        closed loop of ``capacity_concurrency``, as vLLM's auto_tune.sh starts from an infinite
+        rate) and starts the search at ``capacity_fraction`` of it: no rate above capacity is
+        sustainable however short a probe hides the queue, and the search skips the probes a
+        fixed start spends far below it. That run is not counted in ``max_probes``; the row
+        keeps it as ``capacity_rps``.
         """
         slo.validate()
         cfg = _as_config(cfg)
@@ -269,7 +277,14 @@ class ServingCollector:
             return self._row(search_cfg, engine, knobs, exc.status, workload_extra=extra,
                              error=_with_log(str(exc), exc.log_tail))
         rows: dict[float, Measurement] = {}
+        capacity_rps = None
         with server:
+            if start_rps is None:
+                capacity_rps, failed = self._capacity(server, search_cfg, engine, knobs, extra, capacity_concurrency)
+                if failed is not None:
+                    return failed
+                start_rps = min(max(capacity_fraction * capacity_rps, min_rps), max_rps)
+
             def probe(rate: float) -> tuple[bool, list[str]]:
                 n = int(min(max_requests, max(min_requests, math.ceil(rate * probe_duration_s))))
                 workload = replace(cfg.workload, rate_rps=rate, concurrency=None, n_requests=n,
@@ -282,8 +297,26 @@ class ServingCollector:
                 return _meets(row, slo)
 
             search = find_sustainable_rate(probe, start_rps=start_rps, max_probes=max_probes, rel_tol=rel_tol,
-                                           min_rps=min_rps, max_rps=max_rps, stop=lambda: not server.alive())
-        return self._rate_row(search_cfg, engine, knobs, search, rows, extra)
+                                           min_rps=min_rps, max_rps=max_rps, growth=growth,
+                                           stop=lambda: not server.alive())
+        row = self._rate_row(search_cfg, engine, knobs, search, rows, extra)
+        if capacity_rps is not None:
+            row.metrics["capacity_rps"] = capacity_rps
+        return row
+
+    def _capacity(self, server: RunningServer, cfg: ServingConfig, engine: Engine, knobs: dict[str, Any],
+                  extra: dict[str, Any], concurrency: int) -> tuple[float, Measurement | None]:
+        """Requests/s the server completes with ``concurrency`` requests always in flight (its
+        warm-up included); a failed run comes back as the row to report instead."""
+        workload = replace(cfg.workload, rate_rps=None, concurrency=concurrency,
+                           n_requests=max(3 * concurrency, cfg.workload.n_requests))
+        row = self._measure_on(server, replace(cfg, workload=workload), engine, knobs, workload, extra)
+        capacity = row.metrics.get("requests_per_s")
+        if row.status != "ok" or not server.alive() or not capacity or not math.isfinite(capacity):
+            reason = row.error or f"status {row.status}, requests_per_s={capacity!r}"
+            return 0.0, replace_row(row, status=row.status if row.status != "ok" else "runtime_error",
+                                    error=f"the capacity run before the rate search failed: {reason}")
+        return float(capacity), None
 
     def _rate_row(self, cfg: ServingConfig, engine: Engine, knobs: dict[str, Any], search: RateSearch,
                   rows: dict[float, Measurement], extra: dict[str, Any]) -> Measurement:
