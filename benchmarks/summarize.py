@@ -250,6 +250,25 @@ def serving_first_picks() -> str:
     return "\n".join(lines)
 
 
+def serving_rate() -> str:
+    d = _load("serving_rate")
+    if not d:
+        return ""
+    lines = [f"{d['engine']} on this CPU, goal: {d['goal']}; SLO {d['slo']}; {d['live_vs_replayed']}.", "",
+             "| model | grid configs | grid best (req/s) | configs within 2% of it | perfpred launches | perfpred "
+             "best / grid best (live seed 0; seeds >= 0.98) | random, same launches | re-launched rate searches: "
+             "max/min | predictor MAPE rate / capacity |", "|---|---|---|---|---|---|---|---|---|"]
+    for m in d["models"]:
+        p, r, pr = m["perfpred"], m["random"], m["predictor"]
+        spread = ", ".join(f"{n['max_over_min']:.2f}" for n in m["noise"] if n.get("max_over_min")) or "-"
+        lines.append(f"| {m['model']} | {m['n_grid_configs']} | {m['grid_best_rps']:.2f} | "
+                     f"{m['grid_configs_within_2pct_of_best']} | {m['budget_launches']} | {p['ratio_mean']:.3f} "
+                     f"({p['ratio_to_grid_best_per_seed'][0]:.2f}; {p['seeds_reaching_98pct']}/{p['n_seeds']}) | "
+                     f"{r['ratio_mean']:.3f} ({r['seeds_reaching_98pct']}/{r['n_seeds']}) | {spread} | "
+                     f"{pr['rate_rps']['mape']:.1%} / {pr['capacity_rps']['mape']:.1%} |")
+    return "\n".join(lines)
+
+
 def serving_replay() -> str:
     d = _load("serving_replay")
     if not d:
@@ -320,7 +339,7 @@ def main() -> None:
     for title, text in (("cpu_gemm", cpu_gemm()), ("timer_agreement", timer_agreement()), ("accuracy", accuracy()),
                         ("tuning", tuning()), ("serving", serving()),
                         ("serving_vllm", serving("serving_vllm")), ("serving_first_picks", serving_first_picks()),
-                        ("serving_replay", serving_replay()),
+                        ("serving_rate", serving_rate()), ("serving_replay", serving_replay()),
                         ("cpu_kernels", cpu_kernels())):
         if text:
             print(f"### {title}\n\n{text}\n")

@@ -1,0 +1,227 @@
+"""Live serving benchmark with sustainable rate as the goal: the highest Poisson request rate each
+llama-server config sustains under a p99 SLO, over a full grid of the batching knobs, against
+perfpred with a quarter of the launches.
+
+    python benchmarks/serving_rate.py          # small-20m, 20-config grid (~75 min on 2 shared cores)
+                                               # -> results/serving_rate.json
+
+As vLLM's auto_tune.sh and ``vllm bench sweep serve_sla`` do, every config is one server launch
+whose rate search runs on that server: a closed-loop run at 16 in flight measures its capacity
+(requests/s), the search starts at 0.8 of it and brackets / bisects the Poisson rate whose run
+keeps p99 TTFT and p99 TPOT within the SLO (``ServingCollector.sustainable_rate``). A probe
+sends ``PROBE_S`` seconds of arrivals: a shorter one ends before the queue of a rate above
+capacity shows (a first try with 6-s probes passed rates above what 1-slot servers complete).
+
+(a) grid: every config of ``SPACE`` (slots x ubatch, batch 512), one launch each (LIVE);
+(b) perfpred (``tune_serving_live(goal="sustainable_rate")``), budget 25% of the grid: seed 0
+    LIVE (its own launches), seeds 1.. REPLAYED from the grid's rows;
+(c) random search with the same budget, REPLAYED from the grid's rows;
+(d) noise: the grid's best, median and worst configs re-launched ``--repeats`` times (once by
+    default; their rate searches' spread is the yardstick's own noise).
+Each pick is scored by the grid's rate for that config. The grid store lives under
+``benchmarks/runs/serving_rate/<model>/grid`` and is reused on a re-run (``--fresh`` starts over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RUNS_DIR, write_result
+
+from perfpred.collect.serving import ServingCollector, ServingConfig, ServingWorkload, Slo
+from perfpred.datasets import MeasurementStore
+from perfpred.tuner import SearchSpace
+from perfpred.tuner._serving_live import DEFAULT_FIXED, goal_value, tune_serving_live
+from perfpred.tuner._surrogate import EnsembleSurrogate, param_features
+
+ENGINE = "llama-server"
+SPACE = SearchSpace({"parallel": [1, 2, 4, 8, 16], "ubatch_size": [64, 128, 256, 512]})
+FIXED = {**DEFAULT_FIXED[ENGINE], "batch_size": 512}
+KNOBS = list(SPACE.names)
+# The per-probe request shape (the rate and count are set by each probe); set before any run.
+WORKLOAD = ServingWorkload(n_requests=16, rate_rps=1.0, prompt_tokens=128, output_tokens=24, warmup_requests=2)
+SLO = Slo(ttft_ms=2000.0, tpot_ms=100.0)
+PROBE_S = 20.0
+# From the closed-loop capacity: a 1-slot server sustained 1.4x the rate it completed with 16 in
+# flight (queued requests cost it), so the search starts AT capacity and climbs by 1.25.
+RATE_SEARCH = {"start_rps": None, "capacity_fraction": 1.0, "growth": 1.25, "rel_tol": 0.06, "max_probes": 5,
+               "probe_duration_s": PROBE_S, "min_requests": 40, "max_requests": 240}
+
+
+def _key(knobs: dict[str, Any]) -> tuple[int, ...]:
+    return tuple(int(knobs[k]) for k in KNOBS)
+
+
+def _config(knobs: dict[str, Any], model: str) -> ServingConfig:
+    return ServingConfig(ENGINE, {**FIXED, **{k: int(knobs[k]) for k in KNOBS}}, WORKLOAD, model)
+
+
+def run_grid(model: str, run_dir: Path, collector: ServingCollector,
+             progress: bool = True) -> tuple[dict[tuple[int, ...], Any], float, int]:
+    """Every config's rate search, one launch each; each row appended as soon as it exists (resumable)."""
+    store = MeasurementStore(run_dir / "grid", create=True)
+    done = {_key(m.config): m for m in store.measurements(kind="serving")}
+    t0, n_new = time.perf_counter(), 0
+    for knobs in SPACE.enumerate().to_dict("records"):
+        if _key(knobs) in done:
+            continue
+        m = collector.sustainable_rate(_config(knobs, model), SLO, **RATE_SEARCH)
+        store.append([m])
+        done[_key(knobs)] = m
+        n_new += 1
+        if progress:
+            print(f"    {dict(zip(KNOBS, _key(knobs), strict=True))}: {m.status} rate "
+                  f"{m.metrics.get('sustainable_rate_rps')} rps (capacity {m.metrics.get('capacity_rps')}, "
+                  f"{m.metrics.get('n_probes')} probes)", flush=True)
+    return done, time.perf_counter() - t0, n_new
+
+
+def grid_table(rows: dict[tuple[int, ...], Any]) -> pd.DataFrame:
+    out = []
+    for key, m in rows.items():
+        out.append({**dict(zip(KNOBS, key, strict=True)), "status": m.status,
+                    "rate_rps": goal_value(m, "sustainable_rate", SLO),
+                    "capacity_rps": m.metrics.get("capacity_rps"),
+                    "first_failing_rate_rps": m.metrics.get("first_failing_rate_rps"),
+                    "n_probes": m.metrics.get("n_probes"), "ttft_p99_ms": m.metrics.get("ttft_p99_ms"),
+                    "tpot_p99_ms": m.metrics.get("tpot_p99_ms"), "error": m.error})
+    return pd.DataFrame(out).sort_values(KNOBS).reset_index(drop=True)
+
+
+def grid_rate(table: pd.DataFrame, config: dict[str, Any] | None) -> float:
+    if config is None:
+        return 0.0
+    hit = table[(table[KNOBS] == pd.Series(_key(config), index=KNOBS)).all(axis=1)]
+    value = hit["rate_rps"].iloc[0]
+    return float(value) if value is not None and np.isfinite(value) else 0.0
+
+
+def random_best(table: pd.DataFrame, budget: int, seed: int) -> float:
+    picks = np.random.default_rng(seed).choice(len(table), size=budget, replace=False)
+    return float(table["rate_rps"].iloc[picks].astype(float).fillna(0.0).max())
+
+
+def predictor_mape(table: pd.DataFrame, target: str, folds: int = 10, seed: int = 0) -> dict[str, Any]:
+    """k-fold CV over the grid's rows of the tuner's surrogate (its ensemble mean) on held-out configs."""
+    ok = table[table[target].astype(float) > 0].reset_index(drop=True)
+    features = param_features(ok[KNOBS].astype(int))
+    y = ok[target].astype(float).to_numpy()
+    fold = np.random.default_rng(seed).permutation(len(ok)) % folds
+    pred = np.empty(len(ok))
+    for f in range(folds):
+        test, train = fold == f, fold != f
+        fit = EnsembleSurrogate(n_members=5, seed=seed).fit_predict(
+            features[train], np.log(y[train]), np.ones(train.sum(), dtype=bool), features[test])
+        pred[test] = np.exp(fit.mean_log)
+    ape = np.abs(pred - y) / y
+    return {"target": target, "folds": folds, "n_rows": len(ok), "mape": float(ape.mean()),
+            "median_ape": float(np.median(ape))}
+
+
+def noise(model: str, table: pd.DataFrame, collector: ServingCollector, repeats: int) -> list[dict[str, Any]]:
+    """The grid's best, median and worst configs' rate searches re-launched ``repeats`` times (not stored)."""
+    ok = table[table["rate_rps"].notna()].sort_values("rate_rps")
+    if ok.empty or repeats < 1:
+        return []
+    out = []
+    for row in (ok.iloc[-1], ok.iloc[len(ok) // 2], ok.iloc[0]):
+        knobs = {k: int(row[k]) for k in KNOBS}
+        rates = []
+        for _ in range(repeats):
+            m = collector.sustainable_rate(_config(knobs, model), SLO, **RATE_SEARCH)
+            rates.append(goal_value(m, "sustainable_rate", SLO) or 0.0)
+            print(f"    noise {knobs}: {rates[-1]:.3f} rps", flush=True)
+        all_rates = [float(row["rate_rps"]), *rates]
+        out.append({**knobs, "grid_rate_rps": float(row["rate_rps"]), "relaunch_rates_rps": rates,
+                    "cv": float(np.std(all_rates, ddof=1) / np.mean(all_rates)) if np.mean(all_rates) > 0 else None,
+                    "max_over_min": float(max(all_rates) / min(all_rates)) if min(all_rates) > 0 else None})
+    return out
+
+
+def bench(model: str, *, seeds: int, budget_frac: float, run_dir: Path, repeats: int) -> dict[str, Any]:
+    collector = ServingCollector(log_dir=run_dir / "logs")
+    t0 = time.perf_counter()
+    print(f"[{model}] (a) grid: {len(SPACE.enumerate())} rate searches", flush=True)
+    rows, grid_wall_s, n_new = run_grid(model, run_dir, collector)
+    table = grid_table(rows)
+    best = float(table["rate_rps"].astype(float).max())
+    best_row = table.loc[table["rate_rps"].astype(float).idxmax()]
+    budget = max(1, int(budget_frac * len(table)))
+    print(f"[{model}] grid best {best:.3f} rps at {dict(best_row[KNOBS])}; (b) perfpred, budget {budget}, seed 0 "
+          f"live", flush=True)
+    live = tune_serving_live(ENGINE, model, space=SPACE, slo=SLO, goal="sustainable_rate", workload=WORKLOAD,
+                             fixed_knobs=FIXED, budget=budget, seed=0, rate_search=RATE_SEARCH, run_dir=run_dir,
+                             store=run_dir / f"live-{time.strftime('%Y%m%dT%H%M%S')}",
+                             progress=lambda r: print("   ", r, flush=True))
+    runs = [{"seed": 0, "mode": "live", "best_config": live.best_config, "best_live_rps": live.best_value,
+             "best_on_grid_rps": grid_rate(table, live.best_config), "n_launches": live.n_launches,
+             "wall_s": round(live.wall_s, 1), "command_line": live.command_line,
+             "history": live.history.to_dict("records")}]
+    for seed in range(1, seeds):
+        rep = tune_serving_live(ENGINE, model, space=SPACE, slo=SLO, goal="sustainable_rate", workload=WORKLOAD,
+                                fixed_knobs=FIXED, budget=budget, seed=seed,
+                                measure=lambda cfg: rows[_key(cfg.knobs)])
+        runs.append({"seed": seed, "mode": "replayed", "best_config": rep.best_config,
+                     "best_on_grid_rps": grid_rate(table, rep.best_config), "n_launches": rep.n_launches})
+    ratios = [r["best_on_grid_rps"] / best for r in runs]
+    random_ratios = [random_best(table, budget, seed) / best for seed in range(max(seeds, 20))]
+    print(f"[{model}] perfpred {np.mean(ratios):.3f}, random {np.mean(random_ratios):.3f}; (d) noise", flush=True)
+    noise_rows = noise(model, table, collector, repeats)
+    return {
+        "model": model, "n_grid_configs": len(table), "grid_launched_this_run": n_new,
+        "grid_wall_s": round(grid_wall_s, 1), "grid_best_rps": best,
+        "grid_best_config": {k: int(best_row[k]) for k in KNOBS},
+        "grid_configs_within_2pct_of_best": int((table["rate_rps"].astype(float) >= 0.98 * best).sum()),
+        # Every probe met the SLO: the rate is a lower bound (the probe budget ran out climbing).
+        "grid_configs_never_failed": int((table["rate_rps"].notna() & table["first_failing_rate_rps"].isna()).sum()),
+        "budget_launches": budget, "budget_fraction_of_grid": budget / len(table),
+        "perfpred": {"ratio_to_grid_best_per_seed": [round(r, 4) for r in ratios], "ratio_mean": float(np.mean(ratios)),
+                     "ratio_min": float(np.min(ratios)), "seeds_reaching_98pct": int(sum(r >= 0.98 for r in ratios)),
+                     "n_seeds": len(ratios), "runs": runs},
+        "random": {"mode": "replayed", "n_seeds": len(random_ratios), "ratio_mean": float(np.mean(random_ratios)),
+                   "ratio_min": float(np.min(random_ratios)),
+                   "seeds_reaching_98pct": int(sum(r >= 0.98 for r in random_ratios))},
+        "predictor": {t: predictor_mape(table, t) for t in ("rate_rps", "capacity_rps")},
+        "noise": noise_rows, "grid": table.to_dict("records"), "wall_s": round(time.perf_counter() - t0, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="small-20m", help="model preset (tiny or small-20m)")
+    parser.add_argument("--seeds", type=int, default=20, help="perfpred seeds (seed 0 live, the rest replayed)")
+    parser.add_argument("--budget-frac", type=float, default=0.25, help="launch budget as a share of the grid")
+    parser.add_argument("--repeats", type=int, default=1, help="re-launches of 3 configs for the noise (0: skip)")
+    parser.add_argument("--fresh", action="store_true", help="discard the stored grid and measure it again")
+    args = parser.parse_args(argv)
+    run_dir = RUNS_DIR / "serving_rate" / args.model
+    if args.fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
+    result = bench(args.model, seeds=args.seeds, budget_frac=args.budget_frac, run_dir=run_dir, repeats=args.repeats)
+    payload = {"engine": ENGINE, "space": SPACE.params, "fixed_knobs": FIXED, "workload": WORKLOAD.describe(),
+               "slo": {"ttft_p99_ms": SLO.ttft_ms, "tpot_p99_ms": SLO.tpot_ms, "max_error_rate": SLO.max_error_rate},
+               "rate_search": RATE_SEARCH, "goal": "sustainable Poisson rate (requests/s) meeting the SLO",
+               "scoring": "each pick scored by the grid's rate for that config",
+               "live_vs_replayed": "grid: live; perfpred seed 0: live (own launches); perfpred seeds 1.. and "
+                                   "random: replayed from the grid's rows; noise: live re-launches",
+               "models": [result]}
+    print(write_result("serving_rate", payload))
+    p = result["perfpred"]
+    print(f"{args.model}: perfpred best/grid best {p['ratio_mean']:.3f} (min {p['ratio_min']:.3f}, "
+          f"{p['seeds_reaching_98pct']}/{p['n_seeds']} seeds >= 98%) with {result['budget_launches']}/"
+          f"{result['n_grid_configs']} launches; random {result['random']['ratio_mean']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
