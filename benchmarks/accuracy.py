@@ -37,6 +37,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 from sklearn.base import clone
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -150,6 +151,15 @@ def public(result: dict[str, Any]) -> dict[str, Any]:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items() if not k.startswith("_")}
 
 
+def in_parallel(calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[Any]:
+    """``fn(*args)`` for each call, in THREADS worker processes, results in order.
+
+    For fits that run on one thread (small tables, where thread hand-over costs more than it
+    saves): one process per core keeps both cores busy where a one-thread fit leaves one idle.
+    """
+    return Parallel(n_jobs=THREADS, backend="loky")(delayed(fn)(*args) for fn, args in calls)
+
+
 def pooled(results: list[dict[str, Any]]) -> dict[str, Any]:
     """One report over the held-out rows of every fold (each row predicted by the fold that held it out)."""
     y = np.concatenate([r["_true"] for r in results])
@@ -160,10 +170,10 @@ def pooled(results: list[dict[str, Any]]) -> dict[str, Any]:
 def cv_select(candidates: dict[str, Any], train: pd.DataFrame, folds: list[tuple[np.ndarray, np.ndarray]],
               target: str = "runtime_ms") -> tuple[str, dict[str, float]]:
     """The candidate with the lowest pooled MAPE over ``folds`` of the TRAINING rows."""
-    scores = {}
-    for name, model in candidates.items():
-        runs = [fit_score(model, train.iloc[tr], train.iloc[va], target) for tr, va in folds]
-        scores[name] = pooled(runs)["mape_pct"]
+    runs = in_parallel([(fit_score, (model, train.iloc[tr], train.iloc[va], target))
+                        for model in candidates.values() for tr, va in folds])
+    scores = {name: pooled(runs[i * len(folds):(i + 1) * len(folds)])["mape_pct"]
+              for i, name in enumerate(candidates)}
     return min(scores, key=scores.get), scores
 
 
@@ -238,7 +248,7 @@ def grid_blend(budget: Budget, epochs: int, batch: int, seeds: int, xgb_weight: 
     weights = [(1 - xgb_weight) / len(members)] * len(members)
     if xgb_weight > 0:
         members.append(("grid-xgb", GridNeighbourRegressor(base=LogTargetXGBRegressor(
-            n_estimators=budget.xgb_rounds, max_depth=6, learning_rate=0.05, n_jobs=THREADS), random_state=SEED)))
+            n_estimators=budget.xgb_rounds, max_depth=6, learning_rate=0.05, n_jobs=threads), random_state=SEED)))
         weights.append(xgb_weight)
     return BlendRegressor(estimators=members, weights=weights, random_state=SEED)
 
@@ -246,7 +256,8 @@ def grid_blend(budget: Budget, epochs: int, batch: int, seeds: int, xgb_weight: 
 def small_data_candidates(budget: Budget) -> dict[str, Any]:
     """Regressors for a few thousand rows of a tuning space (no dense neighbours to lean on).
 
-    One thread each: on tables this small, thread start-up and hand-over cost more than they save.
+    One thread each: on tables this small, thread start-up and hand-over cost more than they save
+    (the folds run in parallel processes instead).
     """
     rounds = 300 if budget.smoke else 1500
     return {
@@ -256,7 +267,7 @@ def small_data_candidates(budget: Budget) -> dict[str, Any]:
         "hgb": LogTargetHGBRegressor(max_iter=rounds // 5, learning_rate=0.1, max_leaf_nodes=31,
                                      min_samples_leaf=5, n_threads=1),
         "mlp": mlp(budget.mlp_epochs * 3, batch=64, threads=1),
-        "forest": LogTargetForestRegressor(n_estimators=100 if budget.smoke else 400, n_jobs=THREADS),
+        "forest": LogTargetForestRegressor(n_estimators=100 if budget.smoke else 400, n_jobs=1),
     }
 
 
@@ -307,7 +318,7 @@ def kt_gemm(tables, budget: Budget) -> dict[str, Any]:
     return _per_gpu(tables["kt_gemm"], "kt_gemm", budget,
                     lambda: PerformanceModel(kind="kernel", regressor=grid_blend(budget, budget.mlp_epochs, 256,
                                                                                          budget.mlp_seeds_gemm)),
-                    "grid-neighbour blend (one-hot MLP seeds + XGBoost), kernel features")
+                    "grid-neighbour blend (one-hot MLP seeds + XGBoost), kernel features", parallel=False)
 
 
 def kt_convolution(tables, budget: Budget) -> dict[str, Any]:
@@ -316,19 +327,25 @@ def kt_convolution(tables, budget: Budget) -> dict[str, Any]:
                     # beat 0.2 (12.3 vs 13.5%, 5.1 vs 5.4%) at half the time; more seeds/epochs gained less.
                     lambda: PerformanceModel(kind="kernel", regressor=grid_blend(
                         budget, budget.mlp_epochs, 128, budget.mlp_seeds, xgb_weight=0.5, threads=1)),
-                    "grid-neighbour blend (one-hot MLP seeds + XGBoost at 0.5), kernel features")
+                    "grid-neighbour blend (one-hot MLP seeds + XGBoost at 0.5), kernel features", parallel=True)
 
 
-def _per_gpu(table: pd.DataFrame, name: str, budget: Budget, make: Callable[[], Any], label: str) -> dict[str, Any]:
-    per_gpu, rows = {}, []
+def _per_gpu(table: pd.DataFrame, name: str, budget: Budget, make: Callable[[], Any], label: str,
+             parallel: bool) -> dict[str, Any]:
+    """One fit per GPU on its random 80/20 split; ``parallel``: the GPUs' one-thread fits in parallel processes."""
+    subs = {}
     for gpu in sorted(table["hardware_id"].unique()):
         sub = table[table["hardware_id"] == gpu].reset_index(drop=True)
         if budget.smoke:
             sub = sub.sample(min(len(sub), 3000), random_state=SEED).reset_index(drop=True)
+        subs[gpu] = sub
+    calls = []
+    for sub in subs.values():
         tr, te = random_split(sub, test_size=TEST_SIZE, seed=SEED)
-        result = fit_score(make(), sub.iloc[tr], sub.iloc[te])
-        rows.append(result)
-        per_gpu[gpu] = {**public(result), "gpperf": gpperf(make(), sub, reuse=result, kind="kernel")}
+        calls.append((fit_score, (make(), sub.iloc[tr], sub.iloc[te])))
+    results = in_parallel(calls) if parallel else [fn(*args) for fn, args in calls]
+    per_gpu = {gpu: {**public(result), "gpperf": gpperf(make(), sub, reuse=result, kind="kernel")}
+               for (gpu, sub), result in zip(subs.items(), results, strict=True)}
     mapes = [r["mape_pct"] for r in per_gpu.values()]
     out = with_target(name, {"per_gpu": per_gpu, "mape_pct_range": [round(min(mapes), 3), round(max(mapes), 3)]},
                       mapes)
@@ -408,10 +425,8 @@ def mlenergy_lomo(tables, budget: Budget) -> dict[str, Any]:
     out_targets: dict[str, Any] = {}
     for target, offset in MLENERGY_TARGETS.items():
         model = PerformanceModel(kind="serving", regressor=reg, target=target, residual_of=offset)
-        held_results = []
-        for model_name in names:
-            held = (models == model_name).to_numpy()
-            held_results.append(fit_score(model, table[~held], table[held], target))
+        held = [(models == model_name).to_numpy() for model_name in names]
+        held_results = in_parallel([(fit_score, (model, table[~h], table[h], target)) for h in held])
         out_targets[target] = {"pooled": pooled(held_results), "offset": offset,
                                "mape_pct_per_held_out_model": {m: round(r["mape_pct"], 3)
                                                                for m, r in zip(names, held_results, strict=True)},
@@ -461,10 +476,11 @@ def intervals(tables, budget: Budget) -> dict[str, Any]:
     conformal correction) on held-out rows. Calibrated on a random slice of the training rows,
     and, where the held-out rows are a new model or GPU, also across the training models/GPUs
     (``calibration_groups``: each scored by a fit that never saw it)."""
-    def model(kind: str, residual_of: str, groups: str | None = None, trees: int = 200) -> PerformanceModel:
+    def model(kind: str, residual_of: str, groups: str | None = None, trees: int = 200,
+              threads: int = THREADS) -> PerformanceModel:
         return PerformanceModel(kind=kind, residual_of=residual_of, calibration_groups=groups,
                                 regressor=QuantileXGBRegressor(n_estimators=50 if budget.smoke else trees,
-                                                               learning_rate=0.1, n_jobs=THREADS,
+                                                               learning_rate=0.1, n_jobs=threads,
                                                                max_calibration_groups=3))
 
     out: dict[str, Any] = {}
@@ -483,15 +499,16 @@ def intervals(tables, budget: Budget) -> dict[str, Any]:
             ("neusight_leave_one_gpu_out", tables["neusight"], "hardware_id", "gemm-gpu-transfer")):
         if budget.smoke:
             table = table.groupby(column, group_keys=False).sample(300, random_state=SEED).reset_index(drop=True)
-        plain, grouped = [], []
+        calls = []  # one-thread fits of 5k rows, in parallel processes
         for held_out in sorted(table[column].unique()):
             held = (table[column] == held_out).to_numpy()
             train = table[~held].sample(min(int((~held).sum()), 5_000), random_state=SEED)
-            plain.append(_band_scores(model(kind, "log2_wave_roofline_ms", trees=100), train, table[held]))
-            grouped.append(_band_scores(model(kind, "log2_wave_roofline_ms", column, trees=100), train,
-                                        table[held]))
-        out[name] = _coverage_report(plain)
-        out[f"{name}, calibrated across {column}"] = _coverage_report(grouped)
+            for groups in (None, column):
+                calls.append((_band_scores, (model(kind, "log2_wave_roofline_ms", groups, trees=100, threads=1),
+                                             train, table[held])))
+        bands = in_parallel(calls)
+        out[name] = _coverage_report(bands[0::2])
+        out[f"{name}, calibrated across {column}"] = _coverage_report(bands[1::2])
     return {"model": "xgb-quantile (levels 0.05..0.95; CQR on 20% of the training rows, or cross-conformal "
                      "over up to 3 training groups)",
             "coverage": out,
