@@ -207,21 +207,26 @@ def noise(bench: EngineBench, model: str, table: pd.DataFrame, collector: Servin
     return out
 
 
+def surrogate_cv_ape(knobs: pd.DataFrame, y: np.ndarray, folds: int = 10, seed: int = 0) -> np.ndarray:
+    """Each config's |predicted / measured - 1| from a k-fold CV of the tuner's own surrogate (the
+    mean of its ensemble, on log y) over the grid's rows of ``knobs``."""
+    features = param_features(knobs.astype(int))
+    fold = np.random.default_rng(seed).permutation(len(y)) % folds
+    pred = np.empty(len(y))
+    for f in range(folds):
+        test, train = fold == f, fold != f
+        fit = EnsembleSurrogate(n_members=5, seed=seed).fit_predict(
+            features[train], np.log(y[train]), np.ones(train.sum(), dtype=bool), features[test])
+        pred[test] = np.exp(fit.mean_log)
+    return np.abs(pred - y) / y
+
+
 def predictor_mape(table: pd.DataFrame, bench: EngineBench, folds: int = 10, seed: int = 0) -> dict[str, Any]:
     """k-fold CV over the grid's working rows: the tuner's surrogate (mean of its ensemble) on held-out configs."""
     ok = table[table["status"] == "ok"].reset_index(drop=True)
-    features = param_features(ok[bench.knobs].astype(int))
-    fold = np.random.default_rng(seed).permutation(len(ok)) % folds
     out: dict[str, Any] = {"folds": folds, "n_rows": len(ok)}
     for target in ("tpot_p50_ms", "output_tokens_per_s"):
-        y = ok[target].astype(float).to_numpy()
-        pred = np.empty(len(ok))
-        for f in range(folds):
-            test, train = fold == f, fold != f
-            fit = EnsembleSurrogate(n_members=5, seed=seed).fit_predict(
-                features[train], np.log(y[train]), np.ones(train.sum(), dtype=bool), features[test])
-            pred[test] = np.exp(fit.mean_log)
-        ape = np.abs(pred - y) / y
+        ape = surrogate_cv_ape(ok[bench.knobs], ok[target].astype(float).to_numpy(), folds, seed)
         out[f"mape_{target}"] = float(ape.mean())
         out[f"median_ape_{target}"] = float(np.median(ape))
     return out

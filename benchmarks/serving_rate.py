@@ -37,12 +37,12 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RUNS_DIR, write_result
+from serving import surrogate_cv_ape
 
 from perfpred.collect.serving import ServingCollector, ServingConfig, ServingWorkload, Slo
 from perfpred.datasets import MeasurementStore
 from perfpred.tuner import SearchSpace
 from perfpred.tuner._serving_live import DEFAULT_FIXED, goal_value, tune_serving_live
-from perfpred.tuner._surrogate import EnsembleSurrogate, param_features
 
 ENGINE = "llama-server"
 SPACE = SearchSpace({"parallel": [1, 2, 4, 8, 16], "ubatch_size": [64, 128, 256, 512]})
@@ -114,16 +114,7 @@ def random_best(table: pd.DataFrame, budget: int, seed: int) -> float:
 def predictor_mape(table: pd.DataFrame, target: str, folds: int = 10, seed: int = 0) -> dict[str, Any]:
     """k-fold CV over the grid's rows of the tuner's surrogate (its ensemble mean) on held-out configs."""
     ok = table[table[target].astype(float) > 0].reset_index(drop=True)
-    features = param_features(ok[KNOBS].astype(int))
-    y = ok[target].astype(float).to_numpy()
-    fold = np.random.default_rng(seed).permutation(len(ok)) % folds
-    pred = np.empty(len(ok))
-    for f in range(folds):
-        test, train = fold == f, fold != f
-        fit = EnsembleSurrogate(n_members=5, seed=seed).fit_predict(
-            features[train], np.log(y[train]), np.ones(train.sum(), dtype=bool), features[test])
-        pred[test] = np.exp(fit.mean_log)
-    ape = np.abs(pred - y) / y
+    ape = surrogate_cv_ape(ok[KNOBS], ok[target].astype(float).to_numpy(), folds, seed)
     return {"target": target, "folds": folds, "n_rows": len(ok), "mape": float(ape.mean()),
             "median_ape": float(np.median(ape))}
 
