@@ -196,6 +196,22 @@ def test_a_capacity_start_measures_the_closed_loop_rate_first_and_starts_below_i
     assert m.metrics["n_probes"] == 2
 
 
+def test_every_load_of_a_rate_search_sends_prompts_the_server_has_not_seen(collector, monkeypatch):
+    # A repeated prompt is served from the engine's prompt cache and would inflate the rate.
+    seeds = []
+    measure_on = collector._measure_on
+
+    def spy(server, cfg, engine, knobs, workload=None, workload_extra=None):
+        seeds.append((workload or cfg.workload).seed)
+        return measure_on(server, cfg, engine, knobs, workload, workload_extra)
+
+    monkeypatch.setattr(collector, "_measure_on", spy)
+    cfg = _fake(ServingWorkload(concurrency=1, prompt_tokens=8, output_tokens=4, warmup_requests=0, seed=7), slots=2)
+    collector.sustainable_rate(cfg, Slo(e2e_ms=60_000.0), start_rps=None, growth=1.25, max_probes=3,
+                               probe_duration_s=0.3, min_requests=3, max_requests=20, capacity_concurrency=2)
+    assert len(seeds) == 4 and len(set(seeds)) == 4
+
+
 def test_a_capacity_run_that_fails_is_the_row_with_its_reason(collector):
     cfg = _fake(ServingWorkload(concurrency=1, prompt_tokens=8, output_tokens=10, warmup_requests=0),
                 die_after_requests=3)
