@@ -2,15 +2,15 @@
 llama-server config sustains under a p99 SLO, over a full grid of the batching knobs, against
 perfpred with a quarter of the launches.
 
-    python benchmarks/serving_rate.py          # small-20m, 20-config grid (~75 min on 2 shared cores)
+    python benchmarks/serving_rate.py          # small-20m, 20-config grid (~1 h on 2 shared cores)
                                                # -> results/serving_rate.json
 
 As vLLM's auto_tune.sh and ``vllm bench sweep serve_sla`` do, every config is one server launch
 whose rate search runs on that server: a closed-loop run at 16 in flight measures its capacity
-(requests/s), the search starts at 0.8 of it and brackets / bisects the Poisson rate whose run
-keeps p99 TTFT and p99 TPOT within the SLO (``ServingCollector.sustainable_rate``). A probe
-sends ``PROBE_S`` seconds of arrivals: a shorter one ends before the queue of a rate above
-capacity shows (a first try with 6-s probes passed rates above what 1-slot servers complete).
+(requests/s), the search starts at it and brackets / bisects the Poisson rate whose run keeps
+p99 TTFT and p99 TPOT within the SLO (``ServingCollector.sustainable_rate``; each load with
+prompts the server has not cached). A probe sends ``PROBE_S`` seconds of arrivals: a shorter one
+ends before the queue of a rate above capacity shows.
 
 (a) grid: every config of ``SPACE`` (slots x ubatch, batch 512), one launch each (LIVE);
 (b) perfpred (``tune_serving_live(goal="sustainable_rate")``), budget 25% of the grid: seed 0
@@ -52,8 +52,8 @@ KNOBS = list(SPACE.names)
 WORKLOAD = ServingWorkload(n_requests=16, rate_rps=1.0, prompt_tokens=128, output_tokens=24, warmup_requests=2)
 SLO = Slo(ttft_ms=2000.0, tpot_ms=100.0)
 PROBE_S = 20.0
-# From the closed-loop capacity: a 1-slot server sustained 1.4x the rate it completed with 16 in
-# flight (queued requests cost it), so the search starts AT capacity and climbs by 1.25.
+# From the closed-loop capacity: no higher rate is sustainable, so the first probe is at it and
+# the search steps by 1.25 (down, usually: rates came out at 0.76-0.95x capacity) and bisects.
 RATE_SEARCH = {"start_rps": None, "capacity_fraction": 1.0, "growth": 1.25, "rel_tol": 0.06, "max_probes": 5,
                "probe_duration_s": PROBE_S, "min_requests": 40, "max_requests": 240}
 
