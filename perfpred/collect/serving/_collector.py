@@ -302,10 +302,8 @@ class ServingCollector:
             search = find_sustainable_rate(probe, start_rps=start_rps, max_probes=max_probes, rel_tol=rel_tol,
                                            min_rps=min_rps, max_rps=max_rps, growth=growth,
                                            stop=lambda: not server.alive())
-        row = self._rate_row(search_cfg, engine, knobs, search, rows, extra)
-        if capacity_rps is not None:
-            row.metrics["capacity_rps"] = capacity_rps
-        return row
+        found = {} if capacity_rps is None else {"capacity_rps": capacity_rps}
+        return self._rate_row(search_cfg, engine, knobs, search, rows, extra, found)
 
     def _capacity(self, server: RunningServer, cfg: ServingConfig, engine: Engine, knobs: dict[str, Any],
                   extra: dict[str, Any], concurrency: int) -> tuple[float, Measurement | None]:
@@ -322,18 +320,21 @@ class ServingCollector:
         return float(capacity), None
 
     def _rate_row(self, cfg: ServingConfig, engine: Engine, knobs: dict[str, Any], search: RateSearch,
-                  rows: dict[float, Measurement], extra: dict[str, Any]) -> Measurement:
+                  rows: dict[float, Measurement], extra: dict[str, Any],
+                  found: dict[str, float]) -> Measurement:
+        """The search's row; ``found``: what the search measured besides the probes (its capacity run)."""
         probes = "; ".join(f"{p.rate_rps:.3g} rps {'met' if p.met else 'missed: ' + ', '.join(p.violations)}"
                            for p in search.probes)
         if search.rate_rps is None:
             last = rows[search.probes[-1].rate_rps] if search.probes else None
             if last is not None and last.status != "ok":
-                return replace_row(last, error=f"{last.error} [probes: {probes}]")
-            metrics = {"sustainable_rate_rps": 0.0, "n_probes": float(len(search.probes))}
+                return replace_row(last, metrics={**last.metrics, **found}, error=f"{last.error} [probes: {probes}]")
+            metrics = {**found, "sustainable_rate_rps": 0.0, "n_probes": float(len(search.probes))}
             return self._row(cfg, engine, knobs, "ok", metrics=metrics, workload_extra=extra,
                              error=f"no probed rate met the SLO: {probes}")
         best = rows[search.rate_rps]
-        metrics = {**best.metrics, "sustainable_rate_rps": search.rate_rps, "n_probes": float(len(search.probes))}
+        metrics = {**best.metrics, **found, "sustainable_rate_rps": search.rate_rps,
+                   "n_probes": float(len(search.probes))}
         if search.failed_rps is not None:
             metrics["first_failing_rate_rps"] = search.failed_rps
         return self._row(cfg, engine, knobs, "ok", metrics=metrics, raw_ms=best.raw_times_ms, workload_extra=extra)
