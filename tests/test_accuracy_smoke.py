@@ -15,7 +15,8 @@ from perfpred.errors import DatasetNotFoundError
 from perfpred.settings import datasets_dir
 
 REPO = Path(__file__).resolve().parent.parent
-PROTOCOLS = ("uci_random", "uci_2000", "kt_gemm", "kt_convolution", "neusight_logo", "vidur_lomo", "mlenergy_lomo")
+PROTOCOLS = ("uci_random", "uci_2000", "kt_gemm", "kt_convolution", "kt_convolution_reference", "neusight_logo",
+             "vidur_lomo", "mlenergy_lomo")
 WITHOUT_TARGET = ("intervals",)
 
 
@@ -71,6 +72,10 @@ def test_protocols_hold_out_what_they_claim(smoke_result):
     cv = protocols["uci_2000"]["cv_mape_pct_on_training_rows"]
     assert protocols["uci_2000"]["model"] in cv  # the chosen model is one the training-rows CV scored
     assert smoke_result["imports"]["uci-sgemm"]["rows_imported"] > 0
+    # The reference protocol scores the same GPUs on the same split as kt_convolution.
+    plain, ref = protocols["kt_convolution"]["per_gpu"], protocols["kt_convolution_reference"]["per_gpu"]
+    assert set(ref) == set(plain) and len(ref) >= 2
+    assert all(ref[gpu]["n"] == plain[gpu]["n"] and ref[gpu]["n_train"] == plain[gpu]["n_train"] for gpu in ref)
 
 
 def test_interval_coverage_is_measured_on_held_out_rows(smoke_result):

@@ -13,6 +13,7 @@ from perfpred.features._gemm import (
 )
 from perfpred.features._gemm_gpu import GPU_IDENTITY_FEATURES, gpu_gemm_features, gpu_gemm_transfer_features
 from perfpred.features._kernel import DERIVED_FEATURES, hardware_features, kernel_features
+from perfpred.features._reference import ReferenceTimes, reference_key_columns
 from perfpred.features._serving import serving_features
 from perfpred.features._specs import GPU_SPECS
 
@@ -21,6 +22,7 @@ __all__ = [
     "DTYPE_BYTES",
     "GPU_IDENTITY_FEATURES",
     "GPU_SPECS",
+    "ReferenceTimes",
     "config_frame",
     "flops",
     "gemm_features",
@@ -32,6 +34,7 @@ __all__ = [
     "min_bytes",
     "padding_efficiency",
     "pow2_alignment",
+    "reference_key_columns",
     "roofline_ms",
     "serving_features",
 ]

@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from perfpred.errors import InvalidInputError
-from perfpred.features import config_frame, gemm_features
+from perfpred.features import ReferenceTimes, config_frame, gemm_features, reference_key_columns
 from perfpred.models._regressors import LogTargetXGBRegressor, RooflineRegressor, gpperf_random_forest
 
 FEATURIZERS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {"gemm": gemm_features}
@@ -61,17 +61,23 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
         calibration_groups: a column of the training table (e.g. "hardware_id") whose values the
             regressor's predictive intervals are calibrated across, so that they cover a GPU or
             model it never saw; needs a regressor whose ``fit`` takes ``groups`` ("xgb-quantile").
+        reference: Measurements of the same kernel on OTHER hardware (e.g. the recorded caches of
+            GPUs already tuned): each reference GPU's time for the row's config becomes a feature
+            (:class:`perfpred.features.ReferenceTimes`), so the model learns the new hardware as
+            a correction of the old. Configs are matched on the ``config.*`` / ``workload.*``
+            columns both tables have; a reference on the training rows' own hardware is an error.
     """
 
     def __init__(self, kind: str = "gemm", regressor: str | BaseEstimator = "xgb", target: str = "runtime_ms",
                  random_state: int = 0, residual_of: str | None = "log2_roofline_ms",
-                 calibration_groups: str | None = None):
+                 calibration_groups: str | None = None, reference: pd.DataFrame | None = None):
         self.kind = kind
         self.regressor = regressor
         self.target = target
         self.random_state = random_state
         self.residual_of = residual_of
         self.calibration_groups = calibration_groups
+        self.reference = reference
 
     def _make_regressor(self) -> BaseEstimator:
         if isinstance(self.regressor, BaseEstimator):
@@ -87,7 +93,20 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             raise InvalidInputError(
                 f"PerformanceModel takes a pandas DataFrame of Measurements, but got {type(X).__name__}"
             )
-        return featurize(X, self.kind)
+        feats = featurize(X, self.kind)
+        if getattr(self, "reference_times_", None) is None:
+            return feats
+        return pd.concat([feats, self.reference_times_.features(X).set_axis(feats.index)], axis=1)
+
+    def _fit_reference(self, X: pd.DataFrame) -> ReferenceTimes | None:
+        if self.reference is None:
+            return None
+        if not isinstance(self.reference, pd.DataFrame):
+            raise InvalidInputError(f"`reference` must be a DataFrame of Measurements, but got "
+                                    f"{type(self.reference).__name__}")
+        trained_on = X["hardware_id"].dropna().astype(str).unique() if "hardware_id" in X else []
+        return ReferenceTimes.from_measurements(self.reference, reference_key_columns(X, self.reference),
+                                                target=self.target, exclude_hardware=trained_on)
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> PerformanceModel:
         if y is None:
@@ -102,6 +121,7 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             raise InvalidInputError(f"X and y must have equal length, but got {len(X)} and {len(y)}")
         if len(X) < 2:
             raise InvalidInputError(f"fit needs at least 2 rows, but got {len(X)}")
+        self.reference_times_ = self._fit_reference(X)
         feats = self._features(X)
         self.regressor_ = self._make_regressor()
         if isinstance(self.regressor_, RooflineRegressor):

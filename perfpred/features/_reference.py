@@ -1,0 +1,103 @@
+"""Runtimes of the same configs recorded on other hardware, as features of a new one.
+
+A tuning space's runtimes on a new GPU track those on GPUs already measured (Kernel Tuner's
+convolution space: Spearman 0.84-0.92 between its three NVIDIA GPUs), so a model of the new
+GPU can learn a correction of theirs instead of the whole space from its own rows.
+:class:`ReferenceTimes` holds one log2 time per (config, reference hardware) and turns rows
+into ``ref_log2_<target>__<hardware_id>`` columns, plus their mean and the share of references
+that never ran the config. Its state comes from the reference recordings only, never from the
+rows a model is trained or scored on.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from perfpred.errors import InvalidInputError
+
+KEY_PREFIXES = ("config.", "workload.")
+
+
+def reference_key_columns(rows: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
+    """The ``config.*`` / ``workload.*`` columns both tables have: what names a config."""
+    keys = sorted(c for c in rows.columns if c.startswith(KEY_PREFIXES) and c in reference.columns)
+    if not any(c.startswith("config.") for c in keys):
+        raise InvalidInputError("reference times need 'config.*' columns in both the rows and the reference, "
+                                f"but the shared key columns are {keys}")
+    return keys
+
+
+def config_keys(rows: pd.DataFrame, key_columns: list[str]) -> pd.Index:
+    """One text key per row, equal for equal configs whatever the columns' dtypes (1 == 1.0)."""
+    parts = []
+    for column in key_columns:
+        values = rows[column] if column in rows else pd.Series(np.nan, index=rows.index)
+        numbers = pd.to_numeric(values, errors="coerce").astype(float)
+        text = values.astype(str).where(numbers.isna(), numbers.map(lambda v: repr(float(v))))
+        parts.append(text.where(values.notna(), "<na>").to_numpy(dtype=str))
+    return pd.Index(["|".join(p) for p in zip(*parts, strict=True)] if parts else [""] * len(rows))
+
+
+@dataclass(frozen=True)
+class ReferenceTimes:
+    """log2 of ``target`` per config (rows) and reference hardware id (columns)."""
+
+    log2_times: pd.DataFrame
+    key_columns: list[str]
+    target: str = "runtime_ms"
+
+    @classmethod
+    def from_measurements(cls, reference: pd.DataFrame, key_columns: list[str], target: str = "runtime_ms",
+                          exclude_hardware: Iterable[str] = ()) -> ReferenceTimes:
+        """From Measurement rows of other hardware; rows without a finite positive target (failed
+        configs) are skipped, replicates of a config are reduced to their median.
+
+        ``exclude_hardware``: the hardware the model is trained on; a reference naming it would
+        hand the model its own targets as a feature, so that is an error.
+        """
+        for column in ("hardware_id", target):
+            if column not in reference:
+                raise InvalidInputError(f"the reference table needs a '{column}' column, but has none")
+        overlap = sorted(set(reference["hardware_id"].astype(str)) & {str(h) for h in exclude_hardware})
+        if overlap:
+            raise InvalidInputError(f"reference hardware must differ from the training rows' hardware, but both "
+                                    f"have hardware_id={overlap[0]!r}")
+        values = pd.to_numeric(reference[target], errors="coerce").to_numpy(dtype=float)
+        ok = np.isfinite(values) & (values > 0)
+        if not ok.any():
+            raise InvalidInputError(f"the reference table has no row with a finite positive '{target}'")
+        rows = reference[ok]
+        frame = pd.DataFrame({"key": config_keys(rows, key_columns), "hardware_id": rows["hardware_id"].astype(str),
+                              "log2": np.log2(values[ok])})
+        table = frame.groupby(["key", "hardware_id"])["log2"].median().unstack("hardware_id").sort_index(axis=1)
+        return cls(table, list(key_columns), target)
+
+    @property
+    def hardware_ids(self) -> list[str]:
+        return list(self.log2_times.columns)
+
+    def features(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """``ref_log2_<target>__<hw>`` per reference, their mean, and ``ref_missing_fraction``.
+
+        A reference that never ran a config (a failure there, or a config outside its space) is
+        filled from the others: its own mean over all configs shifted by how far the references
+        that did run it sit from theirs; with none, its mean (and a missing fraction of 1).
+        """
+        found = self.log2_times.reindex(config_keys(rows, self.key_columns)).to_numpy(dtype=float)
+        missing = np.isnan(found)
+        means = self.log2_times.mean(axis=0).to_numpy(dtype=float)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # rows with no reference: the mean of nothing
+            shift = np.nanmean(found - means, axis=1)
+        shift = np.where(np.isfinite(shift), shift, 0.0)
+        filled = np.where(missing, means + shift[:, None], found)
+        name = f"ref_log2_{self.target}"
+        out = pd.DataFrame(filled, columns=[f"{name}__{hw}" for hw in self.hardware_ids], index=rows.index)
+        out[f"{name}_mean"] = filled.mean(axis=1)
+        out["ref_missing_fraction"] = missing.mean(axis=1)
+        return out

@@ -1,0 +1,82 @@
+"""Other hardware's recorded times of the same config as features (ReferenceTimes, PerformanceModel(reference=))."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from perfpred.errors import InvalidInputError
+from perfpred.features import ReferenceTimes, reference_key_columns
+from perfpred.models import LogTargetXGBRegressor, PerformanceModel
+
+
+def _space(gpu: str, speed: float, seed: int) -> pd.DataFrame:
+    """A 4x4x4x2 tuning space whose times share a rugged shape across GPUs (hard from params alone)."""
+    rugged = np.random.RandomState(42)  # the same per-config ruggedness on every GPU
+    rows = []
+    spec = json.dumps({"hardware_id": gpu, "peak_gflops": {"fp32": 1e4 * speed}, "mem_bw_gbs": 500.0})
+    noise = np.random.RandomState(seed)
+    for bx, by, tx, shmem in itertools.product([16, 32, 64, 128], [1, 2, 4, 8], [1, 2, 3, 4], [0, 1]):
+        shape = (1 + 8 / bx) * (1 + 1 / by) * (1.3 if tx == 3 else 1.0) * (0.8 if shmem else 1.0)
+        runtime = shape * np.exp(rugged.normal(0, 0.3)) / speed * np.exp(noise.normal(0, 0.01))
+        rows.append({"config.block_size_x": bx, "config.block_size_y": by, "config.tile_size_x": tx,
+                     "config.use_shmem": shmem, "workload.problem_size_x": 4096, "hardware_id": gpu,
+                     "hardware_json": spec, "runtime_ms": runtime})
+    return pd.DataFrame(rows)
+
+
+def _mape(true: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.mean(np.abs(pred - true) / true) * 100)
+
+
+def test_reference_features_match_configs_across_dtypes_and_fill_gaps():
+    ref = pd.concat([_space("gpu-a", 1.0, 0), _space("gpu-b", 2.0, 1)], ignore_index=True)
+    ref["config.block_size_x"] = ref["config.block_size_x"].astype(float)  # 16.0 must match 16
+    gap = (ref["hardware_id"] == "gpu-b") & (ref["config.block_size_x"] == 16.0)
+    ref.loc[gap, "runtime_ms"] = np.nan  # failed there: no time
+    rows = _space("gpu-c", 3.0, 2)
+    times = ReferenceTimes.from_measurements(ref, reference_key_columns(rows, ref), exclude_hardware=["gpu-c"])
+    feats = times.features(rows)
+    assert times.hardware_ids == ["gpu-a", "gpu-b"]
+    a = ref[ref["hardware_id"] == "gpu-a"]["runtime_ms"].to_numpy()
+    np.testing.assert_allclose(feats["ref_log2_runtime_ms__gpu-a"].to_numpy(), np.log2(a))
+    # gpu-b never ran block_size_x 16: filled as its mean shifted by gpu-a's offset from gpu-a's mean
+    missing = (rows["config.block_size_x"] == 16).to_numpy()
+    assert feats["ref_missing_fraction"][missing].eq(0.5).all() and feats["ref_missing_fraction"][~missing].eq(0).all()
+    b_mean = np.log2(ref.loc[(ref["hardware_id"] == "gpu-b") & ~gap, "runtime_ms"]).mean()
+    expected = b_mean + np.log2(a[missing]) - np.log2(a).mean()
+    np.testing.assert_allclose(feats["ref_log2_runtime_ms__gpu-b"].to_numpy()[missing], expected)
+    unknown = rows.head(2).assign(**{"config.block_size_y": 99})  # outside every reference's space
+    assert times.features(unknown)["ref_missing_fraction"].eq(1.0).all()
+    assert np.isfinite(times.features(unknown).to_numpy()).all()
+
+
+def test_reference_on_the_training_hardware_is_an_error():
+    rows = _space("gpu-c", 3.0, 2)
+    model = PerformanceModel(kind="kernel", regressor=LogTargetXGBRegressor(n_estimators=20, n_jobs=1),
+                             reference=pd.concat([_space("gpu-a", 1.0, 0), rows]))
+    with pytest.raises(InvalidInputError, match="reference hardware must differ.*'gpu-c'"):
+        model.fit(rows)
+    with pytest.raises(InvalidInputError, match="`reference` must be a DataFrame"):
+        PerformanceModel(kind="kernel", reference=[1, 2]).fit(rows)
+
+
+def test_a_new_gpu_is_learnt_from_few_rows_with_the_old_gpus_as_reference():
+    """64 measured configs of a new GPU: with two old GPUs' recordings the model has the space's
+    ruggedness for free; from its own rows alone it cannot."""
+    reference = pd.concat([_space("gpu-a", 1.0, 0), _space("gpu-b", 2.0, 1)], ignore_index=True)
+    new = _space("gpu-c", 3.0, 2)
+    order = np.random.RandomState(0).permutation(len(new))
+    train, test = new.iloc[order[:64]], new.iloc[order[64:]]
+    reg = LogTargetXGBRegressor(n_estimators=300, max_depth=3, learning_rate=0.05, n_jobs=1)
+    plain = PerformanceModel(kind="kernel", regressor=reg).fit(train)
+    with_ref = clone(PerformanceModel(kind="kernel", regressor=reg, reference=reference)).fit(train)
+    plain_mape = _mape(test["runtime_ms"].to_numpy(), plain.predict(test))
+    ref_mape = _mape(test["runtime_ms"].to_numpy(), with_ref.predict(test))
+    assert "ref_log2_runtime_ms_mean" in with_ref.feature_names_
+    assert ref_mape < 5.0 < plain_mape
