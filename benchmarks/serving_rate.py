@@ -2,8 +2,11 @@
 llama-server config sustains under a p99 SLO, over a full grid of the batching knobs, against
 perfpred with a quarter of the launches.
 
-    python benchmarks/serving_rate.py          # small-20m, 20-config grid (~1 h on 2 shared cores)
-                                               # -> results/serving_rate.json
+    python benchmarks/serving_rate.py          # small-20m, 20-config grid (~50 min on 2 shared cores)
+                                               # -> results/serving_rate.json (one entry per model)
+    python benchmarks/serving_rate.py --model tiny      # ~75 min grid alone: 3.7 min a launch, its
+                                               # 20-s probes carry ~1,600 requests at ~80 req/s
+    python benchmarks/serving_rate.py --predictor-only  # predictor errors again from the stored grid
 
 As vLLM's auto_tune.sh and ``vllm bench sweep serve_sla`` do, every config is one server launch
 whose rate search runs on that server: a closed-loop run at 16 in flight measures its capacity
@@ -25,6 +28,7 @@ Each pick is scored by the grid's rate for that config. The grid store lives und
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -36,7 +40,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RUNS_DIR, write_result
+from _common import RESULTS_DIR, RUNS_DIR, write_result
 from serving import surrogate_cv_ape
 
 from perfpred.collect.serving import ServingCollector, ServingConfig, ServingWorkload, Slo
@@ -56,6 +60,14 @@ PROBE_S = 20.0
 # the search steps by 1.25 (down, usually: rates came out at 0.76-0.95x capacity) and bisects.
 RATE_SEARCH = {"start_rps": None, "capacity_fraction": 1.0, "growth": 1.25, "rel_tol": 0.06, "max_probes": 5,
                "probe_duration_s": PROBE_S, "min_requests": 40, "max_requests": 240}
+# The request cap keeps a probe PROBE_S long up to this many requests/s: small-20m tops out near 12
+# (its recorded run used the cap above), tiny near 100, where a 240 cap would cut probes to 2.4 s.
+MAX_PROBE_RPS = {"small-20m": 12, "tiny": 150}
+
+
+def rate_search(model: str) -> dict[str, Any]:
+    cap = int(max(RATE_SEARCH["max_requests"], MAX_PROBE_RPS.get(model, 12) * PROBE_S))
+    return {**RATE_SEARCH, "max_requests": cap}
 
 
 def _key(knobs: dict[str, Any]) -> tuple[int, ...]:
@@ -75,7 +87,7 @@ def run_grid(model: str, run_dir: Path, collector: ServingCollector,
     for knobs in SPACE.enumerate().to_dict("records"):
         if _key(knobs) in done:
             continue
-        m = collector.sustainable_rate(_config(knobs, model), SLO, **RATE_SEARCH)
+        m = collector.sustainable_rate(_config(knobs, model), SLO, **rate_search(model))
         store.append([m])
         done[_key(knobs)] = m
         n_new += 1
@@ -94,7 +106,9 @@ def grid_table(rows: dict[tuple[int, ...], Any]) -> pd.DataFrame:
                     "capacity_rps": m.metrics.get("capacity_rps"),
                     "first_failing_rate_rps": m.metrics.get("first_failing_rate_rps"),
                     "n_probes": m.metrics.get("n_probes"), "ttft_p99_ms": m.metrics.get("ttft_p99_ms"),
-                    "tpot_p99_ms": m.metrics.get("tpot_p99_ms"), "error": m.error})
+                    "tpot_p50_ms": m.metrics.get("tpot_p50_ms"), "tpot_p99_ms": m.metrics.get("tpot_p99_ms"),
+                    # at the sustainable rate (the best passing probe's load)
+                    "output_tokens_per_s": m.metrics.get("output_tokens_per_s"), "error": m.error})
     return pd.DataFrame(out).sort_values(KNOBS).reset_index(drop=True)
 
 
@@ -119,6 +133,13 @@ def predictor_mape(table: pd.DataFrame, target: str, folds: int = 10, seed: int 
             "median_ape": float(np.median(ape))}
 
 
+def predictors(table: pd.DataFrame) -> dict[str, Any]:
+    """The surrogate's held-out error on each config's rate and capacity, and on the p50 TPOT and
+    token throughput measured at that rate (the issue's two predictor targets)."""
+    return {t: predictor_mape(table, t) for t in ("rate_rps", "capacity_rps", "tpot_p50_ms", "output_tokens_per_s")
+            if t in table and (table[t].astype(float) > 0).sum() >= 4}
+
+
 def noise(model: str, table: pd.DataFrame, collector: ServingCollector, repeats: int) -> list[dict[str, Any]]:
     """The grid's best, median and worst configs' rate searches re-launched ``repeats`` times (not stored)."""
     ok = table[table["rate_rps"].notna()].sort_values("rate_rps")
@@ -129,7 +150,7 @@ def noise(model: str, table: pd.DataFrame, collector: ServingCollector, repeats:
         knobs = {k: int(row[k]) for k in KNOBS}
         rates = []
         for _ in range(repeats):
-            m = collector.sustainable_rate(_config(knobs, model), SLO, **RATE_SEARCH)
+            m = collector.sustainable_rate(_config(knobs, model), SLO, **rate_search(model))
             rates.append(goal_value(m, "sustainable_rate", SLO) or 0.0)
             print(f"    noise {knobs}: {rates[-1]:.3f} rps", flush=True)
         all_rates = [float(row["rate_rps"]), *rates]
@@ -151,7 +172,7 @@ def bench(model: str, *, seeds: int, budget_frac: float, run_dir: Path, repeats:
     print(f"[{model}] grid best {best:.3f} rps at {dict(best_row[KNOBS])}; (b) perfpred, budget {budget}, seed 0 "
           f"live", flush=True)
     live = tune_serving_live(ENGINE, model, space=SPACE, slo=SLO, goal="sustainable_rate", workload=WORKLOAD,
-                             fixed_knobs=FIXED, budget=budget, seed=0, rate_search=RATE_SEARCH, run_dir=run_dir,
+                             fixed_knobs=FIXED, budget=budget, seed=0, rate_search=rate_search(model), run_dir=run_dir,
                              store=run_dir / f"live-{time.strftime('%Y%m%dT%H%M%S')}",
                              progress=lambda r: print("   ", r, flush=True))
     runs = [{"seed": 0, "mode": "live", "best_config": live.best_config, "best_live_rps": live.best_value,
@@ -169,7 +190,8 @@ def bench(model: str, *, seeds: int, budget_frac: float, run_dir: Path, repeats:
     print(f"[{model}] perfpred {np.mean(ratios):.3f}, random {np.mean(random_ratios):.3f}; (d) noise", flush=True)
     noise_rows = noise(model, table, collector, repeats)
     return {
-        "model": model, "n_grid_configs": len(table), "grid_launched_this_run": n_new,
+        "model": model, "rate_search": rate_search(model), "n_grid_configs": len(table),
+        "grid_launched_this_run": n_new,
         "grid_wall_s": round(grid_wall_s, 1), "grid_best_rps": best,
         "grid_best_config": {k: int(best_row[k]) for k in KNOBS},
         "grid_configs_within_2pct_of_best": int((table["rate_rps"].astype(float) >= 0.98 * best).sum()),
@@ -182,7 +204,7 @@ def bench(model: str, *, seeds: int, budget_frac: float, run_dir: Path, repeats:
         "random": {"mode": "replayed", "n_seeds": len(random_ratios), "ratio_mean": float(np.mean(random_ratios)),
                    "ratio_min": float(np.min(random_ratios)),
                    "seeds_reaching_98pct": int(sum(r >= 0.98 for r in random_ratios))},
-        "predictor": {t: predictor_mape(table, t) for t in ("rate_rps", "capacity_rps")},
+        "predictor": predictors(table),
         "noise": noise_rows, "grid": table.to_dict("records"), "wall_s": round(time.perf_counter() - t0, 1),
     }
 
@@ -194,8 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-frac", type=float, default=0.25, help="launch budget as a share of the grid")
     parser.add_argument("--repeats", type=int, default=1, help="re-launches of 3 configs for the noise (0: skip)")
     parser.add_argument("--fresh", action="store_true", help="discard the stored grid and measure it again")
+    parser.add_argument("--predictor-only", action="store_true",
+                        help="no launches: recompute the predictor errors from the stored grid into the result")
     args = parser.parse_args(argv)
     run_dir = RUNS_DIR / "serving_rate" / args.model
+    if args.predictor_only:
+        return refresh_predictors(args.model, run_dir)
     if args.fresh and run_dir.exists():
         shutil.rmtree(run_dir)
     result = bench(args.model, seeds=args.seeds, budget_frac=args.budget_frac, run_dir=run_dir, repeats=args.repeats)
@@ -205,12 +231,38 @@ def main(argv: list[str] | None = None) -> int:
                "scoring": "each pick scored by the grid's rate for that config",
                "live_vs_replayed": "grid: live; perfpred seed 0: live (own launches); perfpred seeds 1.. and "
                                    "random: replayed from the grid's rows; noise: live re-launches",
-               "models": [result]}
+               "models": [*_other_models(args.model), result]}
     print(write_result("serving_rate", payload))
     p = result["perfpred"]
     print(f"{args.model}: perfpred best/grid best {p['ratio_mean']:.3f} (min {p['ratio_min']:.3f}, "
           f"{p['seeds_reaching_98pct']}/{p['n_seeds']} seeds >= 98%) with {result['budget_launches']}/"
           f"{result['n_grid_configs']} launches; random {result['random']['ratio_mean']:.3f}")
+    return 0
+
+
+def _previous() -> dict[str, Any] | None:
+    path = RESULTS_DIR / "serving_rate.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _other_models(model: str) -> list[dict[str, Any]]:
+    """The results file's entries for the other models: one run per model, each kept until re-run."""
+    previous = _previous()
+    return [m for m in (previous or {}).get("models", []) if m["model"] != model]
+
+
+def refresh_predictors(model: str, run_dir: Path) -> int:
+    previous = _previous()
+    entry = next((m for m in (previous or {}).get("models", []) if m["model"] == model), None)
+    store_dir = run_dir / "grid"
+    if entry is None or not store_dir.exists():
+        print(f"--predictor-only needs a result and a stored grid for {model} (looked in {store_dir})", file=sys.stderr)
+        return 2
+    rows = {_key(m.config): m for m in MeasurementStore(store_dir).measurements(kind="serving")}
+    entry["predictor"] = predictors(grid_table(rows))
+    previous.pop("benchmark", None), previous.pop("generated_at", None), previous.pop("python", None)
+    print(write_result("serving_rate", previous))
+    print(json.dumps(entry["predictor"], indent=1))
     return 0
 
 

@@ -257,7 +257,8 @@ def serving_rate() -> str:
     lines = [f"{d['engine']} on this CPU, goal: {d['goal']}; SLO {d['slo']}; {d['live_vs_replayed']}.", "",
              "| model | grid configs | grid best (req/s) | configs within 2% of it | perfpred launches | perfpred "
              "best / grid best (live seed 0; seeds >= 0.98) | random, same launches | re-launched rate searches: "
-             "max/min | predictor MAPE rate / capacity |", "|---|---|---|---|---|---|---|---|---|"]
+             "max/min | predictor MAPE: rate / capacity / TPOT p50 / tok/s at that rate |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for m in d["models"]:
         p, r, pr = m["perfpred"], m["random"], m["predictor"]
         spread = ", ".join(f"{n['max_over_min']:.2f}" for n in m["noise"] if n.get("max_over_min")) or "-"
@@ -265,7 +266,8 @@ def serving_rate() -> str:
                      f"{m['grid_configs_within_2pct_of_best']} | {m['budget_launches']} | {p['ratio_mean']:.3f} "
                      f"({p['ratio_to_grid_best_per_seed'][0]:.2f}; {p['seeds_reaching_98pct']}/{p['n_seeds']}) | "
                      f"{r['ratio_mean']:.3f} ({r['seeds_reaching_98pct']}/{r['n_seeds']}) | {spread} | "
-                     f"{pr['rate_rps']['mape']:.1%} / {pr['capacity_rps']['mape']:.1%} |")
+                     + " / ".join(f"{pr[t]['mape']:.1%}" if t in pr else "-" for t in (
+                         "rate_rps", "capacity_rps", "tpot_p50_ms", "output_tokens_per_s")) + " |")
     return "\n".join(lines)
 
 
