@@ -60,10 +60,13 @@ def test_reference_on_the_training_hardware_is_an_error():
     rows = _space("gpu-c", 3.0, 2)
     model = PerformanceModel(kind="kernel", regressor=LogTargetXGBRegressor(n_estimators=20, n_jobs=1),
                              reference=pd.concat([_space("gpu-a", 1.0, 0), rows]))
-    with pytest.raises(InvalidInputError, match="reference hardware must differ.*'gpu-c'"):
+    with pytest.raises(InvalidInputError, match=r"reference hardware must differ.*'gpu-c'"):
         model.fit(rows)
     with pytest.raises(InvalidInputError, match="`reference` must be a DataFrame"):
         PerformanceModel(kind="kernel", reference=[1, 2]).fit(rows)
+    other_problem = _space("gpu-a", 1.0, 0).assign(**{"workload.problem_size_x": 512})
+    with pytest.raises(InvalidInputError, match=r"none of them matched.*workload\.problem_size_x"):
+        PerformanceModel(kind="kernel", reference=other_problem).fit(rows)
 
 
 def test_a_new_gpu_is_learnt_from_few_rows_with_the_old_gpus_as_reference():
