@@ -260,7 +260,8 @@ def refresh_predictors(model: str, run_dir: Path) -> int:
         return 2
     rows = {_key(m.config): m for m in MeasurementStore(store_dir).measurements(kind="serving")}
     entry["predictor"] = predictors(grid_table(rows))
-    previous.pop("benchmark", None), previous.pop("generated_at", None), previous.pop("python", None)
+    for stamp in ("benchmark", "generated_at", "python"):  # write_result stamps them afresh
+        previous.pop(stamp, None)
     print(write_result("serving_rate", previous))
     print(json.dumps(entry["predictor"], indent=1))
     return 0
