@@ -105,13 +105,8 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             raise InvalidInputError(f"`reference` must be a DataFrame of Measurements, but got "
                                     f"{type(self.reference).__name__}")
         trained_on = X["hardware_id"].dropna().astype(str).unique() if "hardware_id" in X else []
-        keys = reference_key_columns(X, self.reference)
-        times = ReferenceTimes.from_measurements(self.reference, keys, target=self.target, exclude_hardware=trained_on)
-        if (times.features(X)["ref_missing_fraction"] == 1.0).all():
-            # e.g. a workload column that differs per GPU (the kernel a library picked there)
-            raise InvalidInputError(f"`reference` must hold some of the training configs, but none of them matched "
-                                    f"on the shared columns {keys}")
-        return times
+        return ReferenceTimes.from_measurements(self.reference, reference_key_columns(X, self.reference),
+                                                target=self.target, exclude_hardware=trained_on)
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> PerformanceModel:
         if y is None:
@@ -128,6 +123,10 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             raise InvalidInputError(f"fit needs at least 2 rows, but got {len(X)}")
         self.reference_times_ = self._fit_reference(X)
         feats = self._features(X)
+        if self.reference_times_ is not None and (feats["ref_missing_fraction"] == 1.0).all():
+            # e.g. a workload column that differs per GPU (the kernel a library picked there)
+            raise InvalidInputError(f"`reference` must hold some of the training configs, but none of them matched "
+                                    f"on the shared columns {self.reference_times_.key_columns}")
         self.regressor_ = self._make_regressor()
         if isinstance(self.regressor_, RooflineRegressor):
             self.regressor_.set_params(column=list(feats.columns).index("log2_roofline_ms"))
