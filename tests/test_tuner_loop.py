@@ -16,7 +16,8 @@ from perfpred.datasets import Measurement
 from perfpred.errors import DatasetNotFoundError, InvalidInputError
 from perfpred.settings import datasets_dir
 from perfpred.tuner import SearchSpace, Tuner, TuneSettings, config_key, diverse_top, maximin_design
-from perfpred.tuner._loop import MIN_TARGET_VOTE, _codes, row_config
+from perfpred.tuner._loop import MIN_TARGET_VOTE, _codes, row_config, thompson_top
+from perfpred.tuner._study import CandidateIndex
 
 # ---------------------------------------------------------------------------- synthetic hardware
 
@@ -68,7 +69,9 @@ def history_configs(result, names) -> list[dict]:
     [({"budget": 0}, "budget >= 1"), ({"budget": 4, "batch_size": 0}, "batch_size >= 1"),
      ({"budget": 4, "kappa": -1.0}, "kappa >= 0"), ({"budget": 4, "ensemble": 1}, "ensemble >= 2"),
      ({"budget": 4, "min_hamming": 0}, "min_hamming >= 1"), ({"budget": 4, "n_initial": 0}, "n_initial >= 1"),
-     ({"budget": 4, "local_fraction": 1.5}, "0 <= local_fraction <= 1")],
+     ({"budget": 4, "local_fraction": 1.5}, "0 <= local_fraction <= 1"),
+     ({"budget": 4, "acquisition": "ucb"}, "acquisition in"),
+     ({"budget": 4, "local_from": "worst"}, "local_from in")],
 )
 def test_bad_settings_give_one_line_errors(kwargs: dict, fragment: str) -> None:
     with pytest.raises(InvalidInputError, match=fragment) as excinfo:
@@ -269,20 +272,59 @@ def test_diverse_top_fills_by_score_when_the_rule_is_too_strict_and_skips_infini
     assert diverse_top(np.full(4, np.inf), codes, 2) == []
 
 
-def test_a_model_guided_batch_is_diverse() -> None:
-    """The cold-start design is spread by distance; every later batch also differs pairwise in
-    at least ``min_hamming`` parameters."""
+def test_thompson_top_takes_each_members_best_in_turn() -> None:
+    codes = np.array([[0, 0], [1, 1], [2, 2], [2, 3], [3, 3]])
+    members = np.array([[0.0, 5.0, 5.0, 5.0, 1.0],   # member 0 rates config 0 best
+                        [5.0, 0.0, 5.0, 5.0, 1.0],   # member 1 rates config 1 best
+                        [0.1, 0.2, 5.0, 5.0, 1.0]])  # member 2 rates 0 and 1 best, both taken: 4 next
+    assert thompson_top(members, np.zeros(5), 3, codes) == [0, 1, 4]
+    # measured / failing configs (infinite penalty) are never picked; members cycle when k > members
+    penalty = np.array([np.inf, 0.0, 0.0, 0.0, 0.0])
+    assert thompson_top(members[:1], penalty, 2, codes) == [4, 1]
+    # a pick within min_hamming - 1 differing params of an earlier one is skipped while others remain
+    near = np.array([[0.0, 5.0, 5.0, 0.5, 5.0]])
+    assert thompson_top(near, np.zeros(5), 2, np.array([[0, 0], [1, 1], [2, 2], [0, 1], [3, 3]])) == [0, 1]
+    assert thompson_top(members, np.full(5, np.inf), 2, codes) == []
+
+
+def test_thompson_acquisition_runs_the_loop_without_repeats() -> None:
     space = SearchSpace(dict(PARAMS))
     hw = SyntheticHardware()
-    result = Tuner(space, hw, TuneSettings(budget=16, batch_size=4, ensemble=2, min_hamming=2, seed=2)).run()
+    result = Tuner(space, hw, TuneSettings(budget=24, batch_size=4, ensemble=3, acquisition="thompson", seed=1),
+                   prior=lambda f: bowl_ms(f) * (1 + 0.05 * np.asarray(f["y"]))).run()
+    assert len(set(keys(hw.calls))) == len(hw.calls) == 24
+    assert result.best_value <= 1.2  # a close prior and 24 evaluations land at or next to the optimum
+
+
+def test_candidate_index_finds_rows_by_value_and_refuses_other_configs() -> None:
+    candidates = pd.DataFrame({"x": [1, 2, 2], "kind": ["a", "a", "b"]})
+    index = CandidateIndex(candidates)
+    assert index.get({"x": 2, "kind": "b"}) == 2
+    assert index.get({"kind": "a", "x": 2.0}) == 1  # read back from storage as a float
+    assert index.get({"x": 3, "kind": "a"}) is None
+    assert index.get({"x": 1}) is None and index.get({"x": 1, "kind": "a", "y": 0}) is None
+
+
+@pytest.mark.parametrize("local_fraction", [0.0, 0.25])
+def test_a_model_guided_batch_is_diverse(local_fraction: float) -> None:
+    """The cold-start design is spread by distance; in every later batch the model's picks differ
+    pairwise in at least ``min_hamming`` parameters (a local pick, first in its batch, is one
+    parameter away from a measured incumbent instead)."""
+    space = SearchSpace(dict(PARAMS))
+    hw = SyntheticHardware()
+    settings = TuneSettings(budget=16, batch_size=4, ensemble=2, min_hamming=2, seed=2, local_fraction=local_fraction)
+    result = Tuner(space, hw, settings).run()
     codes = _codes(space.enumerate())
     index = {config_key(c): i for i, c in enumerate(space.enumerate().to_dict("records"))}
     guided = result.history[result.history["iteration"] > 1]
     assert guided["iteration"].nunique() == 3
+    n_local = round(4 * local_fraction)
     for _, batch in guided.groupby("iteration"):
         rows = [codes[index[config_key({n: r[n] for n in space.names})]] for r in batch.to_dict("records")]
-        for i, a in enumerate(rows):
-            for b in rows[i + 1:]:
+        model_picks = rows[n_local:]
+        assert len(model_picks) == 4 - n_local
+        for i, a in enumerate(model_picks):
+            for b in model_picks[i + 1:]:
                 assert (a != b).sum() >= 2
 
 
@@ -323,7 +365,8 @@ def test_local_picks_take_the_untried_neighbours_of_the_best_measured_configs() 
     candidates = space.enumerate()
     codes = _codes(candidates)
     hw = SyntheticHardware()
-    settings = TuneSettings(budget=12, batch_size=4, ensemble=2, local_fraction=0.5, calibration_picks=0)
+    settings = TuneSettings(budget=12, batch_size=4, ensemble=2, local_fraction=0.5, local_from="best",
+                            calibration_picks=0)
     result = Tuner(space, hw, settings, prior=lambda f: bowl_ms(f) * (1 + 0.1 * np.asarray(f["z"]))).run()
     index = {config_key(row_config(candidates, i)): i for i in range(len(candidates))}
     history = result.history
@@ -337,6 +380,25 @@ def test_local_picks_take_the_untried_neighbours_of_the_best_measured_configs() 
         assert (local[0] != inc_codes[0]).sum() == 1
         assert (local[1] != inc_codes[1]).sum() == 1
     assert len(set(keys(hw.calls))) == len(hw.calls) == 12
+
+
+def test_surprise_local_picks_start_from_the_config_that_beat_its_prior_most() -> None:
+    space = SearchSpace(dict(PARAMS))
+    tuner = Tuner(space, SyntheticHardware(), TuneSettings(budget=8, ensemble=2))
+    codes = tuner.codes
+    fast, underrated = 0, 100  # measured: 1.0 ms as predicted, and 2.0 ms where the prior said 8.0 ms
+    m_idx, m_ok = np.array([fast, underrated]), np.array([True, True])
+    m_y = np.log([1.0, 2.0])
+    prior_log = np.zeros(len(codes))
+    prior_log[underrated] = np.log(8.0)
+    score = np.zeros(len(codes))
+    score[m_idx] = np.inf
+    by_best = tuner._local_picks(score, m_idx, m_y, m_ok, 1)
+    by_surprise = tuner._local_picks(score, m_idx, m_y, m_ok, 1, prior_log)
+    assert (codes[by_best[0]] != codes[fast]).sum() == 1
+    assert (codes[by_surprise[0]] != codes[underrated]).sum() == 1
+    both = tuner._local_picks(score, m_idx, m_y, m_ok, 2, prior_log)
+    assert both[0] == by_surprise[0] and (codes[both[1]] != codes[fast]).sum() == 1
 
 
 def test_prior_source_weights_favour_the_source_that_orders_configs_right() -> None:

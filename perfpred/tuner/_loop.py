@@ -5,8 +5,10 @@ Each round:
    from the study), on top of a transferred prior when one is given;
 2. score every candidate: lower confidence bound ``mean - kappa * std`` of log(objective);
    configs predicted to fail go last;
-3. pick the batch greedily by that score, skipping picks within Hamming distance 1 of one
-   already in the batch (so a batch is not k near-copies);
+3. take a quarter of the batch from the untried neighbours (one parameter away) of measured
+   configs, starting from those that beat the prior's prediction most (a local search that
+   leaves a misleading prior's basin), and the rest greedily by that score, skipping picks
+   within Hamming distance 1 of one already taken that way (so a batch is not k near-copies);
 4. claim, measure and record each pick; failures are data the surrogate learns from;
 5. stop at the budget, at the wall-time cap, or when no candidate's optimistic prediction
    beats the best measurement by more than the noise.
@@ -27,7 +29,7 @@ import pandas as pd
 from perfpred.datasets import Measurement
 from perfpred.errors import InvalidInputError
 from perfpred.tuner._space import SearchSpace
-from perfpred.tuner._study import StudyRecorder, config_key, row_config
+from perfpred.tuner._study import CandidateIndex, StudyRecorder, config_key, row_config
 from perfpred.tuner._surrogate import EnsembleSurrogate, param_features
 
 
@@ -35,6 +37,10 @@ class HardwareBackend(Protocol):
     """Anything that measures one config: a real collector adapter or a replayed space."""
 
     def measure(self, config: Mapping[str, Any]) -> Measurement: ...
+
+
+ACQUISITIONS = ("lcb", "thompson")
+LOCAL_STARTS = ("surprise", "best")
 
 
 @dataclass(frozen=True)
@@ -64,11 +70,21 @@ class TuneSettings:
             took best/optimum at 16 evaluations from 3.90 to 1.51 (5 seeds); on spaces where the
             prior is right it cost 0-0.05 (benchmarks/results/tuning_calibration.json).
         local_fraction: share of each model-guided batch taken from the untried configs one
-            parameter away from the best measured ones (the best-scoring neighbour of each
-            incumbent, best incumbent first): a local search inside the predictor-first loop.
-            Off by default: at 0.5 (5 seeds) it took the RTX 3090 GEMM space from 1.16 to 1.11x
-            the optimum at 16 evaluations and convolution/W6600's P from 0.84 to 0.96, but it
-            descends into a misleading prior's basin (convolution/A100's P 0.41 -> 0.14).
+            parameter away from measured incumbents (the best-scoring neighbour of each,
+            incumbent by incumbent): a local search inside the predictor-first loop.
+        local_from: which incumbents the local picks start from: ``surprise`` (default) takes
+            first the configs that ran fastest RELATIVE TO THE PRIOR's prediction (measured /
+            predicted), ``best`` the fastest outright. With a misleading prior the fastest
+            configs sit in the prior's basin, while a config that beat its prediction marks a
+            region the prior underrates (convolution/A100, whose optimum uses shared memory
+            that the other GPUs' recordings rank slow). Without a prior both are the same.
+            A quarter of each batch from ``surprise`` raised P over the old default (no local
+            picks) on all four spaces where it was lowest, 20 seeds: convolution/A100 0.37 ->
+            0.45, gemm/RTX_3090 0.80 -> 0.86, convolution/W6600 0.92 -> 0.94, dedispersion/W6600
+            0.64 -> 0.65; ``best`` lowered convolution/A100 to 0.21 (half a batch: 0.14).
+        acquisition: ``lcb`` ranks by ``mean - kappa * std``; ``thompson`` gives each pick of a
+            batch to one ensemble member's best config in turn (bootstrap Thompson sampling).
+            Thompson sampling did no better than the lower bound on those four spaces (20 seeds).
     """
 
     budget: int
@@ -84,12 +100,19 @@ class TuneSettings:
     early_stop_patience: int = 2
     explore_fraction: float = 0.0
     calibration_picks: int = 2
-    local_fraction: float = 0.0
+    local_fraction: float = 0.25
+    local_from: str = "surprise"
+    acquisition: str = "lcb"
 
     def __post_init__(self) -> None:
         for name in ("explore_fraction", "local_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise InvalidInputError(f"`0 <= {name} <= 1` must hold, but got {name}={getattr(self, name)}")
+        if self.acquisition not in ACQUISITIONS:
+            raise InvalidInputError(f"`acquisition in {ACQUISITIONS}` must hold, "
+                                    f"but got acquisition={self.acquisition!r}")
+        if self.local_from not in LOCAL_STARTS:
+            raise InvalidInputError(f"`local_from in {LOCAL_STARTS}` must hold, but got local_from={self.local_from!r}")
         checks = [("budget", self.budget >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
                   ("kappa", self.kappa >= 0, ">= 0"), ("ensemble", self.ensemble >= 2, ">= 2"),
                   ("min_hamming", self.min_hamming >= 1, ">= 1"),
@@ -178,6 +201,26 @@ def diverse_top(score: np.ndarray, codes: np.ndarray, k: int, min_hamming: int =
     return picks
 
 
+def thompson_top(members: np.ndarray, penalty: np.ndarray, k: int, codes: np.ndarray,
+                 min_hamming: int = 2) -> list[int]:
+    """One pick per ensemble member in turn, each member's best config (bootstrap Thompson
+    sampling): the members disagree where data is thin, so a batch spreads over the regions
+    some plausible model rates best. Picks skip configs within ``min_hamming`` - 1 differing
+    params of an earlier pick while any other finite candidate is left."""
+    picks: list[int] = []
+    for j in range(k):
+        score = members[j % len(members)] + penalty
+        score[picks] = np.inf
+        finite = np.flatnonzero(np.isfinite(score))
+        if not len(finite):
+            break
+        order = finite[np.argsort(score[finite], kind="stable")]
+        chosen = next((int(i) for i in order[:4096]
+                       if all((codes[i] != codes[p]).sum() >= min_hamming for p in picks)), int(order[0]))
+        picks.append(chosen)
+    return picks
+
+
 class Tuner:
     """Tune ``space`` on ``backend`` with the predictor first.
 
@@ -212,7 +255,7 @@ class Tuner:
         self.recorder = StudyRecorder(space, storage=storage, study_name=study_name, objective=settings.objective)
         self.features = featurize(self.candidates)
         self.codes = _codes(self.candidates)
-        self.index = {config_key(r): i for i, r in enumerate(self.candidates.to_dict("records"))}
+        self.index = CandidateIndex(self.candidates)
         self.surrogate = EnsembleSurrogate(n_members=settings.ensemble, seed=settings.seed)
         self.on_evaluation = on_evaluation
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -280,18 +323,20 @@ class Tuner:
         return votes[:n_sources] / votes.sum()
 
     def _local_picks(self, score: np.ndarray, m_idx: np.ndarray, m_y: np.ndarray, m_ok: np.ndarray,
-                     n: int) -> list[int]:
-        """The ``n`` best-scoring unmeasured configs one parameter away from the best measured ones.
+                     n: int, prior_log: np.ndarray | None = None) -> list[int]:
+        """The ``n`` best-scoring unmeasured configs one parameter away from measured incumbents.
 
         Recorded spaces have their best configs next to good ones: on the Kernel Tuner GEMM
         spaces every within-2% config differs in one to three parameters from a config the other
         GPUs' recordings rank in their top 16, while the first such config is at rank 162-282 of
         that ranking (benchmarks/results/tuning_ceiling.json). Searching the incumbents'
         neighbourhoods (by the surrogate's score) can reach it where the global ranking does not.
-        Incumbents are taken best first until ``n`` neighbours are found.
+        Incumbents are taken best first until ``n`` neighbours are found; given ``prior_log``
+        (the prior's log prediction per candidate), those that most beat their prediction first.
         """
         picks: list[int] = []
-        order = np.argsort(np.where(m_ok, m_y, np.inf), kind="stable")
+        key = m_y if prior_log is None else m_y - prior_log[m_idx]
+        order = np.argsort(np.where(m_ok, key, np.inf), kind="stable")
         for j in order[: int(m_ok.sum())]:
             near = np.flatnonzero(((self.codes != self.codes[m_idx[j]]).sum(axis=1) == 1) & np.isfinite(score))
             near = near[np.argsort(score[near], kind="stable")]
@@ -307,7 +352,7 @@ class Tuner:
         """(candidate indices, log values (nan if failed), ok flags) of everything measured."""
         idx, y, ok = [], [], []
         for config, value, status in self.recorder.measured():
-            i = self.index.get(config_key(config))
+            i = self.index.get(config)
             if i is None:
                 continue
             idx.append(i)
@@ -321,6 +366,15 @@ class Tuner:
         return claims.n_claimed() if claims is not None else len(self.recorder.measured())
 
     def run(self) -> TuneResult:
+        from threadpoolctl import threadpool_limits
+
+        # The surrogate makes hundreds of tiny single-threaded XGBoost fits; between them idle
+        # OpenMP workers spin, so two tuner processes on a 2-core machine ran at half speed
+        # (a replayed 128-evaluation GEMM run: 17.5 s -> 10 s each with the limit, same picks).
+        with threadpool_limits(limits=1, user_api="openmp"):
+            return self._run()
+
+    def _run(self) -> TuneResult:
         s = self.settings
         t_start = time.perf_counter()
         fit_s = 0.0
@@ -378,10 +432,17 @@ class Tuner:
                         fit_s += time.perf_counter() - t0
                         break
                 n_local = round(k * s.local_fraction) if m_ok.any() else 0
-                local = self._local_picks(score, m_idx, m_y, m_ok, n_local) if n_local else []
+                surprise = prior_log if (prior_log is not None and s.local_from == "surprise") else None
+                local = self._local_picks(score, m_idx, m_y, m_ok, n_local, surprise) if n_local else []
                 rest = score.copy()
                 rest[local] = np.inf
-                picks = local + diverse_top(rest, self.codes, k - len(local), s.min_hamming)
+                if s.acquisition == "thompson":
+                    penalty = np.where(fit.p_ok < 0.5, 1e6, 0.0)
+                    penalty[measured] = np.inf
+                    penalty[local] = np.inf
+                    picks = local + thompson_top(fit.members_log, penalty, k - len(local), self.codes, s.min_hamming)
+                else:
+                    picks = local + diverse_top(rest, self.codes, k - len(local), s.min_hamming)
                 n_random = min(len(picks), round(k * s.explore_fraction))
                 if n_random:
                     pool = np.flatnonzero(~measured & (fit.p_ok >= 0.5))

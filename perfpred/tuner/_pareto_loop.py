@@ -55,7 +55,7 @@ from perfpred.tuner._objectives import (
 from perfpred.tuner._pareto import epsilon_gap, hypervolume, hypervolume_improvement, min_form, pareto_mask
 from perfpred.tuner._pareto_study import ParetoStudyRecorder
 from perfpred.tuner._space import SearchSpace
-from perfpred.tuner._study import config_key, row_config
+from perfpred.tuner._study import CandidateIndex, config_key, row_config
 from perfpred.tuner._surrogate import EnsembleSurrogate, param_features
 
 # Floor of the surrogate's log-space spread when turning it into feasibility probabilities: a
@@ -223,7 +223,7 @@ class ParetoTuner:
         self.recorder = ParetoStudyRecorder(space, settings.objectives, settings.constraints, storage=storage,
                                             study_name=study_name)
         self.features = featurize(self.candidates)
-        self.index = {config_key(row_config(self.candidates, i)): i for i in range(len(self.candidates))}
+        self.index = CandidateIndex(self.candidates)
         self.surrogates = {m: EnsembleSurrogate(n_members=settings.ensemble, n_estimators=settings.n_estimators,
                                                 seed=settings.seed + 7 * j) for j, m in enumerate(self.metrics)}
         self.on_evaluation = on_evaluation
@@ -245,7 +245,7 @@ class ParetoTuner:
         """(candidate indices, log values (n, n_metrics; nan if missing), usable flags) of all measured."""
         idx, y, ok = [], [], []
         for config, values, status in self.recorder.measured():
-            i = self.index.get(config_key(config))
+            i = self.index.get(config)
             if i is None:
                 continue
             row = [values.get(m) for m in self.metrics]

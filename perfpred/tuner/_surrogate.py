@@ -73,6 +73,7 @@ class SurrogateFit:
     mean_log: np.ndarray  # predicted log(objective) per candidate
     std_log: np.ndarray  # ensemble spread per candidate
     p_ok: np.ndarray  # predicted probability that the config runs correctly
+    members_log: np.ndarray | None = None  # each ensemble member's log prediction: (n_members, n_candidates)
 
 
 class EnsembleSurrogate:
@@ -131,7 +132,7 @@ class EnsembleSurrogate:
         if len(target) < MIN_TREE_ROWS:
             std = np.full(n_cand, max(float(target.std()) if len(target) > 1 else 0.0, 0.25))
         p_ok = self._p_ok(X_measured, ok, Xc if prior_candidates is None else X_candidates)
-        return SurrogateFit(mean, std, p_ok)
+        return SurrogateFit(mean, std, p_ok, members_log=offset_c + preds)
 
     def _p_ok(self, X_measured: pd.DataFrame, ok: np.ndarray, X_candidates: pd.DataFrame) -> np.ndarray:
         if ok.all() or (~ok).all():
