@@ -118,9 +118,24 @@ def tuning() -> str:
         for space, v in cal["spaces"].items():
             cells = [f"{v['strategies'][n][f'best_over_opt@{b}']:.3f}" for n in names for b in (8, 16)]
             lines.append(f"| {space} | " + " | ".join(cells) + " |")
+    local = _load("tuning_local")
+    if local:
+        lines += ["", f"Local picks from the incumbents that beat the prior most (default since 2026-12-02), "
+                  f"{local['seeds']} seeds (`--seeds {local['seeds']} --strategies "
+                  f"{','.join(local['strategies'])} --output tuning_local`):", "", head,
+                  "|" + "---|" * (len(budgets) + 3)]
+        lines += [_strategy_row(name, agg, budgets) for name, agg in
+                  sorted(local["strategies"].items(), key=lambda kv: -kv[1].get("mean_P", -9))]
+        names = [n for n in ("perfpred-transfer", "perfpred-transfer-nolocal", "perfpred-cold")
+                 if n in local["strategies"]]
+        lines += ["", "| space | " + " | ".join(f"{n} P | {n} @16" for n in names) + " |",
+                  "|---|" + "---|" * (2 * len(names))]
+        for space, v in local["spaces"].items():
+            cells = [f"{v['strategies'][n]['P']:.3f} | {v['strategies'][n]['best_over_opt@16']:.3f}" for n in names]
+            lines.append(f"| {space} | " + " | ".join(cells) + " |")
     ceiling = _load("tuning_ceiling")
     if ceiling:
-        tuned = (cal or d)["spaces"]
+        tuned = (local or cal or d)["spaces"]
         lines += ["", "Transfer ceiling: each space ranked by the source GPUs' own measured runtimes "
                   "(`--ceiling` -> `tuning_ceiling.json`) vs perfpred-transfer as tuned:", "",
                   "| space | configs within 2% | first within 2% at rank | Spearman rho | ceiling @8 | ceiling @16 "

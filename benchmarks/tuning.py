@@ -9,6 +9,7 @@ Strategies, all on the same replayed spaces and seeds:
 - perfpred-transfer: the tuner with per-source priors trained on the OTHER GPUs' recordings of
   the same kernel (UCI SGEMM, a GTX 680 CLTune space, takes the three Kernel Tuner GEMM GPUs);
 - perfpred-transfer-nocal: the same without calibration picks (the first batch all from the prior);
+- perfpred-transfer-nolocal: the same without local picks (the default until 2026-12-02);
 - perfpred-cold: the tuner with no prior (space-filling start);
 - random (executed), optuna-tpe, optuna-gp (directly on the replay, no predictor);
 - autotvm: AutoTVM's XGBTuner recipe (rank model + simulated annealing, 64-config plans);
@@ -21,10 +22,14 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+
+# Worker processes run side by side on few cores: OpenMP threads must sleep, not spin, while idle.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import pandas as pd
@@ -55,6 +60,9 @@ FAMILIES = {"gemm": ["RTX_3090", "RTX_2080_Ti", "RTX_Titan"],
             "dedispersion": ["A100", "A4000", "A6000", "W6600"]}
 STRATEGIES = ["perfpred-transfer", "perfpred-cold", "random", "optuna-tpe", "optuna-gp", "autotvm",
               *[f"kt-{s}" for s in KERNEL_TUNER_STRATEGIES]]
+# Ablations of the tuner's defaults, named by what they switch off.
+SETTING_VARIANTS = {"perfpred-transfer-nocal": {"calibration_picks": 0},
+                    "perfpred-transfer-nolocal": {"local_fraction": 0.0}}
 # Optuna samples the cartesian product; most suggestions in these constrained spaces are invalid
 # configs (told as failures, costing no evaluation), and each ask slows as they pile up. A run gives
 # up after 10 invalid suggestions per evaluation (its curve then stays at its last best), and the
@@ -188,8 +196,7 @@ def run_space(name: str, seeds: list[int], strategies: list[str], path: Path | N
             backend.reset()
             t0 = time.perf_counter()
             if strategy.startswith("perfpred"):
-                calibration = {"calibration_picks": 0} if strategy.endswith("-nocal") else {}
-                settings = TuneSettings(budget=BUDGET, batch_size=4, seed=seed, **calibration)
+                settings = TuneSettings(budget=BUDGET, batch_size=4, seed=seed, **SETTING_VARIANTS.get(strategy, {}))
                 prior = priors if strategy.startswith("perfpred-transfer") else None
                 result = Tuner(space, backend, settings, candidates=candidates, prior=prior,
                                study_name=f"{name}-{strategy}-{seed}").run()
