@@ -215,6 +215,7 @@ def thompson_top(members: np.ndarray, penalty: np.ndarray, k: int, codes: np.nda
         if not len(finite):
             break
         order = finite[np.argsort(score[finite], kind="stable")]
+        # Scanning the 4096 best is plenty for a diverse pick and bounds the Python loop on big spaces.
         chosen = next((int(i) for i in order[:4096]
                        if all((codes[i] != codes[p]).sum() >= min_hamming for p in picks)), int(order[0]))
         picks.append(chosen)
@@ -415,9 +416,9 @@ class Tuner:
                     self.features.iloc[m_idx], m_y, m_ok, self.features,
                     prior_measured=prior_log[m_idx] if prior_log is not None else None,
                     prior_candidates=prior_log)
-                score = fit.mean_log - s.kappa * fit.std_log
-                score = np.where(fit.p_ok < 0.5, score + 1e6, score)  # predicted failures go last
-                score[measured] = np.inf
+                penalty = np.where(fit.p_ok < 0.5, 1e6, 0.0)  # predicted failures go last
+                penalty[measured] = np.inf
+                score = fit.mean_log - s.kappa * fit.std_log + penalty
                 predicted = np.exp(fit.mean_log)
                 if s.early_stop_rel is not None and m_ok.any() and len(m_idx) >= s.initial_size:
                     # Trees never predict below the best seen and the spread shrinks as data grows,
@@ -434,15 +435,11 @@ class Tuner:
                 n_local = round(k * s.local_fraction) if m_ok.any() else 0
                 surprise = prior_log if (prior_log is not None and s.local_from == "surprise") else None
                 local = self._local_picks(score, m_idx, m_y, m_ok, n_local, surprise) if n_local else []
-                rest = score.copy()
-                rest[local] = np.inf
+                penalty[local] = score[local] = np.inf
                 if s.acquisition == "thompson":
-                    penalty = np.where(fit.p_ok < 0.5, 1e6, 0.0)
-                    penalty[measured] = np.inf
-                    penalty[local] = np.inf
                     picks = local + thompson_top(fit.members_log, penalty, k - len(local), self.codes, s.min_hamming)
                 else:
-                    picks = local + diverse_top(rest, self.codes, k - len(local), s.min_hamming)
+                    picks = local + diverse_top(score, self.codes, k - len(local), s.min_hamming)
                 n_random = min(len(picks), round(k * s.explore_fraction))
                 if n_random:
                     pool = np.flatnonzero(~measured & (fit.p_ok >= 0.5))
