@@ -269,20 +269,30 @@ def serving_rate() -> str:
     d = _load("serving_rate")
     if not d:
         return ""
-    lines = [f"{d['engine']} on this CPU, goal: {d['goal']}; SLO {d['slo']}; {d['live_vs_replayed']}.", "",
-             "| model | grid configs | grid best (req/s) | configs within 2% of it | perfpred launches | perfpred "
-             "best / grid best (live seed 0; seeds >= 0.98) | random, same launches | re-launched rate searches: "
-             "max/min | predictor MAPE: rate / capacity / TPOT p50 / tok/s at that rate |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"Goal: {d['goal']}; SLO {d['slo']}; {d['live_vs_replayed']}.", "",
+             "| engine | model | grid configs | grid best (req/s) | configs within 2% of it | perfpred launches | "
+             "perfpred best / grid best (live seed 0; seeds >= 0.98) | random, same launches | re-launched rate "
+             "searches: max/min | surrogate MAPE (knobs only): rate / capacity / TPOT p50 / tok/s at that rate | "
+             "serving model given the load, at the sustainable rate: TPOT p50 / tok/s (every load) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in d["models"]:
         p, r, pr = m["perfpred"], m["random"], m["predictor"]
         spread = ", ".join(f"{n['max_over_min']:.2f}" for n in m["noise"] if n.get("max_over_min")) or "-"
-        lines.append(f"| {m['model']} | {m['n_grid_configs']} | {m['grid_best_rps']:.2f} | "
+        loads = m.get("predictor_given_the_load")
+        if loads:
+            at, every = loads["at_sustainable_rate"], loads["every_load"]
+            given_load = (f"{at['mape_tpot_p50_ms']:.1%} / {at['mape_output_tokens_per_s']:.1%} "
+                          f"({every['mape_tpot_p50_ms']:.1%} / {every['mape_output_tokens_per_s']:.1%}; "
+                          f"{loads['n_loads']} loads)")
+        else:
+            given_load = "- (loads not recorded)"
+        lines.append(f"| {m.get('engine', d.get('engine', 'llama-server'))} | {m['model']} | {m['n_grid_configs']} | "
+                     f"{m['grid_best_rps']:.2f} | "
                      f"{m['grid_configs_within_2pct_of_best']} | {m['budget_launches']} | {p['ratio_mean']:.3f} "
                      f"({p['ratio_to_grid_best_per_seed'][0]:.2f}; {p['seeds_reaching_98pct']}/{p['n_seeds']}) | "
                      f"{r['ratio_mean']:.3f} ({r['seeds_reaching_98pct']}/{r['n_seeds']}) | {spread} | "
                      + " / ".join(f"{pr[t]['mape']:.1%}" if t in pr else "-" for t in (
-                         "rate_rps", "capacity_rps", "tpot_p50_ms", "output_tokens_per_s")) + " |")
+                         "rate_rps", "capacity_rps", "tpot_p50_ms", "output_tokens_per_s")) + f" | {given_load} |")
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,3 +45,38 @@ def test_summarize_renders_every_committed_result():
                  "serving_replay", "cpu_kernels"):
         if name in results:
             assert f"### {name}\n" in proc.stdout
+
+
+def test_the_load_aware_serving_predictor_learns_latency_at_a_rate_from_other_configs(monkeypatch, tmp_path):
+    """serving_rate's predictor of a held-out config under a given load, on synthetic rate searches
+    whose TPOT follows a saturating law in the rate: it must beat a load-blind constant."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import serving_rate
+
+    from perfpred.datasets import Measurement, MeasurementStore
+
+    store = MeasurementStore(tmp_path / "loads", create=True)
+    rows = []
+    for parallel in (1, 2, 4, 8, 16):
+        for ubatch in (64, 128, 256, 512):
+            capacity = 4.0 * parallel ** 0.5
+            for i, frac in enumerate((0.5, 0.7, 0.85, 0.95, 1.1)):
+                rate = frac * capacity
+                tpot = 2.0 * (1 + 0.2 * np.log2(parallel)) / (1.0 - min(frac, 0.97) * 0.9)
+                rows.append(Measurement(
+                    kind="serving", workload={"model": "tiny", "rate_rps": rate, "seed": i, "output_tokens_mean": 24.0,
+                                              "search": "sustainable_rate_load"},
+                    config={"engine": "llama-server", "parallel": parallel, "ubatch_size": ubatch,
+                            "max_num_seqs": parallel},
+                    hardware_id="cpu-test", status="ok",
+                    metrics={"tpot_p50_ms": tpot, "output_tokens_per_s": 24.0 * rate, "slo_met": float(frac < 1)}))
+    store.append(rows)
+    result = serving_rate.load_predictor(tmp_path, folds=5)
+    assert result["n_configs"] == 20 and result["n_loads"] == 100
+    at_rate = result["at_sustainable_rate"]
+    assert at_rate["n_rows"] == 20  # one per config: its fastest load that met the SLO
+    tpot = np.array([m.metrics["tpot_p50_ms"] for m in rows])
+    constant_mape = float(np.mean(np.abs(np.median(tpot) / tpot - 1)))
+    assert result["every_load"]["mape_tpot_p50_ms"] < 0.5 * constant_mape
+    assert at_rate["mape_output_tokens_per_s"] < 0.1
+    assert serving_rate.load_predictor(tmp_path / "elsewhere") is None

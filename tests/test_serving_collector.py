@@ -212,6 +212,35 @@ def test_every_load_of_a_rate_search_sends_prompts_the_server_has_not_seen(colle
     assert len(seeds) == 4 and len(set(seeds)) == 4
 
 
+def test_every_load_of_a_rate_search_is_reported_as_its_own_row_at_its_rate(collector):
+    cfg = _fake(ServingWorkload(concurrency=1, prompt_tokens=8, output_tokens=10, warmup_requests=1),
+                slots=2, token_ms=4.0, batch_penalty=0.0)
+    loads = []
+    m = collector.sustainable_rate(cfg, Slo(e2e_ms=60_000.0), start_rps=None, growth=1.25, max_probes=3,
+                                   probe_duration_s=0.3, min_requests=4, max_requests=40, capacity_concurrency=4,
+                                   on_load=loads.append)
+    assert m.status == "ok", m.error
+    assert len(loads) == 1 + m.metrics["n_probes"]  # the capacity run, then each probe
+    capacity, *probes = loads
+    assert capacity.workload["concurrency"] == 4 and "rate_rps" not in capacity.workload
+    assert [p.workload["rate_rps"] for p in probes] == pytest.approx(
+        [0.8 * m.metrics["capacity_rps"] * 1.25 ** i for i in range(len(probes))])
+    assert all(p.workload["search"] == "sustainable_rate_load" for p in loads)
+    assert all(p.metrics["slo_met"] == 1.0 for p in probes)  # an SLO every probe meets
+    assert probes[-1].metrics["ttft_p50_ms"] == m.metrics["ttft_p50_ms"]  # the search row is its best probe's
+    # ... and still describes the search, not one probe's load.
+    assert m.workload["search"] == "sustainable_rate" and "rate_rps" not in m.workload and "slo_met" not in m.metrics
+
+
+def test_a_probe_that_misses_the_slo_is_reported_as_missed(collector):
+    cfg = _fake(ServingWorkload(concurrency=1, prompt_tokens=8, output_tokens=10, warmup_requests=0),
+                slots=1, token_ms=4.0)
+    loads = []
+    collector.sustainable_rate(cfg, Slo(e2e_ms=1.0), start_rps=4.0, max_probes=2, probe_duration_s=0.3,
+                               min_requests=3, max_requests=10, on_load=loads.append)
+    assert len(loads) == 2 and all(p.metrics["slo_met"] == 0.0 for p in loads)
+
+
 def test_a_capacity_run_that_fails_is_the_row_with_its_reason(collector):
     cfg = _fake(ServingWorkload(concurrency=1, prompt_tokens=8, output_tokens=10, warmup_requests=0),
                 die_after_requests=3)

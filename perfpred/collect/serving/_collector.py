@@ -41,7 +41,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -248,7 +248,8 @@ class ServingCollector:
                          rel_tol: float = 0.15, min_rps: float = 0.05, max_rps: float = 1000.0,
                          probe_duration_s: float = 10.0, min_requests: int = 10,
                          max_requests: int = 200, growth: float = 2.0, capacity_fraction: float = 0.8,
-                         capacity_concurrency: int = 16) -> Measurement:
+                         capacity_concurrency: int = 16,
+                         on_load: Callable[[Measurement], None] | None = None) -> Measurement:
         """The highest Poisson rate whose run meets ``slo`` (bracketing, then bisection), as one row.
 
         One server serves every probe. Probe ``i`` sends ``rate x probe_duration_s`` requests
@@ -262,6 +263,12 @@ class ServingCollector:
         sustainable however short a probe hides the queue, and the search skips the probes a
         fixed start spends far below it. That run is not counted in ``max_probes``; the row
         keeps it as ``capacity_rps``.
+
+        ``on_load`` receives every load the search ran (the capacity run and each probe) as its
+        own row the moment it ends: an ordinary load-test row at that rate or concurrency, with
+        ``workload.search`` = ``"sustainable_rate_load"`` and ``metric.slo_met`` (1/0). A search
+        measures each config under 4-6 loads; a predictor of latency at a given load learns from
+        all of them, not only from the rate the search settled on.
         """
         slo.validate()
         cfg = _as_config(cfg)
@@ -278,11 +285,19 @@ class ServingCollector:
                              error=_with_log(str(exc), exc.log_tail))
         rows: dict[float, Measurement] = {}
         capacity_rps = None
+        load_extra = {"search": "sustainable_rate_load", **slo.describe()}
+
+        def report(row: Measurement) -> None:
+            if on_load is not None:
+                met = row.status == "ok" and _meets(row, slo)[0]
+                on_load(replace_row(row, metrics={**row.metrics, "slo_met": float(met)}))
+
         with server:
             if start_rps is None:
-                capacity_rps, failed = self._capacity(server, search_cfg, engine, knobs, extra, capacity_concurrency)
+                capacity_rps, failed = self._capacity(server, search_cfg, engine, knobs, load_extra,
+                                                      capacity_concurrency, report)
                 if failed is not None:
-                    return failed
+                    return replace_row(failed, workload=self._workload_row(search_cfg, extra))
                 start_rps = min(max(capacity_fraction * capacity_rps, min_rps), max_rps)
 
             def probe(rate: float) -> tuple[bool, list[str]]:
@@ -293,7 +308,10 @@ class ServingCollector:
                                    seed=cfg.workload.seed + 1 + len(rows),
                                    warmup_requests=0 if rows else cfg.workload.warmup_requests)
                 load_cfg = replace(search_cfg, workload=workload)
-                row = self._measure_on(server, load_cfg, engine, knobs, workload, extra)
+                row = self._measure_on(server, load_cfg, engine, knobs, workload, load_extra)
+                report(row)
+                # The search's row describes the search, not this probe's load.
+                row = replace_row(row, workload=self._workload_row(search_cfg, extra))
                 rows[rate] = row
                 if row.status != "ok" or not server.alive():
                     return False, [f"status {row.status}"]
@@ -306,12 +324,15 @@ class ServingCollector:
         return self._rate_row(search_cfg, engine, knobs, search, rows, extra, found)
 
     def _capacity(self, server: RunningServer, cfg: ServingConfig, engine: Engine, knobs: dict[str, Any],
-                  extra: dict[str, Any], concurrency: int) -> tuple[float, Measurement | None]:
+                  extra: dict[str, Any], concurrency: int,
+                  report: Callable[[Measurement], None]) -> tuple[float, Measurement | None]:
         """Requests/s the server completes with ``concurrency`` requests always in flight (its
         warm-up included); a failed run comes back as the row to report instead."""
         workload = replace(cfg.workload, rate_rps=None, concurrency=concurrency,
                            n_requests=max(3 * concurrency, cfg.workload.n_requests))
-        row = self._measure_on(server, replace(cfg, workload=workload), engine, knobs, workload, extra)
+        load_cfg = replace(cfg, workload=workload)
+        row = self._measure_on(server, load_cfg, engine, knobs, workload, extra)
+        report(row)
         capacity = row.metrics.get("requests_per_s")
         if row.status != "ok" or not server.alive() or not capacity or not math.isfinite(capacity):
             reason = row.error or f"status {row.status}, requests_per_s={capacity!r}"
