@@ -229,6 +229,7 @@ def collect_serving(
     sustainable_rate: Annotated[bool, typer.Option(help="Find each config's highest Poisson rate (requests/s) that meets the SLO, by bracketing and bisection.")] = False,
     rate_start_rps: Annotated[float | None, typer.Option(help="--sustainable-rate: first probed rate in requests/s (default: 0.8 x the capacity a closed-loop run measures first).")] = None,
     probe_s: Annotated[float, typer.Option(help="--sustainable-rate: seconds of arrivals per probe (a short probe ends before a queue shows).")] = 10.0,
+    loads_into: Annotated[Path | None, typer.Option(help="--sustainable-rate: also store every load each search ran (its capacity run and each probe, at its rate, with metric slo_met) in this store: training rows of latency under a given load for `perfpred train --kind serving`.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of arrivals and prompts.")] = 0,
 ) -> None:
     """Start a real serving engine per config, load it, and store TTFT/TPOT/ITL/e2e latencies (ms) and throughput.
@@ -246,6 +247,9 @@ def collect_serving(
     slo = Slo(**bounds) if any(v is not None for v in bounds.values()) else None
     if sustainable_rate and slo is None:
         raise InvalidInputError("--sustainable-rate needs an SLO: --slo-ttft-ms, --slo-tpot-ms or --slo-e2e-ms")
+    if loads_into is not None and not sustainable_rate:
+        raise InvalidInputError(f"--loads-into stores a rate search's loads: it needs --sustainable-rate, "
+                                f"but got --loads-into {loads_into} without it")
     workload = ServingWorkload(n_requests=requests, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
                                rate_rps=rate_rps, concurrency=None if rate_rps is not None else (concurrency or 8),
                                seed=seed)
@@ -257,8 +261,10 @@ def collect_serving(
     st = MeasurementStore(store, create=True)
     err_console.print(f"[bold]{len(configs)}[/] {engine} config(s) on model {model} -> {store}")
     if sustainable_rate:
-        for cfg in configs:  # one row per config, appended as soon as it exists
-            st.append([collector.sustainable_rate(cfg, slo, start_rps=rate_start_rps, probe_duration_s=probe_s)],
+        loads = MeasurementStore(loads_into, create=True) if loads_into is not None else None
+        for cfg in configs:  # one row per config (and per load), appended as soon as it exists
+            st.append([collector.sustainable_rate(cfg, slo, start_rps=rate_start_rps, probe_duration_s=probe_s,
+                                                  on_load=None if loads is None else lambda row: loads.append([row]))],
                       replace=True)
     else:
         collector.run(configs, st, progress=True)

@@ -28,15 +28,18 @@ def test_a_knob_grid_becomes_one_row_per_combination(tmp_path):
 
 
 def test_sustainable_rate_from_the_cli_measures_capacity_first(tmp_path):
-    store = tmp_path / "store"
+    store, loads = tmp_path / "store", tmp_path / "loads"
     args = ["collect", "serving", "--engine", "fake", "--store", str(store), "--knob", "max_num_seqs=2",
             "--knob", "token_ms=2", "--prompt-tokens", "8", "--output-tokens", "8", "--slo-e2e-ms", "500",
-            "--sustainable-rate", "--probe-s", "0.5"]
+            "--sustainable-rate", "--probe-s", "0.5", "--loads-into", str(loads)]
     result = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
     row = MeasurementStore(store).load(kind="serving").iloc[0]
     assert row["status"] == "ok" and row["metric.capacity_rps"] > 0
     assert row["metric.sustainable_rate_rps"] > 0 and row["workload.probe_duration_s"] == 0.5
+    runs = MeasurementStore(loads).load(kind="serving")
+    assert len(runs) == 1 + row["metric.n_probes"]  # the capacity run and each probe
+    assert runs["workload.rate_rps"].max() >= row["metric.sustainable_rate_rps"]
 
 
 def test_knob_grids_parse_values_as_the_engine_sees_them():
@@ -51,6 +54,7 @@ def test_knob_grids_parse_values_as_the_engine_sees_them():
     (["--knob", "no_such_knob=1"], ["no_such_knob"]),
     (["--concurrency", "2", "--rate-rps", "1"], ["--concurrency", "--rate-rps"]),
     (["--sustainable-rate"], ["SLO"]),
+    (["--loads-into", "x"], ["--loads-into", "--sustainable-rate"]),
     (["--slo-ttft-ms", "-5"], ["ttft_ms"]),
 ])
 def test_bad_serving_input_is_one_line(monkeypatch, capsys, tmp_path, args, needles):
