@@ -11,7 +11,7 @@ import pytest
 from perfpred.errors import InvalidInputError
 from perfpred.features._gemm_gpu import GPU_IDENTITY_FEATURES, TILES, gpu_gemm_features, gpu_gemm_transfer_features
 from perfpred.features._kernel import ANALYTIC_WORK, DERIVED_FEATURES, hardware_features, kernel_features
-from perfpred.features._serving import serving_features
+from perfpred.features._serving import moe_routing, serving_features, touched_params
 
 GPU = {"hardware_id": "gpu-test", "peak_gflops": {"fp32": 10000.0, "fp16": 40000.0}, "mem_bw_gbs": 500.0,
        "sm_count": 40, "l2_cache_kib": 4096, "memory_gib": 16.0}
@@ -140,9 +140,30 @@ def test_serving_features_offsets_and_no_outcomes():
     step_ms = max(8e9 * 2 / 3350e6, 2 * 8e9 * 64 / 989000e6)
     assert f["log2_roofline_ms"].iloc[0] == pytest.approx(np.log2(step_ms))
     assert f["log2_gpu_seconds_per_token"].iloc[0] == pytest.approx(np.log2(step_ms / 1e3 / 64))
-    # MoE: 8 sequences touch at most 8 x 22B of the 235B weights, fp8, over 8 GPUs.
+    # MoE of unknown routing ("b"): 8 sequences touch at most 8 x 22B of the 235B weights, fp8, over 8 GPUs.
     moe_ms = 8 * 22e9 * 1 / 8 / 3350e6
     assert f["log2_memory_ms"].iloc[1] == pytest.approx(np.log2(moe_ms))
+
+
+def test_a_mixture_of_experts_with_known_routing_reads_the_experts_its_batch_is_expected_to_hit():
+    # 128 experts, 1 per token, 17B active of 400B: experts of 383/127 B, 13.98 B shared.
+    expert_b, shared_b = 383 / 127, 17 - 383 / 127
+    total = np.array([400.0, 400.0, 400.0, 109.0])
+    active = np.array([17.0, 17.0, 17.0, 17.0])
+    batch = np.array([1.0, 64.0, 4096.0, 64.0])
+    touched = touched_params(total, active, batch, np.array([128.0, 128.0, 128.0, np.nan]),
+                             np.array([1.0, 1.0, 1.0, np.nan]))
+    assert touched[0] == pytest.approx(shared_b + expert_b)  # one sequence: its active weights
+    assert touched[1] == pytest.approx(shared_b + 128 * expert_b * (1 - (127 / 128) ** 64))  # ~40% of experts
+    assert touched[2] == pytest.approx(400.0, rel=1e-6)  # a huge batch hits every expert
+    assert touched[3] == 109.0  # unknown routing: min(total, active x batch)
+    # The routing of a row comes from its columns, else from the model card table by name.
+    rows = pd.DataFrame({"workload.model": ["meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8", "x/dense-8b",
+                                            "x/my-moe"], "workload.num_experts": [np.nan, np.nan, 64.0],
+                         "workload.experts_per_token": [np.nan, np.nan, 2.0]})
+    experts, per_token = moe_routing(rows)
+    assert list(experts[[0, 2]]) == [128.0, 64.0] and list(per_token[[0, 2]]) == [1.0, 2.0]
+    assert np.isnan(experts[1]) and np.isnan(per_token[1])
 
 
 def test_serving_features_see_llama_cpp_knobs_and_the_load_of_own_rows():

@@ -9,9 +9,14 @@ size) and the load (concurrency or rate, requested prompt and output lengths). M
 (batch size reached, output lengths produced, throughput) are never features.
 
 ``log2_roofline_ms`` is the decode step's analytic bound: each GPU of a replica streams its
-share of the weights the batch touches from DRAM once per step (the activated ones; for a
-mixture of experts up to activated x batch, at most all), and computes 2 x activated params
-x ``max_num_seqs`` FLOPs; the slower of the two bounds the inter-token latency.
+share of the weights the batch touches from DRAM once per step, and computes 2 x activated
+params x ``max_num_seqs`` FLOPs; the slower of the two bounds the inter-token latency. A dense
+model touches all its weights. A mixture of experts with ``E`` routed experts, ``k`` per token
+(``workload.num_experts`` / ``experts_per_token``, else its model card's values for the model
+families in ML.ENERGY's runs, ``MOE_ROUTING``) touches its shared weights plus each expert with
+probability 1 - (1 - k/E)^batch under uniform routing (Llama 4 Maverick, 128 experts and 1 per
+token, reads ~40% of its experts at 64 sequences; a bound of activated x batch would say all);
+a mixture with unknown routing is bounded by activated x batch, at most all.
 ``log2_gpu_seconds_per_token`` (GPUs x step time / sequences) bounds the energy per token up
 to the power per GPU, and ``log2_num_gpus`` is the natural offset of total power.
 """
@@ -46,6 +51,11 @@ LOG_COLUMNS = ("workload.total_params_b", "workload.activated_params_b", "config
                "workload.concurrency", "workload.rate_rps", "workload.prompt_tokens_mean",
                "workload.output_tokens_mean")
 CODE_COLUMNS = ("workload.task", "workload.architecture", "workload.precision")
+# (routed experts, experts per token) of mixture-of-experts families, from their model cards,
+# matched as a lower-case substring of ``workload.model``; ``workload.num_experts`` and
+# ``workload.experts_per_token`` take precedence where a row has them.
+MOE_ROUTING = {"llama-4-maverick": (128, 1), "llama-4-scout": (16, 1), "235b-a22b": (128, 8), "30b-a3b": (128, 8),
+               "gpt-oss-120b": (128, 4), "gpt-oss-20b": (32, 4)}
 
 
 def _num(df: pd.DataFrame, col: str, default: float = np.nan) -> np.ndarray:
@@ -63,6 +73,31 @@ def _code(values: pd.Series) -> np.ndarray:
 def _log2(x: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(x > 0, np.log2(np.where(x > 0, x, 1.0)), np.nan)
+
+
+def moe_routing(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's (routed experts, experts per token); NaN where unknown or dense."""
+    experts, per_token = _num(df, "workload.num_experts").copy(), _num(df, "workload.experts_per_token").copy()
+    if "workload.model" in df:
+        names = df["workload.model"].astype(str).str.lower()
+        for pattern, (e, k) in MOE_ROUTING.items():
+            hit = names.str.contains(pattern, regex=False).to_numpy() & ~np.isfinite(experts)
+            experts[hit], per_token[hit] = e, k
+    return experts, per_token
+
+
+def touched_params(total: np.ndarray, active: np.ndarray, batch: np.ndarray, experts: np.ndarray,
+                   per_token: np.ndarray) -> np.ndarray:
+    """Parameters one decode step of ``batch`` sequences reads (see the module docstring)."""
+    batch = np.where(np.isfinite(batch), batch, 1.0)
+    bound = np.minimum(total, active * batch)
+    routed = np.isfinite(experts) & np.isfinite(per_token) & (experts > per_token) & (per_token > 0) & (total > active)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expert_size = (total - active) / (experts - per_token)
+        shared = np.maximum(active - per_token * expert_size, 0.0)
+        hit = 1.0 - (1.0 - per_token / experts) ** batch
+        expected = shared + experts * expert_size * hit
+    return np.where(routed, np.minimum(expected, total), bound)
 
 
 def _memory_gib(df: pd.DataFrame) -> np.ndarray:
@@ -109,9 +144,8 @@ def serving_features(df: pd.DataFrame) -> pd.DataFrame:
     feats = pd.concat([feats, hw], axis=1)
     peak = np.exp2(hw["hw_log2_peak_gflops"].to_numpy())
     bw = np.exp2(hw["hw_log2_mem_bw_gbs"].to_numpy())
-    # A decode step of a batch reads the weights its tokens touch: all active ones, and for a
-    # mixture of experts up to (active x batch), at most every weight of the model.
-    touched = np.minimum(total, active * np.where(np.isfinite(batch), batch, 1.0))
+    # A decode step of a batch reads the weights its tokens touch (the module docstring).
+    touched = touched_params(total, active, batch, *moe_routing(df))
     memory_ms = touched * weight_bytes / per_replica / (bw * 1e6)
     compute_ms = 2.0 * active * batch / per_replica / (peak * 1e6)
     step_ms = np.maximum(memory_ms, compute_ms)
