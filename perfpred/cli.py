@@ -695,9 +695,17 @@ def demo(
                   f"report in {result.run_dir} (demo.json, comparison.csv, best_so_far.png, store/)")
 
 
+def _spelled_as_commands(argv: list[str]) -> list[str]:
+    """``perfpred tune serving ...`` is ``perfpred tune-serving ...`` (``tune`` itself takes no
+    subcommand: its options describe a kernel or recorded space)."""
+    if argv[:2] == ["tune", "serving"]:
+        return ["tune-serving", *argv[2:]]
+    return argv
+
+
 def main() -> None:
     try:
-        app()
+        app(args=_spelled_as_commands(sys.argv[1:]), prog_name="perfpred")
     except PerfPredError as exc:
         err_console.print(f"[bold red]error:[/] {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                           highlight=False, soft_wrap=True)

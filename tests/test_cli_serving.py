@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from perfpred.cli import app, parse_knob_grid
+from perfpred.cli import _spelled_as_commands, app, parse_knob_grid
 from perfpred.datasets import MeasurementStore
 from tests.test_cli import assert_one_line_error, run_main
 
@@ -83,6 +83,13 @@ def test_tune_serving_on_the_ml_energy_replay_answers_within_the_slo(tmp_path):
     report = json.loads((out / "pareto.json").read_text())
     assert report["n_evaluations"] == 3
     assert report["front"] and all(row["metric.itl_p99_ms"] <= 50 for row in report["front"])
+
+
+def test_tune_serving_is_also_spelled_as_two_commands(monkeypatch, capsys):
+    code, out, err = run_main(monkeypatch, capsys, "tune", "serving", "--engine", "llama-server", "--objective",
+                              "metric.output_tokens_per_s:max")
+    assert_one_line_error(code, out, err, "--objective", "ml-energy")  # reached tune-serving's own check
+    assert _spelled_as_commands(["tune", "--backend", "kernel:sgemm"]) == ["tune", "--backend", "kernel:sgemm"]
 
 
 def test_tune_serving_live_refuses_replay_options(monkeypatch, capsys):
