@@ -171,14 +171,16 @@ def load_predictor(run_dir: Path, folds: int = 10, seed: int = 0) -> dict[str, A
     every load (capacity run and probes, each at its rate or concurrency) the rate searches of
     the other configs ran, scored on the held-out configs' loads (k-fold over configs, the same
     folds as ``predictor_mape``). Reported at each config's sustainable rate (the load its row
-    describes), over the loads that met the SLO, and over every load."""
+    describes), over the loads that met the SLO, and over every load run to its end."""
     store_dir = run_dir / "loads"
     if not store_dir.exists():
         return None
     loads = MeasurementStore(store_dir).load(kind="serving", status="ok")
     if loads.empty:
         return None
-    loads = loads[(loads[list(LOAD_TARGETS)].astype(float) > 0).all(axis=1)].reset_index(drop=True)
+    # A probe stopped early measured only its fastest requests: no latency to learn from.
+    stopped = pd.to_numeric(loads.get("metric.stopped_early", pd.Series(0.0, index=loads.index))).fillna(0.0) == 1.0
+    loads = loads[~stopped & (loads[list(LOAD_TARGETS)].astype(float) > 0).all(axis=1)].reset_index(drop=True)
     key = loads[[f"config.{k}" for k in KNOBS]].astype(int).apply(tuple, axis=1)
     configs = sorted(set(key))
     fold_of = dict(zip(configs, np.random.default_rng(seed).permutation(len(configs)) % folds, strict=True))

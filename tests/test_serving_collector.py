@@ -23,6 +23,7 @@ from perfpred.collect.serving import (
     describe_model,
     get_engine,
 )
+from perfpred.collect.serving._collector import wait_until_idle
 from perfpred.collect.serving._process import group_alive
 from perfpred.datasets import MeasurementStore
 from perfpred.errors import InvalidInputError
@@ -201,9 +202,9 @@ def test_every_load_of_a_rate_search_sends_prompts_the_server_has_not_seen(colle
     seeds = []
     measure_on = collector._measure_on
 
-    def spy(server, cfg, engine, knobs, workload=None, workload_extra=None):
+    def spy(server, cfg, engine, knobs, workload=None, workload_extra=None, stop_early=None):
         seeds.append((workload or cfg.workload).seed)
-        return measure_on(server, cfg, engine, knobs, workload, workload_extra)
+        return measure_on(server, cfg, engine, knobs, workload, workload_extra, stop_early)
 
     monkeypatch.setattr(collector, "_measure_on", spy)
     cfg = _fake(ServingWorkload(concurrency=1, prompt_tokens=8, output_tokens=4, warmup_requests=0, seed=7), slots=2)
@@ -239,6 +240,44 @@ def test_a_probe_that_misses_the_slo_is_reported_as_missed(collector):
     collector.sustainable_rate(cfg, Slo(e2e_ms=1.0), start_rps=4.0, max_probes=2, probe_duration_s=0.3,
                                min_requests=3, max_requests=10, on_load=loads.append)
     assert len(loads) == 2 and all(p.metrics["slo_met"] == 0.0 for p in loads)
+
+
+def test_an_overloaded_probe_stops_once_its_ttft_bound_is_missed_and_the_server_drains_first(collector):
+    # ~10 requests/s of capacity (1 slot, 5 tokens of 20 ms) offered 40/s for 3 s: run to the end,
+    # the queue would take ~12 s; 3 requests waiting 300 ms already decide p99 TTFT > 300 ms.
+    cfg = _fake(ServingWorkload(concurrency=1, prompt_tokens=4, output_tokens=5, warmup_requests=0),
+                slots=1, token_ms=20.0)
+    loads = []
+    m = collector.sustainable_rate(cfg, Slo(ttft_ms=300.0), start_rps=40.0, growth=8.0, max_probes=2,
+                                   probe_duration_s=3.0, min_requests=3, max_requests=200, on_load=loads.append)
+    first, second = loads
+    assert first.metrics["stopped_early"] == 1.0 and first.metrics["slo_met"] == 0.0
+    assert first.metrics["n_not_sent"] > 0 and first.metrics["duration_s"] < 3.0
+    assert 0.0 <= first.metrics["idle_wait_s"] < 60.0
+    # The next probe (5/s, half the capacity) starts on a drained server and meets the bound.
+    assert second.workload["rate_rps"] == pytest.approx(5.0) and second.metrics["slo_met"] == 1.0
+    assert "stopped_early" not in second.metrics
+    assert m.metrics["sustainable_rate_rps"] == pytest.approx(5.0)
+
+
+def test_waiting_for_an_idle_server_reads_its_busy_gauges():
+    class Server:
+        engine = type("E", (), {"busy_gauges": ("running", "queued")})()
+        scrapes = iter([{"running": 2.0, "queued": 5.0}, {"running": 1.0, "queued": 0.0},
+                        {"running": 0.0, "queued": 0.0}])
+
+        def alive(self):
+            return True
+
+        def metrics(self):
+            return next(self.scrapes)
+
+    server = Server()
+    wait_until_idle(server, poll_s=0.01)
+    assert next(server.scrapes, None) is None  # it read until both gauges were zero
+    silent = Server()
+    silent.scrapes = iter([{}])  # no gauges: no wait
+    assert wait_until_idle(silent, poll_s=0.01) < 1.0
 
 
 def test_a_capacity_run_that_fails_is_the_row_with_its_reason(collector):

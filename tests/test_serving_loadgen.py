@@ -18,7 +18,7 @@ from perfpred.collect.serving import (
     parse_prometheus,
     summarize,
 )
-from perfpred.collect.serving._loadgen import _read_stream
+from perfpred.collect.serving._loadgen import StopEarly, _n_late, _read_stream
 from perfpred.errors import InvalidInputError
 
 
@@ -221,3 +221,25 @@ def test_rate_search_goes_down_and_reports_none_when_nothing_passes():
     assert never.rate_rps is None and [p.rate_rps for p in never.probes] == [1.0, 0.5, 0.25]
     with pytest.raises(InvalidInputError, match="min_rps <= start_rps"):
         find_sustainable_rate(lambda r: (True, []), start_rps=0.01, min_rps=0.1)
+
+
+@pytest.mark.parametrize("quantile", [50.0, 90.0, 99.0])
+def test_an_early_stop_count_of_late_requests_decides_the_quantile(quantile):
+    # With that many requests over the bound, numpy's quantile over all of them is over it too,
+    # however fast the others were; and the count stays near the share the quantile leaves over.
+    for n in range(1, 400):
+        late = StopEarly.for_quantile(100.0, quantile, n).max_late
+        values = np.r_[np.zeros(n - late), np.full(late, 100.0 + 1e-6)]
+        assert np.percentile(values, quantile) > 100.0, n
+        assert 1 <= late <= n * (1 - quantile / 100) + 2
+    assert StopEarly.for_quantile(2000.0, 99.0, 1600).max_late == 17
+
+
+def test_late_requests_count_whether_or_not_their_first_token_came():
+    done_late, done_fast, waiting, ended_without_token = (RequestResult(index=i, prompt_tokens=1, max_tokens=2)
+                                                          for i in range(4))
+    done_late.ttft_ms, done_fast.ttft_ms = 300.0, 10.0
+    ended_without_token.e2e_ms = 500.0  # failed without a token: an error, not a late first token
+    sent = {0: (0.0, done_late), 1: (0.0, done_fast), 2: (0.0, waiting), 3: (0.0, ended_without_token)}
+    assert _n_late(sent, ttft_ms=200.0, now=0.1) == 1  # the waiting one is 100 ms in
+    assert _n_late(sent, ttft_ms=200.0, now=0.25) == 2  # ... and now 250 ms

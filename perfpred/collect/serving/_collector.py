@@ -50,7 +50,7 @@ import numpy as np
 
 from perfpred.collect._timing import spread_stats
 from perfpred.collect.serving._engine import Engine, EngineStartError, RunningServer, classify_failure
-from perfpred.collect.serving._loadgen import LoadResult, run_load
+from perfpred.collect.serving._loadgen import LoadResult, StopEarly, run_load
 from perfpred.collect.serving._models import LocalModel, TinyModelSpec, describe_model, ensure_model
 from perfpred.collect.serving._prometheus import delta
 from perfpred.collect.serving._rate import RateSearch, find_sustainable_rate
@@ -195,20 +195,27 @@ class ServingCollector:
         with server:
             return self._measure_on(server, cfg, engine, knobs)
 
-    def _load(self, server: RunningServer, workload: ServingWorkload, *, warmup: bool = False) -> LoadResult:
+    def _load(self, server: RunningServer, workload: ServingWorkload, *, warmup: bool = False,
+              stop_early: StopEarly | None = None) -> LoadResult:
         vocab = server.model.spec.vocab_size
         return run_load(server.base_url, workload, model_name=server.engine.served_name(server.model),
-                        vocab_tokens=vocab, warmup=warmup)
+                        vocab_tokens=vocab, warmup=warmup, stop_early=stop_early)
 
     def _measure_on(self, server: RunningServer, cfg: ServingConfig, engine: Engine, knobs: dict[str, Any],
                     workload: ServingWorkload | None = None,
-                    workload_extra: Mapping[str, Any] | None = None) -> Measurement:
+                    workload_extra: Mapping[str, Any] | None = None,
+                    stop_early: StopEarly | None = None) -> Measurement:
         workload = workload or cfg.workload
         if workload.warmup_requests:
             self._load(server, workload, warmup=True)
         before = server.metrics()
-        load = self._load(server, workload)
+        load = self._load(server, workload, stop_early=stop_early)
         metrics = summarize(load.results, load.duration_s, self.slo)
+        if load.stopped_early:
+            metrics["stopped_early"] = 1.0
+            metrics["n_not_sent"] = float(load.n_not_sent)
+            # The cancelled requests must leave the server before the next load starts on it.
+            metrics["idle_wait_s"] = wait_until_idle(server)
         metrics["startup_ms"] = server.startup_ms
         metrics["client_cpu_s"] = load.client_cpu_s
         if load.duration_s > 0:
@@ -229,7 +236,7 @@ class ServingCollector:
             message = f"{engine.name} exited with code {code} during the load test ({status})"
             return self._row(cfg, engine, knobs, status, metrics=metrics, workload_extra=workload_extra,
                              error=_with_log(message + (f"; {error}" if error else ""), tail))
-        if not ok_ms:
+        if not ok_ms and not load.stopped_early:  # a run stopped early measured what it had to
             timeouts = all((r.error or "").startswith("timeout") for r in load.results)
             return self._row(cfg, engine, knobs, "timeout" if timeouts else "runtime_error", metrics=metrics,
                              workload_extra=workload_extra, error=_with_log(error or "no request succeeded",
@@ -263,6 +270,11 @@ class ServingCollector:
         sustainable however short a probe hides the queue, and the search skips the probes a
         fixed start spends far below it. That run is not counted in ``max_probes``; the row
         keeps it as ``capacity_rps``.
+
+        A probe stops as soon as its TTFT quantile is sure to miss the bound (``StopEarly``: that
+        many requests already waited longer for a first token), cancels what is in flight, and
+        waits for the server to go idle before the next probe: the verdict is the one the whole
+        probe would give, at a fraction of the time an overloaded server takes to drain it.
 
         ``on_load`` receives every load the search ran (the capacity run and each probe) as its
         own row the moment it ends: an ordinary load-test row at that rate or concurrency, with
@@ -302,13 +314,15 @@ class ServingCollector:
 
             def probe(rate: float) -> tuple[bool, list[str]]:
                 n = int(min(max_requests, max(min_requests, math.ceil(rate * probe_duration_s))))
+                # A probe whose TTFT quantile is already over the bound stops there: same verdict.
+                stop = StopEarly.for_quantile(slo.ttft_ms, slo.quantile, n) if slo.ttft_ms is not None else None
                 # A seed per probe: a prompt the server has seen is served from its prompt cache
                 # (llama-server: 2.3x the requests/s on a repeated closed-loop run of small-20m).
                 workload = replace(cfg.workload, rate_rps=rate, concurrency=None, n_requests=n,
                                    seed=cfg.workload.seed + 1 + len(rows),
                                    warmup_requests=0 if rows else cfg.workload.warmup_requests)
                 load_cfg = replace(search_cfg, workload=workload)
-                row = self._measure_on(server, load_cfg, engine, knobs, workload, load_extra)
+                row = self._measure_on(server, load_cfg, engine, knobs, workload, load_extra, stop)
                 report(row)
                 # The search's row describes the search, not this probe's load.
                 row = replace_row(row, workload=self._workload_row(search_cfg, extra))
@@ -359,6 +373,19 @@ class ServingCollector:
         if search.failed_rps is not None:
             metrics["first_failing_rate_rps"] = search.failed_rps
         return self._row(cfg, engine, knobs, "ok", metrics=metrics, raw_ms=best.raw_times_ms, workload_extra=extra)
+
+
+def wait_until_idle(server: RunningServer, timeout_s: float = 60.0, poll_s: float = 0.2) -> float:
+    """Seconds until the server's busy gauges (requests running or queued) all read zero; at most
+    ``timeout_s``, and no wait for an engine without such gauges or a server that is gone."""
+    gauges = server.engine.busy_gauges
+    t0 = time.monotonic()
+    while gauges and server.alive() and time.monotonic() - t0 < timeout_s:
+        values = server.metrics()
+        if not all(g in values for g in gauges) or sum(values[g] for g in gauges) == 0:
+            break
+        time.sleep(poll_s)
+    return time.monotonic() - t0
 
 
 def replace_row(row: Measurement, **changes: Any) -> Measurement:

@@ -142,6 +142,8 @@ class Engine(ABC):
     requests_counter_counts_failures = True  # False: the counter only counts successful requests (vLLM)
     output_tokens_counter: str | None = None
     prompt_tokens_counters: tuple[str, ...] = ()
+    # Prometheus gauges of requests running or queued: all zero once the server is idle.
+    busy_gauges: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ config
     def knob(self, name: str) -> Knob:

@@ -24,6 +24,7 @@ class FakeEngine(Engine):
     requests_counter = "fake:requests_total"
     output_tokens_counter = "fake:generation_tokens_total"
     prompt_tokens_counters = ("fake:prompt_tokens_total",)
+    busy_gauges = ("fake:requests_running", "fake:requests_waiting")
     knobs = (
         Knob("slots", int, 4, "requests decoded at once (the rest queue)", minimum=1, aliases=("max_num_seqs",)),
         Knob("token_ms", float, 2.0, "time per decode step", minimum=0.0),

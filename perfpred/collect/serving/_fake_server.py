@@ -31,6 +31,7 @@ class _State:
         self.lock = threading.Lock()
         self.slots = threading.BoundedSemaphore(max(1, int(cfg["slots"])))
         self.active = 0
+        self.waiting = 0  # for a slot
         self.requests = 0
         self.prompt_tokens = 0
         self.generation_tokens = 0
@@ -64,7 +65,7 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                     text = (f"# TYPE fake:requests_total counter\nfake:requests_total {state.requests}\n"
                             f"fake:prompt_tokens_total {state.prompt_tokens}\n"
                             f"fake:generation_tokens_total {state.generation_tokens}\n"
-                            f"fake:requests_running {state.active}\n")
+                            f"fake:requests_running {state.active}\nfake:requests_waiting {state.waiting}\n")
                 self._send(200, text, "text/plain; version=0.0.4")
             else:
                 self._send(404, '{"error": "not found"}')
@@ -88,8 +89,11 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                 self._send(500, '{"error": {"message": "internal error (scripted)", "code": 500}}')
                 return
             die = cfg["die_after_requests"] and number > cfg["die_after_requests"]
+            with state.lock:
+                state.waiting += 1
             with state.slots:
                 with state.lock:
+                    state.waiting -= 1
                     state.active += 1
                     state.prompt_tokens += n_prompt
                 try:

@@ -60,6 +60,7 @@ class LlamaServerEngine(Engine):
     default_startup_timeout_s = 60.0
     output_tokens_counter = "llamacpp:tokens_predicted_total"
     prompt_tokens_counters = ("llamacpp:prompt_tokens_total", "llamacpp:prompt_tokens_cached_total")
+    busy_gauges = ("llamacpp:requests_processing", "llamacpp:requests_deferred")
     knobs = (
         Knob("parallel", int, 1, "server slots (sequences decoded together)", "--parallel", minimum=1,
              aliases=("np", "n_parallel", "slots")),

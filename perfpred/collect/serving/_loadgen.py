@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,12 +24,39 @@ from perfpred.collect.serving._stats import RequestResult, StreamTimer
 from perfpred.collect.serving._workload import RequestSpec, ServingWorkload
 from perfpred.errors import MissingDependencyError
 
+# Each request sent so far: its send time (perf_counter s) and its result, filled in as it streams.
+Sent = dict[int, tuple[float, RequestResult]]
+
 
 @dataclass
 class LoadResult:
-    results: list[RequestResult]
+    results: list[RequestResult]  # every request sent (an early stop leaves the rest unsent)
     duration_s: float  # first send to last completion
     client_cpu_s: float  # CPU time of this process during the run (all threads)
+    stopped_early: bool = False
+    n_not_sent: int = 0
+
+
+@dataclass(frozen=True)
+class StopEarly:
+    """Stop an open-loop run once ``max_late`` requests have waited longer than ``ttft_ms`` for
+    their first token (whether it came or not): the run's TTFT quantile is then over the bound
+    whatever the other requests do. The requests in flight are cancelled (errors "stopped
+    early") and the ones not yet due are never sent.
+
+    An overloaded llama-server on 2 cores collapses to a fraction of its capacity (one HTTP
+    thread per waiting connection), so a probe above the sustainable rate ran 40-185 s instead
+    of its 20; ``for_quantile`` gives the exact count at which the verdict is decided.
+    """
+
+    ttft_ms: float
+    max_late: int
+
+    @classmethod
+    def for_quantile(cls, ttft_ms: float, quantile: float, n_requests: int) -> StopEarly:
+        # numpy's linear percentile of n values lies at or above the value at floor((n-1) q/100)
+        # in sorted order, so once n - floor(...) values exceed the bound, so does the quantile.
+        return cls(ttft_ms, n_requests - math.floor((n_requests - 1) * quantile / 100.0))
 
 
 def _aiohttp() -> Any:
@@ -92,13 +120,15 @@ async def _read_stream(response: Any, timer: StreamTimer, clock: Callable[[], fl
 
 
 async def _one(session: Any, url: str, spec: RequestSpec, model_name: str, t0: float, timeout_s: float,
-               extra: dict[str, Any] | None) -> RequestResult:
+               extra: dict[str, Any] | None, sent: Sent | None = None) -> RequestResult:
     aiohttp = _aiohttp()
     clock = time.perf_counter
     result = RequestResult(index=spec.index, prompt_tokens=len(spec.prompt_ids), max_tokens=spec.output_tokens)
     start = clock()
     result.sent_s = start - t0
     timer = StreamTimer(result, start)
+    if sent is not None:
+        sent[spec.index] = (start, result)
     try:
         async with asyncio.timeout(timeout_s):
             async with session.post(url, json=_payload(spec, model_name, extra)) as response:
@@ -114,27 +144,71 @@ async def _one(session: Any, url: str, spec: RequestSpec, model_name: str, t0: f
         result.error = f"connection: {type(exc).__name__}: {str(exc)[:200]}"
     except OSError as exc:
         result.error = f"connection: {exc}"
+    except asyncio.CancelledError:
+        result.error = "stopped early: the run's TTFT bound was already missed"
+        timer.finish(clock())
+        raise
     return timer.finish(clock())
 
 
+def _n_late(sent: Sent, ttft_ms: float, now: float) -> int:
+    """Requests whose first token came, or is still missing, later than ``ttft_ms`` after sending."""
+    late = 0
+    for start, r in sent.values():
+        if r.ttft_ms is not None:
+            late += r.ttft_ms > ttft_ms
+        elif r.e2e_ms is None:  # still waiting for its first token
+            late += (now - start) * 1e3 > ttft_ms
+    return late
+
+
+async def _open_loop(specs: list[RequestSpec], one: Callable[..., Any], t0: float,
+                     stop: StopEarly | None) -> tuple[list[RequestResult], bool]:
+    """Each request at its own offset; with ``stop``, a watcher cancels the run once it is decided."""
+    sent: Sent = {}
+
+    async def at_offset(spec: RequestSpec) -> RequestResult:
+        delay = (spec.send_at_s or 0.0) - (time.perf_counter() - t0)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return await one(spec, sent)
+
+    tasks = [asyncio.ensure_future(at_offset(s)) for s in specs]
+    if stop is None:
+        return list(await asyncio.gather(*tasks)), False
+    everything = asyncio.gather(*tasks, return_exceptions=True)
+
+    async def decided() -> None:
+        while _n_late(sent, stop.ttft_ms, time.perf_counter()) < stop.max_late:
+            await asyncio.sleep(0.1)
+
+    watcher = asyncio.ensure_future(decided())
+    await asyncio.wait({everything, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    stopped = watcher.done() and not everything.done()
+    watcher.cancel()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(everything, watcher, return_exceptions=True)
+    return [sent[s.index][1] for s in specs if s.index in sent], stopped
+
+
 async def _run(base_url: str, specs: list[RequestSpec], workload: ServingWorkload, model_name: str,
-               concurrency: int | None, extra: dict[str, Any] | None) -> tuple[list[RequestResult], float]:
+               concurrency: int | None, extra: dict[str, Any] | None,
+               stop: StopEarly | None = None) -> tuple[list[RequestResult], float, bool]:
     aiohttp = _aiohttp()
     url = base_url.rstrip("/") + "/v1/completions"
     # A fresh connection per request: llama-server's HTTP library closes a kept-alive connection
     # after a few requests, and a pooled socket the server already closed fails the next request.
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     results: list[RequestResult] = []
+    stopped = False
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
         t0 = time.perf_counter()
         if concurrency is None:  # open loop: each request at its own offset
-            async def at_offset(spec: RequestSpec) -> RequestResult:
-                delay = (spec.send_at_s or 0.0) - (time.perf_counter() - t0)
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                return await _one(session, url, spec, model_name, t0, workload.request_timeout_s, extra)
+            def one(spec: RequestSpec, sent: Sent) -> Any:
+                return _one(session, url, spec, model_name, t0, workload.request_timeout_s, extra, sent)
 
-            results = list(await asyncio.gather(*(at_offset(s) for s in specs)))
+            results, stopped = await _open_loop(specs, one, t0, stop)
         else:  # closed loop: `concurrency` workers drain one queue
             queue = list(reversed(specs))
 
@@ -148,7 +222,7 @@ async def _run(base_url: str, specs: list[RequestSpec], workload: ServingWorkloa
         ends = [r.sent_s + (r.e2e_ms or 0.0) / 1e3 for r in results]
         duration_s = max(ends, default=0.0)
     results.sort(key=lambda r: r.index)
-    return results, duration_s
+    return results, duration_s, stopped
 
 
 def _run_coroutine(coro: Any) -> Any:
@@ -162,8 +236,10 @@ def _run_coroutine(coro: Any) -> Any:
 
 
 def run_load(base_url: str, workload: ServingWorkload, *, model_name: str, vocab_tokens: int,
-             warmup: bool = False, extra_body: dict[str, Any] | None = None) -> LoadResult:
-    """Send the workload's requests (or its warm-up requests) and time each one."""
+             warmup: bool = False, extra_body: dict[str, Any] | None = None,
+             stop_early: StopEarly | None = None) -> LoadResult:
+    """Send the workload's requests (or its warm-up requests) and time each one; ``stop_early``
+    (open loop only) ends the run once its TTFT quantile is decided to miss the bound."""
     workload.validate()
     specs = workload.requests(vocab_tokens, warmup=warmup)
     if not specs:
@@ -171,9 +247,12 @@ def run_load(base_url: str, workload: ServingWorkload, *, model_name: str, vocab
     concurrency = workload.concurrency
     if warmup:  # warm-up requests go a few at a time, to touch the batched paths too
         concurrency = min(len(specs), workload.concurrency or 2)
+    if concurrency is not None:
+        stop_early = None
     cpu0 = time.process_time()
-    results, duration_s = _run_coroutine(_run(base_url, specs, workload, model_name, concurrency, extra_body))
-    return LoadResult(results, duration_s, time.process_time() - cpu0)
+    results, duration_s, stopped = _run_coroutine(_run(base_url, specs, workload, model_name, concurrency,
+                                                       extra_body, stop_early))
+    return LoadResult(results, duration_s, time.process_time() - cpu0, stopped, len(specs) - len(results))
 
 
 def get_text(url: str, timeout_s: float = 5.0) -> tuple[int, str]:

@@ -42,6 +42,7 @@ class VllmEngine(Engine):
     requests_counter_counts_failures = False
     output_tokens_counter = "vllm:generation_tokens_total"
     prompt_tokens_counters = ("vllm:prompt_tokens_total",)
+    busy_gauges = ("vllm:num_requests_running", "vllm:num_requests_waiting")
     knobs = (
         Knob("max_num_seqs", int, 16, "sequences per scheduler step", "--max-num-seqs", minimum=1),
         Knob("max_num_batched_tokens", int, 2048, "tokens per scheduler step", "--max-num-batched-tokens",
