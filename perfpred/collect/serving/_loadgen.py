@@ -189,6 +189,9 @@ async def _open_loop(specs: list[RequestSpec], one: Callable[..., Any], t0: floa
     for task in tasks:
         task.cancel()
     await asyncio.gather(everything, watcher, return_exceptions=True)
+    failures = [t.exception() for t in tasks if not t.cancelled() and t.exception() is not None]
+    if failures:  # a fault of the client itself, as the run without a stop would raise it
+        raise failures[0]
     return [sent[s.index][1] for s in specs if s.index in sent], stopped
 
 
