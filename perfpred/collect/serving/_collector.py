@@ -299,9 +299,9 @@ class ServingCollector:
         capacity_rps = None
         load_extra = {"search": "sustainable_rate_load", **slo.describe()}
 
-        def report(row: Measurement) -> None:
+        def report(row: Measurement, met: bool | None = None) -> None:
             if on_load is not None:
-                met = row.status == "ok" and _meets(row, slo)[0]
+                met = row.status == "ok" and _meets(row, slo)[0] if met is None else met
                 on_load(replace_row(row, metrics={**row.metrics, "slo_met": float(met)}))
 
         with server:
@@ -323,13 +323,12 @@ class ServingCollector:
                                    warmup_requests=0 if rows else cfg.workload.warmup_requests)
                 load_cfg = replace(search_cfg, workload=workload)
                 row = self._measure_on(server, load_cfg, engine, knobs, workload, load_extra, stop)
-                report(row)
+                verdict = (False, [f"status {row.status}"]) if row.status != "ok" or not server.alive() else (
+                    _meets(row, slo))
+                report(row, verdict[0])
                 # The search's row describes the search, not this probe's load.
-                row = replace_row(row, workload=self._workload_row(search_cfg, extra))
-                rows[rate] = row
-                if row.status != "ok" or not server.alive():
-                    return False, [f"status {row.status}"]
-                return _meets(row, slo)
+                rows[rate] = replace_row(row, workload=self._workload_row(search_cfg, extra))
+                return verdict
 
             search = find_sustainable_rate(probe, start_rps=start_rps, max_probes=max_probes, rel_tol=rel_tol,
                                            min_rps=min_rps, max_rps=max_rps, growth=growth,
