@@ -244,9 +244,10 @@ def bench(model: str, *, seeds: int, budget_frac: float, run_dir: Path, repeats:
     budget = max(1, int(budget_frac * len(table)))
     print(f"[{model}] grid best {best:.3f} rps at {dict(best_row[KNOBS])}; (b) perfpred, budget {budget}, seed 0 "
           f"live", flush=True)
+    live_dir = run_dir / f"live-{time.strftime('%Y%m%dT%H%M%S')}"
     live = tune_serving_live(ENGINE, model, space=SPACE, slo=SLO, goal="sustainable_rate", workload=WORKLOAD,
                              fixed_knobs=FIXED, budget=budget, seed=0, rate_search=rate_search(model), run_dir=run_dir,
-                             store=run_dir / f"live-{time.strftime('%Y%m%dT%H%M%S')}",
+                             store=live_dir, loads=live_dir.with_name(live_dir.name + "-loads"),
                              progress=lambda r: print("   ", r, flush=True))
     runs = [{"seed": 0, "mode": "live", "best_config": live.best_config, "best_live_rps": live.best_value,
              "best_on_grid_rps": grid_rate(table, live.best_config), "n_launches": live.n_launches,

@@ -576,6 +576,7 @@ def tune_serving_cmd(
     output: Annotated[Path, typer.Option(help="Run directory for the report.")] = Path("perfpred-runs/tune-serving"),
     storage: Annotated[str | None, typer.Option(help="Live: Optuna RDB storage URL that records every launch as a trial, each SLO as a constraint (default sqlite:///OUTPUT/study.db; view with optuna-dashboard).")] = None,
     probe_s: Annotated[float, typer.Option(help="--goal sustainable_rate: seconds of arrivals per rate probe (each search starts at 0.8 x the capacity a closed-loop run measures).")] = 10.0,
+    loads_into: Annotated[Path | None, typer.Option(help="--goal sustainable_rate: store every load each rate search ran (capacity run and probes, each at its rate, with metric slo_met) here (default OUTPUT/loads): training rows for `perfpred train --kind serving`.")] = None,
 ) -> None:
     """Tune serving knobs under latency SLOs, predictor first; answer with a ready-to-paste server command.
 
@@ -595,6 +596,9 @@ def tune_serving_cmd(
         return
     if objective or constraint:
         raise InvalidInputError("--objective/--constraint are for --engine ml-energy; live runs take --goal and --slo-*")
+    if loads_into is not None and goal != "sustainable_rate":
+        raise InvalidInputError(f"--loads-into stores a rate search's loads: it needs --goal sustainable_rate, "
+                                f"but got --loads-into {loads_into} with --goal {goal}")
     from perfpred.collect.serving import Slo
     from perfpred.tuner import tune_serving_live
 
@@ -608,14 +612,16 @@ def tune_serving_cmd(
 
         rate_search = {"start_rps": None, "probe_duration_s": probe_s} if goal == "sustainable_rate" else None
         result = tune_serving_live(engine, model, slo=slo, goal=goal, budget=budget, seed=seed, store=store,
-                                   run_dir=output, progress=progress, storage=storage, rate_search=rate_search)
+                                   run_dir=output, progress=progress, storage=storage, rate_search=rate_search,
+                                   loads=loads_into)
     output.mkdir(parents=True, exist_ok=True)
     (output / "result.json").write_text(json.dumps(result.summary(), indent=2, default=str))
     result.history.to_csv(output / "history.csv", index=False)
     _print_kv_table(f"{engine} on {model}: best of {result.n_launches} launches",
                     {"best": f"{result.best_value:.4g} {result.unit}" if result.best_value else "no config met the SLO",
                      "config": json.dumps(result.best_config), "stopped by": result.stopped_by,
-                     "wall time": f"{result.wall_s:.0f} s", "store": str(store)})
+                     "wall time": f"{result.wall_s:.0f} s", "store": str(store),
+                     **({"loads": str(loads_into or output / "loads")} if goal == "sustainable_rate" else {})})
     if result.command_line:
         console.print(f"server command:\n{result.command_line}", soft_wrap=True)
     console.print(f"report: {output / 'result.json'}  launches: {output / 'history.csv'}  "

@@ -96,3 +96,10 @@ def test_tune_serving_live_refuses_replay_options(monkeypatch, capsys):
     code, out, err = run_main(monkeypatch, capsys, "tune-serving", "--engine", "llama-server", "--objective",
                               "metric.output_tokens_per_s:max")
     assert_one_line_error(code, out, err, "--objective", "ml-energy")
+
+
+def test_tune_serving_keeps_loads_only_for_a_rate_search(monkeypatch, capsys, tmp_path):
+    code, out, err = run_main(monkeypatch, capsys, "tune-serving", "--engine", "fake", "--goal", "throughput",
+                              "--loads-into", str(tmp_path / "loads"))
+    assert_one_line_error(code, out, err, "--loads-into", "--goal throughput")
+    assert not (tmp_path / "loads").exists()

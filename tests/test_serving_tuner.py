@@ -88,6 +88,24 @@ def test_every_launch_is_a_trial_of_an_optuna_study_with_the_slo_as_a_constraint
     assert [t.values[0] for t in study.best_trials] == [pytest.approx(result.best_value)]
 
 
+def test_a_sustainable_rate_tuning_run_keeps_every_load_its_searches_ran(tmp_path):
+    # The capacity run and each probe are training rows of latency under a load: a live tune
+    # that threw them away would keep one row per 5-10 loads it paid for.
+    rate_search = {"start_rps": None, "max_probes": 2, "probe_duration_s": 0.3, "min_requests": 3,
+                   "max_requests": 20, "capacity_concurrency": 2}
+    result = tune_serving_live("fake", space=_fake_space(), workload=FAST, budget=2, slo=Slo(e2e_ms=60_000.0),
+                               goal="sustainable_rate", rate_search=rate_search, run_dir=tmp_path)
+    searches = MeasurementStore(tmp_path / "store").load(kind="serving")
+    loads = MeasurementStore(tmp_path / "loads").load(kind="serving")
+    assert result.n_launches == 2 == len(searches)
+    assert len(loads) == int((1 + searches["metric.n_probes"]).sum())
+    assert set(loads["workload.search"]) == {"sustainable_rate_load"}
+    probes = loads[loads["workload.rate_rps"].notna()]
+    assert len(probes) == int(searches["metric.n_probes"].sum()) and probes["metric.slo_met"].eq(1.0).all()
+    assert set(zip(loads["config.slots"], loads["config.token_ms"], strict=True)) == set(
+        zip(searches["config.slots"], searches["config.token_ms"], strict=True))
+
+
 def test_slo_checks_and_bad_input():
     slo = Slo(ttft_ms=100.0, tpot_ms=10.0)
     assert slo_violations({"ttft_p99_ms": 50.0, "tpot_p99_ms": 5.0}, slo) == []

@@ -134,8 +134,9 @@ class LiveServingBackend:
     def __init__(self, *, engine: str, model: str, workload: Any, goal: str, slo: Any | None,
                  fixed: Mapping[str, Any], collector: Any, store: MeasurementStore | None,
                  space: SearchSpace | None = None, measure: Callable[[Any], Measurement] | None = None,
-                 rate_search: Mapping[str, Any] | None = None) -> None:
+                 rate_search: Mapping[str, Any] | None = None, loads: MeasurementStore | None = None) -> None:
         self.engine, self.model, self.workload, self.goal, self.slo = engine, model, workload, goal, slo
+        self.loads = loads
         self.fixed = dict(fixed)
         self.collector = collector
         self.store = store
@@ -164,7 +165,8 @@ class LiveServingBackend:
         if self._measure is not None:
             m = self._measure(cfg)
         elif self.goal == "sustainable_rate":
-            m = self.collector.sustainable_rate(cfg, self.slo, **self.rate_search)
+            on_load = None if self.loads is None else (lambda row: self.loads.append([row]))
+            m = self.collector.sustainable_rate(cfg, self.slo, on_load=on_load, **self.rate_search)
         else:
             m = self.collector.measure(cfg)
         if self.store is not None:
@@ -219,6 +221,7 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
                       slo: Any | None = None, goal: str = "throughput", budget: int = 8, seed: int = 0,
                       workload: Any | None = None, fixed_knobs: Mapping[str, Any] | None = None,
                       store: MeasurementStore | str | Path | None = None, run_dir: str | Path | None = None,
+                      loads: MeasurementStore | str | Path | None = None,
                       batch_size: int = 2, n_initial: int | None = None, kappa: float = 1.0,
                       startup_timeout_s: float | None = None, engines: Mapping[str, Any] | None = None,
                       measure: Callable[[Any], Measurement] | None = None,
@@ -239,6 +242,10 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
         store: where each launch's row is appended (a MeasurementStore or a path; default
             ``run_dir/store`` when ``run_dir`` is given).
         run_dir: server logs and the default store.
+        loads: with ``goal="sustainable_rate"``, where every load each rate search runs (its
+            capacity run and each probe, at its rate, with ``metric.slo_met``) is appended: the
+            training rows of latency under a given load (default ``run_dir/loads`` when
+            ``run_dir`` is given). A search runs 5-10 loads per launch; this keeps them all.
         batch_size / n_initial / kappa: launches per predictor refit, the space-filling start,
             exploration weight (see :class:`SloSearchSettings`).
         engines: engine objects by name (``{"llama-server": LlamaServerEngine(binary=...)}``).
@@ -269,11 +276,15 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
         store = MeasurementStore(store, create=True)
     elif store is None and run_dir is not None:
         store = MeasurementStore(run_dir / "store", create=True)
+    if isinstance(loads, (str, Path)):
+        loads = MeasurementStore(loads, create=True)
+    elif loads is None and run_dir is not None and goal == "sustainable_rate" and measure is None:
+        loads = MeasurementStore(run_dir / "loads", create=True)
     collector = ServingCollector(engines=engines, startup_timeout_s=startup_timeout_s,
                                  log_dir=run_dir / "logs" if run_dir else None)
     backend = LiveServingBackend(engine=engine, model=model, workload=workload, goal=goal, slo=slo, fixed=fixed,
                                  collector=collector, store=store, space=space, measure=measure,
-                                 rate_search=rate_search)
+                                 rate_search=rate_search, loads=loads)
     engine_obj = collector.engine(engine)
     candidates = runnable_candidates(space, backend, engine_obj)
     settings = SloSearchSettings(budget=budget, batch_size=batch_size, n_initial=n_initial, kappa=kappa, seed=seed)
