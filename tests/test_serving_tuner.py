@@ -118,6 +118,8 @@ def test_slo_checks_and_bad_input():
         tune_serving_live("fake", goal="sustainable_rate")
     with pytest.raises(InvalidInputError, match="`budget >= 1`"):
         tune_serving_live("fake", budget=0)
+    with pytest.raises(InvalidInputError, match="`loads` keeps a rate search's loads"):
+        tune_serving_live("fake", loads="somewhere")
     assert goal_value.__name__ == "goal_value"
 
 

@@ -262,6 +262,9 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
         raise InvalidInputError(f"`goal` must be one of {sorted(GOALS)}, but got goal={goal!r}")
     if goal == "sustainable_rate" and slo is None:
         raise InvalidInputError("`slo` must be given for goal='sustainable_rate', but got slo=None")
+    if loads is not None and goal != "sustainable_rate":
+        raise InvalidInputError(f"`loads` keeps a rate search's loads: it needs goal='sustainable_rate', "
+                                f"but got loads={str(loads)!r} with goal={goal!r}")
     if not isinstance(budget, int) or budget < 1:
         raise InvalidInputError(f"`budget >= 1` must hold, but got budget={budget!r}")
     if slo is not None:
