@@ -53,7 +53,9 @@ def tiny(tmp_path_factory):
 def test_llama_server_load_test_gives_a_complete_row(tiny, tmp_path):
     collector = ServingCollector(engines={"llama-server": LlamaServerEngine(binary=LLAMA_SERVER)},
                                  log_dir=tmp_path / "logs", startup_timeout_s=60.0)
-    workload = ServingWorkload(n_requests=16, concurrency=4, prompt_tokens=32, output_tokens=16, warmup_requests=2)
+    # 128 tokens a request (~40 ms on `tiny`): with 16 the requests were so short that a client slowed
+    # by a busy machine never had two in flight at once, and the batching check failed.
+    workload = ServingWorkload(n_requests=16, concurrency=4, prompt_tokens=32, output_tokens=128, warmup_requests=2)
     cfg = ServingConfig("llama-server", {"np": 4, "t": 1, "c": 1024}, workload)
     store = MeasurementStore(tmp_path / "store", create=True)
     report = collector.run([cfg], store)
@@ -62,7 +64,7 @@ def test_llama_server_load_test_gives_a_complete_row(tiny, tmp_path):
     assert m.status == "ok" and m.error is None, m.error
     assert m.metrics["n_ok"] == 16 and m.metrics["n_errors"] == 0
     # the server's own counters agree with the client: every requested token was generated
-    assert m.metrics["server_output_tokens"] == m.metrics["client_output_tokens"] == 16 * 16
+    assert m.metrics["server_output_tokens"] == m.metrics["client_output_tokens"] == 16 * 128
     assert m.metrics["server_prompt_tokens"] == 16 * 32
     assert m.metrics["server_counts_match"] == 1.0
     # 4 slots and 4 requests in flight: the server really batched them (1.0 would be one at a time)
@@ -71,7 +73,7 @@ def test_llama_server_load_test_gives_a_complete_row(tiny, tmp_path):
     assert m.metrics["tpot_p50_ms"] >= 0 and m.metrics["output_tokens_per_s"] > 0
     assert m.runtime_ms == pytest.approx(m.metrics["e2e_p50_ms"]) and len(m.raw_times_ms) == 16
     assert m.config["parallel"] == 4 and m.config["max_num_seqs"] == 4 and m.config["ctx_size"] == 1024
-    assert m.workload["n_params"] == 664_192 and m.workload["output_tokens"] == 16
+    assert m.workload["n_params"] == 664_192 and m.workload["output_tokens"] == 128
     assert m.power_source == "unavailable" and m.software["engine"] == "llama-server"
     assert m.software["engine_version"] != "unknown"
     server_log = next((tmp_path / "logs").glob("llama-server-*.log"))
