@@ -76,6 +76,22 @@ def _strategy_row(name: str, agg: dict, budgets: tuple[int, ...]) -> str:
             + f" | {agg['mean_wall_s_per_run']:.1f} |")
 
 
+def _seeded_tables(d: dict, output: str, title: str, names: list[str], at: int, head: str,
+                   budgets: tuple[int, ...]) -> list[str]:
+    """A many-seed tuning run: its strategy table, then P and best/opt at ``at`` per space."""
+    lines = ["", f"{title}, {d['seeds']} seeds (`--seeds {d['seeds']} --strategies {','.join(d['strategies'])} "
+             f"--output {output}`):", "", head, "|" + "---|" * (len(budgets) + 3)]
+    lines += [_strategy_row(name, agg, budgets) for name, agg in
+              sorted(d["strategies"].items(), key=lambda kv: -kv[1].get("mean_P", -9))]
+    lines += ["", "| space | " + " | ".join(f"{n} P | {n} @{at}" for n in names) + " |",
+              "|---|" + "---|" * (2 * len(names))]
+    for space, v in d["spaces"].items():
+        cells = [f"{v['strategies'][n]['P']:.3f} | {v['strategies'][n][f'best_over_opt@{at}']:.3f}"
+                 if n in v["strategies"] else "- | -" for n in names]
+        lines.append(f"| {space} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def tuning() -> str:
     d = _load("tuning")
     if not d:
@@ -120,19 +136,17 @@ def tuning() -> str:
             lines.append(f"| {space} | " + " | ".join(cells) + " |")
     local = _load("tuning_local")
     if local:
-        lines += ["", f"Local picks from the incumbents that beat the prior most (default since 2026-12-02), "
-                  f"{local['seeds']} seeds (`--seeds {local['seeds']} --strategies "
-                  f"{','.join(local['strategies'])} --output tuning_local`):", "", head,
-                  "|" + "---|" * (len(budgets) + 3)]
-        lines += [_strategy_row(name, agg, budgets) for name, agg in
-                  sorted(local["strategies"].items(), key=lambda kv: -kv[1].get("mean_P", -9))]
         names = [n for n in ("perfpred-transfer", "perfpred-transfer-nolocal", "perfpred-cold")
                  if n in local["strategies"]]
-        lines += ["", "| space | " + " | ".join(f"{n} P | {n} @16" for n in names) + " |",
-                  "|---|" + "---|" * (2 * len(names))]
-        for space, v in local["spaces"].items():
-            cells = [f"{v['strategies'][n]['P']:.3f} | {v['strategies'][n]['best_over_opt@16']:.3f}" for n in names]
-            lines.append(f"| {space} | " + " | ".join(cells) + " |")
+        lines += _seeded_tables(local, "tuning_local", "Local picks from the incumbents that beat the prior most "
+                                "(default since 2026-12-02)", names, 16, head, budgets)
+    seeds20 = _load("tuning_20seeds")
+    if seeds20:
+        lines += _seeded_tables(seeds20, "tuning_20seeds", f"Current defaults, {seeds20['spaces_done']} of "
+                                f"{seeds20['spaces_total']} spaces",
+                                [n for n, _ in sorted(seeds20["strategies"].items(),
+                                                      key=lambda kv: -kv[1].get("mean_P", -9)) if n != "random"],
+                                32, head, budgets)
     ceiling = _load("tuning_ceiling")
     if ceiling:
         tuned = (local or cal or d)["spaces"]
