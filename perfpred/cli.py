@@ -621,7 +621,7 @@ def tune_serving_cmd(
                     {"best": f"{result.best_value:.4g} {result.unit}" if result.best_value else "no config met the SLO",
                      "config": json.dumps(result.best_config), "stopped by": result.stopped_by,
                      "wall time": f"{result.wall_s:.0f} s", "store": str(store),
-                     **({"loads": str(loads_into or output / "loads")} if goal == "sustainable_rate" else {})})
+                     **({"loads": result.loads} if result.loads else {})})
     if result.command_line:
         console.print(f"server command:\n{result.command_line}", soft_wrap=True)
     console.print(f"report: {output / 'result.json'}  launches: {output / 'history.csv'}  "

@@ -97,7 +97,7 @@ def test_a_sustainable_rate_tuning_run_keeps_every_load_its_searches_ran(tmp_pat
                                goal="sustainable_rate", rate_search=rate_search, run_dir=tmp_path)
     searches = MeasurementStore(tmp_path / "store").load(kind="serving")
     loads = MeasurementStore(tmp_path / "loads").load(kind="serving")
-    assert result.n_launches == 2 == len(searches)
+    assert result.n_launches == 2 == len(searches) and result.summary()["loads"] == str(tmp_path / "loads")
     assert len(loads) == int((1 + searches["metric.n_probes"]).sum())
     assert set(loads["workload.search"]) == {"sustainable_rate_load"}
     probes = loads[loads["workload.rate_rps"].notna()]

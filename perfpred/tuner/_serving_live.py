@@ -120,12 +120,14 @@ class LiveTuneResult:
     wall_s: float
     study: Any = field(default=None, repr=False)  # the Optuna study holding every launch as a trial
     storage: str | None = None  # its RDB URL (None: in memory)
+    loads: str | None = None  # the store holding every load the rate searches ran (None: not kept)
 
     def summary(self) -> dict[str, Any]:
         return {"engine": self.engine, "model": self.model, "goal": self.goal, "unit": self.unit,
                 "best_config": self.best_config, "best_value": self.best_value, "command_line": self.command_line,
                 "n_launches": self.n_launches, "stopped_by": self.stopped_by, "wall_s": round(self.wall_s, 1),
-                "study_name": self.study.study_name if self.study is not None else None, "storage": self.storage}
+                "study_name": self.study.study_name if self.study is not None else None, "storage": self.storage,
+                "loads": self.loads}
 
 
 class LiveServingBackend:
@@ -326,4 +328,5 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
                           unit=GOALS[goal][1], best_config=best_knobs, best_value=best.goal if best else None,
                           command_line=command, n_launches=len(done), history=pd.DataFrame(rows),
                           stopped_by="budget" if len(done) >= budget else "space_exhausted",
-                          wall_s=time.perf_counter() - t0, study=recorder.study, storage=storage)
+                          wall_s=time.perf_counter() - t0, study=recorder.study, storage=storage,
+                          loads=str(loads.path) if loads is not None else None)
