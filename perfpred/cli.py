@@ -494,6 +494,7 @@ def tune(
     output: Annotated[Path, typer.Option(help="Run directory for history.csv, result.json and best_so_far.png.")] = Path("perfpred-runs/tune"),
     objective: Annotated[list[str] | None, typer.Option(help="Multi-objective: a measured field to optimise, METRIC[:max|:min] (runtime_ms, energy_j, power_w, metric.NAME); repeat for a Pareto front (e.g. --objective runtime_ms --objective energy_j).")] = None,
     constraint: Annotated[list[str] | None, typer.Option(help="A bound on a measured field that counts a config as feasible, e.g. 'metric.itl_p99_ms <= 50' (repeatable; Optuna constraints).")] = None,
+    features: Annotated[str, typer.Option(help="What the surrogate learns from: 'raw' (the parameter values) or 'derived' (also the kernel quantities derived from them and the problem: work per thread, tile areas, blocks launched, ...; single-objective tuning).")] = "raw",
 ) -> None:
     """Tune a configuration space with the predictor first, confirming the best candidates on hardware.
 
@@ -503,9 +504,14 @@ def tune(
     """
     from rich.live import Live
 
-    from perfpred.tuner import Tuner, TuneSettings, random_search
+    from perfpred.tuner import Tuner, TuneSettings, kernel_tuning_features, param_features, random_search
     from perfpred.tuner._session import open_session, priors_from_files, write_report
 
+    if features not in ("raw", "derived"):
+        raise InvalidInputError(f"`--features` must be 'raw' or 'derived', but got {features!r}")
+    if features == "derived" and (objective or constraint):
+        raise InvalidInputError("`--features derived` works in single-objective tuning only, but got --objective or "
+                                "--constraint")
     session = open_session(backend, str(space) if space else None)
     if objective or constraint:
         _tune_pareto(session, objective or ["runtime_ms"], constraint or [], budget=budget, batch=batch,
@@ -538,12 +544,14 @@ def tune(
             live.update(view())
 
         tuner = Tuner(session.space, session.backend, settings, candidates=session.candidates, prior=priors,
-                      storage=storage, study_name=study, on_evaluation=on_eval)
+                      storage=storage, study_name=study, on_evaluation=on_eval,
+                      featurize=kernel_tuning_features(session.workload) if features == "derived" else param_features)
         result = tuner.run()
     comparisons = {}
     if compare_random:
         comparisons["random"] = random_search(session.backend, session.candidates, budget, seed=seed)
-    paths = write_report(output, history=result.history, settings={**settings.__dict__, "backend": backend},
+    paths = write_report(output, history=result.history,
+                         settings={**settings.__dict__, "backend": backend, "features": features},
                          best_config=result.best_config, best_value=result.best_value, comparisons=comparisons,
                          optimum=session.optimum, budget=budget, description=session.description)
     summary = {"evaluations": result.n_evaluations, "stopped by": result.stopped_by,

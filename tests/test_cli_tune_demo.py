@@ -146,3 +146,20 @@ def test_demo_starts_from_a_prior_recording_instead_of_cold(tmp_path):
     warm = run_demo(run_dir=tmp_path / "warm", budget=4, quick=True, kernel="jacobi2d", seed=1, prior_files=[cache])
     # With a prior there is no cold start: every pick is a prediction, so its error is known.
     assert warm.predicted_vs_measured_mape_pct is not None
+
+
+def test_tune_on_derived_kernel_features(tmp_path):
+    target = datasets_dir() / CONV.format("A4000")
+    out = tmp_path / "run"
+    result = invoke("tune", "--backend", f"replay:{target}", "--budget", "8", "--features", "derived",
+                    "--output", str(out))
+    assert "best config" in result.output
+    report = json.loads((out / "result.json").read_text())
+    assert report["n_evaluations"] == 8 and report["settings"]["features"] == "derived"
+
+
+@pytest.mark.parametrize("extra", [["--features", "tiles"], ["--features", "derived", "--objective", "runtime_ms"]])
+def test_tune_refuses_unknown_or_unsupported_features(monkeypatch, capsys, extra):
+    target = datasets_dir() / CONV.format("A4000")
+    code, out, err = run_main(monkeypatch, capsys, "tune", "--backend", f"replay:{target}", *extra)
+    assert_one_line_error(code, out, err, "--features")

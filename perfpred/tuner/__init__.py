@@ -25,7 +25,7 @@ from perfpred.tuner._serving_replay import (
 )
 from perfpred.tuner._space import Continuous, SearchSpace
 from perfpred.tuner._study import ClaimTable, StudyRecorder, config_key
-from perfpred.tuner._surrogate import EnsembleSurrogate, param_features
+from perfpred.tuner._surrogate import EnsembleSurrogate, kernel_tuning_features, param_features
 
 __all__ = [
     "KERNEL_TUNER_STRATEGIES",
@@ -57,6 +57,7 @@ __all__ = [
     "hypervolume_curve",
     "hypervolume_improvement",
     "kernel_tuner_search",
+    "kernel_tuning_features",
     "load_serving_table",
     "lomo_predictor",
     "maximin_design",

@@ -236,7 +236,9 @@ class Tuner:
             such functions, one per source hardware, weighted by how well each orders the
             configs measured here (see ``source_weights``).
         storage / study_name: Optuna RDB storage URL shared by workers (default: in memory).
-        featurize: candidates DataFrame -> numeric features (default: ``param_features``).
+        featurize: candidates DataFrame -> numeric features (default: ``param_features``, the raw
+            values; for a kernel, ``kernel_tuning_features(problem)`` adds the quantities derived
+            from them: ``perfpred tune --features derived``).
     """
 
     def __init__(self, space: SearchSpace, backend: HardwareBackend, settings: TuneSettings, *,

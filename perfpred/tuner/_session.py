@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ class Session:
     candidates: pd.DataFrame
     description: str
     optimum: float | None = None  # known for replayed spaces
+    # The problem every candidate solves (problem_size_x, m, ...): the derived kernel features need it.
+    workload: dict[str, Any] = field(default_factory=dict)
 
 
 def _replay_format(path: Path) -> str:
@@ -54,8 +56,12 @@ def open_session(backend_spec: str, space_file: str | None = None) -> Session:
         space = (SearchSpace.from_dict(_load_spec(space_file)) if space_file
                  else SearchSpace({k: sorted(candidates[k].unique().tolist()) for k in candidates.columns}))
         candidates = candidates[space.mask(candidates[space.names])]
+        table = backend.table
+        workload = {c.removeprefix("workload."): table[c].iloc[0] for c in table.columns
+                    if c.startswith("workload.") and c.removeprefix("workload.") not in space.names
+                    and table[c].nunique(dropna=False) == 1}
         return Session(space, backend, candidates.reset_index(drop=True), f"replay of {path.name}",
-                       optimum=float(backend.optimum().runtime_ms))
+                       optimum=float(backend.optimum().runtime_ms), workload=workload)
     if kind == "kernel":
         from perfpred.collect import KernelCollector, get_kernel
 
@@ -65,7 +71,8 @@ def open_session(backend_spec: str, space_file: str | None = None) -> Session:
         space = SearchSpace.from_kernel_tuner(collector.space(), collector.restrictions)
         if space_file:
             space = SearchSpace.from_dict(_load_spec(space_file))
-        return Session(space, _KernelBackend(collector), space.enumerate(), f"kernel {name} on this CPU")
+        return Session(space, _KernelBackend(collector), space.enumerate(), f"kernel {name} on this CPU",
+                       workload=dict(collector.problem_size))
     raise InvalidInputError(f"--backend must be replay:PATH or kernel:NAME[:SIZE], but got {backend_spec!r}")
 
 

@@ -13,7 +13,9 @@ results), so candidates the tuner believes will fail are ranked last.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,6 +42,50 @@ def param_features(frame: pd.DataFrame) -> pd.DataFrame:
             cats = sorted(col.astype(str).unique())
             out[name] = col.astype(str).map({c: i for i, c in enumerate(cats)}).astype(float)
     return out
+
+
+def kernel_tuning_features(workload: Mapping[str, Any] | None = None) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """A featurizer for tuning a kernel: each parameter (value and log2) plus the quantities the
+    kernel feature rules derive from them and the problem (``perfpred.features.kernel_features``:
+    work per thread, tile areas, local memory, blocks launched, halo overhead, ...).
+
+    ``workload`` holds the problem, as the measurement rows name it (``problem_size_x``, ``m``,
+    ...; a ``workload.`` prefix is optional); it is the same for every candidate, so it only
+    matters through the derived quantities. Columns that are constant, not finite for every
+    candidate, or a copy of an earlier column are dropped: they cannot split the configs.
+
+    Why: the surrogate learns from 8-128 measurements, and from raw parameters a tree needs many
+    of them to find that, say, MWG / MDIMC x NWG / NDIMC (accumulators per thread) matters; as a
+    column it takes one split. Opt-in, not the default: on the 12 recorded spaces (20 seeds,
+    ``benchmarks/results/tuning_features.json``) it lifted transfer tuning on UCI SGEMM (P 0.46 ->
+    0.61, 14 parameters and priors that order it badly) and moved the mean P only from 0.848 to
+    0.856, losing 0.01-0.06 on 4 spaces; cold start stayed at mean P 0.527 (-0.10..+0.11 per space).
+    """
+    from perfpred.features import kernel_features
+
+    constants = {(k if k.startswith("workload.") else f"workload.{k}"): v for k, v in (workload or {}).items()}
+
+    def featurize(candidates: pd.DataFrame) -> pd.DataFrame:
+        frame = pd.DataFrame({f"config.{name}": candidates[name].to_numpy() for name in candidates.columns},
+                             index=candidates.index)
+        for column, value in constants.items():
+            frame[column] = value
+        feats = kernel_features(frame)
+        values = feats.to_numpy(dtype=float)
+        keep, seen = [], {}
+        for j, name in enumerate(feats.columns):
+            col = values[:, j]
+            if not np.isfinite(col).all() or (len(col) and (col == col[0]).all()):
+                continue
+            key = hash(col.tobytes())
+            if key in seen and np.array_equal(values[:, seen[key]], col):
+                continue
+            seen[key] = j
+            keep.append(name)
+        # One candidate (or all alike): nothing varies, but a model still needs its columns.
+        return feats[keep or [c for c in feats.columns if c.startswith("p_")]]
+
+    return featurize
 
 
 def aligned_features(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
