@@ -147,6 +147,13 @@ def tuning() -> str:
                                 [n for n, _ in sorted(seeds20["strategies"].items(),
                                                       key=lambda kv: -kv[1].get("mean_P", -9)) if n != "random"],
                                 32, head, budgets)
+    features = _load("tuning_features")
+    if features:
+        lines += _seeded_tables(features, "tuning_features", "The surrogate also on the derived kernel quantities "
+                                "(`-derived`, `perfpred tune --features derived`) against the default (raw "
+                                "parameters); the other rows are tuning_20seeds' runs",
+                                ["perfpred-transfer-derived", "perfpred-transfer", "perfpred-cold-derived",
+                                 "perfpred-cold"], 32, head, budgets)
     ceiling = _load("tuning_ceiling")
     if ceiling:
         tuned = (local or cal or d)["spaces"]

@@ -11,6 +11,9 @@ Strategies, all on the same replayed spaces and seeds:
 - perfpred-transfer-nocal: the same without calibration picks (the first batch all from the prior);
 - perfpred-transfer-nolocal: the same without local picks (the default until 2026-12-02);
 - perfpred-cold: the tuner with no prior (space-filling start);
+- perfpred-transfer-derived / perfpred-cold-derived: the surrogate also on the kernel quantities
+  derived from the parameters and the problem (``kernel_tuning_features``; ``perfpred tune
+  --features derived``);
 - random (executed), optuna-tpe, optuna-gp (directly on the replay, no predictor);
 - autotvm: AutoTVM's XGBTuner recipe (rank model + simulated annealing, 64-config plans);
 - kt-<strategy>: Kernel Tuner 1.5 in simulation_mode on the same cache file.
@@ -45,6 +48,7 @@ from perfpred.tuner import (
     autotvm_search,
     evaluations_to_within,
     kernel_tuner_search,
+    kernel_tuning_features,
     mean_curve,
     optuna_search,
     param_features,
@@ -63,6 +67,7 @@ STRATEGIES = ["perfpred-transfer", "perfpred-cold", "random", "optuna-tpe", "opt
 # Ablations of the tuner's defaults, named by what they switch off.
 SETTING_VARIANTS = {"perfpred-transfer-nocal": {"calibration_picks": 0},
                     "perfpred-transfer-nolocal": {"local_fraction": 0.0}}
+DERIVED_FEATURE_VARIANTS = ("perfpred-transfer-derived", "perfpred-cold-derived")
 # Optuna samples the cartesian product; most suggestions in these constrained spaces are invalid
 # configs (told as failures, costing no evaluation), and each ask slows as they pile up. A run gives
 # up after 10 invalid suggestions per evaluation (its curve then stays at its last best), and the
@@ -189,6 +194,7 @@ def run_space(name: str, seeds: list[int], strategies: list[str], path: Path | N
         models = source_models(name, files, list(candidates.columns), list(sources) if sources else None)
         priors = {src: xgb_prior(model) for src, model in models.items()}
         out["prior_fit_s"] = time.perf_counter() - t0
+    workload = {c: backend.table[c].iloc[0] for c in backend.table.columns if c.startswith("workload.")}
     kt_cache = None
     for strategy in strategies:
         runs, walls = [], []
@@ -198,8 +204,9 @@ def run_space(name: str, seeds: list[int], strategies: list[str], path: Path | N
             if strategy.startswith("perfpred"):
                 settings = TuneSettings(budget=BUDGET, batch_size=4, seed=seed, **SETTING_VARIANTS.get(strategy, {}))
                 prior = priors if strategy.startswith("perfpred-transfer") else None
+                featurize = kernel_tuning_features(workload) if strategy in DERIVED_FEATURE_VARIANTS else param_features
                 result = Tuner(space, backend, settings, candidates=candidates, prior=prior,
-                               study_name=f"{name}-{strategy}-{seed}").run()
+                               study_name=f"{name}-{strategy}-{seed}", featurize=featurize).run()
                 values = result.history["value"].tolist()
             elif strategy == "random":
                 values = random_search(backend, candidates, BUDGET, seed=seed)
