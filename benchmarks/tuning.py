@@ -194,7 +194,6 @@ def run_space(name: str, seeds: list[int], strategies: list[str], path: Path | N
         models = source_models(name, files, list(candidates.columns), list(sources) if sources else None)
         priors = {src: xgb_prior(model) for src, model in models.items()}
         out["prior_fit_s"] = time.perf_counter() - t0
-    workload = {c: backend.table[c].iloc[0] for c in backend.table.columns if c.startswith("workload.")}
     kt_cache = None
     for strategy in strategies:
         runs, walls = [], []
@@ -204,7 +203,8 @@ def run_space(name: str, seeds: list[int], strategies: list[str], path: Path | N
             if strategy.startswith("perfpred"):
                 settings = TuneSettings(budget=BUDGET, batch_size=4, seed=seed, **SETTING_VARIANTS.get(strategy, {}))
                 prior = priors if strategy.startswith("perfpred-transfer") else None
-                featurize = kernel_tuning_features(workload) if strategy in DERIVED_FEATURE_VARIANTS else param_features
+                derived = strategy in DERIVED_FEATURE_VARIANTS
+                featurize = kernel_tuning_features(backend.problem()) if derived else param_features
                 result = Tuner(space, backend, settings, candidates=candidates, prior=prior,
                                study_name=f"{name}-{strategy}-{seed}", featurize=featurize).run()
                 values = result.history["value"].tolist()

@@ -114,3 +114,16 @@ def test_a_replay_session_knows_its_problem_for_the_derived_features():
 def test_a_single_candidate_keeps_its_parameter_columns():
     feats = kernel_tuning_features()(pd.DataFrame({"MWG": [64], "NWG": [32]}))
     assert list(feats.columns) == ["p_MWG", "p_NWG"] and len(feats) == 1
+
+
+def test_a_replay_gives_its_problem_for_the_derived_features():
+    """What tuning.py and ``perfpred tune`` pass to the featurizer: the workload the replay shares."""
+    from perfpred.collect._replay import ReplayBackend
+    from perfpred.settings import datasets_dir
+
+    backend = ReplayBackend.from_file(datasets_dir() / "kernel-tuner" / "gemm" / "RTX_3090.json.gz")
+    problem = backend.problem()
+    assert problem["problem_size_x"] == 4096 and not set(problem) & set(backend.keys)
+    cands = pd.DataFrame([c.as_dict() for c in backend.configs()]).head(500)
+    feats = kernel_tuning_features(problem)(cands)
+    np.testing.assert_allclose(feats["d_gemm_workgroups"], (4096 / cands["MWG"]) * (4096 / cands["NWG"]))

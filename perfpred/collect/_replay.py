@@ -126,6 +126,13 @@ class ReplayBackend:
         """The replayed rows in the flat Measurement layout (read-only: do not modify)."""
         return self._rows
 
+    def problem(self) -> dict[str, Any]:
+        """The workload every replayed row shares (its ``workload.*`` columns that are not tuned
+        and never vary; e.g. ``problem_size_x``), without the prefix."""
+        rows = self._rows
+        return {c[len(WORKLOAD_PREFIX):]: _python(rows[c].iloc[0]) for c in rows.columns
+                if c.startswith(WORKLOAD_PREFIX) and c not in self._columns and rows[c].nunique(dropna=False) == 1}
+
     def space(self) -> dict[str, list[Any]]:
         """The tune parameters and the values recorded for each (Kernel Tuner's ``tune_params``)."""
         return {key: list(values) for key, values in self._values.items()}

@@ -56,12 +56,8 @@ def open_session(backend_spec: str, space_file: str | None = None) -> Session:
         space = (SearchSpace.from_dict(_load_spec(space_file)) if space_file
                  else SearchSpace({k: sorted(candidates[k].unique().tolist()) for k in candidates.columns}))
         candidates = candidates[space.mask(candidates[space.names])]
-        table = backend.table
-        workload = {c.removeprefix("workload."): table[c].iloc[0] for c in table.columns
-                    if c.startswith("workload.") and c.removeprefix("workload.") not in space.names
-                    and table[c].nunique(dropna=False) == 1}
         return Session(space, backend, candidates.reset_index(drop=True), f"replay of {path.name}",
-                       optimum=float(backend.optimum().runtime_ms), workload=workload)
+                       optimum=float(backend.optimum().runtime_ms), workload=backend.problem())
     if kind == "kernel":
         from perfpred.collect import KernelCollector, get_kernel
 
