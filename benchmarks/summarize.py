@@ -79,8 +79,10 @@ def _strategy_row(name: str, agg: dict, budgets: tuple[int, ...]) -> str:
 def _seeded_tables(d: dict, output: str, title: str, names: list[str], at: int, head: str,
                    budgets: tuple[int, ...]) -> list[str]:
     """A many-seed tuning run: its strategy table, then P and best/opt at ``at`` per space."""
-    lines = ["", f"{title}, {d['seeds']} seeds (`--seeds {d['seeds']} --strategies {','.join(d['strategies'])} "
-             f"--output {output}`):", "", head, "|" + "---|" * (len(budgets) + 3)]
+    # A file written by --rerun holds other runs too: name the command that ran this time.
+    command = (f"--rerun {','.join(d['rerun'])} --seeds {d['seeds']} --output {output}" if "rerun" in d else
+               f"--seeds {d['seeds']} --strategies {','.join(d['strategies'])} --output {output}")
+    lines = ["", f"{title}, {d['seeds']} seeds (`{command}`):", "", head, "|" + "---|" * (len(budgets) + 3)]
     lines += [_strategy_row(name, agg, budgets) for name, agg in
               sorted(d["strategies"].items(), key=lambda kv: -kv[1].get("mean_P", -9))]
     lines += ["", "| space | " + " | ".join(f"{n} P | {n} @{at}" for n in names) + " |",
