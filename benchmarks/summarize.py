@@ -80,8 +80,12 @@ def _seeded_tables(d: dict, output: str, title: str, names: list[str], at: int, 
                    budgets: tuple[int, ...]) -> list[str]:
     """A many-seed tuning run: its strategy table, then P and best/opt at ``at`` per space."""
     # A file written by --rerun holds other runs too: name the command that ran this time.
-    command = (f"--rerun {','.join(d['rerun'])} --seeds {d['seeds']} --output {output}" if "rerun" in d else
-               f"--seeds {d['seeds']} --strategies {','.join(d['strategies'])} --output {output}")
+    if "rerun" in d:
+        command = f"--rerun {','.join(d['rerun'])} --seeds {d['seeds']} --output {output}"
+    elif "extended" in d:
+        command = f"--extend --seeds {d['seeds']} --strategies {','.join(d['extended'])} --output {output}"
+    else:
+        command = f"--seeds {d['seeds']} --strategies {','.join(d['strategies'])} --output {output}"
     lines = ["", f"{title}, {d['seeds']} seeds (`{command}`):", "", head, "|" + "---|" * (len(budgets) + 3)]
     lines += [_strategy_row(name, agg, budgets) for name, agg in
               sorted(d["strategies"].items(), key=lambda kv: -kv[1].get("mean_P", -9))]
@@ -147,6 +151,13 @@ def tuning() -> str:
         lines += _seeded_tables(seeds20, "tuning_20seeds", f"Current defaults, {seeds20['spaces_done']} of "
                                 f"{seeds20['spaces_total']} spaces",
                                 [n for n, _ in sorted(seeds20["strategies"].items(),
+                                                      key=lambda kv: -kv[1].get("mean_P", -9)) if n != "random"],
+                                32, head, budgets)
+    seeds50 = _load("tuning_50seeds")
+    if seeds50:
+        lines += _seeded_tables(seeds50, "tuning_50seeds", "tuning_20seeds' runs extended to more seeds (seeds 0-19 "
+                                "are the same runs, every run is seeded)",
+                                [n for n, _ in sorted(seeds50["strategies"].items(),
                                                       key=lambda kv: -kv[1].get("mean_P", -9)) if n != "random"],
                                 32, head, budgets)
     features = _load("tuning_features")

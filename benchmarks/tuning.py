@@ -4,6 +4,8 @@
     python benchmarks/tuning.py --seeds 5 --spaces gemm/RTX_2080_Ti --strategies perfpred-transfer,random
     python benchmarks/tuning.py --seeds 5 --strategies perfpred-transfer,perfpred-transfer-nocal,random \
         --output tuning_calibration
+    python benchmarks/tuning.py --extend --seeds 50 --strategies perfpred-transfer,random --output tuning_50seeds
+        # adds seeds to an existing runs file; resumable, one space x strategy at a time
 
 Strategies, all on the same replayed spaces and seeds:
 - perfpred-transfer: the tuner with per-source priors trained on the OTHER GPUs' recordings of
@@ -305,9 +307,15 @@ def main() -> None:
                         "measured runtimes (the best any transferred prior can do) -> tuning_ceiling.json")
     parser.add_argument("--rerun", default="", help="re-run only these strategies (comma-separated) on the spaces "
                         "in the runs file, keeping every other strategy's runs (after a change to one strategy)")
+    parser.add_argument("--extend", action="store_true", help="add only the seeds each space x strategy of "
+                        "--strategies lacks up to --seeds to the runs file of --output (resumable: saved after "
+                        "every space x strategy)")
     args = parser.parse_args()
     if args.rerun:
         rerun(args)
+        return
+    if args.extend:
+        extend(args)
         return
     if args.ceiling:
         names = list(space_files()) if args.spaces == "all" else args.spaces.split(",")
@@ -341,6 +349,70 @@ def main() -> None:
             path = write_result(args.output, {"budget": BUDGET, "seeds": len(seeds), "strategies": strategies,
                                               "spaces_done": len(results), "spaces_total": len(names),
                                               "wall_s": round(time.time() - t0, 1), **summary})
+    print(f"wrote {path} in {time.time() - t0:.0f} s")
+
+
+def missing_seeds(results: list[dict], names: list[str], strategies: list[str], n_seeds: int) -> list[tuple]:
+    """(space, strategy, seeds) still to run for ``n_seeds`` seeds of every strategy on every space.
+
+    A runs file holds seeds 0..len-1 of each strategy in order (``main`` runs ``range(--seeds)``
+    and every run is seeded), so the missing ones are len..n_seeds-1. The slowest space (UCI SGEMM's
+    241,600 configs) goes first so that two workers finish together.
+    """
+    have = {r["space"]: {s: len(runs) for s, runs in r["runs"].items()} for r in results}
+    units = [(name, strategy, list(range(have.get(name, {}).get(strategy, 0), n_seeds)))
+             for name in names for strategy in strategies]
+    units = [u for u in units if u[2]]
+    return sorted(units, key=lambda u: not u[0].startswith("uci-sgemm"))
+
+
+def merge_runs(results: list[dict], new: dict) -> None:
+    """Append a ``run_space`` result's seeds to its space in ``results`` (added when new);
+    the mean wall time per run is weighted by the runs each part holds."""
+    old = next((r for r in results if r["space"] == new["space"]), None)
+    if old is None:
+        results.append(new)
+        return
+    for strategy, runs in new["runs"].items():
+        before = old["runs"].get(strategy, [])
+        if before:
+            old["wall_s"][strategy] = ((old["wall_s"][strategy] * len(before) + new["wall_s"][strategy] * len(runs))
+                                       / (len(before) + len(runs)))
+        else:
+            old["wall_s"][strategy] = new["wall_s"][strategy]
+        old["runs"][strategy] = before + runs
+    if "prior_fit_s" in new and "prior_fit_s" not in old:
+        old["prior_fit_s"] = new["prior_fit_s"]
+
+
+def extend(args: argparse.Namespace) -> None:
+    """Run the seeds the runs file of ``--output`` lacks, one space x strategy at a time."""
+    names = list(space_files()) if args.spaces == "all" else args.spaces.split(",")
+    strategies = args.strategies.split(",")
+    runs_file = RUNS_DIR / "tuning" / f"{args.output}_runs.json.gz"
+    results: list[dict] = []
+    if runs_file.exists():
+        with gzip.open(runs_file, "rt") as fh:
+            results = json.load(fh)
+    units = missing_seeds(results, names, strategies, args.seeds)
+    print(f"{len(units)} space x strategy units to run ({sum(len(u[2]) for u in units)} runs)", flush=True)
+    t0 = time.time()
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        futures = [pool.submit(run_space, name, seeds, [strategy]) for name, strategy, seeds in units]
+        for future in as_completed(futures):
+            merge_runs(results, future.result())
+            results.sort(key=lambda r: list(space_files()).index(r["space"]) if r["space"] in space_files() else 99)
+            with gzip.open(runs_file, "wt") as fh:  # after every unit: an interrupted run loses one unit at most
+                json.dump(results, fh)
+    seeds_per_strategy = {s: min(len(r["runs"][s]) for r in results if s in r["runs"])
+                          for s in sorted({s for r in results for s in r["runs"]})}
+    summary = summarise(results, list(range(args.seeds)))
+    plot(results, RESULTS_DIR / f"{args.output}.png")
+    path = write_result(args.output, {"budget": BUDGET, "seeds": min(seeds_per_strategy.values()),
+                                      "seeds_per_strategy": seeds_per_strategy,
+                                      "spaces_done": len(results), "spaces_total": len(space_files()),
+                                      "extended": strategies, "wall_s_extend": round(time.time() - t0, 1),
+                                      **summary})
     print(f"wrote {path} in {time.time() - t0:.0f} s")
 
 

@@ -80,3 +80,27 @@ def test_the_load_aware_serving_predictor_learns_latency_at_a_rate_from_other_co
     assert result["every_load"]["mape_tpot_p50_ms"] < 0.5 * constant_mape
     assert at_rate["mape_output_tokens_per_s"] < 0.1
     assert serving_rate.load_predictor(tmp_path / "elsewhere") is None
+
+
+def test_extending_a_tuning_runs_file_adds_only_the_missing_seeds(monkeypatch):
+    """tuning.py --extend: the seeds each space x strategy lacks, UCI first; appended runs keep the
+    old ones and weight the mean wall time by run count; a new space is added whole."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import tuning
+
+    results = [{"space": "gemm/RTX_3090", "optimum_ms": 1.0, "n_configs": 9,
+                "runs": {"random": [[2.0]] * 3, "perfpred-cold": [[1.5]] * 5},
+                "wall_s": {"random": 1.0, "perfpred-cold": 4.0}}]
+    units = tuning.missing_seeds(results, ["gemm/RTX_3090", "uci-sgemm/GTX_680"], ["random", "perfpred-cold"], 5)
+    assert units == [("uci-sgemm/GTX_680", "random", [0, 1, 2, 3, 4]),
+                     ("uci-sgemm/GTX_680", "perfpred-cold", [0, 1, 2, 3, 4]),
+                     ("gemm/RTX_3090", "random", [3, 4])]
+    tuning.merge_runs(results, {"space": "gemm/RTX_3090", "runs": {"random": [[1.0], [3.0]]},
+                                "wall_s": {"random": 2.0}})
+    assert results[0]["runs"]["random"] == [[2.0]] * 3 + [[1.0], [3.0]]
+    assert results[0]["wall_s"]["random"] == (3 * 1.0 + 2 * 2.0) / 5
+    assert results[0]["runs"]["perfpred-cold"] == [[1.5]] * 5
+    tuning.merge_runs(results, {"space": "uci-sgemm/GTX_680", "runs": {"random": [[1.0]]}, "wall_s": {"random": 1.0}})
+    assert [r["space"] for r in results] == ["gemm/RTX_3090", "uci-sgemm/GTX_680"]
+    assert tuning.missing_seeds(results, ["gemm/RTX_3090"], ["random", "perfpred-cold"], 5) == []
+
