@@ -22,8 +22,15 @@ ends before the queue of a rate above capacity shows.
     LIVE (its own launches), seeds 1.. REPLAYED from the grid's rows;
 (c) random search with the same budget, REPLAYED from the grid's rows;
 (d) noise: the grid's best, median and worst configs re-launched ``--repeats`` times (once by
-    default; their rate searches' spread is the yardstick's own noise).
-Each pick is scored by the grid's rate for that config. The grid store lives under
+    default; their rate searches' spread is the yardstick's own noise);
+(e) confirmation (``--confirm R``): every config perfpred's seeds answered with, and the grid's
+    best, re-launched R times in interleaved, shuffled rounds, so drift over the hour falls on all
+    alike; each seed is then scored by its answer's median re-launched rate over the grid best's.
+    The grid's best is the maximum of 20 noisy launches, so its own rate is biased high (on
+    small-20m, re-launches moved a config's rate by up to 1.17x); head to head, the question is
+    the user's: does perfpred's answer serve as fast as the answer auto_tune.sh would give?
+    ``--confirm-only`` runs this stage alone on the stored grid and the results file's picks.
+Each pick is scored by the grid's rate for that config (and, with (e), by the confirmation). The grid store lives under
 ``benchmarks/runs/serving_rate/<model>/grid`` (vLLM: ``vllm-<model>``) and is reused on a re-run
 (``--fresh`` starts over); every load each search ran (capacity run and probes, each at its rate)
 goes to ``.../loads``, the training rows of the load-aware predictor (``load_predictor``).
@@ -32,6 +39,7 @@ goes to ``.../loads``, the training rows of the load-aware predictor (``load_pre
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -233,7 +241,46 @@ def noise(model: str, table: pd.DataFrame, collector: ServingCollector, repeats:
     return out
 
 
-def bench(model: str, *, seeds: int, budget_frac: float, run_dir: Path, repeats: int) -> dict[str, Any]:
+def confirm(model: str, answers: list[dict[str, Any] | None], grid_best: dict[str, Any], collector: ServingCollector,
+            repeats: int, store_dir: Path, seed: int = 0) -> dict[str, Any]:
+    """Each distinct answer and the grid's best config re-launched ``repeats`` times, round by round
+    in a shuffled order; ``answers[i]`` (one per seed, None for no answer) is scored by its
+    median re-launched rate over the grid best's. Every launch is appended to ``store_dir`` as it
+    ends, and launches already there count (an interrupted run resumes)."""
+    configs = sorted({_key(a) for a in answers if a is not None} | {_key(grid_best)})
+    store = MeasurementStore(store_dir, create=True)
+    # (config, round) -> rate; the round is part of the stored row's workload, which is what
+    # tells one launch of a config from the next in the store.
+    done = {(_key(m.config), int(m.workload["relaunch"])): goal_value(m, "sustainable_rate", SLO) or 0.0
+            for m in store.measurements(kind="serving") if "relaunch" in m.workload}
+    rng = np.random.default_rng(seed)
+    for round_ in range(repeats):
+        for i in rng.permutation(len(configs)):
+            key = configs[i]
+            if (key, round_) in done:
+                continue  # launched in an earlier, interrupted run
+            knobs = dict(zip(KNOBS, key, strict=True))
+            m = collector.sustainable_rate(_config(knobs, model), SLO, **rate_search(model))
+            store.append([dataclasses.replace(m, workload={**m.workload, "relaunch": round_})])
+            done[key, round_] = goal_value(m, "sustainable_rate", SLO) or 0.0
+            print(f"    confirm {knobs} round {round_ + 1}: {done[key, round_]:.3f} rps", flush=True)
+    rates = {key: [done[key, r] for r in range(repeats)] for key in configs}
+    median = {key: float(np.median(v)) for key, v in rates.items()}
+    best_key = _key(grid_best)
+    ratios = [median[_key(a)] / median[best_key] if a is not None and median[best_key] > 0 else 0.0 for a in answers]
+    return {"repeats": repeats, "order": "interleaved rounds, each round in a shuffled order",
+            "grid_best_config": dict(zip(KNOBS, best_key, strict=True)),
+            "configs": [{**dict(zip(KNOBS, key, strict=True)), "relaunch_rates_rps": rates[key],
+                         "median_rps": median[key], "answered_by_seeds": sum(a is not None and _key(a) == key
+                                                                            for a in answers)}
+                        for key in configs],
+            "ratio_to_grid_best_per_seed": [round(r, 4) for r in ratios], "ratio_mean": float(np.mean(ratios)),
+            "ratio_min": float(np.min(ratios)), "seeds_reaching_98pct": int(sum(r >= 0.98 for r in ratios)),
+            "n_seeds": len(ratios)}
+
+
+def bench(model: str, *, seeds: int, budget_frac: float, run_dir: Path, repeats: int,
+          confirm_repeats: int = 0) -> dict[str, Any]:
     collector = ServingCollector(log_dir=run_dir / "logs")
     t0 = time.perf_counter()
     print(f"[{model}] (a) grid: {len(SPACE.enumerate())} rate searches", flush=True)
@@ -263,6 +310,11 @@ def bench(model: str, *, seeds: int, budget_frac: float, run_dir: Path, repeats:
     random_ratios = [random_best(table, budget, seed) / best for seed in range(max(seeds, 20))]
     print(f"[{model}] perfpred {np.mean(ratios):.3f}, random {np.mean(random_ratios):.3f}; (d) noise", flush=True)
     noise_rows = noise(model, table, collector, repeats)
+    confirmation = None
+    if confirm_repeats:
+        print(f"[{model}] (e) confirmation, {confirm_repeats} rounds", flush=True)
+        confirmation = confirm(model, [r["best_config"] for r in runs], {k: int(best_row[k]) for k in KNOBS},
+                               collector, confirm_repeats, run_dir / "confirm")
     return {
         "engine": ENGINE, "model": model, "space": SPACE.params, "fixed_knobs": FIXED,
         "rate_search": rate_search(model), "n_grid_configs": len(table),
@@ -280,7 +332,8 @@ def bench(model: str, *, seeds: int, budget_frac: float, run_dir: Path, repeats:
                    "ratio_min": float(np.min(random_ratios)),
                    "seeds_reaching_98pct": int(sum(r >= 0.98 for r in random_ratios))},
         "predictor": predictors(table), "predictor_given_the_load": load_predictor(run_dir),
-        "noise": noise_rows, "grid": table.to_dict("records"), "wall_s": round(time.perf_counter() - t0, 1),
+        "noise": noise_rows, "confirmation": confirmation, "grid": table.to_dict("records"),
+        "wall_s": round(time.perf_counter() - t0, 1),
     }
 
 
@@ -292,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=20, help="perfpred seeds (seed 0 live, the rest replayed)")
     parser.add_argument("--budget-frac", type=float, default=0.25, help="launch budget as a share of the grid")
     parser.add_argument("--repeats", type=int, default=1, help="re-launches of 3 configs for the noise (0: skip)")
+    parser.add_argument("--confirm", type=int, default=0, metavar="R",
+                        help="re-launch perfpred's answers and the grid's best R times each, head to head (0: skip)")
+    parser.add_argument("--confirm-only", action="store_true",
+                        help="only the confirmation stage, on the stored grid and the results file's picks")
     parser.add_argument("--fresh", action="store_true", help="discard the stored grid and measure it again")
     parser.add_argument("--predictor-only", action="store_true",
                         help="no launches: recompute the predictor errors from the stored grid into the result")
@@ -301,9 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = RUNS_DIR / "serving_rate" / name
     if args.predictor_only:
         return refresh_predictors(args.engine, args.model, run_dir)
+    if args.confirm_only:
+        return confirm_stored(args.engine, args.model, run_dir, args.confirm or 3)
     if args.fresh and run_dir.exists():
         shutil.rmtree(run_dir)
-    result = bench(args.model, seeds=args.seeds, budget_frac=args.budget_frac, run_dir=run_dir, repeats=args.repeats)
+    result = bench(args.model, seeds=args.seeds, budget_frac=args.budget_frac, run_dir=run_dir, repeats=args.repeats,
+                   confirm_repeats=args.confirm)
     payload = {"workload": WORKLOAD.describe(),
                "slo": {"ttft_p99_ms": SLO.ttft_ms, "tpot_p99_ms": SLO.tpot_ms, "max_error_rate": SLO.max_error_rate},
                "rate_search": RATE_SEARCH, "goal": "sustainable Poisson rate (requests/s) meeting the SLO",
@@ -342,6 +402,29 @@ def _other_models(engine: str, model: str) -> list[dict[str, Any]]:
     """The results file's entries for the other (engine, model) pairs: one run each, kept until re-run."""
     previous = _previous()
     return [m for m in (previous or {}).get("models", []) if not _same(m, engine, model)]
+
+
+def confirm_stored(engine: str, model: str, run_dir: Path, repeats: int) -> int:
+    """``--confirm-only``: the confirmation stage for the results file's entry, on its recorded picks."""
+    previous = _previous()
+    entry = next((m for m in (previous or {}).get("models", []) if _same(m, engine, model)), None)
+    if entry is None or not (run_dir / "grid").exists():
+        print(f"--confirm-only needs a result and a stored grid for {engine} / {model} (looked in {run_dir / 'grid'})",
+              file=sys.stderr)
+        return 2
+    collector = ServingCollector(log_dir=run_dir / "logs")
+    t0 = time.perf_counter()
+    # The confirmation folder belongs to one grid: a grid measured again (--fresh) starts it over.
+    entry["confirmation"] = confirm(model, [r["best_config"] for r in entry["perfpred"]["runs"]],
+                                    entry["grid_best_config"], collector, repeats, run_dir / "confirm")
+    entry["confirmation"]["wall_s"] = round(time.perf_counter() - t0, 1)
+    for stamp in ("benchmark", "generated_at", "python"):  # write_result stamps them afresh
+        previous.pop(stamp, None)
+    print(write_result("serving_rate", previous))
+    c = entry["confirmation"]
+    print(f"{model}: confirmed perfpred answer / grid best answer {c['ratio_mean']:.3f} (min {c['ratio_min']:.3f}, "
+          f"{c['seeds_reaching_98pct']}/{c['n_seeds']} seeds >= 98%)")
+    return 0
 
 
 def refresh_predictors(engine: str, model: str, run_dir: Path) -> int:

@@ -104,3 +104,48 @@ def test_extending_a_tuning_runs_file_adds_only_the_missing_seeds(monkeypatch):
     assert [r["space"] for r in results] == ["gemm/RTX_3090", "uci-sgemm/GTX_680"]
     assert tuning.missing_seeds(results, ["gemm/RTX_3090"], ["random", "perfpred-cold"], 5) == []
 
+
+def test_confirmation_scores_each_answer_against_the_grid_best_relaunched_alike(monkeypatch, tmp_path):
+    """serving_rate --confirm: the distinct answers and the grid's best run the same number of
+    interleaved launches; a seed's score is its answer's median over the grid best's median, and
+    an interrupted run's launches count when it is resumed."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import serving_rate
+
+    from perfpred.datasets import Measurement
+
+    true_rate = {(16, 128): 10.0, (8, 512): 9.0, (16, 512): 10.2}
+    launched = []
+
+    class FakeCollector:
+        def __init__(self, fail_after=None):
+            self.fail_after = fail_after
+
+        def sustainable_rate(self, cfg, slo, **kwargs):
+            if self.fail_after is not None and len(launched) >= self.fail_after:
+                raise RuntimeError("server died")
+            key = (cfg.knobs["parallel"], cfg.knobs["ubatch_size"])
+            launched.append(key)
+            # -1%, 0, +1% (medians see through it); never twice the same row, which the store would merge
+            jitter = 1.0 + 0.01 * (len(launched) % 3 - 1) + 1e-6 * len(launched)
+            return Measurement(kind="serving", workload={"model": "small-20m"}, config=dict(cfg.knobs),
+                               hardware_id="cpu-test", status="ok",
+                               metrics={"sustainable_rate_rps": true_rate[key] * jitter})
+
+    serving_rate.use_engine("llama-server")
+    answers = [{"parallel": 8, "ubatch_size": 512}, {"parallel": 16, "ubatch_size": 512}, None,
+               {"parallel": 8, "ubatch_size": 512, "threads": 2}]
+    best = {"parallel": 16, "ubatch_size": 128}
+    with pytest.raises(RuntimeError):
+        serving_rate.confirm("small-20m", answers, best, FakeCollector(fail_after=4), 3, tmp_path / "confirm")
+    assert len(launched) == 4
+    result = serving_rate.confirm("small-20m", answers, best, FakeCollector(), 3, tmp_path / "confirm")
+    assert len(launched) == 9  # 3 configs x 3 rounds in all: the 4 stored launches were not repeated
+    assert sorted(launched[:3]) == sorted(true_rate)  # round 1 launches every config before round 2
+    per_config = {(c["parallel"], c["ubatch_size"]): c for c in result["configs"]}
+    assert all(len(c["relaunch_rates_rps"]) == 3 for c in per_config.values())
+    assert per_config[(8, 512)]["answered_by_seeds"] == 2
+    ratios = result["ratio_to_grid_best_per_seed"]
+    assert ratios[0] == pytest.approx(0.9, abs=0.02) and ratios[1] == pytest.approx(1.02, abs=0.02)
+    assert ratios[2] == 0.0 and ratios[3] == ratios[0]
+    assert result["seeds_reaching_98pct"] == 1 and result["n_seeds"] == 4
