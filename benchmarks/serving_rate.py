@@ -23,15 +23,16 @@ ends before the queue of a rate above capacity shows.
 (c) random search with the same budget, REPLAYED from the grid's rows;
 (d) noise: the grid's best, median and worst configs re-launched ``--repeats`` times (once by
     default; their rate searches' spread is the yardstick's own noise);
-(e) confirmation (``--confirm R``): every config perfpred's seeds answered with, and the grid's
-    best, re-launched R times in interleaved, shuffled rounds, so drift over the hour falls on all
-    alike; each seed is then scored by its answer's median re-launched rate over the grid best's.
-    The grid's best is the maximum of 20 noisy launches, so its own rate is biased high (on
-    small-20m, re-launches moved a config's rate by up to 1.17x); head to head, the question is
-    the user's: does perfpred's answer serve as fast as the answer auto_tune.sh would give?
-    ``--confirm-only`` runs this stage alone on the stored grid and the results file's picks.
-Each pick is scored by the grid's rate for that config (and, with (e), by the confirmation). The grid store lives under
-``benchmarks/runs/serving_rate/<model>/grid`` (vLLM: ``vllm-<model>``) and is reused on a re-run
+(e) confirmation (``--confirm R``): every config perfpred's seeds (and random search's, same
+    launches and seeds) answered with, and the grid's best, re-launched R times in interleaved,
+    shuffled rounds, so drift over the hour falls on all alike; each seed is then scored by its
+    answer's median re-launched rate over the grid best's. The grid's best is the maximum of 20
+    noisy launches, so its own rate is biased high (on small-20m, two grids differed config by
+    config by 0.84-1.17x); head to head, the question is the user's: does perfpred's answer serve
+    as fast as the answer auto_tune.sh would give? ``--confirm-only`` runs this stage alone on the
+    stored grid and the results file's picks.
+Each pick is scored by the grid's rate for that config (and, with (e), by the confirmation). The
+grid store lives under ``benchmarks/runs/serving_rate/<model>/grid`` (vLLM: ``vllm-<model>``) and is reused on a re-run
 (``--fresh`` starts over); every load each search ran (capacity run and probes, each at its rate)
 goes to ``.../loads``, the training rows of the load-aware predictor (``load_predictor``).
 """
@@ -151,9 +152,17 @@ def grid_rate(table: pd.DataFrame, config: dict[str, Any] | None) -> float:
     return float(value) if value is not None and np.isfinite(value) else 0.0
 
 
-def random_best(table: pd.DataFrame, budget: int, seed: int) -> float:
+def random_answer(table: pd.DataFrame, budget: int, seed: int) -> dict[str, int] | None:
+    """Random search's answer with ``budget`` launches replayed from the grid: its fastest pick."""
     picks = np.random.default_rng(seed).choice(len(table), size=budget, replace=False)
-    return float(table["rate_rps"].iloc[picks].astype(float).fillna(0.0).max())
+    rates = table["rate_rps"].iloc[picks].astype(float).fillna(0.0).to_numpy()
+    if rates.max() <= 0:
+        return None
+    return {k: int(table[k].iloc[picks[int(np.argmax(rates))]]) for k in KNOBS}
+
+
+def random_best(table: pd.DataFrame, budget: int, seed: int) -> float:
+    return grid_rate(table, random_answer(table, budget, seed))
 
 
 def predictor_mape(table: pd.DataFrame, target: str, folds: int = 10, seed: int = 0) -> dict[str, Any]:
@@ -241,13 +250,15 @@ def noise(model: str, table: pd.DataFrame, collector: ServingCollector, repeats:
     return out
 
 
-def confirm(model: str, answers: list[dict[str, Any] | None], grid_best: dict[str, Any], collector: ServingCollector,
-            repeats: int, store_dir: Path, seed: int = 0) -> dict[str, Any]:
-    """Each distinct answer and the grid's best config re-launched ``repeats`` times, round by round
-    in a shuffled order; ``answers[i]`` (one per seed, None for no answer) is scored by its
-    median re-launched rate over the grid best's. Every launch is appended to ``store_dir`` as it
-    ends, and launches already there count (an interrupted run resumes)."""
-    configs = sorted({_key(a) for a in answers if a is not None} | {_key(grid_best)})
+def confirm(model: str, answers: dict[str, list[dict[str, Any] | None]], grid_best: dict[str, Any],
+            collector: ServingCollector, repeats: int, store_dir: Path, seed: int = 0) -> dict[str, Any]:
+    """Each distinct answer of each strategy and the grid's best config re-launched ``repeats``
+    times, round by round in a shuffled order; ``answers[strategy][i]`` (one per seed, None for
+    no answer) is scored by its median re-launched rate over the grid best's. Every launch is
+    appended to ``store_dir`` as it ends, and launches already there count (an interrupted run
+    resumes)."""
+    picked = [a for seeds in answers.values() for a in seeds if a is not None]
+    configs = sorted({_key(a) for a in picked} | {_key(grid_best)})
     store = MeasurementStore(store_dir, create=True)
     # (config, round) -> rate; the round is part of the stored row's workload, which is what
     # tells one launch of a config from the next in the store.
@@ -267,16 +278,25 @@ def confirm(model: str, answers: list[dict[str, Any] | None], grid_best: dict[st
     rates = {key: [done[key, r] for r in range(repeats)] for key in configs}
     median = {key: float(np.median(v)) for key, v in rates.items()}
     best_key = _key(grid_best)
-    ratios = [median[_key(a)] / median[best_key] if a is not None and median[best_key] > 0 else 0.0 for a in answers]
-    return {"repeats": repeats, "order": "interleaved rounds, each round in a shuffled order",
-            "grid_best_config": dict(zip(KNOBS, best_key, strict=True)),
-            "configs": [{**dict(zip(KNOBS, key, strict=True)), "relaunch_rates_rps": rates[key],
-                         "median_rps": median[key], "answered_by_seeds": sum(a is not None and _key(a) == key
-                                                                            for a in answers)}
-                        for key in configs],
-            "ratio_to_grid_best_per_seed": [round(r, 4) for r in ratios], "ratio_mean": float(np.mean(ratios)),
-            "ratio_min": float(np.min(ratios)), "seeds_reaching_98pct": int(sum(r >= 0.98 for r in ratios)),
-            "n_seeds": len(ratios)}
+    out: dict[str, Any] = {
+        "repeats": repeats, "order": "interleaved rounds, each round in a shuffled order",
+        "grid_best_config": dict(zip(KNOBS, best_key, strict=True)),
+        "configs": [{**dict(zip(KNOBS, key, strict=True)), "relaunch_rates_rps": rates[key], "median_rps": median[key],
+                     **{f"answered_by_{name}_seeds": sum(a is not None and _key(a) == key for a in seeds)
+                        for name, seeds in answers.items()}} for key in configs]}
+    for name, seeds in answers.items():
+        ratios = [median[_key(a)] / median[best_key] if a is not None and median[best_key] > 0 else 0.0
+                  for a in seeds]
+        out[name] = {"ratio_to_grid_best_per_seed": [round(r, 4) for r in ratios], "ratio_mean": float(np.mean(ratios)),
+                     "ratio_min": float(np.min(ratios)), "seeds_reaching_98pct": int(sum(r >= 0.98 for r in ratios)),
+                     "n_seeds": len(ratios)}
+    return out
+
+
+def confirm_answers(runs: list[dict[str, Any]], table: pd.DataFrame, budget: int) -> dict[str, list]:
+    """perfpred's answer per seed (its runs) and random search's with the same launches and seeds."""
+    return {"perfpred": [r["best_config"] for r in runs],
+            "random": [random_answer(table, budget, seed) for seed in range(len(runs))]}
 
 
 def bench(model: str, *, seeds: int, budget_frac: float, run_dir: Path, repeats: int,
@@ -313,7 +333,7 @@ def bench(model: str, *, seeds: int, budget_frac: float, run_dir: Path, repeats:
     confirmation = None
     if confirm_repeats:
         print(f"[{model}] (e) confirmation, {confirm_repeats} rounds", flush=True)
-        confirmation = confirm(model, [r["best_config"] for r in runs], {k: int(best_row[k]) for k in KNOBS},
+        confirmation = confirm(model, confirm_answers(runs, table, budget), {k: int(best_row[k]) for k in KNOBS},
                                collector, confirm_repeats, run_dir / "confirm")
     return {
         "engine": ENGINE, "model": model, "space": SPACE.params, "fixed_knobs": FIXED,
@@ -346,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-frac", type=float, default=0.25, help="launch budget as a share of the grid")
     parser.add_argument("--repeats", type=int, default=1, help="re-launches of 3 configs for the noise (0: skip)")
     parser.add_argument("--confirm", type=int, default=0, metavar="R",
-                        help="re-launch perfpred's answers and the grid's best R times each, head to head (0: skip)")
+                        help="re-launch perfpred's and random search's answers and the grid's best R times each, "
+                        "head to head (0: skip)")
     parser.add_argument("--confirm-only", action="store_true",
                         help="only the confirmation stage, on the stored grid and the results file's picks")
     parser.add_argument("--fresh", action="store_true", help="discard the stored grid and measure it again")
@@ -414,16 +435,19 @@ def confirm_stored(engine: str, model: str, run_dir: Path, repeats: int) -> int:
         return 2
     collector = ServingCollector(log_dir=run_dir / "logs")
     t0 = time.perf_counter()
+    rows = {_key(m.config): m for m in MeasurementStore(run_dir / "grid").measurements(kind="serving")}
+    answers = confirm_answers(entry["perfpred"]["runs"], grid_table(rows), entry["budget_launches"])
     # The confirmation folder belongs to one grid: a grid measured again (--fresh) starts it over.
-    entry["confirmation"] = confirm(model, [r["best_config"] for r in entry["perfpred"]["runs"]],
-                                    entry["grid_best_config"], collector, repeats, run_dir / "confirm")
+    entry["confirmation"] = confirm(model, answers, entry["grid_best_config"], collector, repeats,
+                                    run_dir / "confirm")
     entry["confirmation"]["wall_s"] = round(time.perf_counter() - t0, 1)
     for stamp in ("benchmark", "generated_at", "python"):  # write_result stamps them afresh
         previous.pop(stamp, None)
     print(write_result("serving_rate", previous))
-    c = entry["confirmation"]
-    print(f"{model}: confirmed perfpred answer / grid best answer {c['ratio_mean']:.3f} (min {c['ratio_min']:.3f}, "
-          f"{c['seeds_reaching_98pct']}/{c['n_seeds']} seeds >= 98%)")
+    for name in answers:
+        c = entry["confirmation"][name]
+        print(f"{model}: {name}'s answer / the grid best's, re-launched together: {c['ratio_mean']:.3f} "
+              f"(min {c['ratio_min']:.3f}, {c['seeds_reaching_98pct']}/{c['n_seeds']} seeds >= 98%)")
     return 0
 
 

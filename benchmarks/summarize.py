@@ -332,23 +332,26 @@ def serving_rate() -> str:
                          "rate_rps", "capacity_rps", "tpot_p50_ms", "output_tokens_per_s")) + f" | {given_load} |")
     confirmed = [m for m in d["models"] if m.get("confirmation")]
     if confirmed:
-        lines += ["", "Head to head (`--confirm R` / `--confirm-only`): each config perfpred answered with and the "
-                  "grid's best re-launched R times in interleaved rounds; a seed scores its answer's median "
-                  "re-launched rate over the grid best's:", "",
+        lines += ["", "Head to head (`--confirm R` / `--confirm-only`): each config perfpred's and random search's "
+                  "seeds answered with, and the grid's best, re-launched R times in interleaved rounds; a seed "
+                  "scores its answer's median re-launched rate over the grid best's:", "",
                   "| engine | model | rounds | grid best config: grid rate -> re-launched median (req/s) | "
-                  "perfpred answers: re-launched median / grid best's (seeds) | perfpred mean (min; seeds >= 0.98) |",
-                  "|---|---|---|---|---|---|"]
+                  "re-launched median / grid best's (seeds answering with it: perfpred, random) | "
+                  "perfpred mean (min; seeds >= 0.98) | random mean (min; seeds >= 0.98) |",
+                  "|---|---|---|---|---|---|---|"]
         for m in confirmed:
             c = m["confirmation"]
             best = c["grid_best_config"]
             best_median = next(x["median_rps"] for x in c["configs"] if all(x[k] == v for k, v in best.items()))
-            answers = ", ".join(
-                f"{'/'.join(str(x[k]) for k in best)}: {x['median_rps'] / best_median:.3f} ({x['answered_by_seeds']})"
-                for x in sorted(c["configs"], key=lambda x: -x["answered_by_seeds"]) if x["answered_by_seeds"])
+            per_config = ", ".join(
+                f"{'/'.join(str(x[k]) for k in best)}: {x['median_rps'] / best_median:.3f} "
+                f"({x.get('answered_by_perfpred_seeds', 0)}, {x.get('answered_by_random_seeds', 0)})"
+                for x in sorted(c["configs"], key=lambda x: -x["median_rps"]))
+            scores = [f"{c[s]['ratio_mean']:.3f} ({c[s]['ratio_min']:.3f}; {c[s]['seeds_reaching_98pct']}/"
+                      f"{c[s]['n_seeds']})" if s in c else "-" for s in ("perfpred", "random")]
             lines.append(f"| {m.get('engine', 'llama-server')} | {m['model']} | {c['repeats']} | "
                          f"{'/'.join(str(v) for v in best.values())}: {m['grid_best_rps']:.2f} -> {best_median:.2f} | "
-                         f"{answers} | {c['ratio_mean']:.3f} ({c['ratio_min']:.3f}; {c['seeds_reaching_98pct']}/"
-                         f"{c['n_seeds']}) |")
+                         f"{per_config} | {scores[0]} | {scores[1]} |")
     return "\n".join(lines)
 
 

@@ -133,8 +133,9 @@ def test_confirmation_scores_each_answer_against_the_grid_best_relaunched_alike(
                                metrics={"sustainable_rate_rps": true_rate[key] * jitter})
 
     serving_rate.use_engine("llama-server")
-    answers = [{"parallel": 8, "ubatch_size": 512}, {"parallel": 16, "ubatch_size": 512}, None,
-               {"parallel": 8, "ubatch_size": 512, "threads": 2}]
+    answers = {"perfpred": [{"parallel": 8, "ubatch_size": 512}, {"parallel": 16, "ubatch_size": 512}, None,
+                            {"parallel": 8, "ubatch_size": 512, "threads": 2}],
+               "random": [{"parallel": 16, "ubatch_size": 128}, {"parallel": 8, "ubatch_size": 512}]}
     best = {"parallel": 16, "ubatch_size": 128}
     with pytest.raises(RuntimeError):
         serving_rate.confirm("small-20m", answers, best, FakeCollector(fail_after=4), 3, tmp_path / "confirm")
@@ -144,8 +145,24 @@ def test_confirmation_scores_each_answer_against_the_grid_best_relaunched_alike(
     assert sorted(launched[:3]) == sorted(true_rate)  # round 1 launches every config before round 2
     per_config = {(c["parallel"], c["ubatch_size"]): c for c in result["configs"]}
     assert all(len(c["relaunch_rates_rps"]) == 3 for c in per_config.values())
-    assert per_config[(8, 512)]["answered_by_seeds"] == 2
-    ratios = result["ratio_to_grid_best_per_seed"]
+    assert per_config[(8, 512)]["answered_by_perfpred_seeds"] == 2
+    assert per_config[(8, 512)]["answered_by_random_seeds"] == 1
+    ratios = result["perfpred"]["ratio_to_grid_best_per_seed"]
     assert ratios[0] == pytest.approx(0.9, abs=0.02) and ratios[1] == pytest.approx(1.02, abs=0.02)
     assert ratios[2] == 0.0 and ratios[3] == ratios[0]
-    assert result["seeds_reaching_98pct"] == 1 and result["n_seeds"] == 4
+    assert result["perfpred"]["seeds_reaching_98pct"] == 1 and result["perfpred"]["n_seeds"] == 4
+    assert result["random"]["ratio_to_grid_best_per_seed"] == [1.0, ratios[0]]
+
+
+def test_random_search_answers_with_its_fastest_replayed_pick(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import serving_rate
+
+    serving_rate.use_engine("llama-server")
+    table = serving_rate.SPACE.enumerate().assign(rate_rps=lambda t: t["parallel"] * 1000.0 + t["ubatch_size"])
+    for seed in range(5):
+        answer = serving_rate.random_answer(table, 5, seed)
+        picks = np.random.default_rng(seed).choice(len(table), size=5, replace=False)
+        assert serving_rate.grid_rate(table, answer) == table["rate_rps"].iloc[picks].max()
+        assert serving_rate.random_best(table, 5, seed) == table["rate_rps"].iloc[picks].max()
+    assert serving_rate.random_answer(table.assign(rate_rps=np.nan), 5, 0) is None
