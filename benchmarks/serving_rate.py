@@ -32,8 +32,8 @@ ends before the queue of a rate above capacity shows.
     as fast as the answer auto_tune.sh would give? ``--confirm-only`` runs this stage alone on the
     stored grid and the results file's picks.
 Each pick is scored by the grid's rate for that config (and, with (e), by the confirmation). The
-grid store lives under ``benchmarks/runs/serving_rate/<model>/grid`` (vLLM: ``vllm-<model>``) and is reused on a re-run
-(``--fresh`` starts over); every load each search ran (capacity run and probes, each at its rate)
+grid store lives under ``benchmarks/runs/serving_rate/<model>/grid`` (vLLM: ``vllm-<model>``) and
+is reused on a re-run (``--fresh`` starts over); every load each search ran (capacity run and probes, each at its rate)
 goes to ``.../loads``, the training rows of the load-aware predictor (``load_predictor``).
 """
 
@@ -425,25 +425,39 @@ def _other_models(engine: str, model: str) -> list[dict[str, Any]]:
     return [m for m in (previous or {}).get("models", []) if not _same(m, engine, model)]
 
 
-def confirm_stored(engine: str, model: str, run_dir: Path, repeats: int) -> int:
-    """``--confirm-only``: the confirmation stage for the results file's entry, on its recorded picks."""
+def _stored(engine: str, model: str, run_dir: Path, flag: str) -> tuple[dict, dict, dict] | None:
+    """For a stage re-run on a stored grid (``flag``): the results file, its entry for (engine,
+    model) and the grid's rows; None (and a one-line error) when either is missing."""
     previous = _previous()
     entry = next((m for m in (previous or {}).get("models", []) if _same(m, engine, model)), None)
-    if entry is None or not (run_dir / "grid").exists():
-        print(f"--confirm-only needs a result and a stored grid for {engine} / {model} (looked in {run_dir / 'grid'})",
+    store_dir = run_dir / "grid"
+    if entry is None or not store_dir.exists():
+        print(f"{flag} needs a result and a stored grid for {engine} / {model} (looked in {store_dir})",
               file=sys.stderr)
+        return None
+    return previous, entry, {_key(m.config): m for m in MeasurementStore(store_dir).measurements(kind="serving")}
+
+
+def _rewrite(previous: dict[str, Any]) -> None:
+    for stamp in ("benchmark", "generated_at", "python"):  # write_result stamps them afresh
+        previous.pop(stamp, None)
+    print(write_result("serving_rate", previous))
+
+
+def confirm_stored(engine: str, model: str, run_dir: Path, repeats: int) -> int:
+    """``--confirm-only``: the confirmation stage for the results file's entry, on its recorded picks."""
+    stored = _stored(engine, model, run_dir, "--confirm-only")
+    if stored is None:
         return 2
+    previous, entry, rows = stored
     collector = ServingCollector(log_dir=run_dir / "logs")
     t0 = time.perf_counter()
-    rows = {_key(m.config): m for m in MeasurementStore(run_dir / "grid").measurements(kind="serving")}
     answers = confirm_answers(entry["perfpred"]["runs"], grid_table(rows), entry["budget_launches"])
     # The confirmation folder belongs to one grid: a grid measured again (--fresh) starts it over.
     entry["confirmation"] = confirm(model, answers, entry["grid_best_config"], collector, repeats,
                                     run_dir / "confirm")
     entry["confirmation"]["wall_s"] = round(time.perf_counter() - t0, 1)
-    for stamp in ("benchmark", "generated_at", "python"):  # write_result stamps them afresh
-        previous.pop(stamp, None)
-    print(write_result("serving_rate", previous))
+    _rewrite(previous)
     for name in answers:
         c = entry["confirmation"][name]
         print(f"{model}: {name}'s answer / the grid best's, re-launched together: {c['ratio_mean']:.3f} "
@@ -452,19 +466,13 @@ def confirm_stored(engine: str, model: str, run_dir: Path, repeats: int) -> int:
 
 
 def refresh_predictors(engine: str, model: str, run_dir: Path) -> int:
-    previous = _previous()
-    entry = next((m for m in (previous or {}).get("models", []) if _same(m, engine, model)), None)
-    store_dir = run_dir / "grid"
-    if entry is None or not store_dir.exists():
-        print(f"--predictor-only needs a result and a stored grid for {engine} / {model} (looked in {store_dir})",
-              file=sys.stderr)
+    stored = _stored(engine, model, run_dir, "--predictor-only")
+    if stored is None:
         return 2
-    rows = {_key(m.config): m for m in MeasurementStore(store_dir).measurements(kind="serving")}
+    previous, entry, rows = stored
     entry["predictor"] = predictors(grid_table(rows))
     entry["predictor_given_the_load"] = load_predictor(run_dir)
-    for stamp in ("benchmark", "generated_at", "python"):  # write_result stamps them afresh
-        previous.pop(stamp, None)
-    print(write_result("serving_rate", previous))
+    _rewrite(previous)
     print(json.dumps({k: entry[k] for k in ("predictor", "predictor_given_the_load")}, indent=1))
     return 0
 

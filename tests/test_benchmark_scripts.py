@@ -166,3 +166,14 @@ def test_random_search_answers_with_its_fastest_replayed_pick(monkeypatch):
         assert serving_rate.grid_rate(table, answer) == table["rate_rps"].iloc[picks].max()
         assert serving_rate.random_best(table, 5, seed) == table["rate_rps"].iloc[picks].max()
     assert serving_rate.random_answer(table.assign(rate_rps=np.nan), 5, 0) is None
+
+
+def test_stages_on_a_stored_grid_refuse_a_model_without_one(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import serving_rate
+
+    for flag in ("--confirm-only", "--predictor-only"):
+        assert serving_rate.main(["--model", "no-such-model", flag]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"{flag} needs a result and a stored grid for llama-server / no-such-model")
+        assert len(err.splitlines()) == 1
