@@ -396,13 +396,14 @@ def extend(args: argparse.Namespace) -> None:
             results = json.load(fh)
     units = missing_seeds(results, names, strategies, args.seeds)
     print(f"{len(units)} space x strategy units to run ({sum(len(u[2]) for u in units)} runs)", flush=True)
+    order = {name: i for i, name in enumerate(space_files())}
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         futures = [pool.submit(run_space, name, seeds, [strategy]) for name, strategy, seeds in units]
         for future in as_completed(futures):
             merge_runs(results, future.result())
-            results.sort(key=lambda r: list(space_files()).index(r["space"]) if r["space"] in space_files() else 99)
-            with gzip.open(runs_file, "wt") as fh:  # after every unit: an interrupted run loses one unit at most
+            results.sort(key=lambda r: order.get(r["space"], len(order)))
+            with gzip.open(runs_file, "wt") as fh:  # after every unit: an interruption loses only those in flight
                 json.dump(results, fh)
     seeds_per_strategy = {s: min(len(r["runs"][s]) for r in results if s in r["runs"])
                           for s in sorted({s for r in results for s in r["runs"]})}
