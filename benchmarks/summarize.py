@@ -146,20 +146,14 @@ def tuning() -> str:
                  if n in local["strategies"]]
         lines += _seeded_tables(local, "tuning_local", "Local picks from the incumbents that beat the prior most "
                                 "(default since 2026-12-02)", names, 16, head, budgets)
-    seeds20 = _load("tuning_20seeds")
-    if seeds20:
-        lines += _seeded_tables(seeds20, "tuning_20seeds", f"Current defaults, {seeds20['spaces_done']} of "
-                                f"{seeds20['spaces_total']} spaces",
-                                [n for n, _ in sorted(seeds20["strategies"].items(),
-                                                      key=lambda kv: -kv[1].get("mean_P", -9)) if n != "random"],
-                                32, head, budgets)
-    seeds50 = _load("tuning_50seeds")
-    if seeds50:
-        lines += _seeded_tables(seeds50, "tuning_50seeds", "tuning_20seeds' runs extended to more seeds (seeds 0-19 "
-                                "are the same runs, every run is seeded)",
-                                [n for n, _ in sorted(seeds50["strategies"].items(),
-                                                      key=lambda kv: -kv[1].get("mean_P", -9)) if n != "random"],
-                                32, head, budgets)
+    for output, title in (("tuning_20seeds", "Current defaults, {spaces_done} of {spaces_total} spaces"),
+                          ("tuning_50seeds", "tuning_20seeds' runs extended to more seeds (seeds 0-19 are the same "
+                                             "runs, every run is seeded)")):
+        many = _load(output)
+        if many:  # every strategy but the baseline, best mean P first
+            ranked = [n for n, _ in sorted(many["strategies"].items(), key=lambda kv: -kv[1].get("mean_P", -9))
+                      if n != "random"]
+            lines += _seeded_tables(many, output, title.format(**many), ranked, 32, head, budgets)
     features = _load("tuning_features")
     if features:
         lines += _seeded_tables(features, "tuning_features", "The surrogate also on the derived kernel quantities "
