@@ -76,6 +76,18 @@ def test_a_healthy_run_gives_an_ok_row_whose_counts_match_the_server(collector):
     assert m.software["engine_version"] == "fake-1"
 
 
+def test_a_response_sent_in_one_burst_reads_as_a_burst_and_keeps_the_servers_own_pace(collector):
+    # The whole response arrives at once: the client's TPOT collapses to ~0, the server's stays a step.
+    # (32 tokens: the client's own ~0.03 ms a chunk, or a stall of its event loop, stays under the bound.)
+    workload = ServingWorkload(n_requests=12, concurrency=3, prompt_tokens=16, output_tokens=32, warmup_requests=1)
+    m = collector.measure(_fake(workload, token_ms=3.0, burst=True))
+    assert m.status == "ok"
+    assert m.metrics["burst_frac"] >= 11 / 12 and m.metrics["tpot_p50_ms"] < 0.1
+    assert m.metrics["server_tpot_mean_ms"] >= 3.0  # each step sleeps 3 ms x the batch penalty (>= 1)
+    paced = collector.measure(_fake(workload, token_ms=3.0))
+    assert paced.metrics["burst_frac"] == 0.0 and paced.metrics["server_tpot_mean_ms"] >= 3.0
+
+
 def test_open_loop_rows_record_the_rate_and_goodput(tmp_path):
     collector = ServingCollector(hardware=HARDWARE, log_dir=tmp_path, slo=Slo(ttft_ms=1000.0, e2e_ms=5000.0))
     w = ServingWorkload(n_requests=10, rate_rps=50.0, prompt_tokens=8, output_tokens=4, warmup_requests=0)

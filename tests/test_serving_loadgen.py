@@ -9,15 +9,18 @@ import numpy as np
 import pytest
 
 from perfpred.collect.serving import (
+    BURST_TPOT_MS,
     LengthDist,
     RequestResult,
     ServingWorkload,
     Slo,
     StreamTimer,
     find_sustainable_rate,
+    get_engine,
     parse_prometheus,
     summarize,
 )
+from perfpred.collect.serving._collector import _cross_check
 from perfpred.collect.serving._loadgen import StopEarly, _n_late, _read_stream
 from perfpred.errors import InvalidInputError
 
@@ -171,6 +174,32 @@ def test_summary_percentiles_throughput_and_goodput():
     assert metrics["output_tokens_per_s"] == pytest.approx(20 / 2.0)
     assert metrics["goodput_requests_per_s"] == pytest.approx(5 / 2.0)  # ttft 10..50 ms meet the bound
     assert {"itl_p95_ms", "e2e_p99_ms", "avg_output_len_tokens"} <= set(metrics)
+
+
+def test_burst_frac_counts_responses_delivered_at_once_not_decoded_apace():
+    paced = _scripted([(0.100, 1), (0.110, 1), (0.120, 1)], start=0.0, usage=3)  # 10 ms a token
+    # a server behind on its HTTP side: 24 tokens in chunks 10 us apart, 300 ms after the request
+    burst = _scripted([(0.300 + 1e-5 * i, 1) for i in range(24)], start=0.0, usage=24)
+    assert burst.tpot_ms < BURST_TPOT_MS < paced.tpot_ms
+    metrics = summarize([paced, burst, burst, burst], duration_s=1.0)
+    assert metrics["burst_frac"] == pytest.approx(0.75)
+    assert summarize([paced], duration_s=1.0)["burst_frac"] == 0.0
+
+
+def test_the_engines_own_latency_means_come_from_histogram_sums_and_counts():
+    before = {"vllm:request_time_per_output_token_seconds_sum": 1.0,
+              "vllm:request_time_per_output_token_seconds_count": 10.0,
+              "vllm:time_to_first_token_seconds_sum": 2.0, "vllm:time_to_first_token_seconds_count": 10.0}
+    after = {"vllm:request_time_per_output_token_seconds_sum": 1.3,  # 10 more requests at 30 ms a token
+             "vllm:request_time_per_output_token_seconds_count": 20.0,
+             "vllm:time_to_first_token_seconds_sum": 2.0, "vllm:time_to_first_token_seconds_count": 10.0}
+    out = _cross_check(get_engine("vllm"), before, after, [])
+    assert out["server_tpot_mean_ms"] == pytest.approx(30.0)
+    assert "server_ttft_mean_ms" not in out  # no request finished its first token in the run: no mean
+    assert "server_itl_mean_ms" not in out  # absent from both scrapes
+    llama = {"llamacpp:tokens_predicted_seconds_total": 0.5, "llamacpp:tokens_predicted_total": 100.0}
+    out = _cross_check(get_engine("llama-server"), {k: 0.0 for k in llama}, llama, [])
+    assert out["server_tpot_mean_ms"] == pytest.approx(5.0)
 
 
 def test_slo_violations_name_the_bound():

@@ -38,11 +38,12 @@ from perfpred.collect.serving._prometheus import parse_prometheus
 from perfpred.collect.serving._rate import RateProbe, RateSearch, find_sustainable_rate
 from perfpred.collect.serving._registry import ENGINES, get_engine
 from perfpred.collect.serving._replicates import median_of_launches
-from perfpred.collect.serving._stats import RequestResult, Slo, StreamTimer, summarize
+from perfpred.collect.serving._stats import BURST_TPOT_MS, RequestResult, Slo, StreamTimer, summarize
 from perfpred.collect.serving._vllm import VllmEngine
 from perfpred.collect.serving._workload import LengthDist, ServingWorkload
 
 __all__ = [
+    "BURST_TPOT_MS",
     "ENGINES",
     "LLAMA_CPP_PYTHON_VERSION",
     "MODEL_PRESETS",

@@ -462,6 +462,10 @@ def _cross_check(engine: Engine, before: dict[str, float], after: dict[str, floa
             out["server_requests"] = server_req
             client_req = len(results) if engine.requests_counter_counts_failures else sum(r.ok for r in results)
             agree.append(server_req == client_req)
+    for key, total, count, to_ms in engine.server_latency_means:
+        n, seconds = delta(before, after, count), delta(before, after, total)
+        if n is not None and n > 0 and seconds is not None:
+            out[key] = seconds / n * to_ms
     batch = _llama_avg_batch(before, after)
     if batch is not None:
         out["avg_batch_size"] = batch

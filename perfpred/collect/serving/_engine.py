@@ -142,6 +142,9 @@ class Engine(ABC):
     requests_counter_counts_failures = True  # False: the counter only counts successful requests (vLLM)
     output_tokens_counter: str | None = None
     prompt_tokens_counters: tuple[str, ...] = ()
+    # The engine's own latency means over a run: (metric, sum counter, count counter, ms per unit).
+    # Timed inside the engine, they do not see how late the HTTP side delivered the tokens.
+    server_latency_means: tuple[tuple[str, str, str, float], ...] = ()
     # Prometheus gauges of requests running or queued: all zero once the server is idle.
     busy_gauges: tuple[str, ...] = ()
 

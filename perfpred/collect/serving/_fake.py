@@ -25,12 +25,15 @@ class FakeEngine(Engine):
     output_tokens_counter = "fake:generation_tokens_total"
     prompt_tokens_counters = ("fake:prompt_tokens_total",)
     busy_gauges = ("fake:requests_running", "fake:requests_waiting")
+    server_latency_means = (("server_tpot_mean_ms", "fake:time_per_output_token_seconds_sum",
+                             "fake:time_per_output_token_seconds_count", 1e3),)
     knobs = (
         Knob("slots", int, 4, "requests decoded at once (the rest queue)", minimum=1, aliases=("max_num_seqs",)),
         Knob("token_ms", float, 2.0, "time per decode step", minimum=0.0),
         Knob("prefill_ms_per_token", float, 0.01, "prompt time per token", minimum=0.0),
         Knob("batch_penalty", float, 0.1, "step slow-down per extra running sequence", minimum=0.0),
         Knob("bunch", int, 1, "tokens flushed per streamed chunk", minimum=1),
+        Knob("burst", bool, False, "hold every chunk of a response and send them together at its end"),
         Knob("startup_delay_s", float, 0.0, "sleep before listening", minimum=0.0),
         Knob("never_healthy", bool, False, "/health answers 503 forever"),
         Knob("exit_at_start", str, "", "print this and exit 1 at start"),

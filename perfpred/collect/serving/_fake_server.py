@@ -5,9 +5,12 @@ Started by :class:`perfpred.collect.serving.FakeEngine` as ``python _fake_server
 like llama-server and vLLM do (``data: {...}`` chunks, a usage chunk, ``data: [DONE]``),
 serves ``/health`` and Prometheus ``/metrics``, and can be told to start slowly, never
 become healthy, exit or "run out of memory" at start, die mid-run, answer HTTP 500, send a
-malformed chunk, flush tokens in bunches, or spawn a child process (for the orphan tests).
+malformed chunk, flush tokens in bunches (or a whole response in one burst), or spawn a child
+process (for the orphan tests).
 It generates ``max_tokens`` tokens at ``token_ms`` per decode step; ``slots`` requests decode
-at once and the rest queue, and each step slows by ``batch_penalty`` per extra sequence.
+at once and the rest queue, and each step slows by ``batch_penalty`` per extra sequence. Like
+vLLM, it times each request's pace per token after the first itself (a Prometheus histogram's
+``_sum`` and ``_count``), which a burst does not change.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-DEFAULTS = {"token_ms": 2.0, "prefill_ms_per_token": 0.01, "bunch": 1, "slots": 4, "batch_penalty": 0.1,
-            "startup_delay_s": 0.0, "never_healthy": False, "exit_at_start": "", "oom_at_start": False,
-            "die_after_requests": 0, "http_500_every": 0, "malformed_every": 0, "spawn_child": False}
+DEFAULTS = {"token_ms": 2.0, "prefill_ms_per_token": 0.01, "bunch": 1, "burst": False, "slots": 4,
+            "batch_penalty": 0.1, "startup_delay_s": 0.0, "never_healthy": False, "exit_at_start": "",
+            "oom_at_start": False, "die_after_requests": 0, "http_500_every": 0, "malformed_every": 0,
+            "spawn_child": False}
 
 
 class _State:
@@ -35,6 +39,8 @@ class _State:
         self.requests = 0
         self.prompt_tokens = 0
         self.generation_tokens = 0
+        self.tpot_s_sum = 0.0  # the server's own pace per token after the first, summed over requests
+        self.tpot_count = 0
 
 
 def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
@@ -65,13 +71,19 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                     text = (f"# TYPE fake:requests_total counter\nfake:requests_total {state.requests}\n"
                             f"fake:prompt_tokens_total {state.prompt_tokens}\n"
                             f"fake:generation_tokens_total {state.generation_tokens}\n"
-                            f"fake:requests_running {state.active}\nfake:requests_waiting {state.waiting}\n")
+                            f"fake:requests_running {state.active}\nfake:requests_waiting {state.waiting}\n"
+                            f"fake:time_per_output_token_seconds_sum {state.tpot_s_sum}\n"
+                            f"fake:time_per_output_token_seconds_count {state.tpot_count}\n")
                 self._send(200, text, "text/plain; version=0.0.4")
             else:
                 self._send(404, '{"error": "not found"}')
 
-        def _chunk(self, obj: object) -> None:
-            self.wfile.write(b"data: " + json.dumps(obj).encode() + b"\n\n")
+        def _chunk(self, obj: object, held: list[bytes] | None = None) -> None:
+            data = b"data: " + json.dumps(obj).encode() + b"\n\n"
+            if held is not None:  # a burst: kept until the response is complete
+                held.append(data)
+                return
+            self.wfile.write(data)
             self.wfile.flush()
 
         def do_POST(self) -> None:
@@ -109,11 +121,16 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
             time.sleep(n_prompt * cfg["prefill_ms_per_token"] / 1e3)
             sent = 0
             bunch = max(1, int(cfg["bunch"]))
+            held: list[bytes] | None = [] if cfg["burst"] else None  # a burst's chunks, sent in one write
+            first_s = last_s = 0.0
             while sent < n_out:
                 k = min(bunch, n_out - sent)
                 with state.lock:
                     penalty = 1.0 + cfg["batch_penalty"] * (state.active - 1)
                 time.sleep(k * cfg["token_ms"] * penalty / 1e3)
+                last_s = time.monotonic()
+                if sent == 0:
+                    first_s = last_s
                 if die and sent >= n_out // 2:
                     os._exit(3)  # the whole server dies mid-stream
                 if cfg["malformed_every"] and number % cfg["malformed_every"] == 0 and sent >= 1:
@@ -122,15 +139,20 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                     return
                 # llama-server may flush several tokens in one chunk; usage still counts them all
                 self._chunk({"id": f"cmpl-{number}", "object": "text_completion",
-                             "choices": [{"index": 0, "text": "tok" * k, "finish_reason": None}]})
+                             "choices": [{"index": 0, "text": "tok" * k, "finish_reason": None}]}, held)
                 sent += k
                 with state.lock:
                     state.generation_tokens += k
-            self._chunk({"id": f"cmpl-{number}", "choices": [{"index": 0, "text": "", "finish_reason": "length"}]})
+            if n_out > 1:
+                with state.lock:
+                    state.tpot_s_sum += (last_s - first_s) / (n_out - 1)
+                    state.tpot_count += 1
+            self._chunk({"id": f"cmpl-{number}", "choices": [{"index": 0, "text": "", "finish_reason": "length"}]},
+                        held)
             self._chunk({"id": f"cmpl-{number}", "choices": [],
                          "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_out,
-                                   "total_tokens": n_prompt + n_out}})
-            self.wfile.write(b"data: [DONE]\n\n")
+                                   "total_tokens": n_prompt + n_out}}, held)
+            self.wfile.write(b"".join(held or []) + b"data: [DONE]\n\n")
             self.wfile.flush()
 
     return Handler

@@ -19,7 +19,8 @@ kv_unified         -kvu         one KV buffer shared by all slots (else ctx / pa
 set here, and a config that does not fit is an ``oom`` row). ``--metrics`` is always on: the
 cross-check reads ``llamacpp:tokens_predicted_total`` and friends. The server has no request
 counter, so requests are checked through tokens; ``avg_batch_size`` comes from
-``llamacpp:n_busy_slots_per_decode`` and ``llamacpp:n_decode_total``.
+``llamacpp:n_busy_slots_per_decode`` and ``llamacpp:n_decode_total``, ``server_tpot_mean_ms`` (the
+slots' generating seconds per generated token) from ``llamacpp:tokens_predicted_seconds_total``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ class LlamaServerEngine(Engine):
     output_tokens_counter = "llamacpp:tokens_predicted_total"
     prompt_tokens_counters = ("llamacpp:prompt_tokens_total", "llamacpp:prompt_tokens_cached_total")
     busy_gauges = ("llamacpp:requests_processing", "llamacpp:requests_deferred")
+    # Seconds the slots spent generating over the tokens they generated: a token-weighted TPOT.
+    server_latency_means = (("server_tpot_mean_ms", "llamacpp:tokens_predicted_seconds_total",
+                             "llamacpp:tokens_predicted_total", 1e3),)
     knobs = (
         Knob("parallel", int, 1, "server slots (sequences decoded together)", "--parallel", minimum=1,
              aliases=("np", "n_parallel", "slots")),

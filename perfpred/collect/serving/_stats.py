@@ -6,7 +6,12 @@ Definitions (those of vLLM's ``benchmark_serving`` and DistServe's goodput):
 - ITL: the gaps between consecutive chunks (a chunk may carry several tokens: servers flush
   in bunches, so ITLs are chunk gaps, not per-token times);
 - TPOT: ``(e2e - TTFT) / (output tokens - 1)``, the mean pace per token after the first,
-  which bunching does not distort; undefined for one-token outputs;
+  which bunching after the first chunk does not distort; undefined for one-token outputs. A
+  server that is behind on its HTTP side can deliver a whole response in one burst: its TPOT
+  then reads ~0 and its TTFT ~ e2e. ``burst_frac`` counts such requests (tokens after the
+  first came faster than ``BURST_TPOT_MS`` each, a pace no server decodes at), so a near-zero
+  TPOT is seen for what it is; the engines' own timings (``server_*_mean_ms``, from their
+  ``/metrics``) are kept beside the client's;
 - goodput: requests per second that finished without error *and* within every per-request
   bound of the SLO.
 """
@@ -22,6 +27,8 @@ import numpy as np
 from perfpred.errors import InvalidInputError
 
 QUANTILES = (50, 90, 99)
+# Below this many ms per token after the first, the tokens were delivered together, not decoded apace.
+BURST_TPOT_MS = 0.1
 
 
 @dataclass
@@ -156,7 +163,10 @@ def summarize(results: list[RequestResult], duration_s: float, slo: Slo | None =
                                  "error_rate": (len(results) - len(ok)) / len(results) if results else 0.0,
                                  "duration_s": duration_s}
     metrics.update(_quantiles("ttft", [r.ttft_ms for r in ok if r.ttft_ms is not None]))
-    metrics.update(_quantiles("tpot", [t for t in (r.tpot_ms for r in ok) if t is not None]))
+    tpots = [t for t in (r.tpot_ms for r in ok) if t is not None]
+    metrics.update(_quantiles("tpot", tpots))
+    if tpots:
+        metrics["burst_frac"] = sum(t < BURST_TPOT_MS for t in tpots) / len(tpots)
     metrics.update(_quantiles("itl", [g for r in ok for g in r.itl_ms], (50, 90, 95, 99)))
     metrics.update(_quantiles("e2e", [r.e2e_ms for r in ok if r.e2e_ms is not None]))
     out_tokens = sum(r.output_tokens for r in ok)

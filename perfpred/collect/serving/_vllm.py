@@ -43,6 +43,11 @@ class VllmEngine(Engine):
     output_tokens_counter = "vllm:generation_tokens_total"
     prompt_tokens_counters = ("vllm:prompt_tokens_total",)
     busy_gauges = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+    server_latency_means = tuple(
+        (key, f"vllm:{name}_sum", f"vllm:{name}_count", 1e3)
+        for key, name in (("server_ttft_mean_ms", "time_to_first_token_seconds"),
+                          ("server_tpot_mean_ms", "request_time_per_output_token_seconds"),
+                          ("server_itl_mean_ms", "inter_token_latency_seconds")))
     knobs = (
         Knob("max_num_seqs", int, 16, "sequences per scheduler step", "--max-num-seqs", minimum=1),
         Knob("max_num_batched_tokens", int, 2048, "tokens per scheduler step", "--max-num-batched-tokens",
