@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, RUNS_DIR, write_result
 from serving import surrogate_cv_ape
 
-from perfpred.collect.serving import ServingCollector, ServingConfig, ServingWorkload, Slo
+from perfpred.collect.serving import BURST_TPOT_MS, ServingCollector, ServingConfig, ServingWorkload, Slo
 from perfpred.datasets import MeasurementStore
 from perfpred.models import LogTargetXGBRegressor, MultiTargetModel
 from perfpred.tuner import SearchSpace
@@ -165,19 +165,29 @@ def random_best(table: pd.DataFrame, budget: int, seed: int) -> float:
     return grid_rate(table, random_answer(table, budget, seed))
 
 
+def measured_rows(values: pd.Series, target: str) -> pd.Series:
+    """Where ``target`` was measured: positive, and for a TPOT not below the burst bound (there the
+    median request's tokens all reached the client at once: the number times the server's HTTP
+    side, not its decoding; ``burst_frac``)."""
+    v = pd.to_numeric(values, errors="coerce").astype(float)
+    return (v > 0) & ~(target.removeprefix("metric.").startswith("tpot_") & (v < BURST_TPOT_MS))
+
+
 def predictor_mape(table: pd.DataFrame, target: str, folds: int = 10, seed: int = 0) -> dict[str, Any]:
     """k-fold CV over the grid's rows of the tuner's surrogate (its ensemble mean) on held-out configs."""
-    ok = table[table[target].astype(float) > 0].reset_index(drop=True)
+    measured = measured_rows(table[target], target)
+    ok = table[measured].reset_index(drop=True)
     ape = surrogate_cv_ape(ok[KNOBS], ok[target].astype(float).to_numpy(), folds, seed)
     return {"target": target, "folds": folds, "n_rows": len(ok), "mape": float(ape.mean()),
-            "median_ape": float(np.median(ape))}
+            "median_ape": float(np.median(ape)),
+            "n_burst_excluded": int((~measured & (pd.to_numeric(table[target], errors="coerce") > 0)).sum())}
 
 
 def predictors(table: pd.DataFrame) -> dict[str, Any]:
     """The surrogate's held-out error on each config's rate and capacity, and on the p50 TPOT and
     token throughput measured at that rate (the issue's two predictor targets)."""
     return {t: predictor_mape(table, t) for t in ("rate_rps", "capacity_rps", "tpot_p50_ms", "output_tokens_per_s")
-            if t in table and (table[t].astype(float) > 0).sum() >= 4}
+            if t in table and measured_rows(table[t], t).sum() >= 4}
 
 
 LOAD_TARGETS = ("metric.tpot_p50_ms", "metric.output_tokens_per_s")
@@ -197,7 +207,8 @@ def load_predictor(run_dir: Path, folds: int = 10, seed: int = 0) -> dict[str, A
         return None
     # A probe stopped early measured only its fastest requests: no latency to learn from.
     stopped = pd.to_numeric(loads.get("metric.stopped_early", pd.Series(0.0, index=loads.index))).fillna(0.0) == 1.0
-    loads = loads[~stopped & (loads[list(LOAD_TARGETS)].astype(float) > 0).all(axis=1)].reset_index(drop=True)
+    measured = pd.concat([measured_rows(loads[t], t) for t in LOAD_TARGETS], axis=1).all(axis=1)
+    loads = loads[~stopped & measured].reset_index(drop=True)
     key = loads[[f"config.{k}" for k in KNOBS]].astype(int).apply(tuple, axis=1)
     configs = sorted(set(key))
     fold_of = dict(zip(configs, np.random.default_rng(seed).permutation(len(configs)) % folds, strict=True))

@@ -168,6 +168,25 @@ def test_random_search_answers_with_its_fastest_replayed_pick(monkeypatch):
     assert serving_rate.random_answer(table.assign(rate_rps=np.nan), 5, 0) is None
 
 
+def test_a_tpot_that_times_a_burst_is_left_out_of_the_predictor_score_and_counted(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import serving_rate
+
+    serving_rate.use_engine("llama-server")
+    table = serving_rate.SPACE.enumerate()
+    table = table.assign(tpot_p50_ms=table["parallel"] * 0.5 + table["ubatch_size"] / 256.0,
+                         rate_rps=10.0 / table["parallel"])
+    table.loc[3, "tpot_p50_ms"] = 0.014  # the median request arrived in one burst: no decode pace
+    table.loc[5, "tpot_p50_ms"] = np.nan  # not measured at all
+    burst = serving_rate.predictor_mape(table, "tpot_p50_ms")
+    assert burst["n_rows"] == len(table) - 2 and burst["n_burst_excluded"] == 1
+    clean = serving_rate.predictor_mape(table.drop(index=[3, 5]), "tpot_p50_ms")
+    assert burst["mape"] == clean["mape"] and clean["n_burst_excluded"] == 0
+    rate = serving_rate.predictor_mape(table.assign(rate_rps=lambda t: t["rate_rps"].where(t.index != 3, 0.05)),
+                                       "rate_rps")
+    assert rate["n_rows"] == len(table) and rate["n_burst_excluded"] == 0  # the bound is for TPOT only
+
+
 def test_stages_on_a_stored_grid_refuse_a_model_without_one(monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import serving_rate
