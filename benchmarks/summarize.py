@@ -293,6 +293,14 @@ def serving_first_picks() -> str:
     return "\n".join(lines)
 
 
+def _mape_cell(entry: dict | None) -> str:
+    """A predictor MAPE, with the rows left out because their TPOT timed a burst, when any were."""
+    if not entry:
+        return "-"
+    burst = entry.get("n_burst_excluded")
+    return f"{entry['mape']:.1%}" + (f" ({burst} burst row{'s' if burst > 1 else ''} left out)" if burst else "")
+
+
 def serving_rate() -> str:
     d = _load("serving_rate")
     if not d:
@@ -322,7 +330,7 @@ def serving_rate() -> str:
                      f"({p['ratio_to_grid_best_per_seed'][0]:.2f}; {p['seeds_reaching_98pct']}/{p['n_seeds']}) | "
                      f"{own / m['grid_best_rps'] if own else float('nan'):.2f} | "
                      f"{r['ratio_mean']:.3f} ({r['seeds_reaching_98pct']}/{r['n_seeds']}) | {spread} | "
-                     + " / ".join(f"{pr[t]['mape']:.1%}" if t in pr else "-" for t in (
+                     + " / ".join(_mape_cell(pr.get(t)) for t in (
                          "rate_rps", "capacity_rps", "tpot_p50_ms", "output_tokens_per_s")) + f" | {given_load} |")
     confirmed = [m for m in d["models"] if m.get("confirmation")]
     if confirmed:
