@@ -304,6 +304,34 @@ def confirm(model: str, answers: dict[str, list[dict[str, Any] | None]], grid_be
         out[name] = {"ratio_to_grid_best_per_seed": [round(r, 4) for r in ratios], "ratio_mean": float(np.mean(ratios)),
                      "ratio_min": float(np.min(ratios)), "seeds_reaching_98pct": int(sum(r >= 0.98 for r in ratios)),
                      "n_seeds": len(ratios)}
+    out["noise_floor"] = relaunch_noise_floor(store_dir)
+    return out
+
+
+NOISE_FLOOR_TARGETS = {"rate_rps": "metric.sustainable_rate_rps", "tpot_p50_ms": "metric.tpot_p50_ms",
+                       "output_tokens_per_s": "metric.output_tokens_per_s"}
+
+
+def relaunch_noise_floor(store_dir: Path) -> dict[str, Any] | None:
+    """The error of the best a knobs-only predictor can do against one launch: each re-launch of
+    a config predicted by the mean of that config's other re-launches (MAPE over launches; a TPOT
+    that timed a burst is left out). A predictor scored on single launches cannot beat it by much."""
+    if not store_dir.exists():
+        return None
+    rows = MeasurementStore(store_dir).load(kind="serving", status="ok")
+    if rows.empty:
+        return None
+    out: dict[str, Any] = {"method": "each re-launch vs the mean of its config's other re-launches"}
+    for name, column in NOISE_FLOOR_TARGETS.items():
+        if column not in rows:
+            out[name] = None
+            continue
+        apes = []
+        for _, group in rows.groupby([f"config.{k}" for k in KNOBS]):
+            values = group[column].astype(float)
+            values = values[measured_rows(values, column)].to_numpy()
+            apes += [abs(np.delete(values, i).mean() / v - 1) for i, v in enumerate(values) if len(values) > 1]
+        out[name] = {"mape": float(np.mean(apes)), "n_launches": len(apes)} if apes else None
     return out
 
 
@@ -386,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the confirmation stage, on the stored grid and the results file's picks")
     parser.add_argument("--fresh", action="store_true", help="discard the stored grid and measure it again")
     parser.add_argument("--predictor-only", action="store_true",
-                        help="no launches: recompute the predictor errors from the stored grid into the result")
+                        help="no launches: recompute the predictor errors from the stored grid (and the "
+                             "re-launch noise floor from the stored confirmation) into the result")
     args = parser.parse_args(argv)
     use_engine(args.engine)
     name = args.model if args.engine == "llama-server" else f"{args.engine}-{args.model}"
@@ -486,6 +515,8 @@ def refresh_predictors(engine: str, model: str, run_dir: Path) -> int:
     previous, entry, rows = stored
     entry["predictor"] = predictors(grid_table(rows))
     entry["predictor_given_the_load"] = load_predictor(run_dir)
+    if entry.get("confirmation"):
+        entry["confirmation"]["noise_floor"] = relaunch_noise_floor(run_dir / "confirm")
     _rewrite(previous)
     print(json.dumps({k: entry[k] for k in ("predictor", "predictor_given_the_load")}, indent=1))
     return 0

@@ -301,6 +301,13 @@ def _mape_cell(entry: dict | None) -> str:
     return f"{entry['mape']:.1%}" + (f" ({burst} burst row{'s' if burst > 1 else ''} left out)" if burst else "")
 
 
+def _noise_floor_cell(floor: dict | None) -> str:
+    if not floor:
+        return "-"
+    return " / ".join(f"{floor[t]['mape']:.1%}" if floor.get(t) else "-"
+                      for t in ("rate_rps", "tpot_p50_ms", "output_tokens_per_s"))
+
+
 def serving_rate() -> str:
     d = _load("serving_rate")
     if not d:
@@ -339,8 +346,9 @@ def serving_rate() -> str:
                   "scores its answer's median re-launched rate over the grid best's:", "",
                   "| engine | model | rounds | grid best config: grid rate -> re-launched median (req/s) | "
                   "re-launched median / grid best's (seeds answering with it: perfpred, random) | "
-                  "perfpred mean (min; seeds >= 0.98) | random mean (min; seeds >= 0.98) |",
-                  "|---|---|---|---|---|---|---|"]
+                  "perfpred mean (min; seeds >= 0.98) | random mean (min; seeds >= 0.98) | "
+                  "noise floor: a launch vs its config's other launches, MAPE rate / TPOT p50 / tok/s |",
+                  "|---|---|---|---|---|---|---|---|"]
         for m in confirmed:
             c = m["confirmation"]
             best = c["grid_best_config"]
@@ -353,7 +361,7 @@ def serving_rate() -> str:
                       f"{c[s]['n_seeds']})" if s in c else "-" for s in ("perfpred", "random")]
             lines.append(f"| {m.get('engine', 'llama-server')} | {m['model']} | {c['repeats']} | "
                          f"{'/'.join(str(v) for v in best.values())}: {m['grid_best_rps']:.2f} -> {best_median:.2f} | "
-                         f"{per_config} | {scores[0]} | {scores[1]} |")
+                         f"{per_config} | {scores[0]} | {scores[1]} | {_noise_floor_cell(c.get('noise_floor'))} |")
     return "\n".join(lines)
 
 

@@ -157,6 +157,32 @@ def test_confirmation_scores_each_answer_against_the_grid_best_relaunched_alike(
     assert result["random"]["ratio_to_grid_best_per_seed"] == [1.0, ratios[0]]
 
 
+def test_the_relaunch_noise_floor_predicts_each_launch_by_its_configs_other_launches(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import serving_rate
+
+    from perfpred.datasets import Measurement, MeasurementStore
+
+    serving_rate.use_engine("llama-server")
+    assert serving_rate.relaunch_noise_floor(tmp_path / "confirm") is None
+    launches = {(16, 128): [(10.0, 5.0), (12.0, 5.0), (14.0, 0.02)],  # the third TPOT timed a burst
+                (1, 64): [(4.0, 2.0), (4.0, 3.0)]}
+    store = MeasurementStore(tmp_path / "confirm", create=True)
+    store.append([Measurement(kind="serving", workload={"model": "tiny", "relaunch": i},
+                              config={"engine": "llama-server", "parallel": p, "ubatch_size": u},
+                              hardware_id="cpu-test", status="ok",
+                              metrics={"sustainable_rate_rps": rate, "tpot_p50_ms": tpot,
+                                       "output_tokens_per_s": 24.0 * rate})
+                  for (p, u), runs in launches.items() for i, (rate, tpot) in enumerate(runs)])
+    floor = serving_rate.relaunch_noise_floor(tmp_path / "confirm")
+    rate_apes = [13 / 10 - 1, 0.0, 1 - 11 / 14, 0.0, 0.0]
+    assert floor["rate_rps"] == {"mape": pytest.approx(np.mean(rate_apes)), "n_launches": 5}
+    assert floor["output_tokens_per_s"]["mape"] == pytest.approx(np.mean(rate_apes))
+    # TPOT: the burst launch is neither predicted nor part of the others' mean
+    assert floor["tpot_p50_ms"] == {"mape": pytest.approx(np.mean([0.0, 0.0, 3 / 2 - 1, 1 - 2 / 3])),
+                                    "n_launches": 4}
+
+
 def test_random_search_answers_with_its_fastest_replayed_pick(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import serving_rate
