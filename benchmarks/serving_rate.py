@@ -313,9 +313,10 @@ NOISE_FLOOR_TARGETS = {"rate_rps": "metric.sustainable_rate_rps", "tpot_p50_ms":
 
 
 def relaunch_noise_floor(store_dir: Path) -> dict[str, Any] | None:
-    """The error of the best a knobs-only predictor can do against one launch: each re-launch of
-    a config predicted by the mean of that config's other re-launches (MAPE over launches; a TPOT
-    that timed a burst is left out). A predictor scored on single launches cannot beat it by much."""
+    """How far one launch repeats: each re-launch of a config predicted by the mean of that
+    config's other re-launches (MAPE over launches; a TPOT that timed a burst is left out). The
+    other launches' mean is noisy too, so this overstates the irreducible error of a predictor
+    scored on single launches by up to ~sqrt(1 + 1/(launches - 1)) (1.22x for three launches)."""
     if not store_dir.exists():
         return None
     rows = MeasurementStore(store_dir).load(kind="serving", status="ok")
