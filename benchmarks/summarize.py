@@ -82,8 +82,9 @@ def _seeded_tables(d: dict, output: str, title: str, names: list[str], at: int, 
     # A file written by --rerun holds other runs too: name the command that ran this time.
     if "rerun" in d:
         command = f"--rerun {','.join(d['rerun'])} --seeds {d['seeds']} --output {output}"
-    elif "extended" in d:
-        command = f"--extend --seeds {d['seeds']} --strategies {','.join(d['extended'])} --output {output}"
+    elif "extended" in d:  # extended in several sittings: one --extend of every strategy gives the same runs
+        every = d.get("seeds_per_strategy") or d["extended"]
+        command = f"--extend --seeds {d['seeds']} --strategies {','.join(every)} --output {output}"
     else:
         command = f"--seeds {d['seeds']} --strategies {','.join(d['strategies'])} --output {output}"
     lines = ["", f"{title}, {d['seeds']} seeds (`{command}`):", "", head, "|" + "---|" * (len(budgets) + 3)]
