@@ -95,7 +95,10 @@ def kt_cache_for(name: str, path: Path, backend: ReplayBackend) -> Path:
         from perfpred.collect.importers import export_kernel_tuner_cache
 
         out.parent.mkdir(parents=True, exist_ok=True)
-        export_kernel_tuner_cache(backend.table, out)
+        # Atomically: with --chunk two workers may both find it missing and write it.
+        tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp.json")
+        export_kernel_tuner_cache(backend.table, tmp)
+        os.replace(tmp, out)
     return out
 
 
@@ -310,7 +313,11 @@ def main() -> None:
     parser.add_argument("--extend", action="store_true", help="add only the seeds each space x strategy of "
                         "--strategies lacks up to --seeds to the runs file of --output (resumable: saved after "
                         "every space x strategy)")
+    parser.add_argument("--chunk", type=int, default=None, help="with --extend: split each space x strategy's "
+                        "missing seeds into blocks of at most this many, so the workers share a slow space")
     args = parser.parse_args()
+    if args.chunk is not None and args.chunk < 1:
+        parser.error(f"`--chunk >= 1` must hold, but got --chunk {args.chunk}")
     if args.rerun:
         rerun(args)
         return
@@ -352,17 +359,23 @@ def main() -> None:
     print(f"wrote {path} in {time.time() - t0:.0f} s")
 
 
-def missing_seeds(results: list[dict], names: list[str], strategies: list[str], n_seeds: int) -> list[tuple]:
+def missing_seeds(results: list[dict], names: list[str], strategies: list[str], n_seeds: int,
+                  chunk: int | None = None) -> list[tuple]:
     """(space, strategy, seeds) still to run for ``n_seeds`` seeds of every strategy on every space.
 
     A runs file holds seeds 0..len-1 of each strategy in order (``main`` runs ``range(--seeds)``
     and every run is seeded), so the missing ones are len..n_seeds-1. The slowest space (UCI SGEMM's
-    241,600 configs) goes first so that two workers finish together.
+    241,600 configs) goes first so that two workers finish together. With ``chunk`` a space x
+    strategy's missing seeds are split into consecutive blocks of at most that many, so several
+    workers can share one slow space (``merge_in_order`` puts the blocks back in seed order).
     """
     have = {r["space"]: {s: len(runs) for s, runs in r["runs"].items()} for r in results}
-    units = [(name, strategy, list(range(have.get(name, {}).get(strategy, 0), n_seeds)))
-             for name in names for strategy in strategies]
-    units = [u for u in units if u[2]]
+    units = []
+    for name in names:
+        for strategy in strategies:
+            seeds = list(range(have.get(name, {}).get(strategy, 0), n_seeds))
+            step = chunk or len(seeds) or 1
+            units += [(name, strategy, seeds[i:i + step]) for i in range(0, len(seeds), step)]
     return sorted(units, key=lambda u: not u[0].startswith("uci-sgemm"))
 
 
@@ -385,23 +398,44 @@ def merge_runs(results: list[dict], new: dict) -> None:
         old["prior_fit_s"] = new["prior_fit_s"]
 
 
+def merge_in_order(results: list[dict], pending: dict[tuple[str, str], dict[int, dict]], unit: tuple,
+                   new: dict) -> None:
+    """Merge ``new`` (``run_space`` of ``unit`` = (space, strategy, seeds)) once every earlier seed
+    of its space x strategy is in ``results``; blocks that finish early wait in ``pending``.
+
+    Keeps the runs file's rule (seeds 0..len-1 in order) when chunks of one space x strategy
+    finish out of order; a block still waiting when the run is interrupted is run again."""
+    name, strategy, seeds = unit
+    waiting = pending.setdefault((name, strategy), {})
+    waiting[seeds[0]] = new
+    while True:
+        space = next((r for r in results if r["space"] == name), None)
+        next_seed = len(space["runs"].get(strategy, [])) if space else 0
+        if next_seed not in waiting:
+            return
+        merge_runs(results, waiting.pop(next_seed))
+
+
 def extend(args: argparse.Namespace) -> None:
     """Run the seeds the runs file of ``--output`` lacks, one space x strategy at a time."""
     names = list(space_files()) if args.spaces == "all" else args.spaces.split(",")
     strategies = args.strategies.split(",")
     runs_file = RUNS_DIR / "tuning" / f"{args.output}_runs.json.gz"
+    runs_file.parent.mkdir(parents=True, exist_ok=True)  # a fresh checkout has no runs folder
     results: list[dict] = []
     if runs_file.exists():
         with gzip.open(runs_file, "rt") as fh:
             results = json.load(fh)
-    units = missing_seeds(results, names, strategies, args.seeds)
+    units = missing_seeds(results, names, strategies, args.seeds, chunk=args.chunk)
     print(f"{len(units)} space x strategy units to run ({sum(len(u[2]) for u in units)} runs)", flush=True)
     order = {name: i for i, name in enumerate(space_files())}
     t0 = time.time()
+    pending: dict[tuple[str, str], dict[int, dict]] = {}
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        futures = [pool.submit(run_space, name, seeds, [strategy]) for name, strategy, seeds in units]
+        futures = {pool.submit(run_space, name, seeds, [strategy]): (name, strategy, seeds)
+                   for name, strategy, seeds in units}
         for future in as_completed(futures):
-            merge_runs(results, future.result())
+            merge_in_order(results, pending, futures[future], future.result())
             results.sort(key=lambda r: order.get(r["space"], len(order)))
             with gzip.open(runs_file, "wt") as fh:  # after every unit: an interruption loses only those in flight
                 json.dump(results, fh)

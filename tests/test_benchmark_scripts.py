@@ -108,6 +108,34 @@ def test_extending_a_tuning_runs_file_adds_only_the_missing_seeds(monkeypatch):
     assert tuning.missing_seeds(results, ["gemm/RTX_3090"], ["random", "perfpred-cold"], 5) == []
 
 
+def test_extending_in_chunks_keeps_each_strategys_seeds_in_order(monkeypatch):
+    """tuning.py --extend --chunk: a slow space's missing seeds split into blocks for several workers;
+    a block that finishes before an earlier one waits, so the runs file still holds seeds 0..len-1."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import tuning
+
+    results = [{"space": "gemm/RTX_3090", "optimum_ms": 1.0, "n_configs": 9, "runs": {"random": [[0.0]]},
+                "wall_s": {"random": 1.0}}]
+    units = tuning.missing_seeds(results, ["gemm/RTX_3090", "uci-sgemm/GTX_680"], ["random"], 6, chunk=2)
+    assert units == [("uci-sgemm/GTX_680", "random", [0, 1]), ("uci-sgemm/GTX_680", "random", [2, 3]),
+                     ("uci-sgemm/GTX_680", "random", [4, 5]), ("gemm/RTX_3090", "random", [1, 2]),
+                     ("gemm/RTX_3090", "random", [3, 4]), ("gemm/RTX_3090", "random", [5])]
+
+    def block(space, seeds):
+        return {"space": space, "optimum_ms": 1.0, "n_configs": 9, "runs": {"random": [[float(s)] for s in seeds]},
+                "wall_s": {"random": 1.0}}
+
+    pending: dict = {}
+    for unit in (units[4], units[1], units[5]):  # out of order: nothing can be merged yet
+        tuning.merge_in_order(results, pending, unit, block(unit[0], unit[2]))
+    assert results[0]["runs"]["random"] == [[0.0]] and len(results) == 1
+    tuning.merge_in_order(results, pending, units[3], block("gemm/RTX_3090", [1, 2]))
+    assert results[0]["runs"]["random"] == [[float(s)] for s in range(6)]
+    tuning.merge_in_order(results, pending, units[0], block("uci-sgemm/GTX_680", [0, 1]))
+    assert results[1]["runs"]["random"] == [[0.0], [1.0], [2.0], [3.0]]
+    assert not pending[("gemm/RTX_3090", "random")] and not pending[("uci-sgemm/GTX_680", "random")]
+
+
 def test_confirmation_scores_each_answer_against_the_grid_best_relaunched_alike(monkeypatch, tmp_path):
     """serving_rate --confirm: the distinct answers and the grid's best run the same number of
     interleaved launches; a seed's score is its answer's median over the grid best's median, and

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
 import tempfile
 import warnings
@@ -31,7 +32,10 @@ def _plain_cache(cache_file: Path, workdir: Path) -> tuple[Path, dict]:
     stem = cache_file.name.removesuffix(".gz").removesuffix(".json")
     plain = workdir / f"{cache_file.parent.name}_{stem}.json"
     if not plain.exists():
-        plain.write_text(json.dumps(data))
+        # Atomically: workers sharing one space may check for the copy while another writes it.
+        tmp = plain.with_name(f"{plain.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, plain)
     return plain, data
 
 
