@@ -18,7 +18,8 @@ from rich.table import Table
 from perfpred.errors import InvalidInputError, PerfPredError
 
 app = typer.Typer(help="Predict and tune GEMM, kernel and serving performance before launching anything.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  rich_markup_mode="markdown")
 collect_app = typer.Typer(help="Measure configurations on this machine into a Measurement store.",
                           no_args_is_help=True)
 dataset_app = typer.Typer(help="Inspect Measurement stores.", no_args_is_help=True)

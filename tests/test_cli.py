@@ -81,6 +81,15 @@ def test_help_of_every_command_mentions_units(command):
     assert UNIT.search(text), f"`perfpred {' '.join(command)} --help` names no unit:\n{result.output}"
 
 
+def test_help_reflows_a_docstring_paragraph_to_the_terminal_width():
+    # The docstrings are wrapped at 120 columns in the source; help must not keep those breaks,
+    # or an 80-column terminal shows ragged half-empty lines.
+    result = runner.invoke(app, ["tune", "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
+    assert result.exit_code == 0, result.output
+    assert any("scores every candidate (lower confidence bound of log runtime, predicted failures last), and "
+               "measures a diverse batch" in line for line in result.output.splitlines()), result.output
+
+
 def test_top_level_help_lists_the_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
