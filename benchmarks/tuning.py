@@ -421,6 +421,12 @@ def extend(args: argparse.Namespace) -> None:
     names = list(space_files()) if args.spaces == "all" else args.spaces.split(",")
     strategies = args.strategies.split(",")
     runs_file = RUNS_DIR / "tuning" / f"{args.output}_runs.json.gz"
+    result_file = RESULTS_DIR / f"{args.output}.json"
+    if not runs_file.exists() and result_file.exists():
+        # Runs files are not committed: on a fresh checkout the summary is there but its runs are
+        # not, and extending would rewrite the summary with only --strategies.
+        raise SystemExit(f"error: {result_file.name} has no runs file at {runs_file} to extend; extending would "
+                         f"overwrite it with only {args.strategies}: choose a new --output")
     runs_file.parent.mkdir(parents=True, exist_ok=True)  # a fresh checkout has no runs folder
     results: list[dict] = []
     if runs_file.exists():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -106,6 +107,24 @@ def test_extending_a_tuning_runs_file_adds_only_the_missing_seeds(monkeypatch):
     tuning.merge_runs(results, {"space": "uci-sgemm/GTX_680", "runs": {"random": [[1.0]]}, "wall_s": {"random": 1.0}})
     assert [r["space"] for r in results] == ["gemm/RTX_3090", "uci-sgemm/GTX_680"]
     assert tuning.missing_seeds(results, ["gemm/RTX_3090"], ["random", "perfpred-cold"], 5) == []
+
+
+def test_extending_a_summary_whose_runs_file_is_missing_is_refused(monkeypatch, tmp_path):
+    """tuning.py --extend on a fresh checkout (summary committed, runs file not): a one-line error,
+    and the summary is left as it was."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import tuning
+
+    monkeypatch.setattr(tuning, "RESULTS_DIR", tmp_path / "results")
+    monkeypatch.setattr(tuning, "RUNS_DIR", tmp_path / "runs")
+    (tmp_path / "results").mkdir()
+    summary = tmp_path / "results" / "tuning_50seeds.json"
+    summary.write_text('{"strategies": {"random": {}}}')
+    args = argparse.Namespace(output="tuning_50seeds", strategies="kt-hybrid_vndx", spaces="all", seeds=50,
+                              chunk=None, workers=1)
+    with pytest.raises(SystemExit, match=r"no runs file .* choose a new --output"):
+        tuning.extend(args)
+    assert summary.read_text() == '{"strategies": {"random": {}}}'
 
 
 def test_extending_in_chunks_keeps_each_strategys_seeds_in_order(monkeypatch):
