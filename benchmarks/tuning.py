@@ -94,11 +94,9 @@ def kt_cache_for(name: str, path: Path, backend: ReplayBackend) -> Path:
     if not out.exists():
         from perfpred.collect.importers import export_kernel_tuner_cache
 
-        out.parent.mkdir(parents=True, exist_ok=True)
-        # Atomically: with --chunk two workers may both find it missing and write it.
-        tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp.json")
-        export_kernel_tuner_cache(backend.table, tmp)
-        os.replace(tmp, out)
+        # Written atomically (each process renames its own temporary file): with --chunk two
+        # workers may both find it missing.
+        export_kernel_tuner_cache(backend.table, out)
     return out
 
 
@@ -399,21 +397,24 @@ def merge_runs(results: list[dict], new: dict) -> None:
 
 
 def merge_in_order(results: list[dict], pending: dict[tuple[str, str], dict[int, dict]], unit: tuple,
-                   new: dict) -> None:
+                   new: dict) -> bool:
     """Merge ``new`` (``run_space`` of ``unit`` = (space, strategy, seeds)) once every earlier seed
     of its space x strategy is in ``results``; blocks that finish early wait in ``pending``.
 
     Keeps the runs file's rule (seeds 0..len-1 in order) when chunks of one space x strategy
-    finish out of order; a block still waiting when the run is interrupted is run again."""
+    finish out of order; a block still waiting when the run is interrupted is run again.
+    Returns whether anything was merged (so the runs file needs writing)."""
     name, strategy, seeds = unit
     waiting = pending.setdefault((name, strategy), {})
     waiting[seeds[0]] = new
+    merged = False
     while True:
         space = next((r for r in results if r["space"] == name), None)
         next_seed = len(space["runs"].get(strategy, [])) if space else 0
         if next_seed not in waiting:
-            return
+            return merged
         merge_runs(results, waiting.pop(next_seed))
+        merged = True
 
 
 def extend(args: argparse.Namespace) -> None:
@@ -441,7 +442,8 @@ def extend(args: argparse.Namespace) -> None:
         futures = {pool.submit(run_space, name, seeds, [strategy]): (name, strategy, seeds)
                    for name, strategy, seeds in units}
         for future in as_completed(futures):
-            merge_in_order(results, pending, futures[future], future.result())
+            if not merge_in_order(results, pending, futures[future], future.result()):
+                continue  # an early block waits for an earlier one: nothing new to save
             results.sort(key=lambda r: order.get(r["space"], len(order)))
             with gzip.open(runs_file, "wt") as fh:  # after every unit: an interruption loses only those in flight
                 json.dump(results, fh)

@@ -206,9 +206,10 @@ def export_kernel_tuner_cache(
 
 
 def _write(path: Path, doc: dict[str, Any]) -> Path:
-    """Write to a temporary name, then rename: a crash never leaves half a cache file."""
+    """Write to a temporary name, then rename: a crash never leaves half a cache file, and
+    processes writing the same file at once (tuning workers sharing a space) each rename their own."""
     text = json.dumps(doc, allow_nan=False, default=_python_json)
-    tmp = path.with_name(f".tmp-{path.name}")
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.name.endswith(".gz"):
         with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=6) as fh:
