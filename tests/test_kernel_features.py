@@ -10,8 +10,15 @@ import pytest
 
 from perfpred.errors import InvalidInputError
 from perfpred.features._gemm_gpu import GPU_IDENTITY_FEATURES, TILES, gpu_gemm_features, gpu_gemm_transfer_features
-from perfpred.features._kernel import ANALYTIC_WORK, DERIVED_FEATURES, hardware_features, kernel_features
+from perfpred.features._kernel import (
+    ANALYTIC_WORK,
+    DERIVED_FEATURES,
+    hardware_features,
+    kernel_features,
+    kernel_occupancy_features,
+)
 from perfpred.features._serving import moe_routing, serving_features, touched_params
+from perfpred.features._specs import SM_LIMITS_BY_CC, sm_limits
 
 GPU = {"hardware_id": "gpu-test", "peak_gflops": {"fp32": 10000.0, "fp16": 40000.0}, "mem_bw_gbs": 500.0,
        "sm_count": 40, "l2_cache_kib": 4096, "memory_gib": 16.0}
@@ -61,6 +68,47 @@ def test_convolution_rules_and_roofline():
     nbytes = 4.0 * ((4096 + 14) ** 2 + 4096**2)
     assert f["log2_roofline_ms"] == pytest.approx(np.log2(max(flop / 1e10, nbytes / 5e8)))
     assert "d_tile_area" not in f  # GEMM rules need GEMM parameters
+
+
+KEPLER = {**GPU, "name": "NVIDIA GeForce GTX 680", "sm_count": 8}  # compute capability 3.0, from the name
+
+
+def test_xgemm_occupancy_on_a_kepler_gpu():
+    # 128 threads; 64 x 32 tile: 4 x 4 accumulators + 4 + 4 operand registers + 20 = 44 <= 63;
+    # 8 KiB of local memory (A only). Limits: 2048 / 128 = 16 threads-wise, 16 blocks, 48 KiB / 8 KiB = 6,
+    # 65536 / (128 x 44) = 11.6 -> 11 registers-wise: shared memory binds at 6 work-groups.
+    assert "d_blocks_per_sm" not in kernel_features(rows([XGEMM], {"problem_size_x": 4096}, KEPLER))  # opt-in
+    f = kernel_occupancy_features(rows([XGEMM], {"problem_size_x": 4096}, KEPLER)).iloc[0]
+    assert f["d_blocks_per_sm"] == 6
+    assert f["d_occupancy"] == pytest.approx(6 * 128 / 2048)
+    assert f["d_register_spill"] == 0
+    waves = (4096 / 64) * (4096 / 32) / (8 * 6)
+    assert f["d_resident_waves"] == pytest.approx(waves)
+    assert f["d_wave_tail_efficiency"] == pytest.approx(waves / np.ceil(waves))
+    # 8 x 8 accumulators per thread: 64 + 16 + 20 = 100 registers, 37 past Kepler's 63, and the
+    # spill is capped at 63 a thread: 65536 / (64 threads x 63) = 16.3, no local memory, 16 blocks at most.
+    big = {**XGEMM, "MWG": 64, "NWG": 64, "MDIMC": 8, "NDIMC": 8, "SA": 0}
+    g = kernel_occupancy_features(rows([big], {"problem_size_x": 4096}, KEPLER)).iloc[0]
+    assert g["d_register_spill"] == 100 - 63
+    assert g["d_blocks_per_sm"] == min(2048 // 64, 16, 65536 // (64 * 63))
+
+
+def test_occupancy_uses_limits_the_spec_states_and_is_unknown_without_them():
+    cfg = {"block_size_x": 48, "block_size_y": 4, "tile_size_x": 2, "tile_size_y": 3, "use_shmem": 1,
+           "filter_width": 15, "filter_height": 15}
+    stated = {**GPU, "compute_capability": "8.0"}  # A100: 164 KiB shared memory, 2048 threads, 32 blocks
+    f = kernel_occupancy_features(rows([cfg], {"problem_size_x": 4096, "problem_size_y": 4096}, stated)).iloc[0]
+    smem = (96 + 14) * (12 + 14) * 4
+    assert f["d_blocks_per_sm"] == min(2048 // 192, 32, (164 * 1024) // smem)
+    assert np.isnan(f["d_register_spill"])  # no register estimate for this kernel
+    # No name, no compute capability (e.g. an AMD GPU): the columns are there, unknown.
+    u = kernel_occupancy_features(rows([cfg], {"problem_size_x": 4096, "problem_size_y": 4096})).iloc[0]
+    assert np.isnan(u["d_blocks_per_sm"]) and np.isnan(u["d_occupancy"]) and np.isnan(u["d_resident_waves"])
+    # A spec that states its own limits wins over its compute capability's row.
+    own = sm_limits({"compute_capability": "8.0", "shared_kib_per_sm": 100})
+    assert own["shared_kib_per_sm"] == 100 and own["max_threads_per_sm"] == 2048
+    assert sm_limits({"name": "AMD Radeon PRO W6600"}) is None
+    assert sm_limits({"name": "NVIDIA GeForce GTX 680"}) == SM_LIMITS_BY_CC["3.0"]
 
 
 def test_rules_table_is_documented_and_names_are_unique():
@@ -119,6 +167,7 @@ def test_featurizers_are_registered():
     from perfpred.models import FEATURIZERS
 
     assert FEATURIZERS["kernel"] is kernel_features
+    assert FEATURIZERS["kernel-occupancy"] is kernel_occupancy_features
     assert FEATURIZERS["serving"] is serving_features
     assert FEATURIZERS["gemm-gpu"] is gpu_gemm_features
 

@@ -12,7 +12,12 @@ from perfpred.features._gemm import (
     roofline_ms,
 )
 from perfpred.features._gemm_gpu import GPU_IDENTITY_FEATURES, gpu_gemm_features, gpu_gemm_transfer_features
-from perfpred.features._kernel import DERIVED_FEATURES, hardware_features, kernel_features
+from perfpred.features._kernel import (
+    DERIVED_FEATURES,
+    hardware_features,
+    kernel_features,
+    kernel_occupancy_features,
+)
 from perfpred.features._reference import ReferenceTimes, reference_key_columns
 from perfpred.features._serving import serving_features
 from perfpred.features._specs import GPU_SPECS
@@ -31,6 +36,7 @@ __all__ = [
     "gpu_gemm_transfer_features",
     "hardware_features",
     "kernel_features",
+    "kernel_occupancy_features",
     "min_bytes",
     "padding_efficiency",
     "pow2_alignment",

@@ -37,3 +37,49 @@ GPU_SPECS: dict[str, dict] = {
     "Tesla P100-PCIE-16GB": _spec(4.7, 9.3, 18.7, None, 732),
     "Tesla P4": _spec(0.17, 5.5, 0.09, None, 192),
 }
+
+
+# Per-SM resource limits by CUDA compute capability (the CUDA C++ Programming Guide's table
+# "Technical Specifications per Compute Capability"): resident threads and blocks, shared memory
+# (the most a kernel can configure), 32-bit registers, and registers one thread may use (beyond
+# it the compiler spills to local memory). OpenCL kernels on the same GPU share these limits.
+SM_LIMITS_BY_CC: dict[str, dict[str, float]] = {
+    cc: {"max_threads_per_sm": threads, "max_blocks_per_sm": blocks, "shared_kib_per_sm": shared_kib,
+         "registers_per_sm": 65536, "max_registers_per_thread": max_regs}
+    for cc, threads, blocks, shared_kib, max_regs in (
+        ("3.0", 2048, 16, 48, 63), ("3.5", 2048, 16, 48, 255), ("5.0", 2048, 32, 64, 255),
+        ("5.2", 2048, 32, 96, 255), ("6.0", 2048, 32, 64, 255), ("6.1", 2048, 32, 96, 255),
+        ("7.0", 2048, 32, 96, 255), ("7.5", 1024, 16, 64, 255), ("8.0", 2048, 32, 164, 255),
+        ("8.6", 1536, 16, 100, 255), ("8.9", 1536, 24, 100, 255), ("9.0", 2048, 32, 228, 255),
+    )
+}
+
+# Compute capability of the NVIDIA GPUs in GPU_SPECS and the recorded datasets, for specs that do
+# not carry it (a live CUDA collector records it; the importers know only the name).
+GPU_COMPUTE_CAPABILITY: dict[str, str] = {
+    "NVIDIA GeForce GTX 680": "3.0",
+    "Tesla P100-PCIE-16GB": "6.0", "Tesla P4": "6.1",
+    "Tesla V100-PCIE-32GB": "7.0", "Tesla V100-SXM2-16GB": "7.0",
+    "NVIDIA GeForce RTX 2080 Ti": "7.5", "NVIDIA TITAN RTX": "7.5", "Tesla T4": "7.5",
+    "NVIDIA A100-SXM4-40GB": "8.0", "NVIDIA A100-SXM4-80GB": "8.0", "NVIDIA A100-PCIE-40GB": "8.0",
+    "NVIDIA A100 80GB PCIe": "8.0",
+    "NVIDIA GeForce RTX 3090": "8.6", "NVIDIA RTX A6000": "8.6", "NVIDIA RTX A4000": "8.6", "NVIDIA A40": "8.6",
+    "NVIDIA L4": "8.9",
+    "NVIDIA H100 80GB HBM3": "9.0", "NVIDIA H100 PCIe": "9.0", "NVIDIA H200": "9.0",
+}
+
+
+def sm_limits(spec: dict) -> dict[str, float] | None:
+    """Per-SM limits of the GPU a hardware spec describes, or None where they are not known.
+
+    Limits the spec states itself win; otherwise its ``compute_capability``, else its name, picks
+    a row of :data:`SM_LIMITS_BY_CC`. AMD GPUs schedule differently and get None.
+    """
+    keys = ("max_threads_per_sm", "max_blocks_per_sm", "shared_kib_per_sm", "registers_per_sm",
+            "max_registers_per_thread")
+    cc = spec.get("compute_capability") or GPU_COMPUTE_CAPABILITY.get(spec.get("gpu_name") or spec.get("name") or "")
+    base = SM_LIMITS_BY_CC.get(str(cc)) if cc else None
+    stated = {k: float(spec[k]) for k in keys if isinstance(spec.get(k), (int, float))}
+    if base is None and len(stated) < len(keys):
+        return None
+    return {**(base or {}), **stated}

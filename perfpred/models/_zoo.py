@@ -36,7 +36,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from perfpred.errors import InvalidInputError, MissingDependencyError
 from perfpred.features._gemm_gpu import gpu_gemm_features, gpu_gemm_transfer_features
-from perfpred.features._kernel import kernel_features
+from perfpred.features._kernel import kernel_features, kernel_occupancy_features
 from perfpred.features._serving import serving_features
 from perfpred.models._performance_model import PerformanceModel, register_featurizer, register_regressor
 from perfpred.models._regressors import LogTargetXGBRegressor, check_positive_target, log_target_tags
@@ -623,6 +623,7 @@ def _grid_xgb(seed: int) -> GridNeighbourRegressor:
 
 
 register_featurizer("kernel", kernel_features)
+register_featurizer("kernel-occupancy", kernel_occupancy_features)
 register_featurizer("gemm-gpu", gpu_gemm_features)
 register_featurizer("gemm-gpu-transfer", gpu_gemm_transfer_features)
 register_featurizer("serving", serving_features)
