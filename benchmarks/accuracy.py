@@ -299,17 +299,22 @@ def uci_2000(tables, budget: Budget) -> dict[str, Any]:
     n_train = 500 if budget.smoke else 2000
     train = table.iloc[np.random.RandomState(SEED).choice(tr, n_train, replace=False)]
     test = table.iloc[te]
-    candidates = {name: PerformanceModel(kind="kernel", regressor=reg)
-                  for name, reg in small_data_candidates(budget).items()}
+    # Each regressor on the kernel features, and on them plus the occupancy on the GTX 680
+    # (``kind="kernel-occupancy"``); cross-validation on the training rows picks.
+    candidates = {f"{name}{suffix}": PerformanceModel(kind=kind, regressor=clone(reg))
+                  for name, reg in small_data_candidates(budget).items()
+                  for kind, suffix in (("kernel", ""), ("kernel-occupancy", "+occupancy"))}
     best, cv_scores = cv_select(candidates, train, kfold(len(train), budget.cv_folds))
     # The two best by CV, blended, as one more candidate scored by the same folds.
     top = sorted(cv_scores, key=cv_scores.get)[:2]
-    blend = PerformanceModel(kind="kernel", regressor=BlendRegressor(
-        [(name, candidates[name].regressor) for name in top]))
+    blend_kind = candidates[top[0]].kind  # a blend shares one feature set: its best member's
+    blend = PerformanceModel(kind=blend_kind, regressor=BlendRegressor(
+        [(name, clone(candidates[name].regressor)) for name in top]))
+    blend_name = f"blend({'+'.join(top)}) on {blend_kind} features"
     _, blend_score = cv_select({"blend": blend}, train, kfold(len(train), budget.cv_folds))
-    cv_scores[f"blend({'+'.join(top)})"] = blend_score["blend"]
+    cv_scores[blend_name] = blend_score["blend"]
     chosen = candidates[best] if cv_scores[best] <= blend_score["blend"] else blend
-    chosen_name = best if chosen is candidates[best] else f"blend({'+'.join(top)})"
+    chosen_name = best if chosen is candidates[best] else blend_name
     result = fit_score(chosen, train, test)
     out = with_target("uci_2000", public(result))
     out.update({"model": chosen_name, "cv_mape_pct_on_training_rows": {k: round(v, 3) for k, v in cv_scores.items()},
