@@ -263,7 +263,7 @@ def summarise(space_results: list[dict], seeds: list[int]) -> dict:
         agg = {}
         for key in ("P", *[f"best_over_opt@{b}" for b in BUDGETS]):
             vals = [e[key] for e in entries if key in e]
-            if vals:
+            if vals and len(vals) == len(entries):  # a mean over some spaces only would mislead
                 agg[f"mean_{key}"] = float(np.mean(vals))
         agg["mean_wall_s_per_run"] = float(np.mean([e["wall_s_per_run"] for e in entries]))
         summary["strategies"][strategy] = agg
@@ -451,10 +451,13 @@ def extend(args: argparse.Namespace) -> None:
                           for s in sorted({s for r in results for s in r["runs"]})}
     summary = summarise(results, list(range(args.seeds)))
     plot(results, RESULTS_DIR / f"{args.output}.png")
+    wall_s = round(time.time() - t0, 1)
+    if not units and result_file.exists():  # only re-summarised: keep the time the runs took
+        wall_s = json.loads(result_file.read_text()).get("wall_s_extend", wall_s)
     path = write_result(args.output, {"budget": BUDGET, "seeds": min(seeds_per_strategy.values()),
                                       "seeds_per_strategy": seeds_per_strategy,
                                       "spaces_done": len(results), "spaces_total": len(space_files()),
-                                      "extended": strategies, "wall_s_extend": round(time.time() - t0, 1),
+                                      "extended": strategies, "wall_s_extend": wall_s,
                                       **summary})
     print(f"wrote {path} in {time.time() - t0:.0f} s")
 

@@ -272,3 +272,21 @@ def test_stages_on_a_stored_grid_refuse_a_model_without_one(monkeypatch, capsys)
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"{flag} needs a result and a stored grid for llama-server / no-such-model")
         assert len(err.splitlines()) == 1
+
+
+def test_a_budget_some_spaces_never_reach_gets_no_mean_across_spaces(monkeypatch):
+    """A strategy that stops early on one space (Optuna's GP sampler, dual_annealing) would get a
+    'mean at 32' over the other spaces only, which can sit above its mean at 16: none is given."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import tuning
+
+    curve = [4.0, 3.0, 2.0, 1.5] * 8  # 32 evaluations
+    results = [{"space": "a", "optimum_ms": 1.0, "n_configs": 99, "runs": {"random": [curve], "gp": [curve]},
+                "wall_s": {"random": 1.0, "gp": 1.0}},
+               {"space": "b", "optimum_ms": 1.0, "n_configs": 99, "runs": {"random": [curve], "gp": [curve[:16]]},
+                "wall_s": {"random": 1.0, "gp": 1.0}}]
+    summary = tuning.summarise(results, [0])
+    assert "best_over_opt@32" in summary["spaces"]["a"]["strategies"]["gp"]
+    assert "mean_best_over_opt@16" in summary["strategies"]["gp"]
+    assert "mean_best_over_opt@32" not in summary["strategies"]["gp"]
+    assert "mean_best_over_opt@32" in summary["strategies"]["random"]
