@@ -546,7 +546,8 @@ def tune(
 
         tuner = Tuner(session.space, session.backend, settings, candidates=session.candidates, prior=priors,
                       storage=storage, study_name=study, on_evaluation=on_eval,
-                      featurize=kernel_tuning_features(session.workload) if features == "derived" else param_features)
+                      featurize=(kernel_tuning_features(session.workload, session.hardware)
+                                 if features == "derived" else param_features))
         result = tuner.run()
     comparisons = {}
     if compare_random:

@@ -63,6 +63,13 @@ def test_space_and_optimum_match_the_recorded_file(backend: ReplayBackend, conv:
     assert backend.n_evaluations == 0  # looking up the optimum is not an evaluation
 
 
+def test_the_recorded_gpu_spec_is_available_for_features(backend: ReplayBackend) -> None:
+    spec = backend.hardware()
+    assert spec["name"] == "NVIDIA RTX A6000" and spec["sm_count"] == 84
+    bare = ReplayBackend(backend.table.drop(columns=["hardware_json"]))
+    assert bare.hardware() is None
+
+
 def test_measure_returns_the_record_and_counts_simulated_time(backend: ReplayBackend, conv: dict) -> None:
     keys = conv["tune_params_keys"]
     entries = list(conv["cache"].values())

@@ -34,6 +34,20 @@ def test_derived_gemm_quantities_are_columns():
     pd.testing.assert_frame_equal(feats, prefixed)
 
 
+def test_a_known_gpu_adds_its_occupancy_and_an_unknown_one_adds_nothing():
+    cands = gemm_candidates().assign(SB=0)  # local memory needs both SA and SB
+    problem = {"m": 1024, "n": 1024, "k": 1024}
+    kepler = kernel_tuning_features(problem, {"name": "NVIDIA GeForce GTX 680", "sm_count": 8})(cands)
+    assert {"d_blocks_per_sm", "d_occupancy", "d_resident_waves"} <= set(kepler.columns)
+    assert not any(c.startswith("hw_") for c in kepler.columns)  # one GPU: its spec is a constant
+    # Shared memory binds where SA caches A: 128 x 32 floats = 16 KiB -> 3 work-groups in 48 KiB.
+    big = (cands["MWG"] == 128) & (cands["KWG"] == 32) & (cands["SA"] == 1) & (cands["MDIMC"] == 32) \
+        & (cands["NDIMC"] == 8) & (cands["NWG"] == 16)
+    assert (kepler.loc[big, "d_blocks_per_sm"] == 3).all()
+    unknown = kernel_tuning_features(problem, {"name": "AMD Radeon PRO W6600", "sm_count": 28})(cands)
+    assert not {"d_blocks_per_sm", "d_occupancy"} & set(unknown.columns)
+
+
 def test_constant_unknown_and_copied_columns_are_dropped():
     cands = gemm_candidates().assign(PRECISION=32)
     feats = kernel_tuning_features()(cands)  # no problem size: the quantities that need it are NaN

@@ -20,6 +20,7 @@ The backend has the collector interface of :class:`perfpred.collect.GemmCollecto
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -132,6 +133,12 @@ class ReplayBackend:
         rows = self._rows
         return {c[len(WORKLOAD_PREFIX):]: _python(rows[c].iloc[0]) for c in rows.columns
                 if c.startswith(WORKLOAD_PREFIX) and c not in self._columns and rows[c].nunique(dropna=False) == 1}
+
+    def hardware(self) -> dict[str, Any] | None:
+        """The recorded device's spec (``hardware_json`` of the replayed rows), None if not recorded."""
+        if "hardware_json" not in self._rows or self._rows["hardware_json"].isna().all():
+            return None
+        return json.loads(self._rows["hardware_json"].dropna().iloc[0])
 
     def space(self) -> dict[str, list[Any]]:
         """The tune parameters and the values recorded for each (Kernel Tuner's ``tune_params``)."""

@@ -32,6 +32,8 @@ class Session:
     optimum: float | None = None  # known for replayed spaces
     # The problem every candidate solves (problem_size_x, m, ...): the derived kernel features need it.
     workload: dict[str, Any] = field(default_factory=dict)
+    # The device's spec, where known (a replayed recording's GPU): occupancy features need it.
+    hardware: dict[str, Any] | None = None
 
 
 def _replay_format(path: Path) -> str:
@@ -57,7 +59,8 @@ def open_session(backend_spec: str, space_file: str | None = None) -> Session:
                  else SearchSpace({k: sorted(candidates[k].unique().tolist()) for k in candidates.columns}))
         candidates = candidates[space.mask(candidates[space.names])]
         return Session(space, backend, candidates.reset_index(drop=True), f"replay of {path.name}",
-                       optimum=float(backend.optimum().runtime_ms), workload=backend.problem())
+                       optimum=float(backend.optimum().runtime_ms), workload=backend.problem(),
+                       hardware=backend.hardware())
     if kind == "kernel":
         from perfpred.collect import KernelCollector, get_kernel
 

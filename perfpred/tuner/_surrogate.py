@@ -13,6 +13,7 @@ results), so candidates the tuner believes will fail are ranked last.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,14 +45,17 @@ def param_features(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def kernel_tuning_features(workload: Mapping[str, Any] | None = None) -> Callable[[pd.DataFrame], pd.DataFrame]:
+def kernel_tuning_features(workload: Mapping[str, Any] | None = None,
+                           hardware: Mapping[str, Any] | None = None) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """A featurizer for tuning a kernel: each parameter (value and log2) plus the quantities the
     kernel feature rules derive from them and the problem (``perfpred.features.kernel_features``:
     work per thread, tile areas, local memory, blocks launched, halo overhead, ...).
 
     ``workload`` holds the problem, as the measurement rows name it (``problem_size_x``, ``m``,
     ...; a ``workload.`` prefix is optional); it is the same for every candidate, so it only
-    matters through the derived quantities. Columns that are constant, not finite for every
+    matters through the derived quantities. ``hardware`` (the device's spec, e.g. a replayed
+    recording's ``hardware_json``) adds the occupancy on that GPU where its per-SM limits are known
+    (``kernel_occupancy_features``). Columns that are constant, not finite for every
     candidate, or a copy of an earlier column are dropped: they cannot split the configs.
 
     Why: the surrogate learns from 8-128 measurements, and from raw parameters a tree needs many
@@ -61,16 +65,19 @@ def kernel_tuning_features(workload: Mapping[str, Any] | None = None) -> Callabl
     0.61, 14 parameters and priors that order it badly) and moved the mean P only from 0.848 to
     0.856, losing 0.01-0.06 on 4 spaces; cold start stayed at mean P 0.527 (-0.10..+0.11 per space).
     """
-    from perfpred.features import kernel_features
+    from perfpred.features import kernel_features, kernel_occupancy_features
 
     constants = {(k if k.startswith("workload.") else f"workload.{k}"): v for k, v in (workload or {}).items()}
+    if hardware is not None:
+        constants["hardware_json"] = json.dumps(dict(hardware), sort_keys=True)
+    features = kernel_occupancy_features if hardware is not None else kernel_features
 
     def featurize(candidates: pd.DataFrame) -> pd.DataFrame:
         frame = pd.DataFrame({f"config.{name}": candidates[name].to_numpy() for name in candidates.columns},
                              index=candidates.index)
         for column, value in constants.items():
             frame[column] = value
-        feats = kernel_features(frame)
+        feats = features(frame)
         values = feats.to_numpy(dtype=float)
         keep, seen = [], {}
         for j, name in enumerate(feats.columns):
