@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from perfpred._files import write_text_atomically
 from perfpred.collect._hardware import fingerprint
 from perfpred.collect._timing import TimingPolicy, time_function
 from perfpred.features import GPU_SPECS
@@ -75,9 +76,7 @@ def device_peaks(device: str = "cpu", dtypes: tuple[str, ...] = ("fp32", "fp64")
     out = {"peak_gflops": peaks, "mem_bw_gbs": bw, "peaks_source": "microbenchmark", "peaks_threads": threads}
     if changed:
         out["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(out, indent=2))
-        tmp.replace(path)
+        write_text_atomically(path, json.dumps(out, indent=2))
     return out
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from perfpred._files import write_text_atomically
 from perfpred.datasets._schema import FIXED_COLUMNS, SCHEMA_VERSION, Measurement
 from perfpred.errors import StoreError
 
@@ -61,9 +62,7 @@ class MeasurementStore:
             if self.path.exists() and any(p.name != _PARTS for p in self.path.iterdir()):
                 raise StoreError(f"'{self.path}' exists and is not a Measurement store; choose an empty folder")
             (self.path / _PARTS).mkdir(parents=True, exist_ok=True)
-            tmp = manifest.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"format": _FORMAT, "schema_version": SCHEMA_VERSION}, indent=2))
-            os.replace(tmp, manifest)
+            write_text_atomically(manifest, json.dumps({"format": _FORMAT, "schema_version": SCHEMA_VERSION}, indent=2))
         try:
             meta = json.loads(manifest.read_text())
         except (OSError, json.JSONDecodeError) as exc:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import random
 import tempfile
 import warnings
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from perfpred._files import write_text_atomically
 from perfpred.errors import InvalidInputError, MissingDependencyError
 
 KERNEL_TUNER_STRATEGIES = ("random_sample", "genetic_algorithm", "dual_annealing", "bayes_opt", "hybrid_vndx")
@@ -33,9 +33,7 @@ def _plain_cache(cache_file: Path, workdir: Path) -> tuple[Path, dict]:
     plain = workdir / f"{cache_file.parent.name}_{stem}.json"
     if not plain.exists():
         # Atomically: workers sharing one space may check for the copy while another writes it.
-        tmp = plain.with_name(f"{plain.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, plain)
+        write_text_atomically(plain, json.dumps(data))
     return plain, data
 
 

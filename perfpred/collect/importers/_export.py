@@ -16,7 +16,6 @@ Kernel Tuner importer reads them back, so import -> export -> import gives the s
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import os
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from perfpred._files import write_text_atomically
 from perfpred.collect.importers._frame import restore_int_columns
 from perfpred.collect.importers._kernel_tuner import (
     FAILURE_STATUS,
@@ -206,15 +206,6 @@ def export_kernel_tuner_cache(
 
 
 def _write(path: Path, doc: dict[str, Any]) -> Path:
-    """Write to a temporary name, then rename: a crash never leaves half a cache file, and
-    processes writing the same file at once (tuning workers sharing a space) each rename their own."""
+    """Atomically (tuning workers sharing a space export the same cache at once)."""
     text = json.dumps(doc, allow_nan=False, default=_python_json)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.name.endswith(".gz"):
-        with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=6) as fh:
-            fh.write(text)
-    else:
-        tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomically(path, text, compress=path.name.endswith(".gz"))
