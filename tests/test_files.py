@@ -42,7 +42,7 @@ def test_concurrent_writers_each_rename_a_whole_file(tmp_path):
         try:
             for _ in range(5):
                 write_text_atomically(target, text)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread's assert
+        except BaseException as exc:  # reported by the main thread's assert
             errors.append(exc)
 
     threads = [threading.Thread(target=write, args=(t,)) for t in texts]
