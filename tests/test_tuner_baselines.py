@@ -104,6 +104,53 @@ def test_optuna_search_gives_up_after_too_many_invalid_suggestions() -> None:
     assert len(values) == len(hw.calls) <= 1  # 8 suggestions at most, each 1/64 likely to be valid
 
 
+def test_gp_search_hears_of_invalid_and_failed_configs_as_violated_constraints(tmp_path: Path) -> None:
+    """The GP sampler ignores failed trials (and then re-proposes the same invalid point), so an
+    invalid suggestion or a failed config is a completed trial with a violated constraint and the
+    worst value measured so far; measured configs are feasible and carry their own value."""
+    import optuna
+
+    space = SearchSpace({"x": list(range(8)), "y": list(range(8))}, ["x + y <= 9"])
+    hw = SyntheticHardware()
+    storage = f"sqlite:///{tmp_path / 'gp.db'}"
+    values = optuna_search(hw, space, space.enumerate(), 14, sampler="gp", seed=0, storage=storage,
+                           study_name="gp")
+    assert len(values) == len(hw.calls) == 14 and all(space.is_valid(c) for c in hw.calls)
+    trials = optuna.load_study(study_name="gp", storage=storage).trials
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    infeasible = [t for t in complete if t.constraints["infeasible"] > 0]
+    feasible = [t for t in complete if t.constraints["infeasible"] <= 0]
+    assert infeasible, "the sampler suggested no invalid or failing config: the test proves nothing"
+    for t in feasible:
+        assert t.params["x"] != 3 and space.is_valid(t.params) and t.value == runtime(t.params)
+    for t in infeasible:
+        assert t.params["x"] == 3 or not space.is_valid(t.params)
+        # the worst value measured before this trial stands in for it
+        assert t.value == max(f.value for f in feasible if f.number < t.number)
+    # a failed trial only while nothing has been measured to stand in for an infeasible config
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert all(t.number < min(f.number for f in feasible) for t in failed)
+
+
+def test_tpe_search_hears_of_invalid_configs_as_failed_trials(tmp_path: Path) -> None:
+    import optuna
+
+    space = SearchSpace({"x": list(range(8)), "y": list(range(8))}, ["x + y <= 6"])
+    storage = f"sqlite:///{tmp_path / 'tpe.db'}"
+    optuna_search(SyntheticHardware(), space, space.enumerate(), 8, sampler="tpe", seed=1, storage=storage,
+                  study_name="tpe")
+    trials = optuna.load_study(study_name="tpe", storage=storage).trials
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert failed and all(t.params["x"] == 3 or not space.is_valid(t.params) for t in failed)
+    assert all(not t.constraints for t in trials)
+
+
+def test_optuna_search_refuses_an_unknown_infeasible_rule() -> None:
+    with pytest.raises(InvalidInputError, match="infeasible='penalty'") as excinfo:
+        optuna_search(SyntheticHardware(), SPACE, SPACE.enumerate(), 4, infeasible="penalty")
+    assert "\n" not in str(excinfo.value)
+
+
 def test_optuna_search_refuses_an_unknown_sampler() -> None:
     with pytest.raises(InvalidInputError, match="sampler") as excinfo:
         optuna_search(SyntheticHardware(), SPACE, SPACE.enumerate(), 4, sampler="cma")

@@ -63,33 +63,58 @@ def random_search(backend: HardwareBackend, candidates: pd.DataFrame, budget: in
 
 def optuna_search(backend: HardwareBackend, space: SearchSpace, candidates: pd.DataFrame, budget: int, *,
                   sampler: str = "tpe", seed: int = 0, objective: str = "runtime_ms",
-                  max_invalid_per_eval: int = 200) -> list[float | None]:
+                  max_invalid_per_eval: int = 200, infeasible: str | None = None,
+                  storage: str | None = None, study_name: str | None = None) -> list[float | None]:
     """An Optuna study directly on the hardware (no predictor), as a user would run it.
 
-    Suggestions outside ``candidates`` (configs that violate the space's constraints) are told
-    to Optuna as failures without costing a hardware evaluation, as a tuner that checks
-    constraints before launching would; a repeated suggestion reuses its first result.
+    Suggestions outside ``candidates`` (configs that violate the space's constraints) cost no
+    hardware evaluation, as with a tuner that checks constraints before launching; a repeated
+    suggestion reuses its first result. ``infeasible`` says how Optuna hears of them and of failed
+    configs:
+
+    - ``"fail"`` (the default for TPE, random, NSGA-II): a failed trial, which the sampler ignores;
+    - ``"constraint"`` (the default for GP): a completed trial with a violated constraint
+      (``Trial.set_constraint``) and the worst value measured so far, so the GP also models
+      feasibility and steers away. The GP ignores failed trials, and its deterministic acquisition
+      then re-proposes the same invalid point until the run gives up.
+
+    ``storage`` (an Optuna storage URL) keeps the study, as ``study_name``, for optuna-dashboard.
     """
     import optuna
 
+    infeasible = infeasible or ("constraint" if sampler == "gp" else "fail")
+    if infeasible not in ("fail", "constraint"):
+        raise InvalidInputError(f"`infeasible` must be 'fail' or 'constraint', but got infeasible={infeasible!r}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="minimize", sampler=optuna_sampler(sampler, seed))
+    study = optuna.create_study(direction="minimize", sampler=optuna_sampler(sampler, seed), storage=storage,
+                                study_name=study_name)
     valid = {config_key(r) for r in candidates.to_dict("records")}
     seen: dict[str, float | None] = {}
     values: list[float | None] = []
+    worst: float | None = None
     if budget < 1 or not valid:
         return values
-    for trial, config, key in suggestions_in(study, space, valid, budget * max_invalid_per_eval):
+    for _ in range(budget * max_invalid_per_eval):
+        trial = study.ask()
+        config = space.suggest(trial)
+        key = config_key(config)
+        value = None
         if key in seen:
             value = seen[key]
-        else:
+        elif key in valid:
             value = _objective_value(backend.measure(config), objective)
             seen[key] = value
             values.append(value)
-        if value is None:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        else:
+        if value is not None:
+            worst = value if worst is None else max(worst, value)
+            if infeasible == "constraint":
+                trial.set_constraint("infeasible", -1.0)
             study.tell(trial, value)
+        elif infeasible == "constraint" and worst is not None:
+            trial.set_constraint("infeasible", 1.0)
+            study.tell(trial, worst)
+        else:  # nothing measured yet to stand in for an infeasible config's value
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
         if len(values) >= budget or len(seen) >= len(valid):
             break
     return values
