@@ -76,7 +76,9 @@ def optuna_search(backend: HardwareBackend, space: SearchSpace, candidates: pd.D
     - ``"constraint"`` (the default for GP): a completed trial with a violated constraint
       (``Trial.set_constraint``) and the worst value measured so far, so the GP also models
       feasibility and steers away. The GP ignores failed trials, and its deterministic acquisition
-      then re-proposes the same invalid point until the run gives up.
+      then re-proposes the same invalid point until the run gives up. (On a small grid where a
+      tenth of the configs is valid, the smooth feasibility model helps little: there "fail",
+      which leaves the GP in its random start-up longer, found better configs in a probe.)
 
     ``storage`` (an Optuna storage URL) keeps the study, as ``study_name``, for optuna-dashboard.
     """
