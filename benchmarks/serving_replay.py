@@ -34,7 +34,6 @@ front costs nearly the grid), and until the quality first reaches 0.95.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import sys
@@ -53,6 +52,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, RUNS_DIR, write_result
 
+from perfpred._files import write_text_atomically
 from perfpred.tuner import (
     MetricBound,
     Objective,
@@ -329,8 +329,7 @@ def main() -> None:
     # Per-problem scores (group x scenario x SLO x strategy) go beside the git-ignored runs.
     details = RUNS_DIR / "serving_replay" / ("problems_smoke.json.gz" if args.smoke else "problems.json.gz")
     details.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(details, "wt") as fh:
-        json.dump(problems, fh)
+    write_text_atomically(details, json.dumps(problems), compress=True)
     payload["per_problem_scores"] = str(details.relative_to(RUNS_DIR.parent))
     # A smoke run writes beside the git-ignored runs, never over the committed results.
     out_dir = RUNS_DIR / "serving_replay" if args.smoke else RESULTS_DIR

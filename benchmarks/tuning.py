@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 from _common import RESULTS_DIR, RUNS_DIR, write_result
 
+from perfpred._files import write_text_atomically
 from perfpred.collect._replay import ReplayBackend
 from perfpred.settings import datasets_dir
 from perfpred.tuner import (
@@ -347,12 +348,17 @@ def main() -> None:
             # Written after every space, so an interrupted run still reports what it finished.
             summary = summarise(results, seeds)
             plot(results, RESULTS_DIR / f"{args.output}.png")
-            with gzip.open(RUNS_DIR / "tuning" / f"{args.output}_runs.json.gz", "wt") as fh:
-                json.dump(results, fh)
+            save_runs(RUNS_DIR / "tuning" / f"{args.output}_runs.json.gz", results)
             path = write_result(args.output, {"budget": BUDGET, "seeds": len(seeds), "strategies": strategies,
                                               "spaces_done": len(results), "spaces_total": len(names),
                                               "wall_s": round(time.time() - t0, 1), **summary})
     print(f"wrote {path} in {time.time() - t0:.0f} s")
+
+
+def save_runs(path: Path, results: list[dict]) -> None:
+    """Write a runs file whole or not at all: it holds hours of runs, and a run stopped while
+    writing it in place would leave a truncated gzip that no later ``--extend`` can read."""
+    write_text_atomically(path, json.dumps(results), compress=True)
 
 
 def missing_seeds(results: list[dict], names: list[str], strategies: list[str], n_seeds: int,
@@ -443,8 +449,7 @@ def extend(args: argparse.Namespace) -> None:
             if not merge_in_order(results, pending, futures[future], future.result()):
                 continue  # an early block waits for an earlier one: nothing new to save
             results.sort(key=lambda r: order.get(r["space"], len(order)))
-            with gzip.open(runs_file, "wt") as fh:  # after every unit: an interruption loses only those in flight
-                json.dump(results, fh)
+            save_runs(runs_file, results)  # after every unit: an interruption loses only those in flight
     seeds_per_strategy = {s: min(len(r["runs"][s]) for r in results if s in r["runs"])
                           for s in sorted({s for r in results for s in r["runs"]})}
     summary = summarise(results, list(range(args.seeds)))
@@ -476,8 +481,7 @@ def rerun(args: argparse.Namespace) -> None:
             old["wall_s"].update(new["wall_s"])
             if "prior_fit_s" in new:
                 old["prior_fit_s"] = new["prior_fit_s"]
-            with gzip.open(runs_file, "wt") as fh:
-                json.dump(results, fh)
+            save_runs(runs_file, results)
     summary = summarise(results, seeds)
     plot(results, RESULTS_DIR / f"{args.output}.png")
     path = write_result(args.output, {"budget": BUDGET, "seeds": len(seeds),

@@ -127,6 +127,24 @@ def test_extending_a_summary_whose_runs_file_is_missing_is_refused(monkeypatch, 
     assert summary.read_text() == '{"strategies": {"random": {}}}'
 
 
+def test_a_runs_file_survives_a_save_that_fails(monkeypatch, tmp_path):
+    """tuning.py saves its runs file after every unit of an hours-long --extend: a save that fails
+    (or is killed) must leave the previous file whole, not a truncated gzip."""
+    import gzip
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import tuning
+
+    runs_file = tmp_path / "t_runs.json.gz"
+    saved = [{"space": "gemm/RTX_3090", "runs": {"random": [[2.0]]}}]
+    tuning.save_runs(runs_file, saved)
+    with pytest.raises(TypeError):
+        tuning.save_runs(runs_file, saved + [{"space": object()}])
+    with gzip.open(runs_file, "rt") as fh:
+        assert json.load(fh) == saved
+    assert [f.name for f in tmp_path.iterdir()] == ["t_runs.json.gz"]
+
+
 def test_extending_in_chunks_keeps_each_strategys_seeds_in_order(monkeypatch):
     """tuning.py --extend --chunk: a slow space's missing seeds split into blocks for several workers;
     a block that finishes before an earlier one waits, so the runs file still holds seeds 0..len-1."""
