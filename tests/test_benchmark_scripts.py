@@ -139,7 +139,7 @@ def test_a_runs_file_survives_a_save_that_fails(monkeypatch, tmp_path):
     saved = [{"space": "gemm/RTX_3090", "runs": {"random": [[2.0]]}}]
     tuning.save_runs(runs_file, saved)
     with pytest.raises(TypeError):
-        tuning.save_runs(runs_file, saved + [{"space": object()}])
+        tuning.save_runs(runs_file, [*saved, {"space": object()}])
     with gzip.open(runs_file, "rt") as fh:
         assert json.load(fh) == saved
     assert [f.name for f in tmp_path.iterdir()] == ["t_runs.json.gz"]
