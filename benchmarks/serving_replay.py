@@ -328,7 +328,6 @@ def main() -> None:
     }
     # Per-problem scores (group x scenario x SLO x strategy) go beside the git-ignored runs.
     details = RUNS_DIR / "serving_replay" / ("problems_smoke.json.gz" if args.smoke else "problems.json.gz")
-    details.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomically(details, json.dumps(problems), compress=True)
     payload["per_problem_scores"] = str(details.relative_to(RUNS_DIR.parent))
     # A smoke run writes beside the git-ignored runs, never over the committed results.
