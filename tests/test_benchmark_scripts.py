@@ -144,6 +144,21 @@ def test_a_runs_file_survives_a_save_that_fails(monkeypatch, tmp_path):
         assert json.load(fh) == saved
     assert [f.name for f in tmp_path.iterdir()] == ["t_runs.json.gz"]
 
+    # A save that dies after serialising, while the file is being replaced (killed, disk full),
+    # must not touch the old file either: only a write-then-rename gives that.
+    import perfpred._files
+
+    def replace_dies(src, dst):
+        raise OSError("killed during the save")
+
+    monkeypatch.setattr(perfpred._files.os, "replace", replace_dies)
+    with pytest.raises(OSError, match="killed during the save"):
+        tuning.save_runs(runs_file, [*saved, {"space": "gemm/RTX_Titan", "runs": {}}])
+    monkeypatch.undo()
+    with gzip.open(runs_file, "rt") as fh:
+        assert json.load(fh) == saved
+    assert [f.name for f in tmp_path.iterdir()] == ["t_runs.json.gz"]
+
 
 def test_extending_in_chunks_keeps_each_strategys_seeds_in_order(monkeypatch):
     """tuning.py --extend --chunk: a slow space's missing seeds split into blocks for several workers;
