@@ -17,7 +17,13 @@ from perfpred.features._kernel import (
     kernel_features,
     kernel_occupancy_features,
 )
-from perfpred.features._serving import moe_routing, serving_features, touched_params
+from perfpred.features._serving import (
+    attention_layout,
+    moe_routing,
+    serving_attention_features,
+    serving_features,
+    touched_params,
+)
 from perfpred.features._specs import SM_LIMITS_BY_CC, sm_limits
 
 GPU = {"hardware_id": "gpu-test", "peak_gflops": {"fp32": 10000.0, "fp16": 40000.0}, "mem_bw_gbs": 500.0,
@@ -169,6 +175,7 @@ def test_featurizers_are_registered():
     assert FEATURIZERS["kernel"] is kernel_features
     assert FEATURIZERS["kernel-occupancy"] is kernel_occupancy_features
     assert FEATURIZERS["serving"] is serving_features
+    assert FEATURIZERS["serving-attention"] is serving_attention_features
     assert FEATURIZERS["gemm-gpu"] is gpu_gemm_features
 
 
@@ -228,6 +235,55 @@ def test_serving_features_see_llama_cpp_knobs_and_the_load_of_own_rows():
     assert f["log2_hidden_size"].iloc[0] == 9 and f["log2_prompt_tokens_mean"].iloc[0] == 7
     assert f["log2_rate_rps"].isna().all()  # closed loop: no rate
     assert not any("output_tokens_per_s" in c for c in f.columns)
+
+
+H100 = {"hardware_id": "gpu-h", "peak_gflops": {"bf16": 989000.0, "fp32": 67000.0}, "mem_bw_gbs": 3350.0,
+        "sm_count": 132, "memory_gib": 80.0}
+
+
+def test_serving_attention_features_count_the_kv_cache_a_decode_step_reads():
+    df = pd.DataFrame({
+        "workload.model": ["meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen3-235B-A22B-Instruct-2507",
+                           "google/gemma-3-12b-it", "someone/unknown-7b"],
+        "workload.precision": ["bfloat16"] * 4, "workload.total_params_b": [8.0, 235.0, 12.0, 7.0],
+        "workload.activated_params_b": [8.0, 22.0, 12.0, 7.0], "config.max_num_seqs": [64, 8, 16, 8],
+        "config.tensor_parallel": [1, 1, 1, 1], "config.expert_parallel": [1, 8, 1, 1],
+        "config.data_parallel": [1, 1, 1, 1], "config.num_gpus": [1, 8, 1, 1],
+        "hardware_json": [json.dumps(H100)] * 4})
+    f = serving_attention_features(df)
+    assert set(serving_features(df).columns) < set(f.columns)
+    # Llama 3.1 8B: 32 layers x 8 KV heads x 128 x (K and V) x 2 bytes = 128 KiB per token of context.
+    assert f["log2_kv_bytes_per_token"].iloc[0] == pytest.approx(17.0)
+    assert f["log2_kv_read_ms_per_1k_tokens"].iloc[0] == pytest.approx(np.log2(64 * 2**17 * 1024 / 3350e6))
+    assert f["windowed_layer_fraction"].iloc[0] == 0.0
+    # Qwen3 235B: 4 KV heads over 8 GPUs, so each GPU keeps one (replicated), over 94 layers.
+    assert f["log2_kv_bytes_per_token"].iloc[1] == pytest.approx(np.log2(94 * 1 * 128 * 2 * 2))
+    # Gemma 3 12B: 8 global layers; the other 40 read at most their 1024-token window.
+    assert f["log2_kv_bytes_per_token"].iloc[2] == pytest.approx(np.log2(8 * 8 * 256 * 2 * 2))
+    assert f["windowed_layer_fraction"].iloc[2] == pytest.approx(40 / 48)
+    assert f["log2_windowed_kv_read_ms"].iloc[2] == pytest.approx(np.log2(16 * 40 * 8 * 256 * 2 * 2 * 1024 / 3350e6))
+    headroom_gib = 80.0 - 12e9 * 2 / 2**30
+    assert f["log2_kv_tokens_per_seq"].iloc[2] == pytest.approx(np.log2(headroom_gib * 2**30 / (8 * 8 * 256 * 4) / 16))
+    # A model of unknown layout has no KV features rather than made-up ones.
+    new = ["log2_kv_bytes_per_token", "log2_kv_read_ms_per_1k_tokens", "log2_windowed_kv_read_ms",
+           "windowed_layer_fraction", "log2_kv_tokens_per_seq"]
+    assert f[new].iloc[3].isna().all()
+
+
+def test_a_rows_own_model_shape_and_kv_cache_type_win_over_the_cards():
+    cpu = {"hardware_id": "cpu-x", "memory_gib": 24.0, "mem_bw_gbs": 20.0}
+    df = pd.DataFrame({
+        "workload.model": ["llama-3.1-8b-lookalike", "tiny", "tiny"], "workload.precision": ["float32"] * 3,
+        "workload.total_params_b": [0.02] * 3, "workload.hidden_size": [512] * 3, "workload.num_layers": [5] * 3,
+        "workload.num_heads": [8] * 3, "workload.num_kv_heads": [8, 8, 8],
+        "config.cache_type_k": ["f16", "q8_0", np.nan], "config.max_num_seqs": [4] * 3,
+        "hardware_json": [json.dumps(cpu)] * 3})
+    full, windowed, kv_heads, head_dim, window = attention_layout(df)
+    assert list(full) == [5, 5, 5] and list(kv_heads) == [8, 8, 8] and list(head_dim) == [64, 64, 64]
+    assert list(windowed) == [0, 0, 0] and list(window) == [0, 0, 0]
+    f = serving_attention_features(df)
+    per_element = np.array([2.0, 34 / 32, 4.0])  # f16, q8_0 (32 values in 34 bytes), else the fp32 activations
+    assert np.allclose(f["log2_kv_bytes_per_token"], np.log2(5 * 8 * 64 * 2 * per_element))
 
 
 def test_gpu_gemm_features_waves_and_bound(synthetic_gemm_table):

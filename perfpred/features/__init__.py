@@ -19,7 +19,7 @@ from perfpred.features._kernel import (
     kernel_occupancy_features,
 )
 from perfpred.features._reference import ReferenceTimes, reference_key_columns
-from perfpred.features._serving import serving_features
+from perfpred.features._serving import serving_attention_features, serving_features
 from perfpred.features._specs import GPU_SPECS
 
 __all__ = [
@@ -42,5 +42,6 @@ __all__ = [
     "pow2_alignment",
     "reference_key_columns",
     "roofline_ms",
+    "serving_attention_features",
     "serving_features",
 ]

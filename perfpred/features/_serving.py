@@ -19,6 +19,13 @@ token, reads ~40% of its experts at 64 sequences; a bound of activated x batch w
 a mixture with unknown routing is bounded by activated x batch, at most all.
 ``log2_gpu_seconds_per_token`` (GPUs x step time / sequences) bounds the energy per token up
 to the power per GPU, and ``log2_num_gpus`` is the natural offset of total power.
+
+:func:`serving_attention_features` (``kind="serving-attention"``) adds what the weights leave
+out: each decode step also reads every sequence's KV cache, which grows with the context and
+with the model's attention layout (layers, KV heads, head size, sliding windows), not with its
+parameter count. The layout comes from ``workload.num_layers`` / ``num_kv_heads`` / ``head_dim``
+(or ``hidden_size`` / ``num_heads``) where a row has them, else from the model's config.json
+values for the families in ML.ENERGY's runs (``ATTENTION_CARDS``).
 """
 
 from __future__ import annotations
@@ -56,6 +63,25 @@ CODE_COLUMNS = ("workload.task", "workload.architecture", "workload.precision")
 # ``workload.experts_per_token`` take precedence where a row has them.
 MOE_ROUTING = {"llama-4-maverick": (128, 1), "llama-4-scout": (16, 1), "235b-a22b": (128, 8), "30b-a3b": (128, 8),
                "gpt-oss-120b": (128, 4), "gpt-oss-20b": (32, 4)}
+# Attention layout of model families, from their config.json, matched like ``MOE_ROUTING``:
+# (layers attending over the whole context, layers with a sliding or chunked window, KV heads,
+# head size, window tokens). Gemma 3 has one global layer in six (window 1024), Llama 4 one in
+# four (chunks of 8192), gpt-oss every other (window 128); Nemotron Nano v2 is mostly Mamba-2,
+# with 4 (9B) or 6 (12B) attention layers.
+ATTENTION_CARDS = {
+    "qwen3-8b": (36, 0, 8, 128, 0), "qwen3-vl-8b": (36, 0, 8, 128, 0), "qwen3-14b": (40, 0, 8, 128, 0),
+    "qwen3-32b": (64, 0, 8, 128, 0), "qwen3-vl-32b": (64, 0, 8, 128, 0), "30b-a3b": (48, 0, 4, 128, 0),
+    "235b-a22b": (94, 0, 4, 128, 0), "gemma-3-12b": (8, 40, 8, 256, 1024), "gemma-3-27b": (10, 52, 16, 128, 1024),
+    "llama-3.1-8b": (32, 0, 8, 128, 0), "llama-3.1-70b": (80, 0, 8, 128, 0), "llama-3.3-70b": (80, 0, 8, 128, 0),
+    "llama-3.1-405b": (126, 0, 8, 128, 0), "llama-4-scout": (12, 36, 8, 128, 8192),
+    "llama-4-maverick": (12, 36, 8, 128, 8192), "nemotron-nano-9b": (4, 0, 8, 128, 0),
+    "nemotron-nano-12b": (6, 0, 8, 128, 0), "gpt-oss-120b": (18, 18, 8, 64, 128), "gpt-oss-20b": (12, 12, 8, 64, 128)}
+# Bytes per cached element: vLLM's ``kv_cache_dtype`` and llama.cpp's ``-ctk`` names (its
+# quantised blocks carry a scale: q8_0 stores 32 values in 34 bytes). Without one, the cache
+# holds the activations' type: fp32 for an fp32 model, else 16 bits (fp8/int4 weights included).
+KV_CACHE_BYTES = {"f32": 4.0, "float32": 4.0, "fp32": 4.0, "f16": 2.0, "bf16": 2.0, "float16": 2.0, "bfloat16": 2.0,
+                  "fp8": 1.0, "fp8_e4m3": 1.0, "fp8_e5m2": 1.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
+                  "q4_1": 20 / 32, "q4_0": 18 / 32, "iq4_nl": 18 / 32}
 
 
 def _num(df: pd.DataFrame, col: str, default: float = np.nan) -> np.ndarray:
@@ -98,6 +124,37 @@ def touched_params(total: np.ndarray, active: np.ndarray, batch: np.ndarray, exp
         hit = 1.0 - (1.0 - per_token / experts) ** batch
         expected = shared + experts * expert_size * hit
     return np.where(routed, np.minimum(expected, total), bound)
+
+
+def attention_layout(df: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    """Each row's (full-context layers, windowed layers, KV heads, head size, window); NaN where unknown.
+
+    Row columns win; a row with ``num_kv_heads`` but no window info has none (every layer
+    attends over the whole context, as in the models perfpred makes).
+    """
+    heads = _num(df, "workload.num_heads")
+    head_dim = _num(df, "workload.head_dim").copy()
+    head_dim = np.where(np.isfinite(head_dim), head_dim, _num(df, "workload.hidden_size") / heads)
+    kv_heads = _num(df, "workload.num_kv_heads").copy()
+    full = np.where(np.isfinite(kv_heads), _num(df, "workload.num_layers"), np.nan)
+    windowed = np.where(np.isfinite(full), 0.0, np.nan)
+    window = np.where(np.isfinite(full), 0.0, np.nan)
+    if "workload.model" in df:
+        names = df["workload.model"].astype(str).str.lower()
+        for pattern, card in ATTENTION_CARDS.items():
+            hit = names.str.contains(pattern, regex=False).to_numpy() & ~np.isfinite(full)
+            full[hit], windowed[hit], kv_heads[hit], head_dim[hit], window[hit] = card
+    return full, windowed, kv_heads, head_dim, window
+
+
+def _kv_cache_bytes(df: pd.DataFrame, precision: pd.Series) -> np.ndarray:
+    """Bytes per cached K or V element of each row (module docstring of ``KV_CACHE_BYTES``)."""
+    activation = np.where(precision.isin(["float32", "fp32"]).to_numpy(), 4.0, 2.0)
+    for col in ("config.kv_cache_dtype", "config.cache_type_k"):
+        if col in df:
+            named = df[col].astype(str).str.lower().map(KV_CACHE_BYTES).astype(float).to_numpy()
+            activation = np.where(np.isfinite(named), named, activation)
+    return activation
 
 
 def _memory_gib(df: pd.DataFrame) -> np.ndarray:
@@ -156,4 +213,38 @@ def serving_features(df: pd.DataFrame) -> pd.DataFrame:
     # Energy per token = power x step time / tokens per step; GPU-seconds per token is its bound
     # up to the power per GPU (what a model relative to it learns).
     feats["log2_gpu_seconds_per_token"] = np.where(llm, _log2(gpus * step_ms / 1e3 / seqs), np.nan)
+    return feats
+
+
+def serving_attention_features(df: pd.DataFrame) -> pd.DataFrame:
+    """:func:`serving_features` plus the decode step's KV-cache traffic (module docstring).
+
+    Per GPU of a replica (KV heads split over its GPUs, at least one each, as vLLM replicates
+    them when there are more GPUs than heads):
+
+    - ``log2_kv_bytes_per_token``: cache one token of context adds, over the full-context layers;
+    - ``log2_kv_read_ms_per_1k_tokens``: what a decode step of the batch spends reading that
+      cache per 1,024 tokens of mean context (the context itself is not known before running);
+    - ``log2_windowed_kv_read_ms``: the windowed layers' reads, capped by their window;
+    - ``windowed_layer_fraction`` and ``log2_kv_tokens_per_seq`` (context each sequence can
+      hold in the memory the weights leave).
+    """
+    feats = serving_features(df)
+    full, windowed, kv_heads, head_dim, window = attention_layout(df)
+    precision = df["workload.precision"].astype(str).str.lower() if "workload.precision" in df else pd.Series(
+        "bfloat16", index=df.index)
+    element = _kv_cache_bytes(df, precision)
+    per_replica = np.exp2(feats["log2_gpus_per_replica"].to_numpy())
+    kv_per_gpu = np.maximum(kv_heads / np.where(np.isfinite(per_replica), per_replica, 1.0), 1.0)
+    per_layer_token = kv_per_gpu * head_dim * 2 * element  # K and V
+    seqs = _num(df, "config.max_num_seqs")
+    batch = np.where(np.isfinite(seqs), seqs, _num(df, "config.batch_size"))
+    bw_bytes_per_ms = np.exp2(feats["hw_log2_mem_bw_gbs"].to_numpy()) * 1e6
+    per_token = full * per_layer_token
+    feats["log2_kv_bytes_per_token"] = _log2(per_token)
+    feats["log2_kv_read_ms_per_1k_tokens"] = _log2(batch * per_token * 1024 / bw_bytes_per_ms)
+    feats["log2_windowed_kv_read_ms"] = _log2(batch * windowed * per_layer_token * window / bw_bytes_per_ms)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        feats["windowed_layer_fraction"] = windowed / (full + windowed)
+        feats["log2_kv_tokens_per_seq"] = _log2(feats["kv_headroom_gib"].to_numpy() * 2**30 / per_token / batch)
     return feats

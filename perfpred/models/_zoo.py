@@ -19,7 +19,7 @@ positive and their errors relative), and says so with the ``positive_only`` targ
 - ``MultiTargetModel``: one ``PerformanceModel`` per target (runtime, power, energy, serving
   latencies), each fitted on the rows where its target is known; predicts a DataFrame.
 
-Importing this module also registers the "kernel", "gemm-gpu", "gemm-gpu-transfer" and "serving"
+Importing this module also registers the "kernel", "gemm-gpu", "gemm-gpu-transfer", "serving" and "serving-attention"
 featurizers.
 """
 
@@ -37,7 +37,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from perfpred.errors import InvalidInputError, MissingDependencyError
 from perfpred.features._gemm_gpu import gpu_gemm_features, gpu_gemm_transfer_features
 from perfpred.features._kernel import kernel_features, kernel_occupancy_features
-from perfpred.features._serving import serving_features
+from perfpred.features._serving import serving_attention_features, serving_features
 from perfpred.models._performance_model import PerformanceModel, register_featurizer, register_regressor
 from perfpred.models._regressors import LogTargetXGBRegressor, check_positive_target, log_target_tags
 
@@ -627,6 +627,7 @@ register_featurizer("kernel-occupancy", kernel_occupancy_features)
 register_featurizer("gemm-gpu", gpu_gemm_features)
 register_featurizer("gemm-gpu-transfer", gpu_gemm_transfer_features)
 register_featurizer("serving", serving_features)
+register_featurizer("serving-attention", serving_attention_features)
 register_regressor("hgb", lambda seed: LogTargetHGBRegressor(random_state=seed))
 register_regressor("forest", lambda seed: LogTargetForestRegressor(random_state=seed))
 register_regressor("mlp", lambda seed: TorchMLPRegressor(random_state=seed))
