@@ -18,7 +18,7 @@ from perfpred.tuner import (
     true_front,
     tune_serving,
 )
-from perfpred.tuner._serving_replay import serving_regressor
+from perfpred.tuner._serving_replay import TailOverMedian, serving_regressor
 
 THROUGHPUT, ENERGY, ITL = "metric.output_tokens_per_s", "metric.energy_per_token_j", "metric.itl_p99_ms"
 # Small groups of two models (8 + 12 configs, 5 configs), to keep the suite fast.
@@ -62,9 +62,28 @@ def test_predictor_is_trained_without_the_tuned_model(table, predictors) -> None
     model = GROUPS[0][0]
     others = int((table["workload.model"] != model).sum())
     fitted = predictors[model].models_[ITL]
-    assert fitted.n_train_ == others < len(table)
+    assert fitted.median.n_train_ == fitted.ratio.n_train_ == others < len(table)
     assert set(predictors[model].error_std_) == {THROUGHPUT, ENERGY, ITL}
     assert all(0 < v < 2 for v in predictors[model].error_std_.values())
+
+
+def test_a_tail_latency_is_the_median_times_a_learned_tail_ratio(table, predictors) -> None:
+    model = GROUPS[0][0]
+    predictor = predictors[model]
+    rows = table[table["workload.model"] == model]
+    tail = predictor.models_[ITL]
+    assert isinstance(tail, TailOverMedian)
+    p50, ratio = tail.median.predict(rows), tail.ratio.predict(rows)
+    assert np.allclose(predictor.predict(rows)[ITL], p50 * ratio)
+    # The ratio model learned p99 / p50 (>= 1 in every recorded row), not the p99 itself.
+    train = table[table["workload.model"] != model]
+    assert (train[ITL] / train["metric.itl_p50_ms"] >= 1).all() and (ratio > 0.9).all()
+    assert np.median(ratio) < np.median(p50)
+    # Rows without a recorded median: the tail is learned directly.
+    direct = ServingPredictor([ITL], serving_regressor(20), cv_folds=0).fit(
+        train.drop(columns=["metric.itl_p50_ms"]))
+    assert not isinstance(direct.models_[ITL], TailOverMedian)
+    assert np.isfinite(direct.predict(rows)[ITL]).all()
 
 
 @pytest.mark.parametrize("group_key", GROUPS)
