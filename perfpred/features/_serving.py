@@ -148,7 +148,7 @@ def attention_layout(df: pd.DataFrame) -> tuple[np.ndarray, ...]:
 
 
 def _kv_cache_bytes(df: pd.DataFrame, precision: pd.Series) -> np.ndarray:
-    """Bytes per cached K or V element of each row (module docstring of ``KV_CACHE_BYTES``)."""
+    """Bytes per cached K or V element of each row (see the comment on ``KV_CACHE_BYTES``)."""
     activation = np.where(precision.isin(["float32", "fp32"]).to_numpy(), 4.0, 2.0)
     for col in ("config.kv_cache_dtype", "config.cache_type_k"):
         if col in df:
@@ -225,7 +225,8 @@ def serving_attention_features(df: pd.DataFrame) -> pd.DataFrame:
     - ``log2_kv_bytes_per_token``: cache one token of context adds, over the full-context layers;
     - ``log2_kv_read_ms_per_1k_tokens``: what a decode step of the batch spends reading that
       cache per 1,024 tokens of mean context (the context itself is not known before running);
-    - ``log2_windowed_kv_read_ms``: the windowed layers' reads, capped by their window;
+    - ``log2_windowed_kv_read_ms``: the windowed layers' reads, capped by their window (NaN
+      for a model without such layers: ``windowed_layer_fraction`` is then 0);
     - ``windowed_layer_fraction`` and ``log2_kv_tokens_per_seq`` (context each sequence can
       hold in the memory the weights leave).
     """

@@ -19,8 +19,8 @@ positive and their errors relative), and says so with the ``positive_only`` targ
 - ``MultiTargetModel``: one ``PerformanceModel`` per target (runtime, power, energy, serving
   latencies), each fitted on the rows where its target is known; predicts a DataFrame.
 
-Importing this module also registers the "kernel", "gemm-gpu", "gemm-gpu-transfer", "serving" and "serving-attention"
-featurizers.
+Importing this module also registers the "kernel", "kernel-occupancy", "gemm-gpu", "gemm-gpu-transfer",
+"serving" and "serving-attention" featurizers.
 """
 
 from __future__ import annotations
