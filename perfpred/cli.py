@@ -358,7 +358,7 @@ def dataset_ls(
 @app.command()
 def train(
     store: Annotated[Path, typer.Option(help="Measurement store to train on.")] = DEFAULT_STORE,
-    kind: Annotated[str, typer.Option(help="Which measurements: gemm, ...")] = "gemm",
+    kind: Annotated[str, typer.Option(help="Which measurements and features: gemm, kernel, serving, or a variant that reads the same rows (gemm-gpu, kernel-occupancy, serving-attention).")] = "gemm",
     model: Annotated[str, typer.Option(help="Regressor: xgb (default), hgb, forest, mlp, grid-xgb (dense tuning spaces), xgb-quantile / xgb-ensemble (with predictive intervals), rf (GPPerf baseline), roofline.")] = "xgb",
     target: Annotated[str, typer.Option(help="Column to predict (runtime_ms, power_w, energy_j, ...).")] = "runtime_ms",
     split: Annotated[str, typer.Option(help="Held-out split for the reported error: random or shape (unseen M,N,K).")] = "shape",
@@ -384,7 +384,7 @@ def train(
 @app.command()
 def evaluate(
     store: Annotated[Path, typer.Option(help="Measurement store to evaluate on.")] = DEFAULT_STORE,
-    kind: Annotated[str, typer.Option(help="Which measurements: gemm, ...")] = "gemm",
+    kind: Annotated[str, typer.Option(help="Which measurements and features: gemm, kernel, serving, or a variant that reads the same rows (gemm-gpu, kernel-occupancy, serving-attention).")] = "gemm",
     models: Annotated[str, typer.Option(help="Comma-separated regressors to compare.")] = "xgb,rf,roofline",
     split: Annotated[str, typer.Option(help="random, shape (unseen M,N,K) or hardware (leave one hardware id out).")] = "shape",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; metrics are averaged over them.")] = "0,1,2",

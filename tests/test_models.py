@@ -368,6 +368,20 @@ def test_training_frame_keeps_only_usable_rows(synthetic_gemm_table):
     assert rows.index.tolist() == list(range(len(rows)))
 
 
+def test_a_feature_variant_trains_on_the_rows_of_the_kind_it_extends(synthetic_gemm_table):
+    from perfpred.models import FEATURIZERS, row_kind
+
+    df = synthetic_gemm_table.copy()
+    df.loc[:4, "kind"] = "kernel"
+    assert row_kind("gemm-gpu") == "gemm" and row_kind("gemm") == "gemm"
+    assert row_kind("kernel-occupancy") == "kernel" and row_kind("serving-attention") == "serving"
+    assert all(row_kind(k) in ("gemm", "kernel", "serving") for k in FEATURIZERS)
+    assert len(training_frame(df, kind="gemm-gpu")) == len(training_frame(df, kind="gemm")) == len(df) - 5
+    # Trained through the same path the CLI's `train --kind gemm-gpu` takes.
+    model = PerformanceModel(kind="gemm-gpu").fit(training_frame(df, kind="gemm-gpu"))
+    assert model.n_train_ == len(df) - 5 and "log2_wave_roofline_ms" in model.feature_names_
+
+
 def test_training_frame_drops_rows_measured_while_the_reference_drifted(synthetic_gemm_table):
     df = synthetic_gemm_table.copy()
     df.loc[[10, 11], "ref_runtime_ms"] = 0.5 * 2.0  # twice the usual reference time: a noisy period

@@ -55,6 +55,7 @@ def gpu_gemm_features(df: pd.DataFrame) -> pd.DataFrame:
             out[f"wave_eff_{tm}x{tn}"] = waves / full_waves
             out[f"log2_wave_ms_{tm}x{tn}"] = np.log2(wave_ms)
             best = np.fmin(best, wave_ms)
+        best = np.where(np.isfinite(best), best, np.nan)  # no SM count (not a GPU): unknown, not infinite
         bound = np.maximum(np.maximum(best, memory_ms), LAUNCH_FLOOR_MS)
         out["log2_wave_compute_ms"] = np.log2(best)
         out["log2_wave_roofline_ms"] = np.log2(bound)

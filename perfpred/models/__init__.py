@@ -23,6 +23,7 @@ from perfpred.models._performance_model import (
     featurize,
     register_featurizer,
     register_regressor,
+    row_kind,
 )
 from perfpred.models._regressors import LogTargetXGBRegressor, RooflineRegressor, gpperf_random_forest
 from perfpred.models._tracking import list_runs, load_model, log_training_run
@@ -77,6 +78,7 @@ __all__ = [
     "register_featurizer",
     "register_regressor",
     "regression_report",
+    "row_kind",
     "spearman",
     "train_model",
     "training_frame",

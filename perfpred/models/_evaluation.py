@@ -14,19 +14,22 @@ from sklearn.base import clone
 from perfpred.datasets import leave_one_group_out, make_split
 from perfpred.errors import InvalidInputError
 from perfpred.models._metrics import regression_report
-from perfpred.models._performance_model import PerformanceModel
+from perfpred.models._performance_model import PerformanceModel, row_kind
 
 
 def training_frame(df: pd.DataFrame, *, kind: str = "gemm", target: str = "runtime_ms",
                    max_ref_drift: float | None = None) -> pd.DataFrame:
     """Rows usable for training: this kind, status ok, a positive target.
 
+    ``kind`` names the features; a variant ("kernel-occupancy", "gemm-gpu", "serving-attention")
+    takes the rows of the kind it extends.
+
     ``max_ref_drift`` drops rows measured while the machine was noisy: those whose reference
     config time deviates from its median by more than this fraction (e.g. 0.25).
     """
     if df.empty:
         raise InvalidInputError("the Measurement table is empty: collect or import something first")
-    rows = df[(df["kind"] == kind) & (df["status"] == "ok")]
+    rows = df[(df["kind"] == row_kind(kind)) & (df["status"] == "ok")]
     if target not in rows:
         raise InvalidInputError(f"target column '{target}' is not in the table (columns: {sorted(df.columns)[:12]}...)")
     rows = rows[np.isfinite(rows[target].astype(float)) & (rows[target].astype(float) > 0)]
@@ -35,7 +38,8 @@ def training_frame(df: pd.DataFrame, *, kind: str = "gemm", target: str = "runti
         drift = (ref / ref.median() - 1).abs()
         rows = rows[drift.isna() | (drift <= max_ref_drift)]
     if len(rows) < 10:
-        raise InvalidInputError(f"training needs >= 10 usable '{kind}' rows with {target}, but got {len(rows)}")
+        raise InvalidInputError(f"training needs >= 10 usable '{row_kind(kind)}' rows with {target}, "
+                                f"but got {len(rows)}")
     return rows.reset_index(drop=True)
 
 

@@ -22,6 +22,9 @@ from perfpred.features import ReferenceTimes, config_frame, gemm_features, refer
 from perfpred.models._regressors import LogTargetXGBRegressor, RooflineRegressor, gpperf_random_forest
 
 FEATURIZERS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {"gemm": gemm_features}
+# Feature sets that are variants of another kind's ("kernel-occupancy" reads "kernel" rows):
+# featurizer name -> the Measurement kind of the rows it takes.
+FEATURIZER_ROWS: dict[str, str] = {}
 
 # name -> (factory, fits log target itself?) ; the registry later issues extend.
 REGRESSORS: dict[str, Callable[[int], BaseEstimator]] = {
@@ -31,8 +34,17 @@ REGRESSORS: dict[str, Callable[[int], BaseEstimator]] = {
 }
 
 
-def register_featurizer(kind: str, fn: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
+def register_featurizer(kind: str, fn: Callable[[pd.DataFrame], pd.DataFrame], rows: str | None = None) -> None:
+    """Features ``kind`` for ``PerformanceModel(kind=...)``; ``rows``: the Measurement kind it reads,
+    when it is a variant of another kind's features (default: ``kind`` itself)."""
     FEATURIZERS[kind] = fn
+    if rows is not None and rows != kind:
+        FEATURIZER_ROWS[kind] = rows
+
+
+def row_kind(kind: str) -> str:
+    """The Measurement kind whose rows the features ``kind`` take ("serving-attention" -> "serving")."""
+    return FEATURIZER_ROWS.get(kind, kind)
 
 
 def register_regressor(name: str, factory: Callable[[int], BaseEstimator]) -> None:

@@ -623,11 +623,11 @@ def _grid_xgb(seed: int) -> GridNeighbourRegressor:
 
 
 register_featurizer("kernel", kernel_features)
-register_featurizer("kernel-occupancy", kernel_occupancy_features)
-register_featurizer("gemm-gpu", gpu_gemm_features)
-register_featurizer("gemm-gpu-transfer", gpu_gemm_transfer_features)
+register_featurizer("kernel-occupancy", kernel_occupancy_features, rows="kernel")
+register_featurizer("gemm-gpu", gpu_gemm_features, rows="gemm")
+register_featurizer("gemm-gpu-transfer", gpu_gemm_transfer_features, rows="gemm")
 register_featurizer("serving", serving_features)
-register_featurizer("serving-attention", serving_attention_features)
+register_featurizer("serving-attention", serving_attention_features, rows="serving")
 register_regressor("hgb", lambda seed: LogTargetHGBRegressor(random_state=seed))
 register_regressor("forest", lambda seed: LogTargetForestRegressor(random_state=seed))
 register_regressor("mlp", lambda seed: TorchMLPRegressor(random_state=seed))
