@@ -157,6 +157,19 @@ def _kv_cache_bytes(df: pd.DataFrame, precision: pd.Series) -> np.ndarray:
     return activation
 
 
+def _precision(df: pd.DataFrame) -> pd.Series:
+    """Each row's weight precision, lower case (bfloat16 where not recorded)."""
+    if "workload.precision" not in df:
+        return pd.Series("bfloat16", index=df.index)
+    return df["workload.precision"].astype(str).str.lower()
+
+
+def _batch(df: pd.DataFrame) -> np.ndarray:
+    """Sequences a decode step carries: ``max_num_seqs`` (LLM engines), else ``batch_size``."""
+    seqs = _num(df, "config.max_num_seqs")
+    return np.where(np.isfinite(seqs), seqs, _num(df, "config.batch_size"))
+
+
 def _memory_gib(df: pd.DataFrame) -> np.ndarray:
     out = np.full(len(df), np.nan)
     if "hardware_json" not in df:
@@ -174,8 +187,7 @@ def serving_features(df: pd.DataFrame) -> pd.DataFrame:
         feats["log2_" + col.split(".", 1)[1]] = _log2(_num(df, col))
     for col in CODE_COLUMNS:
         feats["code_" + col.split(".", 1)[1]] = _code(df[col]) if col in df else np.nan
-    precision = df["workload.precision"].astype(str).str.lower() if "workload.precision" in df else pd.Series(
-        "bfloat16", index=df.index)
+    precision = _precision(df)
     weight_bytes = precision.map(PRECISION_BYTES).astype(float).fillna(2.0).to_numpy()
     total = _num(df, "workload.total_params_b") * 1e9
     active = _num(df, "workload.activated_params_b") * 1e9
@@ -184,7 +196,7 @@ def serving_features(df: pd.DataFrame) -> pd.DataFrame:
     replicas = np.nan_to_num(_num(df, "config.data_parallel", 1.0), nan=1.0)
     per_replica = np.maximum(np.nan_to_num(gpus, nan=1.0) / np.maximum(replicas, 1.0), 1.0)
     seqs = _num(df, "config.max_num_seqs")
-    batch = np.where(np.isfinite(seqs), seqs, _num(df, "config.batch_size"))
+    batch = _batch(df)
     feats["weight_bytes"] = weight_bytes
     feats["is_moe"] = (active < total).astype(float)
     feats["log2_active_fraction"] = _log2(active / total)
@@ -232,14 +244,12 @@ def serving_attention_features(df: pd.DataFrame) -> pd.DataFrame:
     """
     feats = serving_features(df)
     full, windowed, kv_heads, head_dim, window = attention_layout(df)
-    precision = df["workload.precision"].astype(str).str.lower() if "workload.precision" in df else pd.Series(
-        "bfloat16", index=df.index)
+    precision = _precision(df)
     element = _kv_cache_bytes(df, precision)
     per_replica = np.exp2(feats["log2_gpus_per_replica"].to_numpy())
     kv_per_gpu = np.maximum(kv_heads / np.where(np.isfinite(per_replica), per_replica, 1.0), 1.0)
     per_layer_token = kv_per_gpu * head_dim * 2 * element  # K and V
-    seqs = _num(df, "config.max_num_seqs")
-    batch = np.where(np.isfinite(seqs), seqs, _num(df, "config.batch_size"))
+    batch = _batch(df)
     bw_bytes_per_ms = np.exp2(feats["hw_log2_mem_bw_gbs"].to_numpy()) * 1e6
     per_token = full * per_layer_token
     feats["log2_kv_bytes_per_token"] = _log2(per_token)
