@@ -182,11 +182,21 @@ class ServingPredictor:
         self.random_state = random_state
         self.kind = kind
 
-    def _fit_one(self, table: pd.DataFrame, metric: str):
+    def _fit_all(self, table: pd.DataFrame) -> dict[str, Any]:
+        """One model per metric; a median several tails (or the metrics themselves) need is fitted once."""
+        fitted: dict[str, Any] = {}
+        for metric in self.metrics:
+            fitted[metric] = self._fit_one(table, metric, fitted)
+        return {m: fitted[m] for m in self.metrics}
+
+    def _fit_one(self, table: pd.DataFrame, metric: str, fitted: dict[str, Any]):
+        if metric in fitted:
+            return fitted[metric]
         median = TAIL_OF_MEDIAN.get(metric)
         if median is not None and SERVING_TARGETS[median][0] in table:
             ratio = self._column(table, metric) / self._column(table, median)
-            return TailOverMedian(self._fit_one(table, median),
+            fitted[median] = self._fit_one(table, median, fitted)
+            return TailOverMedian(fitted[median],
                                   self._fit_values(table, f"{metric} / {median}", ratio, offset=None))
         return self._fit_values(table, SERVING_TARGETS[metric][0], self._column(table, metric),
                                 offset=SERVING_TARGETS[metric][1])
@@ -209,7 +219,7 @@ class ServingPredictor:
 
     def fit(self, table: pd.DataFrame) -> ServingPredictor:
         table = table.assign(**{GPU_S_PER_TOKEN: table["config.num_gpus"] / table["metric.output_tokens_per_s"]})
-        self.models_ = {metric: self._fit_one(table, metric) for metric in self.metrics}
+        self.models_ = self._fit_all(table)
         self.error_std_ = self._grouped_cv_error(table) if self.cv_folds >= 2 else {}
         return self
 
@@ -225,7 +235,7 @@ class ServingPredictor:
         for train, test in GroupKFold(n_splits=folds).split(table, groups=groups):
             part = ServingPredictor(self.metrics, self.regressor, cv_folds=0, random_state=self.random_state,
                                     kind=self.kind)
-            part.models_ = {m: self._fit_one(table.iloc[train], m) for m in self.metrics}
+            part.models_ = self._fit_all(table.iloc[train])
             pred = part.predict(table.iloc[test])
             for m in self.metrics:
                 truth = pd.to_numeric(table.iloc[test][m], errors="coerce").to_numpy(dtype=float)
