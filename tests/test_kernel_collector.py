@@ -319,3 +319,31 @@ def test_gpu_kernel_measures_on_cuda(name: str) -> None:
     assert all(m.status in ("ok", "compile_error") for m in rows), [m.error for m in rows]
     ok = [m for m in rows if m.status == "ok"]
     assert ok and all(m.runtime_ms > 0 and m.hardware_id.startswith("cuda-") for m in ok)
+
+
+# ---------------------------------------------------------------------------- CUDA through Kernel Tuner, on the CPU
+
+
+class _LaunchFailingDevice:
+    """Kernel Tuner's DeviceInterface when a launch asks for too many resources: its output check
+    returns without calling the verify function, and its benchmark reports a RuntimeFailedConfig."""
+
+    def check_kernel_output(self, func, gpu_args, instance, answer, atol, verify, verbose):
+        return None
+
+    def benchmark(self, func, gpu_args, instance, verbose, objective):
+        from kernel_tuner.util import RuntimeFailedConfig
+
+        return {"__error__": RuntimeFailedConfig()}
+
+
+def test_a_cuda_launch_out_of_resources_is_a_compile_error_not_a_stale_verdict():
+    from perfpred.collect.kernels import _engine
+
+    workload = object.__new__(_engine._CudaWorkload)
+    workload.spec, workload.dev, workload.gpu_args, workload.answer = MATMUL_CUDA, _LaunchFailingDevice(), [], []
+    workload._instance, workload._verdict = None, (True, "", 0.0)  # a passing verdict left by the previous config
+    with pytest.raises(_engine.CompileError, match="out of resources at launch"):
+        workload.check(func=None)
+    with pytest.raises(_engine.CompileError, match="out of resources at launch"):
+        workload.benchmark(None, FAST)

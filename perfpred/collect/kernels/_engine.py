@@ -265,7 +265,7 @@ class _CudaWorkload:
                                 "problem_size": kt_size, "arguments": self.args,
                                 "block_size_names": list(spec.block_size_names or ()) or None, **grid_div})
         self._instance: Any = None
-        self._verdict: tuple[bool, str, float] = (True, "", 0.0)
+        self._verdict: tuple[bool, str, float] | None = None
 
     def compile(self, params: Mapping[str, Any]) -> tuple[Any, bool]:
         from kernel_tuner import util
@@ -287,19 +287,25 @@ class _CudaWorkload:
         return self._verdict[0]
 
     def check(self, func: Any) -> tuple[bool, str, float]:
+        self._verdict = None  # Kernel Tuner skips the check, silently, when the launch ran out of resources
         try:
             self.dev.check_kernel_output(func, self.gpu_args, self._instance, self.answer, self.spec.atol,
                                          self._verify, False)
         except RuntimeError as exc:
-            if "verification failed" in str(exc):
+            if "verification failed" in str(exc) and self._verdict is not None:
                 return self._verdict
             raise KernelFailure("runtime_error", f"{type(exc).__name__}: {exc}"[:400], poisoned=True) from None
+        if self._verdict is None:
+            raise CompileError("out of resources at launch: too many registers or threads per block for this GPU")
         return self._verdict
 
     def benchmark(self, func: Any, policy: TimingPolicy) -> dict[str, Any]:
         def batch() -> list[float]:
             result = self.dev.benchmark(func, self.gpu_args, self._instance, False, "time")
             if "__error__" in result:
+                if type(result["__error__"]).__name__ == "RuntimeFailedConfig":  # a skippable launch failure
+                    raise CompileError("out of resources at launch: too many registers or threads per block "
+                                       "for this GPU")
                 raise KernelFailure("runtime_error", f"Kernel Tuner reported {type(result['__error__']).__name__}",
                                     poisoned=True)
             return list(result["times"])
