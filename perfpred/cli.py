@@ -7,6 +7,7 @@ A user mistake prints one line, ``error: <rule and value>``, and exits with stat
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -106,7 +107,8 @@ def collect_gemm(
     max_runs: Annotated[int, typer.Option(help="Timed samples taken at most.")] = 50,
     max_time_s: Annotated[float, typer.Option(help="Time cap in seconds for the samples of one config.")] = 1.5,
     target_rel_ci: Annotated[float, typer.Option(help="Stop when the median's 95% CI half-width / median is below this (0.02 = 2%).")] = 0.02,
-    power: Annotated[bool, typer.Option(help="Read power from NVML/RAPL during a 1 s sustained loop when a sensor exists.")] = True,
+    power: Annotated[bool, typer.Option(help="Read power from NVML/RAPL during a sustained loop (--power-duration-s) when a sensor exists.")] = True,
+    power_duration_s: Annotated[float, typer.Option(help="Length in seconds of the sustained loop power is read over (sensors update every ~10-100 ms).")] = 1.0,
     reference: Annotated[bool, typer.Option(help="Re-time a 256^3 fp32 reference GEMM beside each config (noise monitor).")] = True,
     remeasure_above_cv: Annotated[float | None, typer.Option(help="Also re-time stored configs whose replicate spread (cv = std/mean) exceeds this, or that failed (e.g. 0.1 after a noisy period).")] = None,
     pin_cpus: Annotated[str, typer.Option(help="CPUs a CPU config is timed on: auto (the first THREADS CPUs this process may use), none, or a list like 0,1. vCPUs of a VM can differ in speed by 10-20%.")] = "auto",
@@ -168,7 +170,10 @@ def collect_gemm(
             resolve_pin_cpus(pins, n_threads or 1)
     policy = TimingPolicy(warmup_runs=warmup_runs, min_runs=min_runs, max_runs=max_runs, max_time_s=max_time_s,
                           target_rel_ci=target_rel_ci, cold_cache=cold_cache)
-    collector = GemmCollector(policy=policy, measure_power=power, reference=reference, pin_cpus=pins)
+    if not (math.isfinite(power_duration_s) and power_duration_s >= 0.1):
+        raise InvalidInputError(f"`power_duration_s >= 0.1` must hold, but got --power-duration-s {power_duration_s}")
+    collector = GemmCollector(policy=policy, measure_power=power, power_duration_s=power_duration_s,
+                              reference=reference, pin_cpus=pins)
     remeasure = noisy_row(remeasure_above_cv) if remeasure_above_cv is not None else None
     st = MeasurementStore(store, create=True)
     err_console.print(f"[bold]{len(configs)}[/] GEMM configs ({design}) -> {store}")

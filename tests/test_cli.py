@@ -254,6 +254,8 @@ def test_predict_an_interval_from_a_point_model(monkeypatch, capsys, trained_nam
         (["--design", "grid", "--sizes", "8", "--pin-cpus", "9999"], ["pin_cpus", "9999"]),
         (["--design", "grid", "--sizes", "8", "--visits", "3", "--ref-tolerance", "0.5"], ["ref_tolerance", "0.5"]),
         (["--design", "grid", "--sizes", "8", "--pin-cpus", "fast"], ["--pin-cpus", "fast"]),
+        (["--design", "grid", "--sizes", "8", "--power-duration-s", "0.01"], ["power_duration_s", "0.01"]),
+        (["--design", "grid", "--sizes", "8", "--power-duration-s", "nan"], ["power_duration_s", "nan"]),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) and v and v[0].startswith("--") else None,
 )
