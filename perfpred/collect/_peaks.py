@@ -23,12 +23,15 @@ from perfpred.settings import cache_dir
 _PEAK_POLICY = TimingPolicy(warmup_runs=2, min_runs=5, max_runs=20, max_time_s=1.0, target_rel_ci=0.02)
 # Sizes large enough to reach the BLAS plateau, small enough to finish in about a second.
 _PEAK_SIZES = {"fp64": 1024, "fp32": 1024, "bf16": 256, "fp16": 256}
+# A GPU needs far larger products to hide launch overhead (a 1024^3 bf16 product takes a few
+# microseconds on an H100-class GPU); these take about 1-3 ms there and under 0.5 GB.
+_GPU_PEAK_SIZES = {"fp64": 4096, "fp32": 4096, "bf16": 8192, "fp16": 8192}
 
 
 def _measure_peak_gflops(device: str, dtype: str, threads: int) -> float:
     from perfpred.collect._gemm import GemmConfig, _make_operation, cpu_threads
 
-    size = _PEAK_SIZES[dtype] * (4 if device != "cpu" else 1)
+    size = (_PEAK_SIZES if device == "cpu" else _GPU_PEAK_SIZES)[dtype]
     cfg = GemmConfig(size, size, size, dtype=dtype, device=device, threads=threads)
     with cpu_threads(threads if device == "cpu" else None):
         call, sync = _make_operation(cfg)

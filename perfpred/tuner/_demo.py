@@ -176,7 +176,8 @@ def run_demo(*, run_dir: Path, budget: int = 20, quick: bool = False, gpu: bool 
                                                              "problem_size": collector.problem_size},
                          best_config=result.best_config, best_value=result.best_value,
                          comparisons={"random": [r["value"] for r in random_rows]}, optimum=None, budget=budget,
-                         description=f"demo: {kernel} {collector.problem_size} on this CPU")
+                         description=f"demo: {kernel} {collector.problem_size} on "
+                                     f"{'the CUDA GPU' if spec.device == 'cuda' else 'this CPU'}")
     table.to_csv(run_dir / "comparison.csv", index=False)
     files["comparison"] = str(run_dir / "comparison.csv")
     summary = {"comparison": table.to_dict("records"), "retimed_finalists": retimed,
