@@ -176,17 +176,23 @@ def _mean(values: Any) -> float | None:
 
 def evaluate(kernel: str, *, smoke: bool) -> dict[str, Any]:
     """Stage 2 for one kernel: fit on a random fraction of the recording, score on the rest."""
-    from perfpred.models import LogTargetXGBRegressor, regression_report
-
     spec = get_kernel(kernel)
     problem = dict(spec.test_problem_size if smoke else spec.default_problem_size)
     store_path, _ = _paths(kernel, problem, smoke)
     table = MeasurementStore(store_path).load()
+    return {"kernel": kernel, "problem_size": problem,
+            **evaluate_table(table, kernel, SMOKE_TRAIN_FRACTIONS if smoke else TRAIN_FRACTIONS)}
+
+
+def evaluate_table(table: Any, label: str, fractions: tuple[float, ...] = TRAIN_FRACTIONS) -> dict[str, Any]:
+    """Fit on a random fraction of a recording's ok rows (``config.*`` columns), score on the rest."""
+    from perfpred.models import LogTargetXGBRegressor, regression_report
+
     ok = table[table["status"] == "ok"].reset_index(drop=True)
     X = _param_frame(ok)
     y = ok["runtime_ms"].to_numpy(float)
-    out: dict[str, Any] = {"kernel": kernel, "problem_size": problem, "rows_ok": len(ok), "fractions": {}}
-    for fraction in (SMOKE_TRAIN_FRACTIONS if smoke else TRAIN_FRACTIONS):
+    out: dict[str, Any] = {"rows_ok": len(ok), "fractions": {}}
+    for fraction in fractions:
         n_train = max(8, round(fraction * len(ok)))
         if n_train >= len(ok) - 2:
             continue
@@ -215,7 +221,7 @@ def evaluate(kernel: str, *, smoke: bool) -> dict[str, Any]:
         }
         mean = out["fractions"][str(fraction)]["mean"]
         rho = "n/a" if mean["spearman_rho"] is None else f"{mean['spearman_rho']:.2f}"
-        print(f"{kernel}: train {n_train} ({fraction:.0%}): MAPE {mean['mape_pct']:.1f}% "
+        print(f"{label}: train {n_train} ({fraction:.0%}): MAPE {mean['mape_pct']:.1f}% "
               f"(median baseline {mean['median_baseline_mape_pct']:.0f}%), rho {rho}, "
               f"regret {mean['regret_of_predicted_best']:.2f}x", file=sys.stderr)
     return out
