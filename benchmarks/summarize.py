@@ -432,12 +432,43 @@ def cpu_kernels() -> str:
     return "\n".join(lines)
 
 
+def gpu_kernels() -> str:
+    d = _load("gpu_kernels")
+    if not d:
+        return ""
+    lines = []
+    if "recording" in d:
+        r = d["recording"]
+        lines += [f"{r['kernel']} on {r['gpu']} at {'x'.join(str(v) for v in r['problem_size'].values())}: "
+                  f"{r['configs']} sampled configs ({r['statuses']}), "
+                  f"{r['runtime_ms_min']:.4g}..{r['runtime_ms_max']:.4g} ms ({r['max_over_min']:.1f}x), "
+                  f"best {r['tflops_max']:.0f} TFLOP/s, median cv {r['median_cv']:.3f}",
+                  ""]
+    if "live" in d:
+        v = d["live"]
+        med = v["median_over_recorded_best"]
+        per_seed = ", ".join(f"{r['over_recorded_best']['perfpred']:.3f}" for r in v["runs"])
+        lines += ["| evaluations each | perfpred x recorded best (median; per seed) | random search (median) | "
+                  "default | perfpred <= random |", "|---|---|---|---|---|",
+                  f"| {v['budget']} | {med['perfpred']:.3f} ({per_seed}) | {med['random search']:.3f} | "
+                  f"{med['default']:.2f} | {v['perfpred_beats_random_runs']}/{v['seeds']} |", ""]
+    if "evaluation" in d:
+        lines += ["| recording | rows | train | predictor MAPE | Spearman rho | regret of predicted best |",
+                  "|---|---|---|---|---|---|"]
+        for name, e in d["evaluation"].items():
+            for fraction, f in e["fractions"].items():
+                m = f["mean"]
+                lines.append(f"| {name} | {e['rows_ok']} | {f['n_train']} ({float(fraction):.0%}) | "
+                             f"{m['mape_pct']:.1f}% | {m['spearman_rho']:.2f} | {m['regret_of_predicted_best']:.3f}x |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     for title, text in (("cpu_gemm", cpu_gemm()), ("timer_agreement", timer_agreement()), ("accuracy", accuracy()),
                         ("tuning", tuning()), ("serving", serving()),
                         ("serving_vllm", serving("serving_vllm")), ("serving_first_picks", serving_first_picks()),
                         ("serving_rate", serving_rate()), ("serving_replay", serving_replay()),
-                        ("cpu_kernels", cpu_kernels())):
+                        ("cpu_kernels", cpu_kernels()), ("gpu_kernels", gpu_kernels())):
         if text:
             print(f"### {title}\n\n{text}\n")
 
