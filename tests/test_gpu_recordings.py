@@ -1,0 +1,43 @@
+"""The H200 recordings kept in benchmarks/results/gpu_recordings replay on any machine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_cli import invoke
+
+from perfpred.collect.importers import read_files
+from perfpred.collect.kernels import get_kernel
+
+RECORDINGS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "gpu_recordings"
+TRITON = RECORDINGS / "matmul_triton_h200_4096x4096x4096.json"
+CUDA = RECORDINGS / "matmul_cuda_h200_4096.json"
+
+
+@pytest.mark.parametrize(("path", "kernel", "rows", "failed"), [(TRITON, "matmul_triton", 120, 10),
+                                                                (CUDA, "matmul_cuda", 33, 3)])
+def test_a_gpu_recording_imports_with_its_failures_and_matches_the_kernel_space(path, kernel, rows, failed):
+    (result,), _ = read_files("kernel-tuner", [path])
+    table = pd.concat(result.frames, ignore_index=True)
+    assert len(table) == rows
+    assert (table["status"] != "ok").sum() == failed
+    assert table["hardware_id"].str.contains("h200").all()
+    ok = table[table["status"] == "ok"]
+    assert (ok["runtime_ms"] > 0).all()
+    # Every recorded config is a valid config of the shipped kernel's space.
+    space = {tuple(sorted(c.items())) for c in get_kernel(kernel).configs()}
+    names = list(get_kernel(kernel).tune_params)
+    recorded = {tuple(sorted((n, row[f"config.{n}"]) for n in names)) for _, row in table.iterrows()}
+    assert recorded <= space
+
+
+def test_the_triton_recording_is_tuned_replayed_on_the_cpu(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("tune", "--backend", f"replay:{TRITON}", "--budget", "8", "--batch", "4", "--output", str(out))
+    assert "best config" in result.output
+    report = json.loads((out / "result.json").read_text())
+    assert report["n_evaluations"] == 8
+    assert report["best_value"] >= report["optimum"] > 0
