@@ -1,6 +1,7 @@
 """The GPU half of cpu_kernels.py: record the Triton matmul on a CUDA GPU, then tune it live.
 
     python benchmarks/gpu_kernels.py --sample 120 --seeds 5   # on a machine with a CUDA GPU (~9 min on an H200)
+    python benchmarks/gpu_kernels.py --live-only --first-seed 5 --seeds 3   # more live seeds, same recording
     python benchmarks/gpu_kernels.py --evaluate               # anywhere: predictor scored on the recordings
 
 Stage 1 measures a seeded random sample of the Triton matmul's space (1,368 valid configs:
@@ -100,16 +101,21 @@ def _recorded_top(cache_path: Path, k: int) -> list[dict[str, Any]]:
     return [{name: row[name] for name in keys} for row in rows[:k]]
 
 
-def tune_live(kernel: str, cache_path: Path, seeds: int, budget: int, deadline: float, save) -> dict[str, Any]:
-    """Stage 2: the demo's tuner vs random search live, re-timed beside the recording's fastest."""
+def tune_live(kernel: str, cache_path: Path, seeds: range, budget: int, deadline: float, save,
+              earlier_runs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Stage 2: the demo's tuner vs random search live, re-timed beside the recording's fastest.
+
+    ``earlier_runs`` (other seeds of the same stage, from the results file) are kept and summarised
+    with the new ones.
+    """
     from perfpred.collect import get_kernel
     from perfpred.tuner._demo import run_demo
 
     top = _recorded_top(cache_path, OPTIMUM_FINALISTS)
-    runs: list[dict[str, Any]] = []
-    for seed in range(seeds):
+    runs: list[dict[str, Any]] = [r for r in earlier_runs or [] if r["seed"] not in seeds]
+    for seed in seeds:
         if time.time() > deadline:
-            print(f"stage 2: deadline reached after {len(runs)} seeds", file=sys.stderr)
+            print(f"stage 2: deadline reached before seed {seed}", file=sys.stderr)
             break
         t0 = time.perf_counter()
         result = run_demo(run_dir=RUNS_DIR / "gpu_kernels" / "live" / f"{kernel}-seed{seed}", budget=budget,
@@ -134,6 +140,7 @@ def _live_summary(runs: list[dict[str, Any]], budget: int, top: list[dict[str, A
         ratios = [r["over_recorded_best"][strategy] for r in runs if r["over_recorded_best"].get(strategy)]
         return float(np.median(ratios)) if ratios else None
 
+    runs = sorted(runs, key=lambda r: r["seed"])
     return {"budget": budget, "seeds": len(runs), "recorded_best_finalists": top, "runs": runs,
             "median_over_recorded_best": {s: median(s) for s in ("perfpred", "random search", "default")},
             "perfpred_beats_random_runs": int(sum((r["confirmed_ms"]["perfpred"] or np.inf)
@@ -161,6 +168,11 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=120, help="stage 1: configs sampled from the kernel's space")
     parser.add_argument("--seed", type=int, default=0, help="stage 1: seed of the sample")
     parser.add_argument("--seeds", type=int, default=5, help="stage 2: live tuning repeats")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="stage 2: seeds run are first-seed .. first-seed + seeds - 1; others already in "
+                             "the results file are kept")
+    parser.add_argument("--live-only", action="store_true",
+                        help="skip stage 1 and tune against the recording already in gpu_recordings/")
     parser.add_argument("--budget", type=int, default=LIVE_BUDGET, help="stage 2: evaluations per strategy")
     parser.add_argument("--record-s", type=float, default=float("inf"),
                         help="stage 1 stops starting new configs after this many seconds")
@@ -188,10 +200,17 @@ def main() -> None:
         return
     start = time.time()
     RECORDINGS_DIR.mkdir(parents=True, exist_ok=True)
-    recording = record(args.kernel, args.sample, args.seed, start + args.record_s, RECORDINGS_DIR)
-    save(recording=recording)
+    if args.live_only:
+        recording = sections.get("recording")
+        if not recording or recording["kernel"] != args.kernel:
+            raise SystemExit(f"--live-only needs a recording of {args.kernel} in {path}: run stage 1 first")
+    else:
+        recording = record(args.kernel, args.sample, args.seed, start + args.record_s, RECORDINGS_DIR)
+        save(recording=recording)
     cache_path = RECORDINGS_DIR / recording["cache_file"]
-    tune_live(args.kernel, cache_path, args.seeds, args.budget, start + args.deadline_s, lambda live: save(live=live))
+    earlier = sections.get("live", {}).get("runs", []) if args.first_seed > 0 else []
+    tune_live(args.kernel, cache_path, range(args.first_seed, args.first_seed + args.seeds), args.budget,
+              start + args.deadline_s, lambda live: save(live=live), earlier_runs=earlier)
     print(f"wrote {path}", file=sys.stderr)
 
 
