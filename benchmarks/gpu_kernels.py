@@ -1,6 +1,6 @@
 """The GPU half of cpu_kernels.py: record the Triton matmul on a CUDA GPU, then tune it live.
 
-    python benchmarks/gpu_kernels.py --sample 120 --seeds 5   # on a machine with a CUDA GPU (~9 min on an H200)
+    python benchmarks/gpu_kernels.py --sample 120 --seeds 5   # on a machine with a CUDA GPU (6 min on an H200)
     python benchmarks/gpu_kernels.py --live-only --first-seed 5 --seeds 3   # more live seeds, same recording
     python benchmarks/gpu_kernels.py --evaluate               # anywhere: predictor scored on the recordings
 
@@ -10,8 +10,9 @@ cache file under ``benchmarks/results/gpu_recordings/`` (kept in git: it cannot 
 without the GPU). Stage 2 closes the loop live: ``perfpred demo --gpu``'s tuner (cold start)
 and random search each get ``--budget`` real evaluations, then their three fastest configs,
 the default and the recording's three fastest are re-timed together (median of >= 7 runs),
-over ``--seeds`` seeds. Both stages stop starting new work at ``--deadline-s`` (a lent GPU
-is often lent for minutes) and write what they have after every seed.
+over ``--seeds`` seeds. Stage 1 stops starting new configs after ``--record-s`` and stage 2
+new seeds after ``--deadline-s`` (a lent GPU is often lent for minutes); the results are
+written after stage 1 and after every seed.
 
 Stage 3 (``--evaluate``) needs no GPU: it scores a log-runtime XGBoost, fitted on the tune
 parameters of a random fraction of each recording (Triton sample, and the CUDA matmul's whole
@@ -85,7 +86,9 @@ def record(kernel: str, sample: int, seed: int, deadline: float, out_dir: Path) 
                "statuses": {str(k): int(v) for k, v in table["status"].value_counts().items()},
                "runtime_ms_min": float(runtimes.min()), "runtime_ms_median": float(runtimes.median()),
                "runtime_ms_max": float(runtimes.max()), "max_over_min": float(runtimes.max() / runtimes.min()),
-               "tflops_max": float(2 * np.prod(list(problem.values())) / runtimes.min() / 1e9),
+               # A GEMM's 2mnk FLOPs at its fastest config (other kernels: None).
+               "tflops_max": (float(2 * problem["m"] * problem["n"] * problem["k"] / runtimes.min() / 1e9)
+                              if set(problem) == {"m", "n", "k"} else None),
                "median_cv": float(ok["cv"].astype(float).median()), "wall_s": round(time.perf_counter() - t0, 1),
                "cache_file": path.name}
     print(f"stage 1: {len(table)} configs, {summary['statuses']}, {summary['runtime_ms_min']:.4g} .. "

@@ -442,7 +442,8 @@ def gpu_kernels() -> str:
         lines += [f"{r['kernel']} on {r['gpu']} at {'x'.join(str(v) for v in r['problem_size'].values())}: "
                   f"{r['configs']} sampled configs ({r['statuses']}), "
                   f"{r['runtime_ms_min']:.4g}..{r['runtime_ms_max']:.4g} ms ({r['max_over_min']:.1f}x), "
-                  f"best {r['tflops_max']:.0f} TFLOP/s, median cv {r['median_cv']:.3f}",
+                  + (f"best {r['tflops_max']:.0f} TFLOP/s, " if r.get("tflops_max") else "")
+                  + f"median cv {r['median_cv']:.3f}",
                   ""]
     if "live" in d:
         v = d["live"]
