@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from perfpred.errors import InvalidInputError
+from perfpred.features._gemm import gemm_features
 from perfpred.features._gemm_gpu import GPU_IDENTITY_FEATURES, TILES, gpu_gemm_features, gpu_gemm_transfer_features
 from perfpred.features._kernel import (
     ANALYTIC_WORK,
@@ -24,7 +25,7 @@ from perfpred.features._serving import (
     serving_features,
     touched_params,
 )
-from perfpred.features._specs import SM_LIMITS_BY_CC, sm_limits
+from perfpred.features._specs import SM_LIMITS_BY_CC, device_spec, sm_limits
 
 GPU = {"hardware_id": "gpu-test", "peak_gflops": {"fp32": 10000.0, "fp16": 40000.0}, "mem_bw_gbs": 500.0,
        "sm_count": 40, "l2_cache_kib": 4096, "memory_gib": 16.0}
@@ -313,3 +314,38 @@ def test_gpu_gemm_transfer_features_drop_what_names_the_gpu():
     # The GPU still shows through the work it does: its times and waves differ.
     assert one["log2_wave_roofline_ms"].iloc[0] != two["log2_wave_roofline_ms"].iloc[0]
     assert one["log2_waves_128x128"].iloc[0] != two["log2_waves_128x128"].iloc[0]
+
+
+# perfpred's own CUDA fingerprint: the host's caches and memory at the top, the GPU in `gpus`.
+OWN_H200 = {"device": "cuda", "hardware_id": "cuda-nvidia-h200-test", "hardware_name": "NVIDIA H200",
+            "caches_kib": {"l1d": 48, "l2": 2048, "l3": 307200}, "memory_gib": 125.8,
+            "gpus": [{"index": 0, "gpu_name": "NVIDIA H200", "sm_count": 132, "l2_cache_kib": 61440,
+                      "memory_gib": 139.8, "compute_capability": "9.0"}],
+            "peak_gflops": {"fp32": 67000.0, "fp16": 989000.0}, "mem_bw_gbs": 4800}
+TRITON = {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 4, "num_warps": 8, "num_stages": 4}
+
+
+def test_an_own_cuda_row_is_featurized_with_its_gpu_not_its_host():
+    assert device_spec(OWN_H200)["l2_cache_kib"] == 61440 and "caches_kib" not in device_spec(OWN_H200)
+    assert device_spec({**OWN_H200, "device": "cuda:1"}) == {**OWN_H200, "device": "cuda:1"}  # no such GPU listed
+    assert device_spec(GPU) == GPU  # recorded GPUs state their facts at the top level
+    hw = hardware_features(rows([TRITON], hardware=OWN_H200)).iloc[0]
+    assert hw["hw_sm_count"] == 132
+    assert hw["hw_log2_l2_kib"] == pytest.approx(np.log2(61440))
+    gemm = gemm_features(pd.DataFrame({"workload.m": [1024], "workload.n": [1024], "workload.k": [1024],
+                                       "hardware_json": [json.dumps(OWN_H200)]})).iloc[0]
+    assert gemm["log2_bytes_per_l2"] == pytest.approx(np.log2(3 * 1024 * 1024 * 4 / (61440 * 1024)))
+    assert gemm["log2_bytes_per_llc"] == gemm["log2_bytes_per_l2"]  # the GPU's L2 is its last level
+
+
+def test_triton_matmul_rules_size_the_fp16_tiles_and_waves_on_the_gpu():
+    df = rows([TRITON], {"m": 4096, "n": 4096, "k": 4096, "dtype": "fp16"}, hardware=OWN_H200)
+    f = kernel_occupancy_features(df).iloc[0]
+    assert f["d_programs"] == 32 * 16
+    assert f["d_accumulators_per_thread"] == 128 * 256 / (32 * 8)
+    assert f["d_pipeline_smem_bytes"] == 4 * (128 + 256) * 64 * 2
+    assert f["d_k_steps"] == 64
+    assert f["d_waves"] == pytest.approx(512 / 132)
+    # 192 KiB of pipeline buffers: one program per SM (228 KiB each on compute capability 9.0).
+    assert f["d_blocks_per_sm"] == 1
+    assert f["log2_roofline_ms"] == pytest.approx(np.log2(2 * 4096**3 / (989000 * 1e6)))  # fp16 peak, compute bound

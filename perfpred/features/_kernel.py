@@ -10,7 +10,8 @@ numbers, with no fitted state and no I/O (a row's features never depend on other
   products of power-of-two tile sizes additive for linear layers and MLPs;
 - ``d_<name>``: the derived quantities of :data:`DERIVED_FEATURES`, a table of documented
   rules that apply when the parameters they need are present (the CLBlast/CLTune GEMM
-  names ``MWG, NWG, ...`` and the Kernel Tuner names ``block_size_x, tile_size_x, ...``),
+  names ``MWG, NWG, ...``, the Kernel Tuner names ``block_size_x, tile_size_x, ...`` and the
+  Triton names ``BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages``),
   plus ``log2_d_<name>`` for multiplicative ones;
 - ``hw_*``: peak FLOP/s, DRAM bandwidth, SM count, L2 size and clock of the row's GPU, so
   one model can span GPUs; ``d_waves`` (work-groups per SM) where both are known;
@@ -34,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from perfpred.errors import InvalidInputError
-from perfpred.features._specs import sm_limits
+from perfpred.features._specs import device_spec, sm_limits
 
 CONFIG_PREFIX = "config."
 WARP = 32  # threads per warp (NVIDIA); AMD wave64 GPUs still schedule in multiples of 32
@@ -168,6 +169,22 @@ DERIVED_FEATURES: tuple[DerivedFeature, ...] = (
     DerivedFeature("strided_tiles", ("tile_stride_x", "tile_stride_y"),
                    lambda p: 2 * p["tile_stride_x"] + p["tile_stride_y"],
                    "strided (1) or contiguous (0) tiles along x and y (0..3)", log=False),
+    # Triton naming (the tutorial matmul: BLOCK_M/N/K tiles, num_warps, num_stages pipelining).
+    DerivedFeature("programs", ("BLOCK_M", "BLOCK_N"),
+                   lambda p: _ceil_div(p["_m"], p["BLOCK_M"]) * _ceil_div(p["_n"], p["BLOCK_N"]),
+                   "programs (thread blocks) launched for the m x n output"),
+    DerivedFeature("block_tile_intensity", ("BLOCK_M", "BLOCK_N"),
+                   lambda p: p["BLOCK_M"] * p["BLOCK_N"] / (p["BLOCK_M"] + p["BLOCK_N"]),
+                   "multiply-adds per loaded element of each k step: the tile's data reuse"),
+    DerivedFeature("program_threads", ("num_warps",), lambda p: WARP * p["num_warps"], "threads per program"),
+    DerivedFeature("accumulators_per_thread", ("BLOCK_M", "BLOCK_N", "num_warps"),
+                   lambda p: p["BLOCK_M"] * p["BLOCK_N"] / (WARP * p["num_warps"]),
+                   "fp32 accumulators each thread holds (register pressure)"),
+    DerivedFeature("pipeline_smem_bytes", ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_stages"),
+                   lambda p: p["num_stages"] * (p["BLOCK_M"] + p["BLOCK_N"]) * p["BLOCK_K"] * p["_bytes"],
+                   "shared memory of the software pipeline: num_stages A and B tiles in flight"),
+    DerivedFeature("k_steps", ("BLOCK_K",), lambda p: _ceil_div(p["_k"], p["BLOCK_K"]),
+                   "iterations of the k loop"),
 )
 
 
@@ -185,6 +202,9 @@ class AnalyticWork:
 # Checked in order; the first whose ``needs`` are present (and finite for a row) gives the row's bound.
 ANALYTIC_WORK: tuple[AnalyticWork, ...] = (
     AnalyticWork("gemm", ("MWG", "NWG"), lambda p: 2.0 * p["_m"] * p["_n"] * p["_k"],
+                 lambda p: p["_bytes"] * (p["_m"] * p["_k"] + p["_k"] * p["_n"] + p["_m"] * p["_n"]),
+                 "C = A B: 2mnk FLOPs, A, B read and C written once"),
+    AnalyticWork("gemm (Triton naming)", ("BLOCK_M", "BLOCK_N"), lambda p: 2.0 * p["_m"] * p["_n"] * p["_k"],
                  lambda p: p["_bytes"] * (p["_m"] * p["_k"] + p["_k"] * p["_n"] + p["_m"] * p["_n"]),
                  "C = A B: 2mnk FLOPs, A, B read and C written once"),
     AnalyticWork("convolution", ("filter_width", "filter_height"),
@@ -254,8 +274,8 @@ def hardware_features(df: pd.DataFrame, dtypes: pd.Series | None = None) -> pd.D
     specs = df["hardware_json"]
     for spec_json in specs.dropna().unique():
         try:
-            spec: dict[str, Any] = json.loads(spec_json)
-        except (TypeError, json.JSONDecodeError) as exc:
+            spec: dict[str, Any] = device_spec(json.loads(spec_json))
+        except (TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise InvalidInputError(f"`hardware_json` must be a JSON object, but got {str(spec_json)[:60]!r}") from exc
         rows = (specs == spec_json).to_numpy()
         peaks = spec.get("peak_gflops") or {}
@@ -272,6 +292,14 @@ def hardware_features(df: pd.DataFrame, dtypes: pd.Series | None = None) -> pd.D
             out.loc[rows, "hw_clock_mhz"] = float(spec.get("clock_mhz", np.nan))
     out["hw_log2_flop_per_byte"] = out["hw_log2_peak_gflops"] - out["hw_log2_mem_bw_gbs"]
     return out
+
+
+def _launched(feats: pd.DataFrame) -> pd.Series | None:
+    """Thread blocks (work-groups, programs) a row launches, under whichever naming its kernel uses."""
+    for name in ("d_gemm_workgroups", "d_grid_blocks", "d_programs"):
+        if name in feats:
+            return feats[name]
+    return None
 
 
 def kernel_features(df: pd.DataFrame) -> pd.DataFrame:
@@ -311,7 +339,7 @@ def kernel_features(df: pd.DataFrame) -> pd.DataFrame:
     hw = hardware_features(df, dtypes)
     feats = pd.concat([feats, hw], axis=1)
     sm = hw["hw_sm_count"].to_numpy()
-    launched = feats.get("d_gemm_workgroups", feats.get("d_grid_blocks"))
+    launched = _launched(feats)
     feats["d_waves"] = launched.to_numpy() / sm if launched is not None else np.nan
     feats["log2_d_waves"] = _log2_param(feats["d_waves"].to_numpy())
     feats["log2_roofline_ms"] = _roofline(context, params, hw)
@@ -344,7 +372,7 @@ def _limits_per_row(df: pd.DataFrame) -> pd.DataFrame:
         return out
     specs = df["hardware_json"]
     for spec_json in specs.dropna().unique():
-        limits = sm_limits(json.loads(spec_json))  # hardware_features has already checked the JSON
+        limits = sm_limits(device_spec(json.loads(spec_json)))  # hardware_features has already checked the JSON
         if limits:
             rows = (specs == spec_json).to_numpy()
             for name in names:
@@ -356,7 +384,8 @@ def occupancy_features(df: pd.DataFrame, feats: pd.DataFrame) -> pd.DataFrame:
     """How many work-groups fit on one SM of the row's GPU, and what that does to the launch.
 
     Uses the threads per work-group (``d_wg_threads`` / ``d_block_threads``), its shared memory
-    where the kernel's parameters say it (``d_local_mem_bytes`` / ``d_shared_mem_bytes``) and, for
+    where the kernel's parameters say it (``d_local_mem_bytes`` / ``d_shared_mem_bytes`` /
+    ``d_pipeline_smem_bytes``) and, for
     the CLBlast GEMM, the per-thread register estimate ``d_registers`` plus
     :data:`GEMM_REGISTER_OVERHEAD`, against the GPU's per-SM limits (``sm_limits``; NaN where
     they are unknown, e.g. AMD GPUs). Kepler's 63 registers a thread make large thread tiles
@@ -364,12 +393,13 @@ def occupancy_features(df: pd.DataFrame, feats: pd.DataFrame) -> pd.DataFrame:
     takes and how full its last wave is. Empty when the kernel's threads per work-group are not
     known.
     """
-    threads_col = next((c for c in ("d_wg_threads", "d_block_threads") if c in feats), None)
+    threads_col = next((c for c in ("d_wg_threads", "d_block_threads", "d_program_threads") if c in feats), None)
     if threads_col is None:
         return pd.DataFrame(index=df.index)
     lim = _limits_per_row(df)
     threads = feats[threads_col].to_numpy(dtype=float)
-    smem_col = next((c for c in ("d_local_mem_bytes", "d_shared_mem_bytes") if c in feats), None)
+    smem_col = next((c for c in ("d_local_mem_bytes", "d_shared_mem_bytes", "d_pipeline_smem_bytes") if c in feats),
+                    None)
     smem = feats[smem_col].to_numpy(dtype=float) if smem_col else np.zeros(len(df))
     regs = (feats["d_registers"].to_numpy(dtype=float) + GEMM_REGISTER_OVERHEAD if "d_registers" in feats
             else np.full(len(df), np.nan))
@@ -380,7 +410,7 @@ def occupancy_features(df: pd.DataFrame, feats: pd.DataFrame) -> pd.DataFrame:
                            np.floor(lim["registers_per_sm"].to_numpy() / (threads * np.fmin(regs, max_regs))))
         blocks = np.minimum.reduce([np.floor(lim["max_threads_per_sm"].to_numpy() / threads),
                                     lim["max_blocks_per_sm"].to_numpy(), by_smem, by_regs])
-        launched = feats.get("d_gemm_workgroups", feats.get("d_grid_blocks"))
+        launched = _launched(feats)
         launched = launched.to_numpy(dtype=float) if launched is not None else np.full(len(df), np.nan)
         waves = np.where(blocks > 0, launched / (feats["hw_sm_count"].to_numpy(dtype=float) * blocks), np.nan)
         out = pd.DataFrame({

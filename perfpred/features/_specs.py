@@ -7,6 +7,9 @@ GPU has them. Bandwidth is the spec sheet's DRAM bandwidth in GB/s.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 def _spec(fp64: float, fp32: float, fp16: float, bf16: float | None, bw: float) -> dict:
     peaks = {"fp64": fp64 * 1e3, "fp32": fp32 * 1e3, "fp16": fp16 * 1e3}
@@ -67,6 +70,28 @@ GPU_COMPUTE_CAPABILITY: dict[str, str] = {
     "NVIDIA L4": "8.9",
     "NVIDIA H100 80GB HBM3": "9.0", "NVIDIA H100 PCIe": "9.0", "NVIDIA H200": "9.0",
 }
+
+
+def device_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The facts of the device a row ran on, as one flat dict.
+
+    perfpred's own CUDA rows carry the whole machine's fingerprint: ``device`` "cuda" or "cuda:N",
+    the host's ``caches_kib`` and ``memory_gib``, and a ``gpus`` list. For those, the GPU's entry
+    (``gpu_name``, ``sm_count``, ``l2_cache_kib``, ``memory_gib``, ``compute_capability``) replaces
+    the host's caches and memory, so a GPU row's features see the GPU's 60 MiB L2 and 132 SMs, not
+    the CPU's 2 MiB L2. Any other spec (CPU rows, recorded GPUs, which state their facts at the
+    top level) comes back as it is.
+    """
+    device = str(spec.get("device", ""))
+    gpus = spec.get("gpus") or []
+    if not device.startswith("cuda") or not isinstance(gpus, list):
+        return dict(spec)
+    suffix = device.partition(":")[2]
+    index = int(suffix) if suffix.isdigit() else 0
+    gpu = next((g for g in gpus if isinstance(g, dict) and g.get("index", 0) == index), None)
+    if gpu is None:
+        return dict(spec)
+    return {**{k: v for k, v in spec.items() if k not in ("caches_kib", "memory_gib")}, **gpu}
 
 
 def sm_limits(spec: dict) -> dict[str, float] | None:
