@@ -95,8 +95,9 @@ class KernelConfig:
 
     def workload(self) -> dict[str, Any]:
         size = dict(self.problem_size)  # type: ignore[arg-type]
+        dtype = {"dtype": self.kernel.element_dtype} if self.kernel.element_dtype else {}
         return {"kernel_name": self.kernel.name, "problem_size": problem_label(self.kernel, size),
-                "kernel_source_sha": self.kernel.source_sha(), **size}
+                "kernel_source_sha": self.kernel.source_sha(), **size, **dtype}
 
     def config(self) -> dict[str, Any]:
         return dict(self.params)

@@ -98,6 +98,9 @@ class KernelSpec:
         threads_param: the tune parameter that sets the CPU thread count (for the peaks).
         block_size_names, grid_div: CUDA only: Kernel Tuner's thread-block parameter names and
             grid divisors (x, y, z); ``kt_problem_size`` maps a problem size to Kernel Tuner's.
+        element_dtype: the element type of the data when it is not fp32 ("fp16", ...), recorded
+            as ``workload.dtype`` so features size tiles in bytes right; None (fp32) adds nothing,
+            which keeps the measurement ids of fp32 kernels as they were.
         description: one line for listings.
     """
 
@@ -124,6 +127,7 @@ class KernelSpec:
     block_size_names: tuple[str, ...] | None = None
     grid_div: tuple[tuple[str, ...] | None, tuple[str, ...] | None, tuple[str, ...] | None] = (None, None, None)
     kt_problem_size: Callable[[Problem], tuple[int, ...]] | None = None
+    element_dtype: str | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -542,6 +546,7 @@ MATMUL_TRITON = KernelSpec(
     rtol=1e-2,
     atol=5e-2,
     compiler_flags=(),
+    element_dtype="fp16",
     description="Triton fp16 matmul with grouped tile order (the Triton tutorial kernel)",
 )
 
