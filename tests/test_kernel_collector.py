@@ -347,3 +347,10 @@ def test_a_cuda_launch_out_of_resources_is_a_compile_error_not_a_stale_verdict()
         workload.check(func=None)
     with pytest.raises(_engine.CompileError, match="out of resources at launch"):
         workload.benchmark(None, FAST)
+
+
+def test_only_a_kernel_with_a_non_fp32_element_type_records_it_in_its_workload():
+    triton = KernelConfig(MATMUL_TRITON, next(MATMUL_TRITON.configs()), MATMUL_TRITON.test_problem_size)
+    assert triton.workload()["dtype"] == "fp16"
+    sgemm = KernelConfig(SGEMM, next(SGEMM.configs()), SGEMM.test_problem_size)
+    assert "dtype" not in sgemm.workload()  # fp32 kernels keep the workload (and ids) they always had
