@@ -184,18 +184,23 @@ def evaluate(kernel: str, *, smoke: bool) -> dict[str, Any]:
             **evaluate_table(table, kernel, SMOKE_TRAIN_FRACTIONS if smoke else TRAIN_FRACTIONS)}
 
 
-def evaluate_table(table: Any, label: str, fractions: tuple[float, ...] = TRAIN_FRACTIONS) -> dict[str, Any]:
-    """Fit on a random fraction of a recording's ok rows (``config.*`` columns), score on the rest."""
+def evaluate_table(table: Any, label: str, fractions: tuple[float, ...] = TRAIN_FRACTIONS,
+                   featurize: Any = None) -> dict[str, Any]:
+    """Fit on a random fraction of a recording's ok rows, score on the rest.
+
+    ``featurize(ok_rows) -> feature frame`` (default: the tune parameters, ``config.*``) is a
+    pure per-row function, so computing it on all rows at once leaks nothing across the split.
+    """
     from perfpred.models import LogTargetXGBRegressor, regression_report
 
     ok = table[table["status"] == "ok"].reset_index(drop=True)
-    X = _param_frame(ok)
+    X = (featurize or _param_frame)(ok)
     y = ok["runtime_ms"].to_numpy(float)
     out: dict[str, Any] = {"rows_ok": len(ok), "fractions": {}}
     for fraction in fractions:
         n_train = max(8, round(fraction * len(ok)))
-        if n_train >= len(ok) - 2:
-            continue
+        if n_train >= len(ok) - 2 or any(f["n_train"] == n_train for f in out["fractions"].values()):
+            continue  # too few rows left to score, or the same split as a smaller fraction
         folds = []
         for seed in SEEDS:
             order = np.random.default_rng(seed).permutation(len(ok))

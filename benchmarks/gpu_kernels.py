@@ -38,7 +38,7 @@ RECORDINGS_DIR = RESULTS_DIR / "gpu_recordings"
 KERNEL = "matmul_triton"
 LIVE_BUDGET = 20
 OPTIMUM_FINALISTS = 3
-EVALUATION_FRACTIONS = (0.25, 0.5)  # of a recording of 33 or 120 configs: 8-60 training rows
+EVALUATION_FRACTIONS = (0.1, 0.25, 0.5)  # of a recording of 33 or 120 configs: 8-60 training rows
 
 
 def _cache_name(kernel: str, gpu: str, problem: dict[str, int]) -> str:
@@ -162,7 +162,21 @@ def evaluate() -> dict[str, Any]:
         (result,), _ = read_files("kernel-tuner", [path])
         table = pd.concat(result.frames, ignore_index=True)
         out[path.name] = cpu_kernels.evaluate_table(table, path.stem, fractions=EVALUATION_FRACTIONS)
+        out[path.name]["derived_features"] = cpu_kernels.evaluate_table(
+            table, f"{path.stem} (derived)", fractions=EVALUATION_FRACTIONS, featurize=_derived_features)
     return out
+
+
+def _derived_features(ok: Any) -> Any:
+    """What ``perfpred tune --features derived`` gives the surrogate: the parameters plus the
+    quantities the kernel feature rules derive from them, the problem and the recorded GPU."""
+    from perfpred.tuner._surrogate import kernel_tuning_features
+
+    names = [c.removeprefix("config.") for c in ok.columns if c.startswith("config.")]
+    problem = {c.removeprefix("workload."): ok[c].iloc[0] for c in ok.columns
+               if c in ("workload.m", "workload.n", "workload.k", "workload.dtype")}
+    featurize = kernel_tuning_features(problem, json.loads(ok["hardware_json"].iloc[0]))
+    return featurize(ok[[f"config.{n}" for n in names]].rename(columns=lambda c: c.removeprefix("config.")))
 
 
 def main() -> None:

@@ -457,10 +457,12 @@ def gpu_kernels() -> str:
         lines += ["| recording | rows | train | predictor MAPE | Spearman rho | regret of predicted best |",
                   "|---|---|---|---|---|---|"]
         for name, e in d["evaluation"].items():
-            for fraction, f in e["fractions"].items():
-                m = f["mean"]
-                lines.append(f"| {name} | {e['rows_ok']} | {f['n_train']} ({float(fraction):.0%}) | "
-                             f"{m['mape_pct']:.1f}% | {m['spearman_rho']:.2f} | {m['regret_of_predicted_best']:.3f}x |")
+            for label, ev in (("", e), (" + derived", e.get("derived_features"))):
+                for fraction, f in (ev or {}).get("fractions", {}).items():
+                    m = f["mean"]
+                    lines.append(f"| {name}{label} | {ev['rows_ok']} | {f['n_train']} ({float(fraction):.0%}) | "
+                                 f"{m['mape_pct']:.1f}% | {m['spearman_rho']:.2f} | "
+                                 f"{m['regret_of_predicted_best']:.3f}x |")
     return "\n".join(lines)
 
 

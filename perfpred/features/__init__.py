@@ -20,7 +20,7 @@ from perfpred.features._kernel import (
 )
 from perfpred.features._reference import ReferenceTimes, reference_key_columns
 from perfpred.features._serving import serving_attention_features, serving_features
-from perfpred.features._specs import GPU_SPECS
+from perfpred.features._specs import GPU_SPECS, device_spec
 
 __all__ = [
     "DERIVED_FEATURES",
@@ -29,6 +29,7 @@ __all__ = [
     "GPU_SPECS",
     "ReferenceTimes",
     "config_frame",
+    "device_spec",
     "flops",
     "gemm_features",
     "gemm_roofline_ms",
