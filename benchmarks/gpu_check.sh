@@ -23,23 +23,27 @@ fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-}
 perfpred() { $py -m perfpred.cli "$@"; }
 step() { echo; echo "=== $* ($(date +%T))"; }
+failed="$run/failed_checks"
+: >"$failed"
+# Runs a check and notes it when it fails; the later checks still run.
+check() { local name=$1; shift; "$@" || echo "$name (exit $?)" >>"$failed"; }
 
 {
   step "GPU and software"
-  nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit,clocks.max.sm --format=csv
-  $py -c "import torch, triton, kernel_tuner; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+  check nvidia-smi nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit,clocks.max.sm --format=csv
+  check imports $py -c "import torch, triton, kernel_tuner; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'triton', triton.__version__, 'kernel_tuner', kernel_tuner.__version__)"
-  perfpred env --device cuda --json
+  check "perfpred env" perfpred env --device cuda --json
 
   step "requires_cuda tests"
-  timeout 150 $py -m pytest -p no:cacheprovider -m requires_cuda -v -rs --timeout 120 \
+  check "requires_cuda tests" timeout 150 $py -m pytest -p no:cacheprovider -m requires_cuda -v -rs --timeout 120 \
     tests/test_gemm_collector.py tests/test_kernel_collector.py tests/test_cli_tune_demo.py tests/test_hardware.py
 
   step "perfpred demo --gpu (Triton matmul 4096^3 fp16, budget 20)"
-  COLUMNS=140 timeout 200 $py -m perfpred.cli demo --gpu --output "$run/demo"
+  check "demo --gpu" env COLUMNS=140 timeout 200 $py -m perfpred.cli demo --gpu --output "$run/demo"
 
   step "CUDA matmul through Kernel Tuner: the whole space at n = 4096"
-  timeout 100 $py - "$run" <<'EOF'
+  check "CUDA matmul space" timeout 100 $py - "$run" <<'EOF'
 import sys, time
 from pathlib import Path
 from perfpred.collect import KernelCollector, get_kernel
@@ -64,10 +68,10 @@ export_kernel_tuner_cache(store, run / "matmul_cuda_h200_4096.json")
 EOF
 
   step "CUDA GEMM sweep with NVML power (bf16, 48 Sobol shapes 64..8192)"
-  COLUMNS=140 timeout 100 $py -m perfpred.cli collect gemm --device cuda --dtypes bf16 --n-shapes 48 \
+  check "CUDA GEMM sweep" env COLUMNS=140 timeout 100 $py -m perfpred.cli collect gemm --device cuda --dtypes bf16 --n-shapes 48 \
     --m-range 64:8192 --n-range 64:8192 --k-range 64:8192 --max-time-s 0.3 --power-duration-s 0.5 \
     --store "$run/gemm_cuda"
-  $py - "$run" <<'EOF'
+  check "CUDA GEMM table" $py - "$run" <<'EOF'
 import sys
 from perfpred.datasets import MeasurementStore
 t = MeasurementStore(sys.argv[1] + "/gemm_cuda").load()
@@ -80,3 +84,8 @@ EOF
 
 tar czf "$out/gpu_check_runs.tar.gz" -C "$run" . 2>/dev/null
 echo "wrote $out/gpu_check.log and $out/gpu_check_runs.tar.gz"
+if [ -s "$failed" ]; then
+  echo "GPU checks that failed:"; sed 's/^/  /' "$failed"
+  exit 1
+fi
+echo "every GPU check passed"
