@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from test_cli import invoke
@@ -41,3 +42,14 @@ def test_the_triton_recording_is_tuned_replayed_on_the_cpu(tmp_path):
     report = json.loads((out / "result.json").read_text())
     assert report["n_evaluations"] == 8
     assert report["best_value"] >= report["optimum"] > 0
+
+
+def test_the_h200_rows_are_featurized_with_the_gpu_they_ran_on():
+    from perfpred.features import kernel_occupancy_features
+
+    (result,), _ = read_files("kernel-tuner", [TRITON])
+    table = pd.concat(result.frames, ignore_index=True)
+    feats = kernel_occupancy_features(table[table["status"] == "ok"])
+    assert (feats["hw_sm_count"] == 132).all()
+    assert np.allclose(feats["hw_log2_l2_kib"], np.log2(61440))
+    assert np.isfinite(feats[["d_waves", "d_blocks_per_sm", "log2_roofline_ms"]].to_numpy()).all()
