@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from perfpred.errors import InvalidInputError
-from perfpred.features._specs import device_spec
+from perfpred.features._specs import device_specs
 
 DTYPE_BYTES = {"fp64": 8, "fp32": 4, "bf16": 2, "fp16": 2}
 ALIGN_CAP_LOG2 = 7  # alignment beyond 128 elements no longer changes how kernels tile
@@ -59,8 +59,7 @@ def _hardware_columns(df: pd.DataFrame, dtypes: pd.Series) -> pd.DataFrame:
                         "l2_kib": np.full(n, np.nan), "llc_kib": np.full(n, np.nan)}, index=df.index)
     if "hardware_json" not in df:
         return out
-    specs: dict[str, dict[str, Any]] = {s: device_spec(json.loads(s)) for s in df["hardware_json"].dropna().unique()}
-    for spec_json, spec in specs.items():
+    for spec_json, spec in device_specs(df["hardware_json"]).items():
         rows = df["hardware_json"] == spec_json
         peaks = spec.get("peak_gflops", {})
         out.loc[rows, "peak_gflops"] = dtypes[rows].map(lambda d, p=peaks: p.get(d, np.nan)).astype(float)

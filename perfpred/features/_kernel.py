@@ -25,7 +25,6 @@ occupancy on the row's GPU where its per-SM limits are known (:func:`occupancy_f
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from perfpred.errors import InvalidInputError
-from perfpred.features._specs import device_spec, sm_limits
+from perfpred.features._specs import device_specs, sm_limits
 
 CONFIG_PREFIX = "config."
 WARP = 32  # threads per warp (NVIDIA); AMD wave64 GPUs still schedule in multiples of 32
@@ -272,11 +271,7 @@ def hardware_features(df: pd.DataFrame, dtypes: pd.Series | None = None) -> pd.D
         return out
     dtypes = dtypes if dtypes is not None else pd.Series("fp32", index=df.index)
     specs = df["hardware_json"]
-    for spec_json in specs.dropna().unique():
-        try:
-            spec: dict[str, Any] = device_spec(json.loads(spec_json))
-        except (TypeError, AttributeError, json.JSONDecodeError) as exc:
-            raise InvalidInputError(f"`hardware_json` must be a JSON object, but got {str(spec_json)[:60]!r}") from exc
+    for spec_json, spec in device_specs(specs).items():
         rows = (specs == spec_json).to_numpy()
         peaks = spec.get("peak_gflops") or {}
         if not isinstance(peaks, dict):
@@ -371,8 +366,8 @@ def _limits_per_row(df: pd.DataFrame) -> pd.DataFrame:
     if "hardware_json" not in df:
         return out
     specs = df["hardware_json"]
-    for spec_json in specs.dropna().unique():
-        limits = sm_limits(device_spec(json.loads(spec_json)))  # hardware_features has already checked the JSON
+    for spec_json, spec in device_specs(specs).items():
+        limits = sm_limits(spec)
         if limits:
             rows = (specs == spec_json).to_numpy()
             for name in names:

@@ -30,14 +30,13 @@ values for the families in ML.ENERGY's runs (``ATTENTION_CARDS``).
 
 from __future__ import annotations
 
-import json
 import zlib
 
 import numpy as np
 import pandas as pd
 
 from perfpred.features._kernel import hardware_features
-from perfpred.features._specs import device_spec
+from perfpred.features._specs import device_specs
 
 # Bytes per weight by the precision names serving engines use.
 PRECISION_BYTES = {"float32": 4.0, "fp32": 4.0, "bfloat16": 2.0, "bf16": 2.0, "float16": 2.0, "fp16": 2.0,
@@ -175,8 +174,7 @@ def _memory_gib(df: pd.DataFrame) -> np.ndarray:
     out = np.full(len(df), np.nan)
     if "hardware_json" not in df:
         return out
-    for spec_json in df["hardware_json"].dropna().unique():
-        spec = device_spec(json.loads(spec_json))
+    for spec_json, spec in device_specs(df["hardware_json"]).items():
         out[(df["hardware_json"] == spec_json).to_numpy()] = float(spec.get("memory_gib", np.nan))
     return out
 

@@ -7,8 +7,13 @@ GPU has them. Bandwidth is the spec sheet's DRAM bandwidth in GB/s.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+import pandas as pd
+
+from perfpred.errors import InvalidInputError
 
 
 def _spec(fp64: float, fp32: float, fp16: float, bf16: float | None, bw: float) -> dict:
@@ -92,6 +97,21 @@ def device_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     if gpu is None:
         return dict(spec)
     return {**{k: v for k, v in spec.items() if k not in ("caches_kib", "memory_gib")}, **gpu}
+
+
+def device_specs(hardware_json: Iterable[Any]) -> dict[str, dict[str, Any]]:
+    """Each distinct ``hardware_json`` text of a column, parsed and flattened by :func:`device_spec`.
+
+    The one place features read a row's hardware from; a text that is not a JSON object is a
+    one-line InvalidInputError.
+    """
+    specs: dict[str, dict[str, Any]] = {}
+    for text in pd.Series(hardware_json, dtype=object).dropna().unique():
+        try:
+            specs[text] = device_spec(json.loads(text))
+        except (TypeError, AttributeError, json.JSONDecodeError) as exc:
+            raise InvalidInputError(f"`hardware_json` must be a JSON object, but got {str(text)[:60]!r}") from exc
+    return specs
 
 
 def sm_limits(spec: dict) -> dict[str, float] | None:

@@ -243,6 +243,10 @@ class _CWorkload:
 # ---------------------------------------------------------------------------- CUDA (Kernel Tuner's DeviceInterface)
 
 
+# Kernel Tuner skips a launch that asks for more than the GPU has (threads, registers) silently.
+_LAUNCH_OUT_OF_RESOURCES = "out of resources at launch: too many registers or threads per block for this GPU"
+
+
 class _CudaWorkload:
     """A CUDA kernel on device 0 through Kernel Tuner's ``DeviceInterface`` (no compile cache)."""
 
@@ -296,7 +300,7 @@ class _CudaWorkload:
                 return self._verdict
             raise KernelFailure("runtime_error", f"{type(exc).__name__}: {exc}"[:400], poisoned=True) from None
         if self._verdict is None:
-            raise CompileError("out of resources at launch: too many registers or threads per block for this GPU")
+            raise CompileError(_LAUNCH_OUT_OF_RESOURCES)
         return self._verdict
 
     def benchmark(self, func: Any, policy: TimingPolicy) -> dict[str, Any]:
@@ -304,8 +308,7 @@ class _CudaWorkload:
             result = self.dev.benchmark(func, self.gpu_args, self._instance, False, "time")
             if "__error__" in result:
                 if type(result["__error__"]).__name__ == "RuntimeFailedConfig":  # a skippable launch failure
-                    raise CompileError("out of resources at launch: too many registers or threads per block "
-                                       "for this GPU")
+                    raise CompileError(_LAUNCH_OUT_OF_RESOURCES)
                 raise KernelFailure("runtime_error", f"Kernel Tuner reported {type(result['__error__']).__name__}",
                                     poisoned=True)
             return list(result["times"])
