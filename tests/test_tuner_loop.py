@@ -16,7 +16,8 @@ from perfpred.datasets import Measurement
 from perfpred.errors import DatasetNotFoundError, InvalidInputError
 from perfpred.settings import datasets_dir
 from perfpred.tuner import SearchSpace, Tuner, TuneSettings, config_key, diverse_top, maximin_design
-from perfpred.tuner._loop import MIN_TARGET_VOTE, _codes, row_config, thompson_top
+from perfpred.tuner._loop import MIN_TARGET_VOTE, row_config, thompson_top
+from perfpred.tuner._rounds import PredictorFirstLoop, Proposal, level_codes
 from perfpred.tuner._study import CandidateIndex
 
 # ---------------------------------------------------------------------------- synthetic hardware
@@ -206,6 +207,54 @@ def test_zero_wall_time_measures_nothing() -> None:
     assert result.best_config is None and result.best_value is None and result.history.empty
 
 
+
+def test_a_callback_returning_true_stops_the_run_after_that_evaluation() -> None:
+    hw = SyntheticHardware()
+    seen: list[dict] = []
+
+    def stop_at_five(row: dict) -> bool:
+        seen.append(row)
+        return len(seen) == 5
+
+    result = Tuner(SearchSpace(dict(PARAMS)), hw, TuneSettings(budget=20, batch_size=4, ensemble=2),
+                   on_evaluation=stop_at_five).run()
+    assert result.stopped_by == "callback" and result.n_evaluations == 5 and len(hw.calls) == 5
+
+
+class _NoPicksPolicy(PredictorFirstLoop):
+    """A policy whose model scores nothing (all non-finite): the loop must still make progress."""
+
+    def __init__(self, candidates: pd.DataFrame, budget: int) -> None:
+        self.candidates = candidates
+        self.settings = TuneSettings(budget=budget, batch_size=3, n_initial=2, seed=0)
+        self.measured_rows: list[int] = []
+        self.proposals = 0
+
+    def _measured_state(self):
+        return (np.asarray(self.measured_rows, dtype=int),)
+
+    def _n_used(self) -> int:
+        return len(self.measured_rows)
+
+    def _propose(self, state, measured, k, iteration) -> Proposal:
+        self.proposals += 1
+        assert self.proposals < 50, "the loop spins on empty proposals"
+        return Proposal([])
+
+    def _evaluate(self, i, proposal, iteration, t_start):
+        self.measured_rows.append(i)
+        return {"row": i}
+
+
+def test_an_empty_proposal_is_filled_with_unmeasured_configs_instead_of_spinning() -> None:
+    candidates = SearchSpace(dict(PARAMS)).enumerate()
+    loop = _NoPicksPolicy(candidates, budget=11)
+    outcome = loop.run_rounds()
+    assert outcome.stopped_by == "budget" and len(outcome.rows) == 11
+    assert len(set(loop.measured_rows)) == 11  # distinct configs
+    small = _NoPicksPolicy(candidates.iloc[:5].reset_index(drop=True), budget=11)
+    assert small.run_rounds().stopped_by == "space_exhausted" and sorted(small.measured_rows) == list(range(5))
+
 # ---------------------------------------------------------------------------- cold start
 
 
@@ -314,7 +363,7 @@ def test_a_model_guided_batch_is_diverse(local_fraction: float) -> None:
     hw = SyntheticHardware()
     settings = TuneSettings(budget=16, batch_size=4, ensemble=2, min_hamming=2, seed=2, local_fraction=local_fraction)
     result = Tuner(space, hw, settings).run()
-    codes = _codes(space.enumerate())
+    codes = level_codes(space.enumerate())
     index = {config_key(c): i for i, c in enumerate(space.enumerate().to_dict("records"))}
     guided = result.history[result.history["iteration"] > 1]
     assert guided["iteration"].nunique() == 3
@@ -363,7 +412,7 @@ def test_calibration_picks_put_space_filling_configs_in_the_first_prior_guided_b
 def test_local_picks_take_the_untried_neighbours_of_the_best_measured_configs() -> None:
     space = SearchSpace(dict(PARAMS))
     candidates = space.enumerate()
-    codes = _codes(candidates)
+    codes = level_codes(candidates)
     hw = SyntheticHardware()
     settings = TuneSettings(budget=12, batch_size=4, ensemble=2, local_fraction=0.5, local_from="best",
                             calibration_picks=0)

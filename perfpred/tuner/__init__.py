@@ -3,7 +3,7 @@
 from perfpred.tuner._autotvm import autotvm_search
 from perfpred.tuner._baselines import optuna_search, random_search
 from perfpred.tuner._kernel_tuner import KERNEL_TUNER_STRATEGIES, kernel_tuner_search
-from perfpred.tuner._loop import HardwareBackend, Tuner, TuneResult, TuneSettings, diverse_top, maximin_design
+from perfpred.tuner._loop import Tuner, TuneResult, TuneSettings, diverse_top
 from perfpred.tuner._objectives import MetricBound, Objective
 from perfpred.tuner._pareto import hypervolume, hypervolume_improvement, pareto_mask
 from perfpred.tuner._pareto_baselines import optuna_pareto_search, random_order_search
@@ -11,6 +11,7 @@ from perfpred.tuner._pareto_loop import ParetoResult, ParetoSettings, ParetoTune
 from perfpred.tuner._pareto_plot import plot_pareto
 from perfpred.tuner._pareto_scoring import evaluations_to, hypervolume_curve, quality_curve
 from perfpred.tuner._pareto_study import ParetoStudyRecorder
+from perfpred.tuner._rounds import HardwareBackend, PredictorFirstLoop, maximin_design
 from perfpred.tuner._scoring import best_so_far, evaluations_to_within, mean_curve, performance_score
 from perfpred.tuner._serving_live import LiveTuneResult, tune_serving_live
 from perfpred.tuner._serving_replay import (
@@ -40,6 +41,7 @@ __all__ = [
     "ParetoSettings",
     "ParetoStudyRecorder",
     "ParetoTuner",
+    "PredictorFirstLoop",
     "SearchSpace",
     "ServingGroup",
     "ServingPredictor",

@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from perfpred.errors import InvalidInputError
-from perfpred.tuner._loop import HardwareBackend, _codes, _objective_value
+from perfpred.tuner._loop import _objective_value
+from perfpred.tuner._rounds import HardwareBackend, level_codes
 from perfpred.tuner._study import row_config
 from perfpred.tuner._surrogate import param_features
 
@@ -108,7 +109,7 @@ def autotvm_search(backend: HardwareBackend, candidates: pd.DataFrame, budget: i
     rng = np.random.default_rng(seed)
     candidates = candidates.reset_index(drop=True)
     features = param_features(candidates)
-    codes = _codes(candidates)
+    codes = level_codes(candidates)
     cardinalities = codes.max(axis=0) + 1
     lookup = {tuple(row): i for i, row in enumerate(codes)}
     visited = np.zeros(len(candidates), dtype=bool)

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from perfpred.errors import InvalidInputError
-from perfpred.tuner._loop import HardwareBackend, _objective_value
+from perfpred.tuner._loop import _objective_value
+from perfpred.tuner._rounds import HardwareBackend
 from perfpred.tuner._space import SearchSpace
 from perfpred.tuner._study import config_key, row_config
 

@@ -1,6 +1,8 @@
-"""Predictor-first tuning: score the space, confirm the most promising configs, learn, repeat.
+"""Predictor-first tuning of one objective: score the space, confirm the most promising configs,
+learn, repeat. The rounds are :class:`~perfpred.tuner._rounds.PredictorFirstLoop`'s; this is
+how :class:`Tuner` proposes and records.
 
-Each round:
+Each round (after a space-filling start when there is no prior):
 1. fit the surrogate on everything measured so far (all workers' measurements, read back
    from the study), on top of a transferred prior when one is given;
 2. score every candidate: lower confidence bound ``mean - kappa * std`` of log(objective);
@@ -10,8 +12,8 @@ Each round:
    leaves a misleading prior's basin), and the rest greedily by that score, skipping picks
    within Hamming distance 1 of one already taken that way (so a batch is not k near-copies);
 4. claim, measure and record each pick; failures are data the surrogate learns from;
-5. stop at the budget, at the wall-time cap, or when no candidate's optimistic prediction
-   beats the best measurement by more than the noise.
+5. stop at the budget, at the wall-time cap, or (``early_stop_rel``) when no candidate's
+   optimistic prediction beats the best measurement by more than the noise.
 """
 
 from __future__ import annotations
@@ -21,23 +23,17 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from perfpred.datasets import Measurement
 from perfpred.errors import InvalidInputError
+from perfpred.tuner._rounds import HardwareBackend, PredictorFirstLoop, Proposal, level_codes, maximin_design
 from perfpred.tuner._space import SearchSpace
 from perfpred.tuner._study import CandidateIndex, StudyRecorder, config_key, row_config
 from perfpred.tuner._surrogate import EnsembleSurrogate, param_features
-
-
-class HardwareBackend(Protocol):
-    """Anything that measures one config: a real collector adapter or a replayed space."""
-
-    def measure(self, config: Mapping[str, Any]) -> Measurement: ...
-
 
 ACQUISITIONS = ("lcb", "thompson")
 LOCAL_STARTS = ("surprise", "best")
@@ -135,7 +131,7 @@ class TuneResult:
     best_config: dict[str, Any] | None
     best_value: float | None
     n_evaluations: int
-    stopped_by: str  # "budget" | "early_stop" | "wall_time" | "space_exhausted"
+    stopped_by: str  # "budget" | "early_stop" | "wall_time" | "space_exhausted" | "callback"
     wall_s: float
     fit_s: float
     extra: dict[str, Any] = field(default_factory=dict)
@@ -158,27 +154,6 @@ def _objective_value(m: Measurement, objective: str) -> float | None:
 
 # Measurements after which a model of the tuned hardware alone competes with the priors (5-fold CV).
 MIN_TARGET_VOTE = 8
-
-
-def _codes(frame: pd.DataFrame) -> np.ndarray:
-    """Each parameter's values as integer level codes (for distances between configs)."""
-    return np.stack([pd.factorize(frame[c], sort=True)[0] for c in frame.columns], axis=1)
-
-
-def maximin_design(candidates: pd.DataFrame, n: int, seed: int, pool: int = 4000) -> list[int]:
-    """Greedy maximin on normalised level codes over a random pool: a space-filling start."""
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(len(candidates), size=min(pool, len(candidates)), replace=False)
-    codes = _codes(candidates).astype(float)[idx]
-    span = codes.max(axis=0) - codes.min(axis=0)
-    codes = codes / np.where(span > 0, span, 1)
-    chosen = [0]
-    dist = np.linalg.norm(codes - codes[0], axis=1)
-    while len(chosen) < min(n, len(idx)):
-        nxt = int(np.argmax(dist))
-        chosen.append(nxt)
-        dist = np.minimum(dist, np.linalg.norm(codes - codes[nxt], axis=1))
-    return [int(idx[i]) for i in chosen]
 
 
 def diverse_top(score: np.ndarray, codes: np.ndarray, k: int, min_hamming: int = 2) -> list[int]:
@@ -222,7 +197,7 @@ def thompson_top(members: np.ndarray, penalty: np.ndarray, k: int, codes: np.nda
     return picks
 
 
-class Tuner:
+class Tuner(PredictorFirstLoop):
     """Tune ``space`` on ``backend`` with the predictor first.
 
     Parameters:
@@ -239,6 +214,7 @@ class Tuner:
         featurize: candidates DataFrame -> numeric features (default: ``param_features``, the raw
             values; for a kernel, ``kernel_tuning_features(problem)`` adds the quantities derived
             from them: ``perfpred tune --features derived``).
+        on_evaluation: called with each evaluation's row; returning True stops the run.
     """
 
     def __init__(self, space: SearchSpace, backend: HardwareBackend, settings: TuneSettings, *,
@@ -247,7 +223,7 @@ class Tuner:
                  | None = None,
                  storage: str | None = None, study_name: str = "perfpred-tune",
                  featurize: Callable[[pd.DataFrame], pd.DataFrame] = param_features,
-                 on_evaluation: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_evaluation: Callable[[dict[str, Any]], bool | None] | None = None) -> None:
         self.space = space
         self.backend = backend
         self.settings = settings
@@ -257,7 +233,7 @@ class Tuner:
         self.prior = prior
         self.recorder = StudyRecorder(space, storage=storage, study_name=study_name, objective=settings.objective)
         self.features = featurize(self.candidates)
-        self.codes = _codes(self.candidates)
+        self.codes = level_codes(self.candidates)
         self.index = CandidateIndex(self.candidates)
         self.surrogate = EnsembleSurrogate(n_members=settings.ensemble, seed=settings.seed)
         self.on_evaluation = on_evaluation
@@ -368,118 +344,86 @@ class Tuner:
         claims = self.recorder.claims
         return claims.n_claimed() if claims is not None else len(self.recorder.measured())
 
+    def _has_prior(self) -> bool:
+        return self.prior is not None
+
     def run(self) -> TuneResult:
-        from threadpoolctl import threadpool_limits
-
-        # The surrogate makes hundreds of tiny single-threaded XGBoost fits; between them idle
-        # OpenMP workers spin, so two tuner processes on a 2-core machine ran at half speed
-        # (a replayed 128-evaluation GEMM run: 17.5 s -> 10 s each with the limit, same picks).
-        with threadpool_limits(limits=1, user_api="openmp"):
-            return self._run()
-
-    def _run(self) -> TuneResult:
-        s = self.settings
-        t_start = time.perf_counter()
-        fit_s = 0.0
-        source_logs = self._source_logs()
-        weights_history: list[list[float]] = []
-        best_history: list[float] = []
-        rows: list[dict[str, Any]] = []
-        stopped_by = "budget"
-        iteration = 0
-        while True:
-            used = self._n_used()
-            if used >= s.budget:
-                break
-            if s.max_wall_s is not None and time.perf_counter() - t_start > s.max_wall_s:
-                stopped_by = "wall_time"
-                break
-            m_idx, m_y, m_ok = self._measured_state()
-            measured = np.zeros(len(self.candidates), dtype=bool)
-            measured[m_idx] = True
-            if measured.all():
-                stopped_by = "space_exhausted"
-                break
-            k = min(s.batch_size, s.budget - used)
-            if prior_free_start := (self.prior is None and len(m_idx) < s.initial_size):
-                k = min(s.initial_size - len(m_idx), s.budget - used)
-            t0 = time.perf_counter()
-            prior_log = None
-            if source_logs is not None:
-                weights = self.source_weights(source_logs, m_idx, m_y, m_ok)
-                weights_history.append(weights.round(3).tolist())
-                prior_log = weights @ source_logs
-            if prior_free_start:
-                picks = [i for i in maximin_design(self.candidates, s.initial_size, s.seed) if not measured[i]]
-                predicted = np.full(len(self.candidates), np.nan)
-                score = None
-            else:
-                fit = self.surrogate.fit_predict(
-                    self.features.iloc[m_idx], m_y, m_ok, self.features,
-                    prior_measured=prior_log[m_idx] if prior_log is not None else None,
-                    prior_candidates=prior_log)
-                penalty = np.where(fit.p_ok < 0.5, 1e6, 0.0)  # predicted failures go last
-                penalty[measured] = np.inf
-                score = fit.mean_log - s.kappa * fit.std_log + penalty
-                predicted = np.exp(fit.mean_log)
-                if s.early_stop_rel is not None and m_ok.any() and len(m_idx) >= s.initial_size:
-                    # Trees never predict below the best seen and the spread shrinks as data grows,
-                    # so "nothing predicted better" alone fires early: the best must also have
-                    # stalled for `early_stop_patience` rounds.
-                    best_log = np.nanmin(m_y)
-                    best_history.append(best_log)
-                    stalled = (len(best_history) > s.early_stop_patience and
-                               best_history[-1 - s.early_stop_patience] - best_log < -np.log1p(-s.early_stop_rel))
-                    if stalled and np.min(score) > best_log + np.log1p(-s.early_stop_rel):
-                        stopped_by = "early_stop"
-                        fit_s += time.perf_counter() - t0
-                        break
-                n_local = round(k * s.local_fraction) if m_ok.any() else 0
-                surprise = prior_log if (prior_log is not None and s.local_from == "surprise") else None
-                local = self._local_picks(score, m_idx, m_y, m_ok, n_local, surprise) if n_local else []
-                penalty[local] = score[local] = np.inf
-                if s.acquisition == "thompson":
-                    picks = local + thompson_top(fit.members_log, penalty, k - len(local), self.codes, s.min_hamming)
-                else:
-                    picks = local + diverse_top(score, self.codes, k - len(local), s.min_hamming)
-                n_random = min(len(picks), round(k * s.explore_fraction))
-                if n_random:
-                    pool = np.flatnonzero(~measured & (fit.p_ok >= 0.5))
-                    pool = np.setdiff1d(pool, picks[: k - n_random])
-                    if len(pool):
-                        rng = np.random.default_rng([s.seed, iteration])
-                        extra = rng.choice(pool, size=min(n_random, len(pool)), replace=False).tolist()
-                        picks = picks[: k - len(extra)] + [int(i) for i in extra]
-                if s.calibration_picks and self.prior is not None and not len(m_idx):
-                    chosen = set(picks[: k - min(k, s.calibration_picks)])
-                    spread = [i for i in maximin_design(self.candidates, s.calibration_picks, s.seed)
-                              if i not in chosen][: min(k, s.calibration_picks)]
-                    picks = picks[: k - len(spread)] + spread
-            fit_s += time.perf_counter() - t0
-            iteration += 1
-            for i in picks[:k]:
-                config = row_config(self.candidates, i)
-                claims = self.recorder.claims
-                if claims is not None and claims.claim(config_key(config), s.budget, self.worker) is None:
-                    continue  # another worker has it, or the budget is spent
-                m = self.backend.measure(config)
-                value = _objective_value(m, s.objective)
-                pred = float(predicted[i]) if np.isfinite(predicted[i]) else None
-                self.recorder.record(config, value, m.status, predicted=pred, iteration=iteration,
-                                     worker=self.worker)
-                row = {**config, "value": value, "status": m.status, "predicted": pred, "iteration": iteration,
-                       "elapsed_s": time.perf_counter() - t_start}
-                rows.append(row)
-                if self.on_evaluation:
-                    self.on_evaluation(row)
-        history = pd.DataFrame(rows)
+        self._source_logs_ = self._source_logs()
+        self._weights_history: list[list[float]] = []
+        self._best_history: list[float] = []
+        outcome = self.run_rounds()
         _, all_y, all_ok = self._measured_state()
         best_config, best_value = self.best()
-        return TuneResult(history=history, best_config=best_config, best_value=best_value,
-                          n_evaluations=len(rows), stopped_by=stopped_by, wall_s=time.perf_counter() - t_start,
-                          fit_s=fit_s, extra={"study_evaluations": len(all_y),
-                                              "study_failures": int((~all_ok).sum()),
-                                              "prior_weights": weights_history})
+        return TuneResult(history=pd.DataFrame(outcome.rows), best_config=best_config, best_value=best_value,
+                          n_evaluations=len(outcome.rows), stopped_by=outcome.stopped_by, wall_s=outcome.wall_s,
+                          fit_s=outcome.fit_s, extra={"study_evaluations": len(all_y),
+                                                      "study_failures": int((~all_ok).sum()),
+                                                      "prior_weights": self._weights_history})
+
+    def _propose(self, state: tuple[np.ndarray, ...], measured: np.ndarray, k: int, iteration: int) -> Proposal:
+        s = self.settings
+        m_idx, m_y, m_ok = state
+        source_logs = self._source_logs_
+        prior_log = None
+        if source_logs is not None:
+            weights = self.source_weights(source_logs, m_idx, m_y, m_ok)
+            self._weights_history.append(weights.round(3).tolist())
+            prior_log = weights @ source_logs
+        fit = self.surrogate.fit_predict(
+            self.features.iloc[m_idx], m_y, m_ok, self.features,
+            prior_measured=prior_log[m_idx] if prior_log is not None else None,
+            prior_candidates=prior_log)
+        penalty = np.where(fit.p_ok < 0.5, 1e6, 0.0)  # predicted failures go last
+        penalty[measured] = np.inf
+        score = fit.mean_log - s.kappa * fit.std_log + penalty
+        if s.early_stop_rel is not None and m_ok.any() and len(m_idx) >= s.initial_size:
+            # Trees never predict below the best seen and the spread shrinks as data grows,
+            # so "nothing predicted better" alone fires early: the best must also have
+            # stalled for `early_stop_patience` rounds.
+            best_log = np.nanmin(m_y)
+            self._best_history.append(best_log)
+            history = self._best_history
+            stalled = (len(history) > s.early_stop_patience and
+                       history[-1 - s.early_stop_patience] - best_log < -np.log1p(-s.early_stop_rel))
+            if stalled and np.min(score) > best_log + np.log1p(-s.early_stop_rel):
+                return Proposal([], stop="early_stop")
+        n_local = round(k * s.local_fraction) if m_ok.any() else 0
+        surprise = prior_log if (prior_log is not None and s.local_from == "surprise") else None
+        local = self._local_picks(score, m_idx, m_y, m_ok, n_local, surprise) if n_local else []
+        penalty[local] = score[local] = np.inf
+        if s.acquisition == "thompson":
+            picks = local + thompson_top(fit.members_log, penalty, k - len(local), self.codes, s.min_hamming)
+        else:
+            picks = local + diverse_top(score, self.codes, k - len(local), s.min_hamming)
+        n_random = min(len(picks), round(k * s.explore_fraction))
+        if n_random:
+            pool = np.flatnonzero(~measured & (fit.p_ok >= 0.5))
+            pool = np.setdiff1d(pool, picks[: k - n_random])
+            if len(pool):
+                rng = np.random.default_rng([s.seed, iteration])
+                extra = rng.choice(pool, size=min(n_random, len(pool)), replace=False).tolist()
+                picks = picks[: k - len(extra)] + [int(i) for i in extra]
+        if s.calibration_picks and self.prior is not None and not len(m_idx):
+            chosen = set(picks[: k - min(k, s.calibration_picks)])
+            spread = [i for i in maximin_design(self.candidates, s.calibration_picks, s.seed)
+                      if i not in chosen][: min(k, s.calibration_picks)]
+            picks = picks[: k - len(spread)] + spread
+        return Proposal(picks, predicted=np.exp(fit.mean_log))
+
+    def _evaluate(self, i: int, proposal: Proposal, iteration: int, t_start: float) -> dict[str, Any] | None:
+        s = self.settings
+        config = row_config(self.candidates, i)
+        claims = self.recorder.claims
+        if claims is not None and claims.claim(config_key(config), s.budget, self.worker) is None:
+            return None  # another worker has it, or the budget is spent
+        m = self.backend.measure(config)
+        value = _objective_value(m, s.objective)
+        pred = None
+        if proposal.predicted is not None and np.isfinite(proposal.predicted[i]):
+            pred = float(proposal.predicted[i])
+        self.recorder.record(config, value, m.status, predicted=pred, iteration=iteration, worker=self.worker)
+        return {**config, "value": value, "status": m.status, "predicted": pred, "iteration": iteration,
+                "elapsed_s": time.perf_counter() - t_start}
 
     def best(self) -> tuple[dict[str, Any] | None, float | None]:
         """The best measured config of the whole study (all workers)."""

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from perfpred.tuner._baselines import optuna_sampler, suggestions_in
-from perfpred.tuner._loop import HardwareBackend
 from perfpred.tuner._objectives import (
     MetricBound,
     Objective,
@@ -24,6 +23,7 @@ from perfpred.tuner._objectives import (
     parse_objectives,
     tracked_metrics,
 )
+from perfpred.tuner._rounds import HardwareBackend
 from perfpred.tuner._space import SearchSpace
 from perfpred.tuner._study import config_key, row_config
 

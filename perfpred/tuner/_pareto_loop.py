@@ -22,7 +22,9 @@ Each round:
 5. stop at the budget, the wall-time cap, when the space is exhausted, or when the
    ``on_evaluation`` callback returns True.
 
-With no prior, the first ``n_initial`` configs are a space-filling (maximin) design.
+With no prior, the first ``n_initial`` configs are a space-filling (maximin) design. The rounds
+are :class:`~perfpred.tuner._rounds.PredictorFirstLoop`'s; this module is how a multi-objective
+run proposes and records.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ import pandas as pd
 from scipy.stats import norm
 
 from perfpred.errors import InvalidInputError
-from perfpred.tuner._loop import HardwareBackend, maximin_design
 from perfpred.tuner._objectives import (
     MetricBound,
     Objective,
@@ -54,6 +55,7 @@ from perfpred.tuner._objectives import (
 )
 from perfpred.tuner._pareto import epsilon_gap, hypervolume, hypervolume_improvement, min_form, pareto_mask
 from perfpred.tuner._pareto_study import ParetoStudyRecorder
+from perfpred.tuner._rounds import HardwareBackend, PredictorFirstLoop, Proposal
 from perfpred.tuner._space import SearchSpace
 from perfpred.tuner._study import CandidateIndex, config_key, row_config
 from perfpred.tuner._surrogate import EnsembleSurrogate, param_features
@@ -173,7 +175,7 @@ def default_reference(values: np.ndarray, objectives: Sequence[Objective]) -> np
     return np.maximum(1.1 * worst, 0.9 * worst)
 
 
-class ParetoTuner:
+class ParetoTuner(PredictorFirstLoop):
     """Tune ``space`` on ``backend`` for several objectives under SLOs, with the predictor first.
 
     Parameters:
@@ -350,57 +352,28 @@ class ParetoTuner:
 
     # ------------------------------------------------------------------ the loop
 
-    def run(self) -> ParetoResult:
-        s = self.settings
-        t_start = time.perf_counter()
-        fit_s = 0.0
-        prior_logs = self._prior_logs()
-        rows: list[dict[str, Any]] = []
-        predictions: pd.DataFrame | None = None
-        stopped_by = "budget"
-        iteration = 0
-        while stopped_by == "budget":
-            used = self._n_used()
-            if used >= s.budget:
-                break
-            if s.max_wall_s is not None and time.perf_counter() - t_start > s.max_wall_s:
-                stopped_by = "wall_time"
-                break
-            m_idx, m_y, m_ok = self._measured_state()
-            available = np.ones(len(self.candidates), dtype=bool)
-            available[m_idx] = False
-            if not available.any():
-                stopped_by = "space_exhausted"
-                break
-            k = min(s.batch_size, s.budget - used)
-            t0 = time.perf_counter()
-            predicted = np.full((len(self.candidates), len(self.metrics)), np.nan)
-            if not self.prior and len(m_idx) < s.initial_size:
-                k = min(s.initial_size - len(m_idx), s.budget - used)
-                picks = [i for i in maximin_design(self.candidates, s.initial_size, s.seed) if available[i]][:k]
-                if not picks:  # the design is measured but a worker failed: fill at random
-                    picks = np.random.default_rng([s.seed, iteration]).permutation(np.flatnonzero(available))[:k]
-            else:
-                mean, std, p_ok = self._predict(m_idx, m_y, m_ok, prior_logs)
-                p_feasible = self._feasible_prob(mean, std, p_ok)
-                picks = self.select(mean, std, p_feasible, self._feasible_front(m_y, m_ok), available, k)
-                predicted = np.exp(mean)
-                predictions = self.candidates.assign(
-                    **{f"predicted_{m}": predicted[:, j] for j, m in enumerate(self.metrics)},
-                    p_feasible=p_feasible, measured=~available)
-            fit_s += time.perf_counter() - t0
-            iteration += 1
-            for i in picks:
-                row = self._evaluate(int(i), predicted[int(i)], iteration, t_start)
-                if row is None:
-                    continue
-                rows.append(row)
-                if self.on_evaluation is not None and self.on_evaluation(row):
-                    stopped_by = "callback"
-                    break
-        return self._result(rows, stopped_by, time.perf_counter() - t_start, fit_s, predictions)
+    def _has_prior(self) -> bool:
+        return bool(self.prior)
 
-    def _evaluate(self, i: int, predicted: np.ndarray, iteration: int, t_start: float) -> dict[str, Any] | None:
+    def run(self) -> ParetoResult:
+        self._prior_logs_ = self._prior_logs()
+        self._predictions: pd.DataFrame | None = None
+        outcome = self.run_rounds()
+        return self._result(outcome.rows, outcome.stopped_by, outcome.wall_s, outcome.fit_s, self._predictions)
+
+    def _propose(self, state: tuple[np.ndarray, ...], measured: np.ndarray, k: int, iteration: int) -> Proposal:
+        m_idx, m_y, m_ok = state
+        available = ~measured
+        mean, std, p_ok = self._predict(m_idx, m_y, m_ok, self._prior_logs_)
+        p_feasible = self._feasible_prob(mean, std, p_ok)
+        picks = self.select(mean, std, p_feasible, self._feasible_front(m_y, m_ok), available, k)
+        predicted = np.exp(mean)
+        self._predictions = self.candidates.assign(
+            **{f"predicted_{m}": predicted[:, j] for j, m in enumerate(self.metrics)},
+            p_feasible=p_feasible, measured=measured)
+        return Proposal(picks, predicted=predicted)
+
+    def _evaluate(self, i: int, proposal: Proposal, iteration: int, t_start: float) -> dict[str, Any] | None:
         s = self.settings
         config = row_config(self.candidates, i)
         claims = self.recorder.claims
@@ -408,6 +381,7 @@ class ParetoTuner:
             return None  # another worker has it, or the budget is spent
         m = self.backend.measure(config)
         measured = {name: metric_value(m, name) for name in self.metrics}
+        predicted = proposal.predicted[i] if proposal.predicted is not None else [np.nan] * len(self.metrics)
         pred = {name: float(p) if np.isfinite(p) else None for name, p in zip(self.metrics, predicted, strict=True)}
         self.recorder.record(config, measured, m.status, predicted=pred, iteration=iteration, worker=self.worker)
         return {**config, **measured, "status": m.status,

@@ -13,7 +13,8 @@ Each round, on everything measured so far:
 4. the batch is the best scores no two closer than ``min_hamming`` differing knobs.
 
 The first ``n_initial`` configs are a space-filling (maximin) design. No config is evaluated
-twice; the search stops at the budget or when the space is exhausted.
+twice; the search stops at the budget or when the space is exhausted (the rounds are
+:class:`~perfpred.tuner._rounds.PredictorFirstLoop`'s).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import pandas as pd
 
 from perfpred.datasets import Measurement
 from perfpred.errors import InvalidInputError
-from perfpred.tuner._loop import _codes, diverse_top, maximin_design
+from perfpred.tuner._loop import diverse_top
+from perfpred.tuner._rounds import PredictorFirstLoop, Proposal, level_codes
 from perfpred.tuner._study import row_config
 from perfpred.tuner._surrogate import MIN_TREE_ROWS, EnsembleSurrogate, param_features
 
@@ -78,49 +80,64 @@ def _normal_cdf(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.vectorize(math.erf)(z / math.sqrt(2.0)))
 
 
+class SloSearch(PredictorFirstLoop):
+    """The SLO search as a :class:`PredictorFirstLoop` policy: no study, no claims (one process
+    launches servers one at a time); what is measured is the list of evaluations."""
+
+    def __init__(self, candidates: pd.DataFrame, measure: Callable[[dict[str, Any]], Measurement], *,
+                 goal_metric: str, bounds: Mapping[str, float], feasible: Callable[[Measurement], bool],
+                 settings: SloSearchSettings, on_evaluation: Callable[[Evaluation], None] | None = None) -> None:
+        if candidates.empty:
+            raise InvalidInputError("the search space has no valid config (check the constraints)")
+        self.candidates = candidates.reset_index(drop=True)
+        self.measure = measure
+        self.goal_metric = goal_metric
+        self.bounds = bounds
+        self.feasible = feasible
+        self.settings = settings
+        self.on_evaluation = on_evaluation
+        self.features = param_features(self.candidates)
+        self.codes = level_codes(self.candidates)
+        self.done: list[Evaluation] = []
+
+    def _measured_state(self) -> tuple[np.ndarray, ...]:
+        return (np.array([e.index for e in self.done], dtype=int),)
+
+    def _n_used(self) -> int:
+        return len(self.done)
+
+    def _propose(self, state: tuple[np.ndarray, ...], measured: np.ndarray, k: int, iteration: int) -> Proposal:
+        score, predicted, p_feasible = _score(self.done, self.features, self.bounds, self.settings)
+        score[measured] = np.inf
+        return Proposal(diverse_top(score, self.codes, k, self.settings.min_hamming),
+                        predicted=(predicted, p_feasible))
+
+    def _evaluate(self, i: int, proposal: Proposal, iteration: int, t_start: float) -> Evaluation:
+        config = row_config(self.candidates, i)
+        m = self.measure(config)
+        value = m.metrics.get(self.goal_metric) if m.status == "ok" else None
+        good = value is not None and math.isfinite(value) and value > 0
+        predicted, p_feasible = proposal.predicted if proposal.predicted is not None else (None, None)
+        ev = Evaluation(index=i, config=config, measurement=m, goal=float(value) if good else None,
+                        feasible=bool(good and self.feasible(m)),
+                        predicted_goal=_finite(predicted, i), p_feasible=_finite(p_feasible, i),
+                        iteration=iteration)
+        self.done.append(ev)
+        return ev
+
+
+def _finite(values: np.ndarray | None, i: int) -> float | None:
+    return float(values[i]) if values is not None and np.isfinite(values[i]) else None
+
+
 def slo_search(candidates: pd.DataFrame, measure: Callable[[dict[str, Any]], Measurement], *, goal_metric: str,
                bounds: Mapping[str, float], feasible: Callable[[Measurement], bool], settings: SloSearchSettings,
                on_evaluation: Callable[[Evaluation], None] | None = None) -> list[Evaluation]:
     """Evaluate up to ``settings.budget`` distinct candidates, the predictor choosing each batch."""
-    if candidates.empty:
-        raise InvalidInputError("the search space has no valid config (check the constraints)")
-    s = settings
-    candidates = candidates.reset_index(drop=True)
-    features = param_features(candidates)
-    codes = _codes(candidates)
-    measured = np.zeros(len(candidates), dtype=bool)
-    done: list[Evaluation] = []
-    budget = min(s.budget, len(candidates))
-    iteration = 0
-    while len(done) < budget:
-        k = min(s.batch_size, budget - len(done))
-        predicted = np.full(len(candidates), np.nan)
-        p_feasible = np.full(len(candidates), np.nan)
-        if len(done) < s.initial_size:
-            design = [i for i in maximin_design(candidates, s.initial_size, s.seed) if not measured[i]]
-            picks = design[: min(s.initial_size - len(done), budget - len(done))]
-        else:
-            score, predicted, p_feasible = _score(done, features, bounds, s)
-            score[measured] = np.inf
-            picks = diverse_top(score, codes, k, s.min_hamming)
-        if not picks:  # a design smaller than asked (tiny spaces): fill from what is left
-            picks = [int(i) for i in np.flatnonzero(~measured)[:k]]
-        iteration += 1
-        for i in picks:
-            config = row_config(candidates, i)
-            m = measure(config)
-            measured[i] = True
-            value = m.metrics.get(goal_metric) if m.status == "ok" else None
-            good = value is not None and math.isfinite(value) and value > 0
-            ev = Evaluation(index=int(i), config=config, measurement=m, goal=float(value) if good else None,
-                            feasible=bool(good and feasible(m)),
-                            predicted_goal=float(predicted[i]) if np.isfinite(predicted[i]) else None,
-                            p_feasible=float(p_feasible[i]) if np.isfinite(p_feasible[i]) else None,
-                            iteration=iteration)
-            done.append(ev)
-            if on_evaluation is not None:
-                on_evaluation(ev)
-    return done
+    search = SloSearch(candidates, measure, goal_metric=goal_metric, bounds=bounds, feasible=feasible,
+                       settings=settings, on_evaluation=on_evaluation)
+    search.run_rounds()
+    return search.done
 
 
 def _score(done: list[Evaluation], features: pd.DataFrame, bounds: Mapping[str, float],

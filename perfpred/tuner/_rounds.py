@@ -1,0 +1,177 @@
+"""The one predictor-first loop that every tuner runs: rounds of propose, confirm, learn.
+
+Each round:
+1. stop when the budget is spent (every worker's claims count), the wall-time cap has passed,
+   or every candidate has been measured;
+2. without a prior, until ``initial_size`` configs are measured: the next configs of a
+   space-filling (maximin) design; otherwise the tuner's policy proposes a batch from what is
+   measured so far (its surrogate, its acquisition, its diversity rule) or asks to stop;
+3. measure each pick (the tuner claims it first when workers share a study, and records it);
+   the ``on_evaluation`` callback sees each evaluation and may stop the run by returning True.
+
+Subclasses say what is measured, how a batch is chosen, and how one evaluation is recorded:
+:class:`~perfpred.tuner.Tuner` (one objective, lower confidence bound, transfer priors),
+:class:`~perfpred.tuner.ParetoTuner` (several objectives under SLOs, hypervolume improvement)
+and the serving SLO search (a goal under upper bounds, GP until the trees have data).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from perfpred.datasets import Measurement
+
+
+class HardwareBackend(Protocol):
+    """Anything that measures one config: a real collector adapter or a replayed space."""
+
+    def measure(self, config: Mapping[str, Any]) -> Measurement: ...
+
+
+def level_codes(frame: pd.DataFrame) -> np.ndarray:
+    """Each parameter's values as integer level codes (for distances between configs)."""
+    return np.stack([pd.factorize(frame[c], sort=True)[0] for c in frame.columns], axis=1)
+
+
+def maximin_design(candidates: pd.DataFrame, n: int, seed: int, pool: int = 4000) -> list[int]:
+    """Greedy maximin on normalised level codes over a random pool: a space-filling start."""
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(candidates), size=min(pool, len(candidates)), replace=False)
+    codes = level_codes(candidates).astype(float)[idx]
+    span = codes.max(axis=0) - codes.min(axis=0)
+    codes = codes / np.where(span > 0, span, 1)
+    chosen = [0]
+    dist = np.linalg.norm(codes - codes[0], axis=1)
+    while len(chosen) < min(n, len(idx)):
+        nxt = int(np.argmax(dist))
+        chosen.append(nxt)
+        dist = np.minimum(dist, np.linalg.norm(codes - codes[nxt], axis=1))
+    return [int(idx[i]) for i in chosen]
+
+
+@dataclass
+class Proposal:
+    """A policy's answer for one round: the picks (candidate rows, best first), whatever the
+    tuner records beside each measurement (its predictions), or a reason to stop instead."""
+
+    picks: list[int]
+    predicted: Any = None
+    stop: str | None = None
+
+
+@dataclass
+class RoundsOutcome:
+    rows: list[dict[str, Any]]  # one per evaluation this process made, in order
+    stopped_by: str  # "budget" | "wall_time" | "space_exhausted" | "callback" | a policy's reason
+    wall_s: float
+    fit_s: float  # time spent proposing (model fitting and scoring)
+
+
+class PredictorFirstLoop:
+    """The round structure shared by the tuners; subclasses fill in the four hooks below.
+
+    A subclass sets ``candidates`` (a DataFrame, one row per config), ``settings`` (with
+    ``budget``, ``batch_size``, ``initial_size``, ``seed`` and optionally ``max_wall_s``) and
+    ``on_evaluation`` before :meth:`run_rounds` is called.
+    """
+
+    candidates: pd.DataFrame
+    settings: Any
+    on_evaluation: Callable[[Any], bool | None] | None = None
+
+    # ------------------------------------------------------------------ hooks
+
+    def _measured_state(self) -> tuple[np.ndarray, ...]:
+        """What is measured so far (by every worker of the study): candidate rows first, then
+        whatever the policy needs of them (values, ok flags); read once per round."""
+        raise NotImplementedError
+
+    def _n_used(self) -> int:
+        """Hardware evaluations spent so far against the budget (claims of every worker)."""
+        raise NotImplementedError
+
+    def _has_prior(self) -> bool:
+        """With a prior the policy proposes from the first round; without, a design starts."""
+        return False
+
+    def _propose(self, state: tuple[np.ndarray, ...], measured: np.ndarray, k: int, iteration: int) -> Proposal:
+        """Up to ``k`` unmeasured candidate rows to measure next (``measured`` masks ``state``'s rows)."""
+        raise NotImplementedError
+
+    def _evaluate(self, i: int, proposal: Proposal, iteration: int, t_start: float) -> Any | None:
+        """Measure and record candidate row ``i``; the evaluation's row, or None when another
+        worker holds it or the shared budget is spent."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the loop
+
+    def _design_picks(self, measured: np.ndarray, k: int, iteration: int) -> list[int]:
+        s = self.settings
+        picks = [i for i in maximin_design(self.candidates, s.initial_size, s.seed) if not measured[i]][:k]
+        # The design is measured (another worker's failures count): fill at random.
+        return picks or self._random_picks(measured, k, iteration)
+
+    def _random_picks(self, measured: np.ndarray, k: int, iteration: int) -> list[int]:
+        rng = np.random.default_rng([self.settings.seed, iteration])
+        return [int(i) for i in rng.permutation(np.flatnonzero(~measured))[:k]]
+
+    def run_rounds(self) -> RoundsOutcome:
+        from threadpoolctl import threadpool_limits
+
+        # The surrogates make hundreds of tiny single-threaded XGBoost fits; between them idle
+        # OpenMP workers spin, so two tuner processes on a 2-core machine ran at half speed
+        # (a replayed 128-evaluation GEMM run: 17.5 s -> 10 s each with the limit, same picks).
+        with threadpool_limits(limits=1, user_api="openmp"):
+            return self._rounds()
+
+    def _rounds(self) -> RoundsOutcome:
+        s = self.settings
+        max_wall_s = getattr(s, "max_wall_s", None)
+        t_start = time.perf_counter()
+        fit_s = 0.0
+        rows: list[Any] = []
+        stopped_by = "budget"
+        iteration = 0
+        while stopped_by == "budget":
+            used = self._n_used()
+            if used >= s.budget:
+                break
+            if max_wall_s is not None and time.perf_counter() - t_start > max_wall_s:
+                stopped_by = "wall_time"
+                break
+            state = self._measured_state()
+            m_idx = state[0]
+            measured = np.zeros(len(self.candidates), dtype=bool)
+            measured[m_idx] = True
+            if measured.all():
+                stopped_by = "space_exhausted"
+                break
+            k = min(s.batch_size, s.budget - used)
+            t0 = time.perf_counter()
+            if not self._has_prior() and len(m_idx) < s.initial_size:
+                k = min(s.initial_size - len(m_idx), s.budget - used)
+                proposal = Proposal(self._design_picks(measured, k, iteration))
+            else:
+                proposal = self._propose(state, measured, k, iteration)
+            fit_s += time.perf_counter() - t0
+            if proposal.stop is not None:
+                stopped_by = proposal.stop
+                break
+            if not proposal.picks:  # no candidate scored (all predicted non-finite): never spin
+                proposal.picks = self._random_picks(measured, k, iteration)
+            iteration += 1
+            for i in proposal.picks[:k]:
+                row = self._evaluate(int(i), proposal, iteration, t_start)
+                if row is None:
+                    continue
+                rows.append(row)
+                if self.on_evaluation is not None and self.on_evaluation(row):
+                    stopped_by = "callback"
+                    break
+        return RoundsOutcome(rows=rows, stopped_by=stopped_by, wall_s=time.perf_counter() - t_start, fit_s=fit_s)
