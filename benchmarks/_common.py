@@ -20,3 +20,26 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     return path
+
+
+def landscape_summary(table: Any) -> dict[str, Any]:
+    """How a recorded kernel space looks: statuses, the spread of the working configs' runtimes,
+    the fastest config and the median replicate spread (a store's table, one row per config)."""
+    ok = table[table["status"] == "ok"]
+    runtimes = ok["runtime_ms"].astype(float)
+    out: dict[str, Any] = {
+        "configs": len(table),
+        "statuses": {str(k): int(v) for k, v in table["status"].value_counts().items()},
+    }
+    if len(ok):
+        best = ok.loc[runtimes.idxmin()]
+        out.update({
+            "runtime_ms_min": float(runtimes.min()),
+            "runtime_ms_median": float(runtimes.median()),
+            "runtime_ms_max": float(runtimes.max()),
+            "max_over_min": float(runtimes.max() / runtimes.min()),
+            "best_config": {c.removeprefix("config."): best[c].item() if hasattr(best[c], "item") else best[c]
+                            for c in ok.columns if c.startswith("config.")},
+            "median_cv": float(ok["cv"].astype(float).median()),
+        })
+    return out

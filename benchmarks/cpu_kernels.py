@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import RESULTS_DIR, RUNS_DIR, write_result
+from _common import RESULTS_DIR, RUNS_DIR, landscape_summary, write_result
 from scipy.stats import ConstantInputWarning
 
 from perfpred.collect import TimingPolicy, busy_warning, run_sweep
@@ -88,25 +88,11 @@ def _paths(kernel: str, problem: dict[str, int], smoke: bool) -> tuple[Path, Pat
 
 
 def _landscape(table: Any) -> dict[str, Any]:
+    """The shared landscape summary, with the CPU kernels' throughputs and measuring costs."""
+    out = landscape_summary(table)
     ok = table[table["status"] == "ok"]
-    runtimes = ok["runtime_ms"].astype(float)
-    out: dict[str, Any] = {
-        "configs": len(table),
-        "statuses": {str(k): int(v) for k, v in table["status"].value_counts().items()},
-    }
     if len(ok):
-        best = ok.loc[runtimes.idxmin()]
-        out.update({
-            "runtime_ms_min": float(runtimes.min()),
-            "runtime_ms_median": float(runtimes.median()),
-            "runtime_ms_max": float(runtimes.max()),
-            "max_over_min": float(runtimes.max() / runtimes.min()),
-            "best_config": {c.removeprefix("config."): best[c].item() if hasattr(best[c], "item") else best[c]
-                            for c in ok.columns if c.startswith("config.")},
-            "median_cv": float(ok["cv"].astype(float).median()),
-            "gflops_max": float(ok["metric.gflops"].max()),
-            "gbs_max": float(ok["metric.gbs"].max()),
-        })
+        out.update({"gflops_max": float(ok["metric.gflops"].max()), "gbs_max": float(ok["metric.gbs"].max())})
     for column in COST_COLUMNS:
         if column in table:
             out[f"{column.removeprefix('metric.')}_median"] = float(table[column].astype(float).median())

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import RESULTS_DIR, RUNS_DIR, write_result
+from _common import RESULTS_DIR, RUNS_DIR, landscape_summary, write_result
 
 RECORDINGS_DIR = RESULTS_DIR / "gpu_recordings"
 KERNEL = "matmul_triton"
@@ -76,21 +76,16 @@ def record(kernel: str, sample: int, seed: int, deadline: float, out_dir: Path) 
                 break
             store.append([collector.measure(cfg)])
     table = store.load()
-    ok = table[table["status"] == "ok"]
     gpu = _device_name(spec.device)
     path = out_dir / _cache_name(kernel, gpu, problem)
     export_kernel_tuner_cache(table, path, kind="kernel")
-    runtimes = ok["runtime_ms"].astype(float)
-    summary = {"kernel": kernel, "problem_size": problem, "gpu": gpu,
-               "requested_configs": sample, "configs": len(table),
-               "statuses": {str(k): int(v) for k, v in table["status"].value_counts().items()},
-               "runtime_ms_min": float(runtimes.min()), "runtime_ms_median": float(runtimes.median()),
-               "runtime_ms_max": float(runtimes.max()), "max_over_min": float(runtimes.max() / runtimes.min()),
+    landscape = landscape_summary(table)
+    fastest_ms = landscape.get("runtime_ms_min")
+    summary = {"kernel": kernel, "problem_size": problem, "gpu": gpu, "requested_configs": sample, **landscape,
                # A GEMM's 2mnk FLOPs at its fastest config (other kernels: None).
-               "tflops_max": (float(2 * problem["m"] * problem["n"] * problem["k"] / runtimes.min() / 1e9)
-                              if set(problem) == {"m", "n", "k"} else None),
-               "median_cv": float(ok["cv"].astype(float).median()), "wall_s": round(time.perf_counter() - t0, 1),
-               "cache_file": path.name}
+               "tflops_max": (float(2 * problem["m"] * problem["n"] * problem["k"] / fastest_ms / 1e9)
+                              if set(problem) == {"m", "n", "k"} and fastest_ms else None),
+               "wall_s": round(time.perf_counter() - t0, 1), "cache_file": path.name}
     print(f"stage 1: {len(table)} configs, {summary['statuses']}, {summary['runtime_ms_min']:.4g} .. "
           f"{summary['runtime_ms_max']:.4g} ms -> {path}", file=sys.stderr)
     return summary
