@@ -31,6 +31,7 @@ values for the families in ML.ENERGY's runs (``ATTENTION_CARDS``).
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -179,23 +180,46 @@ def _memory_gib(df: pd.DataFrame) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class _Deployment:
+    """What each row deploys, in raw units, read once for both featurizers."""
+
+    precision: pd.Series  # weight precision, lower case
+    weight_bytes: np.ndarray  # per weight
+    total_params: np.ndarray
+    active_params: np.ndarray  # per token (MoE: the activated experts); total for dense models
+    gpus: np.ndarray
+    gpus_per_replica: np.ndarray  # at least 1
+    seqs: np.ndarray  # max_num_seqs (NaN outside LLM engines)
+    batch: np.ndarray  # sequences a decode step carries
+
+
+def _deployment(df: pd.DataFrame) -> _Deployment:
+    precision = _precision(df)
+    total = _num(df, "workload.total_params_b") * 1e9
+    active = _num(df, "workload.activated_params_b") * 1e9
+    gpus = _num(df, "config.num_gpus", 1.0)
+    replicas = np.nan_to_num(_num(df, "config.data_parallel", 1.0), nan=1.0)
+    return _Deployment(precision=precision,
+                       weight_bytes=precision.map(PRECISION_BYTES).astype(float).fillna(2.0).to_numpy(),
+                       total_params=total, active_params=np.where(np.isfinite(active), active, total), gpus=gpus,
+                       gpus_per_replica=np.maximum(np.nan_to_num(gpus, nan=1.0) / np.maximum(replicas, 1.0), 1.0),
+                       seqs=_num(df, "config.max_num_seqs"), batch=_batch(df))
+
+
 def serving_features(df: pd.DataFrame) -> pd.DataFrame:
     """Numeric features of each serving row (LLM or diffusion; missing inputs give NaN)."""
+    return _serving_features(df, _deployment(df))
+
+
+def _serving_features(df: pd.DataFrame, d: _Deployment) -> pd.DataFrame:
     feats = pd.DataFrame(index=df.index)
     for col in LOG_COLUMNS:
         feats["log2_" + col.split(".", 1)[1]] = _log2(_num(df, col))
     for col in CODE_COLUMNS:
         feats["code_" + col.split(".", 1)[1]] = _code(df[col]) if col in df else np.nan
-    precision = _precision(df)
-    weight_bytes = precision.map(PRECISION_BYTES).astype(float).fillna(2.0).to_numpy()
-    total = _num(df, "workload.total_params_b") * 1e9
-    active = _num(df, "workload.activated_params_b") * 1e9
-    active = np.where(np.isfinite(active), active, total)
-    gpus = _num(df, "config.num_gpus", 1.0)
-    replicas = np.nan_to_num(_num(df, "config.data_parallel", 1.0), nan=1.0)
-    per_replica = np.maximum(np.nan_to_num(gpus, nan=1.0) / np.maximum(replicas, 1.0), 1.0)
-    seqs = _num(df, "config.max_num_seqs")
-    batch = _batch(df)
+    total, active, per_replica, batch, weight_bytes = (d.total_params, d.active_params, d.gpus_per_replica,
+                                                       d.batch, d.weight_bytes)
     feats["weight_bytes"] = weight_bytes
     feats["is_moe"] = (active < total).astype(float)
     feats["log2_active_fraction"] = _log2(active / total)
@@ -207,8 +231,7 @@ def serving_features(df: pd.DataFrame) -> pd.DataFrame:
     headroom = memory - total * weight_bytes / per_replica / 2**30
     feats["kv_headroom_gib"] = headroom
     feats["log2_kv_headroom_per_seq_gib"] = _log2(headroom / batch)
-    dtypes = precision.map(PRECISION_DTYPE).fillna("bf16")
-    hw = hardware_features(df, dtypes)
+    hw = hardware_features(df, d.precision.map(PRECISION_DTYPE).fillna("bf16"))
     feats = pd.concat([feats, hw], axis=1)
     peak = np.exp2(hw["hw_log2_peak_gflops"].to_numpy())
     bw = np.exp2(hw["hw_log2_mem_bw_gbs"].to_numpy())
@@ -219,11 +242,11 @@ def serving_features(df: pd.DataFrame) -> pd.DataFrame:
     step_ms = np.maximum(memory_ms, compute_ms)
     feats["log2_memory_ms"] = _log2(memory_ms)
     feats["log2_compute_ms"] = _log2(compute_ms)
-    llm = np.isfinite(seqs)
+    llm = np.isfinite(d.seqs)
     feats["log2_roofline_ms"] = np.where(llm, _log2(step_ms), np.nan)
     # Energy per token = power x step time / tokens per step; GPU-seconds per token is its bound
     # up to the power per GPU (what a model relative to it learns).
-    feats["log2_gpu_seconds_per_token"] = np.where(llm, _log2(gpus * step_ms / 1e3 / seqs), np.nan)
+    feats["log2_gpu_seconds_per_token"] = np.where(llm, _log2(d.gpus * step_ms / 1e3 / d.seqs), np.nan)
     return feats
 
 
@@ -241,14 +264,13 @@ def serving_attention_features(df: pd.DataFrame) -> pd.DataFrame:
     - ``windowed_layer_fraction`` and ``log2_kv_tokens_per_seq`` (context each sequence can
       hold in the memory the weights leave).
     """
-    feats = serving_features(df)
+    d = _deployment(df)
+    feats = _serving_features(df, d)
     full, windowed, kv_heads, head_dim, window = attention_layout(df)
-    precision = _precision(df)
-    element = _kv_cache_bytes(df, precision)
-    per_replica = np.exp2(feats["log2_gpus_per_replica"].to_numpy())
-    kv_per_gpu = np.maximum(kv_heads / np.where(np.isfinite(per_replica), per_replica, 1.0), 1.0)
+    element = _kv_cache_bytes(df, d.precision)
+    kv_per_gpu = np.maximum(kv_heads / d.gpus_per_replica, 1.0)
     per_layer_token = kv_per_gpu * head_dim * 2 * element  # K and V
-    batch = _batch(df)
+    batch = d.batch
     bw_bytes_per_ms = np.exp2(feats["hw_log2_mem_bw_gbs"].to_numpy()) * 1e6
     per_token = full * per_layer_token
     feats["log2_kv_bytes_per_token"] = _log2(per_token)
