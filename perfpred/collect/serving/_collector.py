@@ -60,6 +60,9 @@ from perfpred.collect.serving._workload import ServingWorkload
 from perfpred.datasets import Measurement, MeasurementStore, measurement_key
 from perfpred.errors import InvalidInputError
 
+# Seconds a server whose requests failed gets to finish exiting before its row is built.
+DYING_SERVER_GRACE_S = 2.0
+
 
 @dataclass(frozen=True, eq=False)
 class ServingConfig:
@@ -223,13 +226,10 @@ class ServingCollector:
         metrics.update(_settled_cross_check(server, before, load.results))
         ok_ms = [r.e2e_ms for r in load.results if r.ok and r.e2e_ms is not None]
         error = _first_error(load.results)
-        if error is not None:
-            # Requests fail the moment a dying server drops its sockets, which can be before the
-            # process has exited on a loaded machine: give it a moment so the row says it died.
-            deadline = time.monotonic() + 2.0
-            while server.alive() and time.monotonic() < deadline:
-                time.sleep(0.05)
-        if not server.alive():
+        # Requests fail the moment a dying server drops its sockets, which can be before the
+        # process has exited on a loaded machine: after a failed request, give it a moment so
+        # the row says it died.
+        if server.exited(within_s=DYING_SERVER_GRACE_S if error is not None else 0.0):
             code = server.process.poll()
             tail = server.log_tail()
             status = classify_failure(tail, code)

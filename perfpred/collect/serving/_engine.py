@@ -111,6 +111,10 @@ class RunningServer:
     def alive(self) -> bool:
         return self.process.alive()
 
+    def exited(self, within_s: float = 0.0) -> bool:
+        """Whether the server process has exited, waiting up to ``within_s`` seconds for it to."""
+        return self.process.exited(within_s)
+
     def metrics(self) -> dict[str, float]:
         """One scrape of the server's Prometheus metrics ({} when it does not answer)."""
         status, text = get_text(self.base_url + self.engine.metrics_path)

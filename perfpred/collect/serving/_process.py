@@ -101,6 +101,14 @@ class ServerProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def exited(self, within_s: float = 0.0) -> bool:
+        """Whether the process has exited, waiting up to ``within_s`` seconds for it to."""
+        if self.process is None:
+            return False
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(within_s)
+        return self.process.poll() is not None
+
     def stop(self, grace_s: float = 5.0) -> int | None:
         """SIGTERM the group, SIGKILL it after ``grace_s``; always reaps. Returns the exit code."""
         if self.process is None:
