@@ -294,6 +294,31 @@ def serving_first_picks() -> str:
     return "\n".join(lines)
 
 
+def _ratio_cell(stats: dict) -> str:
+    return f"{stats['ratio_mean']:.3f} ({stats['seeds_reaching_98pct']})"
+
+
+def serving_search() -> str:
+    d = _load("serving_search")
+    if not d:
+        return ""
+    first = d["scenarios"][0]
+    variants = [k for k, v in first.items() if isinstance(v, dict) and "chose" in v]
+    (a0, a1), (b0, b1) = d["halves"]["chose"], d["halves"]["check"]
+    lines = [f"Replayed from the grids in the results files; mean best / grid best (seeds >= 0.98), seeds {a0}-{a1} "
+             f"| {b0}-{b1}; default: {d['default']}:", "",
+             "| grid | goal | SLO | launches / configs | " + " | ".join(variants) + " | random |",
+             "|---|---|---|---|" + "---|" * (len(variants) + 1)]
+    for e in d["scenarios"]:
+        cells = [" / ".join(_ratio_cell(e[v][h]) for h in ("chose", "check")) for v in variants]
+        lines.append(f"| {e['engine']} {e['model']} | {e['goal']} | {e['slo']} | {e['budget']} / {e['n_configs']} | "
+                     + " | ".join(cells) + f" | {_ratio_cell(e['random'])} |")
+    lines += ["", "| variant | mean ratio | seeds >= 0.98 / runs |", "|---|---|---|"]
+    for name, agg in d["summary"].items():
+        lines.append(f"| {name} | {agg['ratio_mean']:.3f} | {agg['seeds_reaching_98pct']} / {agg['runs']} |")
+    return "\n".join(lines)
+
+
 def _mape_cell(entry: dict | None) -> str:
     """A predictor MAPE, with the rows left out because their TPOT timed a burst, when any were."""
     if not entry:
@@ -470,6 +495,7 @@ def main() -> None:
     for title, text in (("cpu_gemm", cpu_gemm()), ("timer_agreement", timer_agreement()), ("accuracy", accuracy()),
                         ("tuning", tuning()), ("serving", serving()),
                         ("serving_vllm", serving("serving_vllm")), ("serving_first_picks", serving_first_picks()),
+                        ("serving_search", serving_search()),
                         ("serving_rate", serving_rate()), ("serving_replay", serving_replay()),
                         ("cpu_kernels", cpu_kernels()), ("gpu_kernels", gpu_kernels())):
         if text:
