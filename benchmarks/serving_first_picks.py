@@ -5,7 +5,8 @@ model-guided launches are chosen after its 3-launch space-filling start.
 
 "trees only": the bootstrap XGBoost ensemble from the start; with 3 rows it cannot split and
 predicts one constant for every config, so the first model-guided picks are blind.
-"GP first" (the default): a Gaussian process ranks configs until the trees have 4 working rows.
+"GP first" (the default until Dec 4, when a GP throughout became it: serving_search.py): a
+Gaussian process ranks configs until the trees have 4 working rows.
 Each seed replays ``tune_serving_live`` against the grid's measurements (25% of the grid's
 configs as budget) and is scored by the grid's best goal, under the benchmark's stated SLO and
 its tight SLO (bounds at the grid's medians); random search with the same budget alongside.
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import serving
 from _common import RUNS_DIR, write_result
+from serving_search import search_settings
 
 import perfpred.tuner._slo_search as slo_search
 from perfpred.collect.serving import ServingCollector
@@ -49,7 +51,9 @@ def main() -> None:
             entry = {"engine": engine, "model": model, "slo": slo_name, "budget": budget, "n_configs": len(table)}
             for label, min_rows in (("trees_only", 0), ("gp_first", default_rows)):
                 slo_search.MIN_TREE_ROWS = min_rows  # 0: trees from the first model-guided launch
-                sc = serving.replay_scenario(bench, model, rows, slo, budget, args.seeds)
+                # The ensemble's settings of Dec 2 (the default is now a GP throughout: serving_search.py).
+                with search_settings({"model": "xgb", "kappa": 1.0}):
+                    sc = serving.replay_scenario(bench, model, rows, slo, budget, args.seeds)
                 entry[label] = {"ratio_mean": round(sc["perfpred_ratio_mean"], 4),
                                 "seeds_reaching_98pct": sc["perfpred_seeds_reaching_98pct"]}
             slo_search.MIN_TREE_ROWS = default_rows

@@ -1,7 +1,7 @@
 """Ablation, replayed from the serving grids kept in the results files (no server, no stored run):
 which surrogate and exploration weight the serving SLO search should use.
 
-    python benchmarks/serving_search.py                 # -> results/serving_search.json (~10 min)
+    python benchmarks/serving_search.py                 # -> results/serving_search.json (~11 min)
     python benchmarks/serving_search.py --seeds 10 --output serving_search_smoke
 
 The grids are the per-config rows the live benchmarks write into their results: output
@@ -85,7 +85,7 @@ def throughput_scenarios(result: dict[str, Any], model: str) -> list[Scenario]:
         budget = max(1, int(0.25 * len(table)))
 
         def search(seed: int, overrides: dict[str, Any], slo=slo, table=table, best=best, budget=budget) -> float:
-            with _settings(overrides):
+            with search_settings(overrides):
                 answer = serving_live.tune_serving_live(bench.engine, model, space=bench.space, slo=slo,
                                                         workload=serving.WORKLOAD, budget=budget, seed=seed,
                                                         measure=serving.replayed(rows, bench)).best_config
@@ -119,7 +119,7 @@ def rate_scenario(entry: dict[str, Any]) -> Scenario:
 
     def search(seed: int, overrides: dict[str, Any]) -> float:
         serving_rate.use_engine(engine)
-        with _settings(overrides):
+        with search_settings(overrides):
             answer = serving_live.tune_serving_live(
                 engine, model, space=space, slo=serving_rate.SLO, goal="sustainable_rate",
                 workload=serving_rate.WORKLOAD, fixed_knobs=fixed, budget=budget, seed=seed,
@@ -136,7 +136,7 @@ def rate_scenario(entry: dict[str, Any]) -> Scenario:
 
 
 @contextmanager
-def _settings(overrides: dict[str, Any]):
+def search_settings(overrides: dict[str, Any]):
     """``tune_serving_live`` builds its SloSearchSettings with these fields overridden."""
     original = serving_live.SloSearchSettings
     serving_live.SloSearchSettings = lambda **kw: SloSearchSettings(**{**kw, **overrides})

@@ -284,7 +284,7 @@ def serving_first_picks() -> str:
     if not d:
         return ""
     lines = [f"Replayed from the stored grids, {d['seeds']} seeds, mean best / grid best (seeds >= 0.98):", "",
-             "| engine | model | SLO | launches / configs | trees only | GP first (default) | random |",
+             "| engine | model | SLO | launches / configs | trees only | GP first (Dec 2 default) | random |",
              "|---|---|---|---|---|---|---|"]
     for e in d["scenarios"]:
         cells = [f"{e[k]['ratio_mean']:.3f} ({e[k]['seeds_reaching_98pct']})" for k in ("trees_only", "gp_first",

@@ -67,14 +67,14 @@ class Proposal:
 
 @dataclass
 class RoundsOutcome:
-    rows: list[dict[str, Any]]  # one per evaluation this process made, in order
+    rows: list[Any]  # what ``_evaluate`` returned, one per evaluation this process made, in order
     stopped_by: str  # "budget" | "wall_time" | "space_exhausted" | "callback" | a policy's reason
     wall_s: float
     fit_s: float  # time spent proposing (model fitting and scoring)
 
 
 class PredictorFirstLoop:
-    """The round structure shared by the tuners; subclasses fill in the four hooks below.
+    """The round structure shared by the tuners; subclasses fill in the hooks below.
 
     A subclass sets ``candidates`` (a DataFrame, one row per config), ``settings`` (with
     ``budget``, ``batch_size``, ``initial_size``, ``seed`` and optionally ``max_wall_s``) and
