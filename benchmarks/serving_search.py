@@ -3,6 +3,7 @@ which surrogate and exploration weight the serving SLO search should use.
 
     python benchmarks/serving_search.py                 # -> results/serving_search.json (~11 min)
     python benchmarks/serving_search.py --seeds 10 --output serving_search_smoke
+    python benchmarks/serving_search.py --grids DIR      # the grids in another folder's results files
 
 The grids are the per-config rows the live benchmarks write into their results: output
 tokens/s under an SLO in ``results/serving.json`` (llama-server: small-20m and tiny, 50 configs,
@@ -155,16 +156,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=40, help="seeds per variant and scenario (two halves)")
     parser.add_argument("--output", default="serving_search")
+    parser.add_argument("--grids", type=Path, default=RESULTS_DIR,
+                        help="folder holding serving.json, serving_vllm.json and serving_rate.json (e.g. an "
+                             "earlier commit's, from `git show REV:benchmarks/results/serving.json`)")
     args = parser.parse_args()
     half = args.seeds // 2
     halves = {"chose": range(0, half), "check": range(half, args.seeds)}
     scenarios, sources = [], {}
     todo: list[Scenario] = []
     for file, model in GRIDS:
-        result = json.loads((RESULTS_DIR / file).read_text())
+        result = json.loads((args.grids / file).read_text())
         sources[file] = result["generated_at"]
         todo += throughput_scenarios(result, model)
-    rates = json.loads((RESULTS_DIR / "serving_rate.json").read_text())
+    rates = json.loads((args.grids / "serving_rate.json").read_text())
     sources["serving_rate.json"] = rates["generated_at"]
     todo += [rate_scenario(entry) for entry in rates["models"]]
     for sc in todo:
