@@ -298,8 +298,8 @@ def _ratio_cell(stats: dict) -> str:
     return f"{stats['ratio_mean']:.3f} ({stats['seeds_reaching_98pct']})"
 
 
-def serving_search() -> str:
-    d = _load("serving_search")
+def serving_search(name: str = "serving_search") -> str:
+    d = _load(name)
     if not d:
         return ""
     first = d["scenarios"][0]
@@ -496,6 +496,7 @@ def main() -> None:
                         ("tuning", tuning()), ("serving", serving()),
                         ("serving_vllm", serving("serving_vllm")), ("serving_first_picks", serving_first_picks()),
                         ("serving_search", serving_search()),
+                        ("serving_search_dec4", serving_search("serving_search_dec4")),
                         ("serving_rate", serving_rate()), ("serving_replay", serving_replay()),
                         ("cpu_kernels", cpu_kernels()), ("gpu_kernels", gpu_kernels())):
         if text:
