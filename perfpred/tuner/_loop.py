@@ -32,7 +32,7 @@ from perfpred.datasets import Measurement
 from perfpred.errors import InvalidInputError
 from perfpred.tuner._rounds import HardwareBackend, PredictorFirstLoop, Proposal, level_codes, maximin_design
 from perfpred.tuner._space import SearchSpace
-from perfpred.tuner._study import CandidateIndex, StudyRecorder, config_key, row_config
+from perfpred.tuner._study import CandidateIndex, StudyRecorder, row_config
 from perfpred.tuner._surrogate import EnsembleSurrogate, param_features
 
 ACQUISITIONS = ("lcb", "thompson")
@@ -238,6 +238,7 @@ class Tuner(PredictorFirstLoop):
         self.surrogate = EnsembleSurrogate(n_members=settings.ensemble, seed=settings.seed)
         self.on_evaluation = on_evaluation
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.claims = self.recorder.claims
 
     def _source_logs(self) -> np.ndarray | None:
         """log predictions of each prior source for every candidate: (n_sources, n_candidates)."""
@@ -341,8 +342,7 @@ class Tuner(PredictorFirstLoop):
         return np.asarray(idx, dtype=int), np.asarray(y, dtype=float), np.asarray(ok, dtype=bool)
 
     def _n_used(self) -> int:
-        claims = self.recorder.claims
-        return claims.n_claimed() if claims is not None else len(self.recorder.measured())
+        return self.claims.n_claimed() if self.claims is not None else len(self.recorder.measured())
 
     def _has_prior(self) -> bool:
         return self.prior is not None
@@ -410,12 +410,9 @@ class Tuner(PredictorFirstLoop):
             picks = picks[: k - len(spread)] + spread
         return Proposal(picks, predicted=np.exp(fit.mean_log))
 
-    def _evaluate(self, i: int, proposal: Proposal, iteration: int, t_start: float) -> dict[str, Any] | None:
+    def _evaluate(self, i: int, proposal: Proposal, iteration: int, t_start: float) -> dict[str, Any]:
         s = self.settings
         config = row_config(self.candidates, i)
-        claims = self.recorder.claims
-        if claims is not None and claims.claim(config_key(config), s.budget, self.worker) is None:
-            return None  # another worker has it, or the budget is spent
         m = self.backend.measure(config)
         value = _objective_value(m, s.objective)
         pred = None

@@ -57,7 +57,7 @@ from perfpred.tuner._pareto import epsilon_gap, hypervolume, hypervolume_improve
 from perfpred.tuner._pareto_study import ParetoStudyRecorder
 from perfpred.tuner._rounds import HardwareBackend, PredictorFirstLoop, Proposal
 from perfpred.tuner._space import SearchSpace
-from perfpred.tuner._study import CandidateIndex, config_key, row_config
+from perfpred.tuner._study import CandidateIndex, row_config
 from perfpred.tuner._surrogate import EnsembleSurrogate, param_features
 
 # Floor of the surrogate's log-space spread when turning it into feasibility probabilities: a
@@ -230,6 +230,7 @@ class ParetoTuner(PredictorFirstLoop):
                                                 seed=settings.seed + 7 * j) for j, m in enumerate(self.metrics)}
         self.on_evaluation = on_evaluation
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.claims = self.recorder.claims
 
     # ------------------------------------------------------------------ state
 
@@ -259,8 +260,7 @@ class ParetoTuner(PredictorFirstLoop):
                 np.asarray(ok, dtype=bool))
 
     def _n_used(self) -> int:
-        claims = self.recorder.claims
-        return claims.n_claimed() if claims is not None else len(self.recorder.measured())
+        return self.claims.n_claimed() if self.claims is not None else len(self.recorder.measured())
 
     def _feasible_front(self, m_y: np.ndarray, m_ok: np.ndarray) -> np.ndarray:
         """Measured feasible points, log minimisation form (n, n_objectives)."""
@@ -373,12 +373,9 @@ class ParetoTuner(PredictorFirstLoop):
             p_feasible=p_feasible, measured=measured)
         return Proposal(picks, predicted=predicted)
 
-    def _evaluate(self, i: int, proposal: Proposal, iteration: int, t_start: float) -> dict[str, Any] | None:
+    def _evaluate(self, i: int, proposal: Proposal, iteration: int, t_start: float) -> dict[str, Any]:
         s = self.settings
         config = row_config(self.candidates, i)
-        claims = self.recorder.claims
-        if claims is not None and claims.claim(config_key(config), s.budget, self.worker) is None:
-            return None  # another worker has it, or the budget is spent
         m = self.backend.measure(config)
         measured = {name: metric_value(m, name) for name in self.metrics}
         predicted = proposal.predicted[i] if proposal.predicted is not None else [np.nan] * len(self.metrics)

@@ -6,7 +6,7 @@ Each round:
 2. without a prior, until ``initial_size`` configs are measured: the next configs of a
    space-filling (maximin) design; otherwise the tuner's policy proposes a batch from what is
    measured so far (its surrogate, its acquisition, its diversity rule) or asks to stop;
-3. measure each pick (the tuner claims it first when workers share a study, and records it);
+3. measure each pick (claimed first when workers share a study: ``claims``) and record it;
    the ``on_evaluation`` callback sees each evaluation and may stop the run by returning True.
 
 Subclasses say what is measured, how a batch is chosen, and how one evaluation is recorded:
@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from perfpred.datasets import Measurement
+from perfpred.tuner._study import ClaimTable, config_key, row_config
 
 
 class HardwareBackend(Protocol):
@@ -84,6 +85,8 @@ class PredictorFirstLoop:
     candidates: pd.DataFrame
     settings: Any
     on_evaluation: Callable[[Any], bool | None] | None = None
+    claims: ClaimTable | None = None  # workers sharing a study claim each config here first
+    worker: str = ""  # this process, as its claims name it
 
     # ------------------------------------------------------------------ hooks
 
@@ -104,10 +107,17 @@ class PredictorFirstLoop:
         """Up to ``k`` unmeasured candidate rows to measure next (``measured`` masks ``state``'s rows)."""
         raise NotImplementedError
 
-    def _evaluate(self, i: int, proposal: Proposal, iteration: int, t_start: float) -> Any | None:
-        """Measure and record candidate row ``i``; the evaluation's row, or None when another
-        worker holds it or the shared budget is spent."""
+    def _evaluate(self, i: int, proposal: Proposal, iteration: int, t_start: float) -> Any:
+        """Measure and record candidate row ``i`` (claimed already); the evaluation's row."""
         raise NotImplementedError
+
+    def _claim(self, i: int) -> bool:
+        """Whether this process may measure candidate row ``i``: always without shared claims; with
+        them, unless another worker holds it or the shared budget is spent."""
+        if self.claims is None:
+            return True
+        key = config_key(row_config(self.candidates, i))
+        return self.claims.claim(key, self.settings.budget, self.worker) is not None
 
     # ------------------------------------------------------------------ the loop
 
@@ -167,9 +177,9 @@ class PredictorFirstLoop:
                 proposal.picks = self._random_picks(measured, k, iteration)
             iteration += 1
             for i in proposal.picks[:k]:
-                row = self._evaluate(int(i), proposal, iteration, t_start)
-                if row is None:
+                if not self._claim(int(i)):
                     continue
+                row = self._evaluate(int(i), proposal, iteration, t_start)
                 rows.append(row)
                 if self.on_evaluation is not None and self.on_evaluation(row):
                     stopped_by = "callback"
