@@ -149,14 +149,16 @@ def grid_table(rows: dict, slo: Slo, bench: EngineBench) -> pd.DataFrame:
             .sort_values(bench.knobs).reset_index(drop=True))
 
 
-def replay_scenario(bench: EngineBench, model: str, rows: dict, slo: Slo, budget: int, seeds: int) -> dict[str, Any]:
-    """perfpred and random search, both replayed from the grid's rows, under ``slo``."""
+def replay_scenario(bench: EngineBench, model: str, rows: dict, slo: Slo, budget: int, seeds: int,
+                    **search: Any) -> dict[str, Any]:
+    """perfpred and random search, both replayed from the grid's rows, under ``slo`` (``search``:
+    ``tune_serving_live``'s search settings, e.g. ``surrogate``, ``kappa``)."""
     table = grid_table(rows, slo, bench)
     best = float(table["goal_tok_s"].astype(float).max())
     ratios, picks = [], []
     for seed in range(seeds):
         rep = tune_serving_live(bench.engine, model, space=bench.space, slo=slo, workload=WORKLOAD, budget=budget,
-                                seed=seed, measure=replayed(rows, bench))
+                                seed=seed, measure=replayed(rows, bench), **search)
         ratios.append(grid_score(table, rep.best_config, bench) / best)
         picks.append({k: rep.best_config[k] for k in bench.knobs} if rep.best_config else None)
     random_ratios = [random_best(table, budget, seed) / best for seed in range(max(seeds, 20))]

@@ -22,7 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import serving
 from _common import RUNS_DIR, write_result
-from serving_search import search_settings
 
 import perfpred.tuner._slo_search as slo_search
 from perfpred.collect.serving import ServingCollector
@@ -52,8 +51,7 @@ def main() -> None:
             for label, min_rows in (("trees_only", 0), ("gp_first", default_rows)):
                 slo_search.MIN_TREE_ROWS = min_rows  # 0: trees from the first model-guided launch
                 # The ensemble's settings of Dec 2 (the default is now a GP throughout: serving_search.py).
-                with search_settings({"model": "xgb", "kappa": 1.0}):
-                    sc = serving.replay_scenario(bench, model, rows, slo, budget, args.seeds)
+                sc = serving.replay_scenario(bench, model, rows, slo, budget, args.seeds, surrogate="xgb", kappa=1.0)
                 entry[label] = {"ratio_mean": round(sc["perfpred_ratio_mean"], 4),
                                 "seeds_reaching_98pct": sc["perfpred_seeds_reaching_98pct"]}
             slo_search.MIN_TREE_ROWS = default_rows

@@ -26,7 +26,6 @@ import json
 import math
 import sys
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,13 +39,13 @@ import serving
 import serving_rate
 from _common import RESULTS_DIR, write_result
 
-import perfpred.tuner._serving_live as serving_live
 from perfpred.datasets import Measurement
-from perfpred.tuner._slo_search import SloSearchSettings
+from perfpred.tuner import tune_serving_live
 
 GRIDS = [("serving.json", "small-20m"), ("serving.json", "tiny"), ("serving_vllm.json", "tiny")]
-VARIANTS = {"xgb, kappa 1": {"model": "xgb", "kappa": 1.0}, "xgb, kappa 0.5": {"model": "xgb", "kappa": 0.5},
-            "gp, kappa 1": {"model": "gp", "kappa": 1.0}, "gp, kappa 0.5": {"model": "gp", "kappa": 0.5}}
+# tune_serving_live's search settings per variant.
+VARIANTS = {"xgb, kappa 1": {"surrogate": "xgb", "kappa": 1.0}, "xgb, kappa 0.5": {"surrogate": "xgb", "kappa": 0.5},
+            "gp, kappa 1": {"surrogate": "gp", "kappa": 1.0}, "gp, kappa 0.5": {"surrogate": "gp", "kappa": 0.5}}
 METRICS = ("output_tokens_per_s", "ttft_p99_ms", "tpot_p99_ms", "tpot_p50_ms")
 
 
@@ -69,7 +68,7 @@ def grid_rows(result: dict[str, Any], model: str) -> tuple[serving.EngineBench, 
 
 @dataclass
 class Scenario:
-    """One replayed grid and goal: ``search(seed, overrides)`` and ``random(seed)`` give a ratio to the best."""
+    """One replayed grid and goal: ``search(seed, settings)`` and ``random(seed)`` give a ratio to the best."""
 
     info: dict[str, Any]
     search: Callable[[int, dict[str, Any]], float]
@@ -85,11 +84,10 @@ def throughput_scenarios(result: dict[str, Any], model: str) -> list[Scenario]:
         best = float(table["goal_tok_s"].astype(float).max())
         budget = max(1, int(0.25 * len(table)))
 
-        def search(seed: int, overrides: dict[str, Any], slo=slo, table=table, best=best, budget=budget) -> float:
-            with search_settings(overrides):
-                answer = serving_live.tune_serving_live(bench.engine, model, space=bench.space, slo=slo,
-                                                        workload=serving.WORKLOAD, budget=budget, seed=seed,
-                                                        measure=serving.replayed(rows, bench)).best_config
+        def search(seed: int, settings: dict[str, Any], slo=slo, table=table, best=best, budget=budget) -> float:
+            answer = tune_serving_live(bench.engine, model, space=bench.space, slo=slo, workload=serving.WORKLOAD,
+                                       budget=budget, seed=seed, measure=serving.replayed(rows, bench),
+                                       **settings).best_config
             return serving.grid_score(table, answer, bench) / best
 
         out.append(Scenario({"engine": bench.engine, "model": model, "goal": "throughput", "slo": slo_name,
@@ -118,13 +116,12 @@ def rate_scenario(entry: dict[str, Any]) -> Scenario:
     budget = max(1, int(0.25 * len(table)))
     engine, model = entry["engine"], entry["model"]
 
-    def search(seed: int, overrides: dict[str, Any]) -> float:
+    def search(seed: int, settings: dict[str, Any]) -> float:
         serving_rate.use_engine(engine)
-        with search_settings(overrides):
-            answer = serving_live.tune_serving_live(
-                engine, model, space=space, slo=serving_rate.SLO, goal="sustainable_rate",
-                workload=serving_rate.WORKLOAD, fixed_knobs=fixed, budget=budget, seed=seed,
-                measure=lambda cfg: rows[tuple(int(cfg.knobs[k]) for k in knobs)]).best_config
+        answer = tune_serving_live(engine, model, space=space, slo=serving_rate.SLO, goal="sustainable_rate",
+                                   workload=serving_rate.WORKLOAD, fixed_knobs=fixed, budget=budget, seed=seed,
+                                   measure=lambda cfg: rows[tuple(int(cfg.knobs[k]) for k in knobs)],
+                                   **settings).best_config
         return serving_rate.grid_rate(table, answer) / best
 
     def random(seed: int) -> float:
@@ -134,17 +131,6 @@ def rate_scenario(entry: dict[str, Any]) -> Scenario:
     return Scenario({"engine": engine, "model": model, "goal": "sustainable_rate", "slo": "rate benchmark's",
                      "n_configs": len(table), "n_meet_slo": int(table["rate_rps"].notna().sum()), "budget": budget},
                     search, random)
-
-
-@contextmanager
-def search_settings(overrides: dict[str, Any]):
-    """``tune_serving_live`` builds its SloSearchSettings with these fields overridden."""
-    original = serving_live.SloSearchSettings
-    serving_live.SloSearchSettings = lambda **kw: SloSearchSettings(**{**kw, **overrides})
-    try:
-        yield
-    finally:
-        serving_live.SloSearchSettings = original
 
 
 def _stats(ratios: list[float]) -> dict[str, Any]:
@@ -173,8 +159,8 @@ def main() -> None:
     todo += [rate_scenario(entry) for entry in rates["models"]]
     for sc in todo:
         entry: dict[str, Any] = {**sc.info, "random": _stats([sc.random(s) for s in range(args.seeds)])}
-        for name, overrides in VARIANTS.items():
-            entry[name] = {part: _stats([sc.search(seed, overrides) for seed in seeds])
+        for name, settings in VARIANTS.items():
+            entry[name] = {part: _stats([sc.search(seed, settings) for seed in seeds])
                            for part, seeds in halves.items()}
         print(entry, flush=True)
         scenarios.append(entry)

@@ -12,7 +12,7 @@ Each round:
 Subclasses say what is measured, how a batch is chosen, and how one evaluation is recorded:
 :class:`~perfpred.tuner.Tuner` (one objective, lower confidence bound, transfer priors),
 :class:`~perfpred.tuner.ParetoTuner` (several objectives under SLOs, hypervolume improvement)
-and the serving SLO search (a goal under upper bounds, GP until the trees have data).
+and the serving SLO search (a goal under upper bounds, a GP surrogate by default).
 """
 
 from __future__ import annotations
@@ -78,8 +78,9 @@ class PredictorFirstLoop:
     """The round structure shared by the tuners; subclasses fill in the hooks below.
 
     A subclass sets ``candidates`` (a DataFrame, one row per config), ``settings`` (with
-    ``budget``, ``batch_size``, ``initial_size``, ``seed`` and optionally ``max_wall_s``) and
-    ``on_evaluation`` before :meth:`run_rounds` is called.
+    ``budget``, ``batch_size``, ``initial_size``, ``seed`` and optionally ``max_wall_s``),
+    ``on_evaluation`` and, when workers share a study, ``claims`` and ``worker`` before
+    :meth:`run_rounds` is called.
     """
 
     candidates: pd.DataFrame

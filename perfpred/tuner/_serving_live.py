@@ -224,7 +224,7 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
                       workload: Any | None = None, fixed_knobs: Mapping[str, Any] | None = None,
                       store: MeasurementStore | str | Path | None = None, run_dir: str | Path | None = None,
                       loads: MeasurementStore | str | Path | None = None,
-                      batch_size: int = 2, n_initial: int | None = None, kappa: float = 0.5,
+                      batch_size: int = 2, n_initial: int | None = None, kappa: float = 0.5, surrogate: str = "gp",
                       startup_timeout_s: float | None = None, engines: Mapping[str, Any] | None = None,
                       measure: Callable[[Any], Measurement] | None = None,
                       rate_search: Mapping[str, Any] | None = None,
@@ -248,8 +248,9 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
             capacity run and each probe, at its rate, with ``metric.slo_met``) is appended: the
             training rows of latency under a given load (default ``run_dir/loads`` when
             ``run_dir`` is given). A search runs 5-10 loads per launch; this keeps them all.
-        batch_size / n_initial / kappa: launches per predictor refit, the space-filling start,
-            exploration weight (see :class:`SloSearchSettings`).
+        batch_size / n_initial / kappa / surrogate: launches per predictor refit, the
+            space-filling start, exploration weight, ``gp`` or ``xgb`` (:class:`SloSearchSettings`'s
+            ``model``).
         engines: engine objects by name (``{"llama-server": LlamaServerEngine(binary=...)}``).
         measure: replaces the launch with ``ServingConfig -> Measurement`` (replaying a recorded grid).
         rate_search: keyword arguments of ``ServingCollector.sustainable_rate``.
@@ -292,7 +293,8 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
                                  rate_search=rate_search, loads=loads)
     engine_obj = collector.engine(engine)
     candidates = runnable_candidates(space, backend, engine_obj)
-    settings = SloSearchSettings(budget=budget, batch_size=batch_size, n_initial=n_initial, kappa=kappa, seed=seed)
+    settings = SloSearchSettings(budget=budget, batch_size=batch_size, n_initial=n_initial, kappa=kappa, seed=seed,
+                                 model=surrogate)
     if storage is None and run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{(run_dir / 'study.db').resolve()}"
