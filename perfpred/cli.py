@@ -588,6 +588,8 @@ def tune_serving_cmd(
     constraint: Annotated[list[str] | None, typer.Option(help="ml-energy: e.g. 'metric.itl_p99_ms <= 50' (ms), repeatable.")] = None,
     store: Annotated[Path, typer.Option(help="Live: Measurement store every launch is appended to.")] = DEFAULT_STORE,
     seed: Annotated[int, typer.Option(help="Seed of the design, the surrogate and the load.")] = 0,
+    surrogate: Annotated[str, typer.Option(help="Live: the search's model of the goal and the SLO metrics: gp (a Gaussian process on the knobs' log2 values) or xgb (a bootstrap XGBoost ensemble).")] = "gp",
+    kappa: Annotated[float, typer.Option(help="Live: exploration weight on the goal's predicted spread (0 = pure exploitation).")] = 0.5,
     output: Annotated[Path, typer.Option(help="Run directory for the report.")] = Path("perfpred-runs/tune-serving"),
     storage: Annotated[str | None, typer.Option(help="Live: Optuna RDB storage URL that records every launch as a trial, each SLO as a constraint (default sqlite:///OUTPUT/study.db; view with optuna-dashboard).")] = None,
     probe_s: Annotated[float, typer.Option(help="--goal sustainable_rate: seconds of arrivals per rate probe (each search starts at 0.8 x the capacity a closed-loop run measures).")] = 10.0,
@@ -628,7 +630,7 @@ def tune_serving_cmd(
         rate_search = {"start_rps": None, "probe_duration_s": probe_s} if goal == "sustainable_rate" else None
         result = tune_serving_live(engine, model, slo=slo, goal=goal, budget=budget, seed=seed, store=store,
                                    run_dir=output, progress=progress, storage=storage, rate_search=rate_search,
-                                   loads=loads_into)
+                                   loads=loads_into, surrogate=surrogate, kappa=kappa)
     output.mkdir(parents=True, exist_ok=True)
     (output / "result.json").write_text(json.dumps(result.summary(), indent=2, default=str))
     result.history.to_csv(output / "history.csv", index=False)

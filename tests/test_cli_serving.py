@@ -103,3 +103,12 @@ def test_tune_serving_keeps_loads_only_for_a_rate_search(monkeypatch, capsys, tm
                               "--loads-into", str(tmp_path / "loads"))
     assert_one_line_error(code, out, err, "--loads-into", "--goal throughput")
     assert not (tmp_path / "loads").exists()
+
+
+@pytest.mark.parametrize(("args", "needles"), [(["--surrogate", "forest"], ["surrogate", "forest"]),
+                                               (["--kappa", "-1"], ["kappa >= 0", "-1"])])
+def test_tune_serving_refuses_an_unknown_surrogate_or_negative_kappa(monkeypatch, capsys, tmp_path, args, needles):
+    code, out, err = run_main(monkeypatch, capsys, "tune-serving", "--engine", "fake", "--budget", "2",
+                              "--output", str(tmp_path / "run"), "--store", str(tmp_path / "store"), *args)
+    assert_one_line_error(code, out, err, *needles)
+    assert not (tmp_path / "store").exists()  # refused before any launch

@@ -270,6 +270,10 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
                                 f"but got loads={str(loads)!r} with goal={goal!r}")
     if not isinstance(budget, int) or budget < 1:
         raise InvalidInputError(f"`budget >= 1` must hold, but got budget={budget!r}")
+    if surrogate not in ("gp", "xgb"):
+        raise InvalidInputError(f"`surrogate` must be 'gp' or 'xgb', but got surrogate={surrogate!r}")
+    if not kappa >= 0:
+        raise InvalidInputError(f"`kappa >= 0` must hold, but got kappa={kappa!r}")
     if slo is not None:
         slo.validate()
     space = space or default_space(engine)
