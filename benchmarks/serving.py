@@ -210,8 +210,8 @@ def noise(bench: EngineBench, model: str, table: pd.DataFrame, collector: Servin
 
 
 def surrogate_cv_ape(knobs: pd.DataFrame, y: np.ndarray, folds: int = 10, seed: int = 0) -> np.ndarray:
-    """Each config's |predicted / measured - 1| from a k-fold CV of the tuner's own surrogate (the
-    mean of its ensemble, on log y) over the grid's rows of ``knobs``."""
+    """Each config's |predicted / measured - 1| from a k-fold CV of the tuner's bootstrap XGBoost
+    ensemble (the mean of its members, on log y) over the grid's rows of ``knobs``."""
     features = param_features(knobs.astype(int))
     fold = np.random.default_rng(seed).permutation(len(y)) % folds
     pred = np.empty(len(y))
