@@ -54,9 +54,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS_DIR, RUNS_DIR, write_result
-from serving import surrogate_cv_ape
+from serving import measured_rows, surrogate_cv_ape
 
-from perfpred.collect.serving import BURST_TPOT_MS, ServingCollector, ServingConfig, ServingWorkload, Slo
+from perfpred.collect.serving import ServingCollector, ServingConfig, ServingWorkload, Slo
 from perfpred.datasets import MeasurementStore
 from perfpred.models import LogTargetXGBRegressor, MultiTargetModel
 from perfpred.tuner import SearchSpace
@@ -163,14 +163,6 @@ def random_answer(table: pd.DataFrame, budget: int, seed: int) -> dict[str, int]
 
 def random_best(table: pd.DataFrame, budget: int, seed: int) -> float:
     return grid_rate(table, random_answer(table, budget, seed))
-
-
-def measured_rows(values: pd.Series, target: str) -> pd.Series:
-    """Where ``target`` was measured: positive, and for a TPOT not below the burst bound (there the
-    median request's tokens all reached the client at once: the number times the server's HTTP
-    side, not its decoding; ``burst_frac``)."""
-    v = pd.to_numeric(values, errors="coerce").astype(float)
-    return (v > 0) & ~(target.removeprefix("metric.").startswith("tpot_") & (v < BURST_TPOT_MS))
 
 
 def predictor_mape(table: pd.DataFrame, target: str, folds: int = 10, seed: int = 0) -> dict[str, Any]:
