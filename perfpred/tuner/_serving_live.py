@@ -249,8 +249,7 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
             training rows of latency under a given load (default ``run_dir/loads`` when
             ``run_dir`` is given). A search runs 5-10 loads per launch; this keeps them all.
         batch_size / n_initial / kappa / surrogate: launches per predictor refit, the
-            space-filling start, exploration weight, ``gp`` or ``xgb`` (:class:`SloSearchSettings`'s
-            ``model``).
+            space-filling start, exploration weight, ``gp`` or ``xgb`` (:class:`SloSearchSettings`).
         engines: engine objects by name (``{"llama-server": LlamaServerEngine(binary=...)}``).
         measure: replaces the launch with ``ServingConfig -> Measurement`` (replaying a recorded grid).
         rate_search: keyword arguments of ``ServingCollector.sustainable_rate``.
@@ -270,10 +269,9 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
                                 f"but got loads={str(loads)!r} with goal={goal!r}")
     if not isinstance(budget, int) or budget < 1:
         raise InvalidInputError(f"`budget >= 1` must hold, but got budget={budget!r}")
-    if surrogate not in ("gp", "xgb"):
-        raise InvalidInputError(f"`surrogate` must be 'gp' or 'xgb', but got surrogate={surrogate!r}")
-    if not kappa >= 0:
-        raise InvalidInputError(f"`kappa >= 0` must hold, but got kappa={kappa!r}")
+    # Before anything is created or launched: the search settings check themselves.
+    settings = SloSearchSettings(budget=budget, batch_size=batch_size, n_initial=n_initial, kappa=kappa, seed=seed,
+                                 surrogate=surrogate)
     if slo is not None:
         slo.validate()
     space = space or default_space(engine)
@@ -297,8 +295,6 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
                                  rate_search=rate_search, loads=loads)
     engine_obj = collector.engine(engine)
     candidates = runnable_candidates(space, backend, engine_obj)
-    settings = SloSearchSettings(budget=budget, batch_size=batch_size, n_initial=n_initial, kappa=kappa, seed=seed,
-                                 model=surrogate)
     if storage is None and run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{(run_dir / 'study.db').resolve()}"

@@ -4,7 +4,7 @@ Each round, on everything measured so far:
 
 1. a surrogate of log(goal) over every run that worked, whether or not it met the bounds (a
    run over the SLO still tells where throughput is high): a Gaussian process on the knobs'
-   log2 values (``model="gp"``, the default) or the bootstrap :class:`EnsembleSurrogate`
+   log2 values (``surrogate="gp"``, the default) or the bootstrap :class:`EnsembleSurrogate`
    (``"xgb"``); the ensemble's failure model gives P(runs) (runs that crashed or never started);
 2. one such surrogate per bounded metric (``ttft_p99_ms``...): P(metric <= bound) per
    candidate, a normal in log space with the surrogate's spread (floored at the measurement noise);
@@ -54,13 +54,13 @@ class SloSearchSettings:
     # ensemble with kappa 1; the GP interpolates and extrapolates a trend over 12 launches where
     # trees give a config the value of its measured neighbours (the grids' best is a corner).
     # Its fits take milliseconds beside launches of seconds to minutes.
-    model: str = "gp"
+    surrogate: str = "gp"
 
     def __post_init__(self) -> None:
         for name, ok, rule in (("budget", self.budget >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
                                ("kappa", self.kappa >= 0, ">= 0"), ("ensemble", self.ensemble >= 2, ">= 2"),
                                ("noise_log", self.noise_log > 0, "> 0"),
-                               ("model", self.model in ("gp", "xgb"), "in ('gp', 'xgb')")):
+                               ("surrogate", self.surrogate in ("gp", "xgb"), "in ('gp', 'xgb')")):
             if not ok:
                 raise InvalidInputError(f"`{name} {rule}` must hold, but got {name}={getattr(self, name)}")
 
@@ -157,7 +157,7 @@ def _score(done: list[Evaluation], features: pd.DataFrame, bounds: Mapping[str, 
     def trees(n_rows: int) -> bool:
         # Below MIN_TREE_ROWS the ensemble predicts one constant for every config (the default
         # start is 3 launches), so its first picks would be blind; a GP interpolates from 3 rows.
-        return s.model == "xgb" and n_rows >= MIN_TREE_ROWS
+        return s.surrogate == "xgb" and n_rows >= MIN_TREE_ROWS
 
     mean, std = (fit.mean_log, fit.std_log) if trees(int(works.sum())) else _gp(features, idx[works], y[works])
     log_p = np.log(np.clip(fit.p_ok, 1e-6, 1.0))
