@@ -67,7 +67,6 @@ from perfpred.tuner._serving_live import (
     DEFAULT_SPACES,
     default_space,
     goal_value,
-    slo_violations,
     tune_serving_live,
 )
 from perfpred.tuner._surrogate import EnsembleSurrogate, param_features
@@ -121,7 +120,7 @@ def _row_summary(m, slo: Slo, bench: EngineBench) -> dict[str, Any]:
     return {**{k: m.config[k] for k in bench.knobs}, "status": m.status, "goal_tok_s": goal_value(m, "throughput", slo),
             "output_tokens_per_s": m.metrics.get("output_tokens_per_s"), "tpot_p50_ms": m.metrics.get("tpot_p50_ms"),
             "ttft_p99_ms": m.metrics.get("ttft_p99_ms"), "tpot_p99_ms": m.metrics.get("tpot_p99_ms"),
-            "slo_violations": "; ".join(slo_violations(m.metrics, slo)) if m.status == "ok" else m.status,
+            "slo_violations": "; ".join(slo.metric_violations(m.metrics)) if m.status == "ok" else m.status,
             "avg_batch_size": m.metrics.get("avg_batch_size"),
             "launch_cv_tpot_p50_ms": m.metrics.get("launch_cv_tpot_p50_ms"),
             "launch_cv_output_tokens_per_s": m.metrics.get("launch_cv_output_tokens_per_s")}

@@ -181,8 +181,17 @@ def test_burst_frac_counts_responses_delivered_at_once_not_decoded_apace():
     # a server behind on its HTTP side: 24 tokens in chunks 10 us apart, 300 ms after the request
     burst = _scripted([(0.300 + 1e-5 * i, 1) for i in range(24)], start=0.0, usage=24)
     assert burst.tpot_ms < BURST_TPOT_MS < paced.tpot_ms
-    metrics = summarize([paced, burst, burst, burst], duration_s=1.0)
+    assert burst.in_one_burst and burst.decode_tpot_ms is None and paced.decode_tpot_ms == paced.tpot_ms
+    metrics = summarize([paced, burst, burst, burst], duration_s=1.0, slo=Slo(ttft_ms=1000.0, tpot_ms=5.0))
     assert metrics["burst_frac"] == pytest.approx(0.75)
+    # the TPOT quantiles time decoding: the paced response alone, not three near-zero bursts
+    assert metrics["tpot_p50_ms"] == metrics["tpot_p99_ms"] == pytest.approx(paced.tpot_ms)
+    # a burst breaks no TPOT bound by itself (its ~e2e TTFT is judged); the paced one at 10 ms breaks 5 ms
+    assert metrics["goodput_requests_per_s"] == pytest.approx(3.0)
+    assert Slo(tpot_ms=5.0).violations([paced, burst]) == ["p99 tpot_ms 10.0 > 5"]
+    assert Slo(tpot_ms=50.0).violations([burst, burst]) == ["p99 tpot_ms unmeasured: every response came in one burst"]
+    all_burst = summarize([burst, burst], duration_s=1.0)
+    assert all_burst["burst_frac"] == 1.0 and "tpot_p50_ms" not in all_burst
     assert summarize([paced], duration_s=1.0)["burst_frac"] == 0.0
 
 

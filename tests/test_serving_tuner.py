@@ -11,7 +11,7 @@ from perfpred.collect.serving import ServingWorkload, Slo, find_llama_server
 from perfpred.datasets import MeasurementStore
 from perfpred.errors import InvalidInputError
 from perfpred.tuner import SearchSpace
-from perfpred.tuner._serving_live import goal_value, slo_violations, tune_serving_live
+from perfpred.tuner._serving_live import goal_value, tune_serving_live
 
 LLAMA_SERVER = find_llama_server()  # before the suite points PERFPRED_HOME elsewhere
 HARDWARE = {"hardware_id": "cpu-test-0000000001", "hardware_name": "test cpu"}
@@ -108,10 +108,15 @@ def test_a_sustainable_rate_tuning_run_keeps_every_load_its_searches_ran(tmp_pat
 
 def test_slo_checks_and_bad_input():
     slo = Slo(ttft_ms=100.0, tpot_ms=10.0)
-    assert slo_violations({"ttft_p99_ms": 50.0, "tpot_p99_ms": 5.0}, slo) == []
-    assert slo_violations({"ttft_p99_ms": 150.0, "tpot_p99_ms": 5.0, "error_rate": 0.5}, slo) == [
+    assert slo.metric_violations({"ttft_p99_ms": 50.0, "tpot_p99_ms": 5.0}) == []
+    assert slo.metric_violations({"ttft_p99_ms": 150.0, "tpot_p99_ms": 5.0, "error_rate": 0.5}) == [
         "error_rate 0.50 > 0", "ttft_p99_ms 150.0 > 100"]
-    assert slo_violations({"ttft_p99_ms": 50.0}, slo) == ["tpot_p99_ms None > 10"]
+    assert slo.metric_violations({"ttft_p99_ms": 50.0}) == ["tpot_p99_ms None > 10"]
+    # every response in one burst: no decode pace was timed, so nothing shows the TPOT bound held
+    assert slo.metric_violations({"ttft_p99_ms": 50.0, "burst_frac": 1.0}) == [
+        "tpot_p99_ms unmeasured: every response came in one burst"]
+    with pytest.raises(InvalidInputError, match=r"`slo\.quantile` must be one of 50, 90, 99"):
+        Slo(ttft_ms=100.0, quantile=95).metric_violations({"ttft_p99_ms": 50.0})  # no run reports a p95
     with pytest.raises(InvalidInputError, match="`goal` must be one of"):
         tune_serving_live("fake", goal="latency")
     with pytest.raises(InvalidInputError, match="`slo` must be given"):

@@ -69,19 +69,6 @@ def default_workload(goal: str = "throughput") -> Any:
     return ServingWorkload(n_requests=48, concurrency=16, prompt_tokens=128, output_tokens=24, warmup_requests=2)
 
 
-def slo_violations(metrics: Mapping[str, float], slo: Any) -> list[str]:
-    """Which of the SLO's bounds a run's metrics break (empty: met); a missing metric breaks its bound."""
-    q = f"p{slo.quantile:g}"
-    out = []
-    if (metrics.get("error_rate") or 0.0) > slo.max_error_rate:
-        out.append(f"error_rate {metrics.get('error_rate'):.2f} > {slo.max_error_rate:g}")
-    for name, bound in (("ttft", slo.ttft_ms), ("tpot", slo.tpot_ms), ("e2e", slo.e2e_ms)):
-        value = metrics.get(f"{name}_{q}_ms")
-        if bound is not None and (value is None or value > bound):
-            out.append(f"{name}_{q}_ms {value if value is None else round(value, 1)} > {bound:g}")
-    return out
-
-
 def slo_bounds(slo: Any | None) -> dict[str, float]:
     """The SLO's latency bounds as metric names of a row: ``{"ttft_p99_ms": 500.0, ...}``."""
     if slo is None:
@@ -98,7 +85,7 @@ def goal_value(m: Measurement, goal: str, slo: Any | None) -> float | None:
     value = m.metrics.get(GOALS[goal][0])
     if value is None or not math.isfinite(value) or value <= 0:
         return None
-    if goal == "throughput" and slo is not None and slo_violations(m.metrics, slo):
+    if goal == "throughput" and slo is not None and slo.metric_violations(m.metrics):
         return None  # the rate search already enforced the SLO on its own rows
     return float(value)
 
@@ -178,7 +165,7 @@ class LiveServingBackend:
     def summary(self, ev: Evaluation, launch_s: float) -> dict[str, Any]:
         """One launch as a history row: knobs, status, goal, SLO verdict, the latencies behind it."""
         m = ev.measurement
-        violations = slo_violations(m.metrics, self.slo) if self.slo is not None and m.status == "ok" else []
+        violations = self.slo.metric_violations(m.metrics) if self.slo is not None and m.status == "ok" else []
         return {**self.native(ev.config), "status": m.status, "goal_value": goal_value(m, self.goal, self.slo),
                 "slo_met": ev.feasible, "slo_violations": "; ".join(violations) or None,
                 "launch_s": round(launch_s, 2), "predicted_goal": ev.predicted_goal, "p_feasible": ev.p_feasible,

@@ -392,21 +392,8 @@ def replace_row(row: Measurement, **changes: Any) -> Measurement:
 
 
 def _meets(row: Measurement, slo: Slo) -> tuple[bool, list[str]]:
-    q = f"p{slo.quantile:g}"
-    out = []
-    m = row.metrics
-    if (m.get("error_rate") or 0.0) > slo.max_error_rate:
-        out.append(f"error_rate {m.get('error_rate'):.2f}")
-    for name, bound in (("ttft", slo.ttft_ms), ("tpot", slo.tpot_ms), ("e2e", slo.e2e_ms)):
-        if bound is None:
-            continue
-        value = m.get(f"{name}_{q}_ms")
-        if value is None and slo.quantile not in (50, 90, 99):
-            raise InvalidInputError(f"`slo.quantile` must be one of 50, 90, 99 for rate searches, "
-                                    f"but got quantile={slo.quantile!r}")
-        if value is None or value > bound:
-            out.append(f"{q} {name} {value if value is None else round(value, 1)} > {bound:g} ms")
-    return not out, out
+    violations = slo.metric_violations(row.metrics)
+    return not violations, violations
 
 
 def _with_log(message: str, tail: str) -> str:

@@ -8,10 +8,12 @@ Definitions (those of vLLM's ``benchmark_serving`` and DistServe's goodput):
 - TPOT: ``(e2e - TTFT) / (output tokens - 1)``, the mean pace per token after the first,
   which bunching after the first chunk does not distort; undefined for one-token outputs. A
   server that is behind on its HTTP side can deliver a whole response in one burst: its TPOT
-  then reads ~0 and its TTFT ~ e2e. ``burst_frac`` counts such requests (tokens after the
-  first came faster than ``BURST_TPOT_MS`` each, a pace no server decodes at), so a near-zero
-  TPOT is seen for what it is; the engines' own timings (``server_*_mean_ms``, from their
-  ``/metrics``) are kept beside the client's;
+  then reads ~0 and its TTFT ~ e2e. Tokens after the first that came faster than
+  ``BURST_TPOT_MS`` each (a pace no server decodes at) time the HTTP side, not decoding: such a
+  request has no TPOT (``decode_tpot_ms`` is None), ``burst_frac`` counts them, and the
+  ``tpot_*`` quantiles and the SLO's TPOT bound go by the requests that streamed apace (its
+  TTFT, ~ e2e, still counts against the TTFT bound). The engines' own timings
+  (``server_*_mean_ms``, from their ``/metrics``) are kept beside the client's;
 - goodput: requests per second that finished without error *and* within every per-request
   bound of the SLO.
 """
@@ -19,6 +21,7 @@ Definitions (those of vLLM's ``benchmark_serving`` and DistServe's goodput):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +57,17 @@ class RequestResult:
         if not self.ok or self.ttft_ms is None or self.e2e_ms is None or self.output_tokens < 2:
             return None
         return (self.e2e_ms - self.ttft_ms) / (self.output_tokens - 1)
+
+    @property
+    def in_one_burst(self) -> bool:
+        """Whether the tokens after the first arrived together rather than as they were decoded."""
+        tpot = self.tpot_ms
+        return tpot is not None and tpot < BURST_TPOT_MS
+
+    @property
+    def decode_tpot_ms(self) -> float | None:
+        """The TPOT when the response streamed apace; None for a burst, whose TPOT times no decoding."""
+        return None if self.in_one_burst else self.tpot_ms
 
 
 class StreamTimer:
@@ -122,7 +136,7 @@ class Slo:
     def request_ok(self, r: RequestResult) -> bool:
         if not r.ok:
             return False
-        checks = ((self.ttft_ms, r.ttft_ms), (self.tpot_ms, r.tpot_ms), (self.e2e_ms, r.e2e_ms))
+        checks = ((self.ttft_ms, r.ttft_ms), (self.tpot_ms, r.decode_tpot_ms), (self.e2e_ms, r.e2e_ms))
         return all(bound is None or value is None or value <= bound for bound, value in checks)
 
     def violations(self, results: list[RequestResult]) -> list[str]:
@@ -134,10 +148,37 @@ class Slo:
         for name, bound in (("ttft_ms", self.ttft_ms), ("tpot_ms", self.tpot_ms), ("e2e_ms", self.e2e_ms)):
             if bound is None:
                 continue
-            values = [v for v in (getattr(r, name) for r in results if r.ok) if v is not None]
+            field_name = "decode_tpot_ms" if name == "tpot_ms" else name
+            values = [v for v in (getattr(r, field_name) for r in results if r.ok) if v is not None]
+            if not values and name == "tpot_ms" and any(r.in_one_burst for r in results if r.ok):
+                out.append(f"p{self.quantile:g} tpot_ms unmeasured: every response came in one burst")
+                continue
             q = float(np.percentile(values, self.quantile)) if values else math.inf
             if q > bound:
                 out.append(f"p{self.quantile:g} {name} {q:.1f} > {bound:g}")
+        return out
+
+    def metric_violations(self, metrics: Mapping[str, float]) -> list[str]:
+        """Which bounds a run breaks, judged from its summary (``summarize``'s metric names).
+
+        A bound whose quantile the run did not report is broken: nothing shows it held. A
+        quantile ``summarize`` never reports is refused rather than failing every run.
+        """
+        q = f"p{self.quantile:g}"
+        out = []
+        if (metrics.get("error_rate") or 0.0) > self.max_error_rate:
+            out.append(f"error_rate {metrics.get('error_rate'):.2f} > {self.max_error_rate:g}")
+        for name, bound in (("ttft", self.ttft_ms), ("tpot", self.tpot_ms), ("e2e", self.e2e_ms)):
+            if bound is None:
+                continue
+            value = metrics.get(f"{name}_{q}_ms")
+            if value is None and self.quantile not in QUANTILES:
+                raise InvalidInputError(f"`slo.quantile` must be one of {', '.join(map(str, QUANTILES))} to judge "
+                                        f"a run's summary, but got quantile={self.quantile!r}")
+            if value is None and name == "tpot" and metrics.get("burst_frac") == 1.0:
+                out.append(f"{name}_{q}_ms unmeasured: every response came in one burst")
+            elif value is None or value > bound:
+                out.append(f"{name}_{q}_ms {value if value is None else round(value, 1)} > {bound:g}")
         return out
 
     def describe(self) -> dict[str, Any]:
@@ -163,10 +204,10 @@ def summarize(results: list[RequestResult], duration_s: float, slo: Slo | None =
                                  "error_rate": (len(results) - len(ok)) / len(results) if results else 0.0,
                                  "duration_s": duration_s}
     metrics.update(_quantiles("ttft", [r.ttft_ms for r in ok if r.ttft_ms is not None]))
-    tpots = [t for t in (r.tpot_ms for r in ok) if t is not None]
-    metrics.update(_quantiles("tpot", tpots))
-    if tpots:
-        metrics["burst_frac"] = sum(t < BURST_TPOT_MS for t in tpots) / len(tpots)
+    with_tpot = [r for r in ok if r.tpot_ms is not None]
+    metrics.update(_quantiles("tpot", [r.decode_tpot_ms for r in with_tpot if not r.in_one_burst]))
+    if with_tpot:
+        metrics["burst_frac"] = sum(r.in_one_burst for r in with_tpot) / len(with_tpot)
     metrics.update(_quantiles("itl", [g for r in ok for g in r.itl_ms], (50, 90, 95, 99)))
     metrics.update(_quantiles("e2e", [r.e2e_ms for r in ok if r.e2e_ms is not None]))
     out_tokens = sum(r.output_tokens for r in ok)
