@@ -1,7 +1,9 @@
-"""Ablation, replayed from the stored serving grids (no launch): how the serving tuner's first
-model-guided launches are chosen after its 3-launch space-filling start.
+"""Ablation, replayed from the serving grids kept in the results files (no launch, no stored run):
+how the serving tuner's first model-guided launches are chosen after its 3-launch space-filling
+start.
 
-    python benchmarks/serving_first_picks.py --seeds 20   # after serving.py (both engines) -> serving_first_picks.json
+    python benchmarks/serving_first_picks.py --seeds 20   # -> serving_first_picks.json
+    python benchmarks/serving_first_picks.py --grids DIR  # the grids in another folder's results files
 
 "trees only": the bootstrap XGBoost ensemble from the start; with 3 rows it cannot split and
 predicts one constant for every config, so the first model-guided picks are blind.
@@ -15,36 +17,30 @@ its tight SLO (bounds at the grid's medians); random search with the same budget
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import serving
-from _common import RUNS_DIR, write_result
+from _common import RESULTS_DIR, write_result
+from serving_search import GRIDS, grid_rows
 
 import perfpred.tuner._slo_search as slo_search
-from perfpred.collect.serving import ServingCollector
-
-GRIDS = [("llama-server", "small-20m", "small-20m", 3), ("llama-server", "tiny", "tiny", 3),
-         ("vllm", "tiny", "vllm-tiny", 1)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--grids", type=Path, default=RESULTS_DIR,
+                        help="folder holding serving.json and serving_vllm.json (default: benchmarks/results)")
     args = parser.parse_args()
     default_rows = slo_search.MIN_TREE_ROWS
     out = []
-    for engine, model, folder, launches in GRIDS:
-        bench = serving.BENCHES[engine]
-        run_dir = RUNS_DIR / "serving" / folder
-        if not (run_dir / "grid" / "pass1").exists():
-            raise SystemExit(f"no stored grid at {run_dir}: run `python benchmarks/serving.py --engine {engine} "
-                             f"--models {model}` first")
-        table, rows, _, _, n_new = serving.run_grid(bench, model, run_dir, ServingCollector(), launches)
-        if n_new:
-            raise SystemExit(f"the stored grid at {run_dir} was incomplete ({n_new} configs launched now)")
+    for file, model in GRIDS:
+        bench, rows = grid_rows(json.loads((args.grids / file).read_text()), model)
+        engine, table = bench.engine, serving.grid_table(rows, serving.SLO, bench)
         budget = max(1, int(0.25 * len(table)))
         for slo_name, slo in (("stated", serving.SLO), ("tight", serving.tight_slo(rows))):
             entry = {"engine": engine, "model": model, "slo": slo_name, "budget": budget, "n_configs": len(table)}

@@ -283,7 +283,8 @@ def serving_first_picks() -> str:
     d = _load("serving_first_picks")
     if not d:
         return ""
-    lines = [f"Replayed from the stored grids, {d['seeds']} seeds, mean best / grid best (seeds >= 0.98):", "",
+    lines = [f"Replayed from the grids in the results files, {d['seeds']} seeds, mean best / grid best "
+             "(seeds >= 0.98):", "",
              "| engine | model | SLO | launches / configs | trees only | GP first (Dec 2 default) | random |",
              "|---|---|---|---|---|---|---|"]
     for e in d["scenarios"]:
