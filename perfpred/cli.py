@@ -594,6 +594,8 @@ def tune_serving_cmd(
     storage: Annotated[str | None, typer.Option(help="Live: Optuna RDB storage URL that records every launch as a trial, each SLO as a constraint (default sqlite:///OUTPUT/study.db; view with optuna-dashboard).")] = None,
     probe_s: Annotated[float, typer.Option(help="--goal sustainable_rate: seconds of arrivals per rate probe (each search starts at 0.8 x the capacity a closed-loop run measures).")] = 10.0,
     loads_into: Annotated[Path | None, typer.Option(help="--goal sustainable_rate: store every load each rate search ran (capacity run and probes, each at its rate, with metric slo_met) here (default OUTPUT/loads): training rows for `perfpred train --kind serving`.")] = None,
+    confirm: Annotated[int, typer.Option(help="Live: after the search, re-launch the --confirm-top best configs this many times each (interleaved rounds) and answer with the best median; launches on top of --budget. 0: answer with the best single launch.")] = 0,
+    confirm_top: Annotated[int, typer.Option(help="Live: how many of the best configs --confirm re-launches.")] = 3,
 ) -> None:
     """Tune serving knobs under latency SLOs, predictor first; answer with a ready-to-paste server command.
 
@@ -622,19 +624,31 @@ def tune_serving_cmd(
     bounds = {"ttft_ms": slo_ttft_ms, "tpot_ms": slo_tpot_ms, "e2e_ms": slo_e2e_ms}
     slo = Slo(**bounds) if any(v is not None for v in bounds.values()) else None
     launches = [0]
+    total = budget + confirm * confirm_top  # at most: fewer configs may meet the SLO
     with err_console.status(f"tuning {engine} on {model}") as status:
         def progress(row: dict) -> None:
             launches[0] += 1
-            status.update(f"{engine} on {model}: launch {launches[0]} of {budget} done")
+            status.update(f"{engine} on {model}: launch {launches[0]} of {total if confirm else budget} done"
+                          + (" (confirming the finalists)" if row.get("phase") == "confirm" else ""))
 
         rate_search = {"start_rps": None, "probe_duration_s": probe_s} if goal == "sustainable_rate" else None
         result = tune_serving_live(engine, model, slo=slo, goal=goal, budget=budget, seed=seed, store=store,
                                    run_dir=output, progress=progress, storage=storage, rate_search=rate_search,
-                                   loads=loads_into, surrogate=surrogate, kappa=kappa)
+                                   loads=loads_into, surrogate=surrogate, kappa=kappa, confirm_repeats=confirm,
+                                   confirm_top=confirm_top)
     output.mkdir(parents=True, exist_ok=True)
     (output / "result.json").write_text(json.dumps(result.summary(), indent=2, default=str))
     result.history.to_csv(output / "history.csv", index=False)
-    _print_kv_table(f"{engine} on {model}: best of {result.n_launches} launches",
+    if result.confirmation is not None and not result.confirmation.empty:
+        knobs = [c for c in result.confirmation.columns if c not in ("goal_values", "median_goal", "chosen")]
+        table = Table(*knobs, f"launches ({result.unit})", f"median ({result.unit})", "answer",
+                      title=f"finalists, each re-launched {confirm} time(s)")
+        for row in result.confirmation.to_dict("records"):
+            table.add_row(*[str(row[k]) for k in knobs], ", ".join(f"{v:.4g}" for v in row["goal_values"]),
+                          f"{row['median_goal']:.4g}", "yes" if row["chosen"] else "")
+        console.print(table)
+    confirmed = f" + {result.n_confirm_launches} re-launches" if result.confirmation is not None else ""
+    _print_kv_table(f"{engine} on {model}: best of {result.n_launches} launches{confirmed}",
                     {"best": f"{result.best_value:.4g} {result.unit}" if result.best_value else "no config met the SLO",
                      "config": json.dumps(result.best_config), "stopped by": result.stopped_by,
                      "wall time": f"{result.wall_s:.0f} s", "store": str(store),

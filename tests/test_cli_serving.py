@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -106,9 +108,22 @@ def test_tune_serving_keeps_loads_only_for_a_rate_search(monkeypatch, capsys, tm
 
 
 @pytest.mark.parametrize(("args", "needles"), [(["--surrogate", "forest"], ["surrogate", "forest"]),
-                                               (["--kappa", "-1"], ["kappa >= 0", "-1"])])
+                                               (["--kappa", "-1"], ["kappa >= 0", "-1"]),
+                                               (["--confirm", "-1"], ["confirm_repeats >= 0", "-1"]),
+                                               (["--confirm", "1", "--confirm-top", "0"], ["confirm_top >= 1", "0"])])
 def test_tune_serving_refuses_an_unknown_surrogate_or_negative_kappa(monkeypatch, capsys, tmp_path, args, needles):
     code, out, err = run_main(monkeypatch, capsys, "tune-serving", "--engine", "fake", "--budget", "2",
                               "--output", str(tmp_path / "run"), "--store", str(tmp_path / "store"), *args)
     assert_one_line_error(code, out, err, *needles)
     assert not (tmp_path / "store").exists()  # refused before any launch
+
+
+def test_tune_serving_confirms_its_finalists_with_relaunches(monkeypatch, capsys, tmp_path):
+    code, out, err = run_main(monkeypatch, capsys, "tune-serving", "--engine", "fake", "--budget", "3",
+                              "--confirm", "1", "--confirm-top", "2", "--output", str(tmp_path / "run"),
+                              "--store", str(tmp_path / "store"))
+    assert code == 0, err
+    summary = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert summary["n_launches"] == 3 and summary["n_confirm_launches"] == len(summary["confirmation"]) == 2
+    assert "finalists, each re-launched 1 time(s)" in out and "+ 2 re-launches" in out
+    assert len(MeasurementStore(tmp_path / "store").measurements(kind="serving")) == 5

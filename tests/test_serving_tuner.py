@@ -88,6 +88,53 @@ def test_every_launch_is_a_trial_of_an_optuna_study_with_the_slo_as_a_constraint
     assert [t.values[0] for t in study.best_trials] == [pytest.approx(result.best_value)]
 
 
+def _scripted_launches(launches: dict[tuple, list[float]]):
+    """A ``measure`` answering each launch of a (slots, token_ms) config with its next scripted tok/s (0: OOM)."""
+    from perfpred.datasets import Measurement
+
+    calls: dict[tuple, int] = {}
+
+    def measure(cfg):
+        key = (cfg.knobs["slots"], cfg.knobs["token_ms"])
+        n = calls[key] = calls.get(key, 0) + 1
+        value = launches[key][min(n, len(launches[key])) - 1]
+        return Measurement(kind="serving", workload={}, config=dict(cfg.knobs), hardware_id=HARDWARE["hardware_id"],
+                           status="ok" if value else "oom",
+                           metrics={"output_tokens_per_s": value, "error_rate": 0.0} if value else {})
+    return measure, calls
+
+
+def test_confirmation_relaunches_the_finalists_and_answers_with_the_best_median(tmp_path):
+    # (6, 1.0)'s first launch was lucky (140, then 90 and 95); (3, 1.0) repeats at ~120; (1, 1.0)
+    # dies on its second launch: a failed re-launch counts as 0 in its median.
+    launches = {(1, 1.0): [130.0, 0.0, 125.0], (3, 1.0): [120.0, 121.0, 119.0], (6, 1.0): [140.0, 90.0, 95.0],
+                (1, 3.0): [40.0], (3, 3.0): [50.0], (6, 3.0): [60.0]}
+    measure, calls = _scripted_launches(launches)
+    store = MeasurementStore(tmp_path / "store", create=True)
+    result = tune_serving_live("fake", space=_fake_space(), workload=FAST, budget=6, seed=0, store=store,
+                               run_dir=tmp_path, measure=measure, confirm_repeats=2, confirm_top=3)
+    assert result.n_launches == 6 and result.n_confirm_launches == 6
+    assert calls == {(1, 1.0): 3, (3, 1.0): 3, (6, 1.0): 3, (1, 3.0): 1, (3, 3.0): 1, (6, 3.0): 1}
+    c = result.confirmation.set_index(["slots", "token_ms"])
+    assert c.loc[(6, 1.0), "goal_values"] == [140.0, 90.0, 95.0] and c.loc[(1, 1.0), "median_goal"] == 125.0
+    assert (result.best_config["slots"], result.best_config["token_ms"]) == (1, 1.0)  # median 125 over 120 and 95
+    assert result.best_value == 125.0 and c["chosen"].sum() == 1 and bool(c.loc[(1, 1.0), "chosen"])
+    h = result.history
+    assert list(h["phase"]) == ["search"] * 6 + ["confirm"] * 6
+    assert len(store.measurements(kind="serving")) == 12  # every re-launch is a row too
+    assert result.summary()["n_confirm_launches"] == 6 and len(result.summary()["confirmation"]) == 3
+    trials = result.study.get_trials()
+    assert [t.user_attrs["phase"] for t in trials] == ["search"] * 6 + ["confirm"] * 6
+    # Without confirmation the lucky first launch would have been the answer.
+    measure, _ = _scripted_launches(launches)
+    plain = tune_serving_live("fake", space=_fake_space(), workload=FAST, budget=6, seed=0, measure=measure)
+    assert (plain.best_config["slots"], plain.best_value) == (6, 140.0) and plain.confirmation is None
+    with pytest.raises(InvalidInputError, match="`confirm_repeats >= 0` must hold"):
+        tune_serving_live("fake", confirm_repeats=-1)
+    with pytest.raises(InvalidInputError, match="`confirm_top >= 1` must hold"):
+        tune_serving_live("fake", confirm_repeats=1, confirm_top=0)
+
+
 def test_a_sustainable_rate_tuning_run_keeps_every_load_its_searches_ran(tmp_path):
     # The capacity run and each probe are training rows of latency under a load: a live tune
     # that threw them away would keep one row per 5-10 loads it paid for.

@@ -14,6 +14,12 @@ The search (:func:`perfpred.tuner._slo_search.slo_search`) fits the goal's surro
 run that worked, SLO met or not, and one surrogate per SLO metric, and launches next the
 configs with the best optimistic goal times the probability that they meet the SLO; only
 runs that met it can be reported as the best.
+
+A single launch is a noisy verdict on a shared machine (re-launches of one llama-server config
+on 2 cores move its throughput by 2-17%), so the best first launch may be a lucky one.
+``confirm_repeats`` re-launches the ``confirm_top`` best configs that many times each, in
+interleaved rounds of a shuffled order, and answers with the one whose median over all its
+launches is highest (a re-launch that fails or misses the SLO counts as 0).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,22 +105,33 @@ class LiveTuneResult:
     goal: str
     unit: str
     best_config: dict[str, Any] | None  # the searched knobs plus the fixed ones
-    best_value: float | None  # in ``unit``; met the SLO
+    best_value: float | None  # in ``unit``; met the SLO (confirmed: the median over the config's launches)
     command_line: str | None  # ready to paste
-    n_launches: int
-    history: pd.DataFrame  # one row per launch, in order
+    n_launches: int  # the search's launches (confirmation re-launches: ``n_confirm_launches``)
+    history: pd.DataFrame  # one row per launch, in order (``phase``: search or confirm)
     stopped_by: str  # "budget" | "space_exhausted"
     wall_s: float
     study: Any = field(default=None, repr=False)  # the Optuna study holding every launch as a trial
     storage: str | None = None  # its RDB URL (None: in memory)
     loads: str | None = None  # the store holding every load the rate searches ran (None: not kept)
+    # One row per finalist re-launched (knobs, ``goal_values`` of every launch, ``median_goal``,
+    # ``chosen``); None when confirmation was off.
+    confirmation: pd.DataFrame | None = None
+
+    @property
+    def n_confirm_launches(self) -> int:
+        if self.confirmation is None or self.confirmation.empty:
+            return 0
+        return int(self.confirmation["goal_values"].map(len).sum() - len(self.confirmation))
 
     def summary(self) -> dict[str, Any]:
+        confirmation = None if self.confirmation is None else self.confirmation.to_dict("records")
         return {"engine": self.engine, "model": self.model, "goal": self.goal, "unit": self.unit,
                 "best_config": self.best_config, "best_value": self.best_value, "command_line": self.command_line,
-                "n_launches": self.n_launches, "stopped_by": self.stopped_by, "wall_s": round(self.wall_s, 1),
+                "n_launches": self.n_launches, "n_confirm_launches": self.n_confirm_launches,
+                "stopped_by": self.stopped_by, "wall_s": round(self.wall_s, 1),
                 "study_name": self.study.study_name if self.study is not None else None, "storage": self.storage,
-                "loads": self.loads}
+                "loads": self.loads, "confirmation": confirmation}
 
 
 class LiveServingBackend:
@@ -149,15 +166,22 @@ class LiveServingBackend:
             out[name] = matches[0] if matches else value
         return out
 
-    def measure(self, knobs: Mapping[str, Any]) -> Measurement:
+    def measure(self, knobs: Mapping[str, Any], relaunch: int | None = None) -> Measurement:
+        """One launch of ``knobs``; ``relaunch`` (1, 2, ...) tags a repeat launch of a config in its
+        rows' workload, which is what keeps it a row of its own in the store."""
         cfg = self.config(self.native(knobs))
+
+        def tagged(m: Measurement) -> Measurement:
+            return m if relaunch is None else replace(m, workload={**m.workload, "relaunch": relaunch})
+
         if self._measure is not None:
             m = self._measure(cfg)
         elif self.goal == "sustainable_rate":
-            on_load = None if self.loads is None else (lambda row: self.loads.append([row]))
+            on_load = None if self.loads is None else (lambda row: self.loads.append([tagged(row)]))
             m = self.collector.sustainable_rate(cfg, self.slo, on_load=on_load, **self.rate_search)
         else:
             m = self.collector.measure(cfg)
+        m = tagged(m)
         if self.store is not None:
             self.store.append([m])
         return m
@@ -171,6 +195,27 @@ class LiveServingBackend:
                 "launch_s": round(launch_s, 2), "predicted_goal": ev.predicted_goal, "p_feasible": ev.p_feasible,
                 **{k: m.metrics.get(k) for k in ("output_tokens_per_s", "sustainable_rate_rps", "ttft_p99_ms",
                                                  "tpot_p50_ms", "tpot_p99_ms", "e2e_p99_ms", "error_rate")}}
+
+
+def confirm_finalists(done: list[Evaluation], relaunch: Callable[[dict[str, Any], int], Evaluation], *,
+                      top: int, repeats: int, seed: int) -> tuple[Evaluation | None, pd.DataFrame]:
+    """The ``top`` feasible evaluations by goal, each re-launched ``repeats`` times (every round
+    in a new shuffled order, so a drift of the machine hits every finalist alike); the answer is
+    the finalist with the highest median goal over all its launches, a launch that failed or
+    missed the SLO counting as 0. ``relaunch(config, round)`` launches one config again (round
+    1, 2, ...). Returns (the chosen finalist's first evaluation, one row per finalist)."""
+    finalists = sorted((e for e in done if e.feasible), key=lambda e: -e.goal)[:top]
+    goals: list[list[float]] = [[float(e.goal)] for e in finalists]
+    rng = np.random.default_rng(seed)
+    for round_ in range(1, repeats + 1):
+        for i in rng.permutation(len(finalists)):
+            ev = relaunch(finalists[i].config, round_)
+            goals[i].append(float(ev.goal) if ev.feasible else 0.0)
+    medians = [float(np.median(g)) for g in goals]
+    chosen = int(np.argmax(medians)) if finalists else None  # argmax: ties go to the better first launch
+    table = pd.DataFrame([{**e.config, "goal_values": g, "median_goal": m, "chosen": i == chosen}
+                          for i, (e, g, m) in enumerate(zip(finalists, goals, medians, strict=True))])
+    return (finalists[chosen] if chosen is not None else None), table
 
 
 def study_recorder(space: SearchSpace, goal: str, slo: Any | None, *, storage: str | None,
@@ -216,7 +261,8 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
                       measure: Callable[[Any], Measurement] | None = None,
                       rate_search: Mapping[str, Any] | None = None,
                       progress: Callable[[dict[str, Any]], None] | None = None,
-                      storage: str | None = None, study_name: str | None = None) -> LiveTuneResult:
+                      storage: str | None = None, study_name: str | None = None,
+                      confirm_repeats: int = 0, confirm_top: int = 3) -> LiveTuneResult:
     """Tune a serving engine's knobs with real launches, the predictor choosing each next launch.
 
     Args:
@@ -244,6 +290,11 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
         storage / study_name: the Optuna RDB storage every launch is recorded in as a trial
             (source ``measured``, the prediction that chose it, each SLO as a constraint; default
             ``sqlite:///RUN_DIR/study.db`` with a run directory, else in memory), for optuna-dashboard.
+        confirm_repeats / confirm_top: after the search, re-launch the ``confirm_top`` best
+            configs ``confirm_repeats`` times each and answer with the best median
+            (:func:`confirm_finalists`); 0 repeats (default) answers with the best single launch.
+            These launches come on top of ``budget`` and are rows of the store and trials of the
+            study like the others (``phase`` confirm).
     """
     from perfpred.collect.serving import ServingCollector
 
@@ -256,6 +307,9 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
                                 f"but got loads={str(loads)!r} with goal={goal!r}")
     if not isinstance(budget, int) or budget < 1:
         raise InvalidInputError(f"`budget >= 1` must hold, but got budget={budget!r}")
+    for name, value, low in (("confirm_repeats", confirm_repeats, 0), ("confirm_top", confirm_top, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InvalidInputError(f"`{name} >= {low}` must hold (an integer), but got {name}={value!r}")
     # Before anything is created or launched: the search settings check themselves.
     settings = SloSearchSettings(budget=budget, batch_size=batch_size, n_initial=n_initial, kappa=kappa, seed=seed,
                                  surrogate=surrogate)
@@ -292,30 +346,46 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
     rows: list[dict[str, Any]] = []
     clock = [time.perf_counter()]
 
-    def record(ev: Evaluation) -> None:
+    def record(ev: Evaluation, phase: str = "search") -> None:
         now = time.perf_counter()
-        rows.append(backend.summary(ev, now - clock[0]))
+        rows.append({**backend.summary(ev, now - clock[0]), "phase": phase})
         clock[0] = now
         m = ev.measurement
         recorder.record(backend.native(ev.config), {f"metric.{k}": m.metrics.get(k) for k in tracked}, m.status,
                         predicted={f"metric.{GOALS[goal][0]}": ev.predicted_goal}, iteration=ev.iteration,
-                        extra={"p_feasible": ev.p_feasible, "launch_s": rows[-1]["launch_s"], "slo_met": ev.feasible})
+                        extra={"p_feasible": ev.p_feasible, "launch_s": rows[-1]["launch_s"], "slo_met": ev.feasible,
+                               "phase": phase})
         if progress is not None:
             progress(rows[-1])
+
+    def is_feasible(m: Measurement) -> bool:
+        return goal_value(m, goal, slo) is not None
 
     t0 = time.perf_counter()
     done = slo_search(candidates, backend.measure, goal_metric=GOALS[goal][0],
                       bounds=slo_bounds(slo) if goal == "throughput" else {},
-                      feasible=lambda m: goal_value(m, goal, slo) is not None, settings=settings,
-                      on_evaluation=record)
-    best = max((e for e in done if e.feasible), key=lambda e: e.goal, default=None)
+                      feasible=is_feasible, settings=settings, on_evaluation=record)
+    confirmation = None
+    if confirm_repeats > 0:
+        def relaunch(config: dict[str, Any], round_: int) -> Evaluation:
+            m = backend.measure(config, relaunch=round_)
+            ev = Evaluation(index=-1, config=config, measurement=m, goal=goal_value(m, goal, slo),
+                            feasible=is_feasible(m), predicted_goal=None, p_feasible=None, iteration=-1)
+            record(ev, phase="confirm")
+            return ev
+
+        best, confirmation = confirm_finalists(done, relaunch, top=confirm_top, repeats=confirm_repeats, seed=seed)
+        best_value = float(confirmation.loc[confirmation["chosen"], "median_goal"].iloc[0]) if best else None
+    else:
+        best = max((e for e in done if e.feasible), key=lambda e: e.goal, default=None)
+        best_value = best.goal if best else None
     best_knobs = command = None
     if best is not None:
         best_knobs = {**fixed, **backend.native(best.config)}
         command = collector.command_line(backend.config(backend.native(best.config)))
     return LiveTuneResult(engine=engine, model=model_name, goal=goal,
-                          unit=GOALS[goal][1], best_config=best_knobs, best_value=best.goal if best else None,
+                          unit=GOALS[goal][1], best_config=best_knobs, best_value=best_value,
                           command_line=command, n_launches=len(done), history=pd.DataFrame(rows),
                           stopped_by="budget" if len(done) >= budget else "space_exhausted",
                           wall_s=time.perf_counter() - t0, study=recorder.study, storage=storage,
-                          loads=str(loads.path) if loads is not None else None)
+                          loads=str(loads.path) if loads is not None else None, confirmation=confirmation)
