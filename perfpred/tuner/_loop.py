@@ -341,8 +341,8 @@ class Tuner(PredictorFirstLoop):
             y.append(np.log(value) if good else np.nan)
         return np.asarray(idx, dtype=int), np.asarray(y, dtype=float), np.asarray(ok, dtype=bool)
 
-    def _n_used(self) -> int:
-        return self.claims.n_claimed() if self.claims is not None else len(self.recorder.measured())
+    def _n_measured(self) -> int:
+        return len(self.recorder.measured())
 
     def _has_prior(self) -> bool:
         return self.prior is not None

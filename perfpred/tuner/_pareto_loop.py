@@ -259,8 +259,8 @@ class ParetoTuner(PredictorFirstLoop):
         return (np.asarray(idx, dtype=int), np.asarray(y, dtype=float).reshape(-1, len(self.metrics)),
                 np.asarray(ok, dtype=bool))
 
-    def _n_used(self) -> int:
-        return self.claims.n_claimed() if self.claims is not None else len(self.recorder.measured())
+    def _n_measured(self) -> int:
+        return len(self.recorder.measured())
 
     def _feasible_front(self, m_y: np.ndarray, m_ok: np.ndarray) -> np.ndarray:
         """Measured feasible points, log minimisation form (n, n_objectives)."""

@@ -96,9 +96,14 @@ class PredictorFirstLoop:
         whatever the policy needs of them (values, ok flags); read once per round."""
         raise NotImplementedError
 
-    def _n_used(self) -> int:
-        """Hardware evaluations spent so far against the budget (claims of every worker)."""
+    def _n_measured(self) -> int:
+        """Evaluations made so far (by every worker of the study, when there is one)."""
         raise NotImplementedError
+
+    def _n_used(self) -> int:
+        """Hardware evaluations spent so far against the budget: with shared claims, every
+        worker's claims (an evaluation in flight counts), else what is measured."""
+        return self.claims.n_claimed() if self.claims is not None else self._n_measured()
 
     def _has_prior(self) -> bool:
         """With a prior the policy proposes from the first round; without, a design starts."""

@@ -108,7 +108,7 @@ class SloSearch(PredictorFirstLoop):
     def _measured_state(self) -> tuple[np.ndarray, ...]:
         return (np.array([e.index for e in self.done], dtype=int),)
 
-    def _n_used(self) -> int:
+    def _n_measured(self) -> int:
         return len(self.done)
 
     def _propose(self, state: tuple[np.ndarray, ...], measured: np.ndarray, k: int, iteration: int) -> Proposal:
