@@ -106,8 +106,9 @@ def tight_slo(rows: dict) -> Slo:
     medians leave a band of feasible configs in between (as serving_replay.py sets its SLOs).
     """
     ok = [m.metrics for m in rows.values() if m.status == "ok"]
+    # A run whose every response came in one burst has no TPOT (``burst_frac`` 1): not in that median.
     return Slo(ttft_ms=float(np.median([m["ttft_p99_ms"] for m in ok])),
-               tpot_ms=float(np.median([m["tpot_p99_ms"] for m in ok])))
+               tpot_ms=float(np.median([m["tpot_p99_ms"] for m in ok if "tpot_p99_ms" in m])))
 SMOKE_WORKLOAD = ServingWorkload(n_requests=8, concurrency=4, prompt_tokens=32, output_tokens=8, warmup_requests=1)
 SMOKE_SPACE = SearchSpace({"parallel": [1, 4], "batch_size": [64, 256], "ubatch_size": [64]})
 
@@ -209,7 +210,7 @@ def noise(bench: EngineBench, model: str, table: pd.DataFrame, collector: Servin
         folded = median_of_launches(launches).metrics  # its launch_cv_* are the cvs over the working launches
         out.append({**{k: int(row[k]) for k in bench.knobs},
                     "output_tokens_per_s": [round(m.metrics["output_tokens_per_s"], 2) for m in working],
-                    "tpot_p50_ms": [round(m.metrics["tpot_p50_ms"], 2) for m in working],
+                    "tpot_p50_ms": [round(m.metrics["tpot_p50_ms"], 2) for m in working if "tpot_p50_ms" in m.metrics],
                     "cv_output_tokens_per_s": folded.get("launch_cv_output_tokens_per_s"),
                     "cv_tpot_p50_ms": folded.get("launch_cv_tpot_p50_ms")})
     return out

@@ -189,7 +189,8 @@ def test_burst_frac_counts_responses_delivered_at_once_not_decoded_apace():
     # a burst breaks no TPOT bound by itself (its ~e2e TTFT is judged); the paced one at 10 ms breaks 5 ms
     assert metrics["goodput_requests_per_s"] == pytest.approx(3.0)
     assert Slo(tpot_ms=5.0).violations([paced, burst]) == ["p99 tpot_ms 10.0 > 5"]
-    assert Slo(tpot_ms=50.0).violations([burst, burst]) == ["p99 tpot_ms unmeasured: every response came in one burst"]
+    assert Slo(tpot_ms=5.0).violations([burst, burst]) == []  # all at once: no token after the first was waited for
+    assert Slo(ttft_ms=200.0).violations([burst]) == ["p99 ttft_ms 300.0 > 200"]  # but the wait for the burst counts
     all_burst = summarize([burst, burst], duration_s=1.0)
     assert all_burst["burst_frac"] == 1.0 and "tpot_p50_ms" not in all_burst
     assert summarize([paced], duration_s=1.0)["burst_frac"] == 0.0

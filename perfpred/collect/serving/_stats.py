@@ -11,8 +11,10 @@ Definitions (those of vLLM's ``benchmark_serving`` and DistServe's goodput):
   then reads ~0 and its TTFT ~ e2e. Tokens after the first that came faster than
   ``BURST_TPOT_MS`` each (a pace no server decodes at) time the HTTP side, not decoding: such a
   request has no TPOT (``decode_tpot_ms`` is None), ``burst_frac`` counts them, and the
-  ``tpot_*`` quantiles and the SLO's TPOT bound go by the requests that streamed apace (its
-  TTFT, ~ e2e, still counts against the TTFT bound). The engines' own timings
+  ``tpot_*`` quantiles and the SLO's TPOT bound go by the requests that streamed apace (a
+  burst's TTFT, ~ e2e, still counts against the TTFT bound; when every response burst, the run
+  has no ``tpot_*`` and meets the TPOT bound: its client waited for no token after the first).
+  The engines' own timings
   (``server_*_mean_ms``, from their ``/metrics``) are kept beside the client's;
 - goodput: requests per second that finished without error *and* within every per-request
   bound of the SLO.
@@ -151,8 +153,7 @@ class Slo:
             field_name = "decode_tpot_ms" if name == "tpot_ms" else name
             values = [v for v in (getattr(r, field_name) for r in results if r.ok) if v is not None]
             if not values and name == "tpot_ms" and any(r.in_one_burst for r in results if r.ok):
-                out.append(f"p{self.quantile:g} tpot_ms unmeasured: every response came in one burst")
-                continue
+                continue  # every response came in one burst: no token after the first was waited for
             q = float(np.percentile(values, self.quantile)) if values else math.inf
             if q > bound:
                 out.append(f"p{self.quantile:g} {name} {q:.1f} > {bound:g}")
@@ -161,8 +162,10 @@ class Slo:
     def metric_violations(self, metrics: Mapping[str, float]) -> list[str]:
         """Which bounds a run breaks, judged from its summary (``summarize``'s metric names).
 
-        A bound whose quantile the run did not report is broken: nothing shows it held. A
-        quantile ``summarize`` never reports is refused rather than failing every run.
+        A bound whose quantile the run did not report is broken: nothing shows it held; except
+        TPOT when every response came in one burst (``burst_frac`` 1), where the client waited
+        for no token after the first. A quantile ``summarize`` never reports is refused rather
+        than failing every run.
         """
         q = f"p{self.quantile:g}"
         out = []
@@ -176,8 +179,8 @@ class Slo:
                 raise InvalidInputError(f"`slo.quantile` must be one of {', '.join(map(str, QUANTILES))} to judge "
                                         f"a run's summary, but got quantile={self.quantile!r}")
             if value is None and name == "tpot" and metrics.get("burst_frac") == 1.0:
-                out.append(f"{name}_{q}_ms unmeasured: every response came in one burst")
-            elif value is None or value > bound:
+                continue  # every response in one burst: no decode pace was timed, none was waited for
+            if value is None or value > bound:
                 out.append(f"{name}_{q}_ms {value if value is None else round(value, 1)} > {bound:g}")
         return out
 
