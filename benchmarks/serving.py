@@ -52,12 +52,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, RUNS_DIR, write_result
 
 from perfpred.collect.serving import (
-    BURST_TPOT_MS,
     ServingCollector,
     ServingConfig,
     ServingWorkload,
     Slo,
     median_of_launches,
+    timed_decoding,
 )
 from perfpred.datasets import MeasurementStore
 from perfpred.models import LogTargetXGBRegressor, MultiTargetModel
@@ -231,11 +231,10 @@ def surrogate_cv_ape(knobs: pd.DataFrame, y: np.ndarray, folds: int = 10, seed: 
 
 
 def measured_rows(values: pd.Series, target: str) -> pd.Series:
-    """Where ``target`` was measured: positive, and for a TPOT not below the burst bound (there the
-    median request's tokens all reached the client at once: the number times the server's HTTP
-    side, not its decoding; ``burst_frac``)."""
+    """Where ``target`` was measured: positive, and for a TPOT not below the burst bound
+    (``timed_decoding``: rows summarized before bursts were left out of the TPOT percentiles)."""
     v = pd.to_numeric(values, errors="coerce").astype(float)
-    return (v > 0) & ~(target.removeprefix("metric.").startswith("tpot_") & (v < BURST_TPOT_MS))
+    return (v > 0) & timed_decoding(target, v)
 
 
 def predictor_mape(table: pd.DataFrame, bench: EngineBench, folds: int = 10, seed: int = 0) -> dict[str, Any]:

@@ -368,6 +368,15 @@ def test_training_frame_keeps_only_usable_rows(synthetic_gemm_table):
     assert rows.index.tolist() == list(range(len(rows)))
 
 
+def test_a_serving_tpot_that_timed_a_burst_is_no_training_row():
+    # Rows summarized before bursts were left out of the TPOT percentiles read ~0.01 ms there.
+    tpot = [2.0 + 0.1 * i for i in range(12)] + [0.01]
+    df = pd.DataFrame({"kind": "serving", "status": "ok", "metric.tpot_p50_ms": tpot,
+                       "metric.output_tokens_per_s": [100.0] * 13})
+    assert len(training_frame(df, kind="serving", target="metric.tpot_p50_ms")) == 12
+    assert len(training_frame(df, kind="serving", target="metric.output_tokens_per_s")) == 13  # TPOT only
+
+
 def test_a_feature_variant_trains_on_the_rows_of_the_kind_it_extends(synthetic_gemm_table):
     from perfpred.models import FEATURIZERS, row_kind
 

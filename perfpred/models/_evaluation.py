@@ -19,7 +19,8 @@ from perfpred.models._performance_model import PerformanceModel, row_kind
 
 def training_frame(df: pd.DataFrame, *, kind: str = "gemm", target: str = "runtime_ms",
                    max_ref_drift: float | None = None) -> pd.DataFrame:
-    """Rows usable for training: this kind, status ok, a positive target.
+    """Rows usable for training: this kind, status ok, a positive target (for serving TPOTs, one
+    that timed decoding, not a burst: ``timed_decoding``).
 
     ``kind`` names the features; a variant ("kernel-occupancy", "gemm-gpu", "serving-attention")
     takes the rows of the kind it extends.
@@ -33,6 +34,10 @@ def training_frame(df: pd.DataFrame, *, kind: str = "gemm", target: str = "runti
     if target not in rows:
         raise InvalidInputError(f"target column '{target}' is not in the table (columns: {sorted(df.columns)[:12]}...)")
     rows = rows[np.isfinite(rows[target].astype(float)) & (rows[target].astype(float) > 0)]
+    if row_kind(kind) == "serving":
+        from perfpred.collect.serving import timed_decoding
+
+        rows = rows[timed_decoding(target, rows[target])]  # a TPOT that timed a burst is no decode pace
     if max_ref_drift is not None and "ref_runtime_ms" in rows and rows["ref_runtime_ms"].notna().any():
         ref = rows["ref_runtime_ms"].astype(float)
         drift = (ref / ref.median() - 1).abs()

@@ -38,7 +38,7 @@ from perfpred.collect.serving._prometheus import parse_prometheus
 from perfpred.collect.serving._rate import RateProbe, RateSearch, find_sustainable_rate
 from perfpred.collect.serving._registry import ENGINES, get_engine
 from perfpred.collect.serving._replicates import median_of_launches
-from perfpred.collect.serving._stats import BURST_TPOT_MS, RequestResult, Slo, StreamTimer, summarize
+from perfpred.collect.serving._stats import BURST_TPOT_MS, RequestResult, Slo, StreamTimer, summarize, timed_decoding
 from perfpred.collect.serving._vllm import VllmEngine
 from perfpred.collect.serving._workload import LengthDist, ServingWorkload
 
@@ -85,4 +85,5 @@ __all__ = [
     "parse_prometheus",
     "run_load",
     "summarize",
+    "timed_decoding",
 ]

@@ -36,6 +36,16 @@ QUANTILES = (50, 90, 99)
 BURST_TPOT_MS = 0.1
 
 
+def timed_decoding(metric: str, values: Any) -> np.ndarray:
+    """Which stored values of ``metric`` measure what they name: all of them, except a TPOT under
+    ``BURST_TPOT_MS``, which timed responses delivered in one burst (rows summarized before
+    bursts were left out of the TPOT percentiles carry such values)."""
+    v = np.asarray(values, dtype=float)
+    if not metric.removeprefix("metric.").startswith("tpot_"):
+        return np.ones(v.shape, dtype=bool)
+    return ~(v < BURST_TPOT_MS)
+
+
 @dataclass
 class RequestResult:
     """One request as the client saw it; times in ms from the moment it was sent."""
