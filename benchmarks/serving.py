@@ -330,7 +330,7 @@ def tight_live(bench: EngineBench, model: str, slo: Slo, rows: dict, budget: int
 
 
 def bench_model(bench: EngineBench, model: str, *, seeds: int, budget_frac: float, run_dir: Path, do_noise: bool,
-                launches: int = GRID_LAUNCHES) -> dict[str, Any]:
+                launches: int = GRID_LAUNCHES, live_seeds: int = 1) -> dict[str, Any]:
     collector = ServingCollector(log_dir=run_dir / "logs")
     t0 = time.perf_counter()
     print(f"[{model}] (a) grid, {launches} launch(es) per config", flush=True)
@@ -342,16 +342,22 @@ def bench_model(bench: EngineBench, model: str, *, seeds: int, budget_frac: floa
     print(f"[{model}] grid: {n_grid} configs, {int(table['goal_tok_s'].notna().sum())} meet the SLO, best "
           f"{best_grid:.1f} tok/s at {dict(best_row[bench.knobs])}", flush=True)
 
-    print(f"[{model}] (b) perfpred, budget {budget}: seed 0 live", flush=True)
-    live_store = run_dir / f"live-{time.strftime('%Y%m%dT%H%M%S')}"
-    live = tune_serving_live(bench.engine, model, space=bench.space, slo=SLO, workload=WORKLOAD, budget=budget,
-                             seed=0, store=live_store, run_dir=run_dir, progress=lambda r: print("   ", r, flush=True))
-    perfpred_runs = [{"seed": 0, "mode": "live", "n_launches": live.n_launches, "best_config": live.best_config,
-                      "best_live_tok_s": live.best_value,
-                      "best_on_grid_tok_s": grid_score(table, live.best_config, bench),
-                      "wall_s": round(live.wall_s, 1), "command_line": live.command_line,
-                      "history": live.history.to_dict("records")}]
-    for seed in range(1, seeds):
+    print(f"[{model}] (b) perfpred, budget {budget}: seeds 0..{live_seeds - 1} live", flush=True)
+    stamp = time.strftime('%Y%m%dT%H%M%S')
+    perfpred_runs = []
+    for seed in range(seeds):
+        if seed < live_seeds:  # its own launches, each stored; its answer scored by the grid's row of that config
+            live = tune_serving_live(bench.engine, model, space=bench.space, slo=SLO, workload=WORKLOAD,
+                                     budget=budget, seed=seed, run_dir=run_dir,
+                                     store=run_dir / (f"live-{stamp}" + (f"-seed{seed}" if seed else "")),
+                                     study_name=f"serving-{model}-live-{stamp}-seed{seed}",
+                                     progress=lambda r: print("   ", r, flush=True))
+            perfpred_runs.append({"seed": seed, "mode": "live", "n_launches": live.n_launches,
+                                  "best_config": live.best_config, "best_live_tok_s": live.best_value,
+                                  "best_on_grid_tok_s": grid_score(table, live.best_config, bench),
+                                  "wall_s": round(live.wall_s, 1), "command_line": live.command_line,
+                                  "history": live.history.to_dict("records")})
+            continue
         rep = tune_serving_live(bench.engine, model, space=bench.space, slo=SLO, workload=WORKLOAD, budget=budget,
                                 seed=seed, measure=replayed(rows, bench))
         perfpred_runs.append({"seed": seed, "mode": "replayed", "n_launches": rep.n_launches,
@@ -377,6 +383,8 @@ def bench_model(bench: EngineBench, model: str, *, seeds: int, budget_frac: floa
         "perfpred": {"ratio_to_grid_best_per_seed": [round(r, 4) for r in ratios],
                      "ratio_mean": float(np.mean(ratios)), "ratio_min": float(np.min(ratios)),
                      "seeds_reaching_98pct": int(sum(r >= 0.98 for r in ratios)),
+                     "live": _subset(ratios, [r["mode"] == "live" for r in perfpred_runs]),
+                     "replayed": _subset(ratios, [r["mode"] == "replayed" for r in perfpred_runs]),
                      "launches_used_per_seed": [r["n_launches"] for r in perfpred_runs], "runs": perfpred_runs},
         "random": {"mode": "replayed", "n_seeds": len(random_ratios), "ratio_mean": float(np.mean(random_ratios)),
                    "ratio_min": float(np.min(random_ratios)),
@@ -386,6 +394,15 @@ def bench_model(bench: EngineBench, model: str, *, seeds: int, budget_frac: floa
         "grid_median_tpot_p50_ms": float(table["tpot_p50_ms"].median()), "grid": table.to_dict("records"),
         "wall_s": round(time.perf_counter() - t0, 1),
     }
+
+
+def _subset(ratios: list[float], keep: list[bool]) -> dict[str, Any] | None:
+    """Mean and seeds >= 98% over the seeds ``keep`` marks (the live ones, or the replayed ones)."""
+    chosen = [r for r, k in zip(ratios, keep, strict=True) if k]
+    if not chosen:
+        return None
+    return {"n_seeds": len(chosen), "ratio_mean": float(np.mean(chosen)),
+            "seeds_reaching_98pct": int(sum(r >= 0.98 for r in chosen))}
 
 
 def smoke(run_dir: Path) -> dict[str, Any]:
@@ -405,7 +422,10 @@ def main(argv: list[str] | None = None) -> int:
                              "(into results/serving_vllm.json)")
     parser.add_argument("--models", default=None, help="comma-separated model presets "
                         "(default: small-20m,tiny for llama-server, tiny for vllm)")
-    parser.add_argument("--seeds", type=int, default=5, help="perfpred seeds (seed 0 live, the rest replayed)")
+    parser.add_argument("--seeds", type=int, default=5, help="perfpred seeds (the first --live-seeds live, the rest "
+                        "replayed)")
+    parser.add_argument("--live-seeds", type=int, default=1,
+                        help="perfpred seeds run live, each with its own launches (the rest replay the grid)")
     parser.add_argument("--budget-frac", type=float, default=0.25, help="launch budget as a share of the grid")
     parser.add_argument("--launches", type=int, default=None,
                         help=f"launches of every grid config (separate passes; medians are kept; default "
@@ -419,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     launches = args.launches if args.launches is not None else (1 if bench.engine == "vllm" else GRID_LAUNCHES)
     if launches < 1:
         parser.error(f"--launches must be >= 1, but got {launches}")
+    if not 1 <= args.live_seeds <= args.seeds:
+        parser.error(f"--live-seeds must be in 1..--seeds ({args.seeds}), but got {args.live_seeds}")
     base = RUNS_DIR / "serving"
     if args.smoke:
         run_dir = base / f"smoke-{time.strftime('%Y%m%dT%H%M%S')}"
@@ -446,10 +468,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.fresh and run_dir.exists():
             shutil.rmtree(run_dir)
         results.append(bench_model(bench, model, seeds=args.seeds, budget_frac=args.budget_frac, run_dir=run_dir,
-                                   do_noise=not args.no_noise, launches=launches))
-        write_result(output, _payload(bench, results))  # after each model: a partial result survives an abort
+                                   do_noise=not args.no_noise, launches=launches, live_seeds=args.live_seeds))
+        # after each model: a partial result survives an abort
+        write_result(output, _payload(bench, results, args.live_seeds))
     if bench.engine == "llama-server":  # the joint model learns from llama-server's grid medians
-        write_result(output, {**_payload(bench, results), "joint_predictor": joint()})
+        write_result(output, {**_payload(bench, results, args.live_seeds), "joint_predictor": joint()})
     for r in results:
         print(f"{r['model']}: perfpred best/grid best {r['perfpred']['ratio_mean']:.3f} (min "
               f"{r['perfpred']['ratio_min']:.3f}) with {r['budget_launches']}/{r['n_grid_configs']} launches; random "
@@ -458,14 +481,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _payload(bench: EngineBench, results: list[dict[str, Any]]) -> dict[str, Any]:
+def _payload(bench: EngineBench, results: list[dict[str, Any]], live_seeds: int = 1) -> dict[str, Any]:
     return {"engine": bench.engine, "space": {"params": bench.space.params,
                                               "constraints": DEFAULT_SPACES[bench.engine].get("constraints", [])},
             "fixed_knobs": bench.fixed, "goal": "output tokens/s at concurrency 16, meeting the SLO",
             "workload": WORKLOAD.describe(), "slo": {"ttft_p99_ms": SLO.ttft_ms, "tpot_p99_ms": SLO.tpot_ms,
                                                      "max_error_rate": SLO.max_error_rate},
-            "live_vs_replayed": ("grid: live, each config's median over its launches; perfpred seed 0: live "
-                                 "(own launches); perfpred seeds 1..: replayed "
+            "live_vs_replayed": ("grid: live, each config's median over its launches; perfpred seeds "
+                                 f"0..{live_seeds - 1}: live (own launches, answers scored by the grid's rows); "
+                                 f"perfpred seeds {live_seeds}..: replayed "
                                  "from the grid's rows; random: replayed from the grid's rows; noise: the grid's "
                                  "own launches (one launch each: three configs re-launched); tight-SLO scenario: "
                                  "seed 0 live, the rest replayed"),

@@ -265,6 +265,13 @@ def serving(name: str = "serving") -> str:
     lines.append("")
     lines.append("cv: median over the grid's configs (p90) with several launches per config; with one launch, "
                  "the range over three re-launched configs.")
+    split = [(m["model"], m["perfpred"].get("live"), m["perfpred"].get("replayed")) for m in d["models"]]
+    if any(live and live["n_seeds"] > 1 for _, live, _ in split):  # several live seeds: their own share
+        lines += ["", "perfpred seeds by how they ran (mean best / grid best, seeds >= 0.98):", ""]
+        for model, live, replayed in split:
+            parts = [f"{name} {part['ratio_mean']:.3f} ({part['seeds_reaching_98pct']} of {part['n_seeds']})"
+                     for name, part in (("live", live), ("replayed", replayed)) if part]
+            lines.append(f"- {model}: " + "; ".join(parts))
     joint = d.get("joint_predictor")
     if joint:
         lines += ["", f"One serving model over both sources ({joint['model']}; {joint['own_rows']} own grid rows on "
