@@ -312,21 +312,26 @@ def joint_predictor(own: pd.DataFrame, folds: int = 10, seed: int = 0) -> dict[s
             "note": "MAPE as fractions; own-row folds averaged, ML.ENERGY per held-out model averaged"}
 
 
+def live_run(bench: EngineBench, model: str, slo: Slo, table: pd.DataFrame, budget: int, seed: int,
+             run_dir: Path, name: str) -> dict[str, Any]:
+    """One perfpred search with its own launches (stored under ``run_dir/name``, its own study),
+    its answer scored by the grid's row of that config."""
+    run = tune_serving_live(bench.engine, model, space=bench.space, slo=slo, workload=WORKLOAD, budget=budget,
+                            seed=seed, run_dir=run_dir, store=run_dir / name, study_name=f"serving-{model}-{name}",
+                            progress=lambda r: print("   ", r, flush=True))
+    return {"n_launches": run.n_launches, "best_config": run.best_config, "best_live_tok_s": run.best_value,
+            "best_on_grid_tok_s": grid_score(table, run.best_config, bench), "wall_s": round(run.wall_s, 1),
+            "command_line": run.command_line, "history": run.history.to_dict("records")}
+
+
 def tight_live(bench: EngineBench, model: str, slo: Slo, rows: dict, budget: int, run_dir: Path) -> dict[str, Any]:
     """perfpred live under the binding SLO: its own launches, its pick scored by the grid too."""
-    run = tune_serving_live(bench.engine, model, space=bench.space, slo=slo, workload=WORKLOAD, budget=budget, seed=0,
-                            run_dir=run_dir,
-                            store=run_dir / f"live-tight-{time.strftime('%Y%m%dT%H%M%S')}",
-                            progress=lambda r: print("   ", r, flush=True))
     table = grid_table(rows, slo, bench)
     best = float(table["goal_tok_s"].astype(float).max())
-    history = run.history
-    return {"n_launches": run.n_launches, "launches_meeting_slo": int(history["slo_met"].fillna(False).sum()),
-            "best_config": run.best_config, "best_live_tok_s": run.best_value,
-            "best_on_grid_tok_s": grid_score(table, run.best_config, bench),
-            "ratio_to_grid_best": grid_score(table, run.best_config, bench) / best if best > 0 else None,
-            "command_line": run.command_line, "wall_s": round(run.wall_s, 1),
-            "history": history.to_dict("records")}
+    run = live_run(bench, model, slo, table, budget, 0, run_dir, f"live-tight-{time.strftime('%Y%m%dT%H%M%S')}")
+    met = int(pd.DataFrame(run["history"])["slo_met"].fillna(False).sum())
+    return {**run, "launches_meeting_slo": met,
+            "ratio_to_grid_best": run["best_on_grid_tok_s"] / best if best > 0 else None}
 
 
 def bench_model(bench: EngineBench, model: str, *, seeds: int, budget_frac: float, run_dir: Path, do_noise: bool,
@@ -346,17 +351,10 @@ def bench_model(bench: EngineBench, model: str, *, seeds: int, budget_frac: floa
     stamp = time.strftime('%Y%m%dT%H%M%S')
     perfpred_runs = []
     for seed in range(seeds):
-        if seed < live_seeds:  # its own launches, each stored; its answer scored by the grid's row of that config
-            live = tune_serving_live(bench.engine, model, space=bench.space, slo=SLO, workload=WORKLOAD,
-                                     budget=budget, seed=seed, run_dir=run_dir,
-                                     store=run_dir / (f"live-{stamp}" + (f"-seed{seed}" if seed else "")),
-                                     study_name=f"serving-{model}-live-{stamp}-seed{seed}",
-                                     progress=lambda r: print("   ", r, flush=True))
-            perfpred_runs.append({"seed": seed, "mode": "live", "n_launches": live.n_launches,
-                                  "best_config": live.best_config, "best_live_tok_s": live.best_value,
-                                  "best_on_grid_tok_s": grid_score(table, live.best_config, bench),
-                                  "wall_s": round(live.wall_s, 1), "command_line": live.command_line,
-                                  "history": live.history.to_dict("records")})
+        if seed < live_seeds:
+            perfpred_runs.append({"seed": seed, "mode": "live",
+                                  **live_run(bench, model, SLO, table, budget, seed, run_dir,
+                                             f"live-{stamp}-seed{seed}")})
             continue
         rep = tune_serving_live(bench.engine, model, space=bench.space, slo=SLO, workload=WORKLOAD, budget=budget,
                                 seed=seed, measure=replayed(rows, bench))
