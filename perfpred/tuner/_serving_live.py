@@ -256,7 +256,7 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
                       workload: Any | None = None, fixed_knobs: Mapping[str, Any] | None = None,
                       store: MeasurementStore | str | Path | None = None, run_dir: str | Path | None = None,
                       loads: MeasurementStore | str | Path | None = None,
-                      batch_size: int = 2, n_initial: int | None = None, kappa: float = 0.5, surrogate: str = "gp",
+                      batch_size: int = 1, n_initial: int | None = None, kappa: float = 0.5, surrogate: str = "gp",
                       startup_timeout_s: float | None = None, engines: Mapping[str, Any] | None = None,
                       measure: Callable[[Any], Measurement] | None = None,
                       rate_search: Mapping[str, Any] | None = None,
