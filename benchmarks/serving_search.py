@@ -1,9 +1,10 @@
 """Ablation, replayed from the serving grids kept in the results files (no server, no stored run):
-which surrogate and exploration weight the serving SLO search should use.
+which surrogate, exploration weight and launches per refit the serving SLO search should use.
 
-    python benchmarks/serving_search.py                 # -> results/serving_search.json (~11 min)
+    python benchmarks/serving_search.py                 # -> results/serving_search.json (~14 min)
     python benchmarks/serving_search.py --seeds 10 --output serving_search_smoke
     python benchmarks/serving_search.py --grids DIR      # the grids in another folder's results files
+    python benchmarks/serving_search.py --launch-noise 0.1 --variants "gp, kappa 0.5,gp, kappa 0.5, 1 launch per refit"
 
 The grids are the per-config rows the live benchmarks write into their results: output
 tokens/s under an SLO in ``results/serving.json`` (llama-server: small-20m and tiny, 50 configs,
@@ -14,14 +15,19 @@ Each seed replays ``tune_serving_live`` on a grid (a launch is answered with the
 that config) with 25% of the grid's configs as budget, and is scored by the grid's value of the
 config it reports as best, over the grid's best. Variants: the surrogate (``xgb``: bootstrap
 XGBoost ensemble with a GP until 4 launches worked; ``gp``: a GP on the knobs' log2 values
-throughout) x the exploration weight ``kappa`` on the goal's spread. Seeds are split in two
-halves: the throughput grids' first half chose the default, the second half and the rate grids
-are reported apart as checks on that choice. Random search with the same budget beside.
+throughout) x the exploration weight ``kappa`` on the goal's spread, each refitting after every
+two launches as the search did when they were compared; then the chosen one refitting after
+every launch (the default since). Seeds are split in two halves: the throughput grids' first half
+chose the surrogate, the second half and the rate grids are reported apart as checks on that
+choice. Random search with the same budget beside. ``--launch-noise SD`` multiplies each replayed
+launch's goal and latencies by exp(N(0, SD)) draws: a grid row is a median of launches, a live
+launch one sample, and this puts one launch's noise back (2-14% measured, see serving.json).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -43,9 +49,14 @@ from perfpred.datasets import Measurement
 from perfpred.tuner import tune_serving_live
 
 GRIDS = [("serving.json", "small-20m"), ("serving.json", "tiny"), ("serving_vllm.json", "tiny")]
-# tune_serving_live's search settings per variant.
-VARIANTS = {"xgb, kappa 1": {"surrogate": "xgb", "kappa": 1.0}, "xgb, kappa 0.5": {"surrogate": "xgb", "kappa": 0.5},
-            "gp, kappa 1": {"surrogate": "gp", "kappa": 1.0}, "gp, kappa 0.5": {"surrogate": "gp", "kappa": 0.5}}
+# tune_serving_live's search settings per variant. The first four are the Dec 4 choice between
+# surrogates, made with two launches per refit (the default then); the last is the default since.
+VARIANTS = {"xgb, kappa 1": {"surrogate": "xgb", "kappa": 1.0, "batch_size": 2},
+            "xgb, kappa 0.5": {"surrogate": "xgb", "kappa": 0.5, "batch_size": 2},
+            "gp, kappa 1": {"surrogate": "gp", "kappa": 1.0, "batch_size": 2},
+            "gp, kappa 0.5": {"surrogate": "gp", "kappa": 0.5, "batch_size": 2},
+            "gp, kappa 0.5, 1 launch per refit": {"surrogate": "gp", "kappa": 0.5, "batch_size": 1}}
+DEFAULT = "gp, kappa 0.5, 1 launch per refit"
 METRICS = ("output_tokens_per_s", "ttft_p99_ms", "tpot_p99_ms", "tpot_p50_ms")
 
 
@@ -75,7 +86,25 @@ class Scenario:
     random: Callable[[int], float]
 
 
-def throughput_scenarios(result: dict[str, Any], model: str) -> list[Scenario]:
+def with_launch_noise(measure: Callable[[Any], Measurement], sd: float, seed: int) -> Callable[[Any], Measurement]:
+    """``measure`` with each launch's goal and each latency times its own exp(N(0, sd)) draw, as a
+    live launch is one sample of a config (the grids' rows are medians): a replay closer to a
+    live run. Seeded by ``seed``: every variant sees the same draws in the same launch order."""
+    if sd <= 0:
+        return measure
+    rng = np.random.default_rng([seed, 7919])
+
+    def noisy(cfg: Any) -> Measurement:
+        m = measure(cfg)
+        if m.status != "ok":
+            return m
+        scaled = {k: v * float(np.exp(rng.normal(0.0, sd))) if k != "error_rate" else v for k, v in m.metrics.items()}
+        return dataclasses.replace(m, metrics=scaled)
+
+    return noisy
+
+
+def throughput_scenarios(result: dict[str, Any], model: str, noise_sd: float = 0.0) -> list[Scenario]:
     """Output tokens/s meeting an SLO (stated, and tight: bounds at the grid's medians)."""
     bench, rows = grid_rows(result, model)
     out = []
@@ -86,7 +115,8 @@ def throughput_scenarios(result: dict[str, Any], model: str) -> list[Scenario]:
 
         def search(seed: int, settings: dict[str, Any], slo=slo, table=table, best=best, budget=budget) -> float:
             answer = tune_serving_live(bench.engine, model, space=bench.space, slo=slo, workload=serving.WORKLOAD,
-                                       budget=budget, seed=seed, measure=serving.replayed(rows, bench),
+                                       budget=budget, seed=seed,
+                                       measure=with_launch_noise(serving.replayed(rows, bench), noise_sd, seed),
                                        **settings).best_config
             return serving.grid_score(table, answer, bench) / best
 
@@ -98,7 +128,7 @@ def throughput_scenarios(result: dict[str, Any], model: str) -> list[Scenario]:
     return out
 
 
-def rate_scenario(entry: dict[str, Any]) -> Scenario:
+def rate_scenario(entry: dict[str, Any], noise_sd: float = 0.0) -> Scenario:
     """Sustainable request rate under the rate benchmark's SLO (each grid row one rate search)."""
     serving_rate.use_engine(entry["engine"])
     space, fixed, knobs = serving_rate.SPACE, serving_rate.FIXED, list(serving_rate.KNOBS)
@@ -118,9 +148,10 @@ def rate_scenario(entry: dict[str, Any]) -> Scenario:
 
     def search(seed: int, settings: dict[str, Any]) -> float:
         serving_rate.use_engine(engine)
+        measure = with_launch_noise(lambda cfg: rows[tuple(int(cfg.knobs[k]) for k in knobs)], noise_sd, seed)
         answer = tune_serving_live(engine, model, space=space, slo=serving_rate.SLO, goal="sustainable_rate",
                                    workload=serving_rate.WORKLOAD, fixed_knobs=fixed, budget=budget, seed=seed,
-                                   measure=lambda cfg: rows[tuple(int(cfg.knobs[k]) for k in knobs)],
+                                   measure=measure,
                                    **settings).best_config
         return serving_rate.grid_rate(table, answer) / best
 
@@ -142,6 +173,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=40, help="seeds per variant and scenario (two halves)")
     parser.add_argument("--output", default="serving_search")
+    parser.add_argument("--launch-noise", type=float, default=0.0,
+                        help="each replayed launch's goal and latencies times exp(N(0, SD)) "
+                             "(default 0: the grids' rows)")
+    parser.add_argument("--variants", default=None, help="comma-separated variant names (default: all)")
     parser.add_argument("--grids", type=Path, default=RESULTS_DIR,
                         help="folder holding serving.json, serving_vllm.json and serving_rate.json (e.g. an "
                              "earlier commit's, from `git show REV:benchmarks/results/serving.json`)")
@@ -153,27 +188,31 @@ def main() -> None:
     for file, model in GRIDS:
         result = json.loads((args.grids / file).read_text())
         sources[file] = result["generated_at"]
-        todo += throughput_scenarios(result, model)
+        todo += throughput_scenarios(result, model, args.launch_noise)
     rates = json.loads((args.grids / "serving_rate.json").read_text())
     sources["serving_rate.json"] = rates["generated_at"]
-    todo += [rate_scenario(entry) for entry in rates["models"]]
+    todo += [rate_scenario(entry, args.launch_noise) for entry in rates["models"]]
+    variants = {k: VARIANTS[k] for k in args.variants.split(",")} if args.variants else VARIANTS
+    unknown = sorted(set(args.variants.split(",")) - set(VARIANTS)) if args.variants else []
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; known: {sorted(VARIANTS)}")
     for sc in todo:
         entry: dict[str, Any] = {**sc.info, "random": _stats([sc.random(s) for s in range(args.seeds)])}
-        for name, settings in VARIANTS.items():
+        for name, settings in variants.items():
             entry[name] = {part: _stats([sc.search(seed, settings) for seed in seeds])
                            for part, seeds in halves.items()}
         print(entry, flush=True)
         scenarios.append(entry)
     print(write_result(args.output, {"seeds": args.seeds,
                                      "halves": {k: [v.start, v.stop - 1] for k, v in halves.items()},
-                                     "grid_sources": sources, "default": "gp, kappa 0.5",
-                                     "summary": summarise(scenarios), "scenarios": scenarios}))
+                                     "grid_sources": sources, "default": DEFAULT, "launch_noise_sd": args.launch_noise,
+                                     "summary": summarise(scenarios, list(variants)), "scenarios": scenarios}))
 
 
-def summarise(scenarios: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def summarise(scenarios: list[dict[str, Any]], variants: list[str]) -> dict[str, dict[str, Any]]:
     """Per variant: the throughput grids' two halves apart (one chose, one checks), the rate grids' seeds together."""
     out = {}
-    for name in [*VARIANTS, "random"]:
+    for name in [*variants, "random"]:
         for goal, parts in (("throughput", ("chose", "check")), ("sustainable_rate", ("all",))):
             for part in (parts if name != "random" else ("all",)):
                 stats = []

@@ -265,12 +265,17 @@ def serving(name: str = "serving") -> str:
     lines.append("")
     lines.append("cv: median over the grid's configs (p90) with several launches per config; with one launch, "
                  "the range over three re-launched configs.")
-    split = [(m["model"], m["perfpred"].get("live"), m["perfpred"].get("replayed")) for m in d["models"]]
-    if any(live and live["n_seeds"] > 1 for _, live, _ in split):  # several live seeds: their own share
+    split = [(m["model"], m["perfpred"].get("live"), m["perfpred"].get("replayed"),
+              m["perfpred"].get("live_paired_with_grid_best")) for m in d["models"]]
+    if any(live and live["n_seeds"] > 1 for _, live, _, _ in split):  # several live seeds: their own share
         lines += ["", "perfpred seeds by how they ran (mean best / grid best, seeds >= 0.98):", ""]
-        for model, live, replayed in split:
+        for model, live, replayed, paired in split:
             parts = [f"{name} {part['ratio_mean']:.3f} ({part['seeds_reaching_98pct']} of {part['n_seeds']})"
                      for name, part in (("live", live), ("replayed", replayed)) if part]
+            if paired:  # the live answers launched beside the grid's best config, right after each search
+                parts.append(f"live, side by side with the grid's best config {paired['ratio_mean']:.3f} "
+                             f"({paired['seeds_reaching_98pct']} of {paired['n_seeds']}; "
+                             f"{paired['n_same_config']} answered with that config)")
             lines.append(f"- {model}: " + "; ".join(parts))
     joint = d.get("joint_predictor")
     if joint:
@@ -313,8 +318,11 @@ def serving_search(name: str = "serving_search") -> str:
     first = d["scenarios"][0]
     variants = [k for k, v in first.items() if isinstance(v, dict) and "chose" in v]
     (a0, a1), (b0, b1) = d["halves"]["chose"], d["halves"]["check"]
-    lines = [f"Replayed from the grids in the results files; mean best / grid best (seeds >= 0.98), seeds {a0}-{a1} "
-             f"| {b0}-{b1}; default: {d['default']}:", "",
+    noise = d.get("launch_noise_sd") or 0.0
+    replay = (f"each launch's goal and latencies times exp(N(0, {noise:g})) draws" if noise
+              else "each launch answered with the grid's row")
+    lines = [f"Replayed from the grids in the results files ({replay}); mean best / grid best (seeds >= 0.98), "
+             f"seeds {a0}-{a1} | {b0}-{b1}; default: {d['default']}:", "",
              "| grid | goal | SLO | launches / configs | " + " | ".join(variants) + " | random |",
              "|---|---|---|---|" + "---|" * (len(variants) + 1)]
     for e in d["scenarios"]:

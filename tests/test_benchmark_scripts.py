@@ -323,3 +323,68 @@ def test_a_budget_some_spaces_never_reach_gets_no_mean_across_spaces(monkeypatch
     assert "mean_best_over_opt@16" in summary["strategies"]["gp"]
     assert "mean_best_over_opt@32" not in summary["strategies"]["gp"]
     assert "mean_best_over_opt@32" in summary["strategies"]["random"]
+
+
+def test_launch_noise_scales_each_replayed_launch_and_leaves_failures_alone(monkeypatch):
+    """serving_search's noisy replay: a ready launch's goal and latencies move by independent
+    draws, its error rate and a failed launch stay as recorded, the same seed repeats the draws."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import serving_search
+
+    from perfpred.datasets import Measurement
+
+    ok = Measurement(kind="serving", workload={}, config={"parallel": 4}, hardware_id="replayed-grid", status="ok",
+                     metrics={"output_tokens_per_s": 100.0, "ttft_p99_ms": 50.0, "error_rate": 0.0})
+    failed = Measurement(kind="serving", workload={}, config={"parallel": 16}, hardware_id="replayed-grid",
+                         status="runtime_error", metrics={}, error="did not start")
+    grid = {4: ok, 16: failed}
+
+    def replay(cfg):
+        return grid[cfg]
+
+    assert serving_search.with_launch_noise(replay, 0.0, seed=1) is replay
+    noisy = serving_search.with_launch_noise(replay, 0.1, seed=1)
+    first, second = noisy(4), noisy(4)
+    assert first.metrics["error_rate"] == 0.0 and noisy(16) is failed
+    assert first.metrics["output_tokens_per_s"] != second.metrics["output_tokens_per_s"]  # one draw per launch
+    ratios = [first.metrics["output_tokens_per_s"] / 100.0, first.metrics["ttft_p99_ms"] / 50.0]
+    assert ratios[0] != ratios[1] and all(0.5 < r < 2.0 for r in ratios)
+    again = serving_search.with_launch_noise(replay, 0.1, seed=1)(4)
+    assert again.metrics == first.metrics
+    assert ok.metrics["output_tokens_per_s"] == 100.0  # the grid's row is not modified
+
+
+def test_a_live_answer_is_scored_side_by_side_with_the_grids_best_config(monkeypatch):
+    """serving.py's paired check: the two configs alternate, the ratio is of their median goals,
+    a launch over the SLO counts 0, and answering with the grid's best launches nothing."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import serving
+
+    from perfpred.datasets import Measurement
+
+    class Collector:
+        def __init__(self, tok_s):
+            self.tok_s, self.order = tok_s, []
+
+        def measure(self, config):
+            key = config.knobs["parallel"]
+            self.order.append(key)
+            value = self.tok_s[key].pop(0)
+            ttft = 9000.0 if value < 0 else 100.0  # a negative entry: this launch missed the TTFT bound
+            return Measurement(kind="serving", workload={}, config=dict(config.knobs), hardware_id="stub", status="ok",
+                               metrics={"output_tokens_per_s": abs(value), "ttft_p99_ms": ttft, "tpot_p99_ms": 5.0,
+                                        "error_rate": 0.0})
+
+    bench = serving.BENCHES["llama-server"]
+    best = {"parallel": 16, "batch_size": 512, "ubatch_size": 512}
+    collector = Collector({4: [250.0, -300.0, 240.0], 16: [300.0, 310.0, 200.0]})
+    paired = serving.paired_with_grid_best(bench, "tiny", serving.SLO, collector,
+                                           {"parallel": 4, "batch_size": 512, "ubatch_size": 512, "threads": 1},
+                                           best, repeats=3)
+    assert collector.order == [4, 16, 16, 4, 4, 16]  # the order flips each round
+    assert paired["answer_tok_s"] == [250.0, 0.0, 240.0]  # over the SLO: 0
+    assert paired["ratio"] == pytest.approx(240.0 / 300.0) and not paired["same_config"]
+    same = serving.paired_with_grid_best(bench, "tiny", serving.SLO, Collector({}), {**best, "threads": 1}, best, 3)
+    assert same["same_config"] and same["ratio"] == 1.0
+    summary = serving._paired_summary([{"paired_with_grid_best": paired}, {"paired_with_grid_best": same}, {}])
+    assert summary["n_seeds"] == 2 and summary["n_same_config"] == 1 and summary["seeds_reaching_98pct"] == 1
