@@ -335,7 +335,7 @@ def paired_with_grid_best(bench: EngineBench, model: str, slo: Slo, collector: S
     order flipping each round), scored by the ratio of their median goals (a launch that fails or
     misses the SLO counts 0). The grid's medians were measured hours earlier, and this shared
     machine's speed drifts between configs as well as overall (on Dec 4 one afternoon-to-evening
-    change made 4 slots 1.4-1.7x faster and 16 slots 1.2x), so a grid score can call an answer
+    change made 4 slots 1.4-1.7x faster and 16 slots 1.2-1.3x), so a grid score can call an answer
     that runs as fast as the grid's best now a 0.7; side by side, both see the same machine.
     Not stored: these launches are for scoring only."""
     if answer is None:
@@ -532,7 +532,8 @@ def _payload(bench: EngineBench, results: list[dict[str, Any]], live_seeds: int 
             "workload": WORKLOAD.describe(), "slo": {"ttft_p99_ms": SLO.ttft_ms, "tpot_p99_ms": SLO.tpot_ms,
                                                      "max_error_rate": SLO.max_error_rate},
             "live_vs_replayed": ("grid: live, each config's median over its launches; perfpred seeds "
-                                 f"0..{live_seeds - 1}: live (own launches, answers scored by the grid's rows); "
+                                 f"0..{live_seeds - 1}: live (own launches, answers scored by the grid's rows and "
+                                 "by 3 alternating launches beside the grid's best config right after the search); "
                                  f"perfpred seeds {live_seeds}..: replayed "
                                  "from the grid's rows; random: replayed from the grid's rows; noise: the grid's "
                                  "own launches (one launch each: three configs re-launched); tight-SLO scenario: "

@@ -4,7 +4,8 @@ which surrogate, exploration weight and launches per refit the serving SLO searc
     python benchmarks/serving_search.py                 # -> results/serving_search.json (~14 min)
     python benchmarks/serving_search.py --seeds 10 --output serving_search_smoke
     python benchmarks/serving_search.py --grids DIR      # the grids in another folder's results files
-    python benchmarks/serving_search.py --launch-noise 0.1 --variants "gp, kappa 0.5,gp, kappa 0.5, 1 launch per refit"
+    python benchmarks/serving_search.py --launch-noise 0.1 --variant "gp, kappa 0.5" \
+        --variant "gp, kappa 0.5, 1 launch per refit" --output serving_search_noise
 
 The grids are the per-config rows the live benchmarks write into their results: output
 tokens/s under an SLO in ``results/serving.json`` (llama-server: small-20m and tiny, 50 configs,
@@ -176,7 +177,8 @@ def main() -> None:
     parser.add_argument("--launch-noise", type=float, default=0.0,
                         help="each replayed launch's goal and latencies times exp(N(0, SD)) "
                              "(default 0: the grids' rows)")
-    parser.add_argument("--variants", default=None, help="comma-separated variant names (default: all)")
+    parser.add_argument("--variant", action="append", default=None,
+                        help="a variant to run, by name (repeatable; default: all)")
     parser.add_argument("--grids", type=Path, default=RESULTS_DIR,
                         help="folder holding serving.json, serving_vllm.json and serving_rate.json (e.g. an "
                              "earlier commit's, from `git show REV:benchmarks/results/serving.json`)")
@@ -192,10 +194,10 @@ def main() -> None:
     rates = json.loads((args.grids / "serving_rate.json").read_text())
     sources["serving_rate.json"] = rates["generated_at"]
     todo += [rate_scenario(entry, args.launch_noise) for entry in rates["models"]]
-    variants = {k: VARIANTS[k] for k in args.variants.split(",")} if args.variants else VARIANTS
-    unknown = sorted(set(args.variants.split(",")) - set(VARIANTS)) if args.variants else []
+    unknown = sorted(set(args.variant or []) - set(VARIANTS))
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {sorted(VARIANTS)}")
+    variants = {k: VARIANTS[k] for k in args.variant} if args.variant else VARIANTS
     for sc in todo:
         entry: dict[str, Any] = {**sc.info, "random": _stats([sc.random(s) for s in range(args.seeds)])}
         for name, settings in variants.items():
