@@ -35,6 +35,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,7 @@ from _common import RESULTS_DIR, write_result
 
 from perfpred.datasets import Measurement
 from perfpred.tuner import tune_serving_live
+from perfpred.tuner._serving_live import goal_value
 
 GRIDS = [("serving.json", "small-20m"), ("serving.json", "tiny"), ("serving_vllm.json", "tiny")]
 # tune_serving_live's search settings per variant. The first four are the Dec 4 choice between
@@ -105,6 +107,17 @@ def with_launch_noise(measure: Callable[[Any], Measurement], sd: float, seed: in
     return noisy
 
 
+def random_by_launches(configs: list[dict[str, int]], measure: Callable[[dict[str, int]], Measurement],
+                       goal: Callable[[Measurement], float | None], budget: int, seed: int) -> dict[str, int] | None:
+    """Random search's answer when its launches are noisy: ``budget`` configs drawn as
+    ``random_best`` draws them, each launched through ``measure``, the best launch's config (one
+    that failed or missed the SLO cannot win). Without noise it is the grid's best of the draw."""
+    picks = np.random.default_rng(seed).choice(len(configs), size=budget, replace=False)
+    launched = [(goal(measure(configs[i])), configs[i]) for i in picks]
+    launched = [(g, c) for g, c in launched if g is not None]
+    return max(launched, key=lambda gc: gc[0])[1] if launched else None
+
+
 def throughput_scenarios(result: dict[str, Any], model: str, noise_sd: float = 0.0) -> list[Scenario]:
     """Output tokens/s meeting an SLO (stated, and tight: bounds at the grid's medians)."""
     bench, rows = grid_rows(result, model)
@@ -121,11 +134,18 @@ def throughput_scenarios(result: dict[str, Any], model: str, noise_sd: float = 0
                                        **settings).best_config
             return serving.grid_score(table, answer, bench) / best
 
+        def random(seed: int, slo=slo, table=table, best=best, budget=budget) -> float:
+            if noise_sd <= 0:
+                return serving.random_best(table, budget, seed) / best
+            replay = with_launch_noise(serving.replayed(rows, bench), noise_sd, seed)
+            configs = [{k: int(row[k]) for k in bench.knobs} for _, row in table.iterrows()]
+            answer = random_by_launches(configs, lambda c: replay(SimpleNamespace(knobs={**bench.fixed, **c})),
+                                        lambda m: goal_value(m, "throughput", slo), budget, seed)
+            return serving.grid_score(table, answer, bench) / best
+
         out.append(Scenario({"engine": bench.engine, "model": model, "goal": "throughput", "slo": slo_name,
                              "n_configs": len(table), "n_meet_slo": int(table["goal_tok_s"].notna().sum()),
-                             "budget": budget}, search,
-                            lambda seed, table=table, best=best, budget=budget:
-                            serving.random_best(table, budget, seed) / best))
+                             "budget": budget}, search, random))
     return out
 
 
@@ -158,7 +178,12 @@ def rate_scenario(entry: dict[str, Any], noise_sd: float = 0.0) -> Scenario:
 
     def random(seed: int) -> float:
         serving_rate.use_engine(engine)
-        return serving_rate.random_best(table, budget, seed) / best
+        if noise_sd <= 0:
+            return serving_rate.random_best(table, budget, seed) / best
+        replay = with_launch_noise(lambda c: rows[tuple(c[k] for k in knobs)], noise_sd, seed)
+        configs = [{k: int(row[k]) for k in knobs} for _, row in table.iterrows()]
+        answer = random_by_launches(configs, replay, lambda m: m.metrics.get("sustainable_rate_rps"), budget, seed)
+        return serving_rate.grid_rate(table, answer) / best
 
     return Scenario({"engine": engine, "model": model, "goal": "sustainable_rate", "slo": "rate benchmark's",
                      "n_configs": len(table), "n_meet_slo": int(table["rate_rps"].notna().sum()), "budget": budget},

@@ -513,6 +513,7 @@ def main() -> None:
                         ("serving_vllm", serving("serving_vllm")), ("serving_first_picks", serving_first_picks()),
                         ("serving_search", serving_search()),
                         ("serving_search_dec4", serving_search("serving_search_dec4")),
+                        ("serving_search_noise", serving_search("serving_search_noise")),
                         ("serving_rate", serving_rate()), ("serving_replay", serving_replay()),
                         ("cpu_kernels", cpu_kernels()), ("gpu_kernels", gpu_kernels())):
         if text:

@@ -388,3 +388,31 @@ def test_a_live_answer_is_scored_side_by_side_with_the_grids_best_config(monkeyp
     assert same["same_config"] and same["ratio"] == 1.0
     summary = serving._paired_summary([{"paired_with_grid_best": paired}, {"paired_with_grid_best": same}, {}])
     assert summary["n_seeds"] == 2 and summary["n_same_config"] == 1 and summary["seeds_reaching_98pct"] == 1
+
+
+def test_random_search_under_launch_noise_answers_with_its_best_launch(monkeypatch):
+    """The noisy replay's random baseline chooses by what its own launches read, not by the grid,
+    and a launch without a goal (failed, or over the SLO) is never its answer."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import serving_search
+
+    from perfpred.datasets import Measurement
+
+    configs = [{"parallel": p} for p in (1, 2, 4)]
+    read = {1: 50.0, 2: None, 4: 80.0}  # what each config's launch reads (2: failed)
+
+    def measure(cfg):
+        value = read[cfg["parallel"]]
+        return Measurement(kind="serving", workload={}, config=cfg, hardware_id="stub",
+                           status="ok" if value else "runtime_error",
+                           metrics={"output_tokens_per_s": value} if value else {}, error=None if value else "x")
+
+    answer = serving_search.random_by_launches(configs, measure, lambda m: m.metrics.get("output_tokens_per_s"),
+                                               budget=3, seed=0)
+    assert answer == {"parallel": 4}
+    read[4] = 20.0  # a slow launch of the better config: random search believes it
+    assert serving_search.random_by_launches(configs, measure, lambda m: m.metrics.get("output_tokens_per_s"),
+                                             budget=3, seed=0) == {"parallel": 1}
+    read.update({1: None, 4: None})
+    assert serving_search.random_by_launches(configs, measure, lambda m: m.metrics.get("output_tokens_per_s"),
+                                             budget=3, seed=0) is None
