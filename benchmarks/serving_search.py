@@ -109,9 +109,10 @@ def with_launch_noise(measure: Callable[[Any], Measurement], sd: float, seed: in
 
 def random_by_launches(configs: list[dict[str, int]], measure: Callable[[dict[str, int]], Measurement],
                        goal: Callable[[Measurement], float | None], budget: int, seed: int) -> dict[str, int] | None:
-    """Random search's answer when its launches are noisy: ``budget`` configs drawn as
-    ``random_best`` draws them, each launched through ``measure``, the best launch's config (one
-    that failed or missed the SLO cannot win). Without noise it is the grid's best of the draw."""
+    """Random search's answer: ``budget`` configs drawn as the live benchmarks' ``random_best``
+    draws them, each launched through ``measure``, the best launch's config (one that failed or
+    missed the SLO cannot win). Without launch noise it is the grid's best of the draw, as there;
+    with it, random search, like any live search, believes its own launches."""
     picks = np.random.default_rng(seed).choice(len(configs), size=budget, replace=False)
     launched = [(goal(measure(configs[i])), configs[i]) for i in picks]
     launched = [(g, c) for g, c in launched if g is not None]
@@ -135,8 +136,6 @@ def throughput_scenarios(result: dict[str, Any], model: str, noise_sd: float = 0
             return serving.grid_score(table, answer, bench) / best
 
         def random(seed: int, slo=slo, table=table, best=best, budget=budget) -> float:
-            if noise_sd <= 0:
-                return serving.random_best(table, budget, seed) / best
             replay = with_launch_noise(serving.replayed(rows, bench), noise_sd, seed)
             configs = [{k: int(row[k]) for k in bench.knobs} for _, row in table.iterrows()]
             answer = random_by_launches(configs, lambda c: replay(SimpleNamespace(knobs={**bench.fixed, **c})),
@@ -178,8 +177,6 @@ def rate_scenario(entry: dict[str, Any], noise_sd: float = 0.0) -> Scenario:
 
     def random(seed: int) -> float:
         serving_rate.use_engine(engine)
-        if noise_sd <= 0:
-            return serving_rate.random_best(table, budget, seed) / best
         replay = with_launch_noise(lambda c: rows[tuple(c[k] for k in knobs)], noise_sd, seed)
         configs = [{k: int(row[k]) for k in knobs} for _, row in table.iterrows()]
         answer = random_by_launches(configs, replay, lambda m: m.metrics.get("sustainable_rate_rps"), budget, seed)
