@@ -12,8 +12,8 @@ is maximised subject to a p99 SLO:
 
 The search (:func:`perfpred.tuner._slo_search.slo_search`) fits the goal's surrogate on every
 run that worked, SLO met or not, and one surrogate per SLO metric, and launches next the
-configs with the best optimistic goal times the probability that they meet the SLO; only
-runs that met it can be reported as the best.
+config with the best optimistic goal times the probability that it meets the SLO (refitting
+after every launch by default); only runs that met it can be reported as the best.
 
 A single launch is a noisy verdict on a shared machine (re-launches of one llama-server config
 on 2 cores move its throughput by 2-17%), so the best first launch may be a lucky one.
@@ -281,7 +281,7 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
             capacity run and each probe, at its rate, with ``metric.slo_met``) is appended: the
             training rows of latency under a given load (default ``run_dir/loads`` when
             ``run_dir`` is given). A search runs 5-10 loads per launch; this keeps them all.
-        batch_size / n_initial / kappa / surrogate: launches per predictor refit, the
+        batch_size / n_initial / kappa / surrogate: launches per predictor refit (default 1), the
             space-filling start, exploration weight, ``gp`` or ``xgb`` (:class:`SloSearchSettings`).
         engines: engine objects by name (``{"llama-server": LlamaServerEngine(binary=...)}``).
         measure: replaces the launch with ``ServingConfig -> Measurement`` (replaying a recorded grid).

@@ -11,7 +11,8 @@ Each round, on everything measured so far:
 3. score = log(upper confidence bound of the goal) + log(P(every bound met) x P(runs)),
    i.e. an optimistic goal weighted by the probability that it counts, as constrained
    Bayesian optimisation weights by the probability of feasibility;
-4. the batch is the best scores no two closer than ``min_hamming`` differing knobs.
+4. the next launch is the best score (with ``batch_size`` > 1, the best scores no two closer
+   than ``min_hamming`` differing knobs).
 
 The first ``n_initial`` configs are a space-filling (maximin) design. No config is evaluated
 twice; the search stops at the budget or when the space is exhausted (the rounds are
