@@ -429,24 +429,24 @@ def bench_model(bench: EngineBench, model: str, *, seeds: int, budget_frac: floa
     }
 
 
-def _paired_summary(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The live seeds scored side by side with the grid's best config (``paired_with_grid_best``)."""
-    paired = [r["paired_with_grid_best"] for r in runs if r.get("paired_with_grid_best")]
-    ratios = [p["ratio"] for p in paired if p["ratio"] is not None]
+def _ratio_stats(ratios: list[float]) -> dict[str, Any] | None:
+    """Mean ratio to the grid's best and seeds >= 98% over some seeds (None without any)."""
     if not ratios:
         return None
     return {"n_seeds": len(ratios), "ratio_mean": float(np.mean(ratios)),
-            "seeds_reaching_98pct": int(sum(r >= 0.98 for r in ratios)),
-            "n_same_config": int(sum(p["same_config"] for p in paired))}
+            "seeds_reaching_98pct": int(sum(r >= 0.98 for r in ratios))}
+
+
+def _paired_summary(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The live seeds scored side by side with the grid's best config (``paired_with_grid_best``)."""
+    paired = [r["paired_with_grid_best"] for r in runs if r.get("paired_with_grid_best")]
+    stats = _ratio_stats([p["ratio"] for p in paired if p["ratio"] is not None])
+    return stats and {**stats, "n_same_config": int(sum(p["same_config"] for p in paired))}
 
 
 def _subset(ratios: list[float], keep: list[bool]) -> dict[str, Any] | None:
-    """Mean and seeds >= 98% over the seeds ``keep`` marks (the live ones, or the replayed ones)."""
-    chosen = [r for r, k in zip(ratios, keep, strict=True) if k]
-    if not chosen:
-        return None
-    return {"n_seeds": len(chosen), "ratio_mean": float(np.mean(chosen)),
-            "seeds_reaching_98pct": int(sum(r >= 0.98 for r in chosen))}
+    """The stats over the seeds ``keep`` marks (the live ones, or the replayed ones)."""
+    return _ratio_stats([r for r, k in zip(ratios, keep, strict=True) if k])
 
 
 def smoke(run_dir: Path) -> dict[str, Any]:

@@ -212,4 +212,3 @@ def _gp(features: pd.DataFrame, idx: np.ndarray, y: np.ndarray) -> tuple[np.ndar
         gp.fit(X[idx], y)
         mean, std = gp.predict(X, return_std=True)
     return mean, std
-
