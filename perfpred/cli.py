@@ -596,6 +596,7 @@ def tune_serving_cmd(
     loads_into: Annotated[Path | None, typer.Option(help="--goal sustainable_rate: store every load each rate search ran (capacity run and probes, each at its rate, with metric slo_met) here (default OUTPUT/loads): training rows for `perfpred train --kind serving`.")] = None,
     confirm: Annotated[int, typer.Option(help="Live: after the search, re-launch the --confirm-top best configs this many times each (interleaved rounds) and answer with the best median; launches on top of --budget. 0: answer with the best single launch.")] = 0,
     confirm_top: Annotated[int, typer.Option(help="Live: how many of the best configs --confirm re-launches.")] = 3,
+    prior: Annotated[Path | None, typer.Option(help="Live: a store of earlier serving runs (other models, engines or machines, e.g. an earlier --store) to learn the goal from before launching: the first launch is its best config, and it steers the rest as far as it ranks the launches right. Default: none (a space-filling start).")] = None,
 ) -> None:
     """Tune serving knobs under latency SLOs, predictor first; answer with a ready-to-paste server command.
 
@@ -635,7 +636,7 @@ def tune_serving_cmd(
         result = tune_serving_live(engine, model, slo=slo, goal=goal, budget=budget, seed=seed, store=store,
                                    run_dir=output, progress=progress, storage=storage, rate_search=rate_search,
                                    loads=loads_into, surrogate=surrogate, kappa=kappa, confirm_repeats=confirm,
-                                   confirm_top=confirm_top)
+                                   confirm_top=confirm_top, prior=prior)
     output.mkdir(parents=True, exist_ok=True)
     (output / "result.json").write_text(json.dumps(result.summary(), indent=2, default=str))
     result.history.to_csv(output / "history.csv", index=False)

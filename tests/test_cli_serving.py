@@ -127,3 +127,21 @@ def test_tune_serving_confirms_its_finalists_with_relaunches(monkeypatch, capsys
     assert summary["n_launches"] == 3 and summary["n_confirm_launches"] == len(summary["confirmation"]) == 2
     assert "finalists, each re-launched 1 time(s)" in out and "+ 2 re-launches" in out
     assert len(MeasurementStore(tmp_path / "store").measurements(kind="serving")) == 5
+
+
+def test_tune_serving_starts_from_a_prior_store_and_refuses_a_missing_one(monkeypatch, capsys, tmp_path):
+    code, out, err = run_main(monkeypatch, capsys, "tune-serving", "--engine", "fake", "--budget", "2",
+                              "--output", str(tmp_path / "run"), "--store", str(tmp_path / "store"),
+                              "--prior", str(tmp_path / "nowhere"))
+    assert_one_line_error(code, out, err, "prior's store must exist", "nowhere")
+    assert not (tmp_path / "store").exists()  # refused before any launch
+    code, out, err = run_main(monkeypatch, capsys, "tune-serving", "--engine", "fake", "--budget", "5",
+                              "--output", str(tmp_path / "earlier"), "--store", str(tmp_path / "earlier-store"))
+    assert code == 0, err
+    code, out, err = run_main(monkeypatch, capsys, "tune-serving", "--engine", "fake", "--model", "small-20m",
+                              "--budget", "2", "--output", str(tmp_path / "run"), "--store", str(tmp_path / "store"),
+                              "--prior", str(tmp_path / "earlier-store"))
+    assert code == 0, err
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    header, first = history[0].split(","), history[1].split(",")
+    assert first[header.index("predicted_goal")] != ""  # the first launch was the prior's pick, not a design's

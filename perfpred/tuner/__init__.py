@@ -14,6 +14,7 @@ from perfpred.tuner._pareto_study import ParetoStudyRecorder
 from perfpred.tuner._rounds import HardwareBackend, PredictorFirstLoop, maximin_design
 from perfpred.tuner._scoring import best_so_far, evaluations_to_within, mean_curve, performance_score
 from perfpred.tuner._serving_live import LiveTuneResult, tune_serving_live
+from perfpred.tuner._serving_prior import fit_serving_prior
 from perfpred.tuner._serving_replay import (
     ServingGroup,
     ServingPredictor,
@@ -55,6 +56,7 @@ __all__ = [
     "diverse_top",
     "evaluations_to",
     "evaluations_to_within",
+    "fit_serving_prior",
     "hypervolume",
     "hypervolume_curve",
     "hypervolume_improvement",

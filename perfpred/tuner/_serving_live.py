@@ -36,6 +36,7 @@ import pandas as pd
 
 from perfpred.datasets import Measurement, MeasurementStore
 from perfpred.errors import InvalidInputError
+from perfpred.tuner._serving_prior import fit_serving_prior, serving_prior
 from perfpred.tuner._slo_search import Evaluation, SloSearchSettings, slo_search
 from perfpred.tuner._space import SearchSpace
 
@@ -262,7 +263,8 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
                       rate_search: Mapping[str, Any] | None = None,
                       progress: Callable[[dict[str, Any]], None] | None = None,
                       storage: str | None = None, study_name: str | None = None,
-                      confirm_repeats: int = 0, confirm_top: int = 3) -> LiveTuneResult:
+                      confirm_repeats: int = 0, confirm_top: int = 3, prior: Any | None = None,
+                      calibration_picks: int = 1) -> LiveTuneResult:
     """Tune a serving engine's knobs with real launches, the predictor choosing each next launch.
 
     Args:
@@ -295,6 +297,14 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
             (:func:`confirm_finalists`); 0 repeats (default) answers with the best single launch.
             These launches come on top of ``budget`` and are rows of the store and trials of the
             study like the others (``phase`` confirm).
+        prior: earlier serving runs to start from instead of a space-filling design (a table of
+            rows, a MeasurementStore or its path: other models, engines or machines; or a
+            model of the goal fitted on them, :func:`fit_serving_prior`). It predicts the goal
+            of every candidate before the first launch; the search launches the prior's best
+            first, then ``calibration_picks`` far from it, and models the launches relative to
+            the prior as far as the prior has ordered them right (:mod:`perfpred.tuner._slo_search`).
+        calibration_picks: with a prior, launches after its first pick that go to the config
+            farthest from those launched, to test the prior's ranking early (``SloSearchSettings``).
     """
     from perfpred.collect.serving import ServingCollector
 
@@ -312,9 +322,11 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
             raise InvalidInputError(f"`{name} >= {low}` must hold (an integer), but got {name}={value!r}")
     # Before anything is created or launched: the search settings check themselves.
     settings = SloSearchSettings(budget=budget, batch_size=batch_size, n_initial=n_initial, kappa=kappa, seed=seed,
-                                 surrogate=surrogate)
+                                 surrogate=surrogate, calibration_picks=calibration_picks)
     if slo is not None:
         slo.validate()
+    if prior is not None and not hasattr(prior, "predict"):  # rows: learn from them before anything starts
+        prior = fit_serving_prior(prior, GOALS[goal][0], random_state=seed)
     space = space or default_space(engine)
     workload = workload or default_workload(goal)
     fixed = {**DEFAULT_FIXED.get(engine, {}), **(fixed_knobs or {})}
@@ -336,6 +348,12 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
                                  rate_search=rate_search, loads=loads)
     engine_obj = collector.engine(engine)
     candidates = runnable_candidates(space, backend, engine_obj)
+    bounds = slo_bounds(slo) if goal == "throughput" else {}
+    prior_logs = None
+    if prior is not None:
+        described = pd.DataFrame([collector.describe(backend.config(backend.native(
+            {k: v.item() if hasattr(v, "item") else v for k, v in c.items()}))) for c in candidates.to_dict("records")])
+        prior_logs = serving_prior(prior, described, GOALS[goal][0])
     if storage is None and run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{(run_dir / 'study.db').resolve()}"
@@ -362,9 +380,8 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
         return goal_value(m, goal, slo) is not None
 
     t0 = time.perf_counter()
-    done = slo_search(candidates, backend.measure, goal_metric=GOALS[goal][0],
-                      bounds=slo_bounds(slo) if goal == "throughput" else {},
-                      feasible=is_feasible, settings=settings, on_evaluation=record)
+    done = slo_search(candidates, backend.measure, goal_metric=GOALS[goal][0], bounds=bounds,
+                      feasible=is_feasible, settings=settings, on_evaluation=record, prior=prior_logs)
     confirmation = None
     if confirm_repeats > 0:
         def relaunch(config: dict[str, Any], round_: int) -> Evaluation:

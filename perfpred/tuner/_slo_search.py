@@ -14,7 +14,13 @@ Each round, on everything measured so far:
 4. the next launch is the best score (with ``batch_size`` > 1, the best scores no two closer
    than ``min_hamming`` differing knobs).
 
-The first ``n_initial`` configs are a space-filling (maximin) design. No config is evaluated
+The first ``n_initial`` configs are a space-filling (maximin) design. With a ``prior`` (each
+candidate's predicted log goal from a model of earlier runs: other models, engines or
+machines) there is no such start: the first launch is the prior's best config, the next
+``calibration_picks`` go to the configs farthest from those launched, and after them the goal's
+surrogate models the measured log goal minus the prior weighted by how well the prior has
+ordered the launches so far (``prior_agreement``), so a prior that ranks this engine's knobs
+backwards fades. The SLO metrics are learned from the launches alone. No config is evaluated
 twice; the search stops at the budget or when the space is exhausted (the rounds are
 :class:`~perfpred.tuner._rounds.PredictorFirstLoop`'s).
 """
@@ -61,11 +67,16 @@ class SloSearchSettings:
     # trees give a config the value of its measured neighbours (the grids' best is a corner).
     # Its fits take milliseconds beside launches of seconds to minutes.
     surrogate: str = "gp"
+    # With a prior: launches after the prior's first pick that go to the config farthest from
+    # everything launched, whatever the prior says, so its ranking is tested early (see
+    # ``prior_agreement``); the tuner's ``calibration_picks`` does the same for its priors.
+    calibration_picks: int = 1
 
     def __post_init__(self) -> None:
         for name, ok, rule in (("budget", self.budget >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
                                ("kappa", self.kappa >= 0, ">= 0"), ("ensemble", self.ensemble >= 2, ">= 2"),
                                ("noise_log", self.noise_log > 0, "> 0"),
+                               ("calibration_picks", self.calibration_picks >= 0, ">= 0"),
                                ("surrogate", self.surrogate in ("gp", "xgb"), "in ('gp', 'xgb')")):
             if not ok:
                 raise InvalidInputError(f"`{name} {rule}` must hold, but got {name}={getattr(self, name)}")
@@ -97,9 +108,11 @@ class SloSearch(PredictorFirstLoop):
 
     def __init__(self, candidates: pd.DataFrame, measure: Callable[[dict[str, Any]], Measurement], *,
                  goal_metric: str, bounds: Mapping[str, float], feasible: Callable[[Measurement], bool],
-                 settings: SloSearchSettings, on_evaluation: Callable[[Evaluation], None] | None = None) -> None:
+                 settings: SloSearchSettings, on_evaluation: Callable[[Evaluation], None] | None = None,
+                 prior: np.ndarray | None = None) -> None:
         if candidates.empty:
             raise InvalidInputError("the search space has no valid config (check the constraints)")
+        self.prior = _checked_prior(prior, len(candidates))
         self.candidates = candidates.reset_index(drop=True)
         self.measure = measure
         self.goal_metric = goal_metric
@@ -117,8 +130,13 @@ class SloSearch(PredictorFirstLoop):
     def _n_measured(self) -> int:
         return len(self.done)
 
+    def _has_prior(self) -> bool:
+        return self.prior is not None
+
     def _propose(self, state: tuple[np.ndarray, ...], measured: np.ndarray, k: int, iteration: int) -> Proposal:
-        score, predicted, p_feasible = _score(self.done, self.features, self.bounds, self.settings)
+        if self.prior is not None and 1 <= len(self.done) <= self.settings.calibration_picks:
+            return Proposal([_farthest(self.codes, measured, self.settings.seed + len(self.done))])
+        score, predicted, p_feasible = _score(self.done, self.features, self.bounds, self.settings, self.prior)
         score[measured] = np.inf
         return Proposal(diverse_top(score, self.codes, k, self.settings.min_hamming),
                         predicted=(predicted, p_feasible))
@@ -137,26 +155,69 @@ class SloSearch(PredictorFirstLoop):
         return ev
 
 
+def _checked_prior(prior: np.ndarray | None, n: int) -> np.ndarray | None:
+    """The prior as a float array of finite log goals, one per candidate."""
+    if prior is None:
+        return None
+    arr = np.asarray(prior, dtype=float)
+    if arr.shape != (n,) or not np.isfinite(arr).all():
+        raise InvalidInputError(f"a prior must be {n} finite log goals, one per candidate, but got shape "
+                                f"{arr.shape} with {int((~np.isfinite(arr)).sum())} non-finite")
+    return arr
+
+
+def _farthest(codes: np.ndarray, measured: np.ndarray, seed: int) -> int:
+    """The unmeasured config farthest (normalised level codes) from every measured one; ties at random."""
+    x = codes.astype(float)
+    span = x.max(axis=0) - x.min(axis=0)
+    x = x / np.where(span > 0, span, 1.0)
+    dist = np.min(np.linalg.norm(x[:, None, :] - x[measured][None, :, :], axis=2), axis=1)
+    dist[measured] = -np.inf
+    best = np.flatnonzero(dist >= dist.max() - 1e-12)
+    return int(np.random.default_rng(seed).choice(best))
+
+
+def prior_agreement(prior_log: np.ndarray, measured_log: np.ndarray) -> float:
+    """How far to trust a prior here: Kendall's tau between its predictions and the measured
+    values over the pairs it tells apart, floored at 0 (1 until such a pair is measured). A prior
+    from another engine can rank the knobs backwards (llama-server's rate grids: 1 slot best on
+    `tiny`; vLLM's: 16); weighted by this, it fades once launches contradict it."""
+    pairs = concordant = 0
+    for i in range(len(prior_log)):
+        for j in range(i + 1, len(prior_log)):
+            dp, dm = prior_log[i] - prior_log[j], measured_log[i] - measured_log[j]
+            if abs(dp) < 1e-9 or dm == 0:
+                continue
+            pairs += 1
+            concordant += (dp > 0) == (dm > 0)
+    return 1.0 if pairs == 0 else max(0.0, 2.0 * concordant / pairs - 1.0)
+
+
 def _finite(values: np.ndarray | None, i: int) -> float | None:
     return float(values[i]) if values is not None and np.isfinite(values[i]) else None
 
 
 def slo_search(candidates: pd.DataFrame, measure: Callable[[dict[str, Any]], Measurement], *, goal_metric: str,
                bounds: Mapping[str, float], feasible: Callable[[Measurement], bool], settings: SloSearchSettings,
-               on_evaluation: Callable[[Evaluation], None] | None = None) -> list[Evaluation]:
-    """Evaluate up to ``settings.budget`` distinct candidates, the predictor choosing each batch."""
+               on_evaluation: Callable[[Evaluation], None] | None = None,
+               prior: np.ndarray | None = None) -> list[Evaluation]:
+    """Evaluate up to ``settings.budget`` distinct candidates, the predictor choosing each batch
+    (``prior``: the log goal predicted for each candidate row; see the module docstring)."""
     search = SloSearch(candidates, measure, goal_metric=goal_metric, bounds=bounds, feasible=feasible,
-                       settings=settings, on_evaluation=on_evaluation)
+                       settings=settings, on_evaluation=on_evaluation, prior=prior)
     search.run_rounds()
     return search.done
 
 
 def _score(done: list[Evaluation], features: pd.DataFrame, bounds: Mapping[str, float],
-           s: SloSearchSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(score to minimise, predicted goal, P(feasible)) for every candidate."""
-    idx = np.array([e.index for e in done])
-    works = np.array([e.goal is not None for e in done])
+           s: SloSearchSettings, prior: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(score to minimise, predicted goal, P(feasible)) for every candidate; with a ``prior`` (log
+    goal per candidate) the goal's surrogate models the rest, the prior weighted by its agreement."""
+    idx = np.array([e.index for e in done], dtype=int)
+    works = np.array([e.goal is not None for e in done], dtype=bool)
     y = np.array([math.log(e.goal) if e.goal is not None else np.nan for e in done])
+    offset = np.zeros(len(features)) if prior is None else prior * prior_agreement(prior[idx[works]], y[works])
+    y = y - offset[idx]
     surrogate = EnsembleSurrogate(n_members=s.ensemble, seed=s.seed)
     fit = surrogate.fit_predict(features.iloc[idx], y, works, features)
 
@@ -166,6 +227,7 @@ def _score(done: list[Evaluation], features: pd.DataFrame, bounds: Mapping[str, 
         return s.surrogate == "xgb" and n_rows >= MIN_TREE_ROWS
 
     mean, std = (fit.mean_log, fit.std_log) if trees(int(works.sum())) else _gp(features, idx[works], y[works])
+    mean = mean + offset
     log_p = np.log(np.clip(fit.p_ok, 1e-6, 1.0))
     for metric, bound in bounds.items():
         vals = np.array([e.measurement.metrics.get(metric, np.nan) if e.goal is not None else np.nan for e in done])
@@ -190,11 +252,15 @@ def _gp(features: pd.DataFrame, idx: np.ndarray, y: np.ndarray) -> tuple[np.ndar
     side, so a config whose TTFT and TPOT are both fine only between the two is never tried. A
     GP on the knobs' log2 values, scaled to [0, 1], interpolates and widens its spread away
     from the data, which is what the probability of meeting a bound needs.
+
+    Below 3 values nothing can be fitted: the GP's settings are fixed (a spread of 0.5 in log
+    around the values' mean, length scale half the knobs' range), so the spread still grows
+    away from what was measured. With a prior that matters: after its first launch, a flat
+    spread let the prior's smallest differences pick every next launch, however wrong its
+    ranking (a prior from llama-server's rate grids sent vLLM's 3 launches to max_num_seqs 1).
     """
     if len(y) == 0:
         return np.zeros(len(features)), np.ones(len(features))
-    if len(y) < 3:
-        return np.full(len(features), y.mean()), np.full(len(features), max(float(np.std(y)), 0.25))
     from sklearn.gaussian_process import GaussianProcessRegressor
     from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
@@ -202,12 +268,17 @@ def _gp(features: pd.DataFrame, idx: np.ndarray, y: np.ndarray) -> tuple[np.ndar
     X = features[cols].to_numpy(dtype=float)
     span = X.max(axis=0) - X.min(axis=0)
     X = (X - X.min(axis=0)) / np.where(span > 0, span, 1.0)
-    kernel = (ConstantKernel(1.0, (1e-2, 1e2)) * Matern(np.ones(X.shape[1]), (0.05, 20.0), nu=2.5)
-              + WhiteKernel(0.01, (1e-4, 0.5)))
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bounds reached on tiny samples: a fit still results
+        if len(y) < 3:
+            kernel = ConstantKernel(0.25, "fixed") * Matern(0.5, "fixed", nu=2.5) + WhiteKernel(0.01, "fixed")
+            gp = GaussianProcessRegressor(kernel, optimizer=None).fit(X[idx], y - y.mean())
+            mean, std = gp.predict(X, return_std=True)
+            return mean + y.mean(), std
+        kernel = (ConstantKernel(1.0, (1e-2, 1e2)) * Matern(np.ones(X.shape[1]), (0.05, 20.0), nu=2.5)
+                  + WhiteKernel(0.01, (1e-4, 0.5)))
         gp = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=2, random_state=0)
         gp.fit(X[idx], y)
         mean, std = gp.predict(X, return_std=True)

@@ -36,6 +36,7 @@ arguments.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import platform
@@ -145,6 +146,17 @@ class ServingCollector:
         knobs = cfg.validate(engine)
         return measurement_key("serving", self._workload_row(cfg), engine.config_row(knobs),
                                self.hardware["hardware_id"])
+
+    def describe(self, cfg: ServingConfig | Mapping[str, Any]) -> dict[str, Any]:
+        """The columns ``cfg``'s row will have that are known before launching it (kind,
+        hardware, ``workload.*``, ``config.*``; no metric): what a model predicts it from."""
+        cfg = _as_config(cfg)
+        engine = self.engine(cfg.engine)
+        knobs = cfg.validate(engine)
+        return {"kind": "serving", "hardware_id": self.hardware["hardware_id"],
+                "hardware_json": json.dumps(self.hardware, sort_keys=True, separators=(",", ":"), default=str),
+                **{f"workload.{k}": v for k, v in self._workload_row(cfg).items()},
+                **{f"config.{k}": v for k, v in engine.config_row(knobs).items()}}
 
     def command_line(self, cfg: ServingConfig, port: int = 8080) -> str:
         """The ready-to-paste command that starts this config's server."""
