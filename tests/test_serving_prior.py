@@ -67,9 +67,9 @@ def test_a_backwards_prior_fades_after_the_launches_contradict_it():
     backwards = -np.log([_tok_s(c) for c in candidates_records()])
     _, done = _search(backwards, budget=6)
     assert done[0].config["seqs"] == 1  # the prior's (wrong) best goes first
-    # The second launch contradicts its ranking, so the prior's weight drops to 0 and the rest
-    # climb where throughput grows; trusted throughout, it sent the third launch back to 1
-    # sequence and the fifth to 2, and 6 launches ended at 0.91 of the best.
+    # The calibration launches contradict its ranking, so the prior's weight drops to 0 and the
+    # rest climb where throughput grows; trusted throughout, it sent the fourth launch back to
+    # 2 sequences, and 6 launches ended at 0.91 of the best.
     assert done[2].config["seqs"] > 2 and all(e.config["seqs"] >= 8 for e in done[2:])
     assert max(e.goal for e in done) == pytest.approx(max(_tok_s(c) for c in candidates_records()))
 

@@ -264,7 +264,7 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
                       progress: Callable[[dict[str, Any]], None] | None = None,
                       storage: str | None = None, study_name: str | None = None,
                       confirm_repeats: int = 0, confirm_top: int = 3, prior: Any | None = None,
-                      calibration_picks: int = 1) -> LiveTuneResult:
+                      calibration_picks: int = 2) -> LiveTuneResult:
     """Tune a serving engine's knobs with real launches, the predictor choosing each next launch.
 
     Args:
