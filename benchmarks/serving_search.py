@@ -6,6 +6,8 @@ which surrogate, exploration weight and launches per refit the serving SLO searc
     python benchmarks/serving_search.py --grids DIR      # the grids in another folder's results files
     python benchmarks/serving_search.py --launch-noise 0.1 --variant "gp, kappa 0.5" \
         --variant "gp, kappa 0.5, 1 launch per refit" --output serving_search_noise
+    python benchmarks/serving_search.py --variant "gp, kappa 0.5, 1 launch per refit" \
+        --variant "gp, kappa 0.5, prior from the other grids" --output serving_search_prior
 
 The grids are the per-config rows the live benchmarks write into their results: output
 tokens/s under an SLO in ``results/serving.json`` (llama-server: small-20m and tiny, 50 configs,
@@ -18,11 +20,14 @@ config it reports as best, over the grid's best. Variants: the surrogate (``xgb`
 XGBoost ensemble with a GP until 4 launches worked; ``gp``: a GP on the knobs' log2 values
 throughout) x the exploration weight ``kappa`` on the goal's spread, each refitting after every
 two launches as the search did when they were compared; then the chosen one refitting after
-every launch (the default since). Seeds are split in two halves: the throughput grids' first half
-chose the surrogate, the second half and the rate grids are reported apart as checks on that
-choice. Random search with the same budget beside. ``--launch-noise SD`` multiplies each replayed
-launch's goal and latencies by exp(N(0, SD)) draws: a grid row is a median of launches, a live
-launch one sample, and this puts one launch's noise back (2-14% measured, see serving.json).
+every launch (the default since); and the default with a prior (``tune_serving_live(prior=...)``)
+learned from every other grid of the same goal, i.e. the other models and the other engine on
+this machine (``described_grid`` turns a grid into the rows a store would hold). Seeds are
+split in two halves: the throughput grids' first half chose the surrogate, the second half and
+the rate grids are reported apart as checks on that choice. Random search with the same budget
+beside. ``--launch-noise SD`` multiplies each replayed launch's goal and latencies by exp(N(0,
+SD)) draws: a grid row is a median of launches, a live launch one sample, and this puts one
+launch's noise back (2-14% measured, see serving.json).
 """
 
 from __future__ import annotations
@@ -47,18 +52,24 @@ import serving
 import serving_rate
 from _common import RESULTS_DIR, write_result
 
+from perfpred.collect.serving import ServingCollector, ServingConfig
 from perfpred.datasets import Measurement
-from perfpred.tuner import tune_serving_live
-from perfpred.tuner._serving_live import goal_value
+from perfpred.tuner import fit_serving_prior, tune_serving_live
+from perfpred.tuner._serving_live import GOALS, goal_value
 
 GRIDS = [("serving.json", "small-20m"), ("serving.json", "tiny"), ("serving_vllm.json", "tiny")]
+OTHER_GRIDS = "other grids"  # a variant's ``prior`` setting: resolved per scenario (``Scenario.prior``)
 # tune_serving_live's search settings per variant. The first four are the Dec 4 choice between
 # surrogates, made with two launches per refit (the default then); the last is the default since.
 VARIANTS = {"xgb, kappa 1": {"surrogate": "xgb", "kappa": 1.0, "batch_size": 2},
             "xgb, kappa 0.5": {"surrogate": "xgb", "kappa": 0.5, "batch_size": 2},
             "gp, kappa 1": {"surrogate": "gp", "kappa": 1.0, "batch_size": 2},
             "gp, kappa 0.5": {"surrogate": "gp", "kappa": 0.5, "batch_size": 2},
-            "gp, kappa 0.5, 1 launch per refit": {"surrogate": "gp", "kappa": 0.5, "batch_size": 1}}
+            "gp, kappa 0.5, 1 launch per refit": {"surrogate": "gp", "kappa": 0.5, "batch_size": 1},
+            # A prior (tune_serving_live's ``prior``) trained on the other grids of the same goal:
+            # every grid but the scored one, i.e. other models and other engines on this machine.
+            "gp, kappa 0.5, prior from the other grids": {"surrogate": "gp", "kappa": 0.5, "batch_size": 1,
+                                                          "prior": OTHER_GRIDS}}
 DEFAULT = "gp, kappa 0.5, 1 launch per refit"
 METRICS = ("output_tokens_per_s", "ttft_p99_ms", "tpot_p99_ms", "tpot_p50_ms")
 
@@ -82,11 +93,41 @@ def grid_rows(result: dict[str, Any], model: str) -> tuple[serving.EngineBench, 
 
 @dataclass
 class Scenario:
-    """One replayed grid and goal: ``search(seed, settings)`` and ``random(seed)`` give a ratio to the best."""
+    """One replayed grid and goal: ``search(seed, settings)`` and ``random(seed)`` give a ratio to the
+    best. ``rows``: the grid as stored rows (what a prior of another scenario learns from);
+    ``prior``: the model fitted on the other grids of its goal (``OTHER_GRIDS``), set by ``main``."""
 
     info: dict[str, Any]
     search: Callable[[int, dict[str, Any]], float]
     random: Callable[[int], float]
+    rows: pd.DataFrame
+    prior: Any = None
+
+    @property
+    def grid(self) -> tuple[str, str, str]:
+        return self.info["engine"], self.info["model"], self.info["goal"]
+
+
+_COLLECTOR: list[ServingCollector] = []
+
+
+def described_grid(engine: str, model: str, workload: Any, fixed: dict[str, Any], knobs: list[str],
+                   grid: list[dict[str, Any]], metrics: dict[str, str]) -> pd.DataFrame:
+    """A grid as a store would hold its rows: the columns known before launching
+    (``ServingCollector.describe``: this machine, where the grids were measured, the model's shape,
+    the load, the engine's knobs) plus ``metric.<name>`` from each row's ``metrics[name]`` field."""
+    if not _COLLECTOR:
+        _COLLECTOR.append(ServingCollector())
+    out = []
+    for g in grid:
+        row = _COLLECTOR[0].describe(ServingConfig(engine, {**fixed, **{k: int(g[k]) for k in knobs}}, workload, model))
+        row["status"] = g["status"]
+        for name, field in metrics.items():
+            value = g.get(field)
+            if g["status"] == "ok" and value is not None and math.isfinite(float(value)):
+                row[f"metric.{name}"] = float(value)
+        out.append(row)
+    return pd.DataFrame(out)
 
 
 def with_launch_noise(measure: Callable[[Any], Measurement], sd: float, seed: int) -> Callable[[Any], Measurement]:
@@ -122,6 +163,9 @@ def random_by_launches(configs: list[dict[str, int]], measure: Callable[[dict[st
 def throughput_scenarios(result: dict[str, Any], model: str, noise_sd: float = 0.0) -> list[Scenario]:
     """Output tokens/s meeting an SLO (stated, and tight: bounds at the grid's medians)."""
     bench, rows = grid_rows(result, model)
+    entry = next(m for m in result["models"] if m["model"] == model)
+    described = described_grid(bench.engine, model, serving.WORKLOAD, bench.fixed, bench.knobs, entry["grid"],
+                               {m: m for m in METRICS})
     out = []
     for slo_name, slo in (("stated", serving.SLO), ("tight", serving.tight_slo(rows))):
         table = serving.grid_table(rows, slo, bench)
@@ -144,7 +188,7 @@ def throughput_scenarios(result: dict[str, Any], model: str, noise_sd: float = 0
 
         out.append(Scenario({"engine": bench.engine, "model": model, "goal": "throughput", "slo": slo_name,
                              "n_configs": len(table), "n_meet_slo": int(table["goal_tok_s"].notna().sum()),
-                             "budget": budget}, search, random))
+                             "budget": budget}, search, random, described))
     return out
 
 
@@ -182,9 +226,11 @@ def rate_scenario(entry: dict[str, Any], noise_sd: float = 0.0) -> Scenario:
         answer = random_by_launches(configs, replay, lambda m: m.metrics.get("sustainable_rate_rps"), budget, seed)
         return serving_rate.grid_rate(table, answer) / best
 
+    described = described_grid(engine, model, serving_rate.WORKLOAD, fixed, knobs, entry["grid"],
+                               {"sustainable_rate_rps": "rate_rps"})
     return Scenario({"engine": engine, "model": model, "goal": "sustainable_rate", "slo": "rate benchmark's",
                      "n_configs": len(table), "n_meet_slo": int(table["rate_rps"].notna().sum()), "budget": budget},
-                    search, random)
+                    search, random, described)
 
 
 def _stats(ratios: list[float]) -> dict[str, Any]:
@@ -220,9 +266,16 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {sorted(VARIANTS)}")
     variants = {k: VARIANTS[k] for k in args.variant} if args.variant else VARIANTS
+    if any(v.get("prior") == OTHER_GRIDS for v in variants.values()):
+        for sc in todo:
+            others = [o.rows for o in todo if o.grid != sc.grid and o.info["goal"] == sc.info["goal"]]
+            others = pd.concat(list({id(r): r for r in others}.values()), ignore_index=True)
+            sc.prior = fit_serving_prior(others, GOALS[sc.info["goal"]][0])
     for sc in todo:
         entry: dict[str, Any] = {**sc.info, "random": _stats([sc.random(s) for s in range(args.seeds)])}
         for name, settings in variants.items():
+            if settings.get("prior") == OTHER_GRIDS:
+                settings = {**settings, "prior": sc.prior}
             entry[name] = {part: _stats([sc.search(seed, settings) for seed in seeds])
                            for part, seeds in halves.items()}
         print(entry, flush=True)

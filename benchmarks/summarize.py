@@ -514,6 +514,8 @@ def main() -> None:
                         ("serving_search", serving_search()),
                         ("serving_search_dec4", serving_search("serving_search_dec4")),
                         ("serving_search_noise", serving_search("serving_search_noise")),
+                        ("serving_search_prior", serving_search("serving_search_prior")),
+                        ("serving_search_prior_noise", serving_search("serving_search_prior_noise")),
                         ("serving_rate", serving_rate()), ("serving_replay", serving_replay()),
                         ("cpu_kernels", cpu_kernels()), ("gpu_kernels", gpu_kernels())):
         if text:

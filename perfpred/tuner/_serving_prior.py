@@ -2,7 +2,8 @@
 
 Earlier serving rows (another model, another engine, another machine: perfpred's own runs or
 imported ones) train a model of the goal metric on the serving features (model size and shape,
-hardware, ``max_num_seqs`` and the other knobs every engine shares, the load). Its log
+hardware, the load, and the knobs they read: ``max_num_seqs``, which every engine has, and
+llama.cpp's batch sizes and threads). Its log
 predictions for the candidates are the search's prior (:mod:`perfpred.tuner._slo_search`): the
 search models what it measures relative to them, so a prior that ranks the knobs right but
 misses their level (a 20M-parameter model's tokens/s from a 3M one's) still steers the first
