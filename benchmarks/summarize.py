@@ -236,7 +236,9 @@ def serving(name: str = "serving") -> str:
     d = _load(name)
     if not d:
         return ""
-    lines = [f"{d['engine']} on this CPU, goal: {d['goal']}; SLO {d['slo']}; {d['live_vs_replayed']}.", "",
+    prior = f" Every perfpred search starts from a prior learned from {', '.join(d['prior_stores'])}." \
+        if d.get("prior_stores") else ""
+    lines = [f"{d['engine']} on this CPU, goal: {d['goal']}; SLO {d['slo']}; {d['live_vs_replayed']}.{prior}", "",
              "| model | grid configs x launches | grid best (tok/s) | perfpred launches | perfpred best / grid best "
              "(seeds) | random, same launches | tight SLO: perfpred (live seed 0) / random | "
              "launch-to-launch cv tok/s; TPOT p50 | "
@@ -249,6 +251,8 @@ def serving(name: str = "serving") -> str:
             cv = m["launch_noise"]
             noise = "; ".join(f"{cv[k]['median']:.1%} ({cv[k]['p90']:.1%})" for k in
                               ("cv_output_tokens_per_s", "cv_tpot_p50_ms"))
+        elif not m.get("noise"):  # --no-noise
+            noise = "-"
         else:  # three configs re-launched: range of their cvs
             noise = "; ".join(f"{min(n[k] for n in m['noise']):.1%}..{max(n[k] for n in m['noise']):.1%}"
                               for k in ("cv_output_tokens_per_s", "cv_tpot_p50_ms"))
@@ -510,7 +514,9 @@ def gpu_kernels() -> str:
 def main() -> None:
     for title, text in (("cpu_gemm", cpu_gemm()), ("timer_agreement", timer_agreement()), ("accuracy", accuracy()),
                         ("tuning", tuning()), ("serving", serving()),
-                        ("serving_vllm", serving("serving_vllm")), ("serving_first_picks", serving_first_picks()),
+                        ("serving_vllm", serving("serving_vllm")),
+                        ("serving_vllm_prior", serving("serving_vllm_prior")),
+                        ("serving_first_picks", serving_first_picks()),
                         ("serving_search", serving_search()),
                         ("serving_search_dec4", serving_search("serving_search_dec4")),
                         ("serving_search_noise", serving_search("serving_search_noise")),
