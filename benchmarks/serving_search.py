@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import sys
@@ -108,7 +109,9 @@ class Scenario:
         return self.info["engine"], self.info["model"], self.info["goal"]
 
 
-_COLLECTOR: list[ServingCollector] = []
+@functools.cache
+def _collector() -> ServingCollector:
+    return ServingCollector()  # one hardware fingerprint for every grid (they were measured here)
 
 
 def described_grid(engine: str, model: str, workload: Any, fixed: dict[str, Any], knobs: list[str],
@@ -116,11 +119,9 @@ def described_grid(engine: str, model: str, workload: Any, fixed: dict[str, Any]
     """A grid as a store would hold its rows: the columns known before launching
     (``ServingCollector.describe``: this machine, where the grids were measured, the model's shape,
     the load, the engine's knobs) plus ``metric.<name>`` from each row's ``metrics[name]`` field."""
-    if not _COLLECTOR:
-        _COLLECTOR.append(ServingCollector())
     out = []
     for g in grid:
-        row = _COLLECTOR[0].describe(ServingConfig(engine, {**fixed, **{k: int(g[k]) for k in knobs}}, workload, model))
+        row = _collector().describe(ServingConfig(engine, {**fixed, **{k: int(g[k]) for k in knobs}}, workload, model))
         row["status"] = g["status"]
         for name, field in metrics.items():
             value = g.get(field)
