@@ -8,11 +8,16 @@ numbers, with no fitted state and no I/O (a row's features never depend on other
 - ``p_<PARAM>``: every ``config.*`` column as a number (booleans as 0/1, text as a stable
   hash code), and ``log2_p_<PARAM>`` (zero and negatives map to -1), which makes the
   products of power-of-two tile sizes additive for linear layers and MLPs;
+- ``pow2_p_<PARAM>``: 1 where the value is a power of two (1, 2, 4, ...), else 0. Compilers
+  turn index arithmetic over power-of-two sizes into shifts and masks and unroll and vectorise
+  such loops fully; on the Kernel Tuner convolution spaces a power-of-two ``block_size_x`` with
+  a tile of 1, 2 or 4 runs 10-50x faster on the AMD W6600 than its neighbours 48, 80, 96
+  (a cliff trees carve out of a numeric axis only with many splits);
 - ``d_<name>``: the derived quantities of :data:`DERIVED_FEATURES`, a table of documented
   rules that apply when the parameters they need are present (the CLBlast/CLTune GEMM
   names ``MWG, NWG, ...``, the Kernel Tuner names ``block_size_x, tile_size_x, ...`` and the
   Triton names ``BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages``),
-  plus ``log2_d_<name>`` for multiplicative ones;
+  plus ``log2_d_<name>`` and ``pow2_d_<name>`` for multiplicative ones;
 - ``hw_*``: peak FLOP/s, DRAM bandwidth, SM count, L2 size and clock of the row's GPU, so
   one model can span GPUs; ``d_waves`` (work-groups per SM) where both are known;
 - ``log2_roofline_ms``: the analytic lower bound on the time from :data:`ANALYTIC_WORK`
@@ -235,6 +240,14 @@ def _log2_param(x: np.ndarray) -> np.ndarray:
         return np.where(x > 0, np.log2(np.where(x > 0, x, 1.0)), np.where(np.isnan(x), np.nan, -1.0))
 
 
+def _power_of_two(x: np.ndarray) -> np.ndarray:
+    """1.0 where ``x`` is a positive integer power of two (1 included), 0.0 elsewhere, NaN where NaN."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exponent = np.log2(np.where(x > 0, x, np.nan))
+        hit = (x > 0) & (x == np.round(x)) & (exponent == np.round(exponent))
+    return np.where(np.isnan(x), np.nan, hit.astype(float))
+
+
 def _workload(df: pd.DataFrame, name: str) -> np.ndarray:
     col = f"workload.{name}"
     return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float) if col in df else np.full(len(df), np.nan)
@@ -320,6 +333,7 @@ def kernel_features(df: pd.DataFrame) -> pd.DataFrame:
     for name, values in params.items():
         cols[f"p_{name}"] = values
         cols[f"log2_p_{name}"] = _log2_param(values)
+        cols[f"pow2_p_{name}"] = _power_of_two(values)
     for name, values in (("m", m), ("n", n), ("k", k), ("x", px), ("y", py), ("z", pz)):
         cols[f"log2_problem_{name}"] = _log2_param(values)
     cols["element_bytes"] = context["_bytes"]
@@ -330,6 +344,7 @@ def kernel_features(df: pd.DataFrame) -> pd.DataFrame:
                 cols[f"d_{rule.name}"] = values
                 if rule.log:
                     cols[f"log2_d_{rule.name}"] = _log2_param(values)
+                    cols[f"pow2_d_{rule.name}"] = _power_of_two(values)
     feats = pd.DataFrame(cols, index=df.index)
     hw = hardware_features(df, dtypes)
     feats = pd.concat([feats, hw], axis=1)
