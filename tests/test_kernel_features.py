@@ -134,6 +134,18 @@ def test_features_are_pure_per_row():
         pd.testing.assert_frame_equal(whole.iloc[[i]], alone)
 
 
+def test_power_of_two_indicators_mark_parameters_and_multiplicative_quantities():
+    configs = [{"block_size_x": bx, "block_size_y": 2, "tile_size_x": tx, "tile_size_y": 1}
+               for bx, tx in ((64, 4), (48, 4), (64, 3), (1, 1))]
+    f = kernel_features(rows(configs, {"problem_size_x": 4096, "problem_size_y": 4096}))
+    assert list(f["pow2_p_block_size_x"]) == [1, 0, 1, 1]  # 1 = 2**0 counts
+    assert list(f["pow2_p_tile_size_x"]) == [1, 1, 0, 1]
+    assert list(f["pow2_d_out_tile_x"]) == [1, 0, 0, 1]  # 256, 192, 192, 1
+    assert "pow2_d_warp_efficiency" not in f  # a fraction, not a size
+    odd = kernel_features(rows([{"unroll": 0}, {"unroll": -4}, {"unroll": 0.5}, {"unroll": np.nan}], hardware=None))
+    assert odd["pow2_p_unroll"].iloc[:3].tolist() == [0, 0, 0] and np.isnan(odd["pow2_p_unroll"].iloc[3])
+
+
 def test_any_config_columns_become_features_text_and_bools_too():
     df = rows([{"unroll": 4, "layout": "row", "fast_math": True}, {"unroll": 0, "layout": "col", "fast_math": False}],
               hardware=None)
