@@ -39,6 +39,15 @@ def pow2_alignment(x, cap_log2: int = ALIGN_CAP_LOG2):
     return np.minimum(np.log2(np.maximum(lowbit, 1)), cap_log2)
 
 
+def is_power_of_two(x) -> np.ndarray:
+    """1.0 where x is a positive integer power of two (1 included), 0.0 elsewhere, NaN where NaN."""
+    x = np.asarray(x, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exponent = np.log2(np.where(x > 0, x, np.nan))
+        hit = (x > 0) & (x == np.round(x)) & (exponent == np.round(exponent))
+    return np.where(np.isnan(x), np.nan, hit.astype(float))
+
+
 def padding_efficiency(x, tile: int):
     """Useful fraction of the work when x is padded up to a multiple of tile."""
     x = np.asarray(x, dtype=float)

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from perfpred.errors import InvalidInputError
+from perfpred.features._gemm import is_power_of_two
 from perfpred.features._specs import device_specs, sm_limits
 
 CONFIG_PREFIX = "config."
@@ -240,14 +241,6 @@ def _log2_param(x: np.ndarray) -> np.ndarray:
         return np.where(x > 0, np.log2(np.where(x > 0, x, 1.0)), np.where(np.isnan(x), np.nan, -1.0))
 
 
-def _power_of_two(x: np.ndarray) -> np.ndarray:
-    """1.0 where ``x`` is a positive integer power of two (1 included), 0.0 elsewhere, NaN where NaN."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        exponent = np.log2(np.where(x > 0, x, np.nan))
-        hit = (x > 0) & (x == np.round(x)) & (exponent == np.round(exponent))
-    return np.where(np.isnan(x), np.nan, hit.astype(float))
-
-
 def _workload(df: pd.DataFrame, name: str) -> np.ndarray:
     col = f"workload.{name}"
     return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float) if col in df else np.full(len(df), np.nan)
@@ -333,7 +326,7 @@ def kernel_features(df: pd.DataFrame) -> pd.DataFrame:
     for name, values in params.items():
         cols[f"p_{name}"] = values
         cols[f"log2_p_{name}"] = _log2_param(values)
-        cols[f"pow2_p_{name}"] = _power_of_two(values)
+        cols[f"pow2_p_{name}"] = is_power_of_two(values)
     for name, values in (("m", m), ("n", n), ("k", k), ("x", px), ("y", py), ("z", pz)):
         cols[f"log2_problem_{name}"] = _log2_param(values)
     cols["element_bytes"] = context["_bytes"]
@@ -344,7 +337,7 @@ def kernel_features(df: pd.DataFrame) -> pd.DataFrame:
                 cols[f"d_{rule.name}"] = values
                 if rule.log:
                     cols[f"log2_d_{rule.name}"] = _log2_param(values)
-                    cols[f"pow2_d_{rule.name}"] = _power_of_two(values)
+                    cols[f"pow2_d_{rule.name}"] = is_power_of_two(values)
     feats = pd.DataFrame(cols, index=df.index)
     hw = hardware_features(df, dtypes)
     feats = pd.concat([feats, hw], axis=1)
