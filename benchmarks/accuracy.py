@@ -55,6 +55,7 @@ from perfpred.models import (
     PerformanceModel,
     QuantileXGBRegressor,
     TorchMLPRegressor,
+    deep_tree_blend,
     gpperf_random_forest,
     interval_coverage,
     regression_report,
@@ -330,20 +331,15 @@ def kt_gemm(tables, budget: Budget) -> dict[str, Any]:
 
 
 def deep_trees(budget: Budget, threads: int = 1) -> BlendRegressor:
-    """Deep XGBoost (depth 12) and ExtraTrees, an even geometric mean: for the convolution spaces.
+    """``deep_tree_blend`` (XGBoost depth 12 + ExtraTrees; the registered "deep-trees") at this budget.
 
-    Their times jump 10-50x between neighbouring configs (a power-of-two block width on the
-    W6600, register-bound tiles on the A100): cliffs that need deep trees. Chosen by 5-fold
-    cross-validation on each GPU's training rows only (mean over the four GPUs): this blend
-    4.39%, ExtraTrees alone 4.49%, XGBoost depth 12 alone 4.81% (depth 6: 5.9%; 8: 5.4%), the
-    grid-neighbour blend of one-hot MLPs and XGBoost used before 11.8% on the W6600.
+    Chosen for the convolution spaces by 5-fold CV on each GPU's training rows only (mean over
+    the four GPUs): this blend 4.39%, ExtraTrees alone 4.49%, XGBoost depth 12 alone 4.81%
+    (depth 6: 5.9%; 8: 5.4%), the grid-neighbour blend of one-hot MLPs and XGBoost used before
+    11.8% on the W6600.
     """
-    return BlendRegressor(estimators=[
-        ("xgb-depth12", LogTargetXGBRegressor(n_estimators=300 if budget.smoke else 2000, max_depth=12,
-                                              learning_rate=0.03, subsample=0.8, colsample_bytree=0.8,
-                                              n_jobs=threads, random_state=SEED)),
-        ("extra-trees", LogTargetForestRegressor(n_estimators=100 if budget.smoke else 300, n_jobs=threads,
-                                                 random_state=SEED))], weights=[0.5, 0.5], random_state=SEED)
+    return deep_tree_blend(random_state=SEED, n_jobs=threads, xgb_rounds=300 if budget.smoke else 2000,
+                           forest_trees=100 if budget.smoke else 300)
 
 
 def kt_convolution(tables, budget: Budget) -> dict[str, Any]:

@@ -220,3 +220,20 @@ def test_kernel_models_span_hardware_through_spec_features():
     model = PerformanceModel(kind="kernel", regressor=LogTargetXGBRegressor(n_estimators=200, n_jobs=1)).fit(df)
     assert model.uses_residual_
     assert mape(df["runtime_ms"], model.predict(df)) < 3.0
+
+
+def test_deep_trees_follow_a_power_of_two_cliff_on_held_out_configs():
+    """A space where power-of-two block widths run 15x faster than their neighbours (the W6600
+    convolution pattern): "deep-trees" on the kernel features predicts held-out configs closely."""
+    rows = []
+    for bx, by, tx in itertools.product(range(16, 257, 16), [1, 2, 4, 8], [1, 2, 3, 4]):
+        fast = (bx & (bx - 1)) == 0 and tx != 3
+        runtime = (1.0 if fast else 15.0) * (1.0 + 0.1 * np.log2(bx * by)) / tx**0.5
+        rows.append({"config.block_size_x": bx, "config.block_size_y": by, "config.tile_size_x": tx,
+                     "runtime_ms": runtime, "kind": "kernel"})
+    df = pd.DataFrame(rows)
+    test = np.random.default_rng(0).permutation(len(df))[: len(df) // 5]
+    train = df.drop(index=test)
+    model = PerformanceModel(kind="kernel", regressor="deep-trees").fit(train)
+    err = np.abs(model.predict(df.loc[test]) / df.loc[test, "runtime_ms"].to_numpy() - 1)
+    assert err.mean() < 0.05, err.mean()

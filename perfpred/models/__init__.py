@@ -1,8 +1,8 @@
 """Estimators (scikit-learn contract), metrics, evaluation protocols and MLflow tracking.
 
 Importing the package registers every featurizer ("gemm", "kernel", "gemm-gpu", "gemm-gpu-transfer",
-"serving") and regressor ("xgb", "rf", "roofline", "hgb", "forest", "mlp", "grid-xgb", "xgb-quantile",
-"xgb-ensemble") by name, so ``PerformanceModel(kind=..., regressor=...)`` and the CLI know them.
+"serving") and regressor ("xgb", "rf", "roofline", "hgb", "forest", "mlp", "grid-xgb", "deep-trees",
+"xgb-quantile", "xgb-ensemble") by name, so ``PerformanceModel(kind=..., regressor=...)`` and the CLI know them.
 """
 
 from perfpred.models._evaluation import data_hash, evaluate_models, training_frame
@@ -42,6 +42,7 @@ from perfpred.models._zoo import (
     LogTargetHGBRegressor,
     MultiTargetModel,
     TorchMLPRegressor,
+    deep_tree_blend,
 )
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "UncertainPerformanceModel",
     "ape",
     "data_hash",
+    "deep_tree_blend",
     "evaluate_intervals",
     "evaluate_models",
     "featurize",
