@@ -207,7 +207,7 @@ def run_space(name: str, seeds: list[int], strategies: list[str], path: Path | N
                 settings = TuneSettings(budget=BUDGET, batch_size=4, seed=seed, **SETTING_VARIANTS.get(strategy, {}))
                 prior = priors if strategy.startswith("perfpred-transfer") else None
                 derived = strategy in DERIVED_FEATURE_VARIANTS
-                featurize = kernel_tuning_features(backend.problem(), backend.hardware()) if derived else param_features
+                featurize = kernel_tuning_features(backend.problem(), backend.hardware()) if derived else None
                 result = Tuner(space, backend, settings, candidates=candidates, prior=prior,
                                study_name=f"{name}-{strategy}-{seed}", featurize=featurize).run()
                 values = result.history["value"].tolist()

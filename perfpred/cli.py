@@ -510,7 +510,7 @@ def tune(
     """
     from rich.live import Live
 
-    from perfpred.tuner import Tuner, TuneSettings, kernel_tuning_features, param_features, random_search
+    from perfpred.tuner import Tuner, TuneSettings, kernel_tuning_features, random_search
     from perfpred.tuner._session import open_session, priors_from_files, write_report
 
     if features not in ("raw", "derived"):
@@ -552,7 +552,7 @@ def tune(
         tuner = Tuner(session.space, session.backend, settings, candidates=session.candidates, prior=priors,
                       storage=storage, study_name=study, on_evaluation=on_eval,
                       featurize=(kernel_tuning_features(session.workload, session.hardware)
-                                 if features == "derived" else param_features))
+                                 if features == "derived" else None))
         result = tuner.run()
     comparisons = {}
     if compare_random:

@@ -141,3 +141,16 @@ def test_a_replay_gives_its_problem_for_the_derived_features():
     cands = pd.DataFrame([c.as_dict() for c in backend.configs()]).head(500)
     feats = kernel_tuning_features(problem)(cands)
     np.testing.assert_allclose(feats["d_gemm_workgroups"], (4096 / cands["MWG"]) * (4096 / cands["NWG"]))
+
+
+def test_raw_features_mark_powers_of_two_for_a_search_without_prior():
+    cands = pd.DataFrame({"block_size_x": [16, 48, 64, 80], "tile": [1, 2, 4, 8], "flag": [0, 1, 0, 1]})
+    assert not any(c.startswith("pow2_") for c in param_features(cands))  # off unless asked
+    feats = param_features(cands, powers_of_two=True)
+    assert list(feats["pow2_block_size_x"]) == [1, 0, 1, 0]
+    assert "pow2_tile" not in feats and "pow2_flag" not in feats  # all powers of two / has zeros
+    space = SearchSpace({k: sorted(cands[k].unique().tolist()) for k in cands.columns})
+    cold = Tuner(space, WorkPerThreadHardware(), TuneSettings(budget=4), candidates=cands)
+    warm = Tuner(space, WorkPerThreadHardware(), TuneSettings(budget=4), candidates=cands,
+                 prior=lambda frame: np.ones(len(frame)))
+    assert "pow2_block_size_x" in cold.features and "pow2_block_size_x" not in warm.features
