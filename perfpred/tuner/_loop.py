@@ -214,7 +214,7 @@ class Tuner(PredictorFirstLoop):
         storage / study_name: Optuna RDB storage URL shared by workers (default: in memory).
         featurize: candidates DataFrame -> numeric features (default: ``param_features``, the raw
             values, and without a prior also where they are powers of two: on the 8 convolution
-            and dedispersion spaces that raised cold start's P by 0.46 in sum, 20 seeds, while with
+            and dedispersion spaces that raised cold start's P by 0.47 in sum, 20 seeds, while with
             a prior, which already carries those steps, it cost 0.19; for a kernel,
             ``kernel_tuning_features(problem)`` adds the quantities derived from them:
             ``perfpred tune --features derived``).

@@ -44,8 +44,8 @@ def param_features(frame: pd.DataFrame, powers_of_two: bool = False) -> pd.DataF
             out[name] = values
             if (values > 0).all() and values.max() / max(values.min(), 1e-300) >= 4:
                 out[f"log2_{name}"] = np.log2(values)
-            pow2 = is_power_of_two(values.to_numpy())
-            if powers_of_two and (values > 0).all() and 0 < pow2.sum() < len(pow2):
+            pow2 = is_power_of_two(values.to_numpy()) if powers_of_two else None
+            if pow2 is not None and (values > 0).all() and 0 < pow2.sum() < len(pow2):
                 out[f"pow2_{name}"] = pow2
         else:
             cats = sorted(col.astype(str).unique())
