@@ -63,6 +63,7 @@ from perfpred.collect.serving import (
     timed_decoding,
 )
 from perfpred.datasets import MeasurementStore
+from perfpred.errors import InvalidInputError
 from perfpred.models import LogTargetXGBRegressor, MultiTargetModel
 from perfpred.tuner import SearchSpace
 from perfpred.tuner._serving_live import (
@@ -72,6 +73,7 @@ from perfpred.tuner._serving_live import (
     goal_value,
     tune_serving_live,
 )
+from perfpred.tuner._serving_prior import prior_rows
 from perfpred.tuner._surrogate import EnsembleSurrogate, param_features
 
 
@@ -505,10 +507,10 @@ def main(argv: list[str] | None = None) -> int:
     output = "serving" if bench.engine == "llama-server" else f"serving_{bench.engine.replace('-', '_')}"
     prior = None
     if args.prior:
-        missing = [str(p) for p in args.prior if not p.exists()]
-        if missing:
-            parser.error(f"--prior must name existing stores, but got {missing} (no such path)")
-        prior = pd.concat([MeasurementStore(p).load() for p in args.prior], ignore_index=True)
+        try:  # prior_rows checks each path and keeps the serving rows that worked
+            prior = pd.concat([prior_rows(p) for p in args.prior], ignore_index=True)
+        except InvalidInputError as exc:
+            parser.error(str(exc))
         output += "_prior"
 
     def joint() -> dict[str, Any]:

@@ -75,12 +75,18 @@ DEFAULT = "gp, kappa 0.5, 1 launch per refit"
 METRICS = ("output_tokens_per_s", "ttft_p99_ms", "tpot_p99_ms", "tpot_p50_ms")
 
 
-def grid_rows(result: dict[str, Any], model: str) -> tuple[serving.EngineBench, dict]:
-    """A results file's grid for ``model`` as the Measurements a replay answers with."""
-    bench = serving.BENCHES[result["engine"]]
+def grid_entry(result: dict[str, Any], model: str) -> dict[str, Any]:
+    """A results file's entry for ``model``, which must hold its grid."""
     entry = next((m for m in result["models"] if m["model"] == model), None)
     if entry is None or not entry.get("grid"):
         raise SystemExit(f"no grid for model {model!r} in the {result['engine']} results file")
+    return entry
+
+
+def grid_rows(result: dict[str, Any], model: str) -> tuple[serving.EngineBench, dict]:
+    """A results file's grid for ``model`` as the Measurements a replay answers with."""
+    bench = serving.BENCHES[result["engine"]]
+    entry = grid_entry(result, model)
     rows = {}
     for g in entry["grid"]:
         knobs = {**bench.fixed, **{k: int(g[k]) for k in bench.knobs}}
@@ -164,9 +170,8 @@ def random_by_launches(configs: list[dict[str, int]], measure: Callable[[dict[st
 def throughput_scenarios(result: dict[str, Any], model: str, noise_sd: float = 0.0) -> list[Scenario]:
     """Output tokens/s meeting an SLO (stated, and tight: bounds at the grid's medians)."""
     bench, rows = grid_rows(result, model)
-    entry = next(m for m in result["models"] if m["model"] == model)
-    described = described_grid(bench.engine, model, serving.WORKLOAD, bench.fixed, bench.knobs, entry["grid"],
-                               {m: m for m in METRICS})
+    described = described_grid(bench.engine, model, serving.WORKLOAD, bench.fixed, bench.knobs,
+                               grid_entry(result, model)["grid"], {m: m for m in METRICS})
     out = []
     for slo_name, slo in (("stated", serving.SLO), ("tight", serving.tight_slo(rows))):
         table = serving.grid_table(rows, slo, bench)

@@ -39,6 +39,7 @@ from perfpred.errors import InvalidInputError
 from perfpred.tuner._serving_prior import fit_serving_prior, serving_prior
 from perfpred.tuner._slo_search import Evaluation, SloSearchSettings, slo_search
 from perfpred.tuner._space import SearchSpace
+from perfpred.tuner._study import row_config
 
 GOALS = {"throughput": ("output_tokens_per_s", "tok/s"), "sustainable_rate": ("sustainable_rate_rps", "req/s")}
 
@@ -351,8 +352,8 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
     bounds = slo_bounds(slo) if goal == "throughput" else {}
     prior_logs = None
     if prior is not None:
-        described = pd.DataFrame([collector.describe(backend.config(backend.native(
-            {k: v.item() if hasattr(v, "item") else v for k, v in c.items()}))) for c in candidates.to_dict("records")])
+        described = pd.DataFrame([collector.describe(backend.config(backend.native(row_config(candidates, i))))
+                                  for i in range(len(candidates))])
         prior_logs = serving_prior(prior, described, GOALS[goal][0])
     if storage is None and run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
