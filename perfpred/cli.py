@@ -370,6 +370,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of the split and the regressor.")] = 0,
     name: Annotated[str | None, typer.Option(help="Register the model in MLflow under this name.")] = None,
     max_ref_drift: Annotated[float | None, typer.Option(help="Drop rows whose reference GEMM time drifted by more than this fraction (noisy periods).")] = None,
+    reuse_measured: Annotated[bool, typer.Option(help="Where a row's hardware and features equal training rows' (e.g. a GEMM shape another LLM's profile holds), predict their measured median.")] = False,
 ) -> None:
     """Train a predictor, report its held-out error, refit on all rows and log it to MLflow."""
     from perfpred.datasets import MeasurementStore
@@ -377,7 +378,8 @@ def train(
 
     df = MeasurementStore(store).load()
     result = train_model(df, kind=kind, regressor=model, target=target, split=split, seed=seed,
-                         max_ref_drift=max_ref_drift, registered_name=name, source=str(store))
+                         max_ref_drift=max_ref_drift, reuse_measured=reuse_measured, registered_name=name,
+                         source=str(store))
     _print_kv_table(f"{model} on {result.n_rows} rows, held-out ({split} split)", result.holdout)
     console.print(f"MLflow run id: [bold]{result.run_id}[/]" + (f"  registered as [bold]{name}[/]" if name else ""))
     if kind == "gemm":

@@ -181,6 +181,18 @@ def test_train_registers_a_model(trained_name):
     assert model.n_train_ == N_TINY
 
 
+def test_train_with_reuse_measured_answers_training_shapes_with_their_times(collected):
+    from perfpred.models import load_model
+
+    name = f"cli-reuse-{uuid.uuid4().hex[:8]}"
+    invoke("train", "--store", str(collected), "--name", name, "--reuse-measured")
+    model = load_model(name)
+    assert model.reuse_measured is True
+    rows = MeasurementStore(collected).load()
+    # Each stored shape was measured once, so the model answers it with that very time.
+    assert model.predict(rows) == pytest.approx(rows["runtime_ms"].to_numpy())
+
+
 def test_evaluate_writes_json(collected, tmp_path):
     output = tmp_path / "f.json"
     result = invoke("evaluate", "--store", str(collected), "--seeds", "0", "--output", str(output))

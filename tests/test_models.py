@@ -168,6 +168,22 @@ def test_residual_mode_on_and_off_both_predict(synthetic_gemm_table, residual_of
     assert mape(test["runtime_ms"], pred) < 60  # learned something in both modes
 
 
+def test_reuse_measured_answers_a_seen_row_with_its_measured_median(synthetic_gemm_table):
+    train, test = synthetic_gemm_table.iloc[:240], synthetic_gemm_table.iloc[240:]
+    seen = test.iloc[:1]
+    # The same shape measured twice in training at a time no smooth model would predict.
+    twice = pd.concat([seen, seen]).assign(runtime_ms=[7.0, 9.0])
+    train = pd.concat([train, twice], ignore_index=True)
+    reusing = fast_xgb(reuse_measured=True).fit(train)
+    plain = fast_xgb().fit(train)
+    pred, ref = reusing.predict(test), plain.predict(test)
+    assert pred[0] == 8.0 and abs(ref[0] - 8.0) > 0.1
+    np.testing.assert_allclose(pred[1:], ref[1:])  # shapes never measured: the regressor's
+    # The same shape on other hardware is not a match, even with an identical spec sheet.
+    elsewhere = seen.assign(hardware_id=HW_B)
+    np.testing.assert_allclose(reusing.predict(elsewhere), plain.predict(elsewhere))
+
+
 def test_residual_mode_is_off_for_raw_target_regressors(synthetic_gemm_table):
     model = PerformanceModel(regressor="rf").fit(synthetic_gemm_table)
     assert model.uses_residual_ is False

@@ -78,11 +78,18 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             (:class:`perfpred.features.ReferenceTimes`), so the model learns the new hardware as
             a correction of the old. Configs are matched on the ``config.*`` / ``workload.*``
             columns both tables have; a reference on the training rows' own hardware is an error.
+        reuse_measured: where a row's hardware and features equal a training row's exactly,
+            predict the median target measured there instead of the regressor's estimate. A GEMM's
+            time depends on its shape and GPU, not on the LLM it belongs to, so a shape another
+            model's profile already holds is the best estimate there is (Vidur, leave one model
+            out: pooled MAPE 4.52 -> 4.28%); the regressor smooths such points over. Rows without
+            such a match, and the intervals, are the regressor's.
     """
 
     def __init__(self, kind: str = "gemm", regressor: str | BaseEstimator = "xgb", target: str = "runtime_ms",
                  random_state: int = 0, residual_of: str | None = "log2_roofline_ms",
-                 calibration_groups: str | None = None, reference: pd.DataFrame | None = None):
+                 calibration_groups: str | None = None, reference: pd.DataFrame | None = None,
+                 reuse_measured: bool = False):
         self.kind = kind
         self.regressor = regressor
         self.target = target
@@ -90,6 +97,7 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
         self.residual_of = residual_of
         self.calibration_groups = calibration_groups
         self.reference = reference
+        self.reuse_measured = reuse_measured
 
     def _make_regressor(self) -> BaseEstimator:
         if isinstance(self.regressor, BaseEstimator):
@@ -149,6 +157,8 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
         else:
             self.regressor_.fit(feats, y, **fit_params)
         self.feature_names_ = list(feats.columns)
+        self.measured_ = (pd.Series(y).groupby(_row_keys(X, feats)).median()
+                          if self.reuse_measured else None)
         self.n_train_ = len(X)
         self.hardware_specs_: dict[str, str] = {}
         if "hardware_id" in X and "hardware_json" in X:
@@ -190,7 +200,11 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
         check_is_fitted(self, "regressor_")
         feats = self._features(X)
         pred = np.asarray(self.regressor_.predict(feats), dtype=float)
-        return pred * self._offset(feats) if self.uses_residual_ else pred
+        pred = pred * self._offset(feats) if self.uses_residual_ else pred
+        if getattr(self, "measured_", None) is not None:
+            measured = _row_keys(X, feats).map(self.measured_).to_numpy(dtype=float)
+            pred = np.where(np.isnan(measured), pred, measured)
+        return pred
 
     @property
     def has_intervals(self) -> bool:
@@ -234,3 +248,11 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
     def predict_one(self, hardware_id: str | None = None, **config: Any) -> float:
         """Prediction for one config given as keywords, e.g. ``predict_one(m=512, n=512, k=512)``."""
         return float(self.predict(self.config_rows([config], hardware_id))[0])
+
+
+def _row_keys(X: pd.DataFrame, feats: pd.DataFrame) -> pd.Series:
+    """One hash per row of its hardware id and feature values: equal rows, equal keys."""
+    keyed = feats.reset_index(drop=True)
+    if "hardware_id" in X:
+        keyed = keyed.assign(_hardware_id=X["hardware_id"].astype(str).to_numpy())
+    return pd.util.hash_pandas_object(keyed, index=False)

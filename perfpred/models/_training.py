@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+from sklearn.base import clone
 
 from perfpred.models._evaluation import data_hash, evaluate_models, training_frame
 from perfpred.models._performance_model import PerformanceModel
@@ -30,15 +31,17 @@ def train_model(
     split: str = "shape",
     seed: int = 0,
     max_ref_drift: float | None = None,
+    reuse_measured: bool = False,
     log_to_mlflow: bool = True,
     registered_name: str | None = None,
     source: str = "",
 ) -> TrainResult:
     """Score on a held-out split first (honest error), then refit on all rows and log."""
     rows = training_frame(df, kind=kind, target=target, max_ref_drift=max_ref_drift)
-    template = PerformanceModel(kind=kind, regressor=regressor, target=target, random_state=seed)
+    template = PerformanceModel(kind=kind, regressor=regressor, target=target, random_state=seed,
+                                reuse_measured=reuse_measured)
     holdout = evaluate_models(rows, {regressor: template}, split=split, seeds=(seed,), target=target)[regressor]["mean"]
-    model = PerformanceModel(kind=kind, regressor=regressor, target=target, random_state=seed).fit(rows)
+    model = clone(template).fit(rows)
     digest = data_hash(rows, target)
     hardware_ids = sorted(rows["hardware_id"].astype(str).unique())
     run_id = None
@@ -47,6 +50,7 @@ def train_model(
 
         params: dict[str, Any] = {"kind": kind, "regressor": regressor, "target": target, "split": split,
                                   "seed": seed, "n_rows": len(rows), "max_ref_drift": max_ref_drift,
+                                  "reuse_measured": reuse_measured,
                                   **{f"regressor.{k}": v for k, v in model.regressor_.get_params().items()
                                      if isinstance(v, (int, float, str, bool, type(None)))}}
         metrics = {f"holdout_{split}_{k}": v for k, v in holdout.items()}
