@@ -42,11 +42,14 @@ def param_features(frame: pd.DataFrame, powers_of_two: bool = False) -> pd.DataF
         elif pd.api.types.is_numeric_dtype(col):
             values = col.astype(float)
             out[name] = values
-            if (values > 0).all() and values.max() / max(values.min(), 1e-300) >= 4:
+            if not (values > 0).all():
+                continue
+            if values.max() / max(values.min(), 1e-300) >= 4:
                 out[f"log2_{name}"] = np.log2(values)
-            pow2 = is_power_of_two(values.to_numpy()) if powers_of_two else None
-            if pow2 is not None and (values > 0).all() and 0 < pow2.sum() < len(pow2):
-                out[f"pow2_{name}"] = pow2
+            if powers_of_two:
+                pow2 = is_power_of_two(values.to_numpy())
+                if 0 < pow2.sum() < len(pow2):  # only where the values mix both kinds
+                    out[f"pow2_{name}"] = pow2
         else:
             cats = sorted(col.astype(str).unique())
             out[name] = col.astype(str).map({c: i for i, c in enumerate(cats)}).astype(float)
