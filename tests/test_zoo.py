@@ -21,6 +21,7 @@ from perfpred.models import (
     LogTargetXGBRegressor,
     MultiTargetModel,
     PerformanceModel,
+    TorchGPRegressor,
     TorchMLPRegressor,
     mape,
 )
@@ -45,6 +46,7 @@ FAST = {
     "forest": lambda: LogTargetForestRegressor(n_estimators=50, n_jobs=1),
     "random-forest": lambda: LogTargetForestRegressor(method="random", n_estimators=50, n_jobs=1),
     "mlp": tiny_mlp,
+    "gp": lambda: TorchGPRegressor(n_iter=40, n_threads=1),
 }
 
 
@@ -178,10 +180,43 @@ def test_blend_is_a_weighted_geometric_mean():
         BlendRegressor([("a", a)], weights=[1, 2]).fit(X, y)
     with pytest.raises(InvalidInputError, match="estimators"):
         BlendRegressor([]).fit(X, y)
+    # reseed_members=False: each member keeps its own seed, so the blend of two cross-validated
+    # candidates predicts exactly the geometric mean of theirs.
+    kept = BlendRegressor([("a", a), ("b", b)], random_state=5, reseed_members=False).fit(X, y)
+    np.testing.assert_allclose(kept.predict(X), np.sqrt(clone(a).fit(X, y).predict(X) * clone(b).fit(X, y).predict(X)),
+                               rtol=1e-6)
+
+
+def test_gp_interpolates_few_rows_better_than_trees_and_learns_which_features_matter():
+    X, y = smooth_problem(380, seed=3)
+    train, test = slice(0, 80), slice(80, None)
+    gp = TorchGPRegressor(n_iter=100, n_threads=1).fit(X[train], y[train])
+    forest = LogTargetForestRegressor(n_estimators=200, n_jobs=1).fit(X[train], y[train])
+    assert mape(y[test], gp.predict(X[test])) < 0.5 * mape(y[test], forest.predict(X[test]))
+    # Column 3 never enters y: its ARD length scale grows past the one of column 0 (the strongest).
+    assert gp.length_scales_[3] > 3 * gp.length_scales_[0]
+    assert gp.noise_variance_ < 0.05 and gp.history_[-1] < gp.history_[0]
+
+
+def test_gp_drops_constant_columns_and_refuses_large_or_bad_inputs():
+    X, y = smooth_problem(60)
+    X = np.column_stack([X, np.full(len(X), 7.0)])
+    gp = TorchGPRegressor(n_iter=10, n_threads=1).fit(X, y)
+    assert list(gp.columns_) == [0, 1, 2, 3] and gp.length_scales_.shape == (4,)
+    with pytest.raises(InvalidInputError, match=r"rows <= max_train_rows.*rows=60 > max_train_rows=50"):
+        TorchGPRegressor(max_train_rows=50).fit(X, y)
+    with pytest.raises(InvalidInputError, match="kernel"):
+        TorchGPRegressor(kernel="linear").fit(X, y)
+    with pytest.raises(InvalidInputError, match="n_iter"):
+        TorchGPRegressor(n_iter=0).fit(X, y)
+    with pytest.raises(InvalidInputError, match="learning_rate > 0"):
+        TorchGPRegressor(learning_rate=float("nan")).fit(X, y)
+    rbf = TorchGPRegressor(kernel="rbf", n_iter=30, n_threads=1).fit(X[:50], y[:50])
+    assert mape(y[50:], rbf.predict(X[50:])) < 25.0
 
 
 def test_registry_names_and_residual_mode(synthetic_gemm_table):
-    for name in ("hgb", "forest", "mlp", "grid-xgb", "xgb-quantile", "xgb-ensemble"):
+    for name in ("hgb", "forest", "mlp", "grid-xgb", "gp", "xgb-quantile", "xgb-ensemble"):
         assert name in REGRESSORS
     model = PerformanceModel(kind="gemm", regressor=LogTargetHGBRegressor(max_iter=50, n_threads=1))
     model.fit(synthetic_gemm_table)

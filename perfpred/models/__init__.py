@@ -1,11 +1,12 @@
 """Estimators (scikit-learn contract), metrics, evaluation protocols and MLflow tracking.
 
 Importing the package registers every featurizer ("gemm", "kernel", "gemm-gpu", "gemm-gpu-transfer",
-"serving") and regressor ("xgb", "rf", "roofline", "hgb", "forest", "mlp", "grid-xgb", "deep-trees",
+"serving") and regressor ("xgb", "rf", "roofline", "hgb", "forest", "mlp", "grid-xgb", "deep-trees", "gp",
 "xgb-quantile", "xgb-ensemble") by name, so ``PerformanceModel(kind=..., regressor=...)`` and the CLI know them.
 """
 
 from perfpred.models._evaluation import data_hash, evaluate_models, training_frame
+from perfpred.models._gp import TorchGPRegressor
 from perfpred.models._metrics import (
     ape,
     mape,
@@ -58,6 +59,7 @@ __all__ = [
     "PerformanceModel",
     "QuantileXGBRegressor",
     "RooflineRegressor",
+    "TorchGPRegressor",
     "TorchMLPRegressor",
     "TrainResult",
     "UncertainPerformanceModel",

@@ -38,6 +38,7 @@ from perfpred.errors import InvalidInputError, MissingDependencyError
 from perfpred.features._gemm_gpu import gpu_gemm_features, gpu_gemm_transfer_features
 from perfpred.features._kernel import kernel_features, kernel_occupancy_features
 from perfpred.features._serving import serving_attention_features, serving_features
+from perfpred.models._gp import TorchGPRegressor
 from perfpred.models._performance_model import PerformanceModel, register_featurizer, register_regressor
 from perfpred.models._regressors import LogTargetXGBRegressor, check_positive_target, log_target_tags
 
@@ -507,13 +508,17 @@ class BlendRegressor(RegressorMixin, BaseEstimator):
             is three copies of it).
         weights: one per member (normalised); None weighs them equally.
         random_state: base seed of the members.
+        reseed_members: False keeps each member's own seed, so the blend of already
+            cross-validated candidates makes exactly their predictions (and its CV score is
+            the blend of theirs, with no refit).
     """
 
     def __init__(self, estimators: Sequence[tuple[str, BaseEstimator]] = (), weights: Sequence[float] | None = None,
-                 random_state: int = 0):
+                 random_state: int = 0, reseed_members: bool = True):
         self.estimators = estimators
         self.weights = weights
         self.random_state = random_state
+        self.reseed_members = reseed_members
 
     def __sklearn_tags__(self):
         return log_target_tags(super().__sklearn_tags__())
@@ -533,7 +538,7 @@ class BlendRegressor(RegressorMixin, BaseEstimator):
         self.estimators_ = []
         for i, (_, est) in enumerate(members):
             member = clone(est)
-            if "random_state" in member.get_params(deep=False):
+            if self.reseed_members and "random_state" in member.get_params(deep=False):
                 member.set_params(random_state=self.random_state + i)
             # Members see the input as given: a DataFrame keeps the column names they select by.
             self.estimators_.append(member.fit(original if isinstance(original, pd.DataFrame) else X, y))
@@ -650,3 +655,4 @@ register_regressor("forest", lambda seed: LogTargetForestRegressor(random_state=
 register_regressor("mlp", lambda seed: TorchMLPRegressor(random_state=seed))
 register_regressor("grid-xgb", _grid_xgb)
 register_regressor("deep-trees", lambda seed: deep_tree_blend(random_state=seed))
+register_regressor("gp", lambda seed: TorchGPRegressor())  # deterministic: no seed to take
