@@ -26,7 +26,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from perfpred.errors import InvalidInputError, MissingDependencyError
-from perfpred.models._regressors import check_positive_target, log_target_tags
+from perfpred.models._regressors import check_positive_target, log_target_tags, standardise_with_indicators
 
 GP_KERNELS = ("matern52", "rbf")
 _JITTERS = (1e-6, 1e-5, 1e-4, 1e-3)  # added to the diagonal until the Cholesky factor exists
@@ -85,12 +85,7 @@ class TorchGPRegressor(RegressorMixin, BaseEstimator):
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=float)[:, self.columns_]
-        Z = (X - self.mean_) / self.scale_
-        missing = ~np.isfinite(Z)
-        Z[missing] = 0.0
-        if self.indicator_columns_.size:
-            Z = np.hstack([Z, missing[:, self.indicator_columns_].astype(float)])
-        return Z
+        return standardise_with_indicators(X, self.mean_, self.scale_, self.indicator_columns_)
 
     def _gram(self, torch, A, B, length_scales, output_scale):
         dist = torch.cdist(A / length_scales, B / length_scales)

@@ -35,6 +35,18 @@ def check_positive_target(y) -> np.ndarray:
     return y
 
 
+def standardise_with_indicators(X: np.ndarray, mean: np.ndarray, scale: np.ndarray,
+                                indicator_columns: np.ndarray) -> np.ndarray:
+    """``(X - mean) / scale`` with missing values at 0 (the training mean), plus a 0/1
+    missing-indicator column for each of ``indicator_columns`` (for models without NaN support)."""
+    Z = (np.asarray(X, dtype=float) - mean) / scale
+    missing = ~np.isfinite(Z)
+    Z[missing] = 0.0
+    if indicator_columns.size:
+        Z = np.hstack([Z, missing[:, indicator_columns].astype(float)])
+    return Z
+
+
 class LogTargetXGBRegressor(RegressorMixin, BaseEstimator):
     """XGBoost regression of log(y); predictions are exp(.) so they stay positive.
 

@@ -40,7 +40,12 @@ from perfpred.features._kernel import kernel_features, kernel_occupancy_features
 from perfpred.features._serving import serving_attention_features, serving_features
 from perfpred.models._gp import TorchGPRegressor
 from perfpred.models._performance_model import PerformanceModel, register_featurizer, register_regressor
-from perfpred.models._regressors import LogTargetXGBRegressor, check_positive_target, log_target_tags
+from perfpred.models._regressors import (
+    LogTargetXGBRegressor,
+    check_positive_target,
+    log_target_tags,
+    standardise_with_indicators,
+)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -224,12 +229,7 @@ class TorchMLPRegressor(RegressorMixin, BaseEstimator):
             raise InvalidInputError(f"`learning_rate > 0` must hold, but got learning_rate={self.learning_rate!r}")
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
-        Z = (np.asarray(X, dtype=float) - self.mean_) / self.scale_
-        missing = ~np.isfinite(Z)
-        Z[missing] = 0.0
-        if self.indicator_columns_.size:
-            Z = np.hstack([Z, missing[:, self.indicator_columns_].astype(float)])
-        return Z.astype(np.float32)
+        return standardise_with_indicators(X, self.mean_, self.scale_, self.indicator_columns_).astype(np.float32)
 
     def _build(self, torch, n_in: int):
         act = {"silu": torch.nn.SiLU, "relu": torch.nn.ReLU, "gelu": torch.nn.GELU, "tanh": torch.nn.Tanh}
