@@ -26,7 +26,12 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from perfpred.errors import InvalidInputError, MissingDependencyError
-from perfpred.models._regressors import check_positive_target, log_target_tags, standardise_with_indicators
+from perfpred.models._regressors import (
+    check_int,
+    check_positive_target,
+    log_target_tags,
+    standardise_with_indicators,
+)
 
 GP_KERNELS = ("matern52", "rbf")
 _JITTERS = (1e-6, 1e-5, 1e-4, 1e-3)  # added to the diagonal until the Cholesky factor exists
@@ -68,10 +73,8 @@ class TorchGPRegressor(RegressorMixin, BaseEstimator):
     def _check_params(self, n_rows: int) -> None:
         if self.kernel not in GP_KERNELS:
             raise InvalidInputError(f"`kernel` must be one of {GP_KERNELS}, but got kernel={self.kernel!r}")
-        for name in ("n_iter", "max_train_rows"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise InvalidInputError(f"`{name}` must be an integer >= 1, but got {name}={value!r}")
+        check_int("n_iter", self.n_iter, 1)
+        check_int("max_train_rows", self.max_train_rows, 1)
         for name in ("learning_rate", "initial_length_scale"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):

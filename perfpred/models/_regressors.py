@@ -35,6 +35,12 @@ def check_positive_target(y) -> np.ndarray:
     return y
 
 
+def check_int(name: str, value, minimum: int) -> None:
+    """A hyperparameter that must be an integer (not a bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InvalidInputError(f"`{name} >= {minimum}` must hold (an integer), but got {name}={value!r}")
+
+
 def standardise_with_indicators(X: np.ndarray, mean: np.ndarray, scale: np.ndarray,
                                 indicator_columns: np.ndarray) -> np.ndarray:
     """``(X - mean) / scale`` with missing values at 0 (the training mean), plus a 0/1

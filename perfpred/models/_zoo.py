@@ -42,15 +42,11 @@ from perfpred.models._gp import TorchGPRegressor
 from perfpred.models._performance_model import PerformanceModel, register_featurizer, register_regressor
 from perfpred.models._regressors import (
     LogTargetXGBRegressor,
+    check_int,
     check_positive_target,
     log_target_tags,
     standardise_with_indicators,
 )
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InvalidInputError(f"`{name} >= {minimum}` must hold (an integer), but got {name}={value!r}")
 
 
 def _check_fraction(name: str, value: Any, *, low_open: bool = True) -> None:
@@ -91,7 +87,7 @@ class LogTargetHGBRegressor(RegressorMixin, BaseEstimator):
 
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", y_numeric=True)
         y = check_positive_target(y)
-        _check_int("max_iter", self.max_iter, 1)
+        check_int("max_iter", self.max_iter, 1)
         self.model_ = HistGradientBoostingRegressor(
             max_iter=self.max_iter, learning_rate=self.learning_rate, max_leaf_nodes=self.max_leaf_nodes,
             min_samples_leaf=self.min_samples_leaf, l2_regularization=self.l2_regularization,
@@ -146,7 +142,7 @@ class LogTargetForestRegressor(RegressorMixin, BaseEstimator):
             raise InvalidInputError(f"`method` must be one of {FOREST_METHODS}, but got method={self.method!r}")
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", y_numeric=True)
         y = check_positive_target(y)
-        _check_int("n_estimators", self.n_estimators, 1)
+        check_int("n_estimators", self.n_estimators, 1)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-missing columns are filled with 0
             med = np.nanmedian(np.where(np.isfinite(X), X, np.nan), axis=0) if len(X) else np.zeros(X.shape[1])
@@ -219,10 +215,10 @@ class TorchMLPRegressor(RegressorMixin, BaseEstimator):
             raise InvalidInputError(
                 f"`activation` must be one of {ACTIVATIONS}, but got activation={self.activation!r}")
         for size in self.hidden_layer_sizes:
-            _check_int("hidden_layer_sizes[i]", size, 1)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("max_epochs", self.max_epochs, 1)
-        _check_int("patience", self.patience, 1)
+            check_int("hidden_layer_sizes[i]", size, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("max_epochs", self.max_epochs, 1)
+        check_int("patience", self.patience, 1)
         _check_fraction("validation_fraction", self.validation_fraction, low_open=False)
         _check_fraction("dropout", self.dropout, low_open=False)
         if not self.learning_rate > 0:
@@ -458,7 +454,7 @@ class GridNeighbourRegressor(RegressorMixin, BaseEstimator):
     def fit(self, X, y):
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", y_numeric=True)
         y = check_positive_target(y)
-        _check_int("n_folds", self.n_folds, 2)
+        check_int("n_folds", self.n_folds, 2)
         self.grid_columns_ = self._grid_indices()
         self.levels_ = [np.unique(X[np.isfinite(X[:, c]), c]) for c in self.grid_columns_]
         self.one_hot_levels_: list[tuple[int, np.ndarray]] = []
