@@ -198,6 +198,18 @@ def test_gp_interpolates_few_rows_better_than_trees_and_learns_which_features_ma
     assert gp.noise_variance_ < 0.05 and gp.history_[-1] < gp.history_[0]
 
 
+def test_gp_posterior_spread_is_small_at_measured_rows_and_grows_away_from_them():
+    X, y = smooth_problem(60, seed=5)
+    gp = TorchGPRegressor(n_iter=60, n_threads=1).fit(X[:40], y[:40])
+    mean, std = gp.predict_log(X[:40], return_std=True)
+    np.testing.assert_allclose(np.exp(mean), gp.predict(X[:40]))
+    far = X[:5] + 1e3 * X.std(axis=0)  # far outside the training rows
+    _, std_far = gp.predict_log(far, return_std=True)
+    assert std.max() < 0.2 * std_far.min()
+    # Far away only the prior remains: its spread is the output scale, in log(y) units.
+    np.testing.assert_allclose(std_far, np.sqrt(gp.output_scale_) * gp.y_scale_, rtol=1e-3)
+
+
 def test_gp_drops_constant_columns_and_refuses_large_or_bad_inputs():
     X, y = smooth_problem(60)
     X = np.column_stack([X, np.full(len(X), 7.0)])

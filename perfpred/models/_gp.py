@@ -159,8 +159,9 @@ class TorchGPRegressor(RegressorMixin, BaseEstimator):
             opt.step()
             self.history_.append(float(nll.detach()) / len(target))
         with torch.no_grad():
-            _, _, alpha = factor()
+            L, _, alpha = factor()
         self.train_z_ = Z
+        self.train_chol_ = L
         self.alpha_ = alpha.squeeze(1)
         self.length_scales_ = log_ls.detach().exp().numpy()
         self.output_scale_ = float(log_os.detach().exp())
@@ -168,15 +169,27 @@ class TorchGPRegressor(RegressorMixin, BaseEstimator):
         self.constant_ = float(const.detach())
 
     def predict(self, X):
+        return np.exp(self.predict_log(X))
+
+    def predict_log(self, X, return_std: bool = False):
+        """Posterior mean of log(y) per row; with ``return_std``, also the posterior standard
+        deviation of that mean (the latent function's, without the noise: what an acquisition
+        function wants)."""
         check_is_fitted(self, "alpha_")
         torch = _torch()
         X = validate_data(self, X, ensure_all_finite="allow-nan", reset=False)
         Z = torch.from_numpy(self._transform(X))
         ls = torch.from_numpy(self.length_scales_)
-        out = []
+        means, stds = [], []
         with torch.no_grad():
             for i in range(0, len(Z), 8192):  # bounds the cross-kernel block's memory
                 K = self._gram(torch, Z[i:i + 8192], self.train_z_, ls, self.output_scale_)
-                out.append((K @ self.alpha_).numpy() + self.constant_)
-        pred = np.concatenate(out) if out else np.zeros(0)
-        return np.exp(pred * self.y_scale_ + self.y_mean_)
+                means.append((K @ self.alpha_).numpy() + self.constant_)
+                if return_std:
+                    v = torch.linalg.solve_triangular(self.train_chol_, K.T, upper=False)
+                    var = (self.output_scale_ - (v * v).sum(dim=0)).clamp_min(0.0)
+                    stds.append(var.sqrt().numpy())
+        mean = (np.concatenate(means) if means else np.zeros(0)) * self.y_scale_ + self.y_mean_
+        if not return_std:
+            return mean
+        return mean, (np.concatenate(stds) if stds else np.zeros(0)) * self.y_scale_
