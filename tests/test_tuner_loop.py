@@ -345,6 +345,36 @@ def test_thompson_acquisition_runs_the_loop_without_repeats() -> None:
     assert result.best_value <= 1.2  # a close prior and 24 evaluations land at or next to the optimum
 
 
+def test_gp_surrogate_runs_the_loop_cold_and_with_a_prior() -> None:
+    space = SearchSpace(dict(PARAMS))
+    for prior in (None, lambda f: bowl_ms(f) * (1 + 0.05 * np.asarray(f["y"]))):
+        hw = SyntheticHardware(fails=lambda c: c["x"] == 7)
+        result = Tuner(space, hw, TuneSettings(budget=24, batch_size=4, surrogate="gp", seed=2), prior=prior).run()
+        assert len(set(keys(hw.calls))) == len(hw.calls) == 24
+        # The smooth bowl is what a GP models best: the optimum (1.0 ms) or a neighbour (<= 1.2 ms).
+        assert result.best_value <= 1.2, (prior, result.best_value)
+
+
+def test_gp_surrogate_is_uncertain_where_nothing_was_measured() -> None:
+    from perfpred.tuner._surrogate import GPSurrogate, param_features
+
+    candidates = SearchSpace(dict(PARAMS)).enumerate()
+    X = param_features(candidates)
+    y_log = np.log(bowl_ms(candidates))
+    measured = np.flatnonzero(candidates["x"].to_numpy() <= 3)  # the optimum (x=5) is outside
+    fit = GPSurrogate(seed=0).fit_predict(X.iloc[measured], y_log[measured], np.ones(len(measured), bool), X)
+    near, far = candidates["x"].to_numpy() <= 3, candidates["x"].to_numpy() == 7
+    assert np.median(fit.std_log[far]) > 3 * np.median(fit.std_log[near])
+    assert fit.members_log is None and np.all(fit.p_ok == 1.0)
+
+
+def test_thompson_sampling_needs_the_ensemble_surrogate() -> None:
+    with pytest.raises(InvalidInputError, match=r"thompson.*surrogate='gp'"):
+        TuneSettings(budget=8, acquisition="thompson", surrogate="gp")
+    with pytest.raises(InvalidInputError, match=r"surrogate in .*surrogate='forest'"):
+        TuneSettings(budget=8, surrogate="forest")
+
+
 def test_candidate_index_finds_rows_by_value_and_refuses_other_configs() -> None:
     candidates = pd.DataFrame({"x": [1, 2, 2], "kind": ["a", "a", "b"]})
     index = CandidateIndex(candidates)

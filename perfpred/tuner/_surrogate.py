@@ -195,14 +195,56 @@ class EnsembleSurrogate:
         std = preds.std(axis=0)
         if len(target) < MIN_TREE_ROWS:
             std = np.full(n_cand, max(float(target.std()) if len(target) > 1 else 0.0, 0.25))
-        p_ok = self._p_ok(X_measured, ok, Xc if prior_candidates is None else X_candidates)
+        p_ok = probability_ok(X_measured, ok, X_candidates, self.seed)
         return SurrogateFit(mean, std, p_ok, members_log=offset_c + preds)
 
-    def _p_ok(self, X_measured: pd.DataFrame, ok: np.ndarray, X_candidates: pd.DataFrame) -> np.ndarray:
-        if ok.all() or (~ok).all():
-            return np.full(len(X_candidates), 1.0 if ok.all() or len(ok) == 0 else 0.5)
-        from sklearn.ensemble import RandomForestClassifier
 
-        clf = RandomForestClassifier(n_estimators=60, min_samples_leaf=1, random_state=self.seed, n_jobs=1)
-        clf.fit(X_measured, ok)
-        return clf.predict_proba(X_candidates)[:, list(clf.classes_).index(True)]
+class GPSurrogate:
+    """An exact GP (ARD Matern-5/2) on log(objective), or on its residual from a prior.
+
+    The posterior standard deviation is the spread the lower confidence bound uses: unlike a
+    bootstrap of trees it grows with the distance from what was measured, which is what
+    exploration needs. The failure classifier is the ensemble's.
+    """
+
+    def __init__(self, n_iter: int = 60, learning_rate: float = 0.1, seed: int = 0) -> None:
+        self.n_iter = n_iter
+        self.learning_rate = learning_rate
+        self.seed = seed
+
+    def fit_predict(self, X_measured: pd.DataFrame, y_log: np.ndarray, ok: np.ndarray, X_candidates: pd.DataFrame,
+                    prior_measured: np.ndarray | None = None,
+                    prior_candidates: np.ndarray | None = None) -> SurrogateFit:
+        from perfpred.models._gp import TorchGPRegressor
+
+        n_cand = len(X_candidates)
+        ok = np.asarray(ok, dtype=bool)
+        y_ok = np.asarray(y_log, dtype=float)[ok]
+        Xo = X_measured[ok]
+        offset_m = prior_measured[ok] if prior_measured is not None else np.zeros(len(y_ok))
+        offset_c = prior_candidates if prior_candidates is not None else np.zeros(n_cand)
+        Xc = X_candidates
+        if prior_candidates is not None:
+            Xo, Xc = Xo.assign(prior_log=offset_m), Xc.assign(prior_log=offset_c)
+        target = y_ok - offset_m
+        if len(target) < MIN_TREE_ROWS or np.ptp(target) == 0:
+            # Too few points for length scales: a constant correction with a wide spread.
+            mean = np.full(n_cand, target.mean() if len(target) else 0.0)
+            std = np.full(n_cand, max(float(target.std()) if len(target) > 1 else 0.0, 0.25))
+        else:
+            gp = TorchGPRegressor(n_iter=self.n_iter, learning_rate=self.learning_rate, n_threads=1)
+            gp.fit(Xo.to_numpy(dtype=float), np.exp(target))
+            mean, std = gp.predict_log(Xc.to_numpy(dtype=float), return_std=True)
+        p_ok = probability_ok(X_measured, ok, X_candidates, self.seed)
+        return SurrogateFit(offset_c + mean, std, p_ok)
+
+
+def probability_ok(X_measured: pd.DataFrame, ok: np.ndarray, X_candidates: pd.DataFrame, seed: int) -> np.ndarray:
+    """Predicted probability that each candidate runs correctly, from the measured ones."""
+    if ok.all() or (~ok).all():
+        return np.full(len(X_candidates), 1.0 if ok.all() or len(ok) == 0 else 0.5)
+    from sklearn.ensemble import RandomForestClassifier
+
+    clf = RandomForestClassifier(n_estimators=60, min_samples_leaf=1, random_state=seed, n_jobs=1)
+    clf.fit(X_measured, ok)
+    return clf.predict_proba(X_candidates)[:, list(clf.classes_).index(True)]
