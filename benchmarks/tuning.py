@@ -16,6 +16,7 @@ Strategies, all on the same replayed spaces and seeds:
 - perfpred-transfer-derived / perfpred-cold-derived: the surrogate also on the kernel quantities
   derived from the parameters and the problem (``kernel_tuning_features``; ``perfpred tune
   --features derived``);
+- perfpred-transfer-gp / perfpred-cold-gp: a GP surrogate instead of the XGBoost ensemble;
 - random (executed), optuna-tpe, optuna-gp (directly on the replay, no predictor);
 - autotvm: AutoTVM's XGBTuner recipe (rank model + simulated annealing, 64-config plans);
 - kt-<strategy>: Kernel Tuner 1.5 in simulation_mode on the same cache file.
@@ -69,7 +70,8 @@ STRATEGIES = ["perfpred-transfer", "perfpred-cold", "random", "optuna-tpe", "opt
               *[f"kt-{s}" for s in KERNEL_TUNER_STRATEGIES]]
 # Ablations of the tuner's defaults, named by what they switch off.
 SETTING_VARIANTS = {"perfpred-transfer-nocal": {"calibration_picks": 0},
-                    "perfpred-transfer-nolocal": {"local_fraction": 0.0}}
+                    "perfpred-transfer-nolocal": {"local_fraction": 0.0},
+                    "perfpred-transfer-gp": {"surrogate": "gp"}, "perfpred-cold-gp": {"surrogate": "gp"}}
 DERIVED_FEATURE_VARIANTS = ("perfpred-transfer-derived", "perfpred-cold-derived")
 # Optuna samples the cartesian product, 50-82% of which are invalid configs in these spaces; they
 # cost no evaluation. TPE hears of them as failed trials; the GP sampler, which
