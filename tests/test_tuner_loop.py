@@ -368,9 +368,25 @@ def test_gp_surrogate_is_uncertain_where_nothing_was_measured() -> None:
     assert fit.members_log is None and np.all(fit.p_ok == 1.0)
 
 
+def test_blend_surrogate_averages_the_two_and_widens_where_they_disagree() -> None:
+    from perfpred.tuner._surrogate import BlendSurrogate, EnsembleSurrogate, GPSurrogate, param_features
+
+    candidates = SearchSpace(dict(PARAMS)).enumerate()
+    X = param_features(candidates)
+    y_log = np.log(bowl_ms(candidates))
+    measured = np.arange(0, len(candidates), 7)
+    args = (X.iloc[measured], y_log[measured], np.ones(len(measured), bool), X)
+    a, b = EnsembleSurrogate(seed=0).fit_predict(*args), GPSurrogate(seed=0).fit_predict(*args)
+    blend = BlendSurrogate(EnsembleSurrogate(seed=0), GPSurrogate(seed=0)).fit_predict(*args)
+    np.testing.assert_allclose(blend.mean_log, 0.5 * (a.mean_log + b.mean_log))
+    assert np.all(blend.std_log >= 0.5 * np.abs(a.mean_log - b.mean_log) - 1e-12)
+    assert np.all(blend.std_log >= np.minimum(a.std_log, b.std_log) - 1e-12)
+
+
 def test_thompson_sampling_needs_the_ensemble_surrogate() -> None:
-    with pytest.raises(InvalidInputError, match=r"thompson.*surrogate='gp'"):
-        TuneSettings(budget=8, acquisition="thompson", surrogate="gp")
+    for surrogate in ("gp", "blend"):
+        with pytest.raises(InvalidInputError, match=rf"thompson.*surrogate='{surrogate}'"):
+            TuneSettings(budget=8, acquisition="thompson", surrogate=surrogate)
     with pytest.raises(InvalidInputError, match=r"surrogate in .*surrogate='forest'"):
         TuneSettings(budget=8, surrogate="forest")
 

@@ -34,10 +34,10 @@ from perfpred.errors import InvalidInputError
 from perfpred.tuner._rounds import HardwareBackend, PredictorFirstLoop, Proposal, level_codes, maximin_design
 from perfpred.tuner._space import SearchSpace
 from perfpred.tuner._study import CandidateIndex, StudyRecorder, row_config
-from perfpred.tuner._surrogate import EnsembleSurrogate, GPSurrogate, param_features
+from perfpred.tuner._surrogate import BlendSurrogate, EnsembleSurrogate, GPSurrogate, param_features
 
 ACQUISITIONS = ("lcb", "thompson")
-SURROGATES = ("ensemble", "gp")
+SURROGATES = ("ensemble", "gp", "blend")
 LOCAL_STARTS = ("surprise", "best")
 
 
@@ -83,10 +83,12 @@ class TuneSettings:
         acquisition: ``lcb`` ranks by ``mean - kappa * std``; ``thompson`` gives each pick of a
             batch to one ensemble member's best config in turn (bootstrap Thompson sampling).
             Thompson sampling did no better than the lower bound on those four spaces (20 seeds).
-        surrogate: ``ensemble`` (bootstrap XGBoost, the spread is the members' disagreement) or
+        surrogate: ``ensemble`` (bootstrap XGBoost, the spread is the members' disagreement),
             ``gp`` (an exact GP, the spread is its posterior standard deviation): about twice as
             fast, but mean P 0.544 vs 0.547 cold and 0.775 vs 0.827 with priors (12 spaces,
-            10 seeds, ``benchmarks/results/tuning_10seeds_gp_surrogate.json``).
+            10 seeds, ``benchmarks/results/tuning_10seeds_gp_surrogate.json``), or ``blend``
+            (both averaged): 0.561 cold and 0.812 with priors, 1.3-1.5x slower
+            (``tuning_10seeds_blend_surrogate.json``).
     """
 
     budget: int
@@ -252,8 +254,9 @@ class Tuner(PredictorFirstLoop):
         self.features = featurize(self.candidates)
         self.codes = level_codes(self.candidates)
         self.index = CandidateIndex(self.candidates)
-        self.surrogate = (GPSurrogate(seed=settings.seed) if settings.surrogate == "gp"
-                          else EnsembleSurrogate(n_members=settings.ensemble, seed=settings.seed))
+        ensemble = EnsembleSurrogate(n_members=settings.ensemble, seed=settings.seed)
+        self.surrogate = {"ensemble": ensemble, "gp": GPSurrogate(seed=settings.seed),
+                          "blend": BlendSurrogate(ensemble, GPSurrogate(seed=settings.seed))}[settings.surrogate]
         self.on_evaluation = on_evaluation
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.claims = self.recorder.claims

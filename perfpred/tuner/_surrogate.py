@@ -239,6 +239,22 @@ class GPSurrogate:
         return SurrogateFit(offset_c + mean, std, p_ok)
 
 
+class BlendSurrogate:
+    """The ensemble and the GP, averaged: the mean of their log predictions, and the spread of
+    the even mixture of the two (each one's variance plus how far apart they are)."""
+
+    def __init__(self, ensemble: EnsembleSurrogate, gp: GPSurrogate) -> None:
+        self.ensemble = ensemble
+        self.gp = gp
+
+    def fit_predict(self, *args, **kwargs) -> SurrogateFit:
+        a = self.ensemble.fit_predict(*args, **kwargs)
+        b = self.gp.fit_predict(*args, **kwargs)
+        mean = 0.5 * (a.mean_log + b.mean_log)
+        std = np.sqrt(0.5 * (a.std_log ** 2 + b.std_log ** 2) + (0.5 * (a.mean_log - b.mean_log)) ** 2)
+        return SurrogateFit(mean, std, a.p_ok)
+
+
 def probability_ok(X_measured: pd.DataFrame, ok: np.ndarray, X_candidates: pd.DataFrame, seed: int) -> np.ndarray:
     """Predicted probability that each candidate runs correctly, from the measured ones."""
     if ok.all() or (~ok).all():
