@@ -71,7 +71,8 @@ STRATEGIES = ["perfpred-transfer", "perfpred-cold", "random", "optuna-tpe", "opt
 # Ablations of the tuner's defaults, named by what they switch off.
 SETTING_VARIANTS = {"perfpred-transfer-nocal": {"calibration_picks": 0},
                     "perfpred-transfer-nolocal": {"local_fraction": 0.0},
-                    "perfpred-transfer-gp": {"surrogate": "gp"}, "perfpred-cold-gp": {"surrogate": "gp"}}
+                    "perfpred-transfer-gp": {"surrogate": "gp"}, "perfpred-cold-gp": {"surrogate": "gp"},
+                    "perfpred-transfer-blend": {"surrogate": "blend"}, "perfpred-cold-blend": {"surrogate": "blend"}}
 DERIVED_FEATURE_VARIANTS = ("perfpred-transfer-derived", "perfpred-cold-derived")
 # Optuna samples the cartesian product, 50-82% of which are invalid configs in these spaces; they
 # cost no evaluation. TPE hears of them as failed trials; the GP sampler, which
