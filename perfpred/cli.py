@@ -503,6 +503,7 @@ def tune(
     objective: Annotated[list[str] | None, typer.Option(help="Multi-objective: a measured field to optimise, METRIC[:max|:min] (runtime_ms, energy_j, power_w, metric.NAME); repeat for a Pareto front (e.g. --objective runtime_ms --objective energy_j).")] = None,
     constraint: Annotated[list[str] | None, typer.Option(help="A bound on a measured field that counts a config as feasible, e.g. 'metric.itl_p99_ms <= 50' (repeatable; Optuna constraints).")] = None,
     features: Annotated[str, typer.Option(help="What the surrogate learns from: 'raw' (the parameter values) or 'derived' (also the kernel quantities derived from them and the problem: work per thread, tile areas, blocks launched, ...; single-objective tuning).")] = "raw",
+    surrogate: Annotated[str, typer.Option(help="The model refitted each round: 'ensemble' (bootstrap XGBoost), 'gp' (an exact GP: about half the time per round, no better on the replayed spaces) or 'blend' (both averaged); single-objective tuning.")] = "ensemble",
 ) -> None:
     """Tune a configuration space with the predictor first, confirming the best candidates on hardware.
 
@@ -520,13 +521,16 @@ def tune(
     if features == "derived" and (objective or constraint):
         raise InvalidInputError("`--features derived` works in single-objective tuning only, but got --objective or "
                                 "--constraint")
+    if surrogate != "ensemble" and (objective or constraint):
+        raise InvalidInputError(f"`--surrogate {surrogate}` works in single-objective tuning only, but got --objective "
+                                "or --constraint")
+    settings = TuneSettings(budget=budget, batch_size=batch, kappa=kappa, early_stop_rel=early_stop,
+                            max_wall_s=max_wall_s, seed=seed, surrogate=surrogate)
     session = open_session(backend, str(space) if space else None)
     if objective or constraint:
         _tune_pareto(session, objective or ["runtime_ms"], constraint or [], budget=budget, batch=batch,
                      storage=storage, study=study, seed=seed, output=output)
         return
-    settings = TuneSettings(budget=budget, batch_size=batch, kappa=kappa, early_stop_rel=early_stop,
-                            max_wall_s=max_wall_s, seed=seed)
     priors = priors_from_files(prior, session.space.names) if prior else None
     state = {"n": 0, "best": None, "last": None}
 

@@ -158,6 +158,23 @@ def test_tune_on_derived_kernel_features(tmp_path):
     assert report["n_evaluations"] == 8 and report["settings"]["features"] == "derived"
 
 
+def test_tune_with_the_gp_surrogate(tmp_path):
+    target = datasets_dir() / CONV.format("A4000")
+    out = tmp_path / "run"
+    result = invoke("tune", "--backend", f"replay:{target}", "--budget", "12", "--surrogate", "gp",
+                    "--output", str(out))
+    assert "best config" in result.output
+    report = json.loads((out / "result.json").read_text())
+    assert report["n_evaluations"] == 12 and report["settings"]["surrogate"] == "gp"
+
+
+@pytest.mark.parametrize("extra", [["--surrogate", "forest"], ["--surrogate", "gp", "--objective", "runtime_ms"]])
+def test_tune_refuses_unknown_or_unsupported_surrogates(monkeypatch, capsys, extra):
+    target = datasets_dir() / CONV.format("A4000")
+    code, out, err = run_main(monkeypatch, capsys, "tune", "--backend", f"replay:{target}", *extra)
+    assert_one_line_error(code, out, err, "surrogate")
+
+
 @pytest.mark.parametrize("extra", [["--features", "tiles"], ["--features", "derived", "--objective", "runtime_ms"]])
 def test_tune_refuses_unknown_or_unsupported_features(monkeypatch, capsys, extra):
     target = datasets_dir() / CONV.format("A4000")
