@@ -27,13 +27,21 @@ from perfpred.tuner._serving_replay import (
 )
 from perfpred.tuner._space import Continuous, SearchSpace
 from perfpred.tuner._study import ClaimTable, StudyRecorder, config_key
-from perfpred.tuner._surrogate import EnsembleSurrogate, kernel_tuning_features, param_features
+from perfpred.tuner._surrogate import (
+    BlendSurrogate,
+    EnsembleSurrogate,
+    GPSurrogate,
+    kernel_tuning_features,
+    param_features,
+)
 
 __all__ = [
     "KERNEL_TUNER_STRATEGIES",
+    "BlendSurrogate",
     "ClaimTable",
     "Continuous",
     "EnsembleSurrogate",
+    "GPSurrogate",
     "HardwareBackend",
     "LiveTuneResult",
     "MetricBound",
