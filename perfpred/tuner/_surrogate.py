@@ -140,6 +140,21 @@ class SurrogateFit:
     members_log: np.ndarray | None = None  # each ensemble member's log prediction: (n_members, n_candidates)
 
 
+def residual_problem(X_measured: pd.DataFrame, y_log: np.ndarray, ok: np.ndarray, X_candidates: pd.DataFrame,
+                     prior_measured: np.ndarray | None, prior_candidates: np.ndarray | None
+                     ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
+    """What a surrogate learns: the measured rows that ran, their log objective minus the prior's
+    (if any), the candidates, and the prior's log prediction for each candidate (zero without one)."""
+    y_ok = np.asarray(y_log, dtype=float)[ok]
+    Xo, Xc = X_measured[ok], X_candidates
+    offset_m = prior_measured[ok] if prior_measured is not None else np.zeros(len(y_ok))
+    offset_c = prior_candidates if prior_candidates is not None else np.zeros(len(X_candidates))
+    if prior_candidates is not None:
+        # The prior's prediction is also a feature: the correction may depend on it.
+        Xo, Xc = Xo.assign(prior_log=offset_m), Xc.assign(prior_log=offset_c)
+    return Xo, Xc, y_ok - offset_m, offset_c
+
+
 class EnsembleSurrogate:
     """Bootstrap ensemble of XGBoost regressors on log(objective), plus a failure classifier."""
 
@@ -161,17 +176,8 @@ class EnsembleSurrogate:
 
         n_cand = len(X_candidates)
         ok = np.asarray(ok, dtype=bool)
-        y_ok = np.asarray(y_log, dtype=float)[ok]
-        Xo = X_measured[ok]
-        offset_m = prior_measured[ok] if prior_measured is not None else np.zeros(len(y_ok))
-        offset_c = prior_candidates if prior_candidates is not None else np.zeros(n_cand)
-        if prior_candidates is not None:
-            # The prior's prediction is also a feature: the correction may depend on it.
-            Xo = Xo.assign(prior_log=offset_m)
-            Xc = X_candidates.assign(prior_log=offset_c)
-        else:
-            Xc = X_candidates
-        target = y_ok - offset_m
+        Xo, Xc, target, offset_c = residual_problem(X_measured, y_log, ok, X_candidates, prior_measured,
+                                                     prior_candidates)
         # Plain arrays: with a DataFrame XGBoost re-validates feature names on every boosting
         # round (a replayed 128-evaluation run on convolution/A100: 12.1 s -> 7.5-9.9 s, same picks).
         Xo_arr, Xc_arr = Xo.to_numpy(dtype=float), Xc.to_numpy(dtype=float)
@@ -219,14 +225,8 @@ class GPSurrogate:
 
         n_cand = len(X_candidates)
         ok = np.asarray(ok, dtype=bool)
-        y_ok = np.asarray(y_log, dtype=float)[ok]
-        Xo = X_measured[ok]
-        offset_m = prior_measured[ok] if prior_measured is not None else np.zeros(len(y_ok))
-        offset_c = prior_candidates if prior_candidates is not None else np.zeros(n_cand)
-        Xc = X_candidates
-        if prior_candidates is not None:
-            Xo, Xc = Xo.assign(prior_log=offset_m), Xc.assign(prior_log=offset_c)
-        target = y_ok - offset_m
+        Xo, Xc, target, offset_c = residual_problem(X_measured, y_log, ok, X_candidates, prior_measured,
+                                                     prior_candidates)
         if len(target) < MIN_TREE_ROWS or np.ptp(target) == 0:
             # Too few points for length scales: a constant correction with a wide spread.
             mean = np.full(n_cand, target.mean() if len(target) else 0.0)
