@@ -159,9 +159,8 @@ class TorchGPRegressor(RegressorMixin, BaseEstimator):
             opt.step()
             self.history_.append(float(nll.detach()) / len(target))
         with torch.no_grad():
-            L, _, alpha = factor()
+            _, _, alpha = factor()
         self.train_z_ = Z
-        self.train_chol_ = L
         self.alpha_ = alpha.squeeze(1)
         self.length_scales_ = log_ls.detach().exp().numpy()
         self.output_scale_ = float(log_os.detach().exp())
@@ -181,12 +180,16 @@ class TorchGPRegressor(RegressorMixin, BaseEstimator):
         Z = torch.from_numpy(self._transform(X))
         ls = torch.from_numpy(self.length_scales_)
         means, stds = [], []
+        if return_std:
+            # Factored again here, not kept from fit: a saved model stays rows x features, not rows^2.
+            K_train = self._gram(torch, self.train_z_, self.train_z_, ls, self.output_scale_)
+            L = self._cholesky(torch, K_train + self.noise_variance_ * torch.eye(len(K_train), dtype=K_train.dtype))
         with torch.no_grad():
             for i in range(0, len(Z), 8192):  # bounds the cross-kernel block's memory
                 K = self._gram(torch, Z[i:i + 8192], self.train_z_, ls, self.output_scale_)
                 means.append((K @ self.alpha_).numpy() + self.constant_)
                 if return_std:
-                    v = torch.linalg.solve_triangular(self.train_chol_, K.T, upper=False)
+                    v = torch.linalg.solve_triangular(L, K.T, upper=False)
                     var = (self.output_scale_ - (v * v).sum(dim=0)).clamp_min(0.0)
                     stds.append(var.sqrt().numpy())
         mean = (np.concatenate(means) if means else np.zeros(0)) * self.y_scale_ + self.y_mean_
