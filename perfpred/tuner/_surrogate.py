@@ -155,6 +155,11 @@ def residual_problem(X_measured: pd.DataFrame, y_log: np.ndarray, ok: np.ndarray
     return Xo, Xc, y_ok - offset_m, offset_c
 
 
+def few_points_spread(target: np.ndarray, n_candidates: int) -> np.ndarray:
+    """The spread of a constant correction fitted to too few points: their own spread, at least 0.25."""
+    return np.full(n_candidates, max(float(target.std()) if len(target) > 1 else 0.0, 0.25))
+
+
 class EnsembleSurrogate:
     """Bootstrap ensemble of XGBoost regressors on log(objective), plus a failure classifier."""
 
@@ -200,7 +205,7 @@ class EnsembleSurrogate:
         mean = offset_c + preds.mean(axis=0)
         std = preds.std(axis=0)
         if len(target) < MIN_TREE_ROWS:
-            std = np.full(n_cand, max(float(target.std()) if len(target) > 1 else 0.0, 0.25))
+            std = few_points_spread(target, n_cand)
         p_ok = probability_ok(X_measured, ok, X_candidates, self.seed)
         return SurrogateFit(mean, std, p_ok, members_log=offset_c + preds)
 
@@ -230,7 +235,7 @@ class GPSurrogate:
         if len(target) < MIN_TREE_ROWS or np.ptp(target) == 0:
             # Too few points for length scales: a constant correction with a wide spread.
             mean = np.full(n_cand, target.mean() if len(target) else 0.0)
-            std = np.full(n_cand, max(float(target.std()) if len(target) > 1 else 0.0, 0.25))
+            std = few_points_spread(target, n_cand)
         else:
             gp = TorchGPRegressor(n_iter=self.n_iter, learning_rate=self.learning_rate, n_threads=1)
             gp.fit(Xo.to_numpy(dtype=float), np.exp(target))
