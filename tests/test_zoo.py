@@ -194,7 +194,7 @@ def test_gp_interpolates_few_rows_better_than_trees_and_learns_which_features_ma
     forest = LogTargetForestRegressor(n_estimators=200, n_jobs=1).fit(X[train], y[train])
     assert mape(y[test], gp.predict(X[test])) < 0.5 * mape(y[test], forest.predict(X[test]))
     # Column 3 never enters y: its ARD length scale grows past the one of column 0 (the strongest).
-    assert gp.length_scales_[3] > 3 * gp.length_scales_[0]
+    assert gp.length_scales_[0, 3] > 3 * gp.length_scales_[0, 0]
     assert gp.noise_variance_ < 0.05 and gp.history_[-1] < gp.history_[0]
 
 
@@ -207,20 +207,38 @@ def test_gp_posterior_spread_is_small_at_measured_rows_and_grows_away_from_them(
     _, std_far = gp.predict_log(far, return_std=True)
     assert std.max() < 0.2 * std_far.min()
     # Far away only the prior remains: its spread is the output scale, in log(y) units.
-    np.testing.assert_allclose(std_far, np.sqrt(gp.output_scale_) * gp.y_scale_, rtol=1e-3)
+    np.testing.assert_allclose(std_far, np.sqrt(gp.output_scales_.sum()) * gp.y_scale_, rtol=1e-3)
+
+
+def test_summed_gp_kernels_fit_a_short_ripple_beside_a_smooth_trend():
+    # One length scale per feature cannot be short for the ripple along x0 and long for the
+    # trend over x1..x3 at once; two summed kernels can (each component its own scales).
+    one, two = [], []
+    for seed in range(3):
+        r = np.random.default_rng(seed)
+        X = r.uniform(-1, 1, size=(300, 6))
+        y = np.exp(0.3 * np.sin(9 * X[:, 0]) + 1.2 * X[:, 1] + 0.8 * X[:, 2] * X[:, 3] + 0.6 * X[:, 3]
+                   + 0.01 * r.normal(size=300))
+        for n_kernels, scores in ((1, one), (2, two)):
+            gp = TorchGPRegressor(n_kernels=n_kernels, n_iter=100, n_threads=1).fit(X[:150], y[:150])
+            scores.append(mape(y[150:], gp.predict(X[150:])))
+    assert gp.length_scales_.shape == (2, 6) and gp.output_scales_.shape == (2,)
+    assert np.mean(two) < 0.85 * np.mean(one)
 
 
 def test_gp_drops_constant_columns_and_refuses_large_or_bad_inputs():
     X, y = smooth_problem(60)
     X = np.column_stack([X, np.full(len(X), 7.0)])
     gp = TorchGPRegressor(n_iter=10, n_threads=1).fit(X, y)
-    assert list(gp.columns_) == [0, 1, 2, 3] and gp.length_scales_.shape == (4,)
+    assert list(gp.columns_) == [0, 1, 2, 3] and gp.length_scales_.shape == (1, 4)
     with pytest.raises(InvalidInputError, match=r"rows <= max_train_rows.*rows=60 > max_train_rows=50"):
         TorchGPRegressor(max_train_rows=50).fit(X, y)
     with pytest.raises(InvalidInputError, match="kernel"):
         TorchGPRegressor(kernel="linear").fit(X, y)
     with pytest.raises(InvalidInputError, match="n_iter"):
         TorchGPRegressor(n_iter=0).fit(X, y)
+    with pytest.raises(InvalidInputError, match=r"n_kernels <= 4.*n_kernels=5"):
+        TorchGPRegressor(n_kernels=5).fit(X, y)
     with pytest.raises(InvalidInputError, match="learning_rate > 0"):
         TorchGPRegressor(learning_rate=float("nan")).fit(X, y)
     rbf = TorchGPRegressor(kernel="rbf", n_iter=30, n_threads=1).fit(X[:50], y[:50])

@@ -34,6 +34,10 @@ from perfpred.models._regressors import (
 )
 
 GP_KERNELS = ("matern52", "rbf")
+# Where each summed kernel starts: (length scale as a multiple of ``initial_length_scale``,
+# output scale). Spread out so the components settle on different structure (one short-range,
+# others near-global trends); a fit that starts them equal keeps them equal.
+_COMPONENT_STARTS = ((1.0, 1.0), (10.0 / 3.0, 0.3), (1.0 / 3.0, 0.1), (10.0, 0.1))
 _JITTERS = (1e-6, 1e-5, 1e-4, 1e-3)  # added to the diagonal until the Cholesky factor exists
 
 
@@ -46,10 +50,15 @@ def _torch():
 
 
 class TorchGPRegressor(RegressorMixin, BaseEstimator):
-    """Exact GP regression of log(y) with an ARD Matern-5/2 (or RBF) kernel.
+    """Exact GP regression of log(y) with an ARD Matern-5/2 (or RBF) kernel, or a sum of them.
 
     Parameters:
         kernel: "matern52" (default; rough enough for performance cliffs) or "rbf".
+        n_kernels: how many such kernels are summed (1-4), each with its own ARD length scales
+            and output scale. More than one lets the fit weigh features differently at
+            different ranges (a short-range kernel on a few parameters beside near-global
+            trends on others): on 2,000 UCI SGEMM rows four of them took the 4-fold CV MAPE
+            from 8.8% (one, 100 steps) to 8.0%. Each adds a length scale per feature to fit.
         n_iter: Adam steps on the marginal likelihood (100 converged on UCI SGEMM: 400 gave
             the same cross-validated MAPE to 0.01 points).
         learning_rate: Adam step size on the log-parameters.
@@ -58,9 +67,10 @@ class TorchGPRegressor(RegressorMixin, BaseEstimator):
         n_threads: torch threads while fitting (None: torch's default).
     """
 
-    def __init__(self, kernel: str = "matern52", n_iter: int = 100, learning_rate: float = 0.1,
+    def __init__(self, kernel: str = "matern52", n_kernels: int = 1, n_iter: int = 100, learning_rate: float = 0.1,
                  initial_length_scale: float = 3.0, max_train_rows: int = 5000, n_threads: int | None = None):
         self.kernel = kernel
+        self.n_kernels = n_kernels
         self.n_iter = n_iter
         self.learning_rate = learning_rate
         self.initial_length_scale = initial_length_scale
@@ -73,6 +83,9 @@ class TorchGPRegressor(RegressorMixin, BaseEstimator):
     def _check_params(self, n_rows: int) -> None:
         if self.kernel not in GP_KERNELS:
             raise InvalidInputError(f"`kernel` must be one of {GP_KERNELS}, but got kernel={self.kernel!r}")
+        check_int("n_kernels", self.n_kernels, 1)
+        if self.n_kernels > len(_COMPONENT_STARTS):
+            raise InvalidInputError(f"`n_kernels <= {len(_COMPONENT_STARTS)}` must hold, but got n_kernels={self.n_kernels}")
         check_int("n_iter", self.n_iter, 1)
         check_int("max_train_rows", self.max_train_rows, 1)
         for name in ("learning_rate", "initial_length_scale"):
@@ -90,12 +103,18 @@ class TorchGPRegressor(RegressorMixin, BaseEstimator):
         X = np.asarray(X, dtype=float)[:, self.columns_]
         return standardise_with_indicators(X, self.mean_, self.scale_, self.indicator_columns_)
 
-    def _gram(self, torch, A, B, length_scales, output_scale):
-        dist = torch.cdist(A / length_scales, B / length_scales)
-        if self.kernel == "rbf":
-            return output_scale * torch.exp(-0.5 * dist ** 2)
-        s = math.sqrt(5.0) * dist
-        return output_scale * (1.0 + s + s ** 2 / 3.0) * torch.exp(-s)
+    def _gram(self, torch, A, B, length_scales, output_scales):
+        """The summed kernel between rows of A and B: length_scales (kernels x features),
+        output_scales (kernels,)."""
+        K = 0.0
+        for ls, scale in zip(length_scales, output_scales, strict=True):
+            dist = torch.cdist(A / ls, B / ls)
+            if self.kernel == "rbf":
+                K = K + scale * torch.exp(-0.5 * dist ** 2)
+            else:
+                s = math.sqrt(5.0) * dist
+                K = K + scale * (1.0 + s + s ** 2 / 3.0) * torch.exp(-s)
+        return K
 
     def _cholesky(self, torch, K):
         eye = torch.eye(K.shape[0], dtype=K.dtype)
@@ -137,33 +156,39 @@ class TorchGPRegressor(RegressorMixin, BaseEstimator):
 
     def _optimise(self, torch, Z, target) -> None:
         f64 = torch.float64
-        log_ls = torch.full((Z.shape[1],), math.log(self.initial_length_scale), dtype=f64, requires_grad=True)
-        log_os = torch.zeros((), dtype=f64, requires_grad=True)
+        starts = _COMPONENT_STARTS[:self.n_kernels]
+        log_ls = torch.tensor([[math.log(self.initial_length_scale * f)] * Z.shape[1] for f, _ in starts],
+                              dtype=f64, requires_grad=True)
+        log_os = torch.tensor([math.log(o) for _, o in starts], dtype=f64, requires_grad=True)
         log_noise = torch.tensor(math.log(1e-2), dtype=f64, requires_grad=True)
         const = torch.zeros((), dtype=f64, requires_grad=True)
         opt = torch.optim.Adam([log_ls, log_os, log_noise, const], lr=float(self.learning_rate))
         eye = torch.eye(len(target), dtype=f64)
 
-        def factor():
-            K = self._gram(torch, Z, Z, log_ls.exp(), log_os.exp()) + log_noise.exp() * eye
-            L = self._cholesky(torch, K)
-            resid = (target - const).unsqueeze(1)
-            return L, resid, torch.cholesky_solve(resid, L)
+        def kernel_matrix():
+            return self._gram(torch, Z, Z, log_ls.exp(), log_os.exp()) + log_noise.exp() * eye
 
         self.history_ = []
         for _ in range(int(self.n_iter)):
             opt.zero_grad()
-            L, resid, alpha = factor()
-            nll = 0.5 * (resid * alpha).sum() + torch.log(torch.diagonal(L)).sum()
-            nll.backward()
+            K = kernel_matrix()
+            with torch.no_grad():
+                L = self._cholesky(torch, K)
+                resid = (target - const).unsqueeze(1)
+                alpha = torch.cholesky_solve(resid, L)
+                nll = 0.5 * (resid * alpha).sum() + torch.log(torch.diagonal(L)).sum()
+                # d nll / dK in closed form: autograd through the Cholesky factor costs several
+                # more rows^3 products, and this halves a step's time.
+                grad_K = 0.5 * (torch.cholesky_inverse(L) - alpha @ alpha.T)
+            ((K * grad_K).sum() - const * alpha.sum()).backward()
             opt.step()
-            self.history_.append(float(nll.detach()) / len(target))
+            self.history_.append(float(nll) / len(target))
         with torch.no_grad():
-            _, _, alpha = factor()
+            alpha = torch.cholesky_solve((target - const).unsqueeze(1), self._cholesky(torch, kernel_matrix()))
         self.train_z_ = Z
         self.alpha_ = alpha.squeeze(1)
         self.length_scales_ = log_ls.detach().exp().numpy()
-        self.output_scale_ = float(log_os.detach().exp())
+        self.output_scales_ = log_os.detach().exp().numpy()
         self.noise_variance_ = float(log_noise.detach().exp())
         self.constant_ = float(const.detach())
 
@@ -178,19 +203,19 @@ class TorchGPRegressor(RegressorMixin, BaseEstimator):
         torch = _torch()
         X = validate_data(self, X, ensure_all_finite="allow-nan", reset=False)
         Z = torch.from_numpy(self._transform(X))
-        ls = torch.from_numpy(self.length_scales_)
+        ls, scales = torch.from_numpy(self.length_scales_), torch.from_numpy(self.output_scales_)
         means, stds = [], []
         if return_std:
             # Factored again here, not kept from fit: a saved model stays rows x features, not rows^2.
-            K_train = self._gram(torch, self.train_z_, self.train_z_, ls, self.output_scale_)
+            K_train = self._gram(torch, self.train_z_, self.train_z_, ls, scales)
             L = self._cholesky(torch, K_train + self.noise_variance_ * torch.eye(len(K_train), dtype=K_train.dtype))
         with torch.no_grad():
             for i in range(0, len(Z), 8192):  # bounds the cross-kernel block's memory
-                K = self._gram(torch, Z[i:i + 8192], self.train_z_, ls, self.output_scale_)
+                K = self._gram(torch, Z[i:i + 8192], self.train_z_, ls, scales)
                 means.append((K @ self.alpha_).numpy() + self.constant_)
                 if return_std:
                     v = torch.linalg.solve_triangular(L, K.T, upper=False)
-                    var = (self.output_scale_ - (v * v).sum(dim=0)).clamp_min(0.0)
+                    var = (float(self.output_scales_.sum()) - (v * v).sum(dim=0)).clamp_min(0.0)
                     stds.append(var.sqrt().numpy())
         mean = (np.concatenate(means) if means else np.zeros(0)) * self.y_scale_ + self.y_mean_
         if not return_std:
