@@ -302,3 +302,25 @@ def test_deep_trees_follow_a_power_of_two_cliff_on_held_out_configs():
     model = PerformanceModel(kind="kernel", regressor="deep-trees").fit(train)
     err = np.abs(model.predict(df.loc[test]) / df.loc[test, "runtime_ms"].to_numpy() - 1)
     assert err.mean() < 0.05, err.mean()
+
+
+@pytest.mark.parametrize("kernel", ["matern52", "rbf"])
+def test_gp_closed_form_gradients_match_autograd(kernel):
+    torch = pytest.importorskip("torch")
+    r = np.random.default_rng(0)
+    Z = torch.from_numpy(r.normal(size=(30, 3)))
+    target = torch.from_numpy(r.normal(size=30))
+    gp = TorchGPRegressor(kernel=kernel, n_kernels=2)
+    values = [torch.from_numpy(r.normal(scale=0.3, size=(2, 3))), torch.tensor([0.1, -1.0], dtype=torch.float64),
+              torch.tensor(-2.0, dtype=torch.float64), torch.tensor(0.2, dtype=torch.float64)]
+    nll, grads = gp._nll_and_gradients(torch, Z, Z * Z, target, *values)
+    params = [v.clone().requires_grad_(True) for v in values]
+    log_ls, log_os, log_noise, const = params
+    K = gp._gram(torch, Z, Z, log_ls.exp(), log_os.exp()) + log_noise.exp() * torch.eye(30, dtype=torch.float64)
+    L = gp._cholesky(torch, K)  # with the model's jitter, as in fitting
+    resid = (target - const).unsqueeze(1)
+    expected = 0.5 * (resid * torch.cholesky_solve(resid, L)).sum() + torch.log(torch.diagonal(L)).sum()
+    expected.backward()
+    assert float(nll) == pytest.approx(float(expected.detach()), rel=1e-10)
+    for got, param in zip(grads, params, strict=True):
+        np.testing.assert_allclose(got.numpy(), param.grad.numpy(), rtol=1e-7, atol=1e-10)
