@@ -324,3 +324,17 @@ def test_gp_closed_form_gradients_match_autograd(kernel):
     assert float(nll) == pytest.approx(float(expected.detach()), rel=1e-10)
     for got, param in zip(grads, params, strict=True):
         np.testing.assert_allclose(got.numpy(), param.grad.numpy(), rtol=1e-7, atol=1e-10)
+
+
+def test_gp_saved_before_summed_kernels_still_loads_and_predicts():
+    X, y = smooth_problem(60)
+    gp = TorchGPRegressor(n_iter=10, n_threads=1).fit(X[:40], y[:40])
+    state = dict(gp.__getstate__())
+    # What a one-kernel GP pickled before n_kernels existed holds.
+    del state["n_kernels"]
+    state["output_scale_"] = float(state.pop("output_scales_")[0])
+    state["length_scales_"] = state["length_scales_"][0]
+    old = TorchGPRegressor.__new__(TorchGPRegressor)
+    old.__setstate__(state)
+    np.testing.assert_allclose(old.predict(X[40:]), gp.predict(X[40:]))
+    assert old.get_params()["n_kernels"] == 1
