@@ -246,7 +246,7 @@ def test_gp_drops_constant_columns_and_refuses_large_or_bad_inputs():
 
 
 def test_registry_names_and_residual_mode(synthetic_gemm_table):
-    for name in ("hgb", "forest", "mlp", "grid-xgb", "gp", "xgb-quantile", "xgb-ensemble"):
+    for name in ("hgb", "forest", "mlp", "grid-xgb", "gp", "gp4", "xgb-quantile", "xgb-ensemble"):
         assert name in REGRESSORS
     model = PerformanceModel(kind="gemm", regressor=LogTargetHGBRegressor(max_iter=50, n_threads=1))
     model.fit(synthetic_gemm_table)
