@@ -416,3 +416,23 @@ def test_random_search_under_launch_noise_answers_with_its_best_launch(monkeypat
     read.update({1: None, 4: None})
     assert serving_search.random_by_launches(configs, measure, lambda m: m.metrics.get("output_tokens_per_s"),
                                              budget=3, seed=0) is None
+
+
+def test_weighted_blend_scored_from_fold_predictions_is_the_blend_regressor(monkeypatch):
+    """uci_2000 scores each blend share from its members' fold predictions, without refitting:
+    that must be what ``BlendRegressor(weights=...)`` predicts."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import accuracy
+
+    from perfpred.models import BlendRegressor, LogTargetForestRegressor, LogTargetHGBRegressor
+
+    r = np.random.default_rng(0)
+    X = r.uniform(-1, 1, size=(120, 3))
+    y = np.exp(X[:, 0] + 0.5 * X[:, 1] ** 2)
+    a, b = LogTargetHGBRegressor(max_iter=30, n_threads=1), LogTargetForestRegressor(n_estimators=20, n_jobs=1)
+    runs = [[{"_true": y[80:], "_pred": m.fit(X[:80], y[:80]).predict(X[80:])}] for m in (a, b)]
+    blend = BlendRegressor([("a", a), ("b", b)], weights=[0.8, 0.2], reseed_members=False).fit(X[:80], y[:80])
+    scored = accuracy.blended_runs(runs, [0.8, 0.2])
+    np.testing.assert_allclose(scored[0]["_pred"], blend.predict(X[80:]), rtol=1e-9)
+    even = accuracy.blended_runs(runs)
+    np.testing.assert_allclose(even[0]["_pred"], np.sqrt(runs[0][0]["_pred"] * runs[1][0]["_pred"]), rtol=1e-12)
