@@ -364,7 +364,7 @@ def dataset_ls(
 def train(
     store: Annotated[Path, typer.Option(help="Measurement store to train on.")] = DEFAULT_STORE,
     kind: Annotated[str, typer.Option(help="Which measurements and features: gemm, kernel, serving, or a variant that reads the same rows (gemm-gpu, kernel-occupancy, serving-attention).")] = "gemm",
-    model: Annotated[str, typer.Option(help="Regressor: xgb (default), hgb, forest, mlp, grid-xgb (dense tuning spaces), deep-trees (tuning spaces with steep steps), gp (exact Gaussian process, up to 5,000 rows), xgb-quantile / xgb-ensemble (with predictive intervals), rf (GPPerf baseline), roofline.")] = "xgb",
+    model: Annotated[str, typer.Option(help="Regressor: xgb (default), hgb, forest, mlp, grid-xgb (dense tuning spaces), deep-trees (tuning spaces with steep steps), gp (exact Gaussian process, up to 5,000 rows), gp4 (four summed GP kernels: a few thousand rows of a tuning space), xgb-quantile / xgb-ensemble (with predictive intervals), rf (GPPerf baseline), roofline.")] = "xgb",
     target: Annotated[str, typer.Option(help="Column to predict (runtime_ms, power_w, energy_j, ...).")] = "runtime_ms",
     split: Annotated[str, typer.Option(help="Held-out split for the reported error: random or shape (unseen M,N,K).")] = "shape",
     seed: Annotated[int, typer.Option(help="Seed of the split and the regressor.")] = 0,

@@ -193,6 +193,17 @@ def test_train_with_reuse_measured_answers_training_shapes_with_their_times(coll
     assert model.predict(rows) == pytest.approx(rows["runtime_ms"].to_numpy())
 
 
+def test_train_a_summed_kernel_gp_by_name(collected):
+    from perfpred.models import TorchGPRegressor, load_model
+
+    name = f"cli-gp4-{uuid.uuid4().hex[:8]}"
+    invoke("train", "--store", str(collected), "--model", "gp4", "--name", name)
+    model = load_model(name)
+    assert isinstance(model.regressor_, TorchGPRegressor) and model.regressor_.length_scales_.shape[0] == 4
+    rows = MeasurementStore(collected).load()
+    assert (model.predict(rows) > 0).all()
+
+
 def test_evaluate_writes_json(collected, tmp_path):
     output = tmp_path / "f.json"
     result = invoke("evaluate", "--store", str(collected), "--seeds", "0", "--output", str(output))
