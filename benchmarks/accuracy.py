@@ -438,15 +438,18 @@ def neusight_logo(tables, budget: Budget) -> dict[str, Any]:
     if budget.smoke:
         table = table.groupby("hardware_id", group_keys=False).sample(800, random_state=SEED).reset_index(drop=True)
 
-    def make(kind: str = "gemm-gpu-transfer") -> PerformanceModel:
+    def make(kind: str = "gemm-gpu-transfer", threads: int = THREADS) -> PerformanceModel:
         return PerformanceModel(kind=kind, residual_of="log2_wave_roofline_ms", regressor=LogTargetXGBRegressor(
-            n_estimators=100 if budget.smoke else 300, max_depth=6, learning_rate=0.1, n_jobs=THREADS))
+            n_estimators=100 if budget.smoke else 300, max_depth=6, learning_rate=0.1, n_jobs=threads))
 
     per_gpu, worst = {}, []
     ops = sorted(table["workload.op"].unique())
-    for gpu in sorted(table["hardware_id"].unique()):
-        train, test = table[table["hardware_id"] != gpu], table[table["hardware_id"] == gpu]
-        result = fit_score(make(), train, test)
+    gpus = sorted(table["hardware_id"].unique())
+    # One held-out GPU per process, one thread each (featurising ~100k rows is single-threaded).
+    results = in_parallel([(fit_score, (make(threads=1), table[table["hardware_id"] != gpu],
+                                        table[table["hardware_id"] == gpu])) for gpu in gpus])
+    for gpu, result in zip(gpus, results, strict=True):
+        test = table[table["hardware_id"] == gpu]
         per_op = {}
         for op in ops:
             rows = (test["workload.op"] == op).to_numpy()
