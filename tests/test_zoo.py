@@ -316,12 +316,9 @@ def test_gp_closed_form_gradients_match_autograd(kernel):
     nll, grads = gp._nll_and_gradients(torch, Z, Z * Z, target, *values)
     params = [v.clone().requires_grad_(True) for v in values]
     log_ls, log_os, log_noise, const = params
-    # The kernel written out plainly (cdist, no in-place buffers), so autograd can run through it.
-    K = log_noise.exp() * torch.eye(30, dtype=torch.float64)
-    for ls, scale in zip(log_ls.exp(), log_os.exp(), strict=True):
-        r = torch.cdist(Z / ls, Z / ls)
-        s = 5.0 ** 0.5 * r
-        K = K + scale * (torch.exp(-0.5 * r ** 2) if kernel == "rbf" else (1 + s + s ** 2 / 3) * torch.exp(-s))
+    # The kernel written out plainly (no in-place buffers), so autograd can run through it.
+    K = (_plain_kernel(torch, kernel, Z, Z, log_ls.exp(), log_os.exp())
+         + log_noise.exp() * torch.eye(30, dtype=torch.float64))
     L = gp._cholesky(torch, K)  # with the model's jitter, as in fitting
     resid = (target - const).unsqueeze(1)
     expected = 0.5 * (resid * torch.cholesky_solve(resid, L)).sum() + torch.log(torch.diagonal(L)).sum()
@@ -329,6 +326,29 @@ def test_gp_closed_form_gradients_match_autograd(kernel):
     assert float(nll) == pytest.approx(float(expected.detach()), rel=1e-10)
     for got, param in zip(grads, params, strict=True):
         np.testing.assert_allclose(got.numpy(), param.grad.numpy(), rtol=1e-7, atol=1e-10)
+
+
+def _plain_kernel(torch, kernel, A, B, length_scales, output_scales):
+    """The summed kernel written out with cdist: the reference for the GP's in-place one."""
+    K = 0
+    for ls, scale in zip(length_scales, output_scales, strict=True):
+        r = torch.cdist(A / ls, B / ls)
+        s = 5.0 ** 0.5 * r
+        K = K + scale * (torch.exp(-0.5 * r ** 2) if kernel == "rbf" else (1 + s + s ** 2 / 3) * torch.exp(-s))
+    return K
+
+
+@pytest.mark.parametrize("kernel", ["matern52", "rbf"])
+def test_gp_kernel_between_different_rows_matches_the_plain_formula(kernel):
+    # The prediction path: training rows against new rows (not the fit's rows against themselves).
+    torch = pytest.importorskip("torch")
+    r = np.random.default_rng(1)
+    A, B = torch.from_numpy(r.normal(size=(40, 4))), torch.from_numpy(r.normal(size=(25, 4)))
+    ls = torch.from_numpy(np.exp(r.normal(scale=0.5, size=(3, 4))))
+    scales = torch.tensor([1.0, 0.3, 0.1], dtype=torch.float64)
+    got = TorchGPRegressor(kernel=kernel, n_kernels=3)._gram(torch, A, B, ls, scales)
+    np.testing.assert_allclose(got.numpy(), _plain_kernel(torch, kernel, A, B, ls, scales).numpy(),
+                               rtol=1e-9, atol=1e-12)
 
 
 def test_gp_saved_before_summed_kernels_still_loads_and_predicts():
