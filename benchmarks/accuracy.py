@@ -329,7 +329,7 @@ def uci_2000(tables, budget: Budget) -> dict[str, Any]:
     test = table.iloc[te]
     # Each regressor on the kernel features, and on them plus the occupancy on the GTX 680
     # (``kind="kernel-occupancy"``), and the exact GP on the latter only, with four summed ARD
-    # kernels (its fits take ~70 s each at 1,500 rows; one kernel: 9.16% 4-fold CV MAPE on these
+    # kernels (its fits take ~43 s each at 1,500 rows on one thread; one kernel: 9.16% 4-fold CV MAPE on these
     # rows at 50 steps, four: 8.03% at 100); cross-validation on the training rows picks.
     candidates = {f"{name}{suffix}": PerformanceModel(kind=kind, regressor=clone(reg))
                   for name, reg in small_data_candidates(budget).items()
