@@ -148,24 +148,17 @@ def test_demo_starts_from_a_prior_recording_instead_of_cold(tmp_path):
     assert warm.predicted_vs_measured_mape_pct is not None
 
 
-def test_tune_on_derived_kernel_features(tmp_path):
+@pytest.mark.parametrize(("option", "value", "budget"), [("features", "derived", 8), ("surrogate", "gp", 12)])
+def test_tune_with_a_non_default_setting(tmp_path, option, value, budget):
+    # --features derived: the surrogate also sees the kernel quantities derived from the parameters;
+    # --surrogate gp: an exact GP instead of the tree ensemble.
     target = datasets_dir() / CONV.format("A4000")
     out = tmp_path / "run"
-    result = invoke("tune", "--backend", f"replay:{target}", "--budget", "8", "--features", "derived",
+    result = invoke("tune", "--backend", f"replay:{target}", "--budget", str(budget), f"--{option}", value,
                     "--output", str(out))
     assert "best config" in result.output
     report = json.loads((out / "result.json").read_text())
-    assert report["n_evaluations"] == 8 and report["settings"]["features"] == "derived"
-
-
-def test_tune_with_the_gp_surrogate(tmp_path):
-    target = datasets_dir() / CONV.format("A4000")
-    out = tmp_path / "run"
-    result = invoke("tune", "--backend", f"replay:{target}", "--budget", "12", "--surrogate", "gp",
-                    "--output", str(out))
-    assert "best config" in result.output
-    report = json.loads((out / "result.json").read_text())
-    assert report["n_evaluations"] == 12 and report["settings"]["surrogate"] == "gp"
+    assert report["n_evaluations"] == budget and report["settings"][option] == value
 
 
 @pytest.mark.parametrize("extra", [["--surrogate", "forest"], ["--surrogate", "gp", "--objective", "runtime_ms"]])
