@@ -226,6 +226,14 @@ class GPSurrogate:
     def fit_predict(self, X_measured: pd.DataFrame, y_log: np.ndarray, ok: np.ndarray, X_candidates: pd.DataFrame,
                     prior_measured: np.ndarray | None = None,
                     prior_candidates: np.ndarray | None = None) -> SurrogateFit:
+        ok = np.asarray(ok, dtype=bool)
+        mean, std = self.mean_and_std(X_measured, y_log, ok, X_candidates, prior_measured, prior_candidates)
+        return SurrogateFit(mean, std, probability_ok(X_measured, ok, X_candidates, self.seed))
+
+    def mean_and_std(self, X_measured: pd.DataFrame, y_log: np.ndarray, ok: np.ndarray, X_candidates: pd.DataFrame,
+                     prior_measured: np.ndarray | None = None,
+                     prior_candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The candidates' log-objective mean and posterior spread, without the failure classifier."""
         from perfpred.models._gp import TorchGPRegressor
 
         n_cand = len(X_candidates)
@@ -240,8 +248,7 @@ class GPSurrogate:
             gp = TorchGPRegressor(n_iter=self.n_iter, learning_rate=self.learning_rate, n_threads=1)
             gp.fit(Xo.to_numpy(dtype=float), np.exp(target))
             mean, std = gp.predict_log(Xc.to_numpy(dtype=float), return_std=True)
-        p_ok = probability_ok(X_measured, ok, X_candidates, self.seed)
-        return SurrogateFit(offset_c + mean, std, p_ok)
+        return offset_c + mean, std
 
 
 class BlendSurrogate:
@@ -254,9 +261,9 @@ class BlendSurrogate:
 
     def fit_predict(self, *args, **kwargs) -> SurrogateFit:
         a = self.ensemble.fit_predict(*args, **kwargs)
-        b = self.gp.fit_predict(*args, **kwargs)
-        mean = 0.5 * (a.mean_log + b.mean_log)
-        std = np.sqrt(0.5 * (a.std_log ** 2 + b.std_log ** 2) + (0.5 * (a.mean_log - b.mean_log)) ** 2)
+        gp_mean, gp_std = self.gp.mean_and_std(*args, **kwargs)  # the failure odds are the ensemble's
+        mean = 0.5 * (a.mean_log + gp_mean)
+        std = np.sqrt(0.5 * (a.std_log ** 2 + gp_std ** 2) + (0.5 * (a.mean_log - gp_mean)) ** 2)
         return SurrogateFit(mean, std, a.p_ok)
 
 
