@@ -560,6 +560,8 @@ def tune(
                       featurize=(kernel_tuning_features(session.workload, session.hardware)
                                  if features == "derived" else None))
         result = tuner.run()
+    if not err_console.is_terminal:
+        err_console.line()  # a non-terminal Live leaves its last frame without a line end
     comparisons = {}
     if compare_random:
         comparisons["random"] = random_search(session.backend, session.candidates, budget, seed=seed)
