@@ -386,6 +386,8 @@ def train(
         console.print(f"predict with: perfpred predict --model {name or result.run_id} --m 1024 --n 1024 --k 1024")
     else:  # `perfpred predict` takes GEMM shapes; other kinds predict from a table of rows in Python
         console.print(f"predict with: perfpred.models.load_model({(name or result.run_id)!r}).predict(rows)")
+        if kind.startswith("kernel") and target == "runtime_ms":
+            console.print(f"tune from it: perfpred tune --backend replay:PATH|kernel:NAME --model {name or result.run_id}")
 
 
 @app.command()
@@ -491,6 +493,7 @@ def tune(
     budget: Annotated[int, typer.Option(help="Hardware evaluations in total (all workers of the study together).")] = 32,
     space: Annotated[Path | None, typer.Option(help="Search space file (YAML/JSON: params + constraints); default: the backend's own space.")] = None,
     prior: Annotated[list[str] | None, typer.Option(help="Transfer: a recorded file of OTHER hardware of the same kernel (repeatable); each trains a prior that is weighted by how well it orders what is measured here.")] = None,
+    model: Annotated[str | None, typer.Option(help="Start from a runtime model trained with `perfpred train` (MLflow run id or registered name; this hardware's or other hardware's): its prediction for every config is a prior, weighted like --prior's by how well it orders what is measured here.")] = None,
     batch: Annotated[int, typer.Option(help="Configs confirmed per round (one model refit per round).")] = 4,
     kappa: Annotated[float, typer.Option(help="Exploration weight of the lower confidence bound (0 = pure exploitation).")] = 1.0,
     early_stop: Annotated[float | None, typer.Option(help="Stop when no config is predicted to beat the best by more than this fraction (e.g. 0.01).")] = None,
@@ -514,7 +517,7 @@ def tune(
     from rich.live import Live
 
     from perfpred.tuner import Tuner, TuneSettings, kernel_tuning_features, random_search
-    from perfpred.tuner._session import open_session, priors_from_files, write_report
+    from perfpred.tuner._session import open_session, prior_from_model, priors_from_files, write_report
 
     if features not in ("raw", "derived"):
         raise InvalidInputError(f"`--features` must be 'raw' or 'derived', but got {features!r}")
@@ -524,6 +527,9 @@ def tune(
     if surrogate != "ensemble" and (objective or constraint):
         raise InvalidInputError(f"`--surrogate {surrogate}` works in single-objective tuning only, but got --objective "
                                 "or --constraint")
+    if (prior or model) and (objective or constraint):
+        raise InvalidInputError("`--prior` and `--model` work in single-objective tuning only, but got --objective "
+                                "or --constraint")
     settings = TuneSettings(budget=budget, batch_size=batch, kappa=kappa, early_stop_rel=early_stop,
                             max_wall_s=max_wall_s, seed=seed, surrogate=surrogate)
     session = open_session(backend, str(space) if space else None)
@@ -531,7 +537,8 @@ def tune(
         _tune_pareto(session, objective or ["runtime_ms"], constraint or [], budget=budget, batch=batch,
                      storage=storage, study=study, seed=seed, output=output)
         return
-    priors = priors_from_files(prior, session.space.names) if prior else None
+    priors = {**(priors_from_files(prior, session.space.names) if prior else {}),
+              **(prior_from_model(model, session) if model else {})} or None
     state = {"n": 0, "best": None, "last": None}
 
     def view() -> Table:
@@ -566,7 +573,8 @@ def tune(
     if compare_random:
         comparisons["random"] = random_search(session.backend, session.candidates, budget, seed=seed)
     paths = write_report(output, history=result.history,
-                         settings={**settings.__dict__, "backend": backend, "features": features},
+                         settings={**settings.__dict__, "backend": backend, "features": features,
+                                   "priors": sorted(priors or {})},
                          best_config=result.best_config, best_value=result.best_value, comparisons=comparisons,
                          optimum=session.optimum, budget=budget, description=session.description)
     summary = {"evaluations": result.n_evaluations, "stopped by": result.stopped_by,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 from test_cli import assert_one_line_error, invoke, run_main
 
@@ -51,6 +52,53 @@ def test_tune_replay_with_transfer_prior_and_random_comparison(tmp_path):
     assert (out / "best_so_far.png").stat().st_size > 1000
     history = (out / "history.csv").read_text().splitlines()
     assert len(history) == 9  # header + one row per hardware evaluation
+
+
+@pytest.fixture(scope="module")
+def a6000_convolution_model(tmp_path_factory):
+    """A runtime model of the A6000's convolution space, trained and registered through the CLI."""
+    store = tmp_path_factory.mktemp("a6000") / "store"
+    invoke("import", "kernel-tuner", str(datasets_dir() / CONV.format("A6000")), "--into", str(store))
+    invoke("train", "--store", str(store), "--kind", "kernel", "--split", "random", "--name", "conv-a6000")
+    return "conv-a6000"
+
+
+def test_tune_starts_from_a_model_trained_on_other_hardware(tmp_path, a6000_convolution_model):
+    from perfpred.models import load_model
+    from perfpred.tuner._session import open_session
+
+    target = f"replay:{datasets_dir() / CONV.format('A4000')}"
+    out = tmp_path / "run"
+    invoke("tune", "--backend", target, "--model", a6000_convolution_model, "--budget", "8", "--batch", "4",
+           "--output", str(out))
+    report = json.loads((out / "result.json").read_text())
+    assert report["settings"]["priors"] == [f"model {a6000_convolution_model}"]
+    assert report["n_evaluations"] == 8
+    # The model's fastest config for the A4000 is among the first round's picks: the search
+    # started from it, where a cold start would have begun with a space-filling design.
+    session = open_session(target)
+    predicted = load_model(a6000_convolution_model).predict(session.describe(session.candidates))
+    favourite = session.candidates.iloc[int(predicted.argmin())].to_dict()
+    history = pd.read_csv(out / "history.csv")
+    first_round = history[history["iteration"] == history["iteration"].min()][list(favourite)]
+    assert favourite in first_round.to_dict("records")
+
+
+def test_tune_refuses_a_model_that_cannot_score_the_space(monkeypatch, capsys, a6000_convolution_model):
+    target = datasets_dir() / GEMM.format("RTX_2080_Ti")
+    code, out, err = run_main(monkeypatch, capsys, "tune", "--backend", f"replay:{target}", "--model",
+                              a6000_convolution_model, "--budget", "4")
+    assert_one_line_error(code, out, err, f"--model {a6000_convolution_model}", "cannot predict this space's configs")
+
+
+@pytest.mark.parametrize("model, needle", [("no-such-model", "no model at"), ("conv", "single-objective")])
+def test_tune_refuses_a_missing_model_or_one_with_objectives(monkeypatch, capsys, model, needle):
+    target = datasets_dir() / CONV.format("A4000")
+    objectives = ["--objective", "runtime_ms", "--objective", "metric.compile_time_ms"]
+    extra = objectives if needle == "single-objective" else []
+    code, out, err = run_main(monkeypatch, capsys, "tune", "--backend", f"replay:{target}", "--model", model,
+                              "--budget", "4", *extra)
+    assert_one_line_error(code, out, err, needle)
 
 
 def test_tune_refuses_a_bad_backend(monkeypatch, capsys):
@@ -173,3 +221,16 @@ def test_tune_refuses_unknown_or_unsupported_features(monkeypatch, capsys, extra
     target = datasets_dir() / CONV.format("A4000")
     code, out, err = run_main(monkeypatch, capsys, "tune", "--backend", f"replay:{target}", *extra)
     assert_one_line_error(code, out, err, "--features")
+
+
+def test_a_kernel_session_describes_each_config_as_its_measured_row_would_be():
+    from perfpred.tuner._session import open_session
+
+    session = open_session("kernel:sgemm:test")
+    config = session.candidates.iloc[[0]]
+    described = session.describe(config).iloc[0].to_dict()
+    measured = session.backend.measure(config.iloc[0].to_dict()).to_row()
+    assert measured["status"] == "ok"
+    before_measuring = {k: v for k, v in measured.items()
+                        if k in ("kind", "hardware_id", "hardware_json") or k.startswith(("workload.", "config."))}
+    assert described == before_measuring  # what a trained model saw in training, it sees when tuning

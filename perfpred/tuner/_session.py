@@ -3,13 +3,15 @@
 A backend spec is ``replay:PATH`` (a recorded complete space: Kernel Tuner cache, UCI SGEMM
 CSV) or ``kernel:NAME[:SIZE]`` (a shipped CPU kernel compiled and timed on this machine).
 A prior is a recorded file of OTHER hardware (its configs' runtimes train one XGBoost model
-per file) or an MLflow model id/name.
+per file) or a runtime model trained with ``perfpred train`` (an MLflow run id or registered
+name), which predicts every candidate from the Measurement row it would have (``Session.describe``).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,9 @@ class Session:
     workload: dict[str, Any] = field(default_factory=dict)
     # The device's spec, where known (a replayed recording's GPU): occupancy features need it.
     hardware: dict[str, Any] | None = None
+    # Candidates -> the Measurement rows they would have before being measured (kind, workload.*,
+    # config.*, hardware): what a model trained on stored rows predicts from.
+    describe: Callable[[pd.DataFrame], pd.DataFrame] | None = None
 
 
 def _replay_format(path: Path) -> str:
@@ -60,7 +65,7 @@ def open_session(backend_spec: str, space_file: str | None = None) -> Session:
         candidates = candidates[space.mask(candidates[space.names])]
         return Session(space, backend, candidates.reset_index(drop=True), f"replay of {path.name}",
                        optimum=float(backend.optimum().runtime_ms), workload=backend.problem(),
-                       hardware=backend.hardware())
+                       hardware=backend.hardware(), describe=_replayed_rows(backend.table))
     if kind == "kernel":
         from perfpred.collect import KernelCollector, get_kernel
 
@@ -71,8 +76,75 @@ def open_session(backend_spec: str, space_file: str | None = None) -> Session:
         if space_file:
             space = SearchSpace.from_dict(_load_spec(space_file))
         return Session(space, _KernelBackend(collector), space.enumerate(), f"kernel {name} on this CPU",
-                       workload=dict(collector.problem_size))
+                       workload=dict(collector.problem_size), describe=_kernel_rows(collector))
     raise InvalidInputError(f"--backend must be replay:PATH or kernel:NAME[:SIZE], but got {backend_spec!r}")
+
+
+def _replayed_rows(table: pd.DataFrame) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """A candidate's row as the recording holds it, minus what measuring gives: the recording's
+    kind, hardware and fixed workload columns, and each parameter under its recorded prefix."""
+    shared = {c: table[c].dropna().iloc[0] for c in ("kind", "hardware_id", "hardware_json")
+              if c in table and table[c].notna().any()}
+    shared.update({c: table[c].iloc[0] for c in table.columns
+                   if c.startswith("workload.") and table[c].nunique(dropna=False) == 1})
+
+    def describe(frame: pd.DataFrame) -> pd.DataFrame:
+        rows = frame.rename(columns=lambda n: f"workload.{n}" if f"workload.{n}" in table else f"config.{n}")
+        return rows.assign(**{c: v for c, v in shared.items() if c not in rows})
+
+    return describe
+
+
+def _kernel_rows(collector: Any) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """A candidate's row as ``KernelCollector.measure`` would store it, before timing it."""
+    from perfpred.datasets._schema import _canonical
+
+    hardware_by_threads: dict[Any, dict[str, Any]] = {}
+
+    def describe(frame: pd.DataFrame) -> pd.DataFrame:
+        rows = []
+        for params in frame.to_dict("records"):
+            cfg = collector.config(params)
+            threads = cfg.params.get(collector.kernel.threads_param) if collector.kernel.threads_param else None
+            if threads not in hardware_by_threads:  # peaks are measured per thread count, once
+                hardware_by_threads[threads] = collector.hardware(cfg)
+            hardware = hardware_by_threads[threads]
+            rows.append({"kind": "kernel", "hardware_id": hardware["hardware_id"],
+                         "hardware_json": _canonical(hardware),
+                         **{f"workload.{k}": v for k, v in cfg.workload().items()},
+                         **{f"config.{k}": v for k, v in cfg.config().items()}})
+        return pd.DataFrame(rows, index=frame.index)
+
+    return describe
+
+
+def prior_from_model(ref: str, session: Session) -> dict[str, Callable[[pd.DataFrame], np.ndarray]]:
+    """A runtime model trained with ``perfpred train`` (MLflow run id or name) as a tuning prior:
+    it predicts each candidate from the row ``session.describe`` gives it (on the tuned hardware,
+    so a model with hardware-spec features predicts for this device). Checked on two candidates
+    here, so a model of another kind fails before anything is measured."""
+    from perfpred.models import PerformanceModel, load_model
+
+    est = load_model(ref)
+    if not isinstance(est, PerformanceModel):
+        raise InvalidInputError(f"--model {ref}: a model trained with `perfpred train` is needed, but it is a "
+                                f"{type(est).__name__}")
+    if est.target != "runtime_ms":
+        raise InvalidInputError(f"--model {ref} must predict runtime_ms (the tuner minimises it), but it predicts "
+                                f"{est.target}")
+    if session.describe is None:
+        raise InvalidInputError(f"--model {ref}: this backend cannot describe its configs as stored rows")
+
+    def predict(frame: pd.DataFrame) -> np.ndarray:
+        try:
+            return np.asarray(est.predict(session.describe(frame)), dtype=float)
+        except (InvalidInputError, KeyError, ValueError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InvalidInputError(f"--model {ref} (kind {est.kind!r}) cannot predict this space's configs: "
+                                    f"{first[:300]}") from None
+
+    predict(session.candidates.head(2))
+    return {f"model {ref}": predict}
 
 
 def _problem_size(spec: Any, text: str) -> dict[str, int] | None:
