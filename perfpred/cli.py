@@ -506,7 +506,7 @@ def tune(
     objective: Annotated[list[str] | None, typer.Option(help="Multi-objective: a measured field to optimise, METRIC[:max|:min] (runtime_ms, energy_j, power_w, metric.NAME); repeat for a Pareto front (e.g. --objective runtime_ms --objective energy_j).")] = None,
     constraint: Annotated[list[str] | None, typer.Option(help="A bound on a measured field that counts a config as feasible, e.g. 'metric.itl_p99_ms <= 50' (repeatable; Optuna constraints).")] = None,
     features: Annotated[str, typer.Option(help="What the surrogate learns from: 'raw' (the parameter values) or 'derived' (also the kernel quantities derived from them and the problem: work per thread, tile areas, blocks launched, ...; single-objective tuning).")] = "raw",
-    surrogate: Annotated[str, typer.Option(help="The model refitted each round: 'ensemble' (bootstrap XGBoost), 'gp' (an exact GP: about half the time per round, no better on the replayed spaces) or 'blend' (both averaged); single-objective tuning.")] = "ensemble",
+    surrogate: Annotated[str | None, typer.Option(help="The model refitted each round: 'ensemble' (bootstrap XGBoost; the default for a space scored whole), 'gp' (an exact GP: about half the time per round, no better on the replayed spaces; the default for a space with continuous parameters) or 'blend' (both averaged); single-objective tuning.")] = None,
 ) -> None:
     """Tune a configuration space with the predictor first, confirming the best candidates on hardware.
 
@@ -524,7 +524,7 @@ def tune(
     if features == "derived" and (objective or constraint):
         raise InvalidInputError("`--features derived` works in single-objective tuning only, but got --objective or "
                                 "--constraint")
-    if surrogate != "ensemble" and (objective or constraint):
+    if surrogate is not None and surrogate != "ensemble" and (objective or constraint):
         raise InvalidInputError(f"`--surrogate {surrogate}` works in single-objective tuning only, but got --objective "
                                 "or --constraint")
     if (prior or model) and (objective or constraint):
@@ -571,7 +571,8 @@ def tune(
         err_console.line()  # a non-terminal Live leaves its last frame without a line end
     comparisons = {}
     if compare_random:
-        comparisons["random"] = random_search(session.backend, session.candidates, budget, seed=seed)
+        drawn_from = session.candidates if session.candidates is not None else session.space.sample(budget, seed=seed)
+        comparisons["random"] = random_search(session.backend, drawn_from, budget, seed=seed)
     paths = write_report(output, history=result.history,
                          settings={**settings.__dict__, "backend": backend, "features": features,
                                    "priors": sorted(priors or {})},

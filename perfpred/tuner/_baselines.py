@@ -62,13 +62,14 @@ def random_search(backend: HardwareBackend, candidates: pd.DataFrame, budget: in
     return [_objective_value(backend.measure(row_config(candidates, int(i))), objective) for i in picks]
 
 
-def optuna_search(backend: HardwareBackend, space: SearchSpace, candidates: pd.DataFrame, budget: int, *,
+def optuna_search(backend: HardwareBackend, space: SearchSpace, candidates: pd.DataFrame | None, budget: int, *,
                   sampler: str = "tpe", seed: int = 0, objective: str = "runtime_ms",
                   max_invalid_per_eval: int = 200, infeasible: str | None = None,
                   storage: str | None = None, study_name: str | None = None) -> list[float | None]:
     """An Optuna study directly on the hardware (no predictor), as a user would run it.
 
-    Suggestions outside ``candidates`` (configs that violate the space's constraints) cost no
+    Suggestions outside ``candidates`` (configs that violate the space's constraints; with
+    ``candidates=None``, for a space too large to list, the constraints are checked) cost no
     hardware evaluation, as with a tuner that checks constraints before launching; a repeated
     suggestion reuses its first result. ``infeasible`` says how Optuna hears of them and of failed
     configs:
@@ -91,11 +92,11 @@ def optuna_search(backend: HardwareBackend, space: SearchSpace, candidates: pd.D
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize", sampler=optuna_sampler(sampler, seed), storage=storage,
                                 study_name=study_name)
-    valid = {config_key(r) for r in candidates.to_dict("records")}
+    valid = None if candidates is None else {config_key(r) for r in candidates.to_dict("records")}
     seen: dict[str, float | None] = {}
     values: list[float | None] = []
     worst: float | None = None
-    if budget < 1 or not valid:
+    if budget < 1 or (valid is not None and not valid):
         return values
     for _ in range(budget * max_invalid_per_eval):
         trial = study.ask()
@@ -104,7 +105,7 @@ def optuna_search(backend: HardwareBackend, space: SearchSpace, candidates: pd.D
         value = None
         if key in seen:
             value = seen[key]
-        elif key in valid:
+        elif (key in valid) if valid is not None else space.is_valid(config):
             value = _objective_value(backend.measure(config), objective)
             seen[key] = value
             values.append(value)
@@ -118,6 +119,6 @@ def optuna_search(backend: HardwareBackend, space: SearchSpace, candidates: pd.D
             study.tell(trial, worst)
         else:  # nothing measured yet to stand in for an infeasible config's value
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        if len(values) >= budget or len(seen) >= len(valid):
+        if len(values) >= budget or (valid is not None and len(seen) >= len(valid)):
             break
     return values

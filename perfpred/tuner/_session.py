@@ -29,7 +29,7 @@ from perfpred.tuner._surrogate import param_features, xgb_prior
 class Session:
     space: SearchSpace
     backend: Any
-    candidates: pd.DataFrame
+    candidates: pd.DataFrame | None  # None: too many to list (the tuner searches its predictor)
     description: str
     optimum: float | None = None  # known for replayed spaces
     # The problem every candidate solves (problem_size_x, m, ...): the derived kernel features need it.
@@ -75,7 +75,8 @@ def open_session(backend_spec: str, space_file: str | None = None) -> Session:
         space = SearchSpace.from_kernel_tuner(collector.space(), collector.restrictions)
         if space_file:
             space = SearchSpace.from_dict(_load_spec(space_file))
-        return Session(space, _KernelBackend(collector), space.enumerate(), f"kernel {name} on this CPU",
+        candidates = space.enumerate() if space.enumerable else None
+        return Session(space, _KernelBackend(collector), candidates, f"kernel {name} on this CPU",
                        workload=dict(collector.problem_size), describe=_kernel_rows(collector))
     raise InvalidInputError(f"--backend must be replay:PATH or kernel:NAME[:SIZE], but got {backend_spec!r}")
 
@@ -143,7 +144,7 @@ def prior_from_model(ref: str, session: Session) -> dict[str, Callable[[pd.DataF
             raise InvalidInputError(f"--model {ref} (kind {est.kind!r}) cannot predict this space's configs: "
                                     f"{first[:300]}") from None
 
-    predict(session.candidates.head(2))
+    predict(session.space.sample(2) if session.candidates is None else session.candidates.head(2))
     return {f"model {ref}": predict}
 
 

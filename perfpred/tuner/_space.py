@@ -122,6 +122,12 @@ class SearchSpace:
     def is_finite(self) -> bool:
         return not any(isinstance(d, Continuous) for d in self.params.values())
 
+    @property
+    def enumerable(self) -> bool:
+        """Finite and small enough to score whole (``enumerate``); otherwise the tuner searches it
+        with an Optuna study on the predictor."""
+        return self.is_finite and self.cartesian_size() <= MAX_ENUMERATE
+
     def cartesian_size(self) -> int:
         if not self.is_finite:
             return math.inf  # type: ignore[return-value]
@@ -180,6 +186,37 @@ class SearchSpace:
         grids = np.meshgrid(*[np.arange(len(d)) for d in domains], indexing="ij")
         frame = pd.DataFrame({name: dom[g.ravel()] for name, dom, g in zip(self.names, domains, grids, strict=True)})
         return frame[self.mask(frame)].reset_index(drop=True)
+
+    def sample(self, n: int, seed: int = 0, max_draws: int = 20) -> pd.DataFrame:
+        """Up to ``n`` distinct valid configs from a scrambled Sobol sequence, in its order (a log
+        range on a log scale, an integer range as integers, a list by equal shares), so any first
+        rows spread over the space without crowding its corners as a maximin design does; in
+        ``max_draws`` vectorised draws at most, fewer configs when the constraints leave fewer."""
+        from scipy.stats import qmc
+
+        sobol = qmc.Sobol(d=len(self.params), scramble=True, seed=np.random.default_rng(seed))
+        found = pd.DataFrame(columns=self.names)
+        for _ in range(max_draws):
+            m = 2 ** math.ceil(math.log2(max(2 * (n - len(found)), 64)))  # powers of two keep Sobol balanced
+            u = sobol.random(m)
+            draw: dict[str, Any] = {}
+            for j, (name, dom) in enumerate(self.params.items()):
+                if isinstance(dom, Continuous):
+                    lo, hi = (math.log(dom.low), math.log(dom.high)) if dom.log else (dom.low, dom.high)
+                    values = lo + u[:, j] * (hi - lo)
+                    values = np.exp(values) if dom.log else values
+                    draw[name] = (np.clip(np.round(values), math.ceil(dom.low), math.floor(dom.high)).astype(int)
+                                  if dom.integer else values)
+                else:
+                    domain = np.asarray(dom, dtype=object if any(isinstance(x, str) for x in dom) else None)
+                    draw[name] = domain[np.minimum((u[:, j] * len(domain)).astype(int), len(domain) - 1)]
+            frame = pd.DataFrame(draw)
+            frame = frame[self.mask(frame)]
+            found = frame if found.empty else pd.concat([found, frame])
+            found = found.drop_duplicates()
+            if len(found) >= n:
+                break
+        return found.head(n).reset_index(drop=True)
 
     # ------------------------------------------------------------------ Optuna
     def optuna_distributions(self) -> dict[str, Any]:

@@ -1,0 +1,75 @@
+"""Search a fitted predictor with an Optuna study: how the tuner finds candidates in a space too
+large to score whole (continuous parameters, or a cartesian product past ``MAX_ENUMERATE``).
+
+An enumerable space is scored config by config (the predictor is cheap). Otherwise the tuner
+keeps a pool of candidates (a random sample of valid configs to begin with) and, each round,
+runs a seeded Optuna study whose objective is the tuner's own acquisition (the lower confidence
+bound, predicted failures last) over the whole space; the study's best configs join the pool, so
+the picks can land between and beyond the sampled ones. Each batch of asked trials is scored in
+one call (one surrogate fit per batch, not per trial).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from perfpred.errors import InvalidInputError, MissingDependencyError
+from perfpred.tuner._space import SearchSpace
+
+INNER_SAMPLERS = ("tpe", "cmaes", "gp", "random")
+
+
+def inner_sampler(name: str, seed: int):
+    """A seeded Optuna sampler by name (``INNER_SAMPLERS``)."""
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "cmaes":
+        try:
+            import cmaes  # noqa: F401  (Optuna's CmaEsSampler needs it)
+        except ImportError:
+            raise MissingDependencyError("inner_sampler='cmaes' needs the cmaes package: pip install cmaes") from None
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise InvalidInputError(f"`inner_sampler in {INNER_SAMPLERS}` must hold, but got inner_sampler={name!r}")
+
+
+def search_predictor(space: SearchSpace, acquisition: Callable[[pd.DataFrame], np.ndarray], *, n_trials: int,
+                     keep: int, sampler: str = "tpe", seed: int = 0, batch: int = 64,
+                     start: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The ``keep`` best distinct valid configs that an Optuna study minimising ``acquisition``
+    finds in ``n_trials`` trials (``acquisition``: a frame of valid configs -> one score per row,
+    lower is better). ``start`` configs (e.g. the measured incumbents) are its first trials. A
+    config that breaks a constraint is told the worst score seen, so the sampler learns to avoid
+    its region."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize", sampler=inner_sampler(sampler, seed))
+    distributions = space.optuna_distributions()
+    if start is not None:
+        for config in start[space.names].to_dict("records"):
+            study.enqueue_trial(config, skip_if_exists=True)
+    scored = []
+    while len(study.trials) < n_trials:
+        trials = [study.ask(distributions) for _ in range(min(batch, n_trials - len(study.trials)))]
+        frame = pd.DataFrame([t.params for t in trials], columns=space.names)
+        valid = space.mask(frame)
+        values = np.full(len(frame), np.inf)
+        if valid.any():
+            values[valid] = np.asarray(acquisition(frame[valid].reset_index(drop=True)), dtype=float)
+        finite = values[np.isfinite(values)]
+        worst = float(finite.max()) + 1.0 if len(finite) else 1.0
+        for trial, value in zip(trials, values, strict=True):
+            study.tell(trial, float(value) if np.isfinite(value) else worst)
+        scored.append(frame.assign(_score=values)[valid & np.isfinite(values)])
+    found = pd.concat(scored) if scored else pd.DataFrame(columns=[*space.names, "_score"])
+    found = found.sort_values("_score", kind="stable").drop_duplicates(subset=space.names)
+    return found.head(keep)[space.names].reset_index(drop=True)
