@@ -69,6 +69,21 @@ def timer_agreement() -> str:
     return "\n".join(lines)
 
 
+def open_space() -> str:
+    d = _load("open_space")
+    if not d:
+        return ""
+    budgets = d["budgets"]
+    lines = ["| landscape | strategy | " + " | ".join(f"best/opt @{b}" for b in budgets) + " | s/run |",
+             "|---|---|" + "---|" * (len(budgets) + 1)]
+    for name, landscape in d["landscapes"].items():
+        for strategy, row in landscape["strategies"].items():
+            cells = " | ".join(f"{row[f'best_over_optimum_at_{b}']:.3f}" for b in budgets)
+            lines.append(f"| {name} | {strategy} | {cells} | {row['s_per_run']:.2f} |")
+    lines.append(f"\n{d['seeds']} seeds each; best found / optimum after each number of evaluations.")
+    return "\n".join(lines)
+
+
 def _strategy_row(name: str, agg: dict, budgets: tuple[int, ...]) -> str:
     """One strategy's mean P, best/optimum at each budget and seconds per run, as a table row."""
     cells = [f"{agg[f'mean_best_over_opt@{b}']:.3f}" if f"mean_best_over_opt@{b}" in agg else "-" for b in budgets]
@@ -513,7 +528,7 @@ def gpu_kernels() -> str:
 
 def main() -> None:
     for title, text in (("cpu_gemm", cpu_gemm()), ("timer_agreement", timer_agreement()), ("accuracy", accuracy()),
-                        ("tuning", tuning()), ("serving", serving()),
+                        ("tuning", tuning()), ("open_space", open_space()), ("serving", serving()),
                         ("serving_vllm", serving("serving_vllm")),
                         ("serving_vllm_prior", serving("serving_vllm_prior")),
                         ("serving_first_picks", serving_first_picks()),

@@ -42,8 +42,8 @@ def test_summarize_renders_every_committed_result():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = {p.stem for p in (REPO / "benchmarks" / "results").glob("*.json")}
-    for name in ("cpu_gemm", "accuracy", "tuning", "serving", "serving_vllm", "serving_first_picks", "serving_search",
-                 "serving_rate", "serving_replay", "cpu_kernels"):
+    for name in ("cpu_gemm", "accuracy", "tuning", "open_space", "serving", "serving_vllm", "serving_first_picks",
+                 "serving_search", "serving_rate", "serving_replay", "cpu_kernels"):
         if name in results:
             assert f"### {name}\n" in proc.stdout
 
