@@ -56,6 +56,19 @@ def test_failures_are_rows_the_tuner_learns_from(tmp_path):
         result.history["status"] == "oom"].any()
 
 
+def test_goodput_counts_the_requests_that_met_the_slo_and_is_maximised(tmp_path):
+    # One slot queues six requests, so most of them wait past the 40 ms TTFT bound; six serve all at once.
+    slo = Slo(ttft_ms=40.0)
+    result = tune_serving_live("fake", space=_fake_space(), workload=FAST, budget=6, slo=slo, goal="goodput",
+                               run_dir=tmp_path)
+    h = result.history
+    assert result.unit == "req/s" and h["goodput_requests_per_s"].notna().all()
+    assert (h["goodput_requests_per_s"] <= h["requests_per_s"] + 1e-9).all()  # never more than finished
+    assert result.best_value == pytest.approx(h["goodput_requests_per_s"].max())
+    one_slot = h.loc[h["slots"] == 1, "goodput_requests_per_s"]
+    assert (one_slot < result.best_value).all()
+
+
 def test_the_reported_best_meets_the_slo(tmp_path):
     # One slot queues six requests: TTFT p99 ~ 5 requests x 6 tokens x 3 ms, well over 40 ms.
     slo = Slo(ttft_ms=40.0)
@@ -166,8 +179,9 @@ def test_slo_checks_and_bad_input():
         Slo(ttft_ms=100.0, quantile=95).metric_violations({"ttft_p99_ms": 50.0})  # no run reports a p95
     with pytest.raises(InvalidInputError, match="`goal` must be one of"):
         tune_serving_live("fake", goal="latency")
-    with pytest.raises(InvalidInputError, match="`slo` must be given"):
-        tune_serving_live("fake", goal="sustainable_rate")
+    for goal in ("sustainable_rate", "goodput"):
+        with pytest.raises(InvalidInputError, match="`slo` must be given"):
+            tune_serving_live("fake", goal=goal)
     with pytest.raises(InvalidInputError, match="`budget >= 1`"):
         tune_serving_live("fake", budget=0)
     with pytest.raises(InvalidInputError, match="`loads` keeps a rate search's loads"):

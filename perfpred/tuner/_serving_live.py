@@ -41,7 +41,10 @@ from perfpred.tuner._slo_search import Evaluation, SloSearchSettings, slo_search
 from perfpred.tuner._space import SearchSpace
 from perfpred.tuner._study import row_config
 
-GOALS = {"throughput": ("output_tokens_per_s", "tok/s"), "sustainable_rate": ("sustainable_rate_rps", "req/s")}
+# goodput: requests per second that finished within every per-request bound of the SLO (the
+# collector counts them when given the SLO), so the SLO is in the goal itself, not a constraint.
+GOALS = {"throughput": ("output_tokens_per_s", "tok/s"), "sustainable_rate": ("sustainable_rate_rps", "req/s"),
+         "goodput": ("goodput_requests_per_s", "req/s")}
 
 # The two batching knobs of each engine, as the engine names them.
 DEFAULT_SPACES: dict[str, dict[str, Any]] = {
@@ -195,8 +198,9 @@ class LiveServingBackend:
         return {**self.native(ev.config), "status": m.status, "goal_value": goal_value(m, self.goal, self.slo),
                 "slo_met": ev.feasible, "slo_violations": "; ".join(violations) or None,
                 "launch_s": round(launch_s, 2), "predicted_goal": ev.predicted_goal, "p_feasible": ev.p_feasible,
-                **{k: m.metrics.get(k) for k in ("output_tokens_per_s", "sustainable_rate_rps", "ttft_p99_ms",
-                                                 "tpot_p50_ms", "tpot_p99_ms", "e2e_p99_ms", "error_rate")}}
+                **{k: m.metrics.get(k) for k in ("output_tokens_per_s", "requests_per_s", "goodput_requests_per_s",
+                                                 "sustainable_rate_rps", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms",
+                                                 "e2e_p99_ms", "error_rate")}}
 
 
 def confirm_finalists(done: list[Evaluation], relaunch: Callable[[dict[str, Any], int], Evaluation], *,
@@ -272,8 +276,11 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
         engine / model: the engine (``llama-server``, ``vllm``, ``fake``) and generated model
             (``tiny``, ``small-20m``).
         space: knobs to search (default: the engine's two batching knobs, ``DEFAULT_SPACES``).
-        slo: a :class:`perfpred.collect.serving.Slo` (p99 bounds); required for ``sustainable_rate``.
-        goal: ``throughput`` (output tok/s at the workload's concurrency) or ``sustainable_rate``.
+        slo: a :class:`perfpred.collect.serving.Slo` (p99 bounds); required for ``sustainable_rate``
+            and ``goodput``.
+        goal: ``throughput`` (output tok/s at the workload's concurrency, counted when the SLO's
+            p99 bounds hold), ``goodput`` (requests/s that each met the SLO's bounds, at that
+            concurrency: DistServe's goodput) or ``sustainable_rate``.
         budget: engine launches at most; no config is launched twice.
         workload: the load test (default: :func:`default_workload`).
         fixed_knobs: knobs held fixed (default: ``DEFAULT_FIXED[engine]``; given ones are added).
@@ -311,8 +318,8 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
 
     if goal not in GOALS:
         raise InvalidInputError(f"`goal` must be one of {sorted(GOALS)}, but got goal={goal!r}")
-    if goal == "sustainable_rate" and slo is None:
-        raise InvalidInputError("`slo` must be given for goal='sustainable_rate', but got slo=None")
+    if goal in ("sustainable_rate", "goodput") and slo is None:
+        raise InvalidInputError(f"`slo` must be given for goal={goal!r}, but got slo=None")
     if loads is not None and goal != "sustainable_rate":
         raise InvalidInputError(f"`loads` keeps a rate search's loads: it needs goal='sustainable_rate', "
                                 f"but got loads={str(loads)!r} with goal={goal!r}")
@@ -343,7 +350,7 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
     elif loads is None and run_dir is not None and goal == "sustainable_rate" and measure is None:
         loads = MeasurementStore(run_dir / "loads", create=True)
     collector = ServingCollector(engines=engines, startup_timeout_s=startup_timeout_s,
-                                 log_dir=run_dir / "logs" if run_dir else None)
+                                 slo=slo if goal == "goodput" else None, log_dir=run_dir / "logs" if run_dir else None)
     backend = LiveServingBackend(engine=engine, model=model, workload=workload, goal=goal, slo=slo, fixed=fixed,
                                  collector=collector, store=store, space=space, measure=measure,
                                  rate_search=rate_search, loads=loads)
