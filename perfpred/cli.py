@@ -597,7 +597,7 @@ def tune_serving_cmd(
     model: Annotated[str, typer.Option(help="Live: tiny or small-20m (random-weight Llama made locally). ml-energy: the recorded model id, e.g. Qwen/Qwen3-8B.")] = "tiny",
     task: Annotated[str, typer.Option(help="ml-energy only: the recorded task, e.g. lm-arena-chat.")] = "lm-arena-chat",
     budget: Annotated[int, typer.Option(help="Server launches (hardware evaluations) in total.")] = 8,
-    goal: Annotated[str, typer.Option(help="Live: throughput (output tokens/s at a fixed concurrency, counted only when the SLO holds), goodput (requests/s that each met the SLO's bounds, at that concurrency) or sustainable_rate (highest Poisson requests/s meeting the SLO; ~5x dearer per launch).")] = "throughput",
+    goal: Annotated[str, typer.Option(help="Live: throughput (output tokens/s at a fixed concurrency, counted only when the SLO holds), goodput (requests/s that each met the SLO's bounds, at that concurrency), tokens_per_joule (output tokens per joule, the least energy per token, where the SLO holds; needs a power sensor: NVML or RAPL) or sustainable_rate (highest Poisson requests/s meeting the SLO; ~5x dearer per launch).")] = "throughput",
     slo_ttft_ms: Annotated[float | None, typer.Option(help="Live SLO: p99 time to first token in ms.")] = None,
     slo_tpot_ms: Annotated[float | None, typer.Option(help="Live SLO: p99 time per output token in ms.")] = None,
     slo_e2e_ms: Annotated[float | None, typer.Option(help="Live SLO: p99 end-to-end latency in ms.")] = None,

@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("aiohttp")
 
+from perfpred.collect._power import PowerObserver, PowerReading
 from perfpred.collect.serving import (
     BURST_TPOT_MS,
     EngineStartError,
@@ -63,7 +64,8 @@ def _wait_gone(pid: int, timeout_s: float = 5.0) -> bool:
 def test_a_healthy_run_gives_an_ok_row_whose_counts_match_the_server(collector):
     m = collector.measure(_fake(bunch=4, token_ms=3.0))
     assert m.kind == "serving" and m.status == "ok" and m.error is None
-    assert m.power_source == "unavailable" and m.power_w is None
+    assert m.power_source == collector.power.source  # this machine's sensor, or none
+    assert (m.power_w is None) == (m.power_source == "unavailable")
     assert m.metrics["n_ok"] == 12 and m.metrics["server_requests"] == 12
     assert m.metrics["server_output_tokens"] == m.metrics["client_output_tokens"] == 12 * 8
     assert m.metrics["server_counts_match"] == 1.0
@@ -75,6 +77,34 @@ def test_a_healthy_run_gives_an_ok_row_whose_counts_match_the_server(collector):
     assert m.config["engine"] == "fake" and m.config["max_num_seqs"] == 4
     assert m.metrics["client_cpu_s"] >= 0 and m.metrics["startup_ms"] > 0
     assert m.software["engine_version"] == "fake-1"
+
+
+class SteadyPower(PowerObserver):
+    """A test double of a power sensor: a constant draw, energy = watts x the observed seconds."""
+
+    source = "rapl"
+
+    def __init__(self, watts: float) -> None:
+        self.watts = watts
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> PowerReading:
+        seconds = time.perf_counter() - self.t0
+        return PowerReading("rapl", power_w=self.watts, energy_j=self.watts * seconds, duration_s=seconds)
+
+
+def test_a_power_sensor_gives_each_row_its_energy_and_tokens_per_joule(tmp_path):
+    collector = ServingCollector(hardware=HARDWARE, log_dir=tmp_path / "logs", power=SteadyPower(40.0))
+    m = collector.measure(_fake(token_ms=2.0))
+    assert m.status == "ok" and m.power_source == "rapl" and m.power_w == 40.0
+    tokens = m.metrics["client_output_tokens"]
+    assert m.metrics["output_tokens_per_j"] == pytest.approx(tokens / m.energy_j)
+    assert m.metrics["energy_per_output_token_j"] == pytest.approx(m.energy_j / tokens)
+    # the sensor watched the measured load only (not start-up or warm-up): about its wall time
+    load_s = m.workload["n_requests"] / m.metrics["requests_per_s"]
+    assert m.energy_j == pytest.approx(40.0 * load_s, rel=0.2)
 
 
 def test_a_response_sent_in_one_burst_reads_as_a_burst_and_keeps_the_servers_own_pace(collector):

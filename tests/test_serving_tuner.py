@@ -69,6 +69,25 @@ def test_goodput_counts_the_requests_that_met_the_slo_and_is_maximised(tmp_path)
     assert (one_slot < result.best_value).all()
 
 
+def test_tokens_per_joule_is_maximised_where_the_slo_holds_and_needs_a_sensor(tmp_path):
+    from test_serving_collector import SteadyPower
+
+    from perfpred.collect._power import UnavailablePower
+
+    slo = Slo(ttft_ms=40.0)
+    result = tune_serving_live("fake", space=_fake_space(), workload=FAST, budget=6, slo=slo,
+                               goal="tokens_per_joule", power=SteadyPower(50.0), run_dir=tmp_path)
+    h = result.history
+    assert result.unit == "tok/J" and (h["power_w"] == 50.0).all()
+    met = h[h["slo_met"]]
+    assert len(met) and result.best_value == pytest.approx(met["output_tokens_per_j"].max())
+    # at a constant draw, tokens per joule ranks configs as throughput does
+    assert met["output_tokens_per_j"].idxmax() == met["output_tokens_per_s"].idxmax()
+    with pytest.raises(InvalidInputError, match="needs a power sensor"):
+        tune_serving_live("fake", space=_fake_space(), workload=FAST, budget=2, goal="tokens_per_joule",
+                          power=UnavailablePower(), run_dir=tmp_path / "none")
+
+
 def test_the_reported_best_meets_the_slo(tmp_path):
     # One slot queues six requests: TTFT p99 ~ 5 requests x 6 tokens x 3 ms, well over 40 ms.
     slo = Slo(ttft_ms=40.0)

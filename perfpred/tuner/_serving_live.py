@@ -43,8 +43,12 @@ from perfpred.tuner._study import row_config
 
 # goodput: requests per second that finished within every per-request bound of the SLO (the
 # collector counts them when given the SLO), so the SLO is in the goal itself, not a constraint.
+# tokens_per_joule: output tokens per joule of the load test (the inverse of energy per token), from
+# a real power sensor only.
 GOALS = {"throughput": ("output_tokens_per_s", "tok/s"), "sustainable_rate": ("sustainable_rate_rps", "req/s"),
-         "goodput": ("goodput_requests_per_s", "req/s")}
+         "goodput": ("goodput_requests_per_s", "req/s"), "tokens_per_joule": ("output_tokens_per_j", "tok/J")}
+# Goals whose runs count only where the SLO's p99 bounds hold (Optuna constraints of the study).
+BOUNDED_GOALS = ("throughput", "tokens_per_joule")
 
 # The two batching knobs of each engine, as the engine names them.
 DEFAULT_SPACES: dict[str, dict[str, Any]] = {
@@ -96,7 +100,7 @@ def goal_value(m: Measurement, goal: str, slo: Any | None) -> float | None:
     value = m.metrics.get(GOALS[goal][0])
     if value is None or not math.isfinite(value) or value <= 0:
         return None
-    if goal == "throughput" and slo is not None and slo.metric_violations(m.metrics):
+    if goal in BOUNDED_GOALS and slo is not None and slo.metric_violations(m.metrics):
         return None  # the rate search already enforced the SLO on its own rows
     return float(value)
 
@@ -199,8 +203,9 @@ class LiveServingBackend:
                 "slo_met": ev.feasible, "slo_violations": "; ".join(violations) or None,
                 "launch_s": round(launch_s, 2), "predicted_goal": ev.predicted_goal, "p_feasible": ev.p_feasible,
                 **{k: m.metrics.get(k) for k in ("output_tokens_per_s", "requests_per_s", "goodput_requests_per_s",
-                                                 "sustainable_rate_rps", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms",
-                                                 "e2e_p99_ms", "error_rate")}}
+                                                 "output_tokens_per_j", "sustainable_rate_rps", "ttft_p99_ms",
+                                                 "tpot_p50_ms", "tpot_p99_ms", "e2e_p99_ms", "error_rate")},
+                "power_w": m.power_w}
 
 
 def confirm_finalists(done: list[Evaluation], relaunch: Callable[[dict[str, Any], int], Evaluation], *,
@@ -234,7 +239,7 @@ def study_recorder(space: SearchSpace, goal: str, slo: Any | None, *, storage: s
     from perfpred.tuner._objectives import MetricBound, Objective
     from perfpred.tuner._pareto_study import ParetoStudyRecorder
 
-    bounds = slo_bounds(slo) if goal == "throughput" else {}
+    bounds = slo_bounds(slo) if goal in BOUNDED_GOALS else {}
     return ParetoStudyRecorder(space, [Objective(f"metric.{GOALS[goal][0]}", "maximize")],
                                [MetricBound(f"metric.{k}", "<=", v) for k, v in bounds.items()],
                                storage=storage, study_name=study_name)
@@ -265,7 +270,7 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
                       batch_size: int = 1, n_initial: int | None = None, kappa: float = 0.5, surrogate: str = "gp",
                       startup_timeout_s: float | None = None, engines: Mapping[str, Any] | None = None,
                       measure: Callable[[Any], Measurement] | None = None,
-                      rate_search: Mapping[str, Any] | None = None,
+                      rate_search: Mapping[str, Any] | None = None, power: Any | None = None,
                       progress: Callable[[dict[str, Any]], None] | None = None,
                       storage: str | None = None, study_name: str | None = None,
                       confirm_repeats: int = 0, confirm_top: int = 3, prior: Any | None = None,
@@ -280,7 +285,11 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
             and ``goodput``.
         goal: ``throughput`` (output tok/s at the workload's concurrency, counted when the SLO's
             p99 bounds hold), ``goodput`` (requests/s that each met the SLO's bounds, at that
-            concurrency: DistServe's goodput) or ``sustainable_rate``.
+            concurrency: DistServe's goodput), ``tokens_per_joule`` (output tokens per joule, i.e.
+            the least energy per token, counted when the SLO's bounds hold; needs a power sensor)
+            or ``sustainable_rate``.
+        power: the collector's power observer (default: this machine's real sensor; on a GPU
+            server ``perfpred.collect.power_observer("cuda")``).
         budget: engine launches at most; no config is launched twice.
         workload: the load test (default: :func:`default_workload`).
         fixed_knobs: knobs held fixed (default: ``DEFAULT_FIXED[engine]``; given ones are added).
@@ -350,13 +359,17 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
     elif loads is None and run_dir is not None and goal == "sustainable_rate" and measure is None:
         loads = MeasurementStore(run_dir / "loads", create=True)
     collector = ServingCollector(engines=engines, startup_timeout_s=startup_timeout_s,
-                                 slo=slo if goal == "goodput" else None, log_dir=run_dir / "logs" if run_dir else None)
+                                 slo=slo if goal == "goodput" else None, log_dir=run_dir / "logs" if run_dir else None,
+                                 power=power)
+    if goal == "tokens_per_joule" and measure is None and collector.power.source == "unavailable":
+        raise InvalidInputError("`goal='tokens_per_joule'` needs a power sensor (NVML on a GPU, RAPL on a CPU), but "
+                                "this machine's power_source is 'unavailable'")
     backend = LiveServingBackend(engine=engine, model=model, workload=workload, goal=goal, slo=slo, fixed=fixed,
                                  collector=collector, store=store, space=space, measure=measure,
                                  rate_search=rate_search, loads=loads)
     engine_obj = collector.engine(engine)
     candidates = runnable_candidates(space, backend, engine_obj)
-    bounds = slo_bounds(slo) if goal == "throughput" else {}
+    bounds = slo_bounds(slo) if goal in BOUNDED_GOALS else {}
     prior_logs = None
     if prior is not None:
         described = pd.DataFrame([collector.describe(backend.config(backend.native(row_config(candidates, i))))

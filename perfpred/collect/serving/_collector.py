@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from perfpred.collect._power import PowerObserver, PowerReading, power_observer
 from perfpred.collect._timing import spread_stats
 from perfpred.collect.serving._engine import Engine, EngineStartError, RunningServer, classify_failure
 from perfpred.collect.serving._loadgen import LoadResult, StopEarly, run_load
@@ -104,15 +105,20 @@ class ServingCollector:
 
     ``engines`` overrides the engine objects by name (``{"llama-server":
     LlamaServerEngine(binary=...)}``); ``slo`` adds goodput to every row; ``log_dir`` keeps
-    the server logs (default: a temporary folder).
+    the server logs (default: a temporary folder). ``power`` reads the energy each load test
+    used (default: this machine's real sensor, RAPL where readable, else none; on a GPU server
+    pass ``power_observer("cuda")`` for NVML): the row then carries power, energy and output
+    tokens per joule; without a sensor its ``power_source`` is ``unavailable`` and no number is
+    recorded.
     """
 
     name = "serving"
 
     def __init__(self, *, engines: Mapping[str, Engine] | None = None, slo: Slo | None = None,
                  startup_timeout_s: float | None = None, log_dir: str | os.PathLike[str] | None = None,
-                 hardware: Mapping[str, Any] | None = None) -> None:
+                 hardware: Mapping[str, Any] | None = None, power: PowerObserver | None = None) -> None:
         self.engines = dict(engines or {})
+        self.power = power if power is not None else power_observer("cpu")
         if slo is not None:
             slo.validate()
         self.slo = slo
@@ -177,7 +183,7 @@ class ServingCollector:
 
     def _row(self, cfg: ServingConfig, engine: Engine, knobs: dict[str, Any], status: str, *,
              metrics: dict[str, float] | None = None, raw_ms: Sequence[float] = (), error: str | None = None,
-             workload_extra: Mapping[str, Any] | None = None) -> Measurement:
+             workload_extra: Mapping[str, Any] | None = None, power: PowerReading | None = None) -> Measurement:
         spread = latency_spread(raw_ms) if status == "ok" else {}
         clean = {k: float(v) for k, v in (metrics or {}).items() if v is not None and math.isfinite(v)}
         return Measurement(
@@ -185,7 +191,9 @@ class ServingCollector:
             hardware_id=self.hardware["hardware_id"], hardware=self.hardware, status=status,
             raw_times_ms=[float(t) for t in raw_ms] if status == "ok" else [],
             n_runs=len(raw_ms) if status == "ok" and raw_ms else None, metrics=clean, error=error,
-            power_source="unavailable", load_avg_1m=os.getloadavg()[0], software=self._software(engine), **spread,
+            power_source=power.power_source if power else "unavailable",
+            power_w=power.power_w if power else None, energy_j=power.energy_j if power else None,
+            load_avg_1m=os.getloadavg()[0], software=self._software(engine), **spread,
         )
 
     def start(self, cfg: ServingConfig) -> RunningServer:
@@ -224,8 +232,14 @@ class ServingCollector:
         if workload.warmup_requests:
             self._load(server, workload, warmup=True)
         before = server.metrics()
+        self.power.start()
         load = self._load(server, workload, stop_early=stop_early)
+        power = self.power.stop()
         metrics = summarize(load.results, load.duration_s, self.slo)
+        out_tokens = sum(r.output_tokens for r in load.results if r.ok)
+        if power.energy_j and out_tokens:
+            metrics["output_tokens_per_j"] = out_tokens / power.energy_j
+            metrics["energy_per_output_token_j"] = power.energy_j / out_tokens
         if load.stopped_early:
             metrics["stopped_early"] = 1.0
             metrics["n_not_sent"] = float(load.n_not_sent)
@@ -247,14 +261,14 @@ class ServingCollector:
             status = classify_failure(tail, code)
             message = f"{engine.name} exited with code {code} during the load test ({status})"
             return self._row(cfg, engine, knobs, status, metrics=metrics, workload_extra=workload_extra,
-                             error=_with_log(message + (f"; {error}" if error else ""), tail))
+                             error=_with_log(message + (f"; {error}" if error else ""), tail), power=power)
         if not ok_ms and not load.stopped_early:  # a run stopped early measured what it had to
             timeouts = all((r.error or "").startswith("timeout") for r in load.results)
             return self._row(cfg, engine, knobs, "timeout" if timeouts else "runtime_error", metrics=metrics,
                              workload_extra=workload_extra, error=_with_log(error or "no request succeeded",
-                                                                            server.log_tail()))
+                                                                            server.log_tail()), power=power)
         return self._row(cfg, engine, knobs, "ok", metrics=metrics, raw_ms=ok_ms, error=error,
-                         workload_extra=workload_extra)
+                         workload_extra=workload_extra, power=power)
 
     def run(self, configs: Sequence[ServingConfig], store: MeasurementStore, *, progress: bool = False) -> Any:
         """Measure each config not yet in ``store``; each row is appended as soon as it exists."""
