@@ -498,8 +498,8 @@ def tune(
     kappa: Annotated[float, typer.Option(help="Exploration weight of the lower confidence bound (0 = pure exploitation).")] = 1.0,
     early_stop: Annotated[float | None, typer.Option(help="Stop when no config is predicted to beat the best by more than this fraction (e.g. 0.01).")] = None,
     max_wall_s: Annotated[float | None, typer.Option(help="Wall-time cap in seconds, model fitting included.")] = None,
-    storage: Annotated[str | None, typer.Option(help="Optuna RDB storage shared by workers: sqlite:///study.db or postgresql+psycopg2://user@127.0.0.1/db (default: in memory).")] = None,
-    study: Annotated[str, typer.Option(help="Study name inside the storage.")] = "perfpred-tune",
+    storage: Annotated[str | None, typer.Option(help="Optuna RDB storage, shared by workers: sqlite:///study.db or postgresql+psycopg2://user@127.0.0.1/db (default: sqlite:///OUTPUT/study.db, so optuna-dashboard shows the run and the same command resumes it).")] = None,
+    study: Annotated[str | None, typer.Option(help="Study name inside the storage (default: perfpred-tune, or perfpred-pareto with two or more --objective).")] = None,
     compare_random: Annotated[bool, typer.Option(help="Also run random search with the same budget on the same backend (costs hardware time on real backends).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the design, the surrogate and the comparison.")] = 0,
     output: Annotated[Path, typer.Option(help="Run directory for history.csv, result.json and best_so_far.png.")] = Path("perfpred-runs/tune"),
@@ -533,6 +533,10 @@ def tune(
     settings = TuneSettings(budget=budget, batch_size=batch, kappa=kappa, early_stop_rel=early_stop,
                             max_wall_s=max_wall_s, seed=seed, surrogate=surrogate)
     session = open_session(backend, str(space) if space else None)
+    study = study or ("perfpred-pareto" if objective or constraint else "perfpred-tune")
+    if storage is None:  # a file beside the report: optuna-dashboard can show it, and a re-run resumes it
+        output.mkdir(parents=True, exist_ok=True)
+        storage = f"sqlite:///{(output / 'study.db').resolve()}"
     if objective or constraint:
         _tune_pareto(session, objective or ["runtime_ms"], constraint or [], budget=budget, batch=batch,
                      storage=storage, study=study, seed=seed, output=output)
@@ -588,7 +592,10 @@ def tune(
         summary[f"{name} best (ms)"] = min(ok) if ok else "no ok config"
     _print_kv_table("tuning result", summary)
     console.print(f"best config: {json.dumps(result.best_config)}")
-    console.print(f"report: {paths['result']}  plot: {paths['plot']}")
+    console.print(f"report: {paths['result']}  plot: {paths['plot']}  Optuna study '{study}': {storage}")
+    if result.n_evaluations == 0 and result.stopped_by == "budget":
+        console.print(f"the study already holds {budget} or more evaluations (--budget), so nothing was measured: a "
+                      "larger --budget continues it, a new --study or --output starts afresh")
 
 
 @app.command("tune-serving")

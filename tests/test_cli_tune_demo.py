@@ -101,6 +101,21 @@ def test_tune_refuses_a_missing_model_or_one_with_objectives(monkeypatch, capsys
     assert_one_line_error(code, out, err, needle)
 
 
+def test_tune_keeps_its_study_in_the_run_directory_and_resumes_it(tmp_path):
+    target = f"replay:{datasets_dir() / CONV.format('A4000')}"
+    out = tmp_path / "run"
+    first = invoke("tune", "--backend", target, "--budget", "8", "--output", str(out))
+    assert (out / "study.db").exists() and "perfpred-tune" in first.output
+    again = invoke("tune", "--backend", target, "--budget", "8", "--output", str(out))
+    assert "nothing was measured" in " ".join(again.output.split())
+    assert json.loads((out / "result.json").read_text())["n_evaluations"] == 0
+    more = invoke("tune", "--backend", target, "--budget", "12", "--output", str(out))
+    assert "nothing was measured" not in " ".join(more.output.split())
+    report = json.loads((out / "result.json").read_text())
+    assert report["n_evaluations"] == 4  # the study's first 8 are not measured again
+    assert len(set((out / "history.csv").read_text().splitlines()[1:])) == 4
+
+
 def test_tune_refuses_a_bad_backend(monkeypatch, capsys):
     code, out, err = run_main(monkeypatch, capsys, "tune", "--backend", "gpu:whatever", "--budget", "4")
     assert_one_line_error(code, out, err, "replay:PATH")

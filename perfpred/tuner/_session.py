@@ -228,7 +228,8 @@ def write_report(run_dir: Path, *, history: pd.DataFrame, settings: dict, best_c
               "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (run_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
     fig, ax = plt.subplots(figsize=(6, 4))
-    curves = {"perfpred": history["value"].tolist(), **comparisons}
+    # A run that resumed a study whose budget was spent measured nothing: an empty curve.
+    curves = {"perfpred": history["value"].tolist() if "value" in history else [], **comparisons}
     for name, values in curves.items():
         curve = best_so_far(values, budget)
         ax.step(np.arange(1, budget + 1), curve, where="post", label=name)
