@@ -534,15 +534,14 @@ def tune(
                             max_wall_s=max_wall_s, seed=seed, surrogate=surrogate)
     session = open_session(backend, str(space) if space else None)
     study = study or ("perfpred-pareto" if objective or constraint else "perfpred-tune")
-    if storage is None:  # a file beside the report: optuna-dashboard can show it, and a re-run resumes it
-        output.mkdir(parents=True, exist_ok=True)
-        storage = f"sqlite:///{(output / 'study.db').resolve()}"
     if objective or constraint:
+        storage = storage or _study_file(output)
         _tune_pareto(session, objective or ["runtime_ms"], constraint or [], budget=budget, batch=batch,
                      storage=storage, study=study, seed=seed, output=output)
         return
     priors = {**(priors_from_files(prior, session.space.names) if prior else {}),
               **(prior_from_model(model, session) if model else {})} or None
+    storage = storage or _study_file(output)
     state = {"n": 0, "best": None, "last": None}
 
     def view() -> Table:
@@ -682,6 +681,13 @@ def tune_serving_cmd(
         console.print(f"server command:\n{result.command_line}", soft_wrap=True)
     console.print(f"report: {output / 'result.json'}  launches: {output / 'history.csv'}  "
                   f"Optuna study '{result.study.study_name}': {result.storage}")
+
+
+def _study_file(output: Path) -> str:
+    """The default study storage of a tuning run: a SQLite file beside its report, so
+    optuna-dashboard can show it and the same command run again resumes it."""
+    output.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(output / 'study.db').resolve()}"
 
 
 def _tune_pareto(session, objectives: list[str], constraints: list[str], *, budget: int, batch: int,
