@@ -500,7 +500,8 @@ def tune(
     max_wall_s: Annotated[float | None, typer.Option(help="Wall-time cap in seconds, model fitting included.")] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna RDB storage, shared by workers: sqlite:///study.db or postgresql+psycopg2://user@127.0.0.1/db (default: sqlite:///OUTPUT/study.db, so optuna-dashboard shows the run and the same command resumes it).")] = None,
     study: Annotated[str | None, typer.Option(help="Study name inside the storage (default: perfpred-tune, or perfpred-pareto with two or more --objective).")] = None,
-    compare_random: Annotated[bool, typer.Option(help="Also run random search with the same budget on the same backend (costs hardware time on real backends).")] = False,
+    compare_random: Annotated[bool, typer.Option(help="Also run random search with the same budget on the same backend (costs hardware time on real backends); the same as --compare random.")] = False,
+    compare: Annotated[list[str] | None, typer.Option(help="Also run a baseline with the same budget on the same backend, drawn in the table and the plot (repeatable): random, tpe or gp (an Optuna sampler run on the hardware directly; invalid configs cost no run).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the design, the surrogate and the comparison.")] = 0,
     output: Annotated[Path, typer.Option(help="Run directory for history.csv, result.json and best_so_far.png.")] = Path("perfpred-runs/tune"),
     objective: Annotated[list[str] | None, typer.Option(help="Multi-objective: a measured field to optimise, METRIC[:max|:min] (runtime_ms, energy_j, power_w, metric.NAME); repeat for a Pareto front (e.g. --objective runtime_ms --objective energy_j).")] = None,
@@ -517,6 +518,7 @@ def tune(
     from rich.live import Live
 
     from perfpred.tuner import Tuner, TuneSettings, kernel_tuning_features, random_search
+    from perfpred.tuner._baselines import optuna_search
     from perfpred.tuner._session import open_session, prior_from_model, priors_from_files, write_report
 
     if features not in ("raw", "derived"):
@@ -527,6 +529,10 @@ def tune(
     if surrogate is not None and surrogate != "ensemble" and (objective or constraint):
         raise InvalidInputError(f"`--surrogate {surrogate}` works in single-objective tuning only, but got --objective "
                                 "or --constraint")
+    baselines = list(dict.fromkeys((["random"] if compare_random else []) + list(compare or [])))
+    unknown = [b for b in baselines if b not in ("random", "tpe", "gp")]
+    if unknown:
+        raise InvalidInputError(f"`--compare` must be random, tpe or gp, but got {unknown[0]!r}")
     if (prior or model) and (objective or constraint):
         raise InvalidInputError("`--prior` and `--model` work in single-objective tuning only, but got --objective "
                                 "or --constraint")
@@ -573,9 +579,13 @@ def tune(
     if not err_console.is_terminal:
         err_console.line()  # a non-terminal Live leaves its last frame without a line end
     comparisons = {}
-    if compare_random:
-        drawn_from = session.candidates if session.candidates is not None else session.space.sample(budget, seed=seed)
-        comparisons["random"] = random_search(session.backend, drawn_from, budget, seed=seed)
+    for baseline in baselines:
+        if baseline == "random":
+            drawn = session.candidates if session.candidates is not None else session.space.sample(budget, seed=seed)
+            comparisons["random"] = random_search(session.backend, drawn, budget, seed=seed)
+        else:
+            comparisons[f"optuna-{baseline}"] = optuna_search(session.backend, session.space, session.candidates,
+                                                              budget, sampler=baseline, seed=seed)
     paths = write_report(output, history=result.history,
                          settings={**settings.__dict__, "backend": backend, "features": features,
                                    "priors": sorted(priors or {})},

@@ -116,6 +116,20 @@ def test_tune_keeps_its_study_in_the_run_directory_and_resumes_it(tmp_path):
     assert len(set((out / "history.csv").read_text().splitlines()[1:])) == 4
 
 
+def test_tune_compares_with_optuna_on_the_same_hardware(tmp_path, monkeypatch, capsys):
+    target = f"replay:{datasets_dir() / CONV.format('A4000')}"
+    out = tmp_path / "run"
+    result = invoke("tune", "--backend", target, "--budget", "8", "--compare", "tpe", "--compare-random",
+                    "--output", str(out))
+    assert "optuna-tpe best (ms)" in result.output and "random best (ms)" in result.output
+    report = json.loads((out / "result.json").read_text())
+    assert sorted(report["comparisons"]) == ["optuna-tpe", "random"]
+    assert len(report["comparisons"]["optuna-tpe"]) == 8
+    assert min(v for v in report["comparisons"]["optuna-tpe"] if v is not None) >= report["optimum"]
+    code, out_text, err = run_main(monkeypatch, capsys, "tune", "--backend", target, "--compare", "cmaes")
+    assert_one_line_error(code, out_text, err, "--compare", "cmaes")
+
+
 def test_tune_refuses_a_bad_backend(monkeypatch, capsys):
     code, out, err = run_main(monkeypatch, capsys, "tune", "--backend", "gpu:whatever", "--budget", "4")
     assert_one_line_error(code, out, err, "replay:PATH")
