@@ -10,7 +10,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -315,6 +315,34 @@ def import_(
     report = run_import(fmt, paths, st, **options)
     st.compact()
     console.print(report.summary(), highlight=False)
+
+
+@app.command("export")
+def export_(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="kernel-tuner (a Kernel Tuner cache file that its simulation_mode and perfpred's replay read).")],
+    store: Annotated[Path, typer.Option(help="Measurement store to export from.")],
+    output: Annotated[Path, typer.Option(help="File to write (.json, or .json.gz to compress).")],
+    kind: Annotated[str | None, typer.Option(help="kernel or gemm, when the store holds both.")] = None,
+    hardware_id: Annotated[str | None, typer.Option(help="The device to export, when the store holds several.")] = None,
+    workload: Annotated[list[str] | None, typer.Option(help="Only rows with this workload value, KEY=VALUE (repeatable), e.g. problem_size=512x512x512.")] = None,
+) -> None:
+    """Export kernel or GEMM measurements back to a recorded format, so other tools replay what perfpred measured."""
+    from perfpred.collect.importers import export_kernel_tuner_cache
+    from perfpred.datasets import MeasurementStore
+
+    if fmt != "kernel-tuner":
+        raise InvalidInputError(f"export FORMAT must be kernel-tuner, but got {fmt!r}")
+    selected: dict[str, Any] = {}
+    for item in workload or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"--workload must look like KEY=VALUE, but got {item!r}")
+        selected[key] = int(value) if value.lstrip("-").isdigit() else value
+    if not store.exists():
+        raise InvalidInputError(f"--store: no Measurement store at {store}")
+    path = export_kernel_tuner_cache(MeasurementStore(store), output, hardware_id=hardware_id, kind=kind,
+                                     workload=selected or None)
+    console.print(f"wrote {path}: replay it with perfpred tune --backend replay:{path}")
 
 
 # ---------------------------------------------------------------------------- dataset

@@ -130,6 +130,24 @@ def test_tune_compares_with_optuna_on_the_same_hardware(tmp_path, monkeypatch, c
     assert_one_line_error(code, out_text, err, "--compare", "cmaes")
 
 
+def test_export_writes_a_kernel_tuner_cache_that_replays_as_the_original(tmp_path, monkeypatch, capsys):
+    from perfpred.collect._replay import ReplayBackend
+
+    original = datasets_dir() / CONV.format("W6600")
+    store = tmp_path / "store"
+    invoke("import", "kernel-tuner", str(original), "--into", str(store))
+    exported = tmp_path / "w6600.json.gz"
+    result = invoke("export", "kernel-tuner", "--store", str(store), "--output", str(exported))
+    assert "perfpred tune --backend replay:" in " ".join(result.output.split())
+    before, after = ReplayBackend.from_file(original), ReplayBackend.from_file(exported)
+    assert len(after) == len(before)
+    assert after.optimum().runtime_ms == pytest.approx(before.optimum().runtime_ms)
+    assert after.optimum().config == before.optimum().config
+    code, out, err = run_main(monkeypatch, capsys, "export", "kernel-tuner", "--store", str(tmp_path / "none"),
+                              "--output", str(tmp_path / "x.json"))
+    assert_one_line_error(code, out, err, "--store")
+
+
 def test_tune_refuses_a_bad_backend(monkeypatch, capsys):
     code, out, err = run_main(monkeypatch, capsys, "tune", "--backend", "gpu:whatever", "--budget", "4")
     assert_one_line_error(code, out, err, "replay:PATH")
