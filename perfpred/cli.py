@@ -517,7 +517,7 @@ def predict(
 
 @app.command()
 def tune(
-    backend: Annotated[str, typer.Option(help="Hardware: replay:PATH (a recorded complete space: Kernel Tuner cache or UCI SGEMM CSV) or kernel:NAME[:SIZE] (a shipped CPU kernel timed here; SIZE 'test' or m=512,n=512,k=512).")],
+    backend: Annotated[str, typer.Option(help="Hardware: replay:PATH (a recorded complete space: Kernel Tuner cache or UCI SGEMM CSV) or kernel:NAME[:SIZE] (also spelled local:NAME[:SIZE]: a shipped kernel timed on this machine; SIZE 'test' or m=512,n=512,k=512).")],
     budget: Annotated[int, typer.Option(help="Hardware evaluations in total (all workers of the study together).")] = 32,
     space: Annotated[Path | None, typer.Option(help="Search space file (YAML/JSON: params + constraints); default: the backend's own space.")] = None,
     prior: Annotated[list[str] | None, typer.Option(help="Transfer: a recorded file of OTHER hardware of the same kernel (repeatable); each trains a prior that is weighted by how well it orders what is measured here.")] = None,

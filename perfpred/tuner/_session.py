@@ -66,7 +66,7 @@ def open_session(backend_spec: str, space_file: str | None = None) -> Session:
         return Session(space, backend, candidates.reset_index(drop=True), f"replay of {path.name}",
                        optimum=float(backend.optimum().runtime_ms), workload=backend.problem(),
                        hardware=backend.hardware(), describe=_replayed_rows(backend.table))
-    if kind == "kernel":
+    if kind in ("kernel", "local"):  # "local": the tuner issue's name for timing on this machine
         from perfpred.collect import KernelCollector, get_kernel
 
         name, _, size = rest.partition(":")
@@ -78,7 +78,8 @@ def open_session(backend_spec: str, space_file: str | None = None) -> Session:
         candidates = space.enumerate() if space.enumerable else None
         return Session(space, _KernelBackend(collector), candidates, f"kernel {name} on this CPU",
                        workload=dict(collector.problem_size), describe=_kernel_rows(collector))
-    raise InvalidInputError(f"--backend must be replay:PATH or kernel:NAME[:SIZE], but got {backend_spec!r}")
+    raise InvalidInputError(f"--backend must be replay:PATH or kernel:NAME[:SIZE] (also local:NAME[:SIZE]), but got "
+                            f"{backend_spec!r}")
 
 
 def _replayed_rows(table: pd.DataFrame) -> Callable[[pd.DataFrame], pd.DataFrame]:
