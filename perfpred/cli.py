@@ -461,22 +461,28 @@ def predict(
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 1,
     trans_a: Annotated[bool, typer.Option(help="A transposed.")] = False,
     trans_b: Annotated[bool, typer.Option(help="B transposed.")] = False,
-    input_csv: Annotated[Path | None, typer.Option("--input", help="CSV of configs (columns m,n,k and optional b,dtype,threads,trans_a,trans_b).")] = None,
+    input_csv: Annotated[Path | None, typer.Option("--input", help="CSV of configs: for a GEMM model columns m,n,k and optional b,dtype,threads,trans_a,trans_b; for a kernel model one column per tuning parameter, plus workload.NAME columns for the problem where it varies.")] = None,
     output: Annotated[Path | None, typer.Option(help="Write predictions as CSV here (with --input).")] = None,
     hardware_id: Annotated[str | None, typer.Option(help="Hardware to predict for (default: the one the model was trained on).")] = None,
     coverage: Annotated[float | None, typer.Option(help="Also give a predictive interval meant to hold this share of outcomes, e.g. 0.9 (models trained with --model xgb-quantile or xgb-ensemble).")] = None,
 ) -> None:
-    """Predict runtime (ms) of one GEMM or of every row of a CSV, before running anything."""
+    """Predict runtime (ms) of one GEMM, or of every config in a CSV (GEMM or kernel models), before running anything."""
     import pandas as pd
 
     from perfpred.collect import GemmConfig
     from perfpred.models import load_model
+    from perfpred.models._performance_model import row_kind
 
+    est = None
     if input_csv is not None:
         try:
             configs = pd.read_csv(input_csv).to_dict("records")
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise InvalidInputError(f"--input {input_csv}: unreadable CSV: {str(exc).splitlines()[0]}") from None
+        est = load_model(model)
+        if row_kind(getattr(est, "kind", "gemm")) == "kernel":
+            _predict_kernel_configs(est, model, configs, hardware_id, coverage, output)
+            return
     else:
         if None in (m, n, k):
             raise InvalidInputError("predict needs --m, --n and --k (or --input CSV)")
@@ -495,7 +501,7 @@ def predict(
                     raise InvalidInputError(f"config {i}: `{key}` must be an integer, but got {value!r}")
                 cfg[key] = int(value)
         GemmConfig(**{key: v for key, v in cfg.items() if key in {"m", "n", "k", "b", "dtype"}}).validate()
-    est = load_model(model)
+    est = est if est is not None else load_model(model)
     rows = est.config_rows(configs, hardware_id)
     pred = est.predict(rows)
     band = est.predict_interval(rows, coverage) if coverage is not None else None
@@ -513,6 +519,36 @@ def predict(
                 if band is not None else "")
     console.print(f"predicted runtime_ms: [bold]{pred[0]:.4g}[/]{interval}  "
                   f"(b={b} m={m} n={n} k={k} {dtype}, {threads} thread(s), on {next(iter(est.hardware_specs_)) if hardware_id is None else hardware_id})")
+
+
+def _predict_kernel_configs(est: Any, model: str, configs: list[dict[str, Any]], hardware_id: str | None,
+                            coverage: float | None, output: Path | None) -> None:
+    """``perfpred predict --input`` for a kernel model: each CSV column is a tuning parameter
+    (``config.NAME``) unless it names a ``workload.`` column; the hardware is the model's, and
+    the problem the one its training rows shared where the CSV does not give it."""
+    import pandas as pd
+
+    rows = est.config_rows([{} for _ in configs], hardware_id)
+    named = pd.DataFrame(configs).rename(columns=lambda c: c if c.startswith(("workload.", "config.")) else
+                                         f"config.{c}")
+    rows = pd.concat([rows.reset_index(drop=True), named.reset_index(drop=True)], axis=1).assign(kind="kernel")
+    shared = {c: v for c, v in getattr(est, "constant_workload_", {}).items() if c not in rows}
+    rows = rows.assign(**shared)  # the problem the model was trained on, unless the CSV names another
+    try:
+        pred = est.predict(rows)
+        band = est.predict_interval(rows, coverage) if coverage is not None else None
+    except (InvalidInputError, KeyError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidInputError(f"--model {model} (kind {est.kind!r}) cannot predict these configs: {first[:300]}") \
+            from None
+    out = pd.DataFrame(configs).assign(predicted_runtime_ms=pred)
+    if band is not None:
+        out = out.assign(lower_runtime_ms=band["lower"].to_numpy(), upper_runtime_ms=band["upper"].to_numpy())
+    if output:
+        out.to_csv(output, index=False)
+        console.print(f"wrote {len(out)} predictions to {output}")
+    else:
+        console.print(out.to_string(index=False))
 
 
 @app.command()

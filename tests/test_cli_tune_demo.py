@@ -84,6 +84,28 @@ def test_tune_starts_from_a_model_trained_on_other_hardware(tmp_path, a6000_conv
     assert favourite in first_round.to_dict("records")
 
 
+def test_predict_scores_a_csv_of_kernel_configs_in_any_column_order(tmp_path, monkeypatch, capsys,
+                                                                   a6000_convolution_model):
+    from perfpred.collect._replay import ReplayBackend
+    from perfpred.models import load_model
+
+    table = ReplayBackend.from_file(datasets_dir() / CONV.format("A6000")).table
+    table = table[table["status"] == "ok"].head(3)
+    params = [c for c in table.columns if c.startswith("config.")]
+    csv = tmp_path / "configs.csv"
+    # the parameters in reverse order and without their prefix, the problem left to the model
+    table[params[::-1]].rename(columns=lambda c: c[len("config."):]).to_csv(csv, index=False)
+    out = tmp_path / "predicted.csv"
+    invoke("predict", "--model", a6000_convolution_model, "--input", str(csv), "--output", str(out))
+    predicted = pd.read_csv(out)["predicted_runtime_ms"].to_numpy()
+    expected = load_model(a6000_convolution_model).predict(table)
+    assert predicted == pytest.approx(expected)
+    pd.DataFrame({"no_such_param": [1]}).to_csv(tmp_path / "bad.csv", index=False)
+    code, text, err = run_main(monkeypatch, capsys, "predict", "--model", a6000_convolution_model, "--input",
+                               str(tmp_path / "bad.csv"))
+    assert_one_line_error(code, text, err, "cannot predict these configs", "lack")
+
+
 def test_tune_refuses_a_model_that_cannot_score_the_space(monkeypatch, capsys, a6000_convolution_model):
     target = datasets_dir() / GEMM.format("RTX_2080_Ti")
     code, out, err = run_main(monkeypatch, capsys, "tune", "--backend", f"replay:{target}", "--model",

@@ -160,6 +160,10 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
         self.measured_ = (pd.Series(y).groupby(_row_keys(X, feats)).median()
                           if self.reuse_measured else None)
         self.n_train_ = len(X)
+        # The problem every training row shares (a tuning space's size): what a config given
+        # alone (``perfpred predict --input``) is taken to solve unless it says otherwise.
+        self.constant_workload_ = {c: X[c].iloc[0] for c in X.columns
+                                   if c.startswith("workload.") and X[c].nunique(dropna=False) == 1}
         self.hardware_specs_: dict[str, str] = {}
         if "hardware_id" in X and "hardware_json" in X:
             pairs = X[["hardware_id", "hardware_json"]].dropna().drop_duplicates("hardware_id", keep="last")
@@ -196,9 +200,21 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             )
         return offset
 
+    def _trained_columns(self, feats: pd.DataFrame) -> pd.DataFrame:
+        """``feats`` in the training's column order (rows built elsewhere, e.g. from a CSV, may
+        list the parameters in another order); a feature the rows cannot give is an error."""
+        names = self.feature_names_
+        if list(feats.columns) == names:
+            return feats
+        missing = [c for c in names if c not in feats]
+        if missing:
+            raise InvalidInputError(f"these rows lack {len(missing)} feature(s) the model was trained on, e.g. "
+                                    f"{missing[:3]}: give the config.* and workload.* columns its training rows had")
+        return feats[names]
+
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "regressor_")
-        feats = self._features(X)
+        feats = self._trained_columns(self._features(X))
         pred = np.asarray(self.regressor_.predict(feats), dtype=float)
         pred = pred * self._offset(feats) if self.uses_residual_ else pred
         if getattr(self, "measured_", None) is not None:
@@ -219,7 +235,7 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             raise InvalidInputError(
                 f"intervals need a regressor with predict_interval ('xgb-quantile' or 'xgb-ensemble'), "
                 f"but this model's is {type(self.regressor_).__name__}")
-        feats = self._features(X)
+        feats = self._trained_columns(self._features(X))
         band = self.regressor_.predict_interval(feats, coverage=coverage)
         if self.uses_residual_:
             band = band.mul(self._offset(feats), axis=0)
