@@ -203,8 +203,8 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
     def _trained_columns(self, feats: pd.DataFrame) -> pd.DataFrame:
         """``feats`` in the training's column order (rows built elsewhere, e.g. from a CSV, may
         list the parameters in another order); a feature the rows cannot give is an error."""
-        names = self.feature_names_
-        if list(feats.columns) == names:
+        names = getattr(self, "feature_names_", None)
+        if names is None or list(feats.columns) == names:
             return feats
         missing = [c for c in names if c not in feats]
         if missing:

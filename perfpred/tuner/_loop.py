@@ -96,8 +96,8 @@ class TuneSettings:
             (both averaged): 0.561 cold and 0.812 with priors, 1.3-1.5x slower
             (``tuning_10seeds_blend_surrogate.json``).
         pool_size / inner_sampler / inner_trials / inner_keep: for a space that cannot be scored
-            whole (a continuous parameter, or more than ``MAX_ENUMERATE`` configs): the random
-            sample of valid configs the search starts from, the Optuna sampler ("tpe", "cmaes",
+            whole (a continuous parameter, or more than ``MAX_ENUMERATE`` configs): how many
+            valid configs of a Sobol sequence the search starts from, the Optuna sampler ("tpe", "cmaes",
             "gp", "random") that searches the predictor each round, its trials per round, and
             how many of its best configs join the candidates (``perfpred.tuner._predictor_search``).
     """

@@ -2,7 +2,7 @@
 large to score whole (continuous parameters, or a cartesian product past ``MAX_ENUMERATE``).
 
 An enumerable space is scored config by config (the predictor is cheap). Otherwise the tuner
-keeps a pool of candidates (a random sample of valid configs to begin with) and, each round,
+keeps a pool of candidates (valid configs from a Sobol sequence to begin with) and, each round,
 runs a seeded Optuna study whose objective is the tuner's own acquisition (the lower confidence
 bound, predicted failures last) over the whole space; the study's best configs join the pool, so
 the picks can land between and beyond the sampled ones. Each batch of asked trials is scored in
