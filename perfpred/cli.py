@@ -506,19 +506,26 @@ def predict(
     pred = est.predict(rows)
     band = est.predict_interval(rows, coverage) if coverage is not None else None
     if input_csv is not None:
-        out = pd.DataFrame(configs).assign(predicted_runtime_ms=pred)
-        if band is not None:
-            out = out.assign(lower_runtime_ms=band["lower"].to_numpy(), upper_runtime_ms=band["upper"].to_numpy())
-        if output:
-            out.to_csv(output, index=False)
-            console.print(f"wrote {len(out)} predictions to {output}")
-        else:
-            console.print(out.to_string(index=False))
+        _print_predictions(configs, pred, band, output)
         return
     interval = (f" [{band['lower'].iloc[0]:.4g}, {band['upper'].iloc[0]:.4g}] at {coverage:.0%}"
                 if band is not None else "")
     console.print(f"predicted runtime_ms: [bold]{pred[0]:.4g}[/]{interval}  "
                   f"(b={b} m={m} n={n} k={k} {dtype}, {threads} thread(s), on {next(iter(est.hardware_specs_)) if hardware_id is None else hardware_id})")
+
+
+def _print_predictions(configs: list[dict[str, Any]], pred: Any, band: Any, output: Path | None) -> None:
+    """The configs with their predicted runtime (and band), to ``output`` as CSV or printed."""
+    import pandas as pd
+
+    out = pd.DataFrame(configs).assign(predicted_runtime_ms=pred)
+    if band is not None:
+        out = out.assign(lower_runtime_ms=band["lower"].to_numpy(), upper_runtime_ms=band["upper"].to_numpy())
+    if output:
+        out.to_csv(output, index=False)
+        console.print(f"wrote {len(out)} predictions to {output}")
+    else:
+        console.print(out.to_string(index=False))
 
 
 def _predict_kernel_configs(est: Any, model: str, configs: list[dict[str, Any]], hardware_id: str | None,
@@ -541,14 +548,7 @@ def _predict_kernel_configs(est: Any, model: str, configs: list[dict[str, Any]],
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InvalidInputError(f"--model {model} (kind {est.kind!r}) cannot predict these configs: {first[:300]}") \
             from None
-    out = pd.DataFrame(configs).assign(predicted_runtime_ms=pred)
-    if band is not None:
-        out = out.assign(lower_runtime_ms=band["lower"].to_numpy(), upper_runtime_ms=band["upper"].to_numpy())
-    if output:
-        out.to_csv(output, index=False)
-        console.print(f"wrote {len(out)} predictions to {output}")
-    else:
-        console.print(out.to_string(index=False))
+    _print_predictions(configs, pred, band, output)
 
 
 @app.command()
