@@ -102,9 +102,9 @@ def test_a_power_sensor_gives_each_row_its_energy_and_tokens_per_joule(tmp_path)
     tokens = m.metrics["client_output_tokens"]
     assert m.metrics["output_tokens_per_j"] == pytest.approx(tokens / m.energy_j)
     assert m.metrics["energy_per_output_token_j"] == pytest.approx(m.energy_j / tokens)
-    # the sensor watched the measured load only (not start-up or warm-up): about its wall time
+    # the sensor watched the measured load only, not the server's start-up (~0.14 s here) or warm-up
     load_s = m.workload["n_requests"] / m.metrics["requests_per_s"]
-    assert m.energy_j == pytest.approx(40.0 * load_s, rel=0.2)
+    assert 40.0 * load_s <= m.energy_j <= 40.0 * (load_s + 0.1)
 
 
 def test_a_response_sent_in_one_burst_reads_as_a_burst_and_keeps_the_servers_own_pace(collector):
