@@ -605,6 +605,11 @@ def tune(
     session = open_session(backend, str(space) if space else None)
     study = study or ("perfpred-pareto" if objective or constraint else "perfpred-tune")
     if objective or constraint:
+        from perfpred.tuner._objectives import known_metrics, parse_constraints, parse_objectives
+
+        known = known_metrics(session.backend)  # a bad objective fails here, before a run directory exists
+        parse_objectives(objective or ["runtime_ms"], known)
+        parse_constraints(constraint or [], known)
         storage = storage or _study_file(output)
         _tune_pareto(session, objective or ["runtime_ms"], constraint or [], budget=budget, batch=batch,
                      storage=storage, study=study, seed=seed, output=output)
