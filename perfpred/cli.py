@@ -563,7 +563,7 @@ def tune(
     early_stop: Annotated[float | None, typer.Option(help="Stop when no config is predicted to beat the best by more than this fraction (e.g. 0.01).")] = None,
     max_wall_s: Annotated[float | None, typer.Option(help="Wall-time cap in seconds, model fitting included.")] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna RDB storage, shared by workers: sqlite:///study.db or postgresql+psycopg2://user@127.0.0.1/db (default: sqlite:///OUTPUT/study.db, so optuna-dashboard shows the run and the same command resumes it).")] = None,
-    study: Annotated[str | None, typer.Option(help="Study name inside the storage (default: perfpred-tune, or perfpred-pareto with two or more --objective).")] = None,
+    study: Annotated[str | None, typer.Option(help="Study name inside the storage (default: perfpred-tune-BACKEND, or perfpred-pareto-BACKEND with two or more --objective).")] = None,
     compare_random: Annotated[bool, typer.Option(help="Also run random search with the same budget on the same backend (costs hardware time on real backends); the same as --compare random.")] = False,
     compare: Annotated[list[str] | None, typer.Option(help="Also run a baseline with the same budget on the same backend, drawn in the table and the plot (repeatable): random, tpe or gp (an Optuna sampler run on the hardware directly; invalid configs cost no run).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the design, the surrogate and the comparison.")] = 0,
@@ -603,7 +603,8 @@ def tune(
     settings = TuneSettings(budget=budget, batch_size=batch, kappa=kappa, early_stop_rel=early_stop,
                             max_wall_s=max_wall_s, seed=seed, surrogate=surrogate)
     session = open_session(backend, str(space) if space else None)
-    study = study or ("perfpred-pareto" if objective or constraint else "perfpred-tune")
+    # One study per backend by default: two spaces tuned into one run directory must not share a budget.
+    study = study or "-".join(["perfpred-pareto" if objective or constraint else "perfpred-tune", _slug(backend)])
     if objective or constraint:
         from perfpred.tuner._objectives import known_metrics, parse_constraints, parse_objectives
 
@@ -760,6 +761,14 @@ def tune_serving_cmd(
         console.print(f"server command:\n{result.command_line}", soft_wrap=True)
     console.print(f"report: {output / 'result.json'}  launches: {output / 'history.csv'}  "
                   f"Optuna study '{result.study.study_name}': {result.storage}")
+
+
+def _slug(backend: str) -> str:
+    """A backend spec as a short study-name part: 'replay:/x/RTX_3090.json.gz' -> 'replay-rtx-3090-json-gz'."""
+    import re
+
+    kind, _, rest = backend.partition(":")
+    return re.sub(r"[^a-z0-9]+", "-", f"{kind}-{Path(rest).name if kind == 'replay' else rest}".lower()).strip("-")
 
 
 def _study_file(output: Path) -> str:

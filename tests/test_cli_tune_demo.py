@@ -127,7 +127,7 @@ def test_tune_keeps_its_study_in_the_run_directory_and_resumes_it(tmp_path):
     target = f"replay:{datasets_dir() / CONV.format('A4000')}"
     out = tmp_path / "run"
     first = invoke("tune", "--backend", target, "--budget", "8", "--output", str(out))
-    assert (out / "study.db").exists() and "perfpred-tune" in first.output
+    assert (out / "study.db").exists() and "perfpred-tune-replay-a4000-json-gz" in "".join(first.output.split())
     again = invoke("tune", "--backend", target, "--budget", "8", "--output", str(out))
     assert "nothing was measured" in " ".join(again.output.split())
     assert json.loads((out / "result.json").read_text())["n_evaluations"] == 0
@@ -136,6 +136,10 @@ def test_tune_keeps_its_study_in_the_run_directory_and_resumes_it(tmp_path):
     report = json.loads((out / "result.json").read_text())
     assert report["n_evaluations"] == 4  # the study's first 8 are not measured again
     assert len(set((out / "history.csv").read_text().splitlines()[1:])) == 4
+    # another space tuned into the same directory is its own study, with its own budget
+    other = f"replay:{datasets_dir() / CONV.format('A6000')}"
+    invoke("tune", "--backend", other, "--budget", "8", "--output", str(out))
+    assert json.loads((out / "result.json").read_text())["n_evaluations"] == 8
 
 
 def test_tune_compares_with_optuna_on_the_same_hardware(tmp_path, monkeypatch, capsys):
