@@ -15,24 +15,9 @@ import pandas as pd
 from perfpred.errors import InvalidInputError
 from perfpred.tuner._loop import _objective_value
 from perfpred.tuner._rounds import HardwareBackend
+from perfpred.tuner._samplers import optuna_sampler
 from perfpred.tuner._space import SearchSpace
 from perfpred.tuner._study import config_key, row_config
-
-
-def optuna_sampler(name: str, seed: int, *, population_size: int | None = None) -> Any:
-    """A seeded Optuna sampler by name: tpe, gp, random, or nsga2 (``population_size``: its generation)."""
-    import optuna
-
-    factories = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(
-            seed=seed, **({"population_size": population_size} if population_size else {})),
-    }
-    if name not in factories:
-        raise InvalidInputError(f"`sampler` must be one of {sorted(factories)}, but got sampler={name!r}")
-    return factories[name]()
 
 
 def suggestions_in(study: Any, space: SearchSpace, valid: set[str], max_asks: int) -> Iterator[tuple[Any, dict, str]]:

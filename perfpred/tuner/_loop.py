@@ -326,14 +326,14 @@ class Tuner(PredictorFirstLoop):
             logs.append(np.log(pred))
         return np.stack(logs)
 
-    def _search_predictor(self, m_idx: np.ndarray, m_y: np.ndarray, m_ok: np.ndarray, iteration: int) -> None:
+    def _search_predictor(self, m_idx: np.ndarray, m_y: np.ndarray, m_ok: np.ndarray, iteration: int,
+                          weights: np.ndarray | None) -> None:
         """An open space's round: an Optuna study on the acquisition over the whole space; its
         best configs join the pool. Every batch it scores is featurized together with the pool
         (some features depend on the rows they are computed over) and the surrogate is fitted on
         the measured rows of that same table."""
         s = self.settings
         source_logs = self._source_logs_
-        weights = self.source_weights(source_logs, m_idx, m_y, m_ok) if source_logs is not None else None
         pool = self.candidates
 
         def acquisition(frame: pd.DataFrame) -> np.ndarray:
@@ -465,14 +465,17 @@ class Tuner(PredictorFirstLoop):
     def _propose(self, state: tuple[np.ndarray, ...], measured: np.ndarray, k: int, iteration: int) -> Proposal:
         s = self.settings
         m_idx, m_y, m_ok = state
+        # The sources' weights depend on the measured rows only, which keep their numbers as an
+        # open space's pool grows: computed once, for the search of the predictor and the picks.
+        weights = (self.source_weights(self._source_logs_, m_idx, m_y, m_ok)
+                   if self._source_logs_ is not None else None)
         if self.open_space and m_ok.any():
-            self._search_predictor(m_idx, m_y, m_ok, iteration)
+            self._search_predictor(m_idx, m_y, m_ok, iteration, weights)
             measured = np.zeros(len(self.candidates), dtype=bool)
             measured[m_idx] = True
         source_logs = self._source_logs_
         prior_log = None
-        if source_logs is not None:
-            weights = self.source_weights(source_logs, m_idx, m_y, m_ok)
+        if weights is not None:
             self._weights_history.append(weights.round(3).tolist())
             prior_log = weights @ source_logs
         fit = self.surrogate.fit_predict(

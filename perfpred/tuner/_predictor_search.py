@@ -16,29 +16,10 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from perfpred.errors import InvalidInputError, MissingDependencyError
+from perfpred.tuner._samplers import optuna_sampler
 from perfpred.tuner._space import SearchSpace
 
 INNER_SAMPLERS = ("tpe", "cmaes", "gp", "random")
-
-
-def inner_sampler(name: str, seed: int):
-    """A seeded Optuna sampler by name (``INNER_SAMPLERS``)."""
-    import optuna
-
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if name == "cmaes":
-        try:
-            import cmaes  # noqa: F401  (Optuna's CmaEsSampler needs it)
-        except ImportError:
-            raise MissingDependencyError("inner_sampler='cmaes' needs the cmaes package: pip install cmaes") from None
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise InvalidInputError(f"`inner_sampler in {INNER_SAMPLERS}` must hold, but got inner_sampler={name!r}")
 
 
 def search_predictor(space: SearchSpace, acquisition: Callable[[pd.DataFrame], np.ndarray], *, n_trials: int,
@@ -52,7 +33,7 @@ def search_predictor(space: SearchSpace, acquisition: Callable[[pd.DataFrame], n
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="minimize", sampler=inner_sampler(sampler, seed))
+    study = optuna.create_study(direction="minimize", sampler=optuna_sampler(sampler, seed))
     distributions = space.optuna_distributions()
     if start is not None:
         for config in start[space.names].to_dict("records"):
