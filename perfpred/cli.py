@@ -291,6 +291,17 @@ def collect_serving(
 
 
 # ---------------------------------------------------------------------------- import
+def _key_values(items: list[str] | None, flag: str) -> dict[str, str]:
+    """Repeated ``KEY=VALUE`` options as a dict; anything else is a one-line error naming ``flag``."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"{flag} must look like KEY=VALUE, but got {item!r}")
+        out[key] = value
+    return out
+
+
 @app.command("import")
 def import_(
     fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="kernel-tuner, uci-sgemm, neusight, vidur or ml-energy.")],
@@ -305,12 +316,7 @@ def import_(
     from perfpred.collect.importers import run_import
     from perfpred.datasets import MeasurementStore
 
-    options = {}
-    for item in option or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidInputError(f"--option must look like KEY=VALUE, but got {item!r}")
-        options[key] = value
+    options = _key_values(option, "--option")
     st = MeasurementStore(into, create=True)
     report = run_import(fmt, paths, st, **options)
     st.compact()
@@ -332,12 +338,8 @@ def export_(
 
     if fmt != "kernel-tuner":
         raise InvalidInputError(f"export FORMAT must be kernel-tuner, but got {fmt!r}")
-    selected: dict[str, Any] = {}
-    for item in workload or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidInputError(f"--workload must look like KEY=VALUE, but got {item!r}")
-        selected[key] = int(value) if value.lstrip("-").isdigit() else value
+    selected: dict[str, Any] = {key: int(value) if value.lstrip("-").isdigit() else value
+                                for key, value in _key_values(workload, "--workload").items()}
     if not store.exists():
         raise InvalidInputError(f"--store: no Measurement store at {store}")
     path = export_kernel_tuner_cache(MeasurementStore(store), output, hardware_id=hardware_id, kind=kind,
