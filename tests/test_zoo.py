@@ -363,3 +363,31 @@ def test_gp_saved_before_summed_kernels_still_loads_and_predicts():
     old.__setstate__(state)
     np.testing.assert_allclose(old.predict(X[40:]), gp.predict(X[40:]))
     assert old.get_params()["n_kernels"] == 1
+
+
+@pytest.mark.parametrize("kernel", ["matern52", "rbf"])
+def test_gp_float32_fitting_steps_match_float64_ones(kernel):
+    # float32 kernel passes and Cholesky factor, float64 distances: the likelihood and its
+    # gradients agree with the float64 step to float32's precision, and are float64 tensors.
+    torch = pytest.importorskip("torch")
+    r = np.random.default_rng(2)
+    Z = torch.from_numpy(r.normal(size=(60, 5)))
+    target = torch.from_numpy(r.normal(size=60))
+    values = [torch.from_numpy(r.normal(scale=0.3, size=(2, 5))), torch.tensor([0.1, -1.0], dtype=torch.float64),
+              torch.tensor(-3.0, dtype=torch.float64), torch.tensor(0.2, dtype=torch.float64)]
+    steps = {precision: TorchGPRegressor(kernel=kernel, n_kernels=2, fit_precision=precision)._nll_and_gradients(
+        torch, Z, Z * Z, target, *values) for precision in ("float64", "float32")}
+    (nll64, grads64), (nll32, grads32) = steps["float64"], steps["float32"]
+    assert nll32.dtype == torch.float64 and float(nll32) == pytest.approx(float(nll64), rel=1e-4)
+    for got, expected in zip(grads32, grads64, strict=True):
+        assert got.dtype == torch.float64
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=2e-3, atol=1e-3 * float(abs(expected).max()))
+
+
+def test_gp_fitted_in_float32_predicts_like_the_float64_fit():
+    X, y = smooth_problem(200, seed=4)
+    fits = {p: TorchGPRegressor(n_kernels=2, n_iter=60, n_threads=1, fit_precision=p).fit(X[:120], y[:120])
+            for p in ("float64", "float32")}
+    np.testing.assert_allclose(fits["float32"].predict(X[120:]), fits["float64"].predict(X[120:]), rtol=1e-3)
+    with pytest.raises(InvalidInputError, match=r"fit_precision.*'float16'"):
+        TorchGPRegressor(fit_precision="float16").fit(X, y)
