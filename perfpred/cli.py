@@ -30,7 +30,17 @@ app.add_typer(dataset_app, name="dataset")
 console = Console()
 err_console = Console(stderr=True)
 
-DEFAULT_STORE = Path("perfpred-runs/gemm-store")
+DEFAULT_STORE = Path("perfpred-runs/store")  # every kind of Measurement (GEMM, kernel, serving)
+LEGACY_DEFAULT_STORE = Path("perfpred-runs/gemm-store")  # the default before Dec 6, 2026
+
+
+def resolve_store(store: Path) -> Path:
+    """The store a command uses: the default one, or the pre-rename default where only that exists
+    (so measurements collected before the rename are not silently left out)."""
+    if store == DEFAULT_STORE and not store.exists() and LEGACY_DEFAULT_STORE.exists():
+        err_console.print(f"using {LEGACY_DEFAULT_STORE} (the default store's old name; --store picks another)")
+        return LEGACY_DEFAULT_STORE
+    return store
 
 
 # ---------------------------------------------------------------------------- parsing helpers
@@ -175,6 +185,7 @@ def collect_gemm(
     collector = GemmCollector(policy=policy, measure_power=power, power_duration_s=power_duration_s,
                               reference=reference, pin_cpus=pins)
     remeasure = noisy_row(remeasure_above_cv) if remeasure_above_cv is not None else None
+    store = resolve_store(store)
     st = MeasurementStore(store, create=True)
     err_console.print(f"[bold]{len(configs)}[/] GEMM configs ({design}) -> {store}")
     warning = busy_warning()
@@ -264,6 +275,7 @@ def collect_serving(
     collector = ServingCollector(slo=slo)
     for cfg in configs:  # refuse bad input before starting anything
         cfg.validate(collector.engine(engine))
+    store = resolve_store(store)
     st = MeasurementStore(store, create=True)
     err_console.print(f"[bold]{len(configs)}[/] {engine} config(s) on model {model} -> {store}")
     if sustainable_rate:
@@ -350,12 +362,13 @@ def export_(
 # ---------------------------------------------------------------------------- dataset
 @dataset_app.command("info")
 def dataset_info(
-    path: Annotated[Path, typer.Argument(help="Measurement store folder.")],
+    path: Annotated[Path, typer.Argument(help="Measurement store folder.")] = DEFAULT_STORE,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Summarise a store: rows, kinds, statuses, hardware ids, sources, columns, size on disk (bytes)."""
     from perfpred.datasets import MeasurementStore
 
+    path = resolve_store(path)
     info = MeasurementStore(path).info()
     if as_json:
         console.print_json(json.dumps(info, default=str))
@@ -365,7 +378,7 @@ def dataset_info(
 
 @dataset_app.command("ls")
 def dataset_ls(
-    path: Annotated[Path, typer.Argument(help="Measurement store folder.")],
+    path: Annotated[Path, typer.Argument(help="Measurement store folder.")] = DEFAULT_STORE,
     kind: Annotated[str | None, typer.Option(help="Only this kind (gemm, kernel, serving, ...).")] = None,
     status: Annotated[str | None, typer.Option(help="Only this status (ok, oom, ...).")] = None,
     limit: Annotated[int, typer.Option(help="Rows shown (the slowest first with --sort runtime_ms).")] = 20,
@@ -374,7 +387,7 @@ def dataset_ls(
     """List measurements: workload, config, runtime (ms), spread and status."""
     from perfpred.datasets import MeasurementStore
 
-    df = MeasurementStore(path).load(kind=kind, status=status)
+    df = MeasurementStore(resolve_store(path)).load(kind=kind, status=status)
     if df.empty:
         console.print("no measurements match")
         return
@@ -406,6 +419,7 @@ def train(
     from perfpred.datasets import MeasurementStore
     from perfpred.models import train_model
 
+    store = resolve_store(store)
     df = MeasurementStore(store).load()
     result = train_model(df, kind=kind, regressor=model, target=target, split=split, seed=seed,
                          max_ref_drift=max_ref_drift, reuse_measured=reuse_measured, registered_name=name,
@@ -434,7 +448,7 @@ def evaluate(
     from perfpred.datasets import MeasurementStore
     from perfpred.models import PerformanceModel, evaluate_models, training_frame
 
-    rows = training_frame(MeasurementStore(store).load(), kind=kind, target=target)
+    rows = training_frame(MeasurementStore(resolve_store(store)).load(), kind=kind, target=target)
     names = parse_list(models, "models")
     estimators = {n: PerformanceModel(kind=kind, regressor=n, target=target) for n in names}
     for est in estimators.values():
@@ -729,6 +743,7 @@ def tune_serving_cmd(
 
     bounds = {"ttft_ms": slo_ttft_ms, "tpot_ms": slo_tpot_ms, "e2e_ms": slo_e2e_ms}
     slo = Slo(**bounds) if any(v is not None for v in bounds.values()) else None
+    store = resolve_store(store)
     launches = [0]
     total = budget + confirm * confirm_top  # at most: fewer configs may meet the SLO
     with err_console.status(f"tuning {engine} on {model}") as status:

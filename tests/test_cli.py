@@ -160,6 +160,20 @@ def test_dataset_info_json(collected):
     assert info["parts"] == 1  # the CLI compacts after a sweep
 
 
+def test_the_default_store_falls_back_to_its_old_name_where_only_that_exists(collected, tmp_path, monkeypatch):
+    # Measurements collected before the default store was renamed (gemm-store -> store, it holds
+    # every kind) are still what `perfpred dataset info` / train / evaluate use by default.
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(collected, tmp_path / "perfpred-runs" / "gemm-store")
+    result = invoke("dataset", "info", "--json")
+    assert json.loads(result.stdout)["rows"] == N_TINY
+    assert "using perfpred-runs/gemm-store (the default store's old name" in result.stderr
+    # Once the new default exists it wins, and nothing is said.
+    MeasurementStore(tmp_path / "perfpred-runs" / "store", create=True)
+    result = invoke("dataset", "info", "--json")
+    assert json.loads(result.stdout)["rows"] == 0 and "old name" not in result.stderr
+
+
 def test_dataset_info_table(collected):
     assert "rows" in invoke("dataset", "info", str(collected)).output
 
