@@ -37,6 +37,30 @@ def test_sample_draws_distinct_valid_configs_inside_the_domains() -> None:
     assert VALLEY.sample(300, seed=0).equals(frame)  # seeded
 
 
+def test_unit_cube_coordinates_round_trip_and_feed_the_open_space_surrogate() -> None:
+    frame = VALLEY.sample(50, seed=1)
+    u = VALLEY.to_unit(frame)
+    assert u.shape == (50, 4) and ((u >= 0) & (u <= 1)).all()
+    back = VALLEY.from_unit(u)
+    np.testing.assert_allclose(back["lr"], frame["lr"], rtol=1e-12)
+    assert back[["n", "mode"]].equals(frame[["n", "mode"]])
+    # a log range sits on its log scale: 10^-2.5 is 0.5 of the way from 1e-5 to 1
+    assert VALLEY.to_unit(frame.head(1).assign(lr=10 ** -2.5))[0, 1] == pytest.approx(0.5)
+    feats = VALLEY.unit_features(frame)
+    assert list(feats.columns) == ["u_x", "u_lr", "u_n", "u_mode"]
+    assert set(feats["u_mode"]) == {0.25, 0.75}
+    # a list of more than two strings: one 0/1 column per value, no order between them
+    space = SearchSpace({"layout": ["row", "col", "tile"], "w": [16, 32, 64]})
+    feats = space.unit_features(space.enumerate())
+    assert list(feats.columns) == ["is_layout_row", "is_layout_col", "is_layout_tile", "u_w"]
+    assert (feats.filter(like="is_layout").sum(axis=1) == 1).all()
+    # what the tuner's surrogate sees in an open space
+    tuner = Tuner(VALLEY, SyntheticHardware(runtime=valley_ms), TuneSettings(budget=8, pool_size=100))
+    assert list(tuner.features.columns) == ["u_x", "u_lr", "u_n", "u_mode"]
+    with pytest.raises(InvalidInputError, match=r"`mode in \['a', 'b'\]` must hold, but got mode='c'"):
+        VALLEY.to_unit(frame.head(1).assign(mode="c"))
+
+
 def test_which_spaces_are_scored_whole(monkeypatch) -> None:
     assert SearchSpace(dict(PARAMS)).enumerable
     assert not VALLEY.enumerable

@@ -88,7 +88,7 @@ class TuneSettings:
         surrogate: None (default): ``ensemble`` for a space scored whole, ``gp`` for an open one
             (continuous parameters: trees answer piecewise constant and cannot carry a trend past the
             configs measured; on two synthetic landscapes, 10 seeds x 32 evaluations, the GP ended
-            1.04x and 1.01x the optimum, the ensemble 1.15x both: benchmarks/results/open_space.json);
+            1.01x both times the optimum, the ensemble 1.14x and 1.19x: benchmarks/results/open_space.json);
             ``ensemble`` (bootstrap XGBoost, the spread is the members' disagreement),
             ``gp`` (an exact GP, the spread is its posterior standard deviation): about twice as
             fast, but mean P 0.544 vs 0.547 cold and 0.775 vs 0.827 with priors (12 spaces,
@@ -251,7 +251,13 @@ class Tuner(PredictorFirstLoop):
             and dedispersion spaces that raised cold start's P by 0.47 in sum, 20 seeds, while with
             a prior, which already carries those steps, it cost 0.19; for a kernel,
             ``kernel_tuning_features(problem)`` adds the quantities derived from them:
-            ``perfpred tune --features derived``).
+            ``perfpred tune --features derived``); for an open space ``SearchSpace.unit_features``,
+            each parameter's position in the unit cube (log2 of a fraction near 0, which
+            ``param_features`` adds, stretches the GP's inputs where nothing happens): on the two
+            landscapes of ``benchmarks/open_space.py``, 30 seeds, best/optimum at 16 / 32
+            evaluations went from 1.203 / 1.024 (valley) and 1.201 / 1.001 (branin) to 1.185 /
+            1.003 and 1.142 / 1.001 at 2 configs a round; at 4 a round from 1.385 / 1.019 and
+            1.236 / 1.010 to 1.324 / 1.009 and 1.338 / 1.009 (branin worse at 16).
         on_evaluation: called with each evaluation's row; returning True stops the run.
     """
 
@@ -275,7 +281,9 @@ class Tuner(PredictorFirstLoop):
             raise InvalidInputError("the search space has no valid config (check the constraints)")
         self.prior = prior
         self.recorder = StudyRecorder(space, storage=storage, study_name=study_name, objective=settings.objective)
-        if featurize is None:
+        if featurize is None and self.open_space:
+            featurize = space.unit_features
+        elif featurize is None:
             featurize = functools.partial(param_features, powers_of_two=prior is None)
         self.featurize = featurize
         self._set_candidates(pool.reset_index(drop=True))

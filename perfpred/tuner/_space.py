@@ -198,25 +198,62 @@ class SearchSpace:
         found = pd.DataFrame(columns=self.names)
         for _ in range(max_draws):
             m = 2 ** math.ceil(math.log2(max(2 * (n - len(found)), 64)))  # powers of two keep Sobol balanced
-            u = sobol.random(m)
-            draw: dict[str, Any] = {}
-            for j, (name, dom) in enumerate(self.params.items()):
-                if isinstance(dom, Continuous):
-                    lo, hi = (math.log(dom.low), math.log(dom.high)) if dom.log else (dom.low, dom.high)
-                    values = lo + u[:, j] * (hi - lo)
-                    values = np.exp(values) if dom.log else values
-                    draw[name] = (np.clip(np.round(values), math.ceil(dom.low), math.floor(dom.high)).astype(int)
-                                  if dom.integer else values)
-                else:
-                    domain = np.asarray(dom, dtype=object if any(isinstance(x, str) for x in dom) else None)
-                    draw[name] = domain[np.minimum((u[:, j] * len(domain)).astype(int), len(domain) - 1)]
-            frame = pd.DataFrame(draw)
+            frame = self.from_unit(sobol.random(m))
             frame = frame[self.mask(frame)]
             found = frame if found.empty else pd.concat([found, frame])
             found = found.drop_duplicates()
             if len(found) >= n:
                 break
         return found.head(n).reset_index(drop=True)
+
+    def from_unit(self, u: np.ndarray) -> pd.DataFrame:
+        """Configs from points of the unit cube, one column per parameter: a range maps linearly
+        (on a log scale for a log range; integers rounded), a list by equal shares."""
+        draw: dict[str, Any] = {}
+        for j, (name, dom) in enumerate(self.params.items()):
+            if isinstance(dom, Continuous):
+                lo, hi = (math.log(dom.low), math.log(dom.high)) if dom.log else (dom.low, dom.high)
+                values = lo + u[:, j] * (hi - lo)
+                values = np.exp(values) if dom.log else values
+                draw[name] = (np.clip(np.round(values), math.ceil(dom.low), math.floor(dom.high)).astype(int)
+                              if dom.integer else values)
+            else:
+                domain = np.asarray(dom, dtype=object if any(isinstance(x, str) for x in dom) else None)
+                draw[name] = domain[np.minimum((u[:, j] * len(domain)).astype(int), len(domain) - 1)]
+        return pd.DataFrame(draw)
+
+    def to_unit(self, frame: pd.DataFrame) -> np.ndarray:
+        """Configs as points of the unit cube (``from_unit``'s inverse; a list value at the middle
+        of its share)."""
+        u = np.empty((len(frame), len(self.params)))
+        for j, (name, dom) in enumerate(self.params.items()):
+            values = frame[name].to_numpy()
+            if isinstance(dom, Continuous):
+                lo, hi = (math.log(dom.low), math.log(dom.high)) if dom.log else (dom.low, dom.high)
+                x = np.log(values.astype(float)) if dom.log else values.astype(float)
+                u[:, j] = np.clip((x - lo) / (hi - lo), 0.0, 1.0) if hi > lo else 0.5
+            else:
+                index = {v: i for i, v in enumerate(dom)}
+                unknown = [v for v in values.tolist() if v not in index]
+                if unknown:
+                    raise InvalidInputError(f"`{name} in {dom}` must hold, but got {name}={unknown[0]!r}")
+                u[:, j] = (np.array([index[v] for v in values.tolist()]) + 0.5) / len(dom)
+        return u
+
+    def unit_features(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """What a surrogate of an open space sees: each range as its position in the unit cube
+        (``to_unit``: a log range on its log scale), a list of numbers as its rank position, and a
+        list of more than two strings as one 0/1 column per value (its order means nothing)."""
+        u = self.to_unit(frame)
+        out = {}
+        for j, (name, dom) in enumerate(self.params.items()):
+            if isinstance(dom, Continuous) or len(dom) <= 2 or not any(isinstance(v, str) for v in dom):
+                out[f"u_{name}"] = u[:, j]
+            else:
+                values = frame[name].astype(str).to_numpy()
+                for value in dom:
+                    out[f"is_{name}_{value}"] = (values == str(value)).astype(float)
+        return pd.DataFrame(out, index=frame.index)
 
     # ------------------------------------------------------------------ Optuna
     def optuna_distributions(self) -> dict[str, Any]:
