@@ -574,7 +574,7 @@ def tune(
     space: Annotated[Path | None, typer.Option(help="Search space file (YAML/JSON: params + constraints); default: the backend's own space.")] = None,
     prior: Annotated[list[str] | None, typer.Option(help="Transfer: a recorded file of OTHER hardware of the same kernel (repeatable); each trains a prior that is weighted by how well it orders what is measured here.")] = None,
     model: Annotated[str | None, typer.Option(help="Start from a runtime model trained with `perfpred train` (MLflow run id or registered name; this hardware's or other hardware's): its prediction for every config is a prior, weighted like --prior's by how well it orders what is measured here.")] = None,
-    batch: Annotated[int, typer.Option(help="Configs confirmed per round (one model refit per round).")] = 4,
+    batch: Annotated[int, typer.Option(help="Configs confirmed per round (one model refit per round). Fewer find more per evaluation: on a continuous space 1 reached 1.06x the optimum in 16 evaluations where 4 reached 1.37x (README, open spaces).")] = 4,
     kappa: Annotated[float, typer.Option(help="Exploration weight of the lower confidence bound (0 = pure exploitation).")] = 1.0,
     early_stop: Annotated[float | None, typer.Option(help="Stop when no config is predicted to beat the best by more than this fraction (e.g. 0.01).")] = None,
     max_wall_s: Annotated[float | None, typer.Option(help="Wall-time cap in seconds, model fitting included.")] = None,
