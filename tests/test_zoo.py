@@ -304,15 +304,22 @@ def test_deep_trees_follow_a_power_of_two_cliff_on_held_out_configs():
     assert err.mean() < 0.05, err.mean()
 
 
+def _gp_step_inputs(torch, rows: int, features: int, seed: int, log_noise: float):
+    """Inputs of one fitting step of a two-kernel GP: Z, the target, and the log parameters
+    (length scales, output scales, noise) and the constant mean."""
+    r = np.random.default_rng(seed)
+    Z = torch.from_numpy(r.normal(size=(rows, features)))
+    target = torch.from_numpy(r.normal(size=rows))
+    values = [torch.from_numpy(r.normal(scale=0.3, size=(2, features))), torch.tensor([0.1, -1.0], dtype=torch.float64),
+              torch.tensor(log_noise, dtype=torch.float64), torch.tensor(0.2, dtype=torch.float64)]
+    return Z, target, values
+
+
 @pytest.mark.parametrize("kernel", ["matern52", "rbf"])
 def test_gp_closed_form_gradients_match_autograd(kernel):
     torch = pytest.importorskip("torch")
-    r = np.random.default_rng(0)
-    Z = torch.from_numpy(r.normal(size=(30, 3)))
-    target = torch.from_numpy(r.normal(size=30))
+    Z, target, values = _gp_step_inputs(torch, 30, 3, seed=0, log_noise=-2.0)
     gp = TorchGPRegressor(kernel=kernel, n_kernels=2)
-    values = [torch.from_numpy(r.normal(scale=0.3, size=(2, 3))), torch.tensor([0.1, -1.0], dtype=torch.float64),
-              torch.tensor(-2.0, dtype=torch.float64), torch.tensor(0.2, dtype=torch.float64)]
     nll, grads = gp._nll_and_gradients(torch, Z, Z * Z, target, *values)
     params = [v.clone().requires_grad_(True) for v in values]
     log_ls, log_os, log_noise, const = params
@@ -370,11 +377,7 @@ def test_gp_float32_fitting_steps_match_float64_ones(kernel):
     # float32 kernel passes and Cholesky factor, float64 distances: the likelihood and its
     # gradients agree with the float64 step to float32's precision, and are float64 tensors.
     torch = pytest.importorskip("torch")
-    r = np.random.default_rng(2)
-    Z = torch.from_numpy(r.normal(size=(60, 5)))
-    target = torch.from_numpy(r.normal(size=60))
-    values = [torch.from_numpy(r.normal(scale=0.3, size=(2, 5))), torch.tensor([0.1, -1.0], dtype=torch.float64),
-              torch.tensor(-3.0, dtype=torch.float64), torch.tensor(0.2, dtype=torch.float64)]
+    Z, target, values = _gp_step_inputs(torch, 60, 5, seed=2, log_noise=-3.0)
     steps = {precision: TorchGPRegressor(kernel=kernel, n_kernels=2, fit_precision=precision)._nll_and_gradients(
         torch, Z, Z * Z, target, *values) for precision in ("float64", "float32")}
     (nll64, grads64), (nll32, grads32) = steps["float64"], steps["float32"]
