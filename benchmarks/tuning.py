@@ -17,6 +17,7 @@ Strategies, all on the same replayed spaces and seeds:
   derived from the parameters and the problem (``kernel_tuning_features``; ``perfpred tune
   --features derived``);
 - perfpred-transfer-gp / perfpred-cold-gp: a GP surrogate instead of the XGBoost ensemble;
+- perfpred-transfer-batch2: 2 configs measured a round instead of 4;
 - random (executed), optuna-tpe, optuna-gp (directly on the replay, no predictor);
 - autotvm: AutoTVM's XGBTuner recipe (rank model + simulated annealing, 64-config plans);
 - kt-<strategy>: Kernel Tuner 1.5 in simulation_mode on the same cache file.
@@ -72,7 +73,8 @@ STRATEGIES = ["perfpred-transfer", "perfpred-cold", "random", "optuna-tpe", "opt
 SETTING_VARIANTS = {"perfpred-transfer-nocal": {"calibration_picks": 0},
                     "perfpred-transfer-nolocal": {"local_fraction": 0.0},
                     "perfpred-transfer-gp": {"surrogate": "gp"}, "perfpred-cold-gp": {"surrogate": "gp"},
-                    "perfpred-transfer-blend": {"surrogate": "blend"}, "perfpred-cold-blend": {"surrogate": "blend"}}
+                    "perfpred-transfer-blend": {"surrogate": "blend"}, "perfpred-cold-blend": {"surrogate": "blend"},
+                    "perfpred-transfer-batch2": {"batch_size": 2}}
 DERIVED_FEATURE_VARIANTS = ("perfpred-transfer-derived", "perfpred-cold-derived")
 # Optuna samples the cartesian product, 50-82% of which are invalid configs in these spaces; they
 # cost no evaluation. TPE hears of them as failed trials; the GP sampler, which
@@ -207,7 +209,8 @@ def run_space(name: str, seeds: list[int], strategies: list[str], path: Path | N
             backend.reset()
             t0 = time.perf_counter()
             if strategy.startswith("perfpred"):
-                settings = TuneSettings(budget=BUDGET, batch_size=4, seed=seed, **SETTING_VARIANTS.get(strategy, {}))
+                variant = {"batch_size": 4, **SETTING_VARIANTS.get(strategy, {})}
+                settings = TuneSettings(budget=BUDGET, seed=seed, **variant)
                 prior = priors if strategy.startswith("perfpred-transfer") else None
                 derived = strategy in DERIVED_FEATURE_VARIANTS
                 featurize = kernel_tuning_features(backend.problem(), backend.hardware()) if derived else None
