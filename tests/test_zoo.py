@@ -394,3 +394,12 @@ def test_gp_fitted_in_float32_predicts_like_the_float64_fit():
     np.testing.assert_allclose(fits["float32"].predict(X[120:]), fits["float64"].predict(X[120:]), rtol=1e-3)
     with pytest.raises(InvalidInputError, match=r"fit_precision.*'float16'"):
         TorchGPRegressor(fit_precision="float16").fit(X, y)
+
+
+def test_gp_kernel_matrix_that_no_jitter_mends_is_refused_in_one_line():
+    torch = pytest.importorskip("torch")
+    gp = TorchGPRegressor()
+    with pytest.raises(InvalidInputError, match=r"positive definite.*targets\?\)$"):
+        gp._cholesky(torch, -torch.eye(3, dtype=torch.float64))
+    with pytest.raises(InvalidInputError, match=r"fit_precision='float64'"):
+        gp._cholesky(torch, -torch.eye(3, dtype=torch.float32))

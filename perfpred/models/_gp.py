@@ -161,9 +161,10 @@ class TorchGPRegressor(RegressorMixin, BaseEstimator):
             L, info = torch.linalg.cholesky_ex(K + jitter * eye)
             if int(info) == 0:
                 return L
+        hint = "; or fit in float64: fit_precision='float64'" if K.dtype == torch.float32 else ""
         raise InvalidInputError(
             "`kernel matrix positive definite` must hold, but it is singular even with jitter "
-            f"{_JITTERS[-1]} (duplicate rows with very different targets?)")
+            f"{_JITTERS[-1]} (duplicate rows with very different targets?{hint})")
 
     def fit(self, X, y):
         torch = _torch()
