@@ -105,6 +105,45 @@ def test_workers_of_one_open_space_study_share_what_they_measured(tmp_path: Path
     assert second.best_value == min(valley_ms(c) for c in hw.calls)
 
 
+def _count_fits(tuner: Tuner) -> list[int]:
+    fits: list[int] = []
+    fit = tuner.surrogate.fit
+
+    def counted(*args, **kwargs):
+        fits.append(1)
+        return fit(*args, **kwargs)
+
+    tuner.surrogate.fit = counted
+    return fits
+
+
+def test_an_open_space_round_fits_its_surrogate_once_when_features_go_row_by_row() -> None:
+    # 16 evaluations, 4 a round: the space-filling start, then 3 model-guided rounds, each
+    # scoring 4 batches of 64 inner trials and then the grown pool
+    settings = TuneSettings(budget=16, seed=0, pool_size=200)
+    tuner = Tuner(VALLEY, SyntheticHardware(runtime=valley_ms), settings)
+    fits = _count_fits(tuner)
+    once = tuner.run()
+    assert len(fits) == 3
+
+    # a featurizer that scales each column by its mean over the rows it is given: the measured rows' features
+    # change with every batch, so each batch gets its own fit (and the pool one more)
+    def by_frame(frame):
+        feats = VALLEY.unit_features(frame)
+        return feats / feats.mean()
+
+    tuner = Tuner(VALLEY, SyntheticHardware(runtime=valley_ms), settings, featurize=by_frame)
+    fits = _count_fits(tuner)
+    tuner.run()
+    assert len(fits) == 3 * (4 + 1)
+    # reusing the fit is only a saving: the same inputs give the same seeded model, so a run
+    # whose surrogate is refitted every time measures the same configs
+    tuner = Tuner(VALLEY, SyntheticHardware(runtime=valley_ms), settings)
+    tuner._fit_surrogate = lambda X, y, ok, prior: tuner.surrogate.fit(X, y, ok, prior_measured=prior)
+    again = tuner.run()
+    assert again.history[["x", "lr", "n", "mode"]].equals(once.history[["x", "lr", "n", "mode"]])
+
+
 def test_search_predictor_minimises_the_acquisition_within_the_constraints() -> None:
     def acquisition(frame):
         return np.array([valley_ms(c) for c in frame.to_dict("records")])

@@ -297,6 +297,7 @@ class Tuner(PredictorFirstLoop):
         self.on_evaluation = on_evaluation
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.claims = self.recorder.claims
+        self._last_fit: tuple[Any, Any] | None = None  # (inputs, fitted surrogate): see _fit_surrogate
 
     def _set_candidates(self, candidates: pd.DataFrame) -> None:
         self.candidates = candidates
@@ -337,24 +338,34 @@ class Tuner(PredictorFirstLoop):
             logs.append(np.log(pred))
         return np.stack(logs)
 
+    def _fit_surrogate(self, X_measured: pd.DataFrame, m_y: np.ndarray, m_ok: np.ndarray,
+                       prior_measured: np.ndarray | None) -> Any:
+        """The surrogate fitted on these rows; the fit of the same inputs is reused (the fits are
+        seeded, so a refit would give the same model): an open space's round scores its predictor
+        search's batches and then the grown pool with one fit where it made five."""
+        key = (tuple(X_measured.columns), X_measured.to_numpy(dtype=float).tobytes(), m_y.tobytes(), m_ok.tobytes(),
+               None if prior_measured is None else np.asarray(prior_measured, dtype=float).tobytes())
+        if self._last_fit is None or self._last_fit[0] != key:
+            self._last_fit = (key, self.surrogate.fit(X_measured, m_y, m_ok, prior_measured=prior_measured))
+        return self._last_fit[1]
+
     def _search_predictor(self, m_idx: np.ndarray, m_y: np.ndarray, m_ok: np.ndarray, iteration: int,
                           weights: np.ndarray | None) -> None:
         """An open space's round: an Optuna study on the acquisition over the whole space; its
         best configs join the pool. Every batch it scores is featurized together with the pool
-        (some features depend on the rows they are computed over) and the surrogate is fitted on
-        the measured rows of that same table."""
+        (a featurizer may choose its columns, or code categories, from the rows it is given) and
+        the surrogate is fitted on the measured rows of that same table: with a featurizer that
+        works row by row (the default ``SearchSpace.unit_features``) that is one fit a round."""
         s = self.settings
         source_logs = self._source_logs_
         pool = self.candidates
+        prior_m = None if weights is None else (weights @ source_logs)[m_idx]
 
         def acquisition(frame: pd.DataFrame) -> np.ndarray:
             feats = self.featurize(pd.concat([pool, frame], ignore_index=True))
-            prior_m = prior_c = None
-            if weights is not None:
-                prior_m = (weights @ source_logs)[m_idx]
-                prior_c = weights @ self._source_logs(frame)
-            fit = self.surrogate.fit_predict(feats.iloc[m_idx], m_y, m_ok, feats.iloc[len(pool):],
-                                             prior_measured=prior_m, prior_candidates=prior_c)
+            prior_c = None if weights is None else weights @ self._source_logs(frame)
+            fitted = self._fit_surrogate(feats.iloc[m_idx], m_y, m_ok, prior_m)
+            fit = fitted.predict(feats.iloc[len(pool):], prior_candidates=prior_c)
             return fit.mean_log - s.kappa * fit.std_log + np.where(fit.p_ok < 0.5, 1e6, 0.0)
 
         order = np.argsort(np.where(m_ok, m_y, np.inf), kind="stable")[:min(5, int(m_ok.sum()))]
@@ -489,10 +500,9 @@ class Tuner(PredictorFirstLoop):
         if weights is not None:
             self._weights_history.append(weights.round(3).tolist())
             prior_log = weights @ source_logs
-        fit = self.surrogate.fit_predict(
-            self.features.iloc[m_idx], m_y, m_ok, self.features,
-            prior_measured=prior_log[m_idx] if prior_log is not None else None,
-            prior_candidates=prior_log)
+        fitted = self._fit_surrogate(self.features.iloc[m_idx], m_y, m_ok,
+                                     prior_log[m_idx] if prior_log is not None else None)
+        fit = fitted.predict(self.features, prior_candidates=prior_log)
         penalty = np.where(fit.p_ok < 0.5, 1e6, 0.0)  # predicted failures go last
         penalty[measured] = np.inf
         score = fit.mean_log - s.kappa * fit.std_log + penalty

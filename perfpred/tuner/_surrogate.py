@@ -140,19 +140,30 @@ class SurrogateFit:
     members_log: np.ndarray | None = None  # each ensemble member's log prediction: (n_members, n_candidates)
 
 
-def residual_problem(X_measured: pd.DataFrame, y_log: np.ndarray, ok: np.ndarray, X_candidates: pd.DataFrame,
-                     prior_measured: np.ndarray | None, prior_candidates: np.ndarray | None
-                     ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
-    """What a surrogate learns: the measured rows that ran, their log objective minus the prior's
-    (if any), the candidates, and the prior's log prediction for each candidate (zero without one)."""
+def residual_target(X_measured: pd.DataFrame, y_log: np.ndarray, ok: np.ndarray,
+                    prior_measured: np.ndarray | None) -> tuple[pd.DataFrame, np.ndarray]:
+    """What a surrogate learns from: the measured rows that ran and their log objective minus the
+    prior's (if any). The prior's prediction is also a feature (the correction may depend on it)."""
     y_ok = np.asarray(y_log, dtype=float)[ok]
-    Xo, Xc = X_measured[ok], X_candidates
-    offset_m = prior_measured[ok] if prior_measured is not None else np.zeros(len(y_ok))
-    offset_c = prior_candidates if prior_candidates is not None else np.zeros(len(X_candidates))
-    if prior_candidates is not None:
-        # The prior's prediction is also a feature: the correction may depend on it.
-        Xo, Xc = Xo.assign(prior_log=offset_m), Xc.assign(prior_log=offset_c)
-    return Xo, Xc, y_ok - offset_m, offset_c
+    Xo = X_measured[ok]
+    if prior_measured is None:
+        return Xo, y_ok
+    offset = np.asarray(prior_measured, dtype=float)[ok]
+    return Xo.assign(prior_log=offset), y_ok - offset
+
+
+def candidate_inputs(X_candidates: pd.DataFrame, prior_candidates: np.ndarray | None,
+                     fitted_with_prior: bool) -> tuple[pd.DataFrame, np.ndarray]:
+    """The candidates as a surrogate fitted by ``residual_target`` reads them, and the prior's
+    log prediction to add back (zero without one)."""
+    if fitted_with_prior != (prior_candidates is not None):
+        raise InvalidInputError("the surrogate was fitted " + ("with" if fitted_with_prior else "without")
+                                + " a prior, so its candidates must come " + ("with" if fitted_with_prior else
+                                                                               "without") + " the prior's predictions")
+    if prior_candidates is None:
+        return X_candidates, np.zeros(len(X_candidates))
+    offset = np.asarray(prior_candidates, dtype=float)
+    return X_candidates.assign(prior_log=offset), offset
 
 
 def few_points_spread(target: np.ndarray, n_candidates: int) -> np.ndarray:
@@ -160,8 +171,40 @@ def few_points_spread(target: np.ndarray, n_candidates: int) -> np.ndarray:
     return np.full(n_candidates, max(float(target.std()) if len(target) > 1 else 0.0, 0.25))
 
 
+class FailureModel:
+    """Predicted probability that a config runs correctly, learned from the measured ones (a
+    random forest; a constant while every measured config ran, or none did). Fitted on its first
+    use: a blend of surrogates asks only one of them."""
+
+    def __init__(self, X_measured: pd.DataFrame, ok: np.ndarray, seed: int) -> None:
+        self.ok = np.asarray(ok, dtype=bool)
+        self.X_measured = X_measured
+        self.seed = seed
+        self.classifier = None
+
+    def predict(self, X_candidates: pd.DataFrame) -> np.ndarray:
+        ok = self.ok
+        if ok.all() or (~ok).all():
+            return np.full(len(X_candidates), 1.0 if ok.all() else 0.5)
+        if self.classifier is None:
+            from sklearn.ensemble import RandomForestClassifier
+
+            self.classifier = RandomForestClassifier(n_estimators=60, min_samples_leaf=1, random_state=self.seed,
+                                                     n_jobs=1).fit(self.X_measured, ok)
+        return self.classifier.predict_proba(X_candidates)[:, list(self.classifier.classes_).index(True)]
+
+
+def probability_ok(X_measured: pd.DataFrame, ok: np.ndarray, X_candidates: pd.DataFrame, seed: int) -> np.ndarray:
+    """Predicted probability that each candidate runs correctly, from the measured ones."""
+    return FailureModel(X_measured, ok, seed).predict(X_candidates)
+
+
 class EnsembleSurrogate:
-    """Bootstrap ensemble of XGBoost regressors on log(objective), plus a failure classifier."""
+    """Bootstrap ensemble of XGBoost regressors on log(objective), plus a failure classifier.
+
+    ``fit`` returns the fitted members, whose ``predict`` scores any number of candidate frames
+    (an open space's predictor search scores its batches with one fit a round);
+    ``fit_predict`` does both at once."""
 
     def __init__(self, n_members: int = 5, max_depth: int = 4, n_estimators: int = 150,
                  learning_rate: float = 0.1, seed: int = 0) -> None:
@@ -173,41 +216,61 @@ class EnsembleSurrogate:
         self.learning_rate = learning_rate
         self.seed = seed
 
-    def fit_predict(self, X_measured: pd.DataFrame, y_log: np.ndarray, ok: np.ndarray, X_candidates: pd.DataFrame,
-                    prior_measured: np.ndarray | None = None,
-                    prior_candidates: np.ndarray | None = None) -> SurrogateFit:
-        """Fit on measured rows (``y_log`` finite where ``ok``) and score the candidates."""
+    def fit(self, X_measured: pd.DataFrame, y_log: np.ndarray, ok: np.ndarray,
+            prior_measured: np.ndarray | None = None) -> EnsembleFit:
+        """Fit on the measured rows (``y_log`` finite where ``ok``), on top of the prior's log
+        prediction for them when given."""
         from xgboost import XGBRegressor
 
-        n_cand = len(X_candidates)
         ok = np.asarray(ok, dtype=bool)
-        Xo, Xc, target, offset_c = residual_problem(X_measured, y_log, ok, X_candidates, prior_measured,
-                                                     prior_candidates)
+        Xo, target = residual_target(X_measured, y_log, ok, prior_measured)
         # Plain arrays: with a DataFrame XGBoost re-validates feature names on every boosting
         # round (a replayed 128-evaluation run on convolution/A100: 12.1 s -> 7.5-9.9 s, same picks).
-        Xo_arr, Xc_arr = Xo.to_numpy(dtype=float), Xc.to_numpy(dtype=float)
+        Xo_arr = Xo.to_numpy(dtype=float)
         rng = np.random.default_rng(self.seed)
-        if len(target) == 0:
-            preds = np.zeros((self.n_members, n_cand))
-        elif len(target) < MIN_TREE_ROWS:
-            # Too few points for trees: a constant correction with a wide spread.
-            preds = np.tile(np.full(n_cand, target.mean()), (self.n_members, 1))
-        else:
-            preds = np.empty((self.n_members, n_cand))
+        models = []
+        if len(target) >= MIN_TREE_ROWS:
             for i in range(self.n_members):
                 idx = rng.integers(0, len(target), len(target))
                 model = XGBRegressor(n_estimators=self.n_estimators, max_depth=self.max_depth,
                                      learning_rate=self.learning_rate, subsample=1.0, colsample_bytree=0.8,
                                      min_child_weight=1.0, reg_lambda=1.0, random_state=self.seed + i, n_jobs=1,
                                      tree_method="hist")
-                model.fit(Xo_arr[idx], target[idx])
-                preds[i] = model.predict(Xc_arr)
-        mean = offset_c + preds.mean(axis=0)
-        std = preds.std(axis=0)
-        if len(target) < MIN_TREE_ROWS:
-            std = few_points_spread(target, n_cand)
-        p_ok = probability_ok(X_measured, ok, X_candidates, self.seed)
-        return SurrogateFit(mean, std, p_ok, members_log=offset_c + preds)
+                models.append(model.fit(Xo_arr[idx], target[idx]))
+        return EnsembleFit(models, target, self.n_members, prior_measured is not None,
+                           FailureModel(X_measured, ok, self.seed))
+
+    def fit_predict(self, X_measured: pd.DataFrame, y_log: np.ndarray, ok: np.ndarray, X_candidates: pd.DataFrame,
+                    prior_measured: np.ndarray | None = None,
+                    prior_candidates: np.ndarray | None = None) -> SurrogateFit:
+        """Fit on measured rows (``y_log`` finite where ``ok``) and score the candidates."""
+        return self.fit(X_measured, y_log, ok, prior_measured).predict(X_candidates, prior_candidates)
+
+
+@dataclass
+class EnsembleFit:
+    """A fitted :class:`EnsembleSurrogate` (no trees while there are fewer than ``MIN_TREE_ROWS``
+    measured rows that ran: a constant correction with a wide spread instead)."""
+
+    models: list[Any]
+    target: np.ndarray
+    n_members: int
+    with_prior: bool
+    failures: FailureModel
+
+    def predict(self, X_candidates: pd.DataFrame, prior_candidates: np.ndarray | None = None) -> SurrogateFit:
+        Xc, offset_c = candidate_inputs(X_candidates, prior_candidates, self.with_prior)
+        n_cand = len(Xc)
+        if not len(self.target):
+            preds = np.zeros((self.n_members, n_cand))
+        elif not self.models:
+            preds = np.tile(np.full(n_cand, self.target.mean()), (self.n_members, 1))
+        else:
+            Xc_arr = Xc.to_numpy(dtype=float)
+            preds = np.stack([model.predict(Xc_arr) for model in self.models])
+        std = preds.std(axis=0) if self.models else few_points_spread(self.target, n_cand)
+        return SurrogateFit(offset_c + preds.mean(axis=0), std, self.failures.predict(X_candidates),
+                            members_log=offset_c + preds)
 
 
 class GPSurrogate:
@@ -223,32 +286,48 @@ class GPSurrogate:
         self.learning_rate = learning_rate
         self.seed = seed
 
+    def fit(self, X_measured: pd.DataFrame, y_log: np.ndarray, ok: np.ndarray,
+            prior_measured: np.ndarray | None = None) -> GPFit:
+        from perfpred.models._gp import TorchGPRegressor
+
+        ok = np.asarray(ok, dtype=bool)
+        Xo, target = residual_target(X_measured, y_log, ok, prior_measured)
+        gp = None
+        if len(target) >= MIN_TREE_ROWS and np.ptp(target) > 0:
+            gp = TorchGPRegressor(n_iter=self.n_iter, learning_rate=self.learning_rate, n_threads=1)
+            gp.fit(Xo.to_numpy(dtype=float), np.exp(target))
+        return GPFit(gp, target, prior_measured is not None, FailureModel(X_measured, ok, self.seed))
+
     def fit_predict(self, X_measured: pd.DataFrame, y_log: np.ndarray, ok: np.ndarray, X_candidates: pd.DataFrame,
                     prior_measured: np.ndarray | None = None,
                     prior_candidates: np.ndarray | None = None) -> SurrogateFit:
-        ok = np.asarray(ok, dtype=bool)
-        mean, std = self.mean_and_std(X_measured, y_log, ok, X_candidates, prior_measured, prior_candidates)
-        return SurrogateFit(mean, std, probability_ok(X_measured, ok, X_candidates, self.seed))
+        return self.fit(X_measured, y_log, ok, prior_measured).predict(X_candidates, prior_candidates)
 
-    def mean_and_std(self, X_measured: pd.DataFrame, y_log: np.ndarray, ok: np.ndarray, X_candidates: pd.DataFrame,
-                     prior_measured: np.ndarray | None = None,
+
+@dataclass
+class GPFit:
+    """A fitted :class:`GPSurrogate` (no GP while fewer than ``MIN_TREE_ROWS`` rows ran or they
+    all measured the same: a constant correction with a wide spread instead)."""
+
+    gp: Any
+    target: np.ndarray
+    with_prior: bool
+    failures: FailureModel
+
+    def mean_and_std(self, X_candidates: pd.DataFrame,
                      prior_candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The candidates' log-objective mean and posterior spread, without the failure classifier."""
-        from perfpred.models._gp import TorchGPRegressor
-
-        n_cand = len(X_candidates)
-        ok = np.asarray(ok, dtype=bool)
-        Xo, Xc, target, offset_c = residual_problem(X_measured, y_log, ok, X_candidates, prior_measured,
-                                                     prior_candidates)
-        if len(target) < MIN_TREE_ROWS or np.ptp(target) == 0:
-            # Too few points for length scales: a constant correction with a wide spread.
-            mean = np.full(n_cand, target.mean() if len(target) else 0.0)
-            std = few_points_spread(target, n_cand)
+        """The candidates' log-objective mean and posterior spread, without the failure odds."""
+        Xc, offset_c = candidate_inputs(X_candidates, prior_candidates, self.with_prior)
+        if self.gp is None:
+            mean = np.full(len(Xc), self.target.mean() if len(self.target) else 0.0)
+            std = few_points_spread(self.target, len(Xc))
         else:
-            gp = TorchGPRegressor(n_iter=self.n_iter, learning_rate=self.learning_rate, n_threads=1)
-            gp.fit(Xo.to_numpy(dtype=float), np.exp(target))
-            mean, std = gp.predict_log(Xc.to_numpy(dtype=float), return_std=True)
+            mean, std = self.gp.predict_log(Xc.to_numpy(dtype=float), return_std=True)
         return offset_c + mean, std
+
+    def predict(self, X_candidates: pd.DataFrame, prior_candidates: np.ndarray | None = None) -> SurrogateFit:
+        mean, std = self.mean_and_std(X_candidates, prior_candidates)
+        return SurrogateFit(mean, std, self.failures.predict(X_candidates))
 
 
 class BlendSurrogate:
@@ -259,20 +338,23 @@ class BlendSurrogate:
         self.ensemble = ensemble
         self.gp = gp
 
-    def fit_predict(self, *args, **kwargs) -> SurrogateFit:
-        a = self.ensemble.fit_predict(*args, **kwargs)
-        gp_mean, gp_std = self.gp.mean_and_std(*args, **kwargs)  # the failure odds are the ensemble's
+    def fit(self, *args, **kwargs) -> BlendFit:
+        return BlendFit(self.ensemble.fit(*args, **kwargs), self.gp.fit(*args, **kwargs))
+
+    def fit_predict(self, X_measured: pd.DataFrame, y_log: np.ndarray, ok: np.ndarray, X_candidates: pd.DataFrame,
+                    prior_measured: np.ndarray | None = None,
+                    prior_candidates: np.ndarray | None = None) -> SurrogateFit:
+        return self.fit(X_measured, y_log, ok, prior_measured).predict(X_candidates, prior_candidates)
+
+
+@dataclass
+class BlendFit:
+    ensemble: EnsembleFit
+    gp: GPFit
+
+    def predict(self, X_candidates: pd.DataFrame, prior_candidates: np.ndarray | None = None) -> SurrogateFit:
+        a = self.ensemble.predict(X_candidates, prior_candidates)
+        gp_mean, gp_std = self.gp.mean_and_std(X_candidates, prior_candidates)  # the failure odds are the ensemble's
         mean = 0.5 * (a.mean_log + gp_mean)
         std = np.sqrt(0.5 * (a.std_log ** 2 + gp_std ** 2) + (0.5 * (a.mean_log - gp_mean)) ** 2)
         return SurrogateFit(mean, std, a.p_ok)
-
-
-def probability_ok(X_measured: pd.DataFrame, ok: np.ndarray, X_candidates: pd.DataFrame, seed: int) -> np.ndarray:
-    """Predicted probability that each candidate runs correctly, from the measured ones."""
-    if ok.all() or (~ok).all():
-        return np.full(len(X_candidates), 1.0 if ok.all() or len(ok) == 0 else 0.5)
-    from sklearn.ensemble import RandomForestClassifier
-
-    clf = RandomForestClassifier(n_estimators=60, min_samples_leaf=1, random_state=seed, n_jobs=1)
-    clf.fit(X_measured, ok)
-    return clf.predict_proba(X_candidates)[:, list(clf.classes_).index(True)]
