@@ -19,6 +19,7 @@ from perfpred.features._kernel import (
     kernel_occupancy_features,
 )
 from perfpred.features._serving import (
+    LAYER_OVERHEAD_MS,
     attention_layout,
     moe_routing,
     serving_attention_features,
@@ -281,6 +282,25 @@ def test_serving_attention_features_count_the_kv_cache_a_decode_step_reads():
     new = ["log2_kv_bytes_per_token", "log2_kv_read_ms_per_1k_tokens", "log2_windowed_kv_read_ms",
            "windowed_layer_fraction", "log2_kv_tokens_per_seq"]
     assert f[new].iloc[3].isna().all()
+
+
+def test_the_decode_step_adds_a_fixed_time_per_decoder_layer_to_the_roofline():
+    df = pd.DataFrame({
+        "workload.model": ["meta-llama/Llama-3.1-8B-Instruct", "nvidia/NVIDIA-Nemotron-Nano-12B-v2", "tiny"],
+        "workload.precision": ["bfloat16"] * 3, "workload.total_params_b": [8.0, 12.0, 0.02],
+        "workload.num_layers": [np.nan, np.nan, 5], "workload.num_kv_heads": [np.nan, np.nan, 8],
+        "workload.hidden_size": [np.nan, np.nan, 512], "workload.num_heads": [np.nan, np.nan, 8],
+        "config.max_num_seqs": [8, 8, 4], "config.num_gpus": [2, 1, 1], "hardware_json": [json.dumps(H100)] * 3})
+    f = serving_attention_features(df)
+    # Llama 3.1 8B: 32 layers; Nemotron Nano 12B v2: 62 (6 of them attention); a row's own count wins
+    assert list(np.exp2(f["log2_decoder_layers"])) == pytest.approx([32, 62, 5])
+    step_ms = np.exp2(f["log2_roofline_ms"]) + np.array([32, 62, 5]) * LAYER_OVERHEAD_MS
+    assert np.allclose(f["log2_decode_step_ms"], np.log2(step_ms))
+    assert np.allclose(f["log2_decode_gpu_seconds_per_token"], np.log2(np.array([2, 1, 1]) * step_ms / 1e3 / [8, 8, 4]))
+    # a model of unknown layout: no step time rather than the roofline alone
+    unknown = serving_attention_features(df.assign(**{"workload.model": "someone/unknown-7b",
+                                                      "workload.num_layers": np.nan}).head(1))
+    assert unknown[["log2_decoder_layers", "log2_decode_step_ms"]].isna().all(axis=None)
 
 
 def test_a_rows_own_model_shape_and_kv_cache_type_win_over_the_cards():

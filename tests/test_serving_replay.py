@@ -18,7 +18,13 @@ from perfpred.tuner import (
     true_front,
     tune_serving,
 )
-from perfpred.tuner._serving_replay import TailOverMedian, serving_regressor
+from perfpred.tuner._serving_replay import (
+    EnergyOfPower,
+    GpuSecondsToThroughput,
+    TailOverMedian,
+    ThroughputOfSteps,
+    serving_regressor,
+)
 
 THROUGHPUT, ENERGY, ITL = "metric.output_tokens_per_s", "metric.energy_per_token_j", "metric.itl_p99_ms"
 # Small groups of two models (8 + 12 configs, 5 configs), to keep the suite fast.
@@ -84,6 +90,32 @@ def test_a_tail_latency_is_the_median_times_a_learned_tail_ratio(table, predicto
         train.drop(columns=["metric.itl_p50_ms"]))
     assert not isinstance(direct.models_[ITL], TailOverMedian)
     assert np.isfinite(direct.predict(rows)[ITL]).all()
+
+
+def test_throughput_and_energy_are_built_from_the_step_time_and_the_power(table, predictors) -> None:
+    model = GROUPS[0][0]
+    predictor = predictors[model]
+    rows = table[table["workload.model"] == model]
+    throughput, energy = predictor.models_[THROUGHPUT], predictor.models_[ENERGY]
+    assert isinstance(throughput, ThroughputOfSteps) and isinstance(energy, EnergyOfPower)
+    # one model of the ITL p50 serves the throughput and the ITL tail; energy reuses the throughput
+    assert throughput.itl_p50_ms is predictor.models_[ITL].median and energy.throughput is throughput
+    seqs = rows["config.max_num_seqs"].to_numpy(float)
+    per_step = throughput.tokens_per_seq_step.predict(rows)
+    itl_p50 = throughput.itl_p50_ms.predict(rows)
+    pred = predictor.predict(rows)
+    assert np.allclose(pred[THROUGHPUT], seqs * per_step * 1e3 / itl_p50)
+    assert np.allclose(pred[ENERGY], energy.power_w.predict(rows) / pred[THROUGHPUT])
+    # what the step model learned: tokens per sequence per step, near one (0.16-1.05 recorded)
+    train = table[table["workload.model"] != model]
+    recorded = train[THROUGHPUT] * train["metric.itl_p50_ms"] / 1e3 / train["config.max_num_seqs"]
+    assert recorded.between(0.1, 1.1).all() and np.all((per_step > 0.1) & (per_step < 1.1))
+    # rows without an ITL p50: throughput from GPU-seconds per token, energy learned directly
+    bare = ServingPredictor([THROUGHPUT, ENERGY], serving_regressor(20), cv_folds=0).fit(
+        train.drop(columns=["metric.itl_p50_ms", "metric.itl_p99_ms"]))
+    assert isinstance(bare.models_[THROUGHPUT], GpuSecondsToThroughput)
+    assert not isinstance(bare.models_[ENERGY], EnergyOfPower)
+    assert np.isfinite(bare.predict(rows).to_numpy()).all()
 
 
 @pytest.mark.parametrize("group_key", GROUPS)

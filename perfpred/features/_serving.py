@@ -25,7 +25,9 @@ out: each decode step also reads every sequence's KV cache, which grows with the
 with the model's attention layout (layers, KV heads, head size, sliding windows), not with its
 parameter count. The layout comes from ``workload.num_layers`` / ``num_kv_heads`` / ``head_dim``
 (or ``hidden_size`` / ``num_heads``) where a row has them, else from the model's config.json
-values for the families in ML.ENERGY's runs (``ATTENTION_CARDS``).
+values for the families in ML.ENERGY's runs (``ATTENTION_CARDS``). It also adds what a step
+costs beyond any roofline: a fixed time per decoder layer (``LAYER_OVERHEAD_MS``), which
+dominates small batches on many GPUs.
 """
 
 from __future__ import annotations
@@ -77,6 +79,16 @@ ATTENTION_CARDS = {
     "llama-3.1-405b": (126, 0, 8, 128, 0), "llama-4-scout": (12, 36, 8, 128, 8192),
     "llama-4-maverick": (12, 36, 8, 128, 8192), "nemotron-nano-9b": (4, 0, 8, 128, 0),
     "nemotron-nano-12b": (6, 0, 8, 128, 0), "gpt-oss-120b": (18, 18, 8, 64, 128), "gpt-oss-20b": (12, 12, 8, 64, 128)}
+# Decoder layers of hybrid families whose attention layers are a few of many (Nemotron Nano v2
+# stacks Mamba-2, attention and MLP layers: 56 in the 9B, 62 in the 12B); elsewhere the layers
+# are the attention layout's.
+DECODER_LAYERS = {"nemotron-nano-9b": 56, "nemotron-nano-12b": 62}
+# What a decode step costs per decoder layer beyond its roofline, read off ML.ENERGY's H100 rows
+# at 8 sequences (launches, norms, the small kernels a step runs whatever its batch): 0.08-0.12 ms
+# a layer on one GPU or two, 0.13-0.35 ms with expert parallelism over 4-8 (the all-to-alls,
+# left to the learned model). The roofline alone put Llama 4 Scout's step on 8 GPUs at 3.8 ms; it
+# takes 20.
+LAYER_OVERHEAD_MS = 0.1
 # Bytes per cached element: vLLM's ``kv_cache_dtype`` and llama.cpp's ``-ctk`` names (its
 # quantised blocks carry a scale: q8_0 stores 32 values in 34 bytes). Without one, the cache
 # holds the activations' type: fp32 for an fp32 model, else 16 bits (fp8/int4 weights included).
@@ -146,6 +158,19 @@ def attention_layout(df: pd.DataFrame) -> tuple[np.ndarray, ...]:
             hit = names.str.contains(pattern, regex=False).to_numpy() & ~np.isfinite(full)
             full[hit], windowed[hit], kv_heads[hit], head_dim[hit], window[hit] = card
     return full, windowed, kv_heads, head_dim, window
+
+
+def decoder_layers(df: pd.DataFrame, attention_layers: np.ndarray) -> np.ndarray:
+    """Each row's decoder layers: ``workload.num_layers`` where set, else ``DECODER_LAYERS`` for
+    the hybrid families, else its attention layers."""
+    layers = np.where(np.isfinite(_num(df, "workload.num_layers")), _num(df, "workload.num_layers"),
+                      attention_layers)
+    if "workload.model" in df:
+        names = df["workload.model"].astype(str).str.lower()
+        unset = ~np.isfinite(_num(df, "workload.num_layers"))
+        for pattern, n in DECODER_LAYERS.items():
+            layers = np.where(names.str.contains(pattern, regex=False).to_numpy() & unset, n, layers)
+    return layers
 
 
 def _kv_cache_bytes(df: pd.DataFrame, precision: pd.Series) -> np.ndarray:
@@ -262,7 +287,12 @@ def serving_attention_features(df: pd.DataFrame) -> pd.DataFrame:
     - ``log2_windowed_kv_read_ms``: the windowed layers' reads, capped by their window (NaN
       for a model without such layers: ``windowed_layer_fraction`` is then 0);
     - ``windowed_layer_fraction`` and ``log2_kv_tokens_per_seq`` (context each sequence can
-      hold in the memory the weights leave).
+      hold in the memory the weights leave);
+    - ``log2_decoder_layers``, and ``log2_decode_step_ms``: the roofline plus
+      ``LAYER_OVERHEAD_MS`` a decoder layer, the offset ITL is learned relative to (leave one
+      model out on ML.ENERGY, p50 ITL: 12.7% over the roofline, 11.6% over this; 11.5-12.3% with
+      0.05-0.2 ms a layer), and ``log2_decode_gpu_seconds_per_token`` (GPUs x that step /
+      sequences).
     """
     d = _deployment(df)
     feats = _serving_features(df, d)
@@ -276,6 +306,11 @@ def serving_attention_features(df: pd.DataFrame) -> pd.DataFrame:
     feats["log2_kv_bytes_per_token"] = _log2(per_token)
     feats["log2_kv_read_ms_per_1k_tokens"] = _log2(batch * per_token * 1024 / bw_bytes_per_ms)
     feats["log2_windowed_kv_read_ms"] = _log2(batch * windowed * per_layer_token * window / bw_bytes_per_ms)
+    layers = decoder_layers(df, full + windowed)
+    step_ms = np.exp2(feats["log2_roofline_ms"].to_numpy()) + layers * LAYER_OVERHEAD_MS
+    feats["log2_decoder_layers"] = _log2(layers)
+    feats["log2_decode_step_ms"] = _log2(step_ms)
+    feats["log2_decode_gpu_seconds_per_token"] = _log2(d.gpus * step_ms / 1e3 / d.seqs)
     with np.errstate(divide="ignore", invalid="ignore"):
         feats["windowed_layer_fraction"] = windowed / (full + windowed)
         feats["log2_kv_tokens_per_seq"] = _log2(feats["kv_headroom_gib"].to_numpy() * 2**30 / per_token / batch)

@@ -8,9 +8,10 @@ measure" with the recorded throughput, energy per token, power and ITL percentil
 The prior is honest "predict before launching": a :class:`ServingPredictor` trained on the
 OTHER models' rows only (leave one model out: every task of the tuned model is held out),
 with the serving features and analytic offsets of ``benchmarks/accuracy.py``'s
-``mlenergy_lomo``. Throughput is modelled as GPU-seconds per output token
-(``num_gpus / output_tokens_per_s``) relative to the decode roofline's GPU-seconds per token,
-as energy per token is: both are the decode step's cost shared over the batch.
+``mlenergy_lomo``. A decode step gives each sequence of the batch a token, so throughput is
+``max_num_seqs`` x (tokens per sequence per step) / ITL p50, and energy per token is total power
+/ throughput (exactly so in ML.ENERGY's rows); the ITL is learned over the decode step's time
+(roofline plus a fixed time per decoder layer).
 """
 
 from __future__ import annotations
@@ -38,17 +39,23 @@ CONFIG_COLUMNS = tuple(f"config.{k}" for k in LLM_CONFIG)
 INPUT_PREFIXES = ("workload.", "config.")
 INPUT_COLUMNS = ("kind", "hardware_id", "hardware_json")
 GPU_S_PER_TOKEN = "metric.gpu_s_per_token"
+# Output tokens per sequence per decode step: below 1 where prefills take steps or the batch is
+# not full (median 0.92 in ML.ENERGY); learned, as throughput's other factor beside the ITL.
+TOKENS_PER_SEQ_STEP = "metric.tokens_per_seq_step"
 # metric -> (column the model learns, analytic offset feature of the serving featurizer).
 SERVING_TARGETS: dict[str, tuple[str, str]] = {
-    "metric.output_tokens_per_s": (GPU_S_PER_TOKEN, "log2_gpu_seconds_per_token"),
-    "metric.energy_per_token_j": ("metric.energy_per_token_j", "log2_gpu_seconds_per_token"),
-    "metric.energy_per_request_j": ("metric.energy_per_request_j", "log2_gpu_seconds_per_token"),
-    "metric.itl_p50_ms": ("metric.itl_p50_ms", "log2_roofline_ms"),
-    "metric.itl_p90_ms": ("metric.itl_p90_ms", "log2_roofline_ms"),
-    "metric.itl_p95_ms": ("metric.itl_p95_ms", "log2_roofline_ms"),
-    "metric.itl_p99_ms": ("metric.itl_p99_ms", "log2_roofline_ms"),
+    "metric.output_tokens_per_s": (GPU_S_PER_TOKEN, "log2_decode_gpu_seconds_per_token"),
+    "metric.energy_per_token_j": ("metric.energy_per_token_j", "log2_decode_gpu_seconds_per_token"),
+    "metric.energy_per_request_j": ("metric.energy_per_request_j", "log2_decode_gpu_seconds_per_token"),
+    "metric.itl_p50_ms": ("metric.itl_p50_ms", "log2_decode_step_ms"),
+    "metric.itl_p90_ms": ("metric.itl_p90_ms", "log2_decode_step_ms"),
+    "metric.itl_p95_ms": ("metric.itl_p95_ms", "log2_decode_step_ms"),
+    "metric.itl_p99_ms": ("metric.itl_p99_ms", "log2_decode_step_ms"),
     "power_w": ("power_w", "log2_num_gpus"),
 }
+# The weights-only featurizer ("serving") has no per-layer step time: its rooflines instead.
+WEIGHTS_ONLY_OFFSETS = {"log2_decode_step_ms": "log2_roofline_ms",
+                        "log2_decode_gpu_seconds_per_token": "log2_gpu_seconds_per_token"}
 # Tail latencies are learned as a multiple of the median: p99 / p50 is set largely by the task
 # (its prompts are prefilled between decode steps; the task alone explains 64% of the ratio's log
 # variance in ML.ENERGY), so it carries to an unseen model better than the tail itself (leave one
@@ -153,11 +160,54 @@ class TailOverMedian:
         return np.asarray(self.median.predict(rows), dtype=float) * np.asarray(self.ratio.predict(rows), dtype=float)
 
 
+class ThroughputOfSteps:
+    """Output tokens/s as ``max_num_seqs`` x (tokens per sequence per step) / (ITL p50): each
+    decode step gives every sequence of the batch a token, less where prefills take steps."""
+
+    def __init__(self, itl_p50_ms: Any, tokens_per_seq_step: Any) -> None:
+        self.itl_p50_ms = itl_p50_ms
+        self.tokens_per_seq_step = tokens_per_seq_step
+
+    def predict(self, rows: pd.DataFrame) -> np.ndarray:
+        seqs = pd.to_numeric(rows["config.max_num_seqs"], errors="coerce").to_numpy(dtype=float)
+        steps_per_s = 1e3 / np.asarray(self.itl_p50_ms.predict(rows), dtype=float)
+        return seqs * np.asarray(self.tokens_per_seq_step.predict(rows), dtype=float) * steps_per_s
+
+
+class GpuSecondsToThroughput:
+    """Output tokens/s from a model of GPU-seconds per output token (where the rows have no ITL)."""
+
+    def __init__(self, gpu_s_per_token: Any) -> None:
+        self.gpu_s_per_token = gpu_s_per_token
+
+    def predict(self, rows: pd.DataFrame) -> np.ndarray:
+        gpus = pd.to_numeric(rows["config.num_gpus"], errors="coerce").to_numpy(dtype=float)
+        return gpus / np.asarray(self.gpu_s_per_token.predict(rows), dtype=float)
+
+
+class EnergyOfPower:
+    """Energy per output token as total power / output tokens/s (so it is in ML.ENERGY's rows)."""
+
+    def __init__(self, power_w: Any, throughput: Any) -> None:
+        self.power_w = power_w
+        self.throughput = throughput
+
+    def predict(self, rows: pd.DataFrame) -> np.ndarray:
+        return np.asarray(self.power_w.predict(rows), dtype=float) / np.asarray(self.throughput.predict(rows),
+                                                                                dtype=float)
+
+
 class ServingPredictor:
     """Serving metrics of configs never launched, from recorded rows of other models.
 
     Tail ITL percentiles (``TAIL_OF_MEDIAN``) are predicted as the median's prediction times a
-    predicted tail / median ratio (directly where the rows have no median).
+    predicted tail / median ratio (directly where the rows have no median). Output tokens/s is
+    ``max_num_seqs`` x a learned tokens per sequence per step / the ITL p50 (``ThroughputOfSteps``),
+    and energy per token the predicted total power / that throughput (``EnergyOfPower``); where
+    the rows have no ITL p50 they are learned directly (throughput as GPU-seconds per token). Leave
+    one model out on ML.ENERGY (``benchmarks/accuracy.py``): energy per token 15.9% learned directly
+    over the decode step, 13.4% composed; in the serving replay's leave-one-model-out priors,
+    throughput 18.1 -> 15.4% and energy per token 17.1 -> 13.5% (row-weighted mean APE).
 
     Parameters:
         metrics: what to predict (keys of ``SERVING_TARGETS``).
@@ -166,9 +216,9 @@ class ServingPredictor:
             estimates ``error_std_``, the log-space error on a model never seen; < 2 skips it.
         random_state: seed of every metric's model.
         kind: the featurizer; "serving-attention" (default) adds the decode step's KV-cache reads
-            to "serving"'s weights-only features (leave one model out on ML.ENERGY: power 11.0 ->
-            9.3%, energy per token 17.0 -> 16.7%, p50 ITL 12.9 -> 12.8%, ITL p99 as p50 x ratio
-            24.0%).
+            and its time per decoder layer to "serving"'s weights-only features (leave one model
+            out on ML.ENERGY, KV reads: power 11.0 -> 9.3%, energy per token 17.0 -> 16.7%, p50 ITL
+            12.9 -> 12.8%; the per-layer step time as the ITL's offset: p50 ITL 12.8 -> 11.6%).
     """
 
     def __init__(self, metrics: Sequence[str], regressor: BaseEstimator | None = None, cv_folds: int = 4,
@@ -198,6 +248,22 @@ class ServingPredictor:
             fitted[median] = self._fit_one(table, median, fitted)
             return TailOverMedian(fitted[median],
                                   self._fit_values(table, f"{metric} / {median}", ratio, offset=None))
+        has_steps = all(c in table for c in ("metric.itl_p50_ms", "metric.output_tokens_per_s", "config.max_num_seqs"))
+        if metric == "metric.output_tokens_per_s" and has_steps:
+            fitted["metric.itl_p50_ms"] = self._fit_one(table, "metric.itl_p50_ms", fitted)
+            raw = {c: pd.to_numeric(table[c], errors="coerce").to_numpy(dtype=float)
+                   for c in ("metric.output_tokens_per_s", "metric.itl_p50_ms", "config.max_num_seqs")}
+            per_step = (raw["metric.output_tokens_per_s"] * raw["metric.itl_p50_ms"] / 1e3
+                        / raw["config.max_num_seqs"])
+            return ThroughputOfSteps(fitted["metric.itl_p50_ms"],
+                                     self._fit_values(table, TOKENS_PER_SEQ_STEP, per_step, offset=None))
+        if metric == "metric.output_tokens_per_s":
+            return GpuSecondsToThroughput(self._fit_values(table, GPU_S_PER_TOKEN, self._column(table, metric),
+                                                           offset=SERVING_TARGETS[metric][1]))
+        if metric == "metric.energy_per_token_j" and has_steps and "power_w" in table:
+            for part in ("power_w", "metric.output_tokens_per_s"):
+                fitted[part] = self._fit_one(table, part, fitted)
+            return EnergyOfPower(fitted["power_w"], fitted["metric.output_tokens_per_s"])
         return self._fit_values(table, SERVING_TARGETS[metric][0], self._column(table, metric),
                                 offset=SERVING_TARGETS[metric][1])
 
@@ -212,6 +278,8 @@ class ServingPredictor:
         if usable.sum() < 2:
             raise InvalidInputError(f"`{name}` needs >= 2 positive recorded values to learn, "
                                     f"but got {int(usable.sum())}")
+        if self.kind == "serving":
+            offset = WEIGHTS_ONLY_OFFSETS.get(offset, offset)
         model = PerformanceModel(kind=self.kind, regressor=clone(self.regressor or serving_regressor()),
                                  residual_of=offset, random_state=self.random_state)
         inputs = [c for c in table.columns if c.startswith(INPUT_PREFIXES) or c in INPUT_COLUMNS]
@@ -248,10 +316,7 @@ class ServingPredictor:
             raise InvalidInputError("this ServingPredictor is not fitted yet: call fit(table) first")
         out = {}
         for metric, model in self.models_.items():
-            pred = model.predict(rows)
-            if metric == "metric.output_tokens_per_s":  # modelled as GPU-seconds per token
-                pred = rows["config.num_gpus"].to_numpy(dtype=float) / pred
-            out[metric] = pred
+            out[metric] = model.predict(rows)
         return pd.DataFrame(out, index=rows.index)
 
     def prior_for(self, group: ServingGroup) -> dict[str, Callable[[pd.DataFrame], np.ndarray]]:
