@@ -571,7 +571,7 @@ def tune(
     space: Annotated[Path | None, typer.Option(help="Search space file (YAML/JSON: params + constraints); default: the backend's own space.")] = None,
     prior: Annotated[list[str] | None, typer.Option(help="Transfer: a recorded file of OTHER hardware of the same kernel (repeatable); each trains a prior that is weighted by how well it orders what is measured here.")] = None,
     model: Annotated[str | None, typer.Option(help="Start from a runtime model trained with `perfpred train` (MLflow run id or registered name; this hardware's or other hardware's): its prediction for every config is a prior, weighted like --prior's by how well it orders what is measured here.")] = None,
-    batch: Annotated[int, typer.Option(help="Configs confirmed per round (one model refit per round). Fewer find more per evaluation: on a continuous space 1 reached 1.06x the optimum in 16 evaluations where 4 reached 1.37x (README, open spaces).")] = 4,
+    batch: Annotated[int | None, typer.Option(help="Configs confirmed per round (one model refit per round); default 1 on a space too large to score whole (continuous parameters), else 4. Fewer find more per evaluation: on a continuous space 1 reached 1.06x the optimum in 16 evaluations where 4 reached 1.37x (README, open spaces).")] = None,
     kappa: Annotated[float, typer.Option(help="Exploration weight of the lower confidence bound (0 = pure exploitation).")] = 1.0,
     early_stop: Annotated[float | None, typer.Option(help="Stop when no config is predicted to beat the best by more than this fraction (e.g. 0.01).")] = None,
     max_wall_s: Annotated[float | None, typer.Option(help="Wall-time cap in seconds, model fitting included.")] = None,
@@ -791,10 +791,11 @@ def _study_file(output: Path) -> str:
     return f"sqlite:///{(output / 'study.db').resolve()}"
 
 
-def _tune_pareto(session, objectives: list[str], constraints: list[str], *, budget: int, batch: int,
+def _tune_pareto(session, objectives: list[str], constraints: list[str], *, budget: int, batch: int | None,
                  storage: str | None, study: str, seed: int, output: Path) -> None:
     """``perfpred tune --objective A --objective B [--constraint ...]``: the measured Pareto front."""
     from perfpred.tuner import tune_pareto
+    from perfpred.tuner._loop import SCORED_SPACE_BATCH
 
     done = [0]
     with err_console.status("tuning") as status:
@@ -803,8 +804,9 @@ def _tune_pareto(session, objectives: list[str], constraints: list[str], *, budg
             status.update(f"evaluation {done[0]} / {budget}")
 
         result = tune_pareto(session.space, session.backend, objectives, budget=budget, constraints=constraints,
-                             candidates=session.candidates, storage=storage, study_name=study, batch_size=batch,
-                             seed=seed, out_dir=output, on_evaluation=on_eval)
+                             candidates=session.candidates, storage=storage, study_name=study,
+                             batch_size=SCORED_SPACE_BATCH if batch is None else batch, seed=seed, out_dir=output,
+                             on_evaluation=on_eval)
     _print_pareto(result, f"Pareto front: {session.description}")
     console.print(f"report: {output / 'pareto.json'}  front: {output / 'front.csv'}  plot: {output / 'pareto.png'}")
 

@@ -94,6 +94,19 @@ def test_a_huge_discrete_space_is_searched_like_a_continuous_one(monkeypatch) ->
     assert result.best_value <= 1.5  # the bowl's optimum is 1.0; the 40-config pool's median is ~4
 
 
+def test_an_open_space_confirms_one_config_a_round_unless_told() -> None:
+    hw = SyntheticHardware(runtime=valley_ms)
+    tuner = Tuner(VALLEY, hw, TuneSettings(budget=12, seed=0, pool_size=200))
+    assert tuner.settings.batch_size == 1
+    result = tuner.run()
+    # the space-filling start (max(1, min(8, 12 // 4)) = 3 configs), then one config a round
+    assert result.history.groupby("iteration").size().tolist() == [3] + [1] * 9
+    told = Tuner(VALLEY, hw, TuneSettings(budget=12, seed=0, pool_size=200, batch_size=2))
+    assert told.settings.batch_size == 2
+    scored = Tuner(SearchSpace(dict(PARAMS)), SyntheticHardware(), TuneSettings(budget=12))
+    assert scored.settings.batch_size == 4
+
+
 def test_workers_of_one_open_space_study_share_what_they_measured(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'study.db'}"
     hw = SyntheticHardware(runtime=valley_ms)
@@ -120,7 +133,7 @@ def _count_fits(tuner: Tuner) -> list[int]:
 def test_an_open_space_round_fits_its_surrogate_once_when_features_go_row_by_row() -> None:
     # 16 evaluations, 4 a round: the space-filling start, then 3 model-guided rounds, each
     # scoring 4 batches of 64 inner trials and then the grown pool
-    settings = TuneSettings(budget=16, seed=0, pool_size=200)
+    settings = TuneSettings(budget=16, seed=0, pool_size=200, batch_size=4)
     tuner = Tuner(VALLEY, SyntheticHardware(runtime=valley_ms), settings)
     fits = _count_fits(tuner)
     once = tuner.run()

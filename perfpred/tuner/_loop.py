@@ -19,6 +19,7 @@ Each round (after a space-filling start when there is no prior):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import socket
@@ -38,6 +39,12 @@ from perfpred.tuner._space import SearchSpace
 from perfpred.tuner._study import CandidateIndex, StudyRecorder, row_config
 from perfpred.tuner._surrogate import BlendSurrogate, EnsembleSurrogate, GPSurrogate, param_features
 
+# Configs confirmed a round unless told: a space scored whole takes 4 (2 did no better with a
+# prior, at twice the time: tuning_5seeds_batch2.json); an open space one, since each
+# measurement moves its GP and inner search where the next pick should go (best / optimum after
+# 16 evaluations, 10 seeds: valley 1.37 -> 1.06, branin 1.31 -> 1.10; open_space.json).
+SCORED_SPACE_BATCH = 4
+OPEN_SPACE_BATCH = 1
 ACQUISITIONS = ("lcb", "thompson")
 SURROGATES = ("ensemble", "gp", "blend")
 LOCAL_STARTS = ("surprise", "best")
@@ -49,10 +56,12 @@ class TuneSettings:
 
     Attributes:
         budget: hardware evaluations in total (shared by all workers of one study).
-        batch_size: configs confirmed per round (one surrogate refit per round). On a continuous
-            space fewer find more per evaluation (1 a round: 1.06x the optimum after 16 on the
-            valley landscape, 4: 1.37x; ``benchmarks/open_space.py``); on the recorded spaces with
-            a prior, 2 scored like 4 at twice the time (``tuning_5seeds_batch2.json``).
+        batch_size: configs confirmed per round (one surrogate refit per round). None (default):
+            1 for a space too large to score whole (continuous parameters), 4 for one scored whole.
+            On a continuous space fewer find more per evaluation (1 a round: 1.06x the optimum
+            after 16 on the valley landscape, 4: 1.37x; ``benchmarks/open_space.py``); on the
+            recorded spaces with a prior, 2 scored like 4 at twice the time
+            (``tuning_5seeds_batch2.json``).
         n_initial: cold-start space-filling design size (default: max(batch, min(8, budget // 4))).
         kappa: exploration weight of the lower confidence bound.
         ensemble: surrogate members (bootstrap resamples) giving the spread.
@@ -106,7 +115,7 @@ class TuneSettings:
     """
 
     budget: int
-    batch_size: int = 4
+    batch_size: int | None = None
     n_initial: int | None = None
     kappa: float = 1.0
     ensemble: int = 5
@@ -144,7 +153,8 @@ class TuneSettings:
                                     f"but got inner_sampler={self.inner_sampler!r}")
         if self.local_from not in LOCAL_STARTS:
             raise InvalidInputError(f"`local_from in {LOCAL_STARTS}` must hold, but got local_from={self.local_from!r}")
-        checks = [("budget", self.budget >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
+        checks = [("budget", self.budget >= 1, ">= 1"),
+                  ("batch_size", self.batch_size is None or self.batch_size >= 1, ">= 1"),
                   ("kappa", self.kappa >= 0, ">= 0"), ("ensemble", self.ensemble >= 2, ">= 2"),
                   ("min_hamming", self.min_hamming >= 1, ">= 1"),
                   ("early_stop_patience", self.early_stop_patience >= 1, ">= 1"),
@@ -157,9 +167,15 @@ class TuneSettings:
             if not ok:
                 raise InvalidInputError(f"`{name} {rule}` must hold, but got {name}={getattr(self, name)}")
 
+    def for_space(self, open_space: bool) -> TuneSettings:
+        """These settings with the batch size resolved for a space scored whole or an open one."""
+        if self.batch_size is not None:
+            return self
+        return dataclasses.replace(self, batch_size=OPEN_SPACE_BATCH if open_space else SCORED_SPACE_BATCH)
+
     @property
     def initial_size(self) -> int:
-        return self.n_initial or max(self.batch_size, min(8, self.budget // 4))
+        return self.n_initial or max(self.batch_size or SCORED_SPACE_BATCH, min(8, self.budget // 4))
 
 
 @dataclass
@@ -273,9 +289,9 @@ class Tuner(PredictorFirstLoop):
                  on_evaluation: Callable[[dict[str, Any]], bool | None] | None = None) -> None:
         self.space = space
         self.backend = backend
-        self.settings = settings
         # A space too large to score whole is searched through a pool that grows (``_grow_pool``).
         self.open_space = candidates is None and not space.enumerable
+        self.settings = settings = settings.for_space(self.open_space)
         if self.open_space:
             pool = space.sample(settings.pool_size, seed=settings.seed)
         else:
