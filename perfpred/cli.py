@@ -407,7 +407,7 @@ def train(
     kind: Annotated[str, typer.Option(help="Which measurements and features: gemm, kernel, serving, or a variant that reads the same rows (gemm-gpu, kernel-occupancy, serving-attention).")] = "gemm",
     model: Annotated[str, typer.Option(help="Regressor: xgb (default), hgb, forest, mlp, grid-xgb (dense tuning spaces), deep-trees (tuning spaces with steep steps), gp (exact Gaussian process, up to 5,000 rows), gp4 (four summed GP kernels: a few thousand rows of a tuning space), xgb-quantile / xgb-ensemble (with predictive intervals), rf (GPPerf baseline), roofline.")] = "xgb",
     target: Annotated[str, typer.Option(help="Column to predict (runtime_ms, power_w, energy_j, ...).")] = "runtime_ms",
-    split: Annotated[str, typer.Option(help="Held-out split for the reported error: random or shape (unseen M,N,K).")] = "shape",
+    split: Annotated[str | None, typer.Option(help="Held-out split for the reported error: random, or shape (unseen workloads: GEMM shapes M,N,K; serving rows' models; kernels' problem sizes). Default: shape where the rows hold more than one workload, else random.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and the regressor.")] = 0,
     name: Annotated[str | None, typer.Option(help="Register the model in MLflow under this name.")] = None,
     max_ref_drift: Annotated[float | None, typer.Option(help="Drop rows whose reference GEMM time drifted by more than this fraction (noisy periods).")] = None,
@@ -421,7 +421,7 @@ def train(
     result = train_model(df, kind=kind, regressor=model, target=target, split=split, seed=seed,
                          max_ref_drift=max_ref_drift, reuse_measured=reuse_measured, registered_name=name,
                          source=str(store))
-    _print_kv_table(f"{model} on {result.n_rows} rows, held-out ({split} split)", result.holdout)
+    _print_kv_table(f"{model} on {result.n_rows} rows, held-out ({result.split} split)", result.holdout)
     console.print(f"MLflow run id: [bold]{result.run_id}[/]" + (f"  registered as [bold]{name}[/]" if name else ""))
     if kind == "gemm":
         console.print(f"predict with: perfpred predict --model {name or result.run_id} --m 1024 --n 1024 --k 1024")
@@ -436,7 +436,7 @@ def evaluate(
     store: Annotated[Path, typer.Option(help="Measurement store to evaluate on.", callback=resolve_store)] = DEFAULT_STORE,
     kind: Annotated[str, typer.Option(help="Which measurements and features: gemm, kernel, serving, or a variant that reads the same rows (gemm-gpu, kernel-occupancy, serving-attention).")] = "gemm",
     models: Annotated[str, typer.Option(help="Comma-separated regressors to compare.")] = "xgb,rf,roofline",
-    split: Annotated[str, typer.Option(help="random, shape (unseen M,N,K) or hardware (leave one hardware id out).")] = "shape",
+    split: Annotated[str, typer.Option(help="random, shape (unseen workloads: GEMM shapes M,N,K; serving rows' models; kernels' problem sizes) or hardware (leave one hardware id out).")] = "shape",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; metrics are averaged over them.")] = "0,1,2",
     target: Annotated[str, typer.Option(help="Column to predict.")] = "runtime_ms",
     output: Annotated[Path | None, typer.Option(help="Also write the full results as JSON here.")] = None,

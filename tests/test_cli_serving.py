@@ -145,3 +145,25 @@ def test_tune_serving_starts_from_a_prior_store_and_refuses_a_missing_one(monkey
     history = (tmp_path / "run" / "history.csv").read_text().splitlines()
     header, first = history[0].split(","), history[1].split(",")
     assert first[header.index("predicted_goal")] != ""  # the first launch was the prior's pick, not a design's
+
+
+def test_a_serving_model_trains_from_recorded_ml_energy_rows_holding_out_whole_models(tmp_path):
+    from perfpred.errors import DatasetNotFoundError
+    from perfpred.models import load_model
+    from perfpred.settings import datasets_dir
+
+    try:
+        tasks = datasets_dir() / "ml-energy" / "tasks"
+    except DatasetNotFoundError as exc:
+        pytest.skip(str(exc))
+    store = tmp_path / "store"
+    result = runner.invoke(app, ["import", "ml-energy", str(tasks / "lm-arena-chat.json"), "--into", str(store)])
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    name = "mlenergy-itl-cli-test"
+    result = runner.invoke(app, ["train", "--store", str(store), "--kind", "serving-attention", "--target",
+                                 "metric.itl_p50_ms", "--name", name], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    assert "(shape split)" in result.output  # the held-out rows are whole models, not rows of seen ones
+    rows = MeasurementStore(store).load(kind="serving")
+    rows = rows[rows["config.max_num_seqs"].notna()]
+    assert (load_model(name).predict(rows) > 0).all()

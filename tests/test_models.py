@@ -12,7 +12,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from perfpred.datasets import leave_one_group_out, make_split
-from perfpred.datasets._splits import GEMM_SHAPE_COLUMNS
+from perfpred.datasets._splits import GEMM_SHAPE_COLUMNS, workload_columns
 from perfpred.errors import InvalidInputError
 from perfpred.models import (
     LogTargetXGBRegressor,
@@ -332,6 +332,37 @@ def test_make_split_shape_groups_are_disjoint_and_deterministic(synthetic_gemm_t
     np.testing.assert_array_equal(te, te2)
     assert shape_keys(synthetic_gemm_table.iloc[tr]).isdisjoint(shape_keys(synthetic_gemm_table.iloc[te]))
     assert len(tr) + len(te) == len(synthetic_gemm_table)
+
+
+def test_a_shape_split_holds_out_whole_workloads_of_every_kind(synthetic_gemm_table):
+    assert workload_columns(synthetic_gemm_table) == list(GEMM_SHAPE_COLUMNS)
+    rng = np.random.default_rng(0)
+    serving = pd.DataFrame({"workload.model": rng.choice(["a", "b", "c", "d", "e"], 60),
+                            "workload.task": rng.choice(["chat", "code"], 60), "config.max_num_seqs": 8})
+    assert workload_columns(serving) == ["workload.model"]  # a new LLM, whatever its task
+    tr, te = make_split(serving, "shape", seed=1)
+    assert set(serving.iloc[tr]["workload.model"]).isdisjoint(serving.iloc[te]["workload.model"])
+    kernel = pd.DataFrame({"workload.kernel_name": "conv", "workload.problem_size_x": rng.choice([512, 1024, 4096], 60),
+                           "config.block_size_x": rng.choice([16, 32], 60)})
+    assert workload_columns(kernel) == ["workload.problem_size_x"]  # the kernel's name does not vary
+    one_problem = kernel.assign(**{"workload.problem_size_x": 4096})
+    with pytest.raises(InvalidInputError, match=r"every row has the same workload.*split='random'"):
+        make_split(one_problem, "shape")
+
+
+def test_training_without_a_split_named_holds_out_workloads_where_there_are_several(synthetic_gemm_table):
+    from perfpred.models import train_model
+
+    gemm = train_model(synthetic_gemm_table, regressor="roofline", split=None, log_to_mlflow=False)
+    assert gemm.split == "shape"
+    # a kernel's tuning space recorded for one problem size: nothing to hold out but rows
+    rng = np.random.default_rng(0)
+    block, tile = rng.choice([16, 32, 64, 128], 80), rng.choice([1, 2, 4], 80)
+    kernel = pd.DataFrame({"kind": "kernel", "status": "ok", "hardware_id": "gpu-x", "workload.kernel_name": "k",
+                           "workload.problem_size_x": 4096, "config.block_size_x": block, "config.tile_size_x": tile,
+                           "runtime_ms": (1 + 8 / block) * (1 + 1 / tile) * np.exp(rng.normal(0, 0.01, 80))})
+    result = train_model(kernel, kind="kernel", regressor="xgb", split=None, log_to_mlflow=False)
+    assert result.split == "random" and result.holdout["mape_pct"] < 10
 
 
 @pytest.mark.parametrize(

@@ -56,14 +56,30 @@ def leave_one_group_out(df: pd.DataFrame, column: str = "hardware_id") -> Iterat
         yield values[test_idx[0]], train_idx, test_idx
 
 
+def workload_columns(df: pd.DataFrame) -> list[str]:
+    """What an unseen workload is for these rows: a GEMM's shape (b, m, n, k); a serving row's
+    model (``workload.model``: a new LLM); else every ``workload.`` column that varies (a
+    kernel's problem size)."""
+    if any(c in df.columns for c in GEMM_SHAPE_COLUMNS):
+        return list(GEMM_SHAPE_COLUMNS)
+    if "workload.model" in df.columns:
+        return ["workload.model"]
+    varying = [c for c in df.columns if c.startswith("workload.") and df[c].nunique(dropna=False) > 1]
+    if not varying:
+        raise InvalidInputError("split='shape' holds out whole workloads, but every row has the same workload "
+                                "(no GEMM shape, model or varying workload column): use split='random'")
+    return varying
+
+
 def make_split(
     df: pd.DataFrame, split: str, *, test_size: float = 0.2, seed: int = 0, group_columns: Sequence[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One (train, test) index pair by name: ``random`` | ``shape`` (unseen shapes)."""
+    """One (train, test) index pair by name: ``random`` | ``shape`` (unseen workloads: GEMM
+    shapes, serving models or kernel problem sizes; ``workload_columns``)."""
     if split == "random":
         return random_split(df, test_size=test_size, seed=seed)
     if split == "shape":
-        return grouped_split(df, group_columns or GEMM_SHAPE_COLUMNS, test_size=test_size, seed=seed)
+        return grouped_split(df, group_columns or workload_columns(df), test_size=test_size, seed=seed)
     if split == "hardware":
         raise InvalidInputError("split='hardware' yields one fold per hardware id: use leave_one_group_out()")
     raise InvalidInputError(f"`split` must be one of {SPLITS}, but got split={split!r}")

@@ -20,6 +20,7 @@ class TrainResult:
     n_rows: int
     data_hash: str
     hardware_ids: list[str] = field(default_factory=list)
+    split: str = "shape"  # the held-out split the error was scored on
 
 
 def train_model(
@@ -28,7 +29,7 @@ def train_model(
     kind: str = "gemm",
     regressor: str = "xgb",
     target: str = "runtime_ms",
-    split: str = "shape",
+    split: str | None = "shape",
     seed: int = 0,
     max_ref_drift: float | None = None,
     reuse_measured: bool = False,
@@ -36,8 +37,13 @@ def train_model(
     registered_name: str | None = None,
     source: str = "",
 ) -> TrainResult:
-    """Score on a held-out split first (honest error), then refit on all rows and log."""
+    """Score on a held-out split first (honest error), then refit on all rows and log.
+
+    ``split=None``: ``shape`` (unseen workloads) where the rows hold more than one workload,
+    else ``random`` (a kernel's tuning space recorded for one problem size)."""
     rows = training_frame(df, kind=kind, target=target, max_ref_drift=max_ref_drift)
+    if split is None:
+        split = "shape" if _has_workloads(rows) else "random"
     template = PerformanceModel(kind=kind, regressor=regressor, target=target, random_state=seed,
                                 reuse_measured=reuse_measured)
     holdout = evaluate_models(rows, {regressor: template}, split=split, seeds=(seed,), target=target)[regressor]["mean"]
@@ -57,4 +63,14 @@ def train_model(
         tags = {"data_hash": digest, "hardware_ids": ",".join(hardware_ids), "source": source}
         run_id = log_training_run(model, params=params, metrics=metrics, tags=tags, registered_name=registered_name)
     return TrainResult(model=model, run_id=run_id, holdout=holdout, n_rows=len(rows), data_hash=digest,
-                       hardware_ids=hardware_ids)
+                       hardware_ids=hardware_ids, split=split)
+
+
+def _has_workloads(rows: pd.DataFrame) -> bool:
+    from perfpred.datasets._splits import group_labels, workload_columns
+    from perfpred.errors import InvalidInputError
+
+    try:
+        return len(set(group_labels(rows, workload_columns(rows)))) >= 2
+    except InvalidInputError:
+        return False
