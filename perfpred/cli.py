@@ -425,8 +425,12 @@ def train(
     console.print(f"MLflow run id: [bold]{result.run_id}[/]" + (f"  registered as [bold]{name}[/]" if name else ""))
     if kind == "gemm":
         console.print(f"predict with: perfpred predict --model {name or result.run_id} --m 1024 --n 1024 --k 1024")
-    else:  # `perfpred predict` takes GEMM shapes; other kinds predict from a table of rows in Python
-        console.print(f"predict with: perfpred.models.load_model({(name or result.run_id)!r}).predict(rows)")
+    elif kind.startswith("serving"):
+        console.print(f"predict with: perfpred predict --model {name or result.run_id} --input deployments.csv "
+                      "(one row per deployment: model, task, total_params_b, ..., max_num_seqs, num_gpus, ...)")
+    else:
+        console.print(f"predict with: perfpred predict --model {name or result.run_id} --input configs.csv "
+                      "(one column per tuning parameter)")
         if kind.startswith("kernel") and target == "runtime_ms":
             console.print(f"tune from it: perfpred tune --backend replay:PATH|kernel:NAME --model {name or result.run_id}")
 
@@ -474,12 +478,12 @@ def predict(
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 1,
     trans_a: Annotated[bool, typer.Option(help="A transposed.")] = False,
     trans_b: Annotated[bool, typer.Option(help="B transposed.")] = False,
-    input_csv: Annotated[Path | None, typer.Option("--input", help="CSV of configs: for a GEMM model columns m,n,k and optional b,dtype,threads,trans_a,trans_b; for a kernel model one column per tuning parameter, plus workload.NAME columns for the problem where it varies.")] = None,
+    input_csv: Annotated[Path | None, typer.Option("--input", help="CSV of configs: for a GEMM model columns m,n,k and optional b,dtype,threads,trans_a,trans_b; for a kernel model one column per tuning parameter, plus workload.NAME columns for the problem where it varies; for a serving model one row per deployment: the LLM (model, task, total_params_b, activated_params_b, precision, ...) and the engine's knobs (max_num_seqs, tensor_parallel, num_gpus, ...).")] = None,
     output: Annotated[Path | None, typer.Option(help="Write predictions as CSV here (with --input).")] = None,
     hardware_id: Annotated[str | None, typer.Option(help="Hardware to predict for (default: the one the model was trained on).")] = None,
     coverage: Annotated[float | None, typer.Option(help="Also give a predictive interval meant to hold this share of outcomes, e.g. 0.9 (models trained with --model xgb-quantile or xgb-ensemble).")] = None,
 ) -> None:
-    """Predict runtime (ms) of one GEMM, or of every config in a CSV (GEMM or kernel models), before running anything."""
+    """Predict runtime (ms) of one GEMM, or of every config in a CSV (GEMM, kernel or serving models), before running anything."""
     import pandas as pd
 
     from perfpred.collect import GemmConfig
@@ -495,6 +499,9 @@ def predict(
         est = load_model(model)
         if row_kind(getattr(est, "kind", "gemm")) == "kernel":
             _predict_kernel_configs(est, model, configs, hardware_id, coverage, output)
+            return
+        if row_kind(getattr(est, "kind", "gemm")) == "serving":
+            _predict_serving_configs(est, model, configs, hardware_id, coverage, output)
             return
     else:
         if None in (m, n, k):
@@ -527,13 +534,15 @@ def predict(
                   f"(b={b} m={m} n={n} k={k} {dtype}, {threads} thread(s), on {next(iter(est.hardware_specs_)) if hardware_id is None else hardware_id})")
 
 
-def _print_predictions(configs: list[dict[str, Any]], pred: Any, band: Any, output: Path | None) -> None:
-    """The configs with their predicted runtime (and band), to ``output`` as CSV or printed."""
+def _print_predictions(configs: list[dict[str, Any]], pred: Any, band: Any, output: Path | None,
+                       target: str = "runtime_ms") -> None:
+    """The configs with their predicted ``target`` (and band), to ``output`` as CSV or printed."""
     import pandas as pd
 
-    out = pd.DataFrame(configs).assign(predicted_runtime_ms=pred)
+    name = target.removeprefix("metric.")
+    out = pd.DataFrame(configs).assign(**{f"predicted_{name}": pred})
     if band is not None:
-        out = out.assign(lower_runtime_ms=band["lower"].to_numpy(), upper_runtime_ms=band["upper"].to_numpy())
+        out = out.assign(**{f"lower_{name}": band["lower"].to_numpy(), f"upper_{name}": band["upper"].to_numpy()})
     if output:
         out.to_csv(output, index=False)
         console.print(f"wrote {len(out)} predictions to {output}")
@@ -562,6 +571,44 @@ def _predict_kernel_configs(est: Any, model: str, configs: list[dict[str, Any]],
         raise InvalidInputError(f"--model {model} (kind {est.kind!r}) cannot predict these configs: {first[:300]}") \
             from None
     _print_predictions(configs, pred, band, output)
+
+
+def _predict_serving_configs(est: Any, model: str, configs: list[dict[str, Any]], hardware_id: str | None,
+                             coverage: float | None, output: Path | None) -> None:
+    """``perfpred predict --input`` for a serving model: each CSV row a deployment never launched
+    (the LLM, its size and task as ``workload.`` columns, the engine's knobs as ``config.``
+    columns; bare names go where the serving features read them), on the model's hardware."""
+    import numpy as np
+    import pandas as pd
+
+    from perfpred.features._serving import SERVING_WORKLOAD_INPUTS
+
+    if hardware_id is None and len(est.hardware_specs_) != 1:
+        raise InvalidInputError(f"this model was trained on {len(est.hardware_specs_)} hardware ids "
+                                f"({sorted(est.hardware_specs_)}): pass --hardware-id")
+    hardware_id = hardware_id or next(iter(est.hardware_specs_))
+    if hardware_id not in est.hardware_specs_:
+        raise InvalidInputError(f"`--hardware-id` must be one the model was trained on {sorted(est.hardware_specs_)}, "
+                                f"but got {hardware_id!r}")
+
+    def placed(column: str) -> str:
+        if column.startswith(("workload.", "config.")):
+            return column
+        return f"workload.{column}" if f"workload.{column}" in SERVING_WORKLOAD_INPUTS else f"config.{column}"
+
+    rows = pd.DataFrame(configs).rename(columns=placed).assign(
+        kind="serving", hardware_id=hardware_id, hardware_json=est.hardware_specs_[hardware_id])
+    try:
+        pred = est.predict(rows)
+        band = est.predict_interval(rows, coverage) if coverage is not None else None
+    except (InvalidInputError, KeyError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidInputError(f"--model {model} (kind {est.kind!r}) cannot predict these configs: {first[:300]}") \
+            from None
+    if not np.all(np.isfinite(pred)):
+        raise InvalidInputError(f"--model {model}: rows {np.flatnonzero(~np.isfinite(pred)).tolist()[:10]} have no "
+                                "finite prediction (give each the model's size, e.g. workload.total_params_b)")
+    _print_predictions(configs, pred, band, output, target=est.target)
 
 
 @app.command()

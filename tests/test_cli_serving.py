@@ -167,3 +167,19 @@ def test_a_serving_model_trains_from_recorded_ml_energy_rows_holding_out_whole_m
     rows = MeasurementStore(store).load(kind="serving")
     rows = rows[rows["config.max_num_seqs"].notna()]
     assert (load_model(name).predict(rows) > 0).all()
+    # deployments never launched, as a CSV with the names a user writes: predicted before launching
+    deployments = tmp_path / "deployments.csv"
+    deployments.write_text("model,task,total_params_b,activated_params_b,precision,max_num_seqs,tensor_parallel,"
+                           "expert_parallel,data_parallel,num_gpus\n"
+                           "my-org/new-8b,lm-arena-chat,8,8,bfloat16,64,1,1,1,1\n"
+                           "my-org/new-8b,lm-arena-chat,8,8,bfloat16,256,1,1,1,1\n")
+    out = tmp_path / "predicted.csv"
+    result = runner.invoke(app, ["predict", "--model", name, "--input", str(deployments), "--output", str(out)])
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    import pandas as pd
+
+    predicted = pd.read_csv(out)["predicted_itl_p50_ms"]
+    # a bigger batch, a longer decode step; both in the range of the recorded 8B models (7-63 ms)
+    assert 5 < predicted[0] < predicted[1] < 100
+    result = runner.invoke(app, ["predict", "--model", name, "--input", str(deployments), "--hardware-id", "gpu-x"])
+    assert result.exit_code != 0 and "--hardware-id" in str(result.exception)

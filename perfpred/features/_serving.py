@@ -61,6 +61,17 @@ LOG_COLUMNS = ("workload.total_params_b", "workload.activated_params_b", "config
                "workload.concurrency", "workload.rate_rps", "workload.prompt_tokens_mean",
                "workload.output_tokens_mean")
 CODE_COLUMNS = ("workload.task", "workload.architecture", "workload.precision")
+# Every workload column the serving features read (``perfpred predict --input`` places a bare CSV
+# column name under ``workload.`` when it is one of these, else under ``config.``).
+SERVING_WORKLOAD_INPUTS = frozenset({
+    "workload.activated_params_b", "workload.architecture", "workload.concurrency",
+    "workload.experts_per_token", "workload.fps", "workload.head_dim", "workload.hidden_size",
+    "workload.image_height", "workload.image_width", "workload.inference_steps", "workload.model",
+    "workload.num_experts", "workload.num_frames", "workload.num_heads", "workload.num_kv_heads",
+    "workload.num_layers", "workload.output_tokens_mean", "workload.precision", "workload.prompt_tokens_mean",
+    "workload.rate_rps", "workload.task", "workload.total_params_b", "workload.video_height",
+    "workload.video_width",
+})
 # (routed experts, experts per token) of mixture-of-experts families, from their model cards,
 # matched as a lower-case substring of ``workload.model``; ``workload.num_experts`` and
 # ``workload.experts_per_token`` take precedence where a row has them.
