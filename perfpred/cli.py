@@ -440,7 +440,7 @@ def evaluate(
     store: Annotated[Path, typer.Option(help="Measurement store to evaluate on.", callback=resolve_store)] = DEFAULT_STORE,
     kind: Annotated[str, typer.Option(help="Which measurements and features: gemm, kernel, serving, or a variant that reads the same rows (gemm-gpu, kernel-occupancy, serving-attention).")] = "gemm",
     models: Annotated[str, typer.Option(help="Comma-separated regressors to compare.")] = "xgb,rf,roofline",
-    split: Annotated[str, typer.Option(help="random, shape (unseen workloads: GEMM shapes M,N,K; serving rows' models; kernels' problem sizes) or hardware (leave one hardware id out).")] = "shape",
+    split: Annotated[str | None, typer.Option(help="random, shape (unseen workloads: GEMM shapes M,N,K; serving rows' models; kernels' problem sizes) or hardware (leave one hardware id out). Default: shape where the rows hold more than one workload, else random.")] = None,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; metrics are averaged over them.")] = "0,1,2",
     target: Annotated[str, typer.Option(help="Column to predict.")] = "runtime_ms",
     output: Annotated[Path | None, typer.Option(help="Also write the full results as JSON here.")] = None,
@@ -454,6 +454,10 @@ def evaluate(
     estimators = {n: PerformanceModel(kind=kind, regressor=n, target=target) for n in names}
     for est in estimators.values():
         est._make_regressor()  # unknown names fail here, before any fitting
+    if split is None:
+        from perfpred.models._training import has_workloads
+
+        split = "shape" if has_workloads(rows) else "random"
     results = evaluate_models(rows, estimators, split=split, seeds=parse_list(seeds, "seeds", int), target=target)
     table = Table("model", "MAPE %", "median APE %", "p90 APE %", "R² log", "R² lin", "Spearman", "fit s",
                   title=f"{kind} {target}, {split} split, {len(rows)} rows")

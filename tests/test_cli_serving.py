@@ -164,6 +164,9 @@ def test_a_serving_model_trains_from_recorded_ml_energy_rows_holding_out_whole_m
                                  "metric.itl_p50_ms", "--name", name], env={"COLUMNS": "200"})
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
     assert "(shape split)" in result.output  # the held-out rows are whole models, not rows of seen ones
+    result = runner.invoke(app, ["evaluate", "--store", str(store), "--kind", "serving-attention", "--target",
+                                 "metric.itl_p50_ms", "--models", "xgb", "--seeds", "0"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "shape split" in result.output, f"{result.output}\n{result.exception!r}"
     rows = MeasurementStore(store).load(kind="serving")
     rows = rows[rows["config.max_num_seqs"].notna()]
     assert (load_model(name).predict(rows) > 0).all()

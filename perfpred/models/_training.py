@@ -43,7 +43,7 @@ def train_model(
     else ``random`` (a kernel's tuning space recorded for one problem size)."""
     rows = training_frame(df, kind=kind, target=target, max_ref_drift=max_ref_drift)
     if split is None:
-        split = "shape" if _has_workloads(rows) else "random"
+        split = "shape" if has_workloads(rows) else "random"
     template = PerformanceModel(kind=kind, regressor=regressor, target=target, random_state=seed,
                                 reuse_measured=reuse_measured)
     holdout = evaluate_models(rows, {regressor: template}, split=split, seeds=(seed,), target=target)[regressor]["mean"]
@@ -66,7 +66,8 @@ def train_model(
                        hardware_ids=hardware_ids, split=split)
 
 
-def _has_workloads(rows: pd.DataFrame) -> bool:
+def has_workloads(rows: pd.DataFrame) -> bool:
+    """Whether ``rows`` hold more than one workload (what split='shape' holds out)."""
     from perfpred.datasets._splits import group_labels, workload_columns
     from perfpred.errors import InvalidInputError
 
