@@ -8,6 +8,8 @@ from typing import Any
 import pandas as pd
 from sklearn.base import clone
 
+from perfpred.datasets._splits import group_labels, workload_columns
+from perfpred.errors import InvalidInputError
 from perfpred.models._evaluation import data_hash, evaluate_models, training_frame
 from perfpred.models._performance_model import PerformanceModel
 
@@ -68,9 +70,6 @@ def train_model(
 
 def has_workloads(rows: pd.DataFrame) -> bool:
     """Whether ``rows`` hold more than one workload (what split='shape' holds out)."""
-    from perfpred.datasets._splits import group_labels, workload_columns
-    from perfpred.errors import InvalidInputError
-
     try:
         return len(set(group_labels(rows, workload_columns(rows)))) >= 2
     except InvalidInputError:
