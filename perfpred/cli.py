@@ -567,6 +567,12 @@ def _predict_kernel_configs(est: Any, model: str, configs: list[dict[str, Any]],
     rows = pd.concat([rows.reset_index(drop=True), named.reset_index(drop=True)], axis=1).assign(kind="kernel")
     shared = {c: v for c, v in getattr(est, "constant_workload_", {}).items() if c not in rows}
     rows = rows.assign(**shared)  # the problem the model was trained on, unless the CSV names another
+    pred, band = _predict_rows(est, model, rows, coverage)
+    _print_predictions(configs, pred, band, output)
+
+
+def _predict_rows(est: Any, model: str, rows: Any, coverage: float | None) -> tuple[Any, Any]:
+    """``est``'s predictions (and band) for ``rows``; what it cannot predict is a one-line error."""
     try:
         pred = est.predict(rows)
         band = est.predict_interval(rows, coverage) if coverage is not None else None
@@ -574,7 +580,7 @@ def _predict_kernel_configs(est: Any, model: str, configs: list[dict[str, Any]],
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InvalidInputError(f"--model {model} (kind {est.kind!r}) cannot predict these configs: {first[:300]}") \
             from None
-    _print_predictions(configs, pred, band, output)
+    return pred, band
 
 
 def _predict_serving_configs(est: Any, model: str, configs: list[dict[str, Any]], hardware_id: str | None,
@@ -587,28 +593,15 @@ def _predict_serving_configs(est: Any, model: str, configs: list[dict[str, Any]]
 
     from perfpred.features._serving import SERVING_WORKLOAD_INPUTS
 
-    if hardware_id is None and len(est.hardware_specs_) != 1:
-        raise InvalidInputError(f"this model was trained on {len(est.hardware_specs_)} hardware ids "
-                                f"({sorted(est.hardware_specs_)}): pass --hardware-id")
-    hardware_id = hardware_id or next(iter(est.hardware_specs_))
-    if hardware_id not in est.hardware_specs_:
-        raise InvalidInputError(f"`--hardware-id` must be one the model was trained on {sorted(est.hardware_specs_)}, "
-                                f"but got {hardware_id!r}")
-
     def placed(column: str) -> str:
         if column.startswith(("workload.", "config.")):
             return column
         return f"workload.{column}" if f"workload.{column}" in SERVING_WORKLOAD_INPUTS else f"config.{column}"
 
-    rows = pd.DataFrame(configs).rename(columns=placed).assign(
-        kind="serving", hardware_id=hardware_id, hardware_json=est.hardware_specs_[hardware_id])
-    try:
-        pred = est.predict(rows)
-        band = est.predict_interval(rows, coverage) if coverage is not None else None
-    except (InvalidInputError, KeyError, ValueError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InvalidInputError(f"--model {model} (kind {est.kind!r}) cannot predict these configs: {first[:300]}") \
-            from None
+    hardware = est.config_rows([{} for _ in configs], hardware_id)  # the model's hardware, checked
+    named = pd.DataFrame(configs).rename(columns=placed)
+    rows = pd.concat([hardware.reset_index(drop=True), named.reset_index(drop=True)], axis=1).assign(kind="serving")
+    pred, band = _predict_rows(est, model, rows, coverage)
     if not np.all(np.isfinite(pred)):
         raise InvalidInputError(f"--model {model}: rows {np.flatnonzero(~np.isfinite(pred)).tolist()[:10]} have no "
                                 "finite prediction (give each the model's size, e.g. workload.total_params_b)")

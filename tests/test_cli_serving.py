@@ -185,4 +185,4 @@ def test_a_serving_model_trains_from_recorded_ml_energy_rows_holding_out_whole_m
     # a bigger batch, a longer decode step; both in the range of the recorded 8B models (7-63 ms)
     assert 5 < predicted[0] < predicted[1] < 100
     result = runner.invoke(app, ["predict", "--model", name, "--input", str(deployments), "--hardware-id", "gpu-x"])
-    assert result.exit_code != 0 and "--hardware-id" in str(result.exception)
+    assert result.exit_code != 0 and "hardware_id" in str(result.exception) and "gpu-x" in str(result.exception)

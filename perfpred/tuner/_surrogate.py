@@ -199,12 +199,24 @@ def probability_ok(X_measured: pd.DataFrame, ok: np.ndarray, X_candidates: pd.Da
     return FailureModel(X_measured, ok, seed).predict(X_candidates)
 
 
-class EnsembleSurrogate:
-    """Bootstrap ensemble of XGBoost regressors on log(objective), plus a failure classifier.
+class _Surrogate:
+    """What the three surrogates share: ``fit`` returns a fitted model whose ``predict`` scores
+    any number of candidate frames (an open space's predictor search scores its batches with one
+    fit a round); ``fit_predict`` does both at once."""
 
-    ``fit`` returns the fitted members, whose ``predict`` scores any number of candidate frames
-    (an open space's predictor search scores its batches with one fit a round);
-    ``fit_predict`` does both at once."""
+    def fit(self, X_measured: pd.DataFrame, y_log: np.ndarray, ok: np.ndarray,
+            prior_measured: np.ndarray | None = None) -> Any:
+        raise NotImplementedError
+
+    def fit_predict(self, X_measured: pd.DataFrame, y_log: np.ndarray, ok: np.ndarray, X_candidates: pd.DataFrame,
+                    prior_measured: np.ndarray | None = None,
+                    prior_candidates: np.ndarray | None = None) -> SurrogateFit:
+        """Fit on measured rows (``y_log`` finite where ``ok``) and score the candidates."""
+        return self.fit(X_measured, y_log, ok, prior_measured).predict(X_candidates, prior_candidates)
+
+
+class EnsembleSurrogate(_Surrogate):
+    """Bootstrap ensemble of XGBoost regressors on log(objective), plus a failure classifier."""
 
     def __init__(self, n_members: int = 5, max_depth: int = 4, n_estimators: int = 150,
                  learning_rate: float = 0.1, seed: int = 0) -> None:
@@ -240,11 +252,6 @@ class EnsembleSurrogate:
         return EnsembleFit(models, target, self.n_members, prior_measured is not None,
                            FailureModel(X_measured, ok, self.seed))
 
-    def fit_predict(self, X_measured: pd.DataFrame, y_log: np.ndarray, ok: np.ndarray, X_candidates: pd.DataFrame,
-                    prior_measured: np.ndarray | None = None,
-                    prior_candidates: np.ndarray | None = None) -> SurrogateFit:
-        """Fit on measured rows (``y_log`` finite where ``ok``) and score the candidates."""
-        return self.fit(X_measured, y_log, ok, prior_measured).predict(X_candidates, prior_candidates)
 
 
 @dataclass
@@ -273,7 +280,7 @@ class EnsembleFit:
                             members_log=offset_c + preds)
 
 
-class GPSurrogate:
+class GPSurrogate(_Surrogate):
     """An exact GP (ARD Matern-5/2) on log(objective), or on its residual from a prior.
 
     The posterior standard deviation is the spread the lower confidence bound uses: unlike a
@@ -298,10 +305,6 @@ class GPSurrogate:
             gp.fit(Xo.to_numpy(dtype=float), np.exp(target))
         return GPFit(gp, target, prior_measured is not None, FailureModel(X_measured, ok, self.seed))
 
-    def fit_predict(self, X_measured: pd.DataFrame, y_log: np.ndarray, ok: np.ndarray, X_candidates: pd.DataFrame,
-                    prior_measured: np.ndarray | None = None,
-                    prior_candidates: np.ndarray | None = None) -> SurrogateFit:
-        return self.fit(X_measured, y_log, ok, prior_measured).predict(X_candidates, prior_candidates)
 
 
 @dataclass
@@ -330,7 +333,7 @@ class GPFit:
         return SurrogateFit(mean, std, self.failures.predict(X_candidates))
 
 
-class BlendSurrogate:
+class BlendSurrogate(_Surrogate):
     """The ensemble and the GP, averaged: the mean of their log predictions, and the spread of
     the even mixture of the two (each one's variance plus how far apart they are)."""
 
@@ -341,10 +344,6 @@ class BlendSurrogate:
     def fit(self, *args, **kwargs) -> BlendFit:
         return BlendFit(self.ensemble.fit(*args, **kwargs), self.gp.fit(*args, **kwargs))
 
-    def fit_predict(self, X_measured: pd.DataFrame, y_log: np.ndarray, ok: np.ndarray, X_candidates: pd.DataFrame,
-                    prior_measured: np.ndarray | None = None,
-                    prior_candidates: np.ndarray | None = None) -> SurrogateFit:
-        return self.fit(X_measured, y_log, ok, prior_measured).predict(X_candidates, prior_candidates)
 
 
 @dataclass
