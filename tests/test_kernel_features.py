@@ -101,6 +101,35 @@ def test_xgemm_occupancy_on_a_kepler_gpu():
     assert g["d_blocks_per_sm"] == min(2048 // 64, 16, 65536 // (64 * 63))
 
 
+def test_xgemm_warp_access_patterns_match_hand_counts():
+    # A: 64-wide tile, 16 x 16 threads, scalar loads, MWI = 4. Contiguous (STRM=0): thread t reads
+    # words 4t..4t+3, one a step, so threads t and t+8 share a bank (2 wavefronts), and straight
+    # from global memory 16 words touch 8 sectors of 8 (a quarter used). Filling the tile with the
+    # 16 x 16 layout (MWA = 4, KWA = 1): a warp stores words 4 la0 + i of rows 0 and 1 (64 words
+    # apart): 4 words a bank. Strided (STRM=1): the 16 threads read 16 neighbouring words.
+    cfg = {**XGEMM, "MWG": 64, "MDIMC": 16, "NDIMC": 16, "MDIMA": 16, "VWM": 1, "KWG": 16, "SA": 1, "STRM": 0}
+    contiguous, strided, direct = kernel_occupancy_features(rows(
+        [cfg, {**cfg, "STRM": 1}, {**cfg, "SA": 0}], {"problem_size_x": 2048}, KEPLER)).to_dict("records")
+    assert contiguous["log2_d_a_local_read_conflict"] == 1  # 2 wavefronts
+    assert contiguous["log2_d_a_local_store_conflict"] == 2  # 4
+    assert contiguous["log2_d_a_fill_sector_efficiency"] == -2  # a quarter of each sector
+    assert contiguous["log2_d_a_direct_sector_efficiency"] == 0  # SA=1: that step does not run
+    assert strided["log2_d_a_local_read_conflict"] == 0 and strided["log2_d_a_fill_sector_efficiency"] == 0
+    assert direct["log2_d_a_direct_sector_efficiency"] == -2
+    assert direct["log2_d_a_local_read_conflict"] == 0 and direct["log2_d_a_local_store_conflict"] == 0
+    # B runs along local id 1: with 16 threads along m a warp holds two B columns, the rest broadcast.
+    b = kernel_occupancy_features(rows([{**cfg, "SB": 1, "NWG": 32, "VWN": 1, "STRN": 0, "NDIMB": 16}],
+                                       {"problem_size_x": 2048}, KEPLER)).iloc[0]
+    assert b["log2_d_b_local_read_conflict"] == 0  # the two columns read words 0 and 2 (then 1 and 3)
+    # A tiling the kernel rejects (MWG not a multiple of MDIMC x VWM) is unknown, not invented;
+    # a kernel without the Xgemm parameters gets no such columns.
+    uneven = kernel_occupancy_features(rows([{**cfg, "VWM": 8, "MDIMC": 16, "MWG": 64}], {"problem_size_x": 2048},
+                                            KEPLER)).iloc[0]
+    assert np.isnan(uneven["log2_d_a_local_read_conflict"]) and np.isnan(uneven["log2_d_a_direct_sector_efficiency"])
+    conv = kernel_occupancy_features(rows([{"block_size_x": 32, "tile_size_x": 2}], {"problem_size_x": 4096}))
+    assert not any("conflict" in c or "sector" in c for c in conv.columns)
+
+
 def test_occupancy_uses_limits_the_spec_states_and_is_unknown_without_them():
     cfg = {"block_size_x": 48, "block_size_y": 4, "tile_size_x": 2, "tile_size_y": 3, "use_shmem": 1,
            "filter_width": 15, "filter_height": 15}

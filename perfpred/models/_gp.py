@@ -6,7 +6,8 @@ more smoothly than trees, whose piecewise-constant answers need many rows per le
 UCI SGEMM rows (kernel + occupancy features) its 4-fold CV MAPE was 9.16% against 9.90% for
 the best tuned XGBoost, and 8.03% with four summed kernels (``n_kernels=4``); blended 0.8 / 0.2
 with that XGBoost it scored 7.18% on the held-out rows (``benchmarks/accuracy.py``, uci_2000,
-fitted in float32; 8.10% with one kernel). The cost is cubic in the rows, so it refuses tables above
+fitted in float32; 8.10% with one kernel), and 6.53% (0.9 / 0.1) once the features said each
+warp's bank conflicts and sector use. The cost is cubic in the rows, so it refuses tables above
 ``max_train_rows`` instead of silently running for hours.
 
 Fitting: inputs standardised with the training rows' statistics (constant and all-missing
