@@ -126,6 +126,9 @@ def test_xgemm_warp_access_patterns_match_hand_counts():
     uneven = kernel_occupancy_features(rows([{**cfg, "VWM": 8, "MDIMC": 16, "MWG": 64}], {"problem_size_x": 2048},
                                             KEPLER)).iloc[0]
     assert np.isnan(uneven["log2_d_a_local_read_conflict"]) and np.isnan(uneven["log2_d_a_direct_sector_efficiency"])
+    huge = kernel_occupancy_features(rows([{**cfg, "MDIMC": 2**20, "MWG": 2**21}], {"problem_size_x": 2048},
+                                          KEPLER)).iloc[0]  # no replay of a million-thread work-group
+    assert np.isnan(huge["log2_d_a_local_read_conflict"])
     conv = kernel_occupancy_features(rows([{"block_size_x": 32, "tile_size_x": 2}], {"problem_size_x": 4096}))
     assert not any("conflict" in c or "sector" in c for c in conv.columns)
 

@@ -39,6 +39,7 @@ import pandas as pd
 WARP = 32  # threads scheduled together (NVIDIA warps; AMD wave64 issues local accesses per 32)
 BANKS = 32  # local-memory banks of 4 bytes (NVIDIA since Fermi, AMD GCN and later)
 SECTOR_WORDS = 8  # 32-byte global-memory sectors, in 4-byte words
+MAX_WORK_GROUP = 4096  # past any GPU's work-group limit: such a row is not a real config (and not replayed)
 
 # Parameters per operand: (tile, threads along it, threads across, vector width, strided flag,
 # fill layout, local-memory flag). A runs along local id 0, B along local id 1.
@@ -72,7 +73,8 @@ def _vector_words(first_vector: np.ndarray, width: int) -> np.ndarray:
 @functools.lru_cache(maxsize=4096)
 def operand_access(tile: int, along: int, across: int, width: int, strided: int, fill_along: int, kwg: int,
                    first: bool) -> tuple[float, float, float, float]:
-    """The four measures of :data:`NAMES` for one operand, or NaNs when the tiling is uneven.
+    """The four measures of :data:`NAMES` for one operand, or NaNs when the tiling is uneven (or
+    the work-group larger than any GPU runs).
 
     ``tile`` (MWG), ``along`` / ``across`` (MDIMC / NDIMC for A, the reverse for B), ``width``
     (VWM), ``strided`` (STRM), ``fill_along`` (MDIMA), ``kwg`` (KWG); ``first``: the operand runs
@@ -81,7 +83,8 @@ def operand_access(tile: int, along: int, across: int, width: int, strided: int,
     threads = along * across
     per_thread = tile // along  # MWI
     fill_across = threads // fill_along if fill_along else 0  # KDIMA
-    if (min(tile, along, across, width, fill_along, kwg) <= 0 or tile % (along * width)
+    if (min(tile, along, across, width, fill_along, kwg) <= 0 or threads > MAX_WORK_GROUP or tile > MAX_WORK_GROUP
+            or tile % (along * width)
             or threads % fill_along or tile % (fill_along * width) or kwg % fill_across):
         return (np.nan,) * 4
     tid = np.arange(threads)
