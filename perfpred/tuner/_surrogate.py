@@ -75,6 +75,8 @@ def kernel_tuning_features(workload: Mapping[str, Any] | None = None,
     ``benchmarks/results/tuning_features.json``) it lifted transfer tuning on UCI SGEMM (P 0.46 ->
     0.61, 14 parameters and priors that order it badly) and moved the mean P only from 0.848 to
     0.856, losing 0.01-0.06 on 4 spaces; cold start stayed at mean P 0.527 (-0.10..+0.11 per space).
+    The Xgemm warp access columns (Dec 6) left the four GEMM spaces level (transfer P 0.578 on
+    UCI SGEMM against 0.632 with occupancy alone, 20 seeds: noise; ``tuning_features_access.json``).
     """
     from perfpred.features import kernel_features, kernel_occupancy_features
 
