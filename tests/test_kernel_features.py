@@ -7,9 +7,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from perfpred.errors import InvalidInputError
 from perfpred.features._gemm import gemm_features
+from perfpred.features._gemm_access import gemm_access_features
 from perfpred.features._gemm_gpu import GPU_IDENTITY_FEATURES, TILES, gpu_gemm_features, gpu_gemm_transfer_features
 from perfpred.features._kernel import (
     ANALYTIC_WORK,
@@ -131,6 +134,27 @@ def test_xgemm_warp_access_patterns_match_hand_counts():
     assert np.isnan(huge["log2_d_a_local_read_conflict"])
     conv = kernel_occupancy_features(rows([{"block_size_x": 32, "tile_size_x": 2}], {"problem_size_x": 4096}))
     assert not any("conflict" in c or "sector" in c for c in conv.columns)
+
+
+_XGEMM_VALUES = st.sampled_from([0.0, -4.0, 1.0, 2.0, 3.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, float("nan")])
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.fixed_dictionaries({name: _XGEMM_VALUES for name in ("MWG", "NWG", "KWG", "MDIMC", "NDIMC", "MDIMA",
+                                                                      "NDIMB", "VWM", "VWN")}),
+       flags=st.fixed_dictionaries({name: st.sampled_from([0.0, 1.0]) for name in ("STRM", "STRN", "SA", "SB")}))
+def test_access_features_stay_in_range_on_any_parameters(values, flags):
+    # Any mix of valid, uneven, zero, negative or missing parameters: no crash, and every value
+    # is NaN or inside its physical range (conflicts 1..32 wavefronts, efficiencies 1/8..1).
+    params = {k: np.array([v]) for k, v in {**values, **flags}.items()}
+    f = gemm_access_features(params).iloc[0]
+    for name, value in f.items():
+        if np.isnan(value):
+            continue
+        if "conflict" in name:
+            assert 0 <= value <= 5, (name, value)
+        else:
+            assert -3 <= value <= 0, (name, value)
 
 
 def test_occupancy_uses_limits_the_spec_states_and_is_unknown_without_them():

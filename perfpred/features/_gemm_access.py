@@ -83,12 +83,13 @@ def operand_access(tile: int, along: int, across: int, width: int, strided: int,
     along local id 0 (A) rather than 1 (B).
     """
     threads = along * across
-    per_thread = tile // along  # MWI
-    fill_across = threads // fill_along if fill_along else 0  # KDIMA
+    # Checked before any division: a zero or negative parameter is as uneven as a wrong multiple.
     if (min(tile, along, across, width, fill_along, kwg) <= 0 or threads > MAX_WORK_GROUP or tile > MAX_WORK_GROUP
-            or tile % (along * width)
-            or threads % fill_along or tile % (fill_along * width) or kwg % fill_across):
+            or tile % (along * width) or threads % fill_along or tile % (fill_along * width)
+            or kwg % (threads // fill_along)):
         return (np.nan,) * 4
+    per_thread = tile // along  # MWI
+    fill_across = threads // fill_along  # KDIMA
     tid = np.arange(threads)
     local_id = tid % along if first else tid // across  # linear id = id0 + MDIMC * id1
     warps = [tid[s:s + WARP] for s in range(0, threads, WARP)]
