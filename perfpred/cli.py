@@ -405,7 +405,7 @@ def dataset_ls(
 def train(
     store: Annotated[Path, typer.Option(help="Measurement store to train on.", callback=resolve_store)] = DEFAULT_STORE,
     kind: Annotated[str, typer.Option(help="Which measurements and features: gemm, kernel, serving, or a variant that reads the same rows (gemm-gpu, kernel-occupancy, serving-attention).")] = "gemm",
-    model: Annotated[str, typer.Option(help="Regressor: xgb (default), hgb, forest, mlp, grid-xgb (dense tuning spaces), deep-trees (tuning spaces with steep steps), gp (exact Gaussian process, up to 5,000 rows), gp4 (four summed GP kernels: a few thousand rows of a tuning space), xgb-quantile / xgb-ensemble (with predictive intervals), rf (GPPerf baseline), roofline.")] = "xgb",
+    model: Annotated[str, typer.Option(help="Regressor: xgb (default), hgb, forest, mlp, grid-xgb (dense tuning spaces), deep-trees (tuning spaces with steep steps), gp (exact Gaussian process, up to 5,000 rows), gp4 (four summed GP kernels: a few thousand rows of a tuning space), auto (xgb, deep-trees or gp4, whichever 4-fold CV on the training rows scores best), xgb-quantile / xgb-ensemble (with predictive intervals), rf (GPPerf baseline), roofline.")] = "xgb",
     target: Annotated[str, typer.Option(help="Column to predict (runtime_ms, power_w, energy_j, ...).")] = "runtime_ms",
     split: Annotated[str | None, typer.Option(help="Held-out split for the reported error: random, or shape (unseen workloads: GEMM shapes M,N,K; serving rows' models; kernels' problem sizes). Default: shape where the rows hold more than one workload, else random.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and the regressor.")] = 0,
@@ -422,6 +422,10 @@ def train(
                          max_ref_drift=max_ref_drift, reuse_measured=reuse_measured, registered_name=name,
                          source=str(store))
     _print_kv_table(f"{model} on {result.n_rows} rows, held-out ({result.split} split)", result.holdout)
+    chosen = getattr(result.model.regressor_, "chosen_", None)
+    if chosen is not None:  # --model auto: say what it picked on all rows, and why
+        scores = ", ".join(f"{n} {v:.2f}%" for n, v in result.model.regressor_.cv_mape_pct_.items())
+        console.print(f"auto chose [bold]{chosen}[/] ({result.model.regressor_.cv_folds}-fold CV MAPE on all rows: {scores})")
     console.print(f"MLflow run id: [bold]{result.run_id}[/]" + (f"  registered as [bold]{name}[/]" if name else ""))
     if kind == "gemm":
         console.print(f"predict with: perfpred predict --model {name or result.run_id} --m 1024 --n 1024 --k 1024")

@@ -218,6 +218,18 @@ def test_train_a_summed_kernel_gp_by_name(collected):
     assert (model.predict(rows) > 0).all()
 
 
+def test_train_auto_says_what_it_chose_and_keeps_it(collected):
+    from perfpred.models import AutoRegressor, load_model
+
+    name = f"cli-auto-{uuid.uuid4().hex[:8]}"
+    result = invoke("train", "--store", str(collected), "--model", "auto", "--name", name)
+    model = load_model(name)
+    assert isinstance(model.regressor_, AutoRegressor)
+    chosen = model.regressor_.chosen_
+    assert chosen in ("xgb", "deep-trees", "gp4") and f"auto chose {chosen}" in " ".join(result.output.split())
+    assert model.regressor_.cv_mape_pct_[chosen] == min(model.regressor_.cv_mape_pct_.values())
+
+
 def test_evaluate_writes_json(collected, tmp_path):
     output = tmp_path / "f.json"
     result = invoke("evaluate", "--store", str(collected), "--seeds", "0", "--output", str(output))

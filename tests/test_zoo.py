@@ -403,3 +403,43 @@ def test_gp_kernel_matrix_that_no_jitter_mends_is_refused_in_one_line():
         gp._cholesky(torch, -torch.eye(3, dtype=torch.float64))
     with pytest.raises(InvalidInputError, match=r"fit_precision='float64'"):
         gp._cholesky(torch, -torch.eye(3, dtype=torch.float32))
+
+
+def test_auto_regressor_picks_by_cross_validation_and_refits_the_winner():
+    from perfpred.models import AutoRegressor
+
+    rng = np.random.default_rng(0)
+    # A smooth surface: the GP interpolates it, trees answer in steps.
+    X = pd.DataFrame({"a": rng.uniform(0, 1, 160), "b": rng.uniform(0, 1, 160)})
+    smooth = np.exp(1.0 + np.sin(3 * X["a"]) + X["b"] ** 2).to_numpy()
+    auto = AutoRegressor(candidates=("xgb", "gp"), cv_folds=4).fit(X, smooth)
+    assert auto.chosen_ == "gp" and set(auto.cv_mape_pct_) == {"xgb", "gp"}
+    assert auto.cv_mape_pct_["gp"] < auto.cv_mape_pct_["xgb"]
+    np.testing.assert_array_equal(auto.predict(X), auto.estimator_.predict(X))
+    # The scores are out-of-fold: the same shuffled folds, each fold predicted by a fit without it
+    # (an in-sample score would be far lower).
+    from sklearn.model_selection import KFold
+
+    from perfpred.models import REGRESSORS
+
+    pred = np.empty(len(smooth))
+    for train, test in KFold(4, shuffle=True, random_state=0).split(X):
+        pred[test] = REGRESSORS["xgb"](0).fit(X.iloc[train], smooth[train]).predict(X.iloc[test])
+    assert auto.cv_mape_pct_["xgb"] == pytest.approx(np.mean(np.abs(pred - smooth) / smooth) * 100)
+    in_sample = REGRESSORS["xgb"](0).fit(X, smooth).predict(X)
+    assert np.mean(np.abs(in_sample - smooth) / smooth) * 100 < auto.cv_mape_pct_["xgb"] / 2
+
+
+def test_auto_regressor_skips_a_candidate_that_refuses_the_table_and_names_bad_ones():
+    from perfpred.models import AutoRegressor
+
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame({"a": rng.uniform(0, 1, 5001)})
+    auto = AutoRegressor(candidates=("xgb", "gp"), cv_folds=2).fit(X, np.exp(X["a"]).to_numpy())
+    assert auto.chosen_ == "xgb" and "gp" not in auto.cv_mape_pct_  # the exact GP stops at 5,000 rows
+    with pytest.raises(InvalidInputError, match="registered regressors"):
+        AutoRegressor(candidates=("xgb", "nope")).fit(X.iloc[:20], np.ones(20))
+    with pytest.raises(InvalidInputError, match="other than 'auto'"):
+        AutoRegressor(candidates=("auto",)).fit(X.iloc[:20], np.ones(20))
+    with pytest.raises(InvalidInputError, match="rows >= cv_folds"):
+        AutoRegressor(cv_folds=4).fit(X.iloc[:3], np.ones(3))

@@ -5,6 +5,7 @@ Importing the package registers every featurizer ("gemm", "kernel", "gemm-gpu", 
 "xgb-quantile", "xgb-ensemble") by name, so ``PerformanceModel(kind=..., regressor=...)`` and the CLI know them.
 """
 
+from perfpred.models._auto import AutoRegressor
 from perfpred.models._evaluation import data_hash, evaluate_models, training_frame
 from perfpred.models._gp import TorchGPRegressor
 from perfpred.models._metrics import (
@@ -49,6 +50,7 @@ from perfpred.models._zoo import (
 __all__ = [
     "FEATURIZERS",
     "REGRESSORS",
+    "AutoRegressor",
     "BlendRegressor",
     "EnsembleIntervalRegressor",
     "GridNeighbourRegressor",

@@ -38,6 +38,7 @@ from perfpred.errors import InvalidInputError, MissingDependencyError
 from perfpred.features._gemm_gpu import gpu_gemm_features, gpu_gemm_transfer_features
 from perfpred.features._kernel import kernel_features, kernel_occupancy_features
 from perfpred.features._serving import serving_attention_features, serving_features
+from perfpred.models._auto import AutoRegressor
 from perfpred.models._gp import TorchGPRegressor
 from perfpred.models._performance_model import PerformanceModel, register_featurizer, register_regressor
 from perfpred.models._regressors import (
@@ -653,3 +654,4 @@ register_regressor("grid-xgb", _grid_xgb)
 register_regressor("deep-trees", lambda seed: deep_tree_blend(random_state=seed))
 register_regressor("gp", lambda seed: TorchGPRegressor())  # deterministic: no seed to take
 register_regressor("gp4", lambda seed: TorchGPRegressor(n_kernels=4))  # four summed kernels (UCI 2,000 rows)
+register_regressor("auto", lambda seed: AutoRegressor(random_state=seed))  # xgb, deep-trees or gp4 by CV
