@@ -443,3 +443,21 @@ def test_auto_regressor_skips_a_candidate_that_refuses_the_table_and_names_bad_o
         AutoRegressor(candidates=("auto",)).fit(X.iloc[:20], np.ones(20))
     with pytest.raises(InvalidInputError, match="rows >= cv_folds"):
         AutoRegressor(cv_folds=4).fit(X.iloc[:3], np.ones(3))
+
+
+def test_auto_regressor_never_chooses_a_candidate_that_predicts_nan(monkeypatch):
+    from sklearn.base import BaseEstimator, RegressorMixin
+
+    from perfpred.models import REGRESSORS, AutoRegressor
+
+    class PredictsNaN(RegressorMixin, BaseEstimator):
+        def fit(self, X, y):
+            return self
+
+        def predict(self, X):
+            return np.full(len(X), np.nan)
+
+    monkeypatch.setitem(REGRESSORS, "test-nan", lambda seed: PredictsNaN())
+    X = pd.DataFrame({"a": np.linspace(0, 1, 40)})
+    auto = AutoRegressor(candidates=("test-nan", "xgb"), cv_folds=2).fit(X, np.exp(X["a"]).to_numpy())
+    assert np.isnan(auto.cv_mape_pct_["test-nan"]) and auto.chosen_ == "xgb"

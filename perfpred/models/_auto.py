@@ -76,7 +76,8 @@ class AutoRegressor(RegressorMixin, BaseEstimator):
                 pred[test] = clone(est).fit(rows[train], y[train]).predict(rows[test])
             scores[name] = float(np.mean(np.abs(pred - y) / y) * 100)
         self.cv_mape_pct_ = scores
-        self.chosen_ = min(scores, key=scores.get)
+        # A candidate that predicted NaN somewhere scores NaN: it is never the choice.
+        self.chosen_ = min(scores, key=lambda n: scores[n] if np.isfinite(scores[n]) else np.inf)
         self.estimator_ = clone(usable[self.chosen_]).fit(X, y)
         return self
 
