@@ -196,11 +196,6 @@ class FailureModel:
         return self.classifier.predict_proba(X_candidates)[:, list(self.classifier.classes_).index(True)]
 
 
-def probability_ok(X_measured: pd.DataFrame, ok: np.ndarray, X_candidates: pd.DataFrame, seed: int) -> np.ndarray:
-    """Predicted probability that each candidate runs correctly, from the measured ones."""
-    return FailureModel(X_measured, ok, seed).predict(X_candidates)
-
-
 class _Surrogate:
     """What the three surrogates share: ``fit`` returns a fitted model whose ``predict`` scores
     any number of candidate frames (an open space's predictor search scores its batches with one
@@ -255,7 +250,6 @@ class EnsembleSurrogate(_Surrogate):
                            FailureModel(X_measured, ok, self.seed))
 
 
-
 @dataclass
 class EnsembleFit:
     """A fitted :class:`EnsembleSurrogate` (no trees while there are fewer than ``MIN_TREE_ROWS``
@@ -308,7 +302,6 @@ class GPSurrogate(_Surrogate):
         return GPFit(gp, target, prior_measured is not None, FailureModel(X_measured, ok, self.seed))
 
 
-
 @dataclass
 class GPFit:
     """A fitted :class:`GPSurrogate` (no GP while fewer than ``MIN_TREE_ROWS`` rows ran or they
@@ -345,7 +338,6 @@ class BlendSurrogate(_Surrogate):
 
     def fit(self, *args, **kwargs) -> BlendFit:
         return BlendFit(self.ensemble.fit(*args, **kwargs), self.gp.fit(*args, **kwargs))
-
 
 
 @dataclass
