@@ -72,7 +72,8 @@ def history_configs(result, names) -> list[dict]:
      ({"budget": 4, "min_hamming": 0}, "min_hamming >= 1"), ({"budget": 4, "n_initial": 0}, "n_initial >= 1"),
      ({"budget": 4, "local_fraction": 1.5}, "0 <= local_fraction <= 1"),
      ({"budget": 4, "acquisition": "ucb"}, "acquisition in"),
-     ({"budget": 4, "local_from": "worst"}, "local_from in")],
+     ({"budget": 4, "local_from": "worst"}, "local_from in"),
+     ({"budget": 4, "prior_picks": "mixed"}, "prior_picks in")],
 )
 def test_bad_settings_give_one_line_errors(kwargs: dict, fragment: str) -> None:
     with pytest.raises(InvalidInputError, match=fragment) as excinfo:
@@ -538,6 +539,91 @@ def test_a_model_of_this_hardware_alone_outvotes_priors_that_order_it_wrongly() 
     few = idx[: MIN_TARGET_VOTE - 1]
     assert tuner.source_weights(reversed_logs, few, truth[few], np.ones(len(few), dtype=bool)).sum() == (
         pytest.approx(1.0))
+
+
+def elsewhere_ms(frame) -> np.ndarray | float:
+    """A landscape unlike ``bowl_ms``: its optimum (1.0 ms) at x=0, y=7, z=1."""
+    x, y, z = (np.asarray(frame[k], dtype=float) for k in ("x", "y", "z"))
+    out = 1.0 + 0.3 * x ** 2 + 0.2 * (y - 7) ** 2 + 0.5 * np.log2(z)
+    return out if out.ndim else float(out)
+
+
+def test_per_source_picks_give_each_source_its_own_best_where_a_blend_gives_neither() -> None:
+    # A sibling GPU's recording (right order, 9 ms slower) and an unlike one's, trusted alike
+    # (weights held at 0.5 each): averaged in log space, their top picks are compromises between
+    # the two optima; shared out, each source's best runs in the second batch. The first batch,
+    # before any evidence, is the blend's either way.
+    space = SearchSpace(dict(PARAMS))
+    prior = {"sibling": lambda f: 9.0 + bowl_ms(f), "unlike": lambda f: 9.0 + elsewhere_ms(f)}
+    runs = {}
+    for picks in ("per-source", "blend"):
+        hw = SyntheticHardware()
+        settings = TuneSettings(budget=8, batch_size=4, ensemble=2, calibration_picks=0, local_fraction=0.0,
+                                prior_picks=picks)
+        tuner = Tuner(space, hw, settings, prior=prior)
+        tuner.source_weights = lambda logs, *_: np.full(len(logs), 0.5)
+        runs[picks] = (hw, tuner.run())
+    (hw, result), (blend_hw, blend) = runs["per-source"], runs["blend"]
+    assert hw.calls[:4] == blend_hw.calls[:4]
+    second = hw.calls[4:]
+    assert {"x": 5, "y": 2, "z": 4} in second  # the sibling's optimum
+    assert any(c["x"] <= 1 and c["y"] >= 6 for c in second)  # and the unlike source's region
+    assert result.best_value == 1.0
+    assert {"x": 5, "y": 2, "z": 4} not in blend_hw.calls and blend.best_value > 1.0
+    assert not any(c["x"] <= 1 and c["y"] >= 6 for c in blend_hw.calls)
+    assert len(set(keys(hw.calls))) == len(hw.calls) == 8
+
+
+class _PriorOnlyFit:
+    """A fitted surrogate stub that predicts exactly the prior it is given (no spread, no failures)."""
+
+    def predict(self, features, prior_candidates=None):
+        from perfpred.tuner._surrogate import SurrogateFit
+
+        mean = np.asarray(prior_candidates, dtype=float)
+        return SurrogateFit(mean_log=mean, std_log=np.zeros_like(mean), p_ok=np.ones_like(mean),
+                            members_log=mean[None, :])
+
+
+def test_per_source_shares_follow_the_weights_and_leave_the_rest_to_the_blend() -> None:
+    space = SearchSpace({"x": list(range(40))})
+    ranks = np.arange(40.0)
+    prior = {"up": lambda f: 1.0 + np.asarray(f["x"], float), "down": lambda f: 41.0 - np.asarray(f["x"], float)}
+    tuner = Tuner(space, SyntheticHardware(runtime=lambda c: 1.0 + c["x"]),
+                  TuneSettings(budget=8, ensemble=2, min_hamming=1), prior=prior)
+    tuner._source_logs_ = tuner._source_logs()
+    blend_score = np.abs(ranks - 20.0)  # the blend's favourites sit in the middle
+    no_penalty = np.zeros(40)
+    # 3 : 1 -> three from "up" (x = 0, 1, 2), one from "down" (x = 39), heavier share first
+    picks, predicted = tuner._per_source_picks(_PriorOnlyFit(), np.array([0.75, 0.25]), blend_score, no_penalty,
+                                               4, iteration=1)
+    assert picks == [0, 39, 1, 2]
+    assert predicted[0] == pytest.approx(0.0) and predicted[39] == pytest.approx(np.log(2.0))
+    # half the weight went to the model of this hardware alone: that half is the blend's
+    picks, predicted = tuner._per_source_picks(_PriorOnlyFit(), np.array([0.5, 0.0]), blend_score, no_penalty,
+                                               4, iteration=1)
+    assert sorted(picks) == [0, 1, 19, 20] or sorted(picks) == [0, 1, 20, 21]
+    assert set(predicted) == {0, 1}
+    # measured or failing configs (infinite penalty) are never picked
+    penalty = np.zeros(40)
+    penalty[[0, 39]] = np.inf
+    picks, _ = tuner._per_source_picks(_PriorOnlyFit(), np.array([0.5, 0.5]), blend_score, penalty, 2, iteration=1)
+    assert sorted(picks) == [1, 38]
+
+
+def test_equal_shares_are_drawn_by_the_seed_not_by_source_order() -> None:
+    space = SearchSpace({"x": list(range(40))})
+    prior = {name: (lambda f, c=c: 1.0 + np.abs(np.asarray(f["x"], float) - c)) for name, c in
+             (("a", 0), ("b", 13), ("c", 26))}
+    first = set()
+    for seed in range(12):
+        tuner = Tuner(space, SyntheticHardware(runtime=lambda c: 1.0 + c["x"]),
+                      TuneSettings(budget=8, ensemble=2, min_hamming=1, seed=seed), prior=prior)
+        tuner._source_logs_ = tuner._source_logs()
+        picks, _ = tuner._per_source_picks(_PriorOnlyFit(), np.full(3, 1 / 3), np.zeros(40), np.zeros(40), 2, 0)
+        assert len(picks) == 2 and set(picks) <= {0, 13, 26}
+        first.add(picks[0])
+    assert first == {0, 13, 26}  # every source leads some seed's batch
 
 
 def test_a_prior_with_bad_predictions_is_refused() -> None:

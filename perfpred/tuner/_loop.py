@@ -24,7 +24,7 @@ import functools
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,7 @@ OPEN_SPACE_BATCH = 1
 ACQUISITIONS = ("lcb", "thompson")
 SURROGATES = ("ensemble", "gp", "blend")
 LOCAL_STARTS = ("surprise", "best")
+PRIOR_PICKS = ("per-source", "blend")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,21 @@ class TuneSettings:
             picks) on all four spaces where it was lowest, 20 seeds: convolution/A100 0.37 ->
             0.45, gemm/RTX_3090 0.80 -> 0.86, convolution/W6600 0.92 -> 0.94, dedispersion/W6600
             0.64 -> 0.65; ``best`` lowered convolution/A100 to 0.21 (half a batch: 0.14).
+        prior_picks: with priors from several sources, how the model-guided picks of a batch use
+            them. ``blend`` ranks every candidate once, on top of the sources' predictions
+            averaged in log space by their weights (``Tuner.source_weights``). ``per-source``
+            does that until three configs have run, then shares each batch out among the
+            sources by their weights (largest remainder, ties drawn by the seed; the weight left
+            to no prior goes to the blend) and fills each source's share with the candidates
+            the same fitted surrogate ranks best on top of that source's own prediction. A
+            sibling GPU's recording ranks well alone and badly averaged with a less alike one:
+            by the RTX 2080 Ti's recording alone the TITAN RTX's optimum is the third config, by
+            the geometric mean with the RTX 3090's the first config within 2% of it comes at
+            rank 282 (``tuning.py --ceiling``). Before anything has run the weights are equal
+            for want of evidence, and a share for every source spends the first batch on the
+            worst of them too (convolution/W6600, whose A100 source ranks it 12.7x off at 16:
+            1.14 -> 1.29x the optimum at 16 evaluations, 20 seeds), so that batch stays with
+            the blend.
         acquisition: ``lcb`` ranks by ``mean - kappa * std``; ``thompson`` gives each pick of a
             batch to one ensemble member's best config in turn (bootstrap Thompson sampling).
             Thompson sampling did no better than the lower bound on those four spaces (20 seeds).
@@ -129,6 +145,7 @@ class TuneSettings:
     calibration_picks: int = 2
     local_fraction: float = 0.25
     local_from: str = "surprise"
+    prior_picks: str = "per-source"
     acquisition: str = "lcb"
     surrogate: str | None = None
     pool_size: int = 2000
@@ -151,6 +168,9 @@ class TuneSettings:
         if self.inner_sampler not in INNER_SAMPLERS:
             raise InvalidInputError(f"`inner_sampler in {INNER_SAMPLERS}` must hold, "
                                     f"but got inner_sampler={self.inner_sampler!r}")
+        if self.prior_picks not in PRIOR_PICKS:
+            raise InvalidInputError(f"`prior_picks in {PRIOR_PICKS}` must hold, "
+                                    f"but got prior_picks={self.prior_picks!r}")
         if self.local_from not in LOCAL_STARTS:
             raise InvalidInputError(f"`local_from in {LOCAL_STARTS}` must hold, but got local_from={self.local_from!r}")
         checks = [("budget", self.budget >= 1, ">= 1"),
@@ -207,22 +227,26 @@ def _objective_value(m: Measurement, objective: str) -> float | None:
 
 # Measurements after which a model of the tuned hardware alone competes with the priors (5-fold CV).
 MIN_TARGET_VOTE = 8
+# Working measurements the sources' weights need before they rest on evidence (fewer: equal).
+MIN_RANKED = 3
 
 
-def diverse_top(score: np.ndarray, codes: np.ndarray, k: int, min_hamming: int = 2) -> list[int]:
-    """The k best-scoring (lowest) indices, no two closer than ``min_hamming`` differing params."""
+def diverse_top(score: np.ndarray, codes: np.ndarray, k: int, min_hamming: int = 2,
+                taken: Sequence[int] = ()) -> list[int]:
+    """The k best-scoring (lowest) indices, no two closer than ``min_hamming`` differing params,
+    nor that close to a config already ``taken`` for the batch."""
     order = np.argsort(score, kind="stable")
     picks: list[int] = []
     for i in order:
         if not np.isfinite(score[i]):
             break
-        if all((codes[i] != codes[j]).sum() >= min_hamming for j in picks):
+        if all((codes[i] != codes[j]).sum() >= min_hamming for j in [*taken, *picks]):
             picks.append(int(i))
             if len(picks) == k:
                 break
     if len(picks) < k:  # the rule was too strict for what is left: fill by score alone
         for i in order:
-            if np.isfinite(score[i]) and int(i) not in picks:
+            if np.isfinite(score[i]) and int(i) not in picks and int(i) not in taken:
                 picks.append(int(i))
                 if len(picks) == k:
                     break
@@ -421,7 +445,7 @@ class Tuner(PredictorFirstLoop):
         """
         n_sources = len(source_logs)
         idx, y = m_idx[m_ok], m_y[m_ok]
-        if len(y) < 3:
+        if len(y) < MIN_RANKED:
             return np.full(n_sources, 1.0 / n_sources)
         preds = source_logs[:, idx]
         target = self._target_cv_logs(idx, y)
@@ -464,6 +488,51 @@ class Tuner(PredictorFirstLoop):
                         return picks
                     break  # one pick per incumbent, so a batch does not crowd one config
         return picks
+
+    def _per_source_picks(self, fitted: Any, weights: np.ndarray, blend_score: np.ndarray, penalty: np.ndarray,
+                          n: int, iteration: int) -> tuple[list[int], dict[int, float]]:
+        """``n`` picks shared out among the prior's sources by weight (``TuneSettings.prior_picks``).
+
+        Each source's share is ranked by the surrogate's lower bound on top of that source's own
+        log prediction; the weight no source has (the model of this hardware alone won it) goes
+        to ``blend_score``. Picks are interleaved source by source, so a batch cut short (the
+        calibration picks of a first round replace its tail) keeps every source's best. Also
+        returns the log prediction each source-ranked pick was chosen on.
+        """
+        s = self.settings
+        shares = np.append(weights, max(0.0, 1.0 - float(weights.sum())))
+        exact = shares / shares.sum() * n
+        slots = np.floor(exact).astype(int)
+        # Largest remainder; equal remainders (equal weights) drawn by the seed, not by source order.
+        tie_break = np.random.default_rng([s.seed, iteration]).random(len(shares))
+        for j in np.lexsort((tie_break, -(exact - slots)))[: n - int(slots.sum())]:
+            slots[j] += 1
+        ranked: list[list[int]] = []
+        taken: list[int] = []
+        predicted_log: dict[int, float] = {}
+        for j, count in enumerate(slots):
+            if not count:
+                ranked.append([])
+                continue
+            if j < len(weights):
+                # On the scale of the offset the surrogate learned over (the weights' sum is below
+                # 1 once the model of this hardware alone has votes).
+                fit = fitted.predict(self.features, prior_candidates=self._source_logs_[j] * weights.sum())
+                score = fit.mean_log - s.kappa * fit.std_log + penalty
+            else:
+                score = blend_score.copy()
+            score[taken] = np.inf
+            chosen = diverse_top(score, self.codes, int(count), s.min_hamming, taken=taken)
+            if j < len(weights):
+                predicted_log.update({i: float(fit.mean_log[i]) for i in chosen})
+            ranked.append(chosen)
+            taken.extend(chosen)
+        # Heavier shares first, equal ones in the seed's order: a cut batch drops no source by its index.
+        ranked = [ranked[j] for j in np.lexsort((tie_break, -shares))]
+        interleaved = []
+        for depth in range(max(map(len, ranked))):
+            interleaved.extend(picks[depth] for picks in ranked if depth < len(picks))
+        return interleaved, predicted_log
 
     def _measured_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(candidate indices, log values (nan if failed), ok flags) of everything measured."""
@@ -534,11 +603,17 @@ class Tuner(PredictorFirstLoop):
             if stalled and np.min(score) > best_log + np.log1p(-s.early_stop_rel):
                 return Proposal([], stop="early_stop")
         n_local = round(k * s.local_fraction) if m_ok.any() else 0
+        predicted_log: dict[int, float] = {}
         surprise = prior_log if (prior_log is not None and s.local_from == "surprise") else None
         local = self._local_picks(score, m_idx, m_y, m_ok, n_local, surprise) if n_local else []
         penalty[local] = score[local] = np.inf
         if s.acquisition == "thompson":
             picks = local + thompson_top(fit.members_log, penalty, k - len(local), self.codes, s.min_hamming)
+        elif (s.prior_picks == "per-source" and weights is not None and len(weights) > 1
+              and int(m_ok.sum()) >= MIN_RANKED):
+            by_source, predicted_log = self._per_source_picks(fitted, weights, score, penalty, k - len(local),
+                                                              iteration)
+            picks = local + by_source
         else:
             picks = local + diverse_top(score, self.codes, k - len(local), s.min_hamming)
         n_random = min(len(picks), round(k * s.explore_fraction))
@@ -554,7 +629,11 @@ class Tuner(PredictorFirstLoop):
             spread = [i for i in maximin_design(self.candidates, s.calibration_picks, s.seed)
                       if i not in chosen][: min(k, s.calibration_picks)]
             picks = picks[: k - len(spread)] + spread
-        return Proposal(picks, predicted=np.exp(fit.mean_log))
+        mean_log = fit.mean_log
+        if predicted_log:
+            mean_log = mean_log.copy()
+            mean_log[list(predicted_log)] = list(predicted_log.values())
+        return Proposal(picks, predicted=np.exp(mean_log))
 
     def _evaluate(self, i: int, proposal: Proposal, iteration: int, t_start: float) -> dict[str, Any]:
         s = self.settings
