@@ -96,7 +96,7 @@ class TuneSettings:
             0.45, gemm/RTX_3090 0.80 -> 0.86, convolution/W6600 0.92 -> 0.94, dedispersion/W6600
             0.64 -> 0.65; ``best`` lowered convolution/A100 to 0.21 (half a batch: 0.14).
         prior_picks: with priors from several sources, how the model-guided picks of a batch use
-            them. ``blend`` ranks every candidate once, on top of the sources' predictions
+            them (``lcb`` acquisition). ``blend`` ranks every candidate once, on top of the sources' predictions
             averaged in log space by their weights (``Tuner.source_weights``). ``per-source``
             does that until three configs have run, then shares each batch out among the
             sources by their weights (largest remainder, ties drawn by the seed; the weight left
@@ -496,7 +496,7 @@ class Tuner(PredictorFirstLoop):
         Each source's share is ranked by the surrogate's lower bound on top of that source's own
         log prediction; the weight no source has (the model of this hardware alone won it) goes
         to ``blend_score``. Picks are interleaved source by source, so a batch cut short (the
-        calibration picks of a first round replace its tail) keeps every source's best. Also
+        random picks of ``explore_fraction`` replace its tail) keeps every source's best. Also
         returns the log prediction each source-ranked pick was chosen on.
         """
         s = self.settings
