@@ -25,9 +25,9 @@ A step the configuration does not run reports its ideal value (1), so the column
 chosen path costs. Emitted as ``log2_d_<operand>_<name>`` (0 = ideal). On 2,000 UCI SGEMM
 rows they took the four-kernel GP's 4-fold CV MAPE from 8.03% to 7.46%, and the held-out MAPE of
 the chosen GP + XGBoost blend from 7.18% to 6.53% (kernel + occupancy features;
-``benchmarks/accuracy.py``, uci_2000). Not a GTX 680
-artefact: the same GP on 2,000 random rows of each Kernel Tuner GEMM space went from 1.76 / 3.41
-/ 2.05% to 1.60 / 3.49 / 1.92% held-out MAPE (RTX 2080 Ti / 3090 / TITAN RTX; a one-off check).
+``benchmarks/accuracy.py``, uci_2000). Not a GTX 680 artefact: the same GP on 2,000 random rows
+of each Kernel Tuner GEMM space went from 1.76 / 3.41 / 2.05% to 1.60 / 3.49 / 1.92% held-out
+MAPE (RTX 2080 Ti / 3090 / TITAN RTX; a one-off check).
 Rows whose parameters do not tile evenly (a configuration the kernel rejects) get NaN.
 """
 

@@ -7,9 +7,8 @@ with 2,000 of UCI SGEMM's 241,600 configs, the four-kernel GP interpolates betwe
 table in hand should not have to know which case they are in (on those 2,000 UCI rows, kind
 "kernel-occupancy", ``regressor="auto"`` picks gp4 at 7.5% CV MAPE against 10.4% for deep-trees
 and 11.3% for xgb, and is 6.6% off on the 48,320 held-out rows; 249 s to fit on 2 cores).
-:class:`AutoRegressor` scores
-each registered candidate by k-fold cross-validated MAPE on the rows it is given, keeps the
-best, and refits it on all of them. Candidates that refuse the table (the exact GP above its
+:class:`AutoRegressor` scores each registered candidate by k-fold cross-validated MAPE on the
+rows it is given, keeps the best, and refits it on all of them. Candidates that refuse the table (the exact GP above its
 ``max_train_rows``) are skipped, not failed on. Nothing here sees held-out rows: the choice is
 part of the fit.
 """
