@@ -9,13 +9,17 @@
 
 Strategies, all on the same replayed spaces and seeds:
 - perfpred-transfer: the tuner with per-source priors trained on the OTHER GPUs' recordings of
-  the same kernel (UCI SGEMM, a GTX 680 CLTune space, takes the three Kernel Tuner GEMM GPUs);
+  the same kernel (UCI SGEMM, a GTX 680 CLTune space, takes the three Kernel Tuner GEMM GPUs),
+  its surrogate on the raw parameters plus the derived kernel quantities, half the ensemble on
+  the raw ones alone (``perfpred tune --features auto``);
+- perfpred-transfer-raw / perfpred-cold-raw: the surrogate on the raw parameters only (the
+  default until 2026-12-06);
 - perfpred-transfer-nocal: the same without calibration picks (the first batch all from the prior);
 - perfpred-transfer-nolocal: the same without local picks (the default until 2026-12-02);
 - perfpred-cold: the tuner with no prior (space-filling start);
 - perfpred-transfer-derived / perfpred-cold-derived: the surrogate also on the kernel quantities
   derived from the parameters and the problem (``kernel_tuning_features``; ``perfpred tune
-  --features derived``);
+  --features derived``), every ensemble member on every column;
 - perfpred-transfer-gp / perfpred-cold-gp: a GP surrogate instead of the XGBoost ensemble;
 - perfpred-transfer-batch2: 2 configs measured a round instead of 4;
 - perfpred-transfer-blend-picks: every pick ranked on the sources' blended prediction, none on
@@ -57,6 +61,7 @@ from perfpred.tuner import (
     kernel_tuner_search,
     kernel_tuning_features,
     mean_curve,
+    mixed_tuning_features,
     optuna_search,
     param_features,
     performance_score,
@@ -77,8 +82,12 @@ SETTING_VARIANTS = {"perfpred-transfer-nocal": {"calibration_picks": 0},
                     "perfpred-transfer-gp": {"surrogate": "gp"}, "perfpred-cold-gp": {"surrogate": "gp"},
                     "perfpred-transfer-blend": {"surrogate": "blend"}, "perfpred-cold-blend": {"surrogate": "blend"},
                     "perfpred-transfer-batch2": {"batch_size": 2},
-                    "perfpred-transfer-blend-picks": {"prior_picks": "blend"}}
+                    "perfpred-transfer-blend-picks": {"prior_picks": "blend"},
+                    # Every member on every column, as the derived-feature runs before Dec 6 had it.
+                    "perfpred-transfer-derived": {"member_views": "all"},
+                    "perfpred-cold-derived": {"member_views": "all"}}
 DERIVED_FEATURE_VARIANTS = ("perfpred-transfer-derived", "perfpred-cold-derived")
+RAW_FEATURE_VARIANTS = ("perfpred-transfer-raw", "perfpred-cold-raw")
 # Optuna samples the cartesian product, 50-82% of which are invalid configs in these spaces; they
 # cost no evaluation. TPE hears of them as failed trials; the GP sampler, which
 # ignores failed trials, as completed ones with a violated constraint (see ``optuna_search``). A run
@@ -202,6 +211,17 @@ def transfer_ceiling(name: str, files: dict[str, Path]) -> dict:
             "round_robin": reach(np.asarray(turns))}
 
 
+def featurizer_for(strategy: str, backend: ReplayBackend, with_prior: bool):
+    """What a perfpred strategy's surrogate learns from: the raw parameters plus the derived
+    kernel quantities (``mixed_tuning_features``, ``perfpred tune --features auto`` on these
+    spaces), the derived ones alone for the ``-derived`` variants, the raw ones for ``-raw``."""
+    if strategy in RAW_FEATURE_VARIANTS:
+        return None
+    if strategy in DERIVED_FEATURE_VARIANTS:
+        return kernel_tuning_features(backend.problem(), backend.hardware())
+    return mixed_tuning_features(backend.problem(), backend.hardware(), powers_of_two=not with_prior)
+
+
 def run_space(name: str, seeds: list[int], strategies: list[str], path: Path | None = None,
               sources: dict[str, Path] | None = None) -> dict:
     """Every strategy x seed on one replayed space: ``name`` from ``space_files()``, or any
@@ -232,8 +252,7 @@ def run_space(name: str, seeds: list[int], strategies: list[str], path: Path | N
                 variant = {"batch_size": 4, **SETTING_VARIANTS.get(strategy, {})}
                 settings = TuneSettings(budget=BUDGET, seed=seed, **variant)
                 prior = priors if strategy.startswith("perfpred-transfer") else None
-                derived = strategy in DERIVED_FEATURE_VARIANTS
-                featurize = kernel_tuning_features(backend.problem(), backend.hardware()) if derived else None
+                featurize = featurizer_for(strategy, backend, prior is not None)
                 result = Tuner(space, backend, settings, candidates=candidates, prior=prior,
                                study_name=f"{name}-{strategy}-{seed}", featurize=featurize).run()
                 values = result.history["value"].tolist()

@@ -269,10 +269,11 @@ def test_demo_starts_from_a_prior_recording_instead_of_cold(tmp_path):
     assert warm.predicted_vs_measured_mape_pct is not None
 
 
-@pytest.mark.parametrize(("option", "value", "budget"), [("features", "derived", 8), ("surrogate", "gp", 12)])
+@pytest.mark.parametrize(("option", "value", "budget"), [("features", "derived", 8), ("features", "raw", 8),
+                                                     ("surrogate", "gp", 12)])
 def test_tune_with_a_non_default_setting(tmp_path, option, value, budget):
     # --features derived: the surrogate also sees the kernel quantities derived from the parameters;
-    # --surrogate gp: an exact GP instead of the tree ensemble.
+    # --features raw: the parameters only; --surrogate gp: an exact GP instead of the tree ensemble.
     target = datasets_dir() / CONV.format("A4000")
     out = tmp_path / "run"
     result = invoke("tune", "--backend", f"replay:{target}", "--budget", str(budget), f"--{option}", value,
@@ -282,6 +283,14 @@ def test_tune_with_a_non_default_setting(tmp_path, option, value, budget):
     assert report["n_evaluations"] == budget and report["settings"][option] == value
 
 
+def test_tune_features_default_to_mixed_on_a_space_scored_whole(tmp_path):
+    target = datasets_dir() / CONV.format("A4000")
+    invoke("tune", "--backend", f"replay:{target}", "--budget", "8", "--output", str(tmp_path / "run"))
+    settings = json.loads((tmp_path / "run" / "result.json").read_text())["settings"]
+    assert (settings["features"], settings["features_used"], settings["member_views"]) == ("auto", "mixed",
+                                                                                         "alternate")
+
+
 @pytest.mark.parametrize("extra", [["--surrogate", "forest"], ["--surrogate", "gp", "--objective", "runtime_ms"]])
 def test_tune_refuses_unknown_or_unsupported_surrogates(monkeypatch, capsys, extra):
     target = datasets_dir() / CONV.format("A4000")
@@ -289,7 +298,8 @@ def test_tune_refuses_unknown_or_unsupported_surrogates(monkeypatch, capsys, ext
     assert_one_line_error(code, out, err, "surrogate")
 
 
-@pytest.mark.parametrize("extra", [["--features", "tiles"], ["--features", "derived", "--objective", "runtime_ms"]])
+@pytest.mark.parametrize("extra", [["--features", "tiles"], ["--features", "derived", "--objective", "runtime_ms"],
+                                   ["--features", "mixed", "--objective", "runtime_ms"]])
 def test_tune_refuses_unknown_or_unsupported_features(monkeypatch, capsys, extra):
     target = datasets_dir() / CONV.format("A4000")
     code, out, err = run_main(monkeypatch, capsys, "tune", "--backend", f"replay:{target}", *extra)

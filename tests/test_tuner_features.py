@@ -9,8 +9,16 @@ import pandas as pd
 import pytest
 
 from perfpred.datasets import Measurement
-from perfpred.tuner import SearchSpace, Tuner, TuneSettings, kernel_tuning_features, param_features
-from perfpred.tuner._surrogate import EnsembleSurrogate
+from perfpred.errors import InvalidInputError
+from perfpred.tuner import (
+    SearchSpace,
+    Tuner,
+    TuneSettings,
+    kernel_tuning_features,
+    mixed_tuning_features,
+    param_features,
+)
+from perfpred.tuner._surrogate import EnsembleSurrogate, is_derived_column
 
 GEMM = {"MWG": [16, 32, 64, 128], "NWG": [16, 32, 64, 128], "MDIMC": [8, 16, 32], "NDIMC": [8, 16, 32],
         "KWG": [16, 32], "SA": [0, 1]}
@@ -154,3 +162,46 @@ def test_raw_features_mark_powers_of_two_for_a_search_without_prior():
     warm = Tuner(space, WorkPerThreadHardware(), TuneSettings(budget=4), candidates=cands,
                  prior=lambda frame: np.ones(len(frame)))
     assert "pow2_block_size_x" in cold.features and "pow2_block_size_x" not in warm.features
+
+
+def test_mixed_features_are_the_raw_ones_plus_the_derived_quantities():
+    cands = gemm_candidates()
+    problem = {"m": 1024, "n": 1024, "k": 1024}
+    mixed = mixed_tuning_features(problem)(cands)
+    raw = param_features(cands)
+    derived = kernel_tuning_features(problem)(cands)
+    pd.testing.assert_frame_equal(mixed[list(raw.columns)], raw)
+    assert [c for c in mixed.columns if c not in raw] == [c for c in derived.columns if is_derived_column(c)]
+    assert "d_work_per_thread" in mixed and not any(is_derived_column(c) for c in raw.columns)
+    # The raw part follows the Tuner's default: power-of-two columns only when asked (no prior).
+    wide = pd.DataFrame({"MWG": [16, 24, 32, 48], "NWG": [16, 16, 32, 32], "MDIMC": 8, "NDIMC": 8, "KWG": 16, "SA": 0})
+    assert "pow2_MWG" in mixed_tuning_features(problem, powers_of_two=True)(wide)
+    assert "pow2_MWG" not in mixed_tuning_features(problem)(wide)
+
+
+def test_alternate_members_read_the_derived_columns_only_from_even_members():
+    cands = gemm_candidates()
+    X = mixed_tuning_features({"m": 1024, "n": 1024, "k": 1024})(cands)
+    y = np.log(work_per_thread_ms(cands))
+    rng = np.random.default_rng(0)
+    measured = rng.choice(len(cands), 32, replace=False)
+    fits = {views: EnsembleSurrogate(n_members=4, seed=0, member_views=views).fit(X.iloc[measured], y[measured],
+                                                                                  np.ones(32, bool))
+            for views in ("alternate", "all")}
+    # Scramble the derived columns: members that never saw them must answer exactly as before.
+    scrambled = X.copy()
+    derived = [c for c in X.columns if is_derived_column(c)]
+    scrambled[derived] = X[derived].to_numpy()[rng.permutation(len(X))]
+    for views, fit in fits.items():
+        moved = ~np.isclose(fit.predict(X).members_log, fit.predict(scrambled).members_log).all(axis=1)
+        assert moved.tolist() == ([True, False, True, False] if views == "alternate" else [True] * 4), views
+    # Raw features alone: "alternate" has nothing to alternate, every member sees every column.
+    raw = param_features(cands)
+    assert EnsembleSurrogate(member_views="alternate").member_columns(list(raw.columns)) == [None] * 5
+
+
+@pytest.mark.parametrize("make", [lambda: EnsembleSurrogate(member_views="half"),
+                                  lambda: TuneSettings(budget=8, member_views="half")])
+def test_an_unknown_member_view_is_a_one_line_error(make):
+    with pytest.raises(InvalidInputError, match="member_views"):
+        make()

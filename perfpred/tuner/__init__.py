@@ -32,6 +32,7 @@ from perfpred.tuner._surrogate import (
     EnsembleSurrogate,
     GPSurrogate,
     kernel_tuning_features,
+    mixed_tuning_features,
     param_features,
 )
 
@@ -74,6 +75,7 @@ __all__ = [
     "lomo_predictor",
     "maximin_design",
     "mean_curve",
+    "mixed_tuning_features",
     "optuna_pareto_search",
     "optuna_search",
     "param_features",

@@ -37,7 +37,7 @@ from perfpred.tuner._predictor_search import INNER_SAMPLERS, search_predictor
 from perfpred.tuner._rounds import HardwareBackend, PredictorFirstLoop, Proposal, level_codes, maximin_design
 from perfpred.tuner._space import SearchSpace
 from perfpred.tuner._study import CandidateIndex, StudyRecorder, row_config
-from perfpred.tuner._surrogate import BlendSurrogate, EnsembleSurrogate, GPSurrogate, param_features
+from perfpred.tuner._surrogate import MEMBER_VIEWS, BlendSurrogate, EnsembleSurrogate, GPSurrogate, param_features
 
 # Configs confirmed a round unless told: a space scored whole takes 4 (2 did no better with a
 # prior, at twice the time: tuning_5seeds_batch2.json); an open space one, since each
@@ -123,6 +123,11 @@ class TuneSettings:
             10 seeds, ``benchmarks/results/tuning_10seeds_gp_surrogate.json``), or ``blend``
             (both averaged): 0.561 cold and 0.812 with priors, 1.3-1.5x slower
             (``tuning_10seeds_blend_surrogate.json``).
+        member_views: ``alternate`` (default): with derived kernel quantities among the features
+            (``--features mixed`` / ``derived``), the ensemble's odd members fit on the raw
+            parameters only (``EnsembleSurrogate``), a hedge between the two; ``all``: every
+            member on every column (how ``--features derived`` ran before Dec 6). Without derived
+            columns (raw features) the two are the same.
         pool_size / inner_sampler / inner_trials / inner_keep: for a space that cannot be scored
             whole (a continuous parameter, or more than ``MAX_ENUMERATE`` configs): how many
             valid configs of a Sobol sequence the search starts from, the Optuna sampler ("tpe", "cmaes",
@@ -148,6 +153,7 @@ class TuneSettings:
     prior_picks: str = "per-source"
     acquisition: str = "lcb"
     surrogate: str | None = None
+    member_views: str = "alternate"
     pool_size: int = 2000
     inner_sampler: str = "tpe"
     inner_trials: int = 256
@@ -171,6 +177,9 @@ class TuneSettings:
         if self.prior_picks not in PRIOR_PICKS:
             raise InvalidInputError(f"`prior_picks in {PRIOR_PICKS}` must hold, "
                                     f"but got prior_picks={self.prior_picks!r}")
+        if self.member_views not in MEMBER_VIEWS:
+            raise InvalidInputError(f"`member_views in {MEMBER_VIEWS}` must hold, "
+                                    f"but got member_views={self.member_views!r}")
         if self.local_from not in LOCAL_STARTS:
             raise InvalidInputError(f"`local_from in {LOCAL_STARTS}` must hold, but got local_from={self.local_from!r}")
         checks = [("budget", self.budget >= 1, ">= 1"),
@@ -330,7 +339,8 @@ class Tuner(PredictorFirstLoop):
             featurize = functools.partial(param_features, powers_of_two=prior is None)
         self.featurize = featurize
         self._set_candidates(pool.reset_index(drop=True))
-        ensemble = EnsembleSurrogate(n_members=settings.ensemble, seed=settings.seed)
+        ensemble = EnsembleSurrogate(n_members=settings.ensemble, seed=settings.seed,
+                                     member_views=settings.member_views)
         surrogate = settings.surrogate or ("gp" if self.open_space and settings.acquisition == "lcb" else "ensemble")
         self.surrogate = {"ensemble": ensemble, "gp": GPSurrogate(seed=settings.seed),
                           "blend": BlendSurrogate(ensemble, GPSurrogate(seed=settings.seed))}[surrogate]

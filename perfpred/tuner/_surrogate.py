@@ -14,7 +14,7 @@ results), so candidates the tuner believes will fail are ranked last.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +104,38 @@ def kernel_tuning_features(workload: Mapping[str, Any] | None = None,
             keep.append(name)
         # One candidate (or all alike): nothing varies, but a model still needs its columns.
         return feats[keep or [c for c in feats.columns if c.startswith("p_")]]
+
+    return featurize
+
+
+# Column names the kernel feature rules give the quantities they derive (``kernel_features``):
+# what an ensemble's raw-parameter members leave out (``EnsembleSurrogate(member_views="alternate")``).
+DERIVED_PREFIXES = ("d_", "log2_d_", "pow2_d_")
+
+
+def is_derived_column(name: str) -> bool:
+    """Whether a feature column is a quantity derived from the parameters (not a parameter)."""
+    return name.startswith(DERIVED_PREFIXES)
+
+
+def mixed_tuning_features(workload: Mapping[str, Any] | None = None, hardware: Mapping[str, Any] | None = None,
+                          powers_of_two: bool = False) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """A featurizer for tuning a kernel: the raw features (``param_features``, as without this
+    option) plus the derived quantities of ``kernel_tuning_features`` (its ``d_`` columns).
+
+    Meant for the ensemble with ``member_views="alternate"``, whose odd members see the raw
+    columns only: derived columns let a few measurements find what, say, accumulators per
+    thread do (UCI SGEMM's 14 parameters), and cost a little where the raw ones already
+    suffice; half the members on each keeps most of the first and little of the second
+    (``perfpred tune --features mixed``, the default for a kernel with a known problem).
+    ``powers_of_two`` as in ``param_features`` (the Tuner's default adds them without a prior).
+    """
+    derived = kernel_tuning_features(workload, hardware)
+
+    def featurize(candidates: pd.DataFrame) -> pd.DataFrame:
+        feats = derived(candidates)
+        return pd.concat([param_features(candidates, powers_of_two=powers_of_two),
+                          feats[[c for c in feats.columns if is_derived_column(c)]]], axis=1)
 
     return featurize
 
@@ -212,18 +244,38 @@ class _Surrogate:
         return self.fit(X_measured, y_log, ok, prior_measured).predict(X_candidates, prior_candidates)
 
 
+MEMBER_VIEWS = ("alternate", "all")
+
+
 class EnsembleSurrogate(_Surrogate):
-    """Bootstrap ensemble of XGBoost regressors on log(objective), plus a failure classifier."""
+    """Bootstrap ensemble of XGBoost regressors on log(objective), plus a failure classifier.
+
+    ``member_views="alternate"``: when the features hold derived quantities
+    (``is_derived_column``) beside raw ones, the odd members fit on the raw columns only, so
+    the ensemble hedges between the two views and their disagreement widens the spread where
+    they differ. ``"all"``: every member sees every column.
+    """
 
     def __init__(self, n_members: int = 5, max_depth: int = 4, n_estimators: int = 150,
-                 learning_rate: float = 0.1, seed: int = 0) -> None:
+                 learning_rate: float = 0.1, seed: int = 0, member_views: str = "all") -> None:
         if n_members < 2:
             raise InvalidInputError(f"`n_members >= 2` must hold for a spread, but got n_members={n_members}")
+        if member_views not in MEMBER_VIEWS:
+            raise InvalidInputError(f"`member_views in {MEMBER_VIEWS}` must hold, "
+                                    f"but got member_views={member_views!r}")
         self.n_members = n_members
         self.max_depth = max_depth
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.seed = seed
+        self.member_views = member_views
+
+    def member_columns(self, columns: Sequence[str]) -> list[np.ndarray | None]:
+        """Per member, the column positions it fits on (None: all of them)."""
+        raw = np.flatnonzero([not is_derived_column(c) for c in columns])
+        if self.member_views == "all" or len(raw) in (0, len(columns)):
+            return [None] * self.n_members
+        return [None if i % 2 == 0 else raw for i in range(self.n_members)]
 
     def fit(self, X_measured: pd.DataFrame, y_log: np.ndarray, ok: np.ndarray,
             prior_measured: np.ndarray | None = None) -> EnsembleFit:
@@ -238,16 +290,18 @@ class EnsembleSurrogate(_Surrogate):
         Xo_arr = Xo.to_numpy(dtype=float)
         rng = np.random.default_rng(self.seed)
         models = []
+        views = self.member_columns(list(Xo.columns))
         if len(target) >= MIN_TREE_ROWS:
-            for i in range(self.n_members):
+            for i, cols in enumerate(views):
                 idx = rng.integers(0, len(target), len(target))
                 model = XGBRegressor(n_estimators=self.n_estimators, max_depth=self.max_depth,
                                      learning_rate=self.learning_rate, subsample=1.0, colsample_bytree=0.8,
                                      min_child_weight=1.0, reg_lambda=1.0, random_state=self.seed + i, n_jobs=1,
                                      tree_method="hist")
-                models.append(model.fit(Xo_arr[idx], target[idx]))
+                X_fit = Xo_arr[idx] if cols is None else Xo_arr[idx][:, cols]
+                models.append(model.fit(X_fit, target[idx]))
         return EnsembleFit(models, target, self.n_members, prior_measured is not None,
-                           FailureModel(X_measured, ok, self.seed))
+                           FailureModel(X_measured, ok, self.seed), views)
 
 
 @dataclass
@@ -260,6 +314,7 @@ class EnsembleFit:
     n_members: int
     with_prior: bool
     failures: FailureModel
+    views: list[np.ndarray | None] | None = None  # per member, its columns (None: all)
 
     def predict(self, X_candidates: pd.DataFrame, prior_candidates: np.ndarray | None = None) -> SurrogateFit:
         Xc, offset_c = candidate_inputs(X_candidates, prior_candidates, self.with_prior)
@@ -270,7 +325,9 @@ class EnsembleFit:
             preds = np.tile(np.full(n_cand, self.target.mean()), (self.n_members, 1))
         else:
             Xc_arr = Xc.to_numpy(dtype=float)
-            preds = np.stack([model.predict(Xc_arr) for model in self.models])
+            views = self.views or [None] * len(self.models)
+            preds = np.stack([model.predict(Xc_arr if cols is None else Xc_arr[:, cols])
+                              for model, cols in zip(self.models, views, strict=True)])
         std = preds.std(axis=0) if self.models else few_points_spread(self.target, n_cand)
         return SurrogateFit(offset_c + preds.mean(axis=0), std, self.failures.predict(X_candidates),
                             members_log=offset_c + preds)
