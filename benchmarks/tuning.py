@@ -12,8 +12,8 @@ Strategies, all on the same replayed spaces and seeds:
   the same kernel (UCI SGEMM, a GTX 680 CLTune space, takes the three Kernel Tuner GEMM GPUs),
   its surrogate on the raw parameters plus the derived kernel quantities, half the ensemble on
   the raw ones alone (``perfpred tune --features auto``);
-- perfpred-transfer-raw / perfpred-cold-raw: the surrogate on the raw parameters only (the
-  default until 2026-12-06);
+- perfpred-transfer-raw: the surrogate on the raw parameters only (the default until 2026-12-06);
+- perfpred-cold-mixed: cold start on perfpred-transfer's mixed features (tried, not adopted);
 - perfpred-transfer-nocal: the same without calibration picks (the first batch all from the prior);
 - perfpred-transfer-nolocal: the same without local picks (the default until 2026-12-02);
 - perfpred-cold: the tuner with no prior (space-filling start);
@@ -87,7 +87,8 @@ SETTING_VARIANTS = {"perfpred-transfer-nocal": {"calibration_picks": 0},
                     "perfpred-transfer-derived": {"member_views": "all"},
                     "perfpred-cold-derived": {"member_views": "all"}}
 DERIVED_FEATURE_VARIANTS = ("perfpred-transfer-derived", "perfpred-cold-derived")
-RAW_FEATURE_VARIANTS = ("perfpred-transfer-raw", "perfpred-cold-raw")
+RAW_FEATURE_VARIANTS = ("perfpred-transfer-raw",)
+MIXED_FEATURE_VARIANTS = ("perfpred-cold-mixed",)
 # Optuna samples the cartesian product, 50-82% of which are invalid configs in these spaces; they
 # cost no evaluation. TPE hears of them as failed trials; the GP sampler, which
 # ignores failed trials, as completed ones with a violated constraint (see ``optuna_search``). A run
@@ -212,14 +213,14 @@ def transfer_ceiling(name: str, files: dict[str, Path]) -> dict:
 
 
 def featurizer_for(strategy: str, backend: ReplayBackend, with_prior: bool):
-    """What a perfpred strategy's surrogate learns from: the raw parameters plus the derived
-    kernel quantities (``mixed_tuning_features``, ``perfpred tune --features auto`` on these
-    spaces), the derived ones alone for the ``-derived`` variants, the raw ones for ``-raw``."""
-    if strategy in RAW_FEATURE_VARIANTS:
-        return None
+    """What a perfpred strategy's surrogate learns from, as ``perfpred tune --features auto``
+    chooses on these spaces: with a prior the raw parameters plus the derived kernel quantities
+    (``mixed_tuning_features``), from a cold start the raw ones (None: the Tuner's default);
+    the ``-derived`` variants the derived ones, ``-raw`` / ``-mixed`` the other choice."""
     if strategy in DERIVED_FEATURE_VARIANTS:
         return kernel_tuning_features(backend.problem(), backend.hardware())
-    return mixed_tuning_features(backend.problem(), backend.hardware(), powers_of_two=not with_prior)
+    mixed = strategy in MIXED_FEATURE_VARIANTS or (with_prior and strategy not in RAW_FEATURE_VARIANTS)
+    return mixed_tuning_features(backend.problem(), backend.hardware(), powers_of_two=not with_prior) if mixed else None
 
 
 def run_space(name: str, seeds: list[int], strategies: list[str], path: Path | None = None,

@@ -619,14 +619,16 @@ def _tuning_featurizer(features: str, session: Any, has_prior: bool) -> tuple[st
     """The features ``--features`` resolves to, and the Tuner's ``featurize`` for them (None:
     its default, the raw parameters).
 
-    ``auto`` is ``mixed`` where the space is scored whole: on UCI SGEMM's replayed GTX 680 space
-    it raised transfer tuning's P from 0.47 to 0.62 (30 seeds); an open space (continuous
-    parameters) keeps the GP's unit-cube inputs.
+    ``auto`` is ``mixed`` when tuning from a prior on a space scored whole (transfer tuning on
+    the replayed spaces: UCI SGEMM P 0.47 -> 0.62, convolution/A100 0.38 -> 0.53, 20-30 seeds),
+    and ``raw`` from a cold start (mixed there: P 0.537 -> 0.522 over 10 spaces, further off at
+    32 evaluations on the GEMM ones) and on an open space (the GP's unit-cube inputs).
     """
     from perfpred.tuner import kernel_tuning_features, mixed_tuning_features
 
     if features == "auto":
-        features = "mixed" if session.candidates is not None or session.space.enumerable else "raw"
+        scored_whole = session.candidates is not None or session.space.enumerable
+        features = "mixed" if has_prior and scored_whole else "raw"
     if features == "derived":
         return features, kernel_tuning_features(session.workload, session.hardware)
     if features == "mixed":
@@ -653,7 +655,7 @@ def tune(
     output: Annotated[Path, typer.Option(help="Run directory for history.csv, result.json and best_so_far.png.")] = Path("perfpred-runs/tune"),
     objective: Annotated[list[str] | None, typer.Option(help="Multi-objective: a measured field to optimise, METRIC[:max|:min] (runtime_ms, energy_j, power_w, metric.NAME); repeat for a Pareto front (e.g. --objective runtime_ms --objective energy_j).")] = None,
     constraint: Annotated[list[str] | None, typer.Option(help="A bound on a measured field that counts a config as feasible, e.g. 'metric.itl_p99_ms <= 50' (repeatable; Optuna constraints).")] = None,
-    features: Annotated[str, typer.Option(help="What the surrogate learns from: 'raw' (the parameter values), 'derived' (also the kernel quantities derived from them and the problem: work per thread, tile areas, blocks launched, ...), 'mixed' (raw plus derived, half the ensemble on the raw ones alone) or 'auto' (mixed on a space scored whole in single-objective tuning, else raw).")] = "auto",
+    features: Annotated[str, typer.Option(help="What the surrogate learns from: 'raw' (the parameter values), 'derived' (also the kernel quantities derived from them and the problem: work per thread, tile areas, blocks launched, ...), 'mixed' (raw plus derived, half the ensemble on the raw ones alone) or 'auto' (mixed when tuning from --prior or --model on a space scored whole, else raw).")] = "auto",
     surrogate: Annotated[str | None, typer.Option(help="The model refitted each round: 'ensemble' (bootstrap XGBoost; the default for a space scored whole), 'gp' (an exact GP: about half the time per round, no better on the replayed spaces; the default for a space with continuous parameters) or 'blend' (both averaged); single-objective tuning.")] = None,
 ) -> None:
     """Tune a configuration space with the predictor first, confirming the best candidates on hardware.

@@ -283,11 +283,13 @@ def test_tune_with_a_non_default_setting(tmp_path, option, value, budget):
     assert report["n_evaluations"] == budget and report["settings"][option] == value
 
 
-def test_tune_features_default_to_mixed_on_a_space_scored_whole(tmp_path):
+@pytest.mark.parametrize(("with_prior", "expected"), [(True, "mixed"), (False, "raw")])
+def test_tune_features_default_to_mixed_when_tuning_from_a_prior(tmp_path, with_prior, expected):
     target = datasets_dir() / CONV.format("A4000")
-    invoke("tune", "--backend", f"replay:{target}", "--budget", "8", "--output", str(tmp_path / "run"))
+    prior = ["--prior", str(datasets_dir() / CONV.format("A6000"))] if with_prior else []
+    invoke("tune", "--backend", f"replay:{target}", "--budget", "8", *prior, "--output", str(tmp_path / "run"))
     settings = json.loads((tmp_path / "run" / "result.json").read_text())["settings"]
-    assert (settings["features"], settings["features_used"], settings["member_views"]) == ("auto", "mixed",
+    assert (settings["features"], settings["features_used"], settings["member_views"]) == ("auto", expected,
                                                                                          "alternate")
 
 

@@ -302,8 +302,9 @@ class Tuner(PredictorFirstLoop):
             values, and without a prior also where they are powers of two: on the 8 convolution
             and dedispersion spaces that raised cold start's P by 0.47 in sum, 20 seeds, while with
             a prior, which already carries those steps, it cost 0.19; for a kernel,
-            ``kernel_tuning_features(problem)`` adds the quantities derived from them:
-            ``perfpred tune --features derived``); for an open space ``SearchSpace.unit_features``,
+            ``mixed_tuning_features(problem, hardware)`` adds the quantities derived from them,
+            which the ensemble's even members see (``TuneSettings.member_views``): ``perfpred
+            tune``'s default when tuning from a prior on a space scored whole); for an open space ``SearchSpace.unit_features``,
             each parameter's position in the unit cube (log2 of a fraction near 0, which
             ``param_features`` adds, stretches the GP's inputs where nothing happens): on the two
             landscapes of ``benchmarks/open_space.py``, 30 seeds, best/optimum at 16 / 32

@@ -127,7 +127,10 @@ def mixed_tuning_features(workload: Mapping[str, Any] | None = None, hardware: M
     columns only: derived columns let a few measurements find what, say, accumulators per
     thread do (UCI SGEMM's 14 parameters), and cost a little where the raw ones already
     suffice; half the members on each keeps most of the first and little of the second
-    (``perfpred tune --features mixed``, the default for a kernel with a known problem).
+    (``perfpred tune --features mixed``, its default when tuning from a prior on a space scored
+    whole; from a cold start the raw features did better). Where the kernel
+    feature rules know none of the parameters (the CPU kernels' block sizes), nothing is derived
+    and these are the raw features.
     ``powers_of_two`` as in ``param_features`` (the Tuner's default adds them without a prior).
     """
     derived = kernel_tuning_features(workload, hardware)
