@@ -109,6 +109,34 @@ def test_extending_a_tuning_runs_file_adds_only_the_missing_seeds(monkeypatch):
     assert tuning.missing_seeds(results, ["gemm/RTX_3090"], ["random", "perfpred-cold"], 5) == []
 
 
+def test_each_tuning_strategy_gets_the_features_perfpred_tune_would_give_it(monkeypatch):
+    """tuning.py: transfer strategies on mixed features (``--features auto`` with a prior), cold
+    start on the raw ones (None: the Tuner's default), the -raw / -mixed / -derived variants
+    on theirs."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import pandas as pd
+    import tuning
+
+    class Problem:  # what featurizer_for reads of a replayed recording
+        def problem(self):
+            return {"m": 1024, "n": 1024, "k": 1024}
+
+        def hardware(self):
+            return None
+
+    cands = pd.DataFrame({"MWG": [16, 32, 64], "NWG": [32, 32, 64], "MDIMC": [8, 8, 16], "NDIMC": [8, 16, 16]})
+
+    def columns(strategy, with_prior):
+        featurize = tuning.featurizer_for(strategy, Problem(), with_prior)
+        return None if featurize is None else list(featurize(cands).columns)
+
+    mixed = columns("perfpred-transfer", True)
+    assert "MWG" in mixed and "d_wg_threads" in mixed
+    assert columns("perfpred-transfer-raw", True) is None and columns("perfpred-cold", False) is None
+    assert columns("perfpred-cold-mixed", False)[: len(mixed)] == mixed  # (power-of-two columns may follow)
+    assert "p_MWG" in columns("perfpred-transfer-derived", True)
+
+
 def test_extending_a_summary_whose_runs_file_is_missing_is_refused(monkeypatch, tmp_path):
     """tuning.py --extend on a fresh checkout (summary committed, runs file not): a one-line error,
     and the summary is left as it was."""
