@@ -304,10 +304,10 @@ class Tuner(PredictorFirstLoop):
             a prior, which already carries those steps, it cost 0.19; for a kernel,
             ``mixed_tuning_features(problem, hardware)`` adds the quantities derived from them,
             which the ensemble's even members see (``TuneSettings.member_views``): ``perfpred
-            tune``'s default when tuning from a prior on a space scored whole); for an open space ``SearchSpace.unit_features``,
-            each parameter's position in the unit cube (log2 of a fraction near 0, which
-            ``param_features`` adds, stretches the GP's inputs where nothing happens): on the two
-            landscapes of ``benchmarks/open_space.py``, 30 seeds, best/optimum at 16 / 32
+            tune``'s default when tuning from a prior on a space scored whole); for an open
+            space ``SearchSpace.unit_features``, each parameter's position in the unit cube (log2
+            of a fraction near 0, which ``param_features`` adds, stretches the GP's inputs where
+            nothing happens): on the two landscapes of ``benchmarks/open_space.py``, 30 seeds, best/optimum at 16 / 32
             evaluations went from 1.203 / 1.024 (valley) and 1.201 / 1.001 (branin) to 1.185 /
             1.003 and 1.142 / 1.001 at 2 configs a round; at 4 a round from 1.385 / 1.019 and
             1.236 / 1.010 to 1.324 / 1.009 and 1.338 / 1.009 (branin worse at 16).
