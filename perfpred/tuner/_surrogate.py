@@ -317,7 +317,7 @@ class EnsembleFit:
     n_members: int
     with_prior: bool
     failures: FailureModel
-    views: list[np.ndarray | None] | None = None  # per member, its columns (None: all)
+    views: list[np.ndarray | None]  # per member, the columns it fitted on (None: all)
 
     def predict(self, X_candidates: pd.DataFrame, prior_candidates: np.ndarray | None = None) -> SurrogateFit:
         Xc, offset_c = candidate_inputs(X_candidates, prior_candidates, self.with_prior)
@@ -328,9 +328,8 @@ class EnsembleFit:
             preds = np.tile(np.full(n_cand, self.target.mean()), (self.n_members, 1))
         else:
             Xc_arr = Xc.to_numpy(dtype=float)
-            views = self.views or [None] * len(self.models)
             preds = np.stack([model.predict(Xc_arr if cols is None else Xc_arr[:, cols])
-                              for model, cols in zip(self.models, views, strict=True)])
+                              for model, cols in zip(self.models, self.views, strict=True)])
         std = preds.std(axis=0) if self.models else few_points_spread(self.target, n_cand)
         return SurrogateFit(offset_c + preds.mean(axis=0), std, self.failures.predict(X_candidates),
                             members_log=offset_c + preds)
