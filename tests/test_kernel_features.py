@@ -22,6 +22,7 @@ from perfpred.features._kernel import (
     kernel_occupancy_features,
 )
 from perfpred.features._serving import (
+    EXPERT_PARALLEL_LAYER_MS,
     LAYER_OVERHEAD_MS,
     attention_layout,
     moe_routing,
@@ -357,6 +358,45 @@ def test_the_decode_step_adds_a_fixed_time_per_decoder_layer_to_the_roofline():
     unknown = serving_attention_features(df.assign(**{"workload.model": "someone/unknown-7b",
                                                       "workload.num_layers": np.nan}).head(1))
     assert unknown[["log2_decoder_layers", "log2_decode_step_ms"]].isna().all(axis=None)
+
+
+def test_expert_parallelism_costs_each_layer_that_routes_tokens():
+    models = ["meta-llama/Llama-4-Scout-17B-16E-Instruct", "meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8",
+              "Qwen/Qwen3-30B-A3B-Instruct-2507", "Qwen/Qwen3-30B-A3B-Instruct-2507",
+              "meta-llama/Llama-3.1-70B-Instruct", "x/my-moe"]
+    df = pd.DataFrame({
+        "workload.model": models, "workload.precision": ["bfloat16", "fp8", "bfloat16", "bfloat16", "bfloat16", "bf16"],
+        "workload.total_params_b": [109.0, 400.0, 30.0, 30.0, 70.0, 20.0],
+        "workload.activated_params_b": [17.0, 17.0, 3.0, 3.0, 70.0, 4.0],
+        "workload.num_layers": [np.nan] * 5 + [10], "workload.num_kv_heads": [np.nan] * 5 + [8],
+        "workload.hidden_size": [np.nan] * 5 + [1024], "workload.num_heads": [np.nan] * 5 + [8],
+        "workload.num_moe_layers": [np.nan] * 5 + [4],
+        "config.max_num_seqs": [8] * 6, "config.tensor_parallel": [1, 1, 1, 1, 4, 1],
+        "config.expert_parallel": [8, 8, 2, 1, 1, 2], "config.num_gpus": [8, 8, 2, 1, 4, 2],
+        "hardware_json": [json.dumps(H100)] * 6})
+    f = serving_attention_features(df)
+    layers = np.exp2(f["log2_decoder_layers"].to_numpy())
+    assert list(layers) == pytest.approx([48, 48, 48, 48, 80, 10])
+    # Scout routes in all 48 layers, Maverick in every other one (its card), a row's own count
+    # wins; no cost without expert parallelism (one GPU) or for a dense model (tensor parallel).
+    routing = np.array([48, 24, 48, 0, 0, 4])
+    step_ms = np.exp2(f["log2_roofline_ms"]) + layers * LAYER_OVERHEAD_MS + routing * EXPERT_PARALLEL_LAYER_MS
+    assert np.allclose(f["log2_decode_step_ms"], np.log2(step_ms))
+
+
+def test_experts_only_quantisation_reads_the_shared_weights_at_16_bits():
+    # gpt-oss-20b: 21B of which 3.6B active, 32 experts and 4 per token, MXFP4 experts only.
+    df = pd.DataFrame({"workload.model": ["openai/gpt-oss-20b", "someone/unknown-moe"],
+                       "workload.precision": ["mxfp4", "mxfp4"], "workload.total_params_b": [21.0, 21.0],
+                       "workload.activated_params_b": [3.6, 3.6], "config.max_num_seqs": [1, 1],
+                       "config.num_gpus": [1, 1], "hardware_json": [json.dumps(H100)] * 2})
+    f = serving_features(df)
+    expert_b = (21.0 - 3.6) / (32 - 4)
+    shared_b = 3.6 - 4 * expert_b
+    # one sequence reads its 4 experts at half a byte and the shared weights at two
+    assert np.exp2(f["log2_memory_ms"].iloc[0]) == pytest.approx((shared_b * 2 + 4 * expert_b * 0.5) * 1e9 / 3350e6)
+    # unknown routing: no split to make, every weight at the precision's bytes
+    assert np.exp2(f["log2_memory_ms"].iloc[1]) == pytest.approx(3.6e9 * 0.5 / 3350e6)
 
 
 def test_a_rows_own_model_shape_and_kv_cache_type_win_over_the_cards():

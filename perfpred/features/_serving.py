@@ -16,7 +16,9 @@ model touches all its weights. A mixture of experts with ``E`` routed experts, `
 families in ML.ENERGY's runs, ``MOE_ROUTING``) touches its shared weights plus each expert with
 probability 1 - (1 - k/E)^batch under uniform routing (Llama 4 Maverick, 128 experts and 1 per
 token, reads ~40% of its experts at 64 sequences; a bound of activated x batch would say all);
-a mixture with unknown routing is bounded by activated x batch, at most all.
+a mixture with unknown routing is bounded by activated x batch, at most all. A precision that
+quantises only the experts (``EXPERTS_ONLY_PRECISIONS``: gpt-oss ships MXFP4 experts and bf16
+attention, embeddings and router) reads the shared weights at 2 bytes each.
 ``log2_gpu_seconds_per_token`` (GPUs x step time / sequences) bounds the energy per token up
 to the power per GPU, and ``log2_num_gpus`` is the natural offset of total power.
 
@@ -27,7 +29,10 @@ parameter count. The layout comes from ``workload.num_layers`` / ``num_kv_heads`
 (or ``hidden_size`` / ``num_heads``) where a row has them, else from the model's config.json
 values for the families in ML.ENERGY's runs (``ATTENTION_CARDS``). It also adds what a step
 costs beyond any roofline: a fixed time per decoder layer (``LAYER_OVERHEAD_MS``), which
-dominates small batches on many GPUs.
+dominates small batches on many GPUs, and, where a mixture's experts are spread over GPUs
+(``config.expert_parallel`` > 1), the dispatch and combine of every layer that routes tokens
+(``EXPERT_PARALLEL_LAYER_MS`` per MoE layer; ``MOE_LAYER_CARDS`` for families that interleave
+dense and MoE layers).
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ SERVING_WORKLOAD_INPUTS = frozenset({
     "workload.experts_per_token", "workload.fps", "workload.head_dim", "workload.hidden_size",
     "workload.image_height", "workload.image_width", "workload.inference_steps", "workload.model",
     "workload.num_experts", "workload.num_frames", "workload.num_heads", "workload.num_kv_heads",
+    "workload.num_moe_layers",
     "workload.num_layers", "workload.output_tokens_mean", "workload.precision", "workload.prompt_tokens_mean",
     "workload.rate_rps", "workload.task", "workload.total_params_b", "workload.video_height",
     "workload.video_width",
@@ -100,6 +106,21 @@ DECODER_LAYERS = {"nemotron-nano-9b": 56, "nemotron-nano-12b": 62}
 # left to the learned model). The roofline alone put Llama 4 Scout's step on 8 GPUs at 3.8 ms; it
 # takes 20.
 LAYER_OVERHEAD_MS = 0.1
+# Decoder layers that route tokens to experts, for families where not every layer does (Llama 4
+# Maverick alternates dense and MoE layers, Scout routes in all 48); ``workload.num_moe_layers``
+# wins where a row has it, and elsewhere every decoder layer of a mixture routes.
+MOE_LAYER_CARDS = {"llama-4-maverick": 24}
+# What a decode step spends per MoE layer when expert parallelism spreads the experts over GPUs:
+# the all-to-all that sends each token to its experts' GPUs and the one that brings it back, a few
+# tens of microseconds each at decode's small messages, plus the wait for the busiest GPU. Chosen
+# on ML.ENERGY's H100 rows, so its leave-one-model-out score there is a little optimistic (p50
+# ITL 11.4% without it, 10.9 / 10.4 / 10.6 / 10.8% at 0.1 / 0.15 / 0.2 / 0.25 ms; 11.0% when each
+# held-out model's value is picked from 0-0.25 by a grouped 4-fold CV over the other models,
+# which picks 0.15 in 14 of 29). Without it Llama 4 Scout (every layer MoE, experts over 4-8 GPUs:
+# 20-24 ms a step at 8 sequences) was predicted like Maverick (every other layer: 11 ms).
+EXPERT_PARALLEL_LAYER_MS = 0.15
+# Precisions that quantise a mixture's experts only, the rest staying bf16 (gpt-oss's MXFP4).
+EXPERTS_ONLY_PRECISIONS = frozenset({"mxfp4"})
 # Bytes per cached element: vLLM's ``kv_cache_dtype`` and llama.cpp's ``-ctk`` names (its
 # quantised blocks carry a scale: q8_0 stores 32 values in 34 bytes). Without one, the cache
 # holds the activations' type: fp32 for an fp32 model, else 16 bits (fp8/int4 weights included).
@@ -136,18 +157,51 @@ def moe_routing(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return experts, per_token
 
 
+def _routed(total: np.ndarray, active: np.ndarray, experts: np.ndarray, per_token: np.ndarray) -> np.ndarray:
+    """Rows whose routing is known well enough to split the weights into shared and experts."""
+    return np.isfinite(experts) & np.isfinite(per_token) & (experts > per_token) & (per_token > 0) & (total > active)
+
+
+def shared_params(total: np.ndarray, active: np.ndarray, experts: np.ndarray, per_token: np.ndarray) -> np.ndarray:
+    """Parameters every token reads (attention, embeddings, router, shared experts): the active
+    ones less the ``per_token`` routed experts; NaN where the routing is unknown."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expert_size = (total - active) / (experts - per_token)
+        shared = np.maximum(active - per_token * expert_size, 0.0)
+    return np.where(_routed(total, active, experts, per_token), shared, np.nan)
+
+
 def touched_params(total: np.ndarray, active: np.ndarray, batch: np.ndarray, experts: np.ndarray,
                    per_token: np.ndarray) -> np.ndarray:
     """Parameters one decode step of ``batch`` sequences reads (see the module docstring)."""
     batch = np.where(np.isfinite(batch), batch, 1.0)
     bound = np.minimum(total, active * batch)
-    routed = np.isfinite(experts) & np.isfinite(per_token) & (experts > per_token) & (per_token > 0) & (total > active)
     with np.errstate(divide="ignore", invalid="ignore"):
         expert_size = (total - active) / (experts - per_token)
-        shared = np.maximum(active - per_token * expert_size, 0.0)
         hit = 1.0 - (1.0 - per_token / experts) ** batch
-        expected = shared + experts * expert_size * hit
-    return np.where(routed, np.minimum(expected, total), bound)
+        expected = shared_params(total, active, experts, per_token) + experts * expert_size * hit
+    return np.where(_routed(total, active, experts, per_token), np.minimum(expected, total), bound)
+
+
+def weight_bytes_read(touched: np.ndarray, shared: np.ndarray, weight_bytes: np.ndarray,
+                      precision: pd.Series) -> np.ndarray:
+    """Bytes of the ``touched`` weights: each at ``weight_bytes``, except that a precision of
+    ``EXPERTS_ONLY_PRECISIONS`` reads its ``shared`` weights at 2 bytes (where they are known)."""
+    experts_only = precision.isin(EXPERTS_ONLY_PRECISIONS).to_numpy() & np.isfinite(shared)
+    split = np.nan_to_num(shared) * 2.0 + (touched - np.nan_to_num(shared)) * weight_bytes
+    return np.where(experts_only, split, touched * weight_bytes)
+
+
+def moe_layers(df: pd.DataFrame, layers: np.ndarray, is_moe: np.ndarray) -> np.ndarray:
+    """Each row's decoder layers that route tokens to experts: ``workload.num_moe_layers`` where
+    set, else ``MOE_LAYER_CARDS``, else every decoder layer of a mixture and none of a dense model."""
+    routing = np.where(is_moe, layers, 0.0)
+    if "workload.model" in df:
+        names = df["workload.model"].astype(str).str.lower()
+        for pattern, n in MOE_LAYER_CARDS.items():
+            routing = np.where(names.str.contains(pattern, regex=False).to_numpy(), n, routing)
+    own = _num(df, "workload.num_moe_layers")
+    return np.where(np.isfinite(own), own, routing)
 
 
 def attention_layout(df: pd.DataFrame) -> tuple[np.ndarray, ...]:
@@ -272,8 +326,10 @@ def _serving_features(df: pd.DataFrame, d: _Deployment) -> pd.DataFrame:
     peak = np.exp2(hw["hw_log2_peak_gflops"].to_numpy())
     bw = np.exp2(hw["hw_log2_mem_bw_gbs"].to_numpy())
     # A decode step of a batch reads the weights its tokens touch (the module docstring).
-    touched = touched_params(total, active, batch, *moe_routing(df))
-    memory_ms = touched * weight_bytes / per_replica / (bw * 1e6)
+    experts, per_token = moe_routing(df)
+    touched = touched_params(total, active, batch, experts, per_token)
+    read = weight_bytes_read(touched, shared_params(total, active, experts, per_token), weight_bytes, d.precision)
+    memory_ms = read / per_replica / (bw * 1e6)
     compute_ms = 2.0 * active * batch / per_replica / (peak * 1e6)
     step_ms = np.maximum(memory_ms, compute_ms)
     feats["log2_memory_ms"] = _log2(memory_ms)
@@ -300,9 +356,11 @@ def serving_attention_features(df: pd.DataFrame) -> pd.DataFrame:
     - ``windowed_layer_fraction`` and ``log2_kv_tokens_per_seq`` (context each sequence can
       hold in the memory the weights leave);
     - ``log2_decoder_layers``, and ``log2_decode_step_ms``: the roofline plus
-      ``LAYER_OVERHEAD_MS`` a decoder layer, the offset ITL is learned relative to (leave one
-      model out on ML.ENERGY, p50 ITL: 12.7% over the roofline, 11.6% over this; 11.5-12.3% with
-      0.05-0.2 ms a layer), and ``log2_decode_gpu_seconds_per_token`` (GPUs x that step /
+      ``LAYER_OVERHEAD_MS`` a decoder layer and, under expert parallelism,
+      ``EXPERT_PARALLEL_LAYER_MS`` a layer that routes tokens: the offset ITL is learned
+      relative to (leave one model out on ML.ENERGY, p50 ITL: 12.7% over the roofline, 11.6%
+      over the roofline and layers, 11.4% with gpt-oss's bf16 shared weights, 10.4% with the
+      expert-parallel cost), and ``log2_decode_gpu_seconds_per_token`` (GPUs x that step /
       sequences).
     """
     d = _deployment(df)
@@ -318,7 +376,10 @@ def serving_attention_features(df: pd.DataFrame) -> pd.DataFrame:
     feats["log2_kv_read_ms_per_1k_tokens"] = _log2(batch * per_token * 1024 / bw_bytes_per_ms)
     feats["log2_windowed_kv_read_ms"] = _log2(batch * windowed * per_layer_token * window / bw_bytes_per_ms)
     layers = decoder_layers(df, full + windowed)
-    step_ms = np.exp2(feats["log2_roofline_ms"].to_numpy()) + layers * LAYER_OVERHEAD_MS
+    routing_layers = moe_layers(df, layers, d.active_params < d.total_params)
+    expert_parallel = np.nan_to_num(_num(df, "config.expert_parallel", 1.0), nan=1.0) > 1
+    step_ms = (np.exp2(feats["log2_roofline_ms"].to_numpy()) + layers * LAYER_OVERHEAD_MS
+               + np.where(expert_parallel, routing_layers * EXPERT_PARALLEL_LAYER_MS, 0.0))
     feats["log2_decoder_layers"] = _log2(layers)
     feats["log2_decode_step_ms"] = _log2(step_ms)
     feats["log2_decode_gpu_seconds_per_token"] = _log2(d.gpus * step_ms / 1e3 / d.seqs)
