@@ -73,7 +73,8 @@ def history_configs(result, names) -> list[dict]:
      ({"budget": 4, "local_fraction": 1.5}, "0 <= local_fraction <= 1"),
      ({"budget": 4, "acquisition": "ucb"}, "acquisition in"),
      ({"budget": 4, "local_from": "worst"}, "local_from in"),
-     ({"budget": 4, "prior_picks": "mixed"}, "prior_picks in")],
+     ({"budget": 4, "prior_picks": "mixed"}, "prior_picks in"),
+     ({"budget": 4, "flag_flip_rounds": -1}, "flag_flip_rounds >= 0")],
 )
 def test_bad_settings_give_one_line_errors(kwargs: dict, fragment: str) -> None:
     with pytest.raises(InvalidInputError, match=fragment) as excinfo:
@@ -495,6 +496,47 @@ def test_surprise_local_picks_start_from_the_config_that_beat_its_prior_most() -
     assert (codes[by_surprise[0]] != codes[underrated]).sum() == 1
     both = tuner._local_picks(score, m_idx, m_y, m_ok, 2, prior_log)
     assert both[0] == by_surprise[0] and (codes[both[1]] != codes[fast]).sum() == 1
+
+
+FLAGGED = {**PARAMS, "shared": [0, 1]}
+
+
+def test_flag_flips_change_one_binary_parameter_of_the_priors_favourites_first() -> None:
+    tuner = Tuner(SearchSpace(dict(FLAGGED)), SyntheticHardware(), TuneSettings(budget=8, ensemble=2))
+    codes, names = tuner.codes, list(tuner.candidates.columns)
+    shared = names.index("shared")
+    m_idx = np.array([10, 300])
+    prior_log = np.zeros(len(codes))
+    prior_log[10] = 1.0  # the prior ranks config 300 first
+    score = np.arange(len(codes), dtype=float)
+    score[m_idx] = np.inf
+    picks = tuner._flag_flip_picks(score, m_idx, prior_log, 2)
+    assert len(picks) == 2
+    for pick, start in zip(picks, (300, 10), strict=True):
+        differs = np.flatnonzero(codes[pick] != codes[start])
+        assert list(differs) == [shared]  # only the binary parameter moved
+    # a space without a binary parameter has no flips to offer
+    plain = Tuner(SearchSpace(dict(PARAMS)), SyntheticHardware(), TuneSettings(budget=8, ensemble=2))
+    assert plain._flag_flip_picks(np.zeros(len(plain.codes)), np.array([0]), np.zeros(len(plain.codes)), 1) == []
+
+
+def test_flag_flip_rounds_measure_the_flip_of_a_favourite_that_ran_slow() -> None:
+    # The prior prefers shared=0 everywhere; on this hardware shared=0 runs 3x slower, so the
+    # optimum is the prior's favourite with the flag flipped.
+    def here_ms(frame):
+        return bowl_ms(frame) * np.where(np.asarray(frame["shared"]) == 1, 1.0, 3.0)
+
+    def prior(frame):
+        return bowl_ms(frame) * np.where(np.asarray(frame["shared"]) == 1, 1.3, 1.0)
+
+    optimum = {"x": 5, "y": 2, "z": 4, "shared": 1}
+    settings = TuneSettings(budget=8, batch_size=4, ensemble=2, flag_flip_rounds=1, seed=0)
+    result = Tuner(SearchSpace(dict(FLAGGED)), SyntheticHardware(runtime=here_ms), settings, prior=prior).run()
+    configs = history_configs(result, list(FLAGGED))
+    rounds = result.history["iteration"].tolist()
+    # the first batch (history round 1) holds the favourite; the next one holds its flip
+    assert {"x": 5, "y": 2, "z": 4, "shared": 0} in [c for c, it in zip(configs, rounds, strict=True) if it == 1]
+    assert optimum in [c for c, it in zip(configs, rounds, strict=True) if it == 2]
 
 
 def test_prior_source_weights_favour_the_source_that_orders_configs_right() -> None:

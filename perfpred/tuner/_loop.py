@@ -95,6 +95,9 @@ class TuneSettings:
             picks) on all four spaces where it was lowest, 20 seeds: convolution/A100 0.37 ->
             0.45, gemm/RTX_3090 0.80 -> 0.86, convolution/W6600 0.92 -> 0.94, dedispersion/W6600
             0.64 -> 0.65; ``best`` lowered convolution/A100 to 0.21 (half a batch: 0.14).
+        flag_flip_rounds: with a prior, in the first this many model-guided rounds the local picks
+            are first the configs one binary parameter away from the measured configs the prior
+            ranks best (``Tuner._flag_flip_picks``). 0 (default): off.
         prior_picks: with priors from several sources, how the model-guided picks of a batch use
             them (``lcb`` acquisition). ``blend`` ranks every candidate once, on top of the sources' predictions
             averaged in log space by their weights (``Tuner.source_weights``). ``per-source``
@@ -150,6 +153,7 @@ class TuneSettings:
     calibration_picks: int = 2
     local_fraction: float = 0.25
     local_from: str = "surprise"
+    flag_flip_rounds: int = 0
     prior_picks: str = "per-source"
     acquisition: str = "lcb"
     surrogate: str | None = None
@@ -188,6 +192,7 @@ class TuneSettings:
                   ("min_hamming", self.min_hamming >= 1, ">= 1"),
                   ("early_stop_patience", self.early_stop_patience >= 1, ">= 1"),
                   ("calibration_picks", self.calibration_picks >= 0, ">= 0"),
+                  ("flag_flip_rounds", self.flag_flip_rounds >= 0, ">= 0"),
                   ("pool_size", self.pool_size >= 1, ">= 1"), ("inner_trials", self.inner_trials >= 1, ">= 1"),
                   ("inner_keep", self.inner_keep >= 1, ">= 1")]
         if self.n_initial is not None:
@@ -500,6 +505,31 @@ class Tuner(PredictorFirstLoop):
                     break  # one pick per incumbent, so a batch does not crowd one config
         return picks
 
+    def _flag_flip_picks(self, score: np.ndarray, m_idx: np.ndarray, prior_log: np.ndarray, n: int) -> list[int]:
+        """Up to ``n`` unmeasured configs that differ from a measured one in one binary parameter
+        only, starting from the measured configs the prior ranks best (the best-scoring flip of each).
+
+        Hardware generations disagree most on implementation switches (cache a tile in shared
+        memory or not, read-only loads, strided access): the RTX 3090's optimum is the Turing
+        recordings' favourite with ``SA`` = 1, which both rank 1.2x slower there. Once the
+        favourite has run slow, the surrogate marks its whole neighbourhood slow, the flip included;
+        measuring the flip directly takes one evaluation.
+        """
+        binary = np.array([len(np.unique(self.codes[:, j])) == 2 for j in range(self.codes.shape[1])])
+        if not binary.any():
+            return []
+        picks: list[int] = []
+        for j in np.argsort(prior_log[m_idx], kind="stable"):
+            differs = self.codes != self.codes[m_idx[j]]
+            near = np.flatnonzero((differs.sum(axis=1) == 1) & differs[:, binary].any(axis=1) & (score < 1e5))
+            for i in near[np.argsort(score[near], kind="stable")]:
+                if int(i) not in picks:
+                    picks.append(int(i))
+                    break
+            if len(picks) == n:
+                break
+        return picks
+
     def _per_source_picks(self, fitted: Any, weights: np.ndarray, blend_score: np.ndarray, penalty: np.ndarray,
                           n: int, iteration: int) -> tuple[list[int], dict[int, float]]:
         """``n`` picks shared out among the prior's sources by weight (``TuneSettings.prior_picks``).
@@ -617,6 +647,9 @@ class Tuner(PredictorFirstLoop):
         predicted_log: dict[int, float] = {}
         surprise = prior_log if (prior_log is not None and s.local_from == "surprise") else None
         local = self._local_picks(score, m_idx, m_y, m_ok, n_local, surprise) if n_local else []
+        if prior_log is not None and n_local and iteration <= s.flag_flip_rounds:
+            flips = self._flag_flip_picks(score, m_idx, prior_log, n_local)
+            local = (flips + [i for i in local if i not in flips])[:n_local]
         penalty[local] = score[local] = np.inf
         if s.acquisition == "thompson":
             picks = local + thompson_top(fit.members_log, penalty, k - len(local), self.codes, s.min_hamming)
