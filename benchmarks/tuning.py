@@ -83,7 +83,10 @@ SETTING_VARIANTS = {"perfpred-transfer-nocal": {"calibration_picks": 0},
                     "perfpred-transfer-blend": {"surrogate": "blend"}, "perfpred-cold-blend": {"surrogate": "blend"},
                     "perfpred-transfer-batch2": {"batch_size": 2},
                     "perfpred-transfer-blend-picks": {"prior_picks": "blend"},
+                    # The flag flips are the default since Dec 6 (tuning_20seeds_flips.json ran them as
+                    # this variant); -noflips is the tuner before them.
                     "perfpred-transfer-flips": {"flag_flip_rounds": 2},
+                    "perfpred-transfer-noflips": {"flag_flip_rounds": 0},
                     # Every member on every column, as the derived-feature runs before Dec 6 had it.
                     "perfpred-transfer-derived": {"member_views": "all"},
                     "perfpred-cold-derived": {"member_views": "all"}}
