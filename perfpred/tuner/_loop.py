@@ -101,7 +101,8 @@ class TuneSettings:
             recorded spaces (20 seeds, against the same seeds without it;
             ``tuning_20seeds_flips.json``) RTX 3090 GEMM P 0.857 -> 0.987 (1.116 -> 1.007x the
             optimum at 16 evaluations), UCI SGEMM 0.645 -> 0.682, convolution/A100 0.526 -> 0.379
-            (+- 0.094: the flips take the surprise-led local pick that helps there), the others
+            (+- 0.094; 0.437 -> 0.332 +- 0.051 over 50 seeds: the flips take the surprise-led
+            local pick that helps there), the others
             within 0.015; mean P 0.872 -> 0.875, mean best/optimum at 16 1.122 -> 1.101. As a pick
             of its own beside the local pick instead (scratch), UCI SGEMM fell to 0.554 and
             convolution/A100 rose only to 0.431.
