@@ -103,8 +103,10 @@ class TuneSettings:
             optimum at 16 evaluations), UCI SGEMM 0.645 -> 0.682, convolution/A100 0.526 -> 0.379
             (+- 0.094; 0.437 -> 0.332 +- 0.051 over 50 seeds: the flips take the surprise-led
             local pick that helps there), the others within 0.015; mean P 0.872 -> 0.875, mean
-            best/optimum at 16 1.122 -> 1.101. As a pick of its own beside the local pick instead
-            (scratch), UCI SGEMM fell to 0.554 and convolution/A100 rose only to 0.431.
+            best/optimum at 16 1.122 -> 1.101; over 50 seeds on the 11 spaces besides UCI SGEMM
+            (``tuning_50seeds_flips.json``) 0.881 -> 0.883, every GEMM space <= 1.017 at 16. As a
+            pick of its own beside the local pick instead (scratch), UCI SGEMM fell to 0.554 and
+            convolution/A100 rose only to 0.431.
         prior_picks: with priors from several sources, how the model-guided picks of a batch use
             them (``lcb`` acquisition). ``blend`` ranks every candidate once, on top of the sources' predictions
             averaged in log space by their weights (``Tuner.source_weights``). ``per-source``
