@@ -24,6 +24,9 @@ Strategies, all on the same replayed spaces and seeds:
 - perfpred-transfer-batch2: 2 configs measured a round instead of 4;
 - perfpred-transfer-blend-picks: every pick ranked on the sources' blended prediction, none on
   a source's own (``TuneSettings.prior_picks="blend"``; the default until 2026-12-06);
+- perfpred-transfer-flips / -noflips / -flips1: the one-binary-parameter flips of the prior's
+  favourites in the first 2 model-guided rounds (the default since 2026-12-06), in none, or in
+  the first only (tried, not adopted: tuning_20seeds_flips1.json);
 - random (executed), optuna-tpe, optuna-gp (directly on the replay, no predictor);
 - autotvm: AutoTVM's XGBTuner recipe (rank model + simulated annealing, 64-config plans);
 - kt-<strategy>: Kernel Tuner 1.5 in simulation_mode on the same cache file.
@@ -87,6 +90,7 @@ SETTING_VARIANTS = {"perfpred-transfer-nocal": {"calibration_picks": 0},
                     # this variant); -noflips is the tuner before them.
                     "perfpred-transfer-flips": {"flag_flip_rounds": 2},
                     "perfpred-transfer-noflips": {"flag_flip_rounds": 0},
+                    "perfpred-transfer-flips1": {"flag_flip_rounds": 1},
                     # Every member on every column, as the derived-feature runs before Dec 6 had it.
                     "perfpred-transfer-derived": {"member_views": "all"},
                     "perfpred-cold-derived": {"member_views": "all"}}

@@ -106,7 +106,11 @@ class TuneSettings:
             best/optimum at 16 1.122 -> 1.101; over 50 seeds on the 11 spaces besides UCI SGEMM
             (``tuning_50seeds_flips.json``) 0.881 -> 0.883, every GEMM space <= 1.017 at 16. As a
             pick of its own beside the local pick instead (scratch), UCI SGEMM fell to 0.554 and
-            convolution/A100 rose only to 0.431.
+            convolution/A100 rose only to 0.431; in the first round only (1), convolution/A100
+            fell further, to 0.301 (RTX 3090 0.988; ``tuning_20seeds_flips1.json``). There the
+            prior's favourite with shared memory switched on runs 2.15x the optimum, so the flip
+            tells the surrogate that shared memory is slow, while every config within 1.2x of
+            the optimum uses it, most with 1x3 tiles (the favourite's are 2x4).
         prior_picks: with priors from several sources, how the model-guided picks of a batch use
             them (``lcb`` acquisition). ``blend`` ranks every candidate once, on top of the sources' predictions
             averaged in log space by their weights (``Tuner.source_weights``). ``per-source``
