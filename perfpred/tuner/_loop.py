@@ -95,22 +95,21 @@ class TuneSettings:
             picks) on all four spaces where it was lowest, 20 seeds: convolution/A100 0.37 ->
             0.45, gemm/RTX_3090 0.80 -> 0.86, convolution/W6600 0.92 -> 0.94, dedispersion/W6600
             0.64 -> 0.65; ``best`` lowered convolution/A100 to 0.21 (half a batch: 0.14).
-        flag_flip_rounds: with a prior, in the first this many model-guided rounds the local picks
-            are first the configs one binary parameter away from the measured configs the prior
-            ranks best (``Tuner._flag_flip_picks``); 0: off. Default 2 since Dec 6: on the 12
-            recorded spaces (20 seeds, against the same seeds without it;
-            ``tuning_20seeds_flips.json``) RTX 3090 GEMM P 0.857 -> 0.987 (1.116 -> 1.007x the
-            optimum at 16 evaluations), UCI SGEMM 0.645 -> 0.682, convolution/A100 0.526 -> 0.379
-            (+- 0.094; 0.437 -> 0.332 +- 0.051 over 50 seeds: the flips take the surprise-led
-            local pick that helps there), the others within 0.015; mean P 0.872 -> 0.875, mean
-            best/optimum at 16 1.122 -> 1.101; over 50 seeds on the 11 spaces besides UCI SGEMM
-            (``tuning_50seeds_flips.json``) 0.881 -> 0.883, every GEMM space <= 1.017 at 16. As a
-            pick of its own beside the local pick instead (scratch), UCI SGEMM fell to 0.554 and
-            convolution/A100 rose only to 0.431; in the first round only (1), convolution/A100
-            fell further, to 0.301 (RTX 3090 0.988; ``tuning_20seeds_flips1.json``). There the
-            prior's favourite with shared memory switched on runs 2.15x the optimum, so the flip
-            tells the surrogate that shared memory is slow, while every config within 1.2x of
-            the optimum uses it, most with 1x3 tiles (the favourite's are 2x4).
+        flag_flip_rounds: with a prior, in the first this many model-guided rounds the local picks are
+            first the configs one binary parameter away from the measured configs the prior ranks best
+            (``Tuner._flag_flip_picks``); 0: off. Default 2 since Dec 6: on the 12 recorded spaces (20 seeds,
+            against the same seeds without it; ``tuning_20seeds_flips.json``) RTX 3090 GEMM P 0.857 -> 0.987
+            (1.116 -> 1.007x the optimum at 16 evaluations), UCI SGEMM 0.645 -> 0.682, convolution/A100 0.526
+            -> 0.379 (+- 0.094; 0.437 -> 0.332 +- 0.051 over 50 seeds: see below), the others within 0.015;
+            mean P 0.872 -> 0.875, mean best/optimum at 16 1.122 -> 1.101; over 50 seeds on the 11 spaces
+            besides UCI SGEMM (``tuning_50seeds_flips.json``) 0.881 -> 0.883, every GEMM space <= 1.017 at 16;
+            all 12 at 50 seeds 0.860 -> 0.861 (UCI SGEMM 0.621 -> 0.623; ``tuning_50seeds_flips_uci.json``).
+            As a pick of its own beside the local pick instead (scratch), UCI SGEMM fell to 0.554 and
+            convolution/A100 rose only to 0.431; in the first round only (1), convolution/A100 fell further,
+            to 0.301 (RTX 3090 0.988; ``tuning_20seeds_flips1.json``). There the prior's favourite with shared
+            memory switched on runs 2.15x the optimum, so the flip tells the surrogate that shared memory is
+            slow, while every config within 1.2x of the optimum uses it, most with 1x3 tiles (the favourite's
+            are 2x4).
         prior_picks: with priors from several sources, how the model-guided picks of a batch use
             them (``lcb`` acquisition). ``blend`` ranks every candidate once, on top of the sources' predictions
             averaged in log space by their weights (``Tuner.source_weights``). ``per-source``
