@@ -365,6 +365,27 @@ def test_training_without_a_split_named_holds_out_workloads_where_there_are_seve
     assert result.split == "random" and result.holdout["mape_pct"] < 10
 
 
+def test_kernel_rows_train_deep_trees_by_default_which_follow_a_spaces_steps():
+    from perfpred.models import default_regressor, train_model
+
+    assert (default_regressor("kernel"), default_regressor("kernel-occupancy")) == ("deep-trees", "deep-trees")
+    assert (default_regressor("gemm"), default_regressor("serving-attention")) == ("xgb", "xgb")
+    # A tuning space with a cliff: past 256 values a thread the tile spills registers (8x slower).
+    grid = pd.MultiIndex.from_product([[8, 16, 32, 64, 128, 256], [1, 2, 3, 4, 6, 8], [1, 2, 4, 8], [1, 2, 4]],
+                                      names=["block", "tile", "unroll", "vec"]).to_frame(index=False)
+    spill = grid["tile"] * grid["vec"] * grid["unroll"] > 24
+    runtime = (1 + 16 / grid["block"]) * (1 + 1 / grid["tile"]) * np.where(spill, 8.0, 1.0)
+    rng = np.random.default_rng(0)
+    kernel = pd.DataFrame({"kind": "kernel", "status": "ok", "hardware_id": "gpu-x", "workload.kernel_name": "k",
+                           "workload.problem_size_x": 4096,
+                           **{f"config.{c}": grid[c] for c in grid.columns},
+                           "runtime_ms": runtime * np.exp(rng.normal(0, 0.01, len(grid)))})
+    default = train_model(kernel, kind="kernel", split=None, log_to_mlflow=False)
+    shallow = train_model(kernel, kind="kernel", regressor="xgb", split=None, log_to_mlflow=False)
+    assert default.model.regressor == "deep-trees"
+    assert default.holdout["mape_pct"] < 0.7 * shallow.holdout["mape_pct"], (default.holdout, shallow.holdout)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [({"split": "hardware"}, "leave_one_group_out"), ({"split": "bogus"}, "bogus"),
