@@ -444,7 +444,7 @@ def train(
 def evaluate(
     store: Annotated[Path, typer.Option(help="Measurement store to evaluate on.", callback=resolve_store)] = DEFAULT_STORE,
     kind: Annotated[str, typer.Option(help="Which measurements and features: gemm, kernel, serving, or a variant that reads the same rows (gemm-gpu, kernel-occupancy, serving-attention).")] = "gemm",
-    models: Annotated[str, typer.Option(help="Comma-separated regressors to compare.")] = "xgb,rf,roofline",
+    models: Annotated[str | None, typer.Option(help="Comma-separated regressors to compare. Default: xgb,rf,roofline; for kernel kinds deep-trees,xgb,rf (a kernel's rows have no FLOP count for a roofline).")] = None,
     split: Annotated[str | None, typer.Option(help="random, shape (unseen workloads: GEMM shapes M,N,K; serving rows' models; kernels' problem sizes) or hardware (leave one hardware id out). Default: shape where the rows hold more than one workload, else random.")] = None,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; metrics are averaged over them.")] = "0,1,2",
     target: Annotated[str, typer.Option(help="Column to predict.")] = "runtime_ms",
@@ -452,9 +452,11 @@ def evaluate(
 ) -> None:
     """Compare regressors on held-out data (MAPE, median/p90 APE, R² log/linear, Spearman)."""
     from perfpred.datasets import MeasurementStore
-    from perfpred.models import PerformanceModel, evaluate_models, training_frame
+    from perfpred.models import PerformanceModel, default_regressor, evaluate_models, training_frame
 
     rows = training_frame(MeasurementStore(store).load(), kind=kind, target=target)
+    if models is None:
+        models = "xgb,rf,roofline" if default_regressor(kind) == "xgb" else f"{default_regressor(kind)},xgb,rf"
     names = parse_list(models, "models")
     estimators = {n: PerformanceModel(kind=kind, regressor=n, target=target) for n in names}
     for est in estimators.values():

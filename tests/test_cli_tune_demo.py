@@ -55,12 +55,28 @@ def test_tune_replay_with_transfer_prior_and_random_comparison(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def a6000_convolution_model(tmp_path_factory):
-    """A runtime model of the A6000's convolution space, trained and registered through the CLI."""
+def a6000_convolution_store(tmp_path_factory):
+    """The A6000's recorded convolution space, imported through the CLI."""
     store = tmp_path_factory.mktemp("a6000") / "store"
     invoke("import", "kernel-tuner", str(datasets_dir() / CONV.format("A6000")), "--into", str(store))
-    invoke("train", "--store", str(store), "--kind", "kernel", "--split", "random", "--name", "conv-a6000")
+    return store
+
+
+@pytest.fixture(scope="module")
+def a6000_convolution_model(a6000_convolution_store):
+    """A runtime model of the A6000's convolution space, trained and registered through the CLI."""
+    invoke("train", "--store", str(a6000_convolution_store), "--kind", "kernel", "--split", "random",
+           "--name", "conv-a6000")
     return "conv-a6000"
+
+
+def test_evaluate_on_a_tuning_space_compares_deep_trees_with_xgb_and_rf(a6000_convolution_store, tmp_path):
+    output = tmp_path / "eval.json"
+    invoke("evaluate", "--store", str(a6000_convolution_store), "--kind", "kernel", "--split", "random",
+           "--seeds", "0", "--output", str(output))
+    mape = {name: res["mean"]["mape_pct"] for name, res in json.loads(output.read_text()).items()}
+    assert set(mape) == {"deep-trees", "xgb", "rf"}  # no roofline: a kernel's rows have no FLOP count
+    assert mape["deep-trees"] < 0.5 * mape["xgb"], mape  # the learner perfpred train uses on kernel rows
 
 
 def test_tune_starts_from_a_model_trained_on_other_hardware(tmp_path, a6000_convolution_model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import ClassVar
 
 import numpy as np
@@ -244,6 +245,9 @@ def test_metrics_on_hand_cases():
     assert spearman(t, t[::-1]) == pytest.approx(-1.0)
     assert r2_linear(t, np.full(4, t.mean())) == pytest.approx(0.0)
     assert np.isnan(spearman([1.0], [1.0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a constant prediction ranks nothing: NaN, not a SciPy warning
+        assert np.isnan(spearman([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]))
 
 
 def test_regression_report_has_the_standard_set():

@@ -51,8 +51,8 @@ def r2_linear(y_true, y_pred) -> float:
 
 def spearman(y_true, y_pred) -> float:
     t, p = _check(y_true, y_pred)
-    if len(t) < 2:
-        return float("nan")
+    if len(t) < 2 or np.all(p == p[0]) or np.all(t == t[0]):
+        return float("nan")  # a constant ranks nothing (e.g. a roofline of rows without FLOPs)
     return float(spearmanr(t, p).statistic)
 
 
