@@ -557,8 +557,14 @@ def _print_predictions(configs: list[dict[str, Any]], pred: Any, band: Any, outp
     if output:
         out.to_csv(output, index=False)
         console.print(f"wrote {len(out)} predictions to {output}")
-    else:
-        console.print(out.to_string(index=False))
+        return
+    cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in out.itertuples(index=False)]
+    table = Table()
+    for j, c in enumerate(out.columns):  # on a narrow terminal the names fold; no value is cut
+        table.add_column(str(c).split(".", 1)[-1], overflow="fold", min_width=max((len(r[j]) for r in cells), default=1))
+    for row in cells:
+        table.add_row(*row)
+    console.print(table)
 
 
 def _predict_kernel_configs(est: Any, model: str, configs: list[dict[str, Any]], hardware_id: str | None,

@@ -261,6 +261,10 @@ def test_predict_a_csv(trained_name, tmp_path):
     assert list(pred.columns[:4]) == ["m", "n", "k", "dtype"]
     assert (pred["predicted_runtime_ms"] > 0).all()
     assert pred["predicted_runtime_ms"].iloc[2] > pred["predicted_runtime_ms"].iloc[0]
+    # Without --output: a table of the same rows, each prediction whole (4 significant digits).
+    lines = invoke("predict", "--model", trained_name, "--input", str(configs)).output.splitlines()
+    for row in pred.itertuples(index=False):
+        assert any(f" {row.m} " in line and f" {row.predicted_runtime_ms:.4g} " in line for line in lines), lines
 
 
 def test_predict_with_an_interval(collected):
