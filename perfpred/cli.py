@@ -44,6 +44,15 @@ def resolve_store(store: Path) -> Path:
     return store
 
 
+def _store_argument(path: Path, store: Path | None) -> Path:
+    """``perfpred dataset``'s store: the PATH argument, or ``--store`` as the other commands take it."""
+    if store is None:
+        return path
+    if path != DEFAULT_STORE and path != store:
+        raise InvalidInputError(f"give the store once, as PATH or as --store, but got PATH={path} and --store={store}")
+    return store
+
+
 # ---------------------------------------------------------------------------- parsing helpers
 def parse_range(text: str, name: str) -> tuple[int, int]:
     """'16:4096' -> (16, 4096)."""
@@ -363,11 +372,12 @@ def export_(
 def dataset_info(
     path: Annotated[Path, typer.Argument(help="Measurement store folder.", callback=resolve_store)] = DEFAULT_STORE,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    store: Annotated[Path | None, typer.Option(help="The store, named as the other commands name it (instead of PATH).")] = None,
 ) -> None:
     """Summarise a store: rows, kinds, statuses, hardware ids, sources, columns, size on disk (bytes)."""
     from perfpred.datasets import MeasurementStore
 
-    info = MeasurementStore(path).info()
+    info = MeasurementStore(_store_argument(path, store)).info()
     if as_json:
         console.print_json(json.dumps(info, default=str))
         return
@@ -381,10 +391,12 @@ def dataset_ls(
     status: Annotated[str | None, typer.Option(help="Only this status (ok, oom, ...).")] = None,
     limit: Annotated[int, typer.Option(help="Rows shown (the slowest first with --sort runtime_ms).")] = 20,
     sort: Annotated[str, typer.Option(help="Column to sort by, descending.")] = "timestamp",
+    store: Annotated[Path | None, typer.Option(help="The store, named as the other commands name it (instead of PATH).")] = None,
 ) -> None:
     """List measurements: workload, config, runtime (ms), spread and status."""
     from perfpred.datasets import MeasurementStore
 
+    path = _store_argument(path, store)
     df = MeasurementStore(path).load(kind=kind, status=status)
     if df.empty:
         console.print("no measurements match")

@@ -324,6 +324,16 @@ def test_collect_refuses_bad_input_in_one_line_before_creating_anything(monkeypa
     assert not store.exists()
 
 
+def test_dataset_commands_take_the_store_as_the_others_do(monkeypatch, capsys, collected, tmp_path):
+    as_option = json.loads(invoke("dataset", "info", "--store", str(collected), "--json").stdout)
+    assert as_option == json.loads(invoke("dataset", "info", str(collected), "--json").stdout)
+    assert as_option["rows"] == N_TINY
+    listed = invoke("dataset", "ls", "--store", str(collected), "--limit", "3").output
+    assert listed == invoke("dataset", "ls", str(collected), "--limit", "3").output
+    code, out, err = run_main(monkeypatch, capsys, "dataset", "info", str(tmp_path), "--store", str(collected))
+    assert_one_line_error(code, out, err, "once", "--store")
+
+
 def test_dataset_info_on_a_non_store_folder(monkeypatch, capsys, tmp_path):
     code, out, err = run_main(monkeypatch, capsys, "dataset", "info", str(tmp_path))
     assert_one_line_error(code, out, err, "no Measurement store", str(tmp_path))
