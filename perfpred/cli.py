@@ -468,7 +468,8 @@ def evaluate(
 
     rows = training_frame(MeasurementStore(store).load(), kind=kind, target=target)
     if models is None:
-        models = "xgb,rf,roofline" if default_regressor(kind) == "xgb" else f"{default_regressor(kind)},xgb,rf"
+        first = default_regressor(kind)
+        models = "xgb,rf,roofline" if first == "xgb" else f"{first},xgb,rf"
     names = parse_list(models, "models")
     estimators = {n: PerformanceModel(kind=kind, regressor=n, target=target) for n in names}
     for est in estimators.values():

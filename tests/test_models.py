@@ -374,7 +374,7 @@ def test_kernel_rows_train_deep_trees_by_default_which_follow_a_spaces_steps():
 
     assert (default_regressor("kernel"), default_regressor("kernel-occupancy")) == ("deep-trees", "deep-trees")
     assert (default_regressor("gemm"), default_regressor("serving-attention")) == ("xgb", "xgb")
-    # A tuning space with a cliff: past 256 values a thread the tile spills registers (8x slower).
+    # A tuning space with a cliff: past 24 values a thread (tile x vector x unroll) it spills registers, 8x slower.
     grid = pd.MultiIndex.from_product([[8, 16, 32, 64, 128, 256], [1, 2, 3, 4, 6, 8], [1, 2, 4, 8], [1, 2, 4]],
                                       names=["block", "tile", "unroll", "vec"]).to_frame(index=False)
     spill = grid["tile"] * grid["vec"] * grid["unroll"] > 24
