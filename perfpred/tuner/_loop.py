@@ -507,15 +507,24 @@ class Tuner(PredictorFirstLoop):
         key = m_y if prior_log is None else m_y - prior_log[m_idx]
         order = np.argsort(np.where(m_ok, key, np.inf), kind="stable")
         for j in order[: int(m_ok.sum())]:
-            near = np.flatnonzero(((self.codes != self.codes[m_idx[j]]).sum(axis=1) == 1) & np.isfinite(score))
-            near = near[np.argsort(score[near], kind="stable")]
-            for i in near:
-                if int(i) not in picks and score[i] < 1e5:  # not a predicted failure
+            for i in self._one_step_from(int(m_idx[j]), score):
+                if int(i) not in picks:
                     picks.append(int(i))
                     if len(picks) == n:
                         return picks
                     break  # one pick per incumbent, so a batch does not crowd one config
         return picks
+
+    def _one_step_from(self, row: int, score: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+        """Candidates one parameter away from candidate ``row`` (a parameter among ``columns``, a
+        boolean mask, when given), best ``score`` first; measured configs (score inf) and predicted
+        failures (the 1e6 penalty) left out."""
+        differs = self.codes != self.codes[row]
+        near = differs.sum(axis=1) == 1
+        if columns is not None:
+            near &= differs[:, columns].any(axis=1)
+        near = np.flatnonzero(near & (score < 1e5))
+        return near[np.argsort(score[near], kind="stable")]
 
     def _flag_flip_picks(self, score: np.ndarray, m_idx: np.ndarray, prior_log: np.ndarray, n: int) -> list[int]:
         """Up to ``n`` unmeasured configs that differ from a measured one in one binary parameter
@@ -532,9 +541,7 @@ class Tuner(PredictorFirstLoop):
             return []
         picks: list[int] = []
         for j in np.argsort(prior_log[m_idx], kind="stable"):
-            differs = self.codes != self.codes[m_idx[j]]
-            near = np.flatnonzero((differs.sum(axis=1) == 1) & differs[:, binary].any(axis=1) & (score < 1e5))
-            for i in near[np.argsort(score[near], kind="stable")]:
+            for i in self._one_step_from(int(m_idx[j]), score, binary):
                 if int(i) not in picks:
                     picks.append(int(i))
                     break
