@@ -413,6 +413,35 @@ def dataset_ls(
 
 
 # ---------------------------------------------------------------------------- train / evaluate / predict
+def _select_hardware(df, hardware: str | None):
+    """The rows of one hardware id (``--hardware``), or all rows."""
+    if hardware is None:
+        return df
+    ids = sorted(df["hardware_id"].dropna().astype(str).unique()) if "hardware_id" in df else []
+    if hardware not in ids:
+        raise InvalidInputError(f"--hardware must name a hardware id of the store, but got {hardware!r} "
+                                f"(it has: {', '.join(ids[:8]) or 'none'})")
+    return df[df["hardware_id"].astype(str) == hardware]
+
+
+def _reference_rows(reference: Path | None, kind: str, target: str, trained_on: list[str]):
+    """``--reference``: the rows of OTHER hardware in that store, whose time for each config becomes a
+    feature; the trained hardware's own rows there are left out (one store often holds every GPU)."""
+    if reference is None:
+        return None
+    from perfpred.datasets import MeasurementStore
+    from perfpred.models import training_frame
+
+    ref = training_frame(MeasurementStore(reference).load(), kind=kind, target=target)
+    same = ref["hardware_id"].astype(str).isin(trained_on)
+    if same.all():
+        raise InvalidInputError(f"--reference must hold rows of hardware other than the training rows', but "
+                                f"{reference} has only {', '.join(trained_on)}")
+    if same.any():
+        err_console.print(f"--reference: leaving out its {int(same.sum())} rows of the hardware trained on")
+    return ref[~same]
+
+
 @app.command()
 def train(
     store: Annotated[Path, typer.Option(help="Measurement store to train on.", callback=resolve_store)] = DEFAULT_STORE,
@@ -424,16 +453,19 @@ def train(
     name: Annotated[str | None, typer.Option(help="Register the model in MLflow under this name.")] = None,
     max_ref_drift: Annotated[float | None, typer.Option(help="Drop rows whose reference GEMM time drifted by more than this fraction (noisy periods).")] = None,
     reuse_measured: Annotated[bool, typer.Option(help="Where a row's hardware and features equal training rows' (e.g. a GEMM shape another LLM's profile holds), predict their measured median.")] = False,
+    hardware: Annotated[str | None, typer.Option(help="Train on this hardware id's rows only (perfpred dataset info lists them).")] = None,
+    reference: Annotated[Path | None, typer.Option(help="A store with recordings of the same kernel on OTHER hardware: each one's time for a config becomes a feature, so a new GPU is learned from a few of its own measurements as a correction of the old ones (the trained hardware's rows in it are left out).")] = None,
 ) -> None:
     """Train a predictor, report its held-out error, refit on all rows and log it to MLflow."""
     from perfpred.datasets import MeasurementStore
-    from perfpred.models import default_regressor, train_model
+    from perfpred.models import default_regressor, train_model, training_frame
 
     model = model or default_regressor(kind)
-    df = MeasurementStore(store).load()
+    df = _select_hardware(MeasurementStore(store).load(), hardware)
+    trained_on = sorted(training_frame(df, kind=kind, target=target)["hardware_id"].astype(str).unique())
     result = train_model(df, kind=kind, regressor=model, target=target, split=split, seed=seed,
                          max_ref_drift=max_ref_drift, reuse_measured=reuse_measured, registered_name=name,
-                         source=str(store))
+                         source=str(store), reference=_reference_rows(reference, kind, target, trained_on))
     _print_kv_table(f"{model} on {result.n_rows} rows, held-out ({result.split} split)", result.holdout)
     chosen = getattr(result.model.regressor_, "chosen_", None)
     if chosen is not None:  # --model auto: say what it picked on all rows, and why
@@ -461,26 +493,36 @@ def evaluate(
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; metrics are averaged over them.")] = "0,1,2",
     target: Annotated[str, typer.Option(help="Column to predict.")] = "runtime_ms",
     output: Annotated[Path | None, typer.Option(help="Also write the full results as JSON here.")] = None,
+    hardware: Annotated[str | None, typer.Option(help="Evaluate on this hardware id's rows only.")] = None,
+    reference: Annotated[Path | None, typer.Option(help="A store with recordings of the same kernel on OTHER hardware, whose times become features (see perfpred train --reference).")] = None,
+    train_size: Annotated[int | None, typer.Option(help="Random split only: train on this many rows and score on all the others (how well N measurements of a new GPU predict the rest of its space).")] = None,
 ) -> None:
     """Compare regressors on held-out data (MAPE, median/p90 APE, R² log/linear, Spearman)."""
     from perfpred.datasets import MeasurementStore
     from perfpred.models import PerformanceModel, default_regressor, evaluate_models, training_frame
 
-    rows = training_frame(MeasurementStore(store).load(), kind=kind, target=target)
+    if train_size is not None and split not in (None, "random"):
+        raise InvalidInputError(f"--train-size needs --split random, but got --split {split}")
+    rows = training_frame(_select_hardware(MeasurementStore(store).load(), hardware), kind=kind, target=target)
+    ref = _reference_rows(reference, kind, target, sorted(rows["hardware_id"].astype(str).unique()))
     if models is None:
         first = default_regressor(kind)
         models = "xgb,rf,roofline" if first == "xgb" else f"{first},xgb,rf"
     names = parse_list(models, "models")
-    estimators = {n: PerformanceModel(kind=kind, regressor=n, target=target) for n in names}
+    estimators = {n: PerformanceModel(kind=kind, regressor=n, target=target, reference=ref) for n in names}
     for est in estimators.values():
         est._make_regressor()  # unknown names fail here, before any fitting
     if split is None:
         from perfpred.models._training import has_workloads
 
-        split = "shape" if has_workloads(rows) else "random"
-    results = evaluate_models(rows, estimators, split=split, seeds=parse_list(seeds, "seeds", int), target=target)
+        split = "random" if train_size is not None or not has_workloads(rows) else "shape"
+    results = evaluate_models(rows, estimators, split=split, seeds=parse_list(seeds, "seeds", int), target=target,
+                              train_size=train_size)
+    trained = f"trained on {train_size} of {len(rows)} rows" if train_size is not None else f"{len(rows)} rows"
+    n_ref = 0 if ref is None else ref["hardware_id"].nunique()
+    with_ref = f", reference times of {n_ref} other device{'s' * (n_ref > 1)}" if n_ref else ""
     table = Table("model", "MAPE %", "median APE %", "p90 APE %", "R² log", "R² lin", "Spearman", "fit s",
-                  title=f"{kind} {target}, {split} split, {len(rows)} rows")
+                  title=f"{kind} {target}, {split} split, {trained}{with_ref}")
     for n in names:
         m = results[n]["mean"]
         table.add_row(n, *(f"{m[k]:.3g}" for k in ("mape_pct", "median_ape_pct", "p90_ape_pct", "r2_log",

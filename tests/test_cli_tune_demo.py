@@ -335,3 +335,61 @@ def test_a_kernel_session_describes_each_config_as_its_measured_row_would_be():
     before_measuring = {k: v for k, v in measured.items()
                         if k in ("kind", "hardware_id", "hardware_json") or k.startswith(("workload.", "config."))}
     assert described == before_measuring  # what a trained model saw in training, it sees when tuning
+
+
+@pytest.fixture(scope="module")
+def two_gpu_convolution_store(tmp_path_factory):
+    """The A4000's and the A6000's recorded convolution spaces in one store, as a user imports them."""
+    store = tmp_path_factory.mktemp("two-gpus") / "store"
+    invoke("import", "kernel-tuner", str(datasets_dir() / CONV.format("A4000")),
+           str(datasets_dir() / CONV.format("A6000")), "--into", str(store))
+    return store
+
+
+def test_evaluate_a_new_gpu_from_a_few_rows_with_another_gpus_recording(two_gpu_convolution_store, tmp_path):
+    """100 measured configs of the A6000 predict the rest of its space better with the A4000's recording
+    as a feature (scratch runs, 3 seeds: 16.7 -> 8.8% MAPE at N=100)."""
+    store = str(two_gpu_convolution_store)
+    common = ["evaluate", "--store", store, "--kind", "kernel", "--hardware", "gpu-nvidia-rtx-a6000",
+              "--train-size", "100", "--models", "deep-trees", "--seeds", "0"]
+    scores = {}
+    for name, extra in (("own", []), ("reference", ["--reference", store])):
+        output = tmp_path / f"{name}.json"
+        result = invoke(*common, *extra, "--output", str(output))
+        fold = json.loads(output.read_text())["deep-trees"]["folds"][0]
+        assert fold["n_train"] == 100 and fold["n"] == 3889 - 100  # the A6000's working configs, the rest scored
+        scores[name] = fold["mape_pct"]
+    assert "trained on 100 of 3889 rows, reference times of 1 other device" in " ".join(result.output.split())
+    assert scores["reference"] < 0.8 * scores["own"], scores
+
+
+def test_train_with_a_reference_keeps_it_for_predictions(two_gpu_convolution_store, tmp_path):
+    from perfpred.models import load_model
+
+    few = MeasurementStore(tmp_path / "a6000-few", create=True)
+    rows = MeasurementStore(two_gpu_convolution_store).load()
+    a6000 = rows[(rows["hardware_id"] == "gpu-nvidia-rtx-a6000") & (rows["status"] == "ok")]
+    few.append_frame(a6000.sample(200, random_state=0))
+    result = invoke("train", "--store", str(few.path), "--kind", "kernel", "--reference",
+                    str(two_gpu_convolution_store), "--name", "conv-a6000-from-200")
+    assert "leaving out its 3889 rows of the hardware trained on" in " ".join(result.output.split())
+    model = load_model("conv-a6000-from-200")
+    assert model.reference_times_.hardware_ids == ["gpu-nvidia-rtx-a4000"]
+    unseen = a6000.drop(a6000.sample(200, random_state=0).index).head(50)
+    predicted = model.predict(unseen)
+    ape = abs(predicted / unseen["runtime_ms"].to_numpy() - 1)
+    assert ape.mean() < 0.25, ape.mean()
+
+
+@pytest.mark.parametrize("extra, needles", [
+    (["--hardware", "gpu-no-such"], ["--hardware must name a hardware id", "gpu-nvidia-rtx-a4000"]),
+    (["--hardware", "gpu-nvidia-rtx-a4000", "--reference", "SAME"], ["--reference must hold rows of hardware other"]),
+    (["--split", "shape", "--train-size", "50"], ["--train-size needs --split random"]),
+])
+def test_evaluate_refuses_a_bad_hardware_reference_or_train_size(monkeypatch, capsys, tmp_path, extra, needles):
+    store = tmp_path / "store"
+    invoke("import", "kernel-tuner", str(datasets_dir() / CONV.format("A4000")), "--into", str(store))
+    extra = [str(store) if e == "SAME" else e for e in extra]
+    code, out, err = run_main(monkeypatch, capsys, "evaluate", "--store", str(store), "--kind", "kernel",
+                              "--models", "xgb", *extra)
+    assert_one_line_error(code, out, err, *needles)

@@ -495,3 +495,15 @@ def test_xgb_beats_roofline_and_random_forest_on_unseen_shapes(synthetic_gemm_ta
     assert score["xgb"] < 0.6 * score["rf"], score
     assert score["xgb"] < 0.5 * score["roofline"], score
     assert results["xgb"]["mean"]["spearman_rho"] > 0.95
+
+
+def test_random_split_with_a_train_size_trains_on_that_many_rows_and_tests_on_the_rest(synthetic_gemm_table):
+    tr, te = make_split(synthetic_gemm_table, "random", seed=3, train_size=40)
+    assert len(tr) == 40 and len(te) == len(synthetic_gemm_table) - 40
+    assert not set(tr) & set(te)
+    assert (make_split(synthetic_gemm_table, "random", seed=3, train_size=40)[0] == tr).all()
+    for bad in (1, len(synthetic_gemm_table)):
+        with pytest.raises(InvalidInputError, match="train_size"):
+            make_split(synthetic_gemm_table, "random", train_size=bad)
+    with pytest.raises(InvalidInputError, match="needs split='random'"):
+        make_split(synthetic_gemm_table, "shape", train_size=40)

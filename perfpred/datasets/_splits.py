@@ -28,9 +28,17 @@ def group_labels(df: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     return df[present].astype(str).agg("|".join, axis=1).factorize()[0]
 
 
-def random_split(df: pd.DataFrame, *, test_size: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    _check_fraction(test_size)
-    return next(ShuffleSplit(n_splits=1, test_size=test_size, random_state=seed).split(df))
+def random_split(df: pd.DataFrame, *, test_size: float = 0.2, seed: int = 0,
+                 train_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Random rows held out: ``test_size`` of them, or, given ``train_size``, that many rows for
+    training and every other row for the test (how well N measurements of a new GPU predict the rest)."""
+    if train_size is None:
+        _check_fraction(test_size)
+        return next(ShuffleSplit(n_splits=1, test_size=test_size, random_state=seed).split(df))
+    if not 2 <= train_size < len(df):
+        raise InvalidInputError(f"`2 <= train_size < rows ({len(df)})` must hold, but got train_size={train_size}")
+    return next(ShuffleSplit(n_splits=1, train_size=train_size, test_size=len(df) - train_size,
+                             random_state=seed).split(df))
 
 
 def grouped_split(
@@ -72,12 +80,16 @@ def workload_columns(df: pd.DataFrame) -> list[str]:
 
 
 def make_split(
-    df: pd.DataFrame, split: str, *, test_size: float = 0.2, seed: int = 0, group_columns: Sequence[str] | None = None
+    df: pd.DataFrame, split: str, *, test_size: float = 0.2, seed: int = 0, group_columns: Sequence[str] | None = None,
+    train_size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One (train, test) index pair by name: ``random`` | ``shape`` (unseen workloads: GEMM
-    shapes, serving models or kernel problem sizes; ``workload_columns``)."""
+    shapes, serving models or kernel problem sizes; ``workload_columns``). ``train_size`` (random
+    split only): train on that many rows, test on the rest."""
     if split == "random":
-        return random_split(df, test_size=test_size, seed=seed)
+        return random_split(df, test_size=test_size, seed=seed, train_size=train_size)
+    if train_size is not None and split in SPLITS:
+        raise InvalidInputError(f"`train_size` needs split='random', but got split={split!r}")
     if split == "shape":
         return grouped_split(df, group_columns or workload_columns(df), test_size=test_size, seed=seed)
     if split == "hardware":

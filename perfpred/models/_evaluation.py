@@ -75,18 +75,23 @@ def evaluate_models(
     test_size: float = 0.2,
     target: str = "runtime_ms",
     group_columns: Sequence[str] | None = None,
+    train_size: int | None = None,
 ) -> dict[str, Any]:
     """Score each model under ``split`` ("random", "shape", "hardware"), averaged over seeds.
+    ``train_size`` (random split): train on that many rows, test on all the others.
 
     Returns {model name: {"mean": metrics averaged over folds, "folds": [...]}}.
     """
     results: dict[str, Any] = {name: {"folds": []} for name in models}
     folds: list[tuple[str, np.ndarray, np.ndarray]] = []
     if split == "hardware":
+        if train_size is not None:
+            raise InvalidInputError("`train_size` needs split='random', but got split='hardware'")
         folds = list(leave_one_group_out(df, "hardware_id"))
     else:
         for seed in seeds:
-            tr, te = make_split(df, split, test_size=test_size, seed=seed, group_columns=group_columns)
+            tr, te = make_split(df, split, test_size=test_size, seed=seed, group_columns=group_columns,
+                                train_size=train_size)
             folds.append((f"seed={seed}", tr, te))
     for label, tr, te in folds:
         train, test = df.iloc[tr], df.iloc[te]

@@ -54,18 +54,21 @@ def train_model(
     log_to_mlflow: bool = True,
     registered_name: str | None = None,
     source: str = "",
+    reference: pd.DataFrame | None = None,
 ) -> TrainResult:
     """Score on a held-out split first (honest error), then refit on all rows and log.
 
     ``split=None``: ``shape`` (unseen workloads) where the rows hold more than one workload,
     else ``random`` (a kernel's tuning space recorded for one problem size). ``regressor=None``:
-    :func:`default_regressor` of ``kind``."""
+    :func:`default_regressor` of ``kind``. ``reference``: Measurements of the same kernel on OTHER
+    hardware, whose time for each config becomes a feature (``PerformanceModel(reference=...)``):
+    a new GPU learned from a few of its own measurements as a correction of the old ones."""
     regressor = regressor or default_regressor(kind)
     rows = training_frame(df, kind=kind, target=target, max_ref_drift=max_ref_drift)
     if split is None:
         split = "shape" if has_workloads(rows) else "random"
     template = PerformanceModel(kind=kind, regressor=regressor, target=target, random_state=seed,
-                                reuse_measured=reuse_measured)
+                                reuse_measured=reuse_measured, reference=reference)
     holdout = evaluate_models(rows, {regressor: template}, split=split, seeds=(seed,), target=target)[regressor]["mean"]
     model = clone(template).fit(rows)
     digest = data_hash(rows, target)
@@ -77,6 +80,8 @@ def train_model(
         params: dict[str, Any] = {"kind": kind, "regressor": regressor, "target": target, "split": split,
                                   "seed": seed, "n_rows": len(rows), "max_ref_drift": max_ref_drift,
                                   "reuse_measured": reuse_measured,
+                                  "reference_hardware": (None if reference is None else
+                                                         ",".join(sorted(reference["hardware_id"].astype(str).unique()))),
                                   **{f"regressor.{k}": v for k, v in model.regressor_.get_params().items()
                                      if isinstance(v, (int, float, str, bool, type(None)))}}
         metrics = {f"holdout_{split}_{k}": v for k, v in holdout.items()}
