@@ -526,6 +526,25 @@ def gpu_kernels() -> str:
     return "\n".join(lines)
 
 
+def new_hardware() -> str:
+    d = _load("new_hardware")
+    if not d:
+        return ""
+    lines = [f"A new GPU from N of its own measured configs (mean over its GPUs and seeds {d['seeds']}; "
+             "MAPE and Spearman on all its other configs; pick/opt: the runtime of the config predicted "
+             "fastest over the optimum):", "",
+             "| kernel | N | own rows: MAPE | + other GPUs' recordings: MAPE | scaled best other GPU: MAPE "
+             "| own: Spearman | + recordings: Spearman | own: pick/opt | + recordings: pick/opt |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for family, sizes in d["per_family"].items():
+        for n, r in sizes.items():
+            own, ref, scaled = r["own"], r["reference"], r["scaled_reference"]
+            lines.append(f"| {family} | {n} | {own['mape_pct']:.1f}% | {ref['mape_pct']:.1f}% "
+                         f"| {scaled['mape_pct']:.1f}% | {own['spearman_rho']:.3f} | {ref['spearman_rho']:.3f} "
+                         f"| {own['pick_over_opt']:.3f} | {ref['pick_over_opt']:.3f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     for title, text in (("cpu_gemm", cpu_gemm()), ("timer_agreement", timer_agreement()), ("accuracy", accuracy()),
                         ("tuning", tuning()), ("open_space", open_space()), ("serving", serving()),
@@ -538,7 +557,8 @@ def main() -> None:
                         ("serving_search_prior", serving_search("serving_search_prior")),
                         ("serving_search_prior_noise", serving_search("serving_search_prior_noise")),
                         ("serving_rate", serving_rate()), ("serving_replay", serving_replay()),
-                        ("cpu_kernels", cpu_kernels()), ("gpu_kernels", gpu_kernels())):
+                        ("cpu_kernels", cpu_kernels()), ("gpu_kernels", gpu_kernels()),
+                        ("new_hardware", new_hardware())):
         if text:
             print(f"### {title}\n\n{text}\n")
 

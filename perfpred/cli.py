@@ -432,7 +432,10 @@ def _reference_rows(reference: Path | None, kind: str, target: str, trained_on: 
     from perfpred.datasets import MeasurementStore
     from perfpred.models import training_frame
 
-    ref = training_frame(MeasurementStore(reference).load(), kind=kind, target=target)
+    try:
+        ref = training_frame(MeasurementStore(reference).load(), kind=kind, target=target)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"--reference {reference}: {exc}") from None
     same = ref["hardware_id"].astype(str).isin(trained_on)
     if same.all():
         raise InvalidInputError(f"--reference must hold rows of hardware other than the training rows', but "

@@ -43,7 +43,7 @@ def test_summarize_renders_every_committed_result():
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = {p.stem for p in (REPO / "benchmarks" / "results").glob("*.json")}
     for name in ("cpu_gemm", "accuracy", "tuning", "open_space", "serving", "serving_vllm", "serving_first_picks",
-                 "serving_search", "serving_rate", "serving_replay", "cpu_kernels"):
+                 "serving_search", "serving_rate", "serving_replay", "cpu_kernels", "new_hardware"):
         if name in results:
             assert f"### {name}\n" in proc.stdout
 
@@ -464,3 +464,31 @@ def test_weighted_blend_scored_from_fold_predictions_is_the_blend_regressor(monk
     np.testing.assert_allclose(scored[0]["_pred"], blend.predict(X[80:]), rtol=1e-9)
     even = accuracy.blended_runs(runs)
     np.testing.assert_allclose(even[0]["_pred"], np.sqrt(runs[0][0]["_pred"] * runs[1][0]["_pred"]), rtol=1e-12)
+
+
+def test_new_hardware_scales_the_other_gpu_that_orders_the_measured_configs_best(monkeypatch):
+    """benchmarks/new_hardware.py's by-hand baseline picks the sibling GPU (same order, half the time)
+    over one that orders the space backwards, and the summary averages seeds, then GPUs."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import new_hardware
+    import pandas as pd
+
+    x = np.arange(1, 61)
+    base = 1.0 + (x % 7) * 0.3 + x / 60
+
+    def gpu(name, times):
+        return pd.DataFrame({"config.x": x, "runtime_ms": times, "hardware_id": name})
+
+    new = gpu("new", 2.0 * base)
+    others = pd.concat([gpu("sibling", base), gpu("backwards", base[::-1].copy())])
+    pred = new_hardware.scaled_reference(new.iloc[:20], new.iloc[20:], others)
+    assert pred == pytest.approx(new["runtime_ms"].iloc[20:].to_numpy())
+    score = new_hardware.scores(pred, new["runtime_ms"].iloc[20:].to_numpy(), float(new["runtime_ms"].min()))
+    assert score["mape_pct"] == pytest.approx(0.0, abs=1e-9) and score["spearman_rho"] == pytest.approx(1.0)
+
+    cases = [{"family": "gemm", "gpu": g, "n": 50, "seed": s,
+              **{k: {"mape_pct": m + s, "spearman_rho": 0.9, "pick_over_opt": 1.1} for k in new_hardware.STRATEGIES}}
+             for g, m in (("a", 10.0), ("b", 20.0)) for s in (0, 2)]
+    summary = new_hardware.summarise(cases)
+    assert summary["per_gpu"]["gemm"]["a"]["50"]["own"]["mape_pct"] == 11.0
+    assert summary["per_family"]["gemm"]["50"]["reference"]["mape_pct"] == 16.0

@@ -385,11 +385,12 @@ def test_train_with_a_reference_keeps_it_for_predictions(two_gpu_convolution_sto
     (["--hardware", "gpu-no-such"], ["--hardware must name a hardware id", "gpu-nvidia-rtx-a4000"]),
     (["--hardware", "gpu-nvidia-rtx-a4000", "--reference", "SAME"], ["--reference must hold rows of hardware other"]),
     (["--split", "shape", "--train-size", "50"], ["--train-size needs --split random"]),
+    (["--reference", "MISSING"], ["no Measurement store"]),
 ])
 def test_evaluate_refuses_a_bad_hardware_reference_or_train_size(monkeypatch, capsys, tmp_path, extra, needles):
     store = tmp_path / "store"
     invoke("import", "kernel-tuner", str(datasets_dir() / CONV.format("A4000")), "--into", str(store))
-    extra = [str(store) if e == "SAME" else e for e in extra]
+    extra = [{"SAME": str(store), "MISSING": str(tmp_path / "missing")}.get(e, e) for e in extra]
     code, out, err = run_main(monkeypatch, capsys, "evaluate", "--store", str(store), "--kind", "kernel",
                               "--models", "xgb", *extra)
     assert_one_line_error(code, out, err, *needles)
