@@ -426,7 +426,8 @@ def _select_hardware(df, hardware: str | None):
 
 def _reference_rows(reference: Path | None, kind: str, target: str, trained_on: list[str]):
     """``--reference``: the rows of OTHER hardware in that store, whose time for each config becomes a
-    feature; the trained hardware's own rows there are left out (one store often holds every GPU)."""
+    feature; the trained hardware's own rows there are left out (one store often holds every GPU).
+    None without ``--reference``."""
     if reference is None:
         return None
     from perfpred.datasets import MeasurementStore
@@ -465,10 +466,13 @@ def train(
 
     model = model or default_regressor(kind)
     df = _select_hardware(MeasurementStore(store).load(), hardware)
-    trained_on = sorted(training_frame(df, kind=kind, target=target)["hardware_id"].astype(str).unique())
+    ref = None
+    if reference is not None:
+        trained_on = sorted(training_frame(df, kind=kind, target=target)["hardware_id"].astype(str).unique())
+        ref = _reference_rows(reference, kind, target, trained_on)
     result = train_model(df, kind=kind, regressor=model, target=target, split=split, seed=seed,
                          max_ref_drift=max_ref_drift, reuse_measured=reuse_measured, registered_name=name,
-                         source=str(store), reference=_reference_rows(reference, kind, target, trained_on))
+                         source=str(store), reference=ref)
     _print_kv_table(f"{model} on {result.n_rows} rows, held-out ({result.split} split)", result.holdout)
     chosen = getattr(result.model.regressor_, "chosen_", None)
     if chosen is not None:  # --model auto: say what it picked on all rows, and why
@@ -498,13 +502,14 @@ def evaluate(
     output: Annotated[Path | None, typer.Option(help="Also write the full results as JSON here.")] = None,
     hardware: Annotated[str | None, typer.Option(help="Evaluate on this hardware id's rows only.")] = None,
     reference: Annotated[Path | None, typer.Option(help="A store with recordings of the same kernel on OTHER hardware, whose times become features (see perfpred train --reference).")] = None,
-    train_size: Annotated[int | None, typer.Option(help="Random split only: train on this many rows and score on all the others (how well N measurements of a new GPU predict the rest of its space).")] = None,
+    train_size: Annotated[str | None, typer.Option(help="Random split only: train on this many rows and score on all the others (how well N measurements of a new GPU predict the rest of its space); comma-separated sizes give a learning curve, and the JSON is then keyed by size.")] = None,
 ) -> None:
     """Compare regressors on held-out data (MAPE, median/p90 APE, R² log/linear, Spearman)."""
     from perfpred.datasets import MeasurementStore
     from perfpred.models import PerformanceModel, default_regressor, evaluate_models, training_frame
 
-    if train_size is not None and split not in (None, "random"):
+    sizes = parse_list(train_size, "train-size", int) if train_size is not None else None
+    if sizes is not None and split not in (None, "random"):
         raise InvalidInputError(f"--train-size needs --split random, but got --split {split}")
     rows = training_frame(_select_hardware(MeasurementStore(store).load(), hardware), kind=kind, target=target)
     ref = _reference_rows(reference, kind, target, sorted(rows["hardware_id"].astype(str).unique()))
@@ -518,21 +523,25 @@ def evaluate(
     if split is None:
         from perfpred.models._training import has_workloads
 
-        split = "random" if train_size is not None or not has_workloads(rows) else "shape"
-    results = evaluate_models(rows, estimators, split=split, seeds=parse_list(seeds, "seeds", int), target=target,
-                              train_size=train_size)
-    trained = f"trained on {train_size} of {len(rows)} rows" if train_size is not None else f"{len(rows)} rows"
+        split = "random" if sizes is not None or not has_workloads(rows) else "shape"
+    seed_list = parse_list(seeds, "seeds", int)
+    by_size = {size: evaluate_models(rows, estimators, split=split, seeds=seed_list, target=target, train_size=size)
+               for size in (sizes or [None])}
     n_ref = 0 if ref is None else ref["hardware_id"].nunique()
     with_ref = f", reference times of {n_ref} other device{'s' * (n_ref > 1)}" if n_ref else ""
-    table = Table("model", "MAPE %", "median APE %", "p90 APE %", "R² log", "R² lin", "Spearman", "fit s",
-                  title=f"{kind} {target}, {split} split, {trained}{with_ref}")
-    for n in names:
-        m = results[n]["mean"]
-        table.add_row(n, *(f"{m[k]:.3g}" for k in ("mape_pct", "median_ape_pct", "p90_ape_pct", "r2_log",
+    first = ["model", "rows trained"] if sizes else ["model"]
+    table = Table(*first, "MAPE %", "median APE %", "p90 APE %", "R² log", "R² lin", "Spearman", "fit s",
+                  title=f"{kind} {target}, {split} split, {len(rows)} rows{with_ref}")
+    for size, results in by_size.items():
+        for n in names:
+            m = results[n]["mean"]
+            table.add_row(*([n, str(size)] if sizes else [n]),
+                          *(f"{m[k]:.3g}" for k in ("mape_pct", "median_ape_pct", "p90_ape_pct", "r2_log",
                                                     "r2_linear", "spearman_rho", "fit_s")))
     console.print(table)
     if output:
-        output.write_text(json.dumps(results, indent=2, default=float))
+        payload = {str(size): results for size, results in by_size.items()} if sizes else by_size[None]
+        output.write_text(json.dumps(payload, indent=2, default=float))
         console.print(f"wrote {output}")
 
 

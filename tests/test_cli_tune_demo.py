@@ -348,18 +348,22 @@ def two_gpu_convolution_store(tmp_path_factory):
 
 def test_evaluate_a_new_gpu_from_a_few_rows_with_another_gpus_recording(two_gpu_convolution_store, tmp_path):
     """100 measured configs of the A6000 predict the rest of its space better with the A4000's recording
-    as a feature (scratch runs, 3 seeds: 16.7 -> 8.8% MAPE at N=100)."""
+    as a feature (benchmarks/new_hardware.py, 3 seeds: 16.4 -> 9.9% MAPE at N=100), and a learning
+    curve has one row per training size."""
     store = str(two_gpu_convolution_store)
     common = ["evaluate", "--store", store, "--kind", "kernel", "--hardware", "gpu-nvidia-rtx-a6000",
-              "--train-size", "100", "--models", "deep-trees", "--seeds", "0"]
+              "--models", "deep-trees", "--seeds", "0"]
     scores = {}
     for name, extra in (("own", []), ("reference", ["--reference", store])):
         output = tmp_path / f"{name}.json"
-        result = invoke(*common, *extra, "--output", str(output))
-        fold = json.loads(output.read_text())["deep-trees"]["folds"][0]
-        assert fold["n_train"] == 100 and fold["n"] == 3889 - 100  # the A6000's working configs, the rest scored
-        scores[name] = fold["mape_pct"]
-    assert "trained on 100 of 3889 rows, reference times of 1 other device" in " ".join(result.output.split())
+        result = invoke(*common, "--train-size", "50,100", *extra, "--output", str(output))
+        curve = json.loads(output.read_text())
+        assert set(curve) == {"50", "100"}
+        for size, results in curve.items():
+            fold = results["deep-trees"]["folds"][0]
+            assert fold["n_train"] == int(size) and fold["n"] == 3889 - int(size)  # the rest of the working configs
+        scores[name] = curve["100"]["deep-trees"]["folds"][0]["mape_pct"]
+    assert "3889 rows, reference times of 1 other device" in " ".join(result.output.split())
     assert scores["reference"] < 0.8 * scores["own"], scores
 
 
