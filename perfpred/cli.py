@@ -529,9 +529,10 @@ def evaluate(
                for size in (sizes or [None])}
     n_ref = 0 if ref is None else ref["hardware_id"].nunique()
     with_ref = f", reference times of {n_ref} other device{'s' * (n_ref > 1)}" if n_ref else ""
-    first = ["model", "rows trained"] if sizes else ["model"]
+    first = ["model", "N"] if sizes else ["model"]
+    trained = ": N trained on, the rest scored" if sizes else ""
     table = Table(*first, "MAPE %", "median APE %", "p90 APE %", "R² log", "R² lin", "Spearman", "fit s",
-                  title=f"{kind} {target}, {split} split, {len(rows)} rows{with_ref}")
+                  title=f"{kind} {target}, {split} split, {len(rows)} rows{trained}{with_ref}")
     for size, results in by_size.items():
         for n in names:
             m = results[n]["mean"]

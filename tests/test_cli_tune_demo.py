@@ -363,7 +363,8 @@ def test_evaluate_a_new_gpu_from_a_few_rows_with_another_gpus_recording(two_gpu_
             fold = results["deep-trees"]["folds"][0]
             assert fold["n_train"] == int(size) and fold["n"] == 3889 - int(size)  # the rest of the working configs
         scores[name] = curve["100"]["deep-trees"]["folds"][0]["mape_pct"]
-    assert "3889 rows, reference times of 1 other device" in " ".join(result.output.split())
+    assert "3889 rows: N trained on, the rest scored, reference times of 1 other device" in " ".join(
+        result.output.split())
     assert scores["reference"] < 0.8 * scores["own"], scores
 
 
