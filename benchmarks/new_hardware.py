@@ -41,6 +41,8 @@ FAMILIES = ("gemm", "convolution", "dedispersion")
 SIZES = (50, 100, 200, 500, 1000, 2000)
 SEEDS = (0, 1, 2)
 STRATEGIES = ("own", "reference", "scaled_reference")
+# family -> every GPU's working configs; filled by main() before the workers fork, which read it.
+TABLES: dict[str, pd.DataFrame] = {}
 
 
 def load_family(family: str) -> pd.DataFrame:
@@ -78,6 +80,7 @@ def scores(pred: np.ndarray, measured: np.ndarray, optimum: float) -> dict[str, 
 
 
 def one_case(args: tuple[str, str, int, int]) -> dict[str, Any]:
+    """One (kernel, new GPU, N, seed): N of its configs trained on, the rest scored, every strategy."""
     family, gpu, n, seed = args
     table = TABLES[family]
     target = table[table["hardware_id"] == gpu].reset_index(drop=True)
@@ -94,9 +97,6 @@ def one_case(args: tuple[str, str, int, int]) -> dict[str, Any]:
         out[name] = {**scores(model.predict(test), measured, optimum), "wall_s": time.perf_counter() - t0}
     out["scaled_reference"] = scores(scaled_reference(train, test, others), measured, optimum)
     return out
-
-
-TABLES: dict[str, pd.DataFrame] = {}
 
 
 def summarise(cases: list[dict[str, Any]]) -> dict[str, Any]:
