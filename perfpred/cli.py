@@ -718,7 +718,7 @@ def tune(
     backend: Annotated[str, typer.Option(help="Hardware: replay:PATH (a recorded complete space: Kernel Tuner cache or UCI SGEMM CSV) or kernel:NAME[:SIZE] (also spelled local:NAME[:SIZE]: a shipped kernel timed on this machine; SIZE 'test' or m=512,n=512,k=512).")],
     budget: Annotated[int, typer.Option(help="Hardware evaluations in total (all workers of the study together).")] = 32,
     space: Annotated[Path | None, typer.Option(help="Search space file (YAML/JSON: params + constraints); default: the backend's own space.")] = None,
-    prior: Annotated[list[str] | None, typer.Option(help="Transfer: a recorded file of OTHER hardware of the same kernel (repeatable); each trains a prior that is weighted by how well it orders what is measured here.")] = None,
+    prior: Annotated[list[str] | None, typer.Option(help="Transfer: a recorded file of OTHER hardware of the same kernel, or a Measurement store (one prior per hardware id in it; a replayed GPU's own rows left out) (repeatable); each trains a prior that is weighted by how well it orders what is measured here.")] = None,
     model: Annotated[str | None, typer.Option(help="Start from a runtime model trained with `perfpred train` (MLflow run id or registered name; this hardware's or other hardware's): its prediction for every config is a prior, weighted like --prior's by how well it orders what is measured here.")] = None,
     batch: Annotated[int | None, typer.Option(help="Configs confirmed per round (one model refit per round); default 1 on a space too large to score whole (continuous parameters), else 4. Fewer find more per evaluation: on a continuous space 1 reached 1.06x the optimum in 16 evaluations where 4 reached 1.37x (README, open spaces).")] = None,
     kappa: Annotated[float, typer.Option(help="Exploration weight of the lower confidence bound (0 = pure exploitation).")] = 1.0,
@@ -777,9 +777,14 @@ def tune(
         _tune_pareto(session, objective or ["runtime_ms"], constraint or [], budget=budget, batch=batch,
                      storage=storage, study=study, seed=seed, output=output)
         return
-    priors = {**(priors_from_files(prior, session.space.names) if prior else {}),
+    priors = {**(priors_from_files(prior, session.space.names, exclude_hardware=session.recorded_hardware_id)
+                 if prior else {}),
               **(prior_from_model(model, session) if model else {})} or None
     storage = storage or _study_file(output)
+    if prior:
+        err_console.print(f"priors: {', '.join(sorted(priors or {}))}" + (
+            f" ({session.recorded_hardware_id}'s own rows in the stores left out)"
+            if session.recorded_hardware_id and any(Path(p).is_dir() for p in prior) else ""))
     features_used, featurize = _tuning_featurizer(features, session, has_prior=priors is not None)
     state = {"n": 0, "best": None, "last": None}
 

@@ -399,3 +399,24 @@ def test_evaluate_refuses_a_bad_hardware_reference_or_train_size(monkeypatch, ca
     code, out, err = run_main(monkeypatch, capsys, "evaluate", "--store", str(store), "--kind", "kernel",
                               "--models", "xgb", *extra)
     assert_one_line_error(code, out, err, *needles)
+
+
+def test_tune_takes_a_store_of_every_gpu_as_its_prior_and_leaves_the_tuned_one_out(two_gpu_convolution_store,
+                                                                                 tmp_path):
+    target = datasets_dir() / CONV.format("A4000")
+    out = tmp_path / "run"
+    result = invoke("tune", "--backend", f"replay:{target}", "--prior", str(two_gpu_convolution_store),
+                    "--budget", "8", "--batch", "4", "--output", str(out))
+    report = json.loads((out / "result.json").read_text())
+    # one prior per GPU in the store, the replayed A4000's own recording not among them
+    assert report["settings"]["priors"] == [f"{two_gpu_convolution_store.name}:gpu-nvidia-rtx-a6000"]
+    assert "gpu-nvidia-rtx-a4000's own rows in the stores left out" in " ".join(result.output.split())
+    assert report["n_evaluations"] == 8
+
+
+def test_tune_refuses_a_prior_store_without_the_spaces_parameters(monkeypatch, capsys, tmp_path,
+                                                                 two_gpu_convolution_store):
+    target = datasets_dir() / GEMM.format("RTX_2080_Ti")
+    code, out, err = run_main(monkeypatch, capsys, "tune", "--backend", f"replay:{target}", "--prior",
+                              str(two_gpu_convolution_store), "--budget", "4")
+    assert_one_line_error(code, out, err, "no rows with the space's parameters")

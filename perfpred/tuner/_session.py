@@ -3,8 +3,9 @@
 A backend spec is ``replay:PATH`` (a recorded complete space: Kernel Tuner cache, UCI SGEMM
 CSV) or ``kernel:NAME[:SIZE]`` (a shipped CPU kernel compiled and timed on this machine).
 A prior is a recorded file of OTHER hardware (its configs' runtimes train one XGBoost model
-per file) or a runtime model trained with ``perfpred train`` (an MLflow run id or registered
-name), which predicts every candidate from the Measurement row it would have (``Session.describe``).
+per file), a Measurement store (one model per hardware id in it) or a runtime model trained with
+``perfpred train`` (an MLflow run id or registered name), which predicts every candidate from the
+Measurement row it would have (``Session.describe``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class Session:
     # Candidates -> the Measurement rows they would have before being measured (kind, workload.*,
     # config.*, hardware): what a model trained on stored rows predicts from.
     describe: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+    # A replayed recording's GPU: a prior store's rows of it would hand the tuner the answers.
+    recorded_hardware_id: str | None = None
 
 
 def _replay_format(path: Path) -> str:
@@ -63,9 +66,11 @@ def open_session(backend_spec: str, space_file: str | None = None) -> Session:
         space = (SearchSpace.from_dict(_load_spec(space_file)) if space_file
                  else SearchSpace({k: sorted(candidates[k].unique().tolist()) for k in candidates.columns}))
         candidates = candidates[space.mask(candidates[space.names])]
+        ids = backend.table["hardware_id"].dropna().astype(str).unique() if "hardware_id" in backend.table else []
         return Session(space, backend, candidates.reset_index(drop=True), f"replay of {path.name}",
                        optimum=float(backend.optimum().runtime_ms), workload=backend.problem(),
-                       hardware=backend.hardware(), describe=_replayed_rows(backend.table))
+                       hardware=backend.hardware(), describe=_replayed_rows(backend.table),
+                       recorded_hardware_id=str(ids[0]) if len(ids) == 1 else None)
     if kind in ("kernel", "local"):  # "local": the tuner issue's name for timing on this machine
         from perfpred.collect import KernelCollector, get_kernel
 
@@ -189,26 +194,64 @@ def _load_spec(path: str) -> dict:
         raise InvalidInputError(f"--space {p}: unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
 
 
-def priors_from_files(paths: list[str], names: list[str]) -> dict[str, Any]:
-    """One XGBoost model of log runtime per recorded file of other hardware, as prior callables."""
-    from xgboost import XGBRegressor
+def priors_from_files(paths: list[str], names: list[str], exclude_hardware: str | None = None) -> dict[str, Any]:
+    """One XGBoost model of log runtime per recorded file of other hardware, as prior callables.
 
+    A path may also be a Measurement store (``perfpred import ... --into STORE``): one prior per
+    hardware id (and problem, where the store holds several) among its rows that have the space's
+    parameters; ``exclude_hardware`` (the replayed recording's own GPU) is left out, so a store
+    holding every GPU can serve as the prior of each.
+    """
     from perfpred.collect._replay import ReplayBackend
 
     priors: dict[str, Any] = {}
     for raw in paths:
         path = Path(raw)
-        backend = ReplayBackend.from_file(path, format=_replay_format(path))
-        table = backend.table
+        if path.is_dir():
+            priors.update(_priors_from_store(path, names, exclude_hardware))
+            continue
+        table = ReplayBackend.from_file(path, format=_replay_format(path)).table
         missing = [n for n in names if f"config.{n}" not in table and f"workload.{n}" not in table]
         if missing:
             raise InvalidInputError(f"prior {path.name} lacks the space's parameter(s) {missing}")
-        frame = pd.DataFrame({n: table[f"config.{n}" if f"config.{n}" in table else f"workload.{n}"].to_numpy()
-                              for n in names})
-        ok = (table["status"] == "ok").to_numpy()
-        model = XGBRegressor(n_estimators=300, max_depth=8, learning_rate=0.1, n_jobs=1, random_state=0)
-        model.fit(param_features(frame[ok]), np.log(table["runtime_ms"].to_numpy()[ok]))
-        priors[path.name] = xgb_prior(model)
+        priors[path.name] = _runtime_prior(table, names)
+    return priors
+
+
+def _runtime_prior(table: pd.DataFrame, names: list[str]) -> Callable[[pd.DataFrame], np.ndarray]:
+    """XGBoost on the parameters' features, fitted to log runtime of the table's working rows."""
+    from xgboost import XGBRegressor
+
+    frame = pd.DataFrame({n: table[f"config.{n}" if f"config.{n}" in table else f"workload.{n}"].to_numpy()
+                          for n in names})
+    ok = (table["status"] == "ok").to_numpy() & np.isfinite(table["runtime_ms"].to_numpy(dtype=float))
+    model = XGBRegressor(n_estimators=300, max_depth=8, learning_rate=0.1, n_jobs=1, random_state=0)
+    model.fit(param_features(frame[ok]), np.log(table["runtime_ms"].to_numpy(dtype=float)[ok]))
+    return xgb_prior(model)
+
+
+def _priors_from_store(path: Path, names: list[str], exclude_hardware: str | None) -> dict[str, Any]:
+    from perfpred.datasets import MeasurementStore
+
+    rows = MeasurementStore(path).load(status="ok")
+    columns = {n: f"config.{n}" if f"config.{n}" in rows else f"workload.{n}" for n in names}
+    if rows.empty or any(c not in rows for c in columns.values()):
+        raise InvalidInputError(f"prior {path}: no rows with the space's parameters {names}")
+    rows = rows[rows[list(columns.values())].notna().all(axis=1) & (rows["runtime_ms"] > 0)]
+    if exclude_hardware is not None:
+        rows = rows[rows["hardware_id"].astype(str) != exclude_hardware]
+    # Rows of one GPU may hold several problems (sizes): one prior each, on the columns that tell them apart.
+    problem = [c for c in rows.columns if c.startswith("workload.") and c not in columns.values()
+               and rows[c].nunique(dropna=False) > 1]
+    priors = {}
+    for key, group in rows.groupby(["hardware_id", *problem], dropna=False):
+        if len(group) < 10:
+            continue  # too few working configs to rank a space
+        label = ":".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+        priors[f"{path.name}:{label}"] = _runtime_prior(group, names)
+    if not priors:
+        held = " (besides the tuned GPU's own rows)" if exclude_hardware else ""
+        raise InvalidInputError(f"prior {path}: no hardware with >= 10 working configs of the space{held}")
     return priors
 
 
