@@ -459,6 +459,7 @@ def train(
     reuse_measured: Annotated[bool, typer.Option(help="Where a row's hardware and features equal training rows' (e.g. a GEMM shape another LLM's profile holds), predict their measured median.")] = False,
     hardware: Annotated[str | None, typer.Option(help="Train on this hardware id's rows only (perfpred dataset info lists them).")] = None,
     reference: Annotated[Path | None, typer.Option(help="A store with recordings of the same kernel on OTHER hardware: each one's time for a config becomes a feature, so a new GPU is learned from a few of its own measurements as a correction of the old ones (the trained hardware's rows in it are left out).")] = None,
+    reference_mode: Annotated[str, typer.Option(help="How --reference enters: features (the other GPUs' times as columns), offset (the model learns the ratio to a fit of them: follows a sibling GPU from few rows) or auto (whichever 4-fold cross-validation on the training rows prefers; 8 fits more).")] = "auto",
 ) -> None:
     """Train a predictor, report its held-out error, refit on all rows and log it to MLflow."""
     from perfpred.datasets import MeasurementStore
@@ -472,12 +473,16 @@ def train(
         ref = _reference_rows(reference, kind, target, trained_on)
     result = train_model(df, kind=kind, regressor=model, target=target, split=split, seed=seed,
                          max_ref_drift=max_ref_drift, reuse_measured=reuse_measured, registered_name=name,
-                         source=str(store), reference=ref)
+                         source=str(store), reference=ref, reference_mode=reference_mode)
     _print_kv_table(f"{model} on {result.n_rows} rows, held-out ({result.split} split)", result.holdout)
     chosen = getattr(result.model.regressor_, "chosen_", None)
     if chosen is not None:  # --model auto: say what it picked on all rows, and why
         scores = ", ".join(f"{n} {v:.2f}%" for n, v in result.model.regressor_.cv_mape_pct_.items())
         console.print(f"auto chose [bold]{chosen}[/] ({result.model.regressor_.cv_folds}-fold CV MAPE on all rows: {scores})")
+    reference_cv = getattr(result.model, "reference_cv_mape_pct_", None)
+    if reference_cv:  # --reference-mode auto: which way the reference entered, and why
+        scores = ", ".join(f"{mode} {v:.2f}%" for mode, v in reference_cv.items())
+        console.print(f"--reference-mode auto chose [bold]{result.model.reference_mode_}[/] (4-fold CV MAPE: {scores})")
     console.print(f"MLflow run id: [bold]{result.run_id}[/]" + (f"  registered as [bold]{name}[/]" if name else ""))
     if kind == "gemm":
         console.print(f"predict with: perfpred predict --model {name or result.run_id} --m 1024 --n 1024 --k 1024")
@@ -502,6 +507,7 @@ def evaluate(
     output: Annotated[Path | None, typer.Option(help="Also write the full results as JSON here.")] = None,
     hardware: Annotated[str | None, typer.Option(help="Evaluate on this hardware id's rows only.")] = None,
     reference: Annotated[Path | None, typer.Option(help="A store with recordings of the same kernel on OTHER hardware, whose times become features (see perfpred train --reference).")] = None,
+    reference_mode: Annotated[str, typer.Option(help="How --reference enters: features (the other GPUs' times as columns), offset (the model learns the ratio to a fit of them: follows a sibling GPU from few rows) or auto (whichever 4-fold cross-validation on the training rows prefers; 8 fits more).")] = "auto",
     train_size: Annotated[str | None, typer.Option(help="Random split only: train on this many rows and score on all the others (how well N measurements of a new GPU predict the rest of its space); comma-separated sizes give a learning curve, and the JSON is then keyed by size.")] = None,
 ) -> None:
     """Compare regressors on held-out data (MAPE, median/p90 APE, R² log/linear, Spearman)."""
@@ -517,7 +523,8 @@ def evaluate(
         first = default_regressor(kind)
         models = "xgb,rf,roofline" if first == "xgb" else f"{first},xgb,rf"
     names = parse_list(models, "models")
-    estimators = {n: PerformanceModel(kind=kind, regressor=n, target=target, reference=ref) for n in names}
+    estimators = {n: PerformanceModel(kind=kind, regressor=n, target=target, reference=ref, reference_mode=reference_mode)
+                  for n in names}
     for est in estimators.values():
         est._make_regressor()  # unknown names fail here, before any fitting
     if split is None:

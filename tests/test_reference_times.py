@@ -83,3 +83,28 @@ def test_a_new_gpu_is_learnt_from_few_rows_with_the_old_gpus_as_reference():
     ref_mape = _mape(test["runtime_ms"].to_numpy(), with_ref.predict(test))
     assert "ref_log2_runtime_ms_mean" in with_ref.feature_names_
     assert ref_mape < 5.0 < plain_mape
+
+
+def test_reference_offset_follows_a_sibling_from_few_rows_and_auto_knows_when_not_to():
+    """From 24 rows, trees split on a sibling's times in steps; the ratio to a fitted mix of them
+    follows it. Where the reference orders the space at random, cross-validation keeps the features."""
+    reference = pd.concat([_space("gpu-a", 1.0, 0), _space("gpu-b", 2.0, 1)], ignore_index=True)
+    new = _space("gpu-c", 3.0, 2)
+    order = np.random.RandomState(0).permutation(len(new))
+    train, test = new.iloc[order[:24]], new.iloc[order[24:]]
+    reg = LogTargetXGBRegressor(n_estimators=200, max_depth=3, learning_rate=0.1, n_jobs=1)
+    scores = {}
+    for mode in ("features", "offset", "auto"):
+        model = PerformanceModel(kind="kernel", regressor=reg, reference=reference, reference_mode=mode).fit(train)
+        scores[mode] = _mape(test["runtime_ms"].to_numpy(), model.predict(test))
+        if mode == "auto":
+            assert model.reference_mode_ == "offset", model.reference_cv_mape_pct_
+    assert scores["offset"] < 0.5 * scores["features"], scores
+    assert scores["auto"] == pytest.approx(scores["offset"])
+
+    scrambled = reference.copy()
+    scrambled["runtime_ms"] = np.random.RandomState(3).permutation(scrambled["runtime_ms"].to_numpy())
+    auto = PerformanceModel(kind="kernel", regressor=reg, reference=scrambled, reference_mode="auto").fit(train)
+    assert auto.reference_mode_ == "features", auto.reference_cv_mape_pct_
+    with pytest.raises(InvalidInputError, match="`reference_mode` must be one of"):
+        PerformanceModel(kind="kernel", regressor=reg, reference=reference, reference_mode="both").fit(train)

@@ -55,6 +55,7 @@ def train_model(
     registered_name: str | None = None,
     source: str = "",
     reference: pd.DataFrame | None = None,
+    reference_mode: str = "features",
 ) -> TrainResult:
     """Score on a held-out split first (honest error), then refit on all rows and log.
 
@@ -62,13 +63,14 @@ def train_model(
     else ``random`` (a kernel's tuning space recorded for one problem size). ``regressor=None``:
     :func:`default_regressor` of ``kind``. ``reference``: Measurements of the same kernel on OTHER
     hardware, whose time for each config becomes a feature (``PerformanceModel(reference=...)``):
-    a new GPU learned from a few of its own measurements as a correction of the old ones."""
+    a new GPU learned from a few of its own measurements as a correction of the old ones;
+    ``reference_mode`` says how (``PerformanceModel``)."""
     regressor = regressor or default_regressor(kind)
     rows = training_frame(df, kind=kind, target=target, max_ref_drift=max_ref_drift)
     if split is None:
         split = "shape" if has_workloads(rows) else "random"
     template = PerformanceModel(kind=kind, regressor=regressor, target=target, random_state=seed,
-                                reuse_measured=reuse_measured, reference=reference)
+                                reuse_measured=reuse_measured, reference=reference, reference_mode=reference_mode)
     holdout = evaluate_models(rows, {regressor: template}, split=split, seeds=(seed,), target=target)[regressor]["mean"]
     model = clone(template).fit(rows)
     digest = data_hash(rows, target)
@@ -82,6 +84,7 @@ def train_model(
                                   "reuse_measured": reuse_measured,
                                   "reference_hardware": (None if reference is None else
                                                          ",".join(sorted(reference["hardware_id"].astype(str).unique()))),
+                                  "reference_mode": None if reference is None else reference_mode,
                                   **{f"regressor.{k}": v for k, v in model.regressor_.get_params().items()
                                      if isinstance(v, (int, float, str, bool, type(None)))}}
         metrics = {f"holdout_{split}_{k}": v for k, v in holdout.items()}
