@@ -13,6 +13,8 @@ configs are scored. Strategies:
 - ``own``: the default kernel model (``deep-trees``) on the N rows alone;
 - ``reference``: the same, with each other GPU's recorded time of the config as a feature
   (``PerformanceModel(reference=...)``, what ``perfpred train --reference`` fits);
+- ``reference_auto``: ``reference_mode="auto"``: 4-fold cross-validation on the N rows picks
+  between those features and the ratio to a ridge fit of the references (``offset``);
 - ``scaled_reference``: what one would do by hand: the other GPU whose times order the N
   configs best (Spearman), its recording scaled by the median ratio over the N configs (a config
   it never ran gets the N configs' median time).
@@ -40,7 +42,7 @@ from perfpred.settings import datasets_dir
 FAMILIES = ("gemm", "convolution", "dedispersion")
 SIZES = (50, 100, 200, 500, 1000, 2000)
 SEEDS = (0, 1, 2)
-STRATEGIES = ("own", "reference", "scaled_reference")
+STRATEGIES = ("own", "reference", "reference_auto", "scaled_reference")
 # family -> every GPU's working configs; filled by main() before the workers fork, which read it.
 TABLES: dict[str, pd.DataFrame] = {}
 
@@ -90,11 +92,14 @@ def one_case(args: tuple[str, str, int, int]) -> dict[str, Any]:
     measured = test["runtime_ms"].to_numpy(dtype=float)
     optimum = float(target["runtime_ms"].min())
     out: dict[str, Any] = {"family": family, "gpu": gpu, "n": n, "seed": seed}
-    for name in ("own", "reference"):
+    for name in ("own", "reference", "reference_auto"):
         t0 = time.perf_counter()
         model = PerformanceModel(kind="kernel", regressor=deep_tree_blend(random_state=seed, n_jobs=1),
-                                 reference=others if name == "reference" else None).fit(train)
+                                 reference=None if name == "own" else others,
+                                 reference_mode="auto" if name == "reference_auto" else "features").fit(train)
         out[name] = {**scores(model.predict(test), measured, optimum), "wall_s": time.perf_counter() - t0}
+        if name == "reference_auto":  # the share of cases where cross-validation chose the offset
+            out[name]["offset_chosen"] = float(model.reference_mode_ == "offset")
     out["scaled_reference"] = scores(scaled_reference(train, test, others), measured, optimum)
     return out
 

@@ -526,22 +526,24 @@ def gpu_kernels() -> str:
     return "\n".join(lines)
 
 
-def new_hardware() -> str:
-    d = _load("new_hardware")
+def new_hardware(name: str = "new_hardware") -> str:
+    d = _load(name)
     if not d:
         return ""
     lines = [f"A new GPU from N of its own measured configs (mean over its GPUs and seeds {d['seeds']}; "
              "MAPE and Spearman on all its other configs; pick/opt: the runtime of the config predicted "
              "fastest over the optimum):", "",
-             "| kernel | N | own rows: MAPE | + other GPUs' recordings: MAPE | scaled best other GPU: MAPE "
-             "| own: Spearman | + recordings: Spearman | own: pick/opt | + recordings: pick/opt |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| kernel | N | own rows: MAPE | + recordings as features: MAPE | + recordings, auto: MAPE "
+             "| scaled best other GPU: MAPE | own: Spearman | + recordings, auto: Spearman | own: pick/opt "
+             "| + recordings, auto: pick/opt |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for family, sizes in d["per_family"].items():
         for n, r in sizes.items():
             own, ref, scaled = r["own"], r["reference"], r["scaled_reference"]
+            auto = r.get("reference_auto", ref)  # results from before the auto mode: the features' row
             lines.append(f"| {family} | {n} | {own['mape_pct']:.1f}% | {ref['mape_pct']:.1f}% "
-                         f"| {scaled['mape_pct']:.1f}% | {own['spearman_rho']:.3f} | {ref['spearman_rho']:.3f} "
-                         f"| {own['pick_over_opt']:.3f} | {ref['pick_over_opt']:.3f} |")
+                         f"| {auto['mape_pct']:.1f}% | {scaled['mape_pct']:.1f}% | {own['spearman_rho']:.3f} "
+                         f"| {auto['spearman_rho']:.3f} | {own['pick_over_opt']:.3f} | {auto['pick_over_opt']:.3f} |")
     return "\n".join(lines)
 
 
@@ -558,7 +560,7 @@ def main() -> None:
                         ("serving_search_prior_noise", serving_search("serving_search_prior_noise")),
                         ("serving_rate", serving_rate()), ("serving_replay", serving_replay()),
                         ("cpu_kernels", cpu_kernels()), ("gpu_kernels", gpu_kernels()),
-                        ("new_hardware", new_hardware())):
+                        ("new_hardware", new_hardware()), ("new_hardware_auto", new_hardware("new_hardware_auto"))):
         if text:
             print(f"### {title}\n\n{text}\n")
 

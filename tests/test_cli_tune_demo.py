@@ -376,7 +376,7 @@ def test_train_with_a_reference_keeps_it_for_predictions(two_gpu_convolution_sto
     a6000 = rows[(rows["hardware_id"] == "gpu-nvidia-rtx-a6000") & (rows["status"] == "ok")]
     few.append_frame(a6000.sample(200, random_state=0))
     result = invoke("train", "--store", str(few.path), "--kind", "kernel", "--reference",
-                    str(two_gpu_convolution_store), "--name", "conv-a6000-from-200")
+                    str(two_gpu_convolution_store), "--reference-mode", "auto", "--name", "conv-a6000-from-200")
     assert "leaving out its 3889 rows of the hardware trained on" in " ".join(result.output.split())
     model = load_model("conv-a6000-from-200")
     assert model.reference_times_.hardware_ids == ["gpu-nvidia-rtx-a4000"]
