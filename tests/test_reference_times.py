@@ -106,5 +106,7 @@ def test_reference_offset_follows_a_sibling_from_few_rows_and_auto_knows_when_no
     scrambled["runtime_ms"] = np.random.RandomState(3).permutation(scrambled["runtime_ms"].to_numpy())
     auto = PerformanceModel(kind="kernel", regressor=reg, reference=scrambled, reference_mode="auto").fit(train)
     assert auto.reference_mode_ == "features", auto.reference_cv_mape_pct_
+    few = PerformanceModel(kind="kernel", regressor=reg, reference=reference, reference_mode="auto").fit(train.head(5))
+    assert few.reference_mode_ == "features"  # five rows are too few to cross-validate the choice
     with pytest.raises(InvalidInputError, match="`reference_mode` must be one of"):
         PerformanceModel(kind="kernel", regressor=reg, reference=reference, reference_mode="both").fit(train)

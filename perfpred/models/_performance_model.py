@@ -210,7 +210,9 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             return "features"
         if self.reference_mode != "auto":
             return self.reference_mode
-        folds = KFold(n_splits=min(4, len(X)), shuffle=True, random_state=self.random_state).split(X)
+        if len(X) < 8:
+            return "features"  # too few rows to cross-validate the choice
+        folds = KFold(n_splits=4, shuffle=True, random_state=self.random_state).split(X)
         errors: dict[str, list[float]] = {"features": [], "offset": []}
         for train, test in folds:
             for mode, errs in errors.items():
