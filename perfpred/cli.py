@@ -424,6 +424,14 @@ def _select_hardware(df, hardware: str | None):
     return df[df["hardware_id"].astype(str) == hardware]
 
 
+def _check_reference_mode(reference_mode: str) -> None:
+    from perfpred.models._performance_model import REFERENCE_MODES
+
+    if reference_mode not in REFERENCE_MODES:
+        raise InvalidInputError(f"--reference-mode must be one of {', '.join(REFERENCE_MODES)}, but got "
+                                f"{reference_mode!r}")
+
+
 def _reference_rows(reference: Path | None, kind: str, target: str, trained_on: list[str]):
     """``--reference``: the rows of OTHER hardware in that store, whose time for each config becomes a
     feature; the trained hardware's own rows there are left out (one store often holds every GPU).
@@ -465,6 +473,7 @@ def train(
     from perfpred.datasets import MeasurementStore
     from perfpred.models import default_regressor, train_model, training_frame
 
+    _check_reference_mode(reference_mode)
     model = model or default_regressor(kind)
     df = _select_hardware(MeasurementStore(store).load(), hardware)
     ref = None
@@ -514,6 +523,7 @@ def evaluate(
     from perfpred.datasets import MeasurementStore
     from perfpred.models import PerformanceModel, default_regressor, evaluate_models, training_frame
 
+    _check_reference_mode(reference_mode)
     sizes = parse_list(train_size, "train-size", int) if train_size is not None else None
     if sizes is not None and split not in (None, "random"):
         raise InvalidInputError(f"--train-size needs --split random, but got --split {split}")

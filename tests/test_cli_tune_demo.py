@@ -392,6 +392,7 @@ def test_train_with_a_reference_keeps_it_for_predictions(two_gpu_convolution_sto
     (["--hardware", "gpu-nvidia-rtx-a4000", "--reference", "SAME"], ["--reference must hold rows of hardware other"]),
     (["--split", "shape", "--train-size", "50"], ["--train-size needs --split random"]),
     (["--reference", "MISSING"], ["no Measurement store"]),
+    (["--reference-mode", "both"], ["--reference-mode must be one of features, offset, auto", "'both'"]),
 ])
 def test_evaluate_refuses_a_bad_hardware_reference_or_train_size(monkeypatch, capsys, tmp_path, extra, needles):
     store = tmp_path / "store"
