@@ -35,6 +35,8 @@ from _common import write_result
 from scipy.stats import spearmanr
 
 from perfpred.collect._replay import ReplayBackend
+from perfpred.features import ReferenceTimes, reference_key_columns
+from perfpred.features._reference import config_keys
 from perfpred.models import PerformanceModel
 from perfpred.models._zoo import deep_tree_blend
 from perfpred.settings import datasets_dir
@@ -56,23 +58,27 @@ def load_family(family: str) -> pd.DataFrame:
 
 
 def scaled_reference(train: pd.DataFrame, test: pd.DataFrame, others: pd.DataFrame) -> np.ndarray:
-    """The other GPU that orders the training configs best, scaled by the median ratio on them."""
-    key = [c for c in train.columns if c.startswith("config.") and train[c].notna().all()]
+    """The other GPU that orders the training configs best, scaled by the median ratio on them
+    (configs matched as ``PerformanceModel(reference=...)`` matches them: ``ReferenceTimes``)."""
+    keys = reference_key_columns(train, others)
+    times = ReferenceTimes.from_measurements(others, keys).log2_times
+    train_log2, test_log2 = times.reindex(config_keys(train, keys)), times.reindex(config_keys(test, keys))
+    measured = np.log2(train["runtime_ms"].to_numpy(dtype=float))
     best = None
-    for _, other in others.groupby("hardware_id"):
-        times = other.groupby(key)["runtime_ms"].median().rename("ref").reset_index()
-        both = train[[*key, "runtime_ms"]].merge(times, on=key, how="inner")
-        if len(both) < 3:
+    for hw in times.columns:
+        ref = train_log2[hw].to_numpy()
+        ok = np.isfinite(ref)
+        if ok.sum() < 3:
             continue
-        rho = spearmanr(both["runtime_ms"], both["ref"])[0]
+        rho = spearmanr(measured[ok], ref[ok])[0]
         if best is None or rho > best[0]:
-            best = (rho, times, float(np.median(np.log(both["runtime_ms"] / both["ref"]))))
+            best = (rho, hw, float(np.median(measured[ok] - ref[ok])))
     fallback = float(train["runtime_ms"].median())
     if best is None:
         return np.full(len(test), fallback)
-    _, times, log_ratio = best
-    ref = test[key].merge(times, on=key, how="left")["ref"].to_numpy(dtype=float)
-    return np.where(np.isfinite(ref), ref * np.exp(log_ratio), fallback)
+    _, hw, shift = best
+    pred = np.exp2(test_log2[hw].to_numpy() + shift)
+    return np.where(np.isfinite(pred), pred, fallback)
 
 
 def scores(pred: np.ndarray, measured: np.ndarray, optimum: float) -> dict[str, float]:
