@@ -540,10 +540,12 @@ def new_hardware(name: str = "new_hardware") -> str:
     for family, sizes in d["per_family"].items():
         for n, r in sizes.items():
             own, ref, scaled = r["own"], r["reference"], r["scaled_reference"]
-            auto = r.get("reference_auto", ref)  # results from before the auto mode: the features' row
-            lines.append(f"| {family} | {n} | {own['mape_pct']:.1f}% | {ref['mape_pct']:.1f}% "
-                         f"| {auto['mape_pct']:.1f}% | {scaled['mape_pct']:.1f}% | {own['spearman_rho']:.3f} "
-                         f"| {auto['spearman_rho']:.3f} | {own['pick_over_opt']:.3f} | {auto['pick_over_opt']:.3f} |")
+            auto = r.get("reference_auto")  # absent in runs from before the auto mode
+            a_mape, a_rho, a_pick = ((f"{auto['mape_pct']:.1f}%", f"{auto['spearman_rho']:.3f}",
+                                      f"{auto['pick_over_opt']:.3f}") if auto else ("-", "-", "-"))
+            lines.append(f"| {family} | {n} | {own['mape_pct']:.1f}% | {ref['mape_pct']:.1f}% | {a_mape} "
+                         f"| {scaled['mape_pct']:.1f}% | {own['spearman_rho']:.3f} | {a_rho} "
+                         f"| {own['pick_over_opt']:.3f} | {a_pick} |")
     return "\n".join(lines)
 
 
