@@ -69,6 +69,25 @@ def test_reference_on_the_training_hardware_is_an_error():
         PerformanceModel(kind="kernel", reference=other_problem).fit(rows)
 
 
+def test_a_prebuilt_reference_lookup_predicts_as_the_table_does_and_keeps_its_checks():
+    """One ReferenceTimes shared by many models (auto's cross-validation folds do this) must act
+    exactly like the recordings it was built from."""
+    reference = pd.concat([_space("gpu-a", 1.0, 0), _space("gpu-b", 2.0, 1)], ignore_index=True)
+    new = _space("gpu-c", 3.0, 2)
+    train, test = new.iloc[::3], new.iloc[1::3]
+    reg = LogTargetXGBRegressor(n_estimators=50, max_depth=3, n_jobs=1)
+    lookup = ReferenceTimes.from_measurements(reference, reference_key_columns(new, reference))
+    for mode in ("features", "offset"):
+        from_table = PerformanceModel(kind="kernel", regressor=reg, reference=reference, reference_mode=mode)
+        from_lookup = PerformanceModel(kind="kernel", regressor=reg, reference=lookup, reference_mode=mode)
+        np.testing.assert_allclose(from_lookup.fit(train).predict(test), from_table.fit(train).predict(test))
+    with pytest.raises(InvalidInputError, match=r"reference hardware must differ.*'gpu-a'"):
+        PerformanceModel(kind="kernel", regressor=reg, reference=lookup).fit(_space("gpu-a", 1.0, 5))
+    power = ReferenceTimes.from_measurements(reference.assign(power_w=100.0), lookup.key_columns, target="power_w")
+    with pytest.raises(InvalidInputError, match=r"target 'runtime_ms', but holds 'power_w'"):
+        PerformanceModel(kind="kernel", regressor=reg, reference=power).fit(train)
+
+
 def test_a_new_gpu_is_learnt_from_few_rows_with_the_old_gpus_as_reference():
     """64 measured configs of a new GPU: with two old GPUs' recordings the model has the space's
     ruggedness for free; from its own rows alone it cannot."""

@@ -34,13 +34,20 @@ def reference_key_columns(rows: pd.DataFrame, reference: pd.DataFrame) -> list[s
 
 def config_keys(rows: pd.DataFrame, key_columns: list[str]) -> pd.Index:
     """One text key per row, equal for equal configs whatever the columns' dtypes (1 == 1.0)."""
-    parts = []
-    for column in key_columns:
-        values = rows[column] if column in rows else pd.Series(np.nan, index=rows.index)
-        numbers = pd.to_numeric(values, errors="coerce").astype(float)
-        text = values.astype(str).where(numbers.isna(), numbers.map(lambda v: repr(float(v))))
-        parts.append(text.where(values.notna(), "<na>").to_numpy(dtype=str))
+    parts = [_key_text(rows[column]) if column in rows else np.full(len(rows), "<na>")
+             for column in key_columns]
     return pd.Index(["|".join(p) for p in zip(*parts, strict=True)] if parts else [""] * len(rows))
+
+
+def _key_text(values: pd.Series) -> np.ndarray:
+    """``config_keys``' text of one column: numbers as ``repr(float)``, other values as ``str``,
+    missing as ``<na>``; worked out once per distinct value (a 36k-row recording has a few
+    dozen), not once per cell."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    distinct = pd.Series(uniques, dtype=values.dtype if len(uniques) else object)
+    numbers = pd.to_numeric(distinct, errors="coerce").astype(float)
+    text = [repr(float(n)) if not np.isnan(n) else str(v) for v, n in zip(distinct, numbers, strict=True)]
+    return np.array([*text, "<na>"], dtype=object)[codes]  # code -1 (missing) takes the last
 
 
 @dataclass(frozen=True)

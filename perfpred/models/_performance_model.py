@@ -81,6 +81,8 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             (:class:`perfpred.features.ReferenceTimes`), so the model learns the new hardware as
             a correction of the old. Configs are matched on the ``config.*`` / ``workload.*``
             columns both tables have; a reference on the training rows' own hardware is an error.
+            A :class:`~perfpred.features.ReferenceTimes` built once may be given instead, to share
+            one lookup between many models of the same recordings.
         reuse_measured: where a row's hardware and features equal a training row's exactly,
             predict the median target measured there instead of the regressor's estimate. A GEMM's
             time depends on its shape and GPU, not on the LLM it belongs to, so a shape another
@@ -101,7 +103,7 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
 
     def __init__(self, kind: str = "gemm", regressor: str | BaseEstimator = "xgb", target: str = "runtime_ms",
                  random_state: int = 0, residual_of: str | None = "log2_roofline_ms",
-                 calibration_groups: str | None = None, reference: pd.DataFrame | None = None,
+                 calibration_groups: str | None = None, reference: pd.DataFrame | ReferenceTimes | None = None,
                  reuse_measured: bool = False, reference_mode: str = "features"):
         self.kind = kind
         self.regressor = regressor
@@ -135,10 +137,21 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
     def _fit_reference(self, X: pd.DataFrame) -> ReferenceTimes | None:
         if self.reference is None:
             return None
-        if not isinstance(self.reference, pd.DataFrame):
-            raise InvalidInputError(f"`reference` must be a DataFrame of Measurements, but got "
-                                    f"{type(self.reference).__name__}")
         trained_on = X["hardware_id"].dropna().astype(str).unique() if "hardware_id" in X else []
+        if isinstance(self.reference, ReferenceTimes):
+            # Built once and shared (the cross-validation of reference_mode="auto", or a caller
+            # fitting many models against the same recordings): the same checks as a table's.
+            overlap = sorted(set(self.reference.hardware_ids) & set(trained_on))
+            if overlap:
+                raise InvalidInputError(f"reference hardware must differ from the training rows' hardware, but "
+                                        f"both have hardware_id={overlap[0]!r}")
+            if self.reference.target != self.target:
+                raise InvalidInputError(f"`reference` must hold times of the model's target {self.target!r}, but "
+                                        f"holds {self.reference.target!r}")
+            return self.reference
+        if not isinstance(self.reference, pd.DataFrame):
+            raise InvalidInputError(f"`reference` must be a DataFrame of Measurements or ReferenceTimes, but got "
+                                    f"{type(self.reference).__name__}")
         return ReferenceTimes.from_measurements(self.reference, reference_key_columns(X, self.reference),
                                                 target=self.target, exclude_hardware=trained_on)
 
@@ -214,9 +227,11 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             return "features"  # too few rows to cross-validate the choice
         folds = KFold(n_splits=4, shuffle=True, random_state=self.random_state).split(X)
         errors: dict[str, list[float]] = {"features": [], "offset": []}
+        # The folds share this fit's reference lookup (no rebuild, no deep copy of the recordings).
+        params = {**self.get_params(deep=False), "reference": self.reference_times_}
         for train, test in folds:
             for mode, errs in errors.items():
-                fitted = clone(self).set_params(reference_mode=mode).fit(X.iloc[train], y[train])
+                fitted = type(self)(**{**params, "reference_mode": mode}).fit(X.iloc[train], y[train])
                 errs.append(float(np.mean(np.abs(fitted.predict(X.iloc[test]) / y[test] - 1))))
         self.reference_cv_mape_pct_ = {mode: 100 * float(np.mean(errs)) for mode, errs in errors.items()}
         return min(self.reference_cv_mape_pct_, key=self.reference_cv_mape_pct_.get)
