@@ -521,6 +521,7 @@ def evaluate(
 ) -> None:
     """Compare regressors on held-out data (MAPE, median/p90 APE, R² log/linear, Spearman)."""
     from perfpred.datasets import MeasurementStore
+    from perfpred.features import ReferenceTimes
     from perfpred.models import PerformanceModel, default_regressor, evaluate_models, training_frame
 
     _check_reference_mode(reference_mode)
@@ -533,8 +534,10 @@ def evaluate(
         first = default_regressor(kind)
         models = "xgb,rf,roofline" if first == "xgb" else f"{first},xgb,rf"
     names = parse_list(models, "models")
-    estimators = {n: PerformanceModel(kind=kind, regressor=n, target=target, reference=ref, reference_mode=reference_mode)
-                  for n in names}
+    # One lookup of the reference times shared by every fit (each split, seed and model).
+    lookup = None if ref is None else ReferenceTimes.for_rows(ref, rows, target=target)
+    estimators = {n: PerformanceModel(kind=kind, regressor=n, target=target, reference=lookup,
+                                      reference_mode=reference_mode) for n in names}
     for est in estimators.values():
         est._make_regressor()  # unknown names fail here, before any fitting
     if split is None:
@@ -544,7 +547,7 @@ def evaluate(
     seed_list = parse_list(seeds, "seeds", int)
     by_size = {size: evaluate_models(rows, estimators, split=split, seeds=seed_list, target=target, train_size=size)
                for size in (sizes or [None])}
-    n_ref = 0 if ref is None else ref["hardware_id"].nunique()
+    n_ref = 0 if lookup is None else len(lookup.hardware_ids)
     with_ref = f", reference times of {n_ref} other device{'s' * (n_ref > 1)}" if n_ref else ""
     first = ["model", "N"] if sizes else ["model"]
     trained = ": N trained on, the rest scored" if sizes else ""

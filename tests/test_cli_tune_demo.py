@@ -380,6 +380,7 @@ def test_train_with_a_reference_keeps_it_for_predictions(two_gpu_convolution_sto
     assert "leaving out its 3889 rows of the hardware trained on" in " ".join(result.output.split())
     model = load_model("conv-a6000-from-200")
     assert model.reference_times_.hardware_ids == ["gpu-nvidia-rtx-a4000"]
+    assert model.reference is model.reference_times_  # the log times per config, not the recordings' rows
     assert f"--reference-mode auto chose {model.reference_mode_}" in " ".join(result.output.split())
     unseen = a6000.drop(a6000.sample(200, random_state=0).index).head(50)
     predicted = model.predict(unseen)

@@ -70,10 +70,7 @@ class ReferenceTimes:
         for column in ("hardware_id", target):
             if column not in reference:
                 raise InvalidInputError(f"the reference table needs a '{column}' column, but has none")
-        overlap = sorted(set(reference["hardware_id"].astype(str)) & {str(h) for h in exclude_hardware})
-        if overlap:
-            raise InvalidInputError(f"reference hardware must differ from the training rows' hardware, but both "
-                                    f"have hardware_id={overlap[0]!r}")
+        _refuse_shared_hardware(reference["hardware_id"].astype(str), exclude_hardware)
         values = pd.to_numeric(reference[target], errors="coerce").to_numpy(dtype=float)
         ok = np.isfinite(values) & (values > 0)
         if not ok.any():
@@ -83,6 +80,21 @@ class ReferenceTimes:
                               "log2": np.log2(values[ok])})
         table = frame.groupby(["key", "hardware_id"])["log2"].median().unstack("hardware_id").sort_index(axis=1)
         return cls(table, list(key_columns), target)
+
+    @classmethod
+    def for_rows(cls, reference: pd.DataFrame, rows: pd.DataFrame, target: str = "runtime_ms") -> ReferenceTimes:
+        """The lookup a model trained on ``rows`` uses: configs matched on the key columns both
+        tables have, the rows' own hardware refused as a reference."""
+        return cls.from_measurements(reference, reference_key_columns(rows, reference), target=target,
+                                     exclude_hardware=_hardware_of(rows))
+
+    def check_usable_for(self, rows: pd.DataFrame, target: str) -> None:
+        """What ``for_rows`` checks, for a lookup built once and used for many models: it must not
+        hold the rows' own hardware, and must hold times of their target."""
+        _refuse_shared_hardware(self.hardware_ids, _hardware_of(rows))
+        if self.target != target:
+            raise InvalidInputError(f"`reference` must hold times of the model's target {target!r}, but holds "
+                                    f"{self.target!r}")
 
     @property
     def hardware_ids(self) -> list[str]:
@@ -108,3 +120,15 @@ class ReferenceTimes:
         out[f"{name}_mean"] = filled.mean(axis=1)
         out["ref_missing_fraction"] = missing.mean(axis=1)
         return out
+
+
+def _hardware_of(rows: pd.DataFrame) -> list[str]:
+    return list(rows["hardware_id"].dropna().astype(str).unique()) if "hardware_id" in rows else []
+
+
+def _refuse_shared_hardware(reference_hardware: Iterable[str], trained_on: Iterable[str]) -> None:
+    """A reference on the trained hardware would hand the model its own targets as a feature."""
+    overlap = sorted(set(reference_hardware) & {str(h) for h in trained_on})
+    if overlap:
+        raise InvalidInputError(f"reference hardware must differ from the training rows' hardware, but both "
+                                f"have hardware_id={overlap[0]!r}")

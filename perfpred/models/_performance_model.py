@@ -20,7 +20,7 @@ from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_is_fitted
 
 from perfpred.errors import InvalidInputError
-from perfpred.features import ReferenceTimes, config_frame, gemm_features, reference_key_columns
+from perfpred.features import ReferenceTimes, config_frame, gemm_features
 from perfpred.models._regressors import LogTargetXGBRegressor, RooflineRegressor, gpperf_random_forest
 
 FEATURIZERS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {"gemm": gemm_features}
@@ -137,23 +137,15 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
     def _fit_reference(self, X: pd.DataFrame) -> ReferenceTimes | None:
         if self.reference is None:
             return None
-        trained_on = X["hardware_id"].dropna().astype(str).unique() if "hardware_id" in X else []
         if isinstance(self.reference, ReferenceTimes):
-            # Built once and shared (the cross-validation of reference_mode="auto", or a caller
-            # fitting many models against the same recordings): the same checks as a table's.
-            overlap = sorted(set(self.reference.hardware_ids) & set(trained_on))
-            if overlap:
-                raise InvalidInputError(f"reference hardware must differ from the training rows' hardware, but "
-                                        f"both have hardware_id={overlap[0]!r}")
-            if self.reference.target != self.target:
-                raise InvalidInputError(f"`reference` must hold times of the model's target {self.target!r}, but "
-                                        f"holds {self.reference.target!r}")
+            # Built once and shared (reference_mode="auto"'s cross-validation folds, train_model's
+            # held-out fits): the checks a table gets when its lookup is built.
+            self.reference.check_usable_for(X, self.target)
             return self.reference
         if not isinstance(self.reference, pd.DataFrame):
             raise InvalidInputError(f"`reference` must be a DataFrame of Measurements or ReferenceTimes, but got "
                                     f"{type(self.reference).__name__}")
-        return ReferenceTimes.from_measurements(self.reference, reference_key_columns(X, self.reference),
-                                                target=self.target, exclude_hardware=trained_on)
+        return ReferenceTimes.for_rows(self.reference, X, target=self.target)
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> PerformanceModel:
         if y is None:

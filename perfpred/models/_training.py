@@ -10,6 +10,7 @@ from sklearn.base import clone
 
 from perfpred.datasets._splits import group_labels, workload_columns
 from perfpred.errors import InvalidInputError
+from perfpred.features import ReferenceTimes
 from perfpred.models._evaluation import data_hash, evaluate_models, training_frame
 from perfpred.models._performance_model import PerformanceModel, row_kind
 
@@ -54,7 +55,7 @@ def train_model(
     log_to_mlflow: bool = True,
     registered_name: str | None = None,
     source: str = "",
-    reference: pd.DataFrame | None = None,
+    reference: pd.DataFrame | ReferenceTimes | None = None,
     reference_mode: str = "features",
 ) -> TrainResult:
     """Score on a held-out split first (honest error), then refit on all rows and log.
@@ -69,6 +70,11 @@ def train_model(
     rows = training_frame(df, kind=kind, target=target, max_ref_drift=max_ref_drift)
     if split is None:
         split = "shape" if has_workloads(rows) else "random"
+    if isinstance(reference, pd.DataFrame):
+        # The model keeps its reference inside: the log times per config (3.5 MB for two recorded
+        # GEMM spaces), not the recordings' every column (a 47 MB model), and the held-out fits
+        # share the one lookup.
+        reference = ReferenceTimes.for_rows(reference, rows, target=target)
     template = PerformanceModel(kind=kind, regressor=regressor, target=target, random_state=seed,
                                 reuse_measured=reuse_measured, reference=reference, reference_mode=reference_mode)
     holdout = evaluate_models(rows, {regressor: template}, split=split, seeds=(seed,), target=target)[regressor]["mean"]
@@ -82,8 +88,7 @@ def train_model(
         params: dict[str, Any] = {"kind": kind, "regressor": regressor, "target": target, "split": split,
                                   "seed": seed, "n_rows": len(rows), "max_ref_drift": max_ref_drift,
                                   "reuse_measured": reuse_measured,
-                                  "reference_hardware": (None if reference is None else
-                                                         ",".join(sorted(reference["hardware_id"].astype(str).unique()))),
+                                  "reference_hardware": None if reference is None else ",".join(reference.hardware_ids),
                                   "reference_mode": None if reference is None else reference_mode,
                                   **{f"regressor.{k}": v for k, v in model.regressor_.get_params().items()
                                      if isinstance(v, (int, float, str, bool, type(None)))}}
