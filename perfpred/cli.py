@@ -467,7 +467,7 @@ def train(
     reuse_measured: Annotated[bool, typer.Option(help="Where a row's hardware and features equal training rows' (e.g. a GEMM shape another LLM's profile holds), predict their measured median.")] = False,
     hardware: Annotated[str | None, typer.Option(help="Train on this hardware id's rows only (perfpred dataset info lists them).")] = None,
     reference: Annotated[Path | None, typer.Option(help="A store with recordings of the same kernel on OTHER hardware: each one's time for a config becomes a feature, so a new GPU is learned from a few of its own measurements as a correction of the old ones (the trained hardware's rows in it are left out).")] = None,
-    reference_mode: Annotated[str, typer.Option(help="How --reference enters: features (the other GPUs' times as columns), offset (the model learns the ratio to a fit of them: follows a sibling GPU from few rows) or auto (whichever 4-fold cross-validation on the training rows prefers; 8 fits more: lower MAPE on 14 of 15 kernel x N cases of benchmarks/new_hardware.py, GEMM from 50 configs 7.7 -> 6.0%, but a worse fastest-config guess on convolution).")] = "features",
+    reference_mode: Annotated[str, typer.Option(help="How --reference enters: features (the other GPUs' times as columns), offset (the model learns the ratio to a fit of them: follows a sibling GPU from few rows) or auto (whichever 4-fold cross-validation on the training rows prefers; 8 fits more: lower MAPE on 16 of 18 kernel x N cases of benchmarks/new_hardware.py, GEMM from 50 configs 7.7 -> 6.0%, but a worse fastest-config guess on convolution).")] = "features",
 ) -> None:
     """Train a predictor, report its held-out error, refit on all rows and log it to MLflow."""
     from perfpred.datasets import MeasurementStore
@@ -516,7 +516,7 @@ def evaluate(
     output: Annotated[Path | None, typer.Option(help="Also write the full results as JSON here.")] = None,
     hardware: Annotated[str | None, typer.Option(help="Evaluate on this hardware id's rows only.")] = None,
     reference: Annotated[Path | None, typer.Option(help="A store with recordings of the same kernel on OTHER hardware, whose times become features (see perfpred train --reference).")] = None,
-    reference_mode: Annotated[str, typer.Option(help="How --reference enters: features (the other GPUs' times as columns), offset (the model learns the ratio to a fit of them: follows a sibling GPU from few rows) or auto (whichever 4-fold cross-validation on the training rows prefers; 8 fits more: lower MAPE on 14 of 15 kernel x N cases of benchmarks/new_hardware.py, GEMM from 50 configs 7.7 -> 6.0%, but a worse fastest-config guess on convolution).")] = "features",
+    reference_mode: Annotated[str, typer.Option(help="How --reference enters: features (the other GPUs' times as columns), offset (the model learns the ratio to a fit of them: follows a sibling GPU from few rows) or auto (whichever 4-fold cross-validation on the training rows prefers; 8 fits more: lower MAPE on 16 of 18 kernel x N cases of benchmarks/new_hardware.py, GEMM from 50 configs 7.7 -> 6.0%, but a worse fastest-config guess on convolution).")] = "features",
     train_size: Annotated[str | None, typer.Option(help="Random split only: train on this many rows and score on all the others (how well N measurements of a new GPU predict the rest of its space); comma-separated sizes give a learning curve, and the JSON is then keyed by size.")] = None,
 ) -> None:
     """Compare regressors on held-out data (MAPE, median/p90 APE, R² log/linear, Spearman)."""

@@ -94,11 +94,12 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             target on the reference log times, so a sibling GPU's recording is followed from few
             rows, where trees on 50 rows cannot follow a near-identity map; on a GPU its references
             order badly it costs), or ``auto`` (whichever scores lower in 4-fold cross-validation
-            on the training rows; eight fits more). A new GPU from 50 / 200 / 1,000 of its configs
-            (``benchmarks/new_hardware.py``, mean over the recorded GPUs, 3 seeds): ``auto`` 6.0 / 4.7 /
-            2.9% MAPE on GEMM against ``features``' 7.7 / 5.1 / 3.2%, convolution 31.8 / 13.3 / 6.5%
-            against 31.9 / 13.5 / 6.9%, lower in 14 of 15 kernel x N cases; but on convolution the
-            config it predicts fastest ran 1.38x the optimum at 1,000 against 1.10x.
+            on the training rows; eight fits more). A new GPU from 50 / 200 / 1,000 / 2,000 of its
+            configs (``benchmarks/new_hardware.py``, mean over the recorded GPUs, 3 seeds): ``auto``
+            6.0 / 4.7 / 2.9 / 2.3% MAPE on GEMM against ``features``' 7.7 / 5.1 / 3.2 / 2.4%,
+            convolution 31.8 / 13.3 / 6.5 / 4.5% against 31.9 / 13.5 / 6.9 / 4.9%, lower in 16 of 18
+            kernel x N cases; but on convolution the config it predicts fastest ran 1.38x the
+            optimum at 1,000 against 1.10x.
     """
 
     def __init__(self, kind: str = "gemm", regressor: str | BaseEstimator = "xgb", target: str = "runtime_ms",
