@@ -432,26 +432,29 @@ def _check_reference_mode(reference_mode: str) -> None:
                                 f"{reference_mode!r}")
 
 
-def _reference_rows(reference: Path | None, kind: str, target: str, trained_on: list[str]):
-    """``--reference``: the rows of OTHER hardware in that store, whose time for each config becomes a
-    feature; the trained hardware's own rows there are left out (one store often holds every GPU).
-    None without ``--reference``."""
+def _reference_lookup(reference: Path | None, rows: Any, kind: str, target: str):
+    """``--reference``: the times of OTHER hardware in that store per config of ``rows``' kind, as
+    the one lookup every fit shares (``ReferenceTimes``); the trained hardware's own rows there are
+    left out (one store often holds every GPU). None without ``--reference``."""
     if reference is None:
         return None
     from perfpred.datasets import MeasurementStore
+    from perfpred.features import ReferenceTimes
     from perfpred.models import training_frame
 
+    trained_on = sorted(rows["hardware_id"].astype(str).unique())
     try:
         ref = training_frame(MeasurementStore(reference).load(), kind=kind, target=target)
+        same = ref["hardware_id"].astype(str).isin(trained_on)
+        if same.all():
+            raise InvalidInputError(f"it must hold rows of hardware other than the training rows', but has only "
+                                    f"{', '.join(trained_on)}")
+        lookup = ReferenceTimes.for_rows(ref[~same], rows, target=target)
     except InvalidInputError as exc:
         raise InvalidInputError(f"--reference {reference}: {exc}") from None
-    same = ref["hardware_id"].astype(str).isin(trained_on)
-    if same.all():
-        raise InvalidInputError(f"--reference must hold rows of hardware other than the training rows', but "
-                                f"{reference} has only {', '.join(trained_on)}")
     if same.any():
         err_console.print(f"--reference: leaving out its {int(same.sum())} rows of the hardware trained on")
-    return ref[~same]
+    return lookup
 
 
 @app.command()
@@ -478,8 +481,8 @@ def train(
     df = _select_hardware(MeasurementStore(store).load(), hardware)
     ref = None
     if reference is not None:
-        trained_on = sorted(training_frame(df, kind=kind, target=target)["hardware_id"].astype(str).unique())
-        ref = _reference_rows(reference, kind, target, trained_on)
+        rows = training_frame(df, kind=kind, target=target, max_ref_drift=max_ref_drift)
+        ref = _reference_lookup(reference, rows, kind, target)
     result = train_model(df, kind=kind, regressor=model, target=target, split=split, seed=seed,
                          max_ref_drift=max_ref_drift, reuse_measured=reuse_measured, registered_name=name,
                          source=str(store), reference=ref, reference_mode=reference_mode)
@@ -521,7 +524,6 @@ def evaluate(
 ) -> None:
     """Compare regressors on held-out data (MAPE, median/p90 APE, R² log/linear, Spearman)."""
     from perfpred.datasets import MeasurementStore
-    from perfpred.features import ReferenceTimes
     from perfpred.models import PerformanceModel, default_regressor, evaluate_models, training_frame
 
     _check_reference_mode(reference_mode)
@@ -529,13 +531,11 @@ def evaluate(
     if sizes is not None and split not in (None, "random"):
         raise InvalidInputError(f"--train-size needs --split random, but got --split {split}")
     rows = training_frame(_select_hardware(MeasurementStore(store).load(), hardware), kind=kind, target=target)
-    ref = _reference_rows(reference, kind, target, sorted(rows["hardware_id"].astype(str).unique()))
+    lookup = _reference_lookup(reference, rows, kind, target)  # shared by every fit (split, seed, model)
     if models is None:
         first = default_regressor(kind)
         models = "xgb,rf,roofline" if first == "xgb" else f"{first},xgb,rf"
     names = parse_list(models, "models")
-    # One lookup of the reference times shared by every fit (each split, seed and model).
-    lookup = None if ref is None else ReferenceTimes.for_rows(ref, rows, target=target)
     estimators = {n: PerformanceModel(kind=kind, regressor=n, target=target, reference=lookup,
                                       reference_mode=reference_mode) for n in names}
     for est in estimators.values():

@@ -390,7 +390,9 @@ def test_train_with_a_reference_keeps_it_for_predictions(two_gpu_convolution_sto
 
 @pytest.mark.parametrize("extra, needles", [
     (["--hardware", "gpu-no-such"], ["--hardware must name a hardware id", "gpu-nvidia-rtx-a4000"]),
-    (["--hardware", "gpu-nvidia-rtx-a4000", "--reference", "SAME"], ["--reference must hold rows of hardware other"]),
+    (["--hardware", "gpu-nvidia-rtx-a4000", "--reference", "SAME"],
+     ["--reference", ": it must hold rows of hardware other than the training rows'"]),
+    (["--reference", "GEMM"], ["--reference", ": reference times need 'config.*' columns in both"]),
     (["--split", "shape", "--train-size", "50"], ["--train-size needs --split random"]),
     (["--reference", "MISSING"], ["no Measurement store"]),
     (["--reference-mode", "both"], ["--reference-mode must be one of features, offset, auto", "'both'"]),
@@ -398,7 +400,11 @@ def test_train_with_a_reference_keeps_it_for_predictions(two_gpu_convolution_sto
 def test_evaluate_refuses_a_bad_hardware_reference_or_train_size(monkeypatch, capsys, tmp_path, extra, needles):
     store = tmp_path / "store"
     invoke("import", "kernel-tuner", str(datasets_dir() / CONV.format("A4000")), "--into", str(store))
-    extra = [{"SAME": str(store), "MISSING": str(tmp_path / "missing")}.get(e, e) for e in extra]
+    if "GEMM" in extra:  # another kernel's recording: no tuning parameter in common
+        invoke("import", "kernel-tuner", str(datasets_dir() / GEMM.format("RTX_Titan")),
+               "--into", str(tmp_path / "gemm"))
+    extra = [{"SAME": str(store), "MISSING": str(tmp_path / "missing"), "GEMM": str(tmp_path / "gemm")}.get(e, e)
+             for e in extra]
     code, out, err = run_main(monkeypatch, capsys, "evaluate", "--store", str(store), "--kind", "kernel",
                               "--models", "xgb", *extra)
     assert_one_line_error(code, out, err, *needles)
