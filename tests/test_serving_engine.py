@@ -68,7 +68,7 @@ def test_llama_server_load_test_gives_a_complete_row(tiny, tmp_path):
     assert m.metrics["server_prompt_tokens"] == 16 * 32
     assert m.metrics["server_counts_match"] == 1.0
     # 4 slots and 4 requests in flight: the server really batched them (1.0 would be one at a time)
-    assert 1.5 < m.metrics["avg_batch_size"] <= 4.0
+    assert m.metrics["avg_batch_size"] > 1.5 and m.metrics["avg_batch_size"] <= 4.0
     assert 0 < m.metrics["ttft_p50_ms"] <= m.metrics["e2e_p50_ms"]
     assert m.metrics["tpot_p50_ms"] >= 0 and m.metrics["output_tokens_per_s"] > 0
     assert m.runtime_ms == pytest.approx(m.metrics["e2e_p50_ms"]) and len(m.raw_times_ms) == 16

@@ -197,7 +197,7 @@ def test_wall_time_cap() -> None:
     settings = TuneSettings(budget=200, batch_size=2, ensemble=2, max_wall_s=0.5)
     result = Tuner(space, hw, settings).run()
     assert result.stopped_by == "wall_time"
-    assert 1 <= result.n_evaluations < 200
+    assert result.n_evaluations >= 1 and result.n_evaluations < 200
     # the cap is checked between rounds: it is overrun by at most one round
     assert result.wall_s < 0.5 + 5.0
 
