@@ -479,13 +479,13 @@ def train(
     _check_reference_mode(reference_mode)
     model = model or default_regressor(kind)
     df = _select_hardware(MeasurementStore(store).load(), hardware)
-    ref = None
-    if reference is not None:
+    lookup = None
+    if reference is not None:  # built on the rows train_model selects again (its table, its check)
         rows = training_frame(df, kind=kind, target=target, max_ref_drift=max_ref_drift)
-        ref = _reference_lookup(reference, rows, kind, target)
+        lookup = _reference_lookup(reference, rows, kind, target)
     result = train_model(df, kind=kind, regressor=model, target=target, split=split, seed=seed,
                          max_ref_drift=max_ref_drift, reuse_measured=reuse_measured, registered_name=name,
-                         source=str(store), reference=ref, reference_mode=reference_mode)
+                         source=str(store), reference=lookup, reference_mode=reference_mode)
     _print_kv_table(f"{model} on {result.n_rows} rows, held-out ({result.split} split)", result.holdout)
     chosen = getattr(result.model.regressor_, "chosen_", None)
     if chosen is not None:  # --model auto: say what it picked on all rows, and why
