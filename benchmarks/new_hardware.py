@@ -14,7 +14,8 @@ configs are scored. Strategies:
 - ``reference``: the same, with each other GPU's recorded time of the config as a feature
   (``PerformanceModel(reference=...)``, what ``perfpred train --reference`` fits);
 - ``reference_auto``: ``reference_mode="auto"``: 4-fold cross-validation on the N rows picks
-  between those features and the ratio to a ridge fit of the references (``offset``);
+  between those features, the ratio to a ridge fit of the references (``offset``) and that fit
+  alone (``linear``);
 - ``scaled_reference``: what one would do by hand: the other GPU whose times order the N
   configs best (Spearman), its recording scaled by the median ratio over the N configs (a config
   it never ran gets the N configs' median time).
@@ -104,8 +105,9 @@ def one_case(args: tuple[str, str, int, int]) -> dict[str, Any]:
                                  reference=None if name == "own" else others,
                                  reference_mode="auto" if name == "reference_auto" else "features").fit(train)
         out[name] = {**scores(model.predict(test), measured, optimum), "wall_s": time.perf_counter() - t0}
-        if name == "reference_auto":  # the share of cases where cross-validation chose the offset
+        if name == "reference_auto":  # the share of cases where cross-validation chose each way
             out[name]["offset_chosen"] = float(model.reference_mode_ == "offset")
+            out[name]["linear_chosen"] = float(model.reference_mode_ == "linear")
     out["scaled_reference"] = scores(scaled_reference(train, test, others), measured, optimum)
     return out
 

@@ -562,7 +562,8 @@ def main() -> None:
                         ("serving_search_prior_noise", serving_search("serving_search_prior_noise")),
                         ("serving_rate", serving_rate()), ("serving_replay", serving_replay()),
                         ("cpu_kernels", cpu_kernels()), ("gpu_kernels", gpu_kernels()),
-                        ("new_hardware", new_hardware())):
+                        ("new_hardware", new_hardware()),
+                        ("new_hardware_linear", new_hardware("new_hardware_linear"))):
         if text:
             print(f"### {title}\n\n{text}\n")
 

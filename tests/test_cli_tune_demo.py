@@ -395,7 +395,7 @@ def test_train_with_a_reference_keeps_it_for_predictions(two_gpu_convolution_sto
     (["--reference", "GEMM"], ["--reference", ": reference times need 'config.*' columns in both"]),
     (["--split", "shape", "--train-size", "50"], ["--train-size needs --split random"]),
     (["--reference", "MISSING"], ["no Measurement store"]),
-    (["--reference-mode", "both"], ["--reference-mode must be one of features, offset, auto", "'both'"]),
+    (["--reference-mode", "both"], ["--reference-mode must be one of features, offset, linear, auto", "'both'"]),
 ])
 def test_evaluate_refuses_a_bad_hardware_reference_or_train_size(monkeypatch, capsys, tmp_path, extra, needles):
     store = tmp_path / "store"

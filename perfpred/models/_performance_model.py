@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.linear_model import Ridge
+from sklearn.dummy import DummyRegressor
+from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_is_fitted
 
@@ -24,7 +25,9 @@ from perfpred.features import ReferenceTimes, config_frame, gemm_features
 from perfpred.models._regressors import LogTargetXGBRegressor, RooflineRegressor, gpperf_random_forest
 
 FEATURIZERS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {"gemm": gemm_features}
-REFERENCE_MODES = ("features", "offset", "auto")
+REFERENCE_MODES = ("features", "offset", "linear", "auto")
+# ``linear``: the ridge fit is the whole model, so its shrinkage is chosen by leave-one-out on the rows.
+LINEAR_ALPHAS = (0.01, 0.1, 1.0, 10.0)
 # Feature sets that are variants of another kind's ("kernel-occupancy" reads "kernel" rows):
 # featurizer name -> the Measurement kind of the rows it takes.
 FEATURIZER_ROWS: dict[str, str] = {}
@@ -93,13 +96,17 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             regressor splits on), ``offset`` (the regressor learns the ratio to a ridge fit of log
             target on the reference log times, so a sibling GPU's recording is followed from few
             rows, where trees on 50 rows cannot follow a near-identity map; on a GPU its references
-            order badly it costs), or ``auto`` (whichever scores lower in 4-fold cross-validation
-            on the training rows; eight fits more). A new GPU from 50 / 200 / 1,000 / 2,000 of its
+            order badly it costs), ``linear`` (that ridge fit alone, its shrinkage chosen by
+            leave-one-out: a sibling GPU scaled, what one does by hand; no intervals), or ``auto``
+            (whichever of the three scores lowest in 4-fold cross-validation on the training rows;
+            twelve fits more, four of them a ridge only). A new GPU from 50 / 200 / 1,000 / 2,000 of its
             configs (``benchmarks/new_hardware.py``, mean over the recorded GPUs, 3 seeds): ``auto``
             6.0 / 4.7 / 2.9 / 2.3% MAPE on GEMM against ``features``' 7.7 / 5.1 / 3.2 / 2.4%,
             convolution 31.8 / 13.3 / 6.5 / 4.5% against 31.9 / 13.5 / 6.9 / 4.9%, lower in 16 of 18
-            kernel x N cases; but on convolution the config it predicts fastest ran 1.38x the
-            optimum at 1,000 against 1.10x.
+            kernel x N cases (the choice between ``features`` and ``offset``; with ``linear`` among
+            the candidates GEMM at 50 / 100 rows 5.8 / 5.1%, a sibling GPU followed as well as by
+            hand, but the RTX 3090 at 50 rows 10.6 -> 12.8%); on convolution the config it predicts
+            fastest ran 1.38x the optimum at 1,000 against 1.10x.
     """
 
     def __init__(self, kind: str = "gemm", regressor: str | BaseEstimator = "xgb", target: str = "runtime_ms",
@@ -172,11 +179,15 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             self.regressor_.set_params(column=list(feats.columns).index("log2_roofline_ms"))
         self.reference_mode_ = self._choose_reference_mode(X, y)
         self.reference_offset_ = None
-        if self.reference_mode_ == "offset" and positive_target(self.regressor_):
+        linear = self.reference_mode_ == "linear"
+        if linear or (self.reference_mode_ == "offset" and positive_target(self.regressor_)):
             columns = [c for c in feats.columns if c.startswith(f"ref_log2_{self.target}__")]
-            self.reference_offset_ = (columns, Ridge(alpha=1.0).fit(feats[columns].to_numpy(float), np.log2(y)))
+            ridge = RidgeCV(alphas=LINEAR_ALPHAS) if linear else Ridge(alpha=1.0)
+            self.reference_offset_ = (columns, ridge.fit(feats[columns].to_numpy(float), np.log2(y)))
+        if linear:  # the references' fit alone: the regressor's ratio to it is 1
+            self.regressor_ = DummyRegressor(strategy="constant", constant=1.0)
         self.uses_residual_ = self.reference_offset_ is not None or self._residual_applies(self.regressor_, feats)
-        fit_params = self._group_fit_params(X)
+        fit_params = {} if linear else self._group_fit_params(X)
         if self.uses_residual_:
             self.regressor_.fit(feats, y / self._offset(feats), **fit_params)
         else:
@@ -208,7 +219,7 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
 
     def _choose_reference_mode(self, X: pd.DataFrame, y: np.ndarray) -> str:
         """``reference_mode`` resolved: ``features`` without a reference; for ``auto`` the mode
-        with the lower 4-fold cross-validated MAPE on these rows."""
+        with the lowest 4-fold cross-validated MAPE on these rows."""
         if self.reference_mode not in REFERENCE_MODES:
             raise InvalidInputError(f"`reference_mode` must be one of {REFERENCE_MODES}, but got "
                                     f"reference_mode={self.reference_mode!r}")
@@ -219,7 +230,7 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
         if len(X) < 8:
             return "features"  # too few rows to cross-validate the choice
         folds = KFold(n_splits=4, shuffle=True, random_state=self.random_state).split(X)
-        errors: dict[str, list[float]] = {"features": [], "offset": []}
+        errors: dict[str, list[float]] = {"features": [], "offset": [], "linear": []}
         # The folds share this fit's reference lookup (no rebuild, no deep copy of the recordings).
         params = {**self.get_params(deep=False), "reference": self.reference_times_}
         for train, test in folds:
