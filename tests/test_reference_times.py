@@ -122,6 +122,10 @@ def test_reference_offset_follows_a_sibling_from_few_rows_and_auto_knows_when_no
     assert scores["offset"] < 0.5 * scores["features"], scores
     assert scores["linear"] < 0.5 * scores["features"], scores  # the sibling scaled, no trees
     assert scores["auto"] == pytest.approx(scores[chosen])
+    linear = PerformanceModel(kind="kernel", regressor="xgb-quantile", reference=reference,
+                              reference_mode="linear").fit(train)
+    with pytest.raises(InvalidInputError, match="reference_mode='linear'"):
+        linear.predict_interval(test)
 
     scrambled = reference.copy()
     scrambled["runtime_ms"] = np.random.RandomState(3).permutation(scrambled["runtime_ms"].to_numpy())

@@ -291,6 +291,9 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
     def predict_interval(self, X: pd.DataFrame, coverage: float = 0.9) -> pd.DataFrame:
         """lower / median / upper of the target per row of ``X`` (same index), a band meant to hold
         ``coverage`` of outcomes; needs a regressor with intervals ("xgb-quantile", "xgb-ensemble")."""
+        if getattr(self, "reference_mode_", None) == "linear":
+            raise InvalidInputError("intervals need a regressor with predict_interval, but this model is "
+                                    "reference_mode='linear' (the references' fit alone, no regressor)")
         if not self.has_intervals:
             raise InvalidInputError(
                 f"intervals need a regressor with predict_interval ('xgb-quantile' or 'xgb-ensemble'), "
