@@ -563,7 +563,8 @@ def main() -> None:
                         ("serving_rate", serving_rate()), ("serving_replay", serving_replay()),
                         ("cpu_kernels", cpu_kernels()), ("gpu_kernels", gpu_kernels()),
                         ("new_hardware", new_hardware()),
-                        ("new_hardware_linear", new_hardware("new_hardware_linear"))):
+                        ("new_hardware_linear", new_hardware("new_hardware_linear")),
+                        ("new_hardware_linear_large", new_hardware("new_hardware_linear_large"))):
         if text:
             print(f"### {title}\n\n{text}\n")
 
