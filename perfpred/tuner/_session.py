@@ -211,19 +211,23 @@ def priors_from_files(paths: list[str], names: list[str], exclude_hardware: str 
             priors.update(_priors_from_store(path, names, exclude_hardware))
             continue
         table = ReplayBackend.from_file(path, format=_replay_format(path)).table
-        missing = [n for n in names if f"config.{n}" not in table and f"workload.{n}" not in table]
+        missing = [n for n, c in _param_columns(table, names).items() if c not in table]
         if missing:
             raise InvalidInputError(f"prior {path.name} lacks the space's parameter(s) {missing}")
         priors[path.name] = _runtime_prior(table, names)
     return priors
 
 
+def _param_columns(table: pd.DataFrame, names: list[str]) -> dict[str, str]:
+    """Each space parameter's column in Measurement rows: ``config.NAME``, else ``workload.NAME``."""
+    return {n: f"config.{n}" if f"config.{n}" in table else f"workload.{n}" for n in names}
+
+
 def _runtime_prior(table: pd.DataFrame, names: list[str]) -> Callable[[pd.DataFrame], np.ndarray]:
     """XGBoost on the parameters' features, fitted to log runtime of the table's working rows."""
     from xgboost import XGBRegressor
 
-    frame = pd.DataFrame({n: table[f"config.{n}" if f"config.{n}" in table else f"workload.{n}"].to_numpy()
-                          for n in names})
+    frame = pd.DataFrame({n: table[c].to_numpy() for n, c in _param_columns(table, names).items()})
     ok = (table["status"] == "ok").to_numpy() & np.isfinite(table["runtime_ms"].to_numpy(dtype=float))
     model = XGBRegressor(n_estimators=300, max_depth=8, learning_rate=0.1, n_jobs=1, random_state=0)
     model.fit(param_features(frame[ok]), np.log(table["runtime_ms"].to_numpy(dtype=float)[ok]))
@@ -234,7 +238,7 @@ def _priors_from_store(path: Path, names: list[str], exclude_hardware: str | Non
     from perfpred.datasets import MeasurementStore
 
     rows = MeasurementStore(path).load(status="ok")
-    columns = {n: f"config.{n}" if f"config.{n}" in rows else f"workload.{n}" for n in names}
+    columns = _param_columns(rows, names)
     if rows.empty or any(c not in rows for c in columns.values()):
         raise InvalidInputError(f"prior {path}: no rows with the space's parameters {names}")
     rows = rows[rows[list(columns.values())].notna().all(axis=1) & (rows["runtime_ms"] > 0)]
