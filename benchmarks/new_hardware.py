@@ -36,7 +36,7 @@ from _common import write_result
 from scipy.stats import spearmanr
 
 from perfpred.collect._replay import ReplayBackend
-from perfpred.features import ReferenceTimes, reference_key_columns
+from perfpred.features import ReferenceTimes
 from perfpred.features._reference import config_keys
 from perfpred.models import PerformanceModel
 from perfpred.models._zoo import deep_tree_blend
@@ -61,8 +61,8 @@ def load_family(family: str) -> pd.DataFrame:
 def scaled_reference(train: pd.DataFrame, test: pd.DataFrame, others: pd.DataFrame) -> np.ndarray:
     """The other GPU that orders the training configs best, scaled by the median ratio on them
     (configs matched as ``PerformanceModel(reference=...)`` matches them: ``ReferenceTimes``)."""
-    keys = reference_key_columns(train, others)
-    times = ReferenceTimes.from_measurements(others, keys).log2_times
+    lookup = ReferenceTimes.for_rows(others, train)
+    times, keys = lookup.log2_times, lookup.key_columns
     train_log2, test_log2 = times.reindex(config_keys(train, keys)), times.reindex(config_keys(test, keys))
     measured = np.log2(train["runtime_ms"].to_numpy(dtype=float))
     best = None
