@@ -101,12 +101,12 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             (whichever of the three scores lowest in 4-fold cross-validation on the training rows;
             twelve fits more, four of them a ridge only). A new GPU from 50 / 200 / 1,000 / 2,000 of its
             configs (``benchmarks/new_hardware.py``, mean over the recorded GPUs, 3 seeds): ``auto``
-            6.0 / 4.7 / 2.9 / 2.3% MAPE on GEMM against ``features``' 7.7 / 5.1 / 3.2 / 2.4%,
-            convolution 31.8 / 13.3 / 6.5 / 4.5% against 31.9 / 13.5 / 6.9 / 4.9%, lower in 16 of 18
-            kernel x N cases (the choice between ``features`` and ``offset``; with ``linear`` among
-            the candidates GEMM at 50 / 100 rows 5.8 / 5.1%, a sibling GPU followed as well as by
-            hand, but the RTX 3090 at 50 rows 10.6 -> 12.8%); on convolution the config it predicts
-            fastest ran 1.38x the optimum at 1,000 against 1.10x.
+            5.8 / 4.6 / 2.9 / 2.3% MAPE on GEMM against ``features``' 7.7 / 5.1 / 3.2 / 2.4% (a
+            sibling GPU followed as well as by hand from 50 rows), convolution 31.7 / 13.3 / 6.5 /
+            4.5% against 31.9 / 13.5 / 6.9 / 4.9%, lower in 17 of 18 kernel x N cases; it misses
+            where cross-validation on 50-100 rows picks wrongly (the A4000's convolution at 50
+            rows 10.3 -> 11.5%), and on convolution the config it predicts fastest ran 1.38x the
+            optimum at 1,000 against 1.10x.
     """
 
     def __init__(self, kind: str = "gemm", regressor: str | BaseEstimator = "xgb", target: str = "runtime_ms",
