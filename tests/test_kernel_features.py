@@ -354,6 +354,11 @@ def test_the_decode_step_adds_a_fixed_time_per_decoder_layer_to_the_roofline():
     step_ms = np.exp2(f["log2_roofline_ms"]) + np.array([32, 62, 5]) * LAYER_OVERHEAD_MS
     assert np.allclose(f["log2_decode_step_ms"], np.log2(step_ms))
     assert np.allclose(f["log2_decode_gpu_seconds_per_token"], np.log2(np.array([2, 1, 1]) * step_ms / 1e3 / [8, 8, 4]))
+    # the batch's matmuls at the bf16 peak (Llama 3.1 8B: 2 x 8e9 x 8 sequences over 2 GPUs) over that step
+    assert np.exp2(f["log2_compute_over_decode_step"].iloc[0]) == pytest.approx(2 * 8e9 * 8 / 2 / 989e12 * 1e3
+                                                                                 / step_ms[0])
+    bigger = serving_attention_features(df.assign(**{"config.max_num_seqs": [64, 8, 4]}))
+    assert bigger["log2_compute_over_decode_step"].iloc[0] > f["log2_compute_over_decode_step"].iloc[0]
     # a model of unknown layout: no step time rather than the roofline alone
     unknown = serving_attention_features(df.assign(**{"workload.model": "someone/unknown-7b",
                                                       "workload.num_layers": np.nan}).head(1))
