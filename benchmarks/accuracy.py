@@ -580,9 +580,10 @@ def mlenergy_lomo(tables, budget: Budget) -> dict[str, Any]:
         random_rows[target] = {"mean_rel_err": round(float(rel.mean()), 5), "median_rel_err": round(float(
             np.median(rel)), 5)}
     out.update({"model": "per target: blend of XGBoost and ExtraTrees on log target over serving features with "
-                         "the decode step's KV-cache reads and per-layer time (and, under expert parallelism, "
-                         "per-MoE-layer time) and the batch's matmul time at peak over that step, residual over "
-                         "the target's analytic offset; energy per token as power / throughput (ServingPredictor)",
+                         "the decode step (weight reads plus matmuls, per-layer time and, under expert "
+                         "parallelism, per-MoE-layer time), its KV-cache reads and the batch's matmul time at peak "
+                         "over it, residual over the target's analytic offset; energy per token as power / "
+                         "throughput (ServingPredictor)",
                 "rows": len(table),
                 "models": int(models.nunique()), "gpperf": {"ours_multi_target": random_rows}})
     return out

@@ -341,7 +341,7 @@ def test_serving_attention_features_count_the_kv_cache_a_decode_step_reads():
     assert f[new].iloc[3].isna().all()
 
 
-def test_the_decode_step_adds_a_fixed_time_per_decoder_layer_to_the_roofline():
+def test_the_decode_step_adds_a_fixed_time_per_decoder_layer_to_its_weight_reads_and_matmuls():
     df = pd.DataFrame({
         "workload.model": ["meta-llama/Llama-3.1-8B-Instruct", "nvidia/NVIDIA-Nemotron-Nano-12B-v2", "tiny"],
         "workload.precision": ["bfloat16"] * 3, "workload.total_params_b": [8.0, 12.0, 0.02],
@@ -351,7 +351,10 @@ def test_the_decode_step_adds_a_fixed_time_per_decoder_layer_to_the_roofline():
     f = serving_attention_features(df)
     # Llama 3.1 8B: 32 layers; Nemotron Nano 12B v2: 62 (6 of them attention); a row's own count wins
     assert list(np.exp2(f["log2_decoder_layers"])) == pytest.approx([32, 62, 5])
-    step_ms = np.exp2(f["log2_roofline_ms"]) + np.array([32, 62, 5]) * LAYER_OVERHEAD_MS
+    # the weights' read time and the batch's matmuls add up (they overlap little at decode's batches)
+    matmul_ms = np.exp2(f["log2_memory_ms"]) + np.exp2(f["log2_compute_ms"])
+    assert (matmul_ms > np.exp2(f["log2_roofline_ms"])).all()
+    step_ms = matmul_ms + np.array([32, 62, 5]) * LAYER_OVERHEAD_MS
     assert np.allclose(f["log2_decode_step_ms"], np.log2(step_ms))
     assert np.allclose(f["log2_decode_gpu_seconds_per_token"], np.log2(np.array([2, 1, 1]) * step_ms / 1e3 / [8, 8, 4]))
     # the batch's matmuls at the bf16 peak (Llama 3.1 8B: 2 x 8e9 x 8 sequences over 2 GPUs) over that step
@@ -385,7 +388,8 @@ def test_expert_parallelism_costs_each_layer_that_routes_tokens():
     # Scout routes in all 48 layers, Maverick in every other one (its card), a row's own count
     # wins; no cost without expert parallelism (one GPU) or for a dense model (tensor parallel).
     routing = np.array([48, 24, 48, 0, 0, 4])
-    step_ms = np.exp2(f["log2_roofline_ms"]) + layers * LAYER_OVERHEAD_MS + routing * EXPERT_PARALLEL_LAYER_MS
+    matmul_ms = np.exp2(f["log2_memory_ms"]) + np.exp2(f["log2_compute_ms"])
+    step_ms = matmul_ms + layers * LAYER_OVERHEAD_MS + routing * EXPERT_PARALLEL_LAYER_MS
     assert np.allclose(f["log2_decode_step_ms"], np.log2(step_ms))
 
 

@@ -205,9 +205,9 @@ class ServingPredictor:
     ``max_num_seqs`` x a learned tokens per sequence per step / the ITL p50 (``ThroughputOfSteps``),
     and energy per token the predicted total power / that throughput (``EnergyOfPower``); where
     the rows have no ITL p50 they are learned directly (throughput as GPU-seconds per token). Leave
-    one model out on ML.ENERGY (``benchmarks/accuracy.py``): energy per token 13.9% learned directly
-    over the decode step, 12.5% composed; in the serving replay's leave-one-model-out priors,
-    throughput 18.1 -> 13.6% and energy per token 17.1 -> 12.7% (row-weighted mean APE).
+    one model out on ML.ENERGY (``benchmarks/accuracy.py``): energy per token 13.1% learned directly
+    over the decode step, 11.8% composed; in the serving replay's leave-one-model-out priors,
+    throughput 18.1 -> 12.6% and energy per token 17.1 -> 11.9% (row-weighted mean APE).
 
     Parameters:
         metrics: what to predict (keys of ``SERVING_TARGETS``).
@@ -220,7 +220,7 @@ class ServingPredictor:
             out on ML.ENERGY, KV reads: power 11.0 -> 9.3%, energy per token 17.0 -> 16.7%, p50 ITL
             12.9 -> 12.8%; the per-layer step time as the ITL's offset: p50 ITL 12.8 -> 11.6%;
             with the expert-parallel time per MoE layer: 10.4%; with the batch's matmul time
-            at peak over that step: 10.1%).
+            at peak over that step: 10.1%; with the step as weight reads plus matmuls: 9.8%).
     """
 
     def __init__(self, metrics: Sequence[str], regressor: BaseEstimator | None = None, cv_folds: int = 4,
