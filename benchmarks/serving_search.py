@@ -61,12 +61,15 @@ from perfpred.tuner._serving_live import GOALS, goal_value
 GRIDS = [("serving.json", "small-20m"), ("serving.json", "tiny"), ("serving_vllm.json", "tiny")]
 OTHER_GRIDS = "other grids"  # a variant's ``prior`` setting: resolved per scenario (``Scenario.prior``)
 # tune_serving_live's search settings per variant. The first four are the Dec 4 choice between
-# surrogates, made with two launches per refit (the default then); the last is the default since.
+# surrogates, made with two launches per refit (the default then); the fifth is the default since.
 VARIANTS = {"xgb, kappa 1": {"surrogate": "xgb", "kappa": 1.0, "batch_size": 2},
             "xgb, kappa 0.5": {"surrogate": "xgb", "kappa": 0.5, "batch_size": 2},
             "gp, kappa 1": {"surrogate": "gp", "kappa": 1.0, "batch_size": 2},
             "gp, kappa 0.5": {"surrogate": "gp", "kappa": 0.5, "batch_size": 2},
             "gp, kappa 0.5, 1 launch per refit": {"surrogate": "gp", "kappa": 0.5, "batch_size": 1},
+            # The default with a linear trend in the log2 knobs added to the GP (Dec 7; not adopted).
+            "gp, kappa 0.5, 1 launch per refit, linear trend": {"surrogate": "gp", "kappa": 0.5, "batch_size": 1,
+                                                               "gp_trend": True},
             # A prior (tune_serving_live's ``prior``) trained on the other grids of the same goal:
             # every grid but the scored one, i.e. other models and other engines on this machine.
             "gp, kappa 0.5, prior from the other grids": {"surrogate": "gp", "kappa": 0.5, "batch_size": 1,

@@ -560,6 +560,8 @@ def main() -> None:
                         ("serving_search_noise", serving_search("serving_search_noise")),
                         ("serving_search_prior", serving_search("serving_search_prior")),
                         ("serving_search_prior_noise", serving_search("serving_search_prior_noise")),
+                        ("serving_search_trend", serving_search("serving_search_trend")),
+                        ("serving_search_trend_noise", serving_search("serving_search_trend_noise")),
                         ("serving_rate", serving_rate()), ("serving_replay", serving_replay()),
                         ("cpu_kernels", cpu_kernels()), ("gpu_kernels", gpu_kernels()),
                         ("new_hardware", new_hardware()),

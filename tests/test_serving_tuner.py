@@ -252,3 +252,31 @@ def test_the_first_model_guided_launches_after_a_three_launch_start_are_not_blin
     assert len({round(e.predicted_goal, 6) for e in guided}) == 2  # not one constant for every config
     best_seen = max(e.config["seqs"] for e in start)
     assert max(e.config["seqs"] for e in guided) >= best_seen  # it goes where throughput grows
+
+
+def test_the_gp_trend_carries_a_slope_to_the_grids_edge():
+    """Measured at max_num_seqs 1 and 8 only, a goal that grows with it should send the next
+    launch to 16: a GP alone falls back to the mean away from its data, the linear trend does not."""
+    import numpy as np
+    import pandas as pd
+
+    from perfpred.tuner._slo_search import _gp
+
+    grid = pd.DataFrame([(s, b) for s in (1, 2, 4, 8, 16) for b in (128, 256, 512, 1024)],
+                        columns=["max_num_seqs", "max_num_batched_tokens"])
+    features = np.log2(grid).add_prefix("log2_")
+    log_goal = (0.4 * features["log2_max_num_seqs"] + 0.05 * features["log2_max_num_batched_tokens"]).to_numpy()
+    measured = np.array([int(np.flatnonzero((grid["max_num_seqs"] == s) & (grid["max_num_batched_tokens"] == b))[0])
+                         for s, b in ((8, 256), (1, 128), (1, 1024), (8, 1024))])
+
+    def next_launch(trend: bool) -> tuple[int, float]:
+        mean, std = _gp(features, measured, log_goal[measured], trend)
+        ucb = mean + 0.5 * std
+        ucb[measured] = -np.inf
+        at_16 = float(mean[grid["max_num_seqs"].to_numpy() == 16].max())
+        return int(grid["max_num_seqs"].iloc[int(np.argmax(ucb))]), at_16
+
+    seqs, at_16 = next_launch(True)
+    assert seqs == 16 and at_16 == pytest.approx(log_goal.max(), abs=0.1)
+    seqs, at_16 = next_launch(False)
+    assert seqs < 16 and at_16 < log_goal[measured].max()  # what the trend is for

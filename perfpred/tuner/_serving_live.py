@@ -274,7 +274,7 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
                       progress: Callable[[dict[str, Any]], None] | None = None,
                       storage: str | None = None, study_name: str | None = None,
                       confirm_repeats: int = 0, confirm_top: int = 3, prior: Any | None = None,
-                      calibration_picks: int = 2) -> LiveTuneResult:
+                      calibration_picks: int = 2, gp_trend: bool = False) -> LiveTuneResult:
     """Tune a serving engine's knobs with real launches, the predictor choosing each next launch.
 
     Args:
@@ -322,6 +322,7 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
             the prior as far as the prior has ordered them right (:mod:`perfpred.tuner._slo_search`).
         calibration_picks: with a prior, launches after its first pick that go to the config
             farthest from those launched, to test the prior's ranking early (``SloSearchSettings``).
+        gp_trend: add a linear trend in the log2 knobs to the GP surrogate (default off; ``SloSearchSettings``).
     """
     from perfpred.collect.serving import ServingCollector
 
@@ -339,7 +340,7 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
             raise InvalidInputError(f"`{name} >= {low}` must hold (an integer), but got {name}={value!r}")
     # Before anything is created or launched: the search settings check themselves.
     settings = SloSearchSettings(budget=budget, batch_size=batch_size, n_initial=n_initial, kappa=kappa, seed=seed,
-                                 surrogate=surrogate, calibration_picks=calibration_picks)
+                                 surrogate=surrogate, calibration_picks=calibration_picks, gp_trend=gp_trend)
     if slo is not None:
         slo.validate()
     if prior is not None and not hasattr(prior, "predict"):  # rows: learn from them before anything starts

@@ -67,6 +67,9 @@ class SloSearchSettings:
     # trees give a config the value of its measured neighbours (the grids' best is a corner).
     # Its fits take milliseconds beside launches of seconds to minutes.
     surrogate: str = "gp"
+    # A linear trend in the log2 knobs added to the GP's kernel (``_gp``): it carries a slope to
+    # the grid's edge. Off: replayed it gained without noise and not with noisy launches (``_gp``).
+    gp_trend: bool = False
     # With a prior: launches after the prior's first pick that go to the config farthest from
     # everything launched, whatever the prior says, so its ranking is tested early (see
     # ``prior_agreement``); the tuner's ``calibration_picks`` does the same for its priors.
@@ -229,7 +232,10 @@ def _score(done: list[Evaluation], features: pd.DataFrame, bounds: Mapping[str, 
         # start is 3 launches), so its first picks would be blind; a GP interpolates from 3 rows.
         return s.surrogate == "xgb" and n_rows >= MIN_TREE_ROWS
 
-    mean, std = (fit.mean_log, fit.std_log) if trees(int(works.sum())) else _gp(features, idx[works], y[works])
+    if trees(int(works.sum())):
+        mean, std = fit.mean_log, fit.std_log
+    else:
+        mean, std = _gp(features, idx[works], y[works], s.gp_trend)
     mean = mean + offset
     log_p = np.log(np.clip(fit.p_ok, 1e-6, 1.0))
     for metric, bound in bounds.items():
@@ -241,14 +247,14 @@ def _score(done: list[Evaluation], features: pd.DataFrame, bounds: Mapping[str, 
             m_fit = surrogate.fit_predict(features.iloc[idx], np.log(np.where(have, vals, 1.0)), have, features)
             m_mean, m_std = m_fit.mean_log, m_fit.std_log
         else:
-            m_mean, m_std = _gp(features, idx[have], np.log(vals[have]))
+            m_mean, m_std = _gp(features, idx[have], np.log(vals[have]), s.gp_trend)
         z = (math.log(bound) - m_mean) / np.maximum(m_std, s.noise_log)
         log_p = log_p + np.log(np.clip(_normal_cdf(z), 1e-6, 1.0))
     ucb = mean + s.kappa * std
     return -(ucb + log_p), np.exp(mean), np.exp(log_p)
 
 
-def _gp(features: pd.DataFrame, idx: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _gp(features: pd.DataFrame, idx: np.ndarray, y: np.ndarray, trend: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Mean and spread of ``y`` over every candidate from a GP on the measured ones.
 
     Trees cannot interpolate: with slots 1 and 8 measured, slots 4 gets the prediction of one
@@ -256,21 +262,32 @@ def _gp(features: pd.DataFrame, idx: np.ndarray, y: np.ndarray) -> tuple[np.ndar
     GP on the knobs' log2 values, scaled to [0, 1], interpolates and widens its spread away
     from the data, which is what the probability of meeting a bound needs.
 
+    With ``trend`` (off by default) the kernel also has a linear part in those scaled knobs (a
+    Bayesian linear trend, its weight fitted with the other settings). Away from the launches a GP
+    alone falls back to the mean: with max_num_seqs 1 and 8 launched and 8 far faster, 16 can look
+    no better than 4; the trend carries the slope to the grid's edge. Replayed on the 9 recorded
+    serving grids (benchmarks/serving_search.py, 40 seeds; benchmarks/README.md) it gained on the
+    grids' rows (throughput 0.982 / 0.976 -> 0.984 / 0.980 of the best, seeds 0-19 / 20-39; rate
+    0.906 -> 0.912; vLLM 0.957 / 0.959 -> 0.972 / 0.963) but not with each launch noisy as a live
+    one is (sd 0.1: throughput 0.917 / 0.871 -> 0.906 / 0.875, lost under the tight SLOs, where it
+    extrapolates the latency bounds too), so it stays off.
+
     Below 3 values nothing can be fitted: the GP's settings are fixed (a spread of 0.5 in log
-    around the values' mean, length scale half the knobs' range), so the spread still grows
-    away from what was measured. With a prior that matters: after its first launch, a flat
+    around the values' mean, length scale half the knobs' range, no trend), so the spread still
+    grows away from what was measured. With a prior that matters: after its first launch, a flat
     spread let the prior's smallest differences pick every next launch, however wrong its
     ranking (a prior from llama-server's rate grids sent vLLM's 3 launches to max_num_seqs 1).
     """
     if len(y) == 0:
         return np.zeros(len(features)), np.ones(len(features))
     from sklearn.gaussian_process import GaussianProcessRegressor
-    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+    from sklearn.gaussian_process.kernels import ConstantKernel, DotProduct, Matern, WhiteKernel
 
     cols = [c for c in features.columns if f"log2_{c}" not in features.columns]
     X = features[cols].to_numpy(dtype=float)
     span = X.max(axis=0) - X.min(axis=0)
-    X = (X - X.min(axis=0)) / np.where(span > 0, span, 1.0)
+    # Centred: the Matern part does not mind, and the trend's prior then favours no end of a range.
+    X = (X - X.min(axis=0)) / np.where(span > 0, span, 1.0) - 0.5
     import warnings
 
     with warnings.catch_warnings():
@@ -280,8 +297,10 @@ def _gp(features: pd.DataFrame, idx: np.ndarray, y: np.ndarray) -> tuple[np.ndar
             gp = GaussianProcessRegressor(kernel, optimizer=None).fit(X[idx], y - y.mean())
             mean, std = gp.predict(X, return_std=True)
             return mean + y.mean(), std
-        kernel = (ConstantKernel(1.0, (1e-2, 1e2)) * Matern(np.ones(X.shape[1]), (0.05, 20.0), nu=2.5)
-                  + WhiteKernel(0.01, (1e-4, 0.5)))
+        kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(np.ones(X.shape[1]), (0.05, 20.0), nu=2.5)
+        if trend:
+            kernel = kernel + ConstantKernel(1.0, (1e-3, 1e2)) * DotProduct(0.0, "fixed")
+        kernel = kernel + WhiteKernel(0.01, (1e-4, 0.5))
         gp = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=2, random_state=0)
         gp.fit(X[idx], y)
         mean, std = gp.predict(X, return_std=True)
