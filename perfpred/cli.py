@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from perfpred.errors import InvalidInputError, PerfPredError
+from perfpred.errors import Interrupted, InvalidInputError, PerfPredError
 
 app = typer.Typer(help="Predict and tune GEMM, kernel and serving performance before launching anything.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
@@ -38,6 +38,8 @@ def resolve_store(store: Path) -> Path:
     """The store a command uses (the callback of every store option): the default one, or the
     pre-rename default where only that exists (so measurements collected before the rename are
     not silently left out)."""
+    if store.exists() and not store.is_dir():
+        raise InvalidInputError(f"a store is a folder, but {store} is a file")
     if store == DEFAULT_STORE and not store.exists() and LEGACY_DEFAULT_STORE.exists():
         err_console.print(f"using {LEGACY_DEFAULT_STORE} (the default store's old name; --store picks another)")
         return LEGACY_DEFAULT_STORE
@@ -51,6 +53,12 @@ def _store_argument(path: Path, store: Path | None) -> Path:
     if path != DEFAULT_STORE and path != store:
         raise InvalidInputError(f"give the store once, as PATH or as --store, but got PATH={path} and --store={store}")
     return store
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was given on the command line (not left at its default)."""
+    source = ctx.get_parameter_source(name)  # by name: typer may bring its own click's enum
+    return source is not None and source.name == "COMMANDLINE"
 
 
 # ---------------------------------------------------------------------------- parsing helpers
@@ -107,6 +115,7 @@ def env(
 # ---------------------------------------------------------------------------- collect
 @collect_app.command("gemm")
 def collect_gemm(
+    ctx: typer.Context,
     store: Annotated[Path, typer.Option(help="Measurement store folder (created if missing).", callback=resolve_store)] = DEFAULT_STORE,
     design: Annotated[str, typer.Option(help="Sweep design: grid, random (log-uniform) or sobol (quasi-random, log scale).")] = "sobol",
     n_shapes: Annotated[int, typer.Option(help="Number of (M,N,K) shapes for random/sobol designs.")] = 64,
@@ -155,6 +164,11 @@ def collect_gemm(
     from perfpred.datasets import MeasurementStore
 
     if quick:
+        preset = ("design", "n_shapes", "m_range", "n_range", "k_range", "max_time_s", "max_runs")
+        given = [f"--{name.replace('_', '-')}" for name in preset if _given(ctx, name)]
+        if given:
+            raise InvalidInputError(f"--quick sets {', '.join(given)} itself: give --quick or {', '.join(given)}, "
+                                    "not both")
         design, n_shapes, m_range, n_range, k_range = "sobol", 128, "16:2048", "16:2048", "16:2048"
         max_time_s, max_runs = 0.5, 20
     if design not in ("grid", "random", "sobol"):
@@ -210,6 +224,40 @@ def collect_gemm(
                "failed (stored with status)": report.failed, "statuses": report.statuses,
                "wall time": f"{report.wall_s:.1f} s", "store rows": len(st), "store": str(store)}
     _print_kv_table("GEMM sweep", summary)
+
+
+@collect_app.command("kernel")
+def collect_kernel(
+    kernel: Annotated[str, typer.Option(help="A shipped tunable kernel: sgemm or jacobi2d (C, compiled and timed on this CPU); matmul_cuda or matmul_triton on a CUDA GPU.")] = "sgemm",
+    size: Annotated[str, typer.Option(help="Problem size: '' (the kernel's default), 'test' (its tiny test size) or e.g. m=512,n=512,k=512.")] = "",
+    configs: Annotated[int | None, typer.Option(help="Measure a seeded uniform sample of this many valid configs (default: every valid config).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sample and of the input data.")] = 0,
+    timeout_s: Annotated[float, typer.Option(help="Wall-time limit of one config (compile + check + timing); past it the row is stored with status timeout.")] = 60.0,
+    store: Annotated[Path, typer.Option(help="Measurement store folder (created if missing).", callback=resolve_store)] = DEFAULT_STORE,
+) -> None:
+    """Compile, verify and time configs of a tunable kernel and append them to a store.
+
+    Training rows for `perfpred train --kind kernel` (and priors for `perfpred tune --prior`).
+    Re-running the same command resumes: configs already in the store are skipped; a config
+    that fails to compile, verify or finish in time is stored with its status.
+    """
+    from perfpred.collect import KernelCollector, get_kernel, run_sweep
+    from perfpred.datasets import MeasurementStore
+    from perfpred.tuner._session import _problem_size
+
+    if configs is not None and configs < 1:
+        raise InvalidInputError(f"`--configs >= 1` must hold, but got --configs {configs}")
+    spec = get_kernel(kernel)
+    with KernelCollector(spec, problem_size=_problem_size(spec, size), timeout_s=timeout_s, seed=seed) as collector:
+        chosen = collector.configs(configs, seed=seed)  # validated before anything compiles
+        st = MeasurementStore(store, create=True)
+        err_console.print(f"[bold]{len(chosen)}[/] {kernel} config(s) at {collector.problem_size} -> {store}")
+        report = run_sweep(collector, chosen, st)
+    st.compact()
+    _print_kv_table(f"{kernel} sweep", {"measured": report.measured, "skipped (already in store)": report.skipped,
+                                        "failed (stored with status)": report.failed, "statuses": report.statuses,
+                                        "wall time": f"{report.wall_s:.1f} s", "store rows": len(st),
+                                        "store": str(store)})
 
 
 def _knob_value(text: str):
@@ -269,6 +317,10 @@ def collect_serving(
 
     if concurrency is not None and rate_rps is not None:
         raise InvalidInputError("give --concurrency or --rate-rps, not both")
+    if concurrency is not None and concurrency < 1:
+        raise InvalidInputError(f"`--concurrency >= 1` must hold, but got --concurrency {concurrency}")
+    if not probe_s > 0:
+        raise InvalidInputError(f"`--probe-s > 0` must hold, but got --probe-s {probe_s}")
     bounds = {"ttft_ms": slo_ttft_ms, "tpot_ms": slo_tpot_ms, "e2e_ms": slo_e2e_ms}
     slo = Slo(**bounds) if any(v is not None for v in bounds.values()) else None
     if sustainable_rate and slo is None:
@@ -277,7 +329,8 @@ def collect_serving(
         raise InvalidInputError(f"--loads-into stores a rate search's loads: it needs --sustainable-rate, "
                                 f"but got --loads-into {loads_into} without it")
     workload = ServingWorkload(n_requests=requests, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
-                               rate_rps=rate_rps, concurrency=None if rate_rps is not None else (concurrency or 8),
+                               rate_rps=rate_rps,
+                               concurrency=None if rate_rps is not None else 8 if concurrency is None else concurrency,
                                seed=seed)
     configs = [ServingConfig(engine=engine, knobs=k, workload=workload, model=model)
                for k in parse_knob_grid(knob or [])]
@@ -795,8 +848,13 @@ def tune(
         parse_constraints(constraint or [], known)
         storage = storage or _study_file(output)
         _tune_pareto(session, objective or ["runtime_ms"], constraint or [], budget=budget, batch=batch,
-                     storage=storage, study=study, seed=seed, output=output)
+                     storage=storage, study=study, seed=seed, output=output, backend_tag=_slug(backend))
         return
+    replayed = Path(backend.partition(":")[2]) if backend.startswith("replay:") else None
+    for path in prior or []:
+        if replayed is not None and Path(path).is_file() and Path(path).samefile(replayed):
+            raise InvalidInputError(f"--prior {path} is the replayed recording itself: a prior must come from OTHER "
+                                    "hardware (or another problem size), or it hands the tuner the answers")
     priors = {**(priors_from_files(prior, session.space.names, exclude_hardware=session.recorded_hardware_id)
                  if prior else {}),
               **(prior_from_model(model, session) if model else {})} or None
@@ -821,20 +879,30 @@ def tune(
             table.add_row("recorded optimum (ms)", f"{session.optimum:.4g}")
         return table
 
-    with Live(view(), console=err_console, refresh_per_second=8, transient=False) as live:
-        def on_eval(row: dict) -> None:
-            state["n"] += 1
-            state["last"] = row
-            if row["value"] is not None and (state["best"] is None or row["value"] < state["best"]):
-                state["best"] = row["value"]
-            live.update(view())
+    panel: list[Live] = []
 
-        tuner = Tuner(session.space, session.backend, settings, candidates=session.candidates, prior=priors,
-                      storage=storage, study_name=study, on_evaluation=on_eval,
-                      featurize=featurize)
-        result = tuner.run()
-    if not err_console.is_terminal:
-        err_console.line()  # a non-terminal Live leaves its last frame without a line end
+    def on_eval(row: dict) -> None:
+        state["n"] += 1
+        state["last"] = row
+        if row["value"] is not None and (state["best"] is None or row["value"] < state["best"]):
+            state["best"] = row["value"]
+        panel[0].update(view())
+
+    # Built before the panel is drawn, so a study that tunes something else is refused up front.
+    tuner = Tuner(session.space, session.backend, settings, candidates=session.candidates, prior=priors,
+                  storage=storage, study_name=study, study_identity={"backend": _slug(backend)},
+                  on_evaluation=on_eval, featurize=featurize)
+    try:
+        with Live(view(), console=err_console, refresh_per_second=8, transient=False) as live:
+            panel.append(live)
+            result = tuner.run()
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted after {state['n']} evaluation(s) of this run: each is a trial of study "
+                          f"{study!r} in {storage}; the same command resumes it without measuring any "
+                          "again") from None
+    finally:
+        if not err_console.is_terminal:
+            err_console.line()  # a non-terminal Live leaves its last frame without a line end
     comparisons = {}
     for baseline in baselines:
         if baseline == "random":
@@ -843,12 +911,17 @@ def tune(
         else:
             comparisons[f"optuna-{baseline}"] = optuna_search(session.backend, session.space, session.candidates,
                                                               budget, sampler=baseline, seed=seed)
-    paths = write_report(output, history=result.history,
+    paths = write_report(output, history=result.study_history if result.study_history is not None else result.history,
                          settings={**settings.__dict__, "backend": backend, "features": features,
                                    "features_used": features_used, "priors": sorted(priors or {})},
                          best_config=result.best_config, best_value=result.best_value, comparisons=comparisons,
-                         optimum=session.optimum, budget=budget, description=session.description)
-    summary = {"evaluations": result.n_evaluations, "stopped by": result.stopped_by,
+                         optimum=session.optimum, budget=budget, description=session.description,
+                         n_this_run=result.n_evaluations)
+    study_evaluations = result.extra.get("study_evaluations", result.n_evaluations)
+    summary = {"evaluations": result.n_evaluations
+               if study_evaluations == result.n_evaluations
+               else f"{result.n_evaluations} this run, {study_evaluations} in the study",
+               "stopped by": result.stopped_by,
                "best (ms)": result.best_value, "wall time (s)": round(result.wall_s, 1),
                "model fitting (s)": round(result.fit_s, 1)}
     if session.optimum and result.best_value:
@@ -882,7 +955,7 @@ def tune_serving_cmd(
     kappa: Annotated[float, typer.Option(help="Live: exploration weight on the goal's predicted spread (0 = pure exploitation).")] = 0.5,
     output: Annotated[Path, typer.Option(help="Run directory for the report.")] = Path("perfpred-runs/tune-serving"),
     storage: Annotated[str | None, typer.Option(help="Live: Optuna RDB storage URL that records every launch as a trial, each SLO as a constraint (default sqlite:///OUTPUT/study.db; view with optuna-dashboard).")] = None,
-    probe_s: Annotated[float, typer.Option(help="--goal sustainable_rate: seconds of arrivals per rate probe (each search starts at 0.8 x the capacity a closed-loop run measures).")] = 10.0,
+    probe_s: Annotated[float | None, typer.Option(help="--goal sustainable_rate: seconds of arrivals per rate probe (each search starts at 0.8 x the capacity a closed-loop run measures; default 10).")] = None,
     loads_into: Annotated[Path | None, typer.Option(help="--goal sustainable_rate: store every load each rate search ran (capacity run and probes, each at its rate, with metric slo_met) here (default OUTPUT/loads): training rows for `perfpred train --kind serving`.")] = None,
     confirm: Annotated[int, typer.Option(help="Live: after the search, re-launch the --confirm-top best configs this many times each (interleaved rounds) and answer with the best median; launches on top of --budget. 0: answer with the best single launch.")] = 0,
     confirm_top: Annotated[int, typer.Option(help="Live: how many of the best configs --confirm re-launches.")] = 3,
@@ -909,6 +982,16 @@ def tune_serving_cmd(
     if loads_into is not None and goal != "sustainable_rate":
         raise InvalidInputError(f"--loads-into stores a rate search's loads: it needs --goal sustainable_rate, "
                                 f"but got --loads-into {loads_into} with --goal {goal}")
+    if probe_s is not None and goal != "sustainable_rate":
+        raise InvalidInputError(f"--probe-s times a rate search's probes: it needs --goal sustainable_rate, "
+                                f"but got --probe-s {probe_s} with --goal {goal}")
+    if probe_s is not None and not probe_s > 0:
+        raise InvalidInputError(f"`--probe-s > 0` must hold, but got --probe-s {probe_s}")
+    from perfpred.collect.serving._models import MODEL_PRESETS
+
+    if model not in MODEL_PRESETS:  # before the study or any server exists
+        raise InvalidInputError(f"--model must be one of {sorted(MODEL_PRESETS)} for a live engine (perfpred makes "
+                                f"them locally), but got --model {model}")
     from perfpred.collect.serving import Slo
     from perfpred.tuner import tune_serving_live
 
@@ -922,7 +1005,8 @@ def tune_serving_cmd(
             status.update(f"{engine} on {model}: launch {launches[0]} of {total if confirm else budget} done"
                           + (" (confirming the finalists)" if row.get("phase") == "confirm" else ""))
 
-        rate_search = {"start_rps": None, "probe_duration_s": probe_s} if goal == "sustainable_rate" else None
+        rate_search = ({"start_rps": None, "probe_duration_s": 10.0 if probe_s is None else probe_s}
+                       if goal == "sustainable_rate" else None)
         result = tune_serving_live(engine, model, slo=slo, goal=goal, budget=budget, seed=seed, store=store,
                                    run_dir=output, progress=progress, storage=storage, rate_search=rate_search,
                                    loads=loads_into, surrogate=surrogate, kappa=kappa, confirm_repeats=confirm,
@@ -966,21 +1050,27 @@ def _study_file(output: Path) -> str:
 
 
 def _tune_pareto(session, objectives: list[str], constraints: list[str], *, budget: int, batch: int | None,
-                 storage: str | None, study: str, seed: int, output: Path) -> None:
+                 storage: str | None, study: str, seed: int, output: Path, backend_tag: str) -> None:
     """``perfpred tune --objective A --objective B [--constraint ...]``: the measured Pareto front."""
     from perfpred.tuner import tune_pareto
     from perfpred.tuner._loop import SCORED_SPACE_BATCH
 
     done = [0]
-    with err_console.status("tuning") as status:
-        def on_eval(row: dict) -> None:
-            done[0] += 1
-            status.update(f"evaluation {done[0]} / {budget}")
+    try:
+        with err_console.status("tuning") as status:
+            def on_eval(row: dict) -> None:
+                done[0] += 1
+                status.update(f"evaluation {done[0]} / {budget}")
 
-        result = tune_pareto(session.space, session.backend, objectives, budget=budget, constraints=constraints,
-                             candidates=session.candidates, storage=storage, study_name=study,
-                             batch_size=SCORED_SPACE_BATCH if batch is None else batch, seed=seed, out_dir=output,
-                             on_evaluation=on_eval)
+            result = tune_pareto(session.space, session.backend, objectives, budget=budget,
+                                 constraints=constraints, candidates=session.candidates, storage=storage,
+                                 study_name=study, study_identity={"backend": backend_tag},
+                                 batch_size=SCORED_SPACE_BATCH if batch is None else batch, seed=seed,
+                                 out_dir=output, on_evaluation=on_eval)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted after {done[0]} evaluation(s) of this run: each is a trial of study "
+                          f"{study!r} in {storage}; the same command resumes it without measuring any "
+                          "again") from None
     _print_pareto(result, f"Pareto front: {session.description}")
     console.print(f"report: {output / 'pareto.json'}  front: {output / 'front.csv'}  plot: {output / 'pareto.png'}")
 
@@ -996,6 +1086,9 @@ def _print_pareto(result, title: str) -> None:
     for row in result.front.to_dict("records"):
         table.add_row(*[f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in params + metrics])
     console.print(table)
+    if result.front.empty:
+        console.print(f"no measured config was feasible in {result.n_evaluations} evaluations: check the "
+                      "--constraint bounds against history.csv")
     console.print(f"objectives: {', '.join(str(o) for o in result.objectives)}"
                   + (f"; constraints: {', '.join(str(c) for c in result.constraints)}" if result.constraints else "")
                   + f"; hypervolume {result.hypervolume:.4g}")
@@ -1019,7 +1112,7 @@ def demo(
     """
     from perfpred.tuner._demo import run_demo
 
-    budget = budget or (8 if quick else 20)
+    budget = (8 if quick else 20) if budget is None else budget
     with err_console.status("starting") as status:
         result = run_demo(run_dir=output, budget=budget, quick=quick, gpu=gpu, seed=seed, kernel=kernel,
                           prior_files=prior, progress=lambda label: status.update(label))
@@ -1037,7 +1130,8 @@ def demo(
         console.print(f"predictor error on the configs it chose (predicted vs measured runtime): "
                       f"MAPE {result.predicted_vs_measured_mape_pct:.1f}%")
     console.print(f"{result.n_hardware_evaluations} hardware evaluations in {result.wall_s:.0f} s; "
-                  f"report in {result.run_dir} (demo.json, comparison.csv, best_so_far.png, store/)")
+                  f"report in {result.run_dir} (demo.json, comparison.csv, history.csv, result.json, best_so_far.png, "
+                  "store/)")
 
 
 def _spelled_as_commands(argv: list[str]) -> list[str]:
@@ -1051,6 +1145,9 @@ def _spelled_as_commands(argv: list[str]) -> list[str]:
 def main() -> None:
     try:
         app(args=_spelled_as_commands(sys.argv[1:]), prog_name="perfpred")
+    except Interrupted as exc:
+        err_console.print(str(exc), highlight=False, soft_wrap=True)
+        sys.exit(130)
     except PerfPredError as exc:
         err_console.print(f"[bold red]error:[/] {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                           highlight=False, soft_wrap=True)

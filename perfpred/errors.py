@@ -29,3 +29,7 @@ class DatasetNotFoundError(PerfPredError, FileNotFoundError):
 
 class ModelNotFoundError(PerfPredError, LookupError):
     """No trained model matches the run id / registered name."""
+
+
+class Interrupted(PerfPredError):
+    """The user stopped a run (Ctrl-C); what it had measured is kept, and the message says where."""

@@ -144,14 +144,20 @@ def test_tune_keeps_its_study_in_the_run_directory_and_resumes_it(tmp_path):
     out = tmp_path / "run"
     first = invoke("tune", "--backend", target, "--budget", "8", "--output", str(out))
     assert (out / "study.db").exists() and "perfpred-tune-replay-a4000-json-gz" in "".join(first.output.split())
+    first_rows = (out / "history.csv").read_text().splitlines()[1:]
     again = invoke("tune", "--backend", target, "--budget", "8", "--output", str(out))
     assert "nothing was measured" in " ".join(again.output.split())
-    assert json.loads((out / "result.json").read_text())["n_evaluations"] == 0
+    report = json.loads((out / "result.json").read_text())
+    # The report is the study's: a resumed run that measured nothing keeps the first run's rows.
+    assert (report["n_evaluations"], report["n_evaluations_this_run"]) == (8, 0)
+    assert (out / "history.csv").read_text().splitlines()[1:] == first_rows
     more = invoke("tune", "--backend", target, "--budget", "12", "--output", str(out))
     assert "nothing was measured" not in " ".join(more.output.split())
     report = json.loads((out / "result.json").read_text())
-    assert report["n_evaluations"] == 4  # the study's first 8 are not measured again
-    assert len(set((out / "history.csv").read_text().splitlines()[1:])) == 4
+    assert (report["n_evaluations"], report["n_evaluations_this_run"]) == (12, 4)  # the first 8 not measured again
+    history = pd.read_csv(out / "history.csv")
+    params = ["block_size_x", "block_size_y", "tile_size_x", "tile_size_y", "read_only", "use_padding", "use_shmem"]
+    assert len(history) == 12 and not history.duplicated(subset=params).any()
     # another space tuned into the same directory is its own study, with its own budget
     other = f"replay:{datasets_dir() / CONV.format('A6000')}"
     invoke("tune", "--backend", other, "--budget", "8", "--output", str(out))

@@ -202,12 +202,13 @@ def test_wall_time_cap() -> None:
     assert result.wall_s < 0.5 + 5.0
 
 
-def test_zero_wall_time_measures_nothing() -> None:
+def test_a_spent_wall_time_measures_nothing_and_zero_is_refused() -> None:
     hw = SyntheticHardware()
-    result = Tuner(SearchSpace(dict(PARAMS)), hw, TuneSettings(budget=8, ensemble=2, max_wall_s=0.0)).run()
+    result = Tuner(SearchSpace(dict(PARAMS)), hw, TuneSettings(budget=8, ensemble=2, max_wall_s=1e-9)).run()
     assert result.stopped_by == "wall_time" and result.n_evaluations == 0 and not hw.calls
     assert result.best_config is None and result.best_value is None and result.history.empty
-
+    with pytest.raises(InvalidInputError, match="max_wall_s > 0"):  # a cap that allows nothing is a mistake
+        TuneSettings(budget=8, max_wall_s=0.0)
 
 
 def test_a_callback_returning_true_stops_the_run_after_that_evaluation() -> None:

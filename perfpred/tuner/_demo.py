@@ -109,6 +109,11 @@ def run_demo(*, run_dir: Path, budget: int = 20, quick: bool = False, gpu: bool 
             raise InvalidInputError("`perfpred demo --gpu` needs a CUDA GPU, but torch sees none")
     if budget < 4:
         raise InvalidInputError(f"`budget >= 4` must hold for the demo, but got budget={budget}")
+    if not gpu and get_kernel(kernel).device != "cpu":
+        raise InvalidInputError(f"kernel {kernel!r} runs on a CUDA GPU: it needs `perfpred demo --gpu`")
+    for path in prior_files or []:  # before the run directory exists
+        if not Path(path).is_file():
+            raise InvalidInputError(f"--prior: no recording at {path}")
     spec = get_kernel(kernel)
     size = dict(spec.test_problem_size) if quick else None
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -206,7 +206,10 @@ class TuneSettings:
                   ("calibration_picks", self.calibration_picks >= 0, ">= 0"),
                   ("flag_flip_rounds", self.flag_flip_rounds >= 0, ">= 0"),
                   ("pool_size", self.pool_size >= 1, ">= 1"), ("inner_trials", self.inner_trials >= 1, ">= 1"),
-                  ("inner_keep", self.inner_keep >= 1, ">= 1")]
+                  ("inner_keep", self.inner_keep >= 1, ">= 1"),
+                  # A fraction of 1 or more can never be beaten, so the stop would never fire.
+                  ("early_stop_rel", self.early_stop_rel is None or 0 < self.early_stop_rel < 1, "in (0, 1)"),
+                  ("max_wall_s", self.max_wall_s is None or self.max_wall_s > 0, "> 0")]
         if self.n_initial is not None:
             checks.append(("n_initial", self.n_initial >= 1, ">= 1"))
         for name, ok, rule in checks:
@@ -234,6 +237,9 @@ class TuneResult:
     wall_s: float
     fit_s: float
     extra: dict[str, Any] = field(default_factory=dict)
+    # Every evaluation of the study, this run's and those of earlier runs or other workers on it
+    # (``StudyRecorder.history``): what a report of the study holds.
+    study_history: pd.DataFrame | None = None
 
     def best_so_far(self) -> np.ndarray:
         values = self.history["value"].to_numpy(dtype=float)
@@ -336,6 +342,7 @@ class Tuner(PredictorFirstLoop):
                  prior: Callable[[pd.DataFrame], np.ndarray] | Mapping[str, Callable[[pd.DataFrame], np.ndarray]]
                  | None = None,
                  storage: str | None = None, study_name: str = "perfpred-tune",
+                 study_identity: Mapping[str, Any] | None = None,
                  featurize: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
                  on_evaluation: Callable[[dict[str, Any]], bool | None] | None = None) -> None:
         self.space = space
@@ -350,7 +357,8 @@ class Tuner(PredictorFirstLoop):
         if pool.empty:
             raise InvalidInputError("the search space has no valid config (check the constraints)")
         self.prior = prior
-        self.recorder = StudyRecorder(space, storage=storage, study_name=study_name, objective=settings.objective)
+        self.recorder = StudyRecorder(space, storage=storage, study_name=study_name, objective=settings.objective,
+                                      identity=study_identity)
         if featurize is None and self.open_space:
             featurize = space.unit_features
         elif featurize is None:
@@ -627,7 +635,8 @@ class Tuner(PredictorFirstLoop):
                           n_evaluations=len(outcome.rows), stopped_by=outcome.stopped_by, wall_s=outcome.wall_s,
                           fit_s=outcome.fit_s, extra={"study_evaluations": len(all_y),
                                                       "study_failures": int((~all_ok).sum()),
-                                                      "prior_weights": self._weights_history})
+                                                      "prior_weights": self._weights_history},
+                          study_history=self.recorder.history())
 
     def _propose(self, state: tuple[np.ndarray, ...], measured: np.ndarray, k: int, iteration: int) -> Proposal:
         s = self.settings

@@ -141,6 +141,9 @@ class ParetoResult:
     fit_s: float
     predictions: pd.DataFrame | None = None  # last round's predictions for every candidate (for plots)
     study: Any = field(default=None, repr=False)
+    # Every evaluation of the study, this run's and those of earlier runs or other workers on it:
+    # what the written report holds (a resumed run's own history may be empty).
+    study_history: pd.DataFrame | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able summary: settings, front, hypervolume, counts."""
@@ -150,7 +153,9 @@ class ParetoResult:
         return {"objectives": [str(o) for o in self.objectives], "constraints": [str(c) for c in self.constraints],
                 "n_evaluations": self.n_evaluations, "stopped_by": self.stopped_by,
                 "hypervolume": self.hypervolume, "reference_point": self.reference_point,
-                "front": records(self.front), "history": records(self.history),
+                "study_evaluations": len(self.history if self.study_history is None else self.study_history),
+                "front": records(self.front),
+                "history": records(self.history if self.study_history is None else self.study_history),
                 "wall_s": round(self.wall_s, 3), "fit_s": round(self.fit_s, 3)}
 
     def write(self, out_dir: str | os.PathLike[str], plot: bool = True) -> dict[str, Path]:
@@ -160,7 +165,7 @@ class ParetoResult:
         paths = {"json": out / "pareto.json", "front": out / "front.csv", "history": out / "history.csv"}
         paths["json"].write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         self.front.to_csv(paths["front"], index=False)
-        self.history.to_csv(paths["history"], index=False)
+        (self.history if self.study_history is None else self.study_history).to_csv(paths["history"], index=False)
         if plot and len(self.objectives) >= 2:
             from perfpred.tuner._pareto_plot import plot_pareto
 
@@ -202,6 +207,7 @@ class ParetoTuner(PredictorFirstLoop):
                  candidates: pd.DataFrame | None = None, prior: Mapping[str, Prior] | None = None,
                  prior_error: Mapping[str, float] | None = None,
                  storage: str | None = None, study_name: str = "perfpred-pareto",
+                 study_identity: Mapping[str, Any] | None = None,
                  featurize: Callable[[pd.DataFrame], pd.DataFrame] = param_features,
                  on_evaluation: Callable[[dict[str, Any]], bool | None] | None = None,
                  check_metrics: bool = True) -> None:
@@ -223,7 +229,7 @@ class ParetoTuner(PredictorFirstLoop):
         if self.candidates.empty:
             raise InvalidInputError("the search space has no valid config (check the constraints)")
         self.recorder = ParetoStudyRecorder(space, settings.objectives, settings.constraints, storage=storage,
-                                            study_name=study_name)
+                                            study_name=study_name, identity=study_identity)
         self.features = featurize(self.candidates)
         self.index = CandidateIndex(self.candidates)
         self.surrogates = {m: EnsembleSurrogate(n_members=settings.ensemble, n_estimators=settings.n_estimators,
@@ -412,14 +418,15 @@ class ParetoTuner(PredictorFirstLoop):
         return ParetoResult(objectives=list(s.objectives), constraints=list(s.constraints),
                             history=pd.DataFrame(rows), front=front, hypervolume=hv, reference_point=reference,
                             n_evaluations=len(rows), stopped_by=stopped_by, wall_s=wall_s, fit_s=fit_s,
-                            predictions=predictions, study=self.recorder.study)
+                            predictions=predictions, study=self.recorder.study,
+                            study_history=self.recorder.history(self.metrics))
 
 
 def tune_pareto(space: SearchSpace, backend: HardwareBackend, objectives: Sequence[str | Objective], *,
                 budget: int, constraints: Sequence[str | MetricBound] = (), candidates: pd.DataFrame | None = None,
                 prior: Mapping[str, Prior] | None = None, prior_error: Mapping[str, float] | None = None,
                 storage: str | None = None, study_name: str = "perfpred-pareto",
-                reference_point: Sequence[float] | None = None,
+                study_identity: Mapping[str, Any] | None = None, reference_point: Sequence[float] | None = None,
                 batch_size: int = 1, seed: int = 0, out_dir: str | os.PathLike[str] | None = None,
                 on_evaluation: Callable[[dict[str, Any]], bool | None] | None = None) -> ParetoResult:
     """Multi-objective tuning in one call (what ``perfpred tune --objective ... --constraint ...`` runs).
@@ -432,7 +439,8 @@ def tune_pareto(space: SearchSpace, backend: HardwareBackend, objectives: Sequen
     settings = ParetoSettings(objectives=tuple(objectives), budget=budget, constraints=tuple(constraints),
                               batch_size=batch_size, seed=seed)
     result = ParetoTuner(space, backend, settings, candidates=candidates, prior=prior, prior_error=prior_error,
-                         storage=storage, study_name=study_name, on_evaluation=on_evaluation).run()
+                         storage=storage, study_name=study_name, study_identity=study_identity,
+                         on_evaluation=on_evaluation).run()
     if reference_point is not None:
         ref = np.asarray(reference_point, dtype=float)
         if ref.shape != (len(settings.objectives),) or not np.all(np.isfinite(ref)):

@@ -17,33 +17,30 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from perfpred.tuner._objectives import MetricBound, Objective, is_feasible
-from perfpred.tuner._study import ClaimTable, _native, _retry_create
+from perfpred.tuner._study import ClaimTable, _native, open_study
 
 
 class ParetoStudyRecorder:
     """Adds measured configs to a multi-objective Optuna study and reads back what all workers measured."""
 
     def __init__(self, space, objectives: Sequence[Objective], constraints: Sequence[MetricBound] = (), *,
-                 storage: str | None = None, study_name: str = "perfpred-pareto") -> None:
+                 storage: str | None = None, study_name: str = "perfpred-pareto",
+                 identity: Mapping[str, Any] | None = None) -> None:
         import optuna
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.space = space
         self.objectives = list(objectives)
         self.constraints = list(constraints)
         self.distributions = space.optuna_distributions()
-        storage_url = storage
-        if storage is not None:
-            storage = _retry_create(lambda: optuna.storages.RDBStorage(storage_url))
-        directions = [o.direction for o in self.objectives]
-        self.study = _retry_create(lambda: optuna.create_study(storage=storage, study_name=study_name,
-                                                               directions=directions, load_if_exists=True))
+        self.study = open_study(storage, study_name, [o.direction for o in self.objectives],
+                                {"parameters": sorted(space.names),
+                                 "objectives": [str(o) for o in self.objectives], **(identity or {})})
         with warnings.catch_warnings():  # experimental since Optuna 3.2; it names the dashboard's axes
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self.study.set_metric_names([o.metric for o in self.objectives])
         self.study.set_user_attr("objectives", [str(o) for o in self.objectives])
         self.study.set_user_attr("constraints", [str(c) for c in self.constraints])
-        self.claims = ClaimTable(storage_url, study_name) if storage_url else None
+        self.claims = ClaimTable(storage, study_name) if storage else None
 
     def record(self, config: Mapping[str, Any], measured: Mapping[str, float | None], status: str, *,
                predicted: Mapping[str, float | None] | None = None, iteration: int = 0, worker: str = "",
@@ -72,6 +69,26 @@ class ParetoStudyRecorder:
             constraints=constraints,
         )
         self.study.add_trial(trial)
+
+    def history(self, metrics: Sequence[str]) -> Any:
+        """Every measured trial of the study (all workers, all runs that resumed it), in trial
+        order: the parameters, each metric measured, ``status``, ``feasible``, ``predicted_<metric>``,
+        ``iteration``, ``worker``."""
+        import pandas as pd
+
+        rows = []
+        for t in self.study.get_trials(deepcopy=False):
+            if t.user_attrs.get("source") != "measured":
+                continue
+            a = t.user_attrs
+            measured = {m: a.get(f"measured_{m}") for m in metrics}
+            status = a.get("status", "ok")
+            rows.append({**t.params, **measured, "status": status,
+                         "feasible": status == "ok" and is_feasible(measured, self.objectives, self.constraints),
+                         **{f"predicted_{m}": a.get(f"predicted_{m}") for m in metrics},
+                         "iteration": a.get("iteration"), "worker": a.get("worker"), "trial": t.number})
+        return pd.DataFrame(rows, columns=[*self.space.names, *metrics, "status", "feasible",
+                                           *[f"predicted_{m}" for m in metrics], "iteration", "worker", "trial"])
 
     def measured(self) -> list[tuple[dict[str, Any], dict[str, float | None], str]]:
         """(config, measured metric values, status) of every measured trial, from every worker."""

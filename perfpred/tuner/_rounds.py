@@ -125,6 +125,12 @@ class PredictorFirstLoop:
         key = config_key(row_config(self.candidates, i))
         return self.claims.claim(key, self.settings.budget, self.worker) is not None
 
+    def _release(self, i: int) -> None:
+        """Give back the claim on candidate row ``i`` when its evaluation did not finish (a claim
+        kept would bar the config from the study for good, and count against its budget)."""
+        if self.claims is not None:
+            self.claims.release(config_key(row_config(self.candidates, i)))
+
     # ------------------------------------------------------------------ the loop
 
     def _design_picks(self, measured: np.ndarray, k: int, iteration: int) -> list[int]:
@@ -185,7 +191,11 @@ class PredictorFirstLoop:
             for i in proposal.picks[:k]:
                 if not self._claim(int(i)):
                     continue
-                row = self._evaluate(int(i), proposal, iteration, t_start)
+                try:
+                    row = self._evaluate(int(i), proposal, iteration, t_start)
+                except BaseException:  # Ctrl-C or a crash mid-measurement: nothing was recorded
+                    self._release(int(i))
+                    raise
                 rows.append(row)
                 if self.on_evaluation is not None and self.on_evaluation(row):
                     stopped_by = "callback"

@@ -230,7 +230,7 @@ def confirm_finalists(done: list[Evaluation], relaunch: Callable[[dict[str, Any]
 
 
 def study_recorder(space: SearchSpace, goal: str, slo: Any | None, *, storage: str | None,
-                   study_name: str) -> Any:
+                   study_name: str, identity: Mapping[str, Any] | None = None) -> Any:
     """An Optuna study of the launches: the goal maximised, each p99 SLO a named Optuna constraint.
 
     The ``sustainable_rate`` goal's rate search enforces the SLO inside each launch, so its
@@ -242,7 +242,7 @@ def study_recorder(space: SearchSpace, goal: str, slo: Any | None, *, storage: s
     bounds = slo_bounds(slo) if goal in BOUNDED_GOALS else {}
     return ParetoStudyRecorder(space, [Objective(f"metric.{GOALS[goal][0]}", "maximize")],
                                [MetricBound(f"metric.{k}", "<=", v) for k, v in bounds.items()],
-                               storage=storage, study_name=study_name)
+                               storage=storage, study_name=study_name, identity=identity)
 
 
 def runnable_candidates(space: SearchSpace, backend: LiveServingBackend, engine_obj: Any) -> pd.DataFrame:
@@ -381,7 +381,8 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
         storage = f"sqlite:///{(run_dir / 'study.db').resolve()}"
     model_name = model if isinstance(model, str) else model.name
     recorder = study_recorder(space, goal, slo, storage=storage,
-                              study_name=study_name or f"serving-{engine}-{model_name}-{goal}-seed{seed}")
+                              study_name=study_name or f"serving-{engine}-{model_name}-{goal}-seed{seed}",
+                              identity={"engine": engine, "model": model_name})
     tracked = {GOALS[goal][0], *slo_bounds(slo)}
     rows: list[dict[str, Any]] = []
     clock = [time.perf_counter()]

@@ -63,9 +63,17 @@ def open_session(backend_spec: str, space_file: str | None = None) -> Session:
             raise InvalidInputError(f"--backend replay:PATH: no file at {path}")
         backend = ReplayBackend.from_file(path, format=_replay_format(path))
         candidates = pd.DataFrame([c.as_dict() for c in backend.configs()])
-        space = (SearchSpace.from_dict(_load_spec(space_file)) if space_file
-                 else SearchSpace({k: sorted(candidates[k].unique().tolist()) for k in candidates.columns}))
+        if space_file:
+            space = SearchSpace.from_dict(_load_spec(space_file))
+            _check_names(space, list(candidates.columns), space_file, "the recording")
+            # The file's domains narrow the recorded configs too, not only its constraints: a config
+            # outside them would be measured and then refused by the study.
+            candidates = candidates[_in_domains(space, candidates)]
+        else:
+            space = SearchSpace({k: sorted(candidates[k].unique().tolist()) for k in candidates.columns})
         candidates = candidates[space.mask(candidates[space.names])]
+        if space_file and candidates.empty:
+            raise InvalidInputError(f"--space {space_file}: no recorded config lies in its domains and constraints")
         ids = backend.table["hardware_id"].dropna().astype(str).unique() if "hardware_id" in backend.table else []
         return Session(space, backend, candidates.reset_index(drop=True), f"replay of {path.name}",
                        optimum=float(backend.optimum().runtime_ms), workload=backend.problem(),
@@ -79,12 +87,41 @@ def open_session(backend_spec: str, space_file: str | None = None) -> Session:
         collector = KernelCollector(spec, problem_size=_problem_size(spec, size))
         space = SearchSpace.from_kernel_tuner(collector.space(), collector.restrictions)
         if space_file:
+            kernel_names = space.names
             space = SearchSpace.from_dict(_load_spec(space_file))
+            _check_names(space, kernel_names, space_file, f"kernel {name}")
         candidates = space.enumerate() if space.enumerable else None
         return Session(space, _KernelBackend(collector), candidates, f"kernel {name} on this CPU",
                        workload=dict(collector.problem_size), describe=_kernel_rows(collector))
     raise InvalidInputError(f"--backend must be replay:PATH or kernel:NAME[:SIZE] (also local:NAME[:SIZE]), but got "
                             f"{backend_spec!r}")
+
+
+def _check_names(space: SearchSpace, names: list[str], space_file: str, what: str) -> None:
+    """A space file must name exactly the parameters of what it tunes."""
+    unknown = [n for n in space.names if n not in names]
+    if unknown:
+        raise InvalidInputError(f"--space {space_file} names parameter(s) {unknown} that {what} does not have "
+                                f"(it has {names})")
+    missing = [n for n in names if n not in space.names]
+    if missing:
+        raise InvalidInputError(f"--space {space_file} lacks parameter(s) {missing} of {what} (fix one with a "
+                                "one-value list)")
+
+
+def _in_domains(space: SearchSpace, frame: pd.DataFrame) -> np.ndarray:
+    """Which rows of ``frame`` have every parameter inside the space's domain."""
+    from perfpred.tuner._space import Continuous
+
+    inside = np.ones(len(frame), dtype=bool)
+    for name, dom in space.params.items():
+        column = frame[name]
+        if isinstance(dom, Continuous):
+            values = pd.to_numeric(column, errors="coerce")
+            inside &= ((values >= dom.low) & (values <= dom.high)).to_numpy()
+        else:
+            inside &= column.isin(dom).to_numpy()
+    return inside
 
 
 def _replayed_rows(table: pd.DataFrame) -> Callable[[pd.DataFrame], pd.DataFrame]:
@@ -181,17 +218,22 @@ class _KernelBackend:
 
 def _load_spec(path: str) -> dict:
     p = Path(path)
-    if not p.exists():
-        raise InvalidInputError(f"--space: no file at {p}")
-    text = p.read_text()
+    if not p.is_file():
+        raise InvalidInputError(f"--space: no file at {p}" + (" (it is a directory)" if p.is_dir() else ""))
     try:
+        text = p.read_text()
         if p.suffix in (".yaml", ".yml"):
             import yaml
 
-            return yaml.safe_load(text)
-        return json.loads(text)
+            spec = yaml.safe_load(text)
+        else:
+            spec = json.loads(text)
     except Exception as exc:
         raise InvalidInputError(f"--space {p}: unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if not isinstance(spec, dict):
+        raise InvalidInputError(f"--space {p} must hold a mapping with 'params' (and optionally 'constraints'), "
+                                f"but it holds {type(spec).__name__}")
+    return spec
 
 
 def priors_from_files(paths: list[str], names: list[str], exclude_hardware: str | None = None) -> dict[str, Any]:
@@ -261,8 +303,11 @@ def _priors_from_store(path: Path, names: list[str], exclude_hardware: str | Non
 
 def write_report(run_dir: Path, *, history: pd.DataFrame, settings: dict, best_config: dict | None,
                  best_value: float | None, comparisons: dict[str, list[float | None]], optimum: float | None,
-                 budget: int, description: str) -> dict[str, str]:
-    """history.csv, result.json and best-so-far plot in ``run_dir``; returns the paths written."""
+                 budget: int, description: str, n_this_run: int | None = None) -> dict[str, str]:
+    """history.csv, result.json and best-so-far plot in ``run_dir``; returns the paths written.
+
+    ``history`` is every evaluation of the study (a resumed run's earlier ones too);
+    ``n_this_run`` how many of them this run made, where that differs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -272,11 +317,11 @@ def write_report(run_dir: Path, *, history: pd.DataFrame, settings: dict, best_c
     history.to_csv(run_dir / "history.csv", index=False)
     result = {"description": description, "settings": settings, "best_config": best_config,
               "best_value": best_value, "optimum": optimum, "n_evaluations": len(history),
+              "n_evaluations_this_run": len(history) if n_this_run is None else n_this_run,
               "comparisons": {k: [None if v is None else float(v) for v in vals] for k, vals in comparisons.items()},
               "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (run_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
     fig, ax = plt.subplots(figsize=(6, 4))
-    # A run that resumed a study whose budget was spent measured nothing: an empty curve.
     curves = {"perfpred": history["value"].tolist() if "value" in history else [], **comparisons}
     for name, values in curves.items():
         curve = best_so_far(values, budget)

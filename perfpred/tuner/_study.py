@@ -44,6 +44,50 @@ def _retry_create(create, attempts: int = 8):
     return None
 
 
+def open_study(storage_url: str | None, study_name: str, directions: list[str],
+               identity: Mapping[str, Any] | None = None) -> Any:
+    """The Optuna study ``study_name`` in ``storage_url`` (None: in memory), created or resumed.
+
+    A resumed study must tune the same thing: its directions and ``identity`` (the parameter
+    names, the backend) are checked against what it was created with, so a second space or
+    GPU tuned under one ``--study`` is refused instead of learning from the first one's trials.
+    A storage URL that cannot be opened is a one-line error naming it.
+    """
+    import optuna
+    import sqlalchemy.exc as sa_exc
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = None
+    try:
+        if storage_url is not None:
+            # An RDBStorage built once here is reused; building it creates the schema (racy on first use).
+            storage = _retry_create(lambda: optuna.storages.RDBStorage(storage_url))
+        study = _retry_create(lambda: optuna.create_study(storage=storage, study_name=study_name,
+                                                          directions=directions, load_if_exists=True))
+    except sa_exc.SQLAlchemyError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidInputError(f"--storage {storage_url}: cannot open it as an Optuna RDB storage "
+                                f"(sqlite:///PATH or postgresql+psycopg2://USER@HOST/DB): {first[:200]}") from None
+    had = [d.name.lower() for d in study.directions]
+    if had != list(directions):
+        raise InvalidInputError(f"study {study_name!r} in {storage_url} was created to {', '.join(had)} "
+                                f"({len(had)} objective(s)), but this run would {', '.join(directions)}: "
+                                "use another --study or --storage")
+    if identity is not None:
+        wanted = json.loads(json.dumps(dict(identity), default=str))
+        recorded = study.user_attrs.get("perfpred_identity")
+        if recorded is None:
+            study.set_user_attr("perfpred_identity", wanted)
+        elif recorded != wanted:
+            keys = [*wanted, *(k for k in recorded if k not in wanted)]  # the caller's order: parameters first
+            diff = {k: (recorded.get(k), wanted.get(k)) for k in keys if recorded.get(k) != wanted.get(k)}
+            name, (old, new) = next(iter(diff.items()))
+            raise InvalidInputError(f"study {study_name!r} in {storage_url} tunes {name}={old}, but this run has "
+                                    f"{name}={new}: its trials would be learned from as this one's; use another "
+                                    "--study or --output")
+    return study
+
+
 def config_key(config: Mapping[str, Any]) -> str:
     payload = json.dumps({k: _native(v) for k, v in sorted(config.items())}, sort_keys=True)
     return hashlib.sha1(payload.encode()).hexdigest()[:24]
@@ -94,8 +138,8 @@ class CandidateIndex:
 class ClaimTable:
     """``perfpred_claims(study, slot)`` and ``(study, config_key)`` are both unique.
 
-    A worker claims slot n (the next free one) for a config; if another worker took the slot
-    it retries with the next; if another worker already claimed the config it skips it.
+    A worker claims the lowest free slot for a config; if another worker took the slot it
+    looks again; if another worker already claimed the config it skips it.
     Slots run from 0 to budget-1, so the budget can never be overrun.
     """
 
@@ -123,6 +167,14 @@ class ClaimTable:
             q = sa.select(sa.func.count()).select_from(self.table).where(self.table.c.study == self.study_name)
             return int(conn.execute(q).scalar_one())
 
+    def _first_free_slot(self, budget: int) -> int | None:
+        """The lowest slot below ``budget`` that no claim holds (a released claim leaves a gap)."""
+        sa = self._sa
+        with self.engine.connect() as conn:
+            q = sa.select(self.table.c.slot).where(self.table.c.study == self.study_name)
+            taken = {int(r[0]) for r in conn.execute(q)}
+        return next((slot for slot in range(budget) if slot not in taken), None)
+
     def is_claimed(self, key: str) -> bool:
         sa = self._sa
         with self.engine.connect() as conn:
@@ -134,8 +186,8 @@ class ClaimTable:
         """The slot this worker now owns for ``key``; None if taken or the budget is spent."""
         sa = self._sa
         while True:
-            slot = self.n_claimed()
-            if slot >= budget or self.is_claimed(key):
+            slot = self._first_free_slot(budget)
+            if slot is None or self.is_claimed(key):
                 return None
             try:
                 with self.engine.begin() as conn:
@@ -146,28 +198,30 @@ class ClaimTable:
                 continue  # another worker took this slot or this config: look again
 
 
+    def release(self, key: str) -> None:
+        """Give back this study's claim on ``key``: its measurement was interrupted or crashed, so
+        nothing was recorded and a later run (or another worker) may measure it."""
+        sa = self._sa
+        with self.engine.begin() as conn:
+            conn.execute(self.table.delete().where((self.table.c.study == self.study_name)
+                                                   & (self.table.c.config_key == key)))
+
+
 class StudyRecorder:
     """Adds measured configs to an Optuna study and reads back what all workers measured."""
 
     def __init__(self, space, *, storage: str | None = None, study_name: str = "perfpred-tune",
-                 direction: str = "minimize", objective: str = "runtime_ms") -> None:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        storage_url = storage
+                 direction: str = "minimize", objective: str = "runtime_ms",
+                 identity: Mapping[str, Any] | None = None) -> None:
         if direction not in ("minimize", "maximize"):
             raise InvalidInputError(f"`direction` must be minimize or maximize, but got {direction!r}")
-        self._optuna = optuna
         self.space = space
         self.objective = objective
         self.distributions = space.optuna_distributions()
-        if storage is not None:
-            # An RDBStorage built once here is reused; building it creates the schema (racy on first use).
-            storage = _retry_create(lambda: optuna.storages.RDBStorage(storage_url))
-        self.study = _retry_create(lambda: optuna.create_study(storage=storage, study_name=study_name,
-                                                               direction=direction, load_if_exists=True))
+        self.study = open_study(storage, study_name, [direction],
+                                {"parameters": sorted(space.names), "objective": objective, **(identity or {})})
         self.study.set_user_attr("objective", objective)
-        self.claims = ClaimTable(storage_url, study_name) if storage_url else None
+        self.claims = ClaimTable(storage, study_name) if storage else None
 
     def record(self, config: Mapping[str, Any], value: float | None, status: str, *,
                predicted: float | None = None, iteration: int = 0, worker: str = "",
@@ -185,6 +239,18 @@ class StudyRecorder:
             user_attrs={k: _native(v) for k, v in attrs.items() if v is not None},
         )
         self.study.add_trial(trial)
+
+    def history(self) -> Any:
+        """Every measured trial of the study (all workers, all runs that resumed it), in trial
+        order: the parameters, ``value``, ``status``, ``predicted``, ``iteration``, ``worker``."""
+        import pandas as pd
+
+        rows = [{**t.params, "value": t.value, "status": t.user_attrs.get("status", "ok"),
+                 "predicted": t.user_attrs.get(f"predicted_{self.objective}"),
+                 "iteration": t.user_attrs.get("iteration"), "worker": t.user_attrs.get("worker"), "trial": t.number}
+                for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("source") == "measured"]
+        return pd.DataFrame(rows, columns=[*self.space.names, "value", "status", "predicted", "iteration", "worker",
+                                           "trial"])
 
     def measured(self) -> list[tuple[dict[str, Any], float | None, str]]:
         """(config, value or None, status) of every measured trial, from every worker."""
