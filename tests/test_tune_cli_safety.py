@@ -54,7 +54,8 @@ def test_a_study_with_other_objectives_is_refused(monkeypatch, capsys, tmp_path)
 def _space_file(tmp_path, **changes) -> str:
     import gzip
 
-    recorded = json.load(gzip.open(datasets_dir() / CONV.format("A4000")))
+    with gzip.open(datasets_dir() / CONV.format("A4000")) as f:
+        recorded = json.load(f)
     params = {**recorded["tune_params"], **changes}
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump({"params": params}))
@@ -145,6 +146,6 @@ def test_interrupting_the_cli_says_how_to_resume(monkeypatch, capsys, tmp_path):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(tuner_module.Tuner, "run", interrupted)
-    code, out, err = run_main(monkeypatch, capsys, "tune", "--backend", _replay("A4000"), "--budget", "4",
+    code, _out, err = run_main(monkeypatch, capsys, "tune", "--backend", _replay("A4000"), "--budget", "4",
                               "--output", str(tmp_path / "run"))
     assert code == 130 and "the same command resumes it" in " ".join(err.split())

@@ -201,7 +201,6 @@ class ClaimTable:
     def release(self, key: str) -> None:
         """Give back this study's claim on ``key``: its measurement was interrupted or crashed, so
         nothing was recorded and a later run (or another worker) may measure it."""
-        sa = self._sa
         with self.engine.begin() as conn:
             conn.execute(self.table.delete().where((self.table.c.study == self.study_name)
                                                    & (self.table.c.config_key == key)))
