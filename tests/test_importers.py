@@ -23,7 +23,7 @@ from perfpred.collect.importers import (
     run_import,
 )
 from perfpred.datasets import Measurement, MeasurementStore
-from perfpred.errors import DatasetNotFoundError, InvalidInputError, PerfPredError
+from perfpred.errors import DatasetNotFoundError, InvalidInputError
 from perfpred.settings import datasets_dir
 
 
@@ -437,14 +437,14 @@ def test_run_import_walks_folders_reports_and_dedupes(tmp_path: Path, data: Path
     assert set(stored["source"]) == {"kernel-tuner:A6000.json", "kernel-tuner:A4000.json"}
 
 
-def test_run_import_stops_on_an_unreadable_file_before_writing(tmp_path: Path, data: Path) -> None:
+def test_run_import_reports_an_unreadable_file_and_imports_the_others(tmp_path: Path, data: Path) -> None:
     folder = _mkdir(tmp_path / "caches")
     cache_slice(data / "kernel-tuner" / "gemm" / "RTX_Titan.json.gz", folder / "a.json", n=10)
     (folder / "b.json").write_text('{"device_name": "x", "tune_params_keys": ["A"], "cache": {"1": ')
     store = MeasurementStore(tmp_path / "store", create=True)
-    with pytest.raises(PerfPredError, match=r"^b\.json: line 1: invalid JSON"):
-        run_import("kernel-tuner", [folder], store)
-    assert len(store) == 0
+    report = run_import("kernel-tuner", [folder], store)
+    assert len(report.files_failed) == 1 and report.files_failed[0].startswith("b.json: line 1: invalid JSON")
+    assert report.rows_imported == len(store) == 10
     with pytest.raises(InvalidInputError, match="must be an existing file or folder"):
         run_import("kernel-tuner", [tmp_path / "nope"], store)
     with pytest.raises(InvalidInputError, match="no uci-sgemm files"):
@@ -493,7 +493,9 @@ def test_export_from_a_store_with_several_kinds(tmp_path: Path, data: Path) -> N
     exported = export_kernel_tuner_cache(store, tmp_path / "gemm.json", kind="gemm")
     back = get_importer("kernel-tuner").read(exported).frames[0]
     stored = store.load(kind="gemm")
-    assert set(back["measurement_id"]) == set(stored["measurement_id"])  # ints survive the store's upcast
+    # ints survive the store's upcast; Vidur profiles some token counts twice, and a cache holds one
+    # record per configuration, so the stored repeats ("<id>-<hash>") come back under their plain id
+    assert set(back["measurement_id"]) == {i.split("-")[0] for i in stored["measurement_id"]}
     assert back["workload.m"].dtype.kind == "i"
 
 

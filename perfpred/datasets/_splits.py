@@ -25,18 +25,42 @@ def group_labels(df: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     present = [c for c in columns if c in df.columns]
     if not present:
         raise InvalidInputError(f"grouping needs at least one of the columns {list(columns)}, but the table has none")
-    return df[present].astype(str).agg("|".join, axis=1).factorize()[0]
+    # pandas 3 keeps a missing value missing through astype(str): "nan", as pandas 2 wrote it
+    return df[present].astype(str).fillna("nan").agg("|".join, axis=1).factorize()[0]
+
+
+def configuration_labels(df: pd.DataFrame) -> np.ndarray | None:
+    """One label per measured configuration where the table repeats one, else None.
+
+    An importer keeps a second record of a stored configuration with other values as its own
+    row, ``<measurement_id>-<hash>`` (``perfpred.collect.importers._repeats``); a random split
+    must keep such rows together, or the test rows' own configurations are in training.
+    """
+    if "measurement_id" not in df.columns:
+        return None
+    base = df["measurement_id"].astype(str).str.partition("-")[0]
+    return base.factorize()[0] if base.duplicated().any() else None
 
 
 def random_split(df: pd.DataFrame, *, test_size: float = 0.2, seed: int = 0,
                  train_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Random rows held out: ``test_size`` of them, or, given ``train_size``, that many rows for
-    training and every other row for the test (how well N measurements of a new GPU predict the rest)."""
+    training and every other row for the test (how well N measurements of a new GPU predict the rest).
+    Repeated records of one configuration go to the same side (``configuration_labels``)."""
+    groups = configuration_labels(df)
     if train_size is None:
         _check_fraction(test_size)
+        if groups is not None:
+            return next(GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=seed).split(df, groups=groups))
         return next(ShuffleSplit(n_splits=1, test_size=test_size, random_state=seed).split(df))
     if not 2 <= train_size < len(df):
         raise InvalidInputError(f"`2 <= train_size < rows ({len(df)})` must hold, but got train_size={train_size}")
+    if groups is not None:  # whole configurations, in a seeded order, until train_size rows
+        order = np.random.default_rng(seed).permutation(groups.max() + 1)
+        sizes = np.bincount(groups)[order]
+        chosen = order[: int(np.searchsorted(np.cumsum(sizes), train_size)) + 1]
+        in_train = np.isin(groups, chosen)
+        return np.flatnonzero(in_train), np.flatnonzero(~in_train)
     return next(ShuffleSplit(n_splits=1, train_size=train_size, test_size=len(df) - train_size,
                              random_state=seed).split(df))
 

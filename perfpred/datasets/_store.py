@@ -53,16 +53,18 @@ class MeasurementStore:
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False) -> None:
         self.path = Path(path)
         manifest = self.path / _MANIFEST
+        # What this call created (folders outermost first), so an import that stores nothing
+        # can take it away again with ``discard_if_empty``.
+        self._created: list[Path] = []
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"a Measurement store must be a folder, but '{self.path}' is a file")
         if not manifest.exists():
             if not create:
                 raise StoreError(
                     f"no Measurement store at '{self.path}' (missing {_MANIFEST}); "
                     "create one with `perfpred collect ...` or `perfpred import ... --into PATH`"
                 )
-            if self.path.exists() and any(p.name != _PARTS for p in self.path.iterdir()):
-                raise StoreError(f"'{self.path}' exists and is not a Measurement store; choose an empty folder")
-            (self.path / _PARTS).mkdir(parents=True, exist_ok=True)
-            write_text_atomically(manifest, json.dumps({"format": _FORMAT, "schema_version": SCHEMA_VERSION}, indent=2))
+            self._create(manifest)
         try:
             meta = json.loads(manifest.read_text())
         except (OSError, json.JSONDecodeError) as exc:
@@ -75,6 +77,39 @@ class MeasurementStore:
                 f"but got schema_version={meta.get('schema_version')} in '{manifest}': upgrade perfpred"
             )
         self._ids: set[str] | None = None
+        self._part_types: dict[str, dict[str, str]] = {}
+
+    def _create(self, manifest: Path) -> None:
+        try:
+            if self.path.exists() and any(p.name != _PARTS for p in self.path.iterdir()):
+                raise StoreError(f"'{self.path}' exists and is not a Measurement store; choose an empty folder")
+            missing = [p for p in (self.path / _PARTS, *(self.path / _PARTS).parents) if not p.exists()]
+            (self.path / _PARTS).mkdir(parents=True, exist_ok=True)
+            self._created = list(reversed(missing))
+            write_text_atomically(manifest, json.dumps({"format": _FORMAT, "schema_version": SCHEMA_VERSION},
+                                                       indent=2))
+            self._created.append(manifest)
+        except OSError as exc:
+            raise StoreError(f"cannot create a Measurement store at '{self.path}': "
+                             f"{exc.strerror or type(exc).__name__}") from exc
+
+    def discard_if_empty(self) -> bool:
+        """Remove what creating this store made, if nothing was ever written to it.
+
+        Only the manifest, the empty parts folder, the lock file and the folders this object
+        created go, and only while no part file exists: a store that holds rows, or that was
+        there before, is never touched. Returns whether the store was removed.
+        """
+        if not self._created or self.part_files():
+            return False
+        (self.path / ".lock").unlink(missing_ok=True)
+        for path in reversed(self._created):
+            try:
+                path.unlink() if path.name == _MANIFEST else path.rmdir()
+            except OSError:  # something else appeared in it meanwhile: leave it
+                return False
+        self._created = []
+        return True
 
     # ------------------------------------------------------------------ writing
     def _parts_dir(self) -> Path:
@@ -84,9 +119,44 @@ class MeasurementStore:
         """Committed part files, oldest first (names start with a nanosecond clock)."""
         return sorted(p for p in self._parts_dir().glob("part-*.parquet"))
 
-    def _write_part(self, rows: list[dict[str, Any]] | pd.DataFrame) -> Path:
+    def column_types(self) -> dict[str, str]:
+        """Each stored column's type ('number', 'string', 'bool', 'list', ...), as its oldest
+        typed part holds it; columns that are empty everywhere are left out."""
+        out: dict[str, str] = {}
+        for part in self.part_files():
+            types = self._part_types.get(part.name)
+            if types is None:
+                try:
+                    schema = pq.read_schema(part)
+                except (OSError, pa.ArrowException) as exc:
+                    raise StoreError(f"unreadable part file '{part}': {exc}") from exc
+                types = {f.name: t for f in schema if (t := _type_class(f.type)) is not None}
+                self._part_types[part.name] = types  # parts are never rewritten, so this stays true
+            for column, kind in types.items():
+                out.setdefault(column, kind)
+        return out
+
+    def _check_types(self, table: pa.Table, frame: pd.DataFrame) -> None:
+        """Refuse new rows that would give a stored column a second type: Parquet keeps one type
+        per column, so merging the parts would rewrite the stored values (16 -> '16')."""
+        stored = self.column_types()
+        for field in table.schema:
+            new, old = _type_class(field.type), stored.get(field.name)
+            if new is None or old is None or new == old:
+                continue
+            value = next((v for v in frame[field.name] if value_kind(v) not in (None, old)), None)
+            raise StoreError(f"`{field.name}` must hold {old} values, as it does in the store '{self.path}', "
+                             f"but a new row has {value!r}; nothing was written")
+
+    def _write_part(self, rows: list[dict[str, Any]] | pd.DataFrame, *, check_types: bool = True) -> Path:
         frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame.from_records(rows)
-        table = pa.Table.from_pandas(_strings_where_mixed(frame), preserve_index=False)
+        frame = _strings_where_mixed(frame)
+        try:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+        except (pa.ArrowException, ValueError) as exc:
+            raise StoreError(f"rows for '{self.path}' cannot be written: {str(exc).splitlines()[0]}") from exc
+        if check_types:
+            self._check_types(table, frame)
         name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = self._parts_dir() / f".tmp-{name}"
         final = self._parts_dir() / name
@@ -148,6 +218,25 @@ class MeasurementStore:
         ids = self.ids()
         return np.fromiter((key in ids for key in measurement_ids), dtype=bool)
 
+    def rows_of(self, measurement_ids: Iterable[str], columns: Iterable[str]) -> pd.DataFrame:
+        """The stored rows with these ids (newest wins), indexed by id, with those of ``columns``
+        the store has; reads only those columns of each part."""
+        wanted = pd.Index(pd.unique(np.asarray(list(measurement_ids), dtype=object)))
+        frames = []
+        for part in self.part_files():
+            try:
+                names = set(pq.read_schema(part).names)
+            except (OSError, pa.ArrowException) as exc:
+                raise StoreError(f"unreadable part file '{part}': {exc}") from exc
+            cols = ["measurement_id", *(c for c in dict.fromkeys(columns) if c in names and c != "measurement_id")]
+            frame = self._read_part(part, columns=cols)
+            frames.append(frame[frame["measurement_id"].isin(wanted)])
+        frames = [f for f in frames if len(f)]
+        if not frames:
+            return pd.DataFrame(columns=["measurement_id"]).set_index("measurement_id")
+        rows = pd.concat(frames, ignore_index=True, sort=False)
+        return rows.drop_duplicates("measurement_id", keep="last").set_index("measurement_id")
+
     @staticmethod
     def _read_part(part: Path, columns: list[str] | None = None) -> pd.DataFrame:
         try:
@@ -207,7 +296,11 @@ class MeasurementStore:
             if len(old) <= 1:
                 return len(self.ids())
             df = self.load()
-            self._write_part(df)
+            if _mixed_columns(df):
+                # Parts written before types were checked disagree on a column's type; one
+                # merged part would have to rewrite some of their values, so they stay apart.
+                return len(df)
+            self._write_part(df, check_types=False)
             for part in old:
                 part.unlink(missing_ok=True)
             for tmp in self._parts_dir().glob(".tmp-*"):
@@ -238,6 +331,44 @@ class MeasurementStore:
             out["first_timestamp"] = str(df["timestamp"].min())
             out["last_timestamp"] = str(df["timestamp"].max())
         return out
+
+
+def _type_class(arrow_type: pa.DataType) -> str | None:
+    """The kind of values an Arrow column holds; None for a column of nothing but nulls."""
+    if pa.types.is_null(arrow_type):
+        return None
+    if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):
+        return "number"
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return "string"
+    if pa.types.is_boolean(arrow_type):
+        return "bool"
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return "list"
+    return str(arrow_type)
+
+
+def value_kind(value: Any) -> str | None:
+    """The kind of one Python value, named as :func:`_type_class` names columns."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return "list"
+    return type(value).__name__
+
+
+def _mixed_columns(df: pd.DataFrame) -> list[str]:
+    """Object columns holding values of more than one kind (say numbers and strings)."""
+    single = {"string", "empty", "boolean", "integer", "floating", "mixed-integer-float", "decimal"}
+    return [col for col in df.columns
+            if df[col].dtype == object and pd.api.types.infer_dtype(df[col], skipna=True) not in single
+            and len({value_kind(v) for v in df[col]} - {None}) > 1]
 
 
 def _strings_where_mixed(df: pd.DataFrame) -> pd.DataFrame:

@@ -39,6 +39,8 @@ class FileImport:
     rows_read: int
     rows_bad: int = 0
     bad_examples: list[str] = field(default_factory=list)
+    # One-line remarks on how the file was read (an unfinished Kernel Tuner cache, ...).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def rows_good(self) -> int:
@@ -75,7 +77,7 @@ class Importer(ABC):
 
 
 def finish(path: Path, frames: pd.DataFrame | Sequence[pd.DataFrame], rows_read: int, bad_reasons: Sequence[str],
-           n_bad: int) -> FileImport:
+           n_bad: int, notes: Sequence[str] = ()) -> FileImport:
     """A FileImport of the rows that pass every Measurement rule; raises when none does.
 
     Importers check the values they read; this last pass catches what only their
@@ -102,4 +104,4 @@ def finish(path: Path, frames: pd.DataFrame | Sequence[pd.DataFrame], rows_read:
             raise InvalidInputError(str(bad_reasons[0]) if bad_reasons else f"{path.name}: no usable row")
         raise InvalidInputError(f"{path.name}: the file must hold at least one measurement, but it holds none")
     return FileImport(path=path, frames=frames, rows_read=rows_read, rows_bad=n_bad,
-                      bad_examples=bad_reasons[:MAX_EXAMPLES])
+                      bad_examples=bad_reasons[:MAX_EXAMPLES], notes=list(notes))

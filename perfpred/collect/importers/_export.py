@@ -41,6 +41,7 @@ from perfpred.datasets._schema import CONFIG_PREFIX, METRIC_PREFIX, WORKLOAD_PRE
 from perfpred.errors import InvalidInputError
 
 EXPORT_KINDS = ("kernel", "gemm")
+OUTPUT_SUFFIXES = (".json", ".json.gz")
 _METRIC_KEYS = {**{v: k for k, v in TIMING_METRICS.items()}, **{v: k for k, v in RATE_METRICS.items()}}
 
 
@@ -154,6 +155,7 @@ def export_kernel_tuner_cache(
     ``path`` ending in ``.gz`` is gzipped. ``hardware_id`` / ``kind`` / ``workload`` pick the
     rows when the table holds several devices or kinds. Returns the path written.
     """
+    _check_output(Path(path))
     table = data.load() if isinstance(data, MeasurementStore) else data
     if not isinstance(table, pd.DataFrame):
         raise InvalidInputError(f"`data` must be a DataFrame or a MeasurementStore, but got {type(data).__name__}")
@@ -205,7 +207,19 @@ def export_kernel_tuner_cache(
     return _write(Path(path), doc)
 
 
+def _check_output(path: Path) -> None:
+    """Refuse, before any work, an output that would not be a Kernel Tuner cache file."""
+    if path.is_dir():
+        raise InvalidInputError(f"the output must be a file to write the cache to, but '{path}' is a folder")
+    if not path.name.endswith(OUTPUT_SUFFIXES):
+        raise InvalidInputError(f"the output name must end in {' or '.join(OUTPUT_SUFFIXES)} (a Kernel Tuner cache "
+                                f"is JSON), but got '{path.name}'")
+
+
 def _write(path: Path, doc: dict[str, Any]) -> Path:
     """Atomically (tuning workers sharing a space export the same cache at once)."""
     text = json.dumps(doc, allow_nan=False, default=_python_json)
-    return write_text_atomically(path, text, compress=path.name.endswith(".gz"))
+    try:
+        return write_text_atomically(path, text, compress=path.name.endswith(".gz"))
+    except OSError as exc:
+        raise InvalidInputError(f"cannot write the cache to '{path}': {exc.strerror or type(exc).__name__}") from exc

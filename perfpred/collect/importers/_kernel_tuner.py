@@ -5,7 +5,16 @@ A cache file (Kernel Tuner's ``cache=`` output, the format of the FAIR benchmark
 where ``cache["v1,v2,..."]`` holds the tune parameters, ``time`` (mean ms, or a failure
 string such as ``"RuntimeFailedConfig"``), ``times`` (raw ms), ``compile_time``,
 ``verification_time``, ``benchmark_time``, ``framework_time``, ``strategy_time`` (ms),
-``GFLOP/s`` or ``GB/s`` and ``timestamp``.
+``GFLOP/s`` or ``GB/s`` and ``timestamp``. Kernel Tuner 1.5 marks a failed configuration
+with ``"__error__": "<failure>"`` (older versions put the failure string in ``time``); like
+its ``read_cache``, any of its failure strings in an entry makes the entry a failed row.
+
+Kernel Tuner writes a cache while it tunes: a header ending in ``"cache": {``, then one
+``"key": {...},`` line per configuration, closed only when tuning ends. A file without the
+closing braces (an interrupted run) is read as ``kernel_tuner.util.read_cache`` reads it:
+drop one trailing comma, append ``}\n}``, parse. Its complete entries import, and the
+report says the cache was unfinished. A file cut in the middle of an entry cannot be
+closed that way (Kernel Tuner refuses it too) and stays a one-line invalid-JSON error.
 
 A T4 results file (Kernel Tuner's ``output_file=``, schema ``T4/1.0.0/results-schema.json``)
 is ``{schema_version, results: [{configuration, times: {compilation, benchmark, framework,
@@ -35,15 +44,18 @@ import numpy as np
 import pandas as pd
 
 from perfpred.collect.importers._base import FileImport, Importer, finish
-from perfpred.collect.importers._checks import is_finite_number
+from perfpred.collect.importers._checks import MAX_EXAMPLES, is_finite_number
 from perfpred.collect.importers._frame import build_frame, now_iso, ragged_stats
 from perfpred.collect.importers._gpus import gpu_hardware
-from perfpred.collect.importers._read import head_text, read_json
+from perfpred.collect.importers._read import decode_text, head_text, read_bytes, read_json
 from perfpred.datasets import KINDS, POWER_SOURCES, STATUSES
 from perfpred.errors import InvalidInputError
 
+# Kernel Tuner 1.5's failure strings (``kernel_tuner.util.ErrorConfig`` and its subclasses);
+# the bare base class says only that the configuration failed, so it counts as a runtime error.
 FAILURE_STATUS = {"RuntimeFailedConfig": "runtime_error", "CompilationFailedConfig": "compile_error",
-                  "InvalidConfig": "invalid"}
+                  "InvalidConfig": "invalid", "ErrorConfig": "runtime_error"}
+ERROR_KEY = "__error__"
 # Statuses Kernel Tuner has no string for are written as the closest one (and kept exactly
 # in the ``perfpred_status`` entry key).
 STATUS_FAILURE = {"runtime_error": "RuntimeFailedConfig", "compile_error": "CompilationFailedConfig",
@@ -64,7 +76,12 @@ PERFPRED_ENTRY_FIELDS = ("status", "error", "power_w", "energy_j", "power_source
 # Statistics of rows recorded without replicates (they cannot be recomputed from `times`);
 # where `perfpred_runtime_ms` is given, these keys alone define the row's statistics.
 PERFPRED_STAT_FIELDS = ("runtime_ms", "n_runs", "min_ms", "mean_ms", "std_ms", "iqr_ms", "cv")
-_RESERVED = {"time", "times", "timestamp"} | set(TIMING_METRICS)
+_RESERVED = {"time", "times", "timestamp", ERROR_KEY} | set(TIMING_METRICS)
+# Kernel Tuner's read_cache treats a file whose text does not end like this as unfinished.
+_CLOSED_ENDINGS = ("}\n}", "}}}")
+# A parameter's kinds of value, most likely first when as many rows have each (a string among
+# numbers is a damaged number far more often than the other way round).
+_VALUE_KINDS = ("number", "string", "bool")
 _PERFPRED_KEYS = {f"perfpred_{name}" for name in PERFPRED_ENTRY_FIELDS + PERFPRED_STAT_FIELDS}
 
 
@@ -98,13 +115,50 @@ class _Rows:
     metrics: list[dict[str, float]] = field(default_factory=list)
     timestamp: list[str] = field(default_factory=list)
     extras: list[dict[str, Any]] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
     bad: list[str] = field(default_factory=list)
     n_bad: int = 0
 
     def reject(self, reason: str) -> None:
         self.n_bad += 1
-        if len(self.bad) < 5:
+        if len(self.bad) < MAX_EXAMPLES:
             self.bad.append(reason)
+
+    def drop(self, rows: set[int]) -> None:
+        """Forget the parsed rows at these positions (they turned out bad)."""
+        for name in ("params", "status", "error", "mean_ms", "times", "metrics", "timestamp", "extras", "labels"):
+            values = getattr(self, name)
+            values[:] = [v for i, v in enumerate(values) if i not in rows]
+
+
+def _value_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    return "string" if isinstance(value, str) else "number"
+
+
+def _reject_mixed_kinds(path: Path, keys: list[str], rows: _Rows) -> None:
+    """Rows whose tune parameter is of another kind than most of its values in the file are bad.
+
+    A store column holds one type; one ``"block_size_y": "abc"`` among numbers would turn
+    the whole column, old rows included, into strings.
+    """
+    bad: dict[int, str] = {}
+    for position, key in enumerate(keys):
+        kinds = [_value_kind(params[position]) for params in rows.params]
+        counts = {kind: kinds.count(kind) for kind in _VALUE_KINDS}
+        if sum(1 for n in counts.values() if n) < 2:
+            continue
+        major = max(_VALUE_KINDS, key=lambda kind: counts[kind])  # ties: the first in _VALUE_KINDS
+        for i, kind in enumerate(kinds):
+            if kind != major and i not in bad:
+                value = rows.params[i][position]
+                bad[i] = (f"{path.name}: {rows.labels[i]}: tune parameter {key!r} must be a {major} like "
+                          f"{counts[major]} of its {len(kinds)} values in the file, but got {value!r}")
+    for i in sorted(bad):
+        rows.reject(bad[i])
+    if bad:
+        rows.drop(set(bad))
 
 
 class _Bad(Exception):
@@ -182,15 +236,28 @@ def _extras(entry: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _failure(entry: dict[str, Any]) -> str | None:
+    """The Kernel Tuner failure string of an entry: ``__error__`` (1.5), else ``time`` (older
+    caches), else any value that is one, as ``kernel_tuner.util.read_cache`` looks for it."""
+    error = entry.get(ERROR_KEY)
+    if error is not None:
+        if error not in FAILURE_STATUS:
+            raise _Bad(f"`{ERROR_KEY}` must be one of {tuple(FAILURE_STATUS)}, but got {error!r}")
+        return error
+    candidates = [entry.get("time"), *entry.values()]
+    return next((v for v in candidates if isinstance(v, str) and v in FAILURE_STATUS), None)
+
+
 def _cache_entry(entry: Any, keys: list[str], rows: _Rows, filled: frozenset[str] = frozenset()) -> None:
     if not isinstance(entry, dict):
         raise _Bad(f"a cache entry must be an object, but got {type(entry).__name__}")
     params = _param_values(entry, keys)
     time = entry.get("time")
-    if isinstance(time, str):
-        if time not in FAILURE_STATUS:
-            raise _Bad(f"`time` must be a number or one of {tuple(FAILURE_STATUS)}, but got {time!r}")
-        status, error, mean, times = FAILURE_STATUS[time], time, np.nan, []
+    failure = _failure(entry)
+    if failure is not None:
+        status, error, mean, times = FAILURE_STATUS[failure], failure, np.nan, []
+    elif isinstance(time, str):
+        raise _Bad(f"`time` must be a number or one of {tuple(FAILURE_STATUS)}, but got {time!r}")
     else:
         if not is_finite_number(time):
             raise _Bad(f"`time` must be a finite number of ms, but got {time!r}")
@@ -382,7 +449,7 @@ class KernelTunerImporter(Importer):
 
     def read(self, path: Path, **options: Any) -> FileImport:
         path = Path(path)
-        doc = read_json(path)
+        doc, unfinished = read_cache_json(path)
         if not isinstance(doc, dict) or not ({"cache", "results"} & set(doc)):
             keys = list(doc)[:6] if isinstance(doc, dict) else type(doc).__name__
             raise InvalidInputError(
@@ -394,9 +461,13 @@ class KernelTunerImporter(Importer):
                 raise InvalidInputError(f"{path.name}: `cache` must be an object, but got {type(cache).__name__}")
             keys = _tune_keys(path, doc)
             header = _header(path, doc, options)
+            if unfinished and not cache:
+                raise InvalidInputError(f"{path.name}: an unfinished Kernel Tuner cache (no closing braces) must "
+                                        "hold at least one complete entry, but it holds none")
             for key, entry in cache.items():
                 try:
                     _cache_entry(entry, keys, rows, header.filled_keys)
+                    rows.labels.append(f"cache[{key!r}]")
                 except _Bad as exc:
                     rows.reject(f"{path.name}: cache[{key!r}]: {exc}")
             n_read = len(cache)
@@ -409,12 +480,44 @@ class KernelTunerImporter(Importer):
             for i, result in enumerate(results):
                 try:
                     _t4_entry(result, keys, rows)
+                    rows.labels.append(f"results[{i}]")
                 except _Bad as exc:
                     rows.reject(f"{path.name}: results[{i}]: {exc}")
             n_read = len(results)
+        _reject_mixed_kinds(path, keys, rows)
         source = f"kernel-tuner:{path.name}"
         frames = [_assemble(rows, keys, header, source)] if rows.params else []
-        return finish(path, frames, n_read, rows.bad, rows.n_bad)
+        notes = [f"{path.name}: unfinished Kernel Tuner cache (no closing braces: an interrupted tuning run); "
+                 f"read its {n_read} complete entries as Kernel Tuner's read_cache does"] if unfinished else []
+        return finish(path, frames, n_read, rows.bad, rows.n_bad, notes)
+
+
+def read_cache_json(path: Path) -> tuple[Any, bool]:
+    """The parsed file, and whether it was an unfinished cache closed the way Kernel Tuner does.
+
+    Only a text that fails to parse as it is gets closed, and the closed text counts only if
+    it parses to a document with a ``cache``; otherwise the original JSON error is raised.
+    """
+    text = decode_text(path, read_bytes(path))
+    try:
+        return json.loads(text), False
+    except json.JSONDecodeError as exc:
+        original = exc
+    except RecursionError as exc:
+        raise InvalidInputError(f"{path.name}: JSON nested too deeply to read") from exc
+    closed = text.strip()
+    if closed and closed[-3:] not in _CLOSED_ENDINGS:
+        closed = closed.removesuffix(",") + "}\n}"
+        try:
+            doc = json.loads(closed)
+        except (json.JSONDecodeError, RecursionError):
+            doc = None
+        if isinstance(doc, dict) and isinstance(doc.get("cache"), dict):
+            return doc, True
+    at_end = original.pos >= len(text.rstrip()) or original.msg.startswith("Unterminated string")
+    cut = " (the file ends inside an entry, so it cannot be closed as Kernel Tuner closes an unfinished " \
+          "cache)" if at_end and '"cache"' in text else ""
+    raise InvalidInputError(f"{path.name}: line {original.lineno}: invalid JSON ({original.msg}){cut}") from original
 
 
 def _optional(values: list[Any]) -> np.ndarray:

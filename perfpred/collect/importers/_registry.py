@@ -1,9 +1,12 @@
 """Importers by name, and ``run_import``: files or folders of one format into a store.
 
-``perfpred import FORMAT PATH... --into STORE`` calls :func:`run_import`. Every file is
-parsed before anything is written, so a file that cannot be read stops the import with a
-one-line error and leaves the store as it was; bad rows inside readable files are counted
-and a few are quoted in the :class:`ImportReport`.
+``perfpred import FORMAT PATH... --into STORE`` calls :func:`run_import`. Each file is
+parsed whole and then written as its own part, so a file that cannot be read adds nothing,
+and it does not stop the others: it is named with its reason in the :class:`ImportReport`
+(``files_failed``), and the CLI exits non-zero. Bad rows inside readable files are counted
+and a few are quoted. A row whose workload / config value has another type than the
+store's column (a string where the store holds numbers) is a bad row too: Parquet keeps
+one type per column, so writing it would retype the stored rows.
 """
 
 from __future__ import annotations
@@ -16,10 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from perfpred.collect.importers._base import FileImport, Importer
-from perfpred.collect.importers._checks import MAX_EXAMPLES
+from perfpred.collect.importers._checks import MAX_EXAMPLES, fmt_value
+from perfpred.collect.importers._repeats import assign_repeat_ids
 from perfpred.datasets import MeasurementStore
-from perfpred.errors import InvalidInputError
+from perfpred.datasets._schema import CONFIG_PREFIX, WORKLOAD_PREFIX
+from perfpred.datasets._store import value_kind
+from perfpred.errors import InvalidInputError, PerfPredError
 
 # name -> "module:Class", imported on first use.
 IMPORTERS: dict[str, str] = {
@@ -45,10 +54,11 @@ class ImportReport:
     """What an import did. ``rows_read == rows_imported + rows_duplicate + rows_bad``.
 
     ``rows_duplicate`` are good rows not written because a row with the same
-    ``measurement_id`` (same kind, workload, config and hardware) is already in the store or
-    comes later in the input: the last one wins, as in the store. The recorded datasets
-    repeat a few configurations (Vidur profiles some token counts twice, ML.ENERGY lists
-    three setups twice).
+    ``measurement_id`` (same kind, workload, config and hardware) and the same measured
+    values is already in the store or earlier in the input. A record of a stored
+    configuration with other values is imported as its own row and counted in
+    ``rows_repeat`` (see ``_repeats``). ``files_failed`` holds one line per file that could
+    not be read at all (file and rule); the other files are imported all the same.
     """
 
     format: str
@@ -59,9 +69,12 @@ class ImportReport:
     rows_bad: int = 0
     rows_imported: int = 0
     rows_duplicate: int = 0
+    rows_repeat: int = 0
     rows_by_kind: dict[str, int] = field(default_factory=dict)
     rows_by_file: dict[str, int] = field(default_factory=dict)
     bad_examples: list[str] = field(default_factory=list)
+    files_failed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     wall_s: float = 0.0
 
     @property
@@ -70,18 +83,35 @@ class ImportReport:
 
     def summary(self) -> str:
         """A few lines for the CLI."""
+        failed = f", {len(self.files_failed)} failed" if self.files_failed else ""
+        repeats = (f" ({self.rows_repeat} of them new values of configurations already recorded, kept as "
+                   "their own rows)" if self.rows_repeat else "")
         lines = [
-            f"{self.format}: {len(self.files_read)} file(s) read, {self.rows_read} row(s): "
-            f"{self.rows_imported} imported, {self.rows_duplicate} duplicate, {self.rows_bad} bad "
+            f"{self.format}: {len(self.files_read)} file(s) read{failed}, {self.rows_read} row(s): "
+            f"{self.rows_imported} imported{repeats}, {self.rows_duplicate} duplicate, {self.rows_bad} bad "
             f"({self.wall_s:.1f} s)" + (f" into {self.store}" if self.store else ""),
         ]
+        lines += [f"  note: {note}" for note in self.notes]
+        lines += [f"  failed: {reason}" for reason in self.files_failed]
         if self.rows_by_kind:
             lines.append("  by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(self.rows_by_kind.items())))
         if self.files_skipped:
             lines.append(f"  skipped {len(self.files_skipped)} file(s) not in {self.format} format, e.g. "
                          f"{self.files_skipped[0]}")
         lines += [f"  bad: {reason}" for reason in self.bad_examples]
+        if self.rows_bad > len(self.bad_examples):
+            lines.append(f"  ... and {self.rows_bad - len(self.bad_examples)} more bad row(s) not shown")
         return "\n".join(lines)
+
+    def failure_message(self) -> str:
+        """One line for the files that could not be imported ('' when every file was)."""
+        if not self.files_failed:
+            return ""
+        total = len(self.files_failed) + len(self.files_read)
+        more = f" (and {len(self.files_failed) - 1} more, listed above)" if len(self.files_failed) > 1 else ""
+        kept = f"; the rows of the other {len(self.files_read)} are in the store" if self.files_read else ""
+        return (f"{len(self.files_failed)} of {total} {self.format} file(s) could not be imported: "
+                f"{self.files_failed[0]}{more}{kept}")
 
 
 def _expand(importer: Importer, paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], list[Path]]:
@@ -119,24 +149,77 @@ def run_import(format: str, paths: Sequence[str | os.PathLike[str]], store: Meas
     """Import recorded files of one format into ``store`` and report what happened.
 
     ``options`` go to the importer (``device_name=`` for a T4 file without metadata,
-    ``device=`` / ``model=`` for a Vidur file outside its folder layout, ...).
+    ``device=`` / ``model=`` for a Vidur file outside its folder layout, ...). A file that
+    cannot be read lands in ``report.files_failed`` and the others are imported; a path
+    that does not exist (or a folder without files of the format) raises before anything
+    is read.
     """
     start = time.perf_counter()
-    results, skipped = read_files(format, paths, **options)
+    importer = get_importer(format)
+    files, skipped = _expand(importer, paths)
     report = ImportReport(format=format, store=str(store.path), files_skipped=[str(p) for p in skipped])
-    for result in results:
+    for path in files:
+        try:
+            result = importer.read(path, **options)
+        except PerfPredError as exc:
+            report.files_failed.append(str(exc).splitlines()[0] if str(exc) else f"{path.name}: cannot be read")
+            continue
         report.files_read.append(str(result.path))
         report.rows_read += result.rows_read
-        report.rows_bad += result.rows_bad
-        report.bad_examples += result.bad_examples[: MAX_EXAMPLES - len(report.bad_examples)]
+        report.notes += result.notes
+        n_bad, reasons = result.rows_bad, list(result.bad_examples)
         written = 0
         for frame in result.frames:
-            new = ~store.stored(frame["measurement_id"]) & ~frame["measurement_id"].duplicated(keep="last")
-            for kind, count in frame.loc[new, "kind"].value_counts().items():
+            frame, n_conflicts, conflicts = _fit_store_types(frame, store.column_types(), result.path)
+            n_bad += n_conflicts
+            reasons += conflicts
+            frame, repeats = assign_repeat_ids(frame, store)
+            for kind, count in frame["kind"].value_counts().items():
                 report.rows_by_kind[str(kind)] = report.rows_by_kind.get(str(kind), 0) + int(count)
             written += store.append_frame(frame)
+            report.rows_repeat += repeats
+        report.rows_bad += n_bad
+        report.bad_examples += reasons[: max(0, MAX_EXAMPLES - len(report.bad_examples))]
         report.rows_by_file[str(result.path)] = written
         report.rows_imported += written
-        report.rows_duplicate += result.rows_good - written
+        report.rows_duplicate += result.rows_read - n_bad - written
     report.wall_s = time.perf_counter() - start
     return report
+
+
+_SINGLE_KIND = {"string": "string", "integer": "number", "floating": "number", "mixed-integer-float": "number",
+                "decimal": "number", "boolean": "bool", "empty": None}
+
+
+def _kinds(values: pd.Series) -> np.ndarray:
+    """The kind of each value ('number', 'string', 'bool', ...; None when missing)."""
+    missing = values.isna().to_numpy()
+    if values.dtype.kind == "b":
+        kind: str | None = "bool"
+    elif values.dtype.kind in "iuf":
+        kind = "number"
+    elif values.dtype == object and (inferred := pd.api.types.infer_dtype(values, skipna=True)) in _SINGLE_KIND:
+        kind = _SINGLE_KIND[inferred]
+    else:  # several kinds in one column: look at each value
+        return np.array([value_kind(v) for v in values], dtype=object)
+    return np.where(missing, None, kind).astype(object)
+
+
+def _fit_store_types(frame: pd.DataFrame, types: dict[str, str],
+                     path: Path) -> tuple[pd.DataFrame, int, list[str]]:
+    """``frame`` without the rows whose workload / config value has another kind than the store's
+    column (a string where the store holds numbers, ...), how many rows were left out, and
+    the reasons of the first few."""
+    bad = np.zeros(len(frame), dtype=bool)
+    reasons: list[str] = []
+    for column in frame.columns:
+        expected = types.get(column)
+        if expected is None or not column.startswith((WORKLOAD_PREFIX, CONFIG_PREFIX)):
+            continue
+        kinds = _kinds(frame[column])
+        wrong = np.array([k is not None and k != expected for k in kinds], dtype=bool) & ~bad
+        for i in np.flatnonzero(wrong)[: max(0, MAX_EXAMPLES - len(reasons))]:
+            reasons.append(f"{path.name}: measurement {frame['measurement_id'].iloc[i]}: `{column}` must be a "
+                           f"{expected} as in the store, but got {fmt_value(frame[column].iloc[i])}")
+        bad |= wrong
+    return (frame[~bad].reset_index(drop=True) if bad.any() else frame), int(bad.sum()), reasons

@@ -1,0 +1,134 @@
+"""A recorded row whose configuration is already stored: a duplicate, or a repeat kept as its own row.
+
+``measurement_id`` names *what* was measured (kind, workload, config, hardware): it is the
+store's de-duplication and resume key. A recorded dataset may hold one configuration twice
+with different values (ML.ENERGY's ``gpqa.json`` runs gpt-oss-20b at max_num_seqs=96 twice;
+a cache re-measured on another day). That is a second measurement, not a duplicate, so it
+is kept as its own row under ``"<measurement_id>-<8 hex of its values>"``. The first record
+of a configuration keeps the plain id, so resume and the ids of existing stores do not
+change, and importing the same file again gives the same ids (0 new rows).
+
+Values compared: status, raw replicates (or ``runtime_ms`` where there are none), power,
+energy and every ``metric.*``. Not compared: timestamp, source and the statistics derived
+from the replicates, which a re-import or an export round trip may write differently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perfpred.datasets import MeasurementStore
+from perfpred.datasets._schema import METRIC_PREFIX
+
+VALUE_COLUMNS = ("status", "raw_times_ms", "runtime_ms", "power_w", "energy_j")
+REPEAT_HASH_CHARS = 8
+
+
+def value_columns(columns: Iterable[str]) -> list[str]:
+    columns = list(columns)
+    return [c for c in VALUE_COLUMNS if c in columns] + sorted(c for c in columns if c.startswith(METRIC_PREFIX))
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _times(value: Any) -> list[float]:
+    if value is None or isinstance(value, float):  # a column with gaps holds NaN for "no list"
+        return []
+    return [float(t) for t in value]
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def fingerprint(row: Mapping[str, Any], columns: Iterable[str]) -> str:
+    """Hash of a row's measured values (the rule of this module's docstring)."""
+    values: dict[str, Any] = {}
+    raw = _times(row.get("raw_times_ms"))
+    for column in columns:
+        if column == "raw_times_ms":
+            if raw:
+                values[column] = raw
+        elif column == "runtime_ms" and raw:
+            continue
+        elif not _missing(value := _plain(row.get(column))):
+            values[column] = value
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def _same_values(new: pd.DataFrame, old: pd.DataFrame) -> np.ndarray:
+    """Row i of ``new`` against row i of ``old`` (aligned): equal measured values? Missing == missing."""
+    n = len(new)
+    columns = value_columns(dict.fromkeys([*new.columns, *old.columns]))
+
+    def column(frame: pd.DataFrame, name: str) -> np.ndarray:
+        return frame[name].to_numpy(dtype=object) if name in frame else np.full(n, None, dtype=object)
+
+    raw_new = [_times(v) for v in column(new, "raw_times_ms")]
+    raw_old = [_times(v) for v in column(old, "raw_times_ms")]
+    same = np.fromiter((a == b for a, b in zip(raw_new, raw_old, strict=True)), dtype=bool, count=n)
+    no_raw = np.fromiter((not a and not b for a, b in zip(raw_new, raw_old, strict=True)), dtype=bool, count=n)
+    for name in columns:
+        if name == "raw_times_ms":
+            continue
+        a, b = column(new, name), column(old, name)
+        a_missing, b_missing = pd.isna(a), pd.isna(b)
+        with np.errstate(invalid="ignore"):
+            equal = (a_missing & b_missing) | (~a_missing & ~b_missing & (a == b).astype(bool))
+        same &= np.where(no_raw, equal, True) if name == "runtime_ms" else equal
+    return same
+
+
+def assign_repeat_ids(frame: pd.DataFrame, store: MeasurementStore) -> tuple[pd.DataFrame, int]:
+    """The rows of ``frame`` to write, repeats under their own ids, and how many of them are repeats.
+
+    Rows equal in value to the stored row (or to an earlier row of ``frame``) with their id
+    are left out: they are duplicates.
+    """
+    ids = frame["measurement_id"].to_numpy(dtype=object)
+    stored = store.stored(ids)
+    twice = pd.Series(ids).duplicated(keep=False).to_numpy()
+    if not (stored | twice).any():
+        return frame, 0
+    keep = ~stored
+    new_ids = ids.copy()
+    columns = value_columns(frame.columns)
+    # Rows differing from the stored row of their id are repeats; compared column-wise, as a
+    # re-imported file collides with the store on every row.
+    differs = np.zeros(len(frame), dtype=bool)
+    hit = np.flatnonzero(stored)
+    if len(hit):
+        old = store.rows_of(ids[hit], columns).reindex(ids[hit])
+        differs[hit] = ~_same_values(frame.iloc[hit].reset_index(drop=True), old.reset_index(drop=True))
+    known = store.ids()
+    first_values: dict[str, str] = {}  # id -> fingerprint of the row of the input that holds it
+    assigned: set[str] = set()
+    for i in np.flatnonzero(differs | (twice & ~stored)):  # rows equal to their stored row are done
+        key = ids[i]
+        values = fingerprint(frame.iloc[i], columns)
+        if not stored[i]:
+            if key not in first_values:  # the first record of a new configuration keeps the plain id
+                first_values[key] = values
+                continue
+            if values == first_values[key]:
+                keep[i] = False
+                continue
+        repeat_id = f"{key}-{values[:REPEAT_HASH_CHARS]}"
+        if repeat_id in known or repeat_id in assigned:
+            keep[i] = False  # this very record was imported before
+            continue
+        assigned.add(repeat_id)
+        new_ids[i] = repeat_id
+        keep[i] = True
+    out = frame.assign(measurement_id=new_ids)[keep]
+    return out, len(assigned)
