@@ -99,6 +99,10 @@ def env(
     peaks: Annotated[bool, typer.Option(help="Also measure (or read cached) peak GFLOP/s and GB/s.")] = False,
 ) -> None:
     """Print this machine's hardware fingerprint, its stable hardware id and software versions."""
+    import re
+
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):  # any other name would fingerprint the CPU under it
+        raise InvalidInputError(f"--device must be cpu, cuda or cuda:N (N a GPU index), but got {device!r}")
     from perfpred.collect import fingerprint, hardware_with_peaks, software_versions
 
     spec = hardware_with_peaks(device) if peaks else fingerprint(device)
@@ -391,9 +395,15 @@ def import_(
 
     options = _key_values(option, "--option")
     st = MeasurementStore(into, create=True)
-    report = run_import(fmt, paths, st, **options)
-    st.compact()
+    try:
+        report = run_import(fmt, paths, st, **options)
+    finally:
+        emptied = st.discard_if_empty()  # a store this import made but wrote nothing to is not left behind
+    if not emptied:
+        st.compact()
     console.print(report.summary(), highlight=False)
+    if report.files_failed:  # the good files are in; a non-zero exit still tells scripts some were not
+        raise InvalidInputError(report.failure_message())
 
 
 @app.command("export")
@@ -450,7 +460,15 @@ def dataset_ls(
     from perfpred.datasets import MeasurementStore
 
     path = _store_argument(path, store)
-    df = MeasurementStore(path).load(kind=kind, status=status)
+    if limit < 0:
+        raise InvalidInputError(f"`limit >= 0` must hold, but got --limit {limit}")
+    st = MeasurementStore(path)
+    df = st.load(kind=kind, status=status)
+    if df.empty and kind is not None:
+        kinds = st.info().get("kinds") or {}
+        if kind not in kinds:  # a misspelt kind is no empty answer
+            raise InvalidInputError(f"--kind {kind}: the store has no rows of that kind (it holds "
+                                    f"{', '.join(f'{k} ({n} rows)' for k, n in kinds.items()) or 'no rows'})")
     if df.empty:
         console.print("no measurements match")
         return
@@ -510,6 +528,63 @@ def _reference_lookup(reference: Path | None, rows: Any, kind: str, target: str)
     return lookup
 
 
+def _check_seed(seed: int, option: str) -> None:
+    if not 0 <= seed < 2**32:  # what numpy's and scikit-learn's generators take
+        raise InvalidInputError(f"`0 <= seed < 2**32` must hold, but got {option} {seed}")
+
+
+def _check_output_path(output: Path | None, option: str = "--output") -> None:
+    """A file ``output`` can be written to, checked before any fit or prediction is spent on it."""
+    import os
+
+    if output is None:
+        return
+    if output.is_dir():
+        raise InvalidInputError(f"{option} must name a file, but {output} is a folder")
+    folder = output.parent
+    if not folder.is_dir():
+        raise InvalidInputError(f"{option} {output}: its folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
+        raise InvalidInputError(f"{option} {output}: not writable")
+
+
+def _check_kind(df: Any, kind: str) -> None:
+    """``--kind`` names features perfpred has, for rows the store holds (and says which it holds)."""
+    from perfpred.datasets._schema import KINDS
+    from perfpred.models import FEATURIZERS, row_kind
+
+    counts = df["kind"].value_counts() if "kind" in df and len(df) else None
+    held = ", ".join(f"{k} ({n} rows)" for k, n in counts.items()) if counts is not None else "no rows"
+    if kind not in FEATURIZERS:
+        why = f"perfpred has no features for {kind!r} rows" if kind in KINDS else f"no kind is called {kind!r}"
+        raise InvalidInputError(f"--kind must be one of {', '.join(sorted(FEATURIZERS))}, but got {kind!r} "
+                                f"({why}; the store holds {held})")
+    if counts is not None and row_kind(kind) not in counts:
+        raise InvalidInputError(f"--kind {kind} reads '{row_kind(kind)}' rows, but the store has none (it holds "
+                                f"{held})")
+
+
+def _check_registered_name(name: str | None) -> None:
+    """``--name`` by MLflow's registry rules, checked before the fit (MLflow checks it after)."""
+    import re
+
+    if name is None:
+        return
+    if not name.strip() or "/" in name or ":" in name or name == "." or name.startswith(".."):
+        raise InvalidInputError(f"--name must be non-empty, without '/' or ':' and not start with '..' (MLflow's "
+                                f"model registry rules), but got {name!r}")
+    if re.fullmatch(r"[0-9a-f]{32}", name):
+        raise InvalidInputError(f"--name must not look like an MLflow run id (32 hex digits: `predict --model` "
+                                f"would read it as one), but got {name!r}")
+
+
+def _check_reference_options(reference: Path | None, reference_mode: str) -> None:
+    _check_reference_mode(reference_mode)
+    if reference is None and reference_mode != "features":
+        raise InvalidInputError(f"--reference-mode {reference_mode} says how a --reference store enters, but got "
+                                "no --reference")
+
+
 @app.command()
 def train(
     store: Annotated[Path, typer.Option(help="Measurement store to train on.", callback=resolve_store)] = DEFAULT_STORE,
@@ -527,11 +602,19 @@ def train(
 ) -> None:
     """Train a predictor, report its held-out error, refit on all rows and log it to MLflow."""
     from perfpred.datasets import MeasurementStore
-    from perfpred.models import default_regressor, train_model, training_frame
+    from perfpred.models import PerformanceModel, default_regressor, train_model, training_frame
 
-    _check_reference_mode(reference_mode)
+    _check_reference_options(reference, reference_mode)
+    _check_seed(seed, "--seed")
+    _check_registered_name(name)
+    if max_ref_drift is not None and not (math.isfinite(max_ref_drift) and max_ref_drift >= 0):
+        raise InvalidInputError(f"`max_ref_drift >= 0` must hold (a fraction, e.g. 0.25), but got --max-ref-drift "
+                                f"{max_ref_drift}")
+    df = MeasurementStore(store).load()
+    _check_kind(df, kind)
     model = model or default_regressor(kind)
-    df = _select_hardware(MeasurementStore(store).load(), hardware)
+    PerformanceModel(kind=kind, regressor=model)._make_regressor()  # an unknown --model fails before any fit
+    df = _select_hardware(df, hardware)
     lookup = None
     if reference is not None:  # built on the rows train_model selects again (its table, its check)
         rows = training_frame(df, kind=kind, target=target, max_ref_drift=max_ref_drift)
@@ -579,11 +662,17 @@ def evaluate(
     from perfpred.datasets import MeasurementStore
     from perfpred.models import PerformanceModel, default_regressor, evaluate_models, training_frame
 
-    _check_reference_mode(reference_mode)
+    _check_reference_options(reference, reference_mode)
+    _check_output_path(output)
+    seed_list = parse_list(seeds, "seeds", int)
+    for seed in seed_list:
+        _check_seed(seed, "--seeds")
     sizes = parse_list(train_size, "train-size", int) if train_size is not None else None
     if sizes is not None and split not in (None, "random"):
         raise InvalidInputError(f"--train-size needs --split random, but got --split {split}")
-    rows = training_frame(_select_hardware(MeasurementStore(store).load(), hardware), kind=kind, target=target)
+    df = MeasurementStore(store).load()
+    _check_kind(df, kind)
+    rows = training_frame(_select_hardware(df, hardware), kind=kind, target=target)
     lookup = _reference_lookup(reference, rows, kind, target)  # shared by every fit (split, seed, model)
     if models is None:
         first = default_regressor(kind)
@@ -597,7 +686,6 @@ def evaluate(
         from perfpred.models._training import has_workloads
 
         split = "random" if sizes is not None or not has_workloads(rows) else "shape"
-    seed_list = parse_list(seeds, "seeds", int)
     by_size = {size: evaluate_models(rows, estimators, split=split, seeds=seed_list, target=target, train_size=size)
                for size in (sizes or [None])}
     n_ref = 0 if lookup is None else len(lookup.hardware_ids)
@@ -636,54 +724,277 @@ def predict(
     coverage: Annotated[float | None, typer.Option(help="Also give a predictive interval meant to hold this share of outcomes, e.g. 0.9 (models trained with --model xgb-quantile or xgb-ensemble).")] = None,
 ) -> None:
     """Predict runtime (ms) of one GEMM, or of every config in a CSV (GEMM, kernel or serving models), before running anything."""
-    import pandas as pd
-
-    from perfpred.collect import GemmConfig
     from perfpred.models import load_model
     from perfpred.models._performance_model import row_kind
 
-    est = None
+    _check_output_path(output)  # before any prediction is spent on it
+    if output is not None and input_csv is None:
+        raise InvalidInputError(f"--output writes the predictions of an --input CSV, but got --output {output} "
+                                "without --input")
+    if coverage is not None and not 0 < coverage < 1:
+        raise InvalidInputError(f"`0 < coverage < 1` must hold, but got --coverage {coverage}")
     if input_csv is not None:
-        try:
-            configs = pd.read_csv(input_csv).to_dict("records")
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise InvalidInputError(f"--input {input_csv}: unreadable CSV: {str(exc).splitlines()[0]}") from None
-        est = load_model(model)
-        if row_kind(getattr(est, "kind", "gemm")) == "kernel":
-            _predict_kernel_configs(est, model, configs, hardware_id, coverage, output)
-            return
-        if row_kind(getattr(est, "kind", "gemm")) == "serving":
-            _predict_serving_configs(est, model, configs, hardware_id, coverage, output)
-            return
+        if (m, n, k) != (None, None, None):
+            raise InvalidInputError("give the configs as --input CSV or one GEMM as --m/--n/--k, not both")
+        configs, lines = _read_input_csv(input_csv)
     else:
         if None in (m, n, k):
             raise InvalidInputError("predict needs --m, --n and --k (or --input CSV)")
         configs = [{"m": m, "n": n, "k": k, "b": b, "dtype": dtype, "threads": threads, "trans_a": trans_a,
                     "trans_b": trans_b}]
-    allowed = {"m", "n", "k", "b", "dtype", "threads", "trans_a", "trans_b"}
-    for i, cfg in enumerate(configs):
-        unknown = sorted(set(cfg) - allowed)
-        if unknown:
-            raise InvalidInputError(f"config {i}: unknown column(s) {unknown}; known: {sorted(allowed)}")
-        for key in ("m", "n", "k", "b", "threads"):
-            if key in cfg:
-                value = cfg[key]
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
-                        or float(value) != int(value):
-                    raise InvalidInputError(f"config {i}: `{key}` must be an integer, but got {value!r}")
-                cfg[key] = int(value)
-        GemmConfig(**{key: v for key, v in cfg.items() if key in {"m", "n", "k", "b", "dtype"}}).validate()
-    est = est if est is not None else load_model(model)
+        lines = []
+        _check_gemm_configs(configs, None, lines)  # before the model is loaded
+    est = load_model(model)
+    kind = row_kind(getattr(est, "kind", "gemm"))
+    hardware_id = _model_hardware(est, model, hardware_id)
+    if kind in ("kernel", "serving"):
+        if input_csv is None:
+            columns = ", ".join(_shown_column(c, kind) for c in _required_inputs(est, kind)) or "its training columns"
+            raise InvalidInputError(f"--model {model} is a {kind} model (kind {est.kind!r}): --m/--n/--k describe "
+                                    f"one GEMM; give its configs as --input CSV (columns: {columns})")
+        predict_configs = _predict_kernel_configs if kind == "kernel" else _predict_serving_configs
+        predict_configs(est, model, configs, hardware_id, coverage, output, input_csv, lines)
+        return
+    if kind != "gemm":
+        raise InvalidInputError(f"--model {model} predicts {kind!r} rows: predict takes gemm, kernel and serving "
+                                "models")
+    if input_csv is not None:
+        _check_gemm_configs(configs, input_csv, lines)
+    _check_gemm_peaks(est, model, hardware_id, configs, input_csv, lines)
     rows = est.config_rows(configs, hardware_id)
-    pred = est.predict(rows)
-    band = est.predict_interval(rows, coverage) if coverage is not None else None
+    _warn_outside_training(est, rows)
+    pred, band = _predict_rows(est, model, rows, coverage, lines)
     if input_csv is not None:
         _print_predictions(configs, pred, band, output)
         return
     interval = (f" [{band['lower'].iloc[0]:.4g}, {band['upper'].iloc[0]:.4g}] at {coverage:.0%}"
                 if band is not None else "")
     console.print(f"predicted runtime_ms: [bold]{pred[0]:.4g}[/]{interval}  "
-                  f"(b={b} m={m} n={n} k={k} {dtype}, {threads} thread(s), on {next(iter(est.hardware_specs_)) if hardware_id is None else hardware_id})")
+                  f"(b={b} m={m} n={n} k={k} {dtype}, {threads} thread(s), on {hardware_id})")
+
+
+GEMM_INPUTS = ("m", "n", "k", "b", "dtype", "threads", "trans_a", "trans_b")
+
+
+def _cell(text: str) -> Any:
+    """A CSV cell as the value it spells, read per cell (a column's other rows never change it):
+    None where empty, bool, int, float, else the text."""
+    text = text.strip()
+    if not text:
+        return None
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _shown(value: Any) -> str:
+    return "an empty cell" if value is None else repr(value) if isinstance(value, str) else str(value)
+
+
+def _read_input_csv(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """``--input``: one dict per data row (values as :func:`_cell` reads them) and each row's line
+    number; an unreadable file, a repeated column, a row of the wrong length or no rows at all
+    is a one-line error."""
+    import csv
+
+    def refuse(why: str) -> InvalidInputError:
+        return InvalidInputError(f"--input {path}: unreadable CSV: {why}")
+
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None:
+                raise refuse("the file is empty (no header row)")
+            header = [name.strip() for name in header]
+            repeated = sorted({name for name in header if header.count(name) > 1})
+            if repeated:
+                raise InvalidInputError(f"--input {path}: column {repeated[0]!r} appears more than once in the header")
+            if "" in header:
+                raise InvalidInputError(f"--input {path}: column {header.index('') + 1} of the header has no name")
+            configs, lines = [], []
+            for fields in reader:
+                if not any(field.strip() for field in fields):
+                    continue  # a blank line
+                if len(fields) != len(header):
+                    raise refuse(f"row {len(configs) + 1} (line {reader.line_num}) has {len(fields)} field(s), "
+                                 f"but the header has {len(header)}")
+                configs.append({name: _cell(field) for name, field in zip(header, fields, strict=True)})
+                lines.append(reader.line_num)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise refuse(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    if not configs:
+        raise InvalidInputError(f"--input {path} has no rows (only its header: {', '.join(header)})")
+    return configs, lines
+
+
+def _where(input_csv: Path | None, lines: list[int], i: int, column: str) -> str:
+    """Where a value came from, as the user gave it: a CSV cell or a command-line option."""
+    if input_csv is None:
+        return f"--{column.replace('_', '-')}"
+    return f"--input {input_csv} row {i + 1} (line {lines[i]}), column {column!r}"
+
+
+def _check_gemm_configs(configs: list[dict[str, Any]], input_csv: Path | None, lines: list[int]) -> None:
+    """A GEMM model's configs: known columns, m/n/k given, whole positive sizes, a known dtype.
+    Nothing about this machine: predicting a GEMM allocates nothing (its memory is no limit)."""
+    from perfpred.features import DTYPE_BYTES
+
+    if input_csv is not None:
+        unknown = [c for c in configs[0] if c not in GEMM_INPUTS]
+        if unknown:
+            raise InvalidInputError(f"--input {input_csv}: unknown column(s) {unknown}; a GEMM model's CSV takes "
+                                    f"{list(GEMM_INPUTS)}")
+        missing = [c for c in ("m", "n", "k") if c not in configs[0]]
+        if missing:
+            raise InvalidInputError(f"--input {input_csv} lacks column(s) {missing}: a GEMM model's CSV needs m, n "
+                                    "and k (and may give b, dtype, threads, trans_a, trans_b)")
+    for i, cfg in enumerate(configs):
+        for key, value in cfg.items():
+            if key in ("m", "n", "k", "b", "threads"):
+                whole = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                         and value == int(value))
+                if not whole or value <= 0:
+                    raise InvalidInputError(f"{_where(input_csv, lines, i, key)}: `{key} > 0` must hold for a GEMM "
+                                            f"(a whole number), but got {_shown(value)}")
+                cfg[key] = int(value)
+            elif key == "dtype" and value not in DTYPE_BYTES:
+                raise InvalidInputError(f"{_where(input_csv, lines, i, key)}: `dtype` must be one of "
+                                        f"{tuple(DTYPE_BYTES)}, but got {_shown(value)}")
+            elif key in ("trans_a", "trans_b"):
+                if value not in (True, False, 0, 1):
+                    raise InvalidInputError(f"{_where(input_csv, lines, i, key)}: `{key}` must be true or false, "
+                                            f"but got {_shown(value)}")
+                cfg[key] = bool(value)
+
+
+def _check_gemm_peaks(est: Any, model: str, hardware_id: str, configs: list[dict[str, Any]],
+                      input_csv: Path | None, lines: list[int]) -> None:
+    """A model that predicts relative to the roofline needs the hardware's peak for each dtype."""
+    if not getattr(est, "uses_residual_", False) or getattr(est, "residual_of", None) != "log2_roofline_ms":
+        return
+    peaks = json.loads(est.hardware_specs_[hardware_id]).get("peak_gflops")
+    if not isinstance(peaks, dict):
+        return
+    for i, cfg in enumerate(configs):
+        dtype = cfg.get("dtype", "fp32")
+        if dtype not in peaks:
+            raise InvalidInputError(f"{_where(input_csv, lines, i, 'dtype')}: the spec of hardware {hardware_id} has "
+                                    f"no peak GFLOP/s for {dtype!r} (only for {', '.join(peaks)}), and --model "
+                                    f"{model} predicts relative to that roofline, but got dtype {dtype!r}")
+
+
+def _model_hardware(est: Any, model: str, hardware_id: str | None) -> str:
+    """``--hardware-id``, or the one hardware the model was trained on."""
+    ids = sorted(getattr(est, "hardware_specs_", {}))
+    if hardware_id is None:
+        if len(ids) != 1:
+            raise InvalidInputError(f"--model {model} was trained on {len(ids)} hardware ids ({', '.join(ids)}): "
+                                    "pick one with --hardware-id")
+        return ids[0]
+    if hardware_id not in ids:
+        raise InvalidInputError(f"`--hardware-id` must name a hardware_id --model {model} was trained on "
+                                f"({', '.join(ids)}), but got {hardware_id!r}")
+    return hardware_id
+
+
+def _model_inputs(est: Any) -> dict[str, dict[str, Any]]:
+    """The input columns of a fitted model (``input_columns_``); for a kernel model fitted before
+    it kept them, the ``config.*`` columns its ``p_NAME`` features name (types unknown)."""
+    summary = getattr(est, "input_columns_", None)
+    if summary is not None:
+        return summary
+    legacy = {f"config.{f[2:]}": {"missing": False, "constant": False, "numeric": None}
+              for f in getattr(est, "feature_names_", []) if f.startswith("p_")}
+    return {**legacy, **{c: {"missing": False, "constant": True, "numeric": None}
+                         for c in getattr(est, "constant_workload_", {})}}
+
+
+def _required_inputs(est: Any, kind: str) -> list[str]:
+    """Columns a CSV must give: a kernel's tuning parameters and the problem where it varied in
+    training (a constant one is taken from the model); a serving model's numbers that every
+    training row had and that varied (model size, knobs); text columns may be left out."""
+    inputs = _model_inputs(est)
+    if kind == "kernel":
+        return [c for c, info in inputs.items()
+                if not info["missing"] and (c.startswith("config.") or not info["constant"])]
+    return [c for c, info in inputs.items() if not info["missing"] and not info["constant"] and info["numeric"]]
+
+
+def _shown_column(column: str, kind: str) -> str:
+    """A column as a CSV names it: a kernel's parameters and a serving model's inputs without prefix."""
+    if kind == "serving" or column.startswith("config."):
+        return column.split(".", 1)[1]
+    return column
+
+
+def _check_input_rows(est: Any, model: str, configs: list[dict[str, Any]], placed: dict[str, str], kind: str,
+                      input_csv: Path, lines: list[int], readable: frozenset[str] = frozenset()) -> None:
+    """A kernel or serving CSV against the columns the model was trained on: none missing, none it
+    never saw (``readable``: columns the features read though training lacked them), and every
+    cell a value of the column's type and sign (a missing, text or negative number is refused)."""
+    import difflib
+
+    inputs = _model_inputs(est)
+    if not inputs:
+        return  # a model fitted before it kept its input columns, with no parameter features
+    legacy = getattr(est, "input_columns_", None) is None
+    given = set(placed.values())
+    missing = [c for c in _required_inputs(est, kind) if c not in given]
+    unknown = [name for name, c in placed.items()
+               if c not in inputs and c not in readable and not (legacy and c.startswith("workload."))]
+    known = [_shown_column(c, kind) for c in inputs]
+    if missing or unknown:
+        problems = []
+        if missing:
+            problems.append(f"lacks column(s) {', '.join(repr(_shown_column(c, kind)) for c in missing)} that every "
+                            "training row had")
+        for name in unknown[:3]:
+            close = difflib.get_close_matches(name.split(".", 1)[-1], known, n=1)
+            problems.append(f"has column {name!r} that no training row had"
+                            + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise InvalidInputError(f"--model {model} (kind {est.kind!r}) cannot predict these configs: --input "
+                                f"{input_csv} {' and '.join(problems)}; its columns: {', '.join(known[:16])}")
+    by_column = {c: name for name, c in placed.items()}
+    for column, info in inputs.items():
+        if column not in by_column:
+            continue
+        name = by_column[column]
+        for i, cfg in enumerate(configs):
+            value = cfg[name]
+            where = _where(input_csv, lines, i, name)
+            if value is None:
+                if not info["missing"]:
+                    raise InvalidInputError(f"{where}: a value is needed (every training row has one), but got an "
+                                            "empty cell")
+                continue
+            if info["numeric"] is None and isinstance(value, float) and not math.isfinite(value):
+                raise InvalidInputError(f"{where}: must be a value (no training row lacked one), but got {value}")
+            if not info["numeric"]:
+                continue  # text (any value; one never seen is warned about) or of unknown type
+            if not isinstance(value, (int, float)) or not math.isfinite(value):  # true/false count as 1/0
+                raise InvalidInputError(f"{where}: must be a finite number (the training rows hold "
+                                        f"{info['min']:g}..{info['max']:g}), but got {_shown(value)}")
+            if value < 0 <= info["min"] or value <= 0 < info["min"]:
+                rule = "> 0" if info["min"] > 0 else ">= 0"
+                raise InvalidInputError(f"{where}: `{name} {rule}` must hold (as in every training row: "
+                                        f"{info['min']:g}..{info['max']:g}), but got {_shown(value)}")
+
+
+def _warn_outside_training(est: Any, rows: Any) -> None:
+    """A warning line per input outside what the model was trained on (an unseen dtype, a size
+    far beyond the trained range): the prediction there is a guess, however precise it looks."""
+    warnings = est.input_warnings(rows) if hasattr(est, "input_warnings") else []
+    for line in warnings[:3]:
+        err_console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+    if len(warnings) > 3:
+        err_console.print(f"[yellow]warning:[/] and {len(warnings) - 3} more input column(s) outside the "
+                          "training rows", highlight=False, soft_wrap=True)
 
 
 def _print_predictions(configs: list[dict[str, Any]], pred: Any, band: Any, output: Path | None,
@@ -696,7 +1007,10 @@ def _print_predictions(configs: list[dict[str, Any]], pred: Any, band: Any, outp
     if band is not None:
         out = out.assign(**{f"lower_{name}": band["lower"].to_numpy(), f"upper_{name}": band["upper"].to_numpy()})
     if output:
-        out.to_csv(output, index=False)
+        try:
+            out.to_csv(output, index=False)
+        except OSError as exc:  # checked before predicting; the folder may have gone since
+            raise InvalidInputError(f"--output {output}: cannot write it: {exc.strerror or exc}") from None
         console.print(f"wrote {len(out)} predictions to {output}")
         return
     cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in out.itertuples(index=False)]
@@ -709,56 +1023,77 @@ def _print_predictions(configs: list[dict[str, Any]], pred: Any, band: Any, outp
 
 
 def _predict_kernel_configs(est: Any, model: str, configs: list[dict[str, Any]], hardware_id: str | None,
-                            coverage: float | None, output: Path | None) -> None:
+                            coverage: float | None, output: Path | None, input_csv: Path,
+                            lines: list[int]) -> None:
     """``perfpred predict --input`` for a kernel model: each CSV column is a tuning parameter
     (``config.NAME``) unless it names a ``workload.`` column; the hardware is the model's, and
     the problem the one its training rows shared where the CSV does not give it."""
     import pandas as pd
 
+    placed = {c: c if c.startswith(("workload.", "config.")) else f"config.{c}" for c in configs[0]}
+    _check_input_rows(est, model, configs, placed, "kernel", input_csv, lines)
     rows = est.config_rows([{} for _ in configs], hardware_id)
-    named = pd.DataFrame(configs).rename(columns=lambda c: c if c.startswith(("workload.", "config.")) else
-                                         f"config.{c}")
+    named = pd.DataFrame(configs).rename(columns=placed)
     rows = pd.concat([rows.reset_index(drop=True), named.reset_index(drop=True)], axis=1).assign(kind="kernel")
     shared = {c: v for c, v in getattr(est, "constant_workload_", {}).items() if c not in rows}
     rows = rows.assign(**shared)  # the problem the model was trained on, unless the CSV names another
-    pred, band = _predict_rows(est, model, rows, coverage)
+    _warn_outside_training(est, rows)
+    pred, band = _predict_rows(est, model, rows, coverage, lines)
     _print_predictions(configs, pred, band, output)
 
 
-def _predict_rows(est: Any, model: str, rows: Any, coverage: float | None) -> tuple[Any, Any]:
+def _predict_rows(est: Any, model: str, rows: Any, coverage: float | None,
+                  lines: list[int] | None = None) -> tuple[Any, Any]:
     """``est``'s predictions (and band) for ``rows``; what it cannot predict is a one-line error."""
+    import numpy as np
+
     try:
         pred = est.predict(rows)
         band = est.predict_interval(rows, coverage) if coverage is not None else None
     except (InvalidInputError, KeyError, ValueError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "infinity" in first and hasattr(est, "_features"):  # scikit-learn's words: name the row and feature
+            feats = est._features(rows).select_dtypes("number")
+            bad = np.isinf(feats.to_numpy(dtype=float))
+            if bad.any():
+                i, j = (int(v[0]) for v in np.nonzero(bad))
+                row = f"row {i + 1} (line {lines[i]})" if lines else f"row {i + 1}"
+                first = (f"{row} gives an infinite feature {feats.columns[j]!r} (a size of zero, or one out of "
+                         "the range the features take?)")
         raise InvalidInputError(f"--model {model} (kind {est.kind!r}) cannot predict these configs: {first[:300]}") \
             from None
     return pred, band
 
 
 def _predict_serving_configs(est: Any, model: str, configs: list[dict[str, Any]], hardware_id: str | None,
-                             coverage: float | None, output: Path | None) -> None:
+                             coverage: float | None, output: Path | None, input_csv: Path,
+                             lines: list[int]) -> None:
     """``perfpred predict --input`` for a serving model: each CSV row a deployment never launched
     (the LLM, its size and task as ``workload.`` columns, the engine's knobs as ``config.``
     columns; bare names go where the serving features read them), on the model's hardware."""
     import numpy as np
     import pandas as pd
 
-    from perfpred.features._serving import SERVING_WORKLOAD_INPUTS
+    from perfpred.features._serving import CODE_COLUMNS, LOG_COLUMNS, SERVING_WORKLOAD_INPUTS
 
     def placed(column: str) -> str:
         if column.startswith(("workload.", "config.")):
             return column
         return f"workload.{column}" if f"workload.{column}" in SERVING_WORKLOAD_INPUTS else f"config.{column}"
 
-    hardware = est.config_rows([{} for _ in configs], hardware_id)  # the model's hardware, checked
-    named = pd.DataFrame(configs).rename(columns=placed)
+    # Columns the serving features read even where the training rows lacked them (a model's layout).
+    readable = frozenset({*SERVING_WORKLOAD_INPUTS, *LOG_COLUMNS, *CODE_COLUMNS, "config.kv_cache_dtype",
+                          "config.cache_type_k"})
+    placement = {c: placed(c) for c in configs[0]}
+    _check_input_rows(est, model, configs, placement, "serving", input_csv, lines, readable)
+    hardware = est.config_rows([{} for _ in configs], hardware_id)  # the model's hardware
+    named = pd.DataFrame(configs).rename(columns=placement)
     rows = pd.concat([hardware.reset_index(drop=True), named.reset_index(drop=True)], axis=1).assign(kind="serving")
-    pred, band = _predict_rows(est, model, rows, coverage)
+    _warn_outside_training(est, rows)
+    pred, band = _predict_rows(est, model, rows, coverage, lines)
     if not np.all(np.isfinite(pred)):
-        raise InvalidInputError(f"--model {model}: rows {np.flatnonzero(~np.isfinite(pred)).tolist()[:10]} have no "
-                                "finite prediction (give each the model's size, e.g. workload.total_params_b)")
+        raise InvalidInputError(f"--model {model}: rows {(np.flatnonzero(~np.isfinite(pred)) + 1).tolist()[:10]} "
+                                "have no finite prediction (give each the model's size, e.g. total_params_b)")
     _print_predictions(configs, pred, band, output, target=est.target)
 
 

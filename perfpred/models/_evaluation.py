@@ -12,6 +12,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from perfpred.datasets import leave_one_group_out, make_split
+from perfpred.datasets._schema import FIXED_COLUMNS
 from perfpred.errors import InvalidInputError
 from perfpred.models._metrics import regression_report
 from perfpred.models._performance_model import PerformanceModel, row_kind
@@ -32,8 +33,20 @@ def training_frame(df: pd.DataFrame, *, kind: str = "gemm", target: str = "runti
         raise InvalidInputError("the Measurement table is empty: collect or import something first")
     rows = df[(df["kind"] == row_kind(kind)) & (df["status"] == "ok")]
     if target not in rows:
+        if target in FIXED_COLUMNS:  # a store drops the columns no row has a value in
+            raise InvalidInputError(f"target column '{target}' has no values: every row of the table leaves it "
+                                    "empty (e.g. power_w/energy_j without a power sensor)")
         raise InvalidInputError(f"target column '{target}' is not in the table (columns: {sorted(df.columns)[:12]}...)")
-    rows = rows[np.isfinite(rows[target].astype(float)) & (rows[target].astype(float) > 0)]
+    values = pd.to_numeric(rows[target], errors="coerce")
+    text = rows[target].notna() & values.isna()
+    if text.any():
+        raise InvalidInputError(f"the target must be a numeric column, but '{target}' holds text, e.g. "
+                                f"{rows.loc[text, target].iloc[0]!r}")
+    if len(rows) and rows[target].isna().all():
+        raise InvalidInputError(f"target column '{target}' has no values in the {len(rows)} '{row_kind(kind)}' rows "
+                                "with status ok")
+    values = values.astype(float)
+    rows = rows[np.isfinite(values) & (values > 0)]
     if row_kind(kind) == "serving":
         from perfpred.collect.serving import timed_decoding
 
@@ -46,6 +59,18 @@ def training_frame(df: pd.DataFrame, *, kind: str = "gemm", target: str = "runti
         raise InvalidInputError(f"training needs >= 10 usable '{row_kind(kind)}' rows with {target}, "
                                 f"but got {len(rows)}")
     return rows.reset_index(drop=True)
+
+
+def check_row_limits(models: dict[str, PerformanceModel], n_rows: int, what: str) -> None:
+    """Refuse, before any fit, a regressor that caps its table (the exact GP's ``max_train_rows``)
+    given more rows: it would fail only after the fits before it had run for minutes."""
+    for name, model in models.items():
+        make = getattr(model, "_make_regressor", None)
+        limit = getattr(make(), "max_train_rows", None) if make is not None else None
+        if limit is not None and n_rows > limit:
+            raise InvalidInputError(f"`rows <= max_train_rows` must hold for regressor {name!r} (its time grows as "
+                                    f"rows^3), but {what} has {n_rows} rows > {limit}: use a tree model "
+                                    "(xgb, deep-trees) or fewer rows")
 
 
 def data_hash(df: pd.DataFrame, target: str = "runtime_ms") -> str:
@@ -93,6 +118,7 @@ def evaluate_models(
             tr, te = make_split(df, split, test_size=test_size, seed=seed, group_columns=group_columns,
                                 train_size=train_size)
             folds.append((f"seed={seed}", tr, te))
+    check_row_limits(models, max(len(tr) for _, tr, _ in folds), "the largest training split")
     for label, tr, te in folds:
         train, test = df.iloc[tr], df.iloc[te]
         for name, model in models.items():

@@ -200,6 +200,7 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
         # alone (``perfpred predict --input``) is taken to solve unless it says otherwise.
         self.constant_workload_ = {c: X[c].iloc[0] for c in X.columns
                                    if c.startswith("workload.") and X[c].nunique(dropna=False) == 1}
+        self.input_columns_ = input_summary(X)
         self.hardware_specs_: dict[str, str] = {}
         if "hardware_id" in X and "hardware_json" in X:
             pairs = X[["hardware_id", "hardware_json"]].dropna().drop_duplicates("hardware_id", keep="last")
@@ -324,9 +325,86 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
 
         return config_frame(configs, json.loads(self.hardware_specs_[hardware_id]))
 
+    def input_warnings(self, X: pd.DataFrame) -> list[str]:
+        """One line per input column of ``X`` whose values lie outside what the training rows held
+        (a text value never seen, a number far outside the trained range): trees answer there with
+        the nearest trained value, so the prediction is a guess. Unseen text values (a dtype, a
+        precision) come first. Empty for models fitted before ``input_columns_`` was kept."""
+        out, unseen_text = [], []
+        for column, info in (getattr(self, "input_columns_", None) or {}).items():
+            if column not in X or column in NEW_BY_DESIGN:
+                continue
+            given = X[column].dropna()
+            if given.empty:
+                continue
+            if info["numeric"]:
+                values = pd.to_numeric(given, errors="coerce").astype(float).dropna()
+                far = values[_far_outside(values.to_numpy(), info["min"], info["max"])]
+                if len(far):
+                    lo, hi = info["min"], info["max"]
+                    trained = (f"differs from the one value the training rows hold, {lo:g}," if lo == hi
+                               else f"lies far outside the training rows' {lo:g}..{hi:g}")
+                    if info.get("flag"):  # a true/false input, as the user wrote it
+                        trained = f"differs from the one value the training rows hold, {bool(lo)},"
+                    value = bool(far.iloc[0]) if info.get("flag") else f"{far.iloc[0]:g}"
+                    out.append(f"{column}={value} {trained} ({len(far)} row(s)): the prediction there "
+                               "is an extrapolation")
+            elif info["values"] is not None:
+                unseen = sorted(set(given.astype(str)) - set(info["values"]))
+                if unseen:
+                    seen = ", ".join(info["values"][:6]) + (", ..." if len(info["values"]) > 6 else "")
+                    unseen_text.append(f"{column}={unseen[0]!r} never occurs in the training rows (they hold "
+                                       f"{seen}): the prediction there is a guess")
+        return unseen_text + out
+
     def predict_one(self, hardware_id: str | None = None, **config: Any) -> float:
         """Prediction for one config given as keywords, e.g. ``predict_one(m=512, n=512, k=512)``."""
         return float(self.predict(self.config_rows([config], hardware_id))[0])
+
+
+# Inputs whose value is new by design: a serving model predicts LLMs it never saw from their size
+# columns (the name itself is no feature), so an unseen name is no warning.
+NEW_BY_DESIGN = frozenset({"workload.model"})
+# Text values an input column's summary keeps (to warn on unseen ones); a column with more (an id,
+# a free-form name) is not checked.
+MAX_SEEN_VALUES = 200
+
+
+def input_summary(X: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """What the training rows held per ``config.*`` / ``workload.*`` column with any value: numbers
+    (their min and max) or text (its distinct values), and whether some rows lacked it. Kept by a
+    fitted model so a prediction can name a missing or bad input column, and warn outside the data."""
+    out: dict[str, dict[str, Any]] = {}
+    for column in X.columns:
+        if not column.startswith(("config.", "workload.")):
+            continue
+        col = X[column]
+        given = pd.Series(col.dropna().unique())  # distinct values only: a fit pays little for this
+        if given.empty:
+            continue
+        info: dict[str, Any] = {"missing": bool(col.isna().any()), "constant": bool(len(given) == 1)}
+        try:
+            values = pd.to_numeric(given, errors="coerce").astype(float)
+        except (TypeError, ValueError):
+            values = None
+        if values is not None and values.notna().all():
+            info.update(numeric=True, min=float(values.min()), max=float(values.max()),
+                        flag=bool(pd.api.types.is_bool_dtype(col) or given.map(type).eq(bool).all()))
+        else:
+            seen = sorted(set(given.astype(str)))
+            info.update(numeric=False, values=seen if len(seen) <= MAX_SEEN_VALUES else None)
+        out[column] = info
+    return out
+
+
+def _far_outside(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Whether each value lies far from the trained range [lo, hi]: any other value where training
+    saw one; beyond a factor of 2 of a positive range; else beyond one range width."""
+    if lo == hi:
+        return values != lo
+    if lo > 0:
+        return (values < lo / 2) | (values > hi * 2)
+    return (values < lo - (hi - lo)) | (values > hi + (hi - lo))
 
 
 def positive_target(regressor: BaseEstimator) -> bool:

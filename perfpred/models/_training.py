@@ -11,7 +11,7 @@ from sklearn.base import clone
 from perfpred.datasets._splits import group_labels, workload_columns
 from perfpred.errors import InvalidInputError
 from perfpred.features import ReferenceTimes
-from perfpred.models._evaluation import data_hash, evaluate_models, training_frame
+from perfpred.models._evaluation import check_row_limits, data_hash, evaluate_models, training_frame
 from perfpred.models._performance_model import PerformanceModel, row_kind
 
 # The learner ``train_model`` uses when none is named, by the kind of rows it reads. A kernel's
@@ -77,6 +77,7 @@ def train_model(
         reference = ReferenceTimes.for_rows(reference, rows, target=target)
     template = PerformanceModel(kind=kind, regressor=regressor, target=target, random_state=seed,
                                 reuse_measured=reuse_measured, reference=reference, reference_mode=reference_mode)
+    check_row_limits({regressor: template}, len(rows), "the final fit on every row")
     holdout = evaluate_models(rows, {regressor: template}, split=split, seeds=(seed,), target=target)[regressor]["mean"]
     model = clone(template).fit(rows)
     digest = data_hash(rows, target)
