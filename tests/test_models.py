@@ -330,6 +330,26 @@ def test_random_split_never_shares_a_row_between_train_and_test(synthetic_gemm_t
     assert {"mape_pct", "r2_log", "spearman_rho", "fit_s", "predict_s"} <= set(results["rec"]["mean"])
 
 
+@pytest.mark.parametrize("train_size", [None, 100])
+def test_random_split_keeps_repeated_records_of_a_configuration_together(synthetic_gemm_table, train_size):
+    # Repeats as the importers keep them: "<measurement_id>-<hash of the values>".
+    repeats = synthetic_gemm_table.iloc[:60].assign(
+        measurement_id=lambda t: t["measurement_id"] + "-0badc0de", runtime_ms=lambda t: t["runtime_ms"] * 1.1)
+    table = pd.concat([synthetic_gemm_table, repeats], ignore_index=True)
+    configuration = table["measurement_id"].str.partition("-")[0]
+    for seed in range(3):
+        tr, te = make_split(table, "random", seed=seed, train_size=train_size)
+        assert set(configuration.iloc[tr]).isdisjoint(configuration.iloc[te])
+        assert len(tr) + len(te) == len(table)
+        if train_size is not None:
+            assert train_size <= len(tr) <= train_size + 1  # whole configurations: one more row at most
+    # Without repeats the split is the plain row shuffle it always was.
+    from sklearn.model_selection import ShuffleSplit
+
+    _, plain = next(ShuffleSplit(n_splits=1, test_size=0.2, random_state=0).split(synthetic_gemm_table))
+    assert np.array_equal(make_split(synthetic_gemm_table, "random", seed=0)[1], plain)
+
+
 def test_make_split_shape_groups_are_disjoint_and_deterministic(synthetic_gemm_table):
     tr, te = make_split(synthetic_gemm_table, "shape", seed=5)
     _, te2 = make_split(synthetic_gemm_table, "shape", seed=5)
