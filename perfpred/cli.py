@@ -13,9 +13,22 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from perfpred._console import console, err_console
+from perfpred._predict_inputs import (
+    check_gemm_configs,
+    check_gemm_peaks,
+    model_hardware,
+    predict_kernel_configs,
+    predict_rows,
+    predict_serving_configs,
+    print_predictions,
+    read_input_csv,
+    required_inputs,
+    shown_column,
+    warn_outside_training,
+)
 from perfpred.errors import Interrupted, InvalidInputError, PerfPredError
 
 app = typer.Typer(help="Predict and tune GEMM, kernel and serving performance before launching anything.",
@@ -27,8 +40,6 @@ dataset_app = typer.Typer(help="Inspect Measurement stores.", no_args_is_help=Tr
 app.add_typer(collect_app, name="collect")
 app.add_typer(dataset_app, name="dataset")
 
-console = Console()
-err_console = Console(stderr=True)
 
 DEFAULT_STORE = Path("perfpred-runs/store")  # every kind of Measurement (GEMM, kernel, serving)
 LEGACY_DEFAULT_STORE = Path("perfpred-runs/gemm-store")  # the default before Dec 6, 2026
@@ -736,365 +747,41 @@ def predict(
     if input_csv is not None:
         if (m, n, k) != (None, None, None):
             raise InvalidInputError("give the configs as --input CSV or one GEMM as --m/--n/--k, not both")
-        configs, lines = _read_input_csv(input_csv)
+        configs, lines = read_input_csv(input_csv)
     else:
         if None in (m, n, k):
             raise InvalidInputError("predict needs --m, --n and --k (or --input CSV)")
         configs = [{"m": m, "n": n, "k": k, "b": b, "dtype": dtype, "threads": threads, "trans_a": trans_a,
                     "trans_b": trans_b}]
         lines = []
-        _check_gemm_configs(configs, None, lines)  # before the model is loaded
+        check_gemm_configs(configs, None, lines)  # before the model is loaded
     est = load_model(model)
     kind = row_kind(getattr(est, "kind", "gemm"))
-    hardware_id = _model_hardware(est, model, hardware_id)
+    hardware_id = model_hardware(est, model, hardware_id)
     if kind in ("kernel", "serving"):
         if input_csv is None:
-            columns = ", ".join(_shown_column(c, kind) for c in _required_inputs(est, kind)) or "its training columns"
+            columns = ", ".join(shown_column(c, kind) for c in required_inputs(est, kind)) or "its training columns"
             raise InvalidInputError(f"--model {model} is a {kind} model (kind {est.kind!r}): --m/--n/--k describe "
                                     f"one GEMM; give its configs as --input CSV (columns: {columns})")
-        predict_configs = _predict_kernel_configs if kind == "kernel" else _predict_serving_configs
+        predict_configs = predict_kernel_configs if kind == "kernel" else predict_serving_configs
         predict_configs(est, model, configs, hardware_id, coverage, output, input_csv, lines)
         return
     if kind != "gemm":
         raise InvalidInputError(f"--model {model} predicts {kind!r} rows: predict takes gemm, kernel and serving "
                                 "models")
     if input_csv is not None:
-        _check_gemm_configs(configs, input_csv, lines)
-    _check_gemm_peaks(est, model, hardware_id, configs, input_csv, lines)
+        check_gemm_configs(configs, input_csv, lines)
+    check_gemm_peaks(est, model, hardware_id, configs, input_csv, lines)
     rows = est.config_rows(configs, hardware_id)
-    _warn_outside_training(est, rows)
-    pred, band = _predict_rows(est, model, rows, coverage, lines)
+    warn_outside_training(est, rows)
+    pred, band = predict_rows(est, model, rows, coverage, lines)
     if input_csv is not None:
-        _print_predictions(configs, pred, band, output)
+        print_predictions(configs, pred, band, output)
         return
     interval = (f" [{band['lower'].iloc[0]:.4g}, {band['upper'].iloc[0]:.4g}] at {coverage:.0%}"
                 if band is not None else "")
     console.print(f"predicted runtime_ms: [bold]{pred[0]:.4g}[/]{interval}  "
                   f"(b={b} m={m} n={n} k={k} {dtype}, {threads} thread(s), on {hardware_id})")
-
-
-GEMM_INPUTS = ("m", "n", "k", "b", "dtype", "threads", "trans_a", "trans_b")
-
-
-def _cell(text: str) -> Any:
-    """A CSV cell as the value it spells, read per cell (a column's other rows never change it):
-    None where empty, bool, int, float, else the text."""
-    text = text.strip()
-    if not text:
-        return None
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-def _shown(value: Any) -> str:
-    return "an empty cell" if value is None else repr(value) if isinstance(value, str) else str(value)
-
-
-def _read_input_csv(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
-    """``--input``: one dict per data row (values as :func:`_cell` reads them) and each row's line
-    number; an unreadable file, a repeated column, a row of the wrong length or no rows at all
-    is a one-line error."""
-    import csv
-
-    def refuse(why: str) -> InvalidInputError:
-        return InvalidInputError(f"--input {path}: unreadable CSV: {why}")
-
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if header is None:
-                raise refuse("the file is empty (no header row)")
-            header = [name.strip() for name in header]
-            repeated = sorted({name for name in header if header.count(name) > 1})
-            if repeated:
-                raise InvalidInputError(f"--input {path}: column {repeated[0]!r} appears more than once in the header")
-            if "" in header:
-                raise InvalidInputError(f"--input {path}: column {header.index('') + 1} of the header has no name")
-            configs, lines = [], []
-            for fields in reader:
-                if not any(field.strip() for field in fields):
-                    continue  # a blank line
-                if len(fields) != len(header):
-                    raise refuse(f"row {len(configs) + 1} (line {reader.line_num}) has {len(fields)} field(s), "
-                                 f"but the header has {len(header)}")
-                configs.append({name: _cell(field) for name, field in zip(header, fields, strict=True)})
-                lines.append(reader.line_num)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise refuse(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-    if not configs:
-        raise InvalidInputError(f"--input {path} has no rows (only its header: {', '.join(header)})")
-    return configs, lines
-
-
-def _where(input_csv: Path | None, lines: list[int], i: int, column: str) -> str:
-    """Where a value came from, as the user gave it: a CSV cell or a command-line option."""
-    if input_csv is None:
-        return f"--{column.replace('_', '-')}"
-    return f"--input {input_csv} row {i + 1} (line {lines[i]}), column {column!r}"
-
-
-def _check_gemm_configs(configs: list[dict[str, Any]], input_csv: Path | None, lines: list[int]) -> None:
-    """A GEMM model's configs: known columns, m/n/k given, whole positive sizes, a known dtype.
-    Nothing about this machine: predicting a GEMM allocates nothing (its memory is no limit)."""
-    from perfpred.features import DTYPE_BYTES
-
-    if input_csv is not None:
-        unknown = [c for c in configs[0] if c not in GEMM_INPUTS]
-        if unknown:
-            raise InvalidInputError(f"--input {input_csv}: unknown column(s) {unknown}; a GEMM model's CSV takes "
-                                    f"{list(GEMM_INPUTS)}")
-        missing = [c for c in ("m", "n", "k") if c not in configs[0]]
-        if missing:
-            raise InvalidInputError(f"--input {input_csv} lacks column(s) {missing}: a GEMM model's CSV needs m, n "
-                                    "and k (and may give b, dtype, threads, trans_a, trans_b)")
-    for i, cfg in enumerate(configs):
-        for key, value in cfg.items():
-            if key in ("m", "n", "k", "b", "threads"):
-                whole = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                         and value == int(value))
-                if not whole or value <= 0:
-                    raise InvalidInputError(f"{_where(input_csv, lines, i, key)}: `{key} > 0` must hold for a GEMM "
-                                            f"(a whole number), but got {_shown(value)}")
-                cfg[key] = int(value)
-            elif key == "dtype" and value not in DTYPE_BYTES:
-                raise InvalidInputError(f"{_where(input_csv, lines, i, key)}: `dtype` must be one of "
-                                        f"{tuple(DTYPE_BYTES)}, but got {_shown(value)}")
-            elif key in ("trans_a", "trans_b"):
-                if value not in (True, False, 0, 1):
-                    raise InvalidInputError(f"{_where(input_csv, lines, i, key)}: `{key}` must be true or false, "
-                                            f"but got {_shown(value)}")
-                cfg[key] = bool(value)
-
-
-def _check_gemm_peaks(est: Any, model: str, hardware_id: str, configs: list[dict[str, Any]],
-                      input_csv: Path | None, lines: list[int]) -> None:
-    """A model that predicts relative to the roofline needs the hardware's peak for each dtype."""
-    if not getattr(est, "uses_residual_", False) or getattr(est, "residual_of", None) != "log2_roofline_ms":
-        return
-    peaks = json.loads(est.hardware_specs_[hardware_id]).get("peak_gflops")
-    if not isinstance(peaks, dict):
-        return
-    for i, cfg in enumerate(configs):
-        dtype = cfg.get("dtype", "fp32")
-        if dtype not in peaks:
-            raise InvalidInputError(f"{_where(input_csv, lines, i, 'dtype')}: the spec of hardware {hardware_id} has "
-                                    f"no peak GFLOP/s for {dtype!r} (only for {', '.join(peaks)}), and --model "
-                                    f"{model} predicts relative to that roofline, but got dtype {dtype!r}")
-
-
-def _model_hardware(est: Any, model: str, hardware_id: str | None) -> str:
-    """``--hardware-id``, or the one hardware the model was trained on."""
-    ids = sorted(getattr(est, "hardware_specs_", {}))
-    if hardware_id is None:
-        if len(ids) != 1:
-            raise InvalidInputError(f"--model {model} was trained on {len(ids)} hardware ids ({', '.join(ids)}): "
-                                    "pick one with --hardware-id")
-        return ids[0]
-    if hardware_id not in ids:
-        raise InvalidInputError(f"`--hardware-id` must name a hardware_id --model {model} was trained on "
-                                f"({', '.join(ids)}), but got {hardware_id!r}")
-    return hardware_id
-
-
-def _model_inputs(est: Any) -> dict[str, dict[str, Any]]:
-    """The input columns of a fitted model (``input_columns_``); for a kernel model fitted before
-    it kept them, the ``config.*`` columns its ``p_NAME`` features name (types unknown)."""
-    summary = getattr(est, "input_columns_", None)
-    if summary is not None:
-        return summary
-    legacy = {f"config.{f[2:]}": {"missing": False, "constant": False, "numeric": None}
-              for f in getattr(est, "feature_names_", []) if f.startswith("p_")}
-    return {**legacy, **{c: {"missing": False, "constant": True, "numeric": None}
-                         for c in getattr(est, "constant_workload_", {})}}
-
-
-def _required_inputs(est: Any, kind: str) -> list[str]:
-    """Columns a CSV must give: a kernel's tuning parameters and the problem where it varied in
-    training (a constant one is taken from the model); a serving model's numbers that every
-    training row had and that varied (model size, knobs); text columns may be left out."""
-    inputs = _model_inputs(est)
-    if kind == "kernel":
-        return [c for c, info in inputs.items()
-                if not info["missing"] and (c.startswith("config.") or not info["constant"])]
-    return [c for c, info in inputs.items() if not info["missing"] and not info["constant"] and info["numeric"]]
-
-
-def _shown_column(column: str, kind: str) -> str:
-    """A column as a CSV names it: a kernel's parameters and a serving model's inputs without prefix."""
-    if kind == "serving" or column.startswith("config."):
-        return column.split(".", 1)[1]
-    return column
-
-
-def _check_input_rows(est: Any, model: str, configs: list[dict[str, Any]], placed: dict[str, str], kind: str,
-                      input_csv: Path, lines: list[int], readable: frozenset[str] = frozenset()) -> None:
-    """A kernel or serving CSV against the columns the model was trained on: none missing, none it
-    never saw (``readable``: columns the features read though training lacked them), and every
-    cell a value of the column's type and sign (a missing, text or negative number is refused)."""
-    import difflib
-
-    inputs = _model_inputs(est)
-    if not inputs:
-        return  # a model fitted before it kept its input columns, with no parameter features
-    legacy = getattr(est, "input_columns_", None) is None
-    given = set(placed.values())
-    missing = [c for c in _required_inputs(est, kind) if c not in given]
-    unknown = [name for name, c in placed.items()
-               if c not in inputs and c not in readable and not (legacy and c.startswith("workload."))]
-    known = [_shown_column(c, kind) for c in inputs]
-    if missing or unknown:
-        problems = []
-        if missing:
-            problems.append(f"lacks column(s) {', '.join(repr(_shown_column(c, kind)) for c in missing)} that every "
-                            "training row had")
-        for name in unknown[:3]:
-            close = difflib.get_close_matches(name.split(".", 1)[-1], known, n=1)
-            problems.append(f"has column {name!r} that no training row had"
-                            + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise InvalidInputError(f"--model {model} (kind {est.kind!r}) cannot predict these configs: --input "
-                                f"{input_csv} {' and '.join(problems)}; its columns: {', '.join(known[:16])}")
-    by_column = {c: name for name, c in placed.items()}
-    for column, info in inputs.items():
-        if column not in by_column:
-            continue
-        name = by_column[column]
-        for i, cfg in enumerate(configs):
-            value = cfg[name]
-            where = _where(input_csv, lines, i, name)
-            if value is None:
-                if not info["missing"]:
-                    raise InvalidInputError(f"{where}: a value is needed (every training row has one), but got an "
-                                            "empty cell")
-                continue
-            if info["numeric"] is None and isinstance(value, float) and not math.isfinite(value):
-                raise InvalidInputError(f"{where}: must be a value (no training row lacked one), but got {value}")
-            if not info["numeric"]:
-                continue  # text (any value; one never seen is warned about) or of unknown type
-            if not isinstance(value, (int, float)) or not math.isfinite(value):  # true/false count as 1/0
-                raise InvalidInputError(f"{where}: must be a finite number (the training rows hold "
-                                        f"{info['min']:g}..{info['max']:g}), but got {_shown(value)}")
-            if value < 0 <= info["min"] or value <= 0 < info["min"]:
-                rule = "> 0" if info["min"] > 0 else ">= 0"
-                raise InvalidInputError(f"{where}: `{name} {rule}` must hold (as in every training row: "
-                                        f"{info['min']:g}..{info['max']:g}), but got {_shown(value)}")
-
-
-def _warn_outside_training(est: Any, rows: Any) -> None:
-    """A warning line per input outside what the model was trained on (an unseen dtype, a size
-    far beyond the trained range): the prediction there is a guess, however precise it looks."""
-    warnings = est.input_warnings(rows) if hasattr(est, "input_warnings") else []
-    for line in warnings[:3]:
-        err_console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
-    if len(warnings) > 3:
-        err_console.print(f"[yellow]warning:[/] and {len(warnings) - 3} more input column(s) outside the "
-                          "training rows", highlight=False, soft_wrap=True)
-
-
-def _print_predictions(configs: list[dict[str, Any]], pred: Any, band: Any, output: Path | None,
-                       target: str = "runtime_ms") -> None:
-    """The configs with their predicted ``target`` (and band), to ``output`` as CSV or printed."""
-    import pandas as pd
-
-    name = target.removeprefix("metric.")
-    out = pd.DataFrame(configs).assign(**{f"predicted_{name}": pred})
-    if band is not None:
-        out = out.assign(**{f"lower_{name}": band["lower"].to_numpy(), f"upper_{name}": band["upper"].to_numpy()})
-    if output:
-        try:
-            out.to_csv(output, index=False)
-        except OSError as exc:  # checked before predicting; the folder may have gone since
-            raise InvalidInputError(f"--output {output}: cannot write it: {exc.strerror or exc}") from None
-        console.print(f"wrote {len(out)} predictions to {output}")
-        return
-    cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in out.itertuples(index=False)]
-    table = Table()
-    for j, c in enumerate(out.columns):  # on a narrow terminal the names fold; no value is cut
-        table.add_column(str(c).split(".", 1)[-1], overflow="fold", min_width=max((len(r[j]) for r in cells), default=1))
-    for row in cells:
-        table.add_row(*row)
-    console.print(table)
-
-
-def _predict_kernel_configs(est: Any, model: str, configs: list[dict[str, Any]], hardware_id: str | None,
-                            coverage: float | None, output: Path | None, input_csv: Path,
-                            lines: list[int]) -> None:
-    """``perfpred predict --input`` for a kernel model: each CSV column is a tuning parameter
-    (``config.NAME``) unless it names a ``workload.`` column; the hardware is the model's, and
-    the problem the one its training rows shared where the CSV does not give it."""
-    import pandas as pd
-
-    placed = {c: c if c.startswith(("workload.", "config.")) else f"config.{c}" for c in configs[0]}
-    _check_input_rows(est, model, configs, placed, "kernel", input_csv, lines)
-    rows = est.config_rows([{} for _ in configs], hardware_id)
-    named = pd.DataFrame(configs).rename(columns=placed)
-    rows = pd.concat([rows.reset_index(drop=True), named.reset_index(drop=True)], axis=1).assign(kind="kernel")
-    shared = {c: v for c, v in getattr(est, "constant_workload_", {}).items() if c not in rows}
-    rows = rows.assign(**shared)  # the problem the model was trained on, unless the CSV names another
-    _warn_outside_training(est, rows)
-    pred, band = _predict_rows(est, model, rows, coverage, lines)
-    _print_predictions(configs, pred, band, output)
-
-
-def _predict_rows(est: Any, model: str, rows: Any, coverage: float | None,
-                  lines: list[int] | None = None) -> tuple[Any, Any]:
-    """``est``'s predictions (and band) for ``rows``; what it cannot predict is a one-line error."""
-    import numpy as np
-
-    try:
-        pred = est.predict(rows)
-        band = est.predict_interval(rows, coverage) if coverage is not None else None
-    except (InvalidInputError, KeyError, ValueError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "infinity" in first and hasattr(est, "_features"):  # scikit-learn's words: name the row and feature
-            feats = est._features(rows).select_dtypes("number")
-            bad = np.isinf(feats.to_numpy(dtype=float))
-            if bad.any():
-                i, j = (int(v[0]) for v in np.nonzero(bad))
-                row = f"row {i + 1} (line {lines[i]})" if lines else f"row {i + 1}"
-                first = (f"{row} gives an infinite feature {feats.columns[j]!r} (a size of zero, or one out of "
-                         "the range the features take?)")
-        raise InvalidInputError(f"--model {model} (kind {est.kind!r}) cannot predict these configs: {first[:300]}") \
-            from None
-    return pred, band
-
-
-def _predict_serving_configs(est: Any, model: str, configs: list[dict[str, Any]], hardware_id: str | None,
-                             coverage: float | None, output: Path | None, input_csv: Path,
-                             lines: list[int]) -> None:
-    """``perfpred predict --input`` for a serving model: each CSV row a deployment never launched
-    (the LLM, its size and task as ``workload.`` columns, the engine's knobs as ``config.``
-    columns; bare names go where the serving features read them), on the model's hardware."""
-    import numpy as np
-    import pandas as pd
-
-    from perfpred.features._serving import CODE_COLUMNS, LOG_COLUMNS, SERVING_WORKLOAD_INPUTS
-
-    def placed(column: str) -> str:
-        if column.startswith(("workload.", "config.")):
-            return column
-        return f"workload.{column}" if f"workload.{column}" in SERVING_WORKLOAD_INPUTS else f"config.{column}"
-
-    # Columns the serving features read even where the training rows lacked them (a model's layout).
-    readable = frozenset({*SERVING_WORKLOAD_INPUTS, *LOG_COLUMNS, *CODE_COLUMNS, "config.kv_cache_dtype",
-                          "config.cache_type_k"})
-    placement = {c: placed(c) for c in configs[0]}
-    _check_input_rows(est, model, configs, placement, "serving", input_csv, lines, readable)
-    hardware = est.config_rows([{} for _ in configs], hardware_id)  # the model's hardware
-    named = pd.DataFrame(configs).rename(columns=placement)
-    rows = pd.concat([hardware.reset_index(drop=True), named.reset_index(drop=True)], axis=1).assign(kind="serving")
-    _warn_outside_training(est, rows)
-    pred, band = _predict_rows(est, model, rows, coverage, lines)
-    if not np.all(np.isfinite(pred)):
-        raise InvalidInputError(f"--model {model}: rows {(np.flatnonzero(~np.isfinite(pred)) + 1).tolist()[:10]} "
-                                "have no finite prediction (give each the model's size, e.g. total_params_b)")
-    _print_predictions(configs, pred, band, output, target=est.target)
 
 
 TUNING_FEATURES = ("auto", "raw", "derived", "mixed")
