@@ -76,7 +76,7 @@ def _select(table: pd.DataFrame, hardware_id: str | None, kind: str | None,
         values = sorted(rows[column].dropna().unique())
         if len(values) > 1:
             raise InvalidInputError(f"a Kernel Tuner cache holds one {name}, but the selection has {values}; "
-                                    f"pass {name}=... to choose one")
+                                    f"pass {name}=... (CLI: --{name.replace('_', '-')}) to choose one")
     return rows
 
 
