@@ -488,9 +488,19 @@ def dataset_ls(
     df = df.sort_values(sort, ascending=False).head(limit)
     cols = [c for c in df.columns if c.startswith(("workload.", "config."))]
     cols += [c for c in ("runtime_ms", "cv", "n_runs", "power_w", "status", "hardware_id") if c in df]
-    table = Table(*[c.split(".", 1)[-1] for c in cols])
+    def shown(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    # Columns every listed row shares go to the caption: a kernel store has dozens of them, and
+    # at 80 columns a table of all of them shows nothing but ellipses.
+    same = [c for c in cols if len(df) > 1 and df[c].nunique(dropna=False) == 1]
+    cols = [c for c in cols if c not in same] or cols
+    table = Table(caption="every row: " + ", ".join(f"{c.split('.', 1)[-1]}={shown(df[c].iloc[0])}" for c in same)
+                  if same else None)
+    for c in cols:  # folded on a narrow terminal, never cut
+        table.add_column(c.split(".", 1)[-1], overflow="fold")
     for row in df[cols].itertuples(index=False):
-        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+        table.add_row(*[shown(v) for v in row])
     console.print(table)
 
 
@@ -1103,8 +1113,9 @@ def _print_pareto(result, title: str) -> None:
               if c not in metrics and c != "trial" and not c.startswith(("predicted_", "feasible"))]
     if len(result.front) > 1:  # parameters the whole front shares say nothing about the trade-off
         params = [c for c in params if result.front[c].nunique(dropna=False) > 1]
-    table = Table(*params, *metrics, title=f"{title} ({len(result.front)} config(s), "
-                                             f"{result.n_evaluations} evaluations)")
+    table = Table(title=f"{title} ({len(result.front)} config(s), {result.n_evaluations} evaluations)")
+    for column in params + metrics:  # folded, not cut to "block…", on a narrow terminal
+        table.add_column(column, overflow="fold")
     for row in result.front.to_dict("records"):
         table.add_row(*[f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in params + metrics])
     console.print(table)

@@ -396,8 +396,8 @@ def _header(path: Path, doc: dict[str, Any], options: dict[str, Any]) -> _Header
         device = _t4_device_name(path)
         if device is None:
             raise InvalidInputError(
-                f"{path.name}: a T4 results file does not name its GPU; pass device_name=... (CLI: --option device_name=...) "
-                "or keep its T4 metadata file (with the nvidia-smi query) beside it")
+                f"{path.name}: a T4 results file does not name its GPU; pass device_name=... (CLI: --option "
+                "device_name=...) or keep its T4 metadata file (with the nvidia-smi query) beside it")
     if not isinstance(device, str) or not device.strip():
         raise InvalidInputError(f"{path.name}: `device_name` must be a non-empty string, but got {device!r}")
     kernel = options.get("kernel_name") or doc.get("kernel_name") or path.name.removesuffix(".gz").removesuffix(".json")
