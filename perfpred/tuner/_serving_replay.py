@@ -69,6 +69,8 @@ def load_serving_table(paths: Sequence[str | os.PathLike[str]] | None = None) ->
 
     ``paths``: task files or folders (default: ``<datasets>/ml-energy/tasks``). The rows go
     through a temporary Measurement store, so they are deduplicated as ``perfpred import`` does.
+    A configuration the files list twice with other values (an import keeps both, the second as
+    ``<id>-<hash>``) is one replayed config: its later record, as the files list them.
     """
     from perfpred.collect.importers import run_import
     from perfpred.datasets import MeasurementStore
@@ -81,6 +83,8 @@ def load_serving_table(paths: Sequence[str | os.PathLike[str]] | None = None) ->
         store = MeasurementStore(Path(scratch) / "store", create=True)
         run_import("ml-energy", [str(p) for p in paths], store)
         table = store.load(status="ok")
+    configuration = table["measurement_id"].astype(str).str.partition("-")[0]
+    table = table[~configuration.duplicated(keep="last")]
     if "config.max_num_seqs" not in table:
         raise InvalidInputError("the ML.ENERGY files hold no LLM rows (config.max_num_seqs); nothing to tune")
     table = table[table["config.max_num_seqs"].notna()].dropna(axis=1, how="all").reset_index(drop=True)
