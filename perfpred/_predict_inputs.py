@@ -17,9 +17,9 @@ from perfpred.errors import InvalidInputError
 GEMM_INPUTS = ("m", "n", "k", "b", "dtype", "threads", "trans_a", "trans_b")
 
 
-def _cell(text: str) -> Any:
-    """A CSV cell as the value it spells, read per cell (a column's other rows never change it):
-    None where empty, bool, int, float, else the text."""
+def parse_scalar(text: str) -> Any:
+    """The value a CSV cell or a ``--knob`` value spells, read on its own (a column's other rows
+    never change it): None where empty, bool, int, float, else the text."""
     text = text.strip()
     if not text:
         return None
@@ -38,7 +38,7 @@ def _shown(value: Any) -> str:
 
 
 def read_input_csv(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
-    """``--input``: one dict per data row (values as :func:`_cell` reads them) and each row's line
+    """``--input``: one dict per data row (values as :func:`parse_scalar` reads them) and each row's line
     number; an unreadable file, a repeated column, a row of the wrong length or no rows at all
     is a one-line error."""
     import csv
@@ -65,7 +65,7 @@ def read_input_csv(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
                 if len(fields) != len(header):
                     raise refuse(f"row {len(configs) + 1} (line {reader.line_num}) has {len(fields)} field(s), "
                                  f"but the header has {len(header)}")
-                configs.append({name: _cell(field) for name, field in zip(header, fields, strict=True)})
+                configs.append({name: parse_scalar(field) for name, field in zip(header, fields, strict=True)})
                 lines.append(reader.line_num)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise refuse(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None

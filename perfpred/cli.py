@@ -20,6 +20,7 @@ from perfpred._predict_inputs import (
     check_gemm_configs,
     check_gemm_peaks,
     model_hardware,
+    parse_scalar,
     predict_kernel_configs,
     predict_rows,
     predict_serving_configs,
@@ -275,19 +276,6 @@ def collect_kernel(
                                         "store": str(store)})
 
 
-def _knob_value(text: str):
-    """A knob value as the engine will see it: int, float, bool or text."""
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
 def parse_knob_grid(items: list[str]) -> list[dict]:
     """``["parallel=1,8", "batch_size=256"]`` -> every combination as a dict."""
     import itertools
@@ -297,7 +285,7 @@ def parse_knob_grid(items: list[str]) -> list[dict]:
         key, sep, values = item.partition("=")
         if not sep or not key.strip():
             raise InvalidInputError(f"--knob must look like NAME=V1,V2,..., but got {item!r}")
-        axes[key.strip()] = [_knob_value(v) for v in parse_list(values, f"knob {key.strip()}")]
+        axes[key.strip()] = [parse_scalar(v) for v in parse_list(values, f"knob {key.strip()}")]
     return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())] or [{}]
 
 
