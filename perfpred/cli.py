@@ -1019,18 +1019,22 @@ def tune_serving_cmd(
     slo = Slo(**bounds) if any(v is not None for v in bounds.values()) else None
     launches = [0]
     total = budget + confirm * confirm_top  # at most: fewer configs may meet the SLO
-    with err_console.status(f"tuning {engine} on {model}") as status:
-        def progress(row: dict) -> None:
-            launches[0] += 1
-            status.update(f"{engine} on {model}: launch {launches[0]} of {total if confirm else budget} done"
-                          + (" (confirming the finalists)" if row.get("phase") == "confirm" else ""))
+    try:
+        with err_console.status(f"tuning {engine} on {model}") as status:
+            def progress(row: dict) -> None:
+                launches[0] += 1
+                status.update(f"{engine} on {model}: launch {launches[0]} of {total if confirm else budget} done"
+                              + (" (confirming the finalists)" if row.get("phase") == "confirm" else ""))
 
-        rate_search = ({"start_rps": None, "probe_duration_s": 10.0 if probe_s is None else probe_s}
-                       if goal == "sustainable_rate" else None)
-        result = tune_serving_live(engine, model, slo=slo, goal=goal, budget=budget, seed=seed, store=store,
-                                   run_dir=output, progress=progress, storage=storage, rate_search=rate_search,
-                                   loads=loads_into, surrogate=surrogate, kappa=kappa, confirm_repeats=confirm,
-                                   confirm_top=confirm_top, prior=prior)
+            rate_search = ({"start_rps": None, "probe_duration_s": 10.0 if probe_s is None else probe_s}
+                           if goal == "sustainable_rate" else None)
+            result = tune_serving_live(engine, model, slo=slo, goal=goal, budget=budget, seed=seed, store=store,
+                                       run_dir=output, progress=progress, storage=storage, rate_search=rate_search,
+                                       loads=loads_into, surrogate=surrogate, kappa=kappa, confirm_repeats=confirm,
+                                       confirm_top=confirm_top, prior=prior)
+    except KeyboardInterrupt:  # the server in flight is stopped by the collector's own cleanup
+        raise Interrupted(f"interrupted after {launches[0]} finished launch(es): each is a row of {store} and a "
+                          f"trial of the study in {storage or _study_file(output)}") from None
     output.mkdir(parents=True, exist_ok=True)
     (output / "result.json").write_text(json.dumps(result.summary(), indent=2, default=str))
     result.history.to_csv(output / "history.csv", index=False)

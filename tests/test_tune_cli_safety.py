@@ -149,3 +149,15 @@ def test_interrupting_the_cli_says_how_to_resume(monkeypatch, capsys, tmp_path):
     code, _out, err = run_main(monkeypatch, capsys, "tune", "--backend", _replay("A4000"), "--budget", "4",
                               "--output", str(tmp_path / "run"))
     assert code == 130 and "the same command resumes it" in " ".join(err.split())
+
+
+def test_interrupting_a_serving_search_says_where_its_launches_are(monkeypatch, capsys, tmp_path):
+    import perfpred.tuner as tuner_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tuner_module, "tune_serving_live", interrupted)
+    code, _out, err = run_main(monkeypatch, capsys, "tune-serving", "--budget", "2", "--store",
+                               str(tmp_path / "store"), "--output", str(tmp_path / "run"))
+    assert code == 130 and "finished launch(es)" in " ".join(err.split())
