@@ -1177,8 +1177,14 @@ def main() -> None:
         err_console.print(f"[bold red]error:[/] {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                           highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted: everything measured so far is in the store; re-run to resume")
+    except SystemExit as exc:
+        # Typer turns Ctrl-C inside a command into a silent exit 130; the commands that measure
+        # write each result as it comes (tune and tune-serving say more, as Interrupted, above).
+        if exc.code == 130:
+            err_console.print("interrupted: measurements are stored as they are taken, so a collect or import "
+                              "command run again resumes where it stopped")
+        raise
+    except KeyboardInterrupt:  # while parsing the command line, before typer took over
         sys.exit(130)
 
 

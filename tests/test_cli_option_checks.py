@@ -42,3 +42,15 @@ def test_collect_kernel_measures_a_sample_into_a_store_and_resumes(tmp_path):
     assert (rows["status"] == "ok").all() and (rows["runtime_ms"] > 0).all()
     again = invoke("collect", "kernel", "--kernel", "sgemm", "--size", "test", "--configs", "3", "--store", str(store))
     assert len(MeasurementStore(store).load()) == 3 and "skipped" in again.output
+
+
+def test_ctrl_c_in_a_collect_command_says_it_resumes(monkeypatch, capsys, tmp_path):
+    import perfpred.collect as collect_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(collect_module, "run_sweep", interrupted)
+    code, _out, err = run_main(monkeypatch, capsys, "collect", "kernel", "--size", "test", "--configs", "2",
+                               "--store", str(tmp_path / "store"))
+    assert code == 130 and "resumes where it stopped" in " ".join(err.split())
