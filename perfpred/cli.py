@@ -657,7 +657,7 @@ def train(
 def evaluate(
     store: Annotated[Path, typer.Option(help="Measurement store to evaluate on.", callback=resolve_store)] = DEFAULT_STORE,
     kind: Annotated[str, typer.Option(help="Which measurements and features: gemm, kernel, serving, or a variant that reads the same rows (gemm-gpu, kernel-occupancy, serving-attention).")] = "gemm",
-    models: Annotated[str | None, typer.Option(help="Comma-separated regressors to compare. Default: xgb,rf,roofline; for kernel kinds deep-trees,xgb,rf (a kernel's rows have no FLOP count for a roofline).")] = None,
+    models: Annotated[str | None, typer.Option(help="Comma-separated regressors to compare. Default: xgb,rf,roofline for GEMM kinds; xgb,rf for serving kinds and deep-trees,xgb,rf for kernel kinds (their rows have no FLOP count for a roofline).")] = None,
     split: Annotated[str | None, typer.Option(help="random, shape (unseen workloads: GEMM shapes M,N,K; serving rows' models; kernels' problem sizes) or hardware (leave one hardware id out). Default: shape where the rows hold more than one workload, else random.")] = None,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; metrics are averaged over them.")] = "0,1,2",
     target: Annotated[str, typer.Option(help="Column to predict.")] = "runtime_ms",
@@ -669,7 +669,7 @@ def evaluate(
 ) -> None:
     """Compare regressors on held-out data (MAPE, median/p90 APE, R² log/linear, Spearman)."""
     from perfpred.datasets import MeasurementStore
-    from perfpred.models import PerformanceModel, default_regressor, evaluate_models, training_frame
+    from perfpred.models import PerformanceModel, default_regressor, evaluate_models, row_kind, training_frame
 
     _check_reference_options(reference, reference_mode)
     _check_output_path(output)
@@ -685,7 +685,8 @@ def evaluate(
     lookup = _reference_lookup(reference, rows, kind, target)  # shared by every fit (split, seed, model)
     if models is None:
         first = default_regressor(kind)
-        models = "xgb,rf,roofline" if first == "xgb" else f"{first},xgb,rf"
+        # The roofline baseline needs a GEMM's FLOP count and the hardware's peaks: GEMM rows only.
+        models = ("xgb,rf,roofline" if row_kind(kind) == "gemm" else "xgb,rf") if first == "xgb" else f"{first},xgb,rf"
     names = parse_list(models, "models")
     estimators = {n: PerformanceModel(kind=kind, regressor=n, target=target, reference=lookup,
                                       reference_mode=reference_mode) for n in names}

@@ -350,6 +350,13 @@ def test_random_split_keeps_repeated_records_of_a_configuration_together(synthet
     assert np.array_equal(make_split(synthetic_gemm_table, "random", seed=0)[1], plain)
 
 
+def test_serving_rows_from_a_store_that_also_holds_gemms_are_split_by_model():
+    # A store's table gives serving rows the GEMM shape columns too, all empty.
+    rows = pd.DataFrame({"workload.m": np.nan, "workload.n": np.nan, "workload.k": np.nan,
+                         "workload.model": ["a", "a", "b", "b", "c", "c"]})
+    assert workload_columns(rows) == ["workload.model"]
+
+
 def test_make_split_shape_groups_are_disjoint_and_deterministic(synthetic_gemm_table):
     tr, te = make_split(synthetic_gemm_table, "shape", seed=5)
     _, te2 = make_split(synthetic_gemm_table, "shape", seed=5)
@@ -527,3 +534,22 @@ def test_random_split_with_a_train_size_trains_on_that_many_rows_and_tests_on_th
             make_split(synthetic_gemm_table, "random", train_size=bad)
     with pytest.raises(InvalidInputError, match="needs split='random'"):
         make_split(synthetic_gemm_table, "shape", train_size=40)
+
+
+class _NoPrediction(RooflineRegressor):
+    """A regressor with nothing to say for any row (as the roofline for rows without a FLOP count)."""
+
+    def predict(self, X):
+        return np.full(len(X), np.nan)
+
+
+def test_a_regressor_without_finite_predictions_is_named_not_a_metric_traceback(synthetic_gemm_table):
+    from perfpred.models._performance_model import REGRESSORS, register_regressor
+
+    register_regressor("no-prediction-test", lambda seed: _NoPrediction())
+    try:
+        with pytest.raises(InvalidInputError, match="'no-prediction-test' gives no finite prediction"):
+            evaluate_models(synthetic_gemm_table, {"x": PerformanceModel(regressor="no-prediction-test")},
+                            split="random", seeds=(0,))
+    finally:
+        REGRESSORS.pop("no-prediction-test", None)

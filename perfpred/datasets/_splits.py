@@ -92,9 +92,14 @@ def workload_columns(df: pd.DataFrame) -> list[str]:
     """What an unseen workload is for these rows: a GEMM's shape (b, m, n, k); a serving row's
     model (``workload.model``: a new LLM); else every ``workload.`` column that varies (a
     kernel's problem size)."""
-    if any(c in df.columns for c in GEMM_SHAPE_COLUMNS):
+    # A column counts only where these rows give it values: serving rows loaded from a store that
+    # also holds GEMMs carry the (empty) shape columns too.
+    def held(column: str) -> bool:
+        return column in df.columns and bool(df[column].notna().any())
+
+    if any(held(c) for c in GEMM_SHAPE_COLUMNS):
         return list(GEMM_SHAPE_COLUMNS)
-    if "workload.model" in df.columns:
+    if held("workload.model"):
         return ["workload.model"]
     varying = [c for c in df.columns if c.startswith("workload.") and df[c].nunique(dropna=False) > 1]
     if not varying:

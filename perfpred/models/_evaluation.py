@@ -85,8 +85,13 @@ def _score(model: PerformanceModel, train: pd.DataFrame, test: pd.DataFrame, tar
     model.fit(train, train[target])
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    pred = model.predict(test)
+    pred = np.asarray(model.predict(test), dtype=float)
     predict_s = time.perf_counter() - t0
+    missing = ~np.isfinite(pred)
+    if missing.any():  # a metric over NaN is a traceback deep in scikit-learn; say which model and why
+        raise InvalidInputError(f"regressor {model.regressor!r} gives no finite prediction for {int(missing.sum())} of "
+                                f"{len(pred)} held-out {model.kind!r} rows (roofline needs a FLOP count and peaks, "
+                                "which these rows lack?): leave it out of --models")
     report = regression_report(test[target].to_numpy(float), pred)
     return {**report, "fit_s": fit_s, "predict_s": predict_s, "n_train": len(train)}
 
