@@ -669,7 +669,7 @@ def evaluate(
 ) -> None:
     """Compare regressors on held-out data (MAPE, median/p90 APE, R² log/linear, Spearman)."""
     from perfpred.datasets import MeasurementStore
-    from perfpred.models import PerformanceModel, default_regressor, evaluate_models, row_kind, training_frame
+    from perfpred.models import PerformanceModel, default_comparison, evaluate_models, training_frame
 
     _check_reference_options(reference, reference_mode)
     _check_output_path(output)
@@ -683,11 +683,7 @@ def evaluate(
     _check_kind(df, kind)
     rows = training_frame(_select_hardware(df, hardware), kind=kind, target=target)
     lookup = _reference_lookup(reference, rows, kind, target)  # shared by every fit (split, seed, model)
-    if models is None:
-        first = default_regressor(kind)
-        # The roofline baseline needs a GEMM's FLOP count and the hardware's peaks: GEMM rows only.
-        models = ("xgb,rf,roofline" if row_kind(kind) == "gemm" else "xgb,rf") if first == "xgb" else f"{first},xgb,rf"
-    names = parse_list(models, "models")
+    names = default_comparison(kind) if models is None else parse_list(models, "models")
     estimators = {n: PerformanceModel(kind=kind, regressor=n, target=target, reference=lookup,
                                       reference_mode=reference_mode) for n in names}
     for est in estimators.values():
@@ -871,12 +867,8 @@ def tune(
         _tune_pareto(session, objective or ["runtime_ms"], constraint or [], budget=budget, batch=batch,
                      storage=storage, study=study, seed=seed, output=output, backend_tag=_slug(backend))
         return
-    replayed = Path(backend.partition(":")[2]) if backend.startswith("replay:") else None
-    for path in prior or []:
-        if replayed is not None and Path(path).is_file() and Path(path).samefile(replayed):
-            raise InvalidInputError(f"--prior {path} is the replayed recording itself: a prior must come from OTHER "
-                                    "hardware (or another problem size), or it hands the tuner the answers")
-    priors = {**(priors_from_files(prior, session.space.names, exclude_hardware=session.recorded_hardware_id)
+    priors = {**(priors_from_files(prior, session.space.names, exclude_hardware=session.recorded_hardware_id,
+                                   exclude_file=session.recorded_path)
                  if prior else {}),
               **(prior_from_model(model, session) if model else {})} or None
     storage = storage or _study_file(output)
@@ -918,9 +910,7 @@ def tune(
             panel.append(live)
             result = tuner.run()
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted after {state['n']} evaluation(s) of this run: each is a trial of study "
-                          f"{study!r} in {storage}; the same command resumes it without measuring any "
-                          "again") from None
+        raise _tune_interrupted(state['n'], study, storage) from None
     finally:
         if not err_console.is_terminal:
             err_console.line()  # a non-terminal Live leaves its last frame without a line end
@@ -1059,6 +1049,11 @@ def tune_serving_cmd(
                   f"Optuna study '{result.study.study_name}': {result.storage}")
 
 
+def _tune_interrupted(n_evaluations: int, study: str, storage: str) -> Interrupted:
+    return Interrupted(f"interrupted after {n_evaluations} evaluation(s) of this run: each is a trial of study "
+                       f"{study!r} in {storage}; the same command resumes it without measuring any again")
+
+
 def _slug(backend: str) -> str:
     """A backend spec as a short study-name part: 'replay:/x/RTX_3090.json.gz' -> 'replay-rtx-3090-json-gz'."""
     import re
@@ -1093,9 +1088,7 @@ def _tune_pareto(session, objectives: list[str], constraints: list[str], *, budg
                                  batch_size=SCORED_SPACE_BATCH if batch is None else batch, seed=seed,
                                  out_dir=output, on_evaluation=on_eval)
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted after {done[0]} evaluation(s) of this run: each is a trial of study "
-                          f"{study!r} in {storage}; the same command resumes it without measuring any "
-                          "again") from None
+        raise _tune_interrupted(done[0], study, storage) from None
     _print_pareto(result, f"Pareto front: {session.description}")
     console.print(f"report: {output / 'pareto.json'}  front: {output / 'front.csv'}  plot: {output / 'pareto.png'}")
 

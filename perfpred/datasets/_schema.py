@@ -88,6 +88,17 @@ def measurement_key(kind: str, workload: dict[str, Any], config: dict[str, Any],
     return hashlib.sha1(payload.encode()).hexdigest()[:20]
 
 
+def repeat_key(measurement_id: str, values_hash: str) -> str:
+    """The id of a second record of a measured configuration with other values (an importer keeps
+    it as its own row): ``<measurement_id>-<first 8 hex of its values' hash>``."""
+    return f"{measurement_id}-{values_hash[:8]}"
+
+
+def configuration_ids(measurement_ids: pd.Series) -> pd.Series:
+    """Which configuration each id measured: a repeat's id without its ``-<hash>`` (``repeat_key``)."""
+    return measurement_ids.astype(str).str.partition("-")[0]
+
+
 def _check_finite_positive(name: str, value: float | None, *, allow_zero: bool = False) -> None:
     if value is None:
         return

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, LeaveOneGroupOut, ShuffleSplit
 
+from perfpred.datasets._schema import configuration_ids
 from perfpred.errors import InvalidInputError
 
 SPLITS = ("random", "shape", "hardware")
@@ -38,7 +39,7 @@ def configuration_labels(df: pd.DataFrame) -> np.ndarray | None:
     """
     if "measurement_id" not in df.columns:
         return None
-    base = df["measurement_id"].astype(str).str.partition("-")[0]
+    base = configuration_ids(df["measurement_id"])
     return base.factorize()[0] if base.duplicated().any() else None
 
 

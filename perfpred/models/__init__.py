@@ -29,7 +29,7 @@ from perfpred.models._performance_model import (
 )
 from perfpred.models._regressors import LogTargetXGBRegressor, RooflineRegressor, gpperf_random_forest
 from perfpred.models._tracking import list_runs, load_model, log_training_run
-from perfpred.models._training import TrainResult, default_regressor, train_model
+from perfpred.models._training import TrainResult, default_comparison, default_regressor, train_model
 from perfpred.models._uncertainty import (
     EnsembleIntervalRegressor,
     QuantileXGBRegressor,
@@ -68,6 +68,7 @@ __all__ = [
     "ape",
     "data_hash",
     "deep_tree_blend",
+    "default_comparison",
     "default_regressor",
     "evaluate_intervals",
     "evaluate_models",

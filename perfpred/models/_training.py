@@ -31,6 +31,15 @@ def default_regressor(kind: str) -> str:
     return DEFAULT_REGRESSORS.get(row_kind(kind), "xgb")
 
 
+def default_comparison(kind: str) -> list[str]:
+    """The regressors ``perfpred evaluate`` compares for ``kind`` when none are named: the default
+    one, XGBoost and GPPerf's forest, and the roofline baseline where rows have what it needs (a
+    GEMM's FLOP count and the hardware's peaks)."""
+    first = default_regressor(kind)
+    names = list(dict.fromkeys([first, "xgb", "rf"]))
+    return [*names, "roofline"] if row_kind(kind) == "gemm" else names
+
+
 @dataclass
 class TrainResult:
     model: PerformanceModel

@@ -29,6 +29,7 @@ from sklearn.base import BaseEstimator, clone
 
 from perfpred.collect._replay import ReplayBackend
 from perfpred.collect.importers._ml_energy import LLM_CONFIG
+from perfpred.datasets._schema import configuration_ids
 from perfpred.errors import InvalidInputError
 from perfpred.tuner._objectives import MetricBound, Objective, parse_constraints, parse_objectives, tracked_metrics
 from perfpred.tuner._pareto_loop import ParetoResult, ParetoSettings, ParetoTuner
@@ -83,8 +84,7 @@ def load_serving_table(paths: Sequence[str | os.PathLike[str]] | None = None) ->
         store = MeasurementStore(Path(scratch) / "store", create=True)
         run_import("ml-energy", [str(p) for p in paths], store)
         table = store.load(status="ok")
-    configuration = table["measurement_id"].astype(str).str.partition("-")[0]
-    table = table[~configuration.duplicated(keep="last")]
+    table = table[~configuration_ids(table["measurement_id"]).duplicated(keep="last")]
     if "config.max_num_seqs" not in table:
         raise InvalidInputError("the ML.ENERGY files hold no LLM rows (config.max_num_seqs); nothing to tune")
     table = table[table["config.max_num_seqs"].notna()].dropna(axis=1, how="all").reset_index(drop=True)

@@ -40,8 +40,10 @@ class Session:
     # Candidates -> the Measurement rows they would have before being measured (kind, workload.*,
     # config.*, hardware): what a model trained on stored rows predicts from.
     describe: Callable[[pd.DataFrame], pd.DataFrame] | None = None
-    # A replayed recording's GPU: a prior store's rows of it would hand the tuner the answers.
+    # A replayed recording's GPU and file: a prior store's rows of it, or the file itself as a
+    # prior, would hand the tuner the answers.
     recorded_hardware_id: str | None = None
+    recorded_path: Path | None = None
 
 
 def _replay_format(path: Path) -> str:
@@ -68,7 +70,7 @@ def open_session(backend_spec: str, space_file: str | None = None) -> Session:
             _check_names(space, list(candidates.columns), space_file, "the recording")
             # The file's domains narrow the recorded configs too, not only its constraints: a config
             # outside them would be measured and then refused by the study.
-            candidates = candidates[_in_domains(space, candidates)]
+            candidates = candidates[space.in_domains(candidates)]
         else:
             space = SearchSpace({k: sorted(candidates[k].unique().tolist()) for k in candidates.columns})
         candidates = candidates[space.mask(candidates[space.names])]
@@ -78,7 +80,7 @@ def open_session(backend_spec: str, space_file: str | None = None) -> Session:
         return Session(space, backend, candidates.reset_index(drop=True), f"replay of {path.name}",
                        optimum=float(backend.optimum().runtime_ms), workload=backend.problem(),
                        hardware=backend.hardware(), describe=_replayed_rows(backend.table),
-                       recorded_hardware_id=str(ids[0]) if len(ids) == 1 else None)
+                       recorded_hardware_id=str(ids[0]) if len(ids) == 1 else None, recorded_path=path)
     if kind in ("kernel", "local"):  # "local": the tuner issue's name for timing on this machine
         from perfpred.collect import KernelCollector, get_kernel
 
@@ -107,21 +109,6 @@ def _check_names(space: SearchSpace, names: list[str], space_file: str, what: st
     if missing:
         raise InvalidInputError(f"--space {space_file} lacks parameter(s) {missing} of {what} (fix one with a "
                                 "one-value list)")
-
-
-def _in_domains(space: SearchSpace, frame: pd.DataFrame) -> np.ndarray:
-    """Which rows of ``frame`` have every parameter inside the space's domain."""
-    from perfpred.tuner._space import Continuous
-
-    inside = np.ones(len(frame), dtype=bool)
-    for name, dom in space.params.items():
-        column = frame[name]
-        if isinstance(dom, Continuous):
-            values = pd.to_numeric(column, errors="coerce")
-            inside &= ((values >= dom.low) & (values <= dom.high)).to_numpy()
-        else:
-            inside &= column.isin(dom).to_numpy()
-    return inside
 
 
 def _replayed_rows(table: pd.DataFrame) -> Callable[[pd.DataFrame], pd.DataFrame]:
@@ -236,19 +223,24 @@ def _load_spec(path: str) -> dict:
     return spec
 
 
-def priors_from_files(paths: list[str], names: list[str], exclude_hardware: str | None = None) -> dict[str, Any]:
+def priors_from_files(paths: list[str], names: list[str], exclude_hardware: str | None = None,
+                      exclude_file: Path | None = None) -> dict[str, Any]:
     """One XGBoost model of log runtime per recorded file of other hardware, as prior callables.
 
     A path may also be a Measurement store (``perfpred import ... --into STORE``): one prior per
     hardware id (and problem, where the store holds several) among its rows that have the space's
     parameters; ``exclude_hardware`` (the replayed recording's own GPU) is left out, so a store
-    holding every GPU can serve as the prior of each.
+    holding every GPU can serve as the prior of each. ``exclude_file`` (the replayed recording)
+    may not be a prior at all.
     """
     from perfpred.collect._replay import ReplayBackend
 
     priors: dict[str, Any] = {}
     for raw in paths:
         path = Path(raw)
+        if exclude_file is not None and path.is_file() and path.samefile(exclude_file):
+            raise InvalidInputError(f"--prior {path} is the replayed recording itself: a prior must come from OTHER "
+                                    "hardware (or another problem size), or it hands the tuner the answers")
         if path.is_dir():
             priors.update(_priors_from_store(path, names, exclude_hardware))
             continue

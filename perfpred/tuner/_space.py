@@ -151,6 +151,18 @@ class SearchSpace:
             ok &= res.astype(bool)
         return ok
 
+    def in_domains(self, frame: pd.DataFrame) -> np.ndarray:
+        """Boolean mask of the rows of ``frame`` whose every parameter lies in its domain
+        (``check_config``'s rule for a whole table; the constraints are ``mask``'s)."""
+        inside = np.ones(len(frame), dtype=bool)
+        for name, dom in self.params.items():
+            if isinstance(dom, Continuous):
+                values = pd.to_numeric(frame[name], errors="coerce")
+                inside &= ((values >= dom.low) & (values <= dom.high)).to_numpy()
+            else:
+                inside &= frame[name].isin(dom).to_numpy()
+        return inside
+
     def is_valid(self, config: Mapping[str, Any]) -> bool:
         self.check_config(config, constraints=False)
         return bool(self.mask(pd.DataFrame([dict(config)]))[0])

@@ -25,10 +25,9 @@ import numpy as np
 import pandas as pd
 
 from perfpred.datasets import MeasurementStore
-from perfpred.datasets._schema import METRIC_PREFIX
+from perfpred.datasets._schema import METRIC_PREFIX, repeat_key
 
 VALUE_COLUMNS = ("status", "raw_times_ms", "runtime_ms", "power_w", "energy_j")
-REPEAT_HASH_CHARS = 8
 
 
 def value_columns(columns: Iterable[str]) -> list[str]:
@@ -123,7 +122,7 @@ def assign_repeat_ids(frame: pd.DataFrame, store: MeasurementStore) -> tuple[pd.
             if values == first_values[key]:
                 keep[i] = False
                 continue
-        repeat_id = f"{key}-{values[:REPEAT_HASH_CHARS]}"
+        repeat_id = repeat_key(key, values)
         if repeat_id in known or repeat_id in assigned:
             keep[i] = False  # this very record was imported before
             continue
