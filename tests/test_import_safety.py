@@ -160,6 +160,17 @@ def test_a_badly_typed_parameter_is_a_bad_row_and_never_retypes_the_store(tmp_pa
     assert len(MeasurementStore(store.path)) == 29
 
 
+
+def test_a_list_among_numbers_is_a_bad_row_naming_the_value(tmp_path, conv):
+    store = MeasurementStore(tmp_path / "s3l", create=True)
+
+    def listed(cache):
+        next(iter(cache.values()))["block_size_y"] = [1, 2]
+
+    report = run_import("kernel-tuner", [write_cache(conv, tmp_path / "list.json", 0, 10, listed)], store)
+    assert (report.rows_imported, report.rows_bad) == (9, 1)
+    assert "tune parameter 'block_size_y' must be a finite number or a string, but got [1, 2]" in report.bad_examples[0]
+
 # ---------------------------------------------------------------------------- 4. repeats vs duplicates
 
 

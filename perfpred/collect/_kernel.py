@@ -43,13 +43,12 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-import numpy as np
-
 from perfpred.collect._hardware import fingerprint, software_versions
 from perfpred.collect._timing import TimingPolicy, TimingResult
 from perfpred.collect.kernels._engine import Job, compiler_identity
 from perfpred.collect.kernels._registry import KERNEL_DIR, KernelSpec, get_kernel, problem_label
 from perfpred.datasets import Measurement, measurement_key
+from perfpred.datasets._schema import python_scalar
 from perfpred.errors import InvalidInputError, PerfPredError
 from perfpred.settings import cache_dir
 
@@ -58,10 +57,6 @@ from perfpred.settings import cache_dir
 KERNEL_POLICY = TimingPolicy(warmup_runs=1, min_runs=5, max_runs=50, max_time_s=1.0, target_rel_ci=0.02,
                              min_sample_ms=1.0)
 _SIGNAL_NAMES = {int(s): s.name for s in signal.Signals}
-
-
-def _python(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,7 +79,7 @@ class KernelConfig:
             object.__setattr__(self, "params", self.kernel.canonical_params(self.params))
         size = self.kernel.default_problem_size if self.problem_size is None else self.problem_size
         if isinstance(size, Mapping):
-            size = {k: _python(v) for k, v in size.items()}
+            size = {k: python_scalar(v) for k, v in size.items()}
         object.__setattr__(self, "problem_size", size)
 
     def validate(self) -> None:

@@ -34,15 +34,11 @@ import pandas as pd
 from perfpred.collect.importers._frame import replicate_stats, restore_int_columns
 from perfpred.collect.importers._registry import read_files
 from perfpred.datasets import Measurement, MeasurementStore
-from perfpred.datasets._schema import CONFIG_PREFIX, WORKLOAD_PREFIX
+from perfpred.datasets._schema import CONFIG_PREFIX, WORKLOAD_PREFIX, python_scalar
 from perfpred.errors import InvalidInputError
 
 # Recorded cost of one evaluation on the device, in ms, when the record has it.
 COST_METRICS = ("metric.compile_time_ms", "metric.verification_time_ms", "metric.benchmark_time_ms")
-
-
-def _python(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 @dataclass(frozen=True)
@@ -131,7 +127,7 @@ class ReplayBackend:
         """The workload every replayed row shares (its ``workload.*`` columns that are not tuned
         and never vary; e.g. ``problem_size_x``), without the prefix."""
         rows = self._rows
-        return {c[len(WORKLOAD_PREFIX):]: _python(rows[c].iloc[0]) for c in rows.columns
+        return {c[len(WORKLOAD_PREFIX):]: python_scalar(rows[c].iloc[0]) for c in rows.columns
                 if c.startswith(WORKLOAD_PREFIX) and c not in self._columns and rows[c].nunique(dropna=False) == 1}
 
     def hardware(self) -> dict[str, Any] | None:
@@ -152,7 +148,7 @@ class ReplayBackend:
         """A validated :class:`ReplayConfig` from a plain dict."""
         position = self._locate(values)
         recorded = [self._rows[c].iloc[position] for c in self._columns]
-        return ReplayConfig(tuple(zip(self.keys, (_python(v) for v in recorded), strict=True)), self)
+        return ReplayConfig(tuple(zip(self.keys, (python_scalar(v) for v in recorded), strict=True)), self)
 
     def _locate(self, values: Mapping[str, Any]) -> int:
         if not isinstance(values, Mapping):
@@ -162,7 +158,7 @@ class ReplayBackend:
         if missing or unknown:
             raise InvalidInputError(f"a config must set exactly the parameters {self.keys}, but it lacks {missing} "
                                     f"and has unknown {unknown}")
-        key = tuple(_python(values[k]) for k in self.keys)
+        key = tuple(python_scalar(values[k]) for k in self.keys)
         position = self._index.get(key)
         if position is None:
             for name, value in zip(self.keys, key, strict=True):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from perfpred.errors import InvalidInputError
@@ -62,10 +63,14 @@ def _canonical(obj: dict[str, Any]) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def _key_value(value: Any) -> Any:
-    """Values as a table gives them back: numpy scalars as Python, 3.0 as 3."""
-    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
-        value = value.item()
+def python_scalar(value: Any) -> Any:
+    """A numpy scalar (as a table cell gives it back) as the Python value; anything else as is."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def key_value(value: Any) -> Any:
+    """A workload/config value as ``measurement_key`` hashes it: Python scalars, 3.0 as 3."""
+    value = python_scalar(value)
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
@@ -73,7 +78,7 @@ def _key_value(value: Any) -> Any:
 
 def _key_params(params: dict[str, Any]) -> dict[str, Any]:
     # A None-valued key is absent once stored in a column with gaps, so it never counts.
-    return {k: _key_value(v) for k, v in params.items()
+    return {k: key_value(v) for k, v in params.items()
             if v is not None and not (isinstance(v, float) and math.isnan(v))}
 
 

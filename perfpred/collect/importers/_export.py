@@ -37,16 +37,12 @@ from perfpred.collect.importers._kernel_tuner import (
     TIMING_METRICS,
 )
 from perfpred.datasets import MeasurementStore
-from perfpred.datasets._schema import CONFIG_PREFIX, METRIC_PREFIX, WORKLOAD_PREFIX
+from perfpred.datasets._schema import CONFIG_PREFIX, METRIC_PREFIX, WORKLOAD_PREFIX, python_scalar
 from perfpred.errors import InvalidInputError
 
 EXPORT_KINDS = ("kernel", "gemm")
 OUTPUT_SUFFIXES = (".json", ".json.gz")
 _METRIC_KEYS = {**{v: k for k, v in TIMING_METRICS.items()}, **{v: k for k, v in RATE_METRICS.items()}}
-
-
-def _python(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _python_json(value: Any) -> Any:
@@ -130,7 +126,7 @@ def _entry(row: dict[str, Any], keys: list[str], metric_cols: list[str], filled:
     if status == "ok" and not raw:
         for name in PERFPRED_STAT_FIELDS:
             if not _missing(row.get(name)):
-                extras[name] = _python(row[name])
+                extras[name] = python_scalar(row[name])
     for name in PERFPRED_ENTRY_FIELDS + PERFPRED_STAT_FIELDS:
         if name in extras:
             entry[f"perfpred_{name}"] = extras[name]
@@ -172,7 +168,7 @@ def export_kernel_tuner_cache(
                                     "rows lack it; select rows that share the same parameters")
     rows = restore_int_columns(rows, table, config_cols + workload_cols)
     varying = [c for c in workload_cols if rows[c].nunique(dropna=False) > 1]
-    constant = {c[len(WORKLOAD_PREFIX):]: _python(rows[c].iloc[0]) for c in workload_cols if c not in varying}
+    constant = {c[len(WORKLOAD_PREFIX):]: python_scalar(rows[c].iloc[0]) for c in workload_cols if c not in varying}
     renamed = {c: c[len(CONFIG_PREFIX):] for c in config_cols} | {c: c[len(WORKLOAD_PREFIX):] for c in varying}
     keys = list(renamed.values())
     if not keys:

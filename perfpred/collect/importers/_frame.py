@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from perfpred.datasets import SCHEMA_VERSION
-from perfpred.datasets._schema import CONFIG_PREFIX, FIXED_COLUMNS, METRIC_PREFIX, WORKLOAD_PREFIX
+from perfpred.datasets._schema import CONFIG_PREFIX, FIXED_COLUMNS, METRIC_PREFIX, WORKLOAD_PREFIX, key_value
 
 
 def replicate_stats(raw: np.ndarray) -> dict[str, np.ndarray]:
@@ -63,25 +63,15 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _python(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _key_value(value: Any) -> Any:
-    """A workload/config value as ``measurement_key`` hashes it: Python scalars, 3.0 as 3."""
-    value = _python(value)
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
 def _fragments(key: str, values: pd.Series) -> list[str]:
     """'"key":<json value>' for each row, as ``Measurement``'s canonical JSON writes it."""
     head = json.dumps(key) + ":"
     if values.dtype.kind in "biuf" or pd.api.types.infer_dtype(values, skipna=False) in ("string", "boolean"):
         # One json.dumps per distinct value; safe because these columns hold one Python type.
         codes, uniques = pd.factorize(values, use_na_sentinel=False)
-        texts = np.array([head + json.dumps(_key_value(u), default=str) for u in uniques], dtype=object)
+        texts = np.array([head + json.dumps(key_value(u), default=str) for u in uniques], dtype=object)
         return texts[codes].tolist()
-    return [head + json.dumps(_key_value(v), default=str) for v in values]
+    return [head + json.dumps(key_value(v), default=str) for v in values]
 
 
 def measurement_ids(kind: str, hardware_id: str, workload: pd.DataFrame, config: pd.DataFrame) -> np.ndarray:

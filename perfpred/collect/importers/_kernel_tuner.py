@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from perfpred.collect.importers._frame import build_frame, now_iso, ragged_stats
 from perfpred.collect.importers._gpus import gpu_hardware
 from perfpred.collect.importers._read import decode_text, head_text, read_bytes, read_json
 from perfpred.datasets import KINDS, POWER_SOURCES, STATUSES
+from perfpred.datasets._store import value_kind
 from perfpred.errors import InvalidInputError
 
 # Kernel Tuner 1.5's failure strings (``kernel_tuner.util.ErrorConfig`` and its subclasses);
@@ -131,12 +133,6 @@ class _Rows:
             values[:] = [v for i, v in enumerate(values) if i not in rows]
 
 
-def _value_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    return "string" if isinstance(value, str) else "number"
-
-
 def _reject_mixed_kinds(path: Path, keys: list[str], rows: _Rows) -> None:
     """Rows whose tune parameter is of another kind than most of its values in the file are bad.
 
@@ -145,13 +141,14 @@ def _reject_mixed_kinds(path: Path, keys: list[str], rows: _Rows) -> None:
     """
     bad: dict[int, str] = {}
     for position, key in enumerate(keys):
-        kinds = [_value_kind(params[position]) for params in rows.params]
-        counts = {kind: kinds.count(kind) for kind in _VALUE_KINDS}
-        if sum(1 for n in counts.values() if n) < 2:
+        kinds = [value_kind(params[position]) for params in rows.params]
+        counts = Counter(kind for kind in kinds if kind is not None)  # None: a missing value
+        if len(counts) < 2:
             continue
-        major = max(_VALUE_KINDS, key=lambda kind: counts[kind])  # ties: the first in _VALUE_KINDS
+        # Ties go to the first kind in _VALUE_KINDS.
+        major = max(counts, key=lambda kind: (counts[kind], -_VALUE_KINDS.index(kind) if kind in _VALUE_KINDS else -99))
         for i, kind in enumerate(kinds):
-            if kind != major and i not in bad:
+            if kind is not None and kind != major and i not in bad:
                 value = rows.params[i][position]
                 bad[i] = (f"{path.name}: {rows.labels[i]}: tune parameter {key!r} must be a {major} like "
                           f"{counts[major]} of its {len(kinds)} values in the file, but got {value!r}")

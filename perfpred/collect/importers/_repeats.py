@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from perfpred.datasets import MeasurementStore
-from perfpred.datasets._schema import METRIC_PREFIX, repeat_key
+from perfpred.datasets._schema import METRIC_PREFIX, python_scalar, repeat_key
 
 VALUE_COLUMNS = ("status", "raw_times_ms", "runtime_ms", "power_w", "energy_j")
 
@@ -45,10 +45,6 @@ def _times(value: Any) -> list[float]:
     return [float(t) for t in value]
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def fingerprint(row: Mapping[str, Any], columns: Iterable[str]) -> str:
     """Hash of a row's measured values (the rule of this module's docstring)."""
     values: dict[str, Any] = {}
@@ -59,7 +55,7 @@ def fingerprint(row: Mapping[str, Any], columns: Iterable[str]) -> str:
                 values[column] = raw
         elif column == "runtime_ms" and raw:
             continue
-        elif not _missing(value := _plain(row.get(column))):
+        elif not _missing(value := python_scalar(row.get(column))):
             values[column] = value
     text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha1(text.encode()).hexdigest()

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from perfpred.datasets._schema import python_scalar
 from perfpred.errors import InvalidInputError, MissingDependencyError
 
 KERNEL_DIR = Path(__file__).resolve().parent
@@ -65,10 +66,6 @@ def eval_rule(expr: str, values: Mapping[str, Any]) -> bool:
 @lru_cache(maxsize=64)
 def _read_source(file_name: str) -> str:
     return (KERNEL_DIR / file_name).read_text(encoding="utf-8")
-
-
-def _python_scalar(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 @dataclass(frozen=True, eq=False)
@@ -188,7 +185,7 @@ class KernelSpec:
         """``params`` with each value replaced by the equal value of its domain (numpy -> Python)."""
         out = {}
         for name, value in params.items():
-            value = _python_scalar(value)
+            value = python_scalar(value)
             for allowed in self.tune_params.get(name, ()):
                 if value == allowed and isinstance(value, bool) == isinstance(allowed, bool) and (
                         isinstance(value, str) == isinstance(allowed, str)):
