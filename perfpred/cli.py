@@ -259,12 +259,11 @@ def collect_kernel(
     """
     from perfpred.collect import KernelCollector, get_kernel, run_sweep
     from perfpred.datasets import MeasurementStore
-    from perfpred.tuner._session import _problem_size
 
     if configs is not None and configs < 1:
         raise InvalidInputError(f"`--configs >= 1` must hold, but got --configs {configs}")
     spec = get_kernel(kernel)
-    with KernelCollector(spec, problem_size=_problem_size(spec, size), timeout_s=timeout_s, seed=seed) as collector:
+    with KernelCollector(spec, problem_size=spec.parse_problem_size(size), timeout_s=timeout_s, seed=seed) as collector:
         chosen = collector.configs(configs, seed=seed)  # validated before anything compiles
         st = MeasurementStore(store, create=True)
         err_console.print(f"[bold]{len(chosen)}[/] {kernel} config(s) at {collector.problem_size} -> {store}")
@@ -622,7 +621,7 @@ def train(
     df = MeasurementStore(store).load()
     _check_kind(df, kind)
     model = model or default_regressor(kind)
-    PerformanceModel(kind=kind, regressor=model)._make_regressor()  # an unknown --model fails before any fit
+    PerformanceModel(kind=kind, regressor=model).make_regressor()  # an unknown --model fails before any fit
     df = _select_hardware(df, hardware)
     lookup = None
     if reference is not None:  # built on the rows train_model selects again (its table, its check)
@@ -687,7 +686,7 @@ def evaluate(
     estimators = {n: PerformanceModel(kind=kind, regressor=n, target=target, reference=lookup,
                                       reference_mode=reference_mode) for n in names}
     for est in estimators.values():
-        est._make_regressor()  # unknown names fail here, before any fitting
+        est.make_regressor()  # unknown names fail here, before any fitting
     if split is None:
         from perfpred.models._training import has_workloads
 

@@ -59,7 +59,8 @@ FIXED_COLUMNS = (
 _Scalar = int | float | str | bool | None
 
 
-def _canonical(obj: dict[str, Any]) -> str:
+def canonical_json(obj: dict[str, Any]) -> str:
+    """The one JSON text of a dict that ids and stored hardware/software columns are made of."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
@@ -88,7 +89,7 @@ def measurement_key(kind: str, workload: dict[str, Any], config: dict[str, Any],
     It survives a round trip through a table: None-valued params are left out and integral
     floats count as ints (a column with gaps turns 1 into 1.0).
     """
-    payload = _canonical({"kind": kind, "workload": _key_params(workload), "config": _key_params(config),
+    payload = canonical_json({"kind": kind, "workload": _key_params(workload), "config": _key_params(config),
                           "hardware_id": hardware_id})
     return hashlib.sha1(payload.encode()).hexdigest()[:20]
 
@@ -208,8 +209,8 @@ class Measurement:
             "error": self.error,
             "source": self.source,
             "timestamp": self.timestamp,
-            "hardware_json": _canonical(self.hardware),
-            "software_json": _canonical(self.software),
+            "hardware_json": canonical_json(self.hardware),
+            "software_json": canonical_json(self.software),
         }
         row.update({WORKLOAD_PREFIX + k: v for k, v in self.workload.items()})
         row.update({CONFIG_PREFIX + k: v for k, v in self.config.items()})

@@ -65,7 +65,7 @@ def check_row_limits(models: dict[str, PerformanceModel], n_rows: int, what: str
     """Refuse, before any fit, a regressor that caps its table (the exact GP's ``max_train_rows``)
     given more rows: it would fail only after the fits before it had run for minutes."""
     for name, model in models.items():
-        make = getattr(model, "_make_regressor", None)
+        make = getattr(model, "make_regressor", None)
         limit = getattr(make(), "max_train_rows", None) if make is not None else None
         if limit is not None and n_rows > limit:
             raise InvalidInputError(f"`rows <= max_train_rows` must hold for regressor {name!r} (its time grows as "

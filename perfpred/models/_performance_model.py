@@ -123,7 +123,8 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
         self.reuse_measured = reuse_measured
         self.reference_mode = reference_mode
 
-    def _make_regressor(self) -> BaseEstimator:
+    def make_regressor(self) -> BaseEstimator:
+        """A fresh, unfitted regressor as ``fit`` builds it; an unknown regressor name fails here."""
         if isinstance(self.regressor, BaseEstimator):
             return clone(self.regressor)
         if self.regressor not in REGRESSORS:
@@ -174,7 +175,7 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             # e.g. a workload column that differs per GPU (the kernel a library picked there)
             raise InvalidInputError(f"`reference` must hold some of the training configs, but none of them matched "
                                     f"on the shared columns {self.reference_times_.key_columns}")
-        self.regressor_ = self._make_regressor()
+        self.regressor_ = self.make_regressor()
         if isinstance(self.regressor_, RooflineRegressor):
             self.regressor_.set_params(column=list(feats.columns).index("log2_roofline_ms"))
         self.reference_mode_ = self._choose_reference_mode(X, y)

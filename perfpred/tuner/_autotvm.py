@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from perfpred.errors import InvalidInputError
-from perfpred.tuner._loop import _objective_value
+from perfpred.tuner._loop import objective_value
 from perfpred.tuner._rounds import HardwareBackend, level_codes
 from perfpred.tuner._study import row_config
 from perfpred.tuner._surrogate import param_features
@@ -133,5 +133,5 @@ def autotvm_search(backend: HardwareBackend, candidates: pd.DataFrame, budget: i
         idx = plan.pop(0) if plan and rng.random() >= epsilon else random_unvisited()
         visited[idx] = True
         measured_idx.append(idx)
-        values.append(_objective_value(backend.measure(row_config(candidates, idx)), objective))
+        values.append(objective_value(backend.measure(row_config(candidates, idx)), objective))
     return values

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from perfpred.errors import InvalidInputError
-from perfpred.tuner._loop import _objective_value
+from perfpred.tuner._loop import objective_value
 from perfpred.tuner._rounds import HardwareBackend
 from perfpred.tuner._samplers import optuna_sampler
 from perfpred.tuner._space import SearchSpace
@@ -44,7 +44,7 @@ def random_search(backend: HardwareBackend, candidates: pd.DataFrame, budget: in
     """Measure ``budget`` distinct candidates drawn uniformly (executed, not simulated)."""
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(candidates), size=min(budget, len(candidates)), replace=False)
-    return [_objective_value(backend.measure(row_config(candidates, int(i))), objective) for i in picks]
+    return [objective_value(backend.measure(row_config(candidates, int(i))), objective) for i in picks]
 
 
 def optuna_search(backend: HardwareBackend, space: SearchSpace, candidates: pd.DataFrame | None, budget: int, *,
@@ -91,7 +91,7 @@ def optuna_search(backend: HardwareBackend, space: SearchSpace, candidates: pd.D
         if key in seen:
             value = seen[key]
         elif (key in valid) if valid is not None else space.is_valid(config):
-            value = _objective_value(backend.measure(config), objective)
+            value = objective_value(backend.measure(config), objective)
             seen[key] = value
             values.append(value)
         if value is not None:

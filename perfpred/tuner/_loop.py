@@ -247,7 +247,8 @@ class TuneResult:
         return np.minimum.accumulate(values) if len(values) else values
 
 
-def _objective_value(m: Measurement, objective: str) -> float | None:
+def objective_value(m: Measurement, objective: str) -> float | None:
+    """The value a tuner minimises for one measurement; None when it failed or the value is missing or <= 0."""
     if m.status != "ok":
         return None
     if objective.startswith("metric."):
@@ -711,7 +712,7 @@ class Tuner(PredictorFirstLoop):
         s = self.settings
         config = row_config(self.candidates, i)
         m = self.backend.measure(config)
-        value = _objective_value(m, s.objective)
+        value = objective_value(m, s.objective)
         pred = None
         if proposal.predicted is not None and np.isfinite(proposal.predicted[i]):
             pred = float(proposal.predicted[i])

@@ -86,7 +86,7 @@ def open_session(backend_spec: str, space_file: str | None = None) -> Session:
 
         name, _, size = rest.partition(":")
         spec = get_kernel(name)
-        collector = KernelCollector(spec, problem_size=_problem_size(spec, size))
+        collector = KernelCollector(spec, problem_size=spec.parse_problem_size(size))
         space = SearchSpace.from_kernel_tuner(collector.space(), collector.restrictions)
         if space_file:
             kernel_names = space.names
@@ -128,7 +128,7 @@ def _replayed_rows(table: pd.DataFrame) -> Callable[[pd.DataFrame], pd.DataFrame
 
 def _kernel_rows(collector: Any) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """A candidate's row as ``KernelCollector.measure`` would store it, before timing it."""
-    from perfpred.datasets._schema import _canonical
+    from perfpred.datasets._schema import canonical_json
 
     hardware_by_threads: dict[Any, dict[str, Any]] = {}
 
@@ -141,7 +141,7 @@ def _kernel_rows(collector: Any) -> Callable[[pd.DataFrame], pd.DataFrame]:
                 hardware_by_threads[threads] = collector.hardware(cfg)
             hardware = hardware_by_threads[threads]
             rows.append({"kind": "kernel", "hardware_id": hardware["hardware_id"],
-                         "hardware_json": _canonical(hardware),
+                         "hardware_json": canonical_json(hardware),
                          **{f"workload.{k}": v for k, v in cfg.workload().items()},
                          **{f"config.{k}": v for k, v in cfg.config().items()}})
         return pd.DataFrame(rows, index=frame.index)
@@ -176,21 +176,6 @@ def prior_from_model(ref: str, session: Session) -> dict[str, Callable[[pd.DataF
 
     predict(session.space.sample(2) if session.candidates is None else session.candidates.head(2))
     return {f"model {ref}": predict}
-
-
-def _problem_size(spec: Any, text: str) -> dict[str, int] | None:
-    """'' -> the kernel's default size; 'test' -> its tiny test size; 'm=512,n=512,k=512' -> that."""
-    if not text:
-        return None
-    if text == "test":
-        return dict(spec.test_problem_size)
-    size = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        if not sep or not value.strip().isdigit():
-            raise InvalidInputError(f"kernel problem size must look like m=512,n=512 (or 'test'), but got {text!r}")
-        size[key.strip()] = int(value)
-    return size
 
 
 class _KernelBackend:

@@ -219,6 +219,21 @@ class KernelSpec:
                 used = ", ".join(f"{n}={params[n]!r}" for n in self.tune_params if n in _rule_names(rule))
                 raise InvalidInputError(f"restriction `{rule}` of kernel {self.name!r} must hold, but got {used}")
 
+    def parse_problem_size(self, text: str) -> dict[str, int] | None:
+        """A problem size as typed on the command line: '' -> None (the default size),
+        'test' -> the tiny test size, 'm=512,n=512,k=512' -> that size (checked later)."""
+        if not text:
+            return None
+        if text == "test":
+            return dict(self.test_problem_size)
+        size = {}
+        for item in text.split(","):
+            key, sep, value = item.partition("=")
+            if not sep or not value.strip().isdigit():
+                raise InvalidInputError(f"kernel problem size must look like m=512,n=512 (or 'test'), but got {text!r}")
+            size[key.strip()] = int(value)
+        return size
+
     def check_problem_size(self, problem: Mapping[str, Any]) -> None:
         if not isinstance(problem, Mapping):
             raise InvalidInputError(f"a problem size of kernel {self.name!r} must be a dict of "
