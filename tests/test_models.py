@@ -16,6 +16,7 @@ from perfpred.datasets import leave_one_group_out, make_split
 from perfpred.datasets._splits import GEMM_SHAPE_COLUMNS, workload_columns
 from perfpred.errors import InvalidInputError
 from perfpred.models import (
+    AutoRegressor,
     LogTargetXGBRegressor,
     PerformanceModel,
     RooflineRegressor,
@@ -349,6 +350,39 @@ def test_random_split_keeps_repeated_records_of_a_configuration_together(synthet
     _, plain = next(ShuffleSplit(n_splits=1, test_size=0.2, random_state=0).split(synthetic_gemm_table))
     assert np.array_equal(make_split(synthetic_gemm_table, "random", seed=0)[1], plain)
 
+
+
+def test_inner_cross_validation_keeps_repeated_records_of_a_configuration_in_one_fold(synthetic_gemm_table,
+                                                                                         monkeypatch):
+    """The CV inside a fit (regressor "auto", reference_mode "auto") is a split too: a fold must
+    not score a configuration whose repeat it trained on."""
+    import perfpred.models._auto as auto
+    from perfpred.datasets._splits import kfold_splits
+
+    repeats = synthetic_gemm_table.iloc[:60].assign(
+        measurement_id=lambda t: t["measurement_id"] + "-0badc0de", runtime_ms=lambda t: t["runtime_ms"] * 1.1)
+    table = pd.concat([synthetic_gemm_table, repeats], ignore_index=True)
+    configuration = table["measurement_id"].str.partition("-")[0].to_numpy()
+    seen = []
+
+    def spy(n_rows, n_splits, seed, groups=None):
+        folds = kfold_splits(n_rows, n_splits, seed, groups)
+        seen.append(folds)
+        return folds
+
+    monkeypatch.setattr(auto, "kfold_splits", spy)
+    model = PerformanceModel(kind="gemm", regressor=AutoRegressor(candidates=("xgb", "deep-trees"), cv_folds=3))
+    model.fit(table, table["runtime_ms"].to_numpy())
+    assert len(seen) == 1 and len(seen[0]) == 3
+    for train, test in seen[0]:
+        assert set(configuration[train]).isdisjoint(configuration[test])
+    # Without repeats the folds are the shuffled KFold they always were.
+    from sklearn.model_selection import KFold
+
+    plain = list(KFold(4, shuffle=True, random_state=0).split(np.arange(50)))
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(kfold_splits(50, 4, 0), plain, strict=True))
+    with pytest.raises(InvalidInputError, match="configurations >= folds"):
+        kfold_splits(4, 3, 0, np.array([0, 0, 1, 1]))
 
 def test_serving_rows_from_a_store_that_also_holds_gemms_are_split_by_model():
     # A store's table gives serving rows the GEMM shape columns too, all empty.

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import GroupShuffleSplit, LeaveOneGroupOut, ShuffleSplit
+from sklearn.model_selection import GroupKFold, GroupShuffleSplit, KFold, LeaveOneGroupOut, ShuffleSplit
 
 from perfpred.datasets._schema import configuration_ids
 from perfpred.errors import InvalidInputError
@@ -42,6 +42,20 @@ def configuration_labels(df: pd.DataFrame) -> np.ndarray | None:
     base = configuration_ids(df["measurement_id"])
     return base.factorize()[0] if base.duplicated().any() else None
 
+
+
+def kfold_splits(n_rows: int, n_splits: int, seed: int,
+                 groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Shuffled k-fold (train, test) positions for an inner cross-validation; with ``groups``
+    (``configuration_labels``), a configuration's repeats stay in one fold. Without groups the
+    folds are sklearn's shuffled ``KFold`` with this seed."""
+    rows = np.arange(n_rows)
+    if groups is None:
+        return list(KFold(n_splits, shuffle=True, random_state=seed).split(rows))
+    if len(np.unique(groups)) < n_splits:
+        raise InvalidInputError(f"`configurations >= folds` must hold to cross-validate, but got "
+                                f"{len(np.unique(groups))} configurations < {n_splits} folds")
+    return list(GroupKFold(n_splits, shuffle=True, random_state=seed).split(rows, groups=groups))
 
 def random_split(df: pd.DataFrame, *, test_size: float = 0.2, seed: int = 0,
                  train_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:

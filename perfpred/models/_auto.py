@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_is_fitted
 
+from perfpred.datasets._splits import kfold_splits
 from perfpred.errors import InvalidInputError
 from perfpred.models._regressors import check_int, check_positive_target, log_target_tags
 
@@ -54,7 +54,8 @@ class AutoRegressor(RegressorMixin, BaseEstimator):
                                     f"{name!r}; known: {sorted(set(REGRESSORS) - {'auto'})}")
         return REGRESSORS[name](self.random_state)
 
-    def fit(self, X, y):
+    def fit(self, X, y, groups=None):
+        """``groups``: one label per row whose rows must share a fold (repeats of one configuration)."""
         y = check_positive_target(y)
         check_int("cv_folds", self.cv_folds, 2)
         if len(y) < self.cv_folds:
@@ -66,7 +67,7 @@ class AutoRegressor(RegressorMixin, BaseEstimator):
         usable = {name: est for name, est in makers.items() if len(y) <= getattr(est, "max_train_rows", np.inf)}
         if not usable:
             raise InvalidInputError(f"no candidate takes {len(y)} rows (candidates={list(self.candidates)})")
-        folds = list(KFold(self.cv_folds, shuffle=True, random_state=self.random_state).split(np.arange(len(y))))
+        folds = kfold_splits(len(y), self.cv_folds, self.random_state, None if groups is None else np.asarray(groups))
         rows = X.iloc if hasattr(X, "iloc") else X
         scores = {}
         for name, est in usable.items():

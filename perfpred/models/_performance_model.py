@@ -17,11 +17,12 @@ import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.dummy import DummyRegressor
 from sklearn.linear_model import Ridge, RidgeCV
-from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_is_fitted
 
+from perfpred.datasets._splits import configuration_labels, kfold_splits
 from perfpred.errors import InvalidInputError
 from perfpred.features import ReferenceTimes, config_frame, gemm_features
+from perfpred.models._auto import AutoRegressor
 from perfpred.models._regressors import LogTargetXGBRegressor, RooflineRegressor, gpperf_random_forest
 
 FEATURIZERS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {"gemm": gemm_features}
@@ -210,6 +211,9 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
 
     def _group_fit_params(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
         if self.calibration_groups is None:
+            repeats = configuration_labels(X)
+            if repeats is not None and isinstance(self.regressor_, AutoRegressor):
+                return {"groups": repeats}  # its inner CV keeps a configuration's repeats in one fold
             return {}
         if self.calibration_groups not in X:
             raise InvalidInputError(f"`calibration_groups` must name a column of the training table, but got "
@@ -231,7 +235,7 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             return self.reference_mode
         if len(X) < 8:
             return "features"  # too few rows to cross-validate the choice
-        folds = KFold(n_splits=4, shuffle=True, random_state=self.random_state).split(X)
+        folds = kfold_splits(len(X), 4, self.random_state, configuration_labels(X))
         errors: dict[str, list[float]] = {"features": [], "offset": [], "linear": []}
         # The folds share this fit's reference lookup (no rebuild, no deep copy of the recordings).
         params = {**self.get_params(deep=False), "reference": self.reference_times_}
