@@ -105,14 +105,31 @@ def configuration_ids(measurement_ids: pd.Series) -> pd.Series:
     return measurement_ids.astype(str).str.partition("-")[0]
 
 
+def _is_number(value: Any) -> bool:
+    """An int or float (numpy ones included), but not a bool: True is no timing."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
 def _check_finite_positive(name: str, value: float | None, *, allow_zero: bool = False) -> None:
     if value is None:
         return
-    if not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value):
+    if not _is_number(value) or math.isnan(value) or math.isinf(value):
         raise InvalidInputError(f"`{name}` must be a finite number, but got {name}={value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         rule = ">= 0" if allow_zero else "> 0"
         raise InvalidInputError(f"`{name} {rule}` must hold, but got {name}={value!r}")
+
+
+def _check_params(name: str, params: Any) -> None:
+    """``workload`` / ``config``: a dict of string keys to scalars (number, string, bool; None for
+    a missing one), as one table cell holds each."""
+    if not isinstance(params, dict):
+        raise InvalidInputError(f"`{name}` must be a dict of scalar values, but got {name}={params!r}")
+    for key, value in params.items():
+        if not isinstance(key, str):
+            raise InvalidInputError(f"`{name}` keys must be strings, but got key {key!r}")
+        if value is not None and not isinstance(value, (str, bool)) and not _is_number(value):
+            raise InvalidInputError(f"`{name}.{key}` must be a scalar (number, string or bool), but got {value!r}")
 
 
 @dataclass
@@ -121,7 +138,9 @@ class Measurement:
 
     Times are in milliseconds, power in watts, energy in joules. ``runtime_ms`` is the median
     of ``raw_times_ms`` when replicates exist. A failed configuration is still a Measurement,
-    with ``status`` saying why and ``runtime_ms`` left empty.
+    with ``status`` saying why and ``runtime_ms`` left empty. ``workload`` and ``config`` map
+    names to scalars (number, string, bool), one table column each; ``n_runs`` counts the timed
+    samples (an integer >= 1, or None when unknown).
     """
 
     kind: str
@@ -158,6 +177,9 @@ class Measurement:
         return measurement_key(self.kind, self.workload, self.config, self.hardware_id)
 
     def validate(self) -> None:
+        """Check every field against the schema's rules; raise InvalidInputError naming the first
+        broken rule and its value. Numpy numbers are turned into Python ones (in place)."""
+        self._to_python()
         if self.kind not in KINDS:
             raise InvalidInputError(f"`kind` must be one of {KINDS}, but got kind={self.kind!r}")
         if self.status not in STATUSES:
@@ -166,8 +188,19 @@ class Measurement:
             raise InvalidInputError(
                 f"`power_source` must be one of {POWER_SOURCES}, but got power_source={self.power_source!r}"
             )
-        if not self.hardware_id:
-            raise InvalidInputError("`hardware_id` must be a non-empty string, but got hardware_id=''")
+        if not isinstance(self.hardware_id, str) or not self.hardware_id:
+            raise InvalidInputError(
+                f"`hardware_id` must be a non-empty string, but got hardware_id={self.hardware_id!r}")
+        for name in ("workload", "config"):
+            _check_params(name, getattr(self, name))
+        if not isinstance(self.metrics, dict):
+            raise InvalidInputError(f"`metrics` must be a dict of numbers, but got metrics={self.metrics!r}")
+        if not isinstance(self.raw_times_ms, (list, tuple)):
+            raise InvalidInputError(
+                f"`raw_times_ms` must be a list of numbers, but got raw_times_ms={self.raw_times_ms!r}")
+        if self.n_runs is not None and (not isinstance(self.n_runs, int) or isinstance(self.n_runs, bool)
+                                        or self.n_runs < 1):
+            raise InvalidInputError(f"`n_runs` must be an integer >= 1 or None, but got n_runs={self.n_runs!r}")
         if self.status == "ok" and self.runtime_ms is None and not self.metrics:
             raise InvalidInputError("a measurement with status='ok' needs runtime_ms or metrics, but got neither")
         _check_finite_positive("runtime_ms", self.runtime_ms)
@@ -185,6 +218,20 @@ class Measurement:
         for name, value in self.metrics.items():
             if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value)):
                 raise InvalidInputError(f"`metric.{name}` must be a finite number, but got {value!r}")
+
+    def _to_python(self) -> None:
+        """Numpy scalars (a float32 timing, an int64 parameter) as the Python numbers they hold."""
+        for name in ("runtime_ms", "n_runs", "min_ms", "mean_ms", "std_ms", "iqr_ms", "cv", "power_w", "energy_j",
+                     "load_avg_1m", "ref_runtime_ms"):
+            setattr(self, name, python_scalar(getattr(self, name)))
+        if isinstance(self.raw_times_ms, np.ndarray):
+            self.raw_times_ms = self.raw_times_ms.tolist()
+        if isinstance(self.raw_times_ms, (list, tuple)):
+            self.raw_times_ms = [python_scalar(t) for t in self.raw_times_ms]
+        for name in ("workload", "config", "metrics"):
+            params = getattr(self, name)
+            if isinstance(params, dict) and any(isinstance(v, np.generic) for v in params.values()):
+                setattr(self, name, {k: python_scalar(v) for k, v in params.items()})
 
     def to_row(self) -> dict[str, Any]:
         row: dict[str, Any] = {
@@ -226,7 +273,7 @@ class Measurement:
 
         def _prefixed(prefix: str) -> dict[str, Any]:
             return {
-                k[len(prefix):]: _none(v.item() if hasattr(v, "item") else v)
+                k[len(prefix):]: _none(python_scalar(v))
                 for k, v in row.items()
                 if k.startswith(prefix) and _none(v) is not None
             }

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from perfpred._files import write_text_atomically
 from perfpred.datasets._schema import FIXED_COLUMNS, SCHEMA_VERSION, Measurement
-from perfpred.errors import StoreError
+from perfpred.errors import InvalidInputError, StoreError
 
 _MANIFEST = "store.json"
 _PARTS = "parts"
@@ -148,12 +148,25 @@ class MeasurementStore:
             raise StoreError(f"`{field.name}` must hold {old} values, as it does in the store '{self.path}', "
                              f"but a new row has {value!r}; nothing was written")
 
+    def _check_one_kind(self, frame: pd.DataFrame) -> None:
+        """Refuse new rows whose column mixes kinds (16 and 'wide'): one Parquet column holds one
+        type, so writing them would silently retype some of the values (16 -> '16')."""
+        for column in _mixed_columns(frame):
+            values = [v for v in frame[column] if value_kind(v) is not None]
+            first = values[0]
+            other = next(v for v in values if value_kind(v) != value_kind(first))
+            kinds = " and ".join(sorted({value_kind(v) for v in values}))  # type: ignore[misc]
+            raise StoreError(f"`{column}` must hold values of one kind in the store '{self.path}', but the new "
+                             f"rows mix {kinds} (e.g. {first!r} and {other!r}); nothing was written")
+
     def _write_part(self, rows: list[dict[str, Any]] | pd.DataFrame, *, check_types: bool = True) -> Path:
         frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame.from_records(rows)
+        if check_types:
+            self._check_one_kind(frame)
         frame = _strings_where_mixed(frame)
         try:
             table = pa.Table.from_pandas(frame, preserve_index=False)
-        except (pa.ArrowException, ValueError) as exc:
+        except (pa.ArrowException, ValueError, OverflowError) as exc:
             raise StoreError(f"rows for '{self.path}' cannot be written: {str(exc).splitlines()[0]}") from exc
         if check_types:
             self._check_types(table, frame)
@@ -172,18 +185,23 @@ class MeasurementStore:
         """Write measurements as one new part; returns how many rows were written.
 
         Measurements whose id is already stored are skipped unless ``replace`` (then the new
-        row supersedes the old one on read).
+        row supersedes the old one on read). Each record is validated first (``validate()``):
+        one that breaks a rule raises, and nothing of the batch is written.
         """
-        ids = self.ids()
-        rows = []
+        stored = self.ids()
+        rows, keys = [], set()
         for m in measurements:
+            if not isinstance(m, Measurement):
+                raise InvalidInputError(f"`measurements` must hold Measurement records, but got {m!r:.80}")
+            m.validate()  # a field changed after construction (m.runtime_ms = nan) is caught here
             key = m.measurement_id
-            if key in ids and not replace:
+            if (key in stored or key in keys) and not replace:
                 continue
             rows.append(m.to_row())
-            ids.add(key)
+            keys.add(key)
         if rows:
             self._write_part(rows)
+            stored.update(keys)  # only once the part is committed: a refused batch leaves no ids behind
         return len(rows)
 
     def append_frame(self, frame: pd.DataFrame, *, replace: bool = False) -> int:
@@ -270,6 +288,7 @@ class MeasurementStore:
         return df.dropna(axis=1, how="all").reset_index(drop=True)
 
     def measurements(self, **filters: Any) -> list[Measurement]:
+        """The stored rows (``load(**filters)``: de-duplicated, newest wins) as Measurement records."""
         return [Measurement.from_row(r) for r in self.load(**filters).to_dict("records")]
 
     def __len__(self) -> int:
@@ -310,6 +329,8 @@ class MeasurementStore:
             return len(df)
 
     def info(self) -> dict[str, Any]:
+        """A summary dict: path, rows, parts, size_bytes, and for a non-empty store the counts per
+        kind / status / hardware id / source and the workload, config and metric columns."""
         df = self.load()
         size = sum(p.stat().st_size for p in self.part_files())
         out: dict[str, Any] = {
@@ -350,7 +371,8 @@ def _type_class(arrow_type: pa.DataType) -> str | None:
 
 def value_kind(value: Any) -> str | None:
     """The kind of one Python value, named as :func:`_type_class` names columns."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, (float, np.floating))
+                                                               and np.isnan(value)):
         return None
     if isinstance(value, (bool, np.bool_)):
         return "bool"

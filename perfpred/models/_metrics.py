@@ -16,8 +16,14 @@ def _check(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
         raise InvalidInputError(f"y_true and y_pred must be 1-D of equal length, but got {t.shape} and {p.shape}")
     if len(t) == 0:
         raise InvalidInputError("metrics need at least one row, but got 0")
-    if not np.all(np.isfinite(t)) or np.any(t <= 0):
-        raise InvalidInputError("`y_true > 0` and finite must hold for percentage errors")
+    bad = ~np.isfinite(t) | (t <= 0)
+    if bad.any():
+        raise InvalidInputError(f"`y_true > 0` and finite must hold for percentage errors, but got "
+                                f"{float(t[bad][0])!r} ({int(bad.sum())} bad value(s))")
+    bad = ~np.isfinite(p)
+    if bad.any():
+        raise InvalidInputError(f"`y_pred` must be finite for every row, but got {float(p[bad][0])!r} "
+                                f"({int(bad.sum())} non-finite value(s))")
     return t, p
 
 
@@ -28,28 +34,36 @@ def ape(y_true, y_pred) -> np.ndarray:
 
 
 def mape(y_true, y_pred) -> float:
+    """Mean absolute percentage error, in percent (10.0 means predictions are 10% off on average)."""
     return float(np.mean(ape(y_true, y_pred)))
 
 
 def median_ape(y_true, y_pred) -> float:
+    """Median absolute percentage error, in percent."""
     return float(np.median(ape(y_true, y_pred)))
 
 
 def p90_ape(y_true, y_pred) -> float:
+    """90th percentile of the absolute percentage errors, in percent (the bad tail)."""
     return float(np.percentile(ape(y_true, y_pred), 90))
 
 
 def r2_log(y_true, y_pred) -> float:
+    """R² of log(prediction) against log(truth), unitless (1.0 is perfect); predictions <= 0
+    count as 1e-12."""
     t, p = _check(y_true, y_pred)
     return float(r2_score(np.log(t), np.log(np.clip(p, 1e-12, None))))
 
 
 def r2_linear(y_true, y_pred) -> float:
+    """R² of prediction against truth on the raw scale, unitless (1.0 is perfect)."""
     t, p = _check(y_true, y_pred)
     return float(r2_score(t, p))
 
 
 def spearman(y_true, y_pred) -> float:
+    """Spearman rank correlation of predictions and truth, in [-1, 1]; nan when either is constant
+    or there is a single row (nothing to rank)."""
     t, p = _check(y_true, y_pred)
     if len(t) < 2 or np.all(p == p[0]) or np.all(t == t[0]):
         return float("nan")  # a constant ranks nothing (e.g. a roofline of rows without FLOPs)

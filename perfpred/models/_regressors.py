@@ -25,11 +25,12 @@ def log_target_tags(tags):
 
 
 def check_positive_target(y) -> np.ndarray:
+    """``y`` as a float array, or InvalidInputError naming its first value that is not finite and > 0."""
     y = np.asarray(y, dtype=float)
     bad = ~np.isfinite(y) | (y <= 0)
     if bad.any():
         raise InvalidInputError(
-            f"`target > 0` and finite must hold for a log-target model, but got {y[bad][0]!r} "
+            f"`target > 0` and finite must hold for a log-target model, but got {float(y[bad][0])!r} "
             f"({int(bad.sum())} bad value(s))"
         )
     return y
