@@ -201,10 +201,12 @@ def test_without_peaks_the_model_falls_back_to_the_direct_target(synthetic_gemm_
     model = fast_xgb().fit(no_spec)
     assert model.uses_residual_ is False
     assert np.isfinite(model.predict(no_spec)).all()
-    # A model trained relative to the roofline cannot predict rows whose peaks are unknown.
+    # A model trained relative to the roofline cannot predict rows whose peaks are unknown; rows
+    # naming hardware it was trained on get that hardware's spec.
     residual = fast_xgb().fit(synthetic_gemm_table)
+    assert np.allclose(residual.predict(no_spec), residual.predict(synthetic_gemm_table))
     with pytest.raises(InvalidInputError, match="log2_roofline_ms"):
-        residual.predict(no_spec)
+        residual.predict(no_spec.assign(hardware_id="cpu-unknown"))
 
 
 def test_predict_one_with_and_without_hardware_id(synthetic_gemm_table):

@@ -59,6 +59,8 @@ def _memory_bytes() -> int:
 
 
 def cpu_spec() -> dict[str, Any]:
+    """This machine's CPU: model, architecture, logical and usable CPUs, ISA extensions (AVX2,
+    AVX-512, ...), cache sizes in KiB and memory in GiB, from /proc and ``platform``."""
     info = _cpuinfo()
     flags = set((info.get("flags") or info.get("Features") or "").split())
     return {
@@ -104,6 +106,8 @@ def gpu_specs() -> list[dict[str, Any]]:
 
 
 def software_versions() -> dict[str, Any]:
+    """Versions that change measured times: Python, numpy, perfpred and, where installed, torch
+    (its CUDA, threads, parallel backend, oneDNN) and the BLAS libraries threadpoolctl finds."""
     versions: dict[str, Any] = {"python": platform.python_version()}
     try:
         import numpy

@@ -16,13 +16,24 @@ SPLITS = ("random", "shape", "hardware")
 GEMM_SHAPE_COLUMNS = ("workload.b", "workload.m", "workload.n", "workload.k")
 
 
+def _check_rows(df: pd.DataFrame) -> None:
+    """A split needs a table with rows."""
+    if not isinstance(df, pd.DataFrame):
+        raise InvalidInputError(f"a split takes a pandas DataFrame of Measurements, but got {type(df).__name__}")
+    if df.empty:
+        raise InvalidInputError("a split needs rows, but the table is empty (0 rows)")
+
+
 def _check_fraction(test_size: float) -> None:
+    if isinstance(test_size, (bool, np.bool_)) or not isinstance(test_size, (int, float, np.number)):
+        raise InvalidInputError(f"`0 < test_size < 1` must hold (a number), but got test_size={test_size!r}")
     if not 0.0 < test_size < 1.0:
         raise InvalidInputError(f"`0 < test_size < 1` must hold, but got test_size={test_size}")
 
 
-def group_labels(df: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+def group_labels(df: pd.DataFrame, columns: str | Sequence[str]) -> np.ndarray:
     """One integer label per distinct combination of ``columns`` (missing columns ignored)."""
+    columns = [columns] if isinstance(columns, str) else list(columns)
     present = [c for c in columns if c in df.columns]
     if not present:
         raise InvalidInputError(f"grouping needs at least one of the columns {list(columns)}, but the table has none")
@@ -62,12 +73,15 @@ def random_split(df: pd.DataFrame, *, test_size: float = 0.2, seed: int = 0,
     """Random rows held out: ``test_size`` of them, or, given ``train_size``, that many rows for
     training and every other row for the test (how well N measurements of a new GPU predict the rest).
     Repeated records of one configuration go to the same side (``configuration_labels``)."""
+    _check_rows(df)
     groups = configuration_labels(df)
     if train_size is None:
         _check_fraction(test_size)
         if groups is not None:
             return next(GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=seed).split(df, groups=groups))
         return next(ShuffleSplit(n_splits=1, test_size=test_size, random_state=seed).split(df))
+    if isinstance(train_size, (bool, np.bool_)) or not isinstance(train_size, (int, np.integer)):
+        raise InvalidInputError(f"`train_size` must be a whole number of rows, but got train_size={train_size!r}")
     if not 2 <= train_size < len(df):
         raise InvalidInputError(f"`2 <= train_size < rows ({len(df)})` must hold, but got train_size={train_size}")
     if groups is not None:  # whole configurations, in a seeded order, until train_size rows
@@ -81,10 +95,13 @@ def random_split(df: pd.DataFrame, *, test_size: float = 0.2, seed: int = 0,
 
 
 def grouped_split(
-    df: pd.DataFrame, columns: Sequence[str], *, test_size: float = 0.2, seed: int = 0
+    df: pd.DataFrame, columns: str | Sequence[str], *, test_size: float = 0.2, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Hold out whole groups: every row of a test group is unseen in training."""
+    """Hold out whole groups: every row of a test group is unseen in training. ``columns``: the
+    column(s) whose distinct values (combinations) are the groups; one name may be given alone."""
+    _check_rows(df)
     _check_fraction(test_size)
+    columns = [columns] if isinstance(columns, str) else list(columns)
     groups = group_labels(df, columns)
     if len(np.unique(groups)) < 2:
         raise InvalidInputError(f"a grouped split needs >= 2 groups of {list(columns)}, but got 1")
@@ -130,6 +147,7 @@ def make_split(
     """One (train, test) index pair by name: ``random`` | ``shape`` (unseen workloads: GEMM
     shapes, serving models or kernel problem sizes; ``workload_columns``). ``train_size`` (random
     split only): train on that many rows, test on the rest."""
+    _check_rows(df)
     if split == "random":
         return random_split(df, test_size=test_size, seed=seed, train_size=train_size)
     if train_size is not None and split in SPLITS:

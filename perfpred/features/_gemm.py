@@ -83,19 +83,26 @@ def _column(df: pd.DataFrame, name: str, default: Any) -> pd.Series:
     return df[name] if name in df else pd.Series(default, index=df.index)
 
 
+def _size(col: pd.Series, name: str) -> pd.Series:
+    """A GEMM size column as floats; a value that is not a finite number > 0 (text, NaN, inf, 0)
+    is a one-line error naming the column and value."""
+    values = pd.to_numeric(col, errors="coerce").astype(float)
+    bad = ~(np.isfinite(values) & (values > 0))
+    if bad.any():
+        value = col[bad].iloc[0]
+        shown = repr(value.item() if isinstance(value, np.generic) else value)
+        raise InvalidInputError(f"`{name} > 0` must hold for GEMM features (a finite number), but got "
+                                f"{name}={shown} (column workload.{name}, row {col.index[bad.to_numpy()][0]!r})")
+    return values
+
+
 def gemm_features(df: pd.DataFrame) -> pd.DataFrame:
     """Numeric features for each GEMM row (``workload.m/n/k`` required; b, dtype, ... optional)."""
     missing = [c for c in ("workload.m", "workload.n", "workload.k") if c not in df]
     if missing:
         raise InvalidInputError(f"GEMM features need columns {missing}, which the table lacks")
-    m = df["workload.m"].astype(float)
-    n = df["workload.n"].astype(float)
-    k = df["workload.k"].astype(float)
-    b = _column(df, "workload.b", 1).fillna(1).astype(float)
-    for name, col in (("m", m), ("n", n), ("k", k), ("b", b)):
-        if (col <= 0).any() or col.isna().any():
-            bad = col[(col <= 0) | col.isna()].iloc[0]
-            raise InvalidInputError(f"`{name} > 0` must hold for GEMM features, but got {name}={bad}")
+    m, n, k = (_size(df[f"workload.{name}"], name) for name in ("m", "n", "k"))
+    b = _size(_column(df, "workload.b", 1).fillna(1), "b")
     dtype = _column(df, "workload.dtype", "fp32").fillna("fp32").astype(str)
     unknown = sorted(set(dtype) - set(DTYPE_BYTES))
     if unknown:

@@ -85,8 +85,15 @@ def device_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     (``gpu_name``, ``sm_count``, ``l2_cache_kib``, ``memory_gib``, ``compute_capability``) replaces
     the host's caches and memory, so a GPU row's features see the GPU's 60 MiB L2 and 132 SMs, not
     the CPU's 2 MiB L2. Any other spec (CPU rows, recorded GPUs, which state their facts at the
-    top level) comes back as it is.
+    top level) comes back as it is. Anything but a dict (a GPU's name, a JSON text) is a one-line
+    InvalidInputError: ``json.loads`` a row's ``hardware_json`` first; a GPU's published peaks by
+    name are ``GPU_SPECS[name]``.
     """
+    if not isinstance(spec, Mapping):
+        hint = (f" (the published peaks of that GPU are GPU_SPECS[{spec!r}])"
+                if isinstance(spec, str) and spec in GPU_SPECS else "")
+        raise InvalidInputError(f"device_spec takes a hardware spec dict (a row's hardware_json, parsed with "
+                                f"json.loads), but got {type(spec).__name__} {repr(spec)[:60]}{hint}")
     device = str(spec.get("device", ""))
     gpus = spec.get("gpus") or []
     if not device.startswith("cuda") or not isinstance(gpus, list):
@@ -109,7 +116,7 @@ def device_specs(hardware_json: Iterable[Any]) -> dict[str, dict[str, Any]]:
     for text in pd.Series(hardware_json, dtype=object).dropna().unique():
         try:
             specs[text] = device_spec(json.loads(text))
-        except (TypeError, AttributeError, json.JSONDecodeError) as exc:
+        except (TypeError, AttributeError, json.JSONDecodeError, InvalidInputError) as exc:
             raise InvalidInputError(f"`hardware_json` must be a JSON object, but got {str(text)[:60]!r}") from exc
     return specs
 

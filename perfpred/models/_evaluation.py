@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,8 +29,15 @@ def training_frame(df: pd.DataFrame, *, kind: str = "gemm", target: str = "runti
     ``max_ref_drift`` drops rows measured while the machine was noisy: those whose reference
     config time deviates from its median by more than this fraction (e.g. 0.25).
     """
+    if not isinstance(df, pd.DataFrame):
+        raise InvalidInputError(f"training_frame takes a pandas DataFrame of Measurements, but got "
+                                f"{type(df).__name__}")
     if df.empty:
         raise InvalidInputError("the Measurement table is empty: collect or import something first")
+    lacking = [c for c in ("kind", "status") if c not in df.columns]
+    if lacking:
+        raise InvalidInputError(f"a Measurement table needs the column(s) {lacking} (which rows are '{row_kind(kind)}' "
+                                f"rows, which ran ok), but this table lacks them")
     rows = df[(df["kind"] == row_kind(kind)) & (df["status"] == "ok")]
     if target not in rows:
         if target in FIXED_COLUMNS:  # a store drops the columns no row has a value in
@@ -108,10 +115,23 @@ def evaluate_models(
     train_size: int | None = None,
 ) -> dict[str, Any]:
     """Score each model under ``split`` ("random", "shape", "hardware"), averaged over seeds.
-    ``train_size`` (random split): train on that many rows, test on all the others.
+    ``seeds``: one split per seed (at least one; ignored by "hardware", whose folds are the
+    hardware ids). ``train_size`` (random split): train on that many rows, test on all the others.
 
     Returns {model name: {"mean": metrics averaged over folds, "folds": [...]}}.
     """
+    if not isinstance(models, Mapping):
+        raise InvalidInputError(f"`models` must be a dict of name -> PerformanceModel, but got {type(models).__name__}")
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, (bool, np.bool_)):
+        seeds = (int(seeds),)  # one seed given alone
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
+        raise InvalidInputError(f"`seeds` must be a list of integer seeds, but got seeds={seeds!r}")
+    seeds = list(seeds)
+    if not seeds and split != "hardware":
+        raise InvalidInputError("`seeds` must hold at least one seed (one split per seed), but got seeds=()")
+    wrong = next((s for s in seeds if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer))), None)
+    if wrong is not None:
+        raise InvalidInputError(f"`seeds` must hold integer seeds, but got {wrong!r}")
     results: dict[str, Any] = {name: {"folds": []} for name in models}
     folds: list[tuple[str, np.ndarray, np.ndarray]] = []
     if split == "hardware":

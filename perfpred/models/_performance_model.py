@@ -55,10 +55,14 @@ def row_kind(kind: str) -> str:
 
 
 def register_regressor(name: str, factory: Callable[[int], BaseEstimator]) -> None:
+    """Make ``PerformanceModel(regressor=name)`` build ``factory(random_state)``, an unfitted
+    estimator (a name registered before is replaced)."""
     REGRESSORS[name] = factory
 
 
 def featurize(df: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """The feature table the ``kind`` featurizer gives for the Measurement rows ``df`` (one row per
+    row, same index); an unknown ``kind`` is an InvalidInputError listing the known ones."""
     if kind not in FEATURIZERS:
         raise InvalidInputError(f"`kind` must be one of {sorted(FEATURIZERS)} for features, but got kind={kind!r}")
     return FEATURIZERS[kind](df)
@@ -158,6 +162,7 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
         return ReferenceTimes.for_rows(self.reference, X, target=self.target)
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> PerformanceModel:
+        _check_random_state(self.random_state)
         if y is None:
             if self.target not in X:
                 raise InvalidInputError(f"fit needs y or a '{self.target}' column, but the table has neither")
@@ -177,6 +182,12 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             raise InvalidInputError(f"`reference` must hold some of the training configs, but none of them matched "
                                     f"on the shared columns {self.reference_times_.key_columns}")
         self.regressor_ = self.make_regressor()
+        if positive_target(self.regressor_) and (y <= 0).any():
+            # Checked here, on the user's values: the regressor itself sees y / roofline (a ratio).
+            bad = y[y <= 0]
+            name = self.regressor if isinstance(self.regressor, str) else type(self.regressor).__name__
+            raise InvalidInputError(f"`target > 0` must hold for every row of the log-target regressor {name!r}, "
+                                    f"but got {self.target}={float(bad[0])!r} ({len(bad)} bad value(s))")
         if isinstance(self.regressor_, RooflineRegressor):
             self.regressor_.set_params(column=list(feats.columns).index("log2_roofline_ms"))
         self.reference_mode_ = self._choose_reference_mode(X, y)
@@ -254,12 +265,26 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             raise InvalidInputError(f"`residual_of` must name a feature, but got residual_of={self.residual_of!r}")
         return bool(np.isfinite(feats[self.residual_of]).all())
 
-    def _offset(self, feats: pd.DataFrame) -> np.ndarray:
+    def _offset(self, feats: pd.DataFrame, X: pd.DataFrame | None = None) -> np.ndarray:
         if getattr(self, "reference_offset_", None) is not None:
             columns, ridge = self.reference_offset_
             return np.exp2(ridge.predict(feats[columns].to_numpy(float)))
         offset = np.exp2(feats[self.residual_of].to_numpy(dtype=float))
         if not np.isfinite(offset).all():
+            unknown = ~np.isfinite(offset)
+            no_spec = (np.ones(len(feats), dtype=bool) if X is None or "hardware_json" not in X
+                       else X["hardware_json"].isna().to_numpy())
+            if X is not None and (unknown & no_spec).any():
+                i = int(np.flatnonzero(unknown & no_spec)[0])
+                hardware_id = X["hardware_id"].iloc[i] if "hardware_id" in X else None
+                whose = ("no hardware_id either" if hardware_id is None or pd.isna(hardware_id)
+                         else f"their hardware_id {hardware_id!r} is unknown to the model (trained on "
+                              f"{sorted(getattr(self, 'hardware_specs_', {}))})")
+                raise InvalidInputError(
+                    f"feature {self.residual_of!r} is unknown for {int((unknown & no_spec).sum())} row(s), e.g. row "
+                    f"{X.index[i]!r}: they have no hardware spec (no hardware_json) and {whose}, but this model "
+                    "predicts relative to it: give their hardware_json"
+                )
             raise InvalidInputError(
                 f"feature {self.residual_of!r} is unknown for some rows (no peaks in their hardware spec), "
                 "but this model was trained relative to it"
@@ -278,11 +303,67 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
                                     f"{missing[:3]}: give the config.* and workload.* columns its training rows had")
         return feats[names]
 
+    def check_inputs(self, X: pd.DataFrame) -> None:
+        """Refuse rows whose inputs the model cannot give a meaningful prediction for, in one line
+        naming the row (its index label), column and value: a value that is not a finite number in
+        a ``config.*`` / ``workload.*`` column that held numbers in every training row (text such as
+        "big", infinity), and, for kernel and GEMM models, a missing value (NaN, None) in such a
+        column that every training row gave (a config whose tuning parameter is unknown). Columns
+        the training rows lacked or left empty in some rows are not checked; a serving model reads
+        missing model facts from its model cards, so its missing values pass. Nothing is checked
+        for models fitted before ``input_columns_`` was kept. ``predict`` and
+        ``predict_interval`` call this."""
+        if not isinstance(X, pd.DataFrame):
+            raise InvalidInputError(
+                f"PerformanceModel takes a pandas DataFrame of Measurements, but got {type(X).__name__}")
+        strict_missing = row_kind(self.kind) != "serving"
+        for column, info in (getattr(self, "input_columns_", None) or {}).items():
+            if column not in X:
+                continue
+            col = X[column]
+            missing = col.isna().to_numpy(dtype=bool)
+            if strict_missing and not info["missing"] and column not in NEW_BY_DESIGN and missing.any():
+                i = int(np.flatnonzero(missing)[0])
+                raise InvalidInputError(
+                    f"row {X.index[i]!r}, column {column!r}: a value is needed (every training row has one; a "
+                    f"prediction for a config whose {column} is unknown means nothing), but got "
+                    f"{_shown_value(col.iloc[i])}")
+            if not info.get("numeric") or col.dtype.kind in "iub":
+                continue
+            numbers = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            bad = ~missing & ~np.isfinite(numbers)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                trained = f"{info['min']:g}..{info['max']:g}" if info["min"] != info["max"] else f"{info['min']:g}"
+                raise InvalidInputError(
+                    f"row {X.index[i]!r}, column {column!r}: must be a finite number as in every training row "
+                    f"({trained}), but got {_shown_value(col.iloc[i])}")
+
+    def _prediction_rows(self, X: pd.DataFrame) -> pd.DataFrame:
+        """``X`` checked (:meth:`check_inputs`), with the ``hardware_json`` of the hardware this
+        model was trained on filled in where a row names its ``hardware_id`` but lacks the spec."""
+        self.check_inputs(X)
+        specs = getattr(self, "hardware_specs_", None) or {}
+        if not specs or "hardware_id" not in X or X.empty:
+            return X
+        given = X["hardware_json"] if "hardware_json" in X else pd.Series(np.nan, index=X.index, dtype=object)
+        lacking = given.isna() & X["hardware_id"].isin(list(specs))
+        if not lacking.any():
+            return X
+        filled = given.astype(object).where(~lacking, X["hardware_id"].map(specs))
+        return X.assign(hardware_json=filled)
+
     def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """The predicted target per row of ``X`` (Measurement rows: ``config.*`` / ``workload.*``
+        columns and the hardware); an empty ``X`` gives an empty array. Inputs the model cannot
+        mean are refused (:meth:`check_inputs`)."""
         check_is_fitted(self, "regressor_")
+        X = self._prediction_rows(X)
+        if len(X) == 0:
+            return np.empty(0, dtype=float)
         feats = self._trained_columns(self._features(X))
         pred = np.asarray(self.regressor_.predict(feats), dtype=float)
-        pred = pred * self._offset(feats) if self.uses_residual_ else pred
+        pred = pred * self._offset(feats, X) if self.uses_residual_ else pred
         if getattr(self, "measured_", None) is not None:
             measured = _row_keys(X, feats).map(self.measured_).to_numpy(dtype=float)
             pred = np.where(np.isnan(measured), pred, measured)
@@ -304,10 +385,13 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             raise InvalidInputError(
                 f"intervals need a regressor with predict_interval ('xgb-quantile' or 'xgb-ensemble'), "
                 f"but this model's is {type(self.regressor_).__name__}")
+        X = self._prediction_rows(X)
+        if len(X) == 0:
+            return pd.DataFrame({c: np.empty(0, dtype=float) for c in ("lower", "median", "upper")}, index=X.index)
         feats = self._trained_columns(self._features(X))
         band = self.regressor_.predict_interval(feats, coverage=coverage)
         if self.uses_residual_:
-            band = band.mul(self._offset(feats), axis=0)
+            band = band.mul(self._offset(feats, X), axis=0)
         band.index = X.index
         return band[["lower", "median", "upper"]]
 
@@ -410,6 +494,24 @@ def _far_outside(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     if lo > 0:
         return (values < lo / 2) | (values > hi * 2)
     return (values < lo - (hi - lo)) | (values > hi + (hi - lo))
+
+
+def _shown_value(value: Any) -> str:
+    """A table cell as an error message shows it: nan, inf, 'big' (numpy scalars as plain numbers)."""
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    if isinstance(value, np.integer):
+        return repr(int(value))
+    return repr(value)
+
+
+def _check_random_state(random_state: Any) -> None:
+    """``random_state`` must be a whole number (or None: the regressors' own default)."""
+    if random_state is None:
+        return
+    if isinstance(random_state, (bool, np.bool_)) or not isinstance(random_state, (int, np.integer)):
+        raise InvalidInputError(f"`random_state` must be an integer seed (or None), but got "
+                                f"random_state={random_state!r}")
 
 
 def positive_target(regressor: BaseEstimator) -> bool:

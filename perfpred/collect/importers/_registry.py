@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,8 +114,23 @@ class ImportReport:
                 f"{self.files_failed[0]}{more}{kept}")
 
 
+def _paths(paths: Any) -> list[str | os.PathLike[str]]:
+    """``paths`` as a list: one str / PathLike is one path (not its characters)."""
+    if isinstance(paths, (str, os.PathLike)):
+        return [paths]
+    if isinstance(paths, (bytes, Mapping)) or not isinstance(paths, Iterable):
+        raise InvalidInputError(f"`paths` must be a file or folder path or a list of them, but got "
+                                f"{type(paths).__name__}")
+    paths = list(paths)
+    wrong = next((p for p in paths if not isinstance(p, (str, os.PathLike))), None)
+    if wrong is not None:
+        raise InvalidInputError(f"`paths` must hold file or folder paths (str or Path), but got {wrong!r}")
+    return paths
+
+
 def _expand(importer: Importer, paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], list[Path]]:
     """Explicit files as given; folders walked for the importer's files."""
+    paths = _paths(paths)
     if not paths:
         raise InvalidInputError(f"`paths` must name at least one {importer.name} file or folder, but got none")
     files: list[Path] = []
@@ -136,27 +151,46 @@ def _expand(importer: Importer, paths: Sequence[str | os.PathLike[str]]) -> tupl
     return list(dict.fromkeys(files)), skipped
 
 
-def read_files(format: str, paths: Sequence[str | os.PathLike[str]],
+def read_files(format: str, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                **options: Any) -> tuple[list[FileImport], list[Path]]:
-    """Parse every file of ``paths`` (folders walked) with the ``format`` importer; nothing is written."""
+    """Parse every file of ``paths`` (files or folders, which are walked, or a single one) with the
+    ``format`` importer; nothing is written."""
     importer = get_importer(format)
     files, skipped = _expand(importer, paths)
     return [importer.read(path, **options) for path in files], skipped
 
 
-def run_import(format: str, paths: Sequence[str | os.PathLike[str]], store: MeasurementStore,
-               **options: Any) -> ImportReport:
+def run_import(format: str, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+               store: MeasurementStore | str | os.PathLike[str], **options: Any) -> ImportReport:
     """Import recorded files of one format into ``store`` and report what happened.
 
-    ``options`` go to the importer (``device_name=`` for a T4 file without metadata,
-    ``device=`` / ``model=`` for a Vidur file outside its folder layout, ...). A file that
-    cannot be read lands in ``report.files_failed`` and the others are imported; a path
-    that does not exist (or a folder without files of the format) raises before anything
-    is read.
+    ``paths``: files or folders (folders are walked), or a single one. ``store``: a
+    :class:`~perfpred.datasets.MeasurementStore`, or a store folder's path, which is opened or
+    created as ``perfpred import ... --into PATH`` does (and removed again if this import
+    created it and wrote nothing to it). ``options`` go to the importer (``device_name=`` for
+    a T4 file without metadata, ``device=`` / ``model=`` for a Vidur file outside its folder
+    layout, ...). A file that cannot be read lands in ``report.files_failed`` and the others
+    are imported; a path that does not exist (or a folder without files of the format) raises
+    before anything is read.
     """
     start = time.perf_counter()
     importer = get_importer(format)
     files, skipped = _expand(importer, paths)
+    if isinstance(store, (str, os.PathLike)):
+        opened = MeasurementStore(store, create=True)
+        try:
+            return _import_files(importer, format, files, skipped, opened, options, start)
+        finally:
+            opened.discard_if_empty()  # a store this import made but wrote nothing to is not left behind
+    if not isinstance(store, MeasurementStore):
+        raise InvalidInputError(f"`store` must be a MeasurementStore or a store folder's path, but got "
+                                f"{type(store).__name__}")
+    return _import_files(importer, format, files, skipped, store, options, start)
+
+
+def _import_files(importer: Importer, format: str, files: list[Path], skipped: list[Path],
+                  store: MeasurementStore, options: dict[str, Any], start: float) -> ImportReport:
+    """``run_import``'s work once its arguments are checked."""
     report = ImportReport(format=format, store=str(store.path), files_skipped=[str(p) for p in skipped])
     for path in files:
         try:
