@@ -5,6 +5,7 @@ a prior that is the tuned recording itself, and an interrupted measurement's cla
 from __future__ import annotations
 
 import json
+import pathlib
 
 import pandas as pd
 import pytest
@@ -70,6 +71,17 @@ def test_a_space_file_narrows_a_replayed_space(tmp_path):
     assert len(history) == 8
     assert set(history["block_size_x"]) <= {32, 64} and set(history["use_shmem"]) == {1}
 
+
+
+def test_a_space_file_reads_exponent_numbers_as_numbers(tmp_path):
+    """YAML 1.1 (PyYAML's safe_load) reads 3.2e1 as the string '3.2e1'; a space file means 32."""
+    out = tmp_path / "run"
+    space = pathlib.Path(_space_file(tmp_path))
+    spec = yaml.safe_load(space.read_text())
+    del spec["params"]["block_size_x"]
+    space.write_text(yaml.safe_dump(spec) + "  block_size_x: [3.2e1, 6.4e1]\n")  # under params:
+    invoke("tune", "--backend", _replay("A4000"), "--budget", "4", "--space", str(space), "--output", str(out))
+    assert set(pd.read_csv(out / "history.csv")["block_size_x"]) <= {32, 64}
 
 @pytest.mark.parametrize("content, needle", [("", "must hold a mapping"), ("params:\n  FOO: [1, 2]\n", "['FOO']"),
                                              (None, "it is a directory")])

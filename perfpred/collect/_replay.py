@@ -72,6 +72,8 @@ class ReplayBackend:
     def __init__(self, table: pd.DataFrame, *, hardware_id: str | None = None, kind: str | None = None,
                  workload: Mapping[str, Any] | None = None, resample_noise: bool = False, seed: int = 0,
                  space_keys: Iterable[str] | None = None) -> None:
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise InvalidInputError(f"`seed` must be an integer >= 0, but got seed={seed!r}")
         rows = _select(table, hardware_id, kind, workload)
         self._columns = _space_columns(rows, space_keys)
         rows = restore_int_columns(rows, table, [c for c in rows.columns
@@ -143,6 +145,12 @@ class ReplayBackend:
     def configs(self) -> list[ReplayConfig]:
         """Every recorded point, in recorded order."""
         return [ReplayConfig(tuple(zip(self.keys, values, strict=True)), self) for values in self._index]
+
+    def recorded_configs(self) -> pd.DataFrame:
+        """Every recorded point as a DataFrame (a column per tune parameter), in recorded order:
+        the candidates a tuner searches by default on a replay, which answers only what was recorded
+        (as ``perfpred tune --backend replay:PATH`` and Kernel Tuner's simulation mode do)."""
+        return pd.DataFrame([c.as_dict() for c in self.configs()], columns=self.keys)
 
     def config(self, values: Mapping[str, Any]) -> ReplayConfig:
         """A validated :class:`ReplayConfig` from a plain dict."""

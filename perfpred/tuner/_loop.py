@@ -33,8 +33,18 @@ import pandas as pd
 
 from perfpred.datasets import Measurement
 from perfpred.errors import InvalidInputError
+from perfpred.tuner._objectives import check_metric, known_metrics
 from perfpred.tuner._predictor_search import INNER_SAMPLERS, search_predictor
-from perfpred.tuner._rounds import HardwareBackend, PredictorFirstLoop, Proposal, level_codes, maximin_design
+from perfpred.tuner._rounds import (
+    HardwareBackend,
+    PredictorFirstLoop,
+    Proposal,
+    check_setting_types,
+    check_tuner_args,
+    level_codes,
+    maximin_design,
+    tuning_candidates,
+)
 from perfpred.tuner._space import SearchSpace
 from perfpred.tuner._study import CandidateIndex, StudyRecorder, row_config
 from perfpred.tuner._surrogate import MEMBER_VIEWS, BlendSurrogate, EnsembleSurrogate, GPSurrogate, param_features
@@ -49,6 +59,10 @@ ACQUISITIONS = ("lcb", "thompson")
 SURROGATES = ("ensemble", "gp", "blend")
 LOCAL_STARTS = ("surprise", "best")
 PRIOR_PICKS = ("per-source", "blend")
+INT_SETTINGS = ("budget", "batch_size", "n_initial", "ensemble", "seed", "min_hamming", "early_stop_patience",
+                "calibration_picks", "flag_flip_rounds", "pool_size", "inner_trials", "inner_keep")
+NUMBER_SETTINGS = ("kappa", "early_stop_rel", "max_wall_s", "explore_fraction", "local_fraction")
+OPTIONAL_SETTINGS = ("batch_size", "n_initial", "early_stop_rel", "max_wall_s")
 
 
 @dataclass(frozen=True)
@@ -69,7 +83,8 @@ class TuneSettings:
         early_stop_rel: stop when no candidate is predicted to beat the best by more than this
             fraction; None never stops early.
         max_wall_s: wall-time cap in seconds, model fitting included.
-        objective: Measurement field minimised (``runtime_ms`` or ``energy_j``, or ``metric.X``).
+        objective: Measurement field minimised (``runtime_ms``, ``energy_j``, ``power_w``, another
+            numeric Measurement field, or ``metric.X``); a replayed backend must have recorded it.
         seed: seeds the design, the surrogate and the tie-breaks.
         min_hamming: configs of one batch differ in at least this many parameters.
         early_stop_patience: rounds without an improvement of ``early_stop_rel`` before stopping.
@@ -176,6 +191,10 @@ class TuneSettings:
     inner_keep: int = 32
 
     def __post_init__(self) -> None:
+        check_setting_types(self, integers=INT_SETTINGS, numbers=NUMBER_SETTINGS, optional=OPTIONAL_SETTINGS)
+        check_metric(self.objective, "`objective`")
+        if self.seed < 0:
+            raise InvalidInputError(f"`seed >= 0` must hold, but got seed={self.seed}")
         for name in ("explore_fraction", "local_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise InvalidInputError(f"`0 <= {name} <= 1` must hold, but got {name}={getattr(self, name)}")
@@ -258,6 +277,84 @@ def objective_value(m: Measurement, objective: str) -> float | None:
     return float(value) if value is not None and np.isfinite(value) and value > 0 else None
 
 
+def check_prior_shape(prior: Any) -> None:
+    """One-line error for a prior that is neither a predictor nor a non-empty mapping of them."""
+    if prior is None:
+        return
+    if isinstance(prior, Mapping):
+        if not prior:
+            raise InvalidInputError("`prior` must map at least one source name to a predictor, but got an empty "
+                                    "mapping (pass prior=None for no prior)")
+        for name, fn in prior.items():
+            _check_predictor(fn, f"prior {name!r}")
+    else:
+        _check_predictor(prior, "`prior`")
+
+
+def _is_performance_model(obj: Any) -> bool:
+    if callable(obj):
+        return False
+    try:
+        from perfpred.models import PerformanceModel
+    except ImportError:  # pragma: no cover - the models package ships with perfpred
+        return False
+    return isinstance(obj, PerformanceModel)
+
+
+def _check_predictor(fn: Any, what: str) -> None:
+    if callable(fn) or _is_performance_model(fn):
+        return
+    raise InvalidInputError(f"{what} must be a function from a candidates DataFrame to predicted values (or a "
+                            f"fitted PerformanceModel, on a replayed backend), but got {type(fn).__name__}")
+
+
+def model_priors(prior: Any, backend: Any, objective: str, candidates: pd.DataFrame) -> Any:
+    """``prior`` with each fitted PerformanceModel wrapped as a function of the candidates, as
+    ``perfpred tune --model`` wraps one (``prior_from_model``): it predicts the row a replayed
+    recording would hold for each candidate, on the replayed hardware. Checked on two candidates,
+    so a model that cannot predict this space fails before anything is measured."""
+    if prior is None:
+        return None
+    if isinstance(prior, Mapping):
+        return {name: _model_prior(fn, backend, objective, candidates, f"prior {name!r}")
+                for name, fn in prior.items()}
+    return _model_prior(prior, backend, objective, candidates, "`prior`")
+
+
+def _model_prior(model: Any, backend: Any, objective: str, candidates: pd.DataFrame, what: str) -> Any:
+    if not _is_performance_model(model):
+        return model
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    from perfpred.tuner._session import replayed_rows
+
+    try:
+        check_is_fitted(model, "regressor_")
+    except NotFittedError:
+        raise InvalidInputError(f"{what} must be a fitted PerformanceModel, but it was never fitted") from None
+    if model.target != objective:
+        raise InvalidInputError(f"{what} must predict the objective {objective}, but the PerformanceModel predicts "
+                                f"{model.target}")
+    table = getattr(backend, "table", None)
+    if not isinstance(table, pd.DataFrame):
+        raise InvalidInputError(f"{what}: a PerformanceModel predicts Measurement rows, which only a replayed backend "
+                                f"can describe; for a {type(backend).__name__}, pass a function from the candidates "
+                                "DataFrame to predictions (build the rows: kind, workload.*, config.*, hardware)")
+    describe = replayed_rows(table)
+
+    def predict(frame: pd.DataFrame) -> np.ndarray:
+        try:
+            return np.asarray(model.predict(describe(frame)), dtype=float)
+        except (InvalidInputError, KeyError, ValueError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InvalidInputError(f"{what} (PerformanceModel of kind {model.kind!r}) cannot predict this space's "
+                                    f"configs: {first[:300]}") from None
+
+    predict(candidates.head(2))
+    return predict
+
+
 # Measurements after which a model of the tuned hardware alone competes with the priors (5-fold CV).
 MIN_TARGET_VOTE = 8
 # Working measurements the sources' weights need before they rest on evidence (fewer: equal).
@@ -314,13 +411,19 @@ class Tuner(PredictorFirstLoop):
         space: the search space (finite spaces are enumerated and scored whole).
         backend: measures one config (``measure(config) -> Measurement``).
         settings: budget, batch size, exploration, stopping rules.
-        candidates: the configs to choose from (default: ``space.enumerate()``, or for a space
-            too large for that, a pool that an Optuna study on the predictor grows each round:
-            ``TuneSettings.inner_sampler``); a replayed space passes its recorded configs.
+        candidates: the configs to choose from, each within the space (repeated rows are
+            measured once). Default: a replayed backend's recorded configs that lie in the space
+            (``ReplayBackend.recorded_configs``: a replay answers only what was recorded, as
+            ``perfpred tune --backend replay:PATH`` tunes it), else ``space.enumerate()``, or for
+            a space too large for that, a pool that an Optuna study on the predictor grows each
+            round (``TuneSettings.inner_sampler``).
         prior: transferred knowledge: a function from a candidates DataFrame to predicted
-            objective values (e.g. a PerformanceModel trained on other hardware), or a dict of
-            such functions, one per source hardware, weighted by how well each orders the
-            configs measured here (see ``source_weights``).
+            objective values, or a non-empty dict of such functions, one per source hardware,
+            weighted by how well each orders the configs measured here (see ``source_weights``).
+            A fitted ``PerformanceModel`` (e.g. trained on other hardware) is taken too on a
+            replayed backend: it predicts each candidate from the row the recording would hold
+            for it, on the replayed hardware, as ``perfpred tune --model`` does; on any other
+            backend wrap it in a function that builds those rows.
         storage / study_name: Optuna RDB storage URL shared by workers (default: in memory).
         featurize: candidates DataFrame -> numeric features (default: ``param_features``, the raw
             values, and without a prior also where they are powers of two: on the 8 convolution
@@ -346,17 +449,23 @@ class Tuner(PredictorFirstLoop):
                  study_identity: Mapping[str, Any] | None = None,
                  featurize: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
                  on_evaluation: Callable[[dict[str, Any]], bool | None] | None = None) -> None:
+        check_tuner_args(space, backend, settings, TuneSettings)
+        if (known := known_metrics(backend)) is not None:  # a replay: the objective must be recorded
+            check_metric(settings.objective, "`objective`", known)
+        check_prior_shape(prior)
         self.space = space
         self.backend = backend
+        candidates = tuning_candidates(space, backend, candidates)
         # A space too large to score whole is searched through a pool that grows (``_grow_pool``).
         self.open_space = candidates is None and not space.enumerable
         self.settings = settings = settings.for_space(self.open_space)
         if self.open_space:
             pool = space.sample(settings.pool_size, seed=settings.seed)
         else:
-            pool = space.enumerate() if candidates is None else candidates[space.names]
+            pool = space.enumerate() if candidates is None else candidates
         if pool.empty:
             raise InvalidInputError("the search space has no valid config (check the constraints)")
+        prior = model_priors(prior, backend, settings.objective, pool)
         self.prior = prior
         self.recorder = StudyRecorder(space, storage=storage, study_name=study_name, objective=settings.objective,
                                       identity=study_identity)
@@ -626,6 +735,14 @@ class Tuner(PredictorFirstLoop):
         return self.prior is not None
 
     def run(self) -> TuneResult:
+        """Tune until the budget is spent (or the wall-time cap, the early stop, the callback or an
+        exhausted space ends it): rounds of predict, confirm on the backend, refit.
+
+        Returns a :class:`TuneResult`: ``history`` holds this run's evaluations in order (the
+        parameters, ``value``, ``status``, ``predicted``, ``iteration``, ``elapsed_s``);
+        ``best_config`` / ``best_value`` the best measured config of the whole study (None when
+        nothing ran successfully); ``study_history`` every evaluation of the study.
+        """
         self._source_logs_ = self._source_logs()
         self._weights_history: list[list[float]] = []
         self._best_history: list[float] = []

@@ -55,7 +55,14 @@ from perfpred.tuner._objectives import (
 )
 from perfpred.tuner._pareto import epsilon_gap, hypervolume, hypervolume_improvement, min_form, pareto_mask
 from perfpred.tuner._pareto_study import ParetoStudyRecorder
-from perfpred.tuner._rounds import HardwareBackend, PredictorFirstLoop, Proposal
+from perfpred.tuner._rounds import (
+    HardwareBackend,
+    PredictorFirstLoop,
+    Proposal,
+    check_setting_types,
+    check_tuner_args,
+    tuning_candidates,
+)
 from perfpred.tuner._space import SearchSpace
 from perfpred.tuner._study import CandidateIndex, row_config
 from perfpred.tuner._surrogate import EnsembleSurrogate, param_features
@@ -106,12 +113,18 @@ class ParetoSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", parse_objectives(self.objectives))
         object.__setattr__(self, "constraints", parse_constraints(self.constraints))
+        check_setting_types(self, integers=("budget", "batch_size", "n_initial", "ensemble", "n_estimators", "seed"),
+                            numbers=("kappa", "min_feasible_prob", "max_wall_s"), optional=("n_initial", "max_wall_s"))
+        if self.seed < 0:
+            raise InvalidInputError(f"`seed >= 0` must hold, but got seed={self.seed}")
         checks = [("budget", self.budget >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
                   ("kappa", self.kappa >= 0, ">= 0"), ("ensemble", self.ensemble >= 2, ">= 2"),
                   ("n_estimators", self.n_estimators >= 1, ">= 1"),
                   ("min_feasible_prob", 0 <= self.min_feasible_prob <= 1, "in [0, 1]")]
         if self.n_initial is not None:
             checks.append(("n_initial", self.n_initial >= 1, ">= 1"))
+        if self.max_wall_s is not None:
+            checks.append(("max_wall_s", self.max_wall_s > 0, "> 0"))
         for name, ok, rule in checks:
             if not ok:
                 raise InvalidInputError(f"`{name} {rule}` must hold, but got {name}={getattr(self, name)}")
@@ -187,7 +200,9 @@ class ParetoTuner(PredictorFirstLoop):
         space: the search space (finite spaces are enumerated and scored whole).
         backend: measures one config (``measure(config) -> Measurement``).
         settings: objectives, SLOs, budget, batch size, exploration.
-        candidates: the configs to choose from (default: ``space.enumerate()``).
+        candidates: the configs to choose from, each within the space (repeated rows are measured
+            once). Default: a replayed backend's recorded configs that lie in the space
+            (``ReplayBackend.recorded_configs``), else ``space.enumerate()``.
         prior: transferred knowledge per metric: ``{metric: candidates -> predicted values}``
             (e.g. a model trained on other hardware or other models); metrics without one are
             learnt from this run's measurements only; priors of untracked metrics are not used.
@@ -211,6 +226,7 @@ class ParetoTuner(PredictorFirstLoop):
                  featurize: Callable[[pd.DataFrame], pd.DataFrame] = param_features,
                  on_evaluation: Callable[[dict[str, Any]], bool | None] | None = None,
                  check_metrics: bool = True) -> None:
+        check_tuner_args(space, backend, settings, ParetoSettings)
         self.space = space
         self.backend = backend
         self.settings = settings
@@ -218,6 +234,18 @@ class ParetoTuner(PredictorFirstLoop):
             parse_objectives(settings.objectives, known)
             parse_constraints(settings.constraints, known)
         self.metrics = settings.metrics
+        # The history has a column per metric and its prediction beside the parameters.
+        clash = [n for n in space.names if n in self.metrics or n in {f"predicted_{m}" for m in self.metrics}]
+        if clash:
+            raise InvalidInputError(f"parameter names must differ from the run's metric columns {self.metrics} (and "
+                                    f"their predicted_ columns), but got {clash}")
+        if prior is not None and not isinstance(prior, Mapping):
+            raise InvalidInputError(f"`prior` must map metrics to functions of the candidates, "
+                                    f"but got {type(prior).__name__}")
+        for name, fn in (prior or {}).items():
+            if not callable(fn):
+                raise InvalidInputError(f"the prior for {name!r} must be a function from a candidates DataFrame to "
+                                        f"predicted values, but got {type(fn).__name__}")
         # A predictor of more metrics than this run tracks is fine: the others are not used.
         self.prior = {k: fn for k, fn in (prior or {}).items() if k in self.metrics}
         self.prior_error = {k: v for k, v in (prior_error or {}).items() if k in self.prior}
@@ -225,7 +253,8 @@ class ParetoTuner(PredictorFirstLoop):
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
                 raise InvalidInputError(f"a prior error must be a positive number (log-space spread), "
                                         f"but got {name}={value!r}")
-        self.candidates = (space.enumerate() if candidates is None else candidates[space.names]).reset_index(drop=True)
+        candidates = tuning_candidates(space, backend, candidates)
+        self.candidates = (space.enumerate() if candidates is None else candidates).reset_index(drop=True)
         if self.candidates.empty:
             raise InvalidInputError("the search space has no valid config (check the constraints)")
         self.recorder = ParetoStudyRecorder(space, settings.objectives, settings.constraints, storage=storage,
@@ -422,6 +451,18 @@ class ParetoTuner(PredictorFirstLoop):
                             study_history=self.recorder.history(self.metrics))
 
 
+def _as_tuple(specs: Any, what: str) -> tuple[Any, ...]:
+    """``objectives`` / ``constraints`` as a tuple; one spec given alone is one, not its characters."""
+    if specs is None:
+        return ()
+    if isinstance(specs, (str, Objective, MetricBound)):
+        return (specs,)
+    try:
+        return tuple(specs)
+    except TypeError:
+        raise InvalidInputError(f"`{what}` must be a list of specs, but got {specs!r}") from None
+
+
 def tune_pareto(space: SearchSpace, backend: HardwareBackend, objectives: Sequence[str | Objective], *,
                 budget: int, constraints: Sequence[str | MetricBound] = (), candidates: pd.DataFrame | None = None,
                 prior: Mapping[str, Prior] | None = None, prior_error: Mapping[str, float] | None = None,
@@ -436,16 +477,21 @@ def tune_pareto(space: SearchSpace, backend: HardwareBackend, objectives: Sequen
     objective) fixes the hypervolume's reference (default: Optuna's 1.1 / 0.9 x the front's worst);
     ``out_dir`` writes ``pareto.json``, ``front.csv``, ``history.csv`` and ``pareto.png``.
     """
-    settings = ParetoSettings(objectives=tuple(objectives), budget=budget, constraints=tuple(constraints),
-                              batch_size=batch_size, seed=seed)
+    settings = ParetoSettings(objectives=_as_tuple(objectives, "objectives"), budget=budget,
+                              constraints=_as_tuple(constraints, "constraints"), batch_size=batch_size, seed=seed)
+    ref = None
+    if reference_point is not None:  # checked before anything is measured
+        try:
+            ref = np.asarray(reference_point, dtype=float)
+        except (TypeError, ValueError):
+            ref = None
+        if ref is None or ref.shape != (len(settings.objectives),) or not np.all(np.isfinite(ref)):
+            raise InvalidInputError(f"`reference_point` must give one finite value per objective "
+                                    f"({len(settings.objectives)}), but got {reference_point!r}")
     result = ParetoTuner(space, backend, settings, candidates=candidates, prior=prior, prior_error=prior_error,
                          storage=storage, study_name=study_name, study_identity=study_identity,
                          on_evaluation=on_evaluation).run()
-    if reference_point is not None:
-        ref = np.asarray(reference_point, dtype=float)
-        if ref.shape != (len(settings.objectives),) or not np.all(np.isfinite(ref)):
-            raise InvalidInputError(f"`reference_point` must give one finite value per objective "
-                                    f"({len(settings.objectives)}), but got {list(reference_point)}")
+    if ref is not None:
         result.reference_point = [float(r) for r in ref]
         values = result.front[[o.metric for o in settings.objectives]].to_numpy(dtype=float)
         result.hypervolume = hypervolume(min_form(values, settings.objectives), min_form(ref, settings.objectives)[0])

@@ -18,7 +18,7 @@ and the serving SLO search (a goal under upper bounds, a GP surrogate by default
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from perfpred.datasets import Measurement
+from perfpred.errors import InvalidInputError
 from perfpred.tuner._study import ClaimTable, config_key, row_config
 
 
@@ -33,6 +34,69 @@ class HardwareBackend(Protocol):
     """Anything that measures one config: a real collector adapter or a replayed space."""
 
     def measure(self, config: Mapping[str, Any]) -> Measurement: ...
+
+
+def check_setting_types(settings: Any, integers: Sequence[str], numbers: Sequence[str],
+                        optional: Sequence[str] = ()) -> None:
+    """One-line error for a setting of the wrong type: ``integers`` must be ints (not bools, not
+    floats such as 2.5), ``numbers`` real numbers; those in ``optional`` may also be None."""
+    for name in (*integers, *numbers):
+        value = getattr(settings, name)
+        if value is None and name in optional:
+            continue
+        if isinstance(value, (bool, np.bool_)):
+            ok = False
+        elif name in integers:
+            ok = isinstance(value, (int, np.integer))
+        else:
+            ok = isinstance(value, (int, float, np.integer, np.floating))  # NaN: the range checks refuse it
+        if not ok:
+            kind = "an integer" if name in integers else "a number"
+            extra = " or None" if name in optional else ""
+            raise InvalidInputError(f"`{name}` must be {kind}{extra}, but got {name}={value!r}")
+
+
+def check_tuner_args(space: Any, backend: Any, settings: Any, settings_type: type) -> None:
+    """One-line errors for a tuner given the wrong kind of space, backend or settings."""
+    from perfpred.tuner._space import SearchSpace
+
+    if not isinstance(space, SearchSpace):
+        raise InvalidInputError(f"`space` must be a SearchSpace (e.g. SearchSpace.from_dict(...)), "
+                                f"but got {type(space).__name__}")
+    if not callable(getattr(backend, "measure", None)):
+        raise InvalidInputError(f"`backend` must have a measure(config) -> Measurement method, "
+                                f"but got {type(backend).__name__}")
+    if not isinstance(settings, settings_type):
+        raise InvalidInputError(f"`settings` must be a {settings_type.__name__} (e.g. "
+                                f"{settings_type.__name__}(budget=16)), but got {type(settings).__name__}")
+
+
+def tuning_candidates(space: Any, backend: Any, candidates: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The configs a tuner chooses from, checked before anything is measured.
+
+    Given ``candidates``: their rows without repeats (first occurrences, in order), refused in
+    one line when a row lies outside the space's domains or constraints. Without: a replayed
+    backend's recorded configurations (``recorded_configs()``, as ``perfpred tune --backend
+    replay:PATH`` tunes them) that lie in the space, since a replay answers only what was
+    recorded; None for any other backend (the tuner enumerates or samples the space).
+    """
+    if candidates is not None:
+        return space.check_candidates(candidates)
+    lister = getattr(backend, "recorded_configs", None)
+    if not callable(lister):
+        return None
+    recorded = lister()
+    missing = [n for n in space.names if n not in recorded.columns]
+    if missing or len(recorded.columns) != len(space.names):
+        raise InvalidInputError(f"the space's parameters must be the recording's {list(recorded.columns)}, but got "
+                                f"{space.names}: pass candidates=... with the configs to choose from")
+    recorded = recorded[space.names]
+    inside = space.in_domains(recorded)
+    inside[inside] = space.mask(recorded[inside])
+    if not inside.any():
+        raise InvalidInputError(f"no recorded config of the backend ({len(recorded)}) lies in the space's domains "
+                                "and constraints")
+    return recorded[inside].reset_index(drop=True)
 
 
 def level_codes(frame: pd.DataFrame) -> np.ndarray:

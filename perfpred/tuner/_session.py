@@ -22,7 +22,7 @@ import pandas as pd
 
 from perfpred.errors import InvalidInputError
 from perfpred.tuner._scoring import best_so_far
-from perfpred.tuner._space import SearchSpace
+from perfpred.tuner._space import SearchSpace, read_yaml
 from perfpred.tuner._surrogate import param_features, xgb_prior
 
 
@@ -79,7 +79,7 @@ def open_session(backend_spec: str, space_file: str | None = None) -> Session:
         ids = backend.table["hardware_id"].dropna().astype(str).unique() if "hardware_id" in backend.table else []
         return Session(space, backend, candidates.reset_index(drop=True), f"replay of {path.name}",
                        optimum=float(backend.optimum().runtime_ms), workload=backend.problem(),
-                       hardware=backend.hardware(), describe=_replayed_rows(backend.table),
+                       hardware=backend.hardware(), describe=replayed_rows(backend.table),
                        recorded_hardware_id=str(ids[0]) if len(ids) == 1 else None, recorded_path=path)
     if kind in ("kernel", "local"):  # "local": the tuner issue's name for timing on this machine
         from perfpred.collect import KernelCollector, get_kernel
@@ -111,7 +111,7 @@ def _check_names(space: SearchSpace, names: list[str], space_file: str, what: st
                                 "one-value list)")
 
 
-def _replayed_rows(table: pd.DataFrame) -> Callable[[pd.DataFrame], pd.DataFrame]:
+def replayed_rows(table: pd.DataFrame) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """A candidate's row as the recording holds it, minus what measuring gives: the recording's
     kind, hardware and fixed workload columns, and each parameter under its recorded prefix."""
     shared = {c: table[c].dropna().iloc[0] for c in ("kind", "hardware_id", "hardware_json")
@@ -194,12 +194,8 @@ def _load_spec(path: str) -> dict:
         raise InvalidInputError(f"--space: no file at {p}" + (" (it is a directory)" if p.is_dir() else ""))
     try:
         text = p.read_text()
-        if p.suffix in (".yaml", ".yml"):
-            import yaml
-
-            spec = yaml.safe_load(text)
-        else:
-            spec = json.loads(text)
+        # YAML read as from_yaml reads it (1e3 is a number)
+        spec = read_yaml(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
     except Exception as exc:
         raise InvalidInputError(f"--space {p}: unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     if not isinstance(spec, dict):

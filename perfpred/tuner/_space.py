@@ -5,25 +5,101 @@ product through numpy, then constraints evaluated column-wise), so spaces of 1e5
 configs are cheap to build and to score with a predictor. Constraints are strings in the
 syntax of Kernel Tuner's ``restrictions`` (``"MWG % (MDIMC * VWM) == 0"``; ``and``/``or``/
 ``not`` read with Python's precedence), evaluated vectorised with ``DataFrame.eval``, or callables taking the
-DataFrame of candidates and returning a boolean mask.
+DataFrame of candidates and returning a boolean mask (``SearchSpace.from_kernel_tuner`` takes Kernel Tuner's
+callables instead, which get one config as a dict, and calls them config by config).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from perfpred.datasets._schema import python_scalar
 from perfpred.errors import InvalidInputError
 
 Constraint = str | Callable[[pd.DataFrame], Any]
 
 MAX_ENUMERATE = 5_000_000
+
+# Columns the tuners' histories add beside the parameters (``TuneResult.history``, ``StudyRecorder.history``,
+# ``ParetoResult.history`` and the history.csv files written from them): a parameter of one of these names
+# would be overwritten there.
+RESERVED_NAMES = ("value", "status", "predicted", "iteration", "elapsed_s", "worker", "trial", "feasible")
+
+
+def _is_number(value: Any) -> bool:
+    """A real number (a Python or numpy int or float, not a bool)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _repeated_value(values: Sequence[Any]) -> tuple[Any, Any] | None:
+    """The first two values of ``values`` that compare equal (``1`` and ``1.0``, or one value twice), or None."""
+    seen: dict[Any, Any] = {}
+    unhashable: list[Any] = []
+    for v in values:
+        try:
+            if v in seen:
+                return seen[v], v
+            seen[v] = v
+        except TypeError:  # unhashable (a list): compare with everything before it
+            for w in [*seen.values(), *unhashable]:
+                try:
+                    if bool(w == v):
+                        return w, v
+                except Exception:
+                    continue
+            unhashable.append(v)
+    return None
+
+
+@functools.cache
+def _yaml_loader() -> Any:
+    """PyYAML's safe loader with YAML 1.2's floats: ``1e3`` is 1000.0, not the string ``'1e3'``."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+
+                       |[-+]?\.[0-9_]+[eE][-+]?[0-9]+)$""", re.X),
+        list("-+0123456789."))
+    return Loader
+
+
+def read_yaml(stream: Any) -> Any:
+    """YAML text (or an open file) as Python, numbers read as YAML 1.2 reads them (``1e3`` is a float)."""
+    import yaml
+
+    return yaml.load(stream, Loader=_yaml_loader())
+
+
+class _PerConfig:
+    """A Kernel Tuner restriction callable (one config as a dict -> bool), applied config by config."""
+
+    def __init__(self, fn: Callable[[dict[str, Any]], Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, frame: pd.DataFrame) -> np.ndarray:
+        return np.array([bool(self.fn(config)) for config in frame.to_dict("records")], dtype=bool)
+
+    def __repr__(self) -> str:
+        return repr(self.fn)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _PerConfig) and other.fn == self.fn
+
+    def __hash__(self) -> int:
+        return hash(self.fn)
 
 
 @dataclass(frozen=True)
@@ -36,10 +112,26 @@ class Continuous:
     integer: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("low", "high"):
+            value = getattr(self, name)
+            if not (_is_number(value) and math.isfinite(value)):
+                raise InvalidInputError(f"a range's {name} must be a finite number, but got {name}={value!r}")
+        for name in ("log", "integer"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise InvalidInputError(f"a range's {name} must be true or false, "
+                                        f"but got {name}={getattr(self, name)!r}")
         if not self.low <= self.high:
             raise InvalidInputError(f"`low <= high` must hold, but got (low={self.low}, high={self.high})")
         if self.log and self.low <= 0:
             raise InvalidInputError(f"`low > 0` must hold for a log range, but got low={self.low}")
+        if self.integer and math.ceil(self.low) > math.floor(self.high):
+            raise InvalidInputError(f"an integer range must hold an integer, but got (low={self.low}, "
+                                    f"high={self.high})")
+
+    @property
+    def int_bounds(self) -> tuple[int, int]:
+        """The lowest and highest integer of an integer range."""
+        return math.ceil(self.low), math.floor(self.high)
 
 
 @dataclass
@@ -50,23 +142,42 @@ class SearchSpace:
     constraints: list[Constraint] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if not self.params:
-            raise InvalidInputError("a search space needs at least one parameter, but got none")
+        if not isinstance(self.params, Mapping) or not self.params:
+            raise InvalidInputError(f"a search space needs at least one parameter, but got {self.params!r}")
         for name, dom in self.params.items():
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                 raise InvalidInputError(f"parameter names must be identifiers, but got {name!r}")
+            if name in RESERVED_NAMES:
+                raise InvalidInputError(f"parameter names must not be one of the tuning history's own columns "
+                                        f"{list(RESERVED_NAMES)}, but got {name!r}")
             if isinstance(dom, Continuous):
                 continue
             if not isinstance(dom, (list, tuple)) or len(dom) == 0:
                 raise InvalidInputError(f"parameter {name!r} needs a non-empty list of values, but got {dom!r}")
-            if len(set(map(repr, dom))) != len(dom):
-                raise InvalidInputError(f"parameter {name!r} lists a value twice: {list(dom)}")
+            repeated = _repeated_value(dom)
+            if repeated is not None:
+                first, again = repeated
+                shown = (f"{first!r} twice" if repr(first) == repr(again)
+                         else f"{first!r} and {again!r}, which compare equal")
+                raise InvalidInputError(f"parameter {name!r} lists a value twice ({shown}): {list(dom)}")
             self.params[name] = list(dom)
+        if isinstance(self.constraints, str) or callable(self.constraints):
+            self.constraints = [self.constraints]  # one constraint, not its characters
+        if not isinstance(self.constraints, (list, tuple)):
+            raise InvalidInputError(f"constraints must be a list of expressions or callables, "
+                                    f"but got {self.constraints!r}")
+        for c in self.constraints:
+            if not (isinstance(c, str) or callable(c)):
+                raise InvalidInputError(f"each constraint must be an expression (str) or a callable, but got {c!r}")
+        self.constraints = list(self.constraints)
 
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any]) -> SearchSpace:
         """``{"params": {"x": [1, 2], "lr": {"low": 1e-4, "high": 1, "log": true}}, "constraints": [...]}``."""
+        if not isinstance(spec, Mapping):
+            raise InvalidInputError(f"a space spec must be a mapping with 'params' (and optionally 'constraints'), "
+                                    f"but got {type(spec).__name__}")
         if "params" not in spec:
             raise InvalidInputError(f"a space spec needs a 'params' key, but got keys {sorted(spec)}")
         unknown = sorted(set(spec) - {"params", "constraints"})
@@ -96,22 +207,68 @@ class SearchSpace:
                     raise InvalidInputError(
                         f"parameter {name!r}: low and high must be numbers, but got {dom['low']!r}, {dom['high']!r}"
                     ) from None
-                params[name] = Continuous(low, high, bool(dom.get("log", False)), bool(dom.get("integer", False)))
+                flags = {key: dom.get(key, False) for key in ("log", "integer")}
+                for key, flag in flags.items():
+                    if not isinstance(flag, bool):  # "false" read as a string would be truthy
+                        raise InvalidInputError(f"parameter {name!r}: {key} must be true or false, but got {flag!r}")
+                params[name] = Continuous(low, high, flags["log"], flags["integer"])
             else:
                 params[name] = list(dom)
         return cls(params, list(constraints))
 
     @classmethod
-    def from_yaml(cls, path: str) -> SearchSpace:
+    def from_yaml(cls, path: str | os.PathLike[str]) -> SearchSpace:
+        """A space from a YAML file holding ``from_dict``'s mapping (``params``, optional ``constraints``).
+
+        Numbers are read as YAML 1.2 reads them, so ``[1e3, 2e3]`` are floats (PyYAML's YAML 1.1
+        rule would keep them as the strings ``'1e3'``, ``'2e3'``). A missing, unreadable or empty
+        file is a one-line error naming it.
+        """
         import yaml
 
-        with open(path) as fh:
-            return cls.from_dict(yaml.safe_load(fh))
+        try:
+            with open(path) as fh:
+                spec = read_yaml(fh)
+        except OSError as exc:
+            raise InvalidInputError(f"space file {os.fspath(path)}: cannot be read ({exc.strerror or exc})") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            first = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+            if mark is not None:
+                first += f" at line {mark.line + 1}, column {mark.column + 1}"
+            raise InvalidInputError(f"space file {os.fspath(path)}: not valid YAML ({first})") from None
+        if not isinstance(spec, Mapping):
+            what = "nothing" if spec is None else type(spec).__name__
+            raise InvalidInputError(f"space file {os.fspath(path)} must hold a mapping with 'params' (and optionally "
+                                    f"'constraints'), but it holds {what}")
+        return cls.from_dict(spec)
 
     @classmethod
     def from_kernel_tuner(cls, tune_params: Mapping[str, Sequence[Any]],
-                          restrictions: Sequence[Constraint] | None = None) -> SearchSpace:
-        return cls({k: list(v) for k, v in tune_params.items()}, list(restrictions or []))
+                          restrictions: Sequence[Constraint] | Constraint | None = None) -> SearchSpace:
+        """A space from Kernel Tuner's ``tune_params`` (name -> list of values) and ``restrictions``.
+
+        A restriction is an expression string over the parameter names (evaluated vectorised,
+        with Python's semantics) or, as in Kernel Tuner, a callable that takes one config as a
+        dict and returns whether it is valid (called config by config). A single string or
+        callable is one restriction.
+        """
+        if not isinstance(tune_params, Mapping):
+            raise InvalidInputError(f"tune_params must map each parameter to a list of values, "
+                                    f"but got {type(tune_params).__name__}")
+        params: dict[str, list[Any] | Continuous] = {}
+        for name, values in tune_params.items():
+            if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+                raise InvalidInputError(f"each tune parameter needs a list of values, but got {name}={values!r}")
+            params[name] = list(values)
+        if restrictions is None:
+            restrictions = []
+        elif isinstance(restrictions, str) or callable(restrictions):
+            restrictions = [restrictions]
+        elif not isinstance(restrictions, Iterable):
+            raise InvalidInputError(f"restrictions must be a list of expressions or callables, "
+                                    f"but got {restrictions!r}")
+        return cls(params, [r if isinstance(r, str) or not callable(r) else _PerConfig(r) for r in restrictions])
 
     # ------------------------------------------------------------------ properties
     @property
@@ -158,17 +315,51 @@ class SearchSpace:
         for name, dom in self.params.items():
             if isinstance(dom, Continuous):
                 values = pd.to_numeric(frame[name], errors="coerce")
-                inside &= ((values >= dom.low) & (values <= dom.high)).to_numpy()
+                ok = (values >= dom.low) & (values <= dom.high)
+                if dom.integer:
+                    ok &= values % 1 == 0
+                inside &= ok.to_numpy(dtype=bool)
             else:
                 inside &= frame[name].isin(dom).to_numpy()
         return inside
 
+    def check_candidates(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame``'s parameter columns, each config once (the first of repeated rows, in order);
+        a one-line error naming the first row outside the domains or constraints, and how many are."""
+        if not isinstance(frame, pd.DataFrame):
+            raise InvalidInputError(f"`candidates` must be a DataFrame with a column per parameter {self.names}, "
+                                    f"but got {type(frame).__name__}")
+        missing = [n for n in self.names if n not in frame.columns]
+        if missing:
+            raise InvalidInputError(f"`candidates` must have a column per parameter, but it lacks {missing}")
+        if frame.empty:
+            raise InvalidInputError("`candidates` must hold at least one config, but it has no rows")
+        frame = frame[self.names]
+        inside = self.in_domains(frame)
+        inside[inside] = self.mask(frame[inside])  # constraints only where the values make sense
+        if not inside.all():
+            bad = np.flatnonzero(~inside)
+            config = {c: python_scalar(frame[c].iat[int(bad[0])]) for c in frame.columns}
+            try:
+                self.check_config(config)
+                why = "outside the space"
+            except InvalidInputError as exc:
+                why = str(exc)
+            raise InvalidInputError(f"`candidates` must lie in the space (its domains and constraints), but row "
+                                    f"{int(bad[0])} {config} does not ({why}); {len(bad)} of {len(frame)} rows are "
+                                    "outside")
+        return frame.drop_duplicates(keep="first")
+
     def is_valid(self, config: Mapping[str, Any]) -> bool:
+        """Whether ``config`` satisfies the constraints; a config with unknown or missing
+        parameters, or a value outside its domain, is an error (``check_config``), not False."""
         self.check_config(config, constraints=False)
         return bool(self.mask(pd.DataFrame([dict(config)]))[0])
 
     def check_config(self, config: Mapping[str, Any], constraints: bool = True) -> None:
         """One-line error for a config with unknown/missing params or out-of-domain values."""
+        if not isinstance(config, Mapping):
+            raise InvalidInputError(f"a config must be a dict of {self.names}, but got {type(config).__name__}")
         unknown = sorted(set(config) - set(self.params))
         missing = sorted(set(self.params) - set(config))
         if unknown or missing:
@@ -178,8 +369,12 @@ class SearchSpace:
         for name, dom in self.params.items():
             v = config[name]
             if isinstance(dom, Continuous):
+                if not _is_number(v):
+                    raise InvalidInputError(f"{name} must be a number in [{dom.low}, {dom.high}], but got {name}={v!r}")
                 if not dom.low <= v <= dom.high:
                     raise InvalidInputError(f"`{dom.low} <= {name} <= {dom.high}` must hold, but got {name}={v!r}")
+                if dom.integer and not float(v).is_integer():
+                    raise InvalidInputError(f"{name} must be an integer (an integer range), but got {name}={v!r}")
             elif v not in dom:
                 raise InvalidInputError(f"{name}={v!r} is not in its domain {dom}")
         if constraints and not self.mask(pd.DataFrame([dict(config)]))[0]:
@@ -206,6 +401,8 @@ class SearchSpace:
         ``max_draws`` vectorised draws at most, fewer configs when the constraints leave fewer."""
         from scipy.stats import qmc
 
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
+            raise InvalidInputError(f"`n >= 0` (an integer) must hold, but got n={n!r}")
         sobol = qmc.Sobol(d=len(self.params), scramble=True, seed=np.random.default_rng(seed))
         found = pd.DataFrame(columns=self.names)
         for _ in range(max_draws):
@@ -227,8 +424,7 @@ class SearchSpace:
                 lo, hi = (math.log(dom.low), math.log(dom.high)) if dom.log else (dom.low, dom.high)
                 values = lo + u[:, j] * (hi - lo)
                 values = np.exp(values) if dom.log else values
-                draw[name] = (np.clip(np.round(values), math.ceil(dom.low), math.floor(dom.high)).astype(int)
-                              if dom.integer else values)
+                draw[name] = (np.clip(np.round(values), *dom.int_bounds).astype(int) if dom.integer else values)
             else:
                 domain = np.asarray(dom, dtype=object if any(isinstance(x, str) for x in dom) else None)
                 draw[name] = domain[np.minimum((u[:, j] * len(domain)).astype(int), len(domain) - 1)]
@@ -275,7 +471,7 @@ class SearchSpace:
         for name, dom in self.params.items():
             if isinstance(dom, Continuous):
                 if dom.integer:
-                    dists[name] = optuna.distributions.IntDistribution(int(dom.low), int(dom.high), log=dom.log)
+                    dists[name] = optuna.distributions.IntDistribution(*dom.int_bounds, log=dom.log)
                 else:
                     dists[name] = optuna.distributions.FloatDistribution(dom.low, dom.high, log=dom.log)
             else:
@@ -287,7 +483,7 @@ class SearchSpace:
         config: dict[str, Any] = {}
         for name, dom in self.params.items():
             if isinstance(dom, Continuous) and dom.integer:
-                config[name] = trial.suggest_int(name, int(dom.low), int(dom.high), log=dom.log)
+                config[name] = trial.suggest_int(name, *dom.int_bounds, log=dom.log)
             elif isinstance(dom, Continuous):
                 config[name] = trial.suggest_float(name, dom.low, dom.high, log=dom.log)
             else:
