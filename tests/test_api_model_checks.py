@@ -105,6 +105,18 @@ def test_only_values_training_never_lacked_are_refused(kernel_model, kernel_rows
     assert np.isfinite(model.predict(partly.assign(**{"workload.note": np.nan}).head(4))).all()
 
 
+def test_text_that_reads_as_a_number_stays_text(kernel_rows):
+    """A kernel source hash like '15609950e788' parses as 1.56e795 (inf); it is still a text column
+    (``perfpred collect kernel --kernel sgemm`` rows, whose hash it is, must train and predict)."""
+    rows = kernel_rows.assign(**{"workload.kernel_source_sha": "15609950e788"})
+    model = fast_model(kind="kernel").fit(rows)
+    assert np.isfinite(model.predict(rows.head(4))).all()
+    picked = rows.iloc[[2, 7]].copy()  # an index of numpy integers, shown as plain numbers
+    picked["config.block_size_x"] = picked["config.block_size_x"].astype(object)
+    picked.loc[7, "config.block_size_x"] = "big"
+    with pytest.raises(InvalidInputError, match=r"^row 7, column 'config.block_size_x'"):
+        model.predict(picked)
+
 def test_gemm_rows_missing_a_trained_value_are_refused_by_row(synthetic_gemm_table):
     model = fast_model().fit(synthetic_gemm_table)
     rows = synthetic_gemm_table.head(3).assign(**{"workload.dtype": ["fp32", None, "fp64"]})

@@ -19,6 +19,7 @@ from sklearn.dummy import DummyRegressor
 from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.utils.validation import check_is_fitted
 
+from perfpred.datasets._schema import python_scalar
 from perfpred.datasets._splits import configuration_labels, kfold_splits
 from perfpred.errors import InvalidInputError
 from perfpred.features import ReferenceTimes, config_frame, gemm_features
@@ -325,8 +326,8 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             if strict_missing and not info["missing"] and column not in NEW_BY_DESIGN and missing.any():
                 i = int(np.flatnonzero(missing)[0])
                 raise InvalidInputError(
-                    f"row {X.index[i]!r}, column {column!r}: a value is needed (every training row has one; a "
-                    f"prediction for a config whose {column} is unknown means nothing), but got "
+                    f"row {python_scalar(X.index[i])!r}, column {column!r}: a value is needed (every training "
+                    f"row has one; a prediction for a config whose {column} is unknown means nothing), but got "
                     f"{_shown_value(col.iloc[i])}")
             if not info.get("numeric") or col.dtype.kind in "iub":
                 continue
@@ -336,8 +337,8 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
                 i = int(np.flatnonzero(bad)[0])
                 trained = f"{info['min']:g}..{info['max']:g}" if info["min"] != info["max"] else f"{info['min']:g}"
                 raise InvalidInputError(
-                    f"row {X.index[i]!r}, column {column!r}: must be a finite number as in every training row "
-                    f"({trained}), but got {_shown_value(col.iloc[i])}")
+                    f"row {python_scalar(X.index[i])!r}, column {column!r}: must be a finite number as in every "
+                    f"training row ({trained}), but got {_shown_value(col.iloc[i])}")
 
     def _prediction_rows(self, X: pd.DataFrame) -> pd.DataFrame:
         """``X`` checked (:meth:`check_inputs`), with the ``hardware_json`` of the hardware this
@@ -472,11 +473,10 @@ def input_summary(X: pd.DataFrame) -> dict[str, dict[str, Any]]:
         if given.empty:
             continue
         info: dict[str, Any] = {"missing": bool(col.isna().any()), "constant": bool(len(given) == 1)}
-        try:
-            values = pd.to_numeric(given, errors="coerce").astype(float)
-        except (TypeError, ValueError):
-            values = None
-        if values is not None and values.notna().all():
+        # Numbers as stored, not text that parses as one: a source hash '15609950e788' is text.
+        is_number = given.map(lambda v: isinstance(v, (int, float, np.number, np.bool_)))
+        values = given.astype(float) if is_number.all() else None
+        if values is not None:
             info.update(numeric=True, min=float(values.min()), max=float(values.max()),
                         flag=bool(pd.api.types.is_bool_dtype(col) or given.map(type).eq(bool).all()))
         else:
