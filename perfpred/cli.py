@@ -343,14 +343,19 @@ def collect_serving(
     err_console.print(f"[bold]{len(configs)}[/] {engine} config(s) on model {model} -> {store}")
     if sustainable_rate:
         loads = MeasurementStore(loads_into, create=True) if loads_into is not None else None
-        for cfg in configs:  # one row per config (and per load), appended as soon as it exists
+        keys = {collector.sustainable_rate_id(cfg, slo, probe_s): cfg for cfg in configs}
+        stored = st.stored(list(keys))
+        if stored.any():
+            err_console.print(f"{int(stored.sum())} config(s) already searched in {store}: skipped")
+        for cfg in (cfg for cfg, done in zip(keys.values(), stored, strict=True) if not done):
+            # one row per config (and per load), appended as soon as it exists
             st.append([collector.sustainable_rate(cfg, slo, start_rps=rate_start_rps, probe_duration_s=probe_s,
                                                   on_load=None if loads is None else lambda row: loads.append([row]))],
                       replace=True)
     else:
         collector.run(configs, st, progress=True)
+        keys = {collector.measurement_id(cfg): cfg for cfg in configs}
     df = st.load(kind="serving")
-    keys = {collector.measurement_id(cfg) for cfg in configs}
     df = df[df["measurement_id"].isin(keys)]
     cols = [c for c in df.columns if c.startswith("config.") and df[c].nunique(dropna=True) > 1] or [
         c for c in df.columns if c.startswith("config.")][:3]

@@ -42,6 +42,12 @@ def test_sustainable_rate_from_the_cli_measures_capacity_first(tmp_path):
     runs = MeasurementStore(loads).load(kind="serving")
     assert len(runs) == 1 + row["metric.n_probes"]  # the capacity run and each probe
     assert runs["workload.rate_rps"].max() >= row["metric.sustainable_rate_rps"]
+    assert "1 row(s)" in result.output and f"{row['metric.sustainable_rate_rps']:.4g}" in result.output
+    # A re-run skips the search already stored (no launch, no new loads) and still shows its row.
+    again = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert again.exit_code == 0, f"{again.output}\n{again.exception!r}"
+    assert "already searched" in again.output and "1 row(s)" in again.output
+    assert len(MeasurementStore(loads).load(kind="serving")) == len(runs)
 
 
 def test_knob_grids_parse_values_as_the_engine_sees_them():

@@ -277,6 +277,17 @@ class ServingCollector:
         return run_sweep(self, list(configs), store, progress=progress)
 
     # ------------------------------------------------------------------ sustainable rate
+    def sustainable_rate_id(self, cfg: ServingConfig | Mapping[str, Any], slo: Slo,
+                            probe_duration_s: float = 10.0) -> str:
+        """The ``measurement_id`` of the row :meth:`sustainable_rate` gives for these arguments,
+        known before any launch (so a re-run can skip a search already stored)."""
+        cfg = _as_config(cfg)
+        engine = self.engine(cfg.engine)
+        knobs = cfg.validate(engine)
+        search_cfg, extra = _rate_search(cfg, slo, probe_duration_s)
+        return measurement_key("serving", self._workload_row(search_cfg, extra), engine.config_row(knobs),
+                               self.hardware["hardware_id"])
+
     def sustainable_rate(self, cfg: ServingConfig, slo: Slo, *, start_rps: float | None = 1.0, max_probes: int = 8,
                          rel_tol: float = 0.15, min_rps: float = 0.05, max_rps: float = 1000.0,
                          probe_duration_s: float = 10.0, min_requests: int = 10,
@@ -312,10 +323,7 @@ class ServingCollector:
         cfg = _as_config(cfg)
         engine = self.engine(cfg.engine)
         knobs = cfg.validate(engine)
-        # The row describes the search, not one probe: no single rate or request count.
-        extra = {"search": "sustainable_rate", **slo.describe(), "probe_duration_s": probe_duration_s,
-                 "rate_rps": None, "n_requests": None, "arrival": "poisson"}
-        search_cfg = replace(cfg, workload=replace(cfg.workload, rate_rps=1.0, concurrency=None))
+        search_cfg, extra = _rate_search(cfg, slo, probe_duration_s)
         try:
             server = self.start(search_cfg)
         except EngineStartError as exc:
@@ -496,3 +504,11 @@ def _llama_avg_batch(before: dict[str, float], after: dict[str, float]) -> float
     if n <= 0:
         return None
     return (after[ratio] * after[calls] - before[ratio] * before[calls]) / n
+
+
+def _rate_search(cfg: ServingConfig, slo: Slo, probe_duration_s: float) -> tuple[ServingConfig, dict[str, Any]]:
+    """The config a rate search launches and the workload columns of its row, which describes the
+    search, not one probe: no single rate or request count."""
+    extra = {"search": "sustainable_rate", **slo.describe(), "probe_duration_s": probe_duration_s,
+             "rate_rps": None, "n_requests": None, "arrival": "poisson"}
+    return replace(cfg, workload=replace(cfg.workload, rate_rps=1.0, concurrency=None)), extra
