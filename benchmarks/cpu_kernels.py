@@ -165,6 +165,9 @@ def evaluate(kernel: str, *, smoke: bool) -> dict[str, Any]:
     spec = get_kernel(kernel)
     problem = dict(spec.test_problem_size if smoke else spec.default_problem_size)
     store_path, _ = _paths(kernel, problem, smoke)
+    if not store_path.exists():  # benchmarks/runs/ is not committed: stage 1 makes it
+        raise SystemExit(f"no recording of {kernel} at {store_path}: run stage 1 first "
+                         f"(python benchmarks/cpu_kernels.py --kernels {kernel}{' --smoke' if smoke else ''})")
     table = MeasurementStore(store_path).load()
     return {"kernel": kernel, "problem_size": problem,
             **evaluate_table(table, kernel, SMOKE_TRAIN_FRACTIONS if smoke else TRAIN_FRACTIONS)}
@@ -251,6 +254,8 @@ def tune_replayed(kernel: str, seeds: int, strategies: list[str]) -> dict[str, A
 def _recorded_top(kernel: str, k: int) -> tuple[list[dict[str, Any]], float]:
     spec = get_kernel(kernel)
     store_path, _ = _paths(kernel, dict(spec.default_problem_size), smoke=False)
+    if not store_path.exists():
+        raise SystemExit(f"no recording of {kernel} at {store_path}: run stage 1 first")
     table = MeasurementStore(store_path).load()
     ok = table[table["status"] == "ok"].sort_values("runtime_ms")
     names = list(spec.tune_params)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from _common import RESULTS_DIR
@@ -550,6 +551,7 @@ def new_hardware(name: str = "new_hardware") -> str:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     for title, text in (("cpu_gemm", cpu_gemm()), ("timer_agreement", timer_agreement()), ("accuracy", accuracy()),
                         ("tuning", tuning()), ("open_space", open_space()), ("serving", serving()),
                         ("serving_vllm", serving("serving_vllm")),

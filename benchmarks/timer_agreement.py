@@ -9,6 +9,7 @@ Agreement = perfpred median / torch median, per round, and its median over round
 
 from __future__ import annotations
 
+import argparse
 import statistics
 
 import torch
@@ -25,6 +26,7 @@ POLICY = TimingPolicy()  # the collector's defaults
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     rows = []
     with cpu_threads(1):
         for m, n, k in SHAPES:

@@ -48,6 +48,20 @@ def test_summarize_renders_every_committed_result():
             assert f"### {name}\n" in proc.stdout
 
 
+
+def test_every_benchmark_script_answers_help_without_running():
+    """`--help` must print usage, not start the benchmark (and overwrite its committed result)."""
+    scripts = [p for p in (REPO / "benchmarks").glob("*.py") if 'if __name__ == "__main__":' in p.read_text()]
+    assert len(scripts) >= 10
+    for script in scripts:  # every script with a command line parses it
+        assert "ArgumentParser(" in script.read_text(), f"{script.name} has no argument parser"
+    result = REPO / "benchmarks" / "results" / "timer_agreement.json"
+    before = result.read_bytes() if result.exists() else None
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "timer_agreement.py"), "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage:"), proc.stderr[-2000:]
+    assert (result.read_bytes() if result.exists() else None) == before
+
 def test_the_load_aware_serving_predictor_learns_latency_at_a_rate_from_other_configs(monkeypatch, tmp_path):
     """serving_rate's predictor of a held-out config under a given load, on synthetic rate searches
     whose TPOT follows a saturating law in the rate: it must beat a load-blind constant."""
