@@ -159,7 +159,7 @@ def collect_gemm(
     pin_cpus: Annotated[str, typer.Option(help="CPUs a CPU config is timed on: auto (the first THREADS CPUs this process may use), none, or a list like 0,1. vCPUs of a VM can differ in speed by 10-20%.")] = "auto",
     visits: Annotated[int, typer.Option(help="Time each config on this many visits, in separate shuffled passes over the sweep, and store the median of the visit medians (3 cuts the drift of a shared machine).")] = 1,
     ref_tolerance: Annotated[float, typer.Option(help="With --visits > 1: a config's runtime is the median of its quiet visits, those whose reference GEMM ran within this factor of the quiet machine's (10th percentile of all). 0 turns it off.")] = 1.1,
-    quick: Annotated[bool, typer.Option(help="Preset: 128 sobol shapes in 16..2048, fp32+fp64, 1 thread, short timing (about a minute).")] = False,
+    quick: Annotated[bool, typer.Option(help="Preset: 128 sobol shapes in 16..2048, fp32+fp64, 1 thread, short timing (about 30 s).")] = False,
 ) -> None:
     """Time GEMMs (C = op(A) @ op(B)) over a sweep design and append them to a store.
 
@@ -487,7 +487,7 @@ def dataset_ls(
     # at 80 columns a table of all of them shows nothing but ellipses.
     same = [c for c in cols if len(df) > 1 and df[c].nunique(dropna=False) == 1]
     cols = [c for c in cols if c not in same] or cols
-    table = Table(caption="every row: " + ", ".join(f"{c.split('.', 1)[-1]}={shown(df[c].iloc[0])}" for c in same)
+    table = Table(caption="every row shown: " + ", ".join(f"{c.split('.', 1)[-1]}={shown(df[c].iloc[0])}" for c in same)
                   if same else None)
     for c in cols:  # folded on a narrow terminal, never cut
         table.add_column(c.split(".", 1)[-1], overflow="fold")
@@ -1119,7 +1119,7 @@ def _print_pareto(result, title: str) -> None:
 
 @app.command()
 def demo(
-    quick: Annotated[bool, typer.Option(help="Tiny problem size and budget 8 (about 20 s; what CI runs).")] = False,
+    quick: Annotated[bool, typer.Option(help="Tiny problem size and budget 8 (about 15 s; what CI runs).")] = False,
     budget: Annotated[int | None, typer.Option(help="Hardware evaluations for perfpred, and again for random search (default 20; 8 with --quick).")] = None,
     gpu: Annotated[bool, typer.Option(help="Tune the Triton matmul on the CUDA GPU instead of the C SGEMM on this CPU.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the tuner and of random search.")] = 0,
