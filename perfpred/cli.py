@@ -37,7 +37,7 @@ app = typer.Typer(help="Predict and tune GEMM, kernel and serving performance be
                   rich_markup_mode="markdown")
 collect_app = typer.Typer(help="Measure configurations on this machine into a Measurement store.",
                           no_args_is_help=True)
-dataset_app = typer.Typer(help="Inspect Measurement stores.", no_args_is_help=True)
+dataset_app = typer.Typer(help="Inspect and merge Measurement stores.", no_args_is_help=True)
 app.add_typer(collect_app, name="collect")
 app.add_typer(dataset_app, name="dataset")
 
@@ -448,6 +448,27 @@ def dataset_info(
         console.print_json(json.dumps(info, default=str))
         return
     _print_kv_table(f"store {path}", {k: (", ".join(v) if isinstance(v, list) else v) for k, v in info.items()})
+
+
+@dataset_app.command("merge")
+def dataset_merge(
+    sources: Annotated[list[Path], typer.Argument(help="Stores to merge (e.g. the shards collectors on several hosts wrote).")],
+    into: Annotated[Path, typer.Option("--into", help="Measurement store folder to merge into (created if missing).")],
+) -> None:
+    """Merge stores into one: new rows are added, rows already there are skipped, re-measured configs kept as repeats.
+
+    Merging the same store twice adds nothing. A source whose columns clash with the
+    destination's types is named and left out; the others are merged (exit code 2).
+    """
+    from perfpred.datasets import MeasurementStore, merge_stores
+
+    report = merge_stores(sources, into)
+    if (into / "store.json").is_file():
+        MeasurementStore(into).compact()
+    console.print(report.summary(), highlight=False)
+    if report.sources_failed:
+        raise InvalidInputError(f"{len(report.sources_failed)} of {len(sources)} store(s) could not be merged: "
+                                f"{report.sources_failed[0]}")
 
 
 @dataset_app.command("ls")

@@ -1,5 +1,6 @@
 """The Measurement schema, its on-disk store, and leak-free splits."""
 
+from perfpred.datasets._merge import MergeReport, merge_stores
 from perfpred.datasets._schema import (
     KINDS,
     POWER_SOURCES,
@@ -26,10 +27,12 @@ __all__ = [
     "STATUSES",
     "Measurement",
     "MeasurementStore",
+    "MergeReport",
     "group_labels",
     "grouped_split",
     "leave_one_group_out",
     "make_split",
     "measurement_key",
+    "merge_stores",
     "random_split",
 ]

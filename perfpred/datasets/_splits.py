@@ -45,7 +45,7 @@ def configuration_labels(df: pd.DataFrame) -> np.ndarray | None:
     """One label per measured configuration where the table repeats one, else None.
 
     An importer keeps a second record of a stored configuration with other values as its own
-    row, ``<measurement_id>-<hash>`` (``perfpred.collect.importers._repeats``); a random split
+    row, ``<measurement_id>-<hash>`` (``perfpred.datasets._repeats``); a random split
     must keep such rows together, or the test rows' own configurations are in training.
     """
     if "measurement_id" not in df.columns:

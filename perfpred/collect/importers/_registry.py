@@ -24,8 +24,8 @@ import pandas as pd
 
 from perfpred.collect.importers._base import FileImport, Importer
 from perfpred.collect.importers._checks import MAX_EXAMPLES, fmt_value
-from perfpred.collect.importers._repeats import assign_repeat_ids
 from perfpred.datasets import MeasurementStore
+from perfpred.datasets._repeats import assign_repeat_ids
 from perfpred.datasets._schema import CONFIG_PREFIX, WORKLOAD_PREFIX
 from perfpred.datasets._store import value_kind
 from perfpred.errors import InvalidInputError, PerfPredError

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfpred.datasets import MeasurementStore
 from perfpred.datasets._schema import METRIC_PREFIX, python_scalar, repeat_key
+from perfpred.datasets._store import MeasurementStore
 
 VALUE_COLUMNS = ("status", "raw_times_ms", "runtime_ms", "power_w", "energy_j")
 

@@ -1,0 +1,95 @@
+"""Merging stores (``perfpred dataset merge``): shards from several hosts into one, idempotent,
+re-measurements kept as repeats, a source that cannot go in named and left out."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from perfpred.datasets import Measurement, MeasurementStore, merge_stores
+from perfpred.errors import InvalidInputError
+from tests.test_cli import assert_one_line_error, invoke, run_main
+from tests.test_store import gemm
+
+
+def shard(path, hardware_id: str, sizes=(64, 128, 256), scale: float = 1.0) -> MeasurementStore:
+    store = MeasurementStore(path, create=True)
+    runtimes = {m: 0.01 * m * scale for m in sizes}
+    store.append([gemm(m=m, runtime_ms=t, raw_times_ms=[0.98 * t, t, 1.05 * t], min_ms=0.98 * t,
+                       hardware_id=hardware_id, hardware={"hardware_id": hardware_id, "peak_gflops": {"fp32": 50.0}})
+                  for m, t in runtimes.items()])
+    return store
+
+
+def serving_row(hardware_id: str, seqs: int) -> Measurement:
+    return Measurement(kind="serving", workload={"model": "tiny", "concurrency": 8},
+                       config={"engine": "llama-server", "parallel": seqs}, hardware_id=hardware_id, status="ok",
+                       metrics={"output_tokens_per_s": 100.0 * seqs})
+
+
+def test_shards_of_two_hosts_merge_into_one_store_and_a_second_merge_adds_nothing(tmp_path):
+    a, b = shard(tmp_path / "a", "cpu-host-a"), shard(tmp_path / "b", "cpu-host-b", sizes=(64, 512))
+    report = merge_stores([a.path, b.path], tmp_path / "all")
+    assert (report.rows_read, report.rows_added, report.rows_duplicate, report.rows_repeat) == (5, 5, 0, 0)
+    merged = MeasurementStore(tmp_path / "all").load()
+    expected = pd.concat([a.load(), b.load()]).set_index("measurement_id").sort_index()
+    got = merged.set_index("measurement_id").sort_index()
+    assert list(got.index) == list(expected.index)
+    for column in ("runtime_ms", "workload.m", "hardware_id", "metric.gflops"):
+        assert got[column].tolist() == expected[column].tolist(), column
+    assert merged["workload.m"].map(type).eq(int).all()  # integers stay integers
+    again = merge_stores([a.path, b.path], tmp_path / "all")
+    assert (again.rows_added, again.rows_duplicate) == (0, 5)
+    assert len(MeasurementStore(tmp_path / "all")) == 5
+
+
+def test_a_configuration_re_measured_elsewhere_is_kept_as_a_repeat(tmp_path):
+    a = shard(tmp_path / "a", "cpu-host-a")
+    rerun = shard(tmp_path / "rerun", "cpu-host-a", sizes=(64,), scale=1.5)  # same id, other values
+    merge_stores([a.path], tmp_path / "all")
+    report = merge_stores([rerun.path], tmp_path / "all")
+    assert (report.rows_added, report.rows_repeat) == (1, 1)
+    ids = MeasurementStore(tmp_path / "all").load()["measurement_id"]
+    plain = rerun.load()["measurement_id"].iloc[0]
+    assert plain in set(ids) and any(i.startswith(plain + "-") for i in ids)
+    assert merge_stores([rerun.path], tmp_path / "all").rows_added == 0  # that very repeat is known now
+
+
+def test_serving_rows_without_runtimes_merge(tmp_path):
+    src = MeasurementStore(tmp_path / "s", create=True)
+    src.append([serving_row("cpu-host-a", 1), serving_row("cpu-host-a", 8)])
+    assert merge_stores(tmp_path / "s", tmp_path / "all").rows_added == 2
+    assert sorted(MeasurementStore(tmp_path / "all").load()["metric.output_tokens_per_s"]) == [100.0, 800.0]
+
+
+def test_a_source_with_a_clashing_column_type_is_named_and_the_others_merge(tmp_path, monkeypatch, capsys):
+    shard(tmp_path / "a", "cpu-host-a")
+    odd = MeasurementStore(tmp_path / "odd", create=True)
+    odd.append([gemm(m=64, hardware_id="cpu-host-c", config={"backend": "torch", "device": "cpu", "threads": "all",
+                                                              "cold_cache": False})])
+    shard(tmp_path / "b", "cpu-host-b", sizes=(1024,))
+    code, out, err = run_main(monkeypatch, capsys, "dataset", "merge", str(tmp_path / "a"), str(tmp_path / "odd"),
+                              str(tmp_path / "b"), "--into", str(tmp_path / "all"))
+    assert_one_line_error(code, out, err, "1 of 3 store(s)", "config.threads")
+    assert "4 added" in out
+    assert set(MeasurementStore(tmp_path / "all").load()["hardware_id"]) == {"cpu-host-a", "cpu-host-b"}
+
+
+def test_bad_sources_are_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    shard(tmp_path / "a", "cpu-host-a")
+    with pytest.raises(InvalidInputError, match="no Measurement store there"):
+        merge_stores([tmp_path / "a", tmp_path / "missing"], tmp_path / "all")
+    assert not (tmp_path / "all").exists()
+    code, out, err = run_main(monkeypatch, capsys, "dataset", "merge", str(tmp_path / "a"), "--into",
+                              str(tmp_path / "a"))
+    assert_one_line_error(code, out, err, "must not be the destination")
+    with pytest.raises(InvalidInputError, match="at least one source"):
+        merge_stores([], tmp_path / "all")
+
+
+def test_the_cli_merges_and_summarises(tmp_path):
+    shard(tmp_path / "a", "cpu-host-a")
+    shard(tmp_path / "b", "cpu-host-b")
+    result = invoke("dataset", "merge", str(tmp_path / "a"), str(tmp_path / "b"), "--into", str(tmp_path / "all"))
+    assert "6 added" in result.output and "0 duplicate" in result.output
+    assert len(MeasurementStore(tmp_path / "all")) == 6
