@@ -93,3 +93,84 @@ def test_the_cli_merges_and_summarises(tmp_path):
     result = invoke("dataset", "merge", str(tmp_path / "a"), str(tmp_path / "b"), "--into", str(tmp_path / "all"))
     assert "6 added" in result.output and "0 duplicate" in result.output
     assert len(MeasurementStore(tmp_path / "all")) == 6
+
+
+def test_a_store_merged_from_the_same_shards_adds_nothing(tmp_path):
+    """Shards of one hardware share ids with other values: merged in either order, and the two
+    merged stores merged into each other, every distinct measurement is there exactly once."""
+    a = shard(tmp_path / "a", "cpu-host-a")
+    b = shard(tmp_path / "b", "cpu-host-a", scale=1.3)  # the same configs, measured again
+    assert merge_stores([a.path, b.path], tmp_path / "ab").rows_repeat == 3
+    merge_stores([b.path, a.path], tmp_path / "ba")
+    report = merge_stores([tmp_path / "ba"], tmp_path / "ab")
+    assert (report.rows_added, report.rows_duplicate) == (0, 6)
+    merged = MeasurementStore(tmp_path / "ab").load()
+    assert len(merged) == 6 and merged["runtime_ms"].nunique() == 6
+    with pytest.raises(InvalidInputError, match="given once"):
+        merge_stores([a.path, tmp_path / "a" / "."], tmp_path / "x")
+
+
+def _merge_into(source: str, dest: str, barrier) -> None:
+    barrier.wait()
+    merge_stores([source], dest)
+
+
+def test_two_merges_at_once_lose_nothing(tmp_path):
+    import multiprocessing as mp
+
+    a = shard(tmp_path / "a", "cpu-host-a", sizes=tuple(range(16, 16 * 21, 16)))
+    b = shard(tmp_path / "b", "cpu-host-a", sizes=tuple(range(16, 16 * 21, 16)), scale=1.3)
+    MeasurementStore(tmp_path / "all", create=True)
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    workers = [ctx.Process(target=_merge_into, args=(str(s.path), str(tmp_path / "all"), barrier)) for s in (a, b)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+        assert w.exitcode == 0
+    merged = MeasurementStore(tmp_path / "all").load()
+    pairs = set(zip(merged["workload.m"], merged["runtime_ms"], strict=True))
+    assert len(merged) == len(pairs) == 40  # both hosts' measurements, once each
+
+
+def _append_many(path: str, start: int, barrier) -> None:
+    store = MeasurementStore(path)
+    barrier.wait()
+    for m in range(start, start + 30):
+        store.append([gemm(m=m, runtime_ms=0.01 * m)])
+
+
+def _compact_many(path: str, barrier) -> None:
+    store = MeasurementStore(path)
+    barrier.wait()
+    for _ in range(30):
+        store.compact()
+
+
+def test_compacting_while_another_process_appends_loses_nothing(tmp_path):
+    """compact used to delete another writer's temporary part mid-write (a traceback, a lost row)."""
+    import multiprocessing as mp
+
+    MeasurementStore(tmp_path / "s", create=True).append([gemm(m=1)])
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(3)
+    workers = [ctx.Process(target=_append_many, args=(str(tmp_path / "s"), 100, barrier)),
+               ctx.Process(target=_append_many, args=(str(tmp_path / "s"), 200, barrier)),
+               ctx.Process(target=_compact_many, args=(str(tmp_path / "s"), barrier))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(180)
+        assert w.exitcode == 0
+    assert len(MeasurementStore(tmp_path / "s").load()) == 61
+    assert not list((tmp_path / "s" / "parts").glob(".tmp-*"))
+
+
+def test_a_writer_does_not_overwrite_a_row_another_process_stored_after_it_last_looked(tmp_path):
+    mine, theirs = MeasurementStore(tmp_path / "s", create=True), None
+    assert not mine.contains(gemm(m=7).measurement_id)  # the id cache is read now
+    theirs = MeasurementStore(tmp_path / "s")
+    theirs.append([gemm(m=7, runtime_ms=0.5, raw_times_ms=[0.5], min_ms=0.5)])
+    assert mine.append([gemm(m=7, runtime_ms=0.9, raw_times_ms=[0.9], min_ms=0.9)]) == 0  # stored meanwhile
+    assert MeasurementStore(tmp_path / "s").load()["runtime_ms"].tolist() == [0.5]

@@ -60,6 +60,9 @@ def _open_sources(sources: Iterable[str | os.PathLike[str]], into: Path) -> list
     paths = [Path(s) for s in ([sources] if isinstance(sources, (str, os.PathLike)) else sources)]
     if not paths:
         raise InvalidInputError("a merge needs at least one source store, but got none")
+    twice = next((p for i, p in enumerate(paths) if p.resolve() in {q.resolve() for q in paths[:i]}), None)
+    if twice is not None:
+        raise InvalidInputError(f"each source store must be given once, but got {twice} twice")
     stores = []
     for path in paths:
         if path.resolve() == into.resolve():
@@ -94,9 +97,10 @@ def merge_stores(sources: Iterable[str | os.PathLike[str]] | str | os.PathLike[s
             if frame.empty:
                 report.rows_by_source[str(source.path)] = 0
                 continue
-            kept, repeats = assign_repeat_ids(frame, dest)
             try:
-                added = dest.append_frame(kept)
+                with dest.writing():  # no other writer between the check of what is stored and the write
+                    kept, repeats = assign_repeat_ids(frame, dest)
+                    added = dest.append_frame(kept)
             except StoreError as exc:
                 report.rows_read -= len(frame)
                 report.sources_failed.append(f"{source.path}: {str(exc).splitlines()[0]}")

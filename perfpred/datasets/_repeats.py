@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfpred.datasets._schema import METRIC_PREFIX, python_scalar, repeat_key
+from perfpred.datasets._schema import METRIC_PREFIX, configuration_ids, python_scalar, repeat_key
 from perfpred.datasets._store import MeasurementStore
 
 VALUE_COLUMNS = ("status", "raw_times_ms", "runtime_ms", "power_w", "energy_j")
@@ -45,8 +45,9 @@ def _times(value: Any) -> list[float]:
     return [float(t) for t in value]
 
 
-def fingerprint(row: Mapping[str, Any], columns: Iterable[str]) -> str:
-    """Hash of a row's measured values (the rule of this module's docstring)."""
+def _values(row: Mapping[str, Any], columns: Iterable[str], *, as_floats: bool) -> dict[str, Any]:
+    """A row's measured values (the rule of this module's docstring); ``as_floats`` writes every
+    number as a float, so 3 and 3.0 (an int column read back with gaps) compare equal."""
     values: dict[str, Any] = {}
     raw = _times(row.get("raw_times_ms"))
     for column in columns:
@@ -56,9 +57,25 @@ def fingerprint(row: Mapping[str, Any], columns: Iterable[str]) -> str:
         elif column == "runtime_ms" and raw:
             continue
         elif not _missing(value := python_scalar(row.get(column))):
+            if as_floats and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
             values[column] = value
+    return values
+
+
+def _digest(values: dict[str, Any]) -> str:
     text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha1(text.encode()).hexdigest()
+
+
+def fingerprint(row: Mapping[str, Any], columns: Iterable[str]) -> str:
+    """Hash of a row's measured values, as a repeat's id carries it (``repeat_key``)."""
+    return _digest(_values(row, columns, as_floats=False))
+
+
+def _match_key(row: Mapping[str, Any], columns: Iterable[str]) -> str:
+    """Hash of a row's measured values for telling a duplicate: numbers as floats."""
+    return _digest(_values(row, columns, as_floats=True))
 
 
 def _same_values(new: pd.DataFrame, old: pd.DataFrame) -> np.ndarray:
@@ -87,43 +104,68 @@ def _same_values(new: pd.DataFrame, old: pd.DataFrame) -> np.ndarray:
 def assign_repeat_ids(frame: pd.DataFrame, store: MeasurementStore) -> tuple[pd.DataFrame, int]:
     """The rows of ``frame`` to write, repeats under their own ids, and how many of them are repeats.
 
-    Rows equal in value to the stored row (or to an earlier row of ``frame``) with their id
-    are left out: they are duplicates.
+    A row whose values the store (or an earlier row of ``frame``) already holds for its
+    configuration, under whichever id (the plain one or a repeat's), is left out: a duplicate.
+    So re-importing a file, or merging a store that was itself merged from the same shards,
+    adds nothing. Call it under ``store.writing()`` with the write that follows, so no other
+    process stores a row in between.
     """
+    if frame.empty:
+        return frame, 0
     ids = frame["measurement_id"].to_numpy(dtype=object)
+    configs = configuration_ids(pd.Series(ids, dtype=object)).to_numpy(dtype=object)
+    known = store.ids()
     stored = store.stored(ids)
-    twice = pd.Series(ids).duplicated(keep=False).to_numpy()
-    if not (stored | twice).any():
+    by_config: dict[str, list[str]] = {}  # configuration -> its stored ids, plain and repeats
+    for key in known:
+        by_config.setdefault(key.partition("-")[0], []).append(key)
+    config_stored = np.fromiter((c in by_config for c in configs), dtype=bool, count=len(ids))
+    twice = pd.Series(configs).duplicated(keep=False).to_numpy()
+    if not (stored | config_stored | twice).any():
         return frame, 0
     keep = ~stored
     new_ids = ids.copy()
     columns = value_columns(frame.columns)
-    # Rows differing from the stored row of their id are repeats; compared column-wise, as a
+    # Rows equal to the stored row of their own id are duplicates; compared column-wise, as a
     # re-imported file collides with the store on every row.
     differs = np.zeros(len(frame), dtype=bool)
     hit = np.flatnonzero(stored)
     if len(hit):
         old = store.rows_of(ids[hit], columns).reindex(ids[hit])
         differs[hit] = ~_same_values(frame.iloc[hit].reset_index(drop=True), old.reset_index(drop=True))
-    known = store.ids()
-    first_values: dict[str, str] = {}  # id -> fingerprint of the row of the input that holds it
+    todo = np.flatnonzero(differs | (~stored & (config_stored | twice)))
+    if not len(todo):
+        return frame[keep], 0
+    # Every stored value set of the configurations left, whichever id holds it.
+    involved = {configs[i] for i in todo}
+    seen: dict[str, set[str]] = {c: set() for c in involved}
+    stored_ids = [key for c in involved for key in by_config.get(c, ())]
+    if stored_ids:
+        old = store.rows_of(stored_ids, value_columns(store.column_types()))
+        old_columns = value_columns(old.columns)
+        for key, row in zip(old.index, old.to_dict("records"), strict=True):
+            seen[key.partition("-")[0]].add(_match_key(row, old_columns))
+    plain_taken = {c for c in involved if c in known}
     assigned: set[str] = set()
-    for i in np.flatnonzero(differs | (twice & ~stored)):  # rows equal to their stored row are done
-        key = ids[i]
-        values = fingerprint(frame.iloc[i], columns)
-        if not stored[i]:
-            if key not in first_values:  # the first record of a new configuration keeps the plain id
-                first_values[key] = values
-                continue
-            if values == first_values[key]:
-                keep[i] = False
-                continue
-        repeat_id = repeat_key(key, values)
+    for i in todo:
+        config, row = configs[i], frame.iloc[i]
+        match = _match_key(row, columns)
+        if match in seen[config]:
+            keep[i] = False  # these values are stored, or earlier in the input
+            continue
+        seen[config].add(match)
+        keep[i] = True
+        if config not in plain_taken:  # the first record of a new configuration keeps the plain id
+            new_ids[i] = config
+            plain_taken.add(config)
+            continue
+        # A repeat keeps the id it came with (a merged store's); a new one gets its values' hash.
+        came_as_repeat = ids[i] != config and ids[i] not in known
+        repeat_id = ids[i] if came_as_repeat else repeat_key(config, fingerprint(row, columns))
         if repeat_id in known or repeat_id in assigned:
-            keep[i] = False  # this very record was imported before
+            keep[i] = False  # this very record was stored before
             continue
         assigned.add(repeat_id)
         new_ids[i] = repeat_id
-        keep[i] = True
     out = frame.assign(measurement_id=new_ids)[keep]
     return out, len(assigned)

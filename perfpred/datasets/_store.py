@@ -5,7 +5,9 @@ to a temporary name, fsyncs it and renames it into place (atomic on POSIX), so a
 loses at most the rows in flight and never leaves a half-written part where readers look.
 Resuming a sweep asks ``contains()`` before measuring; reading de-duplicates by
 ``measurement_id`` (the newest row wins), so even two writers racing on one config
-cannot make a table with duplicates.
+cannot make a table with duplicates. Writers (appends, merges, imports, ``compact``) take
+the store's lock (``writing``) for the check of what is stored and the write after it, so a
+process never writes over a row another process stored a moment before.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ class MeasurementStore:
                 f"but got schema_version={meta.get('schema_version')} in '{manifest}': upgrade perfpred"
             )
         self._ids: set[str] | None = None
+        self._id_parts: set[str] = set()  # the parts whose ids ``_ids`` holds
+        self._lock_depth = 0
         self._part_types: dict[str, dict[str, str]] = {}
 
     def _create(self, manifest: Path) -> None:
@@ -168,18 +172,60 @@ class MeasurementStore:
             table = pa.Table.from_pandas(frame, preserve_index=False)
         except (pa.ArrowException, ValueError, OverflowError) as exc:
             raise StoreError(f"rows for '{self.path}' cannot be written: {str(exc).splitlines()[0]}") from exc
-        if check_types:
-            self._check_types(table, frame)
-        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = self._parts_dir() / f".tmp-{name}"
-        final = self._parts_dir() / name
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-        _fsync_dir(self._parts_dir())
+        with self.writing():  # the types checked are the store's types when the part lands
+            if check_types:
+                self._check_types(table, frame)
+            name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+            tmp = self._parts_dir() / f".tmp-{name}"
+            final = self._parts_dir() / name
+            with open(tmp, "wb") as fh:
+                pq.write_table(table, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+            _fsync_dir(self._parts_dir())
         return final
+
+    def _note_written(self, part: Path, ids: Iterable[str]) -> None:
+        """Add a part this object committed to the id cache (only once the part is in place)."""
+        if self._ids is not None:
+            self._ids.update(ids)
+            self._id_parts.add(part.name)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the store's write lock (an exclusive ``flock`` of ``.lock``) for the block.
+
+        Appends, merges, imports and compactions of other processes wait meanwhile, so a check
+        of what is stored and the write that acts on it see one store: two merges, or a merge
+        and a live collect, cannot both write a configuration the other just wrote. On entry
+        the id cache takes in the parts other processes committed since it was read.
+        Re-entrant within this object.
+        """
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        with open(self.path / ".lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            self._lock_depth = 1
+            try:
+                self._refresh_ids()
+                yield
+            finally:
+                self._lock_depth = 0
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _refresh_ids(self) -> None:
+        """Bring the id cache up to date with parts committed since it was read (by anyone)."""
+        if self._ids is None:
+            return  # read in full, and so fresh, when first asked for
+        for part, frame in self._read_listing(columns=["measurement_id"], skip=self._id_parts):
+            self._ids.update(frame["measurement_id"])
+            self._id_parts.add(part.name)
 
     def append(self, measurements: Iterable[Measurement], *, replace: bool = False) -> int:
         """Write measurements as one new part; returns how many rows were written.
@@ -188,20 +234,23 @@ class MeasurementStore:
         row supersedes the old one on read). Each record is validated first (``validate()``):
         one that breaks a rule raises, and nothing of the batch is written.
         """
-        stored = self.ids()
-        rows, keys = [], set()
-        for m in measurements:
+        records = list(measurements)
+        for m in records:
             if not isinstance(m, Measurement):
                 raise InvalidInputError(f"`measurements` must hold Measurement records, but got {m!r:.80}")
             m.validate()  # a field changed after construction (m.runtime_ms = nan) is caught here
-            key = m.measurement_id
-            if (key in stored or key in keys) and not replace:
-                continue
-            rows.append(m.to_row())
-            keys.add(key)
-        if rows:
-            self._write_part(rows)
-            stored.update(keys)  # only once the part is committed: a refused batch leaves no ids behind
+        with self.writing():  # what is stored, as of now: another process may have written meanwhile
+            stored = self.ids()
+            rows, keys = [], set()
+            for m in records:
+                key = m.measurement_id
+                if (key in stored or key in keys) and not replace:
+                    continue
+                rows.append(m.to_row())
+                keys.add(key)
+            if rows:
+                # ids noted only once the part is committed: a refused batch leaves no ids behind
+                self._note_written(self._write_part(rows), keys)
         return len(rows)
 
     def append_frame(self, frame: pd.DataFrame, *, replace: bool = False) -> int:
@@ -209,22 +258,26 @@ class MeasurementStore:
         missing = [c for c in ("measurement_id", "kind", "hardware_id", "status", "runtime_ms") if c not in frame]
         if missing:
             raise StoreError(f"append_frame needs columns {missing}, which the frame lacks")
-        if not replace:
-            frame = frame[~self.stored(frame["measurement_id"])]
-        frame = frame.drop_duplicates("measurement_id", keep="last")
-        if frame.empty:
-            return 0
-        self._write_part(frame)
-        self.ids().update(frame["measurement_id"])
+        with self.writing():
+            if not replace:
+                frame = frame[~self.stored(frame["measurement_id"])]
+            frame = frame.drop_duplicates("measurement_id", keep="last")
+            if frame.empty:
+                return 0
+            self.ids()  # cached before the write, so the note below keeps the cache whole
+            self._note_written(self._write_part(frame), frame["measurement_id"])
         return len(frame)
 
     # ------------------------------------------------------------------ reading
     def ids(self) -> set[str]:
+        """Every stored ``measurement_id`` (cached; brought up to date on each write)."""
         if self._ids is None:
             ids: set[str] = set()
-            for frame in self._read_parts(columns=["measurement_id"]):
+            parts: set[str] = set()
+            for part, frame in self._read_listing(columns=["measurement_id"]):
                 ids.update(frame["measurement_id"])
-            self._ids = ids
+                parts.add(part.name)
+            self._ids, self._id_parts = ids, parts
         return self._ids
 
     def contains(self, measurement_id: str) -> bool:
@@ -262,13 +315,19 @@ class MeasurementStore:
         except (OSError, pa.ArrowException) as exc:
             raise StoreError(f"unreadable part file '{part}': {exc}") from exc
 
-    def _read_parts(self, columns: list[str] | None = None, attempts: int = 5) -> list[pd.DataFrame]:
-        """Every part, read from one listing. A part that vanished after the listing was merged by
-        a concurrent ``compact`` (which commits the merged part first), so the listing is redone."""
+    def _read_parts(self, columns: list[str] | None = None) -> list[pd.DataFrame]:
+        return [frame for _, frame in self._read_listing(columns)]
+
+    def _read_listing(self, columns: list[str] | None = None, *, skip: Iterable[str] = (),
+                      attempts: int = 5) -> list[tuple[Path, pd.DataFrame]]:
+        """Every part (but those named in ``skip``) with its rows, read from one listing. A part
+        that vanished after the listing was merged by a concurrent ``compact`` (which commits the
+        merged part first), so the listing is redone."""
+        skip = set(skip)
         for attempt in range(attempts):
-            parts = self.part_files()
+            parts = [p for p in self.part_files() if p.name not in skip]
             try:
-                return [self._read_part(p, columns=columns) for p in parts]
+                return [(p, self._read_part(p, columns=columns)) for p in parts]
             except StoreError:
                 if attempt == attempts - 1 or all(p.exists() for p in parts):
                     raise
@@ -295,22 +354,13 @@ class MeasurementStore:
         return len(self.ids())
 
     # ------------------------------------------------------------------ upkeep
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
-        with open(self.path / ".lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
     def compact(self) -> int:
         """Merge all parts into one (de-duplicated); returns the number of rows kept.
 
         The merged part is committed before the old ones are removed, so a crash in between
         leaves duplicates (which reads drop), never a loss.
         """
-        with self._lock():
+        with self.writing():  # writers wait, so no part lands (and no temporary part is live) meanwhile
             old = self.part_files()
             if len(old) <= 1:
                 return len(self.ids())
@@ -319,13 +369,13 @@ class MeasurementStore:
                 # Parts written before types were checked disagree on a column's type; one
                 # merged part would have to rewrite some of their values, so they stay apart.
                 return len(df)
-            self._write_part(df, check_types=False)
+            merged = self._write_part(df, check_types=False)
             for part in old:
                 part.unlink(missing_ok=True)
-            for tmp in self._parts_dir().glob(".tmp-*"):
+            for tmp in self._parts_dir().glob(".tmp-*"):  # left by writers that crashed
                 tmp.unlink(missing_ok=True)
             _fsync_dir(self._parts_dir())
-            self._ids = set(df["measurement_id"])
+            self._ids, self._id_parts = set(df["measurement_id"]), {merged.name}
             return len(df)
 
     def info(self) -> dict[str, Any]:

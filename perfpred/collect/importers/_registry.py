@@ -204,13 +204,14 @@ def _import_files(importer: Importer, format: str, files: list[Path], skipped: l
         n_bad, reasons = result.rows_bad, list(result.bad_examples)
         written = 0
         for frame in result.frames:
-            frame, n_conflicts, conflicts = _fit_store_types(frame, store.column_types(), result.path)
-            n_bad += n_conflicts
-            reasons += conflicts
-            frame, repeats = assign_repeat_ids(frame, store)
-            for kind, count in frame["kind"].value_counts().items():
-                report.rows_by_kind[str(kind)] = report.rows_by_kind.get(str(kind), 0) + int(count)
-            written += store.append_frame(frame)
+            with store.writing():  # no other writer between the checks against the store and the write
+                frame, n_conflicts, conflicts = _fit_store_types(frame, store.column_types(), result.path)
+                n_bad += n_conflicts
+                reasons += conflicts
+                frame, repeats = assign_repeat_ids(frame, store)
+                for kind, count in frame["kind"].value_counts().items():
+                    report.rows_by_kind[str(kind)] = report.rows_by_kind.get(str(kind), 0) + int(count)
+                written += store.append_frame(frame)
             report.rows_repeat += repeats
         report.rows_bad += n_bad
         report.bad_examples += reasons[: max(0, MAX_EXAMPLES - len(report.bad_examples))]
