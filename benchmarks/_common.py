@@ -1,16 +1,34 @@
-"""Helpers shared by the benchmark scripts: where runs and results go, JSON writing."""
+"""Helpers shared by the benchmark scripts: where runs and results go, JSON writing, the entry wrapper."""
 
 from __future__ import annotations
 
 import json
 import platform
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 RUNS_DIR = BENCH_DIR / "runs"  # git-ignored: stores and models produced by benchmarks
+
+
+def run(main: Callable[[], Any]) -> NoReturn:
+    """Every benchmark script's entry (its main block calls ``run(main)``): perfpred's own
+    errors (a missing PERFPRED_DATASETS folder or file, bad input: ``PerfPredError``) print one
+    line, ``error: ...``, on stderr and exit with status 2, as the ``perfpred`` command does; an
+    int that ``main`` returns is the exit status."""
+    from perfpred.errors import PerfPredError
+
+    try:
+        code = main()
+    except PerfPredError as exc:
+        text = str(exc).strip()
+        print(f"error: {text.splitlines()[0] if text else type(exc).__name__}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def write_result(name: str, payload: dict[str, Any]) -> Path:

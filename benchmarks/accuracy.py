@@ -61,7 +61,7 @@ from perfpred.models import (
     interval_coverage,
     regression_report,
 )
-from perfpred.settings import datasets_dir
+from perfpred.settings import dataset_path, datasets_dir
 from perfpred.tuner import ServingPredictor
 
 SEED = 0
@@ -97,7 +97,7 @@ def import_tables(root: Path, smoke: bool, scratch: Path) -> tuple[dict[str, pd.
     if smoke:  # a few files of each, small ones; UCI as a slice of its CSV in the scratch folder
         uci = scratch / "uci-slice" / "sgemm_product.csv"
         uci.parent.mkdir(parents=True, exist_ok=True)
-        pd.read_csv(root / "uci-sgemm" / "sgemm_product.csv.gz", nrows=60_000).sample(
+        pd.read_csv(dataset_path("uci-sgemm", "sgemm_product.csv.gz"), nrows=60_000).sample(
             6_000, random_state=SEED).to_csv(uci, index=False)
         neusight = [root / "neusight" / "train" / "linear" / f"{gpu}.csv.gz"
                     for gpu in ("Tesla_T4", "Tesla_P4", "Tesla_V100-PCIE-32GB")]
@@ -114,6 +114,10 @@ def import_tables(root: Path, smoke: bool, scratch: Path) -> tuple[dict[str, pd.
             ("vidur", vidur),
             ("ml-energy", [root / "ml-energy" / "tasks"]),
         ]
+    for _, paths in sources:  # a wrong PERFPRED_DATASETS: one line naming a missing path, before any import
+        for path in paths:
+            if path.is_relative_to(root):
+                dataset_path(*path.relative_to(root).parts)
     store = MeasurementStore(scratch / "store", create=True)
     reports = {}
     for fmt, paths in sources:
@@ -745,4 +749,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from _common import run
+
+    run(main)

@@ -40,7 +40,7 @@ from perfpred.features import ReferenceTimes
 from perfpred.features._reference import config_keys
 from perfpred.models import PerformanceModel
 from perfpred.models._zoo import deep_tree_blend
-from perfpred.settings import datasets_dir
+from perfpred.settings import dataset_path
 
 FAMILIES = ("gemm", "convolution", "dedispersion")
 SIZES = (50, 100, 200, 500, 1000, 2000)
@@ -52,7 +52,7 @@ TABLES: dict[str, pd.DataFrame] = {}
 
 def load_family(family: str) -> pd.DataFrame:
     """Every GPU's recorded space of one Kernel Tuner kernel, through the importer, working configs only."""
-    files = sorted((datasets_dir() / "kernel-tuner" / family).glob("*.json.gz"))
+    files = sorted(dataset_path("kernel-tuner", family, pattern="*.json.gz").glob("*.json.gz"))
     table = pd.concat([ReplayBackend.from_file(path).table for path in files], ignore_index=True)
     table = table[table["status"] == "ok"].dropna(axis=1, how="all")
     return table.reset_index(drop=True)
@@ -173,4 +173,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _common import run
+
+    run(main)

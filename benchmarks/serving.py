@@ -280,11 +280,12 @@ def joint_predictor(own: pd.DataFrame, folds: int = 10, seed: int = 0) -> dict[s
     record. Own rows: k-fold over configs (ML.ENERGY rows always in training for the joint model);
     ML.ENERGY rows: leave one model out (own rows always in training for the joint model)."""
     from perfpred.collect.importers import run_import
-    from perfpred.settings import datasets_dir
+    from perfpred.settings import dataset_path
 
+    tasks = dataset_path("ml-energy", "tasks")
     with tempfile.TemporaryDirectory(prefix="perfpred-serving-joint-") as scratch:
         store = MeasurementStore(Path(scratch) / "mlenergy", create=True)
-        run_import("ml-energy", [str(datasets_dir() / "ml-energy" / "tasks")], store)
+        run_import("ml-energy", [str(tasks)], store)
         ml = store.load(status="ok")
     ml = ml[ml.get("config.max_num_seqs", pd.Series(np.nan, index=ml.index)).notna()].reset_index(drop=True)
     own = own[own["status"] == "ok"].reset_index(drop=True)
@@ -566,4 +567,6 @@ def _payload(bench: EngineBench, results: list[dict[str, Any]], live_seeds: int 
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from _common import run
+
+    run(main)

@@ -516,4 +516,6 @@ def refresh_predictors(engine: str, model: str, run_dir: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from _common import run
+
+    run(main)

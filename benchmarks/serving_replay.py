@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, RUNS_DIR, write_result
 
 from perfpred._files import write_text_atomically
+from perfpred.settings import dataset_path
 from perfpred.tuner import (
     MetricBound,
     Objective,
@@ -293,7 +294,7 @@ def main() -> None:
     parser.add_argument("--output", default=None, help="result JSON path (default results/serving_replay.json)")
     args = parser.parse_args()
     t0 = time.time()
-    table = load_serving_table()
+    table = load_serving_table([dataset_path("ml-energy", "tasks")])  # missing: one line naming PERFPRED_DATASETS
     groups = serving_groups(table, min_configs=3)
     if args.smoke:
         groups = [g for g in groups if g[0] in ("Qwen/Qwen3-8B", "google/gemma-3-12b-it")][:3]
@@ -354,4 +355,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _common import run
+
+    run(main)

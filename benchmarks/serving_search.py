@@ -316,4 +316,6 @@ def summarise(scenarios: list[dict[str, Any]], variants: list[str]) -> dict[str,
 
 
 if __name__ == "__main__":
-    main()
+    from _common import run
+
+    run(main)

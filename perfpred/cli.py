@@ -637,6 +637,7 @@ def train(
     """Train a predictor, report its held-out error, refit on all rows and log it to MLflow."""
     from perfpred.datasets import MeasurementStore
     from perfpred.models import PerformanceModel, default_regressor, train_model, training_frame
+    from perfpred.models._tracking import check_tracking, log_train_result
 
     _check_reference_options(reference, reference_mode)
     _check_seed(seed, "--seed")
@@ -649,13 +650,14 @@ def train(
     model = model or default_regressor(kind)
     PerformanceModel(kind=kind, regressor=model).make_regressor()  # an unknown --model fails before any fit
     df = _select_hardware(df, hardware)
+    check_tracking()  # a tracking store that cannot take the run fails now, not after the fit
     lookup = None
     if reference is not None:  # built on the rows train_model selects again (its table, its check)
         rows = training_frame(df, kind=kind, target=target, max_ref_drift=max_ref_drift)
         lookup = _reference_lookup(reference, rows, kind, target)
     result = train_model(df, kind=kind, regressor=model, target=target, split=split, seed=seed,
-                         max_ref_drift=max_ref_drift, reuse_measured=reuse_measured, registered_name=name,
-                         source=str(store), reference=lookup, reference_mode=reference_mode)
+                         max_ref_drift=max_ref_drift, reuse_measured=reuse_measured, log_to_mlflow=False,
+                         reference=lookup, reference_mode=reference_mode)
     _print_kv_table(f"{model} on {result.n_rows} rows, held-out ({result.split} split)", result.holdout)
     chosen = getattr(result.model.regressor_, "chosen_", None)
     if chosen is not None:  # --model auto: say what it picked on all rows, and why
@@ -665,6 +667,8 @@ def train(
     if reference_cv:  # --reference-mode auto: which way the reference entered, and why
         scores = ", ".join(f"{mode} {v:.2f}%" for mode, v in reference_cv.items())
         console.print(f"--reference-mode auto chose [bold]{result.model.reference_mode_}[/] (4-fold CV MAPE: {scores})")
+    # Logged after the held-out error is printed: a tracking failure then costs the log, not the numbers.
+    result.run_id = log_train_result(result, registered_name=name, max_ref_drift=max_ref_drift, source=str(store))
     console.print(f"MLflow run id: [bold]{result.run_id}[/]" + (f"  registered as [bold]{name}[/]" if name else ""))
     if kind == "gemm":
         console.print(f"predict with: perfpred predict --model {name or result.run_id} --m 1024 --n 1024 --k 1024")
@@ -1186,9 +1190,33 @@ def _spelled_as_commands(argv: list[str]) -> list[str]:
     return argv
 
 
+# What a Ctrl-C leaves behind, by command (tune and tune-serving say more, as Interrupted).
+_INTERRUPTED = {
+    "collect": "measurements are stored as they are taken, so the same command run again resumes where it stopped",
+    "import": "measurements are stored as they are read, so the same command run again resumes where it stopped",
+    "train": "nothing was saved (no model was logged to MLflow); run the command again",
+    "evaluate": "nothing was saved (no --output written); run the command again",
+    "predict": "nothing was saved (no --output written); run the command again",
+}
+
+
+def _interrupted_message(argv: list[str]) -> str:
+    command = next((a for a in argv if not a.startswith("-")), "")
+    detail = _INTERRUPTED.get(command)
+    return f"interrupted: {detail}" if detail else "interrupted"
+
+
+_NO_HOME = {"dataset", "import", "export"}  # the commands that neither cache nor log anything in PERFPRED_HOME
+
+
 def main() -> None:
+    argv = _spelled_as_commands(sys.argv[1:])
     try:
-        app(args=_spelled_as_commands(sys.argv[1:]), prog_name="perfpred")
+        if argv and argv[0] not in _NO_HOME and "--help" not in argv:
+            from perfpred.settings import check_home
+
+            check_home()  # PERFPRED_HOME naming a file fails here, before a command creates a store
+        app(args=argv, prog_name="perfpred")
     except Interrupted as exc:
         err_console.print(str(exc), highlight=False, soft_wrap=True)
         sys.exit(130)
@@ -1197,11 +1225,9 @@ def main() -> None:
                           highlight=False, soft_wrap=True)
         sys.exit(2)
     except SystemExit as exc:
-        # Typer turns Ctrl-C inside a command into a silent exit 130; the commands that measure
-        # write each result as it comes (tune and tune-serving say more, as Interrupted, above).
+        # Typer turns Ctrl-C inside a command into a silent exit 130: say what it left behind.
         if exc.code == 130:
-            err_console.print("interrupted: measurements are stored as they are taken, so a collect or import "
-                              "command run again resumes where it stopped")
+            err_console.print(_interrupted_message(argv), highlight=False, soft_wrap=True)
         raise
     except KeyboardInterrupt:  # while parsing the command line, before typer took over
         sys.exit(130)

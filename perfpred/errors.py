@@ -31,5 +31,9 @@ class ModelNotFoundError(PerfPredError, LookupError):
     """No trained model matches the run id / registered name."""
 
 
+class TrackingError(PerfPredError):
+    """The MLflow tracking store (``PERFPRED_MLFLOW_URI``) cannot be reached or refused a request."""
+
+
 class Interrupted(PerfPredError):
     """The user stopped a run (Ctrl-C); what it had measured is kept, and the message says where."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -506,3 +507,33 @@ def test_new_hardware_scales_the_other_gpu_that_orders_the_measured_configs_best
     summary = new_hardware.summarise(cases)
     assert summary["per_gpu"]["gemm"]["a"]["50"]["own"]["mape_pct"] == 11.0
     assert summary["per_family"]["gemm"]["50"]["reference"]["mape_pct"] == 16.0
+
+
+@pytest.mark.parametrize("script, args, missing", [
+    ("new_hardware.py", ["--kernels", "gemm", "--workers", "1"], "kernel-tuner/gemm/*.json.gz"),
+    ("accuracy.py", ["--only", "uci_random", "--output", "OUT"], "uci-sgemm"),
+])
+def test_a_benchmark_without_its_datasets_says_so_in_one_line(tmp_path, script, args, missing):
+    """PERFPRED_DATASETS pointing to an empty folder (or nowhere): `error: ...` naming the missing
+    path and the setting, exit status 2, no traceback and no result written."""
+    for datasets in (tmp_path / "empty", tmp_path / "nowhere"):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        argv = [str(tmp_path / "out.json") if a == "OUT" else a for a in args]
+        env = {**os.environ, "PERFPRED_DATASETS": str(datasets)}
+        proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *argv], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1, f"exit {proc.returncode}\n{proc.stderr[-3000:]}"
+        assert lines[0].startswith("error:") and str(datasets) in lines[0]
+        if datasets.name == "empty":
+            assert f"PERFPRED_DATASETS={datasets}" in lines[0] and str(datasets / missing) in lines[0]
+        else:
+            assert "recorded datasets folder not found" in lines[0]
+        assert not (tmp_path / "out.json").exists()
+
+
+def test_every_benchmark_script_enters_through_the_shared_error_wrapper():
+    scripts = [p for p in (REPO / "benchmarks").glob("*.py") if 'if __name__ == "__main__":' in p.read_text()]
+    for script in scripts:
+        block = script.read_text().split('if __name__ == "__main__":', 1)[1]
+        assert "run(main)" in block, f"{script.name} does not enter through _common.run"

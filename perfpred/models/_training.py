@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import pandas as pd
 from sklearn.base import clone
@@ -91,22 +90,14 @@ def train_model(
     model = clone(template).fit(rows)
     digest = data_hash(rows, target)
     hardware_ids = sorted(rows["hardware_id"].astype(str).unique())
-    run_id = None
+    result = TrainResult(model=model, run_id=None, holdout=holdout, n_rows=len(rows), data_hash=digest,
+                         hardware_ids=hardware_ids, split=split)
     if log_to_mlflow:
-        from perfpred.models._tracking import log_training_run
+        from perfpred.models._tracking import log_train_result
 
-        params: dict[str, Any] = {"kind": kind, "regressor": regressor, "target": target, "split": split,
-                                  "seed": seed, "n_rows": len(rows), "max_ref_drift": max_ref_drift,
-                                  "reuse_measured": reuse_measured,
-                                  "reference_hardware": None if reference is None else ",".join(reference.hardware_ids),
-                                  "reference_mode": None if reference is None else reference_mode,
-                                  **{f"regressor.{k}": v for k, v in model.regressor_.get_params().items()
-                                     if isinstance(v, (int, float, str, bool, type(None)))}}
-        metrics = {f"holdout_{split}_{k}": v for k, v in holdout.items()}
-        tags = {"data_hash": digest, "hardware_ids": ",".join(hardware_ids), "source": source}
-        run_id = log_training_run(model, params=params, metrics=metrics, tags=tags, registered_name=registered_name)
-    return TrainResult(model=model, run_id=run_id, holdout=holdout, n_rows=len(rows), data_hash=digest,
-                       hardware_ids=hardware_ids, split=split)
+        result.run_id = log_train_result(result, registered_name=registered_name, max_ref_drift=max_ref_drift,
+                                         source=source)
+    return result
 
 
 def has_workloads(rows: pd.DataFrame) -> bool:
