@@ -46,7 +46,7 @@ from perfpred.tuner._rounds import (
     tuning_candidates,
 )
 from perfpred.tuner._space import SearchSpace
-from perfpred.tuner._study import CandidateIndex, StudyRecorder, row_config
+from perfpred.tuner._study import CLAIM_GRACE_S, CandidateIndex, StudyRecorder, row_config
 from perfpred.tuner._surrogate import MEMBER_VIEWS, BlendSurrogate, EnsembleSurrogate, GPSurrogate, param_features
 
 # Configs confirmed a round unless told: a space scored whole takes 4 (2 did no better with a
@@ -61,7 +61,7 @@ LOCAL_STARTS = ("surprise", "best")
 PRIOR_PICKS = ("per-source", "blend")
 INT_SETTINGS = ("budget", "batch_size", "n_initial", "ensemble", "seed", "min_hamming", "early_stop_patience",
                 "calibration_picks", "flag_flip_rounds", "pool_size", "inner_trials", "inner_keep")
-NUMBER_SETTINGS = ("kappa", "early_stop_rel", "max_wall_s", "explore_fraction", "local_fraction")
+NUMBER_SETTINGS = ("kappa", "early_stop_rel", "max_wall_s", "explore_fraction", "local_fraction", "claim_grace_s")
 OPTIONAL_SETTINGS = ("batch_size", "n_initial", "early_stop_rel", "max_wall_s")
 
 
@@ -163,6 +163,12 @@ class TuneSettings:
             valid configs of a Sobol sequence the search starts from, the Optuna sampler ("tpe", "cmaes",
             "gp", "random") that searches the predictor each round, its trials per round, and
             how many of its best configs join the candidates (``perfpred.tuner._predictor_search``).
+        claim_grace_s: with workers sharing a study (``storage``), seconds a claimed config may go
+            without a heartbeat from its worker before another worker takes the claim over and
+            measures the config: its worker is taken for dead (SIGKILL, a machine gone). Default
+            180; the worker refreshes it every sixth of that (at most 15 s apart) while it
+            measures, so only a worker stalled that long (a suspended laptop) loses a live claim.
+            A dead worker of this host (its pid gone) is taken over after two refreshes instead.
     """
 
     budget: int
@@ -189,6 +195,7 @@ class TuneSettings:
     inner_sampler: str = "tpe"
     inner_trials: int = 256
     inner_keep: int = 32
+    claim_grace_s: float = CLAIM_GRACE_S
 
     def __post_init__(self) -> None:
         check_setting_types(self, integers=INT_SETTINGS, numbers=NUMBER_SETTINGS, optional=OPTIONAL_SETTINGS)
@@ -228,7 +235,8 @@ class TuneSettings:
                   ("inner_keep", self.inner_keep >= 1, ">= 1"),
                   # A fraction of 1 or more can never be beaten, so the stop would never fire.
                   ("early_stop_rel", self.early_stop_rel is None or 0 < self.early_stop_rel < 1, "in (0, 1)"),
-                  ("max_wall_s", self.max_wall_s is None or self.max_wall_s > 0, "> 0")]
+                  ("max_wall_s", self.max_wall_s is None or self.max_wall_s > 0, "> 0"),
+                  ("claim_grace_s", 0 < self.claim_grace_s < float("inf"), "> 0 (finite)")]
         if self.n_initial is not None:
             checks.append(("n_initial", self.n_initial >= 1, ">= 1"))
         for name, ok, rule in checks:
@@ -468,7 +476,7 @@ class Tuner(PredictorFirstLoop):
         prior = model_priors(prior, backend, settings.objective, pool)
         self.prior = prior
         self.recorder = StudyRecorder(space, storage=storage, study_name=study_name, objective=settings.objective,
-                                      identity=study_identity)
+                                      identity=study_identity, claim_grace_s=settings.claim_grace_s)
         if featurize is None and self.open_space:
             featurize = space.unit_features
         elif featurize is None:

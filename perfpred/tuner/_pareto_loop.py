@@ -64,7 +64,7 @@ from perfpred.tuner._rounds import (
     tuning_candidates,
 )
 from perfpred.tuner._space import SearchSpace
-from perfpred.tuner._study import CandidateIndex, row_config
+from perfpred.tuner._study import CLAIM_GRACE_S, CandidateIndex, row_config
 from perfpred.tuner._surrogate import EnsembleSurrogate, param_features
 
 # Floor of the surrogate's log-space spread when turning it into feasibility probabilities: a
@@ -96,6 +96,9 @@ class ParetoSettings:
             other remains.
         max_wall_s: wall-time cap in seconds, model fitting included.
         seed: seeds the design and the surrogates.
+        claim_grace_s: with workers sharing a study, seconds a claimed config may go without a
+            heartbeat from its worker before another worker takes it over (default 180; see
+            ``TuneSettings.claim_grace_s``).
     """
 
     objectives: tuple[Objective, ...]
@@ -109,18 +112,21 @@ class ParetoSettings:
     min_feasible_prob: float = 0.05
     max_wall_s: float | None = None
     seed: int = 0
+    claim_grace_s: float = CLAIM_GRACE_S
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", parse_objectives(self.objectives))
         object.__setattr__(self, "constraints", parse_constraints(self.constraints))
         check_setting_types(self, integers=("budget", "batch_size", "n_initial", "ensemble", "n_estimators", "seed"),
-                            numbers=("kappa", "min_feasible_prob", "max_wall_s"), optional=("n_initial", "max_wall_s"))
+                            numbers=("kappa", "min_feasible_prob", "max_wall_s", "claim_grace_s"),
+                            optional=("n_initial", "max_wall_s"))
         if self.seed < 0:
             raise InvalidInputError(f"`seed >= 0` must hold, but got seed={self.seed}")
         checks = [("budget", self.budget >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
                   ("kappa", self.kappa >= 0, ">= 0"), ("ensemble", self.ensemble >= 2, ">= 2"),
                   ("n_estimators", self.n_estimators >= 1, ">= 1"),
-                  ("min_feasible_prob", 0 <= self.min_feasible_prob <= 1, "in [0, 1]")]
+                  ("min_feasible_prob", 0 <= self.min_feasible_prob <= 1, "in [0, 1]"),
+                  ("claim_grace_s", 0 < self.claim_grace_s < float("inf"), "> 0 (finite)")]
         if self.n_initial is not None:
             checks.append(("n_initial", self.n_initial >= 1, ">= 1"))
         if self.max_wall_s is not None:
@@ -258,7 +264,8 @@ class ParetoTuner(PredictorFirstLoop):
         if self.candidates.empty:
             raise InvalidInputError("the search space has no valid config (check the constraints)")
         self.recorder = ParetoStudyRecorder(space, settings.objectives, settings.constraints, storage=storage,
-                                            study_name=study_name, identity=study_identity)
+                                            study_name=study_name, identity=study_identity,
+                                            claim_grace_s=settings.claim_grace_s)
         self.features = featurize(self.candidates)
         self.index = CandidateIndex(self.candidates)
         self.surrogates = {m: EnsembleSurrogate(n_members=settings.ensemble, n_estimators=settings.n_estimators,

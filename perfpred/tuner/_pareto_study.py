@@ -7,7 +7,8 @@ optuna-dashboard draws it. Trials are tagged as ``StudyRecorder``'s are (``sourc
 ``status``, ``iteration``, ``worker``, ``predicted_<metric>``), plus the measured value of
 every tracked metric (``measured_<metric>``), so constraint metrics show in the dashboard too.
 Workers sharing an RDB storage claim configs in the same claims table as the single-objective
-tuner, so no config is measured twice and the budget is never overrun.
+tuner, so no config is measured twice and the budget is never overrun (a dead worker's claim is
+taken over after ``claim_grace_s``: ``ClaimTable``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from perfpred.tuner._objectives import MetricBound, Objective, is_feasible
-from perfpred.tuner._study import ClaimTable, _native, open_study
+from perfpred.tuner._study import CLAIM_GRACE_S, ClaimTable, _native, open_study
 
 
 class ParetoStudyRecorder:
@@ -25,7 +26,7 @@ class ParetoStudyRecorder:
 
     def __init__(self, space, objectives: Sequence[Objective], constraints: Sequence[MetricBound] = (), *,
                  storage: str | None = None, study_name: str = "perfpred-pareto",
-                 identity: Mapping[str, Any] | None = None) -> None:
+                 identity: Mapping[str, Any] | None = None, claim_grace_s: float = CLAIM_GRACE_S) -> None:
         import optuna
 
         self.space = space
@@ -40,7 +41,7 @@ class ParetoStudyRecorder:
             self.study.set_metric_names([o.metric for o in self.objectives])
         self.study.set_user_attr("objectives", [str(o) for o in self.objectives])
         self.study.set_user_attr("constraints", [str(c) for c in self.constraints])
-        self.claims = ClaimTable(storage, study_name) if storage else None
+        self.claims = ClaimTable(storage, study_name, grace_s=claim_grace_s) if storage else None
 
     def record(self, config: Mapping[str, Any], measured: Mapping[str, float | None], status: str, *,
                predicted: Mapping[str, float | None] | None = None, iteration: int = 0, worker: str = "",

@@ -9,6 +9,12 @@ Each round:
 3. measure each pick (claimed first when workers share a study: ``claims``) and record it;
    the ``on_evaluation`` callback sees each evaluation and may stop the run by returning True.
 
+With shared claims, a worker first frees the claims of workers that died (no heartbeat for the
+grace period: ``ClaimTable``), and when the budget looks spent while other workers' claims are
+still in flight it waits for them (polling, within ``max_wall_s``): one that finishes ends the
+run, one released or gone stale frees a slot this worker then measures, so a crashed worker
+never leaves the study short of its budget.
+
 Subclasses say what is measured, how a batch is chosen, and how one evaluation is recorded:
 :class:`~perfpred.tuner.Tuner` (one objective, lower confidence bound, transfer priors),
 :class:`~perfpred.tuner.ParetoTuner` (several objectives under SLOs, hypervolume improvement)
@@ -18,6 +24,7 @@ and the serving SLO search (a goal under upper bounds, a GP surrogate by default
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,6 +35,9 @@ import pandas as pd
 from perfpred.datasets import Measurement
 from perfpred.errors import InvalidInputError
 from perfpred.tuner._study import ClaimTable, config_key, row_config
+
+# Seconds between looks at the claims table while other workers' claims hold the rest of the budget.
+CLAIM_POLL_S = 1.0
 
 
 class HardwareBackend(Protocol):
@@ -183,17 +193,59 @@ class PredictorFirstLoop:
 
     def _claim(self, i: int) -> bool:
         """Whether this process may measure candidate row ``i``: always without shared claims; with
-        them, unless another worker holds it or the shared budget is spent."""
+        them, unless another worker holds it or the shared budget is spent (a dead worker's stale
+        claim is taken over first)."""
         if self.claims is None:
             return True
         key = config_key(row_config(self.candidates, i))
-        return self.claims.claim(key, self.settings.budget, self.worker) is not None
+        return self.claims.claim(key, self.settings.budget, self.worker, self._finished_keys) is not None
 
     def _release(self, i: int) -> None:
         """Give back the claim on candidate row ``i`` when its evaluation did not finish (a claim
         kept would bar the config from the study for good, and count against its budget)."""
         if self.claims is not None:
-            self.claims.release(config_key(row_config(self.candidates, i)))
+            self.claims.release(config_key(row_config(self.candidates, i)), self.worker)
+
+    def _finish(self, i: int) -> None:
+        """Mark the claim on candidate row ``i`` finished (its trial is recorded): no heartbeat
+        from now on, and never taken over."""
+        if self.claims is None:
+            return
+        key = config_key(row_config(self.candidates, i))
+        if not self.claims.finish(key, self.worker):
+            warnings.warn(f"claim_grace_s={self.claims.grace_s:g}: the claim on config {key} was taken over as "
+                          "stale while this worker measured it (its heartbeat was late), so another worker may "
+                          "measure it again; raise claim_grace_s", RuntimeWarning, stacklevel=2)
+
+    def _finished_keys(self) -> set[str]:
+        """The claim keys of every config the study has a trial of: its parameters as recorded,
+        and the candidate row they are (a value read back as 1.0 still names row ``x=1``)."""
+        recorder = getattr(self, "recorder", None)
+        if recorder is None:
+            return set()
+        index = getattr(self, "index", None)
+        keys = set()
+        for trial in recorder.study.get_trials(deepcopy=False):
+            if trial.state.is_finished():
+                keys.add(config_key(trial.params))
+                row = index.get(trial.params) if index is not None else None
+                if row is not None:
+                    keys.add(config_key(row_config(self.candidates, row)))
+        return keys
+
+    def _await_claims(self, t_start: float, max_wall_s: float | None) -> bool:
+        """The budget looks spent: whether to look again, after freeing dead workers' claims or
+        (other workers' claims still in flight: one may be released or go stale) a short wait."""
+        if self.claims is None:
+            return False
+        if self.claims.reclaim_stale(self._finished_keys):
+            return True
+        if not self.claims.in_flight(self._finished_keys):
+            return False
+        if max_wall_s is not None and time.perf_counter() - t_start > max_wall_s:
+            return False
+        time.sleep(min(CLAIM_POLL_S, self.claims.heartbeat_s))
+        return True
 
     # ------------------------------------------------------------------ the loop
 
@@ -224,9 +276,13 @@ class PredictorFirstLoop:
         rows: list[Any] = []
         stopped_by = "budget"
         iteration = 0
+        if self.claims is not None:  # claims left by workers that died, this host's earlier runs too
+            self.claims.reclaim_stale(self._finished_keys)
         while stopped_by == "budget":
             used = self._n_used()
             if used >= s.budget:
+                if self._await_claims(t_start, max_wall_s):
+                    continue
                 break
             if max_wall_s is not None and time.perf_counter() - t_start > max_wall_s:
                 stopped_by = "wall_time"
@@ -260,6 +316,7 @@ class PredictorFirstLoop:
                 except BaseException:  # Ctrl-C or a crash mid-measurement: nothing was recorded
                     self._release(int(i))
                     raise
+                self._finish(int(i))
                 rows.append(row)
                 if self.on_evaluation is not None and self.on_evaluation(row):
                     stopped_by = "callback"

@@ -5,14 +5,20 @@ prediction that led to it as ``predicted_*``), so ``optuna-dashboard`` shows the
 history. Several ``perfpred tune`` processes pointed at one RDB storage (SQLite file, or
 PostgreSQL for many hosts) share the study; before measuring, a worker claims the config
 in a small table whose unique keys make a double measurement, or a measurement past the
-budget, impossible, whichever worker gets there first.
+budget, impossible, whichever worker gets there first. A claim carries its worker's heartbeat,
+so the claim of a worker that died (SIGKILL, a machine gone) is taken over by another one
+after a grace period instead of barring its config and its slot for good.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -135,19 +141,70 @@ class CandidateIndex:
         return int(hits[0]) if len(hits) else None
 
 
+# Seconds a claim may go without a heartbeat before another worker takes it over (its worker is
+# taken for dead: killed, or its machine down). The claiming worker refreshes it every sixth of
+# that, at most CLAIM_HEARTBEAT_S apart.
+CLAIM_GRACE_S = 180.0
+CLAIM_HEARTBEAT_S = 15.0
+
+
+def check_claim_grace(value: Any) -> float:
+    """``claim_grace_s`` as a float, or a one-line error naming the rule and the value."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not ok or not 0 < float(value) < float("inf"):
+        raise InvalidInputError(f"`claim_grace_s > 0` (finite seconds without a heartbeat before a claim is taken "
+                                f"over) must hold, but got claim_grace_s={value!r}")
+    return float(value)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host may be running (True when it cannot be told)."""
+    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, under another user
+        return True
+    return True
+
+
 class ClaimTable:
     """``perfpred_claims(study, slot)`` and ``(study, config_key)`` are both unique.
 
     A worker claims the lowest free slot for a config; if another worker took the slot it
     looks again; if another worker already claimed the config it skips it.
     Slots run from 0 to budget-1, so the budget can never be overrun.
+
+    A claim whose worker died (SIGKILL, a machine gone) must not bar its config and its slot for
+    good, so each claim carries a ``heartbeat``: the database clock's epoch seconds (one clock
+    for workers on many hosts), set when the config is claimed and refreshed by a background
+    thread of the claiming process every ``min(grace_s / 6, 15 s)`` while it measures.
+    :meth:`finish` sets it to NULL once the trial is recorded (NULL also marks what a version
+    before heartbeats inserts into an upgraded table: never reclaimed, as before).
+
+    A claim in flight is *stale* when its heartbeat is older than ``grace_s`` (default
+    :data:`CLAIM_GRACE_S`, 180 s), or older than two refresh intervals when its worker
+    (``host:pid``) is a process of this host that no longer runs. :meth:`reclaim_stale` deletes
+    a stale claim (or marks it finished when the study already holds its trial) only if the row
+    still has the heartbeat it saw, so a worker that beat meanwhile keeps its claim and two
+    workers never both free the same one; :meth:`claim` reclaims when it finds no free slot or
+    the config held. A table made before heartbeats gets the column on first use (ALTER TABLE,
+    once, whichever worker gets there first); its rows are dated then, so a claim left by a
+    worker killed back then is freed one grace period later unless its trial exists.
     """
 
-    def __init__(self, url: str, study_name: str) -> None:
+    def __init__(self, url: str, study_name: str, *, grace_s: float = CLAIM_GRACE_S) -> None:
         import sqlalchemy as sa
 
         self._sa = sa
         self.study_name = study_name
+        self.grace_s = check_claim_grace(grace_s)
+        # The refresh interval: a late beat or two never looks dead.
+        self.heartbeat_s = min(self.grace_s / 6, CLAIM_HEARTBEAT_S)
+        self.host = socket.gethostname()
+        self.reclaimed: list[tuple[str, str | None]] = []  # (config key, worker) of each claim taken over
         self.engine = sa.create_engine(url)
         meta = sa.MetaData()
         self.table = sa.Table(
@@ -156,10 +213,38 @@ class ClaimTable:
             sa.Column("slot", sa.Integer, nullable=False),
             sa.Column("config_key", sa.String(64), nullable=False),
             sa.Column("worker", sa.String(100)),
+            sa.Column("heartbeat", sa.Float(precision=53)),  # epoch seconds (database clock); NULL: finished
             sa.UniqueConstraint("study", "slot", name="uq_perfpred_claims_slot"),
             sa.UniqueConstraint("study", "config_key", name="uq_perfpred_claims_config"),
         )
         _retry_create(lambda: meta.create_all(self.engine, checkfirst=True))
+        _retry_create(self._add_heartbeat_column)
+        self._held: dict[str, str] = {}  # config key -> worker: this process's claims in flight
+        self._lock = threading.Lock()
+        self._beater: threading.Thread | None = None
+
+    def _add_heartbeat_column(self) -> None:
+        """Upgrade a claims table made before heartbeats (two workers racing here: the loser
+        retries and finds the column). Its rows are dated now: :meth:`reclaim_stale` tells the
+        finished ones (their trial exists) from those of dead workers a grace period later."""
+        sa = self._sa
+        columns = {c["name"] for c in sa.inspect(self.engine).get_columns("perfpred_claims")}
+        if "heartbeat" in columns:
+            return
+        kind = self.table.c.heartbeat.type.compile(dialect=self.engine.dialect)
+        with self.engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE perfpred_claims ADD COLUMN heartbeat {kind}"))
+            conn.execute(self.table.update().values(heartbeat=self._now()))
+
+    def _now(self) -> Any:
+        """The database's clock in epoch seconds, as SQL: one clock for workers on many hosts."""
+        sa = self._sa
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)", sa.Float(precision=53))
+        if dialect == "postgresql":
+            return sa.cast(sa.extract("epoch", sa.func.clock_timestamp()), sa.Float(precision=53))
+        return sa.literal(time.time(), sa.Float(precision=53))  # another database: this host's clock
 
     def n_claimed(self) -> int:
         sa = self._sa
@@ -182,28 +267,168 @@ class ClaimTable:
                                                    & (self.table.c.config_key == key))
             return conn.execute(q).first() is not None
 
-    def claim(self, key: str, budget: int, worker: str = "") -> int | None:
-        """The slot this worker now owns for ``key``; None if taken or the budget is spent."""
+    def claim(self, key: str, budget: int, worker: str = "",
+              finished_keys: Callable[[], set[str]] | None = None) -> int | None:
+        """The slot this worker now owns for ``key``; None if taken or the budget is spent.
+
+        When no slot is free or ``key`` is held, stale claims are reclaimed first (see
+        :meth:`reclaim_stale`; ``finished_keys`` names the configs the study has a trial of).
+        The claim's heartbeat is kept fresh until :meth:`finish` or :meth:`release`.
+        """
         sa = self._sa
         while True:
             slot = self._first_free_slot(budget)
             if slot is None or self.is_claimed(key):
+                if self.reclaim_stale(finished_keys):
+                    continue
                 return None
             try:
                 with self.engine.begin() as conn:
                     conn.execute(self.table.insert().values(study=self.study_name, slot=slot, config_key=key,
-                                                            worker=worker))
-                return slot
+                                                            worker=worker, heartbeat=self._now()))
             except sa.exc.IntegrityError:
                 continue  # another worker took this slot or this config: look again
+            self._hold(key, worker)
+            return slot
 
-
-    def release(self, key: str) -> None:
-        """Give back this study's claim on ``key``: its measurement was interrupted or crashed, so
-        nothing was recorded and a later run (or another worker) may measure it."""
+    def finish(self, key: str, worker: str = "") -> bool:
+        """Mark this worker's claim on ``key`` finished (its trial is recorded): it stays, counts
+        against the budget, and is never reclaimed. False if the claim was no longer this worker's
+        (taken over as stale while it measured: a heartbeat missed for ``grace_s``)."""
+        self._unhold(key)
+        t = self.table
         with self.engine.begin() as conn:
-            conn.execute(self.table.delete().where((self.table.c.study == self.study_name)
-                                                   & (self.table.c.config_key == key)))
+            done = conn.execute(t.update().where((t.c.study == self.study_name) & (t.c.config_key == key)
+                                                 & (t.c.worker == worker)).values(heartbeat=None))
+        return done.rowcount == 1
+
+    def release(self, key: str, worker: str | None = None) -> None:
+        """Give back this study's claim on ``key`` (``worker``'s only, when given): its measurement
+        was interrupted or crashed, so nothing was recorded and a later run (or another worker)
+        may measure it."""
+        self._unhold(key)
+        t = self.table
+        where = (t.c.study == self.study_name) & (t.c.config_key == key)
+        if worker is not None:
+            where = where & (t.c.worker == worker)
+        with self.engine.begin() as conn:
+            conn.execute(t.delete().where(where))
+
+    def in_flight(self, finished_keys: Callable[[], set[str]] | None = None) -> int:
+        """Claims of this study that other workers are measuring (or whose heartbeat is not stale
+        yet). One whose config the study has a trial of (``finished_keys()``) is marked finished."""
+        sa = self._sa
+        t = self.table
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.c.config_key, t.c.worker, t.c.heartbeat).where(
+                (t.c.study == self.study_name) & t.c.heartbeat.isnot(None))).all()
+        with self._lock:
+            rows = [r for r in rows if self._held.get(r.config_key) != r.worker]
+        if rows and finished_keys is not None:
+            done = finished_keys()
+            for r in [r for r in rows if r.config_key in done]:
+                with self.engine.begin() as conn:
+                    conn.execute(t.update().where(self._seen(r)).values(heartbeat=None))
+            rows = [r for r in rows if r.config_key not in done]
+        return len(rows)
+
+    def _seen(self, r: Any) -> Any:
+        """SQL: claim row ``r`` as read, its heartbeat not refreshed since."""
+        t = self.table
+        worker = t.c.worker.is_(None) if r.worker is None else t.c.worker == r.worker
+        return ((t.c.study == self.study_name) & (t.c.config_key == r.config_key) & worker
+                & t.c.heartbeat.isnot(None) & (t.c.heartbeat <= r.heartbeat))
+
+    def _dead_here(self, worker: str | None) -> bool:
+        """Whether ``worker`` names a process of this host (``host:pid``) that no longer runs."""
+        host, _, pid = (worker or "").rpartition(":")
+        if host != self.host or not pid.isdigit():
+            return False
+        # This very pid: an earlier process that had it died (this one holds no such claim).
+        return int(pid) == os.getpid() or not _pid_alive(int(pid))
+
+    def stale(self) -> list[Any]:
+        """This study's claims whose worker is taken for dead (rows: key, worker, heartbeat)."""
+        sa = self._sa
+        t = self.table
+        with self.engine.connect() as conn:
+            now = conn.execute(sa.select(self._now())).scalar_one()
+            rows = conn.execute(sa.select(t.c.config_key, t.c.worker, t.c.heartbeat).where(
+                (t.c.study == self.study_name) & t.c.heartbeat.isnot(None))).all()
+        with self._lock:
+            held = dict(self._held)
+        out = []
+        for r in rows:
+            if held.get(r.config_key) == r.worker:
+                continue  # this process is measuring it
+            age = float(now) - float(r.heartbeat)
+            if age > self.grace_s or (age > 2 * self.heartbeat_s and self._dead_here(r.worker)):
+                out.append(r)
+        return out
+
+    def reclaim_stale(self, finished_keys: Callable[[], set[str]] | None = None) -> int:
+        """Free the claims of dead workers (see :meth:`stale`); how many were freed.
+
+        A claim whose config the study already has a trial of (``finished_keys()``: its worker
+        died between recording and :meth:`finish`) is marked finished instead. Each change holds
+        only if the row still has the heartbeat seen, so a worker that beat meanwhile keeps its
+        claim, and of two workers reclaiming at once one frees it and the other finds it gone.
+        """
+        stale = self.stale()
+        if not stale:
+            return 0
+        done = finished_keys() if finished_keys is not None else set()
+        t = self.table
+        freed = 0
+        for r in stale:
+            with self.engine.begin() as conn:
+                if r.config_key in done:
+                    conn.execute(t.update().where(self._seen(r)).values(heartbeat=None))
+                elif conn.execute(t.delete().where(self._seen(r))).rowcount == 1:
+                    freed += 1
+                    self.reclaimed.append((r.config_key, r.worker))
+        return freed
+
+    # ------------------------------------------------------------------ heartbeats
+
+    def beat(self) -> int:
+        """Refresh the heartbeat of this process's claims in flight now; how many it still holds."""
+        t = self.table
+        with self._lock:
+            held = dict(self._held)
+        kept = 0
+        for worker in set(held.values()):
+            keys = [k for k, w in held.items() if w == worker]
+            with self.engine.begin() as conn:
+                kept += conn.execute(t.update().where((t.c.study == self.study_name) & t.c.config_key.in_(keys)
+                                                      & (t.c.worker == worker) & t.c.heartbeat.isnot(None))
+                                     .values(heartbeat=self._now())).rowcount
+        return kept
+
+    def _hold(self, key: str, worker: str) -> None:
+        with self._lock:
+            self._held[key] = worker
+            if self._beater is None:
+                self._beater = threading.Thread(target=self._beat_while_held, name="perfpred-claims-heartbeat",
+                                                daemon=True)
+                self._beater.start()
+
+    def _unhold(self, key: str) -> None:
+        with self._lock:
+            self._held.pop(key, None)
+
+    def _beat_while_held(self) -> None:
+        """The heartbeat thread: beats every ``heartbeat_s`` while this process holds a claim in flight."""
+        while True:
+            time.sleep(self.heartbeat_s)
+            with self._lock:
+                if not self._held:
+                    self._beater = None
+                    return
+            try:
+                self.beat()
+            except Exception:  # a locked or unreachable database: try again next beat
+                continue
 
 
 class StudyRecorder:
@@ -211,7 +436,7 @@ class StudyRecorder:
 
     def __init__(self, space, *, storage: str | None = None, study_name: str = "perfpred-tune",
                  direction: str = "minimize", objective: str = "runtime_ms",
-                 identity: Mapping[str, Any] | None = None) -> None:
+                 identity: Mapping[str, Any] | None = None, claim_grace_s: float = CLAIM_GRACE_S) -> None:
         if direction not in ("minimize", "maximize"):
             raise InvalidInputError(f"`direction` must be minimize or maximize, but got {direction!r}")
         self.space = space
@@ -220,7 +445,7 @@ class StudyRecorder:
         self.study = open_study(storage, study_name, [direction],
                                 {"parameters": sorted(space.names), "objective": objective, **(identity or {})})
         self.study.set_user_attr("objective", objective)
-        self.claims = ClaimTable(storage, study_name) if storage else None
+        self.claims = ClaimTable(storage, study_name, grace_s=claim_grace_s) if storage else None
 
     def record(self, config: Mapping[str, Any], value: float | None, status: str, *,
                predicted: float | None = None, iteration: int = 0, worker: str = "",
