@@ -843,6 +843,7 @@ def tune(
     kappa: Annotated[float, typer.Option(help="Exploration weight of the lower confidence bound (0 = pure exploitation).")] = 1.0,
     early_stop: Annotated[float | None, typer.Option(help="Stop when no config is predicted to beat the best by more than this fraction (e.g. 0.01).")] = None,
     max_wall_s: Annotated[float | None, typer.Option(help="Wall-time cap in seconds, model fitting included.")] = None,
+    claim_grace_s: Annotated[float, typer.Option(help="With workers sharing a --storage study: seconds a claimed config may go without its worker's heartbeat before another worker takes it over (its worker is taken for dead).")] = 180.0,
     storage: Annotated[str | None, typer.Option(help="Optuna RDB storage, shared by workers: sqlite:///study.db or postgresql+psycopg2://user@127.0.0.1/db (default: sqlite:///OUTPUT/study.db, so optuna-dashboard shows the run and the same command resumes it).")] = None,
     study: Annotated[str | None, typer.Option(help="Study name inside the storage (default: perfpred-tune-BACKEND, or perfpred-pareto-BACKEND with two or more --objective).")] = None,
     compare_random: Annotated[bool, typer.Option(help="Also run random search with the same budget on the same backend (costs hardware time on real backends); the same as --compare random.")] = False,
@@ -882,7 +883,7 @@ def tune(
         raise InvalidInputError("`--prior` and `--model` work in single-objective tuning only, but got --objective "
                                 "or --constraint")
     settings = TuneSettings(budget=budget, batch_size=batch, kappa=kappa, early_stop_rel=early_stop,
-                            max_wall_s=max_wall_s, seed=seed, surrogate=surrogate)
+                            max_wall_s=max_wall_s, seed=seed, surrogate=surrogate, claim_grace_s=claim_grace_s)
     session = open_session(backend, str(space) if space else None)
     # One study per backend by default: two spaces tuned into one run directory must not share a budget.
     study = study or "-".join(["perfpred-pareto" if objective or constraint else "perfpred-tune", _slug(backend)])
@@ -894,7 +895,8 @@ def tune(
         parse_constraints(constraint or [], known)
         storage = storage or _study_file(output)
         _tune_pareto(session, objective or ["runtime_ms"], constraint or [], budget=budget, batch=batch,
-                     storage=storage, study=study, seed=seed, output=output, backend_tag=_slug(backend))
+                     storage=storage, study=study, seed=seed, output=output, backend_tag=_slug(backend),
+                     claim_grace_s=claim_grace_s)
         return
     priors = {**(priors_from_files(prior, session.space.names, exclude_hardware=session.recorded_hardware_id,
                                    exclude_file=session.recorded_path)
@@ -1099,7 +1101,8 @@ def _study_file(output: Path) -> str:
 
 
 def _tune_pareto(session, objectives: list[str], constraints: list[str], *, budget: int, batch: int | None,
-                 storage: str | None, study: str, seed: int, output: Path, backend_tag: str) -> None:
+                 storage: str | None, study: str, seed: int, output: Path, backend_tag: str,
+                 claim_grace_s: float) -> None:
     """``perfpred tune --objective A --objective B [--constraint ...]``: the measured Pareto front."""
     from perfpred.tuner import tune_pareto
     from perfpred.tuner._loop import SCORED_SPACE_BATCH
@@ -1115,7 +1118,7 @@ def _tune_pareto(session, objectives: list[str], constraints: list[str], *, budg
                                  constraints=constraints, candidates=session.candidates, storage=storage,
                                  study_name=study, study_identity={"backend": backend_tag},
                                  batch_size=SCORED_SPACE_BATCH if batch is None else batch, seed=seed,
-                                 out_dir=output, on_evaluation=on_eval)
+                                 out_dir=output, on_evaluation=on_eval, claim_grace_s=claim_grace_s)
     except KeyboardInterrupt:
         raise _tune_interrupted(done[0], study, storage) from None
     _print_pareto(result, f"Pareto front: {session.description}")

@@ -173,3 +173,11 @@ def test_interrupting_a_serving_search_says_where_its_launches_are(monkeypatch, 
     code, _out, err = run_main(monkeypatch, capsys, "tune-serving", "--budget", "2", "--store",
                                str(tmp_path / "store"), "--output", str(tmp_path / "run"))
     assert code == 130 and "finished launch(es)" in " ".join(err.split())
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "inf"])
+def test_a_claim_grace_that_cannot_work_is_one_line(monkeypatch, capsys, tmp_path, value):
+    code, out, err = run_main(monkeypatch, capsys, "tune", "--backend", _replay("A4000"), "--budget", "4",
+                              "--claim-grace-s", value, "--output", str(tmp_path / "run"))
+    assert_one_line_error(code, out, err, "claim_grace_s")
+    assert not (tmp_path / "run").exists()

@@ -476,16 +476,19 @@ def tune_pareto(space: SearchSpace, backend: HardwareBackend, objectives: Sequen
                 storage: str | None = None, study_name: str = "perfpred-pareto",
                 study_identity: Mapping[str, Any] | None = None, reference_point: Sequence[float] | None = None,
                 batch_size: int = 1, seed: int = 0, out_dir: str | os.PathLike[str] | None = None,
-                on_evaluation: Callable[[dict[str, Any]], bool | None] | None = None) -> ParetoResult:
+                on_evaluation: Callable[[dict[str, Any]], bool | None] | None = None,
+                claim_grace_s: float = CLAIM_GRACE_S) -> ParetoResult:
     """Multi-objective tuning in one call (what ``perfpred tune --objective ... --constraint ...`` runs).
 
     ``objectives`` like ``["metric.output_tokens_per_s:maximize", "metric.energy_per_token_j"]``;
     ``constraints`` like ``["metric.itl_p99_ms <= 50"]``; ``reference_point`` (raw units, one per
     objective) fixes the hypervolume's reference (default: Optuna's 1.1 / 0.9 x the front's worst);
-    ``out_dir`` writes ``pareto.json``, ``front.csv``, ``history.csv`` and ``pareto.png``.
+    ``out_dir`` writes ``pareto.json``, ``front.csv``, ``history.csv`` and ``pareto.png``;
+    ``claim_grace_s``: see ``ParetoSettings``.
     """
     settings = ParetoSettings(objectives=_as_tuple(objectives, "objectives"), budget=budget,
-                              constraints=_as_tuple(constraints, "constraints"), batch_size=batch_size, seed=seed)
+                              constraints=_as_tuple(constraints, "constraints"), batch_size=batch_size, seed=seed,
+                              claim_grace_s=claim_grace_s)
     ref = None
     if reference_point is not None:  # checked before anything is measured
         try:
