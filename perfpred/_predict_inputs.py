@@ -158,13 +158,18 @@ def _model_inputs(est: Any) -> dict[str, dict[str, Any]]:
 
 def required_inputs(est: Any, kind: str) -> list[str]:
     """Columns a CSV must give: a kernel's tuning parameters and the problem where it varied in
-    training (a constant one is taken from the model); a serving model's numbers that every
-    training row had and that varied (model size, knobs); text columns may be left out."""
+    training (a constant one is taken from the model); a serving model's numbers that its features
+    read (``SERVING_FEATURE_INPUTS``: model size, knobs, the load's concurrency or rate and lengths)
+    and that every training row had and that varied; text columns may be left out. A serving row's
+    other columns (the load test's request count and seed, ...) are no input."""
     inputs = _model_inputs(est)
     if kind == "kernel":
         return [c for c, info in inputs.items()
                 if not info["missing"] and (c.startswith("config.") or not info["constant"])]
-    return [c for c, info in inputs.items() if not info["missing"] and not info["constant"] and info["numeric"]]
+    from perfpred.features._serving import SERVING_FEATURE_INPUTS
+
+    return [c for c, info in inputs.items() if c in SERVING_FEATURE_INPUTS and not info["missing"]
+            and not info["constant"] and info["numeric"]]
 
 
 def shown_column(column: str, kind: str) -> str:
@@ -189,18 +194,21 @@ def _check_input_rows(est: Any, model: str, configs: list[dict[str, Any]], place
     missing = [c for c in required_inputs(est, kind) if c not in given]
     unknown = [name for name, c in placed.items()
                if c not in inputs and c not in readable and not (legacy and c.startswith("workload."))]
-    known = [shown_column(c, kind) for c in inputs]
+    needed = required_inputs(est, kind)
+    # The model's input columns as a CSV names them, the ones it needs first.
+    known = list(dict.fromkeys(shown_column(c, kind) for c in [*needed, *inputs]))
     if missing or unknown:
         problems = []
         if missing:
             problems.append(f"lacks column(s) {', '.join(repr(shown_column(c, kind)) for c in missing)} that every "
                             "training row had")
         for name in unknown[:3]:
-            close = difflib.get_close_matches(name.split(".", 1)[-1], known, n=1)
+            close = [c for c in difflib.get_close_matches(name.split(".", 1)[-1], known, n=2) if c != name]
             problems.append(f"has column {name!r} that no training row had"
                             + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise InvalidInputError(f"--model {model} (kind {est.kind!r}) cannot predict these configs: --input "
-                                f"{input_csv} {' and '.join(problems)}; its columns: {', '.join(known[:16])}")
+                                f"{input_csv} {' and '.join(problems)} (its columns: {', '.join(placed)}); the "
+                                f"model's input columns: {', '.join(known[:16])}")
     by_column = {c: name for name, c in placed.items()}
     for column, info in inputs.items():
         if column not in by_column:
@@ -316,11 +324,25 @@ def predict_serving_configs(est: Any, model: str, configs: list[dict[str, Any]],
     import numpy as np
     import pandas as pd
 
-    from perfpred.features._serving import CODE_COLUMNS, LOG_COLUMNS, SERVING_WORKLOAD_INPUTS
+    from perfpred.features._serving import (
+        CODE_COLUMNS,
+        LOG_COLUMNS,
+        SERVING_FEATURE_INPUTS,
+        SERVING_WORKLOAD_INPUTS,
+    )
+
+    inputs = _model_inputs(est)
 
     def placed(column: str) -> str:
+        """A bare CSV name as the column the model knows it by (one its features read first, then
+        any its training rows had), else where the serving features read it."""
         if column.startswith(("workload.", "config.")):
             return column
+        candidates = [f"workload.{column}", f"config.{column}"]
+        for wanted in ([c for c in candidates if c in inputs and c in SERVING_FEATURE_INPUTS],
+                       [c for c in candidates if c in inputs]):
+            if wanted:
+                return wanted[0]
         return f"workload.{column}" if f"workload.{column}" in SERVING_WORKLOAD_INPUTS else f"config.{column}"
 
     # Columns the serving features read even where the training rows lacked them (a model's layout).

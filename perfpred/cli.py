@@ -280,11 +280,17 @@ def parse_knob_grid(items: list[str]) -> list[dict]:
     import itertools
 
     axes: dict[str, list] = {}
+    given: dict[str, str] = {}
     for item in items:
         key, sep, values = item.partition("=")
         if not sep or not key.strip():
             raise InvalidInputError(f"--knob must look like NAME=V1,V2,..., but got {item!r}")
-        axes[key.strip()] = [parse_scalar(v) for v in parse_list(values, f"knob {key.strip()}")]
+        key = key.strip()
+        if key in axes:  # the second would silently replace the first
+            raise InvalidInputError(f"each knob must be given once (--knob {key}=V1,V2 lists its values), but got "
+                                    f"--knob {given[key]} and --knob {item}")
+        given[key] = item
+        axes[key] = [parse_scalar(v) for v in parse_list(values, f"knob {key}")]
     return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())] or [{}]
 
 
@@ -303,8 +309,8 @@ def collect_serving(
     slo_tpot_ms: Annotated[float | None, typer.Option(help="SLO: p99 time per output token in ms.")] = None,
     slo_e2e_ms: Annotated[float | None, typer.Option(help="SLO: p99 end-to-end latency in ms.")] = None,
     sustainable_rate: Annotated[bool, typer.Option(help="Find each config's highest Poisson rate (requests/s) that meets the SLO, by bracketing and bisection.")] = False,
-    rate_start_rps: Annotated[float | None, typer.Option(help="--sustainable-rate: first probed rate in requests/s (default: 0.8 x the capacity a closed-loop run measures first).")] = None,
-    probe_s: Annotated[float, typer.Option(help="--sustainable-rate: seconds of arrivals per probe (a short probe ends before a queue shows).")] = 10.0,
+    rate_start_rps: Annotated[float | None, typer.Option(help="--sustainable-rate: first probed rate in requests/s, 0.05 to 1000 (default: 0.8 x the capacity a closed-loop run measures first, which then bounds the search: no rate above it is reported).")] = None,
+    probe_s: Annotated[float | None, typer.Option(help="--sustainable-rate: seconds of arrivals per probe, at any rate (a short probe ends before a queue shows). Default 10.")] = None,
     loads_into: Annotated[Path | None, typer.Option(help="--sustainable-rate: also store every load each search ran (its capacity run and each probe, at its rate, with metric slo_met) in this store: training rows of latency under a given load for `perfpred train --kind serving`.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of arrivals and prompts.")] = 0,
 ) -> None:
@@ -312,7 +318,9 @@ def collect_serving(
 
     Every server binds 127.0.0.1, runs in its own process group and is always stopped; a config
     that fails to start or runs out of memory is stored as a row with its status. Re-running the
-    same command skips configs already in the store.
+    same command skips configs already in the store, except rows whose failure may not recur
+    (runtime_error, timeout, oom without an out-of-memory message in its log): those are measured
+    again and replaced. Failed rows show no throughput or latency in the table.
     """
     from perfpred.collect.serving import ServingCollector, ServingConfig, ServingWorkload, Slo
     from perfpred.datasets import MeasurementStore
@@ -321,15 +329,20 @@ def collect_serving(
         raise InvalidInputError("give --concurrency or --rate-rps, not both")
     if concurrency is not None and concurrency < 1:
         raise InvalidInputError(f"`--concurrency >= 1` must hold, but got --concurrency {concurrency}")
-    if not probe_s > 0:
+    for option, value in (("--loads-into", loads_into), ("--probe-s", probe_s), ("--rate-start-rps", rate_start_rps)):
+        if value is not None and not sustainable_rate:  # it would be silently ignored
+            raise InvalidInputError(f"{option} sets a rate search: it needs --sustainable-rate, "
+                                    f"but got {option} {value} without it")
+    if probe_s is not None and not probe_s > 0:
         raise InvalidInputError(f"`--probe-s > 0` must hold, but got --probe-s {probe_s}")
+    if rate_start_rps is not None and not 0.05 <= rate_start_rps <= 1000:  # the search's rate range
+        raise InvalidInputError(f"`0.05 <= --rate-start-rps <= 1000` must hold, but got --rate-start-rps "
+                                f"{rate_start_rps}")
+    probe_s = 10.0 if probe_s is None else probe_s
     bounds = {"ttft_ms": slo_ttft_ms, "tpot_ms": slo_tpot_ms, "e2e_ms": slo_e2e_ms}
     slo = Slo(**bounds) if any(v is not None for v in bounds.values()) else None
     if sustainable_rate and slo is None:
         raise InvalidInputError("--sustainable-rate needs an SLO: --slo-ttft-ms, --slo-tpot-ms or --slo-e2e-ms")
-    if loads_into is not None and not sustainable_rate:
-        raise InvalidInputError(f"--loads-into stores a rate search's loads: it needs --sustainable-rate, "
-                                f"but got --loads-into {loads_into} without it")
     workload = ServingWorkload(n_requests=requests, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
                                rate_rps=rate_rps,
                                concurrency=None if rate_rps is not None else 8 if concurrency is None else concurrency,
@@ -340,34 +353,61 @@ def collect_serving(
     for cfg in configs:  # refuse bad input before starting anything
         cfg.validate(collector.engine(engine))
     st = MeasurementStore(store, create=True)
+    loads = MeasurementStore(loads_into, create=True) if sustainable_rate and loads_into is not None else None
     err_console.print(f"[bold]{len(configs)}[/] {engine} config(s) on model {model} -> {store}")
-    if sustainable_rate:
-        loads = MeasurementStore(loads_into, create=True) if loads_into is not None else None
-        keys = {collector.sustainable_rate_id(cfg, slo, probe_s): cfg for cfg in configs}
-        stored = st.stored(list(keys))
-        if stored.any():
-            err_console.print(f"{int(stored.sum())} config(s) already searched in {store}: skipped")
-        for cfg in (cfg for cfg, done in zip(keys.values(), stored, strict=True) if not done):
-            # one row per config (and per load), appended as soon as it exists
-            st.append([collector.sustainable_rate(cfg, slo, start_rps=rate_start_rps, probe_duration_s=probe_s,
-                                                  on_load=None if loads is None else lambda row: loads.append([row]))],
-                      replace=True)
-    else:
+    try:
+        keys = _collect_serving_rows(collector, configs, st, loads, slo if sustainable_rate else None,
+                                     rate_start_rps, probe_s)
+    except BaseException:
+        for made in (st, loads):  # a store this command made but wrote nothing to is not left behind
+            if made is not None:
+                made.discard_if_empty()
+        raise
+    _print_serving_rows(st.load(kind="serving"), keys, f"{engine} on {model}", store)
+    if len(configs) == 1:
+        console.print(f"server command: {collector.command_line(configs[0])}")
+
+
+def _collect_serving_rows(collector: Any, configs: list, st: Any, loads: Any, slo: Any,
+                          rate_start_rps: float | None, probe_s: float) -> dict:
+    """``collect serving``'s measuring: each config not yet stored (or stored with a failure that
+    may not recur), one row each, appended as soon as it exists; returns the rows' ids."""
+    from perfpred.collect.serving import retryable
+
+    if slo is None:
         collector.run(configs, st, progress=True)
-        keys = {collector.measurement_id(cfg): cfg for cfg in configs}
-    df = st.load(kind="serving")
+        return {collector.measurement_id(cfg): cfg for cfg in configs}
+    keys = {collector.sustainable_rate_id(cfg, slo, probe_s): cfg for cfg in configs}
+    stored = st.rows_of(list(keys), ["status", "error"])
+    todo = {k: cfg for k, cfg in keys.items() if k not in stored.index or retryable(stored.loc[k].to_dict())}
+    if len(todo) < len(keys):
+        err_console.print(f"{len(keys) - len(todo)} config(s) already searched in {st.path}: skipped")
+    if any(k in stored.index for k in todo):
+        err_console.print(f"{sum(k in stored.index for k in todo)} stored search(es) that failed in a way that "
+                          "may not recur: searched again")
+    for cfg in todo.values():
+        # one row per config (and per load), appended as soon as it exists
+        st.append([collector.sustainable_rate(cfg, slo, start_rps=rate_start_rps, probe_duration_s=probe_s,
+                                              on_load=None if loads is None else
+                                              lambda row: loads.append([row], replace=True))], replace=True)
+    return keys
+
+
+def _print_serving_rows(df: Any, keys: dict, title: str, store: Path) -> None:
+    """The summary table of ``collect serving``: a failed row shows its status, not the throughput
+    or latencies it measured before failing."""
     df = df[df["measurement_id"].isin(keys)]
     cols = [c for c in df.columns if c.startswith("config.") and df[c].nunique(dropna=True) > 1] or [
         c for c in df.columns if c.startswith("config.")][:3]
     wanted = ["status", "metric.output_tokens_per_s", "metric.ttft_p50_ms", "metric.tpot_p50_ms",
               "metric.e2e_p99_ms", "metric.sustainable_rate_rps"]
     cols += [c for c in wanted if c in df]
-    table = Table(*[c.split(".", 1)[-1] for c in cols], title=f"{engine} on {model}: {len(df)} row(s) in {store}")
-    for row in df[cols].itertuples(index=False):
-        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    table = Table(*[c.split(".", 1)[-1] for c in cols], title=f"{title}: {len(df)} row(s) in {store}")
+    for row in df[cols].to_dict("records"):
+        failed = row.get("status") != "ok"
+        table.add_row(*["-" if failed and c.startswith("metric.") else
+                        f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in cols])
     console.print(table)
-    if len(configs) == 1:
-        console.print(f"server command: {collector.command_line(configs[0])}")
 
 
 # ---------------------------------------------------------------------------- import
@@ -991,8 +1031,12 @@ def tune_serving_cmd(
     slo_e2e_ms: Annotated[float | None, typer.Option(help="Live SLO: p99 end-to-end latency in ms.")] = None,
     objective: Annotated[list[str] | None, typer.Option(help="ml-energy: METRIC[:max|:min], repeatable for a Pareto front (default metric.output_tokens_per_s:max).")] = None,
     constraint: Annotated[list[str] | None, typer.Option(help="ml-energy: e.g. 'metric.itl_p99_ms <= 50' (ms), repeatable.")] = None,
-    store: Annotated[Path, typer.Option(help="Live: Measurement store every launch is appended to.", callback=resolve_store)] = DEFAULT_STORE,
+    store: Annotated[Path, typer.Option(help="Live: Measurement store every launch is appended to. Running the same tuning again launches every config it picks again: the new row replaces the one stored before (the store holds what history.csv shows; the Optuna study keeps every launch).", callback=resolve_store)] = DEFAULT_STORE,
     seed: Annotated[int, typer.Option(help="Seed of the design, the surrogate and the load.")] = 0,
+    concurrency: Annotated[int | None, typer.Option(help="Live: requests in flight at once in each launch's closed-loop load test (throughput, goodput, tokens_per_joule; default 16); with --goal sustainable_rate, in the capacity run that starts each rate search.")] = None,
+    requests: Annotated[int | None, typer.Option(help="Live: requests per closed-loop load test, after 2 discarded warm-up requests (default 48; --goal sustainable_rate sizes its probes by --probe-s instead).")] = None,
+    prompt_tokens: Annotated[int | None, typer.Option(help="Live: prompt length in tokens of every request (default 128).")] = None,
+    output_tokens: Annotated[int | None, typer.Option(help="Live: output length in tokens of every request (default 24; 16 for --goal sustainable_rate).")] = None,
     surrogate: Annotated[str, typer.Option(help="Live: the search's model of the goal and the SLO metrics: gp (a Gaussian process on the knobs' log2 values) or xgb (a bootstrap XGBoost ensemble).")] = "gp",
     kappa: Annotated[float, typer.Option(help="Live: exploration weight on the goal's predicted spread (0 = pure exploitation).")] = 0.5,
     output: Annotated[Path, typer.Option(help="Run directory for the report.")] = Path("perfpred-runs/tune-serving"),
@@ -1006,11 +1050,20 @@ def tune_serving_cmd(
     """Tune serving knobs under latency SLOs, predictor first; answer with a ready-to-paste server command.
 
     Live engines search llama-server's slots and batch/ubatch sizes (vLLM's max-num-seqs and
-    max-num-batched-tokens); each launch is a real server under load on this machine, stored as
-    a row. ``--engine ml-energy`` chooses max_num_seqs and parallelism for a recorded model on
-    the recorded H100 runs, with a predictor trained on the OTHER recorded models.
+    max-num-batched-tokens); each launch is a real server under load on this machine (the load:
+    --concurrency, --requests, --prompt-tokens, --output-tokens; result.json's ``workload``), stored
+    as a row. Running the same command again tunes afresh: it launches again, and each new row
+    replaces the stored one. ``--engine ml-energy`` chooses max_num_seqs and parallelism for a
+    recorded model on the recorded H100 runs, with a predictor trained on the OTHER recorded models.
     """
+    _check_run_dir(output)
+    live_load = {"--concurrency": concurrency, "--requests": requests, "--prompt-tokens": prompt_tokens,
+                 "--output-tokens": output_tokens}
     if engine == "ml-energy":
+        given = [name for name, value in live_load.items() if value is not None]
+        if given:
+            raise InvalidInputError(f"{given[0]} sets the load of live launches; --engine ml-energy replays recorded "
+                                    f"runs, but got {given[0]} {live_load[given[0]]}")
         from perfpred.tuner import load_serving_table, tune_serving
 
         table = load_serving_table()
@@ -1029,17 +1082,30 @@ def tune_serving_cmd(
                                 f"but got --probe-s {probe_s} with --goal {goal}")
     if probe_s is not None and not probe_s > 0:
         raise InvalidInputError(f"`--probe-s > 0` must hold, but got --probe-s {probe_s}")
+    for name, value in live_load.items():
+        if value is not None and value < 1:
+            raise InvalidInputError(f"`{name} >= 1` must hold, but got {name} {value}")
+    if requests is not None and goal == "sustainable_rate":
+        raise InvalidInputError(f"--requests sizes a closed-loop load test; --goal sustainable_rate sizes its probes "
+                                f"by --probe-s, but got --requests {requests}")
     from perfpred.collect.serving._models import MODEL_PRESETS
 
     if model not in MODEL_PRESETS:  # before the study or any server exists
         raise InvalidInputError(f"--model must be one of {sorted(MODEL_PRESETS)} for a live engine (perfpred makes "
                                 f"them locally), but got --model {model}")
+    from dataclasses import replace
+
     from perfpred.collect.serving import Slo
     from perfpred.tuner import tune_serving_live
+    from perfpred.tuner._serving_live import default_workload, load_line
 
     bounds = {"ttft_ms": slo_ttft_ms, "tpot_ms": slo_tpot_ms, "e2e_ms": slo_e2e_ms}
     slo = Slo(**bounds) if any(v is not None for v in bounds.values()) else None
-    launches = [0]
+    workload = default_workload(goal)
+    closed_loop = {} if goal == "sustainable_rate" else {"concurrency": concurrency, "n_requests": requests}
+    workload = replace(workload, **{k: v for k, v in {"prompt_tokens": prompt_tokens, "output_tokens": output_tokens,
+                                                      **closed_loop}.items() if v is not None})
+    launches, stored = [0], [0]  # launches the study recorded, rows the store got
     total = budget + confirm * confirm_top  # at most: fewer configs may meet the SLO
     try:
         with err_console.status(f"tuning {engine} on {model}") as status:
@@ -1048,15 +1114,23 @@ def tune_serving_cmd(
                 status.update(f"{engine} on {model}: launch {launches[0]} of {total if confirm else budget} done"
                               + (" (confirming the finalists)" if row.get("phase") == "confirm" else ""))
 
-            rate_search = ({"start_rps": None, "probe_duration_s": 10.0 if probe_s is None else probe_s}
+            def on_launch(row: Any) -> None:
+                stored[0] += 1
+
+            rate_search = ({"start_rps": None, "probe_duration_s": 10.0 if probe_s is None else probe_s,
+                            "capacity_concurrency": 16 if concurrency is None else concurrency}
                            if goal == "sustainable_rate" else None)
             result = tune_serving_live(engine, model, slo=slo, goal=goal, budget=budget, seed=seed, store=store,
                                        run_dir=output, progress=progress, storage=storage, rate_search=rate_search,
                                        loads=loads_into, surrogate=surrogate, kappa=kappa, confirm_repeats=confirm,
-                                       confirm_top=confirm_top, prior=prior)
+                                       confirm_top=confirm_top, prior=prior, workload=workload, on_launch=on_launch)
     except KeyboardInterrupt:  # the server in flight is stopped by the collector's own cleanup
-        raise Interrupted(f"interrupted after {launches[0]} finished launch(es): each is a row of {store} and a "
-                          f"trial of the study in {storage or _study_file(output)}") from None
+        study = storage or _study_file(output)
+        trials = (f"each is a trial of the study in {study}" if launches[0] == stored[0] else
+                  f"{launches[0]} of them are trials of the study in {study} (the interrupt came while the last "
+                  "was being recorded)")
+        raise Interrupted(f"interrupted after {stored[0]} finished launch(es): each is a row of {store}; "
+                          f"{trials}") from None
     output.mkdir(parents=True, exist_ok=True)
     (output / "result.json").write_text(json.dumps(result.summary(), indent=2, default=str))
     result.history.to_csv(output / "history.csv", index=False)
@@ -1071,13 +1145,29 @@ def tune_serving_cmd(
     confirmed = f" + {result.n_confirm_launches} re-launches" if result.confirmation is not None else ""
     _print_kv_table(f"{engine} on {model}: best of {result.n_launches} launches{confirmed}",
                     {"best": f"{result.best_value:.4g} {result.unit}" if result.best_value else "no config met the SLO",
-                     "config": json.dumps(result.best_config), "stopped by": result.stopped_by,
-                     "wall time": f"{result.wall_s:.0f} s", "store": str(store),
+                     "config": json.dumps(result.best_config), "measured under": load_line(result.workload),
+                     "stopped by": result.stopped_by, "wall time": f"{result.wall_s:.0f} s", "store": str(store),
                      **({"loads": result.loads} if result.loads else {})})
     if result.command_line:
         console.print(f"server command:\n{result.command_line}", soft_wrap=True)
     console.print(f"report: {output / 'result.json'}  launches: {output / 'history.csv'}  "
                   f"Optuna study '{result.study.study_name}': {result.storage}")
+
+
+def _check_run_dir(output: Path) -> None:
+    """``tune-serving --output``: a folder (made when the run writes its report), or a path one can
+    be made at; a file there or on the way is refused at once, before anything launches."""
+    import os
+
+    for path in (output, *output.parents):
+        if not path.exists():
+            continue
+        if not path.is_dir():
+            where = "" if path == output else f" (on the way to --output {output})"
+            raise InvalidInputError(f"--output must be a folder, but {path} is a file{where}")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise InvalidInputError(f"--output {output}: {path} is not writable")
+        return
 
 
 def _tune_interrupted(n_evaluations: int, study: str, storage: str) -> Interrupted:

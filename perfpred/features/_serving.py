@@ -78,6 +78,13 @@ SERVING_WORKLOAD_INPUTS = frozenset({
     "workload.rate_rps", "workload.task", "workload.total_params_b", "workload.video_height",
     "workload.video_width",
 })
+# Every ``config.*`` / ``workload.*`` column the serving features read: a serving model's inputs.
+# Whatever else its training rows held describes how they were measured, not what is predicted
+# (a load test's request count and arrival seed, the engine's name, a rate search's settings), so
+# ``perfpred predict --input`` never asks for it.
+SERVING_FEATURE_INPUTS = frozenset({
+    *LOG_COLUMNS, *CODE_COLUMNS, *SERVING_WORKLOAD_INPUTS, "config.kv_cache_dtype", "config.cache_type_k",
+})
 # (routed experts, experts per token) of mixture-of-experts families, from their model cards,
 # matched as a lower-case substring of ``workload.model``; ``workload.num_experts`` and
 # ``workload.experts_per_token`` take precedence where a row has them.

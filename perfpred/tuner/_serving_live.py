@@ -15,6 +15,11 @@ run that worked, SLO met or not, and one surrogate per SLO metric, and launches 
 config with the best optimistic goal times the probability that it meets the SLO (refitting
 after every launch by default); only runs that met it can be reported as the best.
 
+Re-running a tuning run launches again: the machine's state now is what its answer is about,
+and a config's new launch replaces its stored row (``MeasurementStore.append(replace=True)``),
+so the store and ``history.csv`` show the same values; the Optuna study keeps every launch of
+every run as a trial.
+
 A single launch is a noisy verdict on a shared machine (re-launches of one llama-server config
 on 2 cores move its throughput by 2-17%), so the best first launch may be a lucky one.
 ``confirm_repeats`` re-launches the ``confirm_top`` best configs that many times each, in
@@ -84,6 +89,41 @@ def default_workload(goal: str = "throughput") -> Any:
     return ServingWorkload(n_requests=48, concurrency=16, prompt_tokens=128, output_tokens=24, warmup_requests=2)
 
 
+def workload_summary(workload: Any, goal: str, rate_search: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The load every launch of a tuning run is measured under, as ``result.json`` records it."""
+    described = workload.describe()
+    lengths = {}
+    for part in ("prompt", "output"):  # a fixed length as its count, any other as its distribution
+        key = f"{part}_tokens" if f"{part}_tokens" in described else f"{part}_dist"
+        lengths[key] = described[key]
+    if goal == "sustainable_rate":
+        rs = dict(rate_search or {})
+        out: dict[str, Any] = {"arrival": "poisson", "search": "sustainable_rate",
+                               "probe_duration_s": rs.get("probe_duration_s", 10.0)}
+        if rs.get("start_rps", 1.0) is None:  # the search starts from a closed-loop capacity run
+            out["capacity_concurrency"] = rs.get("capacity_concurrency", 16)
+        else:
+            out["start_rps"] = rs.get("start_rps", 1.0)
+    else:
+        out = {"arrival": described["arrival"], "concurrency": workload.concurrency, "rate_rps": workload.rate_rps,
+               "n_requests": workload.n_requests}
+        out = {k: v for k, v in out.items() if v is not None}
+    return {**out, **lengths, "warmup_requests": workload.warmup_requests, "seed": workload.seed}
+
+
+def load_line(summary: Mapping[str, Any]) -> str:
+    """A :func:`workload_summary` in words, for the printed report."""
+    tokens = (f"{summary.get('prompt_tokens', summary.get('prompt_dist'))} prompt + "
+              f"{summary.get('output_tokens', summary.get('output_dist'))} output tokens")
+    if summary.get("search") == "sustainable_rate":
+        start = (f"capacity first at {summary['capacity_concurrency']} in flight" if "capacity_concurrency" in summary
+                 else f"from {summary.get('start_rps')} req/s")
+        return f"Poisson rate search, {summary['probe_duration_s']:g} s probes ({start}), {tokens} each"
+    if summary.get("arrival") == "closed_loop":
+        return f"closed loop, {summary['concurrency']} in flight, {summary['n_requests']} requests of {tokens}"
+    return f"Poisson arrivals at {summary.get('rate_rps')} req/s, {summary['n_requests']} requests of {tokens}"
+
+
 def slo_bounds(slo: Any | None) -> dict[str, float]:
     """The SLO's latency bounds as metric names of a row: ``{"ttft_p99_ms": 500.0, ...}``."""
     if slo is None:
@@ -123,6 +163,9 @@ class LiveTuneResult:
     study: Any = field(default=None, repr=False)  # the Optuna study holding every launch as a trial
     storage: str | None = None  # its RDB URL (None: in memory)
     loads: str | None = None  # the store holding every load the rate searches ran (None: not kept)
+    # The load each launch was measured under (``workload_summary``): arrival, concurrency or probe
+    # length, requests, prompt and output tokens.
+    workload: dict[str, Any] | None = None
     # One row per finalist re-launched (knobs, ``goal_values`` of every launch, ``median_goal``,
     # ``chosen``); None when confirmation was off.
     confirmation: pd.DataFrame | None = None
@@ -140,18 +183,21 @@ class LiveTuneResult:
                 "n_launches": self.n_launches, "n_confirm_launches": self.n_confirm_launches,
                 "stopped_by": self.stopped_by, "wall_s": round(self.wall_s, 1),
                 "study_name": self.study.study_name if self.study is not None else None, "storage": self.storage,
-                "loads": self.loads, "confirmation": confirmation}
+                "loads": self.loads, "workload": self.workload, "confirmation": confirmation}
 
 
 class LiveServingBackend:
-    """Launches one config (or answers with a recorded row) and appends the row to the store."""
+    """Launches one config (or answers with a recorded row) and appends the row to the store
+    (replacing the row an earlier run stored for it); ``on_stored`` hears of each row stored."""
 
     def __init__(self, *, engine: str, model: str, workload: Any, goal: str, slo: Any | None,
                  fixed: Mapping[str, Any], collector: Any, store: MeasurementStore | None,
                  space: SearchSpace | None = None, measure: Callable[[Any], Measurement] | None = None,
-                 rate_search: Mapping[str, Any] | None = None, loads: MeasurementStore | None = None) -> None:
+                 rate_search: Mapping[str, Any] | None = None, loads: MeasurementStore | None = None,
+                 on_stored: Callable[[Measurement], None] | None = None) -> None:
         self.engine, self.model, self.workload, self.goal, self.slo = engine, model, workload, goal, slo
         self.loads = loads
+        self.on_stored = on_stored
         self.fixed = dict(fixed)
         self.collector = collector
         self.store = store
@@ -186,25 +232,39 @@ class LiveServingBackend:
         if self._measure is not None:
             m = self._measure(cfg)
         elif self.goal == "sustainable_rate":
-            on_load = None if self.loads is None else (lambda row: self.loads.append([tagged(row)]))
+            on_load = None if self.loads is None else (lambda row: self.loads.append([tagged(row)], replace=True))
             m = self.collector.sustainable_rate(cfg, self.slo, on_load=on_load, **self.rate_search)
         else:
             m = self.collector.measure(cfg)
         m = tagged(m)
         if self.store is not None:
-            self.store.append([m])
+            # A re-run's launch replaces the earlier run's row: the store holds what history.csv shows.
+            self.store.append([m], replace=True)
+        if self.on_stored is not None:
+            self.on_stored(m)
         return m
 
+    def slo_met(self, m: Measurement) -> bool:
+        """Whether a launch worked and met every p99 bound of the SLO (True without an SLO).
+
+        For ``throughput`` and ``tokens_per_joule`` this is what lets a launch be the answer; for
+        ``goodput`` the SLO is in the goal (each request counted only within its bounds), so a
+        launch can have the best goodput while its p99 misses a bound: history says so."""
+        return m.status == "ok" and not (self.slo is not None and self.slo.metric_violations(m.metrics))
+
     def summary(self, ev: Evaluation, launch_s: float) -> dict[str, Any]:
-        """One launch as a history row: knobs, status, goal, SLO verdict, the latencies behind it."""
+        """One launch as a history row: knobs, status, goal, SLO verdict (``slo_met`` and the
+        ``slo_violations`` behind it always agree), the latencies behind it; a failed launch's
+        throughput and latencies are left empty (what it measured before failing is no result)."""
         m = ev.measurement
-        violations = self.slo.metric_violations(m.metrics) if self.slo is not None and m.status == "ok" else []
+        ok = m.status == "ok"
+        violations = self.slo.metric_violations(m.metrics) if self.slo is not None and ok else []
+        shown = ("output_tokens_per_s", "requests_per_s", "goodput_requests_per_s", "output_tokens_per_j",
+                 "sustainable_rate_rps", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "e2e_p99_ms")
         return {**self.native(ev.config), "status": m.status, "goal_value": goal_value(m, self.goal, self.slo),
-                "slo_met": ev.feasible, "slo_violations": "; ".join(violations) or None,
+                "slo_met": self.slo_met(m), "slo_violations": "; ".join(violations) or None,
                 "launch_s": round(launch_s, 2), "predicted_goal": ev.predicted_goal, "p_feasible": ev.p_feasible,
-                **{k: m.metrics.get(k) for k in ("output_tokens_per_s", "requests_per_s", "goodput_requests_per_s",
-                                                 "output_tokens_per_j", "sustainable_rate_rps", "ttft_p99_ms",
-                                                 "tpot_p50_ms", "tpot_p99_ms", "e2e_p99_ms", "error_rate")},
+                **{k: m.metrics.get(k) if ok else None for k in shown}, "error_rate": m.metrics.get("error_rate"),
                 "power_w": m.power_w}
 
 
@@ -274,7 +334,8 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
                       progress: Callable[[dict[str, Any]], None] | None = None,
                       storage: str | None = None, study_name: str | None = None,
                       confirm_repeats: int = 0, confirm_top: int = 3, prior: Any | None = None,
-                      calibration_picks: int = 2, gp_trend: bool = False) -> LiveTuneResult:
+                      calibration_picks: int = 2, gp_trend: bool = False,
+                      on_launch: Callable[[Measurement], None] | None = None) -> LiveTuneResult:
     """Tune a serving engine's knobs with real launches, the predictor choosing each next launch.
 
     Args:
@@ -294,7 +355,9 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
         workload: the load test (default: :func:`default_workload`).
         fixed_knobs: knobs held fixed (default: ``DEFAULT_FIXED[engine]``; given ones are added).
         store: where each launch's row is appended (a MeasurementStore or a path; default
-            ``run_dir/store`` when ``run_dir`` is given).
+            ``run_dir/store`` when ``run_dir`` is given). A config launched again (a re-run of the
+            same tuning) gets its new row in place of the stored one: nothing is reused, nothing
+            measured is dropped.
         run_dir: server logs and the default store.
         loads: with ``goal="sustainable_rate"``, where every load each rate search runs (its
             capacity run and each probe, at its rate, with ``metric.slo_met``) is appended: the
@@ -323,6 +386,8 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
         calibration_picks: with a prior, launches after its first pick that go to the config
             farthest from those launched, to test the prior's ranking early (``SloSearchSettings``).
         gp_trend: add a linear trend in the log2 knobs to the GP surrogate (default off; ``SloSearchSettings``).
+        on_launch: called with each launch's row the moment it is stored (before the study
+            records it), e.g. to count what an interrupted run kept.
     """
     from perfpred.collect.serving import ServingCollector
 
@@ -351,6 +416,17 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
     overlap = sorted(set(fixed) & set(space.names))
     fixed = {k: v for k, v in fixed.items() if k not in overlap}  # searched knobs win over defaults
     run_dir = Path(run_dir) if run_dir else None
+    collector = ServingCollector(engines=engines, startup_timeout_s=startup_timeout_s,
+                                 slo=slo if goal == "goodput" else None, log_dir=run_dir / "logs" if run_dir else None,
+                                 power=power)
+    if goal == "tokens_per_joule" and measure is None and collector.power.source == "unavailable":
+        raise InvalidInputError("`goal='tokens_per_joule'` needs a power sensor (NVML on a GPU, RAPL on a CPU), but "
+                                "this machine's power_source is 'unavailable'")
+    backend = LiveServingBackend(engine=engine, model=model, workload=workload, goal=goal, slo=slo, fixed=fixed,
+                                 collector=collector, store=None, space=space, measure=measure,
+                                 rate_search=rate_search, on_stored=on_launch)
+    engine_obj = collector.engine(engine)
+    candidates = runnable_candidates(space, backend, engine_obj)  # refused before any store is made
     if isinstance(store, (str, Path)):
         store = MeasurementStore(store, create=True)
     elif store is None and run_dir is not None:
@@ -359,17 +435,7 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
         loads = MeasurementStore(loads, create=True)
     elif loads is None and run_dir is not None and goal == "sustainable_rate" and measure is None:
         loads = MeasurementStore(run_dir / "loads", create=True)
-    collector = ServingCollector(engines=engines, startup_timeout_s=startup_timeout_s,
-                                 slo=slo if goal == "goodput" else None, log_dir=run_dir / "logs" if run_dir else None,
-                                 power=power)
-    if goal == "tokens_per_joule" and measure is None and collector.power.source == "unavailable":
-        raise InvalidInputError("`goal='tokens_per_joule'` needs a power sensor (NVML on a GPU, RAPL on a CPU), but "
-                                "this machine's power_source is 'unavailable'")
-    backend = LiveServingBackend(engine=engine, model=model, workload=workload, goal=goal, slo=slo, fixed=fixed,
-                                 collector=collector, store=store, space=space, measure=measure,
-                                 rate_search=rate_search, loads=loads)
-    engine_obj = collector.engine(engine)
-    candidates = runnable_candidates(space, backend, engine_obj)
+    backend.store, backend.loads = store, loads
     bounds = slo_bounds(slo) if goal in BOUNDED_GOALS else {}
     prior_logs = None
     if prior is not None:
@@ -394,8 +460,8 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
         m = ev.measurement
         recorder.record(backend.native(ev.config), {f"metric.{k}": m.metrics.get(k) for k in tracked}, m.status,
                         predicted={f"metric.{GOALS[goal][0]}": ev.predicted_goal}, iteration=ev.iteration,
-                        extra={"p_feasible": ev.p_feasible, "launch_s": rows[-1]["launch_s"], "slo_met": ev.feasible,
-                               "phase": phase})
+                        extra={"p_feasible": ev.p_feasible, "launch_s": rows[-1]["launch_s"],
+                               "slo_met": rows[-1]["slo_met"], "phase": phase})
         if progress is not None:
             progress(rows[-1])
 
@@ -428,4 +494,5 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
                           command_line=command, n_launches=len(done), history=pd.DataFrame(rows),
                           stopped_by="budget" if len(done) >= budget else "space_exhausted",
                           wall_s=time.perf_counter() - t0, study=recorder.study, storage=storage,
-                          loads=str(loads.path) if loads is not None else None, confirmation=confirmation)
+                          loads=str(loads.path) if loads is not None else None, confirmation=confirmation,
+                          workload=workload_summary(workload, goal, rate_search))

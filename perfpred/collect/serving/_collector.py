@@ -28,9 +28,13 @@ The row (names as the ML.ENERGY importer spells them where it has them):
 - ``power_source="unavailable"``: no power meter is read here, and none is invented.
 
 ``status`` is ``ok`` when the server stayed up and at least one request succeeded (the
-error count is in the metrics); ``runtime_error`` / ``oom`` when it died, ``timeout`` when
-every request timed out or it never became healthy, ``invalid`` when it rejected its
-arguments.
+error count is in the metrics); ``runtime_error`` / ``oom`` when it died or stopped serving
+(``oom`` only with an out-of-memory message in its log: a SIGKILL from outside is
+``runtime_error``), ``timeout`` when every request timed out, a probe was stopped early before
+any request finished, or the server never became healthy, ``invalid`` when it rejected its
+arguments. A re-run measures again the rows whose failure may not recur (``retryable``:
+``runtime_error``, ``timeout``, and ``oom`` without that evidence); ``invalid`` and evidenced
+``oom`` rows stay.
 """
 
 from __future__ import annotations
@@ -51,8 +55,15 @@ import numpy as np
 
 from perfpred.collect._power import PowerObserver, PowerReading, power_observer
 from perfpred.collect._timing import spread_stats
-from perfpred.collect.serving._engine import Engine, EngineStartError, RunningServer, classify_failure
-from perfpred.collect.serving._loadgen import LoadResult, StopEarly, run_load
+from perfpred.collect.serving._engine import (
+    Engine,
+    EngineStartError,
+    RunningServer,
+    describe_exit,
+    failure_message,
+    shows_oom,
+)
+from perfpred.collect.serving._loadgen import STOPPED_EARLY, LoadResult, StopEarly, run_load
 from perfpred.collect.serving._models import LocalModel, TinyModelSpec, describe_model, ensure_model
 from perfpred.collect.serving._prometheus import delta
 from perfpred.collect.serving._rate import RateSearch, find_sustainable_rate
@@ -81,7 +92,7 @@ class ServingConfig:
         knobs = engine.resolve(self.knobs)
         self.workload.validate()
         engine.check_fit(knobs, self.workload.prompt.max + self.workload.output.max)
-        describe_model(self.model)
+        engine.check_model(knobs, describe_model(self.model))
         return knobs
 
 
@@ -91,6 +102,23 @@ def latency_spread(values: Sequence[float]) -> dict[str, float]:
     if not len(values):
         return {}
     return {"runtime_ms": float(np.median(values)), **spread_stats(values)}
+
+
+# Statuses a re-run measures again: the failure may not recur (a server stopped or killed from
+# outside, a machine too loaded to answer in time). ``invalid`` (the engine refused the knobs) and
+# ``oom`` with an out-of-memory message in the stored log would fail again.
+RETRIED_STATUSES = ("runtime_error", "timeout")
+
+
+def retryable(row: Mapping[str, Any]) -> bool:
+    """Whether a stored serving row is measured again by a re-run: a status that means interrupted
+    or unknown (``RETRIED_STATUSES``), or ``oom`` without any out-of-memory message in its error
+    and log (an unexplained SIGKILL that older versions stored as oom)."""
+    status = row.get("status")
+    if status in RETRIED_STATUSES:
+        return True
+    error = row.get("error")
+    return status == "oom" and not (isinstance(error, str) and shows_oom(error))
 
 
 def _first_error(results: list[RequestResult]) -> str | None:
@@ -222,7 +250,7 @@ class ServingCollector:
               stop_early: StopEarly | None = None) -> LoadResult:
         vocab = server.model.spec.vocab_size
         return run_load(server.base_url, workload, model_name=server.engine.served_name(server.model),
-                        vocab_tokens=vocab, warmup=warmup, stop_early=stop_early)
+                        vocab_tokens=vocab, warmup=warmup, stop_early=stop_early, alive=server.alive)
 
     def _measure_on(self, server: RunningServer, cfg: ServingConfig, engine: Engine, knobs: dict[str, Any],
                     workload: ServingWorkload | None = None,
@@ -230,7 +258,11 @@ class ServingCollector:
                     stop_early: StopEarly | None = None) -> Measurement:
         workload = workload or cfg.workload
         if workload.warmup_requests:
-            self._load(server, workload, warmup=True)
+            warm = self._load(server, workload, warmup=True)
+            if warm.server_lost is not None:
+                server.lost = warm.server_lost
+                return self._failed(server, cfg, engine, knobs, {}, workload_extra, None,
+                                    _first_error(warm.results), warm.server_lost, "warm-up")
         before = server.metrics()
         self.power.start()
         load = self._load(server, workload, stop_early=stop_early)
@@ -253,16 +285,19 @@ class ServingCollector:
         ok_ms = [r.e2e_ms for r in load.results if r.ok and r.e2e_ms is not None]
         error = _first_error(load.results)
         # Requests fail the moment a dying server drops its sockets, which can be before the
-        # process has exited on a loaded machine: after a failed request, give it a moment so
-        # the row says it died.
-        if server.exited(within_s=DYING_SERVER_GRACE_S if error is not None else 0.0):
-            code = server.process.poll()
-            tail = server.log_tail()
-            status = classify_failure(tail, code)
-            message = f"{engine.name} exited with code {code} during the load test ({status})"
-            return self._row(cfg, engine, knobs, status, metrics=metrics, workload_extra=workload_extra,
-                             error=_with_log(message + (f"; {error}" if error else ""), tail), power=power)
-        if not ok_ms and not load.stopped_early:  # a run stopped early measured what it had to
+        # process has exited on a loaded machine: after a failed request (not one the client
+        # cancelled itself on stopping early), give it a moment so the row says it died.
+        if load.server_lost is not None:
+            server.lost = load.server_lost
+        failed = any(r.error and r.error != STOPPED_EARLY for r in load.results)
+        if server.exited(within_s=DYING_SERVER_GRACE_S if failed or server.lost else 0.0) or server.lost:
+            return self._failed(server, cfg, engine, knobs, metrics, workload_extra, power, error,
+                                server.lost, "load test")
+        if not ok_ms:
+            if load.stopped_early:  # it measured what it had to (the bound was missed), but no request finished
+                return self._row(cfg, engine, knobs, "timeout", metrics=metrics, workload_extra=workload_extra,
+                                 power=power, error="stopped early before any request finished: the TTFT bound was "
+                                                    f"missed ({error or 'no request finished'})")
             timeouts = all((r.error or "").startswith("timeout") for r in load.results)
             return self._row(cfg, engine, knobs, "timeout" if timeouts else "runtime_error", metrics=metrics,
                              workload_extra=workload_extra, error=_with_log(error or "no request succeeded",
@@ -270,11 +305,24 @@ class ServingCollector:
         return self._row(cfg, engine, knobs, "ok", metrics=metrics, raw_ms=ok_ms, error=error,
                          workload_extra=workload_extra, power=power)
 
+    def _failed(self, server: RunningServer, cfg: ServingConfig, engine: Engine, knobs: dict[str, Any],
+                metrics: dict[str, float], workload_extra: Mapping[str, Any] | None, power: PowerReading | None,
+                error: str | None, lost: str | None, during: str) -> Measurement:
+        """The row of a server that died or stopped serving during a load: its status from the log
+        (an out-of-memory message, a refused argument, else ``runtime_error``) and how it ended."""
+        code = server.process.poll()
+        status, reason = failure_message(server.log_for_classification(), code)
+        how = describe_exit(code) if code is not None else "stopped serving"
+        message = f"{engine.name} {how} during the {during} ({reason})" + (f": {lost}" if code is None else "")
+        return self._row(cfg, engine, knobs, status, metrics=metrics, workload_extra=workload_extra,
+                         error=_with_log(message + (f"; {error}" if error else ""), server.log_tail()), power=power)
+
     def run(self, configs: Sequence[ServingConfig], store: MeasurementStore, *, progress: bool = False) -> Any:
-        """Measure each config not yet in ``store``; each row is appended as soon as it exists."""
+        """Measure each config not yet in ``store``, and again each whose stored row is
+        :func:`retryable` (its new row replaces the old); each row is appended as soon as it exists."""
         from perfpred.collect._sweep import run_sweep
 
-        return run_sweep(self, list(configs), store, progress=progress)
+        return run_sweep(self, list(configs), store, progress=progress, remeasure=retryable)
 
     # ------------------------------------------------------------------ sustainable rate
     def sustainable_rate_id(self, cfg: ServingConfig | Mapping[str, Any], slo: Slo,
@@ -291,20 +339,24 @@ class ServingCollector:
     def sustainable_rate(self, cfg: ServingConfig, slo: Slo, *, start_rps: float | None = 1.0, max_probes: int = 8,
                          rel_tol: float = 0.15, min_rps: float = 0.05, max_rps: float = 1000.0,
                          probe_duration_s: float = 10.0, min_requests: int = 10,
-                         max_requests: int = 200, growth: float = 2.0, capacity_fraction: float = 0.8,
+                         max_requests: int | None = None, growth: float = 2.0, capacity_fraction: float = 0.8,
                          capacity_concurrency: int = 16,
                          on_load: Callable[[Measurement], None] | None = None) -> Measurement:
         """The highest Poisson rate whose run meets ``slo`` (bracketing, then bisection), as one row.
 
-        One server serves every probe. Probe ``i`` sends ``rate x probe_duration_s`` requests
-        (within [min_requests, max_requests]) at that rate. The row's metrics are those of the
-        best passing probe plus ``sustainable_rate_rps`` and ``n_probes``; the probes' rates
-        and outcomes go to ``error`` only when none passed.
+        One server serves every probe. Probe ``i`` sends ``rate x probe_duration_s`` requests (at
+        least ``min_requests``) at that rate, so its arrivals span ``probe_duration_s`` at any
+        rate: a queue that builds faster than the server drains it shows in its latencies.
+        ``max_requests`` (default: none) caps a probe for safety; a capped probe's arrivals span
+        less, which its rows say (``probe_arrivals_s``; the search row counts ``probes_capped``).
+        The row's metrics are those of the best passing probe plus ``sustainable_rate_rps`` and
+        ``n_probes``; the probes' rates and outcomes go to ``error`` only when none passed.
 
         ``start_rps=None`` first measures the server's capacity (requests/s completed in a
         closed loop of ``capacity_concurrency``, as vLLM's auto_tune.sh starts from an infinite
-        rate) and starts the search at ``capacity_fraction`` of it: no rate above capacity is
-        sustainable however short a probe hides the queue, and the search skips the probes a
+        rate), starts the search at ``capacity_fraction`` of it and never probes above it (the
+        search's ``max_rps`` becomes the capacity): no rate above capacity is sustainable, so none
+        is reported, however short a probe hides the queue; and the search skips the probes a
         fixed start spends far below it. That run is not counted in ``max_probes``; the row
         keeps it as ``capacity_rps``.
 
@@ -344,10 +396,16 @@ class ServingCollector:
                                                       capacity_concurrency, report)
                 if failed is not None:
                     return replace_row(failed, workload=self._workload_row(search_cfg, extra))
+                max_rps = min(max_rps, capacity_rps)  # no rate above capacity is sustainable
+                min_rps = min(min_rps, max_rps)
                 start_rps = min(max(capacity_fraction * capacity_rps, min_rps), max_rps)
+            capped: list[float] = []
 
             def probe(rate: float) -> tuple[bool, list[str]]:
-                n = int(min(max_requests, max(min_requests, math.ceil(rate * probe_duration_s))))
+                wanted = max(min_requests, math.ceil(rate * probe_duration_s))
+                n = int(wanted if max_requests is None else min(max_requests, wanted))
+                if n < wanted:
+                    capped.append(rate)
                 # A probe whose TTFT quantile is already over the bound stops there: same verdict.
                 stop = StopEarly.for_quantile(slo.ttft_ms, slo.quantile, n) if slo.ttft_ms is not None else None
                 # A seed per probe: a prompt the server has seen is served from its prompt cache
@@ -357,8 +415,14 @@ class ServingCollector:
                                    warmup_requests=0 if rows else cfg.workload.warmup_requests)
                 load_cfg = replace(search_cfg, workload=workload)
                 row = self._measure_on(server, load_cfg, engine, knobs, workload, load_extra, stop)
-                verdict = (False, [f"status {row.status}"]) if row.status != "ok" or not server.alive() else (
-                    _meets(row, slo))
+                # The span its arrivals covered (probe_duration_s unless max_requests capped it).
+                row = replace_row(row, metrics={**row.metrics, "probe_arrivals_s": n / rate})
+                if row.metrics.get("stopped_early") and server.lost is None:
+                    verdict = False, [*_meets(row, slo)[1]] or ["stopped early"]  # missed, whatever its status
+                elif row.status != "ok" or not server.alive() or server.lost is not None:
+                    verdict = False, [f"status {row.status}"]
+                else:
+                    verdict = _meets(row, slo)
                 report(row, verdict[0])
                 # The search's row describes the search, not this probe's load.
                 rows[rate] = replace_row(row, workload=self._workload_row(search_cfg, extra))
@@ -366,8 +430,10 @@ class ServingCollector:
 
             search = find_sustainable_rate(probe, start_rps=start_rps, max_probes=max_probes, rel_tol=rel_tol,
                                            min_rps=min_rps, max_rps=max_rps, growth=growth,
-                                           stop=lambda: not server.alive())
+                                           stop=lambda: not server.alive() or server.lost is not None)
         found = {} if capacity_rps is None else {"capacity_rps": capacity_rps}
+        if capped:
+            found["probes_capped"] = float(len(capped))
         return self._rate_row(search_cfg, engine, knobs, search, rows, extra, found)
 
     def _capacity(self, server: RunningServer, cfg: ServingConfig, engine: Engine, knobs: dict[str, Any],
@@ -395,7 +461,9 @@ class ServingCollector:
                            for p in search.probes)
         if search.rate_rps is None:
             last = rows[search.probes[-1].rate_rps] if search.probes else None
-            if last is not None and last.status != "ok":
+            # A probe stopped early missed the SLO (its status says whether any request finished);
+            # any other failed probe is the search's failure.
+            if last is not None and last.status != "ok" and not last.metrics.get("stopped_early"):
                 return replace_row(last, metrics={**last.metrics, **found}, error=f"{last.error} [probes: {probes}]")
             metrics = {**found, "sustainable_rate_rps": 0.0, "n_probes": float(len(search.probes))}
             return self._row(cfg, engine, knobs, "ok", metrics=metrics, workload_extra=extra,

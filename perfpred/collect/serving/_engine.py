@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 import shlex
+import signal
 import tempfile
 import time
 from abc import ABC, abstractmethod
@@ -28,10 +29,21 @@ from perfpred.collect.serving._process import ServerProcess, free_port
 from perfpred.collect.serving._prometheus import parse_prometheus
 from perfpred.errors import InvalidInputError, PerfPredError
 
+# Evidence in a server's log that it ran out of memory: allocation failures (llama.cpp, C++, torch),
+# and vLLM's KV cache larger than the memory it has ("... is larger than the available KV cache
+# memory", on CPU "Available memory on node 0 ... is less than requested memory for kv").
 _OOM = re.compile(r"out of memory|failed to allocate|bad_alloc|cannot allocate memory|outofmemory|"
-                  r"insufficient memory|not enough memory|memoryerror|available kv cache memory", re.IGNORECASE)
+                  r"insufficient memory|not enough memory|memoryerror|available kv cache memory|"
+                  r"less than requested memory|no available memory for the cache blocks", re.IGNORECASE)
+# Evidence that it refused its arguments; pydantic (vLLM's configs) writes "Value error, ..." and
+# "[type=value_error, ...]", Python "ValueError: ...".
 _INVALID = re.compile(r"invalid argument|unknown argument|unrecognized argument|invalid value|error: argument|"
-                      r"valueerror|must be (?:greater|less|at least|a multiple)|requires flash", re.IGNORECASE)
+                      r"value[ _]?error|must be (?:greater|less|at least|a multiple)|requires flash", re.IGNORECASE)
+# How much of a log is read to classify a failure: vLLM prints the root cause (a worker's
+# ValueError) and then 100+ lines of tracebacks of the processes above it, so the last 20 lines
+# (what an error message shows) hold only "Engine core initialization failed".
+CLASSIFY_LINES = 1000
+CLASSIFY_CHARS = 128 * 1024
 
 
 class EngineStartError(PerfPredError):
@@ -83,13 +95,54 @@ class Knob:
         return value
 
 
-def classify_failure(log_tail: str, returncode: int | None) -> str:
-    """The Measurement status of a server that exited on its own."""
-    if _OOM.search(log_tail) or returncode == -9:  # SIGKILL we did not send: the kernel's OOM killer
+def classify_failure(log: str, returncode: int | None) -> str:
+    """The Measurement status of a server that exited (or stopped serving) on its own, from its log
+    (pass ``CLASSIFY_LINES`` of it, not the short tail an error message shows) and exit code.
+
+    ``oom`` needs evidence in the log (an allocation failure, a KV cache larger than memory): a
+    SIGKILL alone is no evidence, since the kernel's OOM killer and a ``kill -9`` look the same
+    from here (the kernel's log is not readable), so an unexplained kill is ``runtime_error``,
+    which a re-run retries. ``invalid``: the server refused its arguments.
+    """
+    if _OOM.search(log):
         return "oom"
-    if _INVALID.search(log_tail):
+    if _INVALID.search(log):
         return "invalid"
     return "runtime_error"
+
+
+def shows_oom(text: str) -> bool:
+    """Whether ``text`` (a log, or an error message with its log tail) holds an out-of-memory message."""
+    return bool(_OOM.search(text))
+
+
+def failure_evidence(log: str) -> str | None:
+    """The log line that decided :func:`classify_failure` (None: no evidence, ``runtime_error``)."""
+    for pattern in (_OOM, _INVALID):
+        lines = [line.strip() for line in log.splitlines() if pattern.search(line)]
+        if lines:
+            return lines[0][:300]
+    return None
+
+
+def describe_exit(returncode: int | None) -> str:
+    """An exit code in words: ``exited with code 1``, ``was killed by SIGKILL (exit code -9) ...``."""
+    if returncode is None or returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    why = (" with no out-of-memory message in its log (a `kill -9` or the kernel's OOM killer: perfpred "
+           "cannot tell them apart)" if returncode == -9 else "")
+    return f"was killed by {name} (exit code {returncode}){why}"
+
+
+def failure_message(log: str, returncode: int | None) -> tuple[str, str]:
+    """(status, its reason in words) of a server that failed: the evidence line, else how it exited."""
+    status = classify_failure(log, returncode)
+    evidence = failure_evidence(log)
+    return status, f"{status}: {evidence}" if evidence else status
 
 
 class RunningServer:
@@ -103,6 +156,7 @@ class RunningServer:
         self.port = port
         self.process = process
         self.startup_ms = startup_ms
+        self.lost: str | None = None  # set when a load found the server gone (stopped listening, exited)
 
     @property
     def base_url(self) -> str:
@@ -122,6 +176,9 @@ class RunningServer:
 
     def log_tail(self, n_lines: int = 20) -> str:
         return self.process.log_tail(n_lines)
+
+    def log_for_classification(self) -> str:
+        return self.process.log_tail(CLASSIFY_LINES, CLASSIFY_CHARS)
 
     def stop(self) -> int | None:
         return self.process.stop()
@@ -187,6 +244,9 @@ class Engine(ABC):
     def check_fit(self, knobs: dict[str, Any], max_sequence_tokens: int) -> None:  # noqa: B027 (optional hook)
         """Rules between knobs and the workload (a sequence must fit the context)."""
 
+    def check_model(self, knobs: dict[str, Any], model: LocalModel) -> None:  # noqa: B027 (optional hook)
+        """Rules between knobs and the model perfpred made (a context longer than its positions)."""
+
     def config_row(self, knobs: dict[str, Any]) -> dict[str, Any]:
         """The ``config.*`` columns: the engine, its knobs, and ``max_num_seqs`` across engines."""
         return {"engine": self.name, **knobs}
@@ -247,10 +307,10 @@ class Engine(ABC):
             if code is not None:
                 time.sleep(0.1)  # let the last lines reach the log
                 tail = process.log_tail()
-                status = classify_failure(tail, code)
-                raise EngineStartError(f"{self.name} exited with code {code} before becoming healthy "
-                                       f"({status}): {_last_line(tail)}", status=status, log_tail=tail,
-                                       startup_ms=(time.monotonic() - t0) * 1e3)
+                status, reason = failure_message(process.log_tail(CLASSIFY_LINES, CLASSIFY_CHARS), code)
+                detail = f"({reason})" if reason != status else f"({status}): {_last_line(tail)}"
+                raise EngineStartError(f"{self.name} {describe_exit(code)} before becoming healthy {detail}",
+                                       status=status, log_tail=tail, startup_ms=(time.monotonic() - t0) * 1e3)
             if get_text(url, timeout_s=2.0)[0] == 200:
                 return
             if time.monotonic() - t0 > timeout_s:

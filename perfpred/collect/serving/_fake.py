@@ -42,6 +42,8 @@ class FakeEngine(Engine):
         Knob("http_500_every", int, 0, "answer HTTP 500 to every n-th request (0: never)", minimum=0),
         Knob("malformed_every", int, 0, "break the stream of every n-th request (0: never)", minimum=0),
         Knob("spawn_child", bool, False, "start a child process, as engines with workers do"),
+        Knob("hang_on_sigterm", bool, False, "on SIGTERM stop listening and hold open streams (as llama-server "
+                                              "does), exit on the second"),
     )
 
     def argv(self, knobs: dict[str, Any], model: LocalModel, port: int) -> list[str]:

@@ -5,8 +5,9 @@ Started by :class:`perfpred.collect.serving.FakeEngine` as ``python _fake_server
 like llama-server and vLLM do (``data: {...}`` chunks, a usage chunk, ``data: [DONE]``),
 serves ``/health`` and Prometheus ``/metrics``, and can be told to start slowly, never
 become healthy, exit or "run out of memory" at start, die mid-run, answer HTTP 500, send a
-malformed chunk, flush tokens in bunches (or a whole response in one burst), or spawn a child
-process (for the orphan tests).
+malformed chunk, flush tokens in bunches (or a whole response in one burst), spawn a child
+process (for the orphan tests), or, like llama-server, answer SIGTERM by closing its port and
+holding the open streams without a token until a second SIGTERM.
 It generates ``max_tokens`` tokens at ``token_ms`` per decode step; ``slots`` requests decode
 at once and the rest queue, and each step slows by ``batch_penalty`` per extra sequence. Like
 vLLM, it times each request's pace per token after the first itself (a Prometheus histogram's
@@ -26,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 DEFAULTS = {"token_ms": 2.0, "prefill_ms_per_token": 0.01, "bunch": 1, "burst": False, "slots": 4,
             "batch_penalty": 0.1, "startup_delay_s": 0.0, "never_healthy": False, "exit_at_start": "",
             "oom_at_start": False, "die_after_requests": 0, "http_500_every": 0, "malformed_every": 0,
-            "spawn_child": False}
+            "spawn_child": False, "hang_on_sigterm": False}
 
 
 class _State:
@@ -41,6 +42,7 @@ class _State:
         self.generation_tokens = 0
         self.tpot_s_sum = 0.0  # the server's own pace per token after the first, summed over requests
         self.tpot_count = 0
+        self.hanging = False  # after a SIGTERM with hang_on_sigterm: no token is sent any more
 
 
 def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
@@ -124,6 +126,8 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
             held: list[bytes] | None = [] if cfg["burst"] else None  # a burst's chunks, sent in one write
             first_s = last_s = 0.0
             while sent < n_out:
+                while state.hanging:  # shutting down: the stream stays open, silent
+                    time.sleep(0.05)
                 k = min(bunch, n_out - sent)
                 with state.lock:
                     penalty = 1.0 + cfg["batch_penalty"] * (state.active - 1)
@@ -182,11 +186,26 @@ def main(argv: list[str]) -> int:
         print("error: out of memory while allocating the KV cache", flush=True)
         return 1
     time.sleep(float(cfg["startup_delay_s"]))
-    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(_State(cfg)))
+    state = _State(cfg)
+    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(state))
     server.daemon_threads = True
     print(f"fake server: listening on 127.0.0.1:{port}", flush=True)
-    server.serve_forever()
-    return 0
+    if not cfg["hang_on_sigterm"]:
+        server.serve_forever()
+        return 0
+    import signal
+
+    def on_term(signum: int, frame: object) -> None:
+        if state.hanging:
+            os._exit(0)
+        state.hanging = True
+        print("fake server: SIGTERM: no longer listening, holding the open streams", flush=True)
+        threading.Thread(target=lambda: (server.shutdown(), server.server_close()), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_term)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    while True:
+        time.sleep(3600)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ knob               flag         meaning
 =================  ===========  ==========================================================
 parallel           -np          server slots: sequences decoded together
 batch_size         -b           logical batch: most tokens one decode call accepts
-ubatch_size        -ub          physical batch: tokens computed per graph run (<= batch)
+ubatch_size        -ub          physical batch: tokens per graph run (<= batch; default min(512, b))
 threads            -t           threads for token generation
 threads_batch      -tb          threads for prompt processing (default: = threads)
 ctx_size           -c           KV cache size in tokens, split over the slots
@@ -111,6 +111,9 @@ class LlamaServerEngine(Engine):
             return usable_cpus()
         if name == "threads_batch":
             return given.get("threads") or usable_cpus()
+        if name == "ubatch_size" and given.get("batch_size") is not None:
+            # llama.cpp clamps the physical batch to the logical one (`-b 256` alone runs -ub 256)
+            return min(self.knob("ubatch_size").default, given["batch_size"])
         return super().default(name, given)
 
     def check(self, knobs: dict[str, Any]) -> None:

@@ -6,6 +6,11 @@ send their next request as soon as the last one ends. The client is one thread a
 event loop, and does nothing per chunk beyond a timestamp and a small JSON parse, because on
 a 2-core machine it competes with the server for CPU; its own CPU time is measured and
 reported (``client_cpu_s``) so a run that starved the server can be recognised.
+
+Given the server's ``alive`` check, the run also watches the server: once its process has exited,
+or it refuses new connections (llama-server stops listening on SIGTERM and then holds the open
+streams until they time out), the requests in flight fail at once with that reason and the rest
+are never sent, instead of each waiting out its ``request_timeout_s``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from perfpred.collect.serving._stats import RequestResult, StreamTimer
 from perfpred.collect.serving._workload import RequestSpec, ServingWorkload
@@ -35,6 +41,25 @@ class LoadResult:
     client_cpu_s: float  # CPU time of this process during the run (all threads)
     stopped_early: bool = False
     n_not_sent: int = 0
+    server_lost: str | None = None  # why the server stopped serving mid-run (exited / stopped listening)
+
+
+@dataclass
+class _Abort:
+    """Why the requests still in flight were cancelled (the error each of them gets)."""
+
+    reason: str = "cancelled"
+    stopped_early: bool = False
+    server_lost: str | None = None
+
+
+# The error of a request the client cancelled because the run's TTFT bound was already missed.
+STOPPED_EARLY = "stopped early: the run's TTFT bound was already missed"
+# Seconds between checks of the server process, and between connection probes of its port.
+WATCH_INTERVAL_S = 0.25
+PROBE_INTERVAL_S = 0.5
+# Consecutive refused connections that mean the server stopped listening (not a blip).
+REFUSALS_TO_GIVE_UP = 2
 
 
 @dataclass(frozen=True)
@@ -120,7 +145,8 @@ async def _read_stream(response: Any, timer: StreamTimer, clock: Callable[[], fl
 
 
 async def _one(session: Any, url: str, spec: RequestSpec, model_name: str, t0: float, timeout_s: float,
-               extra: dict[str, Any] | None, sent: Sent | None = None) -> RequestResult:
+               extra: dict[str, Any] | None, sent: Sent | None = None,
+               abort: _Abort | None = None) -> RequestResult:
     aiohttp = _aiohttp()
     clock = time.perf_counter
     result = RequestResult(index=spec.index, prompt_tokens=len(spec.prompt_ids), max_tokens=spec.output_tokens)
@@ -145,7 +171,7 @@ async def _one(session: Any, url: str, spec: RequestSpec, model_name: str, t0: f
     except OSError as exc:
         result.error = f"connection: {exc}"
     except asyncio.CancelledError:
-        result.error = "stopped early: the run's TTFT bound was already missed"
+        result.error = abort.reason if abort is not None else "cancelled"
         timer.finish(clock())
         raise
     return timer.finish(clock())
@@ -162,70 +188,107 @@ def _n_late(sent: Sent, ttft_ms: float, now: float) -> int:
     return late
 
 
-async def _open_loop(specs: list[RequestSpec], one: Callable[..., Any], t0: float,
-                     stop: StopEarly | None) -> tuple[list[RequestResult], bool]:
-    """Each request at its own offset; with ``stop``, a watcher cancels the run once it is decided."""
-    sent: Sent = {}
+async def _decided(sent: Sent, stop: StopEarly) -> str:
+    """Returns once the run's TTFT quantile is sure to miss the bound."""
+    while _n_late(sent, stop.ttft_ms, time.perf_counter()) < stop.max_late:
+        await asyncio.sleep(0.1)
+    return STOPPED_EARLY
 
-    async def at_offset(spec: RequestSpec) -> RequestResult:
-        delay = (spec.send_at_s or 0.0) - (time.perf_counter() - t0)
-        if delay > 0:
-            await asyncio.sleep(delay)
-        return await one(spec, sent)
 
-    tasks = [asyncio.ensure_future(at_offset(s)) for s in specs]
-    if stop is None:
-        return list(await asyncio.gather(*tasks)), False
-    everything = asyncio.gather(*tasks, return_exceptions=True)
-
-    async def decided() -> None:
-        while _n_late(sent, stop.ttft_ms, time.perf_counter()) < stop.max_late:
-            await asyncio.sleep(0.1)
-
-    watcher = asyncio.ensure_future(decided())
-    await asyncio.wait({everything, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    stopped = watcher.done() and not everything.done()
-    watcher.cancel()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(everything, watcher, return_exceptions=True)
-    failures = [t.exception() for t in tasks if not t.cancelled() and t.exception() is not None]
-    if failures:  # a fault of the client itself, as the run without a stop would raise it
-        raise failures[0]
-    return [sent[s.index][1] for s in specs if s.index in sent], stopped
+async def _server_gone(base_url: str, alive: Callable[[], bool]) -> str:
+    """Returns (with the reason) once the server process has exited or its port refuses connections."""
+    parts = urlsplit(base_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    refused, last_probe = 0, time.monotonic()
+    while True:
+        await asyncio.sleep(WATCH_INTERVAL_S)
+        if not alive():
+            return "the server process exited during the run"
+        if time.monotonic() - last_probe < PROBE_INTERVAL_S:
+            continue
+        last_probe = time.monotonic()
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
+        except ConnectionRefusedError:
+            refused += 1
+            if refused >= REFUSALS_TO_GIVE_UP:
+                return f"the server stopped accepting connections on port {port} (shutting down?)"
+            continue
+        except (OSError, TimeoutError):  # busy or slow to accept: not gone
+            refused = 0
+            continue
+        refused = 0
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
 
 
 async def _run(base_url: str, specs: list[RequestSpec], workload: ServingWorkload, model_name: str,
                concurrency: int | None, extra: dict[str, Any] | None,
-               stop: StopEarly | None = None) -> tuple[list[RequestResult], float, bool]:
+               stop: StopEarly | None = None,
+               alive: Callable[[], bool] | None = None) -> tuple[list[RequestResult], float, _Abort | None]:
+    """Every request of the run; open loop (each at its offset) or closed loop (``concurrency``
+    workers drain one queue). ``stop`` (open loop) and ``alive`` start watchers: the first to fire
+    cancels what is in flight and leaves the rest unsent; its ``_Abort`` comes back (None: no
+    watcher fired)."""
     aiohttp = _aiohttp()
     url = base_url.rstrip("/") + "/v1/completions"
     # A fresh connection per request: llama-server's HTTP library closes a kept-alive connection
     # after a few requests, and a pooled socket the server already closed fails the next request.
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
-    results: list[RequestResult] = []
-    stopped = False
+    sent: Sent = {}
+    abort = _Abort()
+    fired: _Abort | None = None
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
         t0 = time.perf_counter()
-        if concurrency is None:  # open loop: each request at its own offset
-            def one(spec: RequestSpec, sent: Sent) -> Any:
-                return _one(session, url, spec, model_name, t0, workload.request_timeout_s, extra, sent)
 
-            results, stopped = await _open_loop(specs, one, t0, stop)
+        def one(spec: RequestSpec) -> Any:
+            return _one(session, url, spec, model_name, t0, workload.request_timeout_s, extra, sent, abort)
+
+        if concurrency is None:  # open loop: each request at its own offset
+            async def at_offset(spec: RequestSpec) -> RequestResult:
+                delay = (spec.send_at_s or 0.0) - (time.perf_counter() - t0)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                return await one(spec)
+
+            tasks = [asyncio.ensure_future(at_offset(s)) for s in specs]
         else:  # closed loop: `concurrency` workers drain one queue
             queue = list(reversed(specs))
 
             async def worker() -> None:
                 while queue:
-                    spec = queue.pop()
-                    results.append(await _one(session, url, spec, model_name, t0, workload.request_timeout_s,
-                                              extra))
+                    await one(queue.pop())
 
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            tasks = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
+        everything = asyncio.gather(*tasks, return_exceptions=True)
+        watchers: dict[asyncio.Future[str], str] = {}
+        if stop is not None and concurrency is None:
+            watchers[asyncio.ensure_future(_decided(sent, stop))] = "stop"
+        if alive is not None:
+            watchers[asyncio.ensure_future(_server_gone(base_url, alive))] = "lost"
+        if watchers:
+            await asyncio.wait({everything, *watchers}, return_when=asyncio.FIRST_COMPLETED)
+            done = [w for w in watchers if w.done() and not w.cancelled() and w.exception() is None]
+            if done and not everything.done():
+                abort.reason = done[0].result()
+                if watchers[done[0]] == "stop":
+                    abort.stopped_early = True
+                else:
+                    abort.server_lost = abort.reason
+                fired = abort
+                for task in tasks:
+                    task.cancel()
+            for watcher in watchers:
+                watcher.cancel()
+        await asyncio.gather(everything, *watchers, return_exceptions=True)
+        failures = [t.exception() for t in tasks if not t.cancelled() and t.exception() is not None]
+        if failures:  # a fault of the client itself, as the run without a watcher would raise it
+            raise failures[0]
+        results = [sent[i][1] for i in sorted(sent)]
         ends = [r.sent_s + (r.e2e_ms or 0.0) / 1e3 for r in results]
         duration_s = max(ends, default=0.0)
-    results.sort(key=lambda r: r.index)
-    return results, duration_s, stopped
+    return results, duration_s, fired
 
 
 def _run_coroutine(coro: Any) -> Any:
@@ -240,9 +303,10 @@ def _run_coroutine(coro: Any) -> Any:
 
 def run_load(base_url: str, workload: ServingWorkload, *, model_name: str, vocab_tokens: int,
              warmup: bool = False, extra_body: dict[str, Any] | None = None,
-             stop_early: StopEarly | None = None) -> LoadResult:
+             stop_early: StopEarly | None = None, alive: Callable[[], bool] | None = None) -> LoadResult:
     """Send the workload's requests (or its warm-up requests) and time each one; ``stop_early``
-    (open loop only) ends the run once its TTFT quantile is decided to miss the bound."""
+    (open loop only) ends the run once its TTFT quantile is decided to miss the bound; ``alive``
+    (whether the server process still runs) ends it once the server is gone (module docstring)."""
     workload.validate()
     specs = workload.requests(vocab_tokens, warmup=warmup)
     if not specs:
@@ -253,9 +317,10 @@ def run_load(base_url: str, workload: ServingWorkload, *, model_name: str, vocab
     if concurrency is not None:
         stop_early = None
     cpu0 = time.process_time()
-    results, duration_s, stopped = _run_coroutine(_run(base_url, specs, workload, model_name, concurrency,
-                                                       extra_body, stop_early))
-    return LoadResult(results, duration_s, time.process_time() - cpu0, stopped, len(specs) - len(results))
+    results, duration_s, fired = _run_coroutine(_run(base_url, specs, workload, model_name, concurrency,
+                                                     extra_body, stop_early, alive))
+    return LoadResult(results, duration_s, time.process_time() - cpu0, bool(fired and fired.stopped_early),
+                      len(specs) - len(results), fired.server_lost if fired else None)
 
 
 def get_text(url: str, timeout_s: float = 5.0) -> tuple[int, str]:

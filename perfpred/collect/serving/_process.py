@@ -136,7 +136,7 @@ class ServerProcess:
             with open(self.log_path, "rb") as fh:
                 fh.seek(0, os.SEEK_END)
                 size = fh.tell()
-                fh.seek(max(0, size - 64 * 1024))
+                fh.seek(max(0, size - max(64 * 1024, 2 * max_chars)))
                 text = fh.read().decode(errors="replace")
         except OSError:
             return ""

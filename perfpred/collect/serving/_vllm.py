@@ -104,6 +104,14 @@ class VllmEngine(Engine):
             raise InvalidInputError("`max_model_len >= longest prompt + output` must hold, but got "
                                     f"max_model_len={knobs['max_model_len']} < {max_sequence_tokens}")
 
+    def check_model(self, knobs: dict[str, Any], model: LocalModel) -> None:
+        # vLLM refuses a max_model_len beyond the model's positions (a pydantic "Value error" after
+        # a ~45 s start); perfpred made the model, so it knows the limit before launching.
+        positions = model.spec.max_position_embeddings
+        if knobs["max_model_len"] > positions:
+            raise InvalidInputError(f"`max_model_len <= max_position_embeddings` of model {model.spec.name!r} "
+                                    f"({positions}) must hold, but got max_model_len={knobs['max_model_len']}")
+
     def config_row(self, knobs: dict[str, Any]) -> dict[str, Any]:
         return {"engine": self.name, **knobs, "tensor_parallel": knobs["tensor_parallel_size"]}
 
