@@ -45,6 +45,14 @@ def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def one_error_line(code: int, err: str) -> str:
+    """The one ``error:`` line a failed command (exit 2) printed."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, f"exit {code}, stderr:\n{err}"
+    assert lines[0].startswith("error:") and "Traceback" not in err
+    return lines[0]
+
+
 def assert_one_line_error(code: int, out: str, err: str, *needles: str) -> None:
     assert code == 2, f"exit code {code}\nstdout: {out}\nstderr: {err}"
     lines = [line for line in err.splitlines() if line.strip()]

@@ -3,31 +3,11 @@ one line naming the setting and its value, or what the interrupted command left 
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
 from perfpred import settings
-from perfpred.cli import main
 from perfpred.errors import DatasetNotFoundError, InvalidInputError
-
-
-def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["perfpred", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error_line(code: int, err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1, f"exit {code}, stderr:\n{err}"
-    assert lines[0].startswith("error:") and "Traceback" not in err
-    return lines[0]
+from tests.test_cli import one_error_line, run_main
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from perfpred.cli import main
 from perfpred.datasets import MeasurementStore
 from perfpred.errors import TrackingError
 from perfpred.models import _tracking
+from tests.test_cli import one_error_line, run_main
 
 
 def _free_port() -> int:
@@ -117,24 +117,6 @@ def test_a_model_trained_against_a_server_loads_on_another_machine(mlflow_server
 
 
 # ---------------------------------------------------------------------------- failing fast, in one line
-
-
-def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["perfpred", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error_line(code: int, err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1, f"exit {code}, stderr:\n{err}"
-    assert lines[0].startswith("error:") and "Traceback" not in err
-    return lines[0]
 
 
 @pytest.mark.parametrize("command", ["train", "predict"])
