@@ -1032,7 +1032,7 @@ def tune_serving_cmd(
     objective: Annotated[list[str] | None, typer.Option(help="ml-energy: METRIC[:max|:min], repeatable for a Pareto front (default metric.output_tokens_per_s:max).")] = None,
     constraint: Annotated[list[str] | None, typer.Option(help="ml-energy: e.g. 'metric.itl_p99_ms <= 50' (ms), repeatable.")] = None,
     store: Annotated[Path, typer.Option(help="Live: Measurement store every launch is appended to. Running the same tuning again launches every config it picks again: the new row replaces the one stored before (the store holds what history.csv shows; the Optuna study keeps every launch).", callback=resolve_store)] = DEFAULT_STORE,
-    seed: Annotated[int, typer.Option(help="Seed of the design, the surrogate and the load.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the design and the surrogate. The load's prompts and arrivals stay the same whatever the seed, so runs with other seeds are measured under one load and compare.")] = 0,
     concurrency: Annotated[int | None, typer.Option(help="Live: requests in flight at once in each launch's closed-loop load test (throughput, goodput, tokens_per_joule; default 16); with --goal sustainable_rate, in the capacity run that starts each rate search.")] = None,
     requests: Annotated[int | None, typer.Option(help="Live: requests per closed-loop load test, after 2 discarded warm-up requests (default 48; --goal sustainable_rate sizes its probes by --probe-s instead).")] = None,
     prompt_tokens: Annotated[int | None, typer.Option(help="Live: prompt length in tokens of every request (default 128).")] = None,
