@@ -105,7 +105,7 @@ def configuration_ids(measurement_ids: pd.Series) -> pd.Series:
     return measurement_ids.astype(str).str.partition("-")[0]
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     """An int or float (numpy ones included), but not a bool: True is no timing."""
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
@@ -113,7 +113,7 @@ def _is_number(value: Any) -> bool:
 def _check_finite_positive(name: str, value: float | None, *, allow_zero: bool = False) -> None:
     if value is None:
         return
-    if not _is_number(value) or math.isnan(value) or math.isinf(value):
+    if not is_number(value) or math.isnan(value) or math.isinf(value):
         raise InvalidInputError(f"`{name}` must be a finite number, but got {name}={value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         rule = ">= 0" if allow_zero else "> 0"
@@ -128,7 +128,7 @@ def _check_params(name: str, params: Any) -> None:
     for key, value in params.items():
         if not isinstance(key, str):
             raise InvalidInputError(f"`{name}` keys must be strings, but got key {key!r}")
-        if value is not None and not isinstance(value, (str, bool)) and not _is_number(value):
+        if value is not None and not isinstance(value, (str, bool)) and not is_number(value):
             raise InvalidInputError(f"`{name}.{key}` must be a scalar (number, string or bool), but got {value!r}")
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from perfpred.datasets._schema import python_scalar
 from perfpred.errors import InvalidInputError
 from perfpred.features._specs import device_specs
 
@@ -90,7 +91,7 @@ def _size(col: pd.Series, name: str) -> pd.Series:
     bad = ~(np.isfinite(values) & (values > 0))
     if bad.any():
         value = col[bad].iloc[0]
-        shown = repr(value.item() if isinstance(value, np.generic) else value)
+        shown = repr(python_scalar(value))
         raise InvalidInputError(f"`{name} > 0` must hold for GEMM features (a finite number), but got "
                                 f"{name}={shown} (column workload.{name}, row {col.index[bad.to_numpy()][0]!r})")
     return values

@@ -328,7 +328,7 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
                 raise InvalidInputError(
                     f"row {python_scalar(X.index[i])!r}, column {column!r}: a value is needed (every training "
                     f"row has one; a prediction for a config whose {column} is unknown means nothing), but got "
-                    f"{_shown_value(col.iloc[i])}")
+                    f"{python_scalar(col.iloc[i])!r}")
             if not info.get("numeric") or col.dtype.kind in "iub":
                 continue
             numbers = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
@@ -338,7 +338,7 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
                 trained = f"{info['min']:g}..{info['max']:g}" if info["min"] != info["max"] else f"{info['min']:g}"
                 raise InvalidInputError(
                     f"row {python_scalar(X.index[i])!r}, column {column!r}: must be a finite number as in every "
-                    f"training row ({trained}), but got {_shown_value(col.iloc[i])}")
+                    f"training row ({trained}), but got {python_scalar(col.iloc[i])!r}")
 
     def _prediction_rows(self, X: pd.DataFrame) -> pd.DataFrame:
         """``X`` checked (:meth:`check_inputs`), with the ``hardware_json`` of the hardware this
@@ -494,15 +494,6 @@ def _far_outside(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     if lo > 0:
         return (values < lo / 2) | (values > hi * 2)
     return (values < lo - (hi - lo)) | (values > hi + (hi - lo))
-
-
-def _shown_value(value: Any) -> str:
-    """A table cell as an error message shows it: nan, inf, 'big' (numpy scalars as plain numbers)."""
-    if isinstance(value, (float, np.floating)):
-        return repr(float(value))
-    if isinstance(value, np.integer):
-        return repr(int(value))
-    return repr(value)
 
 
 def _check_random_state(random_state: Any) -> None:

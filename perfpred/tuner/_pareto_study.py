@@ -17,8 +17,9 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from perfpred.datasets._schema import python_scalar
 from perfpred.tuner._objectives import MetricBound, Objective, is_feasible
-from perfpred.tuner._study import CLAIM_GRACE_S, ClaimTable, _native, open_study
+from perfpred.tuner._study import CLAIM_GRACE_S, ClaimTable, open_study
 
 
 class ParetoStudyRecorder:
@@ -62,11 +63,11 @@ class ParetoStudyRecorder:
                            else float("inf") for c in self.constraints}
             attrs["feasible"] = is_feasible(measured, self.objectives, self.constraints)
         trial = create_trial(
-            params={k: _native(v) for k, v in config.items()},
+            params={k: python_scalar(v) for k, v in config.items()},
             distributions=self.distributions,
             values=[float(v) for v in values] if ok else None,
             state=TrialState.COMPLETE if ok else TrialState.FAIL,
-            user_attrs={k: _native(v) for k, v in attrs.items() if v is not None},
+            user_attrs={k: python_scalar(v) for k, v in attrs.items() if v is not None},
             constraints=constraints,
         )
         self.study.add_trial(trial)

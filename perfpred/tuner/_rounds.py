@@ -101,8 +101,7 @@ def tuning_candidates(space: Any, backend: Any, candidates: pd.DataFrame | None)
         raise InvalidInputError(f"the space's parameters must be the recording's {list(recorded.columns)}, but got "
                                 f"{space.names}: pass candidates=... with the configs to choose from")
     recorded = recorded[space.names]
-    inside = space.in_domains(recorded)
-    inside[inside] = space.mask(recorded[inside])
+    inside = space.admitted(recorded)
     if not inside.any():
         raise InvalidInputError(f"no recorded config of the backend ({len(recorded)}) lies in the space's domains "
                                 "and constraints")

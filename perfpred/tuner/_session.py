@@ -64,16 +64,15 @@ def open_session(backend_spec: str, space_file: str | None = None) -> Session:
         if not path.exists():
             raise InvalidInputError(f"--backend replay:PATH: no file at {path}")
         backend = ReplayBackend.from_file(path, format=_replay_format(path))
-        candidates = pd.DataFrame([c.as_dict() for c in backend.configs()])
+        candidates = backend.recorded_configs()
         if space_file:
             space = SearchSpace.from_dict(_load_spec(space_file))
             _check_names(space, list(candidates.columns), space_file, "the recording")
-            # The file's domains narrow the recorded configs too, not only its constraints: a config
-            # outside them would be measured and then refused by the study.
-            candidates = candidates[space.in_domains(candidates)]
         else:
             space = SearchSpace({k: sorted(candidates[k].unique().tolist()) for k in candidates.columns})
-        candidates = candidates[space.mask(candidates[space.names])]
+        # The file's domains narrow the recorded configs too, not only its constraints: a config
+        # outside them would be measured and then refused by the study.
+        candidates = candidates[space.admitted(candidates)]
         if space_file and candidates.empty:
             raise InvalidInputError(f"--space {space_file}: no recorded config lies in its domains and constraints")
         ids = backend.table["hardware_id"].dropna().astype(str).unique() if "hardware_id" in backend.table else []

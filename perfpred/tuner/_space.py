@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfpred.datasets._schema import python_scalar
+from perfpred.datasets._schema import is_number, python_scalar
 from perfpred.errors import InvalidInputError
 
 Constraint = str | Callable[[pd.DataFrame], Any]
@@ -33,11 +33,6 @@ MAX_ENUMERATE = 5_000_000
 # ``ParetoResult.history`` and the history.csv files written from them): a parameter of one of these names
 # would be overwritten there.
 RESERVED_NAMES = ("value", "status", "predicted", "iteration", "elapsed_s", "worker", "trial", "feasible")
-
-
-def _is_number(value: Any) -> bool:
-    """A real number (a Python or numpy int or float, not a bool)."""
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
 def _repeated_value(values: Sequence[Any]) -> tuple[Any, Any] | None:
@@ -114,7 +109,7 @@ class Continuous:
     def __post_init__(self) -> None:
         for name in ("low", "high"):
             value = getattr(self, name)
-            if not (_is_number(value) and math.isfinite(value)):
+            if not (is_number(value) and math.isfinite(value)):
                 raise InvalidInputError(f"a range's {name} must be a finite number, but got {name}={value!r}")
         for name in ("log", "integer"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
@@ -323,6 +318,13 @@ class SearchSpace:
                 inside &= frame[name].isin(dom).to_numpy()
         return inside
 
+    def admitted(self, frame: pd.DataFrame) -> np.ndarray:
+        """Per row of ``frame``: within every parameter's domain and meeting the constraints
+        (checked only where the values lie in the domains, so they make sense)."""
+        inside = self.in_domains(frame)
+        inside[inside] = self.mask(frame.loc[inside, self.names])
+        return inside
+
     def check_candidates(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``frame``'s parameter columns, each config once (the first of repeated rows, in order);
         a one-line error naming the first row outside the domains or constraints, and how many are."""
@@ -335,8 +337,7 @@ class SearchSpace:
         if frame.empty:
             raise InvalidInputError("`candidates` must hold at least one config, but it has no rows")
         frame = frame[self.names]
-        inside = self.in_domains(frame)
-        inside[inside] = self.mask(frame[inside])  # constraints only where the values make sense
+        inside = self.admitted(frame)
         if not inside.all():
             bad = np.flatnonzero(~inside)
             config = {c: python_scalar(frame[c].iat[int(bad[0])]) for c in frame.columns}
@@ -369,7 +370,7 @@ class SearchSpace:
         for name, dom in self.params.items():
             v = config[name]
             if isinstance(dom, Continuous):
-                if not _is_number(v):
+                if not is_number(v):
                     raise InvalidInputError(f"{name} must be a number in [{dom.low}, {dom.high}], but got {name}={v!r}")
                 if not dom.low <= v <= dom.high:
                     raise InvalidInputError(f"`{dom.low} <= {name} <= {dom.high}` must hold, but got {name}={v!r}")

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from perfpred.datasets._schema import is_number, python_scalar
 from perfpred.errors import InvalidInputError
 
 
@@ -95,12 +96,9 @@ def open_study(storage_url: str | None, study_name: str, directions: list[str],
 
 
 def config_key(config: Mapping[str, Any]) -> str:
-    payload = json.dumps({k: _native(v) for k, v in sorted(config.items())}, sort_keys=True)
+    """A config's short stable key (24 hex of the sha1 of its sorted JSON): the claims table's key."""
+    payload = json.dumps({k: python_scalar(v) for k, v in sorted(config.items())}, sort_keys=True)
     return hashlib.sha1(payload.encode()).hexdigest()[:24]
-
-
-def _native(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def row_config(frame: Any, i: int) -> dict[str, Any]:
@@ -109,7 +107,7 @@ def row_config(frame: Any, i: int) -> dict[str, Any]:
     Column by column: ``frame.iloc[i]`` upcasts ints to floats beside a float column, and the
     config would then miss its candidate's key (and could be measured again).
     """
-    return {c: _native(frame[c].iat[i]) for c in frame.columns}
+    return {c: python_scalar(frame[c].iat[i]) for c in frame.columns}
 
 
 class CandidateIndex:
@@ -150,8 +148,7 @@ CLAIM_HEARTBEAT_S = 15.0
 
 def check_claim_grace(value: Any) -> float:
     """``claim_grace_s`` as a float, or a one-line error naming the rule and the value."""
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-    if not ok or not 0 < float(value) < float("inf"):
+    if not is_number(value) or not 0 < float(value) < float("inf"):
         raise InvalidInputError(f"`claim_grace_s > 0` (finite seconds without a heartbeat before a claim is taken "
                                 f"over) must hold, but got claim_grace_s={value!r}")
     return float(value)
@@ -456,11 +453,11 @@ class StudyRecorder:
                  f"predicted_{self.objective}": predicted, **(extra or {})}
         ok = status == "ok" and value is not None and np.isfinite(value)
         trial = create_trial(
-            params={k: _native(v) for k, v in config.items()},
+            params={k: python_scalar(v) for k, v in config.items()},
             distributions=self.distributions,
             value=float(value) if ok else None,
             state=TrialState.COMPLETE if ok else TrialState.FAIL,
-            user_attrs={k: _native(v) for k, v in attrs.items() if v is not None},
+            user_attrs={k: python_scalar(v) for k, v in attrs.items() if v is not None},
         )
         self.study.add_trial(trial)
 
