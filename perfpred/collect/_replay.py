@@ -150,7 +150,9 @@ class ReplayBackend:
         """Every recorded point as a DataFrame (a column per tune parameter), in recorded order:
         the candidates a tuner searches by default on a replay, which answers only what was recorded
         (as ``perfpred tune --backend replay:PATH`` and Kernel Tuner's simulation mode do)."""
-        return pd.DataFrame([c.as_dict() for c in self.configs()], columns=self.keys)
+        # From the index's keys (plain Python values already): building a config object per row
+        # took ~1 s for UCI SGEMM's 241,600 points.
+        return pd.DataFrame(list(self._index), columns=self.keys)
 
     def config(self, values: Mapping[str, Any]) -> ReplayConfig:
         """A validated :class:`ReplayConfig` from a plain dict."""
