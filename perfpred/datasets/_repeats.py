@@ -8,9 +8,12 @@ is kept as its own row under ``"<measurement_id>-<8 hex of its values>"``. The f
 of a configuration keeps the plain id, so resume and the ids of existing stores do not
 change, and importing the same file again gives the same ids (0 new rows).
 
-Values compared: status, raw replicates (or ``runtime_ms`` where there are none), power,
-energy and every ``metric.*``. Not compared: timestamp, source and the statistics derived
-from the replicates, which a re-import or an export round trip may write differently.
+Values compared: status, raw replicates, power, energy and every ``metric.*``; where a row has
+no replicates (Vidur, NeuSight: only their statistics were published), ``runtime_ms`` and the
+statistics ``min_ms``, ``mean_ms``, ``std_ms`` and ``iqr_ms``, which are then the record (two
+Vidur rows with one median but another mean are two measurements). Not compared: timestamp,
+source, and the statistics of a row with replicates, which are derived from them and which a
+re-import or an export round trip may write differently.
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ import pandas as pd
 from perfpred.datasets._schema import METRIC_PREFIX, configuration_ids, python_scalar, repeat_key
 from perfpred.datasets._store import MeasurementStore
 
-VALUE_COLUMNS = ("status", "raw_times_ms", "runtime_ms", "power_w", "energy_j")
+VALUE_COLUMNS = ("status", "raw_times_ms", "runtime_ms", "min_ms", "mean_ms", "std_ms", "iqr_ms", "power_w",
+                 "energy_j")
+# Compared only where a row has no raw replicates (they are derived from them otherwise).
+WITHOUT_RAW_COLUMNS = frozenset({"runtime_ms", "min_ms", "mean_ms", "std_ms", "iqr_ms"})
 
 
 def value_columns(columns: Iterable[str]) -> list[str]:
@@ -54,7 +60,7 @@ def _values(row: Mapping[str, Any], columns: Iterable[str], *, as_floats: bool) 
         if column == "raw_times_ms":
             if raw:
                 values[column] = raw
-        elif column == "runtime_ms" and raw:
+        elif column in WITHOUT_RAW_COLUMNS and raw:
             continue
         elif not _missing(value := python_scalar(row.get(column))):
             if as_floats and isinstance(value, int) and not isinstance(value, bool):
@@ -97,7 +103,7 @@ def _same_values(new: pd.DataFrame, old: pd.DataFrame) -> np.ndarray:
         a_missing, b_missing = pd.isna(a), pd.isna(b)
         with np.errstate(invalid="ignore"):
             equal = (a_missing & b_missing) | (~a_missing & ~b_missing & (a == b).astype(bool))
-        same &= np.where(no_raw, equal, True) if name == "runtime_ms" else equal
+        same &= np.where(no_raw, equal, True) if name in WITHOUT_RAW_COLUMNS else equal
     return same
 
 
