@@ -198,6 +198,29 @@ def test_compact_merges_parts_and_keeps_rows(store):
     assert 33.0 in set(after["runtime_ms"])
 
 
+def test_tidy_merges_the_newest_small_parts_and_leaves_a_big_old_part_alone(store):
+    store.append([gemm(m=m, runtime_ms=float(m)) for m in range(1, 401)])
+    big = store.part_files()[0]
+    store.append([gemm(m=3, runtime_ms=33.0)], replace=True)  # newer than the big part: must win
+    for m in range(401, 404):
+        store.append([gemm(m=m, runtime_ms=float(m))])
+    store.append([gemm(m=401, runtime_ms=41.0)], replace=True)  # newer than its own small part
+    before = store.load().sort_values("measurement_id").reset_index(drop=True)
+    assert store.tidy() == 5
+    assert store.part_files()[0] == big and len(store.part_files()) == 2  # the big part is not rewritten
+    assert store.tidy() == 0  # nothing small left to merge
+    after = MeasurementStore(store.path).load().sort_values("measurement_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(before, after, check_like=True)
+    assert {33.0, 41.0} <= set(after["runtime_ms"]) and not {3.0, 401.0} & set(after["runtime_ms"])
+    assert len(store.ids()) == 403
+
+
+def test_tidy_merges_parts_of_similar_size_into_one(store):
+    for m in range(1, 6):
+        store.append([gemm(m=m, runtime_ms=float(m))])
+    assert store.tidy() == 5 and len(store.part_files()) == 1 and len(store.load()) == 5
+
+
 def test_a_reader_that_listed_parts_just_before_a_compaction_still_reads_every_row(store, monkeypatch):
     for m in range(1, 6):
         store.append([gemm(m=m, runtime_ms=float(m))])
