@@ -195,3 +195,17 @@ def test_public_helpers_have_docstrings():
 
     for fn in (featurize, register_regressor, cpu_spec, software_versions):
         assert fn.__doc__ and fn.__doc__.strip(), fn.__name__
+
+
+def test_training_rows_of_one_kernel_drop_the_columns_only_other_kernels_fill(kernel_rows):
+    """A store holding two kernels on two GPUs, trained on one GPU's rows (``train --hardware``):
+    the other kernel's parameters are all missing there, so they are no features and predictions
+    need not give them."""
+    other = kernel_rows.rename(columns={"config.block_size_x": "config.bs_x", "config.tile_size_x": "config.work_x"})
+    other = other.assign(measurement_id="o" + other["measurement_id"], hardware_id="gpu-synthetic-0002")
+    store = pd.concat([kernel_rows, other], ignore_index=True)
+    rows = training_frame(store[store["hardware_id"] == GPU["hardware_id"]], kind="kernel")
+    assert not [c for c in rows if c in ("config.bs_x", "config.work_x")]
+    model = fast_model(kind="kernel").fit(rows)
+    config = kernel_rows.drop(columns=["runtime_ms", "measurement_id", "status"]).head(3)
+    assert np.isfinite(model.predict(config)).all()

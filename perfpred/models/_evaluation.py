@@ -65,7 +65,9 @@ def training_frame(df: pd.DataFrame, *, kind: str = "gemm", target: str = "runti
     if len(rows) < 10:
         raise InvalidInputError(f"training needs >= 10 usable '{row_kind(kind)}' rows with {target}, "
                                 f"but got {len(rows)}")
-    return rows.reset_index(drop=True)
+    # Columns only other rows fill (another kernel's parameters in a store of several): as
+    # features they are all-missing, and a model that kept them asked every prediction for them.
+    return rows.dropna(axis=1, how="all").reset_index(drop=True)
 
 
 def check_row_limits(models: dict[str, PerformanceModel], n_rows: int, what: str) -> None:
