@@ -425,7 +425,16 @@ class MeasurementStore:
     def info(self) -> dict[str, Any]:
         """A summary dict: path, rows, parts, size_bytes, and for a non-empty store the counts per
         kind / status / hardware id / source and the workload, config and metric columns."""
-        df = self.load()
+        # Only the columns counted below: loading every column of a 357,000-row store took 5 s and 1 GB.
+        wanted = ["measurement_id", "kind", "status", "hardware_id", "source", "power_source", "timestamp"]
+        frames = []
+        for part in self.part_files():
+            names = set(pq.read_schema(part).names)
+            frames.append(self._read_part(part, columns=[c for c in wanted if c in names]))
+        frames = [f for f in frames if not f.empty]
+        df = (pd.concat(frames, ignore_index=True, sort=False).drop_duplicates("measurement_id", keep="last")
+              if frames else pd.DataFrame(columns=wanted))
+        columns = list(self.column_types())
         size = sum(p.stat().st_size for p in self.part_files())
         out: dict[str, Any] = {
             "path": str(self.path),
@@ -435,16 +444,19 @@ class MeasurementStore:
             "size_bytes": int(size),
         }
         if len(df):
-            out["kinds"] = df["kind"].value_counts().to_dict()
-            out["status"] = df["status"].value_counts().to_dict()
-            out["hardware_ids"] = df["hardware_id"].value_counts().to_dict()
-            out["sources"] = df["source"].value_counts().to_dict()
-            out["power_source"] = df["power_source"].value_counts().to_dict()
-            out["workload_columns"] = sorted(c for c in df.columns if c.startswith("workload."))
-            out["config_columns"] = sorted(c for c in df.columns if c.startswith("config."))
-            out["metric_columns"] = sorted(c for c in df.columns if c.startswith("metric."))
-            out["first_timestamp"] = str(df["timestamp"].min())
-            out["last_timestamp"] = str(df["timestamp"].max())
+            def counts(column: str) -> dict[str, int]:  # a column no row fills is not stored
+                return df[column].value_counts().to_dict() if column in df else {}
+
+            out["kinds"] = counts("kind")
+            out["status"] = counts("status")
+            out["hardware_ids"] = counts("hardware_id")
+            out["sources"] = counts("source")
+            out["power_source"] = counts("power_source")
+            out["workload_columns"] = sorted(c for c in columns if c.startswith("workload."))
+            out["config_columns"] = sorted(c for c in columns if c.startswith("config."))
+            out["metric_columns"] = sorted(c for c in columns if c.startswith("metric."))
+            out["first_timestamp"] = str(df["timestamp"].min()) if "timestamp" in df else None
+            out["last_timestamp"] = str(df["timestamp"].max()) if "timestamp" in df else None
         return out
 
 
