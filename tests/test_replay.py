@@ -77,7 +77,7 @@ def test_measure_returns_the_record_and_counts_simulated_time(backend: ReplayBac
     failed = next(e for e in entries if e["time"] == "CompilationFailedConfig")
     m = backend.measure(params(ok, keys))
     assert m.status == "ok" and m.runtime_ms == pytest.approx(np.median(ok["times"]))
-    assert m.raw_times_ms == pytest.approx(ok["times"]) and m.source == "replay:kernel-tuner:A6000.json.gz"
+    assert m.raw_times_ms == pytest.approx(ok["times"]) and m.source == "replay:kernel-tuner:convolution/A6000.json.gz"
     cost_ok = (ok["compile_time"] + ok["verification_time"] + ok["benchmark_time"]) / 1e3
     assert backend.n_evaluations == 1 and backend.simulated_time_s == pytest.approx(cost_ok)
     f = backend.measure(params(failed, keys))

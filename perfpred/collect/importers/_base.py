@@ -9,15 +9,18 @@ row) raises; one bad row is a counted, reported row.
 
 from __future__ import annotations
 
+import fnmatch
+import json
+import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from perfpred.collect.importers._checks import MAX_EXAMPLES, schema_violations
+from perfpred.collect.importers._checks import MAX_EXAMPLES, NoGoodRows, schema_violations
 from perfpred.collect.importers._frame import concat_frames
 from perfpred.errors import InvalidInputError
 
@@ -58,22 +61,38 @@ class Importer(ABC):
     name: str = ""
     description: str = ""
     patterns: tuple[str, ...] = ()
+    # The options ``read`` takes (CLI: --option KEY=VALUE); any other key is refused.
+    options: tuple[str, ...] = ()
 
     @abstractmethod
     def read(self, path: Path, **options: Any) -> FileImport:
         """Parse ``path``; raise ``InvalidInputError`` only when the whole file is unusable."""
 
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Refuse, before anything is read, an option key this format does not take."""
+        unknown = [key for key in options if key not in self.options]
+        if unknown:
+            takes = f"its options are {', '.join(self.options)}" if self.options else "it takes no options"
+            raise InvalidInputError(f"unknown {self.name} option {unknown[0]!r}; {takes}")
+
     def sniff(self, path: Path) -> bool:
         """Cheap check used when walking a folder: is this file of my format? (never raises)"""
         return True
 
-    def find_files(self, folder: Path) -> tuple[list[Path], list[Path]]:
-        """(files of this format under ``folder``, files whose name matched but content did not)."""
-        candidates = sorted({p for pattern in self.patterns for p in folder.rglob(pattern) if p.is_file()})
+    def find_files(self, folder: Path) -> tuple[list[Path], list[Path], list[str]]:
+        """(files of this format under ``folder``, files whose name matched but content did not,
+        one line per subfolder that could not be read)."""
+        candidates: set[Path] = set()
+        unreadable: list[str] = []
+        # os.walk, not rglob: rglob passes over a folder it may not list without a word.
+        for root, _, names in os.walk(folder, onerror=lambda exc: unreadable.append(
+                f"folder '{exc.filename}' cannot be read ({exc.strerror or type(exc).__name__}); its files were "
+                "not imported")):
+            candidates.update(Path(root, n) for n in names if any(fnmatch.fnmatchcase(n, p) for p in self.patterns))
         found, skipped = [], []
-        for path in candidates:
+        for path in sorted(p for p in candidates if p.is_file()):
             (found if self.sniff(path) else skipped).append(path)
-        return found, skipped
+        return found, skipped, unreadable
 
 
 def finish(path: Path, frames: pd.DataFrame | Sequence[pd.DataFrame], rows_read: int, bad_reasons: Sequence[str],
@@ -101,7 +120,19 @@ def finish(path: Path, frames: pd.DataFrame | Sequence[pd.DataFrame], rows_read:
     frames = [concat_frames(group).reset_index(drop=True) for group in by_columns.values()]
     if not frames:
         if n_bad:
-            raise InvalidInputError(str(bad_reasons[0]) if bad_reasons else f"{path.name}: no usable row")
+            raise NoGoodRows(str(bad_reasons[0]) if bad_reasons else f"{path.name}: no usable row", rows_read,
+                             n_bad, bad_reasons)
         raise InvalidInputError(f"{path.name}: the file must hold at least one measurement, but it holds none")
     return FileImport(path=path, frames=frames, rows_read=rows_read, rows_bad=n_bad,
-                      bad_examples=bad_reasons[:MAX_EXAMPLES], notes=list(notes))
+                      bad_examples=bad_reasons[:MAX_EXAMPLES], notes=[*notes, *_unknown_gpu_notes(frames)])
+
+
+def _unknown_gpu_notes(frames: Sequence[pd.DataFrame]) -> list[str]:
+    """A note per GPU whose spec nothing knows: its rows carry the name only, so the roofline
+    features lack its peaks (worth saying, since a misspelt device= option looks just like it)."""
+    notes = []
+    for text in dict.fromkeys(t for f in frames for t in f["hardware_json"].unique()):
+        hardware = json.loads(text)
+        if hardware.get("spec_source") == "name-only":
+            notes.append(f"no hardware spec is known for GPU {hardware.get('name')!r}: only its name is recorded")
+    return notes

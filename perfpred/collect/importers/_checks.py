@@ -15,7 +15,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from perfpred.errors import InvalidInputError
+
 MAX_EXAMPLES = 5
+
+
+class NoGoodRows(InvalidInputError):
+    """A file whose every row broke a rule: a one-line error that carries the counts, so the
+    import report still says how many rows were read and refused."""
+
+    def __init__(self, message: str, rows_read: int, rows_bad: int, bad_examples: Sequence[str]) -> None:
+        super().__init__(message)
+        self.rows_read, self.rows_bad, self.bad_examples = rows_read, rows_bad, list(bad_examples)[:MAX_EXAMPLES]
 
 
 def fmt_value(value: Any) -> str:

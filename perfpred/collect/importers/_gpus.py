@@ -61,7 +61,8 @@ def hardware_id_for(name: str) -> str:
 
 def _vendor(name: str) -> str:
     lowered = name.lower()
-    if "amd" in lowered or "radeon" in lowered or "instinct" in lowered:
+    # AMD's data-centre GPUs go by their model alone as often as not ("MI300X", "mi250").
+    if "amd" in lowered or "radeon" in lowered or "instinct" in lowered or re.search(r"(?<![a-z0-9])mi\d", lowered):
         return "amd"
     if "intel" in lowered:
         return "intel"

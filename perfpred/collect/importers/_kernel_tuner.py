@@ -19,8 +19,13 @@ closed that way (Kernel Tuner refuses it too) and stays a one-line invalid-JSON 
 A T4 results file (Kernel Tuner's ``output_file=``, schema ``T4/1.0.0/results-schema.json``)
 is ``{schema_version, results: [{configuration, times: {compilation, benchmark, framework,
 search_algorithm, validation, runtimes}, invalidity, correctness, measurements, objectives}]}``.
+Its times (the ``times`` block) are in the unit its ``metadata.timeunit`` names (Kernel Tuner
+1.5 writes ``"milliseconds"``; older versions write no metadata, and ms); a measurement
+carries its own ``unit`` (Kernel Tuner: ``"ms"`` for ``time``). Both are converted to ms.
 It does not name the device: pass ``device_name=...`` or keep the T4 metadata file (with
-its nvidia-smi query) beside it. ``kernel_name`` defaults to the file's stem.
+its nvidia-smi query) beside it. ``kernel_name`` defaults to the file's stem, and it records
+no problem size: pass ``problem_size=4096x4096`` (and the cache's ``kernel_name``) to give
+its rows the workload, hence the ids, of the same run's cache rows.
 
 Each configuration becomes one ``kind="kernel"`` Measurement: workload = kernel name and
 problem size, config = the tune parameters, ``runtime_ms`` = median of the raw times,
@@ -48,7 +53,7 @@ from perfpred.collect.importers._base import FileImport, Importer, finish
 from perfpred.collect.importers._checks import MAX_EXAMPLES, is_finite_number
 from perfpred.collect.importers._frame import build_frame, now_iso, ragged_stats
 from perfpred.collect.importers._gpus import gpu_hardware
-from perfpred.collect.importers._read import decode_text, head_text, read_bytes, read_json
+from perfpred.collect.importers._read import head_text, json_text, read_json
 from perfpred.datasets import KINDS, POWER_SOURCES, STATUSES
 from perfpred.datasets._store import value_kind
 from perfpred.errors import InvalidInputError
@@ -71,6 +76,10 @@ T4_TIMES = {"compilation": "compile_time_ms", "compilation_time": "compile_time_
             "search_algorithm": "strategy_time_ms", "validation": "verification_time_ms"}
 T4_STATUS = {"correct": "ok", "compile": "compile_error", "runtime": "runtime_error", "timeout": "timeout",
              "constraints": "invalid", "correctness": "runtime_error"}
+# ms per unit of a T4 time: the names `metadata.timeunit` takes, and the short ones a measurement's
+# `unit` may use too.
+T4_TIME_UNITS = {"seconds": 1e3, "milliseconds": 1.0, "microseconds": 1e-3, "nanoseconds": 1e-6}
+MEASUREMENT_UNITS = {**T4_TIME_UNITS, "s": 1e3, "ms": 1.0, "us": 1e-3, "µs": 1e-3, "ns": 1e-6}
 PERFPRED_BLOCK = "perfpred"
 # Row fields a Kernel Tuner cache has no slot for; written as "perfpred_<name>" entry keys.
 PERFPRED_ENTRY_FIELDS = ("status", "error", "power_w", "energy_j", "power_source", "load_avg_1m",
@@ -92,6 +101,13 @@ def metric_name(key: str) -> str:
     if key in RATE_METRICS:
         return RATE_METRICS[key]
     return re.sub(r"[^a-z0-9]+", "_", key.lower()).strip("_") or "value"
+
+
+def parse_problem_size(text: str) -> int | str | list[int | str]:
+    """The ``problem_size`` option as Kernel Tuner writes it in a cache: '4096x4096' (or
+    '4096,4096') -> [4096, 4096], '4096' -> 4096, so it gives a cache's workload keys."""
+    parts: list[int | str] = [int(d) if d.strip().isdigit() else d.strip() for d in re.split(r"[x,]", text)]
+    return parts if len(parts) > 1 else parts[0]
 
 
 def problem_size_workload(problem_size: Any) -> dict[str, Any]:
@@ -293,7 +309,13 @@ def _cache_entry(entry: Any, keys: list[str], rows: _Rows, filled: frozenset[str
     rows.extras.append(extras)
 
 
-def _t4_entry(result: Any, keys: list[str], rows: _Rows) -> None:
+def _unit_ms(unit: Any, units: dict[str, float] = MEASUREMENT_UNITS) -> float | None:
+    """ms per ``unit`` (None when it names none of ``units``)."""
+    return units.get(unit.strip().lower()) if isinstance(unit, str) else None
+
+
+def _t4_entry(result: Any, keys: list[str], rows: _Rows, scale: float = 1.0) -> None:
+    """One T4 result; ``scale`` is ms per unit of its ``times`` block."""
     if not isinstance(result, dict):
         raise _Bad(f"a T4 result must be an object, but got {type(result).__name__}")
     config = result.get("configuration")
@@ -307,7 +329,7 @@ def _t4_entry(result: Any, keys: list[str], rows: _Rows) -> None:
     times_block = result.get("times") or {}
     if not isinstance(times_block, dict):
         raise _Bad(f"`times` must be an object, but got {times_block!r}")
-    metrics = {out: _timing(times_block[key], f"times.{key}") for key, out in T4_TIMES.items()
+    metrics = {out: _timing(times_block[key], f"times.{key}") * scale for key, out in T4_TIMES.items()
                if times_block.get(key) is not None}
     measured = result.get("measurements") or []
     if not isinstance(measured, list):
@@ -321,10 +343,16 @@ def _t4_entry(result: Any, keys: list[str], rows: _Rows) -> None:
             if status == "ok":
                 if not is_finite_number(value) or value <= 0:
                     raise _Bad(f"`time > 0` must hold for a correct configuration, but got {value!r}")
-                mean = float(value)
+                # its own unit where it names one, else the file's
+                unit = _unit_ms(item.get("unit")) if item.get("unit") else scale
+                if unit is None:
+                    raise _Bad(f"the `time` measurement's unit must be one of {tuple(MEASUREMENT_UNITS)}, but got "
+                               f"{item.get('unit')!r}")
+                mean = float(value) * unit
         elif is_finite_number(value):
             metrics[metric_name(name)] = float(value)
     times = _raw_times(times_block.get("runtimes"), "times.runtimes") if status == "ok" else []
+    times = [t * scale for t in times] if scale != 1.0 else times
     if status == "ok" and not times and not np.isfinite(mean):
         raise _Bad("a correct configuration needs `times.runtimes` or a `time` measurement, but has neither")
     if status == "ok" and not np.isfinite(mean):
@@ -401,12 +429,28 @@ def _header(path: Path, doc: dict[str, Any], options: dict[str, Any]) -> _Header
     if not isinstance(kernel, str):
         raise InvalidInputError(f"{path.name}: `kernel_name` must be a string, but got {kernel!r}")
     problem_size = options.get("problem_size", doc.get("problem_size"))
+    if isinstance(options.get("problem_size"), str):  # CLI: --option problem_size=4096x4096
+        problem_size = parse_problem_size(problem_size)
+        if "" in (problem_size if isinstance(problem_size, list) else [problem_size]):
+            raise InvalidInputError(f"{path.name}: option problem_size must look like 4096x4096, but got "
+                                    f"{options['problem_size']!r}")
     if not (problem_size is None or isinstance(problem_size, (int, str))
             or (isinstance(problem_size, list) and all(isinstance(d, (int, str)) for d in problem_size))):
         raise InvalidInputError(
             f"{path.name}: `problem_size` must be an int, a string or a list of them, but got {problem_size!r}")
     workload = {"kernel_name": kernel, **problem_size_workload(problem_size)}
     return _Header(gpu_hardware(device.strip()), "kernel", workload)
+
+
+def _t4_scale(path: Path, doc: dict[str, Any]) -> float:
+    """ms per unit of the file's ``times`` blocks, from its ``metadata.timeunit`` (default ms)."""
+    metadata = doc.get("metadata")
+    unit = metadata.get("timeunit", "milliseconds") if isinstance(metadata, dict) else "milliseconds"
+    scale = _unit_ms(unit, T4_TIME_UNITS)
+    if scale is None:
+        raise InvalidInputError(f"{path.name}: `metadata.timeunit` must be one of {', '.join(T4_TIME_UNITS)}, "
+                                f"but got {unit!r}")
+    return scale
 
 
 def _tune_keys(path: Path, doc: dict[str, Any]) -> list[str]:
@@ -439,6 +483,7 @@ class KernelTunerImporter(Importer):
     name = "kernel-tuner"
     description = "Kernel Tuner cache files (.json/.json.gz) and T4 results files"
     patterns = ("*.json", "*.json.gz")
+    options = ("device_name", "kernel_name", "problem_size")
 
     def sniff(self, path: Path) -> bool:
         head = head_text(path)
@@ -474,15 +519,17 @@ class KernelTunerImporter(Importer):
                 raise InvalidInputError(f"{path.name}: `results` must be a list, but got {type(results).__name__}")
             keys = _t4_keys(path, results)
             header = _header(path, doc, options)
+            scale = _t4_scale(path, doc)
             for i, result in enumerate(results):
                 try:
-                    _t4_entry(result, keys, rows)
+                    _t4_entry(result, keys, rows, scale)
                     rows.labels.append(f"results[{i}]")
                 except _Bad as exc:
                     rows.reject(f"{path.name}: results[{i}]: {exc}")
             n_read = len(results)
         _reject_mixed_kinds(path, keys, rows)
-        source = f"kernel-tuner:{path.name}"
+        # The folder names the kernel (convolution/A100.json.gz, dedispersion/A100.json.gz).
+        source = f"kernel-tuner:{path.parent.name}/{path.name}" if path.parent.name else f"kernel-tuner:{path.name}"
         frames = [_assemble(rows, keys, header, source)] if rows.params else []
         notes = [f"{path.name}: unfinished Kernel Tuner cache (no closing braces: an interrupted tuning run); "
                  f"read its {n_read} complete entries as Kernel Tuner's read_cache does"] if unfinished else []
@@ -495,7 +542,7 @@ def read_cache_json(path: Path) -> tuple[Any, bool]:
     Only a text that fails to parse as it is gets closed, and the closed text counts only if
     it parses to a document with a ``cache``; otherwise the original JSON error is raised.
     """
-    text = decode_text(path, read_bytes(path))
+    text = json_text(path, "kernel-tuner")
     try:
         return json.loads(text), False
     except json.JSONDecodeError as exc:

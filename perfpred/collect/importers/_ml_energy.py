@@ -117,7 +117,7 @@ class MlEnergyImporter(Importer):
 
     def read(self, path: Path, **options: Any) -> FileImport:
         path = Path(path)
-        doc = read_json(path)
+        doc = read_json(path, self.name)
         if not isinstance(doc, dict) or not isinstance(doc.get("configurations"), list):
             keys = list(doc)[:6] if isinstance(doc, dict) else type(doc).__name__
             raise InvalidInputError(

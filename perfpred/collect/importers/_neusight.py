@@ -22,6 +22,7 @@ merged with ``GPU_SPECS``.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,15 @@ class NeuSightImporter(Importer):
     name = "neusight"
     description = "NeuSight bmm/linear kernel tables (train/{bmm,linear}/<GPU>.csv[.gz])"
     patterns = ("*.csv", "*.csv.gz")
+    options = ("device_configs",)
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        super().check_options(options)
+        folder = options.get("device_configs")
+        if folder is not None and not (str(folder) and Path(folder).is_dir()):
+            what = "is a file" if str(folder) and Path(folder).exists() else "does not exist"
+            raise InvalidInputError(f"option device_configs must be an existing folder of NeuSight device configs "
+                                    f"(<GPU>.json), but '{folder}' {what}")
 
     def sniff(self, path: Path) -> bool:
         head = head_text(path, 512)
@@ -88,12 +98,13 @@ class NeuSightImporter(Importer):
 
     def read(self, path: Path, **options: Any) -> FileImport:
         path = Path(path)
-        table = read_csv(path, self.name)
+        csv = read_csv(path, self.name)
+        table = csv.frame
         check_columns(path, self.name, table, REQUIRED, known=KNOWN)
         latency_col = next((c for c in LATENCY_COLUMNS if c in table.columns), None)
         if latency_col is None:
             raise InvalidInputError(f"{path.name}: a neusight file needs a 'Latency' column, which it lacks")
-        checks = RowChecks(path, [f"line {i + 2}" for i in range(len(table))])
+        checks = RowChecks(path, csv.labels)
         op = table["OPName"].astype(str).to_numpy()
         checks.require(np.isin(op, OPS), f"OPName in {OPS}", op)
         dims = {d: checks.require_int(table[d], d) for d in DIMS}
@@ -106,7 +117,7 @@ class NeuSightImporter(Importer):
         checks.require(device.notna().to_numpy(), "Device is a GPU name", device.to_numpy())
         good = ~checks.bad
         software = _software_json(table, good)
-        frames = []
+        frames, notes = [], []
         folder = options.get("device_configs")
         sub_index = np.flatnonzero(good)
         devices = device.astype(str).to_numpy()[good]
@@ -114,9 +125,12 @@ class NeuSightImporter(Importer):
             rows = sub_index[devices == name]
             sheet_path = find_device_config(path, name, Path(folder) if folder else None)
             sheet = read_neusight_sheet(sheet_path) if sheet_path is not None else None
+            if sheet is None and folder:  # the folder was named to be used: say when it could not be
+                notes.append(f"device_configs '{folder}' holds no spec sheet for {name!r}: its built-in spec is used")
             frames.append(self._frame(path, name, sheet, rows, op, dims, latency, launch, table, software,
                                       np.isin(sub_index, rows)))
-        return finish(path, frames, len(table), checks.examples(), int(checks.bad.sum()))
+        return finish(path, frames, csv.n_lines, csv.bad + checks.examples(), csv.n_bad + int(checks.bad.sum()),
+                      notes)
 
     def _frame(self, path: Path, device: str, sheet: dict[str, Any] | None, rows: np.ndarray, op: np.ndarray,
                dims: dict[str, np.ndarray], latency: np.ndarray, launch: dict[str, np.ndarray],

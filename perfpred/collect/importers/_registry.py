@@ -3,10 +3,12 @@
 ``perfpred import FORMAT PATH... --into STORE`` calls :func:`run_import`. Each file is
 parsed whole and then written as its own part, so a file that cannot be read adds nothing,
 and it does not stop the others: it is named with its reason in the :class:`ImportReport`
-(``files_failed``), and the CLI exits non-zero. Bad rows inside readable files are counted
-and a few are quoted. A row whose workload / config value has another type than the
-store's column (a string where the store holds numbers) is a bad row too: Parquet keeps
-one type per column, so writing it would retype the stored rows.
+(``files_failed``), and the CLI exits non-zero. So is a file none of whose rows could be
+imported because every one was bad (its rows still count as bad), and a subfolder that
+could not be listed. Bad rows inside readable files are counted and a few are quoted. A
+row whose workload / config value has another type than the store's column (a string where
+the store holds numbers) is a bad row too: Parquet keeps one type per column, so writing it
+would retype the stored rows.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from perfpred.collect.importers._base import FileImport, Importer
-from perfpred.collect.importers._checks import MAX_EXAMPLES, fmt_value
+from perfpred.collect.importers._checks import MAX_EXAMPLES, NoGoodRows, fmt_value
 from perfpred.datasets import MeasurementStore
 from perfpred.datasets._repeats import assign_repeat_ids
 from perfpred.datasets._schema import CONFIG_PREFIX, WORKLOAD_PREFIX
@@ -58,7 +60,8 @@ class ImportReport:
     values is already in the store or earlier in the input. A record of a stored
     configuration with other values is imported as its own row and counted in
     ``rows_repeat`` (see ``_repeats``). ``files_failed`` holds one line per file that could
-    not be read at all (file and rule); the other files are imported all the same.
+    not be read at all or whose every row was bad (file and rule), and per subfolder that could
+    not be listed; the other files are imported all the same.
     """
 
     format: str
@@ -128,27 +131,43 @@ def _paths(paths: Any) -> list[str | os.PathLike[str]]:
     return paths
 
 
-def _expand(importer: Importer, paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], list[Path]]:
-    """Explicit files as given; folders walked for the importer's files."""
+def _other_format(importer: Importer, path: Path) -> str:
+    """' (they look like neusight files)' when another importer claims ``path``, else ''."""
+    for name in IMPORTERS:
+        if name != importer.name and get_importer(name).sniff(path):
+            return f" (they look like {name} files)"
+    return ""
+
+
+def _expand(importer: Importer,
+            paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], list[Path], list[str]]:
+    """Explicit files as given; folders walked for the importer's files. Also returns the
+    files passed over as another format and one line per subfolder that could not be read."""
     paths = _paths(paths)
     if not paths:
         raise InvalidInputError(f"`paths` must name at least one {importer.name} file or folder, but got none")
     files: list[Path] = []
     skipped: list[Path] = []
+    unreadable: list[str] = []
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
-            found, passed = importer.find_files(path)
+            found, passed, blocked = importer.find_files(path)
             if not found:
+                why = (f"; {len(passed)} file(s) named like one were skipped because their content is not in "
+                       f"{importer.name} format{_other_format(importer, passed[0])}, e.g. '{passed[0]}'"
+                       if passed else "")
+                why += f"; {blocked[0]}" if blocked else ""
                 raise InvalidInputError(
-                    f"no {importer.name} files ({', '.join(importer.patterns)}) under '{path}'")
+                    f"no {importer.name} files ({', '.join(importer.patterns)}) under '{path}'{why}")
             files += found
             skipped += passed
+            unreadable += blocked
         elif path.is_file():
             files.append(path)
         else:
             raise InvalidInputError(f"'{path}' must be an existing file or folder, but it does not exist")
-    return list(dict.fromkeys(files)), skipped
+    return list(dict.fromkeys(files)), skipped, unreadable
 
 
 def read_files(format: str, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
@@ -156,7 +175,8 @@ def read_files(format: str, paths: str | os.PathLike[str] | Sequence[str | os.Pa
     """Parse every file of ``paths`` (files or folders, which are walked, or a single one) with the
     ``format`` importer; nothing is written."""
     importer = get_importer(format)
-    files, skipped = _expand(importer, paths)
+    importer.check_options(options)
+    files, skipped, _ = _expand(importer, paths)
     return [importer.read(path, **options) for path in files], skipped
 
 
@@ -175,32 +195,44 @@ def run_import(format: str, paths: str | os.PathLike[str] | Sequence[str | os.Pa
     """
     start = time.perf_counter()
     importer = get_importer(format)
-    files, skipped = _expand(importer, paths)
+    importer.check_options(options)
+    files, skipped, unreadable = _expand(importer, paths)
     if isinstance(store, (str, os.PathLike)):
         opened = MeasurementStore(store, create=True)
         try:
-            return _import_files(importer, format, files, skipped, opened, options, start)
+            return _import_files(importer, format, files, skipped, unreadable, opened, options, start)
         finally:
             opened.discard_if_empty()  # a store this import made but wrote nothing to is not left behind
     if not isinstance(store, MeasurementStore):
         raise InvalidInputError(f"`store` must be a MeasurementStore or a store folder's path, but got "
                                 f"{type(store).__name__}")
-    return _import_files(importer, format, files, skipped, store, options, start)
+    return _import_files(importer, format, files, skipped, unreadable, store, options, start)
 
 
-def _import_files(importer: Importer, format: str, files: list[Path], skipped: list[Path],
+def _all_bad(path: Path, n_bad: int, reason: str) -> str:
+    """The failure line of a file none of whose rows could be imported."""
+    return f"{path.name}: all {n_bad} row(s) are bad, e.g. {reason.removeprefix(f'{path.name}: ')}"
+
+
+def _import_files(importer: Importer, format: str, files: list[Path], skipped: list[Path], unreadable: list[str],
                   store: MeasurementStore, options: dict[str, Any], start: float) -> ImportReport:
     """``run_import``'s work once its arguments are checked."""
-    report = ImportReport(format=format, store=str(store.path), files_skipped=[str(p) for p in skipped])
+    report = ImportReport(format=format, store=str(store.path), files_skipped=[str(p) for p in skipped],
+                          files_failed=list(unreadable))
     for path in files:
         try:
             result = importer.read(path, **options)
+        except NoGoodRows as exc:  # a failed file, whose refused rows still count in the report
+            report.files_failed.append(_all_bad(path, exc.rows_bad, str(exc)))
+            report.rows_read += exc.rows_read
+            report.rows_bad += exc.rows_bad
+            report.bad_examples += exc.bad_examples[: max(0, MAX_EXAMPLES - len(report.bad_examples))]
+            continue
         except PerfPredError as exc:
             report.files_failed.append(str(exc).splitlines()[0] if str(exc) else f"{path.name}: cannot be read")
             continue
-        report.files_read.append(str(result.path))
         report.rows_read += result.rows_read
-        report.notes += result.notes
+        report.notes += [note for note in result.notes if note not in report.notes]  # once per import
         n_bad, reasons = result.rows_bad, list(result.bad_examples)
         written = 0
         for frame in result.frames:
@@ -215,9 +247,13 @@ def _import_files(importer: Importer, format: str, files: list[Path], skipped: l
             report.rows_repeat += repeats
         report.rows_bad += n_bad
         report.bad_examples += reasons[: max(0, MAX_EXAMPLES - len(report.bad_examples))]
-        report.rows_by_file[str(result.path)] = written
         report.rows_imported += written
         report.rows_duplicate += result.rows_read - n_bad - written
+        if n_bad == result.rows_read:  # every row refused by the store's column types: a failed file too
+            report.files_failed.append(_all_bad(path, n_bad, reasons[0] if reasons else ""))
+        else:
+            report.files_read.append(str(result.path))
+            report.rows_by_file[str(result.path)] = written
     report.wall_s = time.perf_counter() - start
     return report
 

@@ -7,7 +7,8 @@ and four timed runs (ms) per configuration, 241,600 rows. Facts from the dataset
 
 Everything is built column-wise (one pass of numpy over the table, no Python object per
 row), so the whole file imports in seconds. A row with a NaN, zero, negative or non-numeric
-timing or parameter is counted as bad and reported with its line number; the rest import.
+timing or parameter, or with more fields than the header, is counted as bad and reported with
+its line number; the rest import.
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ class UciSgemmImporter(Importer):
 
     def read(self, path: Path, **options: Any) -> FileImport:
         path = Path(path)
-        table = read_csv(path, self.name)
+        csv = read_csv(path, self.name)
+        table = csv.frame
         check_columns(path, self.name, table, PARAMS + RUNS)
-        checks = RowChecks(path, [f"line {i + 2}" for i in range(len(table))])
+        checks = RowChecks(path, csv.labels)
         params = {p: checks.require_int(table[p], p, minimum=0) for p in PARAMS}
         runs = np.column_stack([checks.require_positive(table[r], f"runtime {r}") for r in RUNS])
         good = ~checks.bad
@@ -64,4 +66,4 @@ class UciSgemmImporter(Importer):
             metrics={"gflops": flop / (stats["runtime_ms"] * 1e6)},
             raw_times_ms=raw.tolist(), n_runs=np.full(n, float(len(RUNS))), **stats,
         )
-        return finish(path, frame, len(table), checks.examples(), int(checks.bad.sum()))
+        return finish(path, frame, csv.n_lines, csv.bad + checks.examples(), csv.n_bad + int(checks.bad.sum()))

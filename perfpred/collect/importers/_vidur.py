@@ -41,7 +41,7 @@ from perfpred.collect.importers._base import FileImport, Importer, finish
 from perfpred.collect.importers._checks import RowChecks
 from perfpred.collect.importers._frame import build_frame
 from perfpred.collect.importers._gpus import gpu_hardware
-from perfpred.collect.importers._read import check_columns, head_text, read_csv
+from perfpred.collect.importers._read import CsvTable, check_columns, head_text, read_csv
 from perfpred.errors import InvalidInputError
 
 # Vidur's device SKUs (vidur/config/device_sku_config.py) as the names torch reports.
@@ -110,6 +110,7 @@ class VidurImporter(Importer):
     name = "vidur"
     description = "Vidur profiles: compute/<gpu>/<org>/<model>/mlp.csv[.gz], network/<gpu>_<topology>/*.csv[.gz]"
     patterns = ("*.csv", "*.csv.gz")
+    options = ("device", "model", "topology")
 
     def sniff(self, path: Path) -> bool:
         head = head_text(path, 8192).split("\n", 1)[0]
@@ -117,18 +118,19 @@ class VidurImporter(Importer):
 
     def read(self, path: Path, **options: Any) -> FileImport:
         path = Path(path)
-        table = read_csv(path, self.name)
-        columns = [str(c) for c in table.columns]
+        csv = read_csv(path, self.name)
+        columns = [str(c) for c in csv.frame.columns]
         if "num_tokens" in columns or "n_embd" in columns:
-            return self._compute(path, table, options)
+            return self._compute(path, csv, options)
         if "collective" in columns:
-            return self._network(path, table, options)
+            return self._network(path, csv, options)
         raise InvalidInputError(f"{path.name}: a vidur file needs the columns of an mlp profile (num_tokens, n_embd, "
                                 f"...) or of a collective profile (collective, size, ...), but it has {columns[:5]}")
 
     # ------------------------------------------------------------------ compute
 
-    def _compute(self, path: Path, table: pd.DataFrame, options: dict[str, Any]) -> FileImport:
+    def _compute(self, path: Path, csv: CsvTable, options: dict[str, Any]) -> FileImport:
+        table = csv.frame
         check_columns(path, self.name, table, COMPUTE_COLUMNS, known_prefixes=("time_stats.",))
         ops = _ops(path, list(table.columns))
         where = _path_after(path, "compute", 3)
@@ -137,8 +139,7 @@ class VidurImporter(Importer):
         if not device or not model:
             raise InvalidInputError(f"{path.name}: a vidur compute file must sit at compute/<gpu>/<org>/<model>/"
                                     f"{path.name} (or be given device= and model=), but got {path}")
-        n_lines = len(table)
-        line_checks = RowChecks(path, [f"line {i + 2}" for i in range(n_lines)])
+        line_checks = RowChecks(path, csv.labels)
         dims = {c: line_checks.require_int(table[c], c) for c in MODEL_COLUMNS if c != "use_gated_mlp"}
         gated = _bools(line_checks, table["use_gated_mlp"], "use_gated_mlp")
         tokens = line_checks.require_int(table["num_tokens"], "num_tokens")
@@ -157,9 +158,10 @@ class VidurImporter(Importer):
         }
         hardware = gpu_hardware(gpu_name(device))
         source = f"{self.name}:compute/{device}/{model}/{path.name}"
-        frames, bad_reasons, n_bad = [], [], 0
+        # A line that does not split into the header's fields is a bad row for each operator.
+        frames, bad_reasons, n_bad = [], list(csv.bad), csv.n_bad * len(ops)
         for op in ops:
-            checks = RowChecks(path, [f"line {i + 2} ({op})" for i in range(n_lines)])
+            checks = RowChecks(path, [f"{label} ({op})" for label in csv.labels])
             checks.inherit(line_checks)
             stats = _stats(checks, table, op)
             good = ~checks.bad
@@ -185,11 +187,12 @@ class VidurImporter(Importer):
                     workload={"op": op, "model": model, "num_tokens": tokens[good], "dtype": DTYPE,
                               **{c: dims[c][good] for c in dims}, "use_gated_mlp": gated[good]},
                     metrics={"max_ms": stats["max"][good]}))
-        return finish(path, frames, n_lines * len(ops), bad_reasons, n_bad)
+        return finish(path, frames, csv.n_lines * len(ops), bad_reasons, n_bad)
 
     # ------------------------------------------------------------------ network
 
-    def _network(self, path: Path, table: pd.DataFrame, options: dict[str, Any]) -> FileImport:
+    def _network(self, path: Path, csv: CsvTable, options: dict[str, Any]) -> FileImport:
+        table = csv.frame
         check_columns(path, self.name, table, NETWORK_COLUMNS, known=("Unnamed: 0",),
                       known_prefixes=("time_stats.",))
         ops = _ops(path, list(table.columns))
@@ -203,7 +206,7 @@ class VidurImporter(Importer):
         if not device or not topology:
             raise InvalidInputError(f"{path.name}: a vidur network file must sit at network/<gpu>_<topology>/"
                                     f"{path.name} (or be given device= and topology=), but got {path}")
-        checks = RowChecks(path, [f"line {i + 2}" for i in range(len(table))])
+        checks = RowChecks(path, csv.labels)
         collective = table["collective"].astype(str).to_numpy()
         checks.require(collective == ops[0], f"collective == {ops[0]!r} (the timed one)", collective)
         size = checks.require_int(table["size"], "size")
@@ -224,4 +227,4 @@ class VidurImporter(Importer):
             metrics={"max_ms": stats["max"][good],
                      "algbw_gbs": size[good] * DTYPE_BYTES / (stats["median"][good] * 1e6)},
         )
-        return finish(path, frame, len(table), checks.examples(), int(checks.bad.sum()))
+        return finish(path, frame, csv.n_lines, csv.bad + checks.examples(), csv.n_bad + int(checks.bad.sum()))
