@@ -314,3 +314,25 @@ def test_an_empty_json_file_is_called_empty(tmp_path: Path) -> None:
         with pytest.raises(InvalidInputError, match=rf"^empty\.json: a {fmt} file must hold a JSON document, "
                                                     "but it is empty$"):
             get_importer(fmt).read(empty)
+
+
+def test_one_hardware_id_keeps_one_spec_across_imports(tmp_path):
+    """A NeuSight CSV outside its folders gets the built-in T4 spec; the real file, NeuSight's
+    sheet. Imported into one store, the device keeps the spec stored first, with a note."""
+    try:
+        src = datasets_dir() / "neusight" / "train" / "bmm" / "Tesla_T4.csv.gz"
+    except DatasetNotFoundError as exc:
+        pytest.skip(str(exc))
+    with gzip.open(src, "rt") as f:
+        head = [next(f) for _ in range(31)]
+    lone = tmp_path / "elsewhere" / "Tesla_T4.csv"
+    lone.parent.mkdir()
+    lone.write_text("".join(head))
+    store = MeasurementStore(tmp_path / "store", create=True)
+    first = run_import("neusight", lone, store)
+    assert not first.notes or not any("spec stored" in n for n in first.notes)
+    second = run_import("neusight", src, store)
+    assert [n for n in second.notes if n.startswith("gpu-tesla-t4: the spec stored for this device is kept")]
+    table = store.load()
+    assert table["hardware_json"].nunique() == 1 and len(table) > 1000
+    assert table["hardware_json"].iloc[0] == MeasurementStore(store.path).hardware_specs()["gpu-tesla-t4"]

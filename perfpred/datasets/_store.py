@@ -422,6 +422,17 @@ class MeasurementStore:
                     self._id_parts.add(merged.name)
             return len(run)
 
+    def hardware_specs(self) -> dict[str, str]:
+        """The stored spec (``hardware_json``) of each hardware id, its first stored one."""
+        specs: dict[str, str] = {}
+        for part in self.part_files():
+            if not {"hardware_id", "hardware_json"} <= set(pq.read_schema(part).names):
+                continue
+            pairs = self._read_part(part, columns=["hardware_id", "hardware_json"]).dropna()
+            for hardware_id, spec in pairs.drop_duplicates("hardware_id").itertuples(index=False):
+                specs.setdefault(str(hardware_id), str(spec))
+        return specs
+
     def info(self) -> dict[str, Any]:
         """A summary dict: path, rows, parts, size_bytes, and for a non-empty store the counts per
         kind / status / hardware id / source and the workload, config and metric columns."""
