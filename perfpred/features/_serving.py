@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from perfpred.datasets._schema import python_scalar
 from perfpred.features._kernel import hardware_features
 from perfpred.features._specs import device_specs
 
@@ -302,6 +303,38 @@ def _deployment(df: pd.DataFrame) -> _Deployment:
                        total_params=total, active_params=np.where(np.isfinite(active), active, total), gpus=gpus,
                        gpus_per_replica=np.maximum(np.nan_to_num(gpus, nan=1.0) / np.maximum(replicas, 1.0), 1.0),
                        seqs=_num(df, "config.max_num_seqs"), batch=_batch(df))
+
+
+def deployment_warnings(df: pd.DataFrame) -> list[str]:
+    """A line per kind of deployment in ``df`` no engine could run as written: weights that do not
+    fit the GPUs of one replica (``total_params_b`` x precision bytes over its GPUs, against the
+    spec's ``memory_gib``), or ``num_gpus`` other than tensor x expert x data parallel (every
+    ML.ENERGY deployment has exactly that many). A model predicts such rows all the same; the
+    number means nothing."""
+    out: list[str] = []
+    if df.empty:
+        return out
+    d = _deployment(df)
+    label = df.index.to_numpy()
+    need_gib = d.total_params * d.weight_bytes / d.gpus_per_replica / 2**30
+    memory = _memory_gib(df)
+    too_big = np.flatnonzero(np.isfinite(need_gib) & np.isfinite(memory) & (need_gib > memory))
+    if len(too_big):
+        i = too_big[0]
+        out.append(f"row {python_scalar(label[i])!r}: the weights need {need_gib[i]:.0f} GiB per GPU "
+                   f"({d.total_params[i] / 1e9:g}B parameters x {d.weight_bytes[i]:g} bytes over "
+                   f"{d.gpus_per_replica[i]:g} GPU(s) a replica) but a GPU holds {memory[i]:g} GiB "
+                   f"({len(too_big)} row(s)): no engine starts this deployment")
+    parallel = [c for c in ("config.tensor_parallel", "config.expert_parallel", "config.data_parallel") if c in df]
+    if parallel and "config.num_gpus" in df:
+        product = np.prod([np.nan_to_num(_num(df, c, 1.0), nan=1.0) for c in parallel], axis=0)
+        off = np.flatnonzero(np.isfinite(d.gpus) & (d.gpus != product))
+        if len(off):
+            i = off[0]
+            out.append(f"row {python_scalar(label[i])!r}: num_gpus={d.gpus[i]:g} but "
+                       f"{' x '.join(c.split('.', 1)[1] for c in parallel)} = {product[i]:g} "
+                       f"({len(off)} row(s)): every recorded deployment uses exactly that many GPUs")
+    return out
 
 
 def serving_features(df: pd.DataFrame) -> pd.DataFrame:

@@ -344,6 +344,10 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
         """``X`` checked (:meth:`check_inputs`), with the ``hardware_json`` of the hardware this
         model was trained on filled in where a row names its ``hardware_id`` but lacks the spec."""
         self.check_inputs(X)
+        return self._with_trained_specs(X)
+
+    def _with_trained_specs(self, X: pd.DataFrame) -> pd.DataFrame:
+        """``X`` with the spec of each trained hardware id it names but lacks."""
         specs = getattr(self, "hardware_specs_", None) or {}
         if not specs or "hardware_id" not in X or X.empty:
             return X
@@ -445,6 +449,10 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
                     seen = ", ".join(info["values"][:6]) + (", ..." if len(info["values"]) > 6 else "")
                     unseen_text.append(f"{column}={unseen[0]!r} never occurs in the training rows (they hold "
                                        f"{seen}): the prediction there is a guess")
+        if row_kind(self.kind) == "serving":  # a deployment no engine could start predicts all the same
+            from perfpred.features._serving import deployment_warnings
+
+            out = deployment_warnings(self._with_trained_specs(X)) + out
         return unseen_text + out
 
     def predict_one(self, hardware_id: str | None = None, **config: Any) -> float:
