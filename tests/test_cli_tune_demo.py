@@ -285,7 +285,7 @@ def test_demo_starts_from_a_prior_recording_instead_of_cold(tmp_path):
     # A budget of 4 is all space-filling start: nothing was chosen by a prediction.
     assert cold.predicted_vs_measured_mape_pct is None
     cache = export_kernel_tuner_cache(MeasurementStore(tmp_path / "cold" / "store"), tmp_path / "prior.json",
-                                      kind="kernel")
+                                      kind="kernel").path
     warm = run_demo(run_dir=tmp_path / "warm", budget=4, quick=True, kernel="jacobi2d", seed=1, prior_files=[cache])
     # With a prior there is no cold start: every pick is a prediction, so its error is known.
     assert warm.predicted_vs_measured_mape_pct is not None

@@ -151,7 +151,7 @@ def test_a_badly_typed_parameter_is_a_bad_row_and_never_retypes_the_store(tmp_pa
     store.compact()
     stored = MeasurementStore(store.path).load()
     assert len(stored) == 29 and _numbers_only(stored["config.block_size_y"])
-    doc = json.loads(export_kernel_tuner_cache(store, tmp_path / "out.json").read_text())
+    doc = json.loads(export_kernel_tuner_cache(store, tmp_path / "out.json").path.read_text())
     assert all(isinstance(e["block_size_y"], int) for e in doc["cache"].values())
     # the store itself refuses a second type for a column, whoever writes it
     row = stored.iloc[[0]].assign(measurement_id="x" * 20, **{"config.block_size_y": "abc"})

@@ -228,7 +228,7 @@ def test_run_sweep_into_a_store_then_export_and_replay(sgemm: KernelCollector, t
     table = store.load()
     assert set(table["kind"]) == {"kernel"} and len(table) == 5
     assert table["metric.compile_time_ms"].notna().all() and table["config.isa"].isin(["sse2", "avx2"]).all()
-    path = export_kernel_tuner_cache(store, tmp_path / "sgemm.json")
+    path = export_kernel_tuner_cache(store, tmp_path / "sgemm.json").path
     replay = ReplayBackend.from_file(path)
     assert len(replay) == 5
     recorded = replay.measure(configs[0].config())

@@ -2,16 +2,19 @@
 
 Kernel Tuner (``simulation_mode=True``), the benchmark hub and other tuners read this
 format, so any table perfpred holds (imported, collected or replayed) can be shared with
-them. One file describes one device and one kind of row; the tune parameters are the
-``config.*`` columns plus any ``workload.*`` column that varies across rows (a GEMM table's
-m, n, k).
+them. One file describes one device, one kind of row and one problem: the tune parameters
+are the ``config.*`` columns, and every ``workload.*`` column must hold one value (a GEMM
+table's m, n, k are picked with ``workload=``, not tuned: Kernel Tuner tunes a space of
+configurations for a fixed problem). A Kernel Tuner cache holds one entry per configuration,
+so of a configuration measured more than once (stored repeats, ``<id>-<hash>``) only the
+latest record is written; :class:`KernelTunerExport` says how many rows that left out.
 
 Kernel Tuner ignores keys it does not know, so the file also carries what its format has
-no slot for: a top-level ``perfpred`` block (kind, constant workload, which tune parameters
-are workload keys, the full hardware spec) and ``perfpred_*`` entry keys (statuses other
-than its three failure strings, power, statistics of rows without replicates). The
-Kernel Tuner importer reads them back, so import -> export -> import gives the same rows
-(same ``measurement_id``, statuses, times and metrics; only ``source`` names the new file).
+no slot for: a top-level ``perfpred`` block (kind, the workload, the full hardware spec)
+and ``perfpred_*`` entry keys (statuses other than its three failure strings, power,
+statistics of rows without replicates). The Kernel Tuner importer reads them back, so
+import -> export -> import gives the same rows (same ``measurement_id``, statuses, times
+and metrics; only ``source`` names the new file), repeats aside.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +41,31 @@ from perfpred.collect.importers._kernel_tuner import (
     TIMING_METRICS,
 )
 from perfpred.datasets import MeasurementStore
-from perfpred.datasets._schema import CONFIG_PREFIX, METRIC_PREFIX, WORKLOAD_PREFIX, python_scalar
+from perfpred.datasets._schema import CONFIG_PREFIX, METRIC_PREFIX, WORKLOAD_PREFIX, key_value, python_scalar
 from perfpred.errors import InvalidInputError
 
 EXPORT_KINDS = ("kernel", "gemm")
 OUTPUT_SUFFIXES = (".json", ".json.gz")
 _METRIC_KEYS = {**{v: k for k, v in TIMING_METRICS.items()}, **{v: k for k, v in RATE_METRICS.items()}}
+KERNEL_NAME = WORKLOAD_PREFIX + "kernel_name"
+
+
+@dataclass(frozen=True)
+class KernelTunerExport:
+    """What :func:`export_kernel_tuner_cache` wrote: the file, its entries and the rows left out."""
+
+    path: Path
+    entries: int
+    repeated_configs: int = 0  # configurations with more than one row in the selection
+    rows_left_out: int = 0  # their older rows, not written
+
+    @property
+    def note(self) -> str | None:
+        """One line about the repeats left out, or None when there were none."""
+        if not self.repeated_configs:
+            return None
+        return (f"{self.repeated_configs} configurations had repeats; each is exported as its latest record, "
+                f"{self.rows_left_out} rows left out")
 
 
 def _python_json(value: Any) -> Any:
@@ -134,7 +157,49 @@ def _entry(row: dict[str, Any], keys: list[str], metric_cols: list[str], filled:
 
 
 def _sort_key(value: Any) -> tuple[str, Any]:
-    return (type(value).__name__, value)
+    # ints and floats of one parameter sort together (0.5, 1, 1.5); other types apart by type name
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return ("number" if number else type(value).__name__, value)
+
+
+def _ints_among_fractions(rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Whole numbers as ints in a float column that also holds fractions.
+
+    Kernel Tuner keys an entry by ``str()`` of each value, and a parameter written [0.5, 1, 1.5]
+    is stored as float64, so its 1 would come back as "1.0", a key Kernel Tuner does not look
+    up. The store keeps no record of the original types; mixed int/float values are the common
+    case in Kernel Tuner caches, so they win over a parameter written all as floats ([0.5, 1.0]).
+    """
+    for column in columns:
+        values = rows[column]
+        if values.dtype.kind != "f":
+            continue
+        whole = np.floor(values) == values
+        if whole.any() and not whole.all():
+            mixed = [int(v) if w else v for v, w in zip(values.tolist(), whole, strict=True)]
+            rows = rows.assign(**{column: pd.Series(mixed, index=rows.index, dtype=object)})
+    return rows
+
+
+def _check_one_problem(rows: pd.DataFrame, config_cols: list[str], workload_cols: list[str]) -> None:
+    """One-line errors for a selection that is not one kernel's configurations over one problem."""
+    names = sorted(map(str, rows[KERNEL_NAME].dropna().unique())) if KERNEL_NAME in rows else []
+    if rows["kind"].iloc[0] == "kernel" and len(names) > 1:  # a GEMM's kernel_name is what cuBLAS chose
+        shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+        raise InvalidInputError(f"a Kernel Tuner cache holds one kernel, but the selection has {len(names)} "
+                                f"kernels ({shown}); pass workload={{'kernel_name': ...}} "
+                                f"(CLI: --workload kernel_name={names[0]}) to choose one")
+    if not config_cols:
+        raise InvalidInputError(f"a Kernel Tuner cache tunes config.* parameters, but the selected "
+                                f"{rows['kind'].iloc[0]} rows have no config.* column: there are no "
+                                "tunable parameters to export")
+    varying = [c for c in workload_cols if rows[c].nunique(dropna=False) > 1]
+    if varying:
+        example = " ".join(f"--workload {c[len(WORKLOAD_PREFIX):]}={key_value(rows[c].iloc[0])}" for c in varying)
+        raise InvalidInputError(
+            f"a Kernel Tuner cache tunes config.* over one problem, but the workload columns "
+            f"{', '.join(c[len(WORKLOAD_PREFIX):] for c in varying)} vary across the {len(rows)} selected rows; "
+            f"pick one with workload={{KEY: VALUE}} (CLI: --workload KEY=VALUE), e.g. {example}")
 
 
 def export_kernel_tuner_cache(
@@ -145,11 +210,13 @@ def export_kernel_tuner_cache(
     kind: str | None = None,
     workload: dict[str, Any] | None = None,
     objective: str = "time",
-) -> Path:
+) -> KernelTunerExport:
     """Write the kernel / GEMM rows of ``data`` as a Kernel Tuner cache file at ``path``.
 
     ``path`` ending in ``.gz`` is gzipped. ``hardware_id`` / ``kind`` / ``workload`` pick the
-    rows when the table holds several devices or kinds. Returns the path written.
+    rows when the table holds several devices, kinds or problems: the selected rows must share
+    one value of every workload column, and their ``config.*`` columns are the tune parameters.
+    Returns the path written with the counts of entries and of repeats left out.
     """
     _check_output(Path(path))
     table = data.load() if isinstance(data, MeasurementStore) else data
@@ -161,19 +228,16 @@ def export_kernel_tuner_cache(
     rows = rows.dropna(axis=1, how="all")
     config_cols = [c for c in rows.columns if c.startswith(CONFIG_PREFIX)]
     workload_cols = [c for c in rows.columns if c.startswith(WORKLOAD_PREFIX)]
-    for column in config_cols + workload_cols:
+    _check_one_problem(rows, config_cols, workload_cols)
+    for column in config_cols:
         missing = int(rows[column].isna().sum())
         if missing:
             raise InvalidInputError(f"`{column}` must be set in every exported row, but {missing} of {len(rows)} "
                                     "rows lack it; select rows that share the same parameters")
-    rows = restore_int_columns(rows, table, config_cols + workload_cols)
-    varying = [c for c in workload_cols if rows[c].nunique(dropna=False) > 1]
-    constant = {c[len(WORKLOAD_PREFIX):]: python_scalar(rows[c].iloc[0]) for c in workload_cols if c not in varying}
-    renamed = {c: c[len(CONFIG_PREFIX):] for c in config_cols} | {c: c[len(WORKLOAD_PREFIX):] for c in varying}
+    rows = _ints_among_fractions(restore_int_columns(rows, table, config_cols + workload_cols), config_cols)
+    constant = {c[len(WORKLOAD_PREFIX):]: python_scalar(rows[c].iloc[0]) for c in workload_cols}
+    renamed = {c: c[len(CONFIG_PREFIX):] for c in config_cols}
     keys = list(renamed.values())
-    if not keys:
-        raise InvalidInputError("a Kernel Tuner cache needs tune parameters (config.* columns or varying workload "
-                                "columns), but the selected rows have none")
     metric_cols = [c for c in rows.columns if c.startswith(METRIC_PREFIX)]
     filled = [k for k in TIMING_METRICS if METRIC_PREFIX + TIMING_METRICS[k] not in rows.columns]
     hardware_counts = rows["hardware_json"].value_counts()
@@ -183,9 +247,13 @@ def export_kernel_tuner_cache(
     names = list(rows.columns)
     columns = [rows[c].tolist() for c in names]  # Python scalars, column by column (fast)
     cache: dict[str, Any] = {}
-    for values in zip(*columns, strict=True):
+    repeated: set[str] = set()
+    for values in zip(*columns, strict=True):  # in stored order: a configuration's latest record wins
         entry = _entry(dict(zip(names, values, strict=True)), keys, metric_cols, filled)
-        cache[",".join(str(entry[k]) for k in keys)] = entry
+        key = ",".join(str(entry[k]) for k in keys)
+        if key in cache:
+            repeated.add(key)
+        cache[key] = entry
     doc = {
         "schema_version": "1.1.0",
         "device_name": hardware.get("name") or hardware.get("gpu_name") or hardware.get("hardware_name")
@@ -196,11 +264,12 @@ def export_kernel_tuner_cache(
         "tune_params": {k: sorted(pd.unique(rows[k]).tolist(), key=_sort_key) for k in keys},
         "objective": objective,
         PERFPRED_BLOCK: {"kind": rows["kind"].iloc[0], "hardware": hardware, "workload": constant,
-                         "workload_keys": [renamed[c] for c in varying], "filled_keys": filled},
+                         "filled_keys": filled},
         # Last, as Kernel Tuner writes it: it treats a file not ending in "}}}" as cut short.
         "cache": cache,
     }
-    return _write(Path(path), doc)
+    written = _write(Path(path), doc)
+    return KernelTunerExport(written, len(cache), len(repeated), len(rows) - len(cache))
 
 
 def _check_output(path: Path) -> None:
