@@ -232,7 +232,7 @@ def collect_gemm(
         err_console.print(f"[yellow]warning:[/] {warning}")
     report = run_sweep(collector, configs, st, remeasure=remeasure, visits=visits, seed=seed,
                        ref_tolerance=ref_tolerance or None)
-    st.compact()
+    st.tidy()
     summary = {"measured": report.measured, "timing visits": report.visits,
                "runtimes from quiet visits only": report.gated,
                "re-measured (were noisy or failed)": report.remeasured,
@@ -268,7 +268,7 @@ def collect_kernel(
         st = MeasurementStore(store, create=True)
         err_console.print(f"[bold]{len(chosen)}[/] {kernel} config(s) at {collector.problem_size} -> {store}")
         report = run_sweep(collector, chosen, st)
-    st.compact()
+    st.tidy()
     _print_kv_table(f"{kernel} sweep", {"measured": report.measured, "skipped (already in store)": report.skipped,
                                         "failed (stored with status)": report.failed, "statuses": report.statuses,
                                         "wall time": f"{report.wall_s:.1f} s", "store rows": len(st),
@@ -427,11 +427,12 @@ def import_(
     fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="kernel-tuner, uci-sgemm, neusight, vidur or ml-energy.")],
     paths: Annotated[list[Path], typer.Argument(help="Files or folders in that format.")],
     into: Annotated[Path, typer.Option("--into", help="Measurement store folder (created if missing).")],
-    option: Annotated[list[str] | None, typer.Option("--option", help="Importer option KEY=VALUE, repeatable: device_name/kernel_name (Kernel Tuner T4 files), device/model/topology (Vidur files outside their folder layout), device_configs (NeuSight spec folder).")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", help="Importer option KEY=VALUE, repeatable; each format refuses keys it does not take. kernel-tuner: device_name, kernel_name, problem_size (e.g. 4096x4096: T4 files record none; with the cache's kernel_name, a run's T4 file and cache give the same rows). vidur: device, model, topology (files outside their folder layout). neusight: device_configs (an existing folder of spec sheets). uci-sgemm, ml-energy: none.")] = None,
 ) -> None:
     """Import recorded measurements in their original published format into a store.
 
-    A file with some bad rows imports the good ones and reports how many were refused and why.
+    A file with some bad rows imports the good ones and reports how many were refused and why;
+    a file whose every row is bad fails like an unreadable one (exit 2, the other files imported).
     """
     from perfpred.collect.importers import run_import
     from perfpred.datasets import MeasurementStore
@@ -443,7 +444,7 @@ def import_(
     finally:
         emptied = st.discard_if_empty()  # a store this import made but wrote nothing to is not left behind
     if not emptied:
-        st.compact()
+        st.tidy()
     console.print(report.summary(), highlight=False)
     if report.files_failed:  # the good files are in; a non-zero exit still tells scripts some were not
         raise InvalidInputError(report.failure_message())
@@ -456,9 +457,13 @@ def export_(
     output: Annotated[Path, typer.Option(help="File to write (.json, or .json.gz to compress).")],
     kind: Annotated[str | None, typer.Option(help="kernel or gemm, when the store holds both.")] = None,
     hardware_id: Annotated[str | None, typer.Option(help="The device to export, when the store holds several.")] = None,
-    workload: Annotated[list[str] | None, typer.Option(help="Only rows with this workload value, KEY=VALUE (repeatable), e.g. problem_size=512x512x512.")] = None,
+    workload: Annotated[list[str] | None, typer.Option(help="Only rows with this workload value, KEY=VALUE (repeatable), e.g. kernel_name=convolution_kernel or m=4096: the exported rows must share one problem.")] = None,
 ) -> None:
-    """Export kernel or GEMM measurements back to a recorded format, so other tools replay what perfpred measured."""
+    """Export kernel or GEMM measurements back to a recorded format, so other tools replay what perfpred measured.
+
+    The config.* columns are the tune parameters, over one problem (one value of every workload
+    column). A configuration measured more than once is written as its latest record, with a note.
+    """
     from perfpred.collect.importers import export_kernel_tuner_cache
     from perfpred.datasets import MeasurementStore
 
@@ -468,9 +473,11 @@ def export_(
                                 for key, value in _key_values(workload, "--workload").items()}
     if not store.exists():
         raise InvalidInputError(f"--store: no Measurement store at {store}")
-    path = export_kernel_tuner_cache(MeasurementStore(store), output, hardware_id=hardware_id, kind=kind,
-                                     workload=selected or None)
-    console.print(f"wrote {path}: replay it with perfpred tune --backend replay:{path}")
+    export = export_kernel_tuner_cache(MeasurementStore(store), output, hardware_id=hardware_id, kind=kind,
+                                       workload=selected or None)
+    if export.note:
+        err_console.print(export.note, highlight=False, soft_wrap=True)  # one line, never folded
+    console.print(f"wrote {export.path}: replay it with perfpred tune --backend replay:{export.path}")
 
 
 # ---------------------------------------------------------------------------- dataset
@@ -504,7 +511,7 @@ def dataset_merge(
 
     report = merge_stores(sources, into)
     if (into / "store.json").is_file():
-        MeasurementStore(into).compact()
+        MeasurementStore(into).tidy()
     console.print(report.summary(), highlight=False)
     if report.sources_failed:
         raise InvalidInputError(f"{len(report.sources_failed)} of {len(sources)} store(s) could not be merged: "
@@ -521,11 +528,13 @@ def dataset_ls(
     store: Annotated[Path | None, typer.Option(help="The store, named as the other commands name it (instead of PATH).")] = None,
 ) -> None:
     """List measurements: workload, config, runtime (ms), spread and status."""
-    from perfpred.datasets import MeasurementStore
+    from perfpred.datasets import STATUSES, MeasurementStore
 
     path = _store_argument(path, store)
     if limit < 0:
         raise InvalidInputError(f"`limit >= 0` must hold, but got --limit {limit}")
+    if status is not None and status not in STATUSES:  # a misspelt status is no empty answer
+        raise InvalidInputError(f"--status must be one of {', '.join(STATUSES)}, but got {status!r}")
     st = MeasurementStore(path)
     df = st.load(kind=kind, status=status)
     if df.empty and kind is not None:
@@ -538,7 +547,8 @@ def dataset_ls(
         return
     if sort not in df:
         raise InvalidInputError(f"--sort must name a column of the table, but got {sort!r}")
-    df = df.sort_values(sort, ascending=False).head(limit)
+    # Columns only rows not shown fill (another kernel's parameters) would list as "=nan".
+    df = df.sort_values(sort, ascending=False).head(limit).dropna(axis=1, how="all")
     cols = [c for c in df.columns if c.startswith(("workload.", "config."))]
     cols += [c for c in ("runtime_ms", "cv", "n_runs", "power_w", "status", "hardware_id") if c in df]
     def shown(v: Any) -> str:
@@ -695,9 +705,11 @@ def train(
     if reference is not None:  # built on the rows train_model selects again (its table, its check)
         rows = training_frame(df, kind=kind, target=target, max_ref_drift=max_ref_drift)
         lookup = _reference_lookup(reference, rows, kind, target)
-    result = train_model(df, kind=kind, regressor=model, target=target, split=split, seed=seed,
-                         max_ref_drift=max_ref_drift, reuse_measured=reuse_measured, log_to_mlflow=False,
-                         reference=lookup, reference_mode=reference_mode)
+    # A fit on a whole recorded space takes minutes (UCI SGEMM's 241,600 rows): say so meanwhile.
+    with err_console.status(f"fitting {model} on {len(df):,} store rows ({split} split, then all rows)..."):
+        result = train_model(df, kind=kind, regressor=model, target=target, split=split, seed=seed,
+                             max_ref_drift=max_ref_drift, reuse_measured=reuse_measured, log_to_mlflow=False,
+                             reference=lookup, reference_mode=reference_mode)
     _print_kv_table(f"{model} on {result.n_rows} rows, held-out ({result.split} split)", result.holdout)
     chosen = getattr(result.model.regressor_, "chosen_", None)
     if chosen is not None:  # --model auto: say what it picked on all rows, and why
@@ -1021,15 +1033,16 @@ def tune(
 
 @app.command("tune-serving")
 def tune_serving_cmd(
+    ctx: typer.Context,
     engine: Annotated[str, typer.Option(help="llama-server or vllm (real launches on this machine), or ml-energy (replay of the recorded ML.ENERGY H100 runs of --model/--task).")] = "llama-server",
     model: Annotated[str, typer.Option(help="Live: tiny or small-20m (random-weight Llama made locally). ml-energy: the recorded model id, e.g. Qwen/Qwen3-8B.")] = "tiny",
     task: Annotated[str, typer.Option(help="ml-energy only: the recorded task, e.g. lm-arena-chat.")] = "lm-arena-chat",
     budget: Annotated[int, typer.Option(help="Server launches (hardware evaluations) in total.")] = 8,
-    goal: Annotated[str, typer.Option(help="Live: throughput (output tokens/s at a fixed concurrency, counted only when the SLO holds), goodput (requests/s that each met the SLO's bounds, at that concurrency), tokens_per_joule (output tokens per joule, the least energy per token, where the SLO holds; needs a power sensor: NVML or RAPL) or sustainable_rate (highest Poisson requests/s meeting the SLO; ~5x dearer per launch).")] = "throughput",
+    goal: Annotated[str, typer.Option(help="Live: throughput (output tokens/s at a fixed concurrency, counted only when the SLO holds), goodput (requests/s that each met the SLO's bounds, at that concurrency), tokens_per_joule (output tokens per joule, the least energy per token, where the SLO holds; needs a power sensor: NVML or RAPL) or sustainable_rate (highest Poisson requests/s meeting the SLO; ~5x dearer per launch). ml-energy: throughput (--objective metric.output_tokens_per_s:max) or tokens_per_joule (metric.energy_per_token_j:min).")] = "throughput",
     slo_ttft_ms: Annotated[float | None, typer.Option(help="Live SLO: p99 time to first token in ms.")] = None,
     slo_tpot_ms: Annotated[float | None, typer.Option(help="Live SLO: p99 time per output token in ms.")] = None,
     slo_e2e_ms: Annotated[float | None, typer.Option(help="Live SLO: p99 end-to-end latency in ms.")] = None,
-    objective: Annotated[list[str] | None, typer.Option(help="ml-energy: METRIC[:max|:min], repeatable for a Pareto front (default metric.output_tokens_per_s:max).")] = None,
+    objective: Annotated[list[str] | None, typer.Option(help="ml-energy: METRIC[:max|:min], repeatable for a Pareto front (default metric.output_tokens_per_s:max); a recorded metric, with or without 'metric.' (power_w, itl_p99_ms, ...).")] = None,
     constraint: Annotated[list[str] | None, typer.Option(help="ml-energy: e.g. 'metric.itl_p99_ms <= 50' (ms), repeatable.")] = None,
     store: Annotated[Path, typer.Option(help="Live: Measurement store every launch is appended to. Running the same tuning again launches every config it picks again: the new row replaces the one stored before (the store holds what history.csv shows; the Optuna study keeps every launch).", callback=resolve_store)] = DEFAULT_STORE,
     seed: Annotated[int, typer.Option(help="Seed of the design and the surrogate. The load's prompts and arrivals stay the same whatever the seed, so runs with other seeds are measured under one load and compare.")] = 0,
@@ -1038,9 +1051,9 @@ def tune_serving_cmd(
     prompt_tokens: Annotated[int | None, typer.Option(help="Live: prompt length in tokens of every request (default 128).")] = None,
     output_tokens: Annotated[int | None, typer.Option(help="Live: output length in tokens of every request (default 24; 16 for --goal sustainable_rate).")] = None,
     surrogate: Annotated[str, typer.Option(help="Live: the search's model of the goal and the SLO metrics: gp (a Gaussian process on the knobs' log2 values) or xgb (a bootstrap XGBoost ensemble).")] = "gp",
-    kappa: Annotated[float, typer.Option(help="Live: exploration weight on the goal's predicted spread (0 = pure exploitation).")] = 0.5,
+    kappa: Annotated[float, typer.Option(help="Exploration weight on the goal's predicted spread (0 = pure exploitation). ml-energy: on the objectives' predicted spread, 1.0 unless given.")] = 0.5,
     output: Annotated[Path, typer.Option(help="Run directory for the report.")] = Path("perfpred-runs/tune-serving"),
-    storage: Annotated[str | None, typer.Option(help="Live: Optuna RDB storage URL that records every launch as a trial, each SLO as a constraint (default sqlite:///OUTPUT/study.db; view with optuna-dashboard).")] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna RDB storage URL that records every launch as a trial, each SLO as a constraint (default: live sqlite:///OUTPUT/study.db, ml-energy in memory; view with optuna-dashboard).")] = None,
     probe_s: Annotated[float | None, typer.Option(help="--goal sustainable_rate: seconds of arrivals per rate probe (each search starts at 0.8 x the capacity a closed-loop run measures; default 10).")] = None,
     loads_into: Annotated[Path | None, typer.Option(help="--goal sustainable_rate: store every load each rate search ran (capacity run and probes, each at its rate, with metric slo_met) here (default OUTPUT/loads): training rows for `perfpred train --kind serving`.")] = None,
     confirm: Annotated[int, typer.Option(help="Live: after the search, re-launch the --confirm-top best configs this many times each (interleaved rounds) and answer with the best median; launches on top of --budget. 0: answer with the best single launch.")] = 0,
@@ -1054,7 +1067,8 @@ def tune_serving_cmd(
     --concurrency, --requests, --prompt-tokens, --output-tokens; result.json's ``workload``), stored
     as a row. Running the same command again tunes afresh: it launches again, and each new row
     replaces the stored one. ``--engine ml-energy`` chooses max_num_seqs and parallelism for a
-    recorded model on the recorded H100 runs, with a predictor trained on the OTHER recorded models.
+    recorded model on the recorded H100 runs, with a predictor trained on the OTHER recorded models,
+    and answers with the ``vllm serve`` command of each chosen config.
     """
     _check_run_dir(output)
     live_load = {"--concurrency": concurrency, "--requests": requests, "--prompt-tokens": prompt_tokens,
@@ -1064,16 +1078,24 @@ def tune_serving_cmd(
         if given:
             raise InvalidInputError(f"{given[0]} sets the load of live launches; --engine ml-energy replays recorded "
                                     f"runs, but got {given[0]} {live_load[given[0]]}")
-        from perfpred.tuner import load_serving_table, tune_serving
-
-        table = load_serving_table()
-        result = tune_serving(table, model, task, objective or ["metric.output_tokens_per_s:max"], budget=budget,
-                              constraints=constraint or [], seed=seed, out_dir=output)
-        _print_pareto(result, f"ML.ENERGY replay: {model} / {task}")
-        console.print(f"report: {output / 'pareto.json'}  plot: {output / 'pareto.png'}")
+        values = {"slo_ttft_ms": slo_ttft_ms, "slo_tpot_ms": slo_tpot_ms, "slo_e2e_ms": slo_e2e_ms,
+                  "surrogate": surrogate, "confirm": confirm, "confirm_top": confirm_top, "prior": prior,
+                  "store": store, "probe_s": probe_s, "loads_into": loads_into}
+        for name, instead in _REPLAY_INSTEAD.items():
+            if _given(ctx, name):
+                flag, value = f"--{name.replace('_', '-')}", values[name]
+                shown = f"{value:g}" if isinstance(value, float) else value
+                raise InvalidInputError(f"{flag} is for live engines; with --engine ml-energy "
+                                        f"{instead.format(value=value)}, but got {flag} {shown}")
+        _tune_serving_replay(model, task, budget=budget, objective=objective,
+                             goal=goal if _given(ctx, "goal") else None, constraint=constraint or [], seed=seed,
+                             kappa=kappa if _given(ctx, "kappa") else None, storage=storage, output=output)
         return
     if objective or constraint:
         raise InvalidInputError("--objective/--constraint are for --engine ml-energy; live runs take --goal and --slo-*")
+    if _given(ctx, "task"):  # a live load is set by --prompt-tokens/--output-tokens, not a recorded task
+        raise InvalidInputError(f"--task picks a recorded ML.ENERGY task (--engine ml-energy); a live engine's load "
+                                f"is set by --prompt-tokens/--output-tokens/--concurrency, but got --task {task}")
     if loads_into is not None and goal != "sustainable_rate":
         raise InvalidInputError(f"--loads-into stores a rate search's loads: it needs --goal sustainable_rate, "
                                 f"but got --loads-into {loads_into} with --goal {goal}")
@@ -1154,6 +1176,74 @@ def tune_serving_cmd(
                   f"Optuna study '{result.study.study_name}': {result.storage}")
 
 
+# Live-only tune-serving options the replay cannot honour, and what to use instead ({value}: the option's).
+_REPLAY_INSTEAD = {
+    "slo_tpot_ms": "use --constraint 'metric.itl_p99_ms <= {value:g}' (the recorded p99 inter-token latency: the "
+                   "runs hold no per-request time per output token)",
+    "slo_ttft_ms": "use --constraint on a recorded latency (metric.itl_p50_ms ... metric.itl_p99_ms): the runs hold no "
+                   "time to first token",
+    "slo_e2e_ms": "use --constraint on a recorded latency (metric.itl_p50_ms ... metric.itl_p99_ms): the runs hold no "
+                  "end-to-end latency",
+    "surrogate": "each metric is modelled by a tree ensemble over the prior: leave --surrogate out",
+    "confirm": "a replayed config measures the same every time, so there is nothing to confirm",
+    "confirm_top": "a replayed config measures the same every time, so there is nothing to confirm",
+    "prior": "the prior is learned from the other recorded models: leave --prior out",
+    "store": "nothing is stored (the report goes to --output): leave --store out",
+    "probe_s": "there is no rate search (--goal sustainable_rate is live only)",
+    "loads_into": "there is no rate search (--goal sustainable_rate is live only)",
+}
+
+
+def _tune_serving_replay(model: str, task: str, *, budget: int, objective: list[str] | None, goal: str | None,
+                         constraint: list[str], seed: int, kappa: float | None, storage: str | None,
+                         output: Path) -> None:
+    """``tune-serving --engine ml-energy``: the Pareto search on the recorded runs, answered with
+    each chosen config's ``vllm serve`` command; exit 2 when no launch met the constraints."""
+    from perfpred.tuner import load_serving_table, tune_serving
+    from perfpred.tuner._serving_replay import GOAL_OBJECTIVES, serving_commands
+
+    if goal is not None:
+        if objective:
+            raise InvalidInputError(f"--goal and --objective both say what to optimise: give one, but got --goal {goal} "
+                                    f"and --objective {objective[0]}")
+        if goal not in GOAL_OBJECTIVES:
+            raise InvalidInputError(f"--goal must be {' or '.join(GOAL_OBJECTIVES)} with --engine ml-energy (goodput "
+                                    "and sustainable_rate need per-request latencies the runs did not record; "
+                                    f"--objective takes any recorded metric), but got --goal {goal}")
+        objective = [GOAL_OBJECTIVES[goal]]
+    table = load_serving_table()
+    result = tune_serving(table, model, task, objective or ["metric.output_tokens_per_s:max"], budget=budget,
+                          constraints=constraint, seed=seed, out_dir=output, storage=storage,
+                          on_warning=lambda message: err_console.print(f"[yellow]warning:[/] {message}",
+                                                                       highlight=False, soft_wrap=True),
+                          **({} if kappa is None else {"kappa": kappa}))
+    if result.front.empty:
+        raise PerfPredError(_nothing_feasible(result, output))
+    _print_pareto(result, f"ML.ENERGY replay: {model} / {task}")
+    commands = serving_commands(result.front, model)
+    console.print(("server command:" if len(commands) == 1 else "server commands (one per config, as the table "
+                   "lists them):") + "\n" + "\n".join(commands), soft_wrap=True)
+    plot = f"  plot: {output / 'pareto.png'}" if len(result.objectives) >= 2 else ""  # one objective: no plot
+    console.print(f"report: {output / 'pareto.json'}{plot}", soft_wrap=True)
+
+
+def _nothing_feasible(result: Any, output: Path) -> str:
+    """Why a replayed search has no answer: each constraint's nearest measured value."""
+    import pandas as pd
+
+    launches = f"{result.n_evaluations} replayed launch(es)"
+    where = f"(every launch: {output / 'history.csv'})"
+    if not result.constraints:
+        return f"no replayed config measured {', '.join(o.metric for o in result.objectives)} in {launches} {where}"
+    nearest = []
+    for c in result.constraints:
+        values = pd.to_numeric(result.history.get(c.metric, pd.Series(dtype=float)), errors="coerce")
+        best = values.min() if c.op == "<=" else values.max()
+        nearest.append(f"{c.metric} {best:.4g}" if pd.notna(best) else f"{c.metric} never measured")
+    return (f"no replayed config met {', '.join(str(c) for c in result.constraints)} in {launches} (nearest "
+            f"measured: {', '.join(nearest)}): loosen the --constraint or raise --budget {where}")
+
+
 def _check_run_dir(output: Path) -> None:
     """``tune-serving --output``: a folder (made when the run writes its report), or a path one can
     be made at; a file there or on the way is refused at once, before anything launches."""
@@ -1230,9 +1320,25 @@ def _print_pareto(result, title: str) -> None:
     if result.front.empty:
         console.print(f"no measured config was feasible in {result.n_evaluations} evaluations: check the "
                       "--constraint bounds against history.csv")
+    if len(result.objectives) == 1:  # one objective's hypervolume is only its distance from an internal reference
+        o = result.objectives[0]
+        best = (max if o.direction == "maximize" else min)(list(result.front.get(o.metric, [])), default=None)
+        score = f"; best {best:.4g} {_metric_unit(o.metric)}".rstrip() if best is not None else ""
+    else:
+        score = f"; hypervolume {result.hypervolume:.4g}"
     console.print(f"objectives: {', '.join(str(o) for o in result.objectives)}"
                   + (f"; constraints: {', '.join(str(c) for c in result.constraints)}" if result.constraints else "")
-                  + f"; hypervolume {result.hypervolume:.4g}")
+                  + score)
+
+
+def _metric_unit(metric: str) -> str:
+    """The unit a metric's name ends in: itl_p99_ms -> ms, output_tokens_per_s -> tokens/s."""
+    name = metric.removeprefix("metric.")
+    named = {"output_tokens_per_s": "tokens/s", "energy_per_token_j": "J/token", "energy_per_request_j": "J/request"}
+    if name in named:
+        return named[name]
+    return next((unit for suffix, unit in (("_ms", "ms"), ("_w", "W"), ("_j", "J"), ("_s", "s"))
+                 if name.endswith(suffix)), "")
 
 
 @app.command()

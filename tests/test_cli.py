@@ -198,6 +198,23 @@ def test_dataset_ls(collected):
     assert "no measurements match" in empty.output
 
 
+def test_dataset_ls_leaves_out_columns_no_listed_row_fills(tmp_path):
+    """A store of two kernels: the rows listed (one kernel's) show none of the other's parameters."""
+    def rows(prefix: str, param: str, runtime_ms: float) -> pd.DataFrame:
+        return pd.DataFrame({"measurement_id": [f"{prefix}{i}" for i in range(3)], "schema_version": 1,
+                             "kind": "kernel", "status": "ok", "hardware_id": "gpu-x", "runtime_ms": runtime_ms,
+                             "timestamp": "2026-12-07T00:00:00+00:00", "source": "test",
+                             "workload.kernel_name": prefix, f"config.{param}": [1, 2, 3]})
+
+    store = MeasurementStore(tmp_path / "s", create=True)
+    store.append_frame(rows("slow", "block_size_x", 9.0))
+    store.append_frame(rows("fast", "tile_size_x", 1.0))
+    result = runner.invoke(app, ["dataset", "ls", str(store.path), "--limit", "3", "--sort", "runtime_ms"],
+                           env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "block_size_x" in result.output and "tile_size_x" not in result.output and "nan" not in result.output
+
+
 def test_train_registers_a_model(trained_name):
     from perfpred.models import load_model
 

@@ -16,8 +16,11 @@ with the serving features and analytic offsets of ``benchmarks/accuracy.py``'s
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +34,14 @@ from perfpred.collect._replay import ReplayBackend
 from perfpred.collect.importers._ml_energy import LLM_CONFIG
 from perfpred.datasets._schema import configuration_ids
 from perfpred.errors import InvalidInputError
-from perfpred.tuner._objectives import MetricBound, Objective, parse_constraints, parse_objectives, tracked_metrics
+from perfpred.tuner._objectives import (
+    MetricBound,
+    Objective,
+    known_metrics,
+    parse_constraints,
+    parse_objectives,
+    tracked_metrics,
+)
 from perfpred.tuner._pareto_loop import ParetoResult, ParetoSettings, ParetoTuner
 from perfpred.tuner._space import SearchSpace
 
@@ -54,6 +64,10 @@ SERVING_TARGETS: dict[str, tuple[str, str]] = {
     "metric.itl_p99_ms": ("metric.itl_p99_ms", "log2_decode_step_ms"),
     "power_w": ("power_w", "log2_num_gpus"),
 }
+# A live search's --goal as the replay's objective, where the runs recorded that metric: tokens
+# per joule is 1 / energy per token, so both rank configs alike. goodput and sustainable_rate need
+# per-request latencies (TTFT, TPOT) the runs did not record.
+GOAL_OBJECTIVES = {"throughput": "metric.output_tokens_per_s:max", "tokens_per_joule": "metric.energy_per_token_j:min"}
 # The weights-only featurizer ("serving") has no per-layer step time: its rooflines instead.
 WEIGHTS_ONLY_OFFSETS = {"log2_decode_step_ms": "log2_roofline_ms",
                         "log2_decode_gpu_seconds_per_token": "log2_gpu_seconds_per_token"}
@@ -337,25 +351,79 @@ def lomo_predictor(table: pd.DataFrame, held_out_model: str, metrics: Sequence[s
     return ServingPredictor(metrics, regressor, cv_folds=cv_folds).fit(train)
 
 
+def replay_metric_name(name: str, known: Iterable[str]) -> str:
+    """``name`` as the replay table spells it: ``power_w`` and ``metric.power_w`` are one target,
+    as are ``itl_p99_ms`` and ``metric.itl_p99_ms`` (a Measurement field has no prefix, a metric
+    has one; the user need not know which). A name neither spelling knows is returned as given."""
+    known = set(known)
+    bare = name.removeprefix("metric.")
+    for spelling in (name, bare, f"metric.{bare}"):
+        if spelling in known:
+            return spelling
+    return name
+
+
+def _spelled_as_recorded(specs: Any, known: set[str], parse: Callable[[Any], Any], pattern: str) -> Any:
+    """Objective / constraint specs with each string's metric name (``pattern``'s group 1) respelled."""
+    def respell(spec: Any) -> Any:
+        if not isinstance(spec, str):
+            return spec
+        return re.sub(pattern, lambda m: replay_metric_name(m.group(1), known), spec, count=1)
+
+    if specs is None or isinstance(specs, (str, Objective, MetricBound)):
+        return parse(respell(specs))
+    return parse([respell(s) for s in specs])
+
+
+def serving_commands(front: pd.DataFrame, model: str) -> list[str]:
+    """The ``vllm serve`` line of each config of ``front`` (rows with the ``LLM_CONFIG`` columns)."""
+    from perfpred.collect.serving._vllm import serve_command
+
+    return [serve_command(model, row) for row in front[list(LLM_CONFIG)].to_dict("records")]
+
+
+def _warn_if_prior_rules_out(group: ServingGroup, prior: Mapping[str, Callable[[pd.DataFrame], np.ndarray]],
+                             constraints: Sequence[MetricBound], warn: Callable[[str], None]) -> None:
+    """Say before any launch when the prior predicts that no recorded config meets the constraints."""
+    bounded = [c for c in constraints if c.metric in prior]
+    if not bounded:
+        return
+    predicted = {c.metric: np.asarray(prior[c.metric](group.candidates), dtype=float) for c in bounded}
+    meets = np.all([[c.satisfied(v) for v in predicted[c.metric]] for c in bounded], axis=0)
+    if meets.any():
+        return
+    nearest = ", ".join(f"{c.metric} {(np.nanmin if c.op == '<=' else np.nanmax)(predicted[c.metric]):.3g}"
+                        for c in bounded)
+    warn(f"the prior predicts that none of the {len(group.candidates)} recorded configs of {group.model} / "
+         f"{group.task} meets {', '.join(str(c) for c in bounded)} (its nearest: {nearest}); searching anyway, "
+         "as the prior can be wrong")
+
+
 def tune_serving(table: pd.DataFrame, model: str, task: str, objectives: Sequence[str | Objective], *,
                  budget: int, constraints: Sequence[str | MetricBound] = (),
                  prior: str | ServingPredictor | Mapping[str, Callable[[pd.DataFrame], np.ndarray]] | None = "lomo",
                  seed: int = 0, storage: str | None = None, study_name: str | None = None,
                  out_dir: str | os.PathLike[str] | None = None,
                  on_evaluation: Callable[[dict[str, Any]], bool | None] | None = None,
+                 on_warning: Callable[[str], None] | None = None,
                  **settings: Any) -> ParetoResult:
     """Tune one recorded (model, task) serving space on its replay, predictor first.
 
     ``prior="lomo"`` trains a :class:`ServingPredictor` on the other models' rows of ``table`` (its
     grouped-CV error calibrates the spread); a fitted ``ServingPredictor`` is used as given (it should
     not have seen this model); a mapping gives one prior callable per metric; None tunes from
-    measurements only. ``settings`` go to
+    measurements only. Metric names may be given with or without ``metric.`` (``power_w``,
+    ``itl_p99_ms``). ``settings`` go to
     :class:`ParetoSettings` (``batch_size``, ``kappa``, ``ensemble``, ...). With ``out_dir`` the
-    report (json, csv, png with the full grid's true front dashed) is written there.
+    report (json with each front config's ``vllm serve`` command, csv, and with 2+ objectives a
+    png with the full grid's true front dashed) is written there. Where the prior predicts that
+    no config meets the constraints, ``on_warning`` (default: :func:`warnings.warn`) is told so
+    before any launch.
     """
     group = serving_group(table, model, task)
-    objectives = parse_objectives(objectives)
-    constraints = parse_constraints(constraints)
+    known = set(SERVING_TARGETS) | (known_metrics(group.backend) or set())
+    objectives = _spelled_as_recorded(objectives, known, parse_objectives, r"^\s*([^\s:]+)")
+    constraints = _spelled_as_recorded(constraints, known, parse_constraints, r"^\s*([^\s<>=]+)")
     metrics = tracked_metrics(objectives, constraints)
     prior_error = None
     if isinstance(prior, str):
@@ -364,22 +432,33 @@ def tune_serving(table: pd.DataFrame, model: str, task: str, objectives: Sequenc
                                     f"but got {prior!r}")
         unknown = [m for m in metrics if m not in SERVING_TARGETS]
         if unknown:
-            raise InvalidInputError(f"a 'lomo' prior predicts {sorted(SERVING_TARGETS)}, but the run tracks {unknown}")
+            raise InvalidInputError(f"a 'lomo' prior predicts {sorted(SERVING_TARGETS)} (with or without "
+                                    f"'metric.'), but the run tracks {unknown}")
         prior = lomo_predictor(table, model, metrics)
     if isinstance(prior, ServingPredictor):
         prior, prior_error = prior.prior_for(group), getattr(prior, "error_std_", None)
     run_settings = ParetoSettings(objectives=objectives, budget=budget, constraints=constraints, seed=seed,
                                   **settings)
+    if prior is not None and constraints:
+        _warn_if_prior_rules_out(group, prior, constraints,
+                                 on_warning or (lambda message: warnings.warn(message, stacklevel=3)))
     result = ParetoTuner(group.space, group.backend, run_settings, candidates=group.candidates, prior=prior,
                          prior_error=prior_error, storage=storage, study_name=study_name or f"serving-{model}-{task}",
                          on_evaluation=on_evaluation).run()
     if out_dir is not None:
-        result.write(out_dir, plot=False)
+        paths = result.write(out_dir, plot=False)
+        report = json.loads(paths["json"].read_text())
+        for row, command in zip(report["front"], serving_commands(result.front, model), strict=True):
+            row["command"] = command  # the answer as one would deploy it
+        paths["json"].write_text(json.dumps(report, indent=2) + "\n")
+        plot = Path(out_dir) / "pareto.png"
         if len(objectives) >= 2:
             from perfpred.tuner._pareto_plot import plot_pareto
 
-            plot_pareto(result, Path(out_dir) / "pareto.png", true_front=true_front(group, objectives, constraints),
+            plot_pareto(result, plot, true_front=true_front(group, objectives, constraints),
                         title=f"{model} / {task}")
+        else:  # one objective has no front to plot: an earlier run's plot would belie this report
+            plot.unlink(missing_ok=True)
     return result
 
 

