@@ -509,7 +509,8 @@ def dataset_merge(
     """
     from perfpred.datasets import MeasurementStore, merge_stores
 
-    report = merge_stores(sources, into)
+    with err_console.status(f"merging {len(sources)} store(s) into {into}..."):  # a big store takes a minute
+        report = merge_stores(sources, into)
     if (into / "store.json").is_file():
         MeasurementStore(into).tidy()
     console.print(report.summary(), highlight=False)
