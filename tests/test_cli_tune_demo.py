@@ -220,6 +220,11 @@ def test_demo_quick_runs_the_whole_loop(tmp_path):
     assert 3 < len(summary["retimed_finalists"]) <= 7  # the default plus up to 3 per strategy
     for row in summary["comparison"]:
         assert row["status"] == "ok" and row["confirmed_ms"] > 0
+    # result.json's answer is the one printed: perfpred's re-timed finalist, not a first-pass timing
+    ours = next(row for row in summary["comparison"] if row["strategy"] == "perfpred")
+    report = json.loads((out / "result.json").read_text())
+    assert report["best_config"] == json.loads(ours["config"]) and report["best_value"] == ours["confirmed_ms"]
+    assert report["best_value_is"].startswith("re-timed") and report["search_best_value"] > 0
     stored = MeasurementStore(out / "store").load()
     assert len(stored) >= 6 and (stored["kind"] == "kernel").all()
 

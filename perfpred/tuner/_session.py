@@ -275,11 +275,13 @@ def _priors_from_store(path: Path, names: list[str], exclude_hardware: str | Non
 
 def write_report(run_dir: Path, *, history: pd.DataFrame, settings: dict, best_config: dict | None,
                  best_value: float | None, comparisons: dict[str, list[float | None]], optimum: float | None,
-                 budget: int, description: str, n_this_run: int | None = None) -> dict[str, str]:
+                 budget: int, description: str, n_this_run: int | None = None,
+                 extra: dict[str, Any] | None = None) -> dict[str, str]:
     """history.csv, result.json and best-so-far plot in ``run_dir``; returns the paths written.
 
     ``history`` is every evaluation of the study (a resumed run's earlier ones too);
-    ``n_this_run`` how many of them this run made, where that differs."""
+    ``n_this_run`` how many of them this run made, where that differs; ``extra`` adds keys to
+    result.json (after ``best_value``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -288,7 +290,7 @@ def write_report(run_dir: Path, *, history: pd.DataFrame, settings: dict, best_c
     run_dir.mkdir(parents=True, exist_ok=True)
     history.to_csv(run_dir / "history.csv", index=False)
     result = {"description": description, "settings": settings, "best_config": best_config,
-              "best_value": best_value, "optimum": optimum, "n_evaluations": len(history),
+              "best_value": best_value, **(extra or {}), "optimum": optimum, "n_evaluations": len(history),
               "n_evaluations_this_run": len(history) if n_this_run is None else n_this_run,
               "comparisons": {k: [None if v is None else float(v) for v in vals] for k, vals in comparisons.items()},
               "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
