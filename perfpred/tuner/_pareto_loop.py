@@ -155,7 +155,7 @@ class ParetoResult:
     hypervolume: float  # of the front, in the objectives' units, against reference_point
     reference_point: list[float] | None  # raw units, one per objective
     n_evaluations: int
-    stopped_by: str  # "budget" | "wall_time" | "space_exhausted" | "callback"
+    stopped_by: str  # "budget" | "wall_time" | "space_exhausted" | "callback" | "interrupted"
     wall_s: float
     fit_s: float
     predictions: pd.DataFrame | None = None  # last round's predictions for every candidate (for plots)
@@ -189,6 +189,8 @@ class ParetoResult:
             from perfpred.tuner._pareto_plot import plot_pareto
 
             paths["plot"] = plot_pareto(self, out / "pareto.png")
+        elif plot:  # one objective has no front to plot: an earlier run's plot would belie this report
+            (out / "pareto.png").unlink(missing_ok=True)
         return paths
 
 
@@ -402,6 +404,11 @@ class ParetoTuner(PredictorFirstLoop):
         self._predictions: pd.DataFrame | None = None
         outcome = self.run_rounds()
         return self._result(outcome.rows, outcome.stopped_by, outcome.wall_s, outcome.fit_s, self._predictions)
+
+    def result_so_far(self, rows: list[dict[str, Any]]) -> ParetoResult:
+        """The study as it stands, for a run cut short (Ctrl-C): its front and every evaluation in
+        the study; ``rows`` are this run's evaluations as ``on_evaluation`` saw them."""
+        return self._result(rows, "interrupted", 0.0, 0.0, getattr(self, "_predictions", None))
 
     def _propose(self, state: tuple[np.ndarray, ...], measured: np.ndarray, k: int, iteration: int) -> Proposal:
         m_idx, m_y, m_ok = state

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import pandas as pd
 
 from perfpred.errors import InvalidInputError
 from perfpred.tuner._scoring import best_so_far
-from perfpred.tuner._space import SearchSpace, read_yaml
+from perfpred.tuner._space import Continuous, SearchSpace, read_yaml
 from perfpred.tuner._surrogate import param_features, xgb_prior
 
 
@@ -32,7 +33,10 @@ class Session:
     backend: Any
     candidates: pd.DataFrame | None  # None: too many to list (the tuner searches its predictor)
     description: str
-    optimum: float | None = None  # known for replayed spaces
+    optimum: float | None = None  # known for replayed spaces: the fastest recorded config the space admits
+    optimum_label: str = "recorded optimum"  # what ``optimum`` is the optimum of, as the report names it
+    # What runtime_ms is, where the recording's own tool reports another statistic (shown with the best).
+    runtime_note: str | None = None
     # The problem every candidate solves (problem_size_x, m, ...): the derived kernel features need it.
     workload: dict[str, Any] = field(default_factory=dict)
     # The device's spec, where known (a replayed recording's GPU): occupancy features need it.
@@ -44,6 +48,10 @@ class Session:
     # prior, would hand the tuner the answers.
     recorded_hardware_id: str | None = None
     recorded_path: Path | None = None
+    # What a study of this session tunes besides its parameters: the device and the problem (asked
+    # for when the study opens), so a second GPU's recording, even one saved under the first one's
+    # file name, is refused by the first one's study instead of joining it.
+    study_identity: Callable[[], dict[str, Any]] = dict
 
 
 def _replay_format(path: Path) -> str:
@@ -55,7 +63,11 @@ def _replay_format(path: Path) -> str:
     raise InvalidInputError(f"replay needs a Kernel Tuner cache (.json/.json.gz) or the UCI SGEMM CSV, but got {path}")
 
 
-def open_session(backend_spec: str, space_file: str | None = None) -> Session:
+def open_session(backend_spec: str, space_file: str | None = None,
+                 on_warning: Callable[[str], None] | None = None) -> Session:
+    """The session ``--backend`` and ``--space`` name; ``on_warning`` (default: ``warnings.warn``)
+    is told of space-file values a recording never measured."""
+    warn = on_warning or (lambda message: warnings.warn(message, stacklevel=3))
     kind, _, rest = backend_spec.partition(":")
     if kind == "replay":
         from perfpred.collect._replay import ReplayBackend
@@ -63,11 +75,13 @@ def open_session(backend_spec: str, space_file: str | None = None) -> Session:
         path = Path(rest)
         if not path.exists():
             raise InvalidInputError(f"--backend replay:PATH: no file at {path}")
-        backend = ReplayBackend.from_file(path, format=_replay_format(path))
+        fmt = _replay_format(path)
+        backend = ReplayBackend.from_file(path, format=fmt)
         candidates = backend.recorded_configs()
         if space_file:
             space = SearchSpace.from_dict(_load_spec(space_file))
             _check_names(space, list(candidates.columns), space_file, "the recording")
+            _check_recorded_values(space, candidates, space_file, warn)
         else:
             space = SearchSpace({k: sorted(candidates[k].unique().tolist()) for k in candidates.columns})
         # The file's domains narrow the recorded configs too, not only its constraints: a config
@@ -76,10 +90,19 @@ def open_session(backend_spec: str, space_file: str | None = None) -> Session:
         if space_file and candidates.empty:
             raise InvalidInputError(f"--space {space_file}: no recorded config lies in its domains and constraints")
         ids = backend.table["hardware_id"].dropna().astype(str).unique() if "hardware_id" in backend.table else []
+        workload = backend.problem()
+        # Against the configs the space admits: a narrowed space's best is not the whole recording's.
+        optimum = _admitted_optimum(backend, space) if space_file else float(backend.optimum().runtime_ms)
         return Session(space, backend, candidates.reset_index(drop=True), f"replay of {path.name}",
-                       optimum=float(backend.optimum().runtime_ms), workload=backend.problem(),
-                       hardware=backend.hardware(), describe=replayed_rows(backend.table),
-                       recorded_hardware_id=str(ids[0]) if len(ids) == 1 else None, recorded_path=path)
+                       optimum=optimum, workload=workload, hardware=backend.hardware(),
+                       optimum_label=(f"optimum of the {len(candidates)} recorded configs in --space" if space_file
+                                      else "recorded optimum"),
+                       runtime_note=("runtime_ms: the median of each config's recorded times (Kernel Tuner's "
+                                     "`time` is their mean: --objective mean_ms tunes that)"
+                                     if fmt == "kernel-tuner" else None),
+                       describe=replayed_rows(backend.table),
+                       recorded_hardware_id=str(ids[0]) if len(ids) == 1 else None, recorded_path=path,
+                       study_identity=lambda: {"hardware": backend.hardware_id, "workload": workload})
     if kind in ("kernel", "local"):  # "local": the tuner issue's name for timing on this machine
         from perfpred.collect import KernelCollector, get_kernel
 
@@ -92,8 +115,16 @@ def open_session(backend_spec: str, space_file: str | None = None) -> Session:
             space = SearchSpace.from_dict(_load_spec(space_file))
             _check_names(space, kernel_names, space_file, f"kernel {name}")
         candidates = space.enumerate() if space.enumerable else None
+
+        def identity() -> dict[str, Any]:  # timed here: workers on other machines must not join the study
+            from perfpred.collect import fingerprint
+
+            return {"hardware": fingerprint(spec.device)["hardware_id"],
+                    "workload": {"kernel": spec.name, **collector.problem_size}}
+
         return Session(space, _KernelBackend(collector), candidates, f"kernel {name} on this CPU",
-                       workload=dict(collector.problem_size), describe=_kernel_rows(collector))
+                       workload=dict(collector.problem_size), describe=_kernel_rows(collector),
+                       study_identity=identity)
     raise InvalidInputError(f"--backend must be replay:PATH or kernel:NAME[:SIZE] (also local:NAME[:SIZE]), but got "
                             f"{backend_spec!r}")
 
@@ -108,6 +139,35 @@ def _check_names(space: SearchSpace, names: list[str], space_file: str, what: st
     if missing:
         raise InvalidInputError(f"--space {space_file} lacks parameter(s) {missing} of {what} (fix one with a "
                                 "one-value list)")
+
+
+def _check_recorded_values(space: SearchSpace, recorded: pd.DataFrame, space_file: str,
+                           warn: Callable[[str], None]) -> None:
+    """A space file's listed values must have been recorded: a parameter with none of them is
+    refused, values the recording lacks are named in one warning (they cannot be measured)."""
+    absent = {}
+    for name, dom in space.params.items():
+        if isinstance(dom, Continuous):
+            continue
+        values = recorded[name]
+        missing = [v for v in dom if not values.isin([v]).any()]
+        has = sorted(values.unique().tolist(), key=lambda v: (type(v).__name__, v))
+        if len(missing) == len(dom):
+            raise InvalidInputError(f"--space {space_file}: no recorded config lies in its domains and constraints "
+                                    f"(no {name} of {missing} is recorded; the recording has {has})")
+        if missing:
+            absent[name] = f"{name} {missing} (recorded: {has})"
+    if absent:
+        warn(f"--space {space_file}: value(s) not in the recording, left out: {'; '.join(absent.values())}")
+
+
+def _admitted_optimum(backend: Any, space: SearchSpace) -> float | None:
+    """The fastest recorded working runtime among the configs ``space`` admits (None: none worked)."""
+    table = backend.table
+    params = pd.DataFrame({n: table[c].to_numpy() for n, c in _param_columns(table, space.names).items()})
+    runtime = table["runtime_ms"].to_numpy(dtype=float)
+    ok = (table["status"] == "ok").to_numpy() & np.isfinite(runtime) & space.admitted(params)
+    return float(runtime[ok].min()) if ok.any() else None
 
 
 def replayed_rows(table: pd.DataFrame) -> Callable[[pd.DataFrame], pd.DataFrame]:

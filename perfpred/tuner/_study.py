@@ -56,8 +56,9 @@ def open_study(storage_url: str | None, study_name: str, directions: list[str],
     """The Optuna study ``study_name`` in ``storage_url`` (None: in memory), created or resumed.
 
     A resumed study must tune the same thing: its directions and ``identity`` (the parameter
-    names, the backend) are checked against what it was created with, so a second space or
-    GPU tuned under one ``--study`` is refused instead of learning from the first one's trials.
+    names, the hardware, the problem; ``LABEL_KEYS`` are only shown) are checked against what it
+    was created with, so a second space or GPU tuned under one ``--study`` is refused instead of
+    learning from the first one's trials.
     A storage URL that cannot be opened is a one-line error naming it.
     """
     import optuna
@@ -83,16 +84,38 @@ def open_study(storage_url: str | None, study_name: str, directions: list[str],
     if identity is not None:
         wanted = json.loads(json.dumps(dict(identity), default=str))
         recorded = study.user_attrs.get("perfpred_identity")
-        if recorded is None:
+        clash = None if recorded is None else _identity_clash(recorded, wanted)
+        if clash is not None:
+            name, old, new = clash
+
+            def labels(ident: Mapping[str, Any]) -> str:
+                shown = [f"{k}={ident[k]}" for k in LABEL_KEYS if k in ident and k != name]
+                return f" ({', '.join(shown)})" if shown else ""
+
+            raise InvalidInputError(f"study {study_name!r} in {storage_url} tunes {name}={old}{labels(recorded)}, "
+                                    f"but this run has {name}={new}{labels(wanted)}: its trials would be learned "
+                                    "from as this one's; use another --study or --output")
+        if recorded != wanted:  # new, renamed, or made by a perfpred that recorded less
             study.set_user_attr("perfpred_identity", wanted)
-        elif recorded != wanted:
-            keys = [*wanted, *(k for k in recorded if k not in wanted)]  # the caller's order: parameters first
-            diff = {k: (recorded.get(k), wanted.get(k)) for k in keys if recorded.get(k) != wanted.get(k)}
-            name, (old, new) = next(iter(diff.items()))
-            raise InvalidInputError(f"study {study_name!r} in {storage_url} tunes {name}={old}, but this run has "
-                                    f"{name}={new}: its trials would be learned from as this one's; use another "
-                                    "--study or --output")
     return study
+
+
+# Identity keys shown in a refusal but not compared: the backend as spelled on the command line.
+# A recording keeps its GPU when renamed or moved, and two GPUs' recordings may share a file name.
+LABEL_KEYS = ("backend",)
+
+
+def _identity_clash(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> tuple[str, Any, Any] | None:
+    """The first key (the caller's order: parameters first) whose recorded value differs from this run's."""
+    # A study made before its hardware and workload were recorded knew its GPU only by the backend's
+    # name: it is told apart by that name, as then, and records the rest when resumed.
+    legacy = any(k not in recorded for k in wanted if k not in LABEL_KEYS)
+    for key in [*wanted, *(k for k in recorded if k not in wanted)]:
+        if (key in LABEL_KEYS and not legacy) or (legacy and key not in recorded):
+            continue
+        if recorded.get(key) != wanted.get(key):
+            return key, recorded.get(key), wanted.get(key)
+    return None
 
 
 def config_key(config: Mapping[str, Any]) -> str:
