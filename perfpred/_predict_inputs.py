@@ -74,6 +74,88 @@ def read_input_csv(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
     return configs, lines
 
 
+def read_input(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """``--input`` by its suffix: YAML (``.yaml`` / ``.yml``) or else CSV."""
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return read_input_yaml(path)
+    return read_input_csv(path)
+
+
+def read_input_yaml(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """``--input`` as YAML: a list of mappings, one per config, each value a number, true/false or
+    text (as a tuning space's YAML spells them); returns one dict per config (a key some configs
+    leave out is an empty cell there, as in a CSV) and the line each config starts on. Anything
+    else is a one-line error."""
+    import yaml
+
+    from perfpred.tuner._space import _yaml_loader
+
+    try:
+        loader = _yaml_loader()(path.read_text(encoding="utf-8-sig"))
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidInputError(f"--input {path}: unreadable YAML: {first}") from None
+    if not isinstance(data, list) or not data:
+        got = "no configs" if data in (None, []) else f"a {type(data).__name__}"
+        raise InvalidInputError(f"--input {path}: a YAML input must be a list of mappings, one per config "
+                                f"(`- block_size_x: 32`), but got {got}")
+    lines = [item.start_mark.line + 1 for item in node.value]
+    header: dict[str, None] = {}
+    for i, item in enumerate(data):
+        if not isinstance(item, dict) or not item:
+            raise InvalidInputError(f"--input {path} row {i + 1} (line {lines[i]}): each config must be a mapping "
+                                    f"of parameter to value, but got {item!r}"[:300])
+        for key, value in item.items():
+            if not isinstance(key, str) or not key.strip():
+                raise InvalidInputError(f"--input {path} row {i + 1} (line {lines[i]}): a parameter name must be "
+                                        f"text, but got {key!r}")
+            if isinstance(value, (list, dict, set)) or not (value is None or isinstance(value, (str, int, float))):
+                raise InvalidInputError(f"--input {path} row {i + 1} (line {lines[i]}), column {key!r}: must be one "
+                                        f"value (a number, true/false or text), but got {value!r}"[:300])
+            header[key] = None
+    # YAML's own types stand (a quoted '32' is text); blank text is missing, as an empty CSV cell.
+    configs = [{name: (value.strip() or None) if isinstance(value := item.get(name), str) else value
+                for name in header} for item in data]
+    return configs, lines
+
+
+# What a Measurement records as results, never a model's input: a CSV of configs that holds them
+# (the measured times next to each config) passes them through to the output.
+RESULT_COLUMNS = frozenset({"measurement_id", "runtime_ms", "raw_times_ms", "n_runs", "min_ms", "mean_ms", "std_ms",
+                            "iqr_ms", "cv", "power_w", "energy_j", "power_source", "load_avg_1m", "ref_runtime_ms",
+                            "error", "source", "timestamp", "status"})
+
+
+def carried_columns(est: Any, kind: str, header: list[str], keep: list[str], input_path: Path) -> list[str]:
+    """Columns of ``--input`` copied to the output unchanged and never read by the model: those
+    ``--keep`` names (an id, a label) and results a Measurement records (its target, measured
+    times, ``metric.*``) unless the model reads one of that name.
+    Any other column stays an input, so a parameter the model never saw (a misspelt name, a
+    parameter it was not trained on) is still refused rather than silently ignored."""
+    missing = [c for c in keep if c not in header]
+    if missing:
+        raise InvalidInputError(f"--keep names column(s) {', '.join(map(repr, missing))} that --input {input_path} "
+                                f"lacks (its columns: {', '.join(header)})")
+    inputs = set(GEMM_INPUTS) if kind == "gemm" else {shown_column(c, kind) for c in _model_inputs(est)}
+    name = str(getattr(est, "target", "runtime_ms")).removeprefix("metric.")
+    results = {*RESULT_COLUMNS, name, f"metric.{name}"}
+    return [c for c in header if c in keep or (c not in inputs and (c in results or c.startswith("metric.")))]
+
+
+def split_carried(configs: list[dict[str, Any]], carried: list[str]) -> list[dict[str, Any]]:
+    """``configs`` without the ``carried`` columns, with a note naming those; the rows as given stay
+    for the output."""
+    if carried:
+        err_console.print(f"note: --input column(s) {', '.join(carried)} pass through to the output unchanged (the "
+                          "model does not read them)", highlight=False, soft_wrap=True)
+    return [{c: v for c, v in cfg.items() if c not in carried} for cfg in configs]
+
+
 def _where(input_csv: Path | None, lines: list[int], i: int, column: str) -> str:
     """Where a value came from, as the user gave it: a CSV cell or a command-line option."""
     if input_csv is None:
@@ -90,7 +172,7 @@ def check_gemm_configs(configs: list[dict[str, Any]], input_csv: Path | None, li
         unknown = [c for c in configs[0] if c not in GEMM_INPUTS]
         if unknown:
             raise InvalidInputError(f"--input {input_csv}: unknown column(s) {unknown}; a GEMM model's CSV takes "
-                                    f"{list(GEMM_INPUTS)}")
+                                    f"{list(GEMM_INPUTS)} (to carry a column through to the output: --keep NAME)")
         missing = [c for c in ("m", "n", "k") if c not in configs[0]]
         if missing:
             raise InvalidInputError(f"--input {input_csv} lacks column(s) {missing}: a GEMM model's CSV needs m, n "
@@ -115,11 +197,12 @@ def check_gemm_configs(configs: list[dict[str, Any]], input_csv: Path | None, li
 
 
 def check_gemm_peaks(est: Any, model: str, hardware_id: str, configs: list[dict[str, Any]],
-                      input_csv: Path | None, lines: list[int]) -> None:
-    """A model that predicts relative to the roofline needs the hardware's peak for each dtype."""
+                      input_csv: Path | None, lines: list[int], spec: dict[str, Any] | None = None) -> None:
+    """A model that predicts relative to the roofline needs the hardware's peak for each dtype
+    (``spec``: the hardware's, where the model was not trained on it)."""
     if not getattr(est, "uses_residual_", False) or getattr(est, "residual_of", None) != "log2_roofline_ms":
         return
-    peaks = json.loads(est.hardware_specs_[hardware_id]).get("peak_gflops")
+    peaks = (spec if spec is not None else json.loads(est.hardware_specs_[hardware_id])).get("peak_gflops")
     if not isinstance(peaks, dict):
         return
     for i, cfg in enumerate(configs):
@@ -142,6 +225,126 @@ def model_hardware(est: Any, model: str, hardware_id: str | None) -> str:
         raise InvalidInputError(f"`--hardware-id` must name a hardware_id --model {model} was trained on "
                                 f"({', '.join(ids)}), but got {hardware_id!r}")
     return hardware_id
+
+
+# Spec facts the hardware features read (``hardware_features``, ``gemm_features``).
+SPEC_FACTS = ("peak_gflops", "mem_bw_gbs", "sm_count", "l2_cache_kib", "clock_mhz", "caches_kib")
+
+
+def resolve_hardware(est: Any, model: str, kind: str, hardware_id: str | None,
+                     spec_file: Path | None) -> tuple[str, dict[str, Any] | None, str]:
+    """The hardware to predict for: ``(hardware_id, None, "")`` for one the model was trained on;
+    for a GEMM model (its features are computed from the hardware spec, so they carry to a GPU it
+    never saw) also another GPU, as ``(hardware_id, spec, where the spec came from)``: from
+    ``--hardware-spec`` or perfpred's spec table. A kernel or serving model learnt its hardware
+    from its rows only, so it keeps to the trained hardware."""
+    trained = sorted(getattr(est, "hardware_specs_", {}))
+    if spec_file is None and (hardware_id is None or hardware_id in trained):
+        return model_hardware(est, model, hardware_id), None, ""
+    if kind != "gemm":
+        why = (f"a {kind} model learnt its hardware from its training rows, so it predicts only that (GEMM models "
+               "predict other GPUs from their spec)")
+        if spec_file is not None:
+            raise InvalidInputError(f"--hardware-spec {spec_file}: --model {model} was trained on "
+                                    f"{', '.join(trained)} and {why}")
+        raise InvalidInputError(f"`--hardware-id` must name a hardware_id --model {model} was trained on "
+                                f"({', '.join(trained)}): {why}, but got {hardware_id!r}")
+    if spec_file is not None:
+        hardware_id, spec = read_hardware_spec(spec_file, hardware_id)
+        if hardware_id in trained:
+            raise InvalidInputError(f"--hardware-spec {spec_file} describes {hardware_id}, which --model {model} was "
+                                    "trained on: leave --hardware-spec out (the model keeps that hardware's spec)")
+        return hardware_id, spec, f"--hardware-spec {spec_file}"
+    spec, known = builtin_gpu_spec(hardware_id)
+    if spec is None:
+        raise InvalidInputError(f"`--hardware-id` must name a hardware_id --model {model} was trained on "
+                                f"({', '.join(trained)}) or a GPU of perfpred's spec table (e.g. "
+                                f"{', '.join(known[:3])}), but got {hardware_id!r}: give its spec with "
+                                "--hardware-spec FILE.json (peak_gflops, mem_bw_gbs, sm_count, ..., or a NeuSight "
+                                "device config)")
+    return hardware_id, spec, "perfpred's spec table"
+
+
+def builtin_gpu_spec(hardware_id: str) -> tuple[dict[str, Any] | None, list[str]]:
+    """The spec of the GPU of perfpred's tables (``GPU_SPECS``, ``GPU_FACTS``) whose hardware id is
+    ``hardware_id``, as the importers build it (or None), and the ids the tables know."""
+    from perfpred.collect.importers._gpus import GPU_FACTS, gpu_hardware, hardware_id_for
+    from perfpred.features import GPU_SPECS
+
+    names = {hardware_id_for(name): name for name in [*GPU_SPECS, *GPU_FACTS]}
+    name = names.get(hardware_id)
+    return (gpu_hardware(name) if name else None), sorted(names)
+
+
+def read_hardware_spec(path: Path, hardware_id: str | None) -> tuple[str, dict[str, Any]]:
+    """``--hardware-spec``: a JSON hardware spec (perfpred's keys: peak_gflops per dtype,
+    mem_bw_gbs, sm_count, l2_cache_kib, ...) or a NeuSight device config, read as the NeuSight
+    importer reads it (on top of the spec table's facts of that GPU); its hardware id and spec."""
+    from perfpred.collect.importers._gpus import gpu_hardware
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidInputError(f"--hardware-spec {path}: unreadable JSON: {first}") from None
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"--hardware-spec {path} must hold a JSON object (a hardware spec or a NeuSight "
+                                f"device config), but got a {type(data).__name__}")
+    spec = gpu_hardware(data["Device"], sheet=data) if isinstance(data.get("Device"), str) else dict(data)
+    named = spec.get("hardware_id")
+    if hardware_id is not None and named is not None and named != hardware_id:
+        raise InvalidInputError(f"--hardware-spec {path} describes hardware_id {named!r}, but got --hardware-id "
+                                f"{hardware_id!r}")
+    hardware_id = hardware_id or named
+    if not isinstance(hardware_id, str) or not hardware_id:
+        raise InvalidInputError(f"--hardware-spec {path} has no hardware_id: name the hardware with --hardware-id")
+    peaks = spec.get("peak_gflops")
+    bad = [(f"peak_gflops.{k}", v) for k, v in peaks.items() if not _positive(v)] if isinstance(peaks, dict) else (
+        [("peak_gflops", peaks)] if peaks is not None and not _positive(peaks) else [])
+    bad += [(k, spec[k]) for k in ("mem_bw_gbs", "sm_count", "l2_cache_kib", "clock_mhz")
+            if k in spec and not _positive(spec[k])]
+    if bad:
+        raise InvalidInputError(f"--hardware-spec {path}: `{bad[0][0]} > 0` must hold (a number), but got "
+                                f"{bad[0][1]!r}")
+    return hardware_id, {**spec, "hardware_id": hardware_id}
+
+
+def _positive(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and value > 0)
+
+
+def new_hardware_rows(est: Any, model: str, configs: list[dict[str, Any]], hardware_id: str,
+                      spec: dict[str, Any], source: str) -> Any:
+    """Rows of ``configs`` on a GPU the model never saw, after checking its spec gives every fact
+    the model's features read (a fact every training GPU had and this one lacks would be a
+    missing feature: a guess, silently), with a warning that this GPU was not in training."""
+    from perfpred.features import config_frame
+
+    rows = config_frame(configs, spec)
+    trained = getattr(est, "hardware_specs_", {})
+    if hasattr(est, "_features") and trained:
+        reference = next(iter(trained))
+        old = est._features(est.config_rows(configs, reference))
+
+        def lost(facts: dict[str, Any]) -> list[str]:
+            new = est._features(config_frame(configs, facts))
+            return [c for c in new.columns if c in old and new[c].isna().any() and old[c].notna().all()]
+
+        missing = lost(spec)
+        if missing:
+            # The facts whose absence loses features: each one lent from a training GPU's spec.
+            lent = json.loads(trained[reference])
+            lacking = [k for k in SPEC_FACTS if k not in spec and k in lent
+                       and len(lost({**spec, k: lent[k]})) < len(missing)]
+            what = f"lacks {', '.join(lacking)}" if lacking else "leaves out facts"
+            raise InvalidInputError(f"the spec of {hardware_id} ({source}) {what}, which the training GPUs' specs "
+                                    f"give and --model {model}'s features read ({', '.join(missing[:3])}): give the "
+                                    "GPU's spec with --hardware-spec FILE.json (e.g. a NeuSight device config)")
+    err_console.print(f"[yellow]warning:[/] --model {model} was not trained on {hardware_id} (it was on "
+                      f"{', '.join(sorted(trained))}): predicted from its spec ({source}), so expect the model's "
+                      "error on unseen GPUs, not its held-out error", highlight=False, soft_wrap=True)
+    return rows
 
 
 def _model_inputs(est: Any) -> dict[str, dict[str, Any]]:
@@ -206,9 +409,10 @@ def _check_input_rows(est: Any, model: str, configs: list[dict[str, Any]], place
             close = [c for c in difflib.get_close_matches(name.split(".", 1)[-1], known, n=2) if c != name]
             problems.append(f"has column {name!r} that no training row had"
                             + (f" (did you mean {close[0]!r}?)" if close else ""))
+        carry = " (to carry a column through to the output: --keep NAME)" if unknown else ""
         raise InvalidInputError(f"--model {model} (kind {est.kind!r}) cannot predict these configs: --input "
                                 f"{input_csv} {' and '.join(problems)} (its columns: {', '.join(placed)}); the "
-                                f"model's input columns: {', '.join(known[:16])}")
+                                f"model's input columns: {', '.join(known[:16])}{carry}")
     by_column = {c: name for name, c in placed.items()}
     for column, info in inputs.items():
         if column not in by_column:
@@ -247,12 +451,19 @@ def warn_outside_training(est: Any, rows: Any) -> None:
 
 
 def print_predictions(configs: list[dict[str, Any]], pred: Any, band: Any, output: Path | None,
-                       target: str = "runtime_ms") -> None:
-    """The configs with their predicted ``target`` (and band), to ``output`` as CSV or printed."""
+                       target: str = "runtime_ms", given: list[dict[str, Any]] | None = None) -> None:
+    """The configs with their predicted ``target`` (and band), to ``output`` as CSV or printed;
+    ``given``: the rows as read, whose columns the model did not read are passed through in place."""
     import pandas as pd
 
     name = target.removeprefix("metric.")
-    out = pd.DataFrame(configs).assign(**{f"predicted_{name}": pred})
+    out = pd.DataFrame(configs)
+    if given is not None and len(given[0]) > len(configs[0]):
+        full = pd.DataFrame(given)
+        for column in out.columns:  # the inputs as checked, in the columns' places as given
+            full[column] = out[column].to_numpy()
+        out = full
+    out = out.assign(**{f"predicted_{name}": pred})
     if band is not None:
         out = out.assign(**{f"lower_{name}": band["lower"].to_numpy(), f"upper_{name}": band["upper"].to_numpy()})
     if output:
@@ -274,7 +485,7 @@ def print_predictions(configs: list[dict[str, Any]], pred: Any, band: Any, outpu
 
 def predict_kernel_configs(est: Any, model: str, configs: list[dict[str, Any]], hardware_id: str | None,
                             coverage: float | None, output: Path | None, input_csv: Path,
-                            lines: list[int]) -> None:
+                            lines: list[int], given: list[dict[str, Any]] | None = None) -> None:
     """``perfpred predict --input`` for a kernel model: each CSV column is a tuning parameter
     (``config.NAME``) unless it names a ``workload.`` column; the hardware is the model's, and
     the problem the one its training rows shared where the CSV does not give it."""
@@ -289,7 +500,7 @@ def predict_kernel_configs(est: Any, model: str, configs: list[dict[str, Any]], 
     rows = rows.assign(**shared)  # the problem the model was trained on, unless the CSV names another
     warn_outside_training(est, rows)
     pred, band = predict_rows(est, model, rows, coverage, lines)
-    print_predictions(configs, pred, band, output)
+    print_predictions(configs, pred, band, output, given=given)
 
 
 def predict_rows(est: Any, model: str, rows: Any, coverage: float | None,
@@ -317,7 +528,7 @@ def predict_rows(est: Any, model: str, rows: Any, coverage: float | None,
 
 def predict_serving_configs(est: Any, model: str, configs: list[dict[str, Any]], hardware_id: str | None,
                              coverage: float | None, output: Path | None, input_csv: Path,
-                             lines: list[int]) -> None:
+                             lines: list[int], given: list[dict[str, Any]] | None = None) -> None:
     """``perfpred predict --input`` for a serving model: each CSV row a deployment never launched
     (the LLM, its size and task as ``workload.`` columns, the engine's knobs as ``config.``
     columns; bare names go where the serving features read them), on the model's hardware."""
@@ -358,4 +569,4 @@ def predict_serving_configs(est: Any, model: str, configs: list[dict[str, Any]],
     if not np.all(np.isfinite(pred)):
         raise InvalidInputError(f"--model {model}: rows {(np.flatnonzero(~np.isfinite(pred)) + 1).tolist()[:10]} "
                                 "have no finite prediction (give each the model's size, e.g. total_params_b)")
-    print_predictions(configs, pred, band, output, target=est.target)
+    print_predictions(configs, pred, band, output, target=est.target, given=given)

@@ -89,7 +89,8 @@ def data_hash(df: pd.DataFrame, target: str = "runtime_ms") -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _score(model: PerformanceModel, train: pd.DataFrame, test: pd.DataFrame, target: str) -> dict[str, Any]:
+def _score(model: PerformanceModel, train: pd.DataFrame, test: pd.DataFrame, target: str,
+           coverage: float | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     model.fit(train, train[target])
     fit_s = time.perf_counter() - t0
@@ -102,7 +103,22 @@ def _score(model: PerformanceModel, train: pd.DataFrame, test: pd.DataFrame, tar
                                 f"{len(pred)} held-out {model.kind!r} rows (roofline needs a FLOP count and peaks, "
                                 "which these rows lack?): leave it out of --models")
     report = regression_report(test[target].to_numpy(float), pred)
+    if coverage is not None:
+        report.update(_band_report(model, test, target, pred, coverage))
     return {**report, "fit_s": fit_s, "predict_s": predict_s, "n_train": len(train)}
+
+
+def _band_report(model: PerformanceModel, test: pd.DataFrame, target: str, pred: np.ndarray,
+                 coverage: float) -> dict[str, float]:
+    """For a fitted model with predictive intervals: the share of held-out rows inside its
+    ``coverage`` band (in %) and the band's mean width relative to the prediction; else nothing."""
+    if not getattr(model, "has_intervals", False) or getattr(model, "reference_mode_", None) == "linear":
+        return {}
+    band = model.predict_interval(test, coverage=coverage)
+    y = test[target].to_numpy(float)
+    lower, upper = band["lower"].to_numpy(float), band["upper"].to_numpy(float)
+    return {"interval_coverage_pct": float(np.mean((y >= lower) & (y <= upper)) * 100),
+            "interval_width_rel": float(np.mean((upper - lower) / pred))}
 
 
 def evaluate_models(
@@ -115,10 +131,14 @@ def evaluate_models(
     target: str = "runtime_ms",
     group_columns: Sequence[str] | None = None,
     train_size: int | None = None,
+    coverage: float | None = None,
 ) -> dict[str, Any]:
     """Score each model under ``split`` ("random", "shape", "hardware"), averaged over seeds.
     ``seeds``: one split per seed (at least one; ignored by "hardware", whose folds are the
     hardware ids). ``train_size`` (random split): train on that many rows, test on all the others.
+    ``coverage`` (e.g. 0.9): a model with predictive intervals is also scored on its band of that
+    coverage: ``interval_coverage_pct`` (held-out rows inside it) and ``interval_width_rel`` (its
+    mean width over the prediction).
 
     Returns {model name: {"mean": metrics averaged over folds, "folds": [...]}}.
     """
@@ -134,6 +154,8 @@ def evaluate_models(
     wrong = next((s for s in seeds if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer))), None)
     if wrong is not None:
         raise InvalidInputError(f"`seeds` must hold integer seeds, but got {wrong!r}")
+    if coverage is not None and not (isinstance(coverage, (int, float)) and 0 < coverage < 1):
+        raise InvalidInputError(f"`0 < coverage < 1` must hold, but got coverage={coverage!r}")
     results: dict[str, Any] = {name: {"folds": []} for name in models}
     folds: list[tuple[str, np.ndarray, np.ndarray]] = []
     if split == "hardware":
@@ -149,7 +171,7 @@ def evaluate_models(
     for label, tr, te in folds:
         train, test = df.iloc[tr], df.iloc[te]
         for name, model in models.items():
-            fold = _score(clone(model), train, test, target)
+            fold = _score(clone(model), train, test, target, coverage)
             results[name]["folds"].append({"fold": label, **fold})
     for name in models:
         fold_list = results[name]["folds"]

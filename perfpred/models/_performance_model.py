@@ -28,6 +28,7 @@ from perfpred.models._regressors import LogTargetXGBRegressor, RooflineRegressor
 
 FEATURIZERS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {"gemm": gemm_features}
 REFERENCE_MODES = ("features", "offset", "linear", "auto")
+ROOFLINE_TARGETS = ("runtime_ms", "min_ms", "mean_ms")  # the times a GEMM row records
 # ``linear``: the ridge fit is the whole model, so its shrinkage is chosen by leave-one-out on the rows.
 LINEAR_ALPHAS = (0.01, 0.1, 1.0, 10.0)
 # Feature sets that are variants of another kind's ("kernel-occupancy" reads "kernel" rows):
@@ -132,12 +133,29 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
     def make_regressor(self) -> BaseEstimator:
         """A fresh, unfitted regressor as ``fit`` builds it; an unknown regressor name fails here."""
         if isinstance(self.regressor, BaseEstimator):
-            return clone(self.regressor)
-        if self.regressor not in REGRESSORS:
+            regressor = clone(self.regressor)
+        elif self.regressor not in REGRESSORS:
             raise InvalidInputError(
                 f"`regressor` must be one of {sorted(REGRESSORS)}, but got regressor={self.regressor!r}"
             )
-        return REGRESSORS[self.regressor](self.random_state)
+        else:
+            regressor = REGRESSORS[self.regressor](self.random_state)
+        self._check_roofline(regressor)
+        return regressor
+
+    def _check_roofline(self, regressor: BaseEstimator) -> None:
+        """The roofline is a GEMM's analytic time (FLOPs and bytes against the peaks): other rows
+        (a kernel's tuning space: one bound for every config; a serving run) or a target that is
+        no time would be scored against a number that does not describe them."""
+        if not isinstance(regressor, RooflineRegressor):
+            return
+        if row_kind(self.kind) != "gemm":
+            gemm_kinds = ", ".join(k for k in FEATURIZERS if row_kind(k) == "gemm")
+            raise InvalidInputError(f"regressor 'roofline' is a GEMM's analytic time, for GEMM rows only (kind "
+                                    f"{gemm_kinds}), but got kind={self.kind!r}")
+        if self.target not in ROOFLINE_TARGETS:
+            raise InvalidInputError(f"regressor 'roofline' predicts a time, so the target must be one of "
+                                    f"{', '.join(ROOFLINE_TARGETS)}, but got target={self.target!r}")
 
     def _features(self, X: pd.DataFrame) -> pd.DataFrame:
         if not isinstance(X, pd.DataFrame):
@@ -422,9 +440,14 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
     def input_warnings(self, X: pd.DataFrame) -> list[str]:
         """One line per input column of ``X`` whose values lie outside what the training rows held
         (a text value never seen, a number far outside the trained range): trees answer there with
-        the nearest trained value, so the prediction is a guess. Unseen text values (a dtype, a
-        precision) come first. Empty for models fitted before ``input_columns_`` was kept."""
+        the nearest trained value, so the prediction is a guess; for a kernel model also a tuning
+        parameter's value no training row ran (``block_size_x=7`` where 16, 32, ... were recorded).
+        Unseen text values (a dtype, a precision) come first. Empty for models fitted before
+        ``input_columns_`` was kept."""
         out, unseen_text = [], []
+        # A kernel's tuning parameters take a few recorded values (powers of two, multiples of a
+        # warp); one never recorded, even inside the range, meets trees that never split there.
+        tuning_space = row_kind(self.kind) == "kernel"
         for column, info in (getattr(self, "input_columns_", None) or {}).items():
             if column not in X or column in NEW_BY_DESIGN:
                 continue
@@ -433,16 +456,27 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
                 continue
             if info["numeric"]:
                 values = pd.to_numeric(given, errors="coerce").astype(float).dropna()
-                far = values[_far_outside(values.to_numpy(), info["min"], info["max"])]
+                outside = _far_outside(values.to_numpy(), info["min"], info["max"])
+                far = values[outside]
                 if len(far):
                     lo, hi = info["min"], info["max"]
-                    trained = (f"differs from the one value the training rows hold, {lo:g}," if lo == hi
-                               else f"lies far outside the training rows' {lo:g}..{hi:g}")
+                    one, many = ("differs", "differ") if lo == hi else ("lies", "lie")
+                    shown = _shown_values(far, info.get("flag"))
+                    verb = one if far.nunique() == 1 else many
+                    trained = (f"{verb} from the one value the training rows hold, {lo:g}," if lo == hi
+                               else f"{verb} far outside the training rows' {lo:g}..{hi:g}")
                     if info.get("flag"):  # a true/false input, as the user wrote it
-                        trained = f"differs from the one value the training rows hold, {bool(lo)},"
-                    value = bool(far.iloc[0]) if info.get("flag") else f"{far.iloc[0]:g}"
-                    out.append(f"{column}={value} {trained} ({len(far)} row(s)): the prediction there "
+                        trained = f"{verb} from the one value the training rows hold, {bool(lo)},"
+                    out.append(f"{column}={shown} {trained} ({len(far)} row(s)): the prediction there "
                                "is an extrapolation")
+                levels = info.get("levels")
+                if tuning_space and column.startswith("config.") and levels and not info.get("flag"):
+                    unseen = values[~outside & ~values.isin(levels)]
+                    if len(unseen):
+                        trained = ", ".join(f"{v:g}" for v in levels[:8]) + (", ..." if len(levels) > 8 else "")
+                        out.append(f"{column}={_shown_values(unseen, False)} is not among the trained values "
+                                   f"{trained} ({len(unseen)} row(s)): no training row ran it, so the "
+                                   "prediction there is a guess")
             elif info["values"] is not None:
                 unseen = sorted(set(given.astype(str)) - set(info["values"]))
                 if unseen:
@@ -466,11 +500,22 @@ NEW_BY_DESIGN = frozenset({"workload.model"})
 # Text values an input column's summary keeps (to warn on unseen ones); a column with more (an id,
 # a free-form name) is not checked.
 MAX_SEEN_VALUES = 200
+# Distinct numbers a numeric input column's summary keeps as its ``levels`` (a tuning parameter's
+# recorded values, to warn on one never run); a column with more (a size swept finely) keeps none.
+MAX_LEVELS = 32
+
+
+def _shown_values(values: pd.Series, flag: Any) -> str:
+    """The distinct values of ``values`` as a warning names them (the first four)."""
+    distinct = list(dict.fromkeys(values.tolist()))
+    shown = [str(bool(v)) if flag else f"{v:g}" for v in distinct[:4]]
+    return ", ".join(shown) + (", ..." if len(distinct) > 4 else "")
 
 
 def input_summary(X: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """What the training rows held per ``config.*`` / ``workload.*`` column with any value: numbers
-    (their min and max) or text (its distinct values), and whether some rows lacked it. Kept by a
+    (their min and max, and their distinct values where few: ``levels``) or text (its distinct
+    values), and whether some rows lacked it. Kept by a
     fitted model so a prediction can name a missing or bad input column, and warn outside the data."""
     out: dict[str, dict[str, Any]] = {}
     for column in X.columns:
@@ -486,7 +531,8 @@ def input_summary(X: pd.DataFrame) -> dict[str, dict[str, Any]]:
         values = given.astype(float) if is_number.all() else None
         if values is not None:
             info.update(numeric=True, min=float(values.min()), max=float(values.max()),
-                        flag=bool(pd.api.types.is_bool_dtype(col) or given.map(type).eq(bool).all()))
+                        flag=bool(pd.api.types.is_bool_dtype(col) or given.map(type).eq(bool).all()),
+                        levels=sorted(set(values.tolist())) if len(values) <= MAX_LEVELS else None)
         else:
             seen = sorted(set(given.astype(str)))
             info.update(numeric=False, values=seen if len(seen) <= MAX_SEEN_VALUES else None)

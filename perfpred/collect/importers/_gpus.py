@@ -48,6 +48,7 @@ GPU_FACTS: dict[str, dict[str, Any]] = {
     "Tesla T4": {"sm_count": 40, "l2_cache_kib": 4096, "memory_gib": 16.0},
     "Tesla P100-PCIE-16GB": {"sm_count": 56, "l2_cache_kib": 4096, "memory_gib": 16.0},
     "Tesla P4": {"sm_count": 20, "l2_cache_kib": 2048, "memory_gib": 8.0},
+    "NVIDIA L4": {"sm_count": 58, "l2_cache_kib": 49152, "memory_gib": 24.0},  # NeuSight's sheet says 60 SMs
 }
 
 
