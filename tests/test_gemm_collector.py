@@ -81,6 +81,12 @@ def test_no_reference_leaves_ref_runtime_empty():
     assert m.ref_runtime_ms is None
 
 
+def test_a_row_says_whether_its_timing_converged():
+    capped = TimingPolicy(warmup_runs=1, min_runs=3, max_runs=3, max_time_s=0.05, target_rel_ci=1e-9)
+    m = GemmCollector(policy=capped, reference=False).measure(GemmConfig(16, 16, 16))
+    assert m.status == "ok" and m.metrics["timing_converged"] == 0.0  # max_runs stopped it, not the CI
+
+
 def test_cold_cache_is_part_of_the_config_and_the_id():
     cold = GemmCollector(policy=TimingPolicy(warmup_runs=1, min_runs=3, max_runs=3, cold_cache=True),
                          reference=False, measure_power=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from perfpred.collect._hardware import fingerprint, software_versions
+from perfpred.collect._hardware import fingerprint, last_level_cache_kib, software_versions
 from perfpred.collect._power import observe_sustained, power_observer
 from perfpred.collect._timing import CacheFlusher, TimingPolicy, time_function
 from perfpred.datasets import Measurement
@@ -28,6 +29,16 @@ _NUMPY_DTYPES = {"fp64": np.float64, "fp32": np.float32, "fp16": np.float16}
 
 # A small, fast config re-timed beside every measurement: its drift shows noisy periods.
 REFERENCE_SHAPE = 256
+# CacheFlusher (perfpred.collect._timing) streams over a buffer of this many times the LLC, at least 8 MiB.
+_FLUSH_LLC_FACTOR, _FLUSH_MIN_BYTES = 2, 8 << 20
+# Out-of-memory texts: CUDA's, torch's CPU allocator's ("DefaultCPUAllocator: can't allocate memory:
+# ... Error code 12 (Cannot allocate memory)"), numpy's ("Unable to allocate 7.45 GiB for an array ...").
+_OOM_TEXT = re.compile(r"out of memory|can't allocate memory|cannot allocate memory|unable to allocate", re.I)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity: taskset, a cgroup cpuset), which may be fewer than the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -54,9 +65,17 @@ class GemmConfig:
                 "threads": self.threads if self.device == "cpu" else None, "cold_cache": cold_cache}
 
     def bytes_needed(self) -> int:
-        return DTYPE_BYTES[self.dtype] * self.b * (self.m * self.k + self.k * self.n + self.m * self.n)
+        """Peak bytes ``_make_operation`` allocates. Torch makes A, B and C in the dtype; numpy draws
+        each operand as float64 and converts it, so a float64 operand lives beside the converted ones
+        (at m=n=k: 2x the operands' bytes for fp16, 1.33x for fp32)."""
+        size = DTYPE_BYTES[self.dtype]
+        a, b, c = (self.b * x for x in (self.m * self.k, self.k * self.n, self.m * self.n))
+        if self.backend == "numpy":
+            return max((8 + size) * a, size * a + (8 + size) * b, size * (a + b + c))
+        return size * (a + b + c)
 
     def validate(self) -> None:
+        """Refuse a config that cannot run here (bad values, more threads than usable CPUs, too little memory)."""
         for name in ("m", "n", "k", "b"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
@@ -75,22 +94,30 @@ class GemmConfig:
                     f"dtype {self.dtype!r} is not supported by backend 'numpy' (supported: {tuple(_NUMPY_DTYPES)})"
                 )
         if self.device == "cpu":
-            cpus = os.cpu_count() or 1
+            cpus = usable_cpus()
             if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)):
                 raise InvalidInputError(f"`threads` must be an integer, but got threads={self.threads!r}")
             if self.threads is not None and not (1 <= self.threads <= cpus):
-                raise InvalidInputError(
-                    f"`1 <= threads <= {cpus}` must hold on this CPU, but got threads={self.threads}"
-                )
+                raise InvalidInputError(f"`1 <= threads <= {cpus}` (the CPUs this process may use) must hold, "
+                                        f"but got threads={self.threads}")
         else:
             _check_cuda_device(self.device, self.dtype)
-        need = self.bytes_needed()
+        self.check_memory()
+
+    def check_memory(self, extra_bytes: int = 0) -> None:
+        """Refuse a config whose operands, plus ``extra_bytes`` the timing needs (a cache-flush
+        buffer), would take more than 80% of the device's free memory."""
+        need = self.bytes_needed() + extra_bytes
         free = _free_memory_bytes(self.device)
         if need > 0.8 * free:
+            flush = f" (with a {extra_bytes / 2**30:.2f} GiB cache-flush buffer)" if extra_bytes else ""
             raise InvalidInputError(
-                f"GEMM b={self.b} m={self.m} n={self.n} k={self.k} {self.dtype} needs {need / 2**30:.2f} GiB, "
-                f"more than 80% of the {free / 2**30:.2f} GiB free on {self.device}"
+                f"{self.label()} needs {need / 2**30:.2f} GiB{flush}, more than 80% of the "
+                f"{free / 2**30:.2f} GiB free on {self.device}"
             )
+
+    def label(self) -> str:
+        return f"GEMM b={self.b} m={self.m} n={self.n} k={self.k} {self.dtype} ({self.backend})"
 
 
 def _check_cuda_device(device: str, dtype: str) -> None:
@@ -152,6 +179,9 @@ def resolve_pin_cpus(pin: str | tuple[int, ...] | None, threads: int) -> tuple[i
         return None
     allowed = sorted(os.sched_getaffinity(0))
     if pin == "auto":
+        if len(allowed) < threads:  # fewer CPUs would time threads=N on fewer cores, silently
+            raise InvalidInputError(f"`len(pin_cpus) >= threads` must hold, but pin_cpus='auto' finds "
+                                    f"{len(allowed)} CPU(s) this process may use {allowed} for threads={threads}")
         return tuple(allowed[:threads])
     if isinstance(pin, str) or not all(isinstance(c, int) and not isinstance(c, bool) for c in pin):
         raise InvalidInputError(f"`pin_cpus` must be 'auto', 'none' or CPU indices, but got pin_cpus={pin!r}")
@@ -198,9 +228,7 @@ def _make_operation(cfg: GemmConfig) -> tuple[Callable[[], object], Callable[[],
 
 
 def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    return "out of memory" in str(exc).lower()
+    return isinstance(exc, MemoryError) or bool(_OOM_TEXT.search(str(exc)))
 
 
 @dataclass
@@ -215,6 +243,8 @@ class GemmCollector:
         pin_cpus: CPUs a CPU config is timed on ("auto": the first ``threads`` allowed CPUs;
             "none"; or indices). On a VM the vCPUs differ: here one ran a 256^3 GEMM 16% faster
             than the other, every time, so an unpinned run's time depends on where it landed.
+        max_config_s: refuse a config whose fewest calls (see ``min_seconds``) would take longer
+            at the device's peak; None: no limit. A BLAS call cannot be interrupted midway.
     """
 
     policy: TimingPolicy = field(default_factory=TimingPolicy)
@@ -222,6 +252,7 @@ class GemmCollector:
     power_duration_s: float = 1.0
     reference: bool = True
     pin_cpus: str | tuple[int, ...] | None = "auto"
+    max_config_s: float | None = 300.0
     source: str = "perfpred.collect.gemm"
 
     name = "gemm"
@@ -235,6 +266,47 @@ class GemmCollector:
 
         dtypes = tuple(dict.fromkeys(("fp32", "fp64", cfg.dtype)))
         return hardware_with_peaks(cfg.device, dtypes, threads=cfg.threads or 1)
+
+    def flushed_llc_bytes(self, cfg: GemmConfig) -> int:
+        """The last-level cache the cold-cache flush must evict for cfg (0: no flush): the largest one
+        instance of which the timed CPUs reach. Not lscpu's total over instances: the flush runs on
+        those CPUs, and a bigger buffer only costs time and memory."""
+        if not (self.policy.cold_cache and cfg.device == "cpu"):
+            return 0
+        pinned = resolve_pin_cpus(self.pin_cpus, cfg.threads or 1)
+        cpus = pinned or (sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0])
+        return (last_level_cache_kib(cpus) or 32 * 1024) * 1024
+
+    def _validate(self, cfg: GemmConfig) -> int:
+        """cfg.validate(), then the memory check again with the flush buffer counted; returns the LLC to flush."""
+        cfg.validate()  # first: flushed_llc_bytes reads cfg.threads
+        llc = self.flushed_llc_bytes(cfg)
+        if llc:
+            cfg.check_memory(max(_FLUSH_LLC_FACTOR * llc, _FLUSH_MIN_BYTES))  # the CacheFlusher buffer
+        return llc
+
+    def min_seconds(self, cfg: GemmConfig, hardware: dict[str, Any]) -> float | None:
+        """A lower bound on the time measuring cfg takes: its fewest calls (one warm-up and 3 samples,
+        time_function's floor for calls that overrun the time cap) at the peak GFLOP/s in ``hardware``."""
+        peak = (hardware.get("peak_gflops") or {}).get(cfg.dtype)
+        if not peak or peak <= 0:
+            return None
+        calls = (self.policy.warmup_runs > 0) + min(self.policy.min_runs, 3)
+        return calls * 2.0 * cfg.b * cfg.m * cfg.n * cfg.k / (peak * 1e9)
+
+    def _check_time(self, cfg: GemmConfig, hardware: dict[str, Any]) -> None:
+        seconds = self.min_seconds(cfg, hardware) if self.max_config_s is not None else None
+        if seconds is not None and seconds > self.max_config_s:
+            peak = hardware["peak_gflops"][cfg.dtype]
+            raise InvalidInputError(
+                f"`minimum time per config <= max_config_s` must hold, but {cfg.label()} needs >= {seconds:.0f} s "
+                f"(its fewest calls at the {peak:g} GFLOP/s peak) for max_config_s={self.max_config_s:g}")
+
+    def check(self, cfg: GemmConfig) -> None:
+        """Refuse cfg before anything runs: ``cfg.validate()`` with the cache-flush buffer counted, and
+        the ``max_config_s`` limit (this reads, or once measures, the device's peaks)."""
+        self._validate(cfg)
+        self._check_time(cfg, self.hardware(cfg))
 
     def measurement_id(self, cfg: GemmConfig) -> str:
         from perfpred.datasets import measurement_key
@@ -251,26 +323,24 @@ class GemmCollector:
         return time_function(call, quick, sync=sync, cuda_events=cfg.device != "cpu").median_ms
 
     def measure(self, cfg: GemmConfig) -> Measurement:
-        cfg.validate()
+        llc = self._validate(cfg)
         hardware = self.hardware(cfg)
+        self._check_time(cfg, hardware)
         base: dict[str, Any] = {
             "kind": "gemm",
             "workload": cfg.workload(),
             "config": cfg.config(self.policy.cold_cache),
             "hardware_id": hardware["hardware_id"],
             "hardware": hardware,
-            "software": software_versions(),
             "source": self.source,
             "load_avg_1m": os.getloadavg()[0],
         }
         pin = resolve_pin_cpus(self.pin_cpus, cfg.threads or 1) if cfg.device == "cpu" else None
         try:
             with cpu_threads(cfg.threads if cfg.device == "cpu" else None, pin) as pinned:
+                base["software"] = software_versions()  # read here: the thread counts in force while timing
                 call, sync = _make_operation(cfg)
-                flush = None
-                if self.policy.cold_cache and cfg.device == "cpu":
-                    llc_kib = max(hardware.get("caches_kib", {}).values(), default=32 * 1024)
-                    flush = CacheFlusher(llc_kib * 1024)
+                flush = CacheFlusher(llc) if llc else None
                 timing = time_function(call, self.policy, sync=sync, flush=flush, cuda_events=cfg.device != "cpu")
                 reading = None
                 if self.measure_power:
@@ -278,6 +348,7 @@ class GemmCollector:
                     reading = observe_sustained(call, observer, min_duration_s=self.power_duration_s, sync=sync)
                 ref_ms = self._reference_ms(cfg) if self.reference else None
         except Exception as exc:  # one failing config is data, not a crash
+            base.setdefault("software", software_versions())
             status = "oom" if _is_oom(exc) else "runtime_error"
             return Measurement(status=status, error=f"{type(exc).__name__}: {exc}"[:500], **base)
         power = {}
@@ -295,6 +366,8 @@ class GemmCollector:
             cv=timing.cv,
             ref_runtime_ms=ref_ms,
             metrics={"timing_rel_ci": timing.rel_ci if math.isfinite(timing.rel_ci) else None,
+                     # 1: the median's CI met the target; 0: a time or run cap stopped sampling
+                     "timing_converged": float(timing.stopped_by == "stable"),
                      "calls_per_sample": float(timing.number),
                      # which CPUs timed it, as a bit mask (NaN: not pinned)
                      "pinned_cpu_mask": float(sum(1 << c for c in pinned)) if pinned else None,

@@ -13,12 +13,14 @@ import json
 import os
 import platform
 import re
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 _ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile",
               "amx_bf16", "amx_int8", "neon", "asimd", "sve")
+_SYSFS_CPU = Path("/sys/devices/system/cpu")
 
 
 def _read(path: str | Path) -> str:
@@ -37,20 +39,42 @@ def _cpuinfo() -> dict[str, str]:
     return info
 
 
-def _caches_kib() -> dict[str, int]:
-    """Per-core cache sizes from sysfs: {'l1d': 48, 'l2': 1024, 'l3': 32768} (KiB)."""
+def _cache_name(index: Path) -> str | None:
+    level = _read(index / "level").strip()
+    ctype = _read(index / "type").strip().lower()
+    return (f"l{level}" + {"data": "d", "instruction": "i"}.get(ctype, "")) if level else None
+
+
+def _caches_kib(cpu: int = 0) -> dict[str, int]:
+    """Cache sizes CPU ``cpu`` reaches, one instance each, from sysfs: {'l1d': 48, 'l2': 2048, 'l3': 32768}
+    (KiB). An instance may be shared (an L3 by a socket or a CCX); lscpu's "L3 cache" line is the
+    total over instances, this size times ``cache_instances``."""
     caches: dict[str, int] = {}
-    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
-        level = _read(index / "level").strip()
-        ctype = _read(index / "type").strip().lower()
-        size = _read(index / "size").strip()
-        m = re.match(r"(\d+)([KMG]?)", size)
-        if not level or not m:
+    for index in sorted((_SYSFS_CPU / f"cpu{cpu}" / "cache").glob("index*")):
+        name = _cache_name(index)
+        m = re.match(r"(\d+)([KMG]?)", _read(index / "size").strip())
+        if not name or not m:
             continue
-        kib = int(m.group(1)) * {"": 1, "K": 1, "M": 1024, "G": 1024 * 1024}[m.group(2)]
-        name = f"l{level}" + ({"data": "d", "instruction": "i"}.get(ctype, ""))
-        caches[name] = kib
+        caches[name] = int(m.group(1)) * {"": 1, "K": 1, "M": 1024, "G": 1024 * 1024}[m.group(2)]
     return caches
+
+
+def _cache_instances() -> dict[str, int]:
+    """How many separate instances of each cache this machine's CPUs have: {'l2': 2, 'l3': 1}
+    (CPUs listed in the same sysfs shared_cpu_list share one instance)."""
+    shared: dict[str, set[str]] = {}
+    for cpu in _SYSFS_CPU.glob("cpu[0-9]*"):
+        for index in cpu.glob("cache/index*"):
+            name = _cache_name(index)
+            if name:
+                shared.setdefault(name, set()).add(_read(index / "shared_cpu_list").strip() or cpu.name)
+    return {name: len(lists) for name, lists in sorted(shared.items())}
+
+
+def last_level_cache_kib(cpus: Iterable[int]) -> int | None:
+    """The largest cache one instance of which a CPU in ``cpus`` reaches (KiB), None if sysfs says nothing."""
+    sizes = [max(caches.values()) for caches in map(_caches_kib, cpus) if caches]
+    return max(sizes, default=None)
 
 
 def _memory_bytes() -> int:
@@ -60,7 +84,8 @@ def _memory_bytes() -> int:
 
 def cpu_spec() -> dict[str, Any]:
     """This machine's CPU: model, architecture, logical and usable CPUs, ISA extensions (AVX2,
-    AVX-512, ...), cache sizes in KiB and memory in GiB, from /proc and ``platform``."""
+    AVX-512, ...), cache sizes in KiB (``caches_kib``: one instance of each, as CPU 0 sees it; the
+    instance counts in ``cache_instances``) and memory in GiB, from /proc, sysfs and ``platform``."""
     info = _cpuinfo()
     flags = set((info.get("flags") or info.get("Features") or "").split())
     return {
@@ -69,7 +94,8 @@ def cpu_spec() -> dict[str, Any]:
         "logical_cpus": os.cpu_count() or 1,
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
         "isa": sorted(f for f in _ISA_FLAGS if f in flags),
-        "caches_kib": _caches_kib(),
+        "caches_kib": _caches_kib(),  # one instance each; the machine has cache_instances of them
+        "cache_instances": _cache_instances(),
         "memory_gib": round(_memory_bytes() / 2**30, 1),
     }
 

@@ -12,7 +12,13 @@ numpy reference (:class:`perfpred.collect.kernels.KernelSpec`). Measuring one co
 3. return a ``kind="kernel"`` Measurement; ``metrics`` hold ``compile_time_ms``,
    ``verification_time_ms`` and ``benchmark_time_ms`` separately (the names Kernel Tuner's
    cache files use, so replayed and collected rows count tuning cost alike), plus
-   ``compile_cache_hit``, ``gflops`` and ``gbs``.
+   ``compile_cache_hit``, ``gflops`` and ``gbs``; ``timing_converged`` is 1 when sampling
+   stopped because the median's CI met the target, 0 when a time or run cap stopped it (a
+   row to treat as noisy), and ``pinned_cpu_mask`` says which CPUs timed a CPU kernel.
+
+CPU kernels are pinned (``pin_cpus="auto"``) to the first ``threads`` CPUs this process may
+use (the kernel's OpenMP threads parameter, else 1): the vCPUs of a VM differ in speed (here
+one ran a 256^3 GEMM 16% faster than the other, every time).
 
 Failures are rows: ``compile_error``, ``invalid`` (wrong result), ``runtime_error`` (the
 child died, e.g. SIGSEGV or SIGILL), ``timeout`` (the child is killed with its process
@@ -43,6 +49,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from perfpred.collect._gemm import resolve_pin_cpus
 from perfpred.collect._hardware import fingerprint, software_versions
 from perfpred.collect._timing import TimingPolicy, TimingResult
 from perfpred.collect.kernels._engine import Job, compiler_identity
@@ -87,6 +94,16 @@ class KernelConfig:
         self.kernel.check_params(self.params)
         self.kernel.check_problem_size(self.problem_size)  # type: ignore[arg-type]
         self.kernel.check_runtime()
+        if self.kernel.device == "cpu" and self.kernel.threads_param:
+            usable = usable_cpus()
+            if self.threads() > usable:  # oversubscribed: it would time the scheduler, not the kernel
+                name = self.kernel.threads_param
+                raise InvalidInputError(f"`{name} <= {usable}` (the CPUs this process may use) must hold for kernel "
+                                        f"{self.kernel.name!r}, but got {name}={self.threads()}")
+
+    def threads(self) -> int:
+        """CPU threads the config runs (its threads parameter, else 1)."""
+        return int(self.params.get(self.kernel.threads_param, 1)) if self.kernel.threads_param else 1
 
     def workload(self) -> dict[str, Any]:
         size = dict(self.problem_size)  # type: ignore[arg-type]
@@ -106,6 +123,10 @@ class KernelConfig:
 
     def __hash__(self) -> int:
         return hash(self._key())
+
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 # ---------------------------------------------------------------------------- the worker process
@@ -290,13 +311,17 @@ class KernelCollector:
         with_peaks: attach the device peaks (roofline features) to the hardware spec.
         startup_timeout_s: how long a new worker may take to start.
         seed: seed of the input data.
+        pin_cpus: CPUs a CPU kernel's worker is pinned to while it runs a config ("auto": the
+            first ``threads`` CPUs this process may use; "none"; or indices).
     """
 
     def __init__(self, kernel: str | KernelSpec, *, problem_size: Mapping[str, int] | None = None,
                  policy: TimingPolicy = KERNEL_POLICY, timeout_s: float = 60.0, verify: bool = True,
                  recycle_after: int = 200, with_peaks: bool = True, startup_timeout_s: float = 120.0,
-                 seed: int = 0, source: str = "perfpred.collect.kernel") -> None:
+                 seed: int = 0, source: str = "perfpred.collect.kernel",
+                 pin_cpus: str | tuple[int, ...] | None = "auto") -> None:
         self.kernel = get_kernel(kernel)
+        resolve_pin_cpus(pin_cpus, 1)  # a malformed choice is refused before anything runs
         if problem_size is not None:
             self.kernel.check_problem_size(problem_size)
         if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
@@ -315,6 +340,7 @@ class KernelCollector:
         self.startup_timeout_s = float(startup_timeout_s)
         self.seed = seed
         self.source = source
+        self.pin_cpus = pin_cpus
         self.name = f"kernel-{self.kernel.name}"
         self._worker: _Worker | None = None
         self._software: dict[str, Any] | None = None
@@ -356,8 +382,13 @@ class KernelCollector:
             return fingerprint(device)
         from perfpred.collect._peaks import hardware_with_peaks
 
-        threads = int(cfg.params.get(self.kernel.threads_param, 1)) if self.kernel.threads_param else 1
-        return hardware_with_peaks(device, threads=threads)
+        return hardware_with_peaks(device, threads=cfg.threads())
+
+    def cpus_for(self, cfg: KernelConfig) -> tuple[int, ...] | None:
+        """The CPUs ``cfg`` is timed on (None: unpinned, as GPU kernels are)."""
+        if self.kernel.device != "cpu":
+            return None
+        return resolve_pin_cpus(self.pin_cpus, cfg.threads())
 
     def measurement_id(self, cfg: KernelConfig | Mapping[str, Any]) -> str:
         cfg = self._as_config(cfg)
@@ -373,6 +404,7 @@ class KernelCollector:
             raise InvalidInputError(f"this collector measures kernel {self.kernel.name!r}, but got a config of "
                                     f"{cfg.kernel.name!r}")
         cfg.validate()
+        cpus = self.cpus_for(cfg)
         hardware = self.hardware(cfg)
         base: dict[str, Any] = {
             "kind": "kernel",
@@ -390,7 +422,8 @@ class KernelCollector:
             self._worker = _Worker(hide_torch=self.kernel.lang == "C", startup_timeout_s=self.startup_timeout_s)
             worker_start_ms = self._worker.start_ms
         job = Job(spec=self.kernel, params=dict(cfg.params), problem_size=dict(cfg.problem_size),  # type: ignore[arg-type]
-                  policy=self.policy, cache_dir=str(cache_dir("kernels")), verify=self.verify, seed=self.seed)
+                  policy=self.policy, cache_dir=str(cache_dir("kernels")), verify=self.verify, seed=self.seed,
+                  cpus=cpus)
         outcome = self._worker.run(job, self.timeout_s)
         if (outcome.status in ("timeout", "runtime_error", "oom") or outcome.result.get("restart")
                 or self._worker.jobs_run >= self.recycle_after):
@@ -411,6 +444,7 @@ class KernelCollector:
         metrics.update({
             "timing_rel_ci": timing.rel_ci if math.isfinite(timing.rel_ci) else None,
             "calls_per_sample": float(timing.number),
+            "timing_converged": float(timing.stopped_by == "stable"),
             "gflops": self.kernel.flops(cfg.problem_size) / seconds / 1e9,  # type: ignore[arg-type]
             "gbs": self.kernel.bytes_moved(cfg.problem_size) / seconds / 1e9,  # type: ignore[arg-type]
         })

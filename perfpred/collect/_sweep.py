@@ -13,10 +13,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from perfpred.collect._visits import combine_visits, gate_visits, visits_done
-from perfpred.datasets import Measurement, MeasurementStore
+from perfpred.datasets import STATUSES, Measurement, MeasurementStore
 from perfpred.errors import InvalidInputError
 
 DESIGNS = ("grid", "random", "sobol")
+# How many times a config has been measured from scratch (a re-measure adds one; absent: once).
+ATTEMPTS_METRIC = "attempts"
 
 
 class Collector(Protocol):
@@ -84,6 +86,7 @@ class SweepReport:
     remeasured: int = 0
     visits: int = 0  # timing visits made (== measured unless visits > 1)
     gated: int = 0  # rows whose runtime was re-derived from their quiet visits
+    kept: int = 0  # re-measured configs whose earlier row was steadier and stayed in the store
     skipped: int = 0
     failed: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
@@ -107,8 +110,10 @@ def run_sweep(
     Configs are validated up front so a bad one stops the sweep before anything runs. Each
     Measurement is committed to the store on its own, so an interrupted sweep resumes where
     it stopped and loses at most the config that was being measured. ``remeasure(row)``
-    picks stored rows to time again (e.g. ones the noise monitors flagged); the new row
-    supersedes the old one.
+    picks stored rows to time again (e.g. ones the noise monitors flagged); the steadier of
+    the old and the new row stays in the store (see ``steadier``), so a re-run in a busy
+    period cannot make a row worse (``SweepReport.kept`` counts the old rows kept), and the
+    row's ``metric.attempts`` counts how often the config was measured.
 
     ``visits > 1`` times every config that many times, once per pass over the sweep (passes
     after the first in a shuffled order drawn from ``seed``), and stores the median of the
@@ -137,7 +142,10 @@ def run_sweep(
             report.skipped += 1
             continue
         previous = None if fresh else Measurement.from_row(stored[key])
-        todo.append(_Pending(cfg, done, previous, replace_stored=store.contains(key)))
+        pending = _Pending(cfg, done, previous, replace_stored=store.contains(key))
+        if fresh and key in stored:
+            pending.earlier = Measurement.from_row(stored[key])
+        todo.append(pending)
     t0 = time.perf_counter()
     bar = None
     total = sum(visits - p.done for p in todo)
@@ -166,15 +174,16 @@ def run_sweep(
                 m = collector.measure(pending.cfg)
                 if visits > 1:
                     m = combine_visits(pending.previous, m)
-                store.append([m], replace=pending.replace_stored)
+                held = pending.store(m, store)
                 first = pending.previous is None
                 pending.previous, pending.done, pending.replace_stored = m, pending.done + 1, True
                 report.measured += int(first)
                 report.remeasured += int(first and pending.was_stored)
                 report.visits += 1
                 if pending.done >= visits or visits == 1:
-                    report.statuses[m.status] = report.statuses.get(m.status, 0) + 1
-                    report.failed += int(m.status != "ok")
+                    report.kept += int(pending.kept_earlier)
+                    report.statuses[held.status] = report.statuses.get(held.status, 0) + 1
+                    report.failed += int(held.status != "ok")
                 if on_measured:
                     on_measured(pending.cfg, m)
                 if bar is not None:
@@ -202,9 +211,46 @@ class _Pending:
     previous: Measurement | None
     replace_stored: bool
     was_stored: bool = field(init=False)
+    earlier: Measurement | None = None  # the stored row a re-measure competes with
+    kept_earlier: bool = False  # the store holds the earlier row (with its attempt counted)
 
     def __post_init__(self) -> None:
         self.was_stored = self.replace_stored
+
+    def store(self, m: Measurement, store: MeasurementStore) -> Measurement:
+        """Write ``m``, or keep the earlier row where that one is steadier; returns what the store holds."""
+        if self.earlier is None:
+            store.append([m], replace=self.replace_stored)
+            return m
+        attempts = {ATTEMPTS_METRIC: float(attempts_made(self.earlier.metrics) + 1)}
+        if steadier(m, self.earlier) is m:
+            m = replace(m, metrics={**m.metrics, **attempts})
+            store.append([m], replace=True)
+            self.kept_earlier = False
+            return m
+        if not self.kept_earlier:  # count the attempt, or undo what an earlier visit wrote
+            store.append([replace(self.earlier, metrics={**self.earlier.metrics, **attempts})], replace=True)
+            self.kept_earlier = True
+        return self.earlier
+
+
+def attempts_made(metrics: dict[str, Any]) -> int:
+    """How many times a row's config was measured (rows from before the count existed: once)."""
+    value = metrics.get(ATTEMPTS_METRIC)
+    return 1 if value is None or (isinstance(value, float) and math.isnan(value)) else int(value)
+
+
+def _unsteadiness(m: Measurement) -> float:
+    if m.status != "ok":
+        return math.inf
+    return math.inf if m.cv is None or math.isnan(m.cv) else m.cv
+
+
+def steadier(new: Measurement, old: Measurement) -> Measurement:
+    """The row a re-measure keeps: an ok row over a failed one, then the lower cv; on a tie the newer."""
+    if (old.status == "ok") != (new.status == "ok"):
+        return new if new.status == "ok" else old
+    return old if _unsteadiness(old) < _unsteadiness(new) else new
 
 
 def noisy_row(max_cv: float) -> Callable[[dict[str, Any]], bool]:
@@ -215,6 +261,27 @@ def noisy_row(max_cv: float) -> Callable[[dict[str, Any]], bool]:
     def rule(row: dict[str, Any]) -> bool:
         cv = row.get("cv")
         return row.get("status") != "ok" or cv is None or math.isnan(cv) or cv > max_cv
+
+    return rule
+
+
+def failed_row(statuses: Sequence[str], max_attempts: int = 2) -> Callable[[dict[str, Any]], bool]:
+    """A ``remeasure`` rule: rows with one of ``statuses`` measured fewer than ``max_attempts`` times.
+
+    A timeout in a busy period is worth another try; a config that failed the same way twice
+    (each try of a hung config costs the whole timeout) is left alone unless the cap is raised.
+    """
+    bad = [s for s in statuses if s not in STATUSES or s == "ok"]
+    if bad:
+        failed = ", ".join(s for s in STATUSES if s != "ok")
+        raise InvalidInputError(f"each retried status must be one of {failed}, but got {bad[0]!r}")
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise InvalidInputError(f"`max_attempts >= 1` must hold, but got max_attempts={max_attempts!r}")
+    wanted = frozenset(statuses)
+
+    def rule(row: dict[str, Any]) -> bool:
+        metrics = {ATTEMPTS_METRIC: row.get(f"metric.{ATTEMPTS_METRIC}")}
+        return row.get("status") in wanted and attempts_made(metrics) < max_attempts
 
     return rule
 

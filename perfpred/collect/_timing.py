@@ -3,7 +3,9 @@
 Each *sample* times ``number`` back-to-back calls and records the time per call, with
 ``number`` chosen (like ``torch.utils.benchmark.Timer.blocked_autorange``) so that a sample
 lasts at least ``min_sample_ms``: tiny kernels are then not drowned by timer resolution and
-call overhead. Samples are taken until the 95% confidence interval of the median is
+call overhead. ``number`` is first guessed from a probe call, then re-chosen from the median
+of the first samples (a cold first call, e.g. a thread pool starting, made 7 us GEMMs look
+slow enough for one call per sample). Samples are taken until the 95% confidence interval of the median is
 narrower than ``target_rel_ci`` (relative half-width), or a run/time cap is hit. The median
 is the reported runtime because this machine's noise is one-sided (occasional 2x outliers).
 """
@@ -25,7 +27,8 @@ class TimingPolicy:
     """How long and how often to time one configuration.
 
     Attributes:
-        warmup_runs: calls made and discarded before timing (JIT, page faults, clocks).
+        warmup_runs: calls made and discarded before timing (JIT, page faults, clocks); all of
+            them are made, however long a call takes.
         min_runs: samples taken at least, even when the first ones agree.
         max_runs: samples taken at most.
         max_time_s: wall-time cap for the samples of one config (warm-up excluded).
@@ -56,11 +59,16 @@ class TimingPolicy:
                 raise InvalidInputError(f"`{rule}` must hold, but got {name}={getattr(self, name)}")
 
 
+# Samples re-choose the calls per sample from, and the most calls one sample makes.
+CALIBRATION_RUNS = 3
+MAX_CALLS_PER_SAMPLE = 10_000
+
+
 @dataclass
 class TimingResult:
     raw_times_ms: list[float]
     number: int
-    stopped_by: str  # "stable" | "time_cap" | "max_runs"
+    stopped_by: str  # "stable" (the median's CI met the target) | "time_cap" | "max_runs"
     rel_ci: float
     median_ms: float = field(init=False)
     min_ms: float = field(init=False)
@@ -103,12 +111,16 @@ def median_rel_ci(samples: list[float] | np.ndarray, z: float = 1.96) -> float:
 
 def replicate_until_stable(take: Callable[[], Sequence[float]], policy: TimingPolicy, *,
                            min_runs: int | None = None,
-                           before_each: Callable[[], None] | None = None) -> tuple[list[float], str]:
+                           before_each: Callable[[], None] | None = None,
+                           recalibrate: Callable[[list[float]], bool] | None = None) -> tuple[list[float], str]:
     """Take samples until the median is stable or a cap is hit: the one stopping rule of every timer.
 
     ``take`` returns one or more samples (ms) per call; ``before_each`` runs untimed before it
-    (a cache flush). Returns the samples (at most ``max_runs``) and why sampling stopped:
-    "stable" (95% CI of the median within ``target_rel_ci``), "time_cap" or "max_runs".
+    (a cache flush). Once ``CALIBRATION_RUNS`` samples exist, ``recalibrate(samples)`` is asked
+    once whether they were taken the wrong way (too few calls per sample); if so they are
+    dropped and sampling starts over within the same time cap. Returns the samples (at most
+    ``max_runs``) and why sampling stopped: "stable" (95% CI of the median within
+    ``target_rel_ci``), "time_cap" or "max_runs".
     """
     min_runs = policy.min_runs if min_runs is None else min_runs
     samples: list[float] = []
@@ -116,8 +128,16 @@ def replicate_until_stable(take: Callable[[], Sequence[float]], policy: TimingPo
     stopped_by = "max_runs"
     while len(samples) < policy.max_runs:
         if before_each is not None:
+            t_flush = time.perf_counter()
             before_each()
+            # Untimed work (a 960 MiB cache flush: ~70 ms) does not eat the sampling time cap.
+            deadline += time.perf_counter() - t_flush
         samples.extend(take())
+        if recalibrate is not None and len(samples) >= CALIBRATION_RUNS:
+            redo, recalibrate = recalibrate(samples), None
+            if redo:
+                samples.clear()
+                continue
         if len(samples) >= min_runs:
             if median_rel_ci(samples) <= policy.target_rel_ci:
                 stopped_by = "stable"
@@ -126,6 +146,39 @@ def replicate_until_stable(take: Callable[[], Sequence[float]], policy: TimingPo
                 stopped_by = "time_cap"
                 break
     return samples[: policy.max_runs], stopped_by
+
+
+def calls_per_sample(call_ms: float, policy: TimingPolicy) -> int:
+    """Back-to-back calls one sample makes so it lasts ``min_sample_ms`` (1 in cold-cache mode)."""
+    if policy.cold_cache or policy.min_sample_ms <= 0 or call_ms >= policy.min_sample_ms:
+        return 1
+    return min(MAX_CALLS_PER_SAMPLE, max(1, math.ceil(policy.min_sample_ms / max(call_ms, 1e-6))))
+
+
+def sample_calls(run_sample: Callable[[int], float], probe_ms: float, policy: TimingPolicy, *,
+                 min_runs: int | None = None,
+                 before_each: Callable[[], None] | None = None) -> tuple[list[float], int, str]:
+    """Samples of ``run_sample(number)`` (ms per call over ``number`` calls) under ``policy``.
+
+    ``number`` starts from the probe and is raised once from the median of the first samples
+    when those were shorter than ``min_sample_ms`` (the probe ran slow: cold caches, a thread
+    pool starting). Returns the samples, the final ``number`` and why sampling stopped.
+    """
+    number = calls_per_sample(probe_ms, policy)
+
+    def recalibrate(samples: list[float]) -> bool:
+        nonlocal number
+        per_call = float(np.median(samples))
+        # 10% headroom: warm calls run a little faster than the ones measured so far.
+        better = calls_per_sample(per_call / 1.1, policy)
+        if number * per_call >= policy.min_sample_ms or better <= number:
+            return False
+        number = better
+        return True
+
+    samples, stopped_by = replicate_until_stable(lambda: [run_sample(number)], policy, min_runs=min_runs,
+                                                 before_each=before_each, recalibrate=recalibrate)
+    return samples, number, stopped_by
 
 
 class CacheFlusher:
@@ -151,18 +204,17 @@ def time_function(
     With ``cuda_events`` the device's own events time each sample (``sync`` is then still used
     to wait for the end event); the host clock is used otherwise.
     """
-    # The first call is warm-up and a probe of the call's cost; long calls need no more warm-up.
+    # The first call is warm-up and a probe of the call's cost.
     t0 = time.perf_counter()
     if policy.warmup_runs > 0:
         fn()
         if sync:
             sync()
     first_call_s = time.perf_counter() - t0
-    if first_call_s < 0.2:
-        for _ in range(policy.warmup_runs - 1):
-            fn()
-        if sync:
-            sync()
+    for _ in range(policy.warmup_runs - 1):
+        fn()
+    if sync:
+        sync()
 
     def run_sample(number: int) -> float:
         if cuda_events:
@@ -182,18 +234,17 @@ def time_function(
             sync()
         return (time.perf_counter() - t0) * 1e3 / number
 
-    # Choose the calls-per-sample from one probe call; cold-cache mode times single calls.
-    number = 1
+    # A first guess of the calls per sample from one probe call (sample_calls re-checks it against
+    # the first samples); cold-cache mode times single calls.
+    probe_ms = first_call_s * 1e3
     if not policy.cold_cache and policy.min_sample_ms > 0 and first_call_s * 1e3 < 5 * policy.min_sample_ms:
         probe_ms = run_sample(1)
-        if probe_ms < policy.min_sample_ms:
-            number = min(10_000, max(1, math.ceil(policy.min_sample_ms / max(probe_ms, 1e-6))))
 
     # A config whose calls alone overrun the time cap gets 3 samples, not min_runs of them.
     min_runs = policy.min_runs
     if first_call_s * policy.min_runs > policy.max_time_s:
         min_runs = min(min_runs, 3)
-    samples, stopped_by = replicate_until_stable(
-        lambda: [run_sample(number)], policy, min_runs=min_runs,
+    samples, number, stopped_by = sample_calls(
+        run_sample, probe_ms, policy, min_runs=min_runs,
         before_each=flush if (flush is not None and policy.cold_cache) else None)
     return TimingResult(raw_times_ms=samples, number=number, stopped_by=stopped_by, rel_ci=median_rel_ci(samples))

@@ -48,12 +48,8 @@ from typing import Any
 
 import numpy as np
 
-from perfpred.collect._timing import TimingPolicy, median_rel_ci, replicate_until_stable
+from perfpred.collect._timing import TimingPolicy, median_rel_ci, replicate_until_stable, sample_calls
 from perfpred.collect.kernels._registry import KernelSpec, tolerance_check
-
-# A kernel call longer than this needs no further warm-up (as in perfpred's time_function).
-_LONG_CALL_MS = 200.0
-_MAX_CALLS_PER_SAMPLE = 10_000
 
 
 @dataclass(frozen=True)
@@ -67,6 +63,7 @@ class Job:
     cache_dir: str
     verify: bool = True
     seed: int = 0
+    cpus: tuple[int, ...] | None = None  # pin the worker to these CPUs (None: every CPU it may use)
 
 
 class CompileError(Exception):
@@ -111,9 +108,9 @@ def time_returned(call: Callable[[], float], policy: TimingPolicy) -> dict[str, 
     """Adaptive replicates of a call that returns its own run time in ms.
 
     Same rules as :func:`perfpred.collect.time_function` (warm-up, calls-per-sample chosen
-    so a sample lasts ``min_sample_ms``, stop when the median's 95% CI is narrow enough or
-    at a run/time cap), but each sample is the mean of the times the kernel reports, so the
-    Python and ctypes call overhead is not part of it.
+    so a sample lasts ``min_sample_ms`` and re-chosen from the first samples, stop when the
+    median's 95% CI is narrow enough or at a run/time cap), but each sample is the mean of
+    the times the kernel reports, so the Python and ctypes call overhead is not part of it.
     """
 
     def checked(ms: float) -> float:
@@ -121,18 +118,11 @@ def time_returned(call: Callable[[], float], policy: TimingPolicy) -> dict[str, 
             raise KernelFailure("runtime_error", f"the kernel reported a run time of {ms!r} ms (must be > 0)")
         return ms
 
-    probe_ms = None
-    for _ in range(max(policy.warmup_runs, 1)):
-        probe_ms = checked(call())
-        if probe_ms >= _LONG_CALL_MS:
-            break
-    assert probe_ms is not None
-    number = 1
-    if not policy.cold_cache and 0 < probe_ms < policy.min_sample_ms:
-        number = min(_MAX_CALLS_PER_SAMPLE, max(1, math.ceil(policy.min_sample_ms / probe_ms)))
+    # Every warm-up call is made (at least one: it is also the probe of the call's cost).
+    probe_ms = min(checked(call()) for _ in range(max(policy.warmup_runs, 1)))
     min_runs = policy.min_runs if probe_ms / 1e3 * policy.min_runs <= policy.max_time_s else min(policy.min_runs, 3)
-    samples, stopped_by = replicate_until_stable(
-        lambda: [sum(checked(call()) for _ in range(number)) / number], policy, min_runs=min_runs)
+    samples, number, stopped_by = sample_calls(
+        lambda number: sum(checked(call()) for _ in range(number)) / number, probe_ms, policy, min_runs=min_runs)
     return {"raw_times_ms": samples, "number": number, "stopped_by": stopped_by, "rel_ci": median_rel_ci(samples)}
 
 
@@ -387,12 +377,45 @@ _WORKLOADS = {"C": _CWorkload, "CUDA": _CudaWorkload, "triton": _TritonWorkload}
 # ---------------------------------------------------------------------------- one job
 
 
+def _set_affinity(cpus: set[int] | tuple[int, ...]) -> bool:
+    """Move every thread of this process to ``cpus``; False where affinity cannot be set.
+
+    Each thread has its own mask, and a new thread inherits its creator's: setting only the
+    main thread would leave the OpenMP pool an earlier config started on its old CPUs.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return False
+    try:
+        threads = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        threads = [0]
+    try:
+        for tid in threads:
+            with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+                os.sched_setaffinity(tid, cpus)
+    except OSError:  # a sandbox that forbids it: timed unpinned, and the row says so
+        return False
+    return True
+
+
 class Engine:
     """Runs jobs; keeps the arguments and reference of the last (kernel, problem size)."""
 
     def __init__(self) -> None:
         self._key: tuple[Any, ...] | None = None
         self._workload: Any = None
+        self._allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        self._pinned = False
+
+    def _pin(self, cpus: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        """Pin to ``cpus`` (or undo an earlier job's pinning); the CPUs pinned to, or None."""
+        if cpus:
+            self._pinned = _set_affinity(cpus)
+            return tuple(cpus) if self._pinned else None
+        if self._pinned and self._allowed:
+            _set_affinity(self._allowed)
+            self._pinned = False
+        return None
 
     def _workload_for(self, job: Job) -> tuple[Any, float]:
         key = (job.spec.name, job.spec.source_sha(), tuple(sorted(job.problem_size.items())), job.seed,
@@ -408,6 +431,9 @@ class Engine:
     def run(self, job: Job, progress: Callable[[str, dict[str, Any]], None]) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
         try:
+            pinned = self._pin(job.cpus)
+            # which CPUs timed it, as a bit mask (None: not pinned), as GEMM rows record it
+            metrics["pinned_cpu_mask"] = float(sum(1 << c for c in pinned)) if pinned else None
             progress("setup", metrics)
             workload, setup_ms = self._workload_for(job)
             metrics["setup_time_ms"] = setup_ms
