@@ -17,17 +17,20 @@ from rich.table import Table
 
 from perfpred._console import console, err_console
 from perfpred._predict_inputs import (
+    carried_columns,
     check_gemm_configs,
     check_gemm_peaks,
-    model_hardware,
+    new_hardware_rows,
     parse_scalar,
     predict_kernel_configs,
     predict_rows,
     predict_serving_configs,
     print_predictions,
-    read_input_csv,
+    read_input,
     required_inputs,
+    resolve_hardware,
     shown_column,
+    split_carried,
     warn_outside_training,
 )
 from perfpred.errors import Interrupted, InvalidInputError, PerfPredError
@@ -146,11 +149,12 @@ def collect_gemm(
     backend: Annotated[str, typer.Option(help="GEMM implementation: torch or numpy.")] = "torch",
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Seed of the random/sobol design.")] = 0,
-    cold_cache: Annotated[bool, typer.Option(help="Flush the CPU caches before every timed sample.")] = False,
+    cold_cache: Annotated[bool, typer.Option(help="Flush the CPU caches before every timed sample, by streaming over twice the last-level cache of the CPUs used (one instance of it: 2 x 480 MiB, ~70 ms, on this VM). Flush time does not count against --max-time-s.")] = False,
     warmup_runs: Annotated[int, typer.Option(help="Untimed calls before timing.")] = 2,
     min_runs: Annotated[int, typer.Option(help="Timed samples taken at least.")] = 5,
     max_runs: Annotated[int, typer.Option(help="Timed samples taken at most.")] = 50,
-    max_time_s: Annotated[float, typer.Option(help="Time cap in seconds for the samples of one config.")] = 1.5,
+    max_time_s: Annotated[float, typer.Option(help="Time cap in seconds for the samples of one config (cache flushes not counted).")] = 1.5,
+    max_config_s: Annotated[float, typer.Option(help="Refuse the sweep if a config's fewest calls (a warm-up and 3 samples) would take longer than this many seconds at the device's peak GFLOP/s (measured once, cached); 0 turns it off. Ctrl-C waits for the BLAS call in progress to finish.")] = 300.0,
     target_rel_ci: Annotated[float, typer.Option(help="Stop when the median's 95% CI half-width / median is below this (0.02 = 2%).")] = 0.02,
     power: Annotated[bool, typer.Option(help="Read power from NVML/RAPL during a sustained loop (--power-duration-s) when a sensor exists.")] = True,
     power_duration_s: Annotated[float, typer.Option(help="Length in seconds of the sustained loop power is read over (sensors update every ~10-100 ms).")] = 1.0,
@@ -163,7 +167,8 @@ def collect_gemm(
 ) -> None:
     """Time GEMMs (C = op(A) @ op(B)) over a sweep design and append them to a store.
 
-    Re-running the same command resumes: configs already in the store are skipped.
+    Re-running the same command resumes: configs already in the store are skipped. Ctrl-C stops
+    the sweep once the BLAS call in progress returns (a call cannot be interrupted midway).
     """
     from perfpred.collect import (
         GemmCollector,
@@ -222,8 +227,12 @@ def collect_gemm(
                           target_rel_ci=target_rel_ci, cold_cache=cold_cache)
     if not (math.isfinite(power_duration_s) and power_duration_s >= 0.1):
         raise InvalidInputError(f"`power_duration_s >= 0.1` must hold, but got --power-duration-s {power_duration_s}")
+    if not (math.isfinite(max_config_s) and max_config_s >= 0):
+        raise InvalidInputError(f"`max_config_s >= 0` must hold, but got --max-config-s {max_config_s}")
     collector = GemmCollector(policy=policy, measure_power=power, power_duration_s=power_duration_s,
-                              reference=reference, pin_cpus=pins)
+                              reference=reference, pin_cpus=pins, max_config_s=max_config_s or None)
+    for cfg in configs:  # the flush buffer and the time limit, still before anything is created
+        collector.check(cfg)
     remeasure = noisy_row(remeasure_above_cv) if remeasure_above_cv is not None else None
     st = MeasurementStore(store, create=True)
     err_console.print(f"[bold]{len(configs)}[/] GEMM configs ({design}) -> {store}")
@@ -236,6 +245,7 @@ def collect_gemm(
     summary = {"measured": report.measured, "timing visits": report.visits,
                "runtimes from quiet visits only": report.gated,
                "re-measured (were noisy or failed)": report.remeasured,
+               "earlier rows kept (were steadier)": report.kept,
                "skipped (already in store)": report.skipped,
                "failed (stored with status)": report.failed, "statuses": report.statuses,
                "wall time": f"{report.wall_s:.1f} s", "store rows": len(st), "store": str(store)}
@@ -249,27 +259,48 @@ def collect_kernel(
     configs: Annotated[int | None, typer.Option(help="Measure a seeded uniform sample of this many valid configs (default: every valid config).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sample and of the input data.")] = 0,
     timeout_s: Annotated[float, typer.Option(help="Wall-time limit of one config (compile + check + timing); past it the row is stored with status timeout.")] = 60.0,
+    retry_status: Annotated[str, typer.Option(help="Stored rows with one of these statuses (comma-separated: timeout, runtime_error, oom, compile_error, invalid; or none) are measured again by a re-run, up to --max-attempts tries each; the steadier of the old and new row is kept. compile_error and invalid are deterministic.")] = "timeout",
+    max_attempts: Annotated[int, typer.Option(help="Tries per config for --retry-status (each try of a hung config costs --timeout-s).")] = 2,
+    pin_cpus: Annotated[str, typer.Option(help="CPUs a config is timed on: auto (the first THREADS CPUs this process may use, THREADS being the kernel's threads parameter), none, or a list like 0,1. vCPUs of a VM can differ in speed by 10-20%.")] = "auto",
     store: Annotated[Path, typer.Option(help="Measurement store folder (created if missing).", callback=resolve_store)] = DEFAULT_STORE,
 ) -> None:
     """Compile, verify and time configs of a tunable kernel and append them to a store.
 
     Training rows for `perfpred train --kind kernel` (and priors for `perfpred tune --prior`).
     Re-running the same command resumes: configs already in the store are skipped; a config
-    that fails to compile, verify or finish in time is stored with its status.
+    that fails to compile, verify or finish in time is stored with its status (--retry-status
+    picks the failures a re-run tries again).
     """
     from perfpred.collect import KernelCollector, get_kernel, run_sweep
+    from perfpred.collect._sweep import failed_row
     from perfpred.datasets import MeasurementStore
 
     if configs is not None and configs < 1:
         raise InvalidInputError(f"`--configs >= 1` must hold, but got --configs {configs}")
     spec = get_kernel(kernel)
-    with KernelCollector(spec, problem_size=spec.parse_problem_size(size), timeout_s=timeout_s, seed=seed) as collector:
-        chosen = collector.configs(configs, seed=seed)  # validated before anything compiles
+    spec.check_runtime()  # a GPU kernel on a machine without one is refused before any config is listed
+    retried = [] if retry_status.strip() == "none" else parse_list(retry_status, "retry-status")
+    if max_attempts < 1:
+        raise InvalidInputError(f"`--max-attempts >= 1` must hold, but got --max-attempts {max_attempts}")
+    try:
+        remeasure = failed_row(retried, max_attempts) if retried else None
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"--retry-status: {exc}") from None
+    pins = pin_cpus if pin_cpus in ("auto", "none") else tuple(parse_list(pin_cpus, "pin-cpus", int))
+    with KernelCollector(spec, problem_size=spec.parse_problem_size(size), timeout_s=timeout_s, seed=seed,
+                         pin_cpus=pins) as collector:
+        chosen = collector.configs(configs, seed=seed)
+        for cfg in chosen:  # refuse bad input (threads, pinning) before creating anything
+            cfg.validate()
+            collector.cpus_for(cfg)
         st = MeasurementStore(store, create=True)
         err_console.print(f"[bold]{len(chosen)}[/] {kernel} config(s) at {collector.problem_size} -> {store}")
-        report = run_sweep(collector, chosen, st)
+        report = run_sweep(collector, chosen, st, remeasure=remeasure)
     st.tidy()
-    _print_kv_table(f"{kernel} sweep", {"measured": report.measured, "skipped (already in store)": report.skipped,
+    _print_kv_table(f"{kernel} sweep", {"measured": report.measured,
+                                        f"re-measured (were {', '.join(retried) or 'none'})": report.remeasured,
+                                        "earlier rows kept (were steadier)": report.kept,
+                                        "skipped (already in store)": report.skipped,
                                         "failed (stored with status)": report.failed, "statuses": report.statuses,
                                         "wall time": f"{report.wall_s:.1f} s", "store rows": len(st),
                                         "store": str(store)})
@@ -530,6 +561,7 @@ def dataset_ls(
 ) -> None:
     """List measurements: workload, config, runtime (ms), spread and status."""
     from perfpred.datasets import STATUSES, MeasurementStore
+    from perfpred.datasets._schema import FIXED_COLUMNS
 
     path = _store_argument(path, store)
     if limit < 0:
@@ -547,9 +579,11 @@ def dataset_ls(
         console.print("no measurements match")
         return
     if sort not in df:
-        raise InvalidInputError(f"--sort must name a column of the table, but got {sort!r}")
+        if sort not in FIXED_COLUMNS:
+            raise InvalidInputError(f"--sort must name a column of the table, but got {sort!r}")
+        df[sort] = None  # a fixed column no row filled (e.g. runtime_ms when every row failed) is dropped on load
     # Columns only rows not shown fill (another kernel's parameters) would list as "=nan".
-    df = df.sort_values(sort, ascending=False).head(limit).dropna(axis=1, how="all")
+    df = df.sort_values(sort, ascending=False, na_position="last").head(limit).dropna(axis=1, how="all")
     cols = [c for c in df.columns if c.startswith(("workload.", "config."))]
     cols += [c for c in ("runtime_ms", "cv", "n_runs", "power_w", "status", "hardware_id") if c in df]
     def shown(v: Any) -> str:
@@ -673,7 +707,7 @@ def _check_reference_options(reference: Path | None, reference_mode: str) -> Non
 @app.command()
 def train(
     store: Annotated[Path, typer.Option(help="Measurement store to train on.", callback=resolve_store)] = DEFAULT_STORE,
-    kind: Annotated[str, typer.Option(help="Which measurements and features: gemm, kernel, serving, or a variant that reads the same rows (gemm-gpu, kernel-occupancy, serving-attention).")] = "gemm",
+    kind: Annotated[str, typer.Option(help="Which measurements and features: gemm, kernel, serving, or a variant that reads the same rows (gemm-gpu, gemm-gpu-transfer, kernel-occupancy, serving-attention).")] = "gemm",
     model: Annotated[str | None, typer.Option(help="Regressor: xgb, hgb, forest, mlp, grid-xgb (dense tuning spaces), deep-trees (tuning spaces with steep steps), gp (exact Gaussian process, up to 5,000 rows), gp4 (four summed GP kernels: a few thousand rows of a tuning space), auto (xgb, deep-trees or gp4, whichever 4-fold CV on the training rows scores best), xgb-quantile / xgb-ensemble (with predictive intervals), rf (GPPerf baseline), roofline. Default: deep-trees for kernel kinds (it follows a tuning space's steps: 1.3% against 7.3% MAPE on a recorded GEMM space, but 41 s to fit 14,000 rows against 1 s), xgb otherwise.")] = None,
     target: Annotated[str, typer.Option(help="Column to predict (runtime_ms, power_w, energy_j, ...).")] = "runtime_ms",
     split: Annotated[str | None, typer.Option(help="Held-out split for the reported error: random, or shape (unseen workloads: GEMM shapes M,N,K; serving rows' models; kernels' problem sizes). Default: shape where the rows hold more than one workload, else random.")] = None,
@@ -699,8 +733,10 @@ def train(
     df = MeasurementStore(store).load()
     _check_kind(df, kind)
     model = model or default_regressor(kind)
-    PerformanceModel(kind=kind, regressor=model).make_regressor()  # an unknown --model fails before any fit
+    # an unknown --model, or one that cannot describe these rows (the roofline), fails before any fit
+    PerformanceModel(kind=kind, regressor=model, target=target).make_regressor()
     df = _select_hardware(df, hardware)
+    _warn_per_request_energy(df, kind, target)
     check_tracking()  # a tracking store that cannot take the run fails now, not after the fit
     lookup = None
     if reference is not None:  # built on the rows train_model selects again (its table, its check)
@@ -723,22 +759,50 @@ def train(
     # Logged after the held-out error is printed: a tracking failure then costs the log, not the numbers.
     result.run_id = log_train_result(result, registered_name=name, max_ref_drift=max_ref_drift, source=str(store))
     console.print(f"MLflow run id: [bold]{result.run_id}[/]" + (f"  registered as [bold]{name}[/]" if name else ""))
-    if kind == "gemm":
-        console.print(f"predict with: perfpred predict --model {name or result.run_id} --m 1024 --n 1024 --k 1024")
-    elif kind.startswith("serving"):
-        console.print(f"predict with: perfpred predict --model {name or result.run_id} --input deployments.csv "
+    _print_predict_hint(result, kind, target, name or result.run_id)
+
+
+def _print_predict_hint(result: Any, kind: str, target: str, ref: str) -> None:
+    """How to predict with the model just trained: the options its kind of rows takes."""
+    from perfpred.models import row_kind
+
+    rows = row_kind(kind)
+    # A model of several hardware ids predicts one at a time: name one (or, for GEMM, another GPU).
+    on = f" --hardware-id {result.hardware_ids[0]}" if len(result.hardware_ids) > 1 else ""
+    if rows == "gemm":
+        console.print(f"predict with: perfpred predict --model {ref}{on} --m 1024 --n 1024 --k 1024 (or --input "
+                      "shapes.csv with columns m,n,k and optional b,dtype,trans_a,trans_b)")
+    elif rows == "serving":
+        console.print(f"predict with: perfpred predict --model {ref}{on} --input deployments.csv "
                       "(one row per deployment: model, task, total_params_b, ..., max_num_seqs, num_gpus, ...)")
     else:
-        console.print(f"predict with: perfpred predict --model {name or result.run_id} --input configs.csv "
+        console.print(f"predict with: perfpred predict --model {ref}{on} --input configs.csv "
                       "(one column per tuning parameter)")
-        if kind.startswith("kernel") and target == "runtime_ms":
-            console.print(f"tune from it: perfpred tune --backend replay:PATH|kernel:NAME --model {name or result.run_id}")
+        if rows == "kernel" and target == "runtime_ms":
+            console.print(f"tune from it: perfpred tune --backend replay:PATH|kernel:NAME --model {ref}")
+
+
+def _warn_per_request_energy(df: Any, kind: str, target: str) -> None:
+    """``--target energy_j`` on LLM serving rows: there it is a request's energy (ML.ENERGY's
+    energy_per_request: energy per token x the request's output tokens), set by how long the
+    LLM's answers run more than by the deployment; energy per token is what a config sets."""
+    from perfpred.models import row_kind
+
+    if target != "energy_j" or not {"energy_j", "metric.energy_per_token_j", "kind"} <= set(df.columns):
+        return
+    rows = df[(df["kind"] == row_kind(kind)) & df["metric.energy_per_token_j"].notna() & df["energy_j"].notna()]
+    if len(rows):
+        err_console.print(f"[yellow]warning:[/] --target energy_j: on the {len(rows)} rows with "
+                          "metric.energy_per_token_j (LLM serving), energy_j is the energy of a whole request "
+                          "(energy per token x its output tokens), which follows how long the answers run, not "
+                          "the deployment: --target metric.energy_per_token_j predicts what a config sets",
+                          highlight=False, soft_wrap=True)
 
 
 @app.command()
 def evaluate(
     store: Annotated[Path, typer.Option(help="Measurement store to evaluate on.", callback=resolve_store)] = DEFAULT_STORE,
-    kind: Annotated[str, typer.Option(help="Which measurements and features: gemm, kernel, serving, or a variant that reads the same rows (gemm-gpu, kernel-occupancy, serving-attention).")] = "gemm",
+    kind: Annotated[str, typer.Option(help="Which measurements and features: gemm, kernel, serving, or a variant that reads the same rows (gemm-gpu, gemm-gpu-transfer, kernel-occupancy, serving-attention).")] = "gemm",
     models: Annotated[str | None, typer.Option(help="Comma-separated regressors to compare. Default: xgb,rf,roofline for GEMM kinds; xgb,rf for serving kinds and deep-trees,xgb,rf for kernel kinds (their rows have no FLOP count for a roofline).")] = None,
     split: Annotated[str | None, typer.Option(help="random, shape (unseen workloads: GEMM shapes M,N,K; serving rows' models; kernels' problem sizes) or hardware (leave one hardware id out). Default: shape where the rows hold more than one workload, else random.")] = None,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; metrics are averaged over them.")] = "0,1,2",
@@ -748,13 +812,16 @@ def evaluate(
     reference: Annotated[Path | None, typer.Option(help="A store with recordings of the same kernel on OTHER hardware, whose times become features (see perfpred train --reference).")] = None,
     reference_mode: Annotated[str, typer.Option(help="How --reference enters: features (the other GPUs' times as columns), offset (the model learns the ratio to a fit of them: follows a sibling GPU from few rows), linear (that fit alone: a sibling GPU scaled) or auto (whichever 4-fold cross-validation on the training rows prefers; 12 fits more: lower MAPE than features on benchmarks/new_hardware.py, GEMM from 50 configs 7.7 -> 5.8%, but a worse fastest-config guess on convolution).")] = "features",
     train_size: Annotated[str | None, typer.Option(help="Random split only: train on this many rows and score on all the others (how well N measurements of a new GPU predict the rest of its space); comma-separated sizes give a learning curve, and the JSON is then keyed by size.")] = None,
+    coverage: Annotated[float, typer.Option(help="Models with predictive intervals (xgb-quantile, xgb-ensemble) are also scored on their band meant to hold this share of outcomes: the % of held-out rows inside it and its mean width over the prediction.")] = 0.9,
 ) -> None:
-    """Compare regressors on held-out data (MAPE, median/p90 APE, R² log/linear, Spearman)."""
+    """Compare regressors on held-out data (MAPE, median/p90 APE, R² log/linear, Spearman; interval coverage % for models with intervals)."""
     from perfpred.datasets import MeasurementStore
     from perfpred.models import PerformanceModel, default_comparison, evaluate_models, training_frame
 
     _check_reference_options(reference, reference_mode)
     _check_output_path(output)
+    if not 0 < coverage < 1:
+        raise InvalidInputError(f"`0 < coverage < 1` must hold, but got --coverage {coverage}")
     seed_list = parse_list(seeds, "seeds", int)
     for seed in seed_list:
         _check_seed(seed, "--seeds")
@@ -764,6 +831,7 @@ def evaluate(
     df = MeasurementStore(store).load()
     _check_kind(df, kind)
     rows = training_frame(_select_hardware(df, hardware), kind=kind, target=target)
+    _warn_per_request_energy(rows, kind, target)
     lookup = _reference_lookup(reference, rows, kind, target)  # shared by every fit (split, seed, model)
     names = default_comparison(kind) if models is None else parse_list(models, "models")
     estimators = {n: PerformanceModel(kind=kind, regressor=n, target=target, reference=lookup,
@@ -774,20 +842,31 @@ def evaluate(
         from perfpred.models._training import has_workloads
 
         split = "random" if sizes is not None or not has_workloads(rows) else "shape"
-    by_size = {size: evaluate_models(rows, estimators, split=split, seeds=seed_list, target=target, train_size=size)
+    by_size = {size: evaluate_models(rows, estimators, split=split, seeds=seed_list, target=target, train_size=size,
+                                     coverage=coverage)
                for size in (sizes or [None])}
     n_ref = 0 if lookup is None else len(lookup.hardware_ids)
     with_ref = f", reference times of {n_ref} other device{'s' * (n_ref > 1)}" if n_ref else ""
     first = ["model", "N"] if sizes else ["model"]
     trained = ": N trained on, the rest scored" if sizes else ""
-    table = Table(*first, "MAPE %", "median APE %", "p90 APE %", "R² log", "R² lin", "Spearman", "fit s",
-                  title=f"{kind} {target}, {split} split, {len(rows)} rows{trained}{with_ref}")
+    # Interval models' held-out coverage of their band (and its width), "-" for point models.
+    bands = any("interval_coverage_pct" in r[n]["mean"] for r in by_size.values() for n in names)
+    band_columns = [f"in {coverage:.0%} band %", "band width / pred"] if bands else []
+    # The description goes above the table, not in its title: a title longer than a narrow table is cut.
+    console.print(f"{kind} {target}, {split} split, {len(rows)} rows{trained}{with_ref}", highlight=False)
+    table = Table(*first, "MAPE %", "median APE %", "p90 APE %", "R² log", "R² lin", "Spearman", *band_columns,
+                  "fit s")
+    for column in table.columns:  # on a narrow terminal the cells fold; no model name is cut
+        column.overflow = "fold"
+    table.columns[0].min_width = max(len(n) for n in names)
     for size, results in by_size.items():
         for n in names:
             m = results[n]["mean"]
+            band = [f"{m[k]:.3g}" if k in m else "-" for k in ("interval_coverage_pct", "interval_width_rel")]
             table.add_row(*([n, str(size)] if sizes else [n]),
                           *(f"{m[k]:.3g}" for k in ("mape_pct", "median_ape_pct", "p90_ape_pct", "r2_log",
-                                                    "r2_linear", "spearman_rho", "fit_s")))
+                                                    "r2_linear", "spearman_rho")),
+                          *(band if bands else []), f"{m['fit_s']:.3g}")
     console.print(table)
     if output:
         payload = {str(size): results for size, results in by_size.items()} if sizes else by_size[None]
@@ -806,9 +885,11 @@ def predict(
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 1,
     trans_a: Annotated[bool, typer.Option(help="A transposed.")] = False,
     trans_b: Annotated[bool, typer.Option(help="B transposed.")] = False,
-    input_csv: Annotated[Path | None, typer.Option("--input", help="CSV of configs: for a GEMM model columns m,n,k and optional b,dtype,threads,trans_a,trans_b; for a kernel model one column per tuning parameter, plus workload.NAME columns for the problem where it varies; for a serving model one row per deployment: the LLM (model, task, total_params_b, activated_params_b, precision, ...) and the engine's knobs (max_num_seqs, tensor_parallel, num_gpus, ...).")] = None,
+    input_csv: Annotated[Path | None, typer.Option("--input", help="CSV of configs (or YAML, by the suffix .yaml/.yml: a list of mappings, one per config): for a GEMM model columns m,n,k and optional b,dtype,threads,trans_a,trans_b; for a kernel model one column per tuning parameter, plus workload.NAME columns for the problem where it varies; for a serving model one row per deployment: the LLM (model, task, total_params_b, activated_params_b, precision, ...) and the engine's knobs (max_num_seqs, tensor_parallel, num_gpus, ...). Measured results (runtime_ms, the model's target, metric.*) pass through to the output.")] = None,
     output: Annotated[Path | None, typer.Option(help="Write predictions as CSV here (with --input).")] = None,
-    hardware_id: Annotated[str | None, typer.Option(help="Hardware to predict for (default: the one the model was trained on).")] = None,
+    hardware_id: Annotated[str | None, typer.Option(help="Hardware to predict for: a hardware id the model was trained on (default: the only one); for a GEMM model (gemm, gemm-gpu, gemm-gpu-transfer: features from the spec sheet) also a GPU of perfpred's spec table (e.g. gpu-nvidia-h100-80gb-hbm3) or one --hardware-spec describes, with a warning that the model never saw it.")] = None,
+    hardware_spec: Annotated[Path | None, typer.Option(help="JSON spec of a GPU a GEMM model was not trained on: perfpred's hardware keys (hardware_id, peak_gflops per dtype in GFLOP/s, mem_bw_gbs in GB/s, sm_count, l2_cache_kib) or a NeuSight device config (device_configs/NVIDIA_L4.json).")] = None,
+    keep: Annotated[str | None, typer.Option(help="Comma-separated --input columns to copy to the output unchanged (an id, a label); the model does not read them.")] = None,
     coverage: Annotated[float | None, typer.Option(help="Also give a predictive interval meant to hold this share of outcomes, e.g. 0.9 (models trained with --model xgb-quantile or xgb-ensemble).")] = None,
 ) -> None:
     """Predict runtime (ms) of one GEMM, or of every config in a CSV (GEMM, kernel or serving models), before running anything."""
@@ -821,10 +902,14 @@ def predict(
                                 "without --input")
     if coverage is not None and not 0 < coverage < 1:
         raise InvalidInputError(f"`0 < coverage < 1` must hold, but got --coverage {coverage}")
+    if keep is not None and input_csv is None:
+        raise InvalidInputError(f"--keep names columns of an --input file to pass through, but got --keep {keep} "
+                                "without --input")
+    given = None  # the --input rows as read, where some of their columns only pass through
     if input_csv is not None:
         if (m, n, k) != (None, None, None):
             raise InvalidInputError("give the configs as --input CSV or one GEMM as --m/--n/--k, not both")
-        configs, lines = read_input_csv(input_csv)
+        configs, lines = read_input(input_csv)
     else:
         if None in (m, n, k):
             raise InvalidInputError("predict needs --m, --n and --k (or --input CSV)")
@@ -834,26 +919,30 @@ def predict(
         check_gemm_configs(configs, None, lines)  # before the model is loaded
     est = load_model(model)
     kind = row_kind(getattr(est, "kind", "gemm"))
-    hardware_id = model_hardware(est, model, hardware_id)
+    hardware_id, spec, spec_source = resolve_hardware(est, model, kind, hardware_id, hardware_spec)
+    if input_csv is not None:
+        carried = carried_columns(est, kind, list(configs[0]), parse_list(keep, "keep") if keep else [], input_csv)
+        given, configs = (configs, split_carried(configs, carried)) if carried else (None, configs)
     if kind in ("kernel", "serving"):
         if input_csv is None:
             columns = ", ".join(shown_column(c, kind) for c in required_inputs(est, kind)) or "its training columns"
             raise InvalidInputError(f"--model {model} is a {kind} model (kind {est.kind!r}): --m/--n/--k describe "
                                     f"one GEMM; give its configs as --input CSV (columns: {columns})")
         predict_configs = predict_kernel_configs if kind == "kernel" else predict_serving_configs
-        predict_configs(est, model, configs, hardware_id, coverage, output, input_csv, lines)
+        predict_configs(est, model, configs, hardware_id, coverage, output, input_csv, lines, given=given)
         return
     if kind != "gemm":
         raise InvalidInputError(f"--model {model} predicts {kind!r} rows: predict takes gemm, kernel and serving "
                                 "models")
     if input_csv is not None:
         check_gemm_configs(configs, input_csv, lines)
-    check_gemm_peaks(est, model, hardware_id, configs, input_csv, lines)
-    rows = est.config_rows(configs, hardware_id)
+    check_gemm_peaks(est, model, hardware_id, configs, input_csv, lines, spec)
+    rows = (est.config_rows(configs, hardware_id) if spec is None
+            else new_hardware_rows(est, model, configs, hardware_id, spec, spec_source))
     warn_outside_training(est, rows)
     pred, band = predict_rows(est, model, rows, coverage, lines)
     if input_csv is not None:
-        print_predictions(configs, pred, band, output)
+        print_predictions(configs, pred, band, output, given=given)
         return
     interval = (f" [{band['lower'].iloc[0]:.4g}, {band['upper'].iloc[0]:.4g}] at {coverage:.0%}"
                 if band is not None else "")
@@ -937,9 +1026,13 @@ def tune(
                                 "or --constraint")
     settings = TuneSettings(budget=budget, batch_size=batch, kappa=kappa, early_stop_rel=early_stop,
                             max_wall_s=max_wall_s, seed=seed, surrogate=surrogate, claim_grace_s=claim_grace_s)
-    session = open_session(backend, str(space) if space else None)
+    session = open_session(backend, str(space) if space else None,
+                           on_warning=lambda message: err_console.print(f"[yellow]warning:[/] {message}",
+                                                                        highlight=False, soft_wrap=True))
     # One study per backend by default: two spaces tuned into one run directory must not share a budget.
     study = study or "-".join(["perfpred-pareto" if objective or constraint else "perfpred-tune", _slug(backend)])
+    # The study is told apart by the hardware and the problem; the backend's name is only shown.
+    identity = {"backend": _slug(backend), **session.study_identity()}
     if objective or constraint:
         from perfpred.tuner._objectives import known_metrics, parse_constraints, parse_objectives
 
@@ -948,7 +1041,7 @@ def tune(
         parse_constraints(constraint or [], known)
         storage = storage or _study_file(output)
         _tune_pareto(session, objective or ["runtime_ms"], constraint or [], budget=budget, batch=batch,
-                     storage=storage, study=study, seed=seed, output=output, backend_tag=_slug(backend),
+                     storage=storage, study=study, seed=seed, output=output, identity=identity,
                      claim_grace_s=claim_grace_s)
         return
     priors = {**(priors_from_files(prior, session.space.names, exclude_hardware=session.recorded_hardware_id,
@@ -973,7 +1066,7 @@ def tune(
             meas = f"{last['value']:.4g}" if last["value"] else last["status"]
             table.add_row("last: predicted vs measured (ms)", f"{pred} vs {meas}")
         if session.optimum:
-            table.add_row("recorded optimum (ms)", f"{session.optimum:.4g}")
+            table.add_row(f"{session.optimum_label} (ms)", f"{session.optimum:.4g}")
         return table
 
     panel: list[Live] = []
@@ -987,14 +1080,26 @@ def tune(
 
     # Built before the panel is drawn, so a study that tunes something else is refused up front.
     tuner = Tuner(session.space, session.backend, settings, candidates=session.candidates, prior=priors,
-                  storage=storage, study_name=study, study_identity={"backend": _slug(backend)},
+                  storage=storage, study_name=study, study_identity=identity,
                   on_evaluation=on_eval, featurize=featurize)
+
+    def report(history: Any, best_config: Any, best_value: Any, comparisons: dict, n_this_run: int) -> dict:
+        return write_report(output, history=history, settings={**settings.__dict__, "backend": backend,
+                                                               "features": features, "features_used": features_used,
+                                                               "priors": sorted(priors or {})},
+                            best_config=best_config, best_value=best_value, comparisons=comparisons,
+                            optimum=session.optimum, budget=budget, description=session.description,
+                            n_this_run=n_this_run)
+
     try:
         with Live(view(), console=err_console, refresh_per_second=8, transient=False) as live:
             panel.append(live)
             result = tuner.run()
     except KeyboardInterrupt:
-        raise _tune_interrupted(state['n'], study, storage) from None
+        # The study holds every evaluation so far (this run's and earlier ones): its report is due too.
+        history = tuner.recorder.history()
+        written = report(history, *tuner.best(), {}, state["n"]) if len(history) else None
+        raise _tune_interrupted(state["n"], study, storage, written and written["result"], len(history)) from None
     finally:
         if not err_console.is_terminal:
             err_console.line()  # a non-terminal Live leaves its last frame without a line end
@@ -1006,12 +1111,8 @@ def tune(
         else:
             comparisons[f"optuna-{baseline}"] = optuna_search(session.backend, session.space, session.candidates,
                                                               budget, sampler=baseline, seed=seed)
-    paths = write_report(output, history=result.study_history if result.study_history is not None else result.history,
-                         settings={**settings.__dict__, "backend": backend, "features": features,
-                                   "features_used": features_used, "priors": sorted(priors or {})},
-                         best_config=result.best_config, best_value=result.best_value, comparisons=comparisons,
-                         optimum=session.optimum, budget=budget, description=session.description,
-                         n_this_run=result.n_evaluations)
+    paths = report(result.study_history if result.study_history is not None else result.history,
+                   result.best_config, result.best_value, comparisons, result.n_evaluations)
     study_evaluations = result.extra.get("study_evaluations", result.n_evaluations)
     summary = {"evaluations": result.n_evaluations
                if study_evaluations == result.n_evaluations
@@ -1020,11 +1121,13 @@ def tune(
                "best (ms)": result.best_value, "wall time (s)": round(result.wall_s, 1),
                "model fitting (s)": round(result.fit_s, 1)}
     if session.optimum and result.best_value:
-        summary["best / recorded optimum"] = round(result.best_value / session.optimum, 4)
+        summary[f"best / {session.optimum_label}"] = round(result.best_value / session.optimum, 4)
     for name, values in comparisons.items():
         ok = [v for v in values if v is not None]
         summary[f"{name} best (ms)"] = min(ok) if ok else "no ok config"
     _print_kv_table("tuning result", summary)
+    if session.runtime_note:
+        console.print(session.runtime_note, highlight=False, soft_wrap=True)
     console.print(f"best config: {json.dumps(result.best_config)}")
     console.print(f"report: {paths['result']}  plot: {paths['plot']}  Optuna study '{study}': {storage}")
     if result.n_evaluations == 0 and result.stopped_by == "budget":
@@ -1261,9 +1364,11 @@ def _check_run_dir(output: Path) -> None:
         return
 
 
-def _tune_interrupted(n_evaluations: int, study: str, storage: str) -> Interrupted:
+def _tune_interrupted(n_evaluations: int, study: str, storage: str, report: Any = None,
+                      n_study: int = 0) -> Interrupted:
+    written = f"; the report of its {n_study} evaluation(s) so far: {report}" if report else ""
     return Interrupted(f"interrupted after {n_evaluations} evaluation(s) of this run: each is a trial of study "
-                       f"{study!r} in {storage}; the same command resumes it without measuring any again")
+                       f"{study!r} in {storage}{written}; the same command resumes it without measuring any again")
 
 
 def _slug(backend: str) -> str:
@@ -1282,28 +1387,39 @@ def _study_file(output: Path) -> str:
 
 
 def _tune_pareto(session, objectives: list[str], constraints: list[str], *, budget: int, batch: int | None,
-                 storage: str | None, study: str, seed: int, output: Path, backend_tag: str,
+                 storage: str | None, study: str, seed: int, output: Path, identity: dict,
                  claim_grace_s: float) -> None:
     """``perfpred tune --objective A --objective B [--constraint ...]``: the measured Pareto front."""
-    from perfpred.tuner import tune_pareto
+    from perfpred.tuner import ParetoSettings, ParetoTuner
     from perfpred.tuner._loop import SCORED_SPACE_BATCH
 
-    done = [0]
+    rows: list[dict] = []
+    tuner = None
     try:
         with err_console.status("tuning") as status:
             def on_eval(row: dict) -> None:
-                done[0] += 1
-                status.update(f"evaluation {done[0]} / {budget}")
+                rows.append(row)
+                status.update(f"evaluation {len(rows)} / {budget}")
 
-            result = tune_pareto(session.space, session.backend, objectives, budget=budget,
-                                 constraints=constraints, candidates=session.candidates, storage=storage,
-                                 study_name=study, study_identity={"backend": backend_tag},
-                                 batch_size=SCORED_SPACE_BATCH if batch is None else batch, seed=seed,
-                                 out_dir=output, on_evaluation=on_eval, claim_grace_s=claim_grace_s)
+            settings = ParetoSettings(objectives=tuple(objectives), budget=budget, constraints=tuple(constraints),
+                                      batch_size=SCORED_SPACE_BATCH if batch is None else batch, seed=seed,
+                                      claim_grace_s=claim_grace_s)
+            tuner = ParetoTuner(session.space, session.backend, settings, candidates=session.candidates,
+                                storage=storage, study_name=study, study_identity=identity, on_evaluation=on_eval)
+            result = tuner.run()
     except KeyboardInterrupt:
-        raise _tune_interrupted(done[0], study, storage) from None
+        # The study holds every evaluation so far (this run's and earlier ones): its report is due too.
+        so_far = tuner.result_so_far(rows) if tuner is not None else None
+        n_study = 0 if so_far is None else len(so_far.study_history)
+        written = so_far.write(output)["json"] if n_study else None
+        raise _tune_interrupted(len(rows), study, storage, written, n_study) from None
+    paths = result.write(output)
     _print_pareto(result, f"Pareto front: {session.description}")
-    console.print(f"report: {output / 'pareto.json'}  front: {output / 'front.csv'}  plot: {output / 'pareto.png'}")
+    if session.runtime_note and "runtime_ms" in [o.metric for o in result.objectives]:
+        console.print(session.runtime_note, highlight=False, soft_wrap=True)
+    # Only what this run wrote: one objective has no plot.
+    plot = f"  plot: {paths['plot']}" if "plot" in paths else ""
+    console.print(f"report: {paths['json']}  front: {paths['front']}{plot}", soft_wrap=True)
 
 
 def _print_pareto(result, title: str) -> None:
