@@ -144,7 +144,8 @@ def carried_columns(est: Any, kind: str, header: list[str], keep: list[str], inp
     inputs = set(GEMM_INPUTS) if kind == "gemm" else {shown_column(c, kind) for c in _model_inputs(est)}
     name = str(getattr(est, "target", "runtime_ms")).removeprefix("metric.")
     results = {*RESULT_COLUMNS, name, f"metric.{name}"}
-    return [c for c in header if c in keep or (c not in inputs and (c in results or c.startswith("metric.")))]
+    # A kept column the model reads (``--keep id,m``) stays an input: the output shows inputs anyway.
+    return [c for c in header if c not in inputs and (c in keep or c in results or c.startswith("metric."))]
 
 
 def split_carried(configs: list[dict[str, Any]], carried: list[str]) -> list[dict[str, Any]]:
@@ -445,9 +446,10 @@ def warn_outside_training(est: Any, rows: Any) -> None:
     warnings = est.input_warnings(rows) if hasattr(est, "input_warnings") else []
     for line in warnings[:3]:
         err_console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
-    if len(warnings) > 3:
-        err_console.print(f"[yellow]warning:[/] and {len(warnings) - 3} more input column(s) outside the "
-                          "training rows", highlight=False, soft_wrap=True)
+    if len(warnings) > 3:  # each line starts with its column and value ("config.x=7 ...")
+        more = ", ".join(line.split(" ", 1)[0] for line in warnings[3:])
+        err_console.print(f"[yellow]warning:[/] also outside the training rows: {more}", highlight=False,
+                          soft_wrap=True)
 
 
 def print_predictions(configs: list[dict[str, Any]], pred: Any, band: Any, output: Path | None,

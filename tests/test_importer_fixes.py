@@ -119,7 +119,8 @@ def test_a_csv_line_with_an_extra_field_is_one_bad_row(tmp_path: Path, data: Pat
     assert (result.rows_read, result.rows_good, result.rows_bad) == (40, 38, 2)
     assert result.bad_examples[0].startswith("sgemm_product.csv: line 7: a row must have the header's 18 fields, "
                                              "but this one has 19: '")
-    assert result.bad_examples[1].startswith("sgemm_product.csv: line 17: runtime Run4 (ms)")
+    assert result.bad_examples[1] == ("sgemm_product.csv: line 17: `runtime Run4 (ms)` must be a finite number, "
+                                      "but got nan (an empty or NaN field)")
     kept = original.frame.drop(index=[5, 15]).reset_index(drop=True)
     assert list(result.frame["measurement_id"]) == list(kept["measurement_id"])
 

@@ -42,7 +42,8 @@ def gpu_gemm_rows() -> list[Measurement]:
             m, n, k = (int(2 ** rng.uniform(6, 12)) for _ in range(3))
             ms = max(2 * m * n * k / (spec["peak_gflops"]["fp32"] * 1e6),
                      4 * (m * k + k * n + m * n) / (spec["mem_bw_gbs"] * 1e6)) + 0.005
-            rows.append(Measurement(kind="gemm", workload={"m": m, "n": n, "k": k, "dtype": "fp32"},
+            # B transposed in every row, as NeuSight's linear layers record it
+            rows.append(Measurement(kind="gemm", workload={"m": m, "n": n, "k": k, "dtype": "fp32", "trans_b": True},
                                     config={"backend": "torch"}, hardware_id=spec["hardware_id"], runtime_ms=ms,
                                     hardware=spec, source="synthetic"))
     return rows
@@ -99,6 +100,14 @@ def test_a_gemm_gpu_model_predicts_a_gpu_of_the_spec_table_with_a_warning(monkey
     assert "predicted runtime_ms" in out and "gpu-nvidia-h100-80gb-hbm3" in " ".join(out.split())
     warning = " ".join(err.split())
     assert "was not trained on gpu-nvidia-h100-80gb-hbm3" in warning and "spec table" in warning, err
+
+
+def test_a_gemm_layout_not_given_is_the_trained_one(monkeypatch, capsys, models):
+    gemm = ["predict", "--model", models["gemm-gpu"], "--m", "1024", "--n", "1024", "--k", "1024"]
+    code, _, err = run_main(monkeypatch, capsys, *gemm, "--hardware-id", "gpu-nvidia-a100-sxm4-40gb")
+    assert code == 0 and "trans_b" not in err, err
+    code, _, err = run_main(monkeypatch, capsys, *gemm, "--no-trans-b", "--hardware-id", "gpu-nvidia-a100-sxm4-40gb")
+    assert code == 0 and "workload.trans_b=False differs" in " ".join(err.split()), err
 
 
 def test_a_spec_lacking_what_the_features_read_is_refused_and_a_spec_file_supplies_it(monkeypatch, capsys, tmp_path,
@@ -318,6 +327,17 @@ def test_measured_and_kept_columns_pass_through_to_the_output(monkeypatch, capsy
     assert pred["id"].tolist() == ["a7", "b9"] and pred["runtime_ms"].tolist() == [3.5, 2.25]
 
 
+def test_a_kept_column_the_model_reads_stays_an_input(monkeypatch, capsys, tmp_path, models):
+    first = KERNEL_PARAMS.split(",")[0]
+    output = tmp_path / "pred.csv"
+    code, _, err = predict_file(monkeypatch, capsys, tmp_path, models["kernel"], "c.csv",
+                                f"id,{KERNEL_PARAMS}\na7,16,1,1,0,row\n", "--keep", f"id,{first}",
+                                "--output", str(output))
+    assert code == 0, err
+    assert first not in " ".join(err.split()).split("pass through")[0].split("note:")[-1], err
+    assert pd.read_csv(output)[first].tolist() == [16]
+
+
 @pytest.mark.parametrize(
     ("header", "extra", "needles"),
     [
@@ -338,3 +358,15 @@ def test_a_gemm_csv_passes_its_measured_time_through(monkeypatch, capsys, tmp_pa
                                   "m,n,k,runtime_ms\n512,512,512,0.25\n", "--hardware-id", "gpu-tesla-t4")
     assert code == 0 and "runtime_ms pass through" in " ".join(err.split()), err
     assert "0.25" in out
+
+
+def test_warnings_beyond_three_still_name_their_columns(capsys):
+    from perfpred._predict_inputs import warn_outside_training
+
+    class Est:
+        def input_warnings(self, rows):
+            return [f"config.p{i}={i} lies far outside the training rows' 16..256 (1 row(s))" for i in range(5)]
+
+    warn_outside_training(Est(), None)
+    err = " ".join(capsys.readouterr().err.split())
+    assert "also outside the training rows: config.p3=3, config.p4=4" in err

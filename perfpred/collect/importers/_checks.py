@@ -30,6 +30,8 @@ class NoGoodRows(InvalidInputError):
 
 
 def fmt_value(value: Any) -> str:
+    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
+        return "nan (an empty or NaN field)"  # a missing cell (a short line) reads as NaN too
     if isinstance(value, (float, np.floating)):
         return repr(float(value))
     if isinstance(value, (np.integer,)):
@@ -64,7 +66,9 @@ class RowChecks:
         vals = np.asarray(values, dtype=object) if not np.isscalar(values) else None
         for i in np.flatnonzero(fresh):
             value = vals[i] if vals is not None else values
-            self.reasons[i] = f"{self.path.name}: {self.labels[i]}: {rule} must hold, but got {fmt_value(value)}"
+            # A rule already phrased as one ("`x` must be an integer") is not wrapped in "... must hold".
+            said = rule if " must " in rule else f"{rule} must hold"
+            self.reasons[i] = f"{self.path.name}: {self.labels[i]}: {said}, but got {fmt_value(value)}"
 
     def fail(self, index: int, reason: str) -> None:
         """Mark one row bad with a reason written by the caller (first reason wins)."""
@@ -76,7 +80,7 @@ class RowChecks:
         """Numbers parsed from ``values``; rows with text, NaN, inf or <= 0 (< 0) marked bad."""
         nums = pd.to_numeric(pd.Series(values).reset_index(drop=True), errors="coerce").to_numpy(dtype=float)
         raw = np.asarray(values, dtype=object)
-        self.require(np.isfinite(nums), f"{name} is a finite number", raw)
+        self.require(np.isfinite(nums), f"`{name}` must be a finite number", raw)
         rule_ok = nums >= 0 if allow_zero else nums > 0
         self.require(np.where(np.isfinite(nums), rule_ok, True), f"{name} {'>= 0' if allow_zero else '> 0'}", nums)
         return nums
@@ -87,7 +91,7 @@ class RowChecks:
         raw = np.asarray(values, dtype=object)
         finite = np.isfinite(nums)
         whole = finite & (np.abs(nums) < 2**53) & (np.floor(np.where(finite, nums, 0)) == np.where(finite, nums, 0))
-        self.require(whole, f"{name} is an integer", raw)
+        self.require(whole, f"`{name}` must be an integer", raw)
         if minimum is not None:
             self.require(np.where(whole, nums >= minimum, True), f"{name} >= {minimum}", nums)
         return np.where(whole, nums, 0).astype(np.int64)
