@@ -587,6 +587,8 @@ def dataset_ls(
     cols = [c for c in df.columns if c.startswith(("workload.", "config."))]
     cols += [c for c in ("runtime_ms", "cv", "n_runs", "power_w", "status", "hardware_id") if c in df]
     def shown(v: Any) -> str:
+        if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:  # a whole number stored as float (n=10240)
+            return str(int(v))
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
     # Columns every listed row shares go to the caption: a kernel store has dozens of them, and
@@ -883,8 +885,8 @@ def predict(
     b: Annotated[int, typer.Option(help="Batch size B.")] = 1,
     dtype: Annotated[str, typer.Option(help="fp64, fp32, bf16 or fp16.")] = "fp32",
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 1,
-    trans_a: Annotated[bool, typer.Option(help="A transposed.")] = False,
-    trans_b: Annotated[bool, typer.Option(help="B transposed.")] = False,
+    trans_a: Annotated[bool | None, typer.Option(help="A transposed (default: as the model's training rows, if they all agree; else no).", show_default=False)] = None,
+    trans_b: Annotated[bool | None, typer.Option(help="B transposed (default: as the model's training rows, if they all agree; else no).", show_default=False)] = None,
     input_csv: Annotated[Path | None, typer.Option("--input", help="CSV of configs (or YAML, by the suffix .yaml/.yml: a list of mappings, one per config): for a GEMM model columns m,n,k and optional b,dtype,threads,trans_a,trans_b; for a kernel model one column per tuning parameter, plus workload.NAME columns for the problem where it varies; for a serving model one row per deployment: the LLM (model, task, total_params_b, activated_params_b, precision, ...) and the engine's knobs (max_num_seqs, tensor_parallel, num_gpus, ...). Measured results (runtime_ms, the model's target, metric.*) pass through to the output.")] = None,
     output: Annotated[Path | None, typer.Option(help="Write predictions as CSV here (with --input).")] = None,
     hardware_id: Annotated[str | None, typer.Option(help="Hardware to predict for: a hardware id the model was trained on (default: the only one); for a GEMM model (gemm, gemm-gpu, gemm-gpu-transfer: features from the spec sheet) also a GPU of perfpred's spec table (e.g. gpu-nvidia-h100-80gb-hbm3) or one --hardware-spec describes, with a warning that the model never saw it.")] = None,
@@ -913,12 +915,18 @@ def predict(
     else:
         if None in (m, n, k):
             raise InvalidInputError("predict needs --m, --n and --k (or --input CSV)")
-        configs = [{"m": m, "n": n, "k": k, "b": b, "dtype": dtype, "threads": threads, "trans_a": trans_a,
-                    "trans_b": trans_b}]
+        flags = {name: value for name, value in (("trans_a", trans_a), ("trans_b", trans_b)) if value is not None}
+        configs = [{"m": m, "n": n, "k": k, "b": b, "dtype": dtype, "threads": threads, **flags}]
         lines = []
         check_gemm_configs(configs, None, lines)  # before the model is loaded
     est = load_model(model)
     kind = row_kind(getattr(est, "kind", "gemm"))
+    if kind == "gemm":  # a layout not given is the one every training row had (NeuSight's linear: B transposed)
+        trained = getattr(est, "constant_workload_", {})
+        for cfg in configs:
+            for flag in ("trans_a", "trans_b"):
+                if cfg.get(flag) is None and f"workload.{flag}" in trained:
+                    cfg[flag] = bool(trained[f"workload.{flag}"])
     hardware_id, spec, spec_source = resolve_hardware(est, model, kind, hardware_id, hardware_spec)
     if input_csv is not None:
         carried = carried_columns(est, kind, list(configs[0]), parse_list(keep, "keep") if keep else [], input_csv)
@@ -1011,6 +1019,14 @@ def tune(
 
     if features not in TUNING_FEATURES:
         raise InvalidInputError(f"`--features` must be one of {', '.join(TUNING_FEATURES)}, but got {features!r}")
+    # One objective to minimise (e.g. --objective mean_ms) is single-objective tuning of that field.
+    single = None
+    if objective and len(objective) == 1 and not constraint:
+        from perfpred.tuner._objectives import Objective
+
+        parsed = Objective.parse(objective[0])
+        single = parsed.metric if parsed.direction == "minimize" else None
+    multi = bool(constraint) or (bool(objective) and single is None)
     if features in ("derived", "mixed") and (objective or constraint):
         raise InvalidInputError(f"`--features {features}` works in single-objective tuning only, but got --objective "
                                 "or --constraint")
@@ -1025,15 +1041,22 @@ def tune(
         raise InvalidInputError("`--prior` and `--model` work in single-objective tuning only, but got --objective "
                                 "or --constraint")
     settings = TuneSettings(budget=budget, batch_size=batch, kappa=kappa, early_stop_rel=early_stop,
-                            max_wall_s=max_wall_s, seed=seed, surrogate=surrogate, claim_grace_s=claim_grace_s)
+                            max_wall_s=max_wall_s, seed=seed, surrogate=surrogate, claim_grace_s=claim_grace_s,
+                            objective=single or "runtime_ms")
     session = open_session(backend, str(space) if space else None,
                            on_warning=lambda message: err_console.print(f"[yellow]warning:[/] {message}",
                                                                         highlight=False, soft_wrap=True))
-    # One study per backend by default: two spaces tuned into one run directory must not share a budget.
-    study = study or "-".join(["perfpred-pareto" if objective or constraint else "perfpred-tune", _slug(backend)])
-    # The study is told apart by the hardware and the problem; the backend's name is only shown.
-    identity = {"backend": _slug(backend), **session.study_identity()}
-    if objective or constraint:
+    from perfpred.tuner._study import resume_name, space_identity
+
+    # The study is told apart by the hardware, the problem and the space's domains; the backend's name is only shown.
+    identity = {"backend": _slug(backend), **session.study_identity(), **space_identity(session.space)}
+    if study is None:  # perfpred-tune-BACKEND, unless the storage holds this recording's study under another name
+        prefix = "perfpred-pareto" if multi else "perfpred-tune"
+        study = f"{prefix}-{_slug(backend)}"
+        # Only a storage that exists is searched: a run refused below must leave no study.db behind.
+        if storage is not None or (output / "study.db").exists():
+            study = resume_name(storage or _study_file(output), study, f"{prefix}-", identity)
+    if multi:
         from perfpred.tuner._objectives import known_metrics, parse_constraints, parse_objectives
 
         known = known_metrics(session.backend)  # a bad objective fails here, before a run directory exists
@@ -1054,19 +1077,24 @@ def tune(
             f" ({session.recorded_hardware_id}'s own rows in the stores left out)"
             if session.recorded_hardware_id and any(Path(p).is_dir() for p in prior) else ""))
     features_used, featurize = _tuning_featurizer(features, session, has_prior=priors is not None)
-    state = {"n": 0, "best": None, "last": None}
+    state: dict[str, Any] = {"n": 0, "before": 0, "best": None, "last": None}
+    metric = settings.objective
+    unit = "ms" if metric.endswith("_ms") else metric
+    optimum = session.optimum if metric == "runtime_ms" else None  # the recorded optimum is of runtime_ms
 
     def view() -> Table:
         table = Table(title=f"perfpred tune: {session.description}", show_header=False)
-        table.add_row("evaluations", f"{state['n']} / {budget}")
-        table.add_row("best so far (ms)", f"{state['best']:.4g}" if state["best"] else "-")
+        # The study's evaluations (earlier runs' too), as the final summary counts them.
+        table.add_row("evaluations", f"{state['before'] + state['n']} / {budget}"
+                      + (f" ({state['n']} this run)" if state["before"] else ""))
+        table.add_row(f"best so far ({unit})", f"{state['best']:.4g}" if state["best"] is not None else "-")
         last = state["last"]
         if last:
             pred = f"{last['predicted']:.4g}" if last["predicted"] else "-"
             meas = f"{last['value']:.4g}" if last["value"] else last["status"]
-            table.add_row("last: predicted vs measured (ms)", f"{pred} vs {meas}")
-        if session.optimum:
-            table.add_row(f"{session.optimum_label} (ms)", f"{session.optimum:.4g}")
+            table.add_row(f"last: predicted vs measured ({unit})", f"{pred} vs {meas}")
+        if optimum:
+            table.add_row(f"{session.optimum_label} (ms)", f"{optimum:.4g}")
         return table
 
     panel: list[Live] = []
@@ -1082,13 +1110,16 @@ def tune(
     tuner = Tuner(session.space, session.backend, settings, candidates=session.candidates, prior=priors,
                   storage=storage, study_name=study, study_identity=identity,
                   on_evaluation=on_eval, featurize=featurize)
+    earlier = tuner.recorder.measured()
+    state["before"] = len(earlier)
+    state["best"] = min((v for _, v, st in earlier if st == "ok" and v is not None), default=None)
 
     def report(history: Any, best_config: Any, best_value: Any, comparisons: dict, n_this_run: int) -> dict:
         return write_report(output, history=history, settings={**settings.__dict__, "backend": backend,
                                                                "features": features, "features_used": features_used,
                                                                "priors": sorted(priors or {})},
                             best_config=best_config, best_value=best_value, comparisons=comparisons,
-                            optimum=session.optimum, budget=budget, description=session.description,
+                            optimum=optimum, budget=budget, description=session.description,
                             n_this_run=n_this_run)
 
     try:
@@ -1118,15 +1149,17 @@ def tune(
                if study_evaluations == result.n_evaluations
                else f"{result.n_evaluations} this run, {study_evaluations} in the study",
                "stopped by": result.stopped_by,
-               "best (ms)": result.best_value, "wall time (s)": round(result.wall_s, 1),
+               f"best ({unit})": result.best_value, "wall time (s)": round(result.wall_s, 1),
                "model fitting (s)": round(result.fit_s, 1)}
-    if session.optimum and result.best_value:
-        summary[f"best / {session.optimum_label}"] = round(result.best_value / session.optimum, 4)
+    if optimum and result.best_value:
+        summary[f"best / {session.optimum_label}"] = round(result.best_value / optimum, 4)
     for name, values in comparisons.items():
         ok = [v for v in values if v is not None]
         summary[f"{name} best (ms)"] = min(ok) if ok else "no ok config"
     _print_kv_table("tuning result", summary)
-    if session.runtime_note:
+    if single and single != "runtime_ms":
+        console.print(f"objective: {single} (minimised)", highlight=False)
+    elif session.runtime_note:
         console.print(session.runtime_note, highlight=False, soft_wrap=True)
     console.print(f"best config: {json.dumps(result.best_config)}")
     console.print(f"report: {paths['result']}  plot: {paths['plot']}  Optuna study '{study}': {storage}")

@@ -1,4 +1,5 @@
-"""Shared test set-up: the one CUDA gate, an isolated PERFPRED_HOME, and a synthetic GEMM table."""
+"""Shared test set-up: the one CUDA gate, an isolated PERFPRED_HOME, the recorded datasets and a
+synthetic GEMM table."""
 
 from __future__ import annotations
 
@@ -129,3 +130,15 @@ def synthetic_gemm_table() -> pd.DataFrame:
     Session-scoped: treat it as read-only (``.copy()`` before changing it).
     """
     return make_gemm_table(300, seed=0)
+
+
+@pytest.fixture(scope="session")
+def data():
+    """The recorded datasets folder (``PERFPRED_DATASETS``); tests that read it skip without it."""
+    from perfpred.errors import DatasetNotFoundError
+    from perfpred.settings import datasets_dir
+
+    try:
+        return datasets_dir()
+    except DatasetNotFoundError as exc:
+        pytest.skip(str(exc))

@@ -204,7 +204,7 @@ def test_dataset_ls_leaves_out_columns_no_listed_row_fills(tmp_path):
         return pd.DataFrame({"measurement_id": [f"{prefix}{i}" for i in range(3)], "schema_version": 1,
                              "kind": "kernel", "status": "ok", "hardware_id": "gpu-x", "runtime_ms": runtime_ms,
                              "timestamp": "2026-12-07T00:00:00+00:00", "source": "test",
-                             "workload.kernel_name": prefix, f"config.{param}": [1, 2, 3]})
+                             "workload.kernel_name": prefix, f"config.{param}": [1, 2, 10240]})
 
     store = MeasurementStore(tmp_path / "s", create=True)
     store.append_frame(rows("slow", "block_size_x", 9.0))
@@ -213,6 +213,7 @@ def test_dataset_ls_leaves_out_columns_no_listed_row_fills(tmp_path):
                            env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "block_size_x" in result.output and "tile_size_x" not in result.output and "nan" not in result.output
+    assert "10240" in result.output and "e+04" not in result.output  # whole numbers read back as floats
 
 
 def test_train_registers_a_model(trained_name):

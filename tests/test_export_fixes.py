@@ -16,19 +16,11 @@ from test_cli import assert_one_line_error, run_main
 
 from perfpred.collect.importers import export_kernel_tuner_cache, get_importer, run_import
 from perfpred.datasets import STATUSES, MeasurementStore
-from perfpred.errors import DatasetNotFoundError, InvalidInputError
+from perfpred.errors import InvalidInputError
 from perfpred.settings import datasets_dir
 
 # A tune parameter written as Kernel Tuner users write it: ints among fractions.
 TUNE_PARAMS = {"block_size_x": [32, 64], "f": [0.5, 1, 1.5], "s": ["a", "b"], "flag": [True, False]}
-
-
-@pytest.fixture(scope="module")
-def data() -> Path:
-    try:
-        return datasets_dir()
-    except DatasetNotFoundError as exc:
-        pytest.skip(str(exc))
 
 
 def recorded(name: str) -> dict:

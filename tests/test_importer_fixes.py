@@ -26,14 +26,6 @@ A100_GPU = "NVIDIA A100-PCIE-40GB"
 
 
 @pytest.fixture(scope="module")
-def data() -> Path:
-    try:
-        return datasets_dir()
-    except DatasetNotFoundError as exc:
-        pytest.skip(str(exc))
-
-
-@pytest.fixture(scope="module")
 def conv(data: Path) -> dict:
     """The A100 convolution cache, cut to 8 entries of which 2 failed."""
     doc = json.loads(gzip.decompress((data / A100_CONV).read_bytes()))

@@ -23,21 +23,12 @@ from perfpred.collect.importers import (
     run_import,
 )
 from perfpred.datasets import Measurement, MeasurementStore
-from perfpred.errors import DatasetNotFoundError, InvalidInputError
-from perfpred.settings import datasets_dir
+from perfpred.errors import InvalidInputError
 
 
 def gz_text(path: Path) -> str:
     """The text of a gzipped file (read whole: the samples are small)."""
     return gzip.decompress(Path(path).read_bytes()).decode()
-
-
-@pytest.fixture(scope="module")
-def data() -> Path:
-    try:
-        return datasets_dir()
-    except DatasetNotFoundError as exc:
-        pytest.skip(str(exc))
 
 
 def csv_slice(src: Path, dst: Path, n_rows: int) -> Path:

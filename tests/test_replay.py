@@ -13,21 +13,12 @@ from perfpred.collect._replay import ReplayBackend, ReplayConfig
 from perfpred.collect._sweep import run_sweep
 from perfpred.collect.importers import get_importer, run_import
 from perfpred.datasets import MeasurementStore
-from perfpred.errors import DatasetNotFoundError, InvalidInputError
-from perfpred.settings import datasets_dir
+from perfpred.errors import InvalidInputError
 
 
 def gz_text(path: Path) -> str:
     """The text of a gzipped file (read whole: the samples are small)."""
     return gzip.decompress(Path(path).read_bytes()).decode()
-
-
-@pytest.fixture(scope="module")
-def data() -> Path:
-    try:
-        return datasets_dir()
-    except DatasetNotFoundError as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")

@@ -195,11 +195,55 @@ def test_mean_ms_tunes_kernel_tuners_own_time_on_a_replay(monkeypatch, capsys, t
     out = tmp_path / "run"
     code, stdout, err = _tune(monkeypatch, capsys, _replay("A4000"), out, "--budget", "4", "--objective", "mean_ms")
     assert code == 0, err
-    assert "objectives: mean_ms:minimize; best" in stdout and "median of each" not in stdout
+    text = " ".join(stdout.split())  # one objective: the single-objective tuner, not a one-config Pareto front
+    assert "Pareto front" not in text and "perfpred-tune-" in text and "median of each" not in text
+    assert "objective: mean_ms" in text and "best / " not in text  # the recorded optimum is runtime_ms's
+    assert (out / "best_so_far.png").is_file() and not (out / "pareto.json").exists()
     with gzip.open(datasets_dir() / CONV.format("A4000")) as f:
         cache = json.load(f)
     names = list(cache["tune_params"])
-    for row in json.loads((out / "pareto.json").read_text())["history"]:
-        recorded = cache["cache"][",".join(str(row[n]) for n in names)]
-        if row["mean_ms"] is not None:
-            assert row["mean_ms"] == pytest.approx(recorded["time"])  # Kernel Tuner's `time`
+    report = json.loads((out / "result.json").read_text())
+    recorded = cache["cache"][",".join(str(report["best_config"][n]) for n in names)]
+    assert report["best_value"] == pytest.approx(recorded["time"])  # Kernel Tuner's `time`
+
+
+# ---------------------------------------------------------------------------- 6. resuming (second QA pass)
+
+
+@pytest.mark.parametrize("order", ["space-later", "space-first"])
+def test_a_study_resumed_in_another_space_is_refused_before_measuring(monkeypatch, capsys, tmp_path, order):
+    out, narrowed = tmp_path / "run", ["--space", _space(tmp_path)]
+    first, second = ([], narrowed) if order == "space-later" else (narrowed, [])
+    code, _, err = _tune(monkeypatch, capsys, _replay("A4000"), out, "--budget", "6", *first)
+    assert code == 0, err
+    for budget in ("8", "4"):  # a larger budget, and one the study already holds (its best lay outside --space)
+        code, stdout, err = _tune(monkeypatch, capsys, _replay("A4000"), out, "--budget", budget, *second)
+        assert_one_line_error(code, stdout, err, "tunes block_size_x in", "use another --study or --output")
+        assert json.loads((out / "result.json").read_text())["n_evaluations"] == 6
+
+
+def test_a_renamed_recording_resumes_its_study_without_naming_it(monkeypatch, capsys, tmp_path):
+    import optuna
+
+    out = tmp_path / "run"
+    renamed = tmp_path / "mycopy.json.gz"
+    shutil.copy(datasets_dir() / CONV.format("A4000"), renamed)
+    for backend, budget in ((_replay("A4000"), "4"), (f"replay:{renamed}", "6")):
+        code, _, err = _tune(monkeypatch, capsys, backend, out, "--budget", budget)
+        assert code == 0, err
+    report = json.loads((out / "result.json").read_text())
+    assert (report["n_evaluations"], report["n_evaluations_this_run"]) == (6, 2)
+    assert optuna.get_all_study_names(f"sqlite:///{out / 'study.db'}") == ["perfpred-tune-replay-a4000-json-gz"]
+
+
+def test_the_live_table_counts_the_studys_evaluations(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "run"
+    code, _, err = _tune(monkeypatch, capsys, _replay("A4000"), out, "--budget", "6")
+    assert code == 0, err
+    best = json.loads((out / "result.json").read_text())["best_value"]
+    code, _, err = _tune(monkeypatch, capsys, _replay("A4000"), out, "--budget", "8")
+    assert code == 0, err
+    text = " ".join(err.split())
+    assert "8 / 8 (2 this run)" in text and "0 / 8" not in text
+    final = json.loads((out / "result.json").read_text())["best_value"]
+    assert f"{min(best, final):.4g}" in text

@@ -92,6 +92,10 @@ def open_study(storage_url: str | None, study_name: str, directions: list[str],
                 shown = [f"{k}={ident[k]}" for k in LABEL_KEYS if k in ident and k != name]
                 return f" ({', '.join(shown)})" if shown else ""
 
+            if name.startswith(SPACE_KEY):  # another --space: the study's trials lie outside this one's domains
+                raise InvalidInputError(f"study {study_name!r} in {storage_url} tunes {name[len(SPACE_KEY):]} in "
+                                        f"{old}, but this run's space has {name[len(SPACE_KEY):]} in {new}: resuming "
+                                        "it in another space cannot be done; use another --study or --output")
             raise InvalidInputError(f"study {study_name!r} in {storage_url} tunes {name}={old}{labels(recorded)}, "
                                     f"but this run has {name}={new}{labels(wanted)}: its trials would be learned "
                                     "from as this one's; use another --study or --output")
@@ -103,16 +107,55 @@ def open_study(storage_url: str | None, study_name: str, directions: list[str],
 # Identity keys shown in a refusal but not compared: the backend as spelled on the command line.
 # A recording keeps its GPU when renamed or moved, and two GPUs' recordings may share a file name.
 LABEL_KEYS = ("backend",)
+# Identity keys of a parameter's domain (``space.NAME``): a study made before they were recorded
+# resumes without them (and records them), as it did then.
+SPACE_KEY = "space."
+
+
+def space_identity(space: Any) -> dict[str, Any]:
+    """``{"space.NAME": domain}`` of a search space: its values in order, or a continuous range's bounds.
+    A study resumed in another space would add trials its distributions refuse."""
+    out: dict[str, Any] = {}
+    for name, dists in space.optuna_distributions().items():
+        choices = getattr(dists, "choices", None)
+        out[SPACE_KEY + name] = ([python_scalar(c) for c in choices] if choices is not None
+                                 else {"low": dists.low, "high": dists.high, "log": dists.log,
+                                       "step": getattr(dists, "step", None), "type": type(dists).__name__})
+    return out
+
+
+def resume_name(storage_url: str, default: str, prefix: str, identity: Mapping[str, Any]) -> str:
+    """The study a run without ``--study`` resumes: ``default`` when the storage holds it; else a study
+    named ``prefix...`` whose recorded identity is this run's (the same recording, renamed); else ``default``."""
+    import optuna
+
+    try:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        studies = [s for s in optuna.study.get_all_study_summaries(storage=storage_url)
+                   if s.study_name.startswith(prefix)]
+    except Exception:  # a storage that cannot be opened: open_study names it
+        return default
+    if any(s.study_name == default for s in studies):
+        return default
+    wanted = json.loads(json.dumps(dict(identity), default=str))
+    keys = [k for k in wanted if k not in LABEL_KEYS]
+    same = [s.study_name for s in studies
+            if all(s.user_attrs.get("perfpred_identity", {}).get(k) == wanted[k] for k in keys)]
+    if same:
+        return same[0]
+    return default
 
 
 def _identity_clash(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> tuple[str, Any, Any] | None:
     """The first key (the caller's order: parameters first) whose recorded value differs from this run's."""
     # A study made before its hardware and workload were recorded knew its GPU only by the backend's
     # name: it is told apart by that name, as then, and records the rest when resumed.
-    legacy = any(k not in recorded for k in wanted if k not in LABEL_KEYS)
+    legacy = any(k not in recorded for k in wanted if k not in LABEL_KEYS and not k.startswith(SPACE_KEY))
     for key in [*wanted, *(k for k in recorded if k not in wanted)]:
         if (key in LABEL_KEYS and not legacy) or (legacy and key not in recorded):
             continue
+        if key.startswith(SPACE_KEY) and (key not in recorded or key not in wanted):
+            continue  # recorded before domains were, or a parameter the "parameters" key already tells apart
         if recorded.get(key) != wanted.get(key):
             return key, recorded.get(key), wanted.get(key)
     return None
