@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from perfpred.errors import DatasetNotFoundError
 from perfpred.features._serving import deployment_warnings
 from perfpred.models import PerformanceModel, training_frame
 
 
 @pytest.fixture(scope="module")
-def deployments():
+def deployments(data):
     from perfpred.tuner import load_serving_table
 
-    try:
-        return load_serving_table()
-    except DatasetNotFoundError as exc:
-        pytest.skip(str(exc))
+    return load_serving_table()  # from the recorded datasets (``data`` skips without them)
 
 
 def test_no_recorded_ml_energy_deployment_is_warned_about(deployments):
