@@ -224,9 +224,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def postgres_url():
-    """A real PostgreSQL server started by scripts/postgres.sh for this module, stopped after it."""
+def running_postgres(database: str):
+    """Yield the URL of a real PostgreSQL server started by scripts/postgres.sh with ``database``,
+    and stop it after (a generator: a module's fixture yields from it)."""
     if postgres_bindir() is None:
         pytest.skip("PostgreSQL is not installed (no initdb in $PG_BIN, pg_config --bindir, "
                     "/usr/lib/postgresql/*/bin or PATH): apt-get install postgresql")
@@ -235,15 +235,21 @@ def postgres_url():
     data_dir = tempfile.mkdtemp(prefix="perfpred-pg-")
     port = free_port()
     try:
-        start = subprocess.run(["bash", str(SCRIPT), "start", data_dir, str(port), "perfpred_test"],
+        start = subprocess.run(["bash", str(SCRIPT), "start", data_dir, str(port), database],
                                capture_output=True, text=True, timeout=120, check=False)
         assert start.returncode == 0, f"postgres.sh start failed: {start.stderr.strip()}"
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/perfpred_test"
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/{database}"
     finally:
         stop = subprocess.run(["bash", str(SCRIPT), "stop", data_dir, str(port)], capture_output=True, text=True,
                               timeout=120, check=False)
         shutil.rmtree(data_dir, ignore_errors=True)
         assert stop.returncode == 0, f"postgres.sh stop failed: {stop.stderr.strip()}"
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A real PostgreSQL server for this module, stopped after it."""
+    yield from running_postgres("perfpred_test")
 
 
 def test_the_server_is_real_and_listens_on_loopback_only(postgres_url: str) -> None:

@@ -10,12 +10,10 @@ heartbeats keeps working.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -357,22 +355,9 @@ def test_workers_upgrading_one_old_table_at_once(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def postgres_url():
     """A real PostgreSQL server started by scripts/postgres.sh (as ``test_tuner_postgres`` does)."""
-    from test_tuner_postgres import SCRIPT, free_port, postgres_bindir
+    from test_tuner_postgres import running_postgres
 
-    if postgres_bindir() is None:
-        pytest.skip("PostgreSQL is not installed (no initdb): apt-get install postgresql")
-    pytest.importorskip("psycopg2")
-    data_dir = tempfile.mkdtemp(prefix="perfpred-pg-")  # not tmp_path: the server runs as another user
-    port = free_port()
-    try:
-        start = subprocess.run(["bash", str(SCRIPT), "start", data_dir, str(port), "perfpred_claims_test"],
-                               capture_output=True, text=True, timeout=120, check=False)
-        assert start.returncode == 0, f"postgres.sh start failed: {start.stderr.strip()}"
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/perfpred_claims_test"
-    finally:
-        subprocess.run(["bash", str(SCRIPT), "stop", data_dir, str(port)], capture_output=True, text=True,
-                       timeout=120, check=False)
-        shutil.rmtree(data_dir, ignore_errors=True)
+    yield from running_postgres("perfpred_claims_test")
 
 
 def test_the_upgrade_and_a_takeover_on_postgres(postgres_url: str) -> None:
