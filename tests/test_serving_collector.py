@@ -34,13 +34,23 @@ HARDWARE = {"hardware_id": "cpu-test-0000000001", "hardware_name": "test cpu"}
 SMALL = ServingWorkload(n_requests=12, concurrency=3, prompt_tokens=16, output_tokens=8, warmup_requests=1)
 
 
-@pytest.fixture
-def collector(tmp_path):
+def make_collector(tmp_path) -> ServingCollector:
+    """A collector on the test hardware that logs under ``tmp_path`` (the fake engine starts fast)."""
     return ServingCollector(hardware=HARDWARE, log_dir=tmp_path / "logs", startup_timeout_s=10.0)
 
 
-def _fake(workload=SMALL, **knobs):
+def fake_config(workload: ServingWorkload, **knobs) -> ServingConfig:
+    """The fake engine (1 ms a token unless ``token_ms`` says otherwise) under ``workload``."""
     return ServingConfig("fake", {"token_ms": 1.0, **knobs}, workload)
+
+
+@pytest.fixture
+def collector(tmp_path):
+    return make_collector(tmp_path)
+
+
+def _fake(workload=SMALL, **knobs):
+    return fake_config(workload, **knobs)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -33,18 +33,18 @@ from perfpred.collect.serving._process import ServerProcess
 from perfpred.datasets import Measurement, MeasurementStore
 from perfpred.errors import InvalidInputError
 from tests.test_cli import assert_one_line_error, run_main
+from tests.test_serving_collector import HARDWARE, fake_config, make_collector
 
-HARDWARE = {"hardware_id": "cpu-test-0000000001", "hardware_name": "test cpu"}
 TINY_LOAD = ServingWorkload(n_requests=8, concurrency=2, prompt_tokens=8, output_tokens=4, warmup_requests=0)
 
 
 @pytest.fixture
 def collector(tmp_path):
-    return ServingCollector(hardware=HARDWARE, log_dir=tmp_path / "logs", startup_timeout_s=10.0)
+    return make_collector(tmp_path)
 
 
 def _fake(workload=TINY_LOAD, **knobs):
-    return ServingConfig("fake", {"token_ms": 1.0, **knobs}, workload)
+    return fake_config(workload, **knobs)
 
 
 def _scripted_loads(collector, monkeypatch, capacity_rps: float, seen: list):
