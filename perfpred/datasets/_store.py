@@ -422,15 +422,20 @@ class MeasurementStore:
                     self._id_parts.add(merged.name)
             return len(run)
 
+    def _columns_of_parts(self, columns: list[str]) -> list[pd.DataFrame]:
+        """Each part's rows, read for those of ``columns`` it holds (a part lacks the columns its
+        rows leave empty): a summary then reads a few columns, not a whole store."""
+        return [self._read_part(part, columns=[c for c in columns if c in set(pq.read_schema(part).names)])
+                for part in self.part_files()]
+
     def hardware_specs(self) -> dict[str, str]:
         """The stored spec (``hardware_json``) of each hardware id, its first stored one."""
         specs: dict[str, str] = {}
-        for part in self.part_files():
-            if not {"hardware_id", "hardware_json"} <= set(pq.read_schema(part).names):
-                continue
-            pairs = self._read_part(part, columns=["hardware_id", "hardware_json"]).dropna()
-            for hardware_id, spec in pairs.drop_duplicates("hardware_id").itertuples(index=False):
-                specs.setdefault(str(hardware_id), str(spec))
+        for frame in self._columns_of_parts(["hardware_id", "hardware_json"]):
+            if {"hardware_id", "hardware_json"} <= set(frame.columns):
+                pairs = frame.dropna().drop_duplicates("hardware_id")
+                for hardware_id, spec in pairs.itertuples(index=False):
+                    specs.setdefault(str(hardware_id), str(spec))
         return specs
 
     def info(self) -> dict[str, Any]:
@@ -438,11 +443,7 @@ class MeasurementStore:
         kind / status / hardware id / source and the workload, config and metric columns."""
         # Only the columns counted below: loading every column of a 357,000-row store took 5 s and 1 GB.
         wanted = ["measurement_id", "kind", "status", "hardware_id", "source", "power_source", "timestamp"]
-        frames = []
-        for part in self.part_files():
-            names = set(pq.read_schema(part).names)
-            frames.append(self._read_part(part, columns=[c for c in wanted if c in names]))
-        frames = [f for f in frames if not f.empty]
+        frames = [f for f in self._columns_of_parts(wanted) if not f.empty]
         df = (pd.concat(frames, ignore_index=True, sort=False).drop_duplicates("measurement_id", keep="last")
               if frames else pd.DataFrame(columns=wanted))
         columns = list(self.column_types())
