@@ -35,6 +35,17 @@ problem size, config = the tune parameters, ``runtime_ms`` = median of the raw t
 Files written by :func:`export_kernel_tuner_cache` also carry a ``perfpred`` block (kind,
 workload, hardware spec) and ``perfpred_*`` entry keys, which Kernel Tuner ignores and
 this importer reads back, so export -> import reproduces the original rows.
+
+A store column holds one type, so it cannot tell a parameter written ``[0.5, 1.0]`` from one
+written ``[0.5, 1]``, yet Kernel Tuner keys an entry by ``str()`` of each typed value ("1.0"
+vs "1"). So each row of a cache file also keeps the file's ``tune_params`` (values with their
+types, parameters and values in the file's order) in its ``software_json``, under
+``kernel_tuner_tune_params`` as ``[[name, [values...]], ...]``; the exporter writes them back
+as they were. The software column is in neither the ``measurement_id`` nor the values a
+duplicate is told by, so ids and de-duplication are those of a row without it. A file written
+by the exporter (it has a ``perfpred`` block) carries them only where its block says
+``"original_tune_params": true`` (its rows had one such record); its other tune_params are
+the exporter's own and are not recorded.
 """
 
 from __future__ import annotations
@@ -94,6 +105,10 @@ _CLOSED_ENDINGS = ("}\n}", "}}}")
 # numbers is a damaged number far more often than the other way round).
 _VALUE_KINDS = ("number", "string", "bool")
 _PERFPRED_KEYS = {f"perfpred_{name}" for name in PERFPRED_ENTRY_FIELDS + PERFPRED_STAT_FIELDS}
+# Where a row keeps its cache file's tune_params (software_json key), and the perfpred block's
+# flag saying an exported file's tune_params are the recorded ones (see the module docstring).
+TUNE_PARAMS_RECORD = "kernel_tuner_tune_params"
+ORIGINAL_TUNE_PARAMS = "original_tune_params"
 
 
 def metric_name(key: str) -> str:
@@ -465,6 +480,30 @@ def _tune_keys(path: Path, doc: dict[str, Any]) -> list[str]:
     return keys
 
 
+def _tune_param_value(value: Any) -> bool:
+    return isinstance(value, (bool, int, str)) or (isinstance(value, float) and np.isfinite(value))
+
+
+def tune_params_record(doc: dict[str, Any], keys: list[str]) -> list[list[Any]] | None:
+    """A cache's ``tune_params`` as rows keep them: ``[[name, [values...]], ...]`` in the order of
+    ``tune_params_keys``, values as written (1 and 1.0 apart). None where the file has none that
+    fit (missing, other names than ``tune_params_keys``, a value that is no scalar), and for a
+    file the exporter wrote without the original ones."""
+    block = doc.get(PERFPRED_BLOCK)
+    if isinstance(block, dict) and block.get(ORIGINAL_TUNE_PARAMS) is not True:
+        return None
+    tune_params = doc.get("tune_params")
+    if not isinstance(tune_params, dict) or set(tune_params) != set(keys):
+        return None
+    record = []
+    for key in keys:
+        values = tune_params[key]
+        if not isinstance(values, list) or not values or not all(map(_tune_param_value, values)):
+            return None
+        record.append([key, list(values)])
+    return record
+
+
 def _t4_keys(path: Path, results: list[Any]) -> list[str]:
     keys: dict[str, None] = {}
     for result in results:
@@ -497,12 +536,14 @@ class KernelTunerImporter(Importer):
             raise InvalidInputError(
                 f"{path.name}: a Kernel Tuner file needs a `cache` (cache file) or `results` (T4) key, but got {keys}")
         rows = _Rows()
+        record = None
         if "cache" in doc:
             cache = doc["cache"]
             if not isinstance(cache, dict):
                 raise InvalidInputError(f"{path.name}: `cache` must be an object, but got {type(cache).__name__}")
             keys = _tune_keys(path, doc)
             header = _header(path, doc, options)
+            record = tune_params_record(doc, keys)
             if unfinished and not cache:
                 raise InvalidInputError(f"{path.name}: an unfinished Kernel Tuner cache (no closing braces) must "
                                         "hold at least one complete entry, but it holds none")
@@ -530,7 +571,7 @@ class KernelTunerImporter(Importer):
         _reject_mixed_kinds(path, keys, rows)
         # The folder names the kernel (convolution/A100.json.gz, dedispersion/A100.json.gz).
         source = f"kernel-tuner:{path.parent.name}/{path.name}" if path.parent.name else f"kernel-tuner:{path.name}"
-        frames = [_assemble(rows, keys, header, source)] if rows.params else []
+        frames = [_assemble(rows, keys, header, source, record)] if rows.params else []
         notes = [f"{path.name}: unfinished Kernel Tuner cache (no closing braces: an interrupted tuning run); "
                  f"read its {n_read} complete entries as Kernel Tuner's read_cache does"] if unfinished else []
         return finish(path, frames, n_read, rows.bad, rows.n_bad, notes)
@@ -568,8 +609,10 @@ def _optional(values: list[Any]) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=float)
 
 
-def _assemble(rows: _Rows, keys: list[str], header: _Header, source: str) -> pd.DataFrame:
-    """The flat frame of the good rows (statistics computed per replicate count)."""
+def _assemble(rows: _Rows, keys: list[str], header: _Header, source: str,
+              record: list[list[Any]] | None = None) -> pd.DataFrame:
+    """The flat frame of the good rows (statistics computed per replicate count); ``record`` is
+    the file's tune_params (:func:`tune_params_record`), kept in each row's software."""
     n = len(rows.params)
     columns = list(zip(*rows.params, strict=True))
     config = {k: list(col) for k, col in zip(keys, columns, strict=True) if k not in header.workload_keys}
@@ -589,10 +632,11 @@ def _assemble(rows: _Rows, keys: list[str], header: _Header, source: str) -> pd.
     timestamps = [t if t is not None else import_time for t in rows.timestamp]
     extra = {name: [e.get(name) for e in rows.extras] for name in PERFPRED_ENTRY_FIELDS}
     power_source = [p if p is not None else "unavailable" for p in extra["power_source"]]
-    software = None
+    software: dict[str, Any] | pd.Series | None = {TUNE_PARAMS_RECORD: record} if record is not None else None
     if any(s is not None for s in extra["software"]):
-        software = pd.Series([json.dumps(s or {}, sort_keys=True, separators=(",", ":"), default=str)
-                              for s in extra["software"]])
+        recorded = {TUNE_PARAMS_RECORD: record} if record is not None else {}
+        software = pd.Series([json.dumps({**(s or {}), **recorded}, sort_keys=True, separators=(",", ":"),
+                                         default=str) for s in extra["software"]])
     return build_frame(
         kind=header.kind, hardware=header.hardware, source=source, n=n,
         workload={**header.workload, **varying}, config=config, metrics=metrics,
