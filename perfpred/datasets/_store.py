@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from perfpred._files import write_text_atomically
 from perfpred.datasets._schema import FIXED_COLUMNS, SCHEMA_VERSION, Measurement
-from perfpred.errors import InvalidInputError, StoreError
+from perfpred.errors import InvalidInputError, NotAStoreError, StoreError
 
 _MANIFEST = "store.json"
 _PARTS = "parts"
@@ -59,10 +59,10 @@ class MeasurementStore:
         # can take it away again with ``discard_if_empty``.
         self._created: list[Path] = []
         if self.path.exists() and not self.path.is_dir():
-            raise StoreError(f"a Measurement store must be a folder, but '{self.path}' is a file")
+            raise NotAStoreError(f"a Measurement store must be a folder, but '{self.path}' is a file")
         if not manifest.exists():
             if not create:
-                raise StoreError(
+                raise NotAStoreError(
                     f"no Measurement store at '{self.path}' (missing {_MANIFEST}); "
                     "create one with `perfpred collect ...` or `perfpred import ... --into PATH`"
                 )
@@ -86,7 +86,7 @@ class MeasurementStore:
     def _create(self, manifest: Path) -> None:
         try:
             if self.path.exists() and any(p.name != _PARTS for p in self.path.iterdir()):
-                raise StoreError(f"'{self.path}' exists and is not a Measurement store; choose an empty folder")
+                raise NotAStoreError(f"'{self.path}' exists and is not a Measurement store; choose an empty folder")
             missing = [p for p in (self.path / _PARTS, *(self.path / _PARTS).parents) if not p.exists()]
             (self.path / _PARTS).mkdir(parents=True, exist_ok=True)
             self._created = list(reversed(missing))
@@ -364,19 +364,38 @@ class MeasurementStore:
             old = self.part_files()
             if len(old) <= 1:
                 return len(self.ids())
-            df = self.load()
-            if _mixed_columns(df):
-                # Parts written before types were checked disagree on a column's type; one
-                # merged part would have to rewrite some of their values, so they stay apart.
-                return len(df)
-            merged = self._write_part(df, check_types=False)
-            for part in old:
-                part.unlink(missing_ok=True)
+            df, merged = self._merge_parts(old, clear_temporary=True)
+            if merged is not None:
+                self._ids, self._id_parts = set(df["measurement_id"]), {merged.name}
+            return len(df)
+
+    def _merge_parts(self, parts: list[Path], *, clear_temporary: bool = False) -> tuple[pd.DataFrame, Path | None]:
+        """Replace ``parts`` (oldest first) by one part of their rows, de-duplicated (newest wins).
+
+        Returns the merged rows and the merged part, or None for the part when the rows could not
+        be merged (then nothing changed). The merged part is committed before the old ones are
+        removed, so a crash in between leaves duplicates (which reads drop), never a loss.
+        ``clear_temporary`` also removes the temporary parts of writers that crashed. The caller
+        holds the write lock (``writing``), so no other writer's temporary part is live meanwhile.
+        """
+        frames = [f for f in (self._read_part(p) for p in parts) if not f.empty]
+        if frames:
+            df = pd.concat(frames, ignore_index=True, sort=False).drop_duplicates("measurement_id", keep="last")
+            df = df.dropna(axis=1, how="all").reset_index(drop=True)
+        else:
+            df = pd.DataFrame(columns=list(FIXED_COLUMNS))
+        if _mixed_columns(df):
+            # Parts written before types were checked disagree on a column's type; one
+            # merged part would have to rewrite some of their values, so they stay apart.
+            return df, None
+        merged = self._write_part(df, check_types=False)
+        for part in parts:
+            part.unlink(missing_ok=True)
+        if clear_temporary:
             for tmp in self._parts_dir().glob(".tmp-*"):  # left by writers that crashed
                 tmp.unlink(missing_ok=True)
-            _fsync_dir(self._parts_dir())
-            self._ids, self._id_parts = set(df["measurement_id"]), {merged.name}
-            return len(df)
+        _fsync_dir(self._parts_dir())
+        return df, merged
 
     def tidy(self) -> int:
         """Merge the newest small parts into one, leaving the big old ones alone; how many parts
@@ -406,15 +425,10 @@ class MeasurementStore:
             if len(run) == len(parts):
                 self.compact()
                 return len(run)
-            run.reverse()  # oldest first, so the newest row of an id wins below
-            frames = [f for f in (self._read_part(p) for p in run) if not f.empty]
-            df = pd.concat(frames, ignore_index=True, sort=False).drop_duplicates("measurement_id", keep="last")
-            if _mixed_columns(df):
-                return 0  # see compact: these parts stay apart
-            merged = self._write_part(df.dropna(axis=1, how="all"), check_types=False)
-            for part in run:
-                part.unlink(missing_ok=True)
-            _fsync_dir(self._parts_dir())
+            run.reverse()  # oldest first, so the newest row of an id wins in the merge
+            _, merged = self._merge_parts(run)
+            if merged is None:
+                return 0  # these parts stay apart (see _merge_parts)
             if self._ids is not None:  # the merged part's ids are cached if each merged part's were
                 cached = all(p.name in self._id_parts for p in run)
                 self._id_parts -= {p.name for p in run}
@@ -467,9 +481,25 @@ class MeasurementStore:
             out["workload_columns"] = sorted(c for c in columns if c.startswith("workload."))
             out["config_columns"] = sorted(c for c in columns if c.startswith("config."))
             out["metric_columns"] = sorted(c for c in columns if c.startswith("metric."))
-            out["first_timestamp"] = str(df["timestamp"].min()) if "timestamp" in df else None
-            out["last_timestamp"] = str(df["timestamp"].max()) if "timestamp" in df else None
+            first, last = _time_span(df["timestamp"]) if "timestamp" in df else (None, None)
+            out["first_timestamp"], out["last_timestamp"] = first, last
         return out
+
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # how a store summary shows a time: ISO 8601 in UTC, 2026-12-07T14:03:05Z
+
+
+def _time_span(timestamps: pd.Series) -> tuple[str | None, str | None]:
+    """The earliest and latest of ``timestamps``, each as :data:`TIME_FORMAT`; (None, None) when none parses.
+
+    Stored timestamps come in the formats their sources wrote (collected rows ISO with a
+    timezone, Kernel Tuner's with microseconds, ...), so they are compared as times, not as
+    strings, and shown in one format. A time without a timezone is taken as UTC.
+    """
+    times = pd.to_datetime(timestamps, utc=True, errors="coerce", format="mixed").dropna()
+    if times.empty:
+        return None, None
+    return times.min().strftime(TIME_FORMAT), times.max().strftime(TIME_FORMAT)
 
 
 def _type_class(arrow_type: pa.DataType) -> str | None:
