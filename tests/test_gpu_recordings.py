@@ -28,11 +28,17 @@ def test_a_gpu_recording_imports_with_its_failures_and_matches_the_kernel_space(
     assert table["hardware_id"].str.contains("h200").all()
     ok = table[table["status"] == "ok"]
     assert (ok["runtime_ms"] > 0).all()
-    # Every recorded config is a valid config of the shipped kernel's space.
+    # Every config that ran is a valid config of the shipped kernel's space; CUDA's recorded failures
+    # are the blocks over 1024 threads that Kernel Tuner ran anyway (InvalidConfig), now outside it.
     space = {tuple(sorted(c.items())) for c in get_kernel(kernel).configs()}
     names = list(get_kernel(kernel).tune_params)
-    recorded = {tuple(sorted((n, row[f"config.{n}"]) for n in names)) for _, row in table.iterrows()}
-    assert recorded <= space
+
+    def configs(rows: pd.DataFrame) -> set:
+        return {tuple(sorted((n, row[f"config.{n}"]) for n in names)) for _, row in rows.iterrows()}
+
+    assert configs(ok) <= space
+    if kernel == "matmul_cuda":
+        assert not configs(table[table["status"] != "ok"]) & space
 
 
 def test_the_triton_recording_is_tuned_replayed_on_the_cpu(tmp_path):

@@ -1,5 +1,5 @@
 """Search a fitted predictor with an Optuna study: how the tuner finds candidates in a space too
-large to score whole (continuous parameters, or a cartesian product past ``MAX_ENUMERATE``).
+large to score whole (continuous parameters, or more than ``MAX_ENUMERATE`` valid configs).
 
 An enumerable space is scored config by config (the predictor is cheap). Otherwise the tuner
 keeps a pool of candidates (valid configs from a Sobol sequence to begin with) and, each round,

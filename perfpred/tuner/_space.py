@@ -1,18 +1,36 @@
 """Search spaces: named parameters, finite or continuous, with constraints.
 
-A finite space enumerates into a DataFrame without a Python loop per config (a cartesian
-product through numpy, then constraints evaluated column-wise), so spaces of 1e5-1e6
-configs are cheap to build and to score with a predictor. Constraints are strings in the
-syntax of Kernel Tuner's ``restrictions`` (``"MWG % (MDIMC * VWM) == 0"``; ``and``/``or``/
-``not`` read with Python's precedence), evaluated vectorised with ``DataFrame.eval``, or callables taking the
-DataFrame of candidates and returning a boolean mask (``SearchSpace.from_kernel_tuner`` takes Kernel Tuner's
-callables instead, which get one config as a dict, and calls them config by config).
+A finite space enumerates into a DataFrame without a Python loop per config: parameters join
+a table of partial configs one at a time (numpy repeat/tile, in blocks), and each constraint
+filters that table as soon as every parameter it names is in it, so memory and time follow the
+largest table of partial configs that meet the constraints so far, not the cartesian product
+(Kernel Tuner's GEMM-like spaces of 1e7-1e8 cartesian configs and 1e5-1e6 valid ones build in
+about a second). Parameters that no constraint links are enumerated apart and joined at the
+end; the rows come out in the cartesian order (first parameter slowest), as ``itertools.product``
+and Kernel Tuner list them.
+
+Constraints are strings in the syntax of Kernel Tuner's ``restrictions``
+(``"MWG % (MDIMC * VWM) == 0"``), read as the Python expressions they are (``ast``) and evaluated
+on numpy arrays with Python's meaning: its operator precedence (``a & c == 0`` is
+``(a & c) == 0``), ``and``/``or``/``not`` and ``x if c else y`` per config, with Python's short
+circuit (``b == 0 or a % b == 0`` is fine where ``b`` is 0), chained comparisons, ``in [...]``,
+``is None`` and the functions ``min``, ``max``, ``abs``, ``int``, ``float``, ``round``. A config
+whose restriction divides by zero (``/``, ``//``, ``%``, ``0 ** -1``) or shifts by a negative
+count, which Python would raise on, is invalid: it is dropped, for every operator alike. A
+comparison Python refuses (``None > 1``, a string with a number by order) is a one-line error
+naming the values. A constraint may also be a callable taking the DataFrame of candidates and
+returning a boolean mask (``SearchSpace.from_kernel_tuner`` takes Kernel Tuner's callables
+instead, which get one config as a dict, and calls them config by config); a callable says
+nothing of the parameters it reads, so it filters the whole table at the end. String
+constraints are checked (syntax, names, functions) when the space is built.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import math
+import operator
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -27,12 +45,26 @@ from perfpred.errors import InvalidInputError
 
 Constraint = str | Callable[[pd.DataFrame], Any]
 
+# The most configs ``enumerate`` builds (and that ``enumerable`` allows): it bounds the valid
+# configs, and every table of partial configs that meet the constraints on their parameters.
 MAX_ENUMERATE = 5_000_000
+# Partial configs checked against the constraints while enumerating, per ``limit`` config: past
+# ``CHECK_FACTOR * limit`` (or 10 million, whichever is more) the space is too large to enumerate.
+CHECK_FACTOR = 20
+_BLOCK = 1 << 20  # partial configs built and checked at a time
+
+# Kernel Tuner's thread-block parameters (``kernel_tuner.util.default_block_size_names``): its
+# Searchspace caps their product at the device's max_threads.
+KT_BLOCK_SIZE_NAMES = ("block_size_x", "block_size_y", "block_size_z")
 
 # Columns the tuners' histories add beside the parameters (``TuneResult.history``, ``StudyRecorder.history``,
 # ``ParetoResult.history`` and the history.csv files written from them): a parameter of one of these names
 # would be overwritten there.
 RESERVED_NAMES = ("value", "status", "predicted", "iteration", "elapsed_s", "worker", "trial", "feasible")
+
+
+class _TooLarge(InvalidInputError):
+    """The space holds more configs (or partial configs) than ``enumerate``'s limit."""
 
 
 def _repeated_value(values: Sequence[Any]) -> tuple[Any, Any] | None:
@@ -55,27 +87,496 @@ def _repeated_value(values: Sequence[Any]) -> tuple[Any, Any] | None:
     return None
 
 
+# ---------------------------------------------------------------------------- YAML 1.2
+
+
+def _yaml12_int(loader: Any, node: Any) -> int:
+    text = loader.construct_scalar(node)
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text)  # "010" is 10, as in YAML 1.2 (1.1 read it as octal 8)
+
+
 @functools.cache
 def _yaml_loader() -> Any:
-    """PyYAML's safe loader with YAML 1.2's floats: ``1e3`` is 1000.0, not the string ``'1e3'``."""
+    """PyYAML's safe loader reading plain scalars by YAML 1.2's core schema: only
+    true/false (any case as the schema spells them) are booleans (``on``, ``off``, ``yes``, ``no``
+    are text), ``010`` is 10, ``0o10`` 8, ``0x10`` 16, ``1e3`` is 1000.0, ``1:30`` and dates are
+    text, and ``null``/``~``/nothing is None."""
     import yaml
 
     class Loader(yaml.SafeLoader):
         pass
 
-    Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+
-                       |[-+]?\.[0-9_]+[eE][-+]?[0-9]+)$""", re.X),
-        list("-+0123456789."))
+    Loader.yaml_implicit_resolvers = {}  # no YAML 1.1 rule is inherited
+    core = [
+        ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+        ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+        ("tag:yaml.org,2002:float",
+         r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
+             |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", "-+0123456789."),
+        ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+        ("tag:yaml.org,2002:merge", r"^(?:<<)$", "<"),
+    ]
+    for tag, pattern, first in core:
+        Loader.add_implicit_resolver(tag, re.compile(pattern, re.X), list(first))
+    Loader.add_constructor("tag:yaml.org,2002:int", _yaml12_int)
     return Loader
 
 
 def read_yaml(stream: Any) -> Any:
-    """YAML text (or an open file) as Python, numbers read as YAML 1.2 reads them (``1e3`` is a float)."""
+    """YAML text (or an open file) as Python, plain scalars read as YAML 1.2 reads them
+    (``_yaml_loader``: ``1e3`` is a float, ``yes``/``on`` are text, ``010`` is 10)."""
     import yaml
 
     return yaml.load(stream, Loader=_yaml_loader())
+
+
+# ---------------------------------------------------------------------------- value arrays
+
+
+def _value_kind(values: Sequence[Any]) -> str:
+    """'bool', 'int', 'float', 'number' (ints and floats mixed) or 'object' for a domain."""
+    kinds = set()
+    for v in values:
+        if isinstance(v, (bool, np.bool_)):
+            kinds.add("bool")
+        elif isinstance(v, (int, np.integer)):
+            kinds.add("int" if -(2**63) <= int(v) < 2**63 else "object")
+        elif isinstance(v, (float, np.floating)):
+            kinds.add("float")
+        else:
+            kinds.add("object")
+    if len(kinds) == 1:
+        return kinds.pop()
+    return "number" if kinds == {"int", "float"} else "object"
+
+
+def _domain_arrays(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """A domain as (the array configs are read from, the array constraints compute on).
+
+    Integers stay integers beside floats, as Kernel Tuner hands them back (``[1, 2, 0.5]``
+    gives the int 1, in an object column); constraints see such a mix as float64.
+    """
+    kind = _value_kind(values)
+    if kind in ("bool", "int", "float"):
+        arr = np.asarray([python_scalar(v) for v in values], dtype={"bool": bool, "int": np.int64,
+                                                                    "float": np.float64}[kind])
+        return arr, arr
+    out = np.empty(len(values), dtype=object)
+    out[:] = [python_scalar(v) for v in values]
+    if kind == "number" and all(abs(v) < 2**53 for v in out if isinstance(v, int)):
+        return out, out.astype(np.float64)
+    return out, out
+
+
+def _column(values: np.ndarray, domain: np.ndarray) -> Any:
+    """``values`` (drawn from ``domain``) as a DataFrame column: where the domain holds None,
+    an object column (pandas would read strings beside None as its string dtype, None as NaN)."""
+    if domain.dtype == object and any(v is None for v in domain):
+        return pd.Series(values, dtype=object, copy=False)
+    return values
+
+
+def _eval_column(values: np.ndarray) -> np.ndarray:
+    """A column of candidates as constraints compute on it (an object column of numbers as numbers)."""
+    if values.dtype != object:
+        return values
+    inferred = pd.api.types.infer_dtype(values, skipna=False)
+    if inferred == "integer":
+        try:
+            return values.astype(np.int64)
+        except OverflowError:
+            return values
+    if inferred in ("floating", "mixed-integer-float"):
+        return values.astype(np.float64)
+    if inferred == "boolean":
+        return values.astype(bool)
+    return values
+
+
+# ---------------------------------------------------------------------------- string restrictions
+
+_FUNCTIONS = ("abs", "float", "int", "max", "min", "round")
+_ARITH: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+    ast.BitAnd: operator.and_, ast.BitOr: operator.or_, ast.BitXor: operator.xor,
+    ast.LShift: operator.lshift, ast.RShift: operator.rshift,
+}
+_COMPARE: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+    ast.Gt: operator.gt, ast.GtE: operator.ge,
+}
+
+
+def _syntax_error(text: str, why: str) -> InvalidInputError:
+    return InvalidInputError(f"constraint {text!r} is not a valid restriction: {why}")
+
+
+class _Restriction:
+    """A restriction string parsed once: its tree and the names it reads."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        source = text.strip()
+        try:
+            self.tree = ast.parse(source, mode="eval").body
+        except SyntaxError as exc:
+            try:
+                statement = ast.parse(source, mode="exec").body
+            except SyntaxError:
+                statement = []
+            if len(statement) == 1 and isinstance(statement[0], (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+                raise InvalidInputError(f"constraint {text!r} is an assignment; a restriction must be a boolean "
+                                        "expression (compare with `==`, not `=`)") from None
+            where = f" at column {exc.offset}" if exc.offset else ""
+            raise _syntax_error(text, f"{exc.msg}{where}") from None
+        names: list[str] = []
+        self._check(self.tree, names)
+        self.names = tuple(dict.fromkeys(names))
+
+    def _check(self, node: ast.AST, names: list[str]) -> None:
+        """Refuse what the evaluator does not compute (one-line errors), and collect the names."""
+        text = self.text
+        if isinstance(node, ast.Name):
+            names.append(node.id)
+        elif isinstance(node, ast.Constant):
+            if not (node.value is None or isinstance(node.value, (bool, int, float, str))):
+                raise _syntax_error(text, f"the constant {node.value!r} is not a number, string, boolean or None")
+        elif isinstance(node, ast.BoolOp):
+            for value in node.values:
+                self._check(value, names)
+        elif isinstance(node, ast.BinOp):
+            if type(node.op) not in _ARITH:
+                raise _syntax_error(text, f"the operator {type(node.op).__name__} is not supported")
+            self._check(node.left, names)
+            self._check(node.right, names)
+        elif isinstance(node, ast.UnaryOp):
+            self._check(node.operand, names)
+        elif isinstance(node, ast.IfExp):
+            for part in (node.test, node.body, node.orelse):
+                self._check(part, names)
+        elif isinstance(node, ast.Compare):
+            self._check(node.left, names)
+            operands = [node.left, *node.comparators]
+            for i, (op, right) in enumerate(zip(node.ops, node.comparators, strict=True)):
+                if isinstance(op, (ast.In, ast.NotIn)):
+                    if len(node.ops) > 1:
+                        raise _syntax_error(text, "write an `in` test on its own, not in a chain of comparisons")
+                    if not isinstance(right, (ast.List, ast.Tuple, ast.Set)):
+                        raise _syntax_error(text, "`in` needs a literal list of values on its right, "
+                                                  "e.g. `x in [1, 2, 4]`")
+                    for element in right.elts:
+                        self._check(element, names)
+                    continue
+                if isinstance(op, (ast.Is, ast.IsNot)) and not any(
+                        isinstance(o, ast.Constant) and o.value is None for o in operands[i:i + 2]):
+                    raise _syntax_error(text, "`is` compares with None only; compare values with `==`")
+                self._check(right, names)
+        elif isinstance(node, ast.Call):
+            func = node.func.id if isinstance(node.func, ast.Name) else None
+            if func not in _FUNCTIONS:
+                shown = func or ast.unparse(node.func)
+                raise _syntax_error(text, f"the function {shown!r} is not supported (supported: "
+                                          f"{', '.join(_FUNCTIONS)})")
+            if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
+                raise _syntax_error(text, f"{func}() takes plain positional arguments here")
+            args = node.args
+            if func in ("min", "max") and len(args) == 1 and isinstance(args[0], (ast.List, ast.Tuple)):
+                args = args[0].elts
+            wanted = {"min": (2, None), "max": (2, None), "round": (1, 2)}.get(func, (1, 1))
+            if len(args) < wanted[0] or (wanted[1] is not None and len(args) > wanted[1]):
+                raise _syntax_error(text, f"{func}() got {len(args)} argument(s)")
+            for arg in args:
+                self._check(arg, names)
+        elif isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            raise _syntax_error(text, "a list is only supported after `in` or inside min()/max()")
+        else:
+            raise _syntax_error(text, f"{type(node).__name__} ({ast.unparse(node)!r}) is not supported")
+
+    # -------------------------------------------------------------- evaluation
+    def mask(self, env: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+        """Per row of ``env`` (arrays of length ``n``): whether the restriction holds; a row on
+        which Python would divide by zero is False; anything else Python refuses is an error."""
+        try:
+            value, err = _evaluate(self.tree, env, n)
+            ok = _truth(value, n)
+        except InvalidInputError:
+            raise
+        except Exception as exc:
+            raise self._failure(env, n, exc) from None
+        return ok & ~err if err is not None else ok
+
+    def _failure(self, env: Mapping[str, np.ndarray], n: int, exc: Exception) -> InvalidInputError:
+        """A one-line error naming the first config the restriction cannot be evaluated on."""
+        for i in range(min(n, 10_000)):
+            row = {k: v[i:i + 1] for k, v in env.items()}
+            try:
+                _truth(_evaluate(self.tree, row, 1)[0], 1)
+            except Exception as first:
+                values = ", ".join(f"{k}={python_scalar(v[i])!r}" for k, v in env.items())
+                return InvalidInputError(f"constraint {self.text!r} cannot be evaluated where {values}: "
+                                         f"{type(first).__name__}: {first}")
+        return InvalidInputError(f"constraint {self.text!r} cannot be evaluated: {type(exc).__name__}: {exc}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(text: str) -> _Restriction:
+    return _Restriction(text)
+
+
+def _truth(value: Any, n: int) -> np.ndarray:
+    """Python's truth of each value, as a bool array of length ``n``."""
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        if value.dtype == bool:
+            return value
+        if value.dtype.kind in "US":
+            value = value.astype(object)
+        return value.astype(bool)  # numbers: != 0; objects: bool() of each
+    return np.full(n, bool(value))
+
+
+def _arith(value: Any) -> Any:
+    """Booleans as Python computes with them (``True + True == 2``), not numpy's logic."""
+    if isinstance(value, np.ndarray) and value.dtype == bool:
+        return value.astype(np.int64)
+    return value
+
+
+def _or(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    if a is None:
+        return b
+    return a if b is None else a | b
+
+
+def _mask_of(flag: Any, n: int) -> np.ndarray | None:
+    """A condition (scalar or array) as a bool array of length n, or None where it holds nowhere."""
+    arr = np.asarray(flag, dtype=bool)
+    if arr.ndim == 0:
+        return np.ones(n, dtype=bool) if arr else None
+    return arr if arr.any() else None
+
+
+def _subset(env: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[rows] for k, v in env.items()}
+
+
+def _common_dtype(*values: Any) -> np.dtype:
+    dtypes = [np.asarray(v).dtype for v in values]
+    if any(d.kind in "OUS" for d in dtypes):
+        return np.dtype(object)
+    try:
+        return np.result_type(*dtypes)
+    except TypeError:
+        return np.dtype(object)
+
+
+def _select(n: int, picks: list[tuple[np.ndarray, Any]]) -> Any:
+    """One array of length ``n`` made of parts: (rows, values for those rows) each."""
+    picks = [(rows, value) for rows, value in picks if rows.any()]
+    if len(picks) == 1 and picks[0][0].all():
+        return picks[0][1]
+    out = np.empty(n, dtype=_common_dtype(*[v for _, v in picks]) if picks else bool)
+    for rows, value in picks:
+        out[rows] = value
+    return out
+
+
+def _evaluate(node: ast.AST, env: Mapping[str, np.ndarray], n: int) -> tuple[Any, np.ndarray | None]:
+    """(value, rows where Python would have raised ZeroDivisionError or a negative shift) of a
+    parsed restriction over ``env``'s rows; a value is a Python scalar or an array of length n.
+    Parts Python's short circuit skips are computed only on the rows that reach them."""
+    if isinstance(node, ast.Constant):
+        return node.value, None
+    if isinstance(node, ast.Name):
+        return env[node.id], None
+    if isinstance(node, ast.UnaryOp):
+        value, err = _evaluate(node.operand, env, n)
+        if isinstance(node.op, ast.Not):
+            return (not value) if not isinstance(value, np.ndarray) else ~_truth(value, n), err
+        value = _arith(value)
+        return {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Invert: operator.invert}[type(node.op)](value), err
+    if isinstance(node, ast.BinOp):
+        left, err_l = _evaluate(node.left, env, n)
+        right, err_r = _evaluate(node.right, env, n)
+        value, err = _binop(type(node.op), _arith(left), _arith(right), n)
+        return value, _or(_or(err_l, err_r), err)
+    if isinstance(node, ast.BoolOp):
+        return _boolop(node, env, n)
+    if isinstance(node, ast.IfExp):
+        test, err = _evaluate(node.test, env, n)
+        cond = _truth(test, n)
+        parts, errors = [], np.zeros(n, dtype=bool) if err is None else err.copy()
+        for rows, branch in ((cond, node.body), (~cond, node.orelse)):
+            if not rows.any():
+                continue
+            value, branch_err = _evaluate(branch, _subset(env, rows), int(rows.sum()))
+            parts.append((rows, value))
+            if branch_err is not None:
+                errors[rows] |= branch_err
+        return _select(n, parts), errors
+    if isinstance(node, ast.Compare):
+        return _compare(node, env, n)
+    if isinstance(node, ast.Call):
+        return _call(node, env, n)
+    raise AssertionError(f"unchecked node {type(node).__name__}")  # _Restriction._check refuses it
+
+
+def _binop(op: type, left: Any, right: Any, n: int) -> tuple[Any, np.ndarray | None]:
+    fn = _ARITH[op]
+    if not isinstance(left, np.ndarray) and not isinstance(right, np.ndarray):
+        try:
+            return fn(left, right), None
+        except (ZeroDivisionError, ValueError):  # 1 / 0, 1 << -1: every row divides by zero
+            return 0, np.ones(n, dtype=bool)
+    bad: Any = False
+    if op in (ast.Div, ast.FloorDiv, ast.Mod):
+        bad = right == 0
+    elif op in (ast.LShift, ast.RShift):
+        bad = right < 0
+    elif op is ast.Pow:
+        left_arr, right_arr = np.asarray(left), np.asarray(right)
+        if left_arr.dtype != object and right_arr.dtype != object:
+            bad = (left == 0) & (right < 0)
+            if left_arr.dtype.kind in "iu" and right_arr.dtype.kind in "iu" and np.any(right_arr < 0):
+                left = np.asarray(left, dtype=np.float64)  # Python: 2 ** -1 == 0.5
+    err = _mask_of(bad, n)
+    if err is not None:
+        # compute on a harmless operand where Python would have raised; those rows are dropped
+        if op is ast.Pow:
+            left = np.where(err, 1, left)
+        else:
+            right = np.where(err, 1, right)
+    return fn(left, right), err
+
+
+def _boolop(node: ast.BoolOp, env: Mapping[str, np.ndarray], n: int) -> tuple[Any, np.ndarray | None]:
+    """``and``/``or`` per row with Python's value and short circuit: a later operand is computed
+    only on the rows still undecided."""
+    is_and = isinstance(node.op, ast.And)
+    pending = np.ones(n, dtype=bool)
+    parts: list[tuple[np.ndarray, Any]] = []
+    errors = np.zeros(n, dtype=bool)
+    for k, operand in enumerate(node.values):
+        rows = np.flatnonzero(pending)
+        if len(rows) == 0:
+            break
+        sub = env if len(rows) == n else _subset(env, rows)
+        value, err = _evaluate(operand, sub, len(rows))
+        if err is not None:
+            errors[rows[err]] = True
+        if k == len(node.values) - 1:
+            decided = np.ones(len(rows), dtype=bool)
+        else:
+            truth = _truth(value, len(rows))
+            decided = ~truth if is_and else truth
+        taken = np.zeros(n, dtype=bool)
+        taken[rows[decided]] = True
+        if isinstance(value, np.ndarray) and not decided.all():
+            value = value[decided]
+        parts.append((taken, value))
+        pending[rows[decided]] = False
+    return _select(n, parts), errors if errors.any() else None
+
+
+def _compare(node: ast.Compare, env: Mapping[str, np.ndarray], n: int) -> tuple[Any, np.ndarray | None]:
+    """A comparison chain ``a < b < c``: each link computed on the rows the links before hold on."""
+    left, errors = _evaluate(node.left, env, n)
+    result = np.ones(n, dtype=bool)
+    rows = np.arange(n)
+    sub = env
+    for op, right_node in zip(node.ops, node.comparators, strict=True):
+        m = len(rows)
+        if isinstance(op, (ast.In, ast.NotIn)):
+            hit: Any = False
+            for element in right_node.elts:  # type: ignore[attr-defined]
+                value, err = _evaluate(element, sub, m)
+                errors = _scatter_err(errors, err, rows, n)
+                hit = hit | _truth(left == value, m)
+            link = _truth(hit, m)
+            link = ~link if isinstance(op, ast.NotIn) else link
+            right = None
+        else:
+            right, err = _evaluate(right_node, sub, m)
+            errors = _scatter_err(errors, err, rows, n)
+            if isinstance(op, (ast.Is, ast.IsNot)):
+                against_none = isinstance(right_node, ast.Constant) and right_node.value is None
+                link = _is_none(left if against_none else right, m)
+                link = ~link if isinstance(op, ast.IsNot) else link
+            else:
+                link = _truth(_COMPARE[type(op)](left, right), m)
+        fail = ~link
+        result[rows[fail]] = False
+        keep = ~fail
+        if keep.all():
+            left = right
+            continue
+        rows = rows[keep]
+        if len(rows) == 0:
+            break
+        sub = _subset(env, rows)
+        left = right[keep] if isinstance(right, np.ndarray) else right
+    return result, errors
+
+
+def _scatter_err(errors: np.ndarray | None, err: np.ndarray | None, rows: np.ndarray, n: int) -> np.ndarray | None:
+    if err is None:
+        return errors
+    full = np.zeros(n, dtype=bool) if errors is None else errors
+    full[rows[err]] = True
+    return full
+
+
+def _is_none(value: Any, m: int) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        if value.dtype != object:
+            return np.zeros(m, dtype=bool)
+        return np.fromiter((v is None for v in value), dtype=bool, count=len(value))
+    return np.full(m, value is None)
+
+
+def _call(node: ast.Call, env: Mapping[str, np.ndarray], n: int) -> tuple[Any, np.ndarray | None]:
+    func = node.func.id  # type: ignore[attr-defined]
+    arg_nodes = node.args
+    if func in ("min", "max") and len(arg_nodes) == 1:
+        arg_nodes = arg_nodes[0].elts  # type: ignore[attr-defined]
+    args, errors = [], None
+    for arg in arg_nodes:
+        value, err = _evaluate(arg, env, n)
+        args.append(_arith(value) if func != "int" else value)
+        errors = _or(errors, err)
+    if not any(isinstance(a, np.ndarray) for a in args):
+        try:
+            return {"abs": abs, "float": float, "int": int, "max": max, "min": min, "round": round}[func](*args), errors
+        except (OverflowError, ValueError):
+            return 0, np.ones(n, dtype=bool)
+    if func in ("min", "max"):
+        return functools.reduce(np.minimum if func == "min" else np.maximum, args), errors
+    x = args[0]
+    if func == "abs":
+        return np.abs(x), errors
+    if func == "float":
+        return x.astype(np.float64) if x.dtype != object else np.array([float(v) for v in x], dtype=np.float64), errors
+    if func == "int":
+        if x.dtype == object:
+            return np.array([int(v) for v in x], dtype=object), errors
+        if x.dtype.kind == "f":
+            finite = np.isfinite(x)
+            bad = None if finite.all() else ~finite
+            return np.trunc(np.where(finite, x, 0)).astype(np.int64), _or(errors, bad)
+        return x.astype(np.int64), errors
+    # round
+    if len(args) == 2:
+        return np.round(x, args[1]), errors
+    if x.dtype.kind == "f":
+        finite = np.isfinite(x)
+        bad = None if finite.all() else ~finite
+        return np.round(np.where(finite, x, 0)).astype(np.int64), _or(errors, bad)
+    return x, errors
+
+
+# ---------------------------------------------------------------------------- callables
 
 
 class _PerConfig:
@@ -85,7 +586,15 @@ class _PerConfig:
         self.fn = fn
 
     def __call__(self, frame: pd.DataFrame) -> np.ndarray:
-        return np.array([bool(self.fn(config)) for config in frame.to_dict("records")], dtype=bool)
+        out = np.empty(len(frame), dtype=bool)
+        for i, config in enumerate(frame.to_dict("records")):
+            try:
+                out[i] = bool(self.fn(config))
+            except Exception as exc:
+                first = (str(exc).splitlines() or [""])[0]
+                raise InvalidInputError(f"restriction {self.fn!r} raised {type(exc).__name__}: {first} "
+                                        f"for config {config}") from None
+        return out
 
     def __repr__(self) -> str:
         return repr(self.fn)
@@ -129,12 +638,23 @@ class Continuous:
         return math.ceil(self.low), math.floor(self.high)
 
 
+def _shown(names: Sequence[str]) -> str:
+    return "[" + ", ".join(names) + "]"
+
+
 @dataclass
 class SearchSpace:
-    """Parameters (name -> list of values, or ``Continuous``) and constraints."""
+    """Parameters (name -> list of values, or ``Continuous``) and constraints.
+
+    A value is a scalar: a number, string, boolean or None (a list or tuple value is an
+    error). String constraints are parsed and their names checked here, when the space is
+    built; see the module docstring for what they may say (Python's meaning, a division by
+    zero makes a config invalid).
+    """
 
     params: dict[str, list[Any] | Continuous]
     constraints: list[Constraint] = field(default_factory=list)
+    _enumerated: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.params, Mapping) or not self.params:
@@ -149,6 +669,10 @@ class SearchSpace:
                 continue
             if not isinstance(dom, (list, tuple)) or len(dom) == 0:
                 raise InvalidInputError(f"parameter {name!r} needs a non-empty list of values, but got {dom!r}")
+            for v in dom:
+                if isinstance(v, (list, tuple, dict, set, frozenset, np.ndarray)):
+                    raise InvalidInputError(f"parameter {name!r}: each value must be a number, string, boolean or "
+                                            f"None, but got the {type(v).__name__} {v!r}")
             repeated = _repeated_value(dom)
             if repeated is not None:
                 first, again = repeated
@@ -165,11 +689,38 @@ class SearchSpace:
             if not (isinstance(c, str) or callable(c)):
                 raise InvalidInputError(f"each constraint must be an expression (str) or a callable, but got {c!r}")
         self.constraints = list(self.constraints)
+        self._restrictions()  # syntax and names are checked now, not first when enumerating
+
+    def _restrictions(self) -> list[_Restriction]:
+        """The string constraints, parsed, each naming only parameters of the space."""
+        out = []
+        for c in self.constraints:
+            if not isinstance(c, str):
+                continue
+            parsed = _parsed(c)
+            unknown = [name for name in parsed.names if name not in self.params]
+            if unknown:
+                raise InvalidInputError(f"constraint {c!r} names unknown parameter(s) {unknown}; the space's "
+                                        f"parameters are {self.names}")
+            out.append(parsed)
+        return out
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def from_dict(cls, spec: Mapping[str, Any]) -> SearchSpace:
-        """``{"params": {"x": [1, 2], "lr": {"low": 1e-4, "high": 1, "log": true}}, "constraints": [...]}``."""
+    def from_dict(cls, spec: Mapping[str, Any], source: str | None = None) -> SearchSpace:
+        """``{"params": {"x": [1, 2], "lr": {"low": 1e-4, "high": 1, "log": true}}, "constraints": [...]}``.
+
+        ``source`` (e.g. ``"--space FILE"``) begins every error message, so it names the file.
+        """
+        if source is None:
+            return cls._from_dict(spec)
+        try:
+            return cls._from_dict(spec)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{source}: {exc}") from None
+
+    @classmethod
+    def _from_dict(cls, spec: Mapping[str, Any]) -> SearchSpace:
         if not isinstance(spec, Mapping):
             raise InvalidInputError(f"a space spec must be a mapping with 'params' (and optionally 'constraints'), "
                                     f"but got {type(spec).__name__}")
@@ -215,9 +766,11 @@ class SearchSpace:
     def from_yaml(cls, path: str | os.PathLike[str]) -> SearchSpace:
         """A space from a YAML file holding ``from_dict``'s mapping (``params``, optional ``constraints``).
 
-        Numbers are read as YAML 1.2 reads them, so ``[1e3, 2e3]`` are floats (PyYAML's YAML 1.1
-        rule would keep them as the strings ``'1e3'``, ``'2e3'``). A missing, unreadable or empty
-        file is a one-line error naming it.
+        Plain scalars are read as YAML 1.2 reads them: ``[1e3, 2e3]`` are floats (PyYAML's YAML
+        1.1 rule would keep them as the strings ``'1e3'``, ``'2e3'``), only ``true``/``false``
+        are booleans (``on``, ``off``, ``yes``, ``no`` stay text), ``010`` is 10 (not octal 8)
+        and ``1:30`` is text (not 90). A missing, unreadable or empty file, or a bad space in
+        it, is a one-line error naming it.
         """
         import yaml
 
@@ -236,17 +789,26 @@ class SearchSpace:
             what = "nothing" if spec is None else type(spec).__name__
             raise InvalidInputError(f"space file {os.fspath(path)} must hold a mapping with 'params' (and optionally "
                                     f"'constraints'), but it holds {what}")
-        return cls.from_dict(spec)
+        return cls.from_dict(spec, source=f"space file {os.fspath(path)}")
 
     @classmethod
     def from_kernel_tuner(cls, tune_params: Mapping[str, Sequence[Any]],
-                          restrictions: Sequence[Constraint] | Constraint | None = None) -> SearchSpace:
+                          restrictions: Sequence[Constraint] | Constraint | None = None, *,
+                          max_threads: int | None = 1024,
+                          block_size_names: Sequence[str] = KT_BLOCK_SIZE_NAMES) -> SearchSpace:
         """A space from Kernel Tuner's ``tune_params`` (name -> list of values) and ``restrictions``.
 
         A restriction is an expression string over the parameter names (evaluated vectorised,
         with Python's semantics) or, as in Kernel Tuner, a callable that takes one config as a
-        dict and returns whether it is valid (called config by config). A single string or
-        callable is one restriction.
+        dict and returns whether it is valid (called config by config; one that raises is an
+        error naming the config). A single string or callable is one restriction.
+
+        As Kernel Tuner's ``Searchspace`` does (1.5, and ``tune_kernel`` with the device's
+        max threads per block: 1024 on CUDA GPUs and the C backend), the product of the
+        thread-block parameters present (``block_size_x``, ``block_size_y``, ``block_size_z``)
+        is capped at ``max_threads``: the restriction ``"block_size_x * block_size_y <= 1024"``
+        (Kernel Tuner's own spelling) is added, where the domains reach past it (elsewhere it
+        could cut nothing). ``max_threads=None`` leaves it out.
         """
         if not isinstance(tune_params, Mapping):
             raise InvalidInputError(f"tune_params must map each parameter to a list of values, "
@@ -263,7 +825,15 @@ class SearchSpace:
         elif not isinstance(restrictions, Iterable):
             raise InvalidInputError(f"restrictions must be a list of expressions or callables, "
                                     f"but got {restrictions!r}")
-        return cls(params, [r if isinstance(r, str) or not callable(r) else _PerConfig(r) for r in restrictions])
+        restrictions = [r if isinstance(r, str) or not callable(r) else _PerConfig(r) for r in restrictions]
+        blocks = [name for name in block_size_names if name in params]
+        if max_threads is not None and blocks:
+            values = [params[name] for name in blocks]
+            numeric = all(is_number(v) and not isinstance(v, bool) for dom in values for v in dom)
+            rule = f"{' * '.join(blocks)} <= {max_threads}"
+            if (not numeric or math.prod(max(dom) for dom in values) > max_threads) and rule not in restrictions:
+                restrictions.append(rule)
+        return cls(params, restrictions)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -276,29 +846,66 @@ class SearchSpace:
 
     @property
     def enumerable(self) -> bool:
-        """Finite and small enough to score whole (``enumerate``); otherwise the tuner searches it
-        with an Optuna study on the predictor."""
-        return self.is_finite and self.cartesian_size() <= MAX_ENUMERATE
+        """Finite, and at most ``MAX_ENUMERATE`` valid configs (counted by enumerating, which
+        is kept for the next ``enumerate()``); otherwise the tuner searches it with an Optuna
+        study on the predictor."""
+        if not self.is_finite:
+            return False
+        key = self._fingerprint()
+        if self._enumerated is not None and self._enumerated[0] == key:
+            return self._enumerated[1] is not None
+        try:
+            frame = self._enumerate(MAX_ENUMERATE)
+        except _TooLarge:
+            frame = None
+        self._enumerated = (key, frame)
+        return frame is not None
 
     def cartesian_size(self) -> int:
         if not self.is_finite:
             return math.inf  # type: ignore[return-value]
         return math.prod(len(d) for d in self.params.values())  # type: ignore[arg-type]
 
+    def _fingerprint(self) -> tuple:
+        """What the enumeration depends on (a space's params and constraints may be edited)."""
+        params = tuple((name, repr(dom), tuple(type(v).__name__ for v in dom) if isinstance(dom, list) else ())
+                       for name, dom in self.params.items())
+        return params, tuple(c if isinstance(c, str) else (id(c), repr(c)) for c in self.constraints)
+
     # ------------------------------------------------------------------ constraints
     def mask(self, frame: pd.DataFrame) -> np.ndarray:
-        """Boolean mask of the rows of ``frame`` that satisfy every constraint."""
-        ok = np.ones(len(frame), dtype=bool)
+        """Boolean mask of the rows of ``frame`` that satisfy every constraint (a row on which
+        a restriction divides by zero does not)."""
+        n = len(frame)
+        ok = np.ones(n, dtype=bool)
+        parsed = iter(self._restrictions())
+        columns: dict[str, np.ndarray] = {}
         for c in self.constraints:
+            if isinstance(c, str):
+                restriction = next(parsed)
+                rows = np.flatnonzero(ok)
+                if len(rows) == 0:
+                    break
+                env = {}
+                for name in restriction.names:
+                    if name not in columns:
+                        if name not in frame.columns:
+                            raise InvalidInputError(f"constraint {c!r} cannot be evaluated: the configs lack "
+                                                    f"the parameter {name!r}")
+                        columns[name] = _eval_column(frame[name].to_numpy())
+                    env[name] = columns[name] if len(rows) == n else columns[name][rows]
+                ok[rows] = restriction.mask(env, len(rows))
+                continue
             try:
-                # DataFrame.eval reads Kernel Tuner's Python syntax (and/or/not, %, //) as Python does.
-                res = c(frame) if callable(c) else frame.eval(c)
+                res = c(frame)
+            except InvalidInputError:
+                raise
             except Exception as exc:
                 raise InvalidInputError(f"constraint {c!r} cannot be evaluated: {type(exc).__name__}: {exc}") from None
             res = np.asarray(res)
             if res.shape == ():  # a constraint that does not depend on the params
-                res = np.full(len(frame), bool(res))
-            if res.shape != (len(frame),):
+                res = np.full(n, bool(res))
+            if res.shape != (n,):
                 raise InvalidInputError(f"constraint {c!r} must give one boolean per config, but got shape {res.shape}")
             ok &= res.astype(bool)
         return ok
@@ -383,37 +990,245 @@ class SearchSpace:
 
     # ------------------------------------------------------------------ enumeration
     def enumerate(self, limit: int = MAX_ENUMERATE) -> pd.DataFrame:
-        """Every valid config as a DataFrame (columns = parameter names), in a stable order."""
+        """Every valid config as a DataFrame (columns = parameter names), in the cartesian order
+        (first parameter slowest, as ``itertools.product`` and Kernel Tuner list them).
+
+        Parameters join one at a time and each restriction filters as soon as its parameters
+        are all in (see the module docstring), so ``limit`` bounds the valid configs and every
+        table of partial configs built on the way, not the cartesian product; a space past it
+        is a one-line error saying what grew too large.
+        """
         if not self.is_finite:
             raise InvalidInputError("a space with continuous parameters cannot be enumerated; search it with Optuna")
-        size = self.cartesian_size()
-        if size > limit:
-            raise InvalidInputError(f"`cartesian size <= {limit}` must hold to enumerate, but got {size}")
-        domains = [np.asarray(d, dtype=object if any(isinstance(x, str) for x in d) else None)
-                   for d in self.params.values()]
-        grids = np.meshgrid(*[np.arange(len(d)) for d in domains], indexing="ij")
-        frame = pd.DataFrame({name: dom[g.ravel()] for name, dom, g in zip(self.names, domains, grids, strict=True)})
-        return frame[self.mask(frame)].reset_index(drop=True)
+        if self._enumerated is not None:
+            key, frame = self._enumerated
+            self._enumerated = None  # handed over once: the space does not keep a copy alive
+            if frame is not None and key == self._fingerprint() and len(frame) <= limit:
+                return frame
+        return self._enumerate(limit)
+
+    def _enumerate(self, limit: int) -> pd.DataFrame:
+        names = self.names
+        domains = {name: _domain_arrays(self.params[name]) for name in names}  # type: ignore[arg-type]
+        restrictions = self._restrictions()
+        callables = [c for c in self.constraints if not isinstance(c, str)]
+        budget = [max(CHECK_FACTOR * limit, 10_000_000)]  # partial configs still to check
+        empty = {name: np.zeros(0, dtype=np.int64) for name in names}
+
+        constant = [r for r in restrictions if not r.names]
+        if any(not r.mask({}, 1)[0] for r in constant):
+            return self._frame(empty, domains)
+        restrictions = [r for r in restrictions if r.names]
+
+        # Parameters linked by restrictions (directly or through others) enumerate together.
+        group = {name: name for name in names}
+
+        def root(name: str) -> str:
+            while group[name] != name:
+                group[name] = group[group[name]]
+                name = group[name]
+            return name
+
+        for r in restrictions:
+            for other in r.names[1:]:
+                group[root(other)] = root(r.names[0])
+        components: dict[str, list[str]] = {}
+        for name in names:
+            components.setdefault(root(name), []).append(name)
+
+        tables = []
+        cartesian = {key: math.prod(len(domains[name][0]) for name in members) for key, members in components.items()}
+        for key in sorted(components, key=cartesian.__getitem__):  # the small first: an empty one ends it early
+            members = components[key]
+            linked = [r for r in restrictions if root(r.names[0]) == root(members[0])]
+            table = self._enumerate_linked(members, linked, domains, limit, budget)
+            size = len(next(iter(table.values())))
+            if size == 0:
+                return self._frame(empty, domains)
+            tables.append((members, table, size))
+
+        total = math.prod(size for _, _, size in tables)
+        if total > limit:
+            what = ("valid configs" if not callables else
+                    "configs meeting the string constraints (callable constraints filter only the whole table)")
+            raise _TooLarge(f"`valid configs <= {limit}` must hold to enumerate, but the space has {total} {what} "
+                            f"(cartesian {self.cartesian_size()})")
+        codes: dict[str, np.ndarray] = {}
+        inner = total
+        for members, table, size in tables:  # the product of the tables, by repeat and tile
+            inner //= size
+            rows = np.tile(np.repeat(np.arange(size, dtype=np.int64), inner), total // (size * inner))
+            for name in members:
+                codes[name] = table[name][rows]
+        order = self._cartesian_order(codes, total)
+        if order is not None:
+            codes = {name: c[order] for name, c in codes.items()}
+        frame = self._frame(codes, domains)
+        for c in callables:
+            if frame.empty:
+                break
+            try:
+                res = c(frame)
+            except InvalidInputError:
+                raise
+            except Exception as exc:
+                raise InvalidInputError(f"constraint {c!r} cannot be evaluated: {type(exc).__name__}: {exc}") from None
+            res = np.asarray(res)
+            if res.shape == ():
+                res = np.full(len(frame), bool(res))
+            if res.shape != (len(frame),):
+                raise InvalidInputError(f"constraint {c!r} must give one boolean per config, but got shape {res.shape}")
+            if not res.astype(bool).all():
+                frame = frame[res.astype(bool)]
+        return frame.reset_index(drop=True)
+
+    def _frame(self, codes: Mapping[str, np.ndarray], domains: Mapping[str, tuple[np.ndarray, np.ndarray]]
+               ) -> pd.DataFrame:
+        dtypes = {domains[name][0].dtype for name in self.names}
+        if len(dtypes) == 1 and (dtype := dtypes.pop()).kind != "O":
+            # one numeric block, filled in place: pandas keeps it as is (no stacking copy)
+            n = len(codes[self.names[0]])
+            block = np.empty((len(self.names), n), dtype=dtype)
+            for j, name in enumerate(self.names):
+                np.take(domains[name][0], codes[name], out=block[j], mode="clip")  # (no buffering)
+            return pd.DataFrame(block.T, columns=self.names, copy=False)
+        return pd.DataFrame({name: _column(domains[name][0][codes[name]], domains[name][0]) for name in self.names})
+
+    def _cartesian_order(self, codes: Mapping[str, np.ndarray], total: int) -> np.ndarray | None:
+        """The permutation putting rows of level codes in the cartesian order, or None if they are."""
+        if total < 2:
+            return None
+        sizes = [len(self.params[name]) for name in self.names]  # type: ignore[arg-type]
+        if math.prod(sizes) < 2**63:
+            key = np.zeros(total, dtype=np.int64)
+            for name, size in zip(self.names, sizes, strict=True):
+                key *= size
+                key += codes[name]
+            if (key[1:] > key[:-1]).all():
+                return None
+            return np.argsort(key, kind="stable")
+        return np.lexsort([codes[name] for name in reversed(self.names)])
+
+    def _enumerate_linked(self, members: list[str], restrictions: list[_Restriction],
+                          domains: Mapping[str, tuple[np.ndarray, np.ndarray]], limit: int,
+                          budget: list[int]) -> dict[str, np.ndarray]:
+        """The level codes of every combination of ``members`` meeting ``restrictions`` (which
+        name only members), built by adding one parameter at a time."""
+        sizes = {name: len(domains[name][0]) for name in members}
+        code_type = {name: np.min_scalar_type(max(sizes[name] - 1, 0)) for name in members}
+        table: dict[str, np.ndarray] = {}
+        rows = 1
+        pending: list[str] = []  # joined, but no restriction needed them yet: crossed in lazily
+        left = list(members)
+        todo = list(restrictions)
+        while left:
+            present = set(table) | set(pending)
+
+            def score(name: str, present: set[str] = present, todo: list[_Restriction] = todo) -> tuple:
+                ready = sum(1 for r in todo if name in r.names and set(r.names) <= present | {name})
+                touching = sum(1 for r in todo if name in r.names)
+                return (-ready, -touching, sizes[name])
+
+            name = min(left, key=score)  # the first of equals, in the space's order
+            left.remove(name)
+            ready = [r for r in todo if set(r.names) <= present | {name}]
+            pending.append(name)
+            if not ready and left:
+                continue
+            todo = [r for r in todo if r not in ready]
+            table, rows = self._cross(table, rows, pending, ready, domains, sizes, code_type, limit, budget)
+            pending = []
+            if rows == 0:
+                break
+        if rows == 0:
+            return {name: np.zeros(0, dtype=code_type[name]) for name in members}
+        return table
+
+    def _cross(self, table: dict[str, np.ndarray], rows: int, new: list[str], ready: list[_Restriction],
+               domains: Mapping[str, tuple[np.ndarray, np.ndarray]], sizes: Mapping[str, int],
+               code_type: Mapping[str, np.dtype], limit: int, budget: list[int]) -> tuple[dict[str, np.ndarray], int]:
+        """``table`` (``rows`` partial configs) times the domains of ``new``, keeping the rows that
+        meet ``ready``; built and checked in blocks, so only the kept rows are held whole."""
+        inner = math.prod(sizes[name] for name in new)
+        total = rows * inner
+        names = [*table, *new]
+        if ready:
+            budget[0] -= total
+            if budget[0] < 0:
+                raise _TooLarge(f"the space is too large to enumerate: joining {_shown(new)} to the partial configs "
+                                f"of {_shown(list(table))} means checking {total} partial configs against "
+                                f"{[r.text for r in ready]} (at most {max(CHECK_FACTOR * limit, 10_000_000)} in all "
+                                f"for a limit of {limit})")
+        elif total > limit:
+            raise _TooLarge(f"`valid configs <= {limit}` must hold to enumerate, but the parameters {_shown(names)} "
+                            f"alone have {total} combinations that no constraint cuts")
+        kept: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        count = 0
+        step = _BLOCK
+        for start in range(0, total, step):
+            flat = np.arange(start, min(total, start + step), dtype=np.int64)
+            block: dict[str, np.ndarray] = {}
+            if table:
+                parent = flat // inner
+                for name in table:
+                    block[name] = table[name][parent]
+            rest = flat % inner if inner > 1 else np.zeros(len(flat), dtype=np.int64)
+            for name in reversed(new):  # the last parameter varies fastest
+                block[name] = (rest % sizes[name]).astype(code_type[name])
+                rest //= sizes[name]
+            keep = np.ones(len(flat), dtype=bool)
+            for r in ready:
+                live = np.flatnonzero(keep)
+                if len(live) == 0:
+                    break
+                env = {n: domains[n][1][block[n][live] if len(live) < len(flat) else block[n]] for n in r.names}
+                keep[live] = r.mask(env, len(live))
+            if not keep.all():
+                block = {name: codes[keep] for name, codes in block.items()}
+            count += int(keep.sum())
+            if count > limit:
+                shown = _shown(names)
+                raise _TooLarge(f"`valid configs <= {limit}` must hold to enumerate, but more than {limit} "
+                                f"combinations of {shown} meet the constraints on them (cartesian "
+                                f"{self.cartesian_size()})")
+            for name in names:
+                kept[name].append(block[name])
+        out = {name: (np.concatenate(parts) if len(parts) > 1 else parts[0]) for name, parts in kept.items()}
+        return out, count
 
     def sample(self, n: int, seed: int = 0, max_draws: int = 20) -> pd.DataFrame:
         """Up to ``n`` distinct valid configs from a scrambled Sobol sequence, in its order (a log
         range on a log scale, an integer range as integers, a list by equal shares), so any first
         rows spread over the space without crowding its corners as a maximin design does; in
-        ``max_draws`` vectorised draws at most, fewer configs when the constraints leave fewer."""
+        ``max_draws`` vectorised draws at most, fewer configs when the constraints leave fewer.
+
+        Finding none at all (for ``n >= 1``) is a one-line error saying so: random draws of a
+        space whose constraints admit a tiny share of it can miss every valid config.
+        """
         from scipy.stats import qmc
 
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
             raise InvalidInputError(f"`n >= 0` (an integer) must hold, but got n={n!r}")
         sobol = qmc.Sobol(d=len(self.params), scramble=True, seed=np.random.default_rng(seed))
         found = pd.DataFrame(columns=self.names)
+        drawn = draws = 0
         for _ in range(max_draws):
+            draws += 1
             m = 2 ** math.ceil(math.log2(max(2 * (n - len(found)), 64)))  # powers of two keep Sobol balanced
             frame = self.from_unit(sobol.random(m))
+            drawn += m
             frame = frame[self.mask(frame)]
             found = frame if found.empty else pd.concat([found, frame])
             found = found.drop_duplicates()
             if len(found) >= n:
                 break
+        if n > 0 and found.empty:
+            what = (f"of {self.cartesian_size()} cartesian configs" if self.is_finite
+                    else "with continuous parameters")
+            raise InvalidInputError(
+                f"sampling found no valid config in {drawn} random draws ({draws} rounds) of a space {what}: its "
+                "constraints admit none, or too few to be hit at random (a finite space is enumerated whole when it "
+                f"has at most {MAX_ENUMERATE} valid configs); check or loosen the constraints, or narrow the domains")
         return found.head(n).reset_index(drop=True)
 
     def from_unit(self, u: np.ndarray) -> pd.DataFrame:
@@ -427,8 +1242,8 @@ class SearchSpace:
                 values = np.exp(values) if dom.log else values
                 draw[name] = (np.clip(np.round(values), *dom.int_bounds).astype(int) if dom.integer else values)
             else:
-                domain = np.asarray(dom, dtype=object if any(isinstance(x, str) for x in dom) else None)
-                draw[name] = domain[np.minimum((u[:, j] * len(domain)).astype(int), len(domain) - 1)]
+                domain = _domain_arrays(dom)[0]
+                draw[name] = _column(domain[np.minimum((u[:, j] * len(domain)).astype(int), len(domain) - 1)], domain)
         return pd.DataFrame(draw)
 
     def to_unit(self, frame: pd.DataFrame) -> np.ndarray:

@@ -37,6 +37,9 @@ def param_features(frame: pd.DataFrame, powers_of_two: bool = False) -> pd.DataF
     out = pd.DataFrame(index=frame.index)
     for name in frame.columns:
         col = frame[name]
+        if col.dtype == object and col.map(lambda v: isinstance(v, (int, float, np.number))
+                                           and not isinstance(v, (bool, np.bool_))).all():
+            col = col.astype(float)  # [1, 2, 0.5] keeps its int 1 in an object column: still numbers
         if pd.api.types.is_bool_dtype(col):
             out[name] = col.astype(float)
         elif pd.api.types.is_numeric_dtype(col):

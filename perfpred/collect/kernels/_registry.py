@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from perfpred.datasets._schema import python_scalar
-from perfpred.errors import InvalidInputError, MissingDependencyError
+from perfpred.errors import DeviceNotFoundError, InvalidInputError, MissingDependencyError
 
 KERNEL_DIR = Path(__file__).resolve().parent
 LANGS = ("C", "CUDA", "triton")
@@ -330,7 +330,7 @@ def _check_runtime(lang: str, compiler: str, name: str) -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise InvalidInputError(f"kernel {name!r} runs on a CUDA GPU, but torch sees none on this machine")
+        raise DeviceNotFoundError(f"kernel {name!r} runs on a CUDA GPU, but torch sees none on this machine")
 
 
 # ---------------------------------------------------------------------------- SGEMM (CPU)
@@ -493,8 +493,10 @@ MATMUL_CUDA = KernelSpec(
         "tile_size_x": (1, 2, 4),
         "tile_size_y": (1, 2, 4, 8),
     },
-    # The shared-memory tiles are square in k: each thread row loads tile_size_y rows of A.
-    restrictions=("block_size_x == block_size_y * tile_size_y",),
+    # The shared-memory tiles are square in k: each thread row loads tile_size_y rows of A. A CUDA
+    # block holds at most 1024 threads (Kernel Tuner's max_threads rule; the H200 recording's three
+    # 64 x 32 blocks are its InvalidConfig rows).
+    restrictions=("block_size_x == block_size_y * tile_size_y", "block_size_x * block_size_y <= 1024"),
     problem_keys=("n",),
     default_problem_size={"n": 4096},
     test_problem_size={"n": 256},
