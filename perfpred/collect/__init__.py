@@ -24,15 +24,24 @@ from perfpred.collect._power import (
 from perfpred.collect._replay import ReplayBackend, ReplayConfig
 from perfpred.collect._sweep import (
     DESIGNS,
+    NOISY_CV,
     SweepReport,
     busy_warning,
     expand,
     grid_shapes,
     loguniform_shapes,
     noisy_row,
+    quality_warning,
     run_sweep,
 )
-from perfpred.collect._timing import CacheFlusher, TimingPolicy, TimingResult, median_rel_ci, time_function
+from perfpred.collect._timing import (
+    CacheFlusher,
+    TimingPolicy,
+    TimingResult,
+    median_rel_ci,
+    policy_metrics,
+    time_function,
+)
 from perfpred.collect._visits import combine_visits, gate_visits, visits_done
 from perfpred.collect.kernels import KERNELS, KernelSpec, get_kernel
 
@@ -42,6 +51,7 @@ __all__ = [
     "DTYPE_BYTES",
     "KERNELS",
     "KERNEL_POLICY",
+    "NOISY_CV",
     "CacheFlusher",
     "GemmCollector",
     "GemmConfig",
@@ -75,7 +85,9 @@ __all__ = [
     "median_rel_ci",
     "noisy_row",
     "observe_sustained",
+    "policy_metrics",
     "power_observer",
+    "quality_warning",
     "resolve_pin_cpus",
     "run_sweep",
     "software_versions",

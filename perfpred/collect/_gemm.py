@@ -19,9 +19,9 @@ import numpy as np
 
 from perfpred.collect._hardware import fingerprint, last_level_cache_kib, software_versions
 from perfpred.collect._power import observe_sustained, power_observer
-from perfpred.collect._timing import CacheFlusher, TimingPolicy, time_function
+from perfpred.collect._timing import CacheFlusher, TimingPolicy, policy_metrics, time_function
 from perfpred.datasets import Measurement
-from perfpred.errors import InvalidInputError
+from perfpred.errors import DeviceNotFoundError, InvalidInputError
 
 DTYPE_BYTES = {"fp64": 8, "fp32": 4, "bf16": 2, "fp16": 2}
 BACKENDS = ("torch", "numpy")
@@ -124,10 +124,10 @@ def _check_cuda_device(device: str, dtype: str) -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise InvalidInputError(f"device {device!r} was asked for, but torch sees no CUDA GPU")
+        raise DeviceNotFoundError(f"device {device!r} was asked for, but torch sees no CUDA GPU")
     index = int(device.split(":")[1]) if ":" in device else 0
     if index >= torch.cuda.device_count():
-        raise InvalidInputError(f"`cuda index < {torch.cuda.device_count()}` must hold, but got device={device!r}")
+        raise DeviceNotFoundError(f"`cuda index < {torch.cuda.device_count()}` must hold, but got device={device!r}")
     if dtype == "bf16" and not torch.cuda.is_bf16_supported():
         raise InvalidInputError(f"dtype 'bf16' is not supported on {torch.cuda.get_device_name(index)}")
 
@@ -371,7 +371,9 @@ class GemmCollector:
                      "calls_per_sample": float(timing.number),
                      # which CPUs timed it, as a bit mask (NaN: not pinned)
                      "pinned_cpu_mask": float(sum(1 << c for c in pinned)) if pinned else None,
-                     "gflops": 2.0 * cfg.b * cfg.m * cfg.n * cfg.k / (timing.median_ms * 1e6)},
+                     "gflops": 2.0 * cfg.b * cfg.m * cfg.n * cfg.k / (timing.median_ms * 1e6),
+                     # the timing policy (metric.timing_max_time_s, ...): a re-run under a stricter one re-times it
+                     **policy_metrics(self.policy)},
             **power,
             **base,
         )

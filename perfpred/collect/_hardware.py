@@ -185,9 +185,9 @@ def _fingerprint_cached(device: str) -> str:
     if device.startswith("cuda"):
         index = int(device.split(":")[1]) if ":" in device else 0
         if index >= len(gpus):
-            from perfpred.errors import InvalidInputError
+            from perfpred.errors import DeviceNotFoundError
 
-            raise InvalidInputError(f"device {device!r} is not present: {len(gpus)} CUDA GPU(s) visible")
+            raise DeviceNotFoundError(f"device {device!r} is not present: {len(gpus)} CUDA GPU(s) visible")
         gpu = gpus[index]
         identity = {k: gpu[k] for k in ("gpu_name", "sm_count", "memory_gib", "compute_capability")}
         spec["hardware_id"] = f"cuda-{_slug(gpu['gpu_name'])}-{_short_hash(identity)}"

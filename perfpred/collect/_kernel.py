@@ -14,7 +14,9 @@ numpy reference (:class:`perfpred.collect.kernels.KernelSpec`). Measuring one co
    cache files use, so replayed and collected rows count tuning cost alike), plus
    ``compile_cache_hit``, ``gflops`` and ``gbs``; ``timing_converged`` is 1 when sampling
    stopped because the median's CI met the target, 0 when a time or run cap stopped it (a
-   row to treat as noisy), and ``pinned_cpu_mask`` says which CPUs timed a CPU kernel.
+   row to treat as noisy), ``pinned_cpu_mask`` says which CPUs timed a CPU kernel, and
+   ``timing_warmup_runs`` ... ``timing_min_sample_ms`` record the ``TimingPolicy`` (a re-run
+   under a stricter one times the row again: ``perfpred.collect.run_sweep``).
 
 CPU kernels are pinned (``pin_cpus="auto"``) to the first ``threads`` CPUs this process may
 use (the kernel's OpenMP threads parameter, else 1): the vCPUs of a VM differ in speed (here
@@ -51,7 +53,7 @@ from typing import Any
 
 from perfpred.collect._gemm import resolve_pin_cpus
 from perfpred.collect._hardware import fingerprint, software_versions
-from perfpred.collect._timing import TimingPolicy, TimingResult
+from perfpred.collect._timing import TimingPolicy, TimingResult, policy_metrics
 from perfpred.collect.kernels._engine import Job, compiler_identity
 from perfpred.collect.kernels._registry import KERNEL_DIR, KernelSpec, get_kernel, problem_label
 from perfpred.datasets import Measurement, measurement_key
@@ -447,6 +449,7 @@ class KernelCollector:
             "timing_converged": float(timing.stopped_by == "stable"),
             "gflops": self.kernel.flops(cfg.problem_size) / seconds / 1e9,  # type: ignore[arg-type]
             "gbs": self.kernel.bytes_moved(cfg.problem_size) / seconds / 1e9,  # type: ignore[arg-type]
+            **policy_metrics(self.policy),  # metric.timing_max_time_s, ...: a stricter re-run re-times the row
         })
         return Measurement(status="ok", runtime_ms=timing.median_ms, raw_times_ms=timing.raw_times_ms,
                            n_runs=len(timing.raw_times_ms), min_ms=timing.min_ms, mean_ms=timing.mean_ms,

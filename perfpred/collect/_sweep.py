@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from perfpred.collect._timing import TimingPolicy, looser_fields, stricter_policy_metrics
 from perfpred.collect._visits import combine_visits, gate_visits, visits_done
 from perfpred.datasets import STATUSES, Measurement, MeasurementStore
 from perfpred.errors import InvalidInputError
@@ -19,9 +20,23 @@ from perfpred.errors import InvalidInputError
 DESIGNS = ("grid", "random", "sobol")
 # How many times a config has been measured from scratch (a re-measure adds one; absent: once).
 ATTEMPTS_METRIC = "attempts"
+# A row whose replicates spread more than this (cv = std/mean) counts as noisy in the sweep's
+# summary unless --remeasure-above-cv names another threshold; on an idle machine GEMM rows
+# spread a few percent, on the loaded one of the QA run the median cv was 0.45.
+NOISY_CV = 0.15
+# The share of a sweep's rows that are noisy (not converged, or above the cv threshold) above
+# which the summary warns that the data are not fit to train on as they are.
+NOISY_SHARE = 0.25
+# The machine is busy (timings spoiled) above this 1-minute load average per CPU; the sweep
+# checks it again every LOAD_CHECK_S seconds.
+BUSY_LOAD_PER_CPU = 0.5
+LOAD_CHECK_S = 30.0
 
 
 class Collector(Protocol):
+    """What run_sweep measures with. A collector with a ``policy`` (a ``TimingPolicy``) records
+    it on each timed row, and a re-run re-times rows stored under a looser one."""
+
     name: str
 
     def measurement_id(self, cfg: Any) -> str: ...
@@ -91,6 +106,30 @@ class SweepReport:
     failed: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
+    remeasure_s: float = 0.0  # of wall_s, the time spent re-timing stored configs
+    discarded_s: float = 0.0  # of remeasure_s, the re-measures that came out noisier (``kept`` of them): dropped
+    # The quality of the ok rows this sweep left in the store (measured or kept), so noisy data is seen:
+    ok_rows: int = 0
+    unconverged: int = 0  # metric.timing_converged == 0: a time or run cap, not the CI target, stopped sampling
+    noisy: int = 0  # cv above noisy_cv
+    poor: int = 0  # either of the two
+    noisy_cv: float = NOISY_CV
+    peak_load: float | None = None  # the highest 1-minute load average seen (rows and the sweep's checks)
+    busy_warnings: int = 0  # warnings given during the sweep that the machine had become busy
+    # Stored rows re-timed because their recorded timing policy was looser than this sweep's, by
+    # what was looser ("max_time_s=0.5, max_runs=20" -> rows); they count in ``remeasured`` too.
+    retimed_policy: int = 0
+    looser_policies: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def new(self) -> int:
+        """Configs measured for the first time (``measured`` counts the re-measured ones too)."""
+        return self.measured - self.remeasured
+
+    @property
+    def poor_share(self) -> float:
+        """The share of the ok rows that are noisy (not converged, or spread above ``noisy_cv``)."""
+        return self.poor / self.ok_rows if self.ok_rows else 0.0
 
 
 def run_sweep(
@@ -104,6 +143,10 @@ def run_sweep(
     visits: int = 1,
     seed: int = 0,
     ref_tolerance: float | None = 1.1,
+    respect_policy: bool = True,
+    noisy_cv: float = NOISY_CV,
+    load_check_s: float | None = LOAD_CHECK_S,
+    warn: Callable[[str], None] | None = None,
 ) -> SweepReport:
     """Measure each config not yet in ``store``, appending each result as soon as it exists.
 
@@ -122,6 +165,17 @@ def run_sweep(
     is re-derived from its quiet visits only: those whose reference GEMM ran within that factor
     of the quiet machine's (see ``perfpred.collect.gate_visits``; collectors without a reference
     are left as they are).
+
+    With ``respect_policy``, a stored ok row timed under a looser ``TimingPolicy`` than the
+    collector's (its ``metric.timing_*`` fields: a shorter ``max_time_s`` or fewer ``max_runs``
+    where the row did not converge, fewer warm-up or minimum runs, a wider ``target_rel_ci``) is
+    re-measured like a ``remeasure`` pick, the steadier row kept; a kept row then records the
+    stricter policy it stood up to, so the next re-run skips it. Rows without a recorded policy
+    (stored before it was recorded) count as timed under the collector's.
+
+    Quality is counted, not hidden: ``SweepReport`` says how many ok rows did not converge or
+    spread above ``noisy_cv``; every ``load_check_s`` seconds the load average is read again and
+    ``warn`` (default: a line on stderr) is called once if the machine became busy.
     """
     if isinstance(visits, bool) or not isinstance(visits, int) or visits < 1:
         raise InvalidInputError(f"`visits >= 1` must hold, but got visits={visits!r}")
@@ -129,52 +183,64 @@ def run_sweep(
         raise InvalidInputError(f"`ref_tolerance >= 1` must hold, but got ref_tolerance={ref_tolerance!r}")
     for cfg in configs:
         cfg.validate()
-    report = SweepReport()
+    if not noisy_cv > 0:
+        raise InvalidInputError(f"`noisy_cv > 0` must hold, but got noisy_cv={noisy_cv!r}")
+    warn = warn or _warn
+    policy = getattr(collector, "policy", None) if respect_policy else None
+    policy = policy if isinstance(policy, TimingPolicy) else None
+    report = SweepReport(noisy_cv=noisy_cv)
     stored: dict[str, dict[str, Any]] = {}
-    if (remeasure is not None or visits > 1) and len(store):
+    if (remeasure is not None or visits > 1 or policy is not None) and len(store):
         stored = {row["measurement_id"]: row for row in store.load().to_dict("records")}
     todo: list[_Pending] = []
     for cfg in configs:
         key = collector.measurement_id(cfg)
-        fresh = not store.contains(key) or (key in stored and remeasure is not None and remeasure(stored[key]))
-        done = 0 if fresh else (visits_done(stored[key]) if key in stored else 1)
+        row = stored.get(key)
+        looser = _looser_policy(row, policy) if row is not None and policy is not None else {}
+        fresh = not store.contains(key) or (row is not None and (bool(looser) or (remeasure is not None
+                                                                                  and remeasure(row))))
+        done = 0 if fresh else (visits_done(row) if row is not None else 1)
         if done >= visits:
             report.skipped += 1
             continue
-        previous = None if fresh else Measurement.from_row(stored[key])
+        previous = None if fresh else Measurement.from_row(row)
         pending = _Pending(cfg, done, previous, replace_stored=store.contains(key))
-        if fresh and key in stored:
-            pending.earlier = Measurement.from_row(stored[key])
+        if fresh and row is not None:
+            pending.earlier = Measurement.from_row(row)
+            if looser:
+                pending.looser = ", ".join(f"{name}={value:g}" for name, value in looser.items())
+                pending.policy = policy
         todo.append(pending)
     t0 = time.perf_counter()
     bar = None
     total = sum(visits - p.done for p in todo)
+    remeasures = sum(p.earlier is not None for p in todo)
+    remeasures_done = 0
     if progress and total:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[last]}"))
+        bar = _progress_bar()
         bar.start()
         label = f"{collector.name} sweep" + (f" ({visits} visits)" if visits > 1 else "")
         task = bar.add_task(label, total=total, last="")
+        # The re-measures of stored configs on a line of their own: how many are done, the time
+        # they took, and how many came out noisier and were discarded (the earlier row kept).
+        retask = bar.add_task("re-measured", total=remeasures, last="", spent_s=0.0) if remeasures else None
     rng = np.random.default_rng(seed)
+    last_load_check, timed = t0, 0
     try:
         for visit in range(1, visits + 1):
             round_ = [p for p in todo if p.done < visit]
             if visit > 1:
                 round_ = [round_[i] for i in rng.permutation(len(round_))]
             for pending in round_:
+                started = time.perf_counter()
                 m = collector.measure(pending.cfg)
                 if visits > 1:
                     m = combine_visits(pending.previous, m)
                 held = pending.store(m, store)
+                if pending.earlier is not None:  # a re-measure: its time is re-measure time
+                    spent = time.perf_counter() - started
+                    pending.spent_s += spent
+                    report.remeasure_s += spent
                 first = pending.previous is None
                 pending.previous, pending.done, pending.replace_stored = m, pending.done + 1, True
                 report.measured += int(first)
@@ -184,11 +250,31 @@ def run_sweep(
                     report.kept += int(pending.kept_earlier)
                     report.statuses[held.status] = report.statuses.get(held.status, 0) + 1
                     report.failed += int(held.status != "ok")
+                    if pending.earlier is not None:
+                        remeasures_done += 1
+                        report.discarded_s += pending.spent_s if pending.kept_earlier else 0.0
+                    if pending.looser:
+                        report.retimed_policy += 1
+                        report.looser_policies[pending.looser] = report.looser_policies.get(pending.looser, 0) + 1
+                    _count_quality(report, held)
                 if on_measured:
                     on_measured(pending.cfg, m)
                 if bar is not None:
-                    last = f"{m.runtime_ms:.4g} ms" if m.runtime_ms is not None else m.status
-                    bar.update(task, advance=1, last=last)
+                    bar.update(task, advance=1, last=progress_note(m, held, pending.earlier))
+                    if retask is not None and pending.earlier is not None:
+                        bar.update(retask, completed=remeasures_done, spent_s=report.remeasure_s,
+                                   last=f"{report.kept} noisier ({report.discarded_s:.1f} s) discarded")
+                timed += 1
+                now = time.perf_counter()
+                if load_check_s is not None and not report.busy_warnings and now - last_load_check >= load_check_s:
+                    last_load_check = now
+                    load = os.getloadavg()[0]
+                    report.peak_load = load if report.peak_load is None else max(report.peak_load, load)
+                    text = busy_warning(during=f"after {timed} of {total} timings, {now - t0:.0f} s in",
+                                        load=load)
+                    if text:
+                        report.busy_warnings += 1
+                        warn(text)
     finally:
         if bar is not None:
             bar.stop()
@@ -213,6 +299,9 @@ class _Pending:
     was_stored: bool = field(init=False)
     earlier: Measurement | None = None  # the stored row a re-measure competes with
     kept_earlier: bool = False  # the store holds the earlier row (with its attempt counted)
+    spent_s: float = 0.0  # time spent re-measuring it (its visits)
+    looser: str = ""  # re-timed because the earlier row's timing policy was looser: what was looser
+    policy: TimingPolicy | None = None  # with ``looser``: the stricter policy it is re-timed under
 
     def __post_init__(self) -> None:
         self.was_stored = self.replace_stored
@@ -229,9 +318,108 @@ class _Pending:
             self.kept_earlier = False
             return m
         if not self.kept_earlier:  # count the attempt, or undo what an earlier visit wrote
-            store.append([replace(self.earlier, metrics={**self.earlier.metrics, **attempts})], replace=True)
+            # A row that stood up to a re-measure under a stricter policy records that policy: the
+            # next re-run does not re-time it again.
+            stood = stricter_policy_metrics(self.earlier.metrics, self.policy) if self.policy is not None else {}
+            store.append([replace(self.earlier, metrics={**self.earlier.metrics, **attempts, **stood})], replace=True)
             self.kept_earlier = True
         return self.earlier
+
+
+def _looser_policy(row: dict[str, Any], policy: TimingPolicy) -> dict[str, float]:
+    """The fields of a stored row's timing policy looser than ``policy`` (empty: skip the row)."""
+    if row.get("status") != "ok":
+        return {}  # failed rows are retried by their status (--retry-status), not by the policy
+    metrics = {k[len("metric."):]: v for k, v in row.items() if k.startswith("metric.")}
+    converged = metrics.get("timing_converged")
+    return looser_fields(metrics, policy, converged=converged is not None and converged == 1)
+
+
+def _count_quality(report: SweepReport, held: Measurement) -> None:
+    """Count a row the sweep left in the store: is it noisy, and what load was it timed at?"""
+    if held.load_avg_1m is not None:
+        report.peak_load = held.load_avg_1m if report.peak_load is None else max(report.peak_load, held.load_avg_1m)
+    if held.status != "ok":
+        return
+    report.ok_rows += 1
+    unconverged = held.metrics.get("timing_converged") == 0
+    noisy = held.cv is not None and held.cv > report.noisy_cv
+    report.unconverged += int(unconverged)
+    report.noisy += int(noisy)
+    report.poor += int(unconverged or noisy)
+
+
+def _warn(text: str) -> None:
+    from perfpred._console import err_console
+
+    err_console.print(f"[yellow]warning:[/] {text}", highlight=False)
+
+
+def quality_warning(report: SweepReport, advice: Sequence[str], share: float = NOISY_SHARE) -> str | None:
+    """A warning when more than ``share`` of the sweep's ok rows are noisy, with ``advice`` (what to do)."""
+    if not report.ok_rows or report.poor_share <= share:
+        return None
+    load = f" (1-min load average up to {report.peak_load:.1f} on {os.cpu_count() or 1} CPUs)" \
+        if report.peak_load is not None else ""
+    return (f"{report.poor} of the {report.ok_rows} rows ({report.poor_share:.0%}) are noisy{load}: "
+            f"{report.unconverged} did not converge (a time or run cap stopped sampling before the median's "
+            f"95% CI met its target) and {report.noisy} spread above cv {report.noisy_cv:g}. They are stored "
+            "as measured, but a model trained on them inherits the noise. What to do: " + "; ".join(advice) + ".")
+
+
+def _runtime_text(m: Measurement) -> str:
+    return f"{m.runtime_ms:.4g} ms" if m.status == "ok" and m.runtime_ms is not None else m.status
+
+
+def progress_note(new: Measurement, held: Measurement, earlier: Measurement | None) -> str:
+    """The progress line's note on a config just timed: what the store now holds for it.
+
+    ``new`` is the row just measured (over the visits so far), ``held`` the row the store keeps (see ``steadier``) and
+    ``earlier`` the stored row a re-measure competed with (None for a config not stored before).
+    A noisier re-measure is named as discarded, never shown as the config's result.
+    """
+    if earlier is None:
+        return _runtime_text(held)
+    attempt = attempts_made(earlier.metrics) + 1
+    if held is earlier:
+        return f"{_runtime_text(earlier)} kept (attempt {attempt}: {_runtime_text(new)}, noisier)"
+    return f"{_runtime_text(held)} (attempt {attempt}, steadier)"
+
+
+def _progress_bar() -> Any:
+    """The sweep's progress display: a line per task, with the last result and the time taken;
+    a task with a ``spent_s`` field (the re-measures) shows that time, not the time since start."""
+    from datetime import timedelta
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        Task,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.table import Column
+    from rich.text import Text
+
+    class TimeSpentColumn(TimeElapsedColumn):
+        def render(self, task: Task) -> Text:
+            spent = task.fields.get("spent_s")
+            if spent is None:
+                return super().render(task)
+            return Text(str(timedelta(seconds=int(spent))), style="progress.elapsed")
+
+    def fixed() -> Column:
+        return Column(no_wrap=True)
+
+    # On a narrow terminal the note is cut short, never the counts and times before it.
+    return Progress(TextColumn("[bold]{task.description}", table_column=fixed()),
+                    BarColumn(bar_width=20, table_column=fixed()), MofNCompleteColumn(table_column=fixed()),
+                    TimeSpentColumn(table_column=fixed()), TextColumn("ETA", table_column=fixed()),
+                    TimeRemainingColumn(table_column=fixed()),
+                    TextColumn("{task.fields[last]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
+                    expand=True)
 
 
 def attempts_made(metrics: dict[str, Any]) -> int:
@@ -286,14 +474,20 @@ def failed_row(statuses: Sequence[str], max_attempts: int = 2) -> Callable[[dict
     return rule
 
 
-def busy_warning(threshold_per_cpu: float = 0.5) -> str | None:
-    """A warning when the machine is busy enough to spoil timings (1-minute load average)."""
+def busy_warning(threshold_per_cpu: float = BUSY_LOAD_PER_CPU, *, during: str | None = None,
+                 load: float | None = None) -> str | None:
+    """A warning when the machine is busy enough to spoil timings (1-minute load average above
+    ``threshold_per_cpu`` per CPU); ``during`` says where in a sweep it became so."""
     cpus = os.cpu_count() or 1
-    load = os.getloadavg()[0]
-    if load > threshold_per_cpu * cpus:
-        return (f"this machine is busy (1-min load average {load:.1f} on {cpus} CPUs): timings will be noisy; "
-                "the cv and load_avg_1m columns record it, and --remeasure-above-cv re-times noisy rows later")
-    return None
+    load = os.getloadavg()[0] if load is None else load
+    if load <= threshold_per_cpu * cpus:
+        return None
+    if during:
+        return (f"this machine became busy during the sweep ({during}): 1-min load average {load:.1f} on {cpus} "
+                f"CPUs, above {threshold_per_cpu * cpus:g}; timings from here on will be noisy (the cv, "
+                "metric.timing_converged and load_avg_1m columns record it)")
+    return (f"this machine is busy (1-min load average {load:.1f} on {cpus} CPUs): timings will be noisy; "
+            "the cv and load_avg_1m columns record it, and --remeasure-above-cv re-times noisy rows later")
 
 
 def with_overrides(configs: Iterable[Any], **overrides: Any) -> list[Any]:

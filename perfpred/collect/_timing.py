@@ -59,6 +59,71 @@ class TimingPolicy:
                 raise InvalidInputError(f"`{rule}` must hold, but got {name}={getattr(self, name)}")
 
 
+# The timing policy as each timed row records it (``metric.timing_<field>``), so a re-run can tell a
+# row timed under a looser policy (``--quick``'s 0.5 s cap) from one its own policy would give.
+POLICY_FIELDS = ("warmup_runs", "min_runs", "max_runs", "max_time_s", "target_rel_ci", "min_sample_ms")
+POLICY_METRIC_PREFIX = "timing_"
+# Per field: is a larger value stricter (more warm-up, more samples, a longer cap) or a smaller one
+# (a tighter CI target)? min_sample_ms is recorded, not ranked: longer samples are not stricter.
+_STRICTER_IF_LARGER = {"warmup_runs": True, "min_runs": True, "max_runs": True, "max_time_s": True,
+                       "target_rel_ci": False}
+# The caps: they only matter to a row whose sampling they stopped (metric.timing_converged 0).
+_CAPS = ("max_runs", "max_time_s")
+
+
+def policy_metrics(policy: TimingPolicy) -> dict[str, float]:
+    """The ``metric.timing_*`` values a row timed under ``policy`` records."""
+    return {POLICY_METRIC_PREFIX + name: float(getattr(policy, name)) for name in POLICY_FIELDS}
+
+
+def _recorded(metrics: dict, name: str) -> float | None:
+    value = metrics.get(POLICY_METRIC_PREFIX + name)
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def recorded_policy(metrics: dict) -> dict[str, float] | None:
+    """The policy fields a row's metrics record (None: a row from before policies were recorded)."""
+    values = {name: _recorded(metrics, name) for name in POLICY_FIELDS}
+    return {k: v for k, v in values.items() if v is not None} or None
+
+
+def looser_fields(metrics: dict, policy: TimingPolicy, *, converged: bool = False) -> dict[str, float]:
+    """The recorded policy fields of a row that are looser than ``policy`` (empty: the row satisfies it).
+
+    A row without a recorded policy (stored before policies were recorded) satisfies any policy,
+    so old stores are not re-timed wholesale. The caps (``max_runs``, ``max_time_s``) do not count
+    for a row whose median met its CI target (``converged``): under higher caps its sampling would
+    have stopped at the same sample.
+    """
+    recorded = recorded_policy(metrics) or {}
+    looser = {}
+    for name, larger in _STRICTER_IF_LARGER.items():
+        value = recorded.get(name)
+        if value is None or (converged and name in _CAPS):
+            continue
+        current = float(getattr(policy, name))
+        if (value < current * (1 - 1e-9)) if larger else (value > current * (1 + 1e-9)):
+            looser[name] = value
+    return looser
+
+
+def stricter_policy_metrics(metrics: dict, policy: TimingPolicy) -> dict[str, float]:
+    """Per field, the stricter of a row's recorded policy and ``policy`` (as ``metric.timing_*``):
+    what a row kept over a noisier re-measure under ``policy`` records, since it stood up to it."""
+    recorded = recorded_policy(metrics) or {}
+    out = policy_metrics(policy)
+    for name, larger in _STRICTER_IF_LARGER.items():
+        if name in recorded:
+            pick = max if larger else min
+            out[POLICY_METRIC_PREFIX + name] = float(pick(recorded[name], float(getattr(policy, name))))
+    if "min_sample_ms" in recorded:
+        out[POLICY_METRIC_PREFIX + "min_sample_ms"] = recorded["min_sample_ms"]
+    return out
+
+
 # Samples re-choose the calls per sample from, and the most calls one sample makes.
 CALIBRATION_RUNS = 3
 MAX_CALLS_PER_SAMPLE = 10_000

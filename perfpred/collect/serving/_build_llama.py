@@ -56,6 +56,8 @@ CMAKE_ARGS = (
 class BuildError(PerfPredError):
     """Building an engine failed; the message names the step and ends with the log tail."""
 
+    exit_code = 1  # the environment failed, not the user's input
+
 
 def _compiler_version() -> str:
     try:

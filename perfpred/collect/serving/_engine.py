@@ -49,6 +49,8 @@ CLASSIFY_CHARS = 128 * 1024
 class EngineStartError(PerfPredError):
     """The server did not become healthy; ``status`` is the Measurement status it earns."""
 
+    exit_code = 1  # a run failed, not the user's input
+
     def __init__(self, message: str, *, status: str, log_tail: str = "", startup_ms: float | None = None) -> None:
         super().__init__(message)
         self.status = status
