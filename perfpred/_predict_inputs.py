@@ -148,11 +148,13 @@ def carried_columns(est: Any, kind: str, header: list[str], keep: list[str], inp
     return [c for c in header if c not in inputs and (c in keep or c in results or c.startswith("metric."))]
 
 
-def split_carried(configs: list[dict[str, Any]], carried: list[str]) -> list[dict[str, Any]]:
-    """``configs`` without the ``carried`` columns, with a note naming those; the rows as given stay
-    for the output."""
-    if carried:
-        err_console.print(f"note: --input column(s) {', '.join(carried)} pass through to the output unchanged (the "
+def split_carried(configs: list[dict[str, Any]], carried: list[str],
+                  keep: list[str] | tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """``configs`` without the ``carried`` columns, with a note naming those the user did not ask
+    to keep (``--keep`` names its own); the rows as given stay for the output."""
+    unasked = [c for c in carried if c not in keep]
+    if unasked:
+        err_console.print(f"note: --input column(s) {', '.join(unasked)} pass through to the output unchanged (the "
                           "model does not read them)", highlight=False, soft_wrap=True)
     return [{c: v for c, v in cfg.items() if c not in carried} for cfg in configs]
 
@@ -348,6 +350,117 @@ def new_hardware_rows(est: Any, model: str, configs: list[dict[str, Any]], hardw
     return rows
 
 
+def device_type(spec: Any, hardware_id: str | None = None) -> str | None:
+    """"cpu" or "gpu": the kind of device a hardware spec (a dict or its JSON text) describes, or
+    None where it does not say. perfpred's own rows state ``device`` ("cpu", "cuda", "cuda:N"; a
+    CPU row's host may list GPUs it did not run on); recorded GPUs state GPU facts (``gpu_name``,
+    ``sm_count``, ...), CPUs CPU facts (``cpu_model``, ``caches_kib``, ...); else the hardware id's
+    prefix (``gpu-...``, ``cpu-...``) decides."""
+    if isinstance(spec, str):
+        try:
+            spec = json.loads(spec)
+        except json.JSONDecodeError:
+            spec = None
+    spec = spec if isinstance(spec, dict) else {}
+    device = str(spec.get("device") or "").lower()
+    if device == "cpu":
+        return "cpu"
+    if device.startswith(("cuda", "gpu", "rocm", "hip")):
+        return "gpu"
+    if any(spec.get(k) is not None for k in ("gpu_name", "sm_count", "compute_capability", "l2_cache_kib")):
+        return "gpu"
+    if any(spec.get(k) is not None for k in ("cpu_model", "caches_kib", "logical_cpus", "isa")):
+        return "cpu"
+    name = str(hardware_id or spec.get("hardware_id") or "").lower()
+    return "gpu" if name.startswith("gpu-") else "cpu" if name.startswith("cpu-") else None
+
+
+def trained_device_types(est: Any) -> dict[str, list[str]]:
+    """The device types the model's training rows ran on ("cpu", "gpu"), each with its hardware ids
+    (a hardware whose spec does not tell is left out)."""
+    types: dict[str, list[str]] = {}
+    for hardware_id, text in sorted(getattr(est, "hardware_specs_", {}).items()):
+        kind = device_type(text, hardware_id)
+        if kind is not None:
+            types.setdefault(kind, []).append(hardware_id)
+    return types
+
+
+def check_device_type(est: Any, model: str, hardware_id: str, spec: dict[str, Any] | None, source: str,
+                      allow_other: bool) -> str | None:
+    """The device type of the hardware to predict for (None where its spec does not tell). A GEMM
+    model carries across GPUs by their specs, never across device types: a CPU-trained model asked
+    for a GPU (or the reverse) is a one-line error unless ``allow_other`` (``--allow-other-device``),
+    which gets a loud warning instead."""
+    trained = trained_device_types(est)
+    target = device_type(spec if spec is not None else getattr(est, "hardware_specs_", {}).get(hardware_id),
+                         hardware_id)
+    if target is None or not trained or target in trained:
+        return target
+    kinds = " and ".join(t.upper() for t in sorted(trained))
+    ids = ", ".join(h for t in sorted(trained) for h in trained[t])
+    asked = f"--hardware-id {hardware_id}" if not source.startswith("--hardware-spec") else f"{source} ({hardware_id})"
+    if not allow_other:
+        raise InvalidInputError(f"--model {model} was trained on {kinds} rows only ({ids}), but got {asked}, a "
+                                f"{target.upper()}: a model does not carry across device types (its features mean "
+                                f"other things there); predict with a model trained on {target.upper()} rows, or "
+                                "pass --allow-other-device to get a number anyway")
+    err_console.print(f"[bold red]WARNING:[/] --allow-other-device: --model {model} was trained on {kinds} rows only "
+                      f"({ids}) and predicts for {hardware_id}, a {target.upper()}: no training row ran on such a "
+                      "device, so the number is a guess that may be off by orders of magnitude",
+                      highlight=False, soft_wrap=True)
+    return target
+
+
+def gemm_threads(est: Any, model: str, configs: list[dict[str, Any]], hardware_id: str, target: str | None,
+                 input_csv: Path | None, lines: list[int]) -> None:
+    """CPU threads of a GEMM's configs, for the device predicted: on a GPU they mean nothing, so a
+    threads value is refused where the model was trained on GPU rows only, else dropped with a
+    warning; on a CPU (or a device its spec does not tell) --threads defaults to 1."""
+    if target != "gpu":
+        if input_csv is None:
+            configs[0].setdefault("threads", 1)
+        return
+    i = next((i for i, cfg in enumerate(configs) if cfg.get("threads") is not None), None)
+    if i is not None:
+        where = _where(input_csv, lines, i, "threads")
+        why = f"CPU threads mean nothing on {hardware_id}, a GPU"
+        if set(trained_device_types(est)) == {"gpu"}:
+            raise InvalidInputError(f"{where}: {why} (--model {model} was trained on GPU rows only), but got "
+                                    f"threads {configs[i]['threads']}: leave threads out")
+        err_console.print(f"[yellow]warning:[/] {where}: {why}: ignored", highlight=False, soft_wrap=True)
+    for cfg in configs:
+        cfg.pop("threads", None)
+
+
+def regressor_name(est: Any) -> str:
+    """The model's learner as ``perfpred train --model`` names it (xgb, xgb-quantile, auto, ...)."""
+    name = getattr(est, "regressor", None)
+    if isinstance(name, str):
+        chosen = getattr(getattr(est, "regressor_", None), "chosen_", None)
+        return f"{name} (which chose {chosen})" if chosen else name
+    return type(name if name is not None else est).__name__
+
+
+def check_coverage(est: Any, model: str, coverage: float | None) -> None:
+    """``--coverage`` needs a model that gives predictive intervals: a one-line error naming the
+    model's learner as ``perfpred train --model`` names it, and the learners that give them."""
+    if coverage is None:
+        return
+    linear = getattr(est, "reference_mode_", None) == "linear"
+    try:
+        has = bool(est.has_intervals) and not linear
+    except AttributeError:
+        has = hasattr(est, "predict_interval") and not linear
+    if has:
+        return
+    learner = ("--reference-mode linear (the references' fit alone, no learner)" if linear
+               else f"--model {regressor_name(est)}")
+    raise InvalidInputError(f"`--coverage` asks for a predictive interval, which only models trained with --model "
+                            f"xgb-quantile or xgb-ensemble give (predict_interval), but --model {model} was trained "
+                            f"with {learner}: leave --coverage out, or train one with --model xgb-quantile")
+
+
 def _model_inputs(est: Any) -> dict[str, dict[str, Any]]:
     """The input columns of a fitted model (``input_columns_``); for a kernel model fitted before
     it kept them, the ``config.*`` columns its ``p_NAME`` features name (types unknown)."""
@@ -452,9 +565,42 @@ def warn_outside_training(est: Any, rows: Any) -> None:
                           soft_wrap=True)
 
 
+# What ``--output`` writes, by its suffix.
+OUTPUT_FORMATS = {".csv": "CSV", ".json": "JSON (a list of records, one per config)", ".parquet": "Parquet"}
+
+
+def check_output_format(output: Path | None) -> None:
+    """``--output``'s suffix names its format (.csv, .json, .parquet); any other is a one-line error,
+    before any prediction is spent on it."""
+    if output is not None and output.suffix.lower() not in OUTPUT_FORMATS:
+        raise InvalidInputError(f"`--output` must end in {', '.join(OUTPUT_FORMATS)} (the format written), but got "
+                                f"--output {output}")
+
+
+def write_predictions(out: Any, output: Path) -> None:
+    """``out`` to ``output`` in the format its suffix names (:data:`OUTPUT_FORMATS`)."""
+    suffix = output.suffix.lower()
+    try:
+        if suffix == ".json":
+            output.write_text(out.to_json(orient="records", indent=2, double_precision=15) + "\n", encoding="utf-8")
+        elif suffix == ".parquet":
+            out.to_parquet(output, index=False)
+        else:
+            out.to_csv(output, index=False)
+    except OSError as exc:  # checked before predicting; the folder may have gone since
+        raise InvalidInputError(f"--output {output}: cannot write it: {exc.strerror or exc}") from None
+    except (ImportError, ValueError, TypeError) as exc:  # Parquet: no engine, or a column of mixed types
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidInputError(f"--output {output}: cannot write it as {OUTPUT_FORMATS[suffix]}: {first[:200]} "
+                                "(write .csv or .json instead)") from None
+
+
 def print_predictions(configs: list[dict[str, Any]], pred: Any, band: Any, output: Path | None,
-                       target: str = "runtime_ms", given: list[dict[str, Any]] | None = None) -> None:
-    """The configs with their predicted ``target`` (and band), to ``output`` as CSV or printed;
+                       target: str = "runtime_ms", given: list[dict[str, Any]] | None = None,
+                       as_json: bool = False) -> None:
+    """The configs with their predicted ``target`` (and band), to ``output`` (CSV, JSON or Parquet
+    by its suffix), as JSON records on stdout (``as_json``) or printed as a table; a table wider
+    than the console is printed as CSV instead, so no prediction is ever cut or wrapped.
     ``given``: the rows as read, whose columns the model did not read are passed through in place."""
     import pandas as pd
 
@@ -469,25 +615,52 @@ def print_predictions(configs: list[dict[str, Any]], pred: Any, band: Any, outpu
     if band is not None:
         out = out.assign(**{f"lower_{name}": band["lower"].to_numpy(), f"upper_{name}": band["upper"].to_numpy()})
     if output:
-        try:
-            out.to_csv(output, index=False)
-        except OSError as exc:  # checked before predicting; the folder may have gone since
-            raise InvalidInputError(f"--output {output}: cannot write it: {exc.strerror or exc}") from None
-        console.print(f"wrote {len(out)} predictions to {output}")
+        write_predictions(out, output)
+        console.print(f"wrote {len(out)} predictions to {output}", highlight=False, soft_wrap=True)
         return
+    if as_json:
+        print(out.to_json(orient="records", double_precision=15), flush=True)
+        return
+    table = predictions_table(out, console.width)
+    if table is None:  # wider than the console: plain CSV, every column whole (said on a terminal only)
+        if console.is_terminal:
+            err_console.print(f"note: the predictions table is wider than the {console.width} columns here, so it is "
+                              "printed as CSV (--output FILE.csv|.json|.parquet writes a file)", highlight=False,
+                              soft_wrap=True)
+        print(out.to_csv(index=False), end="", flush=True)
+        return
+    console.print(table)
+
+
+def predictions_table(out: Any, width: int) -> Table | None:
+    """``out`` as a table of at most ``width`` columns, or None where it cannot fit: every value
+    whole, the prediction columns' names whole too (other names may fold), nothing ever cut."""
     cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in out.itertuples(index=False)]
+    names = [str(c).split(".", 1)[-1] for c in out.columns]
+    predicted = [str(c).startswith(("predicted_", "lower_", "upper_")) for c in out.columns]
+    values = [max((len(r[j]) for r in cells), default=1) for j in range(len(names))]
+    # An input column's name folds down to its values' width (not below 5 characters, or its length).
+    least = [max(values[j], len(names[j]) if predicted[j] else min(len(names[j]), 5)) for j in range(len(names))]
+    spare = width - (sum(least) + 3 * len(names) + 1)  # a cell's padding and border: 3 characters
+    if spare < 0:
+        return None
+    widths = list(least)
+    for j in sorted(range(len(names)), key=lambda j: len(names[j]) - widths[j]):  # whole names first, shortest first
+        grow = min(max(len(names[j]) - widths[j], 0), spare)
+        widths[j] += grow
+        spare -= grow
     table = Table()
-    for j, c in enumerate(out.columns):  # on a narrow terminal the names fold; no value is cut
-        table.add_column(str(c).split(".", 1)[-1], overflow="fold",
-                         min_width=max((len(r[j]) for r in cells), default=1))
+    for j, column in enumerate(names):
+        table.add_column(column, width=widths[j], no_wrap=predicted[j], overflow="fold")
     for row in cells:
         table.add_row(*row)
-    console.print(table)
+    return table
 
 
 def predict_kernel_configs(est: Any, model: str, configs: list[dict[str, Any]], hardware_id: str | None,
                             coverage: float | None, output: Path | None, input_csv: Path,
-                            lines: list[int], given: list[dict[str, Any]] | None = None) -> None:
+                            lines: list[int], given: list[dict[str, Any]] | None = None,
+                            as_json: bool = False) -> None:
     """``perfpred predict --input`` for a kernel model: each CSV column is a tuning parameter
     (``config.NAME``) unless it names a ``workload.`` column; the hardware is the model's, and
     the problem the one its training rows shared where the CSV does not give it."""
@@ -502,7 +675,7 @@ def predict_kernel_configs(est: Any, model: str, configs: list[dict[str, Any]], 
     rows = rows.assign(**shared)  # the problem the model was trained on, unless the CSV names another
     warn_outside_training(est, rows)
     pred, band = predict_rows(est, model, rows, coverage, lines)
-    print_predictions(configs, pred, band, output, given=given)
+    print_predictions(configs, pred, band, output, target=est.target, given=given, as_json=as_json)
 
 
 def predict_rows(est: Any, model: str, rows: Any, coverage: float | None,
@@ -530,7 +703,8 @@ def predict_rows(est: Any, model: str, rows: Any, coverage: float | None,
 
 def predict_serving_configs(est: Any, model: str, configs: list[dict[str, Any]], hardware_id: str | None,
                              coverage: float | None, output: Path | None, input_csv: Path,
-                             lines: list[int], given: list[dict[str, Any]] | None = None) -> None:
+                             lines: list[int], given: list[dict[str, Any]] | None = None,
+                             as_json: bool = False) -> None:
     """``perfpred predict --input`` for a serving model: each CSV row a deployment never launched
     (the LLM, its size and task as ``workload.`` columns, the engine's knobs as ``config.``
     columns; bare names go where the serving features read them), on the model's hardware."""
@@ -571,4 +745,4 @@ def predict_serving_configs(est: Any, model: str, configs: list[dict[str, Any]],
     if not np.all(np.isfinite(pred)):
         raise InvalidInputError(f"--model {model}: rows {(np.flatnonzero(~np.isfinite(pred)) + 1).tolist()[:10]} "
                                 "have no finite prediction (give each the model's size, e.g. total_params_b)")
-    print_predictions(configs, pred, band, output, target=est.target, given=given)
+    print_predictions(configs, pred, band, output, target=est.target, given=given, as_json=as_json)

@@ -28,7 +28,15 @@ from perfpred.models._performance_model import (
     row_kind,
 )
 from perfpred.models._regressors import LogTargetXGBRegressor, RooflineRegressor, gpperf_random_forest
-from perfpred.models._tracking import list_runs, load_model, log_training_run
+from perfpred.models._tracking import (
+    list_models,
+    list_runs,
+    load_model,
+    log_training_run,
+    model_details,
+    resolve_model,
+    training_rows,
+)
 from perfpred.models._training import TrainResult, default_comparison, default_regressor, train_model
 from perfpred.models._uncertainty import (
     EnsembleIntervalRegressor,
@@ -75,19 +83,23 @@ __all__ = [
     "featurize",
     "gpperf_random_forest",
     "interval_coverage",
+    "list_models",
     "list_runs",
     "load_model",
     "log_training_run",
     "mape",
     "median_ape",
+    "model_details",
     "p90_ape",
     "r2_linear",
     "r2_log",
     "register_featurizer",
     "register_regressor",
     "regression_report",
+    "resolve_model",
     "row_kind",
     "spearman",
     "train_model",
     "training_frame",
+    "training_rows",
 ]

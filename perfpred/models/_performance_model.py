@@ -405,9 +405,11 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             raise InvalidInputError("intervals need a regressor with predict_interval, but this model is "
                                     "reference_mode='linear' (the references' fit alone, no regressor)")
         if not self.has_intervals:
+            # The regressor as it was asked for (regressor='xgb'), not its class (LogTargetXGBRegressor).
+            name = repr(self.regressor) if isinstance(self.regressor, str) else type(self.regressor_).__name__
             raise InvalidInputError(
                 f"intervals need a regressor with predict_interval ('xgb-quantile' or 'xgb-ensemble'), "
-                f"but this model's is {type(self.regressor_).__name__}")
+                f"but this model's is {name}")
         X = self._prediction_rows(X)
         if len(X) == 0:
             return pd.DataFrame({c: np.empty(0, dtype=float) for c in ("lower", "median", "upper")}, index=X.index)

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from perfpred.datasets._splits import group_labels, workload_columns
+from perfpred.datasets import leave_one_group_out, make_split
+from perfpred.datasets._splits import configuration_labels, group_labels, workload_columns
 from perfpred.errors import InvalidInputError
 from perfpred.features import ReferenceTimes
-from perfpred.models._evaluation import check_row_limits, data_hash, evaluate_models, training_frame
+from perfpred.models import _evaluation
+
+# evaluate_models: kept importable from here, where tests patch the held-out fit (now held_out_scores,
+# whose folds are scored by _evaluation._score).
+from perfpred.models._evaluation import check_row_limits, data_hash, evaluate_models, training_frame  # noqa: F401
+from perfpred.models._metrics import ape
 from perfpred.models._performance_model import PerformanceModel, row_kind
 
 # The learner ``train_model`` uses when none is named, by the kind of rows it reads. A kernel's
@@ -48,6 +56,52 @@ class TrainResult:
     data_hash: str
     hardware_ids: list[str] = field(default_factory=list)
     split: str = "shape"  # the held-out split the error was scored on
+    target: str = "runtime_ms"
+    n_kind_rows: int = 0  # the table's rows of the kind trained on, before the unusable ones were left out
+    left_out: dict[str, int] = field(default_factory=dict)  # why rows of that kind were not trained on: count
+    # What rebuilds the run: the rows trained on (measurement_id, timestamp, hardware_id, target),
+    # logged as training_rows.parquet, and the --reference store's path where one was given.
+    training_rows: pd.DataFrame | None = None
+    reference_source: str | None = None
+
+
+def left_out_rows(df: pd.DataFrame, *, kind: str, target: str, max_ref_drift: float | None,
+                  n_used: int) -> tuple[int, dict[str, int]]:
+    """How many of ``df``'s rows are of ``kind``'s row kind, and why the ones ``training_frame``
+    did not keep (``n_used`` kept) were left out: reason -> count, in training_frame's order."""
+    import numpy as np
+
+    if "kind" not in df or "status" not in df:
+        return n_used, {}
+    rows = df[df["kind"] == row_kind(kind)]
+    reasons: dict[str, int] = {}
+
+    def drop(keep: pd.Series | np.ndarray, reason: str) -> pd.DataFrame:
+        keep = np.asarray(keep, dtype=bool)
+        if (~keep).sum():
+            reasons[reason] = reasons.get(reason, 0) + int((~keep).sum())
+        return rows[keep]
+
+    if (rows["status"] != "ok").any():
+        failed = rows.loc[rows["status"] != "ok", "status"].value_counts()
+        rows = drop(rows["status"] == "ok", "status not ok (" + ", ".join(f"{s} {n}" for s, n in failed.items()) + ")")
+    values = pd.to_numeric(rows[target], errors="coerce") if target in rows else pd.Series(np.nan, index=rows.index)
+    rows = drop(values.notna(), f"no {target} value")
+    values = values[values.notna()].astype(float)
+    rows = drop(np.isfinite(values) & (values > 0), f"{target} not a positive number")
+    if row_kind(kind) == "serving" and len(rows):
+        from perfpred.collect.serving import timed_decoding
+
+        rows = drop(timed_decoding(target, rows[target]), f"{target} timed a burst, not decoding")
+    if max_ref_drift is not None and "ref_runtime_ms" in rows and rows["ref_runtime_ms"].notna().any():
+        ref = rows["ref_runtime_ms"].astype(float)
+        drift = (ref / ref.median() - 1).abs()
+        rows = drop(drift.isna() | (drift <= max_ref_drift), f"reference GEMM drifted > {max_ref_drift:g}")
+    n_kind = len(df[df["kind"] == row_kind(kind)])
+    other = n_kind - n_used - sum(reasons.values())
+    if other > 0:  # a rule of training_frame's this count does not follow
+        reasons["other"] = other
+    return n_kind, reasons
 
 
 def train_model(
@@ -65,6 +119,7 @@ def train_model(
     source: str = "",
     reference: pd.DataFrame | ReferenceTimes | None = None,
     reference_mode: str = "features",
+    reference_source: str | None = None,
 ) -> TrainResult:
     """Score on a held-out split first (honest error), then refit on all rows and log.
 
@@ -73,7 +128,13 @@ def train_model(
     :func:`default_regressor` of ``kind``. ``reference``: Measurements of the same kernel on OTHER
     hardware, whose time for each config becomes a feature (``PerformanceModel(reference=...)``):
     a new GPU learned from a few of its own measurements as a correction of the old ones;
-    ``reference_mode`` says how (``PerformanceModel``)."""
+    ``reference_mode`` says how (``PerformanceModel``); ``reference_source``: where it was read
+    from (a store path), logged with the run.
+
+    ``holdout`` holds the held-out metrics (``regression_report``, fit and predict seconds,
+    ``n_train``), ``n_test`` (the rows scored) and ``mape_pct_ci90_low`` / ``mape_pct_ci90_high``:
+    a seeded bootstrap 90% interval of the MAPE over the held-out rows (over held-out workloads
+    for ``split="shape"``), which says how far a MAPE scored on few rows can be trusted."""
     regressor = regressor or default_regressor(kind)
     rows = training_frame(df, kind=kind, target=target, max_ref_drift=max_ref_drift)
     if split is None:
@@ -86,12 +147,15 @@ def train_model(
     template = PerformanceModel(kind=kind, regressor=regressor, target=target, random_state=seed,
                                 reuse_measured=reuse_measured, reference=reference, reference_mode=reference_mode)
     check_row_limits({regressor: template}, len(rows), "the final fit on every row")
-    holdout = evaluate_models(rows, {regressor: template}, split=split, seeds=(seed,), target=target)[regressor]["mean"]
+    holdout = held_out_scores(rows, template, split=split, seed=seed, target=target)
     model = clone(template).fit(rows)
     digest = data_hash(rows, target)
     hardware_ids = sorted(rows["hardware_id"].astype(str).unique())
+    n_kind_rows, left_out = left_out_rows(df, kind=kind, target=target, max_ref_drift=max_ref_drift, n_used=len(rows))
     result = TrainResult(model=model, run_id=None, holdout=holdout, n_rows=len(rows), data_hash=digest,
-                         hardware_ids=hardware_ids, split=split)
+                         hardware_ids=hardware_ids, split=split, target=target, n_kind_rows=n_kind_rows,
+                         left_out=left_out, training_rows=training_row_ids(rows, target),
+                         reference_source=None if reference_source is None else str(reference_source))
     if log_to_mlflow:
         from perfpred.models._tracking import log_train_result
 
@@ -106,3 +170,90 @@ def has_workloads(rows: pd.DataFrame) -> bool:
         return len(set(group_labels(rows, workload_columns(rows)))) >= 2
     except InvalidInputError:
         return False
+
+
+TRAINING_ROW_COLUMNS = ("measurement_id", "timestamp", "hardware_id")
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def training_row_ids(rows: pd.DataFrame, target: str) -> pd.DataFrame | None:
+    """What names each training row in its store (id, timestamp, hardware) and its target value:
+    the run's ``training_rows.parquet``. None for a table without measurement ids."""
+    if "measurement_id" not in rows:
+        return None
+    out = pd.DataFrame({c: rows[c].astype(str) for c in TRAINING_ROW_COLUMNS if c in rows})
+    if target in rows:
+        out[target] = pd.to_numeric(rows[target], errors="coerce").astype(float)
+    return out.reset_index(drop=True)
+
+
+def held_out_scores(rows: pd.DataFrame, template: Any, *, split: str, seed: int, target: str,
+                    test_size: float = 0.2, coverage: float = 0.9) -> dict[str, float]:
+    """``evaluate_models``' figures of one model and seed (averaged over the folds: one held-out
+    split, or one fold per hardware id for ``split="hardware"``), plus ``n_test`` and a seeded
+    bootstrap ``coverage`` interval of the MAPE (``mape_pct_ci90_low`` / ``_high`` at 0.9)."""
+    if split == "hardware":
+        folds = [(tr, te) for _, tr, te in leave_one_group_out(rows, "hardware_id")]
+    else:
+        tr, te = make_split(rows, split, test_size=test_size, seed=seed)
+        folds = [(tr, te)]
+    check_row_limits({str(template.regressor): template}, max(len(tr) for tr, _ in folds),
+                     "the largest training split")
+    reports, errors = [], []
+    for tr, te in folds:
+        train, test = rows.iloc[tr], rows.iloc[te]
+        model = clone(template)
+        # evaluate_models' scoring of one fold (fit, predict, metrics, times), on a model kept here:
+        # predicting its held-out rows again (a fraction of the fit's time) gives each row's error.
+        reports.append(_evaluation._score(model, train, test, target))
+        pred = np.asarray(model.predict(test), dtype=float)
+        errors.append((ape(test[target].to_numpy(float), pred), _bootstrap_units(test, split)))
+    keys = [k for k, v in reports[0].items() if isinstance(v, (int, float))]
+    mean = {k: float(np.mean([r[k] for r in reports])) for k in keys}
+    low, high = bootstrap_mape_interval(errors, seed=seed, coverage=coverage)
+    label = f"ci{round(coverage * 100)}"
+    out: dict[str, float] = {}
+    for key, value in mean.items():
+        out[key] = value
+        if key == "mape_pct":
+            out[f"mape_pct_{label}_low"], out[f"mape_pct_{label}_high"] = low, high
+    out["n_test"] = float(sum(len(e) for e, _ in errors))
+    return out
+
+
+def _bootstrap_units(test: pd.DataFrame, split: str) -> np.ndarray:
+    """What the bootstrap resamples: held-out workloads for a shape split (their rows err
+    together), a configuration's repeats together, else single rows."""
+    if split == "shape":
+        try:
+            return group_labels(test, workload_columns(test))
+        except InvalidInputError:
+            pass
+    repeats = configuration_labels(test)
+    return np.asarray(repeats) if repeats is not None else np.arange(len(test))
+
+
+def bootstrap_mape_interval(folds: list[tuple[np.ndarray, np.ndarray]], *, seed: int = 0, coverage: float = 0.9,
+                            resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
+    """A percentile bootstrap ``coverage`` interval of the MAPE (mean of the folds' MAPEs, as the
+    held-out figure is): each fold's (absolute % errors, unit labels) resampled by unit with
+    replacement (units: ``_bootstrap_units``; single rows where fewer than 5), seeded."""
+    rng = np.random.default_rng(seed)
+    stats = np.zeros(resamples)
+    for errors, units in folds:
+        errors = np.asarray(errors, dtype=float)
+        _, inverse = np.unique(np.asarray(units), return_inverse=True)
+        if inverse.max(initial=0) + 1 < 5:  # too few units to resample: the rows themselves
+            inverse = np.arange(len(errors))
+        sums = np.bincount(inverse, weights=errors)
+        counts = np.bincount(inverse).astype(float)
+        n_units = len(sums)
+        chunk = max(1, 2_000_000 // n_units)  # bounded memory: ~16 MB of indices at a time
+        fold_stats = np.empty(resamples)
+        for start in range(0, resamples, chunk):
+            picks = rng.integers(0, n_units, size=(min(chunk, resamples - start), n_units))
+            fold_stats[start:start + len(picks)] = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
+        stats += fold_stats / len(folds)
+    tail = (1 - coverage) / 2 * 100
+    low, high = np.percentile(stats, [tail, 100 - tail])
+    return float(low), float(high)
