@@ -50,7 +50,8 @@ def random_search(backend: HardwareBackend, candidates: pd.DataFrame, budget: in
 def optuna_search(backend: HardwareBackend, space: SearchSpace, candidates: pd.DataFrame | None, budget: int, *,
                   sampler: str = "tpe", seed: int = 0, objective: str = "runtime_ms",
                   max_invalid_per_eval: int = 200, infeasible: str | None = None,
-                  storage: str | None = None, study_name: str | None = None) -> list[float | None]:
+                  storage: str | None = None, study_name: str | None = None,
+                  direction: str = "minimize") -> list[float | None]:
     """An Optuna study directly on the hardware (no predictor), as a user would run it.
 
     Suggestions outside ``candidates`` (configs that violate the space's constraints; with
@@ -67,15 +68,18 @@ def optuna_search(backend: HardwareBackend, space: SearchSpace, candidates: pd.D
       tenth of the configs is valid, the smooth feasibility model helps little: there "fail",
       which leaves the GP in its random start-up longer, found better configs in a probe.)
 
-    ``storage`` (an Optuna storage URL) keeps the study, as ``study_name``, for optuna-dashboard.
+    ``storage`` (an Optuna storage URL) keeps the study, as ``study_name``, for optuna-dashboard;
+    ``direction`` (``minimize`` or ``maximize``) is the objective's.
     """
     import optuna
 
     infeasible = infeasible or ("constraint" if sampler == "gp" else "fail")
     if infeasible not in ("fail", "constraint"):
         raise InvalidInputError(f"`infeasible` must be 'fail' or 'constraint', but got infeasible={infeasible!r}")
+    if direction not in ("minimize", "maximize"):
+        raise InvalidInputError(f"`direction` must be 'minimize' or 'maximize', but got direction={direction!r}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="minimize", sampler=optuna_sampler(sampler, seed), storage=storage,
+    study = optuna.create_study(direction=direction, sampler=optuna_sampler(sampler, seed), storage=storage,
                                 study_name=study_name)
     valid = None if candidates is None else {config_key(r) for r in candidates.to_dict("records")}
     seen: dict[str, float | None] = {}
@@ -95,7 +99,7 @@ def optuna_search(backend: HardwareBackend, space: SearchSpace, candidates: pd.D
             seen[key] = value
             values.append(value)
         if value is not None:
-            worst = value if worst is None else max(worst, value)
+            worst = value if worst is None else (max(worst, value) if direction == "minimize" else min(worst, value))
             if infeasible == "constraint":
                 trial.set_constraint("infeasible", -1.0)
             study.tell(trial, value)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from perfpred.collect._timing import TimingPolicy
 from perfpred.datasets import MeasurementStore
-from perfpred.errors import InvalidInputError
+from perfpred.errors import DeviceNotFoundError, InvalidInputError
 from perfpred.tuner._loop import Tuner, TuneSettings
 from perfpred.tuner._space import SearchSpace
 from perfpred.tuner._study import row_config
@@ -56,6 +56,9 @@ def _fastest(rows: list[dict[str, Any]], names: list[str], k: int) -> list[dict[
     return picked
 
 
+FEW_ROWS = 10  # a predictor fitted on fewer measured rows is called a rough guide beside its error
+
+
 @dataclass
 class DemoResult:
     table: pd.DataFrame  # default / perfpred / random: config, confirmed median ms, speed-up
@@ -64,12 +67,39 @@ class DemoResult:
     wall_s: float
     run_dir: Path
     files: dict[str, str]
+    n_predicted: int = 0  # the configs the predictor chose and predicted before they were timed
+    fit_rows: tuple[int, int] = (0, 0)  # the fewest and most measured rows the predictor had fitted then
+    median_ape_pct: float | None = None
+    prior: bool = False  # the predictor started from priors learned on a recording (--prior)
+
+    def predictor_error_text(self) -> str | None:
+        """The line the CLI prints on the predictor's error, saying what the number is: its error on
+        the configs of this run it chose, each predicted from the few rows measured before it."""
+        if self.predicted_vs_measured_mape_pct is None:
+            return None
+        lo, hi = self.fit_rows
+        fitted = f"the {lo} configs" if lo == hi else f"the {lo} to {hi} configs"
+        source = (f"a model fitted on {fitted} measured before it" if not self.prior else
+                  "the prior recording's model" if hi == 0 else
+                  f"a model of the prior recording and {fitted} measured before it")
+        median = f", median {self.median_ape_pct:.1f}%" if self.median_ape_pct is not None else ""
+        text = (f"predictor error on the {self.n_predicted} configs it chose (each predicted before it was timed, "
+                f"by {source}): MAPE {self.predicted_vs_measured_mape_pct:.1f}%{median}")
+        # a short run's early model (--quick: 4 rows), not a predictor trained on a store
+        if hi < FEW_ROWS and not self.prior:
+            text += (f"; from {hi} rows the model is only a rough guide, whose error can be large in a short run "
+                     "(one slow outlier on a busy machine dominates the mean; `perfpred evaluate` scores a "
+                     "predictor trained on a store)")
+        return text
 
 
 class _RecordingBackend:
-    """Measures through the collector and keeps every Measurement in the run's store."""
+    """Measures through the collector and keeps every Measurement in a store: the demo's run store
+    (each row tagged ``metric.demo_LABEL``) or ``perfpred tune --store`` (no label: each row as
+    ``perfpred collect kernel`` stores it). A measured config's new row replaces a stored one. A
+    store given as a path is made at the first measurement, so a run refused before it leaves none."""
 
-    def __init__(self, collector: Any, store: MeasurementStore, label: str) -> None:
+    def __init__(self, collector: Any, store: MeasurementStore | Path, label: str | None = None) -> None:
         self.collector = collector
         self.store = store
         self.label = label
@@ -77,7 +107,10 @@ class _RecordingBackend:
 
     def measure(self, config):
         m = self.collector.measure_dict(dict(config))
-        m.metrics[f"demo_{self.label}"] = 1.0
+        if self.label is not None:
+            m.metrics[f"demo_{self.label}"] = 1.0
+        if not isinstance(self.store, MeasurementStore):
+            self.store = MeasurementStore(self.store, create=True)
         self.store.append([m], replace=True)
         self.n += 1
         return m
@@ -106,7 +139,7 @@ def run_demo(*, run_dir: Path, budget: int = 20, quick: bool = False, gpu: bool 
         import torch
 
         if not torch.cuda.is_available():
-            raise InvalidInputError("`perfpred demo --gpu` needs a CUDA GPU, but torch sees none")
+            raise DeviceNotFoundError("`perfpred demo --gpu` needs a CUDA GPU, but torch sees none")
     if budget < 4:
         raise InvalidInputError(f"`budget >= 4` must hold for the demo, but got budget={budget}")
     if not gpu and get_kernel(kernel).device != "cpu":
@@ -177,8 +210,11 @@ def run_demo(*, run_dir: Path, budget: int = 20, quick: bool = False, gpu: bool 
     # recording at another size is 100x off there); once this hardware's rows exist, that is fixed.
     if prior is not None and (guided["iteration"] > 1).any():
         guided = guided[guided["iteration"] > 1]
-    mape = (float((np.abs(guided["predicted"] - guided["value"]) / guided["value"]).mean() * 100)
-            if len(guided) else None)
+    ape = np.abs(guided["predicted"] - guided["value"]) / guided["value"] * 100
+    mape = float(ape.mean()) if len(guided) else None
+    measured = history[history["value"].notna()]
+    fitted = [int((measured["iteration"] < it).sum()) for it in guided["iteration"]]
+    fit_rows = (min(fitted), max(fitted)) if fitted else (0, 0)
     from perfpred.tuner._session import write_report
 
     # The answer is perfpred's fastest finalist re-timed with the others, as printed: a search's
@@ -203,5 +239,7 @@ def run_demo(*, run_dir: Path, budget: int = 20, quick: bool = False, gpu: bool 
                "hardware_evaluations": ours.n + rnd.n, "wall_s": time.perf_counter() - t0}
     (run_dir / "demo.json").write_text(json.dumps(summary, indent=2, default=str))
     files["summary"] = str(run_dir / "demo.json")
-    return DemoResult(table, mape, ours.n + rnd.n, time.perf_counter() - t0, run_dir, files)
+    return DemoResult(table, mape, ours.n + rnd.n, time.perf_counter() - t0, run_dir, files, n_predicted=len(guided),
+                      fit_rows=fit_rows, median_ape_pct=float(ape.median()) if len(guided) else None,
+                      prior=prior is not None)
 

@@ -5,7 +5,8 @@ how :class:`Tuner` proposes and records.
 Each round (after a space-filling start when there is no prior):
 1. fit the surrogate on everything measured so far (all workers' measurements, read back
    from the study), on top of a transferred prior when one is given;
-2. score every candidate: lower confidence bound ``mean - kappa * std`` of log(objective);
+2. score every candidate: lower confidence bound ``mean - kappa * std`` of log(objective)
+   (of log(1 / objective) for one maximised: ``TuneSettings.direction``);
    configs predicted to fail go last (a space too large to score whole keeps a pool of
    candidates that an Optuna study on this score grows first: ``_predictor_search``);
 3. take a quarter of the batch from the untried neighbours (one parameter away) of measured
@@ -56,6 +57,7 @@ from perfpred.tuner._surrogate import MEMBER_VIEWS, BlendSurrogate, EnsembleSurr
 SCORED_SPACE_BATCH = 4
 OPEN_SPACE_BATCH = 1
 ACQUISITIONS = ("lcb", "thompson")
+DIRECTIONS = ("minimize", "maximize")
 SURROGATES = ("ensemble", "gp", "blend")
 LOCAL_STARTS = ("surprise", "best")
 PRIOR_PICKS = ("per-source", "blend")
@@ -83,8 +85,13 @@ class TuneSettings:
         early_stop_rel: stop when no candidate is predicted to beat the best by more than this
             fraction; None never stops early.
         max_wall_s: wall-time cap in seconds, model fitting included.
-        objective: Measurement field minimised (``runtime_ms``, ``energy_j``, ``power_w``, another
+        objective: Measurement field tuned (``runtime_ms``, ``energy_j``, ``power_w``, another
             numeric Measurement field, or ``metric.X``); a replayed backend must have recorded it.
+        direction: ``minimize`` (default) or ``maximize`` the objective (``metric.gflops``, a
+            throughput). The tuner works on log(value) either way, minimising log(1 / value) for a
+            maximised objective (so its values must be > 0: a working measurement of 0 or less is
+            refused); every value it reports, records or predicts is the objective as measured, and
+            the Optuna study's direction is this one.
         seed: seeds the design, the surrogate and the tie-breaks.
         min_hamming: configs of one batch differ in at least this many parameters.
         early_stop_patience: rounds without an improvement of ``early_stop_rel`` before stopping.
@@ -179,6 +186,7 @@ class TuneSettings:
     early_stop_rel: float | None = None
     max_wall_s: float | None = None
     objective: str = "runtime_ms"
+    direction: str = "minimize"
     seed: int = 0
     min_hamming: int = 2
     early_stop_patience: int = 2
@@ -200,6 +208,8 @@ class TuneSettings:
     def __post_init__(self) -> None:
         check_setting_types(self, integers=INT_SETTINGS, numbers=NUMBER_SETTINGS, optional=OPTIONAL_SETTINGS)
         check_metric(self.objective, "`objective`")
+        if self.direction not in DIRECTIONS:
+            raise InvalidInputError(f"`direction in {DIRECTIONS}` must hold, but got direction={self.direction!r}")
         if self.seed < 0:
             raise InvalidInputError(f"`seed >= 0` must hold, but got seed={self.seed}")
         for name in ("explore_fraction", "local_fraction"):
@@ -253,6 +263,11 @@ class TuneSettings:
     def initial_size(self) -> int:
         return self.n_initial or max(self.batch_size or SCORED_SPACE_BATCH, min(8, self.budget // 4))
 
+    @property
+    def sign(self) -> float:
+        """+1 to minimise, -1 to maximise: the tuner minimises ``sign * log(value)``."""
+        return 1.0 if self.direction == "minimize" else -1.0
+
 
 @dataclass
 class TuneResult:
@@ -267,22 +282,55 @@ class TuneResult:
     # Every evaluation of the study, this run's and those of earlier runs or other workers on it
     # (``StudyRecorder.history``): what a report of the study holds.
     study_history: pd.DataFrame | None = None
+    direction: str = "minimize"  # TuneSettings.direction: which of the values is the best
 
     def best_so_far(self) -> np.ndarray:
         values = self.history["value"].to_numpy(dtype=float)
+        if self.direction == "maximize":
+            values = np.where(np.isfinite(values), values, -np.inf)
+            return np.maximum.accumulate(values) if len(values) else values
         values = np.where(np.isfinite(values), values, np.inf)
         return np.minimum.accumulate(values) if len(values) else values
 
 
 def objective_value(m: Measurement, objective: str) -> float | None:
-    """The value a tuner minimises for one measurement; None when it failed or the value is missing or <= 0."""
+    """The value a tuner optimises for one measurement; None when it failed or the value is missing or <= 0."""
+    value = _raw_value(m, objective)
+    return value if value is not None and value > 0 else None
+
+
+def _raw_value(m: Measurement, objective: str) -> float | None:
+    """``objective`` of a working measurement as a finite float (None: failed, missing or not finite)."""
     if m.status != "ok":
         return None
     if objective.startswith("metric."):
         value = m.metrics.get(objective[len("metric."):])
     else:
         value = getattr(m, objective, None)
-    return float(value) if value is not None and np.isfinite(value) and value > 0 else None
+    try:
+        value = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
+def _non_positive_refusal(objective: str, value: float, where: str) -> InvalidInputError:
+    return InvalidInputError(f"a maximised objective must be > 0 (the tuner minimises log(1 / {objective})), but "
+                             f"{where} {objective}={value:g}: minimise it instead, or tune a positive metric")
+
+
+def check_positive_recording(backend: Any, objective: str) -> None:
+    """A replayed backend whose recording holds a working config with ``objective <= 0`` cannot have
+    ``objective`` maximised on the log scale: refused in one line before anything is measured."""
+    table = getattr(backend, "table", None)
+    if not isinstance(table, pd.DataFrame) or objective not in table:
+        return
+    values = pd.to_numeric(table[objective], errors="coerce")
+    ok = (table["status"] == "ok") if "status" in table else pd.Series(True, index=table.index)
+    bad = values[ok & np.isfinite(values) & (values <= 0)]
+    if len(bad):
+        raise _non_positive_refusal(objective, float(bad.iloc[0]),
+                                    f"the recording has {len(bad)} working config(s) with")
 
 
 def check_prior_shape(prior: Any) -> None:
@@ -447,6 +495,8 @@ class Tuner(PredictorFirstLoop):
             1.003 and 1.142 / 1.001 at 2 configs a round; at 4 a round from 1.385 / 1.019 and
             1.236 / 1.010 to 1.324 / 1.009 and 1.338 / 1.009 (branin worse at 16).
         on_evaluation: called with each evaluation's row; returning True stops the run.
+        study_refusal: ``open_study``'s ``remedy`` / ``mixes`` wording when the study tunes something else.
+    Each measured trial records the ``seed`` that picked it (``measured_seeds``).
     """
 
     def __init__(self, space: SearchSpace, backend: HardwareBackend, settings: TuneSettings, *,
@@ -456,10 +506,13 @@ class Tuner(PredictorFirstLoop):
                  storage: str | None = None, study_name: str = "perfpred-tune",
                  study_identity: Mapping[str, Any] | None = None,
                  featurize: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
-                 on_evaluation: Callable[[dict[str, Any]], bool | None] | None = None) -> None:
+                 on_evaluation: Callable[[dict[str, Any]], bool | None] | None = None,
+                 study_refusal: Mapping[str, str] | None = None) -> None:
         check_tuner_args(space, backend, settings, TuneSettings)
         if (known := known_metrics(backend)) is not None:  # a replay: the objective must be recorded
             check_metric(settings.objective, "`objective`", known)
+        if settings.direction == "maximize":
+            check_positive_recording(backend, settings.objective)
         check_prior_shape(prior)
         self.space = space
         self.backend = backend
@@ -476,7 +529,9 @@ class Tuner(PredictorFirstLoop):
         prior = model_priors(prior, backend, settings.objective, pool)
         self.prior = prior
         self.recorder = StudyRecorder(space, storage=storage, study_name=study_name, objective=settings.objective,
-                                      identity=study_identity, claim_grace_s=settings.claim_grace_s)
+                                      direction=settings.direction,
+                                      identity=study_identity, claim_grace_s=settings.claim_grace_s,
+                                      refusal=study_refusal)
         if featurize is None and self.open_space:
             featurize = space.unit_features
         elif featurize is None:
@@ -529,7 +584,7 @@ class Tuner(PredictorFirstLoop):
             pred = np.asarray(fn(frame), dtype=float)
             if pred.shape != (len(frame),) or not np.all(np.isfinite(pred) & (pred > 0)):
                 raise InvalidInputError(f"prior {name!r} must give one positive finite prediction per candidate")
-            logs.append(np.log(pred))
+            logs.append(self.settings.sign * np.log(pred))  # on the tuner's scale: log(1 / pred) when maximising
         return np.stack(logs)
 
     def _fit_surrogate(self, X_measured: pd.DataFrame, m_y: np.ndarray, m_ok: np.ndarray,
@@ -721,7 +776,8 @@ class Tuner(PredictorFirstLoop):
         return interleaved, predicted_log
 
     def _measured_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(candidate indices, log values (nan if failed), ok flags) of everything measured."""
+        """(candidate indices, log values (nan if failed; of 1 / value when maximising), ok flags) of
+        everything measured."""
         idx, y, ok = [], [], []
         measured = self.recorder.measured()
         if self.open_space:  # what other workers of the study measured joins this worker's pool
@@ -733,7 +789,7 @@ class Tuner(PredictorFirstLoop):
             idx.append(i)
             good = status == "ok" and value is not None
             ok.append(good)
-            y.append(np.log(value) if good else np.nan)
+            y.append(self.settings.sign * np.log(value) if good else np.nan)
         return np.asarray(idx, dtype=int), np.asarray(y, dtype=float), np.asarray(ok, dtype=bool)
 
     def _n_measured(self) -> int:
@@ -762,7 +818,7 @@ class Tuner(PredictorFirstLoop):
                           fit_s=outcome.fit_s, extra={"study_evaluations": len(all_y),
                                                       "study_failures": int((~all_ok).sum()),
                                                       "prior_weights": self._weights_history},
-                          study_history=self.recorder.history())
+                          study_history=self.recorder.history(), direction=self.settings.direction)
 
     def _propose(self, state: tuple[np.ndarray, ...], measured: np.ndarray, k: int, iteration: int) -> Proposal:
         s = self.settings
@@ -831,24 +887,30 @@ class Tuner(PredictorFirstLoop):
         if predicted_log:
             mean_log = mean_log.copy()
             mean_log[list(predicted_log)] = list(predicted_log.values())
-        return Proposal(picks, predicted=np.exp(mean_log))
+        # Predictions as the objective is measured (the tuner's scale is log(1 / value) when maximising).
+        return Proposal(picks, predicted=np.exp(s.sign * mean_log))
 
     def _evaluate(self, i: int, proposal: Proposal, iteration: int, t_start: float) -> dict[str, Any]:
         s = self.settings
         config = row_config(self.candidates, i)
         m = self.backend.measure(config)
         value = objective_value(m, s.objective)
+        if s.direction == "maximize" and value is None and (raw := _raw_value(m, s.objective)) is not None:
+            raise _non_positive_refusal(s.objective, raw, f"config {config} measured")
         pred = None
         if proposal.predicted is not None and np.isfinite(proposal.predicted[i]):
             pred = float(proposal.predicted[i])
-        self.recorder.record(config, value, m.status, predicted=pred, iteration=iteration, worker=self.worker)
+        self.recorder.record(config, value, m.status, predicted=pred, iteration=iteration, worker=self.worker,
+                             extra={"seed": s.seed})
         return {**config, "value": value, "status": m.status, "predicted": pred, "iteration": iteration,
                 "elapsed_s": time.perf_counter() - t_start}
 
     def best(self) -> tuple[dict[str, Any] | None, float | None]:
-        """The best measured config of the whole study (all workers)."""
+        """The best measured config of the whole study (all workers): the lowest value, or the
+        highest for a maximised objective."""
+        sign = self.settings.sign
         best = None
         for config, value, status in self.recorder.measured():
-            if status == "ok" and value is not None and (best is None or value < best[1]):
+            if status == "ok" and value is not None and (best is None or sign * value < sign * best[1]):
                 best = (config, value)
         return best if best is not None else (None, None)

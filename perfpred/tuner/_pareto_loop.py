@@ -169,19 +169,32 @@ class ParetoResult:
         def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
             return json.loads(frame.to_json(orient="records"))
 
+        if len(self.objectives) >= 2:
+            score: dict[str, Any] = {"hypervolume": self.hypervolume, "reference_point": self.reference_point}
+        else:  # one objective's hypervolume is only its distance from an internal reference: its best instead
+            o = self.objectives[0]
+            values = pd.to_numeric(self.front.get(o.metric, pd.Series(dtype=float)), errors="coerce").dropna()
+            best = (values.max() if o.direction == "maximize" else values.min()) if len(values) else None
+            score = {"best_value": None if best is None else float(best)}
         return {"objectives": [str(o) for o in self.objectives], "constraints": [str(c) for c in self.constraints],
-                "n_evaluations": self.n_evaluations, "stopped_by": self.stopped_by,
-                "hypervolume": self.hypervolume, "reference_point": self.reference_point,
+                "n_evaluations": self.n_evaluations, "stopped_by": self.stopped_by, **score,
                 "study_evaluations": len(self.history if self.study_history is None else self.study_history),
                 "front": records(self.front),
                 "history": records(self.history if self.study_history is None else self.study_history),
                 "wall_s": round(self.wall_s, 3), "fit_s": round(self.fit_s, 3)}
 
+    @property
+    def report_file(self) -> str:
+        """The report's file name: ``pareto.json`` for a front of 2+ objectives, ``result.json`` for one
+        objective (as single-objective tuning names its report)."""
+        return "pareto.json" if len(self.objectives) >= 2 else "result.json"
+
     def write(self, out_dir: str | os.PathLike[str], plot: bool = True) -> dict[str, Path]:
-        """``pareto.json``, ``front.csv``, ``history.csv`` and (2+ objectives) ``pareto.png`` in ``out_dir``."""
+        """The report (``report_file``: ``pareto.json``, or ``result.json`` for one objective), ``front.csv``,
+        ``history.csv`` and (2+ objectives) ``pareto.png`` in ``out_dir``."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        paths = {"json": out / "pareto.json", "front": out / "front.csv", "history": out / "history.csv"}
+        paths = {"json": out / self.report_file, "front": out / "front.csv", "history": out / "history.csv"}
         paths["json"].write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         self.front.to_csv(paths["front"], index=False)
         (self.history if self.study_history is None else self.study_history).to_csv(paths["history"], index=False)
@@ -224,6 +237,7 @@ class ParetoTuner(PredictorFirstLoop):
         on_evaluation: called with each evaluation's row; returning True stops the run.
         check_metrics: check the objectives and SLOs name metrics the backend records, when
             it can tell (a replayed table).
+        study_refusal: ``open_study``'s ``remedy`` / ``mixes`` wording when the study tunes something else.
     """
 
     def __init__(self, space: SearchSpace, backend: HardwareBackend, settings: ParetoSettings, *,
@@ -233,7 +247,7 @@ class ParetoTuner(PredictorFirstLoop):
                  study_identity: Mapping[str, Any] | None = None,
                  featurize: Callable[[pd.DataFrame], pd.DataFrame] = param_features,
                  on_evaluation: Callable[[dict[str, Any]], bool | None] | None = None,
-                 check_metrics: bool = True) -> None:
+                 check_metrics: bool = True, study_refusal: Mapping[str, str] | None = None) -> None:
         check_tuner_args(space, backend, settings, ParetoSettings)
         self.space = space
         self.backend = backend
@@ -267,7 +281,7 @@ class ParetoTuner(PredictorFirstLoop):
             raise InvalidInputError("the search space has no valid config (check the constraints)")
         self.recorder = ParetoStudyRecorder(space, settings.objectives, settings.constraints, storage=storage,
                                             study_name=study_name, identity=study_identity,
-                                            claim_grace_s=settings.claim_grace_s)
+                                            claim_grace_s=settings.claim_grace_s, refusal=study_refusal)
         self.features = featurize(self.candidates)
         self.index = CandidateIndex(self.candidates)
         self.surrogates = {m: EnsembleSurrogate(n_members=settings.ensemble, n_estimators=settings.n_estimators,
@@ -429,7 +443,8 @@ class ParetoTuner(PredictorFirstLoop):
         measured = {name: metric_value(m, name) for name in self.metrics}
         predicted = proposal.predicted[i] if proposal.predicted is not None else [np.nan] * len(self.metrics)
         pred = {name: float(p) if np.isfinite(p) else None for name, p in zip(self.metrics, predicted, strict=True)}
-        self.recorder.record(config, measured, m.status, predicted=pred, iteration=iteration, worker=self.worker)
+        self.recorder.record(config, measured, m.status, predicted=pred, iteration=iteration, worker=self.worker,
+                             extra={"seed": s.seed})
         return {**config, **measured, "status": m.status,
                 "feasible": m.status == "ok" and is_feasible(measured, s.objectives, s.constraints),
                 **{f"predicted_{k}": v for k, v in pred.items()}, "iteration": iteration,
@@ -490,7 +505,8 @@ def tune_pareto(space: SearchSpace, backend: HardwareBackend, objectives: Sequen
     ``objectives`` like ``["metric.output_tokens_per_s:maximize", "metric.energy_per_token_j"]``;
     ``constraints`` like ``["metric.itl_p99_ms <= 50"]``; ``reference_point`` (raw units, one per
     objective) fixes the hypervolume's reference (default: Optuna's 1.1 / 0.9 x the front's worst);
-    ``out_dir`` writes ``pareto.json``, ``front.csv``, ``history.csv`` and ``pareto.png``;
+    ``out_dir`` writes ``pareto.json`` (``result.json`` for one objective), ``front.csv``, ``history.csv`` and
+    (2+ objectives) ``pareto.png``;
     ``claim_grace_s``: see ``ParetoSettings``.
     """
     settings = ParetoSettings(objectives=_as_tuple(objectives, "objectives"), budget=budget,

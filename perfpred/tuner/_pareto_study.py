@@ -27,7 +27,9 @@ class ParetoStudyRecorder:
 
     def __init__(self, space, objectives: Sequence[Objective], constraints: Sequence[MetricBound] = (), *,
                  storage: str | None = None, study_name: str = "perfpred-pareto",
-                 identity: Mapping[str, Any] | None = None, claim_grace_s: float = CLAIM_GRACE_S) -> None:
+                 identity: Mapping[str, Any] | None = None, claim_grace_s: float = CLAIM_GRACE_S,
+                 refusal: Mapping[str, str] | None = None) -> None:
+        """``refusal``: ``open_study``'s ``remedy`` / ``mixes`` wording for a study that tunes something else."""
         import optuna
 
         self.space = space
@@ -36,7 +38,8 @@ class ParetoStudyRecorder:
         self.distributions = space.optuna_distributions()
         self.study = open_study(storage, study_name, [o.direction for o in self.objectives],
                                 {"parameters": sorted(space.names),
-                                 "objectives": [str(o) for o in self.objectives], **(identity or {})})
+                                 "objectives": [str(o) for o in self.objectives], **(identity or {})},
+                                **dict(refusal or {}))
         with warnings.catch_warnings():  # experimental since Optuna 3.2; it names the dashboard's axes
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self.study.set_metric_names([o.metric for o in self.objectives])

@@ -289,12 +289,35 @@ def confirm_finalists(done: list[Evaluation], relaunch: Callable[[dict[str, Any]
     return (finalists[chosen] if chosen is not None else None), table
 
 
+# What a refusal of a live study that tunes something else says (``open_study``).
+STUDY_REFUSAL = {"mixes": "its launches would be mixed with this run's in one study",
+                 "remedy": "use another --output or --storage (study_name=... in Python)"}
+
+
+def study_identity(*, engine: str, model: str, hardware: Mapping[str, Any], workload: Mapping[str, Any],
+                   slo: Any | None, fixed: Mapping[str, Any], space: SearchSpace) -> dict[str, Any]:
+    """What a live study's launches were measured as, beside its knobs and goal: the engine, the
+    model, this machine (the rows' ``hardware_id`` and its GPUs), the load (``workload_summary``),
+    the SLO, the knobs held fixed and the searched knobs' domains. A run that differs in any of them
+    is refused by the study (``open_study``), so one study never mixes two loads, SLOs or machines."""
+    from dataclasses import asdict
+
+    from perfpred.tuner._study import space_identity
+
+    gpus = [g.get("gpu_name") for g in hardware.get("gpus") or [] if isinstance(g, Mapping)]
+    return {"engine": engine, "model": model, "hardware": hardware.get("hardware_id"), "gpus": gpus,
+            "workload": dict(workload), "slo": asdict(slo) if slo is not None else None,
+            "fixed_knobs": dict(sorted(fixed.items())), **space_identity(space)}
+
+
 def study_recorder(space: SearchSpace, goal: str, slo: Any | None, *, storage: str | None,
                    study_name: str, identity: Mapping[str, Any] | None = None) -> Any:
     """An Optuna study of the launches: the goal maximised, each p99 SLO a named Optuna constraint.
 
     The ``sustainable_rate`` goal's rate search enforces the SLO inside each launch, so its
-    study has no constraints.
+    study has no constraints. A study of this name that holds launches of another ``identity``
+    (:func:`study_identity`: another load, SLO, fixed knobs, machine or knob domains) is refused in
+    one line naming what differs.
     """
     from perfpred.tuner._objectives import MetricBound, Objective
     from perfpred.tuner._pareto_study import ParetoStudyRecorder
@@ -302,7 +325,7 @@ def study_recorder(space: SearchSpace, goal: str, slo: Any | None, *, storage: s
     bounds = slo_bounds(slo) if goal in BOUNDED_GOALS else {}
     return ParetoStudyRecorder(space, [Objective(f"metric.{GOALS[goal][0]}", "maximize")],
                                [MetricBound(f"metric.{k}", "<=", v) for k, v in bounds.items()],
-                               storage=storage, study_name=study_name, identity=identity)
+                               storage=storage, study_name=study_name, identity=identity, refusal=STUDY_REFUSAL)
 
 
 def runnable_candidates(space: SearchSpace, backend: LiveServingBackend, engine_obj: Any) -> pd.DataFrame:
@@ -427,15 +450,6 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
                                  rate_search=rate_search, on_stored=on_launch)
     engine_obj = collector.engine(engine)
     candidates = runnable_candidates(space, backend, engine_obj)  # refused before any store is made
-    if isinstance(store, (str, Path)):
-        store = MeasurementStore(store, create=True)
-    elif store is None and run_dir is not None:
-        store = MeasurementStore(run_dir / "store", create=True)
-    if isinstance(loads, (str, Path)):
-        loads = MeasurementStore(loads, create=True)
-    elif loads is None and run_dir is not None and goal == "sustainable_rate" and measure is None:
-        loads = MeasurementStore(run_dir / "loads", create=True)
-    backend.store, backend.loads = store, loads
     bounds = slo_bounds(slo) if goal in BOUNDED_GOALS else {}
     prior_logs = None
     if prior is not None:
@@ -446,9 +460,21 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
         run_dir.mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{(run_dir / 'study.db').resolve()}"
     model_name = model if isinstance(model, str) else model.name
+    summary = workload_summary(workload, goal, rate_search)
     recorder = study_recorder(space, goal, slo, storage=storage,
                               study_name=study_name or f"serving-{engine}-{model_name}-{goal}-seed{seed}",
-                              identity={"engine": engine, "model": model_name})
+                              identity=study_identity(engine=engine, model=model_name, hardware=collector.hardware,
+                                                      workload=summary, slo=slo, fixed=fixed, space=space))
+    # Made once the study has taken this run (a study of another load refuses it before any store exists).
+    if isinstance(store, (str, Path)):
+        store = MeasurementStore(store, create=True)
+    elif store is None and run_dir is not None:
+        store = MeasurementStore(run_dir / "store", create=True)
+    if isinstance(loads, (str, Path)):
+        loads = MeasurementStore(loads, create=True)
+    elif loads is None and run_dir is not None and goal == "sustainable_rate" and measure is None:
+        loads = MeasurementStore(run_dir / "loads", create=True)
+    backend.store, backend.loads = store, loads
     tracked = {GOALS[goal][0], *slo_bounds(slo)}
     rows: list[dict[str, Any]] = []
     clock = [time.perf_counter()]
@@ -495,4 +521,4 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
                           stopped_by="budget" if len(done) >= budget else "space_exhausted",
                           wall_s=time.perf_counter() - t0, study=recorder.study, storage=storage,
                           loads=str(loads.path) if loads is not None else None, confirmation=confirmation,
-                          workload=workload_summary(workload, goal, rate_search))
+                          workload=summary)

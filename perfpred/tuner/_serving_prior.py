@@ -74,3 +74,48 @@ def serving_prior(model: Any, described: pd.DataFrame, goal_metric: str) -> np.n
         raise InvalidInputError(f"the prior's {col} must be finite and positive for every candidate, but "
                                 f"{int(bad.sum())} of {len(values)} are not")
     return np.log(values)
+
+
+# The load fields a closed-loop run is measured under (``workload.*`` of its rows); a rate search's
+# loads vary in rate, so only its request lengths are compared.
+_CLOSED_LOOP_LOAD = ("concurrency", "n_requests", "prompt_tokens_mean", "output_tokens_mean")
+_RATE_LOAD = ("prompt_tokens_mean", "output_tokens_mean")
+
+
+def _load_text(load: dict[str, Any]) -> str:
+    parts = []
+    if "concurrency" in load:
+        parts.append(f"concurrency {load['concurrency']:g}")
+    if "n_requests" in load:
+        parts.append(f"{load['n_requests']:g} requests")
+    if "prompt_tokens_mean" in load and "output_tokens_mean" in load:
+        parts.append(f"{load['prompt_tokens_mean']:g} prompt / {load['output_tokens_mean']:g} output tokens")
+    return ", ".join(parts)
+
+
+def prior_load_warning(source: PriorSource, workload: Any, goal: str = "throughput") -> str | None:
+    """What to tell a search whose prior's rows were all measured under another load than its own
+    ``workload`` (a ``ServingWorkload``; ``goal`` sustainable_rate compares the request lengths only):
+    the load is one of the prior model's features, but rows of one load cannot teach it what another
+    does, so the prior ranks the knobs as they ranked under its rows' load. None when a row matches
+    (or the rows record no load)."""
+    rows = prior_rows(source)
+    described = workload.describe()
+    keys = [k for k in (_RATE_LOAD if goal == "sustainable_rate" else _CLOSED_LOOP_LOAD)
+            if described.get(k) is not None and f"workload.{k}" in rows]
+    if rows.empty or not keys:
+        return None
+    wanted = {k: float(described[k]) for k in keys}
+    theirs = pd.DataFrame({k: pd.to_numeric(rows[f"workload.{k}"], errors="coerce") for k in keys})
+    if (theirs == pd.Series(wanted)).all(axis=1).any():
+        return None
+    common = theirs.dropna().value_counts().index
+    most = dict(zip(keys, common[0], strict=True)) if len(common) else {}
+    flags = {"concurrency": "--concurrency", "n_requests": "--requests", "prompt_tokens_mean": "--prompt-tokens",
+             "output_tokens_mean": "--output-tokens"}
+    again = " ".join(f"{flags[k]} {v:g}" for k, v in wanted.items())
+    under = f"; most were measured under {_load_text(most)}" if most else ""
+    return (f"none of its {len(rows)} serving rows was measured under this run's load ({_load_text(wanted)}){under}: "
+            f"it ranks the knobs as they ranked under that load, which may not hold under this one (`perfpred collect "
+            f"serving` and `tune-serving` default to different loads); `perfpred collect serving {again}` measures "
+            "rows under this run's load")

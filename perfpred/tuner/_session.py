@@ -79,7 +79,7 @@ def open_session(backend_spec: str, space_file: str | None = None,
         backend = ReplayBackend.from_file(path, format=fmt)
         candidates = backend.recorded_configs()
         if space_file:
-            space = SearchSpace.from_dict(_load_spec(space_file))
+            space = SearchSpace.from_dict(_load_spec(space_file), source=f"--space {space_file}")
             _check_names(space, list(candidates.columns), space_file, "the recording")
             _check_recorded_values(space, candidates, space_file, warn)
         else:
@@ -112,7 +112,7 @@ def open_session(backend_spec: str, space_file: str | None = None,
         space = SearchSpace.from_kernel_tuner(collector.space(), collector.restrictions)
         if space_file:
             kernel_names = space.names
-            space = SearchSpace.from_dict(_load_spec(space_file))
+            space = SearchSpace.from_dict(_load_spec(space_file), source=f"--space {space_file}")
             _check_names(space, kernel_names, space_file, f"kernel {name}")
         candidates = space.enumerate() if space.enumerable else None
 
@@ -208,20 +208,24 @@ def _kernel_rows(collector: Any) -> Callable[[pd.DataFrame], pd.DataFrame]:
     return describe
 
 
-def prior_from_model(ref: str, session: Session) -> dict[str, Callable[[pd.DataFrame], np.ndarray]]:
-    """A runtime model trained with ``perfpred train`` (MLflow run id or name) as a tuning prior:
-    it predicts each candidate from the row ``session.describe`` gives it (on the tuned hardware,
-    so a model with hardware-spec features predicts for this device). Checked on two candidates
-    here, so a model of another kind fails before anything is measured."""
+def prior_from_model(ref: str, session: Session,
+                     objective: str = "runtime_ms") -> dict[str, Callable[[pd.DataFrame], np.ndarray]]:
+    """A model trained with ``perfpred train`` (MLflow run id or name) as a tuning prior: it
+    predicts each candidate from the row ``session.describe`` gives it (on the tuned hardware,
+    so a model with hardware-spec features predicts for this device). It must predict the tuned
+    ``objective`` (a runtime model, the default, for runtime_ms; one trained with ``--target
+    energy_j`` for energy_j). Checked on two candidates here, so a model of another kind fails
+    before anything is measured."""
     from perfpred.models import PerformanceModel, load_model
 
     est = load_model(ref)
     if not isinstance(est, PerformanceModel):
         raise InvalidInputError(f"--model {ref}: a model trained with `perfpred train` is needed, but it is a "
                                 f"{type(est).__name__}")
-    if est.target != "runtime_ms":
-        raise InvalidInputError(f"--model {ref} must predict runtime_ms (the tuner minimises it), but it predicts "
-                                f"{est.target}")
+    if est.target != objective:
+        raise InvalidInputError(f"--model {ref} must predict the tuned objective {objective} (a prior is a prediction "
+                                f"of what is tuned), but it predicts {est.target}: tune --objective {est.target}, or "
+                                f"train a model with --target {objective}")
     if session.describe is None:
         raise InvalidInputError(f"--model {ref}: this backend cannot describe its configs as stored rows")
 
@@ -357,12 +361,17 @@ def write_report(run_dir: Path, *, history: pd.DataFrame, settings: dict, best_c
     (run_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
     fig, ax = plt.subplots(figsize=(6, 4))
     curves = {"perfpred": history["value"].tolist() if "value" in history else [], **comparisons}
+    maximize = settings.get("direction") == "maximize"
     for name, values in curves.items():
-        curve = best_so_far(values, budget)
+        if maximize:  # the highest so far: the lowest of the negated values
+            curve = -best_so_far([None if v is None or not np.isfinite(v) else -v for v in values], budget)
+        else:
+            curve = best_so_far(values, budget)
         ax.step(np.arange(1, budget + 1), curve, where="post", label=name)
     if optimum:
         ax.axhline(optimum, color="k", ls="--", lw=0.8, label="optimum (recorded)")
-    ax.set(xlabel="hardware evaluations", ylabel=f"best {settings.get('objective', 'runtime_ms')}",
+    ax.set(xlabel="hardware evaluations", ylabel=f"best {settings.get('objective', 'runtime_ms')}"
+           + (" (maximised)" if maximize else ""),
            title=description, yscale="log")
     ax.legend()
     fig.tight_layout()

@@ -18,7 +18,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -51,14 +51,21 @@ def _retry_create(create, attempts: int = 8):
     return None
 
 
+# What a refusal of a study that tunes something else tells to do (``open_study``'s ``remedy``).
+STUDY_REMEDY = "use another --study or --output"
+
+
 def open_study(storage_url: str | None, study_name: str, directions: list[str],
-               identity: Mapping[str, Any] | None = None) -> Any:
+               identity: Mapping[str, Any] | None = None, *, remedy: str = STUDY_REMEDY,
+               mixes: str = "its trials would be learned from as this one's") -> Any:
     """The Optuna study ``study_name`` in ``storage_url`` (None: in memory), created or resumed.
 
     A resumed study must tune the same thing: its directions and ``identity`` (the parameter
     names, the hardware, the problem; ``LABEL_KEYS`` are only shown) are checked against what it
     was created with, so a second space or GPU tuned under one ``--study`` is refused instead of
-    learning from the first one's trials.
+    learning from the first one's trials. A refusal names the first identity key that differs (of
+    a mapping, such as the workload, only its entries that differ), what that would do (``mixes``)
+    and what to do instead (``remedy``).
     A storage URL that cannot be opened is a one-line error naming it.
     """
     import optuna
@@ -78,8 +85,16 @@ def open_study(storage_url: str | None, study_name: str, directions: list[str],
                                 f"(sqlite:///PATH or postgresql+psycopg2://USER@HOST/DB): {first[:200]}") from None
     had = [d.name.lower() for d in study.directions]
     if had != list(directions):
+        def tuned(objectives: Any) -> str:  # what a study or run tunes, where it says so
+            if isinstance(objectives, str):
+                objectives = [objectives]
+            return f": {', '.join(map(str, objectives))}" if isinstance(objectives, list) and objectives else ""
+
+        recorded_objectives = study.user_attrs.get("objectives", study.user_attrs.get("objective"))
+        wanted_objectives = (identity or {}).get("objectives", (identity or {}).get("objective"))
         raise InvalidInputError(f"study {study_name!r} in {storage_url} was created to {', '.join(had)} "
-                                f"({len(had)} objective(s)), but this run would {', '.join(directions)}: "
+                                f"({len(had)} objective(s){tuned(recorded_objectives)}), but this run would "
+                                f"{', '.join(directions)} ({tuned(wanted_objectives)[2:] or len(directions)}): "
                                 "use another --study or --storage")
     if identity is not None:
         wanted = json.loads(json.dumps(dict(identity), default=str))
@@ -95,10 +110,12 @@ def open_study(storage_url: str | None, study_name: str, directions: list[str],
             if name.startswith(SPACE_KEY):  # another --space: the study's trials lie outside this one's domains
                 raise InvalidInputError(f"study {study_name!r} in {storage_url} tunes {name[len(SPACE_KEY):]} in "
                                         f"{old}, but this run's space has {name[len(SPACE_KEY):]} in {new}: resuming "
-                                        "it in another space cannot be done; use another --study or --output")
+                                        f"it in another space cannot be done; {remedy}")
+            if isinstance(old, Mapping) and isinstance(new, Mapping):  # name the entries that differ
+                differ = [k for k in [*old, *(k for k in new if k not in old)] if old.get(k) != new.get(k)]
+                old, new = {k: old.get(k) for k in differ}, {k: new.get(k) for k in differ}
             raise InvalidInputError(f"study {study_name!r} in {storage_url} tunes {name}={old}{labels(recorded)}, "
-                                    f"but this run has {name}={new}{labels(wanted)}: its trials would be learned "
-                                    "from as this one's; use another --study or --output")
+                                    f"but this run has {name}={new}{labels(wanted)}: {mixes}; {remedy}")
         if recorded != wanted:  # new, renamed, or made by a perfpred that recorded less
             study.set_user_attr("perfpred_identity", wanted)
     return study
@@ -124,9 +141,28 @@ def space_identity(space: Any) -> dict[str, Any]:
     return out
 
 
-def resume_name(storage_url: str, default: str, prefix: str, identity: Mapping[str, Any]) -> str:
+def objective_identity(objective: str, direction: str = "minimize") -> str:
+    """How a single-objective study records what it tunes: the metric (``runtime_ms``), with
+    ``:maximize`` when maximised, so a study of one objective or direction never takes another's trials
+    (and a study made before directions were recorded, all minimised, keeps its identity)."""
+    return objective if direction == "minimize" else f"{objective}:maximize"
+
+
+def identity_digest(identity: Mapping[str, Any]) -> str:
+    """8 hex of the sha1 of ``identity`` (its ``LABEL_KEYS`` left out): a default study name's
+    suffix, so two recordings with one file name (convolution/A100.json.gz and
+    dedispersion/A100.json.gz) get two studies in one storage."""
+    kept = {k: v for k, v in identity.items() if k not in LABEL_KEYS}
+    return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def resume_name(storage_url: str, default: str, prefix: str, identity: Mapping[str, Any],
+                legacy: Sequence[str] = ()) -> str:
     """The study a run without ``--study`` resumes: ``default`` when the storage holds it; else a study
-    named ``prefix...`` whose recorded identity is this run's (the same recording, renamed); else ``default``."""
+    named ``prefix...`` whose recorded identity is this run's (the same recording, renamed); else one of
+    the ``legacy`` names (what the default was before, e.g. without ``identity_digest``'s suffix) whose
+    study would take this run (its recorded identity, as far as it recorded one, is this run's);
+    else ``default``."""
     import optuna
 
     try:
@@ -143,7 +179,35 @@ def resume_name(storage_url: str, default: str, prefix: str, identity: Mapping[s
             if all(s.user_attrs.get("perfpred_identity", {}).get(k) == wanted[k] for k in keys)]
     if same:
         return same[0]
+    for name in legacy:
+        found = next((s for s in studies if s.study_name == name), None)
+        recorded = None if found is None else found.user_attrs.get("perfpred_identity")
+        # Compared on this run's keys only (the parameter names, which open_study adds, are not among them).
+        if found is not None and (recorded is None or _identity_clash({k: v for k, v in recorded.items()
+                                                                       if k in wanted}, wanted) is None):
+            return name
     return default
+
+
+def measured_seeds(study: Any) -> list[int]:
+    """The ``--seed``s the study's measured trials were picked with, in order of first use (a trial
+    recorded by an earlier perfpred tells none)."""
+    seeds = [t.user_attrs.get("seed") for t in study.get_trials(deepcopy=False)
+             if t.user_attrs.get("source") == "measured"]
+    return list(dict.fromkeys(s for s in seeds if s is not None))
+
+
+def seed_warning(study: Any, seed: int, n_measured: int, remedy: str) -> str | None:
+    """What to tell a run resuming ``study`` with ``seed`` when its trials were picked with other
+    seeds: the seed steers only the configs this run adds (none once the budget is spent); the trials
+    measured stay. None when the seeds agree or the study tells none."""
+    other = [s for s in measured_seeds(study) if s != seed]
+    if not other or not n_measured:
+        return None
+    seeds = ", ".join(str(s) for s in measured_seeds(study))
+    return (f"study {study.study_name!r} holds {n_measured} evaluation(s) picked with --seed {seeds}: resuming it, "
+            f"--seed {seed} only picks the configs this run adds (none when --budget is spent); {remedy} to start "
+            f"afresh with it")
 
 
 def _identity_clash(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> tuple[str, Any, Any] | None:
@@ -499,15 +563,20 @@ class StudyRecorder:
 
     def __init__(self, space, *, storage: str | None = None, study_name: str = "perfpred-tune",
                  direction: str = "minimize", objective: str = "runtime_ms",
-                 identity: Mapping[str, Any] | None = None, claim_grace_s: float = CLAIM_GRACE_S) -> None:
+                 identity: Mapping[str, Any] | None = None, claim_grace_s: float = CLAIM_GRACE_S,
+                 refusal: Mapping[str, str] | None = None) -> None:
+        """``refusal``: ``open_study``'s ``remedy`` / ``mixes`` wording for a study that tunes something else."""
         if direction not in ("minimize", "maximize"):
             raise InvalidInputError(f"`direction` must be minimize or maximize, but got {direction!r}")
         self.space = space
         self.objective = objective
         self.distributions = space.optuna_distributions()
         self.study = open_study(storage, study_name, [direction],
-                                {"parameters": sorted(space.names), "objective": objective, **(identity or {})})
+                                {"parameters": sorted(space.names),
+                                 "objective": objective_identity(objective, direction), **(identity or {})},
+                                **dict(refusal or {}))
         self.study.set_user_attr("objective", objective)
+        self.study.set_user_attr("direction", direction)
         self.claims = ClaimTable(storage, study_name, grace_s=claim_grace_s) if storage else None
 
     def record(self, config: Mapping[str, Any], value: float | None, status: str, *,
