@@ -226,7 +226,7 @@ def test_help_says_flushes_are_not_counted_and_ctrl_c_waits():
 
     result = CliRunner().invoke(app, ["collect", "gemm", "--help"], terminal_width=400)
     text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())
-    assert "Flush time does not count against --max-time-s" in text
+    assert "flush time does not count against --max-time-s" in text
     assert "Ctrl-C waits for the BLAS call in progress" in text
     assert "--max-config-s" in text
 

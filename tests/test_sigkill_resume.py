@@ -77,7 +77,7 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     summary = " ".join(done.stdout.split())
     assert re.search(rf"skipped \(already in store\) │ {len(before)} │", summary), done.stdout
-    assert re.search(rf"measured │ {N_CONFIGS - len(before)} │", summary), done.stdout
+    assert re.search(rf"measured \(new configs\) │ {N_CONFIGS - len(before)} │", summary), done.stdout
     after = MeasurementStore(store).load()
     check_clean(after)
     assert len(after) == N_CONFIGS
