@@ -559,10 +559,18 @@ def warn_outside_training(est: Any, rows: Any) -> None:
     warnings = est.input_warnings(rows) if hasattr(est, "input_warnings") else []
     for line in warnings[:3]:
         err_console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
-    if len(warnings) > 3:  # each line starts with its column and value ("config.x=7 ...")
-        more = ", ".join(line.split(" ", 1)[0] for line in warnings[3:])
+    if len(warnings) > 3:  # each line starts with its column and values ("workload.k=1, 16384 lie far ...")
+        more = "; ".join(_column_and_values(line) for line in warnings[3:])
         err_console.print(f"[yellow]warning:[/] also outside the training rows: {more}", highlight=False,
                           soft_wrap=True)
+
+
+def _column_and_values(warning: str) -> str:
+    """``workload.k=1, 16384`` of a warning ``workload.k=1, 16384 lie far outside ...``."""
+    import re
+
+    found = re.match(r"(.+?) (?:lies|lie|differs|differ|is not among|never occurs) ", warning)
+    return found.group(1) if found else warning.split(" ", 1)[0]
 
 
 # What ``--output`` writes, by its suffix.

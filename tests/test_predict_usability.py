@@ -284,3 +284,19 @@ def test_the_api_names_the_regressor_as_asked():
     model = PerformanceModel(kind="kernel", regressor="xgb").fit(rows.iloc[:40])
     with pytest.raises(InvalidInputError, match=r"this model's is 'xgb'$"):
         model.predict_interval(rows.iloc[:2])
+
+
+def test_warnings_past_the_third_name_each_column_with_all_its_values(capsys):
+    """The fourth and later warnings are summed up in one line: each column with every value it
+    named ("workload.k=4096, 16384"), not the first word of each ("workload.k=4096,")."""
+    from types import SimpleNamespace
+
+    from perfpred._predict_inputs import warn_outside_training
+
+    lines = [f"workload.{c}=1, 2 lie far outside the training rows' 16..2048 (2 row(s)): an extrapolation"
+             for c in "abc"]
+    lines += ["workload.k=4096, 16384 lie far outside the training rows' 16..2048 (2 row(s)): an extrapolation",
+              "config.threads=2 is not among the trained values 1 (1 row(s)): no training row ran it"]
+    warn_outside_training(SimpleNamespace(input_warnings=lambda rows: lines), None)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.endswith("also outside the training rows: workload.k=4096, 16384; config.threads=2"), last
