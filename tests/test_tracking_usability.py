@@ -290,3 +290,18 @@ def test_predict_by_a_bare_name_with_several_versions_says_which_one_it_used(sma
     code, out, err = run_main(monkeypatch, capsys, "predict", "--model", f"{NAME}/1", "--m", "64", "--n", "64",
                               "--k", "64")
     assert code == 0 and "using model" not in err, err
+
+
+@pytest.mark.parametrize("mode", ["features", "linear"])
+def test_a_config_no_reference_recorded_is_warned_about(mode):
+    """A block size no reference GPU ran gets the references' mean time as its feature: the
+    prediction there is a guess, and input_warnings says so (it used to return one constant silently)."""
+    from perfpred.models import PerformanceModel
+
+    reference = pd.concat([_kernel_space("gpu-a", 1.0, 0), _kernel_space("gpu-b", 2.0, 1)], ignore_index=True)
+    rows = _kernel_space("gpu-c", 3.0, 2).sample(40, random_state=0)
+    model = PerformanceModel(kind="kernel", regressor="xgb", reference=reference, reference_mode=mode).fit(rows)
+    unseen = rows.head(3).assign(**{"config.block_size_x": 256})
+    assert not [w for w in model.input_warnings(rows.head(3)) if w.startswith("reference times")]
+    found = [w for w in model.input_warnings(unseen) if w.startswith("reference times")]
+    assert len(found) == 1 and "3 of 3 row(s)" in found[0] and "gpu-a, gpu-b" in found[0], found

@@ -489,6 +489,13 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             from perfpred.features._serving import deployment_warnings
 
             out = deployment_warnings(self._with_trained_specs(X)) + out
+        reference = getattr(self, "reference_times_", None)
+        if reference is not None and len(X):  # a config no reference GPU recorded gets their mean time
+            missing = reference.features(X)["ref_missing_fraction"].to_numpy() >= 1
+            if missing.any():
+                out.append(f"reference times: {int(missing.sum())} of {len(X)} row(s) are configs none of the "
+                           f"reference hardware ({', '.join(reference.hardware_ids)}) recorded: their reference "
+                           "times are filled in from the references' means, so the prediction there is a guess")
         return unseen_text + out
 
     def predict_one(self, hardware_id: str | None = None, **config: Any) -> float:
