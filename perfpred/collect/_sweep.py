@@ -190,11 +190,13 @@ def run_sweep(
     policy = policy if isinstance(policy, TimingPolicy) else None
     report = SweepReport(noisy_cv=noisy_cv)
     stored: dict[str, dict[str, Any]] = {}
+    keys = [collector.measurement_id(cfg) for cfg in configs]
     if (remeasure is not None or visits > 1 or policy is not None) and len(store):
-        stored = {row["measurement_id"]: row for row in store.load().to_dict("records")}
+        rows = store.load()  # only this sweep's rows become records: a big store holds many others
+        rows = rows[rows["measurement_id"].isin(set(keys))]
+        stored = {row["measurement_id"]: row for row in rows.to_dict("records")}
     todo: list[_Pending] = []
-    for cfg in configs:
-        key = collector.measurement_id(cfg)
+    for cfg, key in zip(configs, keys, strict=True):
         row = stored.get(key)
         looser = _looser_policy(row, policy) if row is not None and policy is not None else {}
         fresh = not store.contains(key) or (row is not None and (bool(looser) or (remeasure is not None
