@@ -763,7 +763,7 @@ def _select_hardware(df, hardware: str | None):
         return df
     ids = sorted(df["hardware_id"].dropna().astype(str).unique()) if "hardware_id" in df else []
     if hardware not in ids:
-        raise InvalidInputError(f"--hardware must name a hardware id of the store, but got {hardware!r} "
+        raise InvalidInputError(f"--hardware (or --hardware-id) must name a hardware id of the store, but got {hardware!r} "
                                 f"(it has: {', '.join(ids[:8]) or 'none'})")
     return df[df["hardware_id"].astype(str) == hardware]
 

@@ -403,7 +403,7 @@ def test_train_with_a_reference_keeps_it_for_predictions(two_gpu_convolution_sto
 
 
 @pytest.mark.parametrize("extra, needles", [
-    (["--hardware", "gpu-no-such"], ["--hardware must name a hardware id", "gpu-nvidia-rtx-a4000"]),
+    (["--hardware", "gpu-no-such"], ["--hardware (or --hardware-id) must name a hardware id", "gpu-nvidia-rtx-a4000"]),
     (["--hardware", "gpu-nvidia-rtx-a4000", "--reference", "SAME"],
      ["--reference", ": it must hold rows of hardware other than the training rows'"]),
     (["--reference", "GEMM"], ["--reference", ": reference times need 'config.*' columns in both"]),
