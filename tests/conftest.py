@@ -142,3 +142,14 @@ def data():
         return datasets_dir()
     except DatasetNotFoundError as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def lm_arena_table(data):
+    """ML.ENERGY's lm-arena-chat task as the serving replay reads it (read once per session)."""
+    from perfpred.tuner import load_serving_table
+
+    tasks = data / "ml-energy" / "tasks"
+    if not (tasks / "lm-arena-chat.json").is_file():
+        pytest.skip(f"no lm-arena-chat.json under {tasks}")
+    return load_serving_table([tasks / "lm-arena-chat.json"])

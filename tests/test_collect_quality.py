@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
 from test_cli import run_main
+from test_sweep_fixes import Cfg
 
 import perfpred.collect
 from perfpred.collect import (
@@ -38,14 +39,6 @@ QUICK = TimingPolicy(max_time_s=0.5, max_runs=20)
 NORMAL = TimingPolicy(max_time_s=1.5, max_runs=50)
 
 # ---------------------------------------------------------------------------- a scripted timer
-
-
-@dataclass(frozen=True)
-class Cfg:
-    size: int
-
-    def validate(self) -> None:
-        pass
 
 
 class Timed:
@@ -139,13 +132,18 @@ def test_the_load_warning_goes_to_stderr_by_default(tmp_path, monkeypatch, capsy
     assert "1-min load average 99.0" in err
 
 
+def collect_gemm_reporting(report: SweepReport, tmp_path, monkeypatch, capsys, *flags: str) -> tuple[int, str, str]:
+    """``perfpred collect gemm`` on one tiny shape whose sweep returns ``report``: (exit code, out, err)."""
+    monkeypatch.setattr(perfpred.collect, "run_sweep", lambda *a, **k: report)
+    monkeypatch.setenv("COLUMNS", "200")
+    return run_main(monkeypatch, capsys, "collect", "gemm", "--store", str(tmp_path / "g"), "--design", "grid",
+                    "--sizes", "16", "--dtypes", "fp32", "--no-power", "--no-reference", "--max-config-s", "0", *flags)
+
+
 def test_collect_gemm_summary_counts_noisy_rows_and_warns(tmp_path, monkeypatch, capsys):
     done = SweepReport(measured=256, visits=256, ok_rows=256, unconverged=222, noisy=200, poor=230, peak_load=6.6)
-    monkeypatch.setattr(perfpred.collect, "run_sweep", lambda *a, **k: done)
-    monkeypatch.setenv("COLUMNS", "200")
-    code, out, err = run_main(monkeypatch, capsys, "collect", "gemm", "--store", str(tmp_path / "g"), "--design",
-                              "grid", "--sizes", "16", "--dtypes", "fp32", "--no-power", "--no-reference",
-                              "--max-config-s", "0", "--max-time-s", "0.5", "--pin-cpus", "none")
+    code, out, err = collect_gemm_reporting(done, tmp_path, monkeypatch, capsys, "--max-time-s", "0.5",
+                                            "--pin-cpus", "none")
     assert code == 0, err
     text, err = " ".join(out.split()), " ".join(err.split())
     assert "noisy rows (of the ok ones) │ 230 of 256 (90%): 222 not converged, 200 above cv 0.15" in text, out

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
 import rich
 from test_cli import assert_one_line_error, run_main
+from test_sweep_fixes import Cfg, Scripted
 
 from perfpred.collect import SweepReport, noisy_row, run_sweep
 from perfpred.collect import _sweep as sweep_module
 from perfpred.collect.importers import export_kernel_tuner_cache
-from perfpred.datasets import Measurement, MeasurementStore, measurement_key
+from perfpred.datasets import Measurement, MeasurementStore
 from perfpred.errors import InvalidInputError
 
 # ---------------------------------------------------------------------------- 1. export errors
@@ -93,33 +93,6 @@ def test_dataset_info_shows_its_times_in_one_format_and_in_time_order(tmp_path, 
 # ---------------------------------------------------------------------------- 3. sweep progress
 
 
-@dataclass(frozen=True)
-class Cfg:
-    size: int
-
-    def validate(self) -> None:
-        pass
-
-
-class Scripted:
-    """Per config, the next (runtime, cv) from a script; each measure takes one second of a fake clock."""
-
-    name = "scripted"
-
-    def __init__(self, script: dict[int, list], clock: list[float]) -> None:
-        self.script = {k: list(v) for k, v in script.items()}
-        self.clock = clock
-
-    def measurement_id(self, cfg: Cfg) -> str:
-        return measurement_key("gemm", {"m": cfg.size}, {}, "hw")
-
-    def measure(self, cfg: Cfg) -> Measurement:
-        self.clock[0] += 1.0
-        t, cv = self.script[cfg.size].pop(0)
-        return Measurement(kind="gemm", workload={"m": cfg.size}, config={}, hardware_id="hw", runtime_ms=t,
-                           raw_times_ms=[t], n_runs=1, cv=cv)
-
-
 def test_a_sweep_shows_what_it_kept_and_counts_discarded_remeasure_time_apart(tmp_path, monkeypatch, capsys):
     clock = [0.0]
     monkeypatch.setattr(sweep_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
@@ -144,14 +117,10 @@ def test_a_sweep_shows_what_it_kept_and_counts_discarded_remeasure_time_apart(tm
 
 
 def test_collect_summary_counts_new_configs_and_remeasure_time_apart(tmp_path, monkeypatch, capsys):
-    import perfpred.collect
+    from test_collect_quality import collect_gemm_reporting
 
     done = SweepReport(measured=5, remeasured=3, kept=2, visits=5, wall_s=10.0, remeasure_s=6.0, discarded_s=4.0)
-    monkeypatch.setattr(perfpred.collect, "run_sweep", lambda *a, **k: done)
-    monkeypatch.setenv("COLUMNS", "200")
-    code, out, err = run_main(monkeypatch, capsys, "collect", "gemm", "--store", str(tmp_path / "g"), "--design",
-                              "grid", "--sizes", "16", "--dtypes", "fp32", "--no-power", "--no-reference",
-                              "--max-config-s", "0", "--remeasure-above-cv", "0.1")
+    code, out, err = collect_gemm_reporting(done, tmp_path, monkeypatch, capsys, "--remeasure-above-cv", "0.1")
     assert code == 0, err
     text = " ".join(out.split())
     assert re.search(r"measured \(new configs\) │ 2 ", text), out

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_tuner_api_checks import assert_one_line
 
 from perfpred.datasets import Measurement
 from perfpred.errors import InvalidInputError
@@ -51,13 +52,6 @@ def brute(params: dict, restrictions: list) -> list[tuple]:
 
 def rows(frame: pd.DataFrame) -> list[tuple]:
     return list(frame.itertuples(index=False, name=None))
-
-
-def one_line(excinfo: pytest.ExceptionInfo, *fragments: str) -> None:
-    message = str(excinfo.value)
-    assert message and "\n" not in message, message
-    for fragment in fragments:
-        assert fragment in message, message
 
 
 class Synth:
@@ -119,15 +113,15 @@ def test_the_limit_counts_valid_configs_and_names_what_grew_too_large() -> None:
     assert len(frame) == 100 and space.enumerable
     with pytest.raises(InvalidInputError) as excinfo:
         space.enumerate(limit=99)
-    one_line(excinfo, "99", "100")
+    assert_one_line(excinfo, "99", "100")
     free = SearchSpace(dict(params), ["p0 + p1 == 9"])  # 1e6 valid: p2..p6 are cut by nothing
     with pytest.raises(InvalidInputError) as excinfo:
         free.enumerate(limit=50_000)
-    one_line(excinfo, "50000", "1000000")
+    assert_one_line(excinfo, "50000", "1000000")
     linked = SearchSpace(dict(params), ["p0 + p1 + p2 + p3 + p4 + p5 >= 0"])  # a million partial configs
     with pytest.raises(InvalidInputError) as excinfo:
         linked.enumerate(limit=1000)
-    one_line(excinfo, "1000", "p0", "p5")
+    assert_one_line(excinfo, "1000", "p0", "p5")
 
 
 # ---------------------------------------------------------------------------- 2. a sparse space is tuned
@@ -152,10 +146,10 @@ def test_sampling_that_finds_nothing_says_so_honestly() -> None:
     space = SearchSpace({"n": [1, 2, 3], "x": Continuous(0.0, 1.0)}, ["x > 1.5 and n == 2"])
     with pytest.raises(InvalidInputError) as excinfo:
         space.sample(100)
-    one_line(excinfo, "sampling found no valid config in", "draws")
+    assert_one_line(excinfo, "sampling found no valid config in", "draws")
     with pytest.raises(InvalidInputError) as excinfo:
         Tuner(space, Synth(), TuneSettings(budget=4, seed=0, ensemble=2))
-    one_line(excinfo, "sampling found no valid config in")
+    assert_one_line(excinfo, "sampling found no valid config in")
     assert space.sample(0).empty
 
 
@@ -209,7 +203,7 @@ def test_comparing_none_by_order_is_a_one_line_error() -> None:
     space = SearchSpace({"a": [None, 1, 2], "b": [1, 2]}, ["a > 1"])
     with pytest.raises(InvalidInputError) as excinfo:
         space.enumerate()
-    one_line(excinfo, "a > 1", "a=None", "TypeError")
+    assert_one_line(excinfo, "a > 1", "a=None", "TypeError")
     guarded = SearchSpace({"a": [None, 1, 2], "b": [1, 2]}, ["a is not None and a > 1 or a is None and b == 2"])
     assert rows(guarded.enumerate()) == [(None, 2), (2, 1), (2, 2)]
 
@@ -256,7 +250,7 @@ def test_yaml_scalars_are_read_as_yaml_1_2(tmp_path: Path) -> None:
 def test_bad_values_and_restrictions_are_refused_when_the_space_is_built(params, restrictions, fragments) -> None:
     with pytest.raises(InvalidInputError) as excinfo:
         SearchSpace(params, restrictions)
-    one_line(excinfo, *fragments)
+    assert_one_line(excinfo, *fragments)
 
 
 def test_a_bad_restriction_in_a_space_file_names_the_file(tmp_path: Path) -> None:
@@ -264,7 +258,7 @@ def test_a_bad_restriction_in_a_space_file_names_the_file(tmp_path: Path) -> Non
     path.write_text("params:\n  x: [1, 2]\n  y: [1, 2]\nconstraints: ['x * yy > 2']\n")
     with pytest.raises(InvalidInputError) as excinfo:
         SearchSpace.from_yaml(path)
-    one_line(excinfo, str(path), "'yy'")
+    assert_one_line(excinfo, str(path), "'yy'")
 
 
 def test_a_kernel_tuner_callable_that_raises_names_the_config() -> None:
@@ -275,7 +269,7 @@ def test_a_kernel_tuner_callable_that_raises_names_the_config() -> None:
 
     with pytest.raises(InvalidInputError) as excinfo:
         SearchSpace.from_kernel_tuner({"a": [1, 2, 4], "b": [1, 2, 3]}, [boom]).enumerate()
-    one_line(excinfo, "KeyError", "{'a': 1, 'b': 3}")
+    assert_one_line(excinfo, "KeyError", "{'a': 1, 'b': 3}")
 
 
 def test_a_bad_restriction_in_a_space_option_names_the_file(tmp_path: Path) -> None:
@@ -291,4 +285,4 @@ def test_a_bad_restriction_in_a_space_option_names_the_file(tmp_path: Path) -> N
     path.write_text("params:\n  block_size_x: [16, 32]\nconstraints: ['block_size_x > bogus']\n")
     with pytest.raises(InvalidInputError) as excinfo:
         open_session(f"replay:{recording}", space_file=str(path))
-    one_line(excinfo, f"--space {path}", "'bogus'")
+    assert_one_line(excinfo, f"--space {path}", "'bogus'")

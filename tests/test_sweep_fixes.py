@@ -36,17 +36,21 @@ class Cfg:
 
 
 class Scripted:
-    """Per config, the next (runtime, cv) from a script; a string is a failure with that status."""
+    """Per config, the next (runtime, cv) from a script; a string is a failure with that status.
+    With a ``clock`` (a one-item list a fake perf_counter reads), each measure takes one second."""
 
     name = "scripted"
 
-    def __init__(self, script: dict[int, list]) -> None:
+    def __init__(self, script: dict[int, list], clock: list[float] | None = None) -> None:
         self.script = {k: list(v) for k, v in script.items()}
+        self.clock = clock
 
     def measurement_id(self, cfg: Cfg) -> str:
         return measurement_key("gemm", {"m": cfg.size}, {}, "hw")
 
     def measure(self, cfg: Cfg) -> Measurement:
+        if self.clock is not None:
+            self.clock[0] += 1.0
         entry = self.script[cfg.size].pop(0)
         base = {"kind": "gemm", "workload": {"m": cfg.size}, "config": {}, "hardware_id": "hw"}
         if isinstance(entry, str):

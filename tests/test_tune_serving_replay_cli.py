@@ -10,29 +10,14 @@ import json
 
 import pytest
 
-from perfpred.errors import DatasetNotFoundError
-from perfpred.settings import datasets_dir
 from tests.test_cli import assert_one_line_error, run_main
 
 MODEL = "Qwen/Qwen3-8B"
 MOE = "Qwen/Qwen3-30B-A3B-Instruct-2507"  # its lowest recorded p99 ITL on lm-arena-chat: 10.4 ms
 
 
-@pytest.fixture(scope="module")
-def lm_arena_table():
-    try:
-        tasks = datasets_dir() / "ml-energy" / "tasks"
-    except DatasetNotFoundError as exc:
-        pytest.skip(str(exc))
-    if not (tasks / "lm-arena-chat.json").is_file():
-        pytest.skip(f"no lm-arena-chat.json under {tasks}")
-    from perfpred.tuner import load_serving_table
-
-    return load_serving_table([tasks / "lm-arena-chat.json"])
-
-
-@pytest.fixture(autouse=True)
-def fast_replay(monkeypatch, lm_arena_table):
+def use_small_replay(monkeypatch, table) -> None:
+    """``tune-serving --engine ml-energy`` replays ``table`` with a small predictor (20 trees, no CV)."""
     import perfpred.tuner
     from perfpred.tuner import _serving_replay
 
@@ -40,8 +25,13 @@ def fast_replay(monkeypatch, lm_arena_table):
         train = table[table["workload.model"] != held_out_model]
         return _serving_replay.ServingPredictor(metrics, _serving_replay.serving_regressor(20), cv_folds=0).fit(train)
 
-    monkeypatch.setattr(perfpred.tuner, "load_serving_table", lambda paths=None: lm_arena_table)
+    monkeypatch.setattr(perfpred.tuner, "load_serving_table", lambda paths=None: table)
     monkeypatch.setattr(_serving_replay, "lomo_predictor", small_lomo)
+
+
+@pytest.fixture(autouse=True)
+def fast_replay(monkeypatch, lm_arena_table):
+    use_small_replay(monkeypatch, lm_arena_table)
 
 
 def tune(monkeypatch, capsys, out, *args):

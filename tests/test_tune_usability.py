@@ -15,11 +15,11 @@ import pytest
 from test_cli import assert_one_line_error, run_main
 from test_tune_cli_fixes import _space
 from test_tune_cli_safety import _replay
+from test_tune_serving_replay_cli import use_small_replay
 from typer.testing import CliRunner
 
 from perfpred._console import console
 from perfpred.cli import _fitted_widths, app
-from perfpred.settings import datasets_dir
 
 DEDISPERSION = "kernel-tuner/dedispersion/{}.json.gz"
 runner = CliRunner()
@@ -193,26 +193,9 @@ def test_live_tune_serving_leaves_kappa_to_the_search_unless_given(monkeypatch, 
 
 
 @pytest.fixture
-def ml_energy(monkeypatch):
-    """The ML.ENERGY replay on lm-arena-chat with a small prior (as tests/test_tune_serving_replay_cli.py)."""
-    import perfpred.tuner
-    from perfpred.errors import DatasetNotFoundError
-    from perfpred.tuner import _serving_replay, load_serving_table
-
-    try:
-        tasks = datasets_dir() / "ml-energy" / "tasks"
-    except DatasetNotFoundError as exc:
-        pytest.skip(str(exc))
-    if not (tasks / "lm-arena-chat.json").is_file():
-        pytest.skip(f"no lm-arena-chat.json under {tasks}")
-    table = load_serving_table([tasks / "lm-arena-chat.json"])
-
-    def small_lomo(table, held_out_model, metrics, regressor=None, cv_folds=4):
-        train = table[table["workload.model"] != held_out_model]
-        return _serving_replay.ServingPredictor(metrics, _serving_replay.serving_regressor(20), cv_folds=0).fit(train)
-
-    monkeypatch.setattr(perfpred.tuner, "load_serving_table", lambda paths=None: table)
-    monkeypatch.setattr(_serving_replay, "lomo_predictor", small_lomo)
+def ml_energy(monkeypatch, lm_arena_table):
+    """The ML.ENERGY replay on lm-arena-chat with a small predictor (tests/test_tune_serving_replay_cli.py's)."""
+    use_small_replay(monkeypatch, lm_arena_table)
 
 
 def test_one_objective_on_ml_energy_is_reported_as_one(monkeypatch, capsys, tmp_path, ml_energy):

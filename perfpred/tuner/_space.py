@@ -642,6 +642,23 @@ def _shown(names: Sequence[str]) -> str:
     return "[" + ", ".join(names) + "]"
 
 
+def _callable_mask(constraint: Callable[[pd.DataFrame], Any], frame: pd.DataFrame) -> np.ndarray:
+    """A table-wide callable constraint's boolean per row of ``frame`` (a scalar answer holds for
+    every row); a one-line error when it raises or answers in another shape."""
+    try:
+        res = np.asarray(constraint(frame))
+    except InvalidInputError:
+        raise
+    except Exception as exc:
+        raise InvalidInputError(f"constraint {constraint!r} cannot be evaluated: {type(exc).__name__}: {exc}") from None
+    if res.shape == ():  # a constraint that does not depend on the params
+        res = np.full(len(frame), bool(res))
+    if res.shape != (len(frame),):
+        raise InvalidInputError(f"constraint {constraint!r} must give one boolean per config, but got shape "
+                                f"{res.shape}")
+    return res.astype(bool)
+
+
 @dataclass
 class SearchSpace:
     """Parameters (name -> list of values, or ``Continuous``) and constraints.
@@ -896,18 +913,7 @@ class SearchSpace:
                     env[name] = columns[name] if len(rows) == n else columns[name][rows]
                 ok[rows] = restriction.mask(env, len(rows))
                 continue
-            try:
-                res = c(frame)
-            except InvalidInputError:
-                raise
-            except Exception as exc:
-                raise InvalidInputError(f"constraint {c!r} cannot be evaluated: {type(exc).__name__}: {exc}") from None
-            res = np.asarray(res)
-            if res.shape == ():  # a constraint that does not depend on the params
-                res = np.full(n, bool(res))
-            if res.shape != (n,):
-                raise InvalidInputError(f"constraint {c!r} must give one boolean per config, but got shape {res.shape}")
-            ok &= res.astype(bool)
+            ok &= _callable_mask(c, frame)
         return ok
 
     def in_domains(self, frame: pd.DataFrame) -> np.ndarray:
@@ -1067,19 +1073,9 @@ class SearchSpace:
         for c in callables:
             if frame.empty:
                 break
-            try:
-                res = c(frame)
-            except InvalidInputError:
-                raise
-            except Exception as exc:
-                raise InvalidInputError(f"constraint {c!r} cannot be evaluated: {type(exc).__name__}: {exc}") from None
-            res = np.asarray(res)
-            if res.shape == ():
-                res = np.full(len(frame), bool(res))
-            if res.shape != (len(frame),):
-                raise InvalidInputError(f"constraint {c!r} must give one boolean per config, but got shape {res.shape}")
-            if not res.astype(bool).all():
-                frame = frame[res.astype(bool)]
+            res = _callable_mask(c, frame)
+            if not res.all():
+                frame = frame[res]
         return frame.reset_index(drop=True)
 
     def _frame(self, codes: Mapping[str, np.ndarray], domains: Mapping[str, tuple[np.ndarray, np.ndarray]]
