@@ -5,6 +5,7 @@ their numbers are."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -100,6 +101,9 @@ def test_dataset_ls_output_writes_every_matching_row(monkeypatch, capsys, gemm_s
              ".json": lambda p: pd.DataFrame(json.loads(Path(p).read_text()))}[suffix](target)
     assert len(frame) == 60 and {"measurement_id", "workload.m", "runtime_ms"} <= set(frame.columns)
     assert "wrote 60 row(s)" in out
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(target).st_mode & 0o777 == 0o666 & ~umask  # as open() makes a file, not mkstemp's 0600
 
 
 def test_dataset_ls_output_refuses_another_suffix_in_one_line(monkeypatch, capsys, gemm_store, tmp_path):

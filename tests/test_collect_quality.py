@@ -186,10 +186,14 @@ def test_rows_stored_under_a_looser_policy_are_retimed_and_the_steadier_kept(tmp
     rows = _rows(store)
     assert rows[1]["cv"] == pytest.approx(0.01) and rows[1]["metric.timing_max_time_s"] == 1.5
     assert rows[2]["cv"] == pytest.approx(0.05) and rows[2]["metric.attempts"] == 2
-    # The kept row stood up to the stricter policy: the same command again re-times nothing.
-    assert rows[2]["metric.timing_max_time_s"] == 1.5 and rows[2]["metric.timing_max_runs"] == 50
-    again, timer = _sweep({1: [], 2: [], 3: []}, store, NORMAL)
-    assert (timer.timed, again.skipped, again.retimed_policy) == ([], 3, 0)
+    # The kept row keeps the policy it ran under (it never ran under the stricter one): the same
+    # command again tries it once more, and the converged re-time wins this time.
+    assert rows[2]["metric.timing_max_time_s"] == 0.5 and rows[2]["metric.timing_max_runs"] == 20
+    again, timer = _sweep({1: [], 2: [("stable", 0.08)], 3: []}, store, NORMAL)
+    assert (timer.timed, again.skipped, again.retimed_policy, again.kept) == ([2], 2, 1, 0)
+    assert _rows(store)[2]["cv"] == pytest.approx(0.08) and _rows(store)[2]["metric.timing_max_time_s"] == 1.5
+    third, timer = _sweep({1: [], 2: [], 3: []}, store, NORMAL)
+    assert (timer.timed, third.skipped) == ([], 3)
     # A looser run than what is stored skips everything too.
     looser, timer = _sweep({1: [], 2: [], 3: []}, store, QUICK)
     assert (timer.timed, looser.skipped) == ([], 3)
@@ -341,3 +345,15 @@ def test_kernel_rows_record_the_policy_and_collect_kernel_retimes_looser_ones(tm
     assert len(FakeWorker.policies) == timed + 2  # cv 0.44: both re-timed
     assert "re-measured (were timeout, above cv 0.2) │ 2" in " ".join(out.split()), out
     assert "--remeasure-above-cv 0.2 " in " ".join(err.split()), err
+
+
+def test_a_converged_retime_wins_over_a_capped_row_that_spread_less_by_chance(tmp_path):
+    """Review case: a --quick row stopped by its cap at cv 0.05 against a converged re-time at cv 0.06:
+    the converged one is kept (cv alone kept the capped row and recorded a policy it never ran under)."""
+    store = MeasurementStore(tmp_path / "s", create=True)
+    _sweep({1: [("time_cap", 0.05)]}, store, QUICK)
+    report, _ = _sweep({1: [("stable", 0.06)]}, store, NORMAL)
+    row = _rows(store)[1]
+    assert (report.remeasured, report.kept) == (1, 0)
+    assert row["cv"] == pytest.approx(0.06) and row["metric.timing_converged"] == 1
+    assert row["metric.timing_max_time_s"] == 1.5

@@ -305,3 +305,9 @@ def test_a_config_no_reference_recorded_is_warned_about(mode):
     assert not [w for w in model.input_warnings(rows.head(3)) if w.startswith("reference times")]
     found = [w for w in model.input_warnings(unseen) if w.startswith("reference times")]
     assert len(found) == 1 and "3 of 3 row(s)" in found[0] and "gpu-a, gpu-b" in found[0], found
+
+
+def test_a_stage_uri_is_left_to_mlflow(mlflow_db):
+    """models:/NAME/Production (a stage, not a version) was refused by the shorthand parser; MLflow reads it."""
+    resolved = tracking.resolve_model("models:/some-model/Production")
+    assert (resolved.uri, resolved.run_id) == ("models:/some-model/Production", None)

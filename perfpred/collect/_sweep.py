@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from perfpred.collect._timing import TimingPolicy, looser_fields, stricter_policy_metrics
+from perfpred.collect._timing import TimingPolicy, looser_fields
 from perfpred.collect._visits import combine_visits, gate_visits, visits_done
 from perfpred.datasets import STATUSES, Measurement, MeasurementStore
 from perfpred.errors import InvalidInputError
@@ -169,9 +169,10 @@ def run_sweep(
     With ``respect_policy``, a stored ok row timed under a looser ``TimingPolicy`` than the
     collector's (its ``metric.timing_*`` fields: a shorter ``max_time_s`` or fewer ``max_runs``
     where the row did not converge, fewer warm-up or minimum runs, a wider ``target_rel_ci``) is
-    re-measured like a ``remeasure`` pick, the steadier row kept; a kept row then records the
-    stricter policy it stood up to, so the next re-run skips it. Rows without a recorded policy
-    (stored before it was recorded) count as timed under the collector's.
+    re-measured like a ``remeasure`` pick, the steadier row kept (``steadier``: a converged row
+    over one a cap stopped); a kept earlier row keeps the policy it was timed under, so a later
+    run under the stricter one tries it again. Rows without a recorded policy (stored before it
+    was recorded) count as timed under the collector's.
 
     Quality is counted, not hidden: ``SweepReport`` says how many ok rows did not converge or
     spread above ``noisy_cv``; every ``load_check_s`` seconds the load average is read again and
@@ -320,10 +321,9 @@ class _Pending:
             self.kept_earlier = False
             return m
         if not self.kept_earlier:  # count the attempt, or undo what an earlier visit wrote
-            # A row that stood up to a re-measure under a stricter policy records that policy: the
-            # next re-run does not re-time it again.
-            stood = stricter_policy_metrics(self.earlier.metrics, self.policy) if self.policy is not None else {}
-            store.append([replace(self.earlier, metrics={**self.earlier.metrics, **attempts, **stood})], replace=True)
+            # The kept row keeps the policy it was timed under (it never ran under the stricter one),
+            # so a later run under that policy tries it again.
+            store.append([replace(self.earlier, metrics={**self.earlier.metrics, **attempts})], replace=True)
             self.kept_earlier = True
         return self.earlier
 
@@ -436,10 +436,18 @@ def _unsteadiness(m: Measurement) -> float:
     return math.inf if m.cv is None or math.isnan(m.cv) else m.cv
 
 
+def _converged(m: Measurement) -> bool:
+    """False where a time or run cap, not the CI target, stopped the sampling (``timing_converged`` 0)."""
+    return m.metrics.get("timing_converged") != 0
+
+
 def steadier(new: Measurement, old: Measurement) -> Measurement:
-    """The row a re-measure keeps: an ok row over a failed one, then the lower cv; on a tie the newer."""
+    """The row a re-measure keeps: an ok row over a failed one, then a converged row over one a cap
+    stopped (its few samples can spread less by chance), then the lower cv; on a tie the newer."""
     if (old.status == "ok") != (new.status == "ok"):
         return new if new.status == "ok" else old
+    if _converged(old) != _converged(new):
+        return new if _converged(new) else old
     return old if _unsteadiness(old) < _unsteadiness(new) else new
 
 

@@ -110,20 +110,6 @@ def looser_fields(metrics: dict, policy: TimingPolicy, *, converged: bool = Fals
     return looser
 
 
-def stricter_policy_metrics(metrics: dict, policy: TimingPolicy) -> dict[str, float]:
-    """Per field, the stricter of a row's recorded policy and ``policy`` (as ``metric.timing_*``):
-    what a row kept over a noisier re-measure under ``policy`` records, since it stood up to it."""
-    recorded = recorded_policy(metrics) or {}
-    out = policy_metrics(policy)
-    for name, larger in _STRICTER_IF_LARGER.items():
-        if name in recorded:
-            pick = max if larger else min
-            out[POLICY_METRIC_PREFIX + name] = float(pick(recorded[name], float(getattr(policy, name))))
-    if "min_sample_ms" in recorded:
-        out[POLICY_METRIC_PREFIX + "min_sample_ms"] = recorded["min_sample_ms"]
-    return out
-
-
 # Samples re-choose the calls per sample from, and the most calls one sample makes.
 CALIBRATION_RUNS = 3
 MAX_CALLS_PER_SAMPLE = 10_000

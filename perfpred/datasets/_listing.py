@@ -96,6 +96,9 @@ def dump_rows(df: pd.DataFrame, path: Path) -> None:
                         frame[col] = frame[col].map(lambda v: v if v is None or (isinstance(v, float) and np.isnan(v))
                                                     else str(v))
             frame.to_parquet(tmp, index=False)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it 0600: the file gets what open() would give it
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

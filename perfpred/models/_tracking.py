@@ -253,7 +253,9 @@ def source_provenance() -> dict[str, str]:
     commit = run("rev-parse", "HEAD")
     if commit and re.fullmatch(r"[0-9a-f]{40}", commit.strip()):
         out["perfpred_git_commit"] = commit.strip()
-        status = run("status", "--porcelain", "--untracked-files=no")
+        # --no-optional-locks: a status refreshing the index would take .git/index.lock, which a
+        # timed-out (killed) git leaves behind in the user's checkout.
+        status = run("--no-optional-locks", "status", "--porcelain", "--untracked-files=no")
         if status is not None:
             out["perfpred_git_dirty"] = "true" if status.strip() else "false"
     return out
@@ -410,6 +412,8 @@ def resolve_model(ref: str) -> ModelRef:
         _check_server_answers(uri_setting)  # a server that is down is not "no such model"
     mlflow = _mlflow()
     kind, what, version, alias = _split_ref(ref)
+    if kind == "other" and ref.strip().startswith("models:/"):  # a stage (models:/NAME/Production): MLflow's to read
+        return ModelRef(ref=ref, uri=ref.strip(), run_id=None)
     if kind == "other":
         raise _not_found(ref, uri_setting, "a model reference is a run id, runs:/RUN_ID/model, NAME, NAME/VERSION, "
                          "NAME@ALIAS or models:/NAME/VERSION")
