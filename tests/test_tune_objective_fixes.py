@@ -229,14 +229,18 @@ def test_the_tuner_maximises_as_it_minimises_the_inverse(tmp_path):
         TuneSettings(budget=4, direction="max")
 
 
-def test_a_live_maximised_measurement_of_zero_is_refused(tmp_path):
+def test_a_live_maximised_measurement_of_zero_counts_as_a_failure(tmp_path):
+    """log(1 / 0) has no value: the measurement is recorded as a failure (as a minimised one of 0
+    is) and the run goes on; it used to abort the run and lose the measurement."""
     from perfpred.tuner import SearchSpace, Tuner, TuneSettings
 
     space = SearchSpace({"x": [0, 1, 2, 3]})
     settings = TuneSettings(budget=4, objective="metric.rate", direction="maximize", batch_size=4, n_initial=4)
-    with pytest.raises(InvalidInputError, match=r"must be > 0.*measured metric.rate=0") as excinfo:
-        Tuner(space, _Peak(zero_at=0), settings).run()
-    assert len(str(excinfo.value).splitlines()) == 1
+    result = Tuner(space, _Peak(zero_at=0), settings).run()
+    assert len(result.history) == 4
+    zero = result.history[result.history["x"] == 0].iloc[0]
+    assert zero["status"] == "ok" and pd.isna(zero["value"])
+    assert result.best_config == {"x": 3}
 
 
 # ---------------------------------------------------------------------------- 4. a live serving study's identity

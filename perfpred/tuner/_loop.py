@@ -89,9 +89,10 @@ class TuneSettings:
             numeric Measurement field, or ``metric.X``); a replayed backend must have recorded it.
         direction: ``minimize`` (default) or ``maximize`` the objective (``metric.gflops``, a
             throughput). The tuner works on log(value) either way, minimising log(1 / value) for a
-            maximised objective (so its values must be > 0: a working measurement of 0 or less is
-            refused); every value it reports, records or predicts is the objective as measured, and
-            the Optuna study's direction is this one.
+            maximised objective (so its values must be > 0: a recording holding 0 or less is refused,
+            a measurement of 0 or less counts as a failure, as when minimising); every value it
+            reports, records or predicts is the objective as measured, and the Optuna study's
+            direction is this one.
         seed: seeds the design, the surrogate and the tie-breaks.
         min_hamming: configs of one batch differ in at least this many parameters.
         early_stop_patience: rounds without an improvement of ``early_stop_rel`` before stopping.
@@ -894,9 +895,9 @@ class Tuner(PredictorFirstLoop):
         s = self.settings
         config = row_config(self.candidates, i)
         m = self.backend.measure(config)
+        # A value <= 0 (which log(1 / value) cannot take when maximising) counts as a failure, as when
+        # minimising: the measurement is recorded, and the run goes on.
         value = objective_value(m, s.objective)
-        if s.direction == "maximize" and value is None and (raw := _raw_value(m, s.objective)) is not None:
-            raise _non_positive_refusal(s.objective, raw, f"config {config} measured")
         pred = None
         if proposal.predicted is not None and np.isfinite(proposal.predicted[i]):
             pred = float(proposal.predicted[i])
