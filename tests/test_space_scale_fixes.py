@@ -286,3 +286,87 @@ def test_a_bad_restriction_in_a_space_option_names_the_file(tmp_path: Path) -> N
     with pytest.raises(InvalidInputError) as excinfo:
         open_session(f"replay:{recording}", space_file=str(path))
     assert_one_line(excinfo, f"--space {path}", "'bogus'")
+
+
+# ---------------------------------------------------------------------------- review fixes
+
+
+def _rows(frame: pd.DataFrame) -> list[tuple]:
+    return [tuple(r) for r in frame.itertuples(index=False)]
+
+
+def test_a_guard_constraint_listed_first_protects_the_later_ones() -> None:
+    params = {"x": [None, 1, 4], "y": [0, 1]}
+    space = SearchSpace(dict(params), ["x is not None and y >= 0", "x > 2"])
+    assert _rows(space.enumerate()) == [(4, 0), (4, 1)]
+    kt = SearchSpace.from_kernel_tuner(dict(params), [lambda p: p["x"] is not None, "x > 2"])
+    assert _rows(kt.enumerate()) == [(4, 0), (4, 1)]
+    frame = pd.DataFrame({"x": pd.Series([None, 1, 4], dtype=object), "y": [0, 1, 1]})
+    assert space.mask(frame).tolist() == [False, False, True]
+    assert kt.mask(frame).tolist() == [False, False, True]
+    assert not space.is_valid({"x": None, "y": 0}) and space.is_valid({"x": 4, "y": 1})
+    assert len(space.sample(6)) == 2
+    # a string guard before a callable: the callable sees only the rows the guard kept
+    seen = []
+    guarded = SearchSpace({"x": [None, 1, 4]}, ["x is not None", lambda f: seen.append(list(f.x)) or f.x > 2])
+    assert guarded.mask(pd.DataFrame({"x": pd.Series([None, 1, 4], dtype=object)})).tolist() == [False, False, True]
+    assert seen == [[1, 4]]
+    # a restriction that fails on a row every earlier constraint kept is still an error
+    with pytest.raises(InvalidInputError) as err:
+        SearchSpace(dict(params), ["y >= 0", "x > 2"]).enumerate()
+    assert_one_line(err)
+    with pytest.raises(InvalidInputError):
+        SearchSpace(dict(params), [lambda f: f.y >= 0, "x > 2"]).enumerate()
+
+
+def test_round_with_digits_is_pythons_round() -> None:
+    assert SearchSpace({"f": [0.15, 0.45]}, ["round(f, 1) == 0.2"]).enumerate().empty
+    assert _rows(SearchSpace({"f": [0.15, 0.45]}, ["round(f, 1) == 0.1"]).enumerate()) == [(0.15,)]
+    space = SearchSpace({"f": [0.15, 2.675], "n": [1, 2]}, ["round(f, n) in [0.1, 2.67]"])
+    assert _rows(space.enumerate()) == [(0.15, 1), (2.675, 2)]
+    assert _rows(SearchSpace({"a": [15, 25, 35]}, ["round(a, -1) == 20"]).enumerate()) == [(15,), (25,)]
+
+
+@pytest.mark.parametrize(("params", "restriction"), [
+    ({"a": [60, 63, 64, 70]}, "2 ** a > 1000"),
+    ({"a": [1, 2, 3]}, "a << 64 > 0"),
+    ({"a": [2**62, 2**63 - 1], "b": [2, 3]}, "a * b > 0"),
+    ({"a": [3, 40], "b": [2, 20]}, "a ** b > 2 ** 62"),
+])
+def test_integer_arithmetic_does_not_wrap(params, restriction) -> None:
+    assert _rows(SearchSpace(dict(params), [restriction]).enumerate()) == brute(params, [restriction])
+
+
+def test_explicit_yaml_int_tags_are_read_or_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text('params:\n  x: [!!int "-0x10", !!int "0b11", !!int "1:30", !!int "010"]\n')
+    assert SearchSpace.from_yaml(path).params["x"] == [-16, 3, 90, 10]
+    path.write_text('params:\n  x: [!!int "0xzz"]\n')
+    with pytest.raises(InvalidInputError) as err:
+        SearchSpace.from_yaml(path)
+    assert_one_line(err)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("restriction", ["float('a') > 1", "int('a') > 1", "x > 0 and int('a') > 1"])
+def test_a_constant_call_that_fails_is_an_error(restriction) -> None:
+    with pytest.raises(InvalidInputError) as err:
+        SearchSpace({"x": [1, 2]}, [restriction]).enumerate()
+    assert_one_line(err)
+    assert "ValueError" in str(err.value)
+
+
+def test_an_emptied_domain_enumerates_to_an_empty_frame() -> None:
+    space = SearchSpace({"x": [1, 2], "y": [3]})
+    space.params["x"] = []
+    frame = space.enumerate()
+    assert frame.empty and list(frame.columns) == ["x", "y"]
+
+
+def test_a_restriction_that_fails_is_an_error_even_where_a_later_one_rejects_the_config() -> None:
+    with pytest.raises(InvalidInputError) as err:
+        SearchSpace({"x": [None, 1], "y": [1, 2]}, ["x > 0", "y > 5"]).enumerate()
+    assert_one_line(err)
+    with pytest.raises(InvalidInputError):
+        SearchSpace({"x": [None, 1], "y": [1, 2]}, ["x > 0", "x + y > 5"]).enumerate()
+    assert SearchSpace({"x": [None, 1]}, ["x is not None", "x > 0", "False"]).enumerate().empty

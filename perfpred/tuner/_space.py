@@ -7,7 +7,7 @@ largest table of partial configs that meet the constraints so far, not the carte
 (Kernel Tuner's GEMM-like spaces of 1e7-1e8 cartesian configs and 1e5-1e6 valid ones build in
 about a second). Parameters that no constraint links are enumerated apart and joined at the
 end; the rows come out in the cartesian order (first parameter slowest), as ``itertools.product``
-and Kernel Tuner list them.
+lists them (Kernel Tuner 1.5's ``Searchspace.list`` holds the same set in another order).
 
 Constraints are strings in the syntax of Kernel Tuner's ``restrictions``
 (``"MWG % (MDIMC * VWM) == 0"``), read as the Python expressions they are (``ast``) and evaluated
@@ -21,13 +21,20 @@ comparison Python refuses (``None > 1``, a string with a number by order) is a o
 naming the values. A constraint may also be a callable taking the DataFrame of candidates and
 returning a boolean mask (``SearchSpace.from_kernel_tuner`` takes Kernel Tuner's callables
 instead, which get one config as a dict, and calls them config by config); a callable says
-nothing of the parameters it reads, so it filters the whole table at the end. String
-constraints are checked (syntax, names, functions) when the space is built.
+nothing of the parameters it reads, so it filters the whole table at the end. Constraints
+mean what they do in Python's list order: one is evaluated only on the configs every constraint
+listed before it kept (a guard such as ``x is not None`` first protects ``x > 2`` after it), so
+a restriction that raises while enumerating is set aside and applied at the end, in that order,
+with the callables; it is an error only on a config the constraints before it kept. ``*``,
+``**`` and ``<<`` of integers that would leave int64's range compute with Python's ints, and
+``round(x, n)`` is Python's. String constraints are checked (syntax, names, functions) when
+the space is built.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import math
 import operator
@@ -91,10 +98,22 @@ def _repeated_value(values: Sequence[Any]) -> tuple[Any, Any] | None:
 
 
 def _yaml12_int(loader: Any, node: Any) -> int:
+    """An int scalar: YAML 1.2's core forms (``010`` is 10); an explicit ``!!int`` in another
+    form (``-0x10``, ``0b11``, ``1:30``) as PyYAML's safe loader reads it, else a YAML error."""
+    import yaml
+
     text = loader.construct_scalar(node)
-    if text.startswith(("0o", "0x")):
-        return int(text[2:], 8 if text[1] == "o" else 16)
-    return int(text)  # "010" is 10, as in YAML 1.2 (1.1 read it as octal 8)
+    try:
+        if text.startswith(("0o", "0x")):
+            return int(text[2:], 8 if text[1] == "o" else 16)
+        return int(text)  # "010" is 10, as in YAML 1.2 (1.1 read it as octal 8)
+    except ValueError:
+        pass
+    try:
+        return yaml.SafeLoader.construct_yaml_int(loader, node)
+    except (ValueError, IndexError):
+        raise yaml.constructor.ConstructorError(None, None, f"cannot read {text!r} as an integer",
+                                                node.start_mark) from None
 
 
 @functools.cache
@@ -296,15 +315,18 @@ class _Restriction:
             raise _syntax_error(text, f"{type(node).__name__} ({ast.unparse(node)!r}) is not supported")
 
     # -------------------------------------------------------------- evaluation
-    def mask(self, env: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+    def mask(self, env: Mapping[str, np.ndarray], n: int, explain: bool = True) -> np.ndarray:
         """Per row of ``env`` (arrays of length ``n``): whether the restriction holds; a row on
-        which Python would divide by zero is False; anything else Python refuses is an error."""
+        which Python would divide by zero is False; anything else Python refuses is an error
+        (naming the first config it fails on, unless ``explain`` is False)."""
         try:
             value, err = _evaluate(self.tree, env, n)
             ok = _truth(value, n)
         except InvalidInputError:
             raise
         except Exception as exc:
+            if not explain:
+                raise InvalidInputError(f"constraint {self.text!r} cannot be evaluated") from None
             raise self._failure(env, n, exc) from None
         return ok & ~err if err is not None else ok
 
@@ -316,7 +338,8 @@ class _Restriction:
                 _truth(_evaluate(self.tree, row, 1)[0], 1)
             except Exception as first:
                 values = ", ".join(f"{k}={python_scalar(v[i])!r}" for k, v in env.items())
-                return InvalidInputError(f"constraint {self.text!r} cannot be evaluated where {values}: "
+                where = f" where {values}" if values else ""
+                return InvalidInputError(f"constraint {self.text!r} cannot be evaluated{where}: "
                                          f"{type(first).__name__}: {first}")
         return InvalidInputError(f"constraint {self.text!r} cannot be evaluated: {type(exc).__name__}: {exc}")
 
@@ -448,7 +471,29 @@ def _binop(op: type, left: Any, right: Any, n: int) -> tuple[Any, np.ndarray | N
             left = np.where(err, 1, left)
         else:
             right = np.where(err, 1, right)
+    if op in (ast.Mult, ast.Pow, ast.LShift) and _is_int(left) and _is_int(right) and _leaves_int64(op, left, right):
+        return fn(_objects(left), _objects(right)), err  # Python's ints, which do not wrap
     return fn(left, right), err
+
+
+def _is_int(value: Any) -> bool:
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind in "iu"
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _leaves_int64(op: type, left: Any, right: Any) -> bool:
+    """Whether an integer ``*``, ``**`` or ``<<`` would leave int64's range somewhere (where
+    numpy wraps around), judged in float64 with a margin for its rounding."""
+    with np.errstate(all="ignore"):
+        lf, rf = np.asarray(left, dtype=np.float64), np.asarray(right, dtype=np.float64)
+        if op is ast.Mult:
+            size = np.abs(lf) * np.abs(rf)
+        elif op is ast.Pow:
+            size = np.abs(lf) ** rf
+        else:
+            size = np.abs(lf) * np.exp2(rf)
+        return not bool(np.all(size < 2.0**62))
 
 
 def _boolop(node: ast.BoolOp, env: Mapping[str, np.ndarray], n: int) -> tuple[Any, np.ndarray | None]:
@@ -547,10 +592,10 @@ def _call(node: ast.Call, env: Mapping[str, np.ndarray], n: int) -> tuple[Any, n
         args.append(_arith(value) if func != "int" else value)
         errors = _or(errors, err)
     if not any(isinstance(a, np.ndarray) for a in args):
-        try:
-            return {"abs": abs, "float": float, "int": int, "max": max, "min": min, "round": round}[func](*args), errors
-        except (OverflowError, ValueError):
-            return 0, np.ones(n, dtype=bool)
+        if func in ("int", "round") and len(args) == 1 and isinstance(args[0], float) and not math.isfinite(args[0]):
+            return 0, np.ones(n, dtype=bool)  # int(inf), round(nan): invalid, as over a column
+        # anything else Python refuses (float('a')) raises: the same error as over a column
+        return {"abs": abs, "float": float, "int": int, "max": max, "min": min, "round": round}[func](*args), errors
     if func in ("min", "max"):
         return functools.reduce(np.minimum if func == "min" else np.maximum, args), errors
     x = args[0]
@@ -568,12 +613,35 @@ def _call(node: ast.Call, env: Mapping[str, np.ndarray], n: int) -> tuple[Any, n
         return x.astype(np.int64), errors
     # round
     if len(args) == 2:
-        return np.round(x, args[1]), errors
+        return _round_digits(x, args[1]), errors
     if x.dtype.kind == "f":
         finite = np.isfinite(x)
         bad = None if finite.all() else ~finite
         return np.round(np.where(finite, x, 0)).astype(np.int64), _or(errors, bad)
     return x, errors
+
+
+def _objects(value: Any) -> Any:
+    """An array as an object array of Python scalars (a scalar as a Python scalar)."""
+    if not isinstance(value, np.ndarray):
+        return python_scalar(value)
+    if value.dtype == object:
+        return value
+    out = np.empty(len(value), dtype=object)
+    out[:] = value.tolist()
+    return out
+
+
+def _round_digits(x: Any, digits: Any) -> Any:
+    """Python's ``round(x, digits)`` per row (numpy's rounding differs: 0.15 -> 0.2), computed
+    once per distinct value where ``digits`` is one number."""
+    if not isinstance(digits, np.ndarray) and isinstance(x, np.ndarray) and x.dtype.kind in "iuf":
+        values, inverse = np.unique(x, return_inverse=True)
+        rounded = _objects(values)
+        rounded[:] = [round(v, python_scalar(digits)) for v in values.tolist()]
+        return _eval_column(rounded)[inverse.reshape(-1)]
+    out = np.frompyfunc(round, 2, 1)(_objects(x), _objects(digits))
+    return _eval_column(out) if isinstance(out, np.ndarray) else out
 
 
 # ---------------------------------------------------------------------------- callables
@@ -892,7 +960,8 @@ class SearchSpace:
     # ------------------------------------------------------------------ constraints
     def mask(self, frame: pd.DataFrame) -> np.ndarray:
         """Boolean mask of the rows of ``frame`` that satisfy every constraint (a row on which
-        a restriction divides by zero does not)."""
+        a restriction divides by zero does not); each constraint, in list order, sees only the
+        rows the ones before it kept."""
         n = len(frame)
         ok = np.ones(n, dtype=bool)
         parsed = iter(self._restrictions())
@@ -913,7 +982,10 @@ class SearchSpace:
                     env[name] = columns[name] if len(rows) == n else columns[name][rows]
                 ok[rows] = restriction.mask(env, len(rows))
                 continue
-            ok &= _callable_mask(c, frame)
+            rows = np.flatnonzero(ok)  # in list order: a callable sees the rows kept so far
+            if len(rows) == 0:
+                break
+            ok[rows] = _callable_mask(c, frame if len(rows) == n else frame.iloc[rows])
         return ok
 
     def in_domains(self, frame: pd.DataFrame) -> np.ndarray:
@@ -997,7 +1069,8 @@ class SearchSpace:
     # ------------------------------------------------------------------ enumeration
     def enumerate(self, limit: int = MAX_ENUMERATE) -> pd.DataFrame:
         """Every valid config as a DataFrame (columns = parameter names), in the cartesian order
-        (first parameter slowest, as ``itertools.product`` and Kernel Tuner list them).
+        (first parameter slowest, as ``itertools.product`` lists them; Kernel Tuner 1.5's
+        ``Searchspace.list`` is the same set in another order).
 
         Parameters join one at a time and each restriction filters as soon as its parameters
         are all in (see the module docstring), so ``limit`` bounds the valid configs and every
@@ -1020,10 +1093,23 @@ class SearchSpace:
         callables = [c for c in self.constraints if not isinstance(c, str)]
         budget = [max(CHECK_FACTOR * limit, 10_000_000)]  # partial configs still to check
         empty = {name: np.zeros(0, dtype=np.int64) for name in names}
-
-        constant = [r for r in restrictions if not r.names]
-        if any(not r.mask({}, 1)[0] for r in constant):
+        if any(len(domains[name][0]) == 0 for name in names):  # a domain emptied after the space was built
             return self._frame(empty, domains)
+        # Restrictions that raise while enumerating (an earlier constraint, a guard, may reject the
+        # configs they fail on): applied at the end, in list order, on the rows kept by then.
+        deferred: list[_Restriction] = []
+
+        for r in restrictions:
+            if r.names:
+                continue
+            try:
+                holds = r.mask({}, 1, explain=False)[0]
+            except InvalidInputError:
+                deferred.append(r)
+                continue
+            if not holds:
+                self._check_deferred(deferred, limit)
+                return self._frame(empty, domains)
         restrictions = [r for r in restrictions if r.names]
 
         # Parameters linked by restrictions (directly or through others) enumerate together.
@@ -1047,9 +1133,10 @@ class SearchSpace:
         for key in sorted(components, key=cartesian.__getitem__):  # the small first: an empty one ends it early
             members = components[key]
             linked = [r for r in restrictions if root(r.names[0]) == root(members[0])]
-            table = self._enumerate_linked(members, linked, domains, limit, budget)
+            table = self._enumerate_linked(members, linked, domains, limit, budget, deferred)
             size = len(next(iter(table.values())))
             if size == 0:
+                self._check_deferred(deferred, limit)
                 return self._frame(empty, domains)
             tables.append((members, table, size))
 
@@ -1070,13 +1157,37 @@ class SearchSpace:
         if order is not None:
             codes = {name: c[order] for name, c in codes.items()}
         frame = self._frame(codes, domains)
-        for c in callables:
-            if frame.empty:
+        if not callables and not deferred:
+            return frame
+        # callables and deferred restrictions in list order, each on the rows kept so far
+        ok = np.ones(total, dtype=bool)
+        for c in self.constraints:
+            rows = np.flatnonzero(ok)
+            if len(rows) == 0:
                 break
-            res = _callable_mask(c, frame)
-            if not res.all():
-                frame = frame[res]
-        return frame.reset_index(drop=True)
+            if isinstance(c, str):
+                restriction = _parsed(c)
+                if restriction not in deferred:
+                    continue
+                env = {name: domains[name][1][codes[name][rows]] for name in restriction.names}
+                ok[rows] = restriction.mask(env, len(rows))
+            else:
+                ok[rows] = _callable_mask(c, frame if len(rows) == total else frame.iloc[rows])
+        self._check_deferred(deferred, limit)
+        return frame if ok.all() else frame[ok].reset_index(drop=True)
+
+    def _check_deferred(self, deferred: list[_Restriction], limit: int) -> None:
+        """A deferred restriction is an error on a config every constraint listed before it keeps,
+        even where one listed after it rejects that config (Python evaluates them in list order):
+        checked on the space of those constraints alone, where it is small enough to enumerate
+        (and they are strings: callables are not run config by config again)."""
+        for r in deferred:
+            i = next(k for k, c in enumerate(self.constraints) if isinstance(c, str) and _parsed(c) is r)
+            earlier = self.constraints[:i]
+            if i == len(self.constraints) - 1 or not all(isinstance(c, str) for c in earlier):
+                continue
+            with contextlib.suppress(_TooLarge):
+                SearchSpace(dict(self.params), [*earlier, r.text])._enumerate(limit)
 
     def _frame(self, codes: Mapping[str, np.ndarray], domains: Mapping[str, tuple[np.ndarray, np.ndarray]]
                ) -> pd.DataFrame:
@@ -1107,7 +1218,7 @@ class SearchSpace:
 
     def _enumerate_linked(self, members: list[str], restrictions: list[_Restriction],
                           domains: Mapping[str, tuple[np.ndarray, np.ndarray]], limit: int,
-                          budget: list[int]) -> dict[str, np.ndarray]:
+                          budget: list[int], deferred: list[_Restriction]) -> dict[str, np.ndarray]:
         """The level codes of every combination of ``members`` meeting ``restrictions`` (which
         name only members), built by adding one parameter at a time."""
         sizes = {name: len(domains[name][0]) for name in members}
@@ -1132,7 +1243,8 @@ class SearchSpace:
             if not ready and left:
                 continue
             todo = [r for r in todo if r not in ready]
-            table, rows = self._cross(table, rows, pending, ready, domains, sizes, code_type, limit, budget)
+            table, rows = self._cross(table, rows, pending, ready, domains, sizes, code_type, limit, budget,
+                                      deferred)
             pending = []
             if rows == 0:
                 break
@@ -1142,9 +1254,12 @@ class SearchSpace:
 
     def _cross(self, table: dict[str, np.ndarray], rows: int, new: list[str], ready: list[_Restriction],
                domains: Mapping[str, tuple[np.ndarray, np.ndarray]], sizes: Mapping[str, int],
-               code_type: Mapping[str, np.dtype], limit: int, budget: list[int]) -> tuple[dict[str, np.ndarray], int]:
+               code_type: Mapping[str, np.dtype], limit: int, budget: list[int],
+               deferred: list[_Restriction]) -> tuple[dict[str, np.ndarray], int]:
         """``table`` (``rows`` partial configs) times the domains of ``new``, keeping the rows that
-        meet ``ready``; built and checked in blocks, so only the kept rows are held whole."""
+        meet ``ready``; built and checked in blocks, so only the kept rows are held whole. A
+        restriction that raises is put in ``deferred`` (the caller applies it at the end, after
+        the constraints listed before it) and not checked here any more."""
         inner = math.prod(sizes[name] for name in new)
         total = rows * inner
         names = [*table, *new]
@@ -1174,11 +1289,16 @@ class SearchSpace:
                 rest //= sizes[name]
             keep = np.ones(len(flat), dtype=bool)
             for r in ready:
+                if r in deferred:
+                    continue
                 live = np.flatnonzero(keep)
                 if len(live) == 0:
                     break
                 env = {n: domains[n][1][block[n][live] if len(live) < len(flat) else block[n]] for n in r.names}
-                keep[live] = r.mask(env, len(live))
+                try:
+                    keep[live] = r.mask(env, len(live), explain=False)
+                except InvalidInputError:
+                    deferred.append(r)
             if not keep.all():
                 block = {name: codes[keep] for name, codes in block.items()}
             count += int(keep.sum())
