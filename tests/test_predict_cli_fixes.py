@@ -370,4 +370,4 @@ def test_warnings_beyond_three_still_name_their_columns(capsys):
 
     warn_outside_training(Est(), None)
     err = " ".join(capsys.readouterr().err.split())
-    assert "also outside the training rows: config.p3=3, config.p4=4" in err
+    assert "also outside the training rows: config.p3=3; config.p4=4" in err
