@@ -661,6 +661,9 @@ def dataset_merge(
                                 f"{report.sources_failed[0]}")
 
 
+MAX_TABLE_ROWS = 1000  # `dataset ls` rows drawn as a table; more (--limit 0 on a big store) print as CSV
+
+
 @dataset_app.command("ls")
 def dataset_ls(
     path: Annotated[Path, typer.Argument(help="Measurement store folder.", callback=resolve_store)] = DEFAULT_STORE,
@@ -733,6 +736,11 @@ def dataset_ls(
     cols = wanted if wanted is not None else default_columns(df.dropna(axis=1, how="all"))
     if as_json:
         typer.echo(json.dumps(json_records(df[cols]), indent=2))
+        return
+    if len(df) > MAX_TABLE_ROWS:  # a table of every row of a big store takes minutes to draw: CSV streams
+        err_console.print(f"note: {len(df)} rows are more than a table shows well ({MAX_TABLE_ROWS}): printed as "
+                          "CSV (--output FILE writes them to a file)", highlight=False, soft_wrap=True)
+        df[cols].to_csv(sys.stdout, index=False)
         return
 
     def shown(v: Any) -> str:

@@ -284,3 +284,20 @@ def test_registering_a_model_leaves_mlflow_silent(capsys):
 
     eprint("mlflow speaks again")  # silenced only while registering
     assert "mlflow speaks again" in capsys.readouterr().err
+
+
+def test_dataset_ls_of_more_rows_than_a_table_shows_prints_csv(monkeypatch, capsys, gemm_store):
+    """--limit 0 on a big store drew one rich table of every row (minutes at 1e6 rows): past
+    MAX_TABLE_ROWS the rows print as CSV, every one, with a note on stderr."""
+    import io
+
+    import perfpred.cli
+
+    monkeypatch.setattr(perfpred.cli, "MAX_TABLE_ROWS", 50)
+    code, out, err = run_main(monkeypatch, capsys, "dataset", "ls", str(gemm_store), "--limit", "0")
+    assert code == 0, err
+    frame = pd.read_csv(io.StringIO(out))
+    assert len(frame) == 60 and "runtime_ms" in frame.columns
+    assert "60 rows are more than a table shows well (50)" in " ".join(err.split())
+    code, out, err = run_main(monkeypatch, capsys, "dataset", "ls", str(gemm_store), "--limit", "40")
+    assert code == 0 and ("┃" in out or "│" in out), out  # 40 rows: still a table
