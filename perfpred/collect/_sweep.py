@@ -193,8 +193,8 @@ def run_sweep(
     stored: dict[str, dict[str, Any]] = {}
     keys = [collector.measurement_id(cfg) for cfg in configs]
     if (remeasure is not None or visits > 1 or policy is not None) and len(store):
-        rows = store.load()  # only this sweep's rows become records: a big store holds many others
-        rows = rows[rows["measurement_id"].isin(set(keys))]
+        # Only this sweep's rows are read (a big store holds many others), every column of them.
+        rows = store.rows_of(keys, store.column_types()).reset_index()
         stored = {row["measurement_id"]: row for row in rows.to_dict("records")}
     todo: list[_Pending] = []
     for cfg, key in zip(configs, keys, strict=True):
