@@ -727,10 +727,8 @@ def dataset_ls(
     if df.empty:
         if as_json:
             console.out("[]")
-        elif note == "no measurements match":
-            console.print(note)
-            return
-        err_console.print(note, highlight=False, soft_wrap=True)  # an empty answer, not an error: exit 0
+        # A note, on stderr: stdout stays empty (or `[]`) for a pipe. An empty answer, not an error: exit 0.
+        err_console.print(note, highlight=False, soft_wrap=True)
         return
     # Columns only rows not shown fill (another kernel's parameters) would list as "=nan".
     cols = wanted if wanted is not None else default_columns(df.dropna(axis=1, how="all"))

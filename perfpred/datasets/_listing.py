@@ -9,9 +9,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from perfpred.datasets._store import strings_where_mixed
 from perfpred.errors import InvalidInputError
 
 # The columns every listing shows where the rows fill them, before and after the workload,
@@ -86,16 +86,9 @@ def dump_rows(df: pd.DataFrame, path: Path) -> None:
         elif suffix == ".json":
             Path(tmp).write_text(json.dumps(json_records(df), indent=1) + "\n")
         else:
-            # A column whose rows hold values of several types (kernel parameters across kernels)
-            # is written as text, as Arrow takes one type per column.
-            frame = df.copy()
-            for col in frame.columns:
-                if frame[col].dtype == object:
-                    types = {type(v) for v in frame[col].dropna()}
-                    if len(types) > 1:
-                        frame[col] = frame[col].map(lambda v: v if v is None or (isinstance(v, float) and np.isnan(v))
-                                                    else str(v))
-            frame.to_parquet(tmp, index=False)
+            # A column whose rows hold values of several kinds (kernel parameters across kernels)
+            # is written as text, as Arrow takes one type per column (the store's rule).
+            strings_where_mixed(df).to_parquet(tmp, index=False)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it 0600: the file gets what open() would give it

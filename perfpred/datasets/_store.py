@@ -167,7 +167,7 @@ class MeasurementStore:
         frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame.from_records(rows)
         if check_types:
             self._check_one_kind(frame)
-        frame = _strings_where_mixed(frame)
+        frame = strings_where_mixed(frame)
         try:
             table = pa.Table.from_pandas(frame, preserve_index=False)
         except (pa.ArrowException, ValueError, OverflowError) as exc:
@@ -541,12 +541,15 @@ def _mixed_columns(df: pd.DataFrame) -> list[str]:
             and len({value_kind(v) for v in df[col]} - {None}) > 1]
 
 
-def _strings_where_mixed(df: pd.DataFrame) -> pd.DataFrame:
+def strings_where_mixed(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with each column that mixes kinds of values (:func:`_mixed_columns`: numbers and
+    strings, bools and numbers, ...) as text, missing values kept missing: Arrow takes one type
+    per column. Columns of one kind (ints and floats, lists and arrays) are left as they are.
+    Shared by the store's writes and ``perfpred dataset ls --output x.parquet``."""
+    mixed = _mixed_columns(df)
+    if not mixed:
+        return df
     df = df.copy(deep=False)
-    # Object columns mixing numbers and strings cannot go to Parquet; keep them as strings.
-    for col in df.columns:
-        if df[col].dtype == object and col != "raw_times_ms":
-            kinds = {type(v) for v in df[col].dropna()}
-            if len(kinds) > 1 and str in kinds:
-                df[col] = df[col].map(lambda v: None if v is None else str(v))
+    for col in mixed:
+        df[col] = df[col].map(lambda v: None if value_kind(v) is None else str(v))
     return df

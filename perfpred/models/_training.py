@@ -134,7 +134,8 @@ def train_model(
     ``holdout`` holds the held-out metrics (``regression_report``, fit and predict seconds,
     ``n_train``), ``n_test`` (the rows scored) and ``mape_pct_ci90_low`` / ``mape_pct_ci90_high``:
     a seeded bootstrap 90% interval of the MAPE over the held-out rows (over held-out workloads
-    for ``split="shape"``), which says how far a MAPE scored on few rows can be trusted."""
+    for ``split="shape"``), which says how far a MAPE scored on few rows can be trusted; left out
+    where fewer than 5 workloads were held out (too few for an interval)."""
     regressor = regressor or default_regressor(kind)
     rows = training_frame(df, kind=kind, target=target, max_ref_drift=max_ref_drift)
     if split is None:
@@ -174,6 +175,7 @@ def has_workloads(rows: pd.DataFrame) -> bool:
 
 TRAINING_ROW_COLUMNS = ("measurement_id", "timestamp", "hardware_id")
 BOOTSTRAP_RESAMPLES = 2000
+MIN_BOOTSTRAP_UNITS = 5  # fewer held-out workloads give no interval (see bootstrap_mape_interval)
 
 
 def training_row_ids(rows: pd.DataFrame, target: str) -> pd.DataFrame | None:
@@ -191,7 +193,8 @@ def held_out_scores(rows: pd.DataFrame, template: Any, *, split: str, seed: int,
                     test_size: float = 0.2, coverage: float = 0.9) -> dict[str, float]:
     """``evaluate_models``' figures of one model and seed (averaged over the folds: one held-out
     split, or one fold per hardware id for ``split="hardware"``), plus ``n_test`` and a seeded
-    bootstrap ``coverage`` interval of the MAPE (``mape_pct_ci90_low`` / ``_high`` at 0.9)."""
+    bootstrap ``coverage`` interval of the MAPE (``mape_pct_ci90_low`` / ``_high`` at 0.9; left out
+    where too few workloads were held out for one: :func:`bootstrap_mape_interval`)."""
     if split == "hardware":
         folds = [(tr, te) for _, tr, te in leave_one_group_out(rows, "hardware_id")]
     else:
@@ -199,7 +202,7 @@ def held_out_scores(rows: pd.DataFrame, template: Any, *, split: str, seed: int,
         folds = [(tr, te)]
     check_row_limits({str(template.regressor): template}, max(len(tr) for tr, _ in folds),
                      "the largest training split")
-    reports, errors = [], []
+    reports, errors, by_workload = [], [], False
     for tr, te in folds:
         train, test = rows.iloc[tr], rows.iloc[te]
         model = clone(template)
@@ -207,44 +210,51 @@ def held_out_scores(rows: pd.DataFrame, template: Any, *, split: str, seed: int,
         # predicting its held-out rows again (a fraction of the fit's time) gives each row's error.
         reports.append(_evaluation._score(model, train, test, target))
         pred = np.asarray(model.predict(test), dtype=float)
-        errors.append((ape(test[target].to_numpy(float), pred), _bootstrap_units(test, split)))
+        units, workloads = _bootstrap_units(test, split)
+        by_workload = by_workload or workloads
+        errors.append((ape(test[target].to_numpy(float), pred), units))
     keys = [k for k, v in reports[0].items() if isinstance(v, (int, float))]
     mean = {k: float(np.mean([r[k] for r in reports])) for k in keys}
-    low, high = bootstrap_mape_interval(errors, seed=seed, coverage=coverage)
+    low, high = bootstrap_mape_interval(errors, seed=seed, coverage=coverage, whole_units=by_workload)
     label = f"ci{round(coverage * 100)}"
     out: dict[str, float] = {}
     for key, value in mean.items():
         out[key] = value
-        if key == "mape_pct":
+        if key == "mape_pct" and np.isfinite(low) and np.isfinite(high):  # none from too few held-out workloads
             out[f"mape_pct_{label}_low"], out[f"mape_pct_{label}_high"] = low, high
     out["n_test"] = float(sum(len(e) for e, _ in errors))
     return out
 
 
-def _bootstrap_units(test: pd.DataFrame, split: str) -> np.ndarray:
-    """What the bootstrap resamples: held-out workloads for a shape split (their rows err
-    together), a configuration's repeats together, else single rows."""
+def _bootstrap_units(test: pd.DataFrame, split: str) -> tuple[np.ndarray, bool]:
+    """What the bootstrap resamples, and whether those are held-out workloads: the workloads for
+    a shape split (their rows err together), a configuration's repeats together, else single rows."""
     if split == "shape":
         try:
-            return group_labels(test, workload_columns(test))
+            return group_labels(test, workload_columns(test)), True
         except InvalidInputError:
             pass
     repeats = configuration_labels(test)
-    return np.asarray(repeats) if repeats is not None else np.arange(len(test))
+    return (np.asarray(repeats) if repeats is not None else np.arange(len(test))), False
 
 
 def bootstrap_mape_interval(folds: list[tuple[np.ndarray, np.ndarray]], *, seed: int = 0, coverage: float = 0.9,
-                            resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
+                            resamples: int = BOOTSTRAP_RESAMPLES, whole_units: bool = False) -> tuple[float, float]:
     """A percentile bootstrap ``coverage`` interval of the MAPE (mean of the folds' MAPEs, as the
     held-out figure is): each fold's (absolute % errors, unit labels) resampled by unit with
-    replacement (units: ``_bootstrap_units``; single rows where fewer than 5), seeded."""
+    replacement (units: ``_bootstrap_units``), seeded. Where a fold has fewer than
+    ``MIN_BOOTSTRAP_UNITS`` units, its single rows are resampled instead; with ``whole_units``
+    (the units are held-out workloads, whose rows err together and would give a falsely narrow
+    interval) there is no interval then: ``(nan, nan)``."""
     rng = np.random.default_rng(seed)
     stats = np.zeros(resamples)
     for errors, units in folds:
         errors = np.asarray(errors, dtype=float)
         _, inverse = np.unique(np.asarray(units), return_inverse=True)
-        if inverse.max(initial=0) + 1 < 5:  # too few units to resample: the rows themselves
-            inverse = np.arange(len(errors))
+        if inverse.max(initial=0) + 1 < MIN_BOOTSTRAP_UNITS:  # too few units to resample
+            if whole_units:
+                return float("nan"), float("nan")
+            inverse = np.arange(len(errors))  # the rows themselves
         sums = np.bincount(inverse, weights=errors)
         counts = np.bincount(inverse).astype(float)
         n_units = len(sums)
