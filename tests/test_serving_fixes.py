@@ -6,6 +6,7 @@ stands in for real ones; nothing here launches vLLM."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -411,6 +412,51 @@ def test_a_server_that_stops_listening_mid_load_fails_its_requests_at_once(colle
         assert server.alive()  # it held its streams open: only the refused connections told
     assert took < 15.0, took  # not the 120 s request timeout
     assert m.status == "runtime_error" and "stopped accepting connections" in m.error and retryable(m.to_row())
+
+
+def test_the_server_watcher_stops_when_the_load_ends_as_its_probe_connects(monkeypatch):
+    # The load ends (and cancels the watcher) just as a connection probe completes. Python 3.11's
+    # asyncio.wait_for then returned the probe's result and dropped the cancel: the watcher probed on
+    # for as long as the server lived, and the server is only stopped after the load returns, so a
+    # test run hung until it was killed (2 runs in 8 of the burst test on a loaded machine).
+    from perfpred.collect.serving import _loadgen
+
+    monkeypatch.setattr(_loadgen, "WATCH_INTERVAL_S", 0.01)
+    monkeypatch.setattr(_loadgen, "PROBE_INTERVAL_S", 0.02)
+    real_open_connection = asyncio.open_connection
+
+    async def scenario() -> tuple[bool, int]:
+        listener = await asyncio.start_server(lambda reader, writer: writer.close(), "127.0.0.1", 0)
+        base_url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+        probes: list[int] = []
+
+        async def probe_as_the_load_ends(*args, **kwargs):
+            connection = await real_open_connection(*args, **kwargs)
+            probes.append(1)
+            if len(probes) == 1:  # the load ends and cancels the watcher, as _run does
+                asyncio.get_running_loop().call_soon(watcher.cancel)
+            return connection
+
+        monkeypatch.setattr(asyncio, "open_connection", probe_as_the_load_ends)
+        watcher = asyncio.ensure_future(_loadgen._server_gone(base_url, lambda: True))
+        done, _ = await asyncio.wait({watcher}, timeout=5.0)
+        monkeypatch.setattr(asyncio, "open_connection", real_open_connection)
+        stopped = watcher in done
+        watcher.cancel()  # (only needed when it did not stop) no probe races this cancel
+        await asyncio.gather(watcher, return_exceptions=True)
+        listener.close()
+        await listener.wait_closed()
+        return stopped, len(probes)
+
+    stopped, n_probes = asyncio.run(scenario())
+    assert stopped, f"the watcher outlived its load and probed on ({n_probes} probes)"
+
+    async def load_over() -> str | None:  # given its load, a watcher also ends with it, cancelled or not
+        load = asyncio.get_running_loop().create_future()
+        load.set_result(None)
+        return await asyncio.wait_for(_loadgen._server_gone("http://127.0.0.1:9", lambda: True, load=load), 5.0)
+
+    assert asyncio.run(load_over()) is None
 
 
 def test_goodput_history_says_the_slo_was_met_only_where_no_bound_was_violated(tmp_path):

@@ -58,6 +58,7 @@ STOPPED_EARLY = "stopped early: the run's TTFT bound was already missed"
 # Seconds between checks of the server process, and between connection probes of its port.
 WATCH_INTERVAL_S = 0.25
 PROBE_INTERVAL_S = 0.5
+PROBE_TIMEOUT_S = 2.0  # a probe's connect (and close) that takes longer: the server is busy, not gone
 # Consecutive refused connections that mean the server stopped listening (not a blip).
 REFUSALS_TO_GIVE_UP = 2
 
@@ -195,12 +196,15 @@ async def _decided(sent: Sent, stop: StopEarly) -> str:
     return STOPPED_EARLY
 
 
-async def _server_gone(base_url: str, alive: Callable[[], bool]) -> str:
-    """Returns (with the reason) once the server process has exited or its port refuses connections."""
+async def _server_gone(base_url: str, alive: Callable[[], bool],
+                       load: asyncio.Future[Any] | None = None) -> str | None:
+    """Returns (with the reason) once the server process has exited or its port refuses connections;
+    None once ``load`` (the run's requests) is over, so the watcher ends with its load even where a
+    cancellation went astray: the server is stopped only after the load returns."""
     parts = urlsplit(base_url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     refused, last_probe = 0, time.monotonic()
-    while True:
+    while load is None or not load.done():
         await asyncio.sleep(WATCH_INTERVAL_S)
         if not alive():
             return "the server process exited during the run"
@@ -208,7 +212,11 @@ async def _server_gone(base_url: str, alive: Callable[[], bool]) -> str:
             continue
         last_probe = time.monotonic()
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
+            # Not asyncio.wait_for: on Python 3.11 it returns the result of a connection that
+            # completed as the watcher was cancelled, dropping the cancel (the watcher then probed
+            # on for as long as the server lived, and the load never returned).
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                _, writer = await asyncio.open_connection(host, port)
         except ConnectionRefusedError:
             refused += 1
             if refused >= REFUSALS_TO_GIVE_UP:
@@ -220,7 +228,9 @@ async def _server_gone(base_url: str, alive: Callable[[], bool]) -> str:
         refused = 0
         writer.close()
         with contextlib.suppress(Exception):
-            await writer.wait_closed()
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                await writer.wait_closed()
+    return None
 
 
 async def _run(base_url: str, specs: list[RequestSpec], workload: ServingWorkload, model_name: str,
@@ -262,14 +272,15 @@ async def _run(base_url: str, specs: list[RequestSpec], workload: ServingWorkloa
 
             tasks = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
         everything = asyncio.gather(*tasks, return_exceptions=True)
-        watchers: dict[asyncio.Future[str], str] = {}
+        watchers: dict[asyncio.Future[str | None], str] = {}
         if stop is not None and concurrency is None:
             watchers[asyncio.ensure_future(_decided(sent, stop))] = "stop"
         if alive is not None:
-            watchers[asyncio.ensure_future(_server_gone(base_url, alive))] = "lost"
+            watchers[asyncio.ensure_future(_server_gone(base_url, alive, everything))] = "lost"
         if watchers:
             await asyncio.wait({everything, *watchers}, return_when=asyncio.FIRST_COMPLETED)
-            done = [w for w in watchers if w.done() and not w.cancelled() and w.exception() is None]
+            done = [w for w in watchers if w.done() and not w.cancelled() and w.exception() is None
+                    and w.result() is not None]
             if done and not everything.done():
                 abort.reason = done[0].result()
                 if watchers[done[0]] == "stop":
