@@ -569,7 +569,7 @@ class Tuner(PredictorFirstLoop):
         new = [c for c in configs[self.space.names].to_dict("records") if self.index.get(c) is None]
         if not new:
             return
-        self._set_candidates(pd.concat([self.candidates, pd.DataFrame(new)], ignore_index=True))
+        self._set_candidates(pd.concat([self.candidates, self.space.configs_frame(new)], ignore_index=True))
         if self.prior is not None:
             self._source_logs_ = self._source_logs()
 
@@ -782,7 +782,7 @@ class Tuner(PredictorFirstLoop):
         idx, y, ok = [], [], []
         measured = self.recorder.measured()
         if self.open_space:  # what other workers of the study measured joins this worker's pool
-            self._grow_pool(pd.DataFrame([config for config, _, _ in measured], columns=self.space.names))
+            self._grow_pool(self.space.configs_frame(config for config, _, _ in measured))
         for config, value, status in measured:
             i = self.index.get(config)
             if i is None:

@@ -41,7 +41,7 @@ def search_predictor(space: SearchSpace, acquisition: Callable[[pd.DataFrame], n
     scored = []
     while len(study.trials) < n_trials:
         trials = [study.ask(distributions) for _ in range(min(batch, n_trials - len(study.trials)))]
-        frame = pd.DataFrame([t.params for t in trials], columns=space.names)
+        frame = space.configs_frame([t.params for t in trials])  # the domains' own values (1 stays 1)
         valid = space.mask(frame)
         values = np.full(len(frame), np.inf)
         if valid.any():

@@ -25,10 +25,14 @@ nothing of the parameters it reads, so it filters the whole table at the end. Co
 mean what they do in Python's list order: one is evaluated only on the configs every constraint
 listed before it kept (a guard such as ``x is not None`` first protects ``x > 2`` after it), so
 a restriction that raises while enumerating is set aside and applied at the end, in that order,
-with the callables; it is an error only on a config the constraints before it kept. ``*``,
-``**`` and ``<<`` of integers that would leave int64's range compute with Python's ints, and
-``round(x, n)`` is Python's. String constraints are checked (syntax, names, functions) when
-the space is built.
+with the callables; it is an error exactly where Python's order makes it one, on a config the
+constraints before it kept, even where one listed after it rejects that config (enumerating
+applies restrictions as their parameters join, not in list order, so a restriction a later one
+kept from raising is checked again on the values it raises on; a callable is checked only on
+the configs that reach it at the end). Integer ``+``, ``-``, ``*``, ``//``, ``**``, ``<<``,
+negation, ``abs``, and ``int``/``round`` of a float, that would leave int64's range compute with
+Python's ints, and ``round(x, n)`` is Python's. String constraints are checked (syntax, names,
+functions) when the space is built.
 """
 
 from __future__ import annotations
@@ -419,6 +423,8 @@ def _evaluate(node: ast.AST, env: Mapping[str, np.ndarray], n: int) -> tuple[Any
         if isinstance(node.op, ast.Not):
             return (not value) if not isinstance(value, np.ndarray) else ~_truth(value, n), err
         value = _arith(value)
+        if isinstance(node.op, ast.USub) and _holds_int64_min(value):
+            value = _objects(value)  # -(-2**63) leaves int64 (numpy wraps it back): Python's ints
         return {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Invert: operator.invert}[type(node.op)](value), err
     if isinstance(node, ast.BinOp):
         left, err_l = _evaluate(node.left, env, n)
@@ -471,9 +477,16 @@ def _binop(op: type, left: Any, right: Any, n: int) -> tuple[Any, np.ndarray | N
             left = np.where(err, 1, left)
         else:
             right = np.where(err, 1, right)
-    if op in (ast.Mult, ast.Pow, ast.LShift) and _is_int(left) and _is_int(right) and _leaves_int64(op, left, right):
+    if _is_int(left) and _is_int(right) and (_past_int64(left) or _past_int64(right)
+                                             or (op in _MAY_WRAP and _leaves_int64(op, left, right))):
         return fn(_objects(left), _objects(right)), err  # Python's ints, which do not wrap
     return fn(left, right), err
+
+
+# Integer operators whose result can leave int64's range (numpy wraps it around, or refuses a
+# Python int operand past int64): computed with Python's ints where it would.
+_MAY_WRAP = (ast.Add, ast.Sub, ast.Mult, ast.Pow, ast.LShift, ast.FloorDiv)
+_INT64_MIN = -(2**63)
 
 
 def _is_int(value: Any) -> bool:
@@ -482,9 +495,32 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def _magnitude(value: Any) -> int:
+    """The largest absolute value of an integer array (or scalar), exactly."""
+    if isinstance(value, np.ndarray):
+        return max(abs(int(value.min())), abs(int(value.max()))) if len(value) else 0
+    return abs(int(value))
+
+
+def _past_int64(value: Any) -> bool:
+    """Whether a scalar is an int numpy cannot hold as int64 (a constant ``2**70``)."""
+    return not isinstance(value, np.ndarray) and not _INT64_MIN <= int(value) < 2**63
+
+
+def _holds_int64_min(value: Any) -> bool:
+    """Whether an int64 array holds -2**63, whose negation (and abs) numpy wraps back to itself."""
+    return (isinstance(value, np.ndarray) and value.dtype == np.int64 and len(value) > 0
+            and int(value.min()) == _INT64_MIN)
+
+
 def _leaves_int64(op: type, left: Any, right: Any) -> bool:
-    """Whether an integer ``*``, ``**`` or ``<<`` would leave int64's range somewhere (where
-    numpy wraps around), judged in float64 with a margin for its rounding."""
+    """Whether an integer ``+``, ``-``, ``*``, ``**``, ``<<`` or ``//`` would leave int64's range
+    somewhere (where numpy wraps around): ``+``/``-`` by the operands' largest magnitudes (exact),
+    ``//`` only at ``-2**63 // -1``, the others judged in float64 with a margin for its rounding."""
+    if op in (ast.Add, ast.Sub):
+        return _magnitude(left) + _magnitude(right) > 2**63 - 1
+    if op is ast.FloorDiv:
+        return bool(np.any((np.asarray(left) == _INT64_MIN) & (np.asarray(right) == -1)))
     with np.errstate(all="ignore"):
         lf, rf = np.asarray(left, dtype=np.float64), np.asarray(right, dtype=np.float64)
         if op is ast.Mult:
@@ -600,7 +636,7 @@ def _call(node: ast.Call, env: Mapping[str, np.ndarray], n: int) -> tuple[Any, n
         return functools.reduce(np.minimum if func == "min" else np.maximum, args), errors
     x = args[0]
     if func == "abs":
-        return np.abs(x), errors
+        return np.abs(_objects(x) if _holds_int64_min(x) else x), errors  # abs(-2**63) is 2**63
     if func == "float":
         return x.astype(np.float64) if x.dtype != object else np.array([float(v) for v in x], dtype=np.float64), errors
     if func == "int":
@@ -609,7 +645,7 @@ def _call(node: ast.Call, env: Mapping[str, np.ndarray], n: int) -> tuple[Any, n
         if x.dtype.kind == "f":
             finite = np.isfinite(x)
             bad = None if finite.all() else ~finite
-            return np.trunc(np.where(finite, x, 0)).astype(np.int64), _or(errors, bad)
+            return _float_ints(np.trunc(np.where(finite, x, 0))), _or(errors, bad)
         return x.astype(np.int64), errors
     # round
     if len(args) == 2:
@@ -617,8 +653,17 @@ def _call(node: ast.Call, env: Mapping[str, np.ndarray], n: int) -> tuple[Any, n
     if x.dtype.kind == "f":
         finite = np.isfinite(x)
         bad = None if finite.all() else ~finite
-        return np.round(np.where(finite, x, 0)).astype(np.int64), _or(errors, bad)
+        return _float_ints(np.round(np.where(finite, x, 0))), _or(errors, bad)
     return x, errors
+
+
+def _float_ints(x: np.ndarray) -> np.ndarray:
+    """Integral floats as ints: int64, or Python's ints where one is past int64 (``int(1e19)``)."""
+    if len(x) and not np.all(np.abs(x) < 2.0**63):
+        out = np.empty(len(x), dtype=object)
+        out[:] = [int(v) for v in x.tolist()]
+        return out
+    return x.astype(np.int64)
 
 
 def _objects(value: Any) -> Any:
@@ -704,6 +749,58 @@ class Continuous:
     def int_bounds(self) -> tuple[int, int]:
         """The lowest and highest integer of an integer range."""
         return math.ceil(self.low), math.floor(self.high)
+
+
+@dataclass
+class _Trace:
+    """What enumerating did with the string restrictions, against Python's list order."""
+
+    position: dict[_Restriction, int]  # each restriction's first place in the constraints
+    deferred: list[_Restriction] = field(default_factory=list)  # raised on a partial table: applied at the end
+    applied: list[_Restriction] = field(default_factory=list)  # filtered a partial table
+    # evaluated on every config the constraints listed before it keep (no later one filtered first)
+    covered: set[_Restriction] = field(default_factory=set)
+
+
+_RAISING_CHECK = 1 << 20  # the most combinations of a restriction's own values ``_raising_values`` evaluates
+
+
+def _raising_values(r: _Restriction, domains: Mapping[str, tuple[np.ndarray, np.ndarray]]
+                    ) -> dict[str, np.ndarray] | None:
+    """None where ``r`` evaluates on every combination of its parameters' values without raising
+    (then it raises on no config); else, per parameter, the positions of the values it raises on
+    with some values of the others (every position, past ``_RAISING_CHECK`` combinations)."""
+    names = r.names
+    sizes = [len(domains[name][1]) for name in names]
+    total = math.prod(sizes)
+    if total > _RAISING_CHECK:
+        return {name: np.arange(size) for name, size in zip(names, sizes, strict=True)}
+
+    def raises(codes: Mapping[str, np.ndarray], n: int) -> bool:
+        try:
+            r.mask({name: domains[name][1][codes[name]] for name in names}, n, explain=False)
+        except InvalidInputError:
+            return True
+        return False
+
+    if not raises(dict(zip(names, _grid(sizes), strict=True)), total):
+        return None
+    out = {}
+    for j, name in enumerate(names):  # each value of one parameter with every combination of the others
+        others = [k for k in range(len(names)) if k != j]
+        rest = _grid([sizes[k] for k in others])
+        m = rest.shape[1]
+        codes = {names[k]: rest[i] for i, k in enumerate(others)}
+        out[name] = np.array([v for v in range(sizes[j]) if raises({**codes, name: np.full(m, v)}, m)],
+                             dtype=np.int64)
+    return out
+
+
+def _grid(sizes: Sequence[int]) -> np.ndarray:
+    """Every combination of positions in domains of these sizes: one row per domain (the last fastest)."""
+    if not sizes:
+        return np.zeros((0, 1), dtype=np.int64)
+    return np.indices(sizes, dtype=np.int64).reshape(len(sizes), -1)
 
 
 def _shown(names: Sequence[str]) -> str:
@@ -1086,9 +1183,24 @@ class SearchSpace:
                 return frame
         return self._enumerate(limit)
 
-    def _enumerate(self, limit: int) -> pd.DataFrame:
+    def _enumerate(self, limit: int, check: bool = True,
+                   subset: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
+        """``enumerate`` without its cache; ``subset`` (name -> positions in its domain) narrows
+        domains, and ``check=False`` leaves out ``_check_order`` (for the spaces it builds)."""
+        domains = {name: _domain_arrays(self.params[name]) for name in self.names}  # type: ignore[arg-type]
+        for name, keep in (subset or {}).items():
+            domains[name] = (domains[name][0][keep], domains[name][1][keep])
+        trace = _Trace({})
+        for i, c in enumerate(self.constraints):
+            if isinstance(c, str):
+                trace.position.setdefault(_parsed(c), i)
+        frame = self._build(limit, domains, trace)
+        if check:
+            self._check_order(trace, domains, limit)
+        return frame
+
+    def _build(self, limit: int, domains: Mapping[str, tuple[np.ndarray, np.ndarray]], trace: _Trace) -> pd.DataFrame:
         names = self.names
-        domains = {name: _domain_arrays(self.params[name]) for name in names}  # type: ignore[arg-type]
         restrictions = self._restrictions()
         callables = [c for c in self.constraints if not isinstance(c, str)]
         budget = [max(CHECK_FACTOR * limit, 10_000_000)]  # partial configs still to check
@@ -1097,7 +1209,7 @@ class SearchSpace:
             return self._frame(empty, domains)
         # Restrictions that raise while enumerating (an earlier constraint, a guard, may reject the
         # configs they fail on): applied at the end, in list order, on the rows kept by then.
-        deferred: list[_Restriction] = []
+        deferred = trace.deferred
 
         for r in restrictions:
             if r.names:
@@ -1107,8 +1219,8 @@ class SearchSpace:
             except InvalidInputError:
                 deferred.append(r)
                 continue
+            trace.covered.add(r)  # the same on every config
             if not holds:
-                self._check_deferred(deferred, limit)
                 return self._frame(empty, domains)
         restrictions = [r for r in restrictions if r.names]
 
@@ -1133,10 +1245,9 @@ class SearchSpace:
         for key in sorted(components, key=cartesian.__getitem__):  # the small first: an empty one ends it early
             members = components[key]
             linked = [r for r in restrictions if root(r.names[0]) == root(members[0])]
-            table = self._enumerate_linked(members, linked, domains, limit, budget, deferred)
+            table = self._enumerate_linked(members, linked, domains, limit, budget, trace)
             size = len(next(iter(table.values())))
             if size == 0:
-                self._check_deferred(deferred, limit)
                 return self._frame(empty, domains)
             tables.append((members, table, size))
 
@@ -1159,7 +1270,10 @@ class SearchSpace:
         frame = self._frame(codes, domains)
         if not callables and not deferred:
             return frame
-        # callables and deferred restrictions in list order, each on the rows kept so far
+        # callables and deferred restrictions in list order, each on the rows kept so far: a deferred
+        # one sees every config the constraints before it keep where none after it filtered before
+        last = max((trace.position[a] for a in trace.applied), default=-1)
+        trace.covered.update(r for r in deferred if trace.position[r] >= last)
         ok = np.ones(total, dtype=bool)
         for c in self.constraints:
             rows = np.flatnonzero(ok)
@@ -1173,21 +1287,27 @@ class SearchSpace:
                 ok[rows] = restriction.mask(env, len(rows))
             else:
                 ok[rows] = _callable_mask(c, frame if len(rows) == total else frame.iloc[rows])
-        self._check_deferred(deferred, limit)
         return frame if ok.all() else frame[ok].reset_index(drop=True)
 
-    def _check_deferred(self, deferred: list[_Restriction], limit: int) -> None:
-        """A deferred restriction is an error on a config every constraint listed before it keeps,
-        even where one listed after it rejects that config (Python evaluates them in list order):
-        checked on the space of those constraints alone, where it is small enough to enumerate
-        (and they are strings: callables are not run config by config again)."""
-        for r in deferred:
-            i = next(k for k, c in enumerate(self.constraints) if isinstance(c, str) and _parsed(c) is r)
-            earlier = self.constraints[:i]
-            if i == len(self.constraints) - 1 or not all(isinstance(c, str) for c in earlier):
+    def _check_order(self, trace: _Trace, domains: Mapping[str, tuple[np.ndarray, np.ndarray]], limit: int) -> None:
+        """Python's list order, where enumerating did not keep it: a restriction is an error on a
+        config every constraint listed before it keeps, even where one listed after it rejects that
+        config (it filtered first, or emptied the space). A restriction enumerating did not evaluate
+        on all such configs (``_Trace.covered``), and that raises on some values of its parameters
+        (``_raising_values``), is checked on the space of the constraints up to it, those
+        parameters narrowed to the values it raises on (small, mostly), where that space is small
+        enough to enumerate."""
+        for i, c in enumerate(self.constraints):
+            if not isinstance(c, str):
+                continue
+            r = _parsed(c)
+            if r in trace.covered or trace.position[r] != i:
+                continue
+            subset = _raising_values(r, domains)
+            if subset is None:
                 continue
             with contextlib.suppress(_TooLarge):
-                SearchSpace(dict(self.params), [*earlier, r.text])._enumerate(limit)
+                SearchSpace(dict(self.params), self.constraints[:i + 1])._enumerate(limit, False, subset)
 
     def _frame(self, codes: Mapping[str, np.ndarray], domains: Mapping[str, tuple[np.ndarray, np.ndarray]]
                ) -> pd.DataFrame:
@@ -1218,14 +1338,16 @@ class SearchSpace:
 
     def _enumerate_linked(self, members: list[str], restrictions: list[_Restriction],
                           domains: Mapping[str, tuple[np.ndarray, np.ndarray]], limit: int,
-                          budget: list[int], deferred: list[_Restriction]) -> dict[str, np.ndarray]:
+                          budget: list[int], trace: _Trace) -> dict[str, np.ndarray]:
         """The level codes of every combination of ``members`` meeting ``restrictions`` (which
-        name only members), built by adding one parameter at a time."""
+        name only members), built by adding one parameter at a time. A restriction is covered
+        (``trace``) where every one that filtered the table before it comes before it in the list."""
         sizes = {name: len(domains[name][0]) for name in members}
         code_type = {name: np.min_scalar_type(max(sizes[name] - 1, 0)) for name in members}
         table: dict[str, np.ndarray] = {}
         rows = 1
         pending: list[str] = []  # joined, but no restriction needed them yet: crossed in lazily
+        applied: list[_Restriction] = []  # the restrictions that filtered the table so far
         left = list(members)
         todo = list(restrictions)
         while left:
@@ -1243,8 +1365,12 @@ class SearchSpace:
             if not ready and left:
                 continue
             todo = [r for r in todo if r not in ready]
+            last = max((trace.position[a] for a in applied), default=-1)
             table, rows = self._cross(table, rows, pending, ready, domains, sizes, code_type, limit, budget,
-                                      deferred)
+                                      trace.deferred)
+            applied.extend(ready)
+            trace.applied.extend(ready)
+            trace.covered.update(r for r in ready if trace.position[r] > last and r not in trace.deferred)
             pending = []
             if rows == 0:
                 break
@@ -1361,6 +1487,34 @@ class SearchSpace:
                 domain = _domain_arrays(dom)[0]
                 draw[name] = _column(domain[np.minimum((u[:, j] * len(domain)).astype(int), len(domain) - 1)], domain)
         return pd.DataFrame(draw)
+
+    def configs_frame(self, configs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+        """Configs (dicts, e.g. an Optuna study's suggestions) as a DataFrame that holds each value
+        as ``enumerate`` and ``sample`` do: a list's value is its domain's own value (an int beside
+        floats stays an int, in an object column; None stays None), where ``pd.DataFrame(configs)``
+        would read ``[1, 2.5]`` as floats and None beside strings as NaN. A value that is no
+        domain value is kept as given."""
+        records = list(configs)
+        columns: dict[str, Any] = {}
+        for name, dom in self.params.items():
+            values = [python_scalar(c[name]) for c in records]
+            if isinstance(dom, Continuous):
+                array = np.asarray(values, dtype=np.float64)
+                columns[name] = array.astype(np.int64) if dom.integer and np.all(array % 1 == 0) else array
+                continue
+            domain = _domain_arrays(dom)[0]
+            index: dict[Any, int] = {}
+            for i, v in enumerate(dom):
+                index.setdefault(v, i)
+            codes = np.fromiter((index.get(v, -1) for v in values), dtype=np.int64, count=len(values))
+            if (codes >= 0).all():
+                columns[name] = _column(domain[codes], domain)
+            else:
+                column = np.empty(len(values), dtype=object)
+                column[:] = [v if k < 0 else python_scalar(domain[k]) for v, k in zip(values, codes.tolist(),
+                                                                                     strict=True)]
+                columns[name] = pd.Series(column, dtype=object)
+        return pd.DataFrame(columns, columns=self.names)
 
     def to_unit(self, frame: pd.DataFrame) -> np.ndarray:
         """Configs as points of the unit cube (``from_unit``'s inverse; a list value at the middle
