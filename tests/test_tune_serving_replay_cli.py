@@ -117,7 +117,8 @@ def test_one_objective_reports_its_best_value_and_no_plot(monkeypatch, capsys, t
     (run / "pareto.png").write_bytes(b"an earlier two-objective run's plot")
     code, out, err = tune(monkeypatch, capsys, run, "--model", MODEL, "--budget", "2")
     assert code == 0, err
-    assert "plot:" not in out and not (run / "pareto.png").exists()
+    assert not (run / "pareto.png").exists()  # one objective: its best so far is the plot
+    assert f"plot: {run / 'best_so_far.png'}" in out and (run / "best_so_far.png").is_file()
     assert "hypervolume" not in out and "tokens/s" in out.split("; best ", 1)[1].splitlines()[0]
 
 

@@ -33,6 +33,7 @@ import json
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +164,33 @@ class ParetoResult:
     # Every evaluation of the study, this run's and those of earlier runs or other workers on it:
     # what the written report holds (a resumed run's own history may be empty).
     study_history: pd.DataFrame | None = None
+    # What was tuned on which hardware or dataset, as the plot's title says it (e.g. the CLI session's
+    # backend description); None: the plot says only the run's numbers.
+    description: str | None = None
+    # Hindsight where a replay holds every candidate (reports only, never shown to the tuner): the
+    # feasible Pareto front of all of them (2+ objectives), or the best feasible value (one objective).
+    true_front: pd.DataFrame | None = None
+    optimum: float | None = None
+
+    @property
+    def evaluations(self) -> pd.DataFrame:
+        """Every evaluation of the study (``study_history``), else this run's (``history``)."""
+        return self.history if self.study_history is None else self.study_history
+
+    @property
+    def best_value(self) -> float | None:
+        """One objective: its best measured feasible value (None: none yet, or 2+ objectives)."""
+        if len(self.objectives) != 1:
+            return None
+        o = self.objectives[0]
+        values = pd.to_numeric(self.front.get(o.metric, pd.Series(dtype=float)), errors="coerce").dropna()
+        return (float(values.max() if o.direction == "maximize" else values.min())) if len(values) else None
+
+    @property
+    def optimum_ratio(self) -> float | None:
+        """One objective: best / known optimum (1 = the optimum; see ``ratio_text`` for which way is worse)."""
+        best = self.best_value
+        return best / self.optimum if best and self.optimum else None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able summary: settings, front, hypervolume, counts."""
@@ -172,10 +200,14 @@ class ParetoResult:
         if len(self.objectives) >= 2:
             score: dict[str, Any] = {"hypervolume": self.hypervolume, "reference_point": self.reference_point}
         else:  # one objective's hypervolume is only its distance from an internal reference: its best instead
-            o = self.objectives[0]
-            values = pd.to_numeric(self.front.get(o.metric, pd.Series(dtype=float)), errors="coerce").dropna()
-            best = (values.max() if o.direction == "maximize" else values.min()) if len(values) else None
-            score = {"best_value": None if best is None else float(best)}
+            score = {"best_value": self.best_value}
+            if self.optimum is not None:  # a replay holding every candidate: its recorded best
+                from perfpred.tuner._recorded import ratio_text
+
+                score.update(optimum=self.optimum, best_over_optimum=self.optimum_ratio,
+                             best_over_optimum_reads=ratio_text(self.objectives[0].direction))
+        if self.description:
+            score["description"] = self.description
         return {"objectives": [str(o) for o in self.objectives], "constraints": [str(c) for c in self.constraints],
                 "n_evaluations": self.n_evaluations, "stopped_by": self.stopped_by, **score,
                 "study_evaluations": len(self.history if self.study_history is None else self.study_history),
@@ -189,21 +221,48 @@ class ParetoResult:
         objective (as single-objective tuning names its report)."""
         return "pareto.json" if len(self.objectives) >= 2 else "result.json"
 
-    def write(self, out_dir: str | os.PathLike[str], plot: bool = True) -> dict[str, Path]:
+    def write(self, out_dir: str | os.PathLike[str], plot: bool = True,
+              on_warning: Callable[[str], None] | None = None) -> dict[str, Path]:
         """The report (``report_file``: ``pareto.json``, or ``result.json`` for one objective), ``front.csv``,
-        ``history.csv`` and (2+ objectives) ``pareto.png`` in ``out_dir``."""
+        ``history.csv`` and the plot: ``pareto.png`` for 2+ objectives (the known ``true_front`` dashed),
+        ``best_so_far.png`` for one (the known ``optimum`` as a line), in ``out_dir``. Without matplotlib
+        the plot is skipped and ``on_warning`` (default: ``warnings.warn``) says so."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"json": out / self.report_file, "front": out / "front.csv", "history": out / "history.csv"}
         paths["json"].write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         self.front.to_csv(paths["front"], index=False)
-        (self.history if self.study_history is None else self.study_history).to_csv(paths["history"], index=False)
-        if plot and len(self.objectives) >= 2:
+        self.evaluations.to_csv(paths["history"], index=False)
+        if not plot:
+            return paths
+        # 2+ objectives: the front; one has no front to plot, its best so far instead. The other kind's file
+        # from an earlier run would belie this report.
+        name, other = ("pareto.png", "best_so_far.png") if len(self.objectives) >= 2 else ("best_so_far.png",
+                                                                                          "pareto.png")
+        (out / other).unlink(missing_ok=True)
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            (out / name).unlink(missing_ok=True)
+            message = f"plot skipped: matplotlib is not installed (pip install matplotlib); no {name}"
+            if on_warning is not None:
+                on_warning(message)
+            else:
+                warnings.warn(message, stacklevel=2)
+            return paths
+        if len(self.objectives) >= 2:
             from perfpred.tuner._pareto_plot import plot_pareto
 
-            paths["plot"] = plot_pareto(self, out / "pareto.png")
-        elif plot:  # one objective has no front to plot: an earlier run's plot would belie this report
-            (out / "pareto.png").unlink(missing_ok=True)
+            paths["plot"] = plot_pareto(self, out / name, true_front=self.true_front)
+        else:
+            from perfpred.tuner._recorded import best_so_far_plot
+
+            o = self.objectives[0]
+            values = [row.get(o.metric) if row.get("feasible") else None for row in self.evaluations.to_dict("records")]
+            within = " within the constraints" if self.constraints else ""
+            paths["plot"] = best_so_far_plot(out, values, objective=o, optimum=self.optimum,
+                                             description=self.description or f"{o.metric} ({o.direction})",
+                                             optimum_label=f"best of every recorded config{within}")
         return paths
 
 
@@ -473,11 +532,30 @@ class ParetoTuner(PredictorFirstLoop):
             ref_z = default_reference(values, s.objectives)
             reference = [float(o.sign * r) for o, r in zip(s.objectives, ref_z, strict=True)]
             hv = hypervolume(min_form(values, s.objectives), ref_z)
+        if predictions is not None:
+            # The last round's predictions were made before its picks were measured: mark what is measured now.
+            measured = np.zeros(len(self.candidates), dtype=bool)
+            measured[self._measured_state()[0]] = True
+            predictions = predictions.assign(measured=measured)
+        true, optimum = self._hindsight()
         return ParetoResult(objectives=list(s.objectives), constraints=list(s.constraints),
                             history=pd.DataFrame(rows), front=front, hypervolume=hv, reference_point=reference,
                             n_evaluations=len(rows), stopped_by=stopped_by, wall_s=wall_s, fit_s=fit_s,
                             predictions=predictions, study=self.recorder.study,
-                            study_history=self.recorder.history(self.metrics))
+                            study_history=self.recorder.history(self.metrics), true_front=true, optimum=optimum)
+
+    def _hindsight(self) -> tuple[pd.DataFrame | None, float | None]:
+        """(true front, optimum) of the candidates where the backend's recording holds them all (a replay):
+        for the report only."""
+        from perfpred.tuner._recorded import grid_front, grid_optimum, recorded_grid
+
+        s = self.settings
+        grid = recorded_grid(self.backend, self.candidates, self.metrics)
+        if grid is None:
+            return None, None
+        if len(s.objectives) >= 2:
+            return grid_front(grid, s.objectives, s.constraints), None
+        return None, grid_optimum(grid, s.objectives[0], s.constraints)
 
 
 def _as_tuple(specs: Any, what: str) -> tuple[Any, ...]:

@@ -445,20 +445,15 @@ def tune_serving(table: pd.DataFrame, model: str, task: str, objectives: Sequenc
     result = ParetoTuner(group.space, group.backend, run_settings, candidates=group.candidates, prior=prior,
                          prior_error=prior_error, storage=storage, study_name=study_name or f"serving-{model}-{task}",
                          on_evaluation=on_evaluation).run()
+    result.description = f"ML.ENERGY H100 replay, {model} / {task}"
+    # The replay is the full recorded grid: the tuner's hindsight (true front, or one objective's best) is its.
     if out_dir is not None:
-        paths = result.write(out_dir, plot=False)
+        # Two or more objectives: pareto.png with the grid's true front; one: best_so_far.png with the grid's best.
+        paths = result.write(out_dir, on_warning=on_warning)
         report = json.loads(paths["json"].read_text())
         for row, command in zip(report["front"], serving_commands(result.front, model), strict=True):
             row["command"] = command  # the answer as one would deploy it
         paths["json"].write_text(json.dumps(report, indent=2) + "\n")
-        plot = Path(out_dir) / "pareto.png"
-        if len(objectives) >= 2:
-            from perfpred.tuner._pareto_plot import plot_pareto
-
-            plot_pareto(result, plot, true_front=true_front(group, objectives, constraints),
-                        title=f"{model} / {task}")
-        else:  # one objective has no front to plot: an earlier run's plot would belie this report
-            plot.unlink(missing_ok=True)
     return result
 
 

@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 
 from perfpred.errors import InvalidInputError
-from perfpred.tuner._scoring import best_so_far
 from perfpred.tuner._space import Continuous, SearchSpace, read_yaml
 from perfpred.tuner._surrogate import param_features, xgb_prior
 
@@ -93,7 +92,7 @@ def open_session(backend_spec: str, space_file: str | None = None,
         workload = backend.problem()
         # Against the configs the space admits: a narrowed space's best is not the whole recording's.
         optimum = _admitted_optimum(backend, space) if space_file else float(backend.optimum().runtime_ms)
-        return Session(space, backend, candidates.reset_index(drop=True), f"replay of {path.name}",
+        return Session(space, backend, candidates.reset_index(drop=True), replay_description(backend, path),
                        optimum=optimum, workload=workload, hardware=backend.hardware(),
                        optimum_label=(f"optimum of the {len(candidates)} recorded configs in --space" if space_file
                                       else "recorded optimum"),
@@ -122,11 +121,56 @@ def open_session(backend_spec: str, space_file: str | None = None,
             return {"hardware": fingerprint(spec.device)["hardware_id"],
                     "workload": {"kernel": spec.name, **collector.problem_size}}
 
-        return Session(space, _KernelBackend(collector), candidates, f"kernel {name} on this CPU",
+        description = backend_description(spec.name, device_name(spec.device), collector.problem_size, "timed live")
+        return Session(space, _KernelBackend(collector), candidates, description,
                        workload=dict(collector.problem_size), describe=_kernel_rows(collector),
                        study_identity=identity)
     raise InvalidInputError(f"--backend must be replay:PATH or kernel:NAME[:SIZE] (also local:NAME[:SIZE]), but got "
                             f"{backend_spec!r}")
+
+
+def backend_description(kernel: str | None, device: str | None, problem: dict[str, Any] | str | None,
+                        source: str) -> str:
+    """What a tuning session tunes, as its table, result.json and plots name it:
+    "convolution on NVIDIA RTX A4000, problem 4096x4096 (replay of A4000.json.gz)",
+    "sgemm on AMD EPYC 7763, problem m=512, n=512, k=512 (timed live)"."""
+    text = kernel or "kernel"
+    if device:
+        text += f" on {device}"
+    problem_text = problem_description(problem)
+    if problem_text:
+        text += f", problem {problem_text}"
+    return f"{text} ({source})"
+
+
+def problem_description(problem: dict[str, Any] | str | None) -> str:
+    """A problem size as a title writes it: "m=48, n=64, k=40" (a dict), "4096x4096" (a recorded label)."""
+    if isinstance(problem, dict):
+        return ", ".join(f"{k}={v}" for k, v in problem.items())
+    return str(problem) if problem else ""
+
+
+def replay_description(backend: Any, path: Path) -> str:
+    """A replayed recording's kernel, GPU and problem (its metadata), and its file: convolution/A4000.json.gz
+    and dedispersion/A4000.json.gz share a file name."""
+    workload = backend.problem()
+    kernel = workload.get("kernel_name")
+    kernel = str(kernel).removesuffix("_kernel") if kernel else None
+    hardware = backend.hardware() or {}
+    device = hardware.get("name") or hardware.get("gpu_name") or getattr(backend, "hardware_id", None)
+    problem = workload.get("problem_size") or {k: v for k, v in workload.items() if k != "kernel_name"}
+    return backend_description(kernel, device, problem, f"replay of {path.name}")
+
+
+def device_name(device: str) -> str:
+    """The name of the device a live kernel runs on ("cpu", "cuda", "cuda:1"): its CPU model or GPU name."""
+    from perfpred.collect._hardware import cpu_spec, gpu_specs
+
+    if not device.startswith("cuda"):
+        return str(cpu_spec().get("cpu_model") or "this CPU")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    gpus = gpu_specs()
+    return str(gpus[index]["gpu_name"]) if index < len(gpus) else "a CUDA GPU"
 
 
 def _check_names(space: SearchSpace, names: list[str], space_file: str, what: str) -> None:
@@ -340,42 +384,94 @@ def _priors_from_store(path: Path, names: list[str], exclude_hardware: str | Non
 def write_report(run_dir: Path, *, history: pd.DataFrame, settings: dict, best_config: dict | None,
                  best_value: float | None, comparisons: dict[str, list[float | None]], optimum: float | None,
                  budget: int, description: str, n_this_run: int | None = None,
-                 extra: dict[str, Any] | None = None) -> dict[str, str]:
-    """history.csv, result.json and best-so-far plot in ``run_dir``; returns the paths written.
+                 extra: dict[str, Any] | None = None, retimed: dict[str, float | None] | None = None,
+                 reference: dict[str, float | None] | None = None,
+                 on_warning: Callable[[str], None] | None = None) -> dict[str, str]:
+    """history.csv, result.json and best-so-far plot in ``run_dir``; returns the paths written
+    (no ``plot`` without matplotlib: ``on_warning``, default a ``warning:`` line on stderr, says so).
 
     ``history`` is every evaluation of the study (a resumed run's earlier ones too);
     ``n_this_run`` how many of them this run made, where that differs; ``extra`` adds keys to
-    result.json (after ``best_value``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    result.json (after ``best_value``). A comparison an earlier report of the same study in
+    ``run_dir`` holds and this run did not make again is kept (``comparisons_from_earlier_run``).
+    ``retimed`` and ``reference`` go to the plot (``_report_plot.plot_best_so_far``): each
+    curve's re-timed answer, and lines such as the default config's re-timed time."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    history.to_csv(run_dir / "history.csv", index=False)
+    earlier = _earlier_comparisons(run_dir, history, settings, comparisons)
+    comparisons = {**comparisons, **earlier}
+    history.to_csv(run_dir / "history.csv", index=False, float_format=_csv_float)
     result = {"description": description, "settings": settings, "best_config": best_config,
               "best_value": best_value, **(extra or {}), "optimum": optimum, "n_evaluations": len(history),
               "n_evaluations_this_run": len(history) if n_this_run is None else n_this_run,
               "comparisons": {k: [None if v is None else float(v) for v in vals] for k, vals in comparisons.items()},
+              **({"comparisons_from_earlier_run": sorted(earlier)} if earlier else {}),
               "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (run_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    curves = {"perfpred": history["value"].tolist() if "value" in history else [], **comparisons}
-    maximize = settings.get("direction") == "maximize"
-    for name, values in curves.items():
-        if maximize:  # the highest so far: the lowest of the negated values
-            curve = -best_so_far([None if v is None or not np.isfinite(v) else -v for v in values], budget)
+    paths = {"history": str(run_dir / "history.csv"), "result": str(run_dir / "result.json")}
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        message = "plot skipped: matplotlib is not installed (pip install matplotlib)"
+        if on_warning is not None:
+            on_warning(message)
         else:
-            curve = best_so_far(values, budget)
-        ax.step(np.arange(1, budget + 1), curve, where="post", label=name)
-    if optimum:
-        ax.axhline(optimum, color="k", ls="--", lw=0.8, label="optimum (recorded)")
-    ax.set(xlabel="hardware evaluations", ylabel=f"best {settings.get('objective', 'runtime_ms')}"
-           + (" (maximised)" if maximize else ""),
-           title=description, yscale="log")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(run_dir / "best_so_far.png", dpi=110)
-    plt.close(fig)
-    return {"history": str(run_dir / "history.csv"), "result": str(run_dir / "result.json"),
-            "plot": str(run_dir / "best_so_far.png")}
+            from perfpred._console import err_console
+
+            err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+        return paths
+    from perfpred.tuner._report_plot import plot_best_so_far
+
+    values = history["value"].tolist() if "value" in history else []
+    curves = {"perfpred": values, **{k if k not in earlier else f"{k} (earlier run)": v
+                                     for k, v in comparisons.items()}}
+    first = len(history) - n_this_run + 1 if n_this_run and n_this_run < len(history) else None
+    paths["plot"] = str(plot_best_so_far(run_dir / "best_so_far.png", curves,
+                                         objective=settings.get("objective", "runtime_ms"),
+                                         maximize=settings.get("direction") == "maximize", budget=budget,
+                                         title=description, optimum=optimum, retimed=retimed, reference=reference,
+                                         first_run_evaluation=first))
+    return paths
+
+
+def _csv_float(value: float) -> str:
+    """A float as history.csv writes it: 10 significant digits (12.665568, not 12.665567999999999)."""
+    value = float(value)
+    return str(value) if value.is_integer() else str(float(f"{value:.10g}"))
+
+
+def _earlier_comparisons(run_dir: Path, history: pd.DataFrame, settings: dict,
+                         comparisons: dict[str, list[float | None]]) -> dict[str, list[float | None]]:
+    """The comparisons the report in ``run_dir`` holds that this run did not make again, where that
+    report is of the same study: the same backend and objective, and its history.csv the first rows
+    of ``history`` (a study only grows). A resumed ``--budget 4`` run without --compare keeps the
+    curves the ``--budget 16 --compare random`` run drew."""
+    old_result, old_history = run_dir / "result.json", run_dir / "history.csv"
+    if settings.get("backend") is None or not old_result.is_file() or not old_history.is_file():
+        return {}
+    try:
+        old = json.loads(old_result.read_text())
+        before = pd.read_csv(old_history)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return {}
+    same = {k: old.get("settings", {}).get(k) == settings.get(k) for k in ("backend", "objective", "direction")}
+    kept = {k: v for k, v in (old.get("comparisons") or {}).items() if k not in comparisons and isinstance(v, list)}
+    if not kept or not all(same.values()) or not _is_prefix(before, history):
+        return {}
+    return kept
+
+
+def _is_prefix(before: pd.DataFrame, history: pd.DataFrame) -> bool:
+    """Whether ``before`` (read back from history.csv) holds the first rows of ``history``."""
+    if list(before.columns) != [str(c) for c in history.columns] or len(before) > len(history) or before.empty:
+        return False
+    from io import StringIO
+
+    now = pd.read_csv(StringIO(history.head(len(before)).to_csv(index=False, float_format=_csv_float)))
+    for column in before.columns:
+        a, b = before[column], now[column]
+        if pd.api.types.is_numeric_dtype(a) and pd.api.types.is_numeric_dtype(b):
+            if not np.allclose(a.to_numpy(float), b.to_numpy(float), rtol=1e-9, atol=0, equal_nan=True):
+                return False
+        elif not a.astype(str).equals(b.astype(str)):
+            return False
+    return True
