@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from perfpred.collect import gate_visits
-from perfpred.datasets import MeasurementStore, make_split
+from perfpred.datasets import MeasurementStore
 from perfpred.models import PerformanceModel, evaluate_models, training_frame
+from perfpred.models._plots import holdout_predictions, plot_predicted_vs_measured
 
 SEEDS = (0, 1, 2, 3, 4)
 MODELS = ("xgb", "rf", "roofline")
@@ -113,24 +114,9 @@ def evaluate_store(store: MeasurementStore, ablation_stores: dict[str, Measureme
 
 
 def plot_holdout(df, path: Path) -> str:
-    """Predicted vs measured on one unseen-shape split, for all three models."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train_idx, test_idx = make_split(df, "shape", seed=0)
-    train, test = df.iloc[train_idx], df.iloc[test_idx]
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    for name, marker in zip(MODELS, ("o", "s", "^"), strict=True):
-        pred = PerformanceModel(kind="gemm", regressor=name).fit(train).predict(test)
-        ax.scatter(test["runtime_ms"], pred, s=12, marker=marker, alpha=0.6, label=name)
-    lims = [test["runtime_ms"].min() / 2, test["runtime_ms"].max() * 2]
-    ax.plot(lims, lims, "k--", lw=0.8)
-    ax.set(xscale="log", yscale="log", xlim=lims, ylim=lims, xlabel="measured runtime (ms)",
-           ylabel="predicted runtime (ms)", title=f"CPU GEMM, unseen shapes ({len(test)} rows)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    """Predicted vs measured on one unseen-shape split (seed 0), for all three models."""
+    models = {name: PerformanceModel(kind="gemm", regressor=name) for name in MODELS}
+    test, predictions, _ = holdout_predictions(df, models, split="shape", seed=0)
+    plot_predicted_vs_measured(test["runtime_ms"], predictions, path,
+                               title=f"CPU GEMM, unseen shapes ({len(test)} rows)")
     return path.name

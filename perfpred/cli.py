@@ -985,13 +985,17 @@ def evaluate(
     reference_mode: Annotated[str, typer.Option(help="How --reference enters: features (the other GPUs' times as columns), offset (the model learns the ratio to a fit of them: follows a sibling GPU from few rows), linear (that fit alone: a sibling GPU scaled) or auto (whichever 4-fold cross-validation on the training rows prefers; 12 fits more: lower MAPE than features on benchmarks/new_hardware.py, GEMM from 50 configs 7.7 -> 5.8%, but a worse fastest-config guess on convolution).")] = "features",
     train_size: Annotated[str | None, typer.Option(help="Random split only: train on this many rows and score on all the others (how well N measurements of a new GPU predict the rest of its space); comma-separated sizes give a learning curve, and the JSON is then keyed by size.")] = None,
     coverage: Annotated[float, typer.Option(help="Models with predictive intervals (xgb-quantile, xgb-ensemble) are also scored on their band meant to hold this share of outcomes: the % of held-out rows inside it and its mean width over the prediction.")] = 0.9,
+    plot: Annotated[Path | None, typer.Option(metavar="FILE.png", help="Also draw predicted vs measured (log-log, one colour per model, its MAPE in the legend) for the first seed's held-out rows (the first --train-size; the first hardware id left out under --split hardware) to this .png/.pdf/.svg; each model is fitted once more for it.")] = None,
 ) -> None:
     """Compare regressors on held-out data (MAPE, median/p90 APE, R² log/linear, Spearman; interval coverage % for models with intervals)."""
     from perfpred.datasets import MeasurementStore
     from perfpred.models import PerformanceModel, default_comparison, evaluate_models, training_frame
+    from perfpred.models._plots import check_plot_path
 
     _check_reference_options(reference, reference_mode)
     _check_output_path(output)
+    if plot is not None:
+        _check_output_path(check_plot_path(plot), "--plot")
     if not 0 < coverage < 1:
         raise InvalidInputError(f"`0 < coverage < 1` must hold, but got --coverage {coverage}")
     seed_list = parse_list(seeds, "seeds", int)
@@ -1026,24 +1030,33 @@ def evaluate(
     band_columns = [f"in {coverage:.0%} band %", "band width / pred"] if bands else []
     # The description goes above the table, not in its title: a title longer than a narrow table is cut.
     console.print(f"{kind} {target}, {split} split, {len(rows)} rows{trained}{with_ref}", highlight=False)
-    table = Table(*first, "MAPE %", "median APE %", "p90 APE %", "R² log", "R² lin", "Spearman", *band_columns,
-                  "fit s")
-    for column in table.columns:  # on a narrow terminal the cells fold; no model name is cut
-        column.overflow = "fold"
-    table.columns[0].min_width = max(len(n) for n in names)
+    headers = [*first, "MAPE %", "median APE %", "p90 APE %", "R² log", "R² lin", "Spearman", *band_columns, "fit s"]
+    cells = []
     for size, results in by_size.items():
         for n in names:
             m = results[n]["mean"]
             band = [f"{m[k]:.3g}" if k in m else "-" for k in ("interval_coverage_pct", "interval_width_rel")]
-            table.add_row(*([n, str(size)] if sizes else [n]),
+            cells.append([*([n, str(size)] if sizes else [n]),
                           *(f"{m[k]:.3g}" for k in ("mape_pct", "median_ape_pct", "p90_ape_pct", "r2_log",
                                                     "r2_linear", "spearman_rho")),
-                          *(band if bands else []), f"{m['fit_s']:.3g}")
-    console.print(table)
+                          *(band if bands else []), f"{m['fit_s']:.3g}"])
+    # Fitted to the console (80 columns when piped): numbers never break, headers fold, model names
+    # stay whole while there is room; nothing is cut off at the right.
+    console.print(_fitted_table(headers, cells, [j > 0 for j in range(len(headers))], console.width, keep=[0]))
     if output:
         payload = {str(size): results for size, results in by_size.items()} if sizes else by_size[None]
         output.write_text(json.dumps(payload, indent=2, default=float))
         console.print(f"wrote {output}")
+    if plot is not None:
+        from perfpred.models._plots import holdout_predictions, plot_predicted_vs_measured
+
+        test, predictions, fold = holdout_predictions(rows, estimators, split=split, seed=seed_list[0], target=target,
+                                                      train_size=(sizes or [None])[0])
+        n_train = f", {sizes[0]} rows trained on" if sizes else ""
+        plot_predicted_vs_measured(test[target], predictions, plot, target=target,
+                                   title=f"{kind} {target}: {split} split, {fold}{n_train}, {len(test)} held-out rows")
+        console.print(f"wrote {plot} (predicted vs measured, {fold}: {len(test)} held-out rows)", highlight=False,
+                      soft_wrap=True)
 
 
 @app.command()
@@ -1325,8 +1338,14 @@ def tune(
     features_used, featurize = _tuning_featurizer(features, session, has_prior=priors is not None)
     state: dict[str, Any] = {"n": 0, "before": 0, "best": None, "last": None}
     unit = "ms" if metric.endswith("_ms") else metric
-    # The recorded optimum is the least runtime_ms.
-    optimum = session.optimum if (metric, direction) == ("runtime_ms", "minimize") else None
+    # The recorded optimum: the session's least runtime_ms, else (a replay holding every candidate) the
+    # recording's best of the tuned field in its direction (the highest for :max).
+    if (metric, direction) == ("runtime_ms", "minimize"):
+        optimum = session.optimum
+    else:
+        from perfpred.tuner._recorded import recorded_optimum
+
+        optimum = recorded_optimum(session.backend, session.candidates, metric, direction)
 
     def better(value: Any, than: Any) -> bool:
         return value is not None and (than is None or (value > than if maximize else value < than))
@@ -1343,7 +1362,7 @@ def tune(
             meas = f"{last['value']:.4g}" if last["value"] else last["status"]
             table.add_row(f"last: predicted vs measured ({unit})", f"{pred} vs {meas}")
         if optimum:
-            table.add_row(f"{session.optimum_label} (ms)", f"{optimum:.4g}")
+            table.add_row(f"{session.optimum_label} ({unit})", f"{optimum:.4g}")
         return table
 
     panel: list[Live] = []
@@ -1408,7 +1427,14 @@ def tune(
                f"best ({unit})": result.best_value, "wall time (s)": round(result.wall_s, 1),
                "model fitting (s)": round(result.fit_s, 1)}
     if optimum and result.best_value:
-        summary[f"best / {session.optimum_label}"] = round(result.best_value / optimum, 4)
+        if (metric, direction) == ("runtime_ms", "minimize"):
+            summary[f"best / {session.optimum_label}"] = round(result.best_value / optimum, 4)
+        else:  # another field's optimum: the value itself, and which way the ratio falls short
+            from perfpred.tuner._recorded import ratio_text
+
+            summary[f"{session.optimum_label} ({unit})"] = optimum
+            summary[f"best / {session.optimum_label}"] = (f"{result.best_value / optimum:.4g} "
+                                                          f"({ratio_text(direction)})")
     for name, values in comparisons.items():
         ok = [v for v in values if v is not None]
         summary[f"{name} best ({unit})"] = (max(ok) if maximize else min(ok)) if ok else "no ok config"
@@ -1418,7 +1444,8 @@ def tune(
     elif session.runtime_note:
         console.print(session.runtime_note, highlight=False, soft_wrap=True)
     console.print(f"best config: {json.dumps(result.best_config)}")
-    console.print(f"report: {paths['result']}  plot: {paths['plot']}  Optuna study '{study}': {storage}")
+    plot = f"  plot: {paths['plot']}" if "plot" in paths else ""  # none without matplotlib
+    console.print(f"report: {paths['result']}{plot}  Optuna study '{study}': {storage}")
     _print_tune_store(recording_backend, store_path)
     if result.n_evaluations == 0 and result.stopped_by == "budget":
         afresh = "another --study" if remedy != STUDY_REMEDY else "a new --study or --output"
@@ -1633,7 +1660,9 @@ def _tune_serving_replay(model: str, task: str, *, budget: int, objective: list[
     commands = serving_commands(result.front, model)
     console.print(("server command:" if len(commands) == 1 else "server commands (one per config, as the table "
                    "lists them):") + "\n" + "\n".join(commands), soft_wrap=True)
-    plot = f"  plot: {output / 'pareto.png'}" if len(result.objectives) >= 2 else ""  # one objective: no plot
+    # Two or more objectives: the front with the grid's true front; one: its best so far against the grid's best.
+    plot_file = output / ("pareto.png" if len(result.objectives) >= 2 else "best_so_far.png")
+    plot = f"  plot: {plot_file}" if plot_file.is_file() else ""  # none without matplotlib
     console.print(f"report: {output / result.report_file}{plot}", soft_wrap=True)
 
 
@@ -1759,13 +1788,17 @@ def _tune_pareto(session, objectives: list[str], constraints: list[str], *, budg
         # The study holds every evaluation so far (this run's and earlier ones): its report is due too.
         so_far = tuner.result_so_far(rows) if tuner is not None else None
         n_study = 0 if so_far is None else len(so_far.study_history)
+        if so_far is not None:
+            so_far.description = str(session.description)
         written = so_far.write(output)["json"] if n_study else None
         raise _tune_interrupted(len(rows), study, storage, written, n_study) from None
-    paths = result.write(output)
+    result.description = str(session.description)  # the plot's title: what was tuned on which hardware
+    paths = result.write(output, on_warning=lambda message: err_console.print(f"[yellow]warning:[/] {message}",
+                                                                              highlight=False, soft_wrap=True))
     _print_pareto(result, f"Pareto front: {session.description}")
     if session.runtime_note and "runtime_ms" in [o.metric for o in result.objectives]:
         console.print(session.runtime_note, highlight=False, soft_wrap=True)
-    # Only what this run wrote: one objective has no plot.
+    # Only what this run wrote (no plot without matplotlib).
     plot = f"  plot: {paths['plot']}" if "plot" in paths else ""
     console.print(f"report: {paths['json']}  front: {paths['front']}{plot}", soft_wrap=True)
 
@@ -1812,6 +1845,32 @@ def _print_pareto(result, title: str) -> None:
     console.print(f"objectives: {', '.join(str(o) for o in result.objectives)}"
                   + (f"; constraints: {', '.join(str(c) for c in result.constraints)}" if result.constraints else "")
                   + score)
+    _print_recorded_best(result)
+
+
+def _print_recorded_best(result) -> None:
+    """Where a replay holds every candidate: how the answer compares with the recording's best (one
+    objective) or its true front (2+)."""
+    from perfpred.tuner._recorded import ratio_text
+
+    within = " within the constraints" if result.constraints else ""
+    optimum = getattr(result, "optimum", None)
+    if len(result.objectives) == 1 and optimum is not None:
+        o = result.objectives[0]
+        ratio = result.optimum_ratio
+        compared = (f"; best / recorded best {ratio:.4g} ({ratio_text(o.direction)})" if ratio is not None
+                    else "; nothing feasible measured yet")
+        console.print(f"recorded best of every config{within} ({o.metric}, "
+                      f"{'maximised' if o.direction == 'maximize' else 'minimised'}): "
+                      f"{optimum:.4g} {_metric_unit(o.metric)}".rstrip() + compared, highlight=False, soft_wrap=True)
+    true = getattr(result, "true_front", None)
+    if len(result.objectives) >= 2 and true is not None and len(true):
+        params = [c for c in true.columns if c in result.front.columns and c not in {o.metric for o in result.objectives}
+                  and c not in {c.metric for c in result.constraints}]
+        found = set(zip(*(result.front[c].tolist() for c in params), strict=True)) if params else set()
+        hits = sum(key in found for key in zip(*(true[c].tolist() for c in params), strict=True)) if params else 0
+        console.print(f"true front of every recorded config{within}: {len(true)} config(s), {hits} of them on the "
+                      "measured front", highlight=False, soft_wrap=True)
 
 
 def _fitted_widths(headers: list[str], cells: list[list[str]], numeric: list[bool], total: int) -> list[int]:
@@ -1828,6 +1887,30 @@ def _fitted_widths(headers: list[str], cells: list[list[str]], numeric: list[boo
         widths[j] -= 1
         excess -= 1
     return widths
+
+
+def _fitted_table(headers: list[str], cells: list[list[str]], numeric: list[bool], total: int,
+                  keep: list[int] | tuple[int, ...] = ()) -> Table:
+    """``cells`` as a table at most ``total`` characters wide (``_fitted_widths``): numbers never break
+    and only headers fold; the text columns in ``keep`` (model names) stay whole too while there is
+    room. Where the usual padding leaves too little, cells are padded on their right only (2 characters
+    a column, not 3); only then may a ``keep`` column fold."""
+    from rich.text import Text
+
+    n = len(headers)
+    kept = [numeric[j] or j in keep for j in range(n)]
+    tries = [(kept, 0), (kept, n), (list(numeric), n)]  # (never broken, characters saved by padding)
+    for whole, saved in tries:
+        widths = _fitted_widths(headers, cells, whole, total + saved)
+        if sum(widths) + 3 * n + 1 - saved <= total:
+            break
+    table = Table(padding=(0, 1, 0, 0) if saved else (0, 1))  # (top, right, bottom, left)
+    for j, (header, width) in enumerate(zip(headers, widths, strict=True)):
+        # "fold", never "ellipsis": numbers wider than the whole terminal break rather than lose digits
+        table.add_column(Text(header, overflow="fold", no_wrap=False), width=width, no_wrap=whole[j], overflow="fold")
+    for row in cells:
+        table.add_row(*row)
+    return table
 
 
 def _is_number_text(text: str) -> bool:

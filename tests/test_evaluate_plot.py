@@ -1,0 +1,139 @@
+"""``perfpred evaluate``: its table whole at 80 columns, and ``--plot`` (predicted vs measured on the
+first seed's held-out rows), drawn by the package helper the GEMM benchmark uses too."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import make_gemm_table
+from test_cli import run_main
+
+from perfpred.datasets import MeasurementStore
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def gemm_store(tmp_path_factory) -> Path:
+    store = tmp_path_factory.mktemp("evaluate-plot") / "gemm"
+    MeasurementStore(store, create=True).append_frame(make_gemm_table(80, seed=11))
+    return store
+
+
+@pytest.fixture()
+def saved_figures(monkeypatch):
+    """Every matplotlib figure saved while the test runs (still open for inspection)."""
+    from matplotlib.figure import Figure
+
+    saved = []
+    original = Figure.savefig
+
+    def spy(self, *args, **kwargs):
+        saved.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    return saved
+
+
+def _table_rows(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("│")]
+
+
+def test_the_table_keeps_every_column_at_80_columns(monkeypatch, capsys, gemm_store, tmp_path):
+    """Ten columns (an interval model adds two) and a 12-character model name in 80 columns, piped:
+    no line runs past 80, every row keeps its last column (fit s) and right border, no name or
+    number is cut."""
+    monkeypatch.setenv("COLUMNS", "80")
+    output = tmp_path / "ev.json"
+    code, out, err = run_main(monkeypatch, capsys, "evaluate", "--store", str(gemm_store), "--models",
+                              "xgb-quantile,roofline", "--split", "random", "--seeds", "0", "--output", str(output))
+    assert code == 0, err
+    assert max(len(line) for line in out.splitlines()) <= 80, out
+    rows = _table_rows(out)
+    assert len(rows) == 2, out
+    results = json.loads(output.read_text())
+    for row in rows:
+        cells = [c.strip() for c in row.strip("│").split("│")]
+        assert row.endswith("│") and len(cells) == 10, row  # model, 6 metrics, 2 band columns, fit s
+        name = cells[0]
+        mean = results[name]["mean"]
+        assert cells[1] == f"{mean['mape_pct']:.3g}" and cells[-1] == f"{mean['fit_s']:.3g}", row
+    header = [line.strip("┃").split("┃") for line in out.splitlines() if line.startswith("┃")]
+    assert all(len(cells) == 10 for cells in header), out
+    assert " ".join(cells[-1].strip() for cells in header if cells[-1].strip()) == "fit s"  # folded, whole
+
+
+def test_a_narrow_terminal_folds_headers_not_numbers(monkeypatch, capsys, gemm_store):
+    monkeypatch.setenv("COLUMNS", "60")
+    code, out, err = run_main(monkeypatch, capsys, "evaluate", "--store", str(gemm_store), "--models",
+                              "xgb,roofline", "--split", "random", "--seeds", "0")
+    assert code == 0, err
+    assert max(len(line) for line in out.splitlines()) <= 60, out
+    for row in _table_rows(out):
+        cells = [c.strip() for c in row.strip("│").split("│")]
+        assert len(cells) == 8 and all(re.fullmatch(r"-?[\d.]+(e[+-]\d+)?", c) for c in cells[1:]), row
+
+
+def test_plot_draws_predicted_vs_measured_for_the_first_seed(monkeypatch, capsys, gemm_store, tmp_path,
+                                                            saved_figures):
+    plot, output = tmp_path / "pred_vs_measured.png", tmp_path / "ev.json"
+    code, out, err = run_main(monkeypatch, capsys, "evaluate", "--store", str(gemm_store), "--models", "xgb,roofline",
+                              "--split", "shape", "--seeds", "3,4", "--output", str(output), "--plot", str(plot))
+    assert code == 0, err
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {plot}" in " ".join(out.split())
+    (fig,) = saved_figures
+    (ax,) = fig.axes
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    assert "(ms)" in ax.get_xlabel() and "(ms)" in ax.get_ylabel() and "measured" in ax.get_xlabel()
+    results = json.loads(output.read_text())
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    for name in ("xgb", "roofline"):
+        first = results[name]["folds"][0]
+        assert first["fold"] == "seed=3"
+        # the first seed's held-out rows, the MAPE evaluate scored on them
+        assert f"{name} (MAPE {first['mape_pct']:.1f}%)" in labels, labels
+    assert any("y = x" in label for label in labels)
+    n_points = [len(c.get_offsets()) for c in ax.collections]
+    assert n_points == [results["xgb"]["folds"][0]["n"]] * 2
+    colours = {tuple(c.get_facecolor()[0][:3]) for c in ax.collections}
+    assert len(colours) == 2  # one colour per model
+
+
+def test_plot_target_units_follow_the_target():
+    from perfpred.models._plots import target_label
+
+    assert target_label("runtime_ms") == "runtime (ms)"
+    assert target_label("power_w") == "power (W)"
+    assert target_label("energy_j") == "energy (J)"
+    assert target_label("metric.tpot_ms") == "tpot (ms)"
+    assert "tokens/s" in target_label("metric.output_tokens_per_s")
+
+
+@pytest.mark.parametrize("name, needle", [("plot.txt", ".png"), ("missing/plot.png", "does not exist")])
+def test_a_bad_plot_path_is_refused_before_any_fit(monkeypatch, capsys, gemm_store, tmp_path, name, needle):
+    from test_cli import assert_one_line_error
+
+    code, out, err = run_main(monkeypatch, capsys, "evaluate", "--store", str(gemm_store), "--models", "xgb",
+                              "--seeds", "0", "--plot", str(tmp_path / name))
+    assert_one_line_error(code, out, err, "--plot", needle)
+    assert out == ""  # refused before the table
+
+
+def test_the_gemm_benchmark_draws_with_the_package_helper(monkeypatch):
+    """benchmarks/evaluate_gemm.py keeps no copy of the plotting code."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    sys.modules.pop("evaluate_gemm", None)
+    import evaluate_gemm
+
+    from perfpred.models import _plots
+
+    assert evaluate_gemm.plot_predicted_vs_measured is _plots.plot_predicted_vs_measured
+    assert evaluate_gemm.holdout_predictions is _plots.holdout_predictions
+    source = (REPO / "benchmarks" / "evaluate_gemm.py").read_text()
+    assert "matplotlib" not in source and "make_split" not in source
