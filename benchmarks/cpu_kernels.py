@@ -247,7 +247,9 @@ def tune_replayed(kernel: str, seeds: int, strategies: list[str]) -> dict[str, A
     result = tuning.run_space(f"cpu/{kernel}", list(range(seeds)), strategies, path=cache_path,
                               sources=dict([source]) if source else None)
     summary = tuning.summarise([result], list(range(seeds)))["spaces"][f"cpu/{kernel}"]
-    tuning.plot([result], RESULTS_DIR / f"cpu_kernels_tuning_{kernel}.png")
+    prior = f", prior: {source[0]}" if source else ""  # the title tuning.py --replot cpu_kernels.json draws too
+    tuning.plot([result], RESULTS_DIR / f"cpu_kernels_tuning_{kernel}.png", seeds=seeds,
+                title=f"cpu/{kernel} replayed ({result['n_configs']} configs{prior})")
     return {"seeds": seeds, "budget": tuning.BUDGET, "transfer_source": source[0] if source else None, **summary}
 
 

@@ -6,6 +6,8 @@
         --output tuning_calibration
     python benchmarks/tuning.py --extend --seeds 50 --strategies perfpred-transfer,random --output tuning_50seeds
         # adds seeds to an existing runs file; resumable, one space x strategy at a time
+    python benchmarks/tuning.py --replot benchmarks/results/tuning_50seeds.json
+        # only redraws tuning_50seeds.png from the summary points the JSON holds (runs nothing)
 
 Strategies, all on the same replayed spaces and seeds:
 - perfpred-transfer: the tuner with per-source priors trained on the OTHER GPUs' recordings of
@@ -326,30 +328,163 @@ def summarise(space_results: list[dict], seeds: list[int]) -> dict:
     return summary
 
 
-def plot(space_results: list[dict], path: Path) -> None:
+# One colour per strategy in every figure (tuning.png, tuning_50seeds.png, cpu_kernels_tuning_*.png ...),
+# so a colour means the same strategy wherever it appears; names not listed get a colour from their hash.
+STRATEGY_COLOURS = {
+    "perfpred-transfer": "#1f77b4", "perfpred-cold": "#ff7f0e", "random": "#2ca02c", "optuna-tpe": "#d62728",
+    "optuna-gp": "#e377c2", "autotvm": "#bcbd22", "kt-random_sample": "#8c564b", "kt-genetic_algorithm": "#9467bd",
+    "kt-dual_annealing": "#7f7f7f", "kt-bayes_opt": "#17becf", "kt-hybrid_vndx": "#393b79",
+    "perfpred-transfer-flips": "#7b4173", "perfpred-transfer-noflips": "#5254a3", "perfpred-transfer-flips1": "#a55194",
+    "perfpred-transfer-raw": "#637939", "perfpred-transfer-derived": "#8c6d31", "perfpred-transfer-nocal": "#843c39",
+    "perfpred-transfer-nolocal": "#ad494a", "perfpred-transfer-gp": "#bd9e39", "perfpred-transfer-blend": "#8ca252",
+    "perfpred-transfer-batch2": "#6b6ecf", "perfpred-transfer-blend-picks": "#9c9ede",
+    "perfpred-cold-derived": "#fd8d3c", "perfpred-cold-gp": "#fdae6b", "perfpred-cold-blend": "#e6550d",
+    "perfpred-cold-mixed": "#a63603",
+}
+TARGET_RATIO = 1.02  # "within 2% of the optimum": evals_to_2pct_median counts evaluations to reach it
+_LOG_TICKS = (1, 1.02, 1.05, 1.1, 1.2, 1.5, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+def strategy_colour(strategy: str) -> str:
+    import zlib
+
+    from matplotlib import colormaps
+
+    if strategy in STRATEGY_COLOURS:
+        return STRATEGY_COLOURS[strategy]
+    palette = colormaps["tab20"].colors
+    r, g, b = palette[zlib.crc32(strategy.encode()) % len(palette)]
+    return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
+
+
+def _strategy_order(strategy: str) -> tuple[int, str]:
+    known = list(STRATEGY_COLOURS)
+    return (known.index(strategy) if strategy in known else len(known), strategy)
+
+
+def space_curves(res: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{strategy: (evaluations, mean best / optimum)} of one space: every evaluation from a
+    ``run_space`` result's runs, or the budgets a committed summary (``"strategies"``) holds."""
+    curves = {}
+    if "runs" in res:
+        for strategy, runs in res["runs"].items():
+            budget = max(len(r) for r in runs)
+            curve = mean_curve(runs, BUDGET)[:budget] / res["optimum_ms"]
+            curves[strategy] = (np.arange(1, budget + 1), curve)
+    else:
+        for strategy, entry in res["strategies"].items():
+            points = [(b, entry[f"best_over_opt@{b}"]) for b in BUDGETS if entry.get(f"best_over_opt@{b}") is not None]
+            if points:
+                curves[strategy] = (np.array([b for b, _ in points]), np.array([v for _, v in points], dtype=float))
+    return curves
+
+
+def _seed_text(space_results: list[dict], seeds: int | dict | None) -> str:
+    if isinstance(seeds, dict):
+        counts = set(seeds.values())
+    elif seeds is not None:
+        counts = {int(seeds)}
+    else:
+        counts = {len(runs) for r in space_results for runs in r.get("runs", {}).values()}
+    if not counts:
+        return "mean over seeds"
+    lo, hi = min(counts), max(counts)
+    return f"mean over {lo} seeds" if lo == hi else f"mean over {lo}-{hi} seeds"
+
+
+def plot(space_results: list[dict], path: Path, *, seeds: int | dict | None = None, title: str | None = None) -> None:
+    """Best config so far / recorded optimum against hardware evaluations, one panel per space.
+
+    ``space_results``: ``run_space`` results (a curve over every evaluation) or the summaries of a
+    results JSON (``{"space", "strategies"}``: points at the budgets in ``BUDGETS``). ``seeds``: how
+    many seeds each curve averages (a number or {strategy: n}; default: counted from the runs)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter, NullLocator
 
     n = len(space_results)
     cols = min(4, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    summary_points = any("runs" not in r for r in space_results)
+    strategies = sorted({s for r in space_results for s in space_curves(r)}, key=_strategy_order)
+    side = cols <= 2  # one or two panels: the legend in a column to their right, else in rows below them
+    ncol = 1 if side else min(6, len(strategies) + 1)
+    legend_rows = 0 if side else -(-(len(strategies) + 1) // ncol)
+    size = (4.6 * cols + (3.4 if side else 0), 3.6 * rows + 1.0 + 0.3 * legend_rows)  # inches, at 120 dpi
+    fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False, layout="constrained")
     for ax, res in zip(axes.ravel(), space_results, strict=False):
-        for strategy, runs in res["runs"].items():
-            curve = mean_curve(runs, BUDGET) / res["optimum_ms"]
-            budget = max(len(r) for r in runs)
-            ax.plot(np.arange(1, budget + 1), curve[:budget], label=strategy, lw=1.5 if "perfpred" in strategy else 0.9)
-        ax.set(xscale="log", title=res["space"], xlabel="hardware evaluations", ylabel="best / optimum",
-               ylim=(0.98, 2.0))
-        ax.axhline(1.02, color="k", lw=0.5, ls="--")
+        curves = space_curves(res)
+        for strategy in sorted(curves, key=_strategy_order):
+            x, y = curves[strategy]
+            ax.plot(x, y, color=strategy_colour(strategy), lw=2.0 if strategy.startswith("perfpred") else 1.1,
+                    ls="-." if strategy.startswith("kt-") else "-", marker="o" if summary_points else None, ms=3.5,
+                    zorder=3 if strategy.startswith("perfpred") else 2)
+        values = np.concatenate([y[np.isfinite(y)] for _, y in curves.values()] or [np.array([1.0])])
+        lo, hi = min(float(values.min()), 1.0), max(float(values.max()), TARGET_RATIO)
+        if hi / lo > 2:  # a wide range (first evaluations many times the optimum): log scale, ticks as ratios
+            ax.set_yscale("log")
+            ax.set_ylim(lo / 1.03, hi * 1.08)
+            ticks: list[float] = []
+            for t in _LOG_TICKS:  # no two labels closer than 8% of the axis (1, 1.05 and 1.1 would overlap)
+                if lo / 1.03 <= t <= hi * 1.08 and (not ticks or np.log(t / ticks[-1]) >= 0.08 * np.log(hi / lo)):
+                    ticks.append(t)
+            ax.yaxis.set_major_locator(FixedLocator(ticks))
+            ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_locator(NullLocator())
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        else:
+            pad = 0.05 * (hi - lo)
+            ax.set_ylim(lo - pad, hi + pad)
+        ax.axhline(TARGET_RATIO, color="k", lw=0.8, ls="--", zorder=1)
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.set_xlim(0.9 if not summary_points else 7, BUDGET * 1.1)
+        ax.set_title(res["space"], fontsize=11)
+        ax.set_xlabel("hardware evaluations")
+        ax.set_ylabel("best so far / optimum")
+        ax.grid(True, which="major", lw=0.4, alpha=0.4)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
-    axes[0, 0].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    handles = [Line2D([], [], color=strategy_colour(s), lw=2.0 if s.startswith("perfpred") else 1.4,
+                      ls="-." if s.startswith("kt-") else "-", marker="o" if summary_points else None, ms=3.5,
+                      label=s) for s in strategies]
+    handles.append(Line2D([], [], color="k", lw=0.8, ls="--", label=f"{TARGET_RATIO:g} (within 2% of the optimum)"))
+    fig.legend(handles=handles, loc="outside right center" if side else "outside lower center", ncol=ncol, fontsize=9,
+               frameon=False)
+    what = (f"points: the {_seed_text(space_results, seeds)} at {', '.join(map(str, BUDGETS))} evaluations"
+            if summary_points else f"curves: {_seed_text(space_results, seeds)} (each run's best so far, averaged)")
+    target = f"dashed: {TARGET_RATIO:g} x the optimum (within 2%); lower is better"
+    fig.suptitle(f"{title or 'Best config found / recorded optimum vs hardware evaluations'}\n{what}"
+                 + ("\n" if side else "; ") + target, fontsize=11)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def replot(result_json: Path) -> list[Path]:
+    """Redraw a committed results JSON's figure from the summary it holds (no benchmark re-run):
+    tuning*.json -> the PNG of the same name; cpu_kernels.json -> cpu_kernels_tuning_<kernel>.png."""
+    data = json.loads(Path(result_json).read_text())
+    folder = Path(result_json).parent
+    written = []
+    if "spaces" in data:  # tuning.py's summary
+        spaces = [{"space": name, **entry} for name, entry in data["spaces"].items()]
+        path = folder / f"{Path(result_json).stem}.png"
+        plot(spaces, path, seeds=data.get("seeds_per_strategy") or data.get("seeds"))
+        written.append(path)
+    for kernel, stages in data.get("kernels", {}).items():  # cpu_kernels.py's stage 3
+        tuning = stages.get("tuning")
+        if tuning and "strategies" in tuning:
+            path = folder / f"cpu_kernels_tuning_{kernel}.png"
+            source = f", prior: {tuning['transfer_source']}" if tuning.get("transfer_source") else ""
+            plot([{"space": f"cpu/{kernel}", **tuning}], path, seeds=tuning.get("seeds"),
+                 title=f"cpu/{kernel} replayed ({tuning.get('n_configs', '?')} configs{source})")
+            written.append(path)
+    if not written:
+        raise SystemExit(f"error: {result_json} holds no tuning summary ('spaces', or 'kernels' with a 'tuning' stage)")
+    return written
 
 
 def main() -> None:
@@ -369,7 +504,14 @@ def main() -> None:
                         "every space x strategy)")
     parser.add_argument("--chunk", type=int, default=None, help="with --extend: split each space x strategy's "
                         "missing seeds into blocks of at most this many, so the workers share a slow space")
+    parser.add_argument("--replot", type=Path, metavar="RESULT.json", default=None, help="only redraw the figure "
+                        "of a committed results JSON (tuning*.json, or cpu_kernels.json's tuning stage) from the "
+                        "summary points it holds; runs nothing and leaves the JSON as it is")
     args = parser.parse_args()
+    if args.replot is not None:
+        for path in replot(args.replot):
+            print(f"wrote {path}")
+        return
     if args.chunk is not None and args.chunk < 1:
         parser.error(f"`--chunk >= 1` must hold, but got --chunk {args.chunk}")
     if args.rerun:
