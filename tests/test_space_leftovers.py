@@ -15,6 +15,7 @@ import pytest
 from test_tuner_api_checks import assert_one_line
 from test_tuner_loop import SyntheticHardware
 
+import perfpred.tuner._space as space_module
 from perfpred.errors import InvalidInputError
 from perfpred.tuner import Continuous, SearchSpace, Tuner, TuneSettings
 from perfpred.tuner._predictor_search import search_predictor
@@ -163,13 +164,18 @@ def test_where_python_does_not_raise_neither_does_enumerate(params, restrictions
     assert enumerated(params, restrictions) == expected
 
 
-def test_random_restriction_lists_match_python_config_by_config() -> None:
+@pytest.mark.parametrize(("chunk", "scan", "cases"), [(None, None, 400), (4, 1 << 22, 150), (4, 4, 150)])
+def test_random_restriction_lists_match_python_config_by_config(monkeypatch, chunk, scan, cases) -> None:
+    """Also with ``_raising_values`` past its grid cap: tried in chunks, or taken to raise on every value."""
+    if chunk is not None:
+        monkeypatch.setattr(space_module, "_RAISING_CHECK", chunk)
+        monkeypatch.setattr(space_module, "_RAISING_SCAN", scan)
     atoms = ["x > 1", "x is not None", "x is None", "y > 1", "y == 'a'", "y != 'b'", "z > 0", "z % 2 == 0",
              "x > y", "x + z > 2", "y is not None", "y > 'a'", "x < z", "w > 3", "w == 1", "z == 3", "False",
              "x is not None and x > 2", "y is None or y > 'a'", "z > 5", "w + z > 6"]
     rng = random.Random(7)
     errors = 0
-    for _ in range(400):
+    for _ in range(cases):
         params = {"x": rng.sample([None, 0, 1, 2, 3, 4], rng.randint(1, 4)),
                   "y": rng.sample([None, "a", "b", 1, 2], rng.randint(1, 3)),
                   "z": rng.sample([0, 1, 2, 3, 5, 7], rng.randint(1, 4)), "w": rng.sample([1, 2, 3, 4, 5], 3)}
@@ -177,7 +183,7 @@ def test_random_restriction_lists_match_python_config_by_config() -> None:
         expected = python_order(params, restrictions)
         errors += expected == ERROR
         assert enumerated(params, restrictions) == expected, (params, restrictions)
-    assert 50 < errors < 350  # both outcomes are exercised
+    assert cases / 8 < errors < cases * 7 / 8  # both outcomes are exercised
 
 
 def test_numeric_spaces_pay_nothing_for_the_order_check(monkeypatch) -> None:
@@ -193,3 +199,61 @@ def test_numeric_spaces_pay_nothing_for_the_order_check(monkeypatch) -> None:
     frame = space.enumerate()
     assert list(frame.itertuples(index=False, name=None)) == expected and len(calls) == 1
     assert np.all(space.mask(frame))
+
+
+def spy_builds(monkeypatch) -> list[int]:
+    """One entry per enumeration ``SearchSpace`` builds (the check's prefix spaces included)."""
+    calls: list[int] = []
+    build = SearchSpace._build
+    monkeypatch.setattr(SearchSpace, "_build", lambda self, *a: calls.append(1) or build(self, *a))
+    return calls
+
+
+WIDE = {"bx": [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], "by": [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
+        "tx": list(range(1, 11)), "ty": list(range(1, 11)), "vec": [1, 2, 4, 8], "unroll": list(range(10)),
+        "bpsm": [0, 1, 2, 3, 4]}
+WIDE_RESTRICTIONS = ["bx*by*tx*ty*vec*unroll*bpsm <= 10**7", "bx*by<=1024", "bx*by>=256", "tx % vec == 0",
+                     "tx*ty<=16", "unroll <= ty"]
+
+
+def test_a_numeric_restriction_past_the_grid_cap_enumerates_no_prefix_space(monkeypatch) -> None:
+    """Arithmetic and comparisons over numeric domains cannot raise: no prefix space is enumerated
+    for it (it was taken to raise past 2**20 combinations of its own values, without trying)."""
+    assert np.prod([len(v) for v in WIDE.values()]) > space_module._RAISING_CHECK
+    space = SearchSpace(dict(WIDE), list(WIDE_RESTRICTIONS))
+    calls = spy_builds(monkeypatch)
+    frame = space.enumerate()
+    assert len(calls) == 1 and len(frame) == 39_600 and np.all(space.mask(frame))
+
+
+def test_a_restriction_the_kinds_leave_open_is_tried_in_chunks_past_the_cap(monkeypatch) -> None:
+    """A string ordering (it could raise, by its kinds) over a grid past the cap, tried in chunks:
+    it raises on none of its values, so no prefix space; where it raises, Python's order holds."""
+    monkeypatch.setattr(space_module, "_RAISING_CHECK", 64)
+    params = {"s": ["a", "b", "c"], "x": list(range(12)), "y": list(range(12)), "z": [None, 1, 2]}
+    calls = spy_builds(monkeypatch)
+    ok = ["s > 'a' or x + y > 20", "y > 9", "z is not None"]
+    assert enumerated(params, ok) == python_order(params, ok) and len(calls) == 1
+    raising = ["s > 'a' or x + y > z", "y > 9", "z is not None"]  # z=None reaches x + y > z
+    assert python_order(params, raising) == ERROR and enumerated(params, raising) == ERROR
+
+
+def test_callables_before_a_raising_restriction_are_not_called_again(monkeypatch) -> None:
+    """A Kernel Tuner callable listed first guards a restriction that raises where it rejects: the
+    check does not call it on the space of the constraints before that restriction, only enumerating
+    does, on the configs the string constraints keep."""
+    params = {"pad": [None, 1, 2, 4], "t": list(range(1, 9)), "u": [1, 2, 3, 4]}
+    seen = []
+
+    def guard(config: dict) -> bool:
+        seen.append(config)
+        return config["pad"] is not None
+
+    space = SearchSpace.from_kernel_tuner(dict(params), [guard, "pad * t <= 16", "t * u <= 8"])
+    calls = spy_builds(monkeypatch)
+    frame = space.enumerate()
+    expected = [(p, t, u) for p, t, u in itertools.product(*params.values())
+                if p is not None and p * t <= 16 and t * u <= 8]
+    assert list(frame.itertuples(index=False, name=None)) == expected
+    assert len(calls) == 1
+    assert len(seen) == sum(1 for _, t, u in itertools.product(*params.values()) if t * u <= 8)

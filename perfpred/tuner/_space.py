@@ -29,10 +29,13 @@ with the callables; it is an error exactly where Python's order makes it one, on
 constraints before it kept, even where one listed after it rejects that config (enumerating
 applies restrictions as their parameters join, not in list order, so a restriction a later one
 kept from raising is checked again on the values it raises on; a callable is checked only on
-the configs that reach it at the end). Integer ``+``, ``-``, ``*``, ``//``, ``**``, ``<<``,
-negation, ``abs``, and ``int``/``round`` of a float, that would leave int64's range compute with
-Python's ints, and ``round(x, n)`` is Python's. String constraints are checked (syntax, names,
-functions) when the space is built.
+the configs that reach it at the end, and a restriction listed after a callable only on the
+configs enumerating evaluated it on, which a string constraint listed after it may have
+filtered first: checking it again on the space of the constraints before it would call the
+callable again). Integer ``+``, ``-``, ``*``, ``//``, ``**``, ``<<``, negation, ``abs``, and
+``int``/``round`` of a float, that would leave int64's range compute with Python's ints, and
+``round(x, n)`` is Python's. String constraints are checked (syntax, names, functions) when
+the space is built.
 """
 
 from __future__ import annotations
@@ -762,18 +765,147 @@ class _Trace:
     covered: set[_Restriction] = field(default_factory=set)
 
 
-_RAISING_CHECK = 1 << 20  # the most combinations of a restriction's own values ``_raising_values`` evaluates
+_RAISING_CHECK = 1 << 20  # combinations of a restriction's own values ``_raising_values`` evaluates at a time
+_RAISING_SCAN = 1 << 22  # the most it evaluates in all (past it, every value is taken to raise)
+_FLOAT_SAFE = 2**1023  # an int below this converts to a float without OverflowError
+_NUMPY_SAFE = 2**61  # ints below this stay in int64 arrays (the evaluator turns to Python's ints past it)
+
+
+def _static_kind(node: ast.AST, kinds: Mapping[str, tuple[str, int]], nonneg: frozenset[str] = frozenset()
+                 ) -> tuple[str, int] | None:
+    """What a parsed restriction's node computes, where the evaluator cannot raise on it: ('int',
+    bound), ('float', bound), ('num', bound) (ints and floats) or ('obj', 0) (strings, None,
+    anything else: only tested for truth or compared with ``==``, ``!=``, ``is``, ``in``), the
+    bound above the magnitude of every int computed on the way to it (below ``_NUMPY_SAFE``, no
+    Python ints: numpy arrays); None where it may raise (ordering an 'obj', ``~`` or ``&`` of a
+    float, ``**`` but of ints to powers in ``nonneg`` (names) or constants not negative, an int
+    too large to convert to a float ...)."""
+    def numeric(sub: ast.AST) -> tuple[str, int] | None:
+        kind = _static_kind(sub, kinds, nonneg)
+        return None if kind is None or kind[0] == "obj" else kind
+
+    def join(parts: list[tuple[str, int] | None]) -> tuple[str, int] | None:
+        if any(p is None for p in parts):
+            return None
+        found = {p[0] for p in parts}  # type: ignore[index]
+        kind = found.pop() if len(found) == 1 else ("obj" if "obj" in found else "num")
+        return kind, max(p[1] for p in parts)  # type: ignore[index]
+
+    if isinstance(node, ast.Name):
+        return kinds[node.id]
+    if isinstance(node, ast.Constant):
+        v = node.value
+        if isinstance(v, (bool, int)):
+            return "int", abs(int(v))
+        return ("float", 0) if isinstance(v, float) else ("obj", 0)
+    if isinstance(node, ast.BoolOp):
+        return join([_static_kind(v, kinds, nonneg) for v in node.values])
+    if isinstance(node, ast.IfExp):
+        if _static_kind(node.test, kinds, nonneg) is None:
+            return None
+        return join([_static_kind(node.body, kinds, nonneg), _static_kind(node.orelse, kinds, nonneg)])
+    if isinstance(node, ast.UnaryOp):
+        if isinstance(node.op, ast.Not):
+            return None if _static_kind(node.operand, kinds, nonneg) is None else ("int", 1)
+        kind = numeric(node.operand)
+        if kind is None or (isinstance(node.op, ast.Invert) and kind[0] != "int"):
+            return None
+        return kind[0], kind[1] + 1
+    if isinstance(node, ast.Compare):
+        operands = [node.left, *node.comparators]
+        if len(node.ops) == 1 and isinstance(node.ops[0], (ast.Eq, ast.NotEq, ast.Is, ast.IsNot, ast.In, ast.NotIn)):
+            if isinstance(node.ops[0], (ast.In, ast.NotIn)):
+                operands = [node.left, *node.comparators[0].elts]  # type: ignore[attr-defined]
+            found = [_static_kind(o, kinds, nonneg) for o in operands]
+        else:  # an ordering (or a chain): numbers on every side
+            found = [numeric(o) for o in operands]
+        # (numpy refuses to compare a bool array with a Python int past int64)
+        return ("int", 1) if all(k is not None and k[1] < _NUMPY_SAFE for k in found) else None
+    if isinstance(node, ast.BinOp):
+        left, right = numeric(node.left), numeric(node.right)
+        if left is None or right is None:
+            return None
+        (lk, lb), (rk, rb) = left, right
+        ints = lk == rk == "int"
+        op = type(node.op)
+        if op in (ast.BitAnd, ast.BitOr, ast.BitXor, ast.LShift, ast.RShift):
+            if not ints or (op in (ast.LShift, ast.RShift) and rb > 4096):
+                return None
+            return "int", (lb << rb) + rb if op is ast.LShift else 2 * max(lb, rb) + 1
+        if op is ast.Pow:  # ints in int64, to a power known not negative (a constant, or a name of such values)
+            right_nonneg = (isinstance(node.right, ast.Constant) and node.right.value >= 0) or (
+                isinstance(node.right, ast.Name) and node.right.id in nonneg)
+            if not ints or not right_nonneg or rb > 1024 or lb >= _NUMPY_SAFE:
+                return None
+            return "int", max(lb, 2) ** rb + rb
+        if (not ints or op is ast.Div) and max(lb, rb) >= _FLOAT_SAFE:
+            return None  # an int converted to a float
+        bound = {ast.Add: lb + rb, ast.Sub: lb + rb, ast.Mult: lb * rb}.get(op, 0)
+        bound = max(bound, lb, rb)
+        if op is ast.Div:
+            return "float", bound
+        return ("int" if ints else "float" if lk == rk == "float" else "num"), bound
+    if isinstance(node, ast.Call):
+        func = node.func.id  # type: ignore[attr-defined]
+        args = node.args
+        if func in ("min", "max") and len(args) == 1:
+            args = args[0].elts  # type: ignore[attr-defined]
+        parts = [numeric(a) for a in args]
+        if any(p is None for p in parts):
+            return None
+        kind, bound = parts[0]  # type: ignore[misc]
+        if func in ("min", "max"):  # (numpy's, which refuse a Python int past int64 beside an int64 array)
+            return join(parts) if all(p[1] < _NUMPY_SAFE for p in parts) else None  # type: ignore[index]
+        if func == "abs":
+            return kind, bound
+        if func == "float":
+            return ("float", bound) if bound < _FLOAT_SAFE else None
+        if func in ("int", "round") and len(parts) == 1:
+            if kind == "int":
+                return "int", bound
+            # floats in a numpy array (inf and nan make the config invalid), not Python's floats
+            return ("int", 2**1024) if bound < _NUMPY_SAFE else None
+        digits = parts[1]  # round(x, n)
+        if digits[0] != "int" or digits[1] >= _NUMPY_SAFE:  # type: ignore[index]
+            return None
+        return kind, 2 * bound + digits[1] + 1  # type: ignore[index]
+    return None
+
+
+def _cannot_raise(r: _Restriction, domains: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> bool:
+    """Whether ``r`` evaluates without raising on any values of its parameters' domains, read
+    from its tree and the domains' kinds alone (``_static_kind``): arithmetic, comparisons and
+    ``and``/``or``/``not`` over numeric domains, strings and None only compared for equality."""
+    kinds: dict[str, tuple[str, int]] = {}
+    for name in r.names:
+        values = domains[name][1]
+        if values.dtype == bool:
+            kinds[name] = ("int", 1)
+        elif values.dtype.kind == "i":
+            kinds[name] = ("int", _magnitude(values))
+        elif values.dtype.kind == "f":
+            kinds[name] = ("float", 0)
+        elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            kinds[name] = ("int", max((abs(v) for v in values), default=0))
+        else:
+            kinds[name] = ("obj", 0)
+    nonneg = frozenset(name for name in r.names if kinds[name][0] == "int" and (domains[name][1] >= 0).all())
+    return _static_kind(r.tree, kinds, nonneg) is not None
 
 
 def _raising_values(r: _Restriction, domains: Mapping[str, tuple[np.ndarray, np.ndarray]]
                     ) -> dict[str, np.ndarray] | None:
     """None where ``r`` evaluates on every combination of its parameters' values without raising
-    (then it raises on no config); else, per parameter, the positions of the values it raises on
-    with some values of the others (every position, past ``_RAISING_CHECK`` combinations)."""
+    (then it raises on no config): where ``_cannot_raise`` says so, else tried on them all, in
+    chunks of ``_RAISING_CHECK``; else, per parameter, the positions of the values it raises on
+    with some values of the others (a superset past ``_RAISING_CHECK`` combinations: the values
+    of the chunks it raises on; every position past ``_RAISING_SCAN``)."""
+    if _cannot_raise(r, domains):
+        return None
     names = r.names
     sizes = [len(domains[name][1]) for name in names]
     total = math.prod(sizes)
-    if total > _RAISING_CHECK:
+    if total > _RAISING_SCAN:
         return {name: np.arange(size) for name, size in zip(names, sizes, strict=True)}
 
     def raises(codes: Mapping[str, np.ndarray], n: int) -> bool:
@@ -783,6 +915,20 @@ def _raising_values(r: _Restriction, domains: Mapping[str, tuple[np.ndarray, np.
             return True
         return False
 
+    if total > _RAISING_CHECK:
+        hit = [np.zeros(size, dtype=bool) for size in sizes]
+        for start in range(0, total, _RAISING_CHECK):
+            rest = np.arange(start, min(total, start + _RAISING_CHECK), dtype=np.int64)
+            codes = {}
+            for name, size in zip(reversed(names), reversed(sizes), strict=True):  # the last fastest
+                codes[name] = rest % size
+                rest = rest // size
+            if raises(codes, len(codes[names[0]])):
+                for j, name in enumerate(names):
+                    hit[j][codes[name]] = True
+        if not any(h.any() for h in hit):
+            return None
+        return {name: np.flatnonzero(h) for name, h in zip(names, hit, strict=True)}
     if not raises(dict(zip(names, _grid(sizes), strict=True)), total):
         return None
     out = {}
@@ -1296,10 +1442,11 @@ class SearchSpace:
         on all such configs (``_Trace.covered``), and that raises on some values of its parameters
         (``_raising_values``), is checked on the space of the constraints up to it, those
         parameters narrowed to the values it raises on (small, mostly), where that space is small
-        enough to enumerate."""
+        enough to enumerate. Not one listed after a callable: that space would call the callable
+        again (config by config, for Kernel Tuner's); it was checked where enumerating evaluated it."""
         for i, c in enumerate(self.constraints):
             if not isinstance(c, str):
-                continue
+                break  # every restriction from here on follows a callable
             r = _parsed(c)
             if r in trace.covered or trace.position[r] != i:
                 continue
