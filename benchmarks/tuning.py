@@ -41,6 +41,7 @@ import argparse
 import gzip
 import json
 import os
+import sys
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -372,7 +373,7 @@ def space_curves(res: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             curve = mean_curve(runs, BUDGET)[:budget] / res["optimum_ms"]
             curves[strategy] = (np.arange(1, budget + 1), curve)
     else:
-        for strategy, entry in res["strategies"].items():
+        for strategy, entry in res.get("strategies", {}).items():
             points = [(b, entry[f"best_over_opt@{b}"]) for b in BUDGETS if entry.get(f"best_over_opt@{b}") is not None]
             if points:
                 curves[strategy] = (np.array([b for b, _ in points]), np.array([v for _, v in points], dtype=float))
@@ -403,7 +404,9 @@ def plot(space_results: list[dict], path: Path, *, seeds: int | dict | None = No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter, NullLocator
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    from perfpred._plot_ticks import PlainNumberFormatter
 
     n = len(space_results)
     cols = min(4, n)
@@ -422,8 +425,12 @@ def plot(space_results: list[dict], path: Path, *, seeds: int | dict | None = No
             ax.plot(x, y, color=strategy_colour(strategy), lw=2.0 if strategy.startswith("perfpred") else 1.1,
                     ls="-." if strategy.startswith("kt-") else "-", marker="o" if summary_points else None, ms=3.5,
                     zorder=3 if strategy.startswith("perfpred") else 2)
-        values = np.concatenate([y[np.isfinite(y)] for _, y in curves.values()] or [np.array([1.0])])
-        lo, hi = min(float(values.min()), 1.0), max(float(values.max()), TARGET_RATIO)
+        values = np.concatenate([y[np.isfinite(y)] for _, y in curves.values()] or [np.empty(0)])
+        if values.size:
+            lo, hi = min(float(values.min()), 1.0), max(float(values.max()), TARGET_RATIO)
+        else:  # every run of the space failed (its mean curve is NaN): an empty panel that says so
+            lo, hi = 1.0, 2.0
+            ax.text(0.5, 0.5, "no successful run", transform=ax.transAxes, ha="center", va="center")
         if hi / lo > 2:  # a wide range (first evaluations many times the optimum): log scale, ticks as ratios
             ax.set_yscale("log")
             ax.set_ylim(lo / 1.03, hi * 1.08)
@@ -432,7 +439,7 @@ def plot(space_results: list[dict], path: Path, *, seeds: int | dict | None = No
                 if lo / 1.03 <= t <= hi * 1.08 and (not ticks or np.log(t / ticks[-1]) >= 0.08 * np.log(hi / lo)):
                     ticks.append(t)
             ax.yaxis.set_major_locator(FixedLocator(ticks))
-            ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.yaxis.set_major_formatter(PlainNumberFormatter())
             ax.yaxis.set_minor_locator(NullLocator())
             ax.yaxis.set_minor_formatter(NullFormatter())
         else:
@@ -440,7 +447,7 @@ def plot(space_results: list[dict], path: Path, *, seeds: int | dict | None = No
             ax.set_ylim(lo - pad, hi + pad)
         ax.axhline(TARGET_RATIO, color="k", lw=0.8, ls="--", zorder=1)
         ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_major_formatter(PlainNumberFormatter())
         ax.set_xlim(0.9 if not summary_points else 7, BUDGET * 1.1)
         ax.set_title(res["space"], fontsize=11)
         ax.set_xlabel("hardware evaluations")
@@ -465,15 +472,23 @@ def plot(space_results: list[dict], path: Path, *, seeds: int | dict | None = No
 
 def replot(result_json: Path) -> list[Path]:
     """Redraw a committed results JSON's figure from the summary it holds (no benchmark re-run):
-    tuning*.json -> the PNG of the same name; cpu_kernels.json -> cpu_kernels_tuning_<kernel>.png."""
+    tuning*.json -> the PNG of the same name; cpu_kernels.json -> cpu_kernels_tuning_<kernel>.png.
+    A space without per-strategy curves (tuning_ceiling.json's rankings) is skipped with a note on
+    stderr; where nothing is left to draw, SystemExit with a one-line error."""
     data = json.loads(Path(result_json).read_text())
     folder = Path(result_json).parent
     written = []
     if "spaces" in data:  # tuning.py's summary
         spaces = [{"space": name, **entry} for name, entry in data["spaces"].items()]
-        path = folder / f"{Path(result_json).stem}.png"
-        plot(spaces, path, seeds=data.get("seeds_per_strategy") or data.get("seeds"))
-        written.append(path)
+        skipped = [s["space"] for s in spaces if not space_curves(s)]
+        if skipped:  # e.g. tuning_ceiling.json: a ranking per space, no strategy's curve
+            print(f"note: {result_json}: skipped {len(skipped)} space(s) without strategy curves "
+                  f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''})", file=sys.stderr)
+        spaces = [s for s in spaces if s["space"] not in skipped]
+        if spaces:
+            path = folder / f"{Path(result_json).stem}.png"
+            plot(spaces, path, seeds=data.get("seeds_per_strategy") or data.get("seeds"))
+            written.append(path)
     for kernel, stages in data.get("kernels", {}).items():  # cpu_kernels.py's stage 3
         tuning = stages.get("tuning")
         if tuning and "strategies" in tuning:
@@ -483,7 +498,8 @@ def replot(result_json: Path) -> list[Path]:
                  title=f"cpu/{kernel} replayed ({tuning.get('n_configs', '?')} configs{source})")
             written.append(path)
     if not written:
-        raise SystemExit(f"error: {result_json} holds no tuning summary ('spaces', or 'kernels' with a 'tuning' stage)")
+        raise SystemExit(f"error: {result_json} holds no tuning summary to draw ('spaces' with per-strategy "
+                         f"'best_over_opt@N' points, or 'kernels' with a 'tuning' stage)")
     return written
 
 

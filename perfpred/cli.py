@@ -36,6 +36,7 @@ from perfpred._predict_inputs import (
     warn_outside_training,
 )
 from perfpred.errors import EXIT_CODES, Interrupted, InvalidInputError, PerfPredError
+from perfpred.units import metric_unit
 
 app = typer.Typer(help="Predict and tune GEMM, kernel and serving performance before launching anything.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
@@ -1171,7 +1172,7 @@ def predict(
         return
     cfg = configs[0]
     if json_out:  # one object for scripts: the inputs as predicted, the number, its unit and band
-        unit = {"_ms": "ms", "_s": "s", "_j": "J", "_w": "W"}.get("_" + target.rsplit("_", 1)[-1].lower())
+        unit = metric_unit(target) or None
         record: dict[str, Any] = {"model": model, "hardware_id": hardware_id, "inputs": cfg, "target": target,
                                   "prediction": float(pred[0]), "unit": unit}
         if band is not None:
@@ -1337,7 +1338,7 @@ def tune(
             if session.recorded_hardware_id and any(Path(p).is_dir() for p in prior) else ""))
     features_used, featurize = _tuning_featurizer(features, session, has_prior=priors is not None)
     state: dict[str, Any] = {"n": 0, "before": 0, "best": None, "last": None}
-    unit = "ms" if metric.endswith("_ms") else metric
+    unit = metric_unit(metric) or metric  # "best (GFLOP/s)"; a metric of no known unit by its name
     # The recorded optimum: the session's least runtime_ms, else (a replay holding every candidate) the
     # recording's best of the tuned field in its direction (the highest for :max).
     if (metric, direction) == ("runtime_ms", "minimize"):
@@ -1393,8 +1394,9 @@ def tune(
                                                                "features": features, "features_used": features_used,
                                                                "priors": sorted(priors or {})},
                             best_config=best_config, best_value=best_value, comparisons=comparisons,
-                            optimum=optimum, budget=budget, description=session.description,
-                            n_this_run=n_this_run, extra={"objective": metric, "direction": direction})
+                            optimum=optimum, optimum_label=session.optimum_label, budget=budget,
+                            description=session.description, n_this_run=n_this_run,
+                            extra={"objective": metric, "direction": direction})
 
     try:
         with Live(view(), console=err_console, refresh_per_second=8, transient=False) as live:
@@ -1839,7 +1841,7 @@ def _print_pareto(result, title: str) -> None:
     if len(result.objectives) == 1:  # one objective's hypervolume is only its distance from an internal reference
         o = result.objectives[0]
         best = (max if o.direction == "maximize" else min)(list(result.front.get(o.metric, [])), default=None)
-        score = f"; best {best:.4g} {_metric_unit(o.metric)}".rstrip() if best is not None else ""
+        score = f"; best {best:.4g} {metric_unit(o.metric)}".rstrip() if best is not None else ""
     else:
         score = f"; hypervolume {result.hypervolume:.4g}"
     console.print(f"objectives: {', '.join(str(o) for o in result.objectives)}"
@@ -1862,7 +1864,7 @@ def _print_recorded_best(result) -> None:
                     else "; nothing feasible measured yet")
         console.print(f"recorded best of every config{within} ({o.metric}, "
                       f"{'maximised' if o.direction == 'maximize' else 'minimised'}): "
-                      f"{optimum:.4g} {_metric_unit(o.metric)}".rstrip() + compared, highlight=False, soft_wrap=True)
+                      f"{optimum:.4g} {metric_unit(o.metric)}".rstrip() + compared, highlight=False, soft_wrap=True)
     true = getattr(result, "true_front", None)
     if len(result.objectives) >= 2 and true is not None and len(true):
         params = [c for c in true.columns if c in result.front.columns and c not in {o.metric for o in result.objectives}
@@ -1919,16 +1921,6 @@ def _is_number_text(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _metric_unit(metric: str) -> str:
-    """The unit a metric's name ends in: itl_p99_ms -> ms, output_tokens_per_s -> tokens/s."""
-    name = metric.removeprefix("metric.")
-    named = {"output_tokens_per_s": "tokens/s", "energy_per_token_j": "J/token", "energy_per_request_j": "J/request"}
-    if name in named:
-        return named[name]
-    return next((unit for suffix, unit in (("_ms", "ms"), ("_w", "W"), ("_j", "J"), ("_s", "s"))
-                 if name.endswith(suffix)), "")
 
 
 @app.command()

@@ -14,27 +14,15 @@ from sklearn.base import clone
 
 from perfpred.errors import InvalidInputError
 from perfpred.models._metrics import mape
+from perfpred.units import metric_label
 
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 
-# A target's unit from how its name ends (runtime_ms, power_w, energy_j, metric.itl_p99_ms ...).
-_NAMED_UNITS = {"output_tokens_per_s": ("output throughput", "tokens/s"),
-                "energy_per_token_j": ("energy per token", "J/token"),
-                "energy_per_request_j": ("energy per request", "J/request")}
-_SUFFIX_UNITS = (("_ms", "ms"), ("_us", "µs"), ("_gflops", "GFLOP/s"), ("_w", "W"), ("_j", "J"), ("_s", "s"))
-
-
 def target_label(target: str) -> str:
-    """An axis label for a target column: runtime_ms -> 'runtime (ms)', metric.tpot_ms -> 'tpot (ms)'."""
-    name = target.removeprefix("metric.")
-    if name in _NAMED_UNITS:
-        what, unit = _NAMED_UNITS[name]
-        return f"{what} ({unit})"
-    for suffix, unit in _SUFFIX_UNITS:
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return f"{name[:-len(suffix)].replace('_', ' ')} ({unit})"
-    return name.replace("_", " ")
+    """An axis label for a target column: runtime_ms -> 'runtime (ms)', metric.tpot_ms -> 'tpot (ms)'
+    (``perfpred.units.metric_label``, as every perfpred plot and table names a metric)."""
+    return metric_label(target)
 
 
 def check_plot_path(path: str | os.PathLike[str], option: str = "--plot") -> Path:
@@ -77,7 +65,9 @@ def plot_predicted_vs_measured(measured: Sequence[float] | np.ndarray | pd.Serie
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator
+    from matplotlib.ticker import LogLocator
+
+    from perfpred._plot_ticks import plain_number_ticks
 
     path = check_plot_path(path, "path")
     y = np.asarray(measured, dtype=float)
@@ -104,11 +94,9 @@ def plot_predicted_vs_measured(measured: Sequence[float] | np.ndarray | pd.Serie
            ylabel=f"predicted {label}")
     ax.set_title("\n".join(textwrap.wrap(title or f"predicted vs measured ({len(y)} held-out rows)", 60)), fontsize=11)
     if hi / lo < 100:  # under two decades: plain numbers at 1, 2, 3, 5 x 10^k, not "2 x 10^2"
-        plain = FuncFormatter(lambda v, _: f"{v:g}")
         for axis in (ax.xaxis, ax.yaxis):
             axis.set_minor_locator(LogLocator(subs=(2, 3, 5)))
-            axis.set_major_formatter(plain)
-            axis.set_minor_formatter(plain)
+            plain_number_ticks(axis, minor_leading=None)
         ax.grid(True, which="minor", lw=0.3, alpha=0.4)
     ax.set_aspect("equal")
     ax.grid(True, which="major", lw=0.4, alpha=0.5)

@@ -4,7 +4,8 @@ The first two objectives span the axes (log scales: performance quantities span 
 Grey dots are the last round's predictions for configs never measured; each measured config
 is a filled dot (a cross if it broke an SLO or failed) joined by a thin line to the hollow
 marker of what the predictor expected when it was picked; the measured feasible front is
-the highlighted staircase; a known true front (a replayed complete space) is dashed. An SLO on
+the highlighted staircase (stars only with 3+ objectives, whose front is no 2-D staircase of the
+first two); a known true front (a replayed complete space) is dashed. An SLO on
 either axis's metric is a dotted red line at its bound, the side that breaks it lightly shaded.
 The title says what was tuned where (the result's ``description``), how many evaluations, and
 the hypervolume with the reference point it is measured against.
@@ -20,8 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from perfpred._plot_ticks import plain_number_ticks
 from perfpred.errors import InvalidInputError
-from perfpred.tuner._report_plot import plain_number_ticks
+from perfpred.units import metric_label
 
 
 def _staircase(ax: Any, points: np.ndarray, directions: list[str], **style: Any) -> None:
@@ -33,8 +35,11 @@ def _staircase(ax: Any, points: np.ndarray, directions: list[str], **style: Any)
 
 
 def _measured_mask(pred: pd.DataFrame, hist: pd.DataFrame) -> np.ndarray:
-    """Which predicted candidates the history measured (the predictions' own ``measured`` flags are
-    from before the last round's picks were measured)."""
+    """Which predicted candidates the history measured, matched on their parameters. A
+    :class:`ParetoResult` sets ``measured`` itself (the last round's picks included), which this
+    agrees with; matching on the history keeps a result built elsewhere, whose flags may be stale
+    or missing, from drawing a measured config as "predicted, not measured". The flags are used
+    where the history lacks the parameters."""
     params = [c for c in pred.columns if not c.startswith("predicted_") and c not in ("p_feasible", "measured")]
     if not params or any(c not in hist for c in params):
         return pred["measured"].to_numpy(dtype=bool) if "measured" in pred else np.zeros(len(pred), dtype=bool)
@@ -137,10 +142,11 @@ def plot_pareto(result: Any, path: str | os.PathLike[str], *, true_front: pd.Dat
                    label="true front (every recorded config)", zorder=4)
     if len(result.front):
         pts = result.front[[x, y]].to_numpy(float)
-        _staircase(ax, pts, directions, c="tab:orange", lw=2)
+        if len(objectives) == 2:  # (with 3+ objectives the front is no 2-D staircase of the first two: dots only)
+            _staircase(ax, pts, directions, c="tab:orange", lw=2)
         ax.scatter(pts[:, 0], pts[:, 1], s=90, marker="*", c="tab:orange", zorder=5, label="measured front")
-    ax.set(xscale="log", yscale="log", xlabel=f"{x} ({objectives[0].direction})",
-           ylabel=f"{y} ({objectives[1].direction})")
+    ax.set(xscale="log", yscale="log", xlabel=f"{metric_label(x)}, {objectives[0].direction}",
+           ylabel=f"{metric_label(y)}, {objectives[1].direction}")
     title = title if title is not None else getattr(result, "description", None)
     stats = _stats_line(result, len(hist))
     ax.set_title("\n".join(textwrap.wrap(title, 90) + textwrap.wrap(stats, 105)) if title

@@ -59,7 +59,7 @@ def _feasible(grid: pd.DataFrame, objectives: Sequence[Objective], constraints: 
     for c in constraints:
         v = grid[c.metric].to_numpy(dtype=float)
         with np.errstate(invalid="ignore"):
-            ok &= np.isfinite(v) & ((v - c.bound if c.op == "<=" else c.bound - v) / c.bound <= 0)
+            ok &= np.isfinite(v) & (c.violation(v) <= 0)  # MetricBound's own test, element-wise
     return ok
 
 

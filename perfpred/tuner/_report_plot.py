@@ -14,40 +14,14 @@ import os
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from perfpred._plot_ticks import plain_number_ticks
 from perfpred.tuner._scoring import best_so_far
+from perfpred.units import metric_label
 
-# Units of a metric named by its whole name (after any ``metric.``), then of a name's suffix
-# (the suffix dropped from the label: runtime_ms -> "runtime (ms)").
-_NAMED_UNITS = {"gflops": "GFLOP/s", "tflops": "TFLOP/s", "gbs": "GB/s", "gb_s": "GB/s",
-                "tokens_per_s": "tokens/s", "output_tokens_per_s": "tokens/s", "requests_per_s": "requests/s",
-                "tokens_per_j": "tokens/J", "tokens_per_joule": "tokens/J",
-                "energy_per_token_j": "J/token", "energy_per_request_j": "J/request"}
-_SUFFIX_UNITS = (("_ms", "ms"), ("_us", "µs"), ("_ns", "ns"), ("_s", "s"), ("_w", "W"), ("_j", "J"))
-
-
-def metric_label(metric: str) -> str:
-    """A metric's name with its unit: runtime_ms -> "runtime (ms)", metric.gbs -> "gbs (GB/s)",
-    metric.output_tokens_per_s -> "output_tokens_per_s (tokens/s)"; a name of no known unit as is."""
-    name = metric.removeprefix("metric.")
-    if name.lower() in _NAMED_UNITS:
-        return f"{name} ({_NAMED_UNITS[name.lower()]})"
-    for suffix, unit in _SUFFIX_UNITS:
-        if name.lower().endswith(suffix) and len(name) > len(suffix):
-            return f"{name[:-len(suffix)]} ({unit})"
-    return name
-
-
-def plain_number_ticks(axis: Any) -> None:
-    """Tick labels as plain numbers (13.25, 0.01), never 1.325x10^1; on a log axis the minor ticks
-    are labelled at 2 and 5 only, so they never collide."""
-    from matplotlib.ticker import FuncFormatter
-
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+__all__ = ["evaluations_text", "metric_label", "plain_number_ticks", "plot_best_so_far"]
 
 
 def _curve(values: Sequence[float | None], maximize: bool) -> np.ndarray:
@@ -132,7 +106,8 @@ def plot_best_so_far(path: str | os.PathLike[str], curves: Mapping[str, Sequence
                   else "hardware evaluations")
     ax.set_ylabel(f"best {metric_label(objective)}" + (", maximised" if maximize else ""))
     ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=10)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # an empty history draws no labelled line
+        ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

@@ -116,7 +116,7 @@ def serving_groups(table: pd.DataFrame, min_configs: int = 2) -> list[tuple[str,
 
 @dataclass
 class ServingGroup:
-    """One recorded serving space: a (model, task) on the ML.ENERGY H100 node."""
+    """One recorded serving space: a (model, task) on one recorded node (ML.ENERGY's: H100s)."""
 
     model: str
     task: str
@@ -132,13 +132,34 @@ class ServingGroup:
             frame[f"config.{key}"] = candidates[key].to_numpy()
         return frame
 
+    @property
+    def device(self) -> str:
+        """The recorded hardware, as a title names it (``serving_device``): "H100" for ML.ENERGY's."""
+        return serving_device(self.backend.table)
+
     def grid(self, metrics: Iterable[str]) -> pd.DataFrame:
-        """Every recorded config with its recorded metrics (hindsight, for scoring only)."""
-        table = self.backend.table
-        frame = pd.DataFrame({k: table[f"config.{k}"].to_numpy() for k in LLM_CONFIG})
-        for m in metrics:
-            frame[m] = pd.to_numeric(table[m], errors="coerce").to_numpy(dtype=float) if m in table else np.nan
-        return frame
+        """Every recorded config with its recorded metrics (hindsight, for scoring only): the
+        replay's :func:`~perfpred.tuner._recorded.recorded_grid` over the group's candidates."""
+        from perfpred.tuner._recorded import recorded_grid
+
+        grid = recorded_grid(self.backend, self.candidates, list(metrics))
+        if grid is None:
+            raise InvalidInputError(f"the group's candidates must all be recorded configs of its replay "
+                                    f"({self.model} / {self.task})")
+        return grid
+
+
+def serving_device(rows: pd.DataFrame) -> str:
+    """The GPU of serving rows, short: its model number from ``hardware_id``
+    (``gpu-nvidia-h100-80gb-hbm3`` -> ``H100``), else the id itself; several joined by ``/``."""
+    ids = rows["hardware_id"].dropna().astype(str).unique().tolist() if "hardware_id" in rows else []
+    names = []
+    for hardware_id in ids:
+        match = re.search(r"(?<![a-z0-9])([a-z]{1,3}\d{2,4}[a-z]?)(?![a-z0-9])", hardware_id.lower())
+        name = match.group(1).upper() if match else hardware_id.removeprefix("gpu-")
+        if name not in names:
+            names.append(name)
+    return "/".join(names) or "unknown GPU"
 
 
 def serving_group(table: pd.DataFrame, model: str, task: str) -> ServingGroup:
@@ -445,7 +466,7 @@ def tune_serving(table: pd.DataFrame, model: str, task: str, objectives: Sequenc
     result = ParetoTuner(group.space, group.backend, run_settings, candidates=group.candidates, prior=prior,
                          prior_error=prior_error, storage=storage, study_name=study_name or f"serving-{model}-{task}",
                          on_evaluation=on_evaluation).run()
-    result.description = f"ML.ENERGY H100 replay, {model} / {task}"
+    result.description = f"ML.ENERGY {group.device} replay, {model} / {task}"
     # The replay is the full recorded grid: the tuner's hindsight (true front, or one objective's best) is its.
     if out_dir is not None:
         # Two or more objectives: pareto.png with the grid's true front; one: best_so_far.png with the grid's best.
@@ -459,15 +480,8 @@ def tune_serving(table: pd.DataFrame, model: str, task: str, objectives: Sequenc
 
 def true_front(group: ServingGroup, objectives: Sequence[Objective],
                constraints: Sequence[MetricBound] = ()) -> pd.DataFrame:
-    """The feasible Pareto front of the full recorded grid (hindsight: every config launched)."""
-    from perfpred.tuner._pareto import min_form, pareto_mask
-    from perfpred.tuner._pareto_scoring import feasible_points
+    """The feasible Pareto front of the full recorded grid (hindsight: every config launched):
+    :func:`~perfpred.tuner._recorded.grid_front` of ``group.grid``, as a replayed run's report finds it."""
+    from perfpred.tuner._recorded import grid_front
 
-    grid = group.grid(tracked_metrics(objectives, constraints))
-    rows = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in grid.to_dict("records")]
-    points = feasible_points(rows, objectives, constraints)
-    ok = np.all(np.isfinite(points), axis=1)
-    feasible = grid[ok].reset_index(drop=True)
-    if feasible.empty:
-        return feasible
-    return feasible[pareto_mask(min_form(points[ok], objectives))].reset_index(drop=True)
+    return grid_front(group.grid(tracked_metrics(objectives, constraints)), objectives, constraints)

@@ -385,7 +385,7 @@ def write_report(run_dir: Path, *, history: pd.DataFrame, settings: dict, best_c
                  best_value: float | None, comparisons: dict[str, list[float | None]], optimum: float | None,
                  budget: int, description: str, n_this_run: int | None = None,
                  extra: dict[str, Any] | None = None, retimed: dict[str, float | None] | None = None,
-                 reference: dict[str, float | None] | None = None,
+                 reference: dict[str, float | None] | None = None, optimum_label: str | None = None,
                  on_warning: Callable[[str], None] | None = None) -> dict[str, str]:
     """history.csv, result.json and best-so-far plot in ``run_dir``; returns the paths written
     (no ``plot`` without matplotlib: ``on_warning``, default a ``warning:`` line on stderr, says so).
@@ -395,13 +395,17 @@ def write_report(run_dir: Path, *, history: pd.DataFrame, settings: dict, best_c
     result.json (after ``best_value``). A comparison an earlier report of the same study in
     ``run_dir`` holds and this run did not make again is kept (``comparisons_from_earlier_run``).
     ``retimed`` and ``reference`` go to the plot (``_report_plot.plot_best_so_far``): each
-    curve's re-timed answer, and lines such as the default config's re-timed time."""
+    curve's re-timed answer, and lines such as the default config's re-timed time.
+    ``optimum_label`` says what ``optimum`` is the optimum of (``Session.optimum_label``: "optimum
+    of the N recorded configs in --space"), in the plot's legend and result.json."""
     run_dir.mkdir(parents=True, exist_ok=True)
     earlier = _earlier_comparisons(run_dir, history, settings, comparisons)
     comparisons = {**comparisons, **earlier}
-    history.to_csv(run_dir / "history.csv", index=False, float_format=_csv_float)
+    _rounded_history(history).to_csv(run_dir / "history.csv", index=False)
     result = {"description": description, "settings": settings, "best_config": best_config,
-              "best_value": best_value, **(extra or {}), "optimum": optimum, "n_evaluations": len(history),
+              "best_value": best_value, **(extra or {}), "optimum": optimum,
+              **({"optimum_label": optimum_label} if optimum_label and optimum is not None else {}),
+              "n_evaluations": len(history),
               "n_evaluations_this_run": len(history) if n_this_run is None else n_this_run,
               "comparisons": {k: [None if v is None else float(v) for v in vals] for k, vals in comparisons.items()},
               **({"comparisons_from_earlier_run": sorted(earlier)} if earlier else {}),
@@ -429,14 +433,32 @@ def write_report(run_dir: Path, *, history: pd.DataFrame, settings: dict, best_c
                                          objective=settings.get("objective", "runtime_ms"),
                                          maximize=settings.get("direction") == "maximize", budget=budget,
                                          title=description, optimum=optimum, retimed=retimed, reference=reference,
-                                         first_run_evaluation=first))
+                                         first_run_evaluation=first,
+                                         **({"optimum_label": optimum_label} if optimum_label else {})))
     return paths
 
 
 def _csv_float(value: float) -> str:
-    """A float as history.csv writes it: 10 significant digits (12.665568, not 12.665567999999999)."""
+    """A measured float as history.csv writes it: 10 significant digits (12.665568, not 12.665567999999999)."""
     value = float(value)
     return str(value) if value.is_integer() else str(float(f"{value:.10g}"))
+
+
+# history.csv's measured and predicted columns (a tuning loop's row: the config's parameters, then
+# these): their timer noise is rounded off; a config parameter's value is written exactly.
+_MEASURED_COLUMNS = frozenset({"value", "predicted", "prediction", "elapsed_s"})
+_MEASURED_PREFIXES = ("metric.", "predicted_", "measured_")
+
+
+def _rounded_history(history: pd.DataFrame) -> pd.DataFrame:
+    """``history`` with its measured float columns as :func:`_csv_float` text (NaN left empty)."""
+    out = history.copy()
+    for column in out.columns:
+        name = str(column)
+        if (name in _MEASURED_COLUMNS or name.startswith(_MEASURED_PREFIXES)) \
+                and pd.api.types.is_float_dtype(out[column]):
+            out[column] = [None if pd.isna(v) else _csv_float(v) for v in out[column]]
+    return out
 
 
 def _earlier_comparisons(run_dir: Path, history: pd.DataFrame, settings: dict,
@@ -466,7 +488,7 @@ def _is_prefix(before: pd.DataFrame, history: pd.DataFrame) -> bool:
         return False
     from io import StringIO
 
-    now = pd.read_csv(StringIO(history.head(len(before)).to_csv(index=False, float_format=_csv_float)))
+    now = pd.read_csv(StringIO(_rounded_history(history.head(len(before))).to_csv(index=False)))
     for column in before.columns:
         a, b = before[column], now[column]
         if pd.api.types.is_numeric_dtype(a) and pd.api.types.is_numeric_dtype(b):
