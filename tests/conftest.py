@@ -153,3 +153,30 @@ def lm_arena_table(data):
     if not (tasks / "lm-arena-chat.json").is_file():
         pytest.skip(f"no lm-arena-chat.json under {tasks}")
     return load_serving_table([tasks / "lm-arena-chat.json"])
+
+
+@pytest.fixture(scope="session")
+def ml_energy_table(data):
+    """Every ML.ENERGY task as the serving replay reads it (read once per session)."""
+    from perfpred.tuner import load_serving_table
+
+    if not (data / "ml-energy" / "tasks").is_dir():
+        pytest.skip(f"no ml-energy/tasks under {data}")
+    return load_serving_table()
+
+
+@pytest.fixture
+def figures(monkeypatch) -> list:
+    """Every matplotlib figure saved while the test runs, kept open so a test inspects the plot
+    (its axes, labels, artists), not its pixels."""
+    from matplotlib.figure import Figure
+
+    saved: list = []
+    original = Figure.savefig
+
+    def keep(self, *args, **kwargs):
+        saved.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    return saved

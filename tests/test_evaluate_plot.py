@@ -24,22 +24,6 @@ def gemm_store(tmp_path_factory) -> Path:
     return store
 
 
-@pytest.fixture()
-def saved_figures(monkeypatch):
-    """Every matplotlib figure saved while the test runs (still open for inspection)."""
-    from matplotlib.figure import Figure
-
-    saved = []
-    original = Figure.savefig
-
-    def spy(self, *args, **kwargs):
-        saved.append(self)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", spy)
-    return saved
-
-
 def _table_rows(out: str) -> list[str]:
     return [line for line in out.splitlines() if line.startswith("│")]
 
@@ -80,14 +64,14 @@ def test_a_narrow_terminal_folds_headers_not_numbers(monkeypatch, capsys, gemm_s
 
 
 def test_plot_draws_predicted_vs_measured_for_the_first_seed(monkeypatch, capsys, gemm_store, tmp_path,
-                                                            saved_figures):
+                                                            figures):
     plot, output = tmp_path / "pred_vs_measured.png", tmp_path / "ev.json"
     code, out, err = run_main(monkeypatch, capsys, "evaluate", "--store", str(gemm_store), "--models", "xgb,roofline",
                               "--split", "shape", "--seeds", "3,4", "--output", str(output), "--plot", str(plot))
     assert code == 0, err
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"wrote {plot}" in " ".join(out.split())
-    (fig,) = saved_figures
+    (fig,) = figures
     (ax,) = fig.axes
     assert ax.get_xscale() == ax.get_yscale() == "log"
     assert "(ms)" in ax.get_xlabel() and "(ms)" in ax.get_ylabel() and "measured" in ax.get_xlabel()

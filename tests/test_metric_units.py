@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_report_plots import _is_plain_number, figures  # noqa: F401  (figures: a fixture)
+from test_report_plots import _is_plain_number
 from test_tune_cli_fixes import _space, _tune
 from test_tune_cli_safety import _replay
 from test_tune_objective_fixes import _cache
@@ -140,7 +140,7 @@ def test_the_predicted_vs_measured_plot_has_plain_labels(tmp_path):
     assert labels and all(_is_plain_number(t) for t in labels), labels
 
 
-def test_the_benchmark_figure_uses_the_shared_formatter(monkeypatch, tmp_path, figures):  # noqa: F811
+def test_the_benchmark_figure_uses_the_shared_formatter(monkeypatch, tmp_path, figures):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import tuning
 
@@ -158,7 +158,7 @@ def test_the_benchmark_figure_uses_the_shared_formatter(monkeypatch, tmp_path, f
 # ---------------------------------------------------------------------------- 3. the optimum's label
 
 
-def test_a_space_runs_plot_names_its_optimum_as_its_table_does(monkeypatch, capsys, tmp_path, figures):  # noqa: F811
+def test_a_space_runs_plot_names_its_optimum_as_its_table_does(monkeypatch, capsys, tmp_path, figures):
     out = tmp_path / "run"
     code, stdout, err = _tune(monkeypatch, capsys, _replay("A4000"), out, "--budget", "4", "--space", _space(tmp_path))
     assert code == 0, err
@@ -169,7 +169,7 @@ def test_a_space_runs_plot_names_its_optimum_as_its_table_does(monkeypatch, caps
     assert json.loads((out / "result.json").read_text())["optimum_label"] == label
 
 
-def test_write_report_keeps_the_plots_default_label_without_one(tmp_path, figures):  # noqa: F811
+def test_write_report_keeps_the_plots_default_label_without_one(tmp_path, figures):
     from perfpred.tuner._session import write_report
 
     history = pd.DataFrame({"x": range(3), "value": [3.0, 2.0, 1.5], "status": "ok"})

@@ -26,22 +26,6 @@ def cache(tmp_path) -> Path:
     return _cache(tmp_path / "synth.json")
 
 
-@pytest.fixture
-def figures(monkeypatch) -> list:
-    """Every matplotlib figure saved during the test (kept open for inspection after savefig)."""
-    from matplotlib.figure import Figure
-
-    saved: list = []
-    original = Figure.savefig
-
-    def savefig(self, *args, **kwargs):
-        saved.append(self)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", savefig)
-    return saved
-
-
 def _run(cache: Path, objectives, constraints=(), budget: int = 8, batch: int = 4):
     backend = ReplayBackend.from_file(cache)
     candidates = backend.recorded_configs()

@@ -21,22 +21,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def figures(monkeypatch) -> list:
-    """Every matplotlib figure saved during the test (kept open for inspection after savefig)."""
-    from matplotlib.figure import Figure
-
-    saved: list = []
-    original = Figure.savefig
-
-    def savefig(self, *args, **kwargs):
-        saved.append(self)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", savefig)
-    return saved
-
-
-@pytest.fixture
 def tuning(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import tuning as module
@@ -168,18 +152,8 @@ def test_a_measured_front_is_a_staircase_only_with_two_objectives(tmp_path, figu
 
 
 @pytest.fixture(scope="module")
-def serving_table():
-    from perfpred.errors import DatasetNotFoundError
-    from perfpred.settings import datasets_dir
-    from perfpred.tuner._serving_replay import load_serving_table
-
-    try:
-        root = datasets_dir()
-    except DatasetNotFoundError as exc:
-        pytest.skip(str(exc))
-    if not (root / "ml-energy" / "tasks").is_dir():
-        pytest.skip(f"no ml-energy/tasks under {root}")
-    return load_serving_table()
+def serving_table(ml_energy_table):
+    return ml_energy_table
 
 
 def test_serving_device_is_named_from_the_rows():

@@ -23,22 +23,6 @@ from perfpred.tuner._session import open_session, write_report
 DEDISPERSION = "kernel-tuner/dedispersion/{}.json.gz"
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """Every figure saved while the test runs (the plot is inspected, not its pixels)."""
-    from matplotlib.figure import Figure
-
-    saved = []
-    original = Figure.savefig
-
-    def keep(self, *args, **kwargs):
-        saved.append(self)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", keep)
-    return saved
-
-
 def _lines(fig) -> dict[str, object]:
     return {line.get_label(): line for line in fig.axes[0].get_lines()}
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from perfpred.errors import DatasetNotFoundError, InvalidInputError
-from perfpred.settings import datasets_dir
+from perfpred.errors import InvalidInputError
 from perfpred.tuner import (
     Objective,
     ServingPredictor,
     config_key,
-    load_serving_table,
     lomo_predictor,
     serving_group,
     serving_groups,
@@ -32,14 +30,8 @@ GROUPS = [("Qwen/Qwen3-8B", "lm-arena-chat"), ("Qwen/Qwen3-8B", "gpqa"), ("googl
 
 
 @pytest.fixture(scope="module")
-def table():
-    try:
-        root = datasets_dir()
-    except DatasetNotFoundError as exc:
-        pytest.skip(str(exc))
-    if not (root / "ml-energy" / "tasks").is_dir():
-        pytest.skip(f"no ml-energy/tasks under {root}")
-    return load_serving_table()
+def table(ml_energy_table):
+    return ml_energy_table
 
 
 @pytest.fixture(scope="module")
