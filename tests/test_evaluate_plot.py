@@ -90,7 +90,7 @@ def test_plot_draws_predicted_vs_measured_for_the_first_seed(monkeypatch, capsys
 
 
 def test_plot_target_units_follow_the_target():
-    from perfpred.models._plots import target_label
+    from perfpred.units import metric_label as target_label
 
     assert target_label("runtime_ms") == "runtime (ms)"
     assert target_label("power_w") == "power (W)"

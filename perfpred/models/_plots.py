@@ -19,11 +19,6 @@ from perfpred.units import metric_label
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 
-def target_label(target: str) -> str:
-    """An axis label for a target column: runtime_ms -> 'runtime (ms)', metric.tpot_ms -> 'tpot (ms)'
-    (``perfpred.units.metric_label``, as every perfpred plot and table names a metric)."""
-    return metric_label(target)
-
 
 def check_plot_path(path: str | os.PathLike[str], option: str = "--plot") -> Path:
     """``path`` names a figure file matplotlib writes by its suffix (.png, .pdf, .svg)."""
@@ -89,7 +84,7 @@ def plot_predicted_vs_measured(measured: Sequence[float] | np.ndarray | pd.Serie
     pad = max(1.05, (hi / lo) ** 0.04)
     lims = [lo / pad, hi * pad]
     ax.plot(lims, lims, "k--", lw=0.8, label="y = x (perfect prediction)")
-    label = target_label(target)
+    label = metric_label(target)
     ax.set(xscale="log", yscale="log", xlim=lims, ylim=lims, xlabel=f"measured {label}",
            ylabel=f"predicted {label}")
     ax.set_title("\n".join(textwrap.wrap(title or f"predicted vs measured ({len(y)} held-out rows)", 60)), fontsize=11)
