@@ -986,11 +986,12 @@ def evaluate(
     reference_mode: Annotated[str, typer.Option(help="How --reference enters: features (the other GPUs' times as columns), offset (the model learns the ratio to a fit of them: follows a sibling GPU from few rows), linear (that fit alone: a sibling GPU scaled) or auto (whichever 4-fold cross-validation on the training rows prefers; 12 fits more: lower MAPE than features on benchmarks/new_hardware.py, GEMM from 50 configs 7.7 -> 5.8%, but a worse fastest-config guess on convolution).")] = "features",
     train_size: Annotated[str | None, typer.Option(help="Random split only: train on this many rows and score on all the others (how well N measurements of a new GPU predict the rest of its space); comma-separated sizes give a learning curve, and the JSON is then keyed by size.")] = None,
     coverage: Annotated[float, typer.Option(help="Models with predictive intervals (xgb-quantile, xgb-ensemble) are also scored on their band meant to hold this share of outcomes: the % of held-out rows inside it and its mean width over the prediction.")] = 0.9,
-    plot: Annotated[Path | None, typer.Option(metavar="FILE.png", help="Also draw predicted vs measured (log-log, one colour per model, its MAPE in the legend) for the first seed's held-out rows (the first --train-size; the first hardware id left out under --split hardware) to this .png/.pdf/.svg; each model is fitted once more for it.")] = None,
+    plot: Annotated[Path | None, typer.Option(metavar="FILE.png", help="Also draw predicted vs measured (log-log, one colour per model, its MAPE in the legend) for the first seed's held-out rows (the first --train-size; the first hardware id left out under --split hardware) to this .png/.pdf/.svg, from the predictions the table scored there (no extra fit).")] = None,
 ) -> None:
     """Compare regressors on held-out data (MAPE, median/p90 APE, R² log/linear, Spearman; interval coverage % for models with intervals)."""
     from perfpred.datasets import MeasurementStore
     from perfpred.models import PerformanceModel, default_comparison, evaluate_models, training_frame
+    from perfpred.models._evaluation import FIRST_FOLD_KEY
     from perfpred.models._plots import check_plot_path
 
     _check_reference_options(reference, reference_mode)
@@ -1019,9 +1020,12 @@ def evaluate(
         from perfpred.models._training import has_workloads
 
         split = "random" if sizes is not None or not has_workloads(rows) else "shape"
+    # --plot draws the fold the table's first seed (first size, first hardware left out) scored,
+    # with the predictions scored there: no model is fitted for the figure alone.
     by_size = {size: evaluate_models(rows, estimators, split=split, seeds=seed_list, target=target, train_size=size,
-                                     coverage=coverage)
-               for size in (sizes or [None])}
+                                     coverage=coverage, keep_first_fold=plot is not None and i == 0)
+               for i, size in enumerate(sizes or [None])}
+    first_fold = next(iter(by_size.values())).pop(FIRST_FOLD_KEY, None)  # kept out of the table and JSON
     n_ref = 0 if lookup is None else len(lookup.hardware_ids)
     with_ref = f", reference times of {n_ref} other device{'s' * (n_ref > 1)}" if n_ref else ""
     first = ["model", "N"] if sizes else ["model"]
@@ -1048,11 +1052,10 @@ def evaluate(
         payload = {str(size): results for size, results in by_size.items()} if sizes else by_size[None]
         output.write_text(json.dumps(payload, indent=2, default=float))
         console.print(f"wrote {output}")
-    if plot is not None:
-        from perfpred.models._plots import holdout_predictions, plot_predicted_vs_measured
+    if first_fold is not None:
+        from perfpred.models._plots import plot_predicted_vs_measured
 
-        test, predictions, fold = holdout_predictions(rows, estimators, split=split, seed=seed_list[0], target=target,
-                                                      train_size=(sizes or [None])[0])
+        test, predictions, fold = first_fold["test"], first_fold["predictions"], first_fold["label"]
         n_train = f", {sizes[0]} rows trained on" if sizes else ""
         plot_predicted_vs_measured(test[target], predictions, plot, target=target,
                                    title=f"{kind} {target}: {split} split, {fold}{n_train}, {len(test)} held-out rows")

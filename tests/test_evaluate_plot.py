@@ -1,5 +1,6 @@
 """``perfpred evaluate``: its table whole at 80 columns, and ``--plot`` (predicted vs measured on the
-first seed's held-out rows), drawn by the package helper the GEMM benchmark uses too."""
+first seed's held-out rows: the predictions the table scored there, no fit more), drawn by the package
+helper the GEMM benchmark uses too."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from conftest import make_gemm_table
 from test_cli import run_main
 
 from perfpred.datasets import MeasurementStore
+from perfpred.models import PerformanceModel
+
+TWO_HARDWARE = ("cpu-synthetic-a-0000000001", "cpu-synthetic-b-0000000002")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,6 +26,27 @@ def gemm_store(tmp_path_factory) -> Path:
     store = tmp_path_factory.mktemp("evaluate-plot") / "gemm"
     MeasurementStore(store, create=True).append_frame(make_gemm_table(80, seed=11))
     return store
+
+
+@pytest.fixture(scope="module")
+def two_hardware_store(tmp_path_factory) -> Path:
+    store = tmp_path_factory.mktemp("evaluate-plot-hw") / "gemm"
+    MeasurementStore(store, create=True).append_frame(make_gemm_table(80, seed=12, hardware_ids=TWO_HARDWARE))
+    return store
+
+
+@pytest.fixture
+def fits(monkeypatch) -> list:
+    """The regressor of every ``PerformanceModel.fit`` call while the test runs (clones included)."""
+    calls: list = []
+    original = PerformanceModel.fit
+
+    def counted(self, *args, **kwargs):
+        calls.append(self.regressor)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PerformanceModel, "fit", counted)
+    return calls
 
 
 def _table_rows(out: str) -> list[str]:
@@ -121,3 +146,71 @@ def test_the_gemm_benchmark_draws_with_the_package_helper(monkeypatch):
     assert evaluate_gemm.holdout_predictions is _plots.holdout_predictions
     source = (REPO / "benchmarks" / "evaluate_gemm.py").read_text()
     assert "matplotlib" not in source and "make_split" not in source
+
+
+@pytest.mark.parametrize("options, n_folds", [
+    (["--split", "shape", "--seeds", "3,4"], 2),
+    (["--split", "random", "--seeds", "0", "--train-size", "30,40"], 2),  # one fold per size
+])
+def test_plot_fits_no_model_more_than_the_table(monkeypatch, capsys, gemm_store, tmp_path, fits, figures,
+                                                options, n_folds):
+    """--plot draws the predictions the table's first fold made: one fit per model and fold, with or
+    without it."""
+    base = ["evaluate", "--store", str(gemm_store), "--models", "xgb,roofline", *options]
+    code, _, err = run_main(monkeypatch, capsys, *base)
+    assert code == 0, err
+    assert sorted(fits) == sorted(["xgb", "roofline"] * n_folds)
+    fits.clear()
+    code, _, err = run_main(monkeypatch, capsys, *base, "--plot", str(tmp_path / "p.png"))
+    assert code == 0, err
+    assert len(figures) == 1
+    assert sorted(fits) == sorted(["xgb", "roofline"] * n_folds)  # no fit for the figure
+
+
+@pytest.mark.parametrize("options, first_label, title", [
+    (["--split", "hardware"], TWO_HARDWARE[0], f"{TWO_HARDWARE[0]} held out"),
+    (["--split", "random", "--seeds", "5,6", "--train-size", "30,50"], "seed=5", "seed 5, 30 rows trained on"),
+])
+def test_the_plotted_mape_is_the_first_fold_the_table_scored(monkeypatch, capsys, gemm_store, two_hardware_store,
+                                                             tmp_path, figures, options, first_label, title):
+    """--split hardware: the first hardware id left out; --train-size: the first size, first seed."""
+    store = two_hardware_store if "hardware" in options else gemm_store
+    plot, output = tmp_path / "p.png", tmp_path / "ev.json"
+    code, out, err = run_main(monkeypatch, capsys, "evaluate", "--store", str(store), "--models", "xgb,roofline",
+                              *options, "--output", str(output), "--plot", str(plot))
+    assert code == 0, err
+    results = json.loads(output.read_text())
+    if "--train-size" in options:
+        assert list(results) == ["30", "50"]
+        results = results["30"]
+    assert "_first_fold" not in results and set(results) == {"xgb", "roofline"}  # not in the JSON
+    (fig,) = figures
+    (ax,) = fig.axes
+    assert title in " ".join(ax.get_title().split()) and title.split(",")[0] in " ".join(out.split())
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    for name in ("xgb", "roofline"):
+        first = results[name]["folds"][0]
+        assert first["fold"] == first_label
+        assert f"{name} (MAPE {first['mape_pct']:.1f}%)" in labels, labels
+    assert [len(c.get_offsets()) for c in ax.collections] == [results["xgb"]["folds"][0]["n"]] * 2
+
+
+def test_evaluate_models_keeps_the_first_fold_only_when_asked(gemm_store):
+    from perfpred.models import evaluate_models, training_frame
+    from perfpred.models._evaluation import FIRST_FOLD_KEY
+    from perfpred.models._metrics import mape
+    from perfpred.models._plots import holdout_predictions
+
+    rows = training_frame(MeasurementStore(gemm_store).load())
+    models = {"rf": PerformanceModel(regressor="rf")}
+    plain = evaluate_models(rows, models, split="shape", seeds=(1, 2))
+    assert list(plain) == ["rf"]  # the default result is unchanged
+    kept = evaluate_models(rows, models, split="shape", seeds=(1, 2), keep_first_fold=True)
+    first = kept.pop(FIRST_FOLD_KEY)
+    assert list(kept) == ["rf"]
+    assert first["fold"] == "seed=1" and first["label"] == "seed 1"
+    y, pred = first["test"]["runtime_ms"].to_numpy(float), first["predictions"]["rf"]
+    assert len(y) == kept["rf"]["folds"][0]["n"] == len(pred)
+    assert mape(y, pred) == pytest.approx(kept["rf"]["folds"][0]["mape_pct"])
+    test, predictions, label = holdout_predictions(rows, models, split="shape", seed=1)  # the benchmark's helper
+    assert label == "seed 1" and test.index.equals(first["test"].index) and list(predictions) == ["rf"]

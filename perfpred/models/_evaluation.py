@@ -17,6 +17,9 @@ from perfpred.errors import InvalidInputError
 from perfpred.models._metrics import regression_report
 from perfpred.models._performance_model import PerformanceModel, row_kind
 
+FIRST_FOLD_KEY = "_first_fold"
+"""``evaluate_models(..., keep_first_fold=True)``'s key for its first fold's rows and predictions."""
+
 
 def training_frame(df: pd.DataFrame, *, kind: str = "gemm", target: str = "runtime_ms",
                    max_ref_drift: float | None = None) -> pd.DataFrame:
@@ -91,6 +94,12 @@ def data_hash(df: pd.DataFrame, target: str = "runtime_ms") -> str:
 
 def _score(model: PerformanceModel, train: pd.DataFrame, test: pd.DataFrame, target: str,
            coverage: float | None = None) -> dict[str, Any]:
+    return _score_predictions(model, train, test, target, coverage)[0]
+
+
+def _score_predictions(model: PerformanceModel, train: pd.DataFrame, test: pd.DataFrame, target: str,
+                       coverage: float | None = None) -> tuple[dict[str, Any], np.ndarray]:
+    """``_score``'s figures, and the predictions on ``test`` they were computed from."""
     t0 = time.perf_counter()
     model.fit(train, train[target])
     fit_s = time.perf_counter() - t0
@@ -105,7 +114,7 @@ def _score(model: PerformanceModel, train: pd.DataFrame, test: pd.DataFrame, tar
     report = regression_report(test[target].to_numpy(float), pred)
     if coverage is not None:
         report.update(_band_report(model, test, target, pred, coverage))
-    return {**report, "fit_s": fit_s, "predict_s": predict_s, "n_train": len(train)}
+    return {**report, "fit_s": fit_s, "predict_s": predict_s, "n_train": len(train)}, pred
 
 
 def _band_report(model: PerformanceModel, test: pd.DataFrame, target: str, pred: np.ndarray,
@@ -132,6 +141,7 @@ def evaluate_models(
     group_columns: Sequence[str] | None = None,
     train_size: int | None = None,
     coverage: float | None = None,
+    keep_first_fold: bool = False,
 ) -> dict[str, Any]:
     """Score each model under ``split`` ("random", "shape", "hardware"), averaged over seeds.
     ``seeds``: one split per seed (at least one; ignored by "hardware", whose folds are the
@@ -140,7 +150,11 @@ def evaluate_models(
     coverage: ``interval_coverage_pct`` (held-out rows inside it) and ``interval_width_rel`` (its
     mean width over the prediction).
 
-    Returns {model name: {"mean": metrics averaged over folds, "folds": [...]}}.
+    Returns {model name: {"mean": metrics averaged over folds, "folds": [...]}}. With
+    ``keep_first_fold``, also ``FIRST_FOLD_KEY``: the first fold scored (the first seed's; for
+    "hardware", the first hardware id left out) as {"fold": its label in "folds", "label": the same
+    for a title ("seed 0", "<hardware id> held out"), "test": its held-out rows, "predictions":
+    {model name: the very predictions scored on them}}, so a plot needs no fit of its own.
     """
     if not isinstance(models, Mapping):
         raise InvalidInputError(f"`models` must be a dict of name -> PerformanceModel, but got {type(models).__name__}")
@@ -158,23 +172,33 @@ def evaluate_models(
         raise InvalidInputError(f"`0 < coverage < 1` must hold, but got coverage={coverage!r}")
     results: dict[str, Any] = {name: {"folds": []} for name in models}
     folds: list[tuple[str, np.ndarray, np.ndarray]] = []
+    titles: list[str] = []
     if split == "hardware":
         if train_size is not None:
             raise InvalidInputError("`train_size` needs split='random', but got split='hardware'")
         folds = list(leave_one_group_out(df, "hardware_id"))
+        titles = [f"{label} held out" for label, _, _ in folds]
     else:
         for seed in seeds:
             tr, te = make_split(df, split, test_size=test_size, seed=seed, group_columns=group_columns,
                                 train_size=train_size)
             folds.append((f"seed={seed}", tr, te))
+            titles.append(f"seed {seed}")
     check_row_limits(models, max(len(tr) for _, tr, _ in folds), "the largest training split")
-    for label, tr, te in folds:
+    first: dict[str, Any] | None = None
+    for i, (label, tr, te) in enumerate(folds):
         train, test = df.iloc[tr], df.iloc[te]
+        if keep_first_fold and i == 0:
+            first = {"fold": label, "label": titles[0], "test": test, "predictions": {}}
         for name, model in models.items():
-            fold = _score(clone(model), train, test, target, coverage)
+            fold, pred = _score_predictions(clone(model), train, test, target, coverage)
             results[name]["folds"].append({"fold": label, **fold})
+            if first is not None and i == 0:
+                first["predictions"][name] = pred
     for name in models:
         fold_list = results[name]["folds"]
         keys = [k for k, v in fold_list[0].items() if isinstance(v, (int, float)) and k != "fold"]
         results[name]["mean"] = {k: float(np.mean([f[k] for f in fold_list])) for k in keys}
+    if first is not None:
+        results[FIRST_FOLD_KEY] = first
     return results

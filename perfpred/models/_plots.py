@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
 
 from perfpred.errors import InvalidInputError
 from perfpred.models._metrics import mape
@@ -33,21 +32,15 @@ def holdout_predictions(df: pd.DataFrame, models: Mapping[str, Any], *, split: s
                         ) -> tuple[pd.DataFrame, dict[str, np.ndarray], str]:
     """Fit each model on one fold's training rows and predict its held-out rows: the fold
     ``evaluate_models`` scores first for this ``split`` and ``seed`` (for "hardware", the first
-    hardware id left out). Returns (held-out rows, {model: predictions}, the fold's label)."""
-    from perfpred.datasets import leave_one_group_out, make_split
+    hardware id left out). Returns (held-out rows, {model: predictions}, the fold's label).
 
-    if split == "hardware":
-        held_out, train_idx, test_idx = next(iter(leave_one_group_out(df, "hardware_id")))
-        label = f"{held_out} held out"
-    else:
-        train_idx, test_idx = make_split(df, split, test_size=test_size, seed=seed, train_size=train_size)
-        label = f"seed {seed}"
-    train, test = df.iloc[train_idx], df.iloc[test_idx]
-    predictions = {}
-    for name, model in models.items():
-        fitted = clone(model).fit(train, train[target])
-        predictions[name] = np.asarray(fitted.predict(test), dtype=float)
-    return test, predictions, label
+    For a script that wants the figure alone (benchmarks/evaluate_gemm.py); where
+    ``evaluate_models`` runs anyway, pass it ``keep_first_fold=True`` instead (no fit more)."""
+    from perfpred.models._evaluation import FIRST_FOLD_KEY, evaluate_models
+
+    first = evaluate_models(df, dict(models), split=split, seeds=(seed,), test_size=test_size, target=target,
+                            train_size=train_size, keep_first_fold=True)[FIRST_FOLD_KEY]
+    return first["test"], first["predictions"], first["label"]
 
 
 def plot_predicted_vs_measured(measured: Sequence[float] | np.ndarray | pd.Series,
