@@ -226,12 +226,15 @@ def with_target(name: str, result: dict[str, Any], per_unit: list[float] | None 
 
 
 def gpperf(ours: Any, table: pd.DataFrame, target: str = "runtime_ms", reuse: dict[str, Any] | None = None,
-           kind: str = "gemm") -> dict[str, Any]:
-    """GPPerf's protocol: random 80/20 rows; mean and median |pred - true| / true, ours and GPPerf's RF."""
+           kind: str = "gemm", smoke: bool = False) -> dict[str, Any]:
+    """GPPerf's protocol: random 80/20 rows; mean and median |pred - true| / true, ours and GPPerf's RF
+    (``smoke``: the RF with 20 of its 100 trees)."""
     tr, te = random_split(table, test_size=TEST_SIZE, seed=SEED)
     train, test = table.iloc[tr], table.iloc[te]
     mine = reuse if reuse is not None else fit_score(ours, train, test, target)
     forest = gpperf_random_forest(SEED).set_params(n_jobs=THREADS)
+    if smoke:
+        forest.set_params(n_estimators=20)
     rf = fit_score(PerformanceModel(kind=kind, regressor=forest, target=target, residual_of=None), train, test, target)
     return {"ours": {"mean_rel_err": round(mine["mape_pct"] / 100, 5), "median_rel_err": round(
                 mine["median_ape_pct"] / 100, 5)},
@@ -250,7 +253,7 @@ class Budget:
         self.mlp_epochs_large = 4 if smoke else 40  # UCI: ~190k training rows, ~3 s an epoch
         self.mlp_seeds_large = 1 if smoke else 2
         self.mlp_epochs = 6 if smoke else 60  # x3 for the UCI 2,000-row candidate MLP
-        self.cv_folds = 3 if smoke else 4
+        self.cv_folds = 2 if smoke else 4
         self.xgb_rounds = 100 if smoke else 1000
 
 
@@ -296,6 +299,8 @@ def small_data_candidates(budget: Budget) -> dict[str, Any]:
     (the folds run in parallel processes instead).
     """
     rounds = 300 if budget.smoke else 1500
+    if budget.smoke:  # the pipeline only: one tree ensemble, one MLP (the GP is added by uci_2000)
+        return {"xgb-default": LogTargetXGBRegressor(n_jobs=1), "mlp": mlp(budget.mlp_epochs * 3, batch=64, threads=1)}
     return {
         "xgb-default": LogTargetXGBRegressor(n_jobs=1),
         "xgb-deep": LogTargetXGBRegressor(n_estimators=rounds, max_depth=6, learning_rate=0.02, subsample=0.7,
@@ -322,7 +327,7 @@ def uci_random(tables, budget: Budget) -> dict[str, Any]:
     out = with_target("uci_random", public(result))
     out.update({"model": "grid-neighbour stack of one-hot MLPs (2 seeds), kernel features",
                 "noise_floor_mape_pct": round(float(floor), 3), "rows": len(table),
-                "gpperf": gpperf(model, table, reuse=result, kind="kernel")})
+                "gpperf": gpperf(model, table, reuse=result, kind="kernel", smoke=budget.smoke)})
     return out
 
 
@@ -376,8 +381,8 @@ def deep_trees(budget: Budget, threads: int = 1) -> BlendRegressor:
     (depth 6: 5.9%; 8: 5.4%), the grid-neighbour blend of one-hot MLPs and XGBoost used before
     11.8% on the W6600.
     """
-    return deep_tree_blend(random_state=SEED, n_jobs=threads, xgb_rounds=300 if budget.smoke else 2000,
-                           forest_trees=100 if budget.smoke else 300)
+    return deep_tree_blend(random_state=SEED, n_jobs=threads, xgb_rounds=60 if budget.smoke else 2000,
+                           forest_trees=30 if budget.smoke else 300)
 
 
 def kt_gemm(tables, budget: Budget) -> dict[str, Any]:
@@ -422,7 +427,7 @@ def _per_gpu(table: pd.DataFrame, name: str, budget: Budget, make: Callable[...,
     for gpu in sorted(table["hardware_id"].unique()):
         sub = table[table["hardware_id"] == gpu].reset_index(drop=True)
         if budget.smoke:
-            sub = sub.sample(min(len(sub), 3000), random_state=SEED).reset_index(drop=True)
+            sub = sub.sample(min(len(sub), 1200), random_state=SEED).reset_index(drop=True)
         subs[gpu] = sub
     calls = []
     for gpu, sub in subs.items():
@@ -432,7 +437,7 @@ def _per_gpu(table: pd.DataFrame, name: str, budget: Budget, make: Callable[...,
     per_gpu = {gpu: public(result) for gpu, result in zip(subs, results, strict=True)}
     if gpperf_too:
         for gpu, result in zip(subs, results, strict=True):
-            per_gpu[gpu]["gpperf"] = gpperf(make(), subs[gpu], reuse=result, kind="kernel")
+            per_gpu[gpu]["gpperf"] = gpperf(make(), subs[gpu], reuse=result, kind="kernel", smoke=budget.smoke)
     mapes = [r["mape_pct"] for r in per_gpu.values()]
     out = with_target(name, {"per_gpu": per_gpu, "mape_pct_range": [round(min(mapes), 3), round(max(mapes), 3)]},
                       mapes)
@@ -443,7 +448,7 @@ def _per_gpu(table: pd.DataFrame, name: str, budget: Budget, make: Callable[...,
 def neusight_logo(tables, budget: Budget) -> dict[str, Any]:
     table = tables["neusight"]
     if budget.smoke:
-        table = table.groupby("hardware_id", group_keys=False).sample(800, random_state=SEED).reset_index(drop=True)
+        table = table.groupby("hardware_id", group_keys=False).sample(400, random_state=SEED).reset_index(drop=True)
 
     def make(kind: str = "gemm-gpu-transfer", threads: int = THREADS) -> PerformanceModel:
         return PerformanceModel(kind=kind, residual_of="log2_wave_roofline_ms", regressor=LogTargetXGBRegressor(
@@ -471,7 +476,7 @@ def neusight_logo(tables, budget: Budget) -> dict[str, Any]:
                 "note": "inputs are shapes and spec sheets only; the cuBLAS kernel and launch shape the held-out "
                         "GPU picked are never features",
                 # A random row split sees every GPU, so there the features that name the GPU help.
-                "gpperf": gpperf(make("gemm-gpu"), table, kind="gemm-gpu")})
+                "gpperf": gpperf(make("gemm-gpu"), table, kind="gemm-gpu", smoke=budget.smoke)})
     return out
 
 
@@ -488,7 +493,7 @@ VIDUR_DEPTH_CV = {"protocol": "per outer fold: 3 groups of the training models, 
 def vidur_lomo(tables, budget: Budget) -> dict[str, Any]:
     table = tables["vidur"]
     if budget.smoke:
-        table = table.sample(min(len(table), 2000), random_state=SEED).reset_index(drop=True)
+        table = table.sample(min(len(table), 1000), random_state=SEED).reset_index(drop=True)
 
     def make(threads: int = THREADS) -> PerformanceModel:
         # reuse_measured: a shape another model's profile holds is its measured time (same GEMM).
@@ -510,7 +515,7 @@ def vidur_lomo(tables, budget: Budget) -> dict[str, Any]:
     out.update({"model": "XGBoost (depth 10) on GPU-GEMM features, residual over the wave roofline (A100 + A40 "
                          "rows); a shape the training rows hold (same GPU and features) takes its measured median",
                 "model_choice": VIDUR_DEPTH_CV,
-                "gpperf": gpperf(make(), table, kind="gemm-gpu")})
+                "gpperf": gpperf(make(), table, kind="gemm-gpu", smoke=budget.smoke)})
     return out
 
 
@@ -538,10 +543,11 @@ def mlenergy_lomo(tables, budget: Budget) -> dict[str, Any]:
     # Blended rather than chosen per fold: a nested leave-one-model-out selection costs
     # (29 models)^2 fits per target; the blend of two unlike learners is as good as the better.
     reg = BlendRegressor([
-        ("xgb", LogTargetXGBRegressor(n_estimators=300, max_depth=3, learning_rate=0.05, n_jobs=1)),
-        ("forest", LogTargetForestRegressor(n_estimators=100 if budget.smoke else 300, min_samples_leaf=2,
+        ("xgb", LogTargetXGBRegressor(n_estimators=100 if budget.smoke else 300, max_depth=3, learning_rate=0.05,
+                                      n_jobs=1)),
+        ("forest", LogTargetForestRegressor(n_estimators=30 if budget.smoke else 300, min_samples_leaf=2,
                                             n_jobs=1))])
-    names = sorted(models.unique())[:4] if budget.smoke else sorted(models.unique())
+    names = sorted(models.unique())[:2] if budget.smoke else sorted(models.unique())
     held = [(models == model_name).to_numpy() for model_name in names]
 
     def lomo(target: str, offset: str | None) -> list[dict[str, Any]]:
@@ -622,7 +628,7 @@ def intervals(tables, budget: Budget) -> dict[str, Any]:
     def model(kind: str, residual_of: str, groups: str | None = None, trees: int = 200,
               threads: int = THREADS) -> PerformanceModel:
         return PerformanceModel(kind=kind, residual_of=residual_of, calibration_groups=groups,
-                                regressor=QuantileXGBRegressor(n_estimators=50 if budget.smoke else trees,
+                                regressor=QuantileXGBRegressor(n_estimators=25 if budget.smoke else trees,
                                                                learning_rate=0.1, n_jobs=threads,
                                                                max_calibration_groups=3))
 
