@@ -196,3 +196,22 @@ def test_no_hindsight_without_a_recording_of_every_candidate(cache) -> None:
     unrecorded = pd.concat([candidates.head(3), pd.DataFrame([{"block_size_x": 7, "tile": 1, "unroll": 0}])])
     assert recorded_grid(backend, unrecorded, ["runtime_ms"]) is None  # a candidate never recorded
     assert recorded_optimum(object(), candidates, "runtime_ms") is None  # a live backend: no table
+
+
+# ---------------------------------------------------------------------------- no matplotlib
+
+
+def test_a_pareto_report_without_matplotlib_writes_its_data_and_says_which_plot_it_skipped(cache, tmp_path,
+                                                                                          monkeypatch):
+    import sys
+
+    result, _, _ = _run(cache, ["runtime_ms", "metric.gflops:max"], budget=4, batch=4)
+    (tmp_path / "pareto.png").write_bytes(b"an earlier run's plot")
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    said: list[str] = []
+    paths = result.write(tmp_path, on_warning=said.append)
+    assert "plot" not in paths and paths["json"].is_file() and paths["front"].is_file()
+    assert said == ["plot skipped: matplotlib is not installed (pip install matplotlib); no pareto.png"]
+    assert not (tmp_path / "pareto.png").exists()  # an earlier plot would belie this report

@@ -240,15 +240,10 @@ class ParetoResult:
         name, other = ("pareto.png", "best_so_far.png") if len(self.objectives) >= 2 else ("best_so_far.png",
                                                                                           "pareto.png")
         (out / other).unlink(missing_ok=True)
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
+        from perfpred.tuner._report_plot import matplotlib_missing
+
+        if matplotlib_missing(on_warning or (lambda message: warnings.warn(message, stacklevel=3)), f"; no {name}"):
             (out / name).unlink(missing_ok=True)
-            message = f"plot skipped: matplotlib is not installed (pip install matplotlib); no {name}"
-            if on_warning is not None:
-                on_warning(message)
-            else:
-                warnings.warn(message, stacklevel=2)
             return paths
         if len(self.objectives) >= 2:
             from perfpred.tuner._pareto_plot import plot_pareto

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from perfpred._plot_ticks import plain_number_ticks
 from perfpred.tuner._scoring import best_so_far
 from perfpred.units import metric_label
 
-__all__ = ["evaluations_text", "metric_label", "plain_number_ticks", "plot_best_so_far"]
+__all__ = ["evaluations_text", "matplotlib_missing", "metric_label", "plain_number_ticks", "plot_best_so_far"]
 
 
 def _curve(values: Sequence[float | None], maximize: bool) -> np.ndarray:
@@ -29,6 +29,17 @@ def _curve(values: Sequence[float | None], maximize: bool) -> np.ndarray:
     if maximize:  # the highest so far: the lowest of the negated values
         return -best_so_far([None if v is None or not np.isfinite(v) else -v for v in values], len(values))
     return best_so_far(list(values), len(values))
+
+
+def matplotlib_missing(warn: Callable[[str], None], skipped: str = "") -> bool:
+    """Whether matplotlib is missing, after ``warn`` says the plot is skipped (``skipped``: the
+    file not written, as "; no pareto.png"): a report's data files are written either way."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        warn(f"plot skipped: matplotlib is not installed (pip install matplotlib){skipped}")
+        return True
+    return False
 
 
 def evaluations_text(n: int, budget: int) -> str:

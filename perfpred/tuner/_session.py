@@ -412,18 +412,10 @@ def write_report(run_dir: Path, *, history: pd.DataFrame, settings: dict, best_c
               "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (run_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
     paths = {"history": str(run_dir / "history.csv"), "result": str(run_dir / "result.json")}
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        message = "plot skipped: matplotlib is not installed (pip install matplotlib)"
-        if on_warning is not None:
-            on_warning(message)
-        else:
-            from perfpred._console import err_console
+    from perfpred.tuner._report_plot import matplotlib_missing, plot_best_so_far
 
-            err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    if matplotlib_missing(on_warning or _warn_on_stderr):
         return paths
-    from perfpred.tuner._report_plot import plot_best_so_far
 
     values = history["value"].tolist() if "value" in history else []
     curves = {"perfpred": values, **{k if k not in earlier else f"{k} (earlier run)": v
@@ -436,6 +428,12 @@ def write_report(run_dir: Path, *, history: pd.DataFrame, settings: dict, best_c
                                          first_run_evaluation=first,
                                          **({"optimum_label": optimum_label} if optimum_label else {})))
     return paths
+
+
+def _warn_on_stderr(message: str) -> None:
+    from perfpred._console import err_console
+
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
 def _csv_float(value: float) -> str:
