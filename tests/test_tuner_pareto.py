@@ -276,6 +276,23 @@ def test_objective_and_bound_objects_check_themselves() -> None:
     assert Objective.parse("metric.x:MAX").direction == "maximize"
 
 
+def test_feasible_mask_agrees_with_is_feasible_row_by_row() -> None:
+    # Reports score whole recorded grids with the vectorised mask and runs row by row: one rule.
+    from perfpred.tuner._objectives import feasible_mask, is_feasible
+
+    rng = np.random.default_rng(3)
+    objectives = [Objective("runtime_ms"), Objective("metric.tokens_per_s", "maximize")]
+    constraints = [MetricBound.parse("power_w <= 200"), MetricBound.parse("metric.tokens_per_s >= 5")]
+    rows = []
+    for _ in range(300):
+        rows.append({m: (None if rng.random() < 0.15 else float(rng.uniform(0, 400)))
+                     for m in ("runtime_ms", "metric.tokens_per_s", "power_w")})
+    columns = {m: [np.nan if r[m] is None else r[m] for r in rows] for m in rows[0]}
+    expected = [is_feasible(r, objectives, constraints) for r in rows]
+    assert feasible_mask(columns, objectives, constraints).tolist() == expected
+    assert 0 < sum(expected) < len(rows)
+
+
 def test_metrics_the_backend_does_not_record_are_refused() -> None:
     from perfpred.collect._replay import ReplayBackend
 

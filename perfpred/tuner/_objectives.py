@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from perfpred.datasets import Measurement
 from perfpred.errors import InvalidInputError
 
@@ -181,3 +183,18 @@ def is_feasible(values: Mapping[str, float | None], objectives: Iterable[Objecti
     """Measured successfully (every objective has a value) and every constraint holds."""
     return all(values.get(o.metric) is not None for o in objectives) and all(
         c.satisfied(values.get(c.metric)) for c in constraints)
+
+
+def feasible_mask(columns: Mapping[str, Any], objectives: Iterable[Objective],
+                  constraints: Iterable[MetricBound]) -> np.ndarray:
+    """:func:`is_feasible` over whole columns of values (NaN where missing), one bool per row."""
+    objectives, constraints = list(objectives), list(constraints)
+    arrays = {m: np.asarray(columns[m], dtype=float) for m in tracked_metrics(objectives, constraints)}
+    ok = np.ones(len(next(iter(arrays.values()))) if arrays else 0, dtype=bool)
+    for o in objectives:
+        ok &= np.isfinite(arrays[o.metric])
+    for c in constraints:
+        value = arrays[c.metric]
+        with np.errstate(invalid="ignore"):
+            ok &= np.isfinite(value) & (c.violation(value) <= 0)  # MetricBound's own test, element-wise
+    return ok

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from perfpred.tuner._objectives import MetricBound, Objective, is_feasible
+from perfpred.tuner._objectives import MetricBound, Objective, feasible_mask, tracked_metrics
 from perfpred.tuner._pareto import hypervolume, min_form
 
 Rows = Sequence[Mapping[str, float | None]]
@@ -34,10 +34,10 @@ def _pad(curve: list[float], budget: int) -> np.ndarray:
 
 def feasible_points(rows: Rows, objectives: Sequence[Objective], constraints: Sequence[MetricBound]) -> np.ndarray:
     """Raw objective values (n, m) of every row, NaN rows where the evaluation is not feasible."""
-    out = np.full((len(rows), len(objectives)), np.nan)
-    for i, row in enumerate(rows):
-        if is_feasible(row, objectives, constraints):
-            out[i] = [row[o.metric] for o in objectives]
+    metrics = tracked_metrics(objectives, constraints)
+    columns = {m: np.array([np.nan if row.get(m) is None else row[m] for row in rows], dtype=float) for m in metrics}
+    out = np.column_stack([columns[o.metric] for o in objectives])
+    out[~feasible_mask(columns, objectives, constraints)] = np.nan
     return out
 
 

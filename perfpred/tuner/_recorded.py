@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfpred.tuner._objectives import MetricBound, Objective
+from perfpred.tuner._objectives import MetricBound, Objective, feasible_mask, tracked_metrics
 from perfpred.tuner._report_plot import plot_best_so_far
 
 
@@ -53,14 +53,7 @@ def recorded_grid(backend: Any, candidates: pd.DataFrame | None, metrics: Iterab
 
 
 def _feasible(grid: pd.DataFrame, objectives: Sequence[Objective], constraints: Sequence[MetricBound]) -> np.ndarray:
-    ok = np.ones(len(grid), dtype=bool)
-    for o in objectives:
-        ok &= np.isfinite(grid[o.metric].to_numpy(dtype=float))
-    for c in constraints:
-        v = grid[c.metric].to_numpy(dtype=float)
-        with np.errstate(invalid="ignore"):
-            ok &= np.isfinite(v) & (c.violation(v) <= 0)  # MetricBound's own test, element-wise
-    return ok
+    return feasible_mask({m: grid[m] for m in tracked_metrics(objectives, constraints)}, objectives, constraints)
 
 
 def grid_front(grid: pd.DataFrame, objectives: Sequence[Objective],
