@@ -1398,7 +1398,7 @@ def tune(
                                                                "priors": sorted(priors or {})},
                             best_config=best_config, best_value=best_value, comparisons=comparisons,
                             optimum=optimum, optimum_label=session.optimum_label, budget=budget,
-                            description=session.description, n_this_run=n_this_run,
+                            description=session.description, n_this_run=n_this_run, worker=tuner.worker,
                             extra={"objective": metric, "direction": direction})
 
     try:

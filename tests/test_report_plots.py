@@ -71,6 +71,27 @@ def test_an_early_stopped_curve_ends_at_its_last_evaluation(tmp_path, figures):
     assert "20 of budget 200" in ax.get_xlabel()
 
 
+def test_this_runs_evaluations_are_marked_where_they_are(tmp_path, figures):
+    values = [5.0 - 0.1 * i for i in range(8)]
+    history = pd.DataFrame({"x": range(8), "value": values, "status": "ok",
+                            "worker": ["a", "b", "a", "b", "b", "a", "a", "b"]})
+    settings = {"objective": "runtime_ms", "direction": "minimize"}
+    common = dict(history=history, settings=settings, best_config=None, best_value=min(values), comparisons={},
+                  optimum=None, budget=8, description="test")
+    # Workers sharing one study interleave: a tick under each of this worker's evaluations.
+    write_report(tmp_path, **common, n_this_run=4, worker="a")
+    ticks = _lines(figures[-1])["this run's evaluations (4 of 8)"]
+    assert list(ticks.get_xdata()) == [1, 3, 6, 7]
+    assert "this run's evaluations from here" not in _lines(figures[-1])
+    # A resumed study (this run's are the last ones): one line where they begin.
+    write_report(tmp_path, **{**common, "history": history.assign(worker=["a"] * 5 + ["b"] * 3)},
+                 n_this_run=3, worker="b")
+    assert list(_lines(figures[-1])["this run's evaluations from here"].get_xdata()) == [5.5, 5.5]
+    # Only this run's evaluations: nothing to mark.
+    write_report(tmp_path, **common, n_this_run=8)
+    assert not [k for k in _lines(figures[-1]) if k.startswith("this run")]
+
+
 def test_a_resumed_tune_run_keeps_its_plot(monkeypatch, capsys, tmp_path, figures):
     out = tmp_path / "run"
     code, _, err = run_main(monkeypatch, capsys, "tune", "--backend", _replay("A4000"), "--budget", "6",

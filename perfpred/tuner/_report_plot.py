@@ -14,6 +14,7 @@ import os
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,18 +52,35 @@ def evaluations_text(n: int, budget: int) -> str:
     return f"{n} in the study, budget {budget}"
 
 
+def _mark_this_run(ax: Any, this_run: Sequence[bool] | None) -> None:
+    mine = np.asarray(this_run if this_run is not None else [], dtype=bool)
+    if not mine.any() or mine.all():
+        return
+    first = int(np.argmax(mine))
+    if mine[first:].all():  # a resumed study: this run's evaluations are the last ones
+        ax.axvline(first + 0.5, color="0.6", lw=0.8, ls="-.", label="this run's evaluations from here")
+        return
+    import matplotlib.transforms as transforms
+
+    x = np.flatnonzero(mine) + 1
+    ax.plot(x, np.full(len(x), 0.0), "|", ms=8, color="0.35", label=f"this run's evaluations ({len(x)} of {len(mine)})",
+            transform=transforms.blended_transform_factory(ax.transData, ax.transAxes), clip_on=False)
+
+
 def plot_best_so_far(path: str | os.PathLike[str], curves: Mapping[str, Sequence[float | None]], *, objective: str,
                      maximize: bool, budget: int, title: str, optimum: float | None = None,
                      optimum_label: str = "optimum (recorded)", retimed: Mapping[str, float | None] | None = None,
-                     reference: Mapping[str, float | None] | None = None, first_run_evaluation: int | None = None,
+                     reference: Mapping[str, float | None] | None = None, this_run: Sequence[bool] | None = None,
                      main: str = "perfpred") -> Path:
     """Save the best-so-far plot of ``curves`` (name -> each evaluation's value, None: failed) to
     ``path``; needs matplotlib (ImportError without it).
 
     ``retimed`` (curve name -> its re-timed answer) marks each curve's re-timed answer at its last
     evaluation and calls the curves first-pass timings; ``reference`` (label -> value) draws
-    horizontal lines (the default config's re-timed time); ``first_run_evaluation`` (a resumed
-    study) marks where this run's evaluations begin; ``main`` is the curve whose length the
+    horizontal lines (the default config's re-timed time); ``this_run`` (one flag per evaluation of
+    ``main``, where the study holds evaluations of other runs) marks this run's: a line where they
+    begin when they are the last ones (a resumed study), else a tick under each (workers that
+    shared the study interleave); ``main`` is the curve whose length the
     x label compares with ``budget``."""
     import matplotlib
 
@@ -101,8 +119,7 @@ def plot_best_so_far(path: str | os.PathLike[str], curves: Mapping[str, Sequence
     if optimum:
         ax.axhline(optimum, color="k", ls="--", lw=0.8, label=optimum_label)
         drawn.append(float(optimum))
-    if first_run_evaluation is not None and 1 < first_run_evaluation <= n_max:
-        ax.axvline(first_run_evaluation - 0.5, color="0.6", lw=0.8, ls="-.", label="this run's evaluations from here")
+    _mark_this_run(ax, this_run)
     positive = [v for v in drawn if v > 0]
     # Log only where the values span a decade or more: a narrower range on a log axis has no
     # labelled major tick and reads badly.

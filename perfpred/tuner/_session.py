@@ -386,12 +386,13 @@ def write_report(run_dir: Path, *, history: pd.DataFrame, settings: dict, best_c
                  budget: int, description: str, n_this_run: int | None = None,
                  extra: dict[str, Any] | None = None, retimed: dict[str, float | None] | None = None,
                  reference: dict[str, float | None] | None = None, optimum_label: str | None = None,
-                 on_warning: Callable[[str], None] | None = None) -> dict[str, str]:
+                 on_warning: Callable[[str], None] | None = None, worker: str | None = None) -> dict[str, str]:
     """history.csv, result.json and best-so-far plot in ``run_dir``; returns the paths written
     (no ``plot`` without matplotlib: ``on_warning``, default a ``warning:`` line on stderr, says so).
 
     ``history`` is every evaluation of the study (a resumed run's earlier ones too);
-    ``n_this_run`` how many of them this run made, where that differs; ``extra`` adds keys to
+    ``n_this_run`` how many of them this run made, where that differs (``worker``, the tuner's
+    worker id, tells which where other workers' evaluations interleave); ``extra`` adds keys to
     result.json (after ``best_value``). A comparison an earlier report of the same study in
     ``run_dir`` holds and this run did not make again is kept (``comparisons_from_earlier_run``).
     ``retimed`` and ``reference`` go to the plot (``_report_plot.plot_best_so_far``): each
@@ -420,12 +421,16 @@ def write_report(run_dir: Path, *, history: pd.DataFrame, settings: dict, best_c
     values = history["value"].tolist() if "value" in history else []
     curves = {"perfpred": values, **{k if k not in earlier else f"{k} (earlier run)": v
                                      for k, v in comparisons.items()}}
-    first = len(history) - n_this_run + 1 if n_this_run and n_this_run < len(history) else None
+    this_run = None
+    if worker is not None and "worker" in history:
+        this_run = (history["worker"] == worker).tolist()
+    elif n_this_run is not None:
+        this_run = [i >= len(history) - n_this_run for i in range(len(history))]
     paths["plot"] = str(plot_best_so_far(run_dir / "best_so_far.png", curves,
                                          objective=settings.get("objective", "runtime_ms"),
                                          maximize=settings.get("direction") == "maximize", budget=budget,
                                          title=description, optimum=optimum, retimed=retimed, reference=reference,
-                                         first_run_evaluation=first,
+                                         this_run=this_run,
                                          **({"optimum_label": optimum_label} if optimum_label else {})))
     return paths
 
