@@ -533,11 +533,23 @@ def _print_serving_rows(df: Any, keys: dict, title: str, store: Path) -> None:
               "metric.e2e_p99_ms", "metric.sustainable_rate_rps"]
     cols += [c for c in wanted if c in df]
     table = Table(*[c.split(".", 1)[-1] for c in cols], title=f"{title}: {len(df)} row(s) in {store}")
-    for row in df[cols].to_dict("records"):
+    for full, row in zip(df.to_dict("records"), df[cols].to_dict("records"), strict=True):
         failed = row.get("status") != "ok"
-        table.add_row(*["-" if failed and c.startswith("metric.") else
-                        f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in cols])
+        cells = ["-" if failed and c.startswith("metric.") else
+                 f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in cols]
+        if "metric.sustainable_rate_rps" in cols and not failed:
+            cells[cols.index("metric.sustainable_rate_rps")] = _rate_cell(full)
+        table.add_row(*cells)
     console.print(table)
+
+
+def _rate_cell(row: dict) -> str:
+    """A rate search's answer as a bound where it is one: below the lowest rate probed when none
+    met the SLO, at least the rate found when none missed it."""
+    rate, failing = row.get("metric.sustainable_rate_rps"), row.get("metric.first_failing_rate_rps")
+    if rate is None or rate != rate:  # NaN: no probed rate met the SLO
+        return f"< {failing:.4g}" if isinstance(failing, float) and failing == failing else "-"
+    return (">= " if row.get("metric.sustainable_rate_is_lower_bound") == 1.0 else "") + f"{rate:.4g}"
 
 
 # ---------------------------------------------------------------------------- import

@@ -83,6 +83,33 @@ def test_probes_last_the_asked_duration_and_the_rate_never_exceeds_the_capacity(
     assert m.metrics["probe_arrivals_s"] == pytest.approx(10.0, rel=0.01) and "probes_capped" not in m.metrics
 
 
+def test_the_capacity_run_fills_every_slot_of_the_engine(collector, monkeypatch):
+    # With fewer requests in flight than slots, the closed-loop rate is no capacity, and capping
+    # the search there would under-report an engine with many slots (vLLM's 256 sequences).
+    concurrency: list = []
+    measure_on = collector._measure_on
+
+    def spy(server, cfg, engine, knobs, workload=None, workload_extra=None, stop_early=None):
+        if workload is not None and workload.rate_rps is None:
+            concurrency.append(workload.concurrency)
+        return measure_on(server, cfg, engine, knobs, workload, workload_extra, stop_early)
+
+    monkeypatch.setattr(collector, "_measure_on", spy)
+    cfg = _fake(ServingWorkload(concurrency=1, prompt_tokens=4, output_tokens=3, warmup_requests=0), slots=6)
+    collector.sustainable_rate(cfg, Slo(e2e_ms=60_000.0), start_rps=None, max_probes=1, probe_duration_s=0.2,
+                               min_requests=3, max_requests=20, capacity_concurrency=2)
+    assert concurrency == [6]
+
+
+def test_a_search_that_never_missed_says_its_rate_is_a_lower_bound(collector, monkeypatch):
+    seen: list = []
+    _scripted_loads(collector, monkeypatch, capacity_rps=50.0, seen=seen)
+    cfg = _fake(ServingWorkload(concurrency=1, prompt_tokens=8, output_tokens=4, warmup_requests=0))
+    m = collector.sustainable_rate(cfg, Slo(ttft_ms=300.0), start_rps=1.0, probe_duration_s=1.0, max_probes=3)
+    assert m.metrics["sustainable_rate_rps"] == 4.0 and m.metrics["sustainable_rate_is_lower_bound"] == 1.0
+    assert "first_failing_rate_rps" not in m.metrics
+
+
 def test_a_safety_cap_on_probe_requests_is_recorded(collector, monkeypatch):
     seen: list = []
     _scripted_loads(collector, monkeypatch, capacity_rps=50.0, seen=seen)
@@ -392,8 +419,10 @@ def test_a_probe_stopped_before_any_request_finished_is_no_ok_row(collector):
     (probe,) = loads
     assert probe.metrics["stopped_early"] == 1.0 and probe.metrics["n_ok"] == 0
     assert probe.status == "timeout" and probe.metrics["slo_met"] == 0.0
-    # the search itself worked: no probed rate met the SLO
-    assert m.status == "ok" and m.metrics["sustainable_rate_rps"] == 0.0 and "no probed rate" in m.error
+    # the search itself worked: no probed rate met the SLO, so the rate is below the one probed
+    # (censored: no 0.0 for a model to learn)
+    assert m.status == "ok" and "sustainable_rate_rps" not in m.metrics and "no probed rate" in m.error
+    assert m.metrics["first_failing_rate_rps"] == 20.0 and "below 20 rps" in m.error
 
 
 # ---------------------------------------------------------------------------- 10. a server stopped mid-load

@@ -87,14 +87,29 @@ def _data(obj):
     return b"data: " + json.dumps(obj).encode() + b"\n"
 
 
+def _stream(texts, usage):
+    return [*(_data({"choices": [{"text": t, "finish_reason": None}]}) for t in texts), b"\n",
+            _data({"choices": [{"text": "", "finish_reason": "length"}]}),
+            _data({"choices": [], "usage": {"completion_tokens": usage}}), b"data: [DONE]\n"]
+
+
 def test_stream_parser_counts_tokens_and_ignores_the_finish_marker():
-    lines = [_data({"choices": [{"text": "a", "finish_reason": None}]}), b"\n",
-             _data({"choices": [{"text": "bc", "finish_reason": None}]}),
-             _data({"choices": [{"text": "", "finish_reason": "length"}]}),
-             _data({"choices": [], "usage": {"completion_tokens": 3}}), b"data: [DONE]\n"]
-    r = _parse(lines)
-    assert r.ok and r.n_chunks == 2 and r.output_tokens == 3
-    assert r.ttft_ms == pytest.approx(10.0) and r.itl_ms == pytest.approx([10.0])
+    # llama-server: one token a chunk, then an empty chunk that only ends the stream
+    r = _parse(_stream(["a", "b", "c"], usage=3))
+    assert r.ok and r.n_chunks == 3 and r.output_tokens == 3
+    assert r.ttft_ms == pytest.approx(10.0) and r.itl_ms == pytest.approx([10.0, 10.0])
+
+
+@pytest.mark.parametrize(("texts", "usage", "ttft_ms", "itl_ms"), [
+    ([], 1, 10.0, []),  # a 1-token answer whose text vLLM held back: ok, not "no token"
+    (["a", "bc"], 4, 10.0, [10.0, 10.0]),  # the last token's text held back after a bunched chunk
+])
+def test_an_empty_finish_chunk_is_a_token_where_the_usage_counts_one(texts, usage, ttft_ms, itl_ms):
+    # vLLM sends its last token's chunk with empty text when it holds back a partial UTF-8 byte
+    # or skips a special token; the usage says the chunk carried a token.
+    r = _parse(_stream(texts, usage))
+    assert r.ok and r.output_tokens == usage and r.n_chunks == len(texts) + 1
+    assert r.ttft_ms == pytest.approx(ttft_ms) and r.itl_ms == pytest.approx(itl_ms)
 
 
 @pytest.mark.parametrize(("lines", "message"), [

@@ -302,6 +302,13 @@ class ServingCollector:
             return self._row(cfg, engine, knobs, "timeout" if timeouts else "runtime_error", metrics=metrics,
                              workload_extra=workload_extra, error=_with_log(error or "no request succeeded",
                                                                             server.log_tail()), power=power)
+        if load.stopped_early:
+            # Its latencies are those of the requests that finished before the bound was missed,
+            # the fastest: no "ok" row for a model of latency under load to learn from.
+            return self._row(cfg, engine, knobs, "timeout", metrics=metrics, raw_ms=ok_ms,
+                             workload_extra=workload_extra, power=power,
+                             error=f"stopped early: the TTFT bound was missed; its latencies cover only the "
+                                   f"{len(ok_ms)} requests that finished first")
         return self._row(cfg, engine, knobs, "ok", metrics=metrics, raw_ms=ok_ms, error=error,
                          workload_extra=workload_extra, power=power)
 
@@ -349,15 +356,19 @@ class ServingCollector:
         rate: a queue that builds faster than the server drains it shows in its latencies.
         ``max_requests`` (default: none) caps a probe for safety; a capped probe's arrivals span
         less, which its rows say (``probe_arrivals_s``; the search row counts ``probes_capped``).
-        The row's metrics are those of the best passing probe plus ``sustainable_rate_rps`` and
-        ``n_probes``; the probes' rates and outcomes go to ``error`` only when none passed.
+        The row's metrics are those of the best passing probe plus ``sustainable_rate_rps``,
+        ``n_probes`` and ``first_failing_rate_rps`` (the lowest probed rate that missed); where no
+        probe missed, ``sustainable_rate_is_lower_bound`` = 1 (the search stopped at ``max_rps`` or
+        its probe budget). Where none passed, the row has no ``sustainable_rate_rps`` (the rate is
+        below ``first_failing_rate_rps``, not 0) and the probes' rates and outcomes go to ``error``.
 
         ``start_rps=None`` first measures the server's capacity (requests/s completed in a
-        closed loop of ``capacity_concurrency``, as vLLM's auto_tune.sh starts from an infinite
-        rate), starts the search at ``capacity_fraction`` of it and never probes above it (the
-        search's ``max_rps`` becomes the capacity): no rate above capacity is sustainable, so none
-        is reported, however short a probe hides the queue; and the search skips the probes a
-        fixed start spends far below it. That run is not counted in ``max_probes``; the row
+        closed loop of ``capacity_concurrency`` or of the engine's slots, ``max_num_seqs``, where it
+        has more: the server saturated, as vLLM's auto_tune.sh starts from an infinite rate),
+        starts the search at ``capacity_fraction`` of it and never probes above it (the search's
+        ``max_rps`` becomes the capacity): no rate above capacity is sustainable, so none is
+        reported, however short a probe hides the queue; and the search skips the probes a fixed
+        start spends far below it. That run is not counted in ``max_probes``; the row
         keeps it as ``capacity_rps``.
 
         A probe stops as soon as its TTFT quantile is sure to miss the bound (``StopEarly``: that
@@ -392,6 +403,10 @@ class ServingCollector:
 
         with server:
             if start_rps is None:
+                # Fewer requests in flight than the engine has slots would leave it unsaturated:
+                # its closed-loop rate would be no capacity, and the cap below would be wrong.
+                slots = int(engine.config_row(knobs).get("max_num_seqs") or 0)
+                capacity_concurrency = max(capacity_concurrency, slots)
                 capacity_rps, failed = self._capacity(server, search_cfg, engine, knobs, load_extra,
                                                       capacity_concurrency, report)
                 if failed is not None:
@@ -465,14 +480,21 @@ class ServingCollector:
             # any other failed probe is the search's failure.
             if last is not None and last.status != "ok" and not last.metrics.get("stopped_early"):
                 return replace_row(last, metrics={**last.metrics, **found}, error=f"{last.error} [probes: {probes}]")
-            metrics = {**found, "sustainable_rate_rps": 0.0, "n_probes": float(len(search.probes))}
+            # Censored, not zero: the search may have spent its probes far above min_rps.
+            metrics = {**found, "n_probes": float(len(search.probes))}
+            if search.failed_rps is not None:
+                metrics["first_failing_rate_rps"] = search.failed_rps
             return self._row(cfg, engine, knobs, "ok", metrics=metrics, workload_extra=extra,
-                             error=f"no probed rate met the SLO: {probes}")
+                             error="no probed rate met the SLO" + (
+                                 f" (the sustainable rate is below {search.failed_rps:.3g} rps)"
+                                 if search.failed_rps is not None else "") + f": {probes}")
         best = rows[search.rate_rps]
         metrics = {**best.metrics, **found, "sustainable_rate_rps": search.rate_rps,
                    "n_probes": float(len(search.probes))}
         if search.failed_rps is not None:
             metrics["first_failing_rate_rps"] = search.failed_rps
+        else:  # every probe met it: the search stopped at its ceiling or budget, not at a miss
+            metrics["sustainable_rate_is_lower_bound"] = 1.0
         return self._row(cfg, engine, knobs, "ok", metrics=metrics, raw_ms=best.raw_times_ms, workload_extra=extra)
 
 

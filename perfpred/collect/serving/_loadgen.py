@@ -102,7 +102,8 @@ def _payload(spec: RequestSpec, model_name: str, extra: dict[str, Any] | None) -
 
 
 def _counts_as_token(choice: dict[str, Any]) -> bool:
-    # An empty-text chunk that only carries finish_reason ends the stream; it is no token.
+    # An empty-text chunk that carries finish_reason is a token only if the usage says so
+    # (StreamTimer.finish_chunk).
     text = choice.get("text")
     return bool(text) or (text is not None and choice.get("finish_reason") is None)
 
@@ -137,6 +138,8 @@ async def _read_stream(response: Any, timer: StreamTimer, clock: Callable[[], fl
         if choices and isinstance(choices[0], dict):
             if _counts_as_token(choices[0]):
                 timer.chunk(clock())
+            elif choices[0].get("finish_reason") is not None:
+                timer.finish_chunk(clock())
             finished = finished or choices[0].get("finish_reason") is not None
         usage = obj.get("usage")
         if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):

@@ -85,7 +85,8 @@ class RequestResult:
 class StreamTimer:
     """Turns the timestamps of a streamed response's chunks into a RequestResult.
 
-    Feed it ``chunk(t_s, n_tokens)`` for each data chunk that carries a choice and
+    Feed it ``chunk(t_s, n_tokens)`` for each data chunk that carries a token,
+    ``finish_chunk(t_s)`` for an empty-text chunk that carries the finish reason, and
     ``usage(completion_tokens)`` if the server reports it; ``finish(t_s)`` closes it. Kept
     apart from the HTTP code so the arithmetic is tested on scripted streams.
     """
@@ -95,6 +96,13 @@ class StreamTimer:
         self.start_s = start_s
         self.last_s: float | None = None
         self.counted_tokens = 0
+        self.finish_chunk_s: float | None = None
+
+    def finish_chunk(self, t_s: float) -> None:
+        # llama-server ends a stream with an empty chunk after its last token (no token); vLLM
+        # sends its last token's chunk with empty text when it holds back a partial UTF-8 byte
+        # or skips a special token (a token). ``finish`` tells them apart by the usage count.
+        self.finish_chunk_s = t_s
 
     def chunk(self, t_s: float, n_tokens: int = 1) -> None:
         r = self.result
@@ -111,6 +119,9 @@ class StreamTimer:
 
     def finish(self, t_s: float) -> RequestResult:
         r = self.result
+        if (self.finish_chunk_s is not None and r.usage_tokens is not None
+                and r.usage_tokens > self.counted_tokens):
+            self.chunk(self.finish_chunk_s)  # the server counted a token this chunk carried
         r.e2e_ms = (t_s - self.start_s) * 1e3
         # The server's own count wins: chunks may merge tokens or hold back partial UTF-8.
         r.output_tokens = r.usage_tokens if r.usage_tokens is not None else self.counted_tokens
