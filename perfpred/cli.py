@@ -1979,7 +1979,7 @@ def demo(
 
 
 # ---------------------------------------------------------------------------- models
-models_app = typer.Typer(help="List and inspect the models `perfpred train` logged to MLflow (PERFPRED_MLFLOW_URI).",
+models_app = typer.Typer(help="List and inspect the models `perfpred train` logged to MLflow (PERFPRED_MLFLOW_URI), and name versions with aliases.",
                          no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
@@ -2070,6 +2070,22 @@ def models_show(
         store = details["store"] or "STORE"
         console.print(f"its training rows: python -c \"from perfpred.models import training_rows; "
                       f"print(training_rows('{ref}', '{store}'))\"", highlight=False, soft_wrap=True)
+
+
+@models_app.command("alias")
+def models_alias(
+    ref: Annotated[str, typer.Argument(metavar="REF", help="The registered version: NAME/VERSION, NAME (its newest version) or NAME@OTHER_ALIAS.")],
+    alias: Annotated[str, typer.Argument(help="The alias, e.g. champion: `perfpred predict --model NAME@champion` then loads REF.")],
+    delete: Annotated[bool, typer.Option("--delete", help="Remove ALIAS from REF's model instead.")] = False,
+) -> None:
+    """Point an alias at a registered model version (or --delete it), so NAME@ALIAS names that version."""
+    from perfpred.models._tracking import set_alias
+
+    resolved = set_alias(ref, alias, delete=delete)
+    done = f"removed alias {alias} from model {resolved.name}" if delete else (
+        f"{resolved.name}@{alias} -> version {resolved.version} (run {resolved.run_id})")
+    console.print(f"{done}; version {resolved.version}'s aliases: {', '.join(resolved.aliases) or 'none'}",
+                  highlight=False, soft_wrap=True)
 
 
 def _spelled_as_commands(argv: list[str]) -> list[str]:

@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from test_cli import assert_one_line_error, run_main
 from typer.testing import CliRunner
 
 from perfpred.datasets import MeasurementStore
@@ -232,6 +233,24 @@ def test_models_show_prints_params_metrics_artifacts_and_how_to_predict(small_ru
     assert f"predict with: perfpred predict --model {NAME}@champion --m 1024" in out
     details = json.loads(runner.invoke(app, ["models", "show", first.run_id, "--json"]).output)
     assert details["run_id"] == first.run_id and details["params"]["regressor"] == "xgb"
+
+
+def test_models_alias_points_a_name_at_a_version_and_deletes_it(small_run, monkeypatch, capsys):
+    from perfpred.cli import app
+
+    _, _, second = small_run
+    done = runner.invoke(app, ["models", "alias", f"{NAME}/2", "staging"], env={"COLUMNS": "250"})
+    assert done.exit_code == 0, done.output
+    assert f"{NAME}@staging -> version 2 (run {second.run_id})" in done.output
+    assert tracking.resolve_model(f"{NAME}@staging").version == "2"
+    done = runner.invoke(app, ["models", "alias", f"{NAME}@staging", "staging", "--delete"])
+    assert done.exit_code == 0 and "removed alias staging" in done.output
+    with pytest.raises(ModelNotFoundError):
+        tracking.resolve_model(f"{NAME}@staging")
+    assert tracking.resolve_model(f"{NAME}@champion").version == "1"  # the other alias is untouched
+    for args, needle in ((["v3"], "not 'latest' or v<number>"), (["two words"], "an alias must be"),
+                         (["staging", "--delete"], "has no alias 'staging' (it has: champion)")):
+        assert_one_line_error(*run_main(monkeypatch, capsys, "models", "alias", f"{NAME}/1", *args), needle)
 
 
 def test_models_ls_on_an_empty_store_says_so(monkeypatch, tmp_path, capsys):

@@ -20,11 +20,11 @@ import os
 import re
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlparse
 
-from perfpred.errors import ModelNotFoundError, PerfPredError, TrackingError
+from perfpred.errors import InvalidInputError, ModelNotFoundError, PerfPredError, TrackingError
 from perfpred.settings import mlflow_artifact_root, mlflow_tracking_uri
 
 EXPERIMENT = "perfpred"
@@ -449,6 +449,35 @@ def resolve_model(ref: str) -> ModelRef:
             raise _not_found(ref, uri_setting, _first_line(exc, 200)) from exc
     return ModelRef(ref, f"models:/{mv.name}/{mv.version}", mv.run_id or None, mv.name, str(mv.version),
                     tuple(mv.aliases or ()), alias)
+
+
+_ALIAS = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def set_alias(ref: str, alias: str, *, delete: bool = False) -> ModelRef:
+    """Point ``alias`` at the registered model version ``ref`` names (``NAME/VERSION``, ``NAME``: its
+    newest version, ``NAME@OTHER``, a registered run id), so ``NAME@ALIAS`` loads it; ``delete``
+    removes the alias from ``ref``'s model instead. Returns what ``ref`` resolved to (with its
+    aliases as they are now). One-line errors: an unregistered run, a malformed alias."""
+    if not _ALIAS.fullmatch(alias or "") or re.fullmatch(r"v\d+", alias, flags=re.IGNORECASE) or alias == "latest":
+        raise InvalidInputError(f"an alias must be a name of letters, digits, '_' and '-' starting with a letter "
+                                f"or '_', and not 'latest' or v<number> (MLflow keeps those), but got {alias!r}")
+    resolved = resolve_model(ref)
+    if resolved.name is None:
+        raise InvalidInputError(f"an alias names a registered model's version, but {ref!r} is a run no name was "
+                                "registered for (perfpred train --name NAME registers one)")
+    client = _mlflow().MlflowClient()
+    with bounded_http(), tracking_errors("setting the alias"):
+        if delete:
+            held = (getattr(client.get_registered_model(resolved.name), "aliases", None) or {})
+            if alias not in held:
+                raise InvalidInputError(f"--delete: model {resolved.name!r} has no alias {alias!r} "
+                                        f"(it has: {', '.join(sorted(held)) or 'none'})")
+            client.delete_registered_model_alias(resolved.name, alias)
+        else:
+            client.set_registered_model_alias(resolved.name, alias, resolved.version)
+        mv = client.get_model_version(resolved.name, resolved.version)
+    return replace(resolved, aliases=tuple(mv.aliases or ()))
 
 
 def load_model(ref: str) -> Any:
