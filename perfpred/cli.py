@@ -735,6 +735,7 @@ def dataset_ls(
         else:
             console.print(f"wrote {len(df)} row(s), {len(wanted or df.columns)} column(s), to {output}", highlight=False)
         return
+    matching = len(df)
     if limit:
         df = df.head(limit)
     if df.empty:
@@ -766,12 +767,26 @@ def dataset_ls(
     # --columns stay columns).
     same = [c for c in cols if len(df) > 1 and df[c].nunique(dropna=False) == 1] if wanted is None else []
     cols = [c for c in cols if c not in same] or cols
+    if len(df) < matching:  # on stderr: a pipe gets the rows only
+        err_console.print(f"{len(df)} of {matching} matching rows shown (--limit 0 shows every one; --sort "
+                          "picks which come first)", highlight=False, soft_wrap=True)
+    cells = [[shown(v) for v in row] for row in df[cols].itertuples(index=False)]
+    # Each column needs its values (up to 8 characters: longer text may fold) and 3 of padding;
+    # narrower than that, rich squeezes every cell to nothing: CSV keeps every value whole.
+    needed = sum(min(8, max(len(r[j]) for r in cells)) + 3 for j in range(len(cols))) + 1
+    if needed > console.width:
+        if console.is_terminal:
+            err_console.print(f"note: {len(cols)} columns do not fit the {console.width} characters here: printed as "
+                              "CSV (--columns picks fewer; --output FILE writes a file)", highlight=False,
+                              soft_wrap=True)
+        df[cols].to_csv(sys.stdout, index=False)
+        return
     table = Table(caption="every row shown: " + ", ".join(f"{c.split('.', 1)[-1]}={shown(df[c].iloc[0])}" for c in same)
                   if same else None)
     for c in cols:  # folded on a narrow terminal, never cut
         table.add_column(c.split(".", 1)[-1], overflow="fold")
-    for row in df[cols].itertuples(index=False):
-        table.add_row(*[shown(v) for v in row])
+    for row in cells:
+        table.add_row(*row)
     console.print(table)
 
 

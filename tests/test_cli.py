@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -215,6 +216,18 @@ def test_dataset_ls_leaves_out_columns_no_listed_row_fills(tmp_path):
     assert result.exit_code == 0, result.output
     assert "block_size_x" in result.output and "tile_size_x" not in result.output and "nan" not in result.output
     assert "10240" in result.output and "e+04" not in result.output  # whole numbers read back as floats
+
+
+def test_dataset_ls_prints_csv_where_its_columns_cannot_fit_and_counts_rows_left_out(collected):
+    # Too narrow for its columns, rich would squeeze every cell to nothing: CSV keeps every value.
+    narrow = runner.invoke(app, ["dataset", "ls", str(collected), "--limit", "4"], env={"COLUMNS": "20"})
+    assert narrow.exit_code == 0, narrow.output
+    table = pd.read_csv(io.StringIO(narrow.stdout))
+    assert len(table) == 4 and "runtime_ms" in table and table["runtime_ms"].notna().all()
+    total = len(MeasurementStore(collected).load())
+    assert f"4 of {total} matching rows shown" in " ".join(narrow.stderr.split())
+    wide = runner.invoke(app, ["dataset", "ls", str(collected), "--limit", "4"], env={"COLUMNS": "250"})
+    assert wide.exit_code == 0 and sum(line.startswith("│") for line in wide.stdout.splitlines()) == 4
 
 
 def test_train_registers_a_model(trained_name):
