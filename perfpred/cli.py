@@ -265,11 +265,15 @@ def collect_gemm(
                "wall time": f"{report.wall_s:.1f} s", **_remeasure_time(report),
                "store rows": len(st), "store": str(store)}
     _print_kv_table("GEMM sweep", summary)
-    advice = ["re-run on an idle machine",
-              f"re-time the noisy rows with --remeasure-above-cv {noisy_cv:g} (the steadier row is kept)",
+    # Advice this run did not already follow (a run with --remeasure-above-cv re-timed them once).
+    retime = (f"(the same command, with --remeasure-above-cv {remeasure_above_cv:g}, re-times them again and keeps "
+              "the steadier row)" if remeasure_above_cv is not None else
+              f"re-time the noisy rows with --remeasure-above-cv {noisy_cv:g} (the steadier row is kept)")
+    advice = ["re-run on an idle machine", retime,
               *(["pin configs to CPUs with --pin-cpus auto"] if pins == "none" else []),
               f"give each config a longer --max-time-s (now {max_time_s:g} s{', set by --quick' if quick else ''})",
-              "or time each config on several passes with --visits 3"]
+              f"or time each config on more passes (--visits {max(3, visits + 2)}; now {visits})" if visits > 1
+              else "or time each config on several passes with --visits 3"]
     warning = quality_warning(report, advice)
     if warning:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
@@ -533,6 +537,8 @@ def _print_serving_rows(df: Any, keys: dict, title: str, store: Path) -> None:
               "metric.e2e_p99_ms", "metric.sustainable_rate_rps"]
     cols += [c for c in wanted if c in df]
     table = Table(*[c.split(".", 1)[-1] for c in cols], title=f"{title}: {len(df)} row(s) in {store}")
+    for column in table.columns:  # a narrow terminal folds a header (and its unit), never cuts it
+        column.overflow = "fold"
     for full, row in zip(df.to_dict("records"), df[cols].to_dict("records"), strict=True):
         failed = row.get("status") != "ok"
         cells = ["-" if failed and c.startswith("metric.") else
@@ -1061,7 +1067,9 @@ def evaluate(
     bands = any("interval_coverage_pct" in r[n]["mean"] for r in by_size.values() for n in names)
     band_columns = [f"in {coverage:.0%} band %", "band width / pred"] if bands else []
     # The description goes above the table, not in its title: a title longer than a narrow table is cut.
-    console.print(f"{kind} {target}, {split} split, {len(rows)} rows{trained}{with_ref}", highlight=False)
+    seeds_text = f", mean over {len(seed_list)} splits (seeds {', '.join(map(str, seed_list))})" if len(
+        seed_list) > 1 else ""
+    console.print(f"{kind} {target}, {split} split, {len(rows)} rows{trained}{with_ref}{seeds_text}", highlight=False)
     headers = [*first, "MAPE %", "median APE %", "p90 APE %", "R² log", "R² lin", "Spearman", *band_columns, "fit s"]
     cells = []
     for size, results in by_size.items():
@@ -1086,8 +1094,9 @@ def evaluate(
         n_train = f", {sizes[0]} rows trained on" if sizes else ""
         plot_predicted_vs_measured(test[target], predictions, plot, target=target,
                                    title=f"{kind} {target}: {split} split, {fold}{n_train}, {len(test)} held-out rows")
-        console.print(f"wrote {plot} (predicted vs measured, {fold}: {len(test)} held-out rows)", highlight=False,
-                      soft_wrap=True)
+        one = "; the table's numbers are the mean over every split" if len(seed_list) > 1 else ""
+        console.print(f"wrote {plot} (predicted vs measured, {fold}: {len(test)} held-out rows{one})",
+                      highlight=False, soft_wrap=True)
 
 
 @app.command()

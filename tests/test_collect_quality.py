@@ -154,6 +154,16 @@ def test_collect_gemm_summary_counts_noisy_rows_and_warns(tmp_path, monkeypatch,
         assert advice in err, (advice, err)
 
 
+def test_the_noisy_rows_advice_does_not_repeat_what_the_run_already_did(tmp_path, monkeypatch, capsys):
+    done = SweepReport(measured=256, visits=768, ok_rows=256, unconverged=222, noisy=200, poor=230)
+    code, _, err = collect_gemm_reporting(done, tmp_path, monkeypatch, capsys, "--remeasure-above-cv", "0.15",
+                                          "--visits", "3")
+    assert code == 0, err
+    err = " ".join(err.split())
+    assert "re-time the noisy rows with" not in err and "with --remeasure-above-cv 0.15, re-times them again" in err
+    assert "several passes with --visits 3" not in err and "--visits 5; now 3" in err
+
+
 def test_collect_gemm_uses_the_remeasure_threshold_as_the_noisy_one(tmp_path, monkeypatch, capsys):
     seen = {}
 

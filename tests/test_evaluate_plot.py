@@ -95,7 +95,10 @@ def test_plot_draws_predicted_vs_measured_for_the_first_seed(monkeypatch, capsys
                               "--split", "shape", "--seeds", "3,4", "--output", str(output), "--plot", str(plot))
     assert code == 0, err
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert f"wrote {plot}" in " ".join(out.split())
+    said = " ".join(out.split())
+    assert f"wrote {plot}" in said
+    # The table is the mean over both splits; the plot one split's: each says which.
+    assert "mean over 2 splits (seeds 3, 4)" in said and "the table's numbers are the mean over every split" in said
     (fig,) = figures
     (ax,) = fig.axes
     assert ax.get_xscale() == ax.get_yscale() == "log"

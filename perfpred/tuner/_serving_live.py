@@ -443,7 +443,7 @@ def tune_serving_live(engine: str = "llama-server", model: str = "tiny", *, spac
                                  slo=slo if goal == "goodput" else None, log_dir=run_dir / "logs" if run_dir else None,
                                  power=power)
     if goal == "tokens_per_joule" and measure is None and collector.power.source == "unavailable":
-        raise InvalidInputError("`goal='tokens_per_joule'` needs a power sensor (NVML on a GPU, RAPL on a CPU), but "
+        raise InvalidInputError("the goal tokens_per_joule needs a power sensor (NVML on a GPU, RAPL on a CPU), but "
                                 "this machine's power_source is 'unavailable'")
     backend = LiveServingBackend(engine=engine, model=model, workload=workload, goal=goal, slo=slo, fixed=fixed,
                                  collector=collector, store=None, space=space, measure=measure,
