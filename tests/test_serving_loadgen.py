@@ -211,6 +211,18 @@ def test_burst_frac_counts_responses_delivered_at_once_not_decoded_apace():
     assert summarize([paced], duration_s=1.0)["burst_frac"] == 0.0
 
 
+def test_one_token_answers_break_no_tpot_bound():
+    # No token after the first: nothing to time, nothing waited for (as for a burst); goodput agrees.
+    single = _scripted([(0.050, 1)], start=0.0, usage=1)
+    assert single.ok and single.tpot_ms is None
+    slo = Slo(ttft_ms=100.0, tpot_ms=5.0)
+    assert slo.violations([single, single]) == []
+    metrics = summarize([single, single], duration_s=1.0, slo=slo)
+    assert "tpot_p99_ms" not in metrics and slo.metric_violations(metrics) == []
+    assert metrics["goodput_requests_per_s"] == pytest.approx(2.0)
+    assert Slo(tpot_ms=5.0).metric_violations({"error_rate": 0.0}) == ["tpot_p99_ms None > 5"]  # nothing measured
+
+
 def test_the_engines_own_latency_means_come_from_histogram_sums_and_counts():
     before = {"vllm:request_time_per_output_token_seconds_sum": 1.0,
               "vllm:request_time_per_output_token_seconds_count": 10.0,

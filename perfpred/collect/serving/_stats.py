@@ -172,9 +172,11 @@ class Slo:
             if bound is None:
                 continue
             field_name = "decode_tpot_ms" if name == "tpot_ms" else name
-            values = [v for v in (getattr(r, field_name) for r in results if r.ok) if v is not None]
-            if not values and name == "tpot_ms" and any(r.in_one_burst for r in results if r.ok):
-                continue  # every response came in one burst: no token after the first was waited for
+            ok = [r for r in results if r.ok]
+            values = [v for v in (getattr(r, field_name) for r in ok) if v is not None]
+            if not values and name == "tpot_ms" and ok and (any(r.in_one_burst for r in ok)
+                                                            or all(r.output_tokens < 2 for r in ok)):
+                continue  # one burst, or one token each: no token after the first was waited for
             q = float(np.percentile(values, self.quantile)) if values else math.inf
             if q > bound:
                 out.append(f"p{self.quantile:g} {name} {q:.1f} > {bound:g}")
@@ -184,8 +186,8 @@ class Slo:
         """Which bounds a run breaks, judged from its summary (``summarize``'s metric names).
 
         A bound whose quantile the run did not report is broken: nothing shows it held; except
-        TPOT when every response came in one burst (``burst_frac`` 1), where the client waited
-        for no token after the first. A quantile ``summarize`` never reports is refused rather
+        TPOT when every response came in one burst (``burst_frac`` 1) or had one token, where the
+        client waited for no token after the first. A quantile ``summarize`` never reports is refused rather
         than failing every run.
         """
         q = f"p{self.quantile:g}"
@@ -199,8 +201,9 @@ class Slo:
             if value is None and self.quantile not in QUANTILES:
                 raise InvalidInputError(f"`slo.quantile` must be one of {', '.join(map(str, QUANTILES))} to judge "
                                         f"a run's summary, but got quantile={self.quantile!r}")
-            if value is None and name == "tpot" and metrics.get("burst_frac") == 1.0:
-                continue  # every response in one burst: no decode pace was timed, none was waited for
+            if value is None and name == "tpot" and (metrics.get("burst_frac") == 1.0
+                                                     or 0 < (metrics.get("avg_output_len_tokens") or 0) <= 1.0):
+                continue  # one burst, or one token each: no decode pace was timed, none was waited for
             if value is None or value > bound:
                 out.append(f"{name}_{q}_ms {value if value is None else round(value, 1)} > {bound:g}")
         return out
