@@ -266,8 +266,8 @@ def collect_gemm(
                "store rows": len(st), "store": str(store)}
     _print_kv_table("GEMM sweep", summary)
     # Advice this run did not already follow (a run with --remeasure-above-cv re-timed them once).
-    retime = (f"(the same command, with --remeasure-above-cv {remeasure_above_cv:g}, re-times them again and keeps "
-              "the steadier row)" if remeasure_above_cv is not None else
+    retime = (f"run the same command (with --remeasure-above-cv {remeasure_above_cv:g}) again to re-time them once "
+              "more, keeping the steadier row" if remeasure_above_cv is not None else
               f"re-time the noisy rows with --remeasure-above-cv {noisy_cv:g} (the steadier row is kept)")
     advice = ["re-run on an idle machine", retime,
               *(["pin configs to CPUs with --pin-cpus auto"] if pins == "none" else []),
@@ -366,6 +366,8 @@ def collect_kernel(
                                         "wall time": f"{report.wall_s:.1f} s", **_remeasure_time(report),
                                         "store rows": len(st), "store": str(store)})
     advice = ["re-run on an idle machine",
+              f"run the same command (with --remeasure-above-cv {remeasure_above_cv:g}) again to re-time them once "
+              "more, keeping the steadier row" if remeasure_above_cv is not None else
               f"re-time the noisy rows with --remeasure-above-cv {noisy_cv:g} (the steadier row is kept)",
               *(["pin configs to CPUs with --pin-cpus auto"] if pins == "none" and spec.device == "cpu" else []),
               f"or give each config a longer --max-time-s (now {max_time_s:g} s)"]
@@ -535,6 +537,8 @@ def _print_serving_rows(df: Any, keys: dict, title: str, store: Path) -> None:
         c for c in df.columns if c.startswith("config.")][:3]
     wanted = ["status", "metric.output_tokens_per_s", "metric.ttft_p50_ms", "metric.tpot_p50_ms",
               "metric.e2e_p99_ms", "metric.sustainable_rate_rps"]
+    if "metric.first_failing_rate_rps" in df and "metric.sustainable_rate_rps" not in df:
+        df = df.assign(**{"metric.sustainable_rate_rps": float("nan")})  # no config met the SLO: '< X' each
     cols += [c for c in wanted if c in df]
     table = Table(*[c.split(".", 1)[-1] for c in cols], title=f"{title}: {len(df)} row(s) in {store}")
     for column in table.columns:  # a narrow terminal folds a header (and its unit), never cuts it
@@ -772,6 +776,7 @@ def dataset_ls(
     # at 80 columns a table of all of them shows nothing but ellipses (columns named with
     # --columns stay columns).
     same = [c for c in cols if len(df) > 1 and df[c].nunique(dropna=False) == 1] if wanted is None else []
+    every = cols  # CSV has no caption: it keeps the shared columns
     cols = [c for c in cols if c not in same] or cols
     if len(df) < matching:  # on stderr: a pipe gets the rows only
         err_console.print(f"{len(df)} of {matching} matching rows shown (--limit 0 shows every one; --sort "
@@ -785,7 +790,7 @@ def dataset_ls(
             err_console.print(f"note: {len(cols)} columns do not fit the {console.width} characters here: printed as "
                               "CSV (--columns picks fewer; --output FILE writes a file)", highlight=False,
                               soft_wrap=True)
-        df[cols].to_csv(sys.stdout, index=False)
+        df[every].to_csv(sys.stdout, index=False)
         return
     table = Table(caption="every row shown: " + ", ".join(f"{c.split('.', 1)[-1]}={shown(df[c].iloc[0])}" for c in same)
                   if same else None)
@@ -1067,8 +1072,9 @@ def evaluate(
     bands = any("interval_coverage_pct" in r[n]["mean"] for r in by_size.values() for n in names)
     band_columns = [f"in {coverage:.0%} band %", "band width / pred"] if bands else []
     # The description goes above the table, not in its title: a title longer than a narrow table is cut.
-    seeds_text = f", mean over {len(seed_list)} splits (seeds {', '.join(map(str, seed_list))})" if len(
-        seed_list) > 1 else ""
+    # The folds the table averages: one per seed, or one per held-out device for --split hardware.
+    folds = [f["fold"] for f in next(iter(by_size.values()))[names[0]].get("folds", [])]
+    seeds_text = f", mean over {len(folds)} splits ({', '.join(map(str, folds))})" if len(folds) > 1 else ""
     console.print(f"{kind} {target}, {split} split, {len(rows)} rows{trained}{with_ref}{seeds_text}", highlight=False)
     headers = [*first, "MAPE %", "median APE %", "p90 APE %", "R² log", "R² lin", "Spearman", *band_columns, "fit s"]
     cells = []
@@ -1094,7 +1100,7 @@ def evaluate(
         n_train = f", {sizes[0]} rows trained on" if sizes else ""
         plot_predicted_vs_measured(test[target], predictions, plot, target=target,
                                    title=f"{kind} {target}: {split} split, {fold}{n_train}, {len(test)} held-out rows")
-        one = "; the table's numbers are the mean over every split" if len(seed_list) > 1 else ""
+        one = "; the table's numbers are the mean over every split" if len(folds) > 1 else ""
         console.print(f"wrote {plot} (predicted vs measured, {fold}: {len(test)} held-out rows{one})",
                       highlight=False, soft_wrap=True)
 
@@ -1509,7 +1515,7 @@ def tune_serving_cmd(
     constraint: Annotated[list[str] | None, typer.Option(help="ml-energy: e.g. 'metric.itl_p99_ms <= 50' (ms), repeatable.")] = None,
     store: Annotated[Path, typer.Option(help="Live: Measurement store every launch is appended to. Running the same tuning again launches every config it picks again: the new row replaces the one stored before (the store holds what history.csv shows; the Optuna study keeps every launch).", callback=resolve_store)] = DEFAULT_STORE,
     seed: Annotated[int, typer.Option(help="Seed of the design and the surrogate. The load's prompts and arrivals stay the same whatever the seed, so runs with other seeds are measured under one load and compare.")] = 0,
-    concurrency: Annotated[int | None, typer.Option(help="Live: requests in flight at once in each launch's closed-loop load test (throughput, goodput, tokens_per_joule; default 16, where `perfpred collect serving` defaults to 8); with --goal sustainable_rate, in the capacity run that starts each rate search.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Live: requests in flight at once in each launch's closed-loop load test (throughput, goodput, tokens_per_joule; default 16, where `perfpred collect serving` defaults to 8); with --goal sustainable_rate, in the capacity run that starts each rate search (or the engine's slots, max_num_seqs, where more: the engine saturated).")] = None,
     requests: Annotated[int | None, typer.Option(help="Live: requests per closed-loop load test, after 2 discarded warm-up requests (default 48, where `perfpred collect serving` defaults to 32; --goal sustainable_rate sizes its probes by --probe-s instead).")] = None,
     prompt_tokens: Annotated[int | None, typer.Option(help="Live: prompt length in tokens of every request (default 128, where `perfpred collect serving` defaults to 64).")] = None,
     output_tokens: Annotated[int | None, typer.Option(help="Live: output length in tokens of every request (default 24, where `perfpred collect serving` defaults to 32; 16 for --goal sustainable_rate).")] = None,

@@ -224,6 +224,7 @@ def test_dataset_ls_prints_csv_where_its_columns_cannot_fit_and_counts_rows_left
     assert narrow.exit_code == 0, narrow.output
     table = pd.read_csv(io.StringIO(narrow.stdout))
     assert len(table) == 4 and "runtime_ms" in table and table["runtime_ms"].notna().all()
+    assert "status" in table  # shared by every row: a table's caption, but a CSV column
     total = len(MeasurementStore(collected).load())
     assert f"4 of {total} matching rows shown" in " ".join(narrow.stderr.split())
     wide = runner.invoke(app, ["dataset", "ls", str(collected), "--limit", "4"], env={"COLUMNS": "250"})

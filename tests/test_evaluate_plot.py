@@ -98,7 +98,7 @@ def test_plot_draws_predicted_vs_measured_for_the_first_seed(monkeypatch, capsys
     said = " ".join(out.split())
     assert f"wrote {plot}" in said
     # The table is the mean over both splits; the plot one split's: each says which.
-    assert "mean over 2 splits (seeds 3, 4)" in said and "the table's numbers are the mean over every split" in said
+    assert "mean over 2 splits (seed=3, seed=4)" in said and "the table's numbers are the mean over every split" in said
     (fig,) = figures
     (ax,) = fig.axes
     assert ax.get_xscale() == ax.get_yscale() == "log"

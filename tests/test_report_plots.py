@@ -87,6 +87,10 @@ def test_this_runs_evaluations_are_marked_where_they_are(tmp_path, figures):
     write_report(tmp_path, **{**common, "history": history.assign(worker=["a"] * 5 + ["b"] * 3)},
                  n_this_run=3, worker="b")
     assert list(_lines(figures[-1])["this run's evaluations from here"].get_xdata()) == [5.5, 5.5]
+    # An earlier run with this run's worker id (a container's same host name and PID): the
+    # worker column cannot tell them apart, the count can.
+    write_report(tmp_path, **{**common, "history": history.assign(worker="a")}, n_this_run=3, worker="a")
+    assert list(_lines(figures[-1])["this run's evaluations from here"].get_xdata()) == [5.5, 5.5]
     # Only this run's evaluations: nothing to mark.
     write_report(tmp_path, **common, n_this_run=8)
     assert not [k for k in _lines(figures[-1]) if k.startswith("this run")]

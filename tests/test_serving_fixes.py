@@ -110,6 +110,18 @@ def test_a_search_that_never_missed_says_its_rate_is_a_lower_bound(collector, mo
     assert "first_failing_rate_rps" not in m.metrics
 
 
+def test_the_collect_table_shows_each_rate_as_the_bound_it_is(capsys, monkeypatch):
+    from perfpred import cli
+
+    monkeypatch.setenv("COLUMNS", "200")
+    rows = pd.DataFrame({"measurement_id": ["a", "b"], "status": "ok", "config.parallel": [1, 8],
+                         "metric.first_failing_rate_rps": [0.25, 0.5]})  # no config met the SLO
+    cli._print_serving_rows(rows, {"a": 1, "b": 1}, "serving", "store")
+    out = capsys.readouterr().out
+    assert "sustainable_rate_rps" in out and "< 0.25" in out and "< 0.5" in out
+    assert cli._rate_cell({"metric.sustainable_rate_rps": 4.0, "metric.sustainable_rate_is_lower_bound": 1.0}) == ">= 4"
+
+
 def test_a_safety_cap_on_probe_requests_is_recorded(collector, monkeypatch):
     seen: list = []
     _scripted_loads(collector, monkeypatch, capacity_rps=50.0, seen=seen)

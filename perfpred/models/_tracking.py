@@ -459,13 +459,15 @@ def set_alias(ref: str, alias: str, *, delete: bool = False) -> ModelRef:
     newest version, ``NAME@OTHER``, a registered run id), so ``NAME@ALIAS`` loads it; ``delete``
     removes the alias from ``ref``'s model instead. Returns what ``ref`` resolved to (with its
     aliases as they are now). One-line errors: an unregistered run, a malformed alias."""
-    if not _ALIAS.fullmatch(alias or "") or re.fullmatch(r"v\d+", alias, flags=re.IGNORECASE) or alias == "latest":
+    if not _ALIAS.fullmatch(alias or "") or re.fullmatch(r"v\d+", alias, flags=re.IGNORECASE) or (
+            alias.lower() == "latest"):
         raise InvalidInputError(f"an alias must be a name of letters, digits, '_' and '-' starting with a letter "
                                 f"or '_', and not 'latest' or v<number> (MLflow keeps those), but got {alias!r}")
     resolved = resolve_model(ref)
     if resolved.name is None:
-        raise InvalidInputError(f"an alias names a registered model's version, but {ref!r} is a run no name was "
-                                "registered for (perfpred train --name NAME registers one)")
+        what = "a stage, which names no one version" if resolved.run_id is None else "a run no name was registered for"
+        raise InvalidInputError(f"an alias names a registered model's version, but {ref!r} is {what} (perfpred "
+                                "train --name NAME registers one; give NAME/VERSION)")
     client = _mlflow().MlflowClient()
     with bounded_http(), tracking_errors("setting the alias"):
         if delete:

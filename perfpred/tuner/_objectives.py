@@ -187,7 +187,9 @@ def is_feasible(values: Mapping[str, float | None], objectives: Iterable[Objecti
 
 def feasible_mask(columns: Mapping[str, Any], objectives: Iterable[Objective],
                   constraints: Iterable[MetricBound]) -> np.ndarray:
-    """:func:`is_feasible` over whole columns of values (NaN where missing), one bool per row."""
+    """:func:`is_feasible` over whole columns of values, one bool per row; a missing value is NaN
+    here (None there), and a non-finite one counts as missing (``metric_value`` makes those None
+    before a row reaches ``is_feasible``)."""
     objectives, constraints = list(objectives), list(constraints)
     arrays = {m: np.asarray(columns[m], dtype=float) for m in tracked_metrics(objectives, constraints)}
     ok = np.ones(len(next(iter(arrays.values()))) if arrays else 0, dtype=bool)

@@ -116,7 +116,8 @@ def load_line(summary: Mapping[str, Any]) -> str:
     tokens = (f"{summary.get('prompt_tokens', summary.get('prompt_dist'))} prompt + "
               f"{summary.get('output_tokens', summary.get('output_dist'))} output tokens")
     if summary.get("search") == "sustainable_rate":
-        start = (f"capacity first at {summary['capacity_concurrency']} in flight" if "capacity_concurrency" in summary
+        start = (f"capacity first at {summary['capacity_concurrency']} in flight, or the engine's slots where more"
+                 if "capacity_concurrency" in summary
                  else f"from {summary.get('start_rps')} req/s")
         return f"Poisson rate search, {summary['probe_duration_s']:g} s probes ({start}), {tokens} each"
     if summary.get("arrival") == "closed_loop":

@@ -422,10 +422,14 @@ def write_report(run_dir: Path, *, history: pd.DataFrame, settings: dict, best_c
     curves = {"perfpred": values, **{k if k not in earlier else f"{k} (earlier run)": v
                                      for k, v in comparisons.items()}}
     this_run = None
-    if worker is not None and "worker" in history:
-        this_run = (history["worker"] == worker).tolist()
-    elif n_this_run is not None:
+    if n_this_run is not None:
         this_run = [i >= len(history) - n_this_run for i in range(len(history))]
+    if worker is not None and "worker" in history:
+        mine = (history["worker"] == worker).tolist()
+        # Trusted where it counts this run's evaluations: an earlier run in a container with the
+        # same host name and PID shares the id, and then the last n_this_run are this run's.
+        if n_this_run is None or sum(mine) == n_this_run:
+            this_run = mine
     paths["plot"] = str(plot_best_so_far(run_dir / "best_so_far.png", curves,
                                          objective=settings.get("objective", "runtime_ms"),
                                          maximize=settings.get("direction") == "maximize", budget=budget,
