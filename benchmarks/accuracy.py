@@ -318,14 +318,16 @@ def small_data_candidates(budget: Budget) -> dict[str, Any]:
 def uci_random(tables, budget: Budget) -> dict[str, Any]:
     table = tables["uci"]
     tr, te = random_split(table, test_size=TEST_SIZE, seed=SEED)
+    # The XGBoost share (0.2, against none) by a validation split of the training rows (80/20,
+    # seed 1; benchmarks/README.md): 1.778 against 1.789% MAPE there.
     model = PerformanceModel(kind="kernel", regressor=grid_blend(budget, budget.mlp_epochs_large, 1024,
-                                                                 budget.mlp_seeds_large, xgb_weight=0.0))
+                                                                 budget.mlp_seeds_large, xgb_weight=0.2))
     result = fit_score(model, table.iloc[tr], table.iloc[te])
     runs = np.stack(table["raw_times_ms"].to_numpy())
     floor = np.mean([np.mean(np.abs(runs[:, i] - np.delete(runs, i, axis=1).mean(axis=1))
                              / np.delete(runs, i, axis=1).mean(axis=1)) for i in range(runs.shape[1])]) * 100
     out = with_target("uci_random", public(result))
-    out.update({"model": "grid-neighbour stack of one-hot MLPs (2 seeds), kernel features",
+    out.update({"model": "grid-neighbour stack of one-hot MLPs (2 seeds, 0.8) and XGBoost (0.2), kernel features",
                 "noise_floor_mape_pct": round(float(floor), 3), "rows": len(table),
                 "gpperf": gpperf(model, table, reuse=result, kind="kernel", smoke=budget.smoke)})
     return out
@@ -537,6 +539,38 @@ def composed_fit_score(regressor: Any, train: pd.DataFrame, test: pd.DataFrame, 
     return {**regression_report(y, pred), "fit_s": round(fit_s, 2), "n_train": len(train), "_pred": pred, "_true": y}
 
 
+def architecture_of(table: pd.DataFrame) -> pd.Series:
+    """A model's architecture as the data can tell it: organisation, total and active parameters
+    (Qwen3-235B-A22B Instruct, Thinking, VL and their FP8 copies are one; so are Llama 3.1 and
+    3.3 70B)."""
+    return (table["workload.model"].str.split("/").str[0] + ":" + table["workload.total_params_b"].astype(str)
+            + "/" + table["workload.activated_params_b"].astype(str))
+
+
+def architecture_out(table: pd.DataFrame, names: list[str], reg: Any) -> dict[str, Any]:
+    """Not a target: leave one model out with its siblings of the same architecture (other
+    checkpoints, FP8 copies, VL variants) out of training too. Leave-one-model-out keeps them in,
+    and the features see a model only through its sizes and layout, so a sibling is nearly the
+    same rows: this is the error for a model of an architecture never measured."""
+    arch = architecture_of(table)
+    models = table["workload.model"]
+    held = [(models == m).to_numpy() for m in names]
+    out_of_training = [arch.isin(arch[h].unique()).to_numpy() | h for h in held]
+    targets = {}
+    for target, offset in MLENERGY_TARGETS.items():
+        model = PerformanceModel(kind="serving-attention", regressor=reg, target=target, residual_of=offset)
+        call = ((lambda train, test, target=target: (composed_fit_score, (reg, train, test, target)))
+                if target in MLENERGY_COMPOSED else
+                (lambda train, test, target=target, model=model: (fit_score, (model, train, test, target))))
+        results = in_parallel([call(table[~out], table[h]) for h, out in zip(held, out_of_training, strict=True)])
+        targets[target] = pooled(results)["mape_pct"]
+    with_siblings = sorted(m for m, h, out in zip(names, held, out_of_training, strict=True) if (out & ~h).any())
+    return {"grouping": "organisation + total + active parameters (workload.model's prefix, "
+                        "workload.total_params_b, workload.activated_params_b)",
+            "mape_pct": targets, "models_with_siblings": len(with_siblings),
+            "architectures": int(arch[np.isin(models, names)].nunique())}
+
+
 def mlenergy_lomo(tables, budget: Budget) -> dict[str, Any]:
     table = tables["mlenergy"]
     models = table["workload.model"]
@@ -570,6 +604,7 @@ def mlenergy_lomo(tables, budget: Budget) -> dict[str, Any]:
                                "fit_s": round(sum(r["fit_s"] for r in held_results), 2)}
     worst = [v["pooled"]["mape_pct"] for v in out_targets.values()]
     out = with_target("mlenergy_lomo", {"targets": out_targets}, worst)
+    out["leave_one_architecture_out"] = architecture_out(table, names, reg)
     # Not a target: the ITL p99 the serving tuner constrains, learned directly and as the p50
     # model's prediction times a learned p99 / p50 (what ServingPredictor does).
     table = table.assign(tail_ratio_p99=table["metric.itl_p99_ms"] / table["metric.itl_p50_ms"])
