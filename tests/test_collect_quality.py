@@ -160,7 +160,8 @@ def test_the_noisy_rows_advice_does_not_repeat_what_the_run_already_did(tmp_path
                                           "--visits", "3")
     assert code == 0, err
     err = " ".join(err.split())
-    assert "re-time the noisy rows with" not in err and "(with --remeasure-above-cv 0.15) again to re-time them once more" in err
+    assert "re-time the noisy rows with" not in err
+    assert "(with --remeasure-above-cv 0.15) again to re-time them once more" in err
     assert "several passes with --visits 3" not in err and "--visits 5; now 3" in err
 
 
