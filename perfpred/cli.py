@@ -265,11 +265,7 @@ def collect_gemm(
                "wall time": f"{report.wall_s:.1f} s", **_remeasure_time(report),
                "store rows": len(st), "store": str(store)}
     _print_kv_table("GEMM sweep", summary)
-    # Advice this run did not already follow (a run with --remeasure-above-cv re-timed them once).
-    retime = (f"run the same command (with --remeasure-above-cv {remeasure_above_cv:g}) again to re-time them once "
-              "more, keeping the steadier row" if remeasure_above_cv is not None else
-              f"re-time the noisy rows with --remeasure-above-cv {noisy_cv:g} (the steadier row is kept)")
-    advice = ["re-run on an idle machine", retime,
+    advice = ["re-run on an idle machine", _retime_advice(remeasure_above_cv, noisy_cv),
               *(["pin configs to CPUs with --pin-cpus auto"] if pins == "none" else []),
               f"give each config a longer --max-time-s (now {max_time_s:g} s{', set by --quick' if quick else ''})",
               f"or time each config on more passes (--visits {max(3, visits + 2)}; now {visits})" if visits > 1
@@ -277,6 +273,15 @@ def collect_gemm(
     warning = quality_warning(report, advice)
     if warning:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+def _retime_advice(remeasure_above_cv: float | None, noisy_cv: float) -> str:
+    """The noisy-rows warning's advice on re-timing, which a run with --remeasure-above-cv already
+    followed once."""
+    if remeasure_above_cv is not None:
+        return (f"run the same command (with --remeasure-above-cv {remeasure_above_cv:g}) again to re-time them once "
+                "more, keeping the steadier row")
+    return f"re-time the noisy rows with --remeasure-above-cv {noisy_cv:g} (the steadier row is kept)"
 
 
 @collect_app.command("kernel")
@@ -365,10 +370,7 @@ def collect_kernel(
                                         **_quality_rows(report),
                                         "wall time": f"{report.wall_s:.1f} s", **_remeasure_time(report),
                                         "store rows": len(st), "store": str(store)})
-    advice = ["re-run on an idle machine",
-              f"run the same command (with --remeasure-above-cv {remeasure_above_cv:g}) again to re-time them once "
-              "more, keeping the steadier row" if remeasure_above_cv is not None else
-              f"re-time the noisy rows with --remeasure-above-cv {noisy_cv:g} (the steadier row is kept)",
+    advice = ["re-run on an idle machine", _retime_advice(remeasure_above_cv, noisy_cv),
               *(["pin configs to CPUs with --pin-cpus auto"] if pins == "none" and spec.device == "cpu" else []),
               f"or give each config a longer --max-time-s (now {max_time_s:g} s)"]
     warning = quality_warning(report, advice)
