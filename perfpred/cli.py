@@ -545,12 +545,12 @@ def _print_serving_rows(df: Any, keys: dict, title: str, store: Path) -> None:
     table = Table(*[c.split(".", 1)[-1] for c in cols], title=f"{title}: {len(df)} row(s) in {store}")
     for column in table.columns:  # a narrow terminal folds a header (and its unit), never cuts it
         column.overflow = "fold"
-    for full, row in zip(df.to_dict("records"), df[cols].to_dict("records"), strict=True):
+    for row in df.to_dict("records"):
         failed = row.get("status") != "ok"
         cells = ["-" if failed and c.startswith("metric.") else
                  f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in cols]
         if "metric.sustainable_rate_rps" in cols and not failed:
-            cells[cols.index("metric.sustainable_rate_rps")] = _rate_cell(full)
+            cells[cols.index("metric.sustainable_rate_rps")] = _rate_cell(row)
         table.add_row(*cells)
     console.print(table)
 
