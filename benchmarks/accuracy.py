@@ -559,10 +559,9 @@ def architecture_out(table: pd.DataFrame, names: list[str], reg: Any) -> dict[st
     targets = {}
     for target, offset in MLENERGY_TARGETS.items():
         model = PerformanceModel(kind="serving-attention", regressor=reg, target=target, residual_of=offset)
-        call = ((lambda train, test, target=target: (composed_fit_score, (reg, train, test, target)))
-                if target in MLENERGY_COMPOSED else
-                (lambda train, test, target=target, model=model: (fit_score, (model, train, test, target))))
-        results = in_parallel([call(table[~out], table[h]) for h, out in zip(held, out_of_training, strict=True)])
+        fit, first = (composed_fit_score, reg) if target in MLENERGY_COMPOSED else (fit_score, model)
+        results = in_parallel([(fit, (first, table[~out], table[h], target))
+                               for h, out in zip(held, out_of_training, strict=True)])
         targets[target] = pooled(results)["mape_pct"]
     with_siblings = sorted(m for m, h, out in zip(names, held, out_of_training, strict=True) if (out & ~h).any())
     return {"grouping": "organisation + total + active parameters (workload.model's prefix, "
