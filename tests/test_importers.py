@@ -267,6 +267,22 @@ def test_neusight_dimensions_and_device_spec(tmp_path: Path, data: Path) -> None
     assert_ids_match_schema([frame, lin])
 
 
+def test_neusight_sheet_keeps_the_data_sheets_sm_count(data: Path) -> None:
+    """The P4's sheet says 40 SMs of 64 cores; the GP104 has 20 of 128 (its recorded launches: blocks
+    over blocks per SM give 20), and the wave features divide by the SM count."""
+    from perfpred.collect.importers._gpus import gpu_hardware, read_neusight_sheet
+
+    sheet = read_neusight_sheet(data / "neusight" / "device_configs" / "Tesla_P4.json")
+    assert sheet["Num_Sm"] == 40
+    p4 = gpu_hardware("Tesla P4", sheet=sheet)
+    assert p4["sm_count"] == 20 and p4["cores_per_sm"] == 128
+    assert p4["peak_gflops"]["fp32"] == sheet["SingleFLOPs"]  # the rest of the sheet still wins
+    l4 = gpu_hardware("NVIDIA L4", sheet={"Device": "NVIDIA L4", "Num_Sm": 60, "Core_Per_SM": 128})
+    assert l4["sm_count"] == 58 and l4["cores_per_sm"] == 132  # the same 7,680 cores over 58 SMs
+    # A GPU perfpred has no facts for takes the sheet's count.
+    assert gpu_hardware("Some GPU", sheet={"Device": "Some GPU", "Num_Sm": 30})["sm_count"] == 30
+
+
 def test_neusight_real_file_finds_its_device_config(data: Path) -> None:
     result = get_importer("neusight").read(data / "neusight" / "train" / "linear" / "Tesla_P4.csv.gz")
     assert result.rows_good == 6423 and result.rows_bad == 0

@@ -2,7 +2,8 @@
 
 ``peak_gflops[dtype]`` is the rate a plain matmul of that dtype can reach: CUDA-core FP32
 for fp32 (torch keeps TF32 off for matmul by default), tensor cores for fp16/bf16 where the
-GPU has them. Bandwidth is the spec sheet's DRAM bandwidth in GB/s.
+GPU has them, and for fp64 on A100/H100/H200 (cuBLAS runs DGEMM on their FP64 tensor cores:
+twice the vector FP64 rate). Bandwidth is the spec sheet's DRAM bandwidth in GB/s.
 """
 
 from __future__ import annotations
@@ -23,19 +24,20 @@ def _spec(fp64: float, fp32: float, fp16: float, bf16: float | None, bw: float) 
     return {"peak_gflops": peaks, "mem_bw_gbs": bw}
 
 
-# TFLOP/s from the vendors' data sheets; GB/s bandwidth.
+# TFLOP/s from the vendors' data sheets; GB/s bandwidth. GA102/GA104 (A40, A6000, A4000, 3090) run
+# FP64 at 1/64 of FP32.
 GPU_SPECS: dict[str, dict] = {
-    "NVIDIA H200": _spec(34, 67, 989, 989, 4800),
-    "NVIDIA H100 80GB HBM3": _spec(34, 67, 989, 989, 3350),
-    "NVIDIA H100 PCIe": _spec(26, 51, 756, 756, 2000),
-    "NVIDIA A100-SXM4-40GB": _spec(9.7, 19.5, 312, 312, 1555),
-    "NVIDIA A100-SXM4-80GB": _spec(9.7, 19.5, 312, 312, 2039),
-    "NVIDIA A100-PCIE-40GB": _spec(9.7, 19.5, 312, 312, 1555),
-    "NVIDIA A100 80GB PCIe": _spec(9.7, 19.5, 312, 312, 1935),
+    "NVIDIA H200": _spec(67, 67, 989, 989, 4800),
+    "NVIDIA H100 80GB HBM3": _spec(67, 67, 989, 989, 3350),
+    "NVIDIA H100 PCIe": _spec(51, 51, 756, 756, 2000),
+    "NVIDIA A100-SXM4-40GB": _spec(19.5, 19.5, 312, 312, 1555),
+    "NVIDIA A100-SXM4-80GB": _spec(19.5, 19.5, 312, 312, 2039),
+    "NVIDIA A100-PCIE-40GB": _spec(19.5, 19.5, 312, 312, 1555),
+    "NVIDIA A100 80GB PCIe": _spec(19.5, 19.5, 312, 312, 1935),
     "NVIDIA A40": _spec(0.58, 37.4, 149.7, 149.7, 696),
     "NVIDIA L4": _spec(0.49, 30.3, 121, 121, 300),
-    "NVIDIA RTX A6000": _spec(1.2, 38.7, 154.8, 154.8, 768),
-    "NVIDIA RTX A4000": _spec(0.6, 19.2, 76.7, 76.7, 448),
+    "NVIDIA RTX A6000": _spec(0.6, 38.7, 154.8, 154.8, 768),
+    "NVIDIA RTX A4000": _spec(0.3, 19.2, 76.7, 76.7, 448),
     "NVIDIA GeForce RTX 3090": _spec(0.56, 35.6, 71, 71, 936),
     "NVIDIA GeForce RTX 2080 Ti": _spec(0.42, 13.4, 53.8, None, 616),
     "NVIDIA TITAN RTX": _spec(0.51, 16.3, 130, None, 672),

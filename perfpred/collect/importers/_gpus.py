@@ -113,9 +113,10 @@ def gpu_hardware(name: str, *, sheet: dict[str, Any] | None = None,
     """The ``hardware`` dict of a Measurement on GPU ``name``.
 
     Peaks come from ``GPU_SPECS`` (all dtypes it knows), then :data:`GPU_FACTS`, then the
-    spec ``sheet`` (a NeuSight device config, whose fp32 peak, bandwidth, SMs, L2 and memory
-    win because they describe the measured card), then ``overrides`` (facts a dataset's own
-    documentation states). ``spec_source`` says which of them contributed.
+    spec ``sheet`` (a NeuSight device config, whose fp32 peak, bandwidth, L2, memory and clock
+    win because they describe the measured card; its SM count only where GPU_FACTS has none),
+    then ``overrides`` (facts a dataset's own documentation states). ``spec_source`` says which
+    of them contributed.
     """
     hardware: dict[str, Any] = {"hardware_id": hardware_id_for(name), "name": name, "gpu_name": name,
                                 "vendor": _vendor(name)}
@@ -134,8 +135,14 @@ def gpu_hardware(name: str, *, sheet: dict[str, Any] | None = None,
             elif key not in hardware:
                 hardware[key] = value
         sources.append("GPU_FACTS")
-    for extra, label in ((neusight_sheet_facts(sheet) if sheet else None, "neusight-device-config"),
-                         (overrides, "dataset-readme")):
+    sheet_facts = neusight_sheet_facts(sheet) if sheet else None
+    if sheet_facts and facts and "sm_count" in facts and sheet_facts.get("sm_count") not in (None, facts["sm_count"]):
+        # Some sheets count SMs their own way (the P4's says 40 SMs of 64 cores: the GP104 has 20 of
+        # 128, as its recorded launches show); the data sheet's count stays, over the same cores.
+        cores = sheet_facts.pop("sm_count") * sheet_facts.pop("cores_per_sm", 0)
+        if cores:
+            sheet_facts["cores_per_sm"] = round(cores / facts["sm_count"])
+    for extra, label in ((sheet_facts, "neusight-device-config"), (overrides, "dataset-readme")):
         if not extra:
             continue
         for key, value in extra.items():
