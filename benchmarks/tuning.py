@@ -299,18 +299,20 @@ def summarise(space_results: list[dict], seeds: list[int]) -> dict:
         base = res["runs"].get("random")
         per = {}
         for strategy, runs in res["runs"].items():
-            budget = max(len(r) for r in runs) if runs else 0
+            # A run that ended before the budget (Optuna's samplers out of new configs) keeps its best
+            # to the end of the window: that is what it returns given the budget. Scoring it over its
+            # own shorter window instead put strategies on different bases.
             curve = mean_curve(runs, BUDGET) / opt
-            entry = {f"best_over_opt@{b}": float(curve[b - 1]) for b in BUDGETS if b <= budget}
+            entry = {f"best_over_opt@{b}": float(curve[b - 1]) for b in BUDGETS}
+            lengths = [len(r) for r in runs]
+            entry["evaluations_min"], entry["evaluations_max"] = min(lengths, default=0), max(lengths, default=0)
             within = [evaluations_to_within(r, opt, 0.02) for r in runs]
             entry["evals_to_2pct_median"] = (float(np.median([w for w in within if w is not None]))
                                              if any(w is not None for w in within) else None)
             entry["runs_reaching_2pct"] = int(sum(w is not None for w in within))
             entry["wall_s_per_run"] = res["wall_s"][strategy]
             if base is not None:
-                window = min(BUDGET, budget)
-                entry["P"] = performance_score(runs, base, opt, window)
-                entry["P_window"] = window
+                entry["P"] = performance_score(runs, base, opt, BUDGET)
             per[strategy] = entry
         if base is not None and len(base) >= 4:
             half = len(base) // 2

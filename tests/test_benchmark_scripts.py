@@ -350,22 +350,30 @@ def test_stages_on_a_stored_grid_refuse_a_model_without_one(monkeypatch, capsys)
         assert len(err.splitlines()) == 1
 
 
-def test_a_budget_some_spaces_never_reach_gets_no_mean_across_spaces(monkeypatch):
-    """A strategy that stops early on one space (Optuna's GP sampler, dual_annealing) would get a
-    'mean at 32' over the other spaces only, which can sit above its mean at 16: none is given."""
+def test_a_run_that_stops_early_keeps_its_best_to_the_end_of_the_window(monkeypatch):
+    """A strategy that stops early on one space (Optuna's samplers out of new configs) is scored
+    over the same 1..budget window as every other, its best kept after its last evaluation: scored
+    over its own shorter window, it was on another basis (and had no mean at the budgets it missed)."""
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import tuning
 
-    curve = [4.0, 3.0, 2.0, 1.5] * 8  # 32 evaluations
-    results = [{"space": "a", "optimum_ms": 1.0, "n_configs": 99, "runs": {"random": [curve], "gp": [curve]},
-                "wall_s": {"random": 1.0, "gp": 1.0}},
-               {"space": "b", "optimum_ms": 1.0, "n_configs": 99, "runs": {"random": [curve], "gp": [curve[:16]]},
-                "wall_s": {"random": 1.0, "gp": 1.0}}]
+    monkeypatch.setattr(tuning, "BUDGET", 32)
+    monkeypatch.setattr(tuning, "BUDGETS", (8, 16, 32))
+    random_run = [8.0, 4.0, 2.0, 2.0] + [1.5] * 12 + [1.0] * 16  # the optimum is 0.5
+    early = [4.0, 1.5] + [1.5] * 14  # 16 evaluations, then stops at 1.5
+    results = [{"space": "a", "optimum_ms": 0.5, "n_configs": 99,
+                "runs": {"random": [random_run], "gp": [random_run]}, "wall_s": {"random": 1.0, "gp": 1.0}},
+               {"space": "b", "optimum_ms": 0.5, "n_configs": 99,
+                "runs": {"random": [random_run], "gp": [early]}, "wall_s": {"random": 1.0, "gp": 1.0}}]
     summary = tuning.summarise(results, [0])
-    assert "best_over_opt@32" in summary["spaces"]["a"]["strategies"]["gp"]
-    assert "mean_best_over_opt@16" in summary["strategies"]["gp"]
-    assert "mean_best_over_opt@32" not in summary["strategies"]["gp"]
-    assert "mean_best_over_opt@32" in summary["strategies"]["random"]
+    b = summary["spaces"]["b"]["strategies"]["gp"]
+    assert b["best_over_opt@32"] == 3.0 and (b["evaluations_min"], b["evaluations_max"]) == (16, 16)
+    # P over all 32 budgets: ahead at budgets 1-4, level to 16, a whole gap behind from 17 on.
+    base = [8.0, 4.0, 2.0, 2.0] + [1.5] * 12 + [1.0] * 16
+    ours = [4.0] + [1.5] * 31
+    assert b["P"] == pytest.approx(sum((x - y) / (x - 0.5) for x, y in zip(base, ours, strict=True)) / 32)
+    assert b["P"] < -0.4  # over its own 16 evaluations it was ahead of random (P 0.12)
+    assert summary["strategies"]["gp"]["mean_best_over_opt@32"] == pytest.approx((2.0 + 3.0) / 2)
 
 
 def test_launch_noise_scales_each_replayed_launch_and_leaves_failures_alone(monkeypatch):

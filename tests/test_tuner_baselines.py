@@ -189,6 +189,23 @@ def test_kernel_tuner_search_on_a_recorded_cache(strategy: str, conv_cache: Path
 
 
 @pytest.mark.slow
+def test_kernel_tuner_dual_annealing_spends_the_whole_budget(conv_cache: Path, tmp_path: Path) -> None:
+    """Kernel Tuner hands max_fevals to scipy as maxfun, which counts repeated and snapped calls: a
+    24-evaluation run ended after about 10 distinct configs. It gets the whole budget now."""
+    pytest.importorskip("kernel_tuner")
+    values = kernel_tuner_search(conv_cache, "dual_annealing", 24, seed=1, workdir=tmp_path)
+    assert len(values) == 24
+
+
+@pytest.mark.slow
+def test_kernel_tuner_bayes_opt_is_seeded(conv_cache: Path, tmp_path: Path) -> None:
+    """Its starting design came from an unseeded LatinHypercube: one seed, another run each time."""
+    pytest.importorskip("kernel_tuner")
+    runs = [kernel_tuner_search(conv_cache, "bayes_opt", 12, seed=s, workdir=tmp_path) for s in (3, 3, 4)]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+@pytest.mark.slow
 def test_kernel_tuner_values_are_the_replay_objective(conv_cache: Path, tmp_path: Path) -> None:
     """Curves of every strategy line up only if they measure the same thing: Kernel Tuner's values
     must be the runtime the replay (and so perfpred's tuner and the optimum) uses for that config."""

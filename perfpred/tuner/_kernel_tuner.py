@@ -13,8 +13,12 @@ import json
 import random
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import numpy as np
 
@@ -22,6 +26,11 @@ from perfpred._files import write_text_atomically
 from perfpred.errors import InvalidInputError, MissingDependencyError
 
 KERNEL_TUNER_STRATEGIES = ("random_sample", "genetic_algorithm", "dual_annealing", "bayes_opt", "hybrid_vndx")
+# Kernel Tuner hands max_fevals to scipy's dual_annealing as maxfun too, which counts every call:
+# repeats (served from the cache, free) and points snapped to invalid configs as well. With maxfun =
+# budget a run ended after 30-60 distinct configs of 128; scipy gets this many calls per evaluation,
+# and Kernel Tuner's own count of distinct configs still ends the run at the budget.
+DUAL_ANNEALING_CALLS_PER_EVAL = 10
 
 
 def _plain_cache(cache_file: Path, workdir: Path) -> tuple[Path, dict]:
@@ -35,6 +44,30 @@ def _plain_cache(cache_file: Path, workdir: Path) -> tuple[Path, dict]:
         # Atomically: workers sharing one space may check for the copy while another writes it.
         write_text_atomically(plain, json.dumps(data))
     return plain, data
+
+
+@contextmanager
+def _seeded_bayes_opt(seed: int) -> Iterator[None]:
+    """Kernel Tuner's bayes_opt draws its starting design from an unseeded LatinHypercube (fresh
+    entropy, not numpy's global seed), so one seed gave another run each time; seed it."""
+    from kernel_tuner.strategies import bayes_opt
+
+    with mock.patch.object(bayes_opt, "LatinHypercube", partial(bayes_opt.LatinHypercube, rng=seed)):
+        yield
+
+
+@contextmanager
+def _dual_annealing_calls() -> Iterator[None]:
+    """scipy's dual_annealing with DUAL_ANNEALING_CALLS_PER_EVAL calls per evaluation Kernel Tuner allows."""
+    import scipy.optimize
+
+    real = scipy.optimize.dual_annealing
+
+    def more_calls(*args: Any, maxfun: int, **kwargs: Any) -> Any:
+        return real(*args, maxfun=maxfun * DUAL_ANNEALING_CALLS_PER_EVAL, **kwargs)
+
+    with mock.patch.object(scipy.optimize, "dual_annealing", more_calls):
+        yield
 
 
 def kernel_tuner_search(cache_file: str | Path, strategy: str, budget: int, *, seed: int = 0,
@@ -61,7 +94,8 @@ def kernel_tuner_search(cache_file: str | Path, strategy: str, budget: int, *, s
 
     np.random.seed(seed)
     random.seed(seed)
-    with warnings.catch_warnings():
+    patched = {"bayes_opt": _seeded_bayes_opt(seed), "dual_annealing": _dual_annealing_calls()}
+    with warnings.catch_warnings(), patched.get(strategy, nullcontext()):
         # A CPU kernel's space (perfpred's C kernels) has no thread-block parameters; in simulation
         # mode Kernel Tuner warns about it once per run, which says nothing here.
         warnings.filterwarnings("ignore", message="None of the tunable parameters specify thread block")
