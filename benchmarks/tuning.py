@@ -318,6 +318,8 @@ def summarise(space_results: list[dict], seeds: list[int]) -> dict:
             half = len(base) // 2
             per["random"]["P_random_half_vs_half"] = performance_score(base[:half], base[half:], opt, BUDGET)
         summary["spaces"][res["space"]] = {"n_configs": res["n_configs"], "optimum_ms": opt, "strategies": per}
+        if "prior_fit_s" in res:  # training the transferred priors, once per space: not in any s/run
+            summary["spaces"][res["space"]]["prior_fit_s"] = round(res["prior_fit_s"], 2)
     strategies = sorted({s for r in space_results for s in r["runs"]})
     for strategy in strategies:
         entries = [v["strategies"][strategy] for v in summary["spaces"].values() if strategy in v["strategies"]]

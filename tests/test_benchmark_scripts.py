@@ -365,7 +365,9 @@ def test_a_run_that_stops_early_keeps_its_best_to_the_end_of_the_window(monkeypa
                 "runs": {"random": [random_run], "gp": [random_run]}, "wall_s": {"random": 1.0, "gp": 1.0}},
                {"space": "b", "optimum_ms": 0.5, "n_configs": 99,
                 "runs": {"random": [random_run], "gp": [early]}, "wall_s": {"random": 1.0, "gp": 1.0}}]
+    results[0]["prior_fit_s"] = 2.5  # the transferred priors' training, which no s/run holds
     summary = tuning.summarise(results, [0])
+    assert summary["spaces"]["a"]["prior_fit_s"] == 2.5 and "prior_fit_s" not in summary["spaces"]["b"]
     b = summary["spaces"]["b"]["strategies"]["gp"]
     assert b["best_over_opt@32"] == 3.0 and (b["evaluations_min"], b["evaluations_max"]) == (16, 16)
     # P over all 32 budgets: ahead at budgets 1-4, level to 16, a whole gap behind from 17 on.
