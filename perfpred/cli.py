@@ -654,7 +654,7 @@ def dataset_info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     store: Annotated[Path | None, typer.Option(help="The store, named as the other commands name it (instead of PATH).")] = None,
 ) -> None:
-    """Summarise a store: rows, kinds, statuses, hardware ids, sources, columns, size on disk (bytes)."""
+    """Summarise a store: its schema version, rows, kinds, statuses, hardware ids, sources, columns, size on disk (bytes)."""
     from perfpred.datasets import MeasurementStore
 
     info = MeasurementStore(_store_argument(path, store)).info()
@@ -671,8 +671,10 @@ def dataset_merge(
 ) -> None:
     """Merge stores into one: new rows are added, rows already there are skipped, re-measured configs kept as repeats.
 
-    Merging the same store twice adds nothing. A source whose columns clash with the
-    destination's types is named and left out; the others are merged (exit code 2).
+    Merging the same store twice adds nothing. Rows that break a rule of the Measurement schema
+    are left out and counted per rule; one hardware id keeps the spec stored first (a replaced
+    spec is noted). A source whose columns clash with the destination's types, that cannot be
+    read or whose every row is bad is named and left out; the others are merged (exit code 2).
     """
     from perfpred.datasets import MeasurementStore, merge_stores
 
@@ -2147,8 +2149,27 @@ def _interrupted_message(argv: list[str]) -> str:
 _NO_HOME = {"dataset", "import", "export"}  # the commands that neither cache nor log anything in PERFPRED_HOME
 
 
+def _store_warnings_as_cli_lines() -> None:
+    """Show a store's warnings (files in parts/ that are no parts) as the CLI's warning lines,
+    in any command that opens a store; other warnings as Python shows them."""
+    import warnings
+
+    shown_by_python = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        from perfpred.datasets import StoreWarning  # here: the CLI starts without pandas
+
+        if issubclass(category, StoreWarning):
+            err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+        else:
+            shown_by_python(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main() -> None:
     argv = _spelled_as_commands(sys.argv[1:])
+    _store_warnings_as_cli_lines()
     try:
         if argv and argv[0] not in _NO_HOME and "--help" not in argv:
             from perfpred.settings import check_home

@@ -202,11 +202,14 @@ def test_dataset_ls(collected):
 
 def test_dataset_ls_leaves_out_columns_no_listed_row_fills(tmp_path):
     """A store of two kernels: the rows listed (one kernel's) show none of the other's parameters."""
+    from perfpred.datasets._checks import content_ids
+
     def rows(prefix: str, param: str, runtime_ms: float) -> pd.DataFrame:
-        return pd.DataFrame({"measurement_id": [f"{prefix}{i}" for i in range(3)], "schema_version": 1,
-                             "kind": "kernel", "status": "ok", "hardware_id": "gpu-x", "runtime_ms": runtime_ms,
-                             "timestamp": "2026-12-07T00:00:00+00:00", "source": "test",
-                             "workload.kernel_name": prefix, f"config.{param}": [1, 2, 10240]})
+        frame = pd.DataFrame({"schema_version": 1,
+                              "kind": "kernel", "status": "ok", "hardware_id": "gpu-x", "runtime_ms": runtime_ms,
+                              "timestamp": "2026-12-07T00:00:00+00:00", "source": "test",
+                              "workload.kernel_name": prefix, f"config.{param}": [1, 2, 10240]})
+        return frame.assign(measurement_id=content_ids(frame))  # the ids a store requires of these rows
 
     store = MeasurementStore(tmp_path / "s", create=True)
     store.append_frame(rows("slow", "block_size_x", 9.0))

@@ -17,6 +17,7 @@ from test_cli import assert_one_line_error, run_main
 
 from perfpred.collect.importers import export_kernel_tuner_cache, get_importer, run_import
 from perfpred.datasets import MeasurementStore
+from perfpred.datasets._checks import content_ids
 from perfpred.errors import DatasetNotFoundError, InvalidInputError, StoreError
 from perfpred.settings import datasets_dir
 
@@ -154,7 +155,8 @@ def test_a_badly_typed_parameter_is_a_bad_row_and_never_retypes_the_store(tmp_pa
     doc = json.loads(export_kernel_tuner_cache(store, tmp_path / "out.json").path.read_text())
     assert all(isinstance(e["block_size_y"], int) for e in doc["cache"].values())
     # the store itself refuses a second type for a column, whoever writes it
-    row = stored.iloc[[0]].assign(measurement_id="x" * 20, **{"config.block_size_y": "abc"})
+    row = stored.iloc[[0]].assign(**{"config.block_size_y": "abc"})
+    row = row.assign(measurement_id=content_ids(row))  # a new configuration, with its own id
     with pytest.raises(StoreError, match=r"`config.block_size_y` must hold number values.*'abc'"):
         store.append_frame(row)
     assert len(MeasurementStore(store.path)) == 29

@@ -291,7 +291,7 @@ def test_an_unreadable_manifest_is_refused(tmp_path):
 
 def test_a_corrupt_part_file_raises_store_error_naming_it(store):
     store.append([gemm(m=1)])
-    bad = store.path / "parts" / "part-99999999999999999999-corrupt0.parquet"
+    bad = store.path / "parts" / "part-99999999999999999999-c0de0bad.parquet"  # named as a part: read
     bad.write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(StoreError) as info:
         MeasurementStore(store.path).load()

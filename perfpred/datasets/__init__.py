@@ -17,7 +17,7 @@ from perfpred.datasets._splits import (
     make_split,
     random_split,
 )
-from perfpred.datasets._store import MeasurementStore
+from perfpred.datasets._store import MeasurementStore, StoreWarning
 
 __all__ = [
     "KINDS",
@@ -28,6 +28,7 @@ __all__ = [
     "Measurement",
     "MeasurementStore",
     "MergeReport",
+    "StoreWarning",
     "group_labels",
     "grouped_split",
     "leave_one_group_out",

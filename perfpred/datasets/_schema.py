@@ -94,6 +94,32 @@ def measurement_key(kind: str, workload: dict[str, Any], config: dict[str, Any],
     return hashlib.sha1(payload.encode()).hexdigest()[:20]
 
 
+def _fragments(key: str, values: pd.Series) -> list[str]:
+    """'"key":<json value>' for each row, as ``Measurement``'s canonical JSON writes it."""
+    head = json.dumps(key) + ":"
+    if values.dtype.kind in "biuf" or pd.api.types.infer_dtype(values, skipna=False) in ("string", "boolean"):
+        # One json.dumps per distinct value; safe because these columns hold one Python type.
+        codes, uniques = pd.factorize(values, use_na_sentinel=False)
+        texts = np.array([head + json.dumps(key_value(u), default=str) for u in uniques], dtype=object)
+        return texts[codes].tolist()
+    return [head + json.dumps(key_value(v), default=str) for v in values]
+
+
+def measurement_ids(kind: str, hardware_id: str, workload: pd.DataFrame, config: pd.DataFrame) -> np.ndarray:
+    """``measurement_key`` of every row, built column-wise (sha1 of the same canonical JSON)."""
+    n = len(workload)
+
+    def joined(frame: pd.DataFrame) -> list[str]:
+        columns = [_fragments(key, frame[key]) for key in sorted(frame.columns)]
+        if not columns:
+            return [""] * n
+        return [",".join(parts) for parts in zip(*columns, strict=True)]
+
+    middle = ',"hardware_id":' + json.dumps(hardware_id) + ',"kind":' + json.dumps(kind) + ',"workload":{'
+    texts = ('{"config":{' + c + "}" + middle + w + "}}" for c, w in zip(joined(config), joined(workload), strict=True))
+    return np.array([hashlib.sha1(t.encode()).hexdigest()[:20] for t in texts], dtype=object)
+
+
 def repeat_key(measurement_id: str, values_hash: str) -> str:
     """The id of a second record of a measured configuration with other values (an importer keeps
     it as its own row): ``<measurement_id>-<first 8 hex of its values' hash>``."""
@@ -188,7 +214,7 @@ class Measurement:
             raise InvalidInputError(
                 f"`power_source` must be one of {POWER_SOURCES}, but got power_source={self.power_source!r}"
             )
-        if not isinstance(self.hardware_id, str) or not self.hardware_id:
+        if not isinstance(self.hardware_id, str) or not self.hardware_id.strip():  # blank ('  ') is empty too
             raise InvalidInputError(
                 f"`hardware_id` must be a non-empty string, but got hardware_id={self.hardware_id!r}")
         for name in ("workload", "config"):

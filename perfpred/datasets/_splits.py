@@ -14,6 +14,9 @@ from perfpred.errors import InvalidInputError
 SPLITS = ("random", "shape", "hardware")
 
 GEMM_SHAPE_COLUMNS = ("workload.b", "workload.m", "workload.n", "workload.k")
+# What a missing value of a column means, so a group does not split on it: a GEMM recorded
+# without a batch is a batch of 1 (UCI, NeuSight rows next to collected ones with b=1).
+GROUP_DEFAULTS = {"workload.b": 1}
 
 
 def _check_rows(df: pd.DataFrame) -> None:
@@ -32,13 +35,15 @@ def _check_fraction(test_size: float) -> None:
 
 
 def group_labels(df: pd.DataFrame, columns: str | Sequence[str]) -> np.ndarray:
-    """One integer label per distinct combination of ``columns`` (missing columns ignored)."""
+    """One integer label per distinct combination of ``columns`` (missing columns ignored; a missing
+    value of a column of ``GROUP_DEFAULTS`` counts as its default)."""
     columns = [columns] if isinstance(columns, str) else list(columns)
     present = [c for c in columns if c in df.columns]
     if not present:
         raise InvalidInputError(f"grouping needs at least one of the columns {list(columns)}, but the table has none")
+    values = df[present].fillna({c: v for c, v in GROUP_DEFAULTS.items() if c in present})
     # pandas 3 keeps a missing value missing through astype(str): "nan", as pandas 2 wrote it
-    return df[present].astype(str).fillna("nan").agg("|".join, axis=1).factorize()[0]
+    return values.astype(str).fillna("nan").agg("|".join, axis=1).factorize()[0]
 
 
 def configuration_labels(df: pd.DataFrame) -> np.ndarray | None:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import time
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,12 +30,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from perfpred._files import write_text_atomically
+from perfpred.datasets._checks import check_rows, unknown_columns
 from perfpred.datasets._schema import FIXED_COLUMNS, SCHEMA_VERSION, Measurement
 from perfpred.errors import InvalidInputError, NotAStoreError, StoreError
 
 _MANIFEST = "store.json"
 _PARTS = "parts"
 _FORMAT = "perfpred-measurement-store"
+# A part's name, as ``_write_part`` makes it: a nanosecond clock (oldest first) and 8 random hex.
+_PART_NAME = re.compile(r"part-\d{20}-[0-9a-f]{8}\.parquet")
+_SHOWN_FILES = 5  # foreign files a warning names
+
+
+class StoreWarning(UserWarning):
+    """Something in a store that its reads leave out (a file in ``parts/`` that is no part)."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -73,15 +83,17 @@ class MeasurementStore:
             raise StoreError(f"unreadable store manifest '{manifest}': {exc}") from exc
         if meta.get("format") != _FORMAT:
             raise StoreError(f"'{manifest}' is not a perfpred store manifest (format={meta.get('format')!r})")
-        if int(meta.get("schema_version", 0)) > SCHEMA_VERSION:
-            raise StoreError(
-                f"store schema_version <= {SCHEMA_VERSION} must hold for this perfpred, "
-                f"but got schema_version={meta.get('schema_version')} in '{manifest}': upgrade perfpred"
-            )
+        self.schema_version = _manifest_version(meta, manifest)
         self._ids: set[str] | None = None
         self._id_parts: set[str] = set()  # the parts whose ids ``_ids`` holds
         self._lock_depth = 0
         self._part_types: dict[str, dict[str, str]] = {}
+        self._warned_foreign = False
+
+    @property
+    def rows_schema_version(self) -> int:
+        """The ``schema_version`` its rows carry: the manifest's, or this perfpred's where it names none."""
+        return SCHEMA_VERSION if self.schema_version is None else self.schema_version
 
     def _create(self, manifest: Path) -> None:
         try:
@@ -120,8 +132,19 @@ class MeasurementStore:
         return self.path / _PARTS
 
     def part_files(self) -> list[Path]:
-        """Committed part files, oldest first (names start with a nanosecond clock)."""
-        return sorted(p for p in self._parts_dir().glob("part-*.parquet"))
+        """Committed part files, oldest first (names start with a nanosecond clock). Only files
+        named as ``_write_part`` names them: anything else in ``parts/`` (a Spark or hand-copied
+        Parquet file) is never read as rows, and said once (a ``StoreWarning``)."""
+        parts, foreign = [], []
+        for path in self._parts_dir().iterdir() if self._parts_dir().is_dir() else ():
+            if _PART_NAME.fullmatch(path.name) and path.is_file():
+                parts.append(path)
+            elif not path.name.startswith(".tmp-"):  # a writer's part in flight, or one a crash left
+                foreign.append(path.name)
+        if foreign and not self._warned_foreign:
+            self._warned_foreign = True
+            warnings.warn(_foreign_message(self._parts_dir(), sorted(foreign)), StoreWarning, stacklevel=2)
+        return sorted(parts)
 
     def column_types(self) -> dict[str, str]:
         """Each stored column's type ('number', 'string', 'bool', 'list', ...), as its oldest
@@ -254,10 +277,23 @@ class MeasurementStore:
         return len(rows)
 
     def append_frame(self, frame: pd.DataFrame, *, replace: bool = False) -> int:
-        """Bulk append of rows already in the flat schema (importers of big recorded tables)."""
+        """Bulk append of rows already in the flat schema (importers of big recorded tables).
+
+        Every row is checked against the rules a Measurement obeys (``check_rows``, column-wise);
+        a frame with a bad row is refused whole, naming the rule, a value and how many rows break
+        it, and nothing is written.
+        """
         missing = [c for c in ("measurement_id", "kind", "hardware_id", "status", "runtime_ms") if c not in frame]
         if missing:
             raise StoreError(f"append_frame needs columns {missing}, which the frame lacks")
+        problems = check_rows(frame, self.rows_schema_version)
+        if problems.count:
+            raise InvalidInputError(f"append_frame: {problems.count} of {len(frame)} row(s) break a rule of the "
+                                    f"Measurement schema, e.g. {problems.first()}; nothing was written")
+        return self._append_rows(frame.drop(columns=unknown_columns(frame)), replace=replace)
+
+    def _append_rows(self, frame: pd.DataFrame, *, replace: bool = False) -> int:
+        """``append_frame`` of rows already checked (a merge checks its sources' rows itself)."""
         with self.writing():
             if not replace:
                 frame = frame[~self.stored(frame["measurement_id"])]
@@ -295,10 +331,7 @@ class MeasurementStore:
         wanted = pd.Index(pd.unique(np.asarray(list(measurement_ids), dtype=object)))
         frames = []
         for part in self.part_files():
-            try:
-                names = set(pq.read_schema(part).names)
-            except (OSError, pa.ArrowException) as exc:
-                raise StoreError(f"unreadable part file '{part}': {exc}") from exc
+            names = _column_names(part)
             cols = ["measurement_id", *(c for c in dict.fromkeys(columns) if c in names and c != "measurement_id")]
             frame = self._read_part(part, columns=cols)
             frames.append(frame[frame["measurement_id"].isin(wanted)])
@@ -439,8 +472,11 @@ class MeasurementStore:
     def _columns_of_parts(self, columns: list[str]) -> list[pd.DataFrame]:
         """Each part's rows, read for those of ``columns`` it holds (a part lacks the columns its
         rows leave empty): a summary then reads a few columns, not a whole store."""
-        return [self._read_part(part, columns=[c for c in columns if c in set(pq.read_schema(part).names)])
-                for part in self.part_files()]
+        frames = []
+        for part in self.part_files():
+            names = _column_names(part)
+            frames.append(self._read_part(part, columns=[c for c in columns if c in names]))
+        return frames
 
     def hardware_specs(self) -> dict[str, str]:
         """The stored spec (``hardware_json``) of each hardware id, its first stored one."""
@@ -464,7 +500,7 @@ class MeasurementStore:
         size = sum(p.stat().st_size for p in self.part_files())
         out: dict[str, Any] = {
             "path": str(self.path),
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": self.schema_version,  # the store's (its manifest's), not this perfpred's
             "rows": len(df),
             "parts": len(self.part_files()),
             "size_bytes": int(size),
@@ -484,6 +520,36 @@ class MeasurementStore:
             first, last = _time_span(df["timestamp"]) if "timestamp" in df else (None, None)
             out["first_timestamp"], out["last_timestamp"] = first, last
         return out
+
+
+def _manifest_version(meta: dict[str, Any], manifest: Path) -> int | None:
+    """The manifest's ``schema_version`` (None where it names none); one line for a version that
+    is no whole number or is newer than this perfpred reads."""
+    version = meta.get("schema_version")
+    if version is None:
+        return None
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise StoreError(f"`schema_version` must be a whole number in '{manifest}', but got {version!r}")
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"store schema_version <= {SCHEMA_VERSION} must hold for this perfpred, "
+            f"but got schema_version={version} in '{manifest}': upgrade perfpred"
+        )
+    return version
+
+
+def _foreign_message(parts_dir: Path, names: list[str]) -> str:
+    more = f" and {len(names) - _SHOWN_FILES} more" if len(names) > _SHOWN_FILES else ""
+    return (f"'{parts_dir}' holds {len(names)} file(s) not named as this store's parts "
+            f"(part-<20 digits>-<8 hex>.parquet), left unread: {', '.join(names[:_SHOWN_FILES])}{more}")
+
+
+def _column_names(part: Path) -> set[str]:
+    """The columns a part holds (read from its footer only)."""
+    try:
+        return set(pq.read_schema(part).names)
+    except (OSError, pa.ArrowException) as exc:
+        raise StoreError(f"unreadable part file '{part}': {str(exc).splitlines()[0]}") from exc
 
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # how a store summary shows a time: ISO 8601 in UTC, 2026-12-07T14:03:05Z

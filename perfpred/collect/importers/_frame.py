@@ -9,7 +9,6 @@ definitions of ``perfpred.collect.TimingResult``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from perfpred.datasets import SCHEMA_VERSION
-from perfpred.datasets._schema import CONFIG_PREFIX, FIXED_COLUMNS, METRIC_PREFIX, WORKLOAD_PREFIX, key_value
+from perfpred.datasets._schema import CONFIG_PREFIX, FIXED_COLUMNS, METRIC_PREFIX, WORKLOAD_PREFIX, measurement_ids
 
 
 def replicate_stats(raw: np.ndarray) -> dict[str, np.ndarray]:
@@ -61,32 +60,6 @@ def ragged_stats(raw: Sequence[Sequence[float]]) -> dict[str, np.ndarray]:
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _fragments(key: str, values: pd.Series) -> list[str]:
-    """'"key":<json value>' for each row, as ``Measurement``'s canonical JSON writes it."""
-    head = json.dumps(key) + ":"
-    if values.dtype.kind in "biuf" or pd.api.types.infer_dtype(values, skipna=False) in ("string", "boolean"):
-        # One json.dumps per distinct value; safe because these columns hold one Python type.
-        codes, uniques = pd.factorize(values, use_na_sentinel=False)
-        texts = np.array([head + json.dumps(key_value(u), default=str) for u in uniques], dtype=object)
-        return texts[codes].tolist()
-    return [head + json.dumps(key_value(v), default=str) for v in values]
-
-
-def measurement_ids(kind: str, hardware_id: str, workload: pd.DataFrame, config: pd.DataFrame) -> np.ndarray:
-    """``measurement_key`` of every row, built column-wise (sha1 of the same canonical JSON)."""
-    n = len(workload)
-
-    def joined(frame: pd.DataFrame) -> list[str]:
-        columns = [_fragments(key, frame[key]) for key in sorted(frame.columns)]
-        if not columns:
-            return [""] * n
-        return [",".join(parts) for parts in zip(*columns, strict=True)]
-
-    middle = ',"hardware_id":' + json.dumps(hardware_id) + ',"kind":' + json.dumps(kind) + ',"workload":{'
-    texts = ('{"config":{' + c + "}" + middle + w + "}}" for c, w in zip(joined(config), joined(workload), strict=True))
-    return np.array([hashlib.sha1(t.encode()).hexdigest()[:20] for t in texts], dtype=object)
 
 
 def _column(value: Any, n: int, dtype: Any = None) -> Any:

@@ -14,7 +14,6 @@ would retype the stored rows.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,6 +27,7 @@ import pandas as pd
 from perfpred.collect.importers._base import FileImport, Importer
 from perfpred.collect.importers._checks import MAX_EXAMPLES, NoGoodRows, fmt_value
 from perfpred.datasets import MeasurementStore
+from perfpred.datasets._merge import keep_stored_specs
 from perfpred.datasets._repeats import assign_repeat_ids
 from perfpred.datasets._schema import CONFIG_PREFIX, WORKLOAD_PREFIX
 from perfpred.datasets._store import value_kind
@@ -210,32 +210,6 @@ def run_import(format: str, paths: str | os.PathLike[str] | Sequence[str | os.Pa
     return _import_files(importer, format, files, skipped, unreadable, store, options, start)
 
 
-def _keep_stored_specs(frame: pd.DataFrame, specs: dict[str, str], notes: list[str]) -> pd.DataFrame:
-    """``frame`` with the spec ``specs`` holds for each of its hardware ids (adding the ids it
-    lacks): one hardware id has one spec in a store, whichever source described the device
-    first (NeuSight's A100 sheet says 19,492 fp32 GFLOPS, the built-in spec 19,500; a CSV
-    outside NeuSight's folders has no sheet at all). A spec replaced is noted once per id."""
-    if "hardware_json" not in frame or "hardware_id" not in frame:
-        return frame
-    given = frame[["hardware_id", "hardware_json"]].dropna().drop_duplicates("hardware_id")
-    replaced = []
-    for hardware_id, spec in given.itertuples(index=False):
-        stored = specs.setdefault(str(hardware_id), str(spec))
-        if stored != spec and json.loads(stored) != json.loads(spec):
-            replaced.append(str(hardware_id))
-            old, new = json.loads(stored), json.loads(spec)
-            keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            diff = "; ".join(f"{k}: {new.get(k)!r} here, {old.get(k)!r} stored" for k in keys[:3])
-            note = (f"{hardware_id}: the spec stored for this device is kept, so it has one ({diff}"
-                    f"{'; ...' if len(keys) > 3 else ''})")
-            if note not in notes:
-                notes.append(note)
-    if not replaced:
-        return frame
-    mask = frame["hardware_id"].astype(str).isin(replaced)
-    return frame.assign(hardware_json=frame["hardware_json"].where(~mask, frame["hardware_id"].astype(str).map(specs)))
-
-
 def _all_bad(path: Path, n_bad: int, reason: str) -> str:
     """The failure line of a file none of whose rows could be imported."""
     return f"{path.name}: all {n_bad} row(s) are bad, e.g. {reason.removeprefix(f'{path.name}: ')}"
@@ -268,7 +242,7 @@ def _import_files(importer: Importer, format: str, files: list[Path], skipped: l
                 frame, n_conflicts, conflicts = _fit_store_types(frame, store.column_types(), result.path)
                 n_bad += n_conflicts
                 reasons += conflicts
-                frame = _keep_stored_specs(frame, specs, report.notes)
+                frame = keep_stored_specs(frame, specs, report.notes)
                 frame, repeats = assign_repeat_ids(frame, store)
                 for kind, count in frame["kind"].value_counts().items():
                     report.rows_by_kind[str(kind)] = report.rows_by_kind.get(str(kind), 0) + int(count)
