@@ -187,6 +187,20 @@ def test_blend_is_a_weighted_geometric_mean():
                                rtol=1e-6)
 
 
+def test_blend_fits_its_members_side_by_side_to_the_same_model():
+    X, y = smooth_problem(200)
+    members = [("a", LogTargetXGBRegressor(n_estimators=30, n_jobs=1)),
+               ("b", LogTargetForestRegressor(n_estimators=20, n_jobs=1)), ("c", tiny_mlp(max_epochs=5))]
+    one_by_one = BlendRegressor(members, random_state=5).fit(X, y)
+    side_by_side = BlendRegressor(members, random_state=5, n_jobs=2).fit(X, y)
+    assert [m.random_state for m in side_by_side.estimators_] == [5, 6, 7]
+    np.testing.assert_allclose(side_by_side.predict(X), one_by_one.predict(X), rtol=1e-6)
+    for bad in (0, 1.5, True):
+        with pytest.raises(InvalidInputError, match="n_jobs") as excinfo:
+            BlendRegressor(members, n_jobs=bad).fit(X, y)
+        assert "\n" not in str(excinfo.value)
+
+
 def test_gp_interpolates_few_rows_better_than_trees_and_learns_which_features_matter():
     X, y = smooth_problem(380, seed=3)
     train, test = slice(0, 80), slice(80, None)
