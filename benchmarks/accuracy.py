@@ -278,7 +278,7 @@ def grid_blend(budget: Budget, epochs: int, batch: int, seeds: int, xgb_weight: 
         for i in range(seeds)]
     weights = [(1 - xgb_weight) / len(members)] * len(members)
     if xgb_weight > 0:
-        # Last and on every core: with the MLPs side by side, it runs once they are done.
+        # Last and on every core: it starts when the first MLP is done (beside the other, briefly).
         members.append(("grid-xgb", GridNeighbourRegressor(base=LogTargetXGBRegressor(
             n_estimators=budget.xgb_rounds, max_depth=6, learning_rate=0.05, n_jobs=THREADS), random_state=SEED)))
         weights.append(xgb_weight)

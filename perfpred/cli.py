@@ -2157,9 +2157,9 @@ def _store_warnings_as_cli_lines() -> None:
     shown_by_python = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        from perfpred.datasets import StoreWarning  # here: the CLI starts without pandas
-
-        if issubclass(category, StoreWarning):
+        # Looked up, not imported: a warning may fire while perfpred.datasets is half imported.
+        store = sys.modules.get("perfpred.datasets._store")
+        if store is not None and issubclass(category, getattr(store, "StoreWarning", ())):
             err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
         else:
             shown_by_python(message, category, filename, lineno, file, line)

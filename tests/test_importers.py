@@ -277,8 +277,11 @@ def test_neusight_sheet_keeps_the_data_sheets_sm_count(data: Path) -> None:
     p4 = gpu_hardware("Tesla P4", sheet=sheet)
     assert p4["sm_count"] == 20 and p4["cores_per_sm"] == 128
     assert p4["peak_gflops"]["fp32"] == sheet["SingleFLOPs"]  # the rest of the sheet still wins
-    l4 = gpu_hardware("NVIDIA L4", sheet={"Device": "NVIDIA L4", "Num_Sm": 60, "Core_Per_SM": 128})
-    assert l4["sm_count"] == 58 and l4["cores_per_sm"] == 132  # the same 7,680 cores over 58 SMs
+    # The L4's sheet counts 60 x 128 cores and makes its fp32 peak from them; the L4 has 58 x 128.
+    l4 = gpu_hardware("NVIDIA L4", sheet={"Device": "NVIDIA L4", "Num_Sm": 60, "Core_Per_SM": 128,
+                                          "SingleFLOPs": 31334})
+    assert l4["sm_count"] == 58 and l4["cores_per_sm"] == 128
+    assert l4["peak_gflops"]["fp32"] == pytest.approx(31334 * 58 / 60)  # 30.3 TFLOP/s, the data sheet's
     # A GPU perfpred has no facts for takes the sheet's count.
     assert gpu_hardware("Some GPU", sheet={"Device": "Some GPU", "Num_Sm": 30})["sm_count"] == 30
 

@@ -74,6 +74,22 @@ def test_dataset_info_warns_once_naming_a_foreign_file(tmp_path, monkeypatch, ca
     assert code == 0 and err.count("warning:") == 1 and "part-foreign.parquet" in err and ".py:" not in err
 
 
+def test_the_cli_warning_hook_shows_other_warnings_while_the_store_module_is_not_loaded(monkeypatch, capsys):
+    """A warning raised while perfpred.datasets is half imported (pandas warns about an old
+    bottleneck, say) must be shown, not crash the command on a circular import."""
+    import sys
+    import warnings
+
+    from perfpred import cli
+
+    shown = []
+    monkeypatch.setattr(warnings, "showwarning", lambda message, *args, **kwargs: shown.append(str(message)))
+    cli._store_warnings_as_cli_lines()  # wraps the showwarning above (restored after the test)
+    monkeypatch.delitem(sys.modules, "perfpred.datasets._store")
+    warnings.showwarning("pandas wants a newer bottleneck", UserWarning, "pandas/__init__.py", 1)
+    assert shown == ["pandas wants a newer bottleneck"] and capsys.readouterr().err == ""
+
+
 # ---------------------------------------------------------------------------- 2. rows checked as Measurements
 
 
@@ -92,7 +108,7 @@ BAD_ROWS = [
     ({"status": "weird"}, "`status` must be one of", "'weird'"),
     ({"hardware_id": None}, "`hardware_id` must be a non-empty string", "None"),
     ({"hardware_id": "  "}, "`hardware_id` must be a non-empty string", "'  '"),
-    ({"schema_version": 7}, "`schema_version` must be 1 (the store's)", "7"),
+    ({"schema_version": 7}, "`schema_version` must be a whole number from 1 to 1", "7"),
     ({"measurement_id": "0123456789abcdef0123"}, "`measurement_id` must be the measurement_key",
      "'0123456789abcdef0123'"),
     ({"hostname": "node7"}, "every column must be one of the Measurement schema", "hostname='node7'"),
@@ -101,6 +117,10 @@ BAD_ROWS = [
     ({"power_w": 50.0}, "power_source='unavailable' must carry no power_w/energy_j", "50.0"),
     ({"hardware_json": "[1, 2]"}, "`hardware_json` must be a JSON object", "'[1, 2]'"),
 ]
+# Only in memory: Parquet holds neither a list inside raw_times_ms nor pd.NA as such.
+BAD_FRAMES = [*BAD_ROWS,
+              ({"raw_times_ms": [[1.0, [2.0]]]}, "`raw_times_ms` must hold finite numbers > 0", "[2.0]"),
+              ({"status": pd.NA}, "`status` must be one of", "<NA>")]
 
 
 @pytest.mark.parametrize(("changes", "rule", "shown"), BAD_ROWS)
@@ -114,7 +134,7 @@ def test_a_merge_leaves_out_a_bad_row_and_counts_it_by_rule(tmp_path, changes, r
     assert sorted(MeasurementStore(tmp_path / "all").load()["workload.m"]) == [1, 2]
 
 
-@pytest.mark.parametrize(("changes", "rule", "shown"), BAD_ROWS)
+@pytest.mark.parametrize(("changes", "rule", "shown"), BAD_FRAMES)
 def test_append_frame_refuses_a_frame_with_a_bad_row_in_one_line_writing_nothing(store, changes, rule, shown):
     store.append([gemm(m=1)])
     frame = pd.concat([row(2), row(3, **changes)], ignore_index=True)
@@ -124,6 +144,13 @@ def test_append_frame_refuses_a_frame_with_a_bad_row_in_one_line_writing_nothing
     assert "\n" not in message and "1 of 2 row(s)" in message and rule in message and shown in message
     assert "nothing was written" in message
     assert len(MeasurementStore(store.path)) == 1 and len(store.part_files()) == 1
+
+
+def test_missing_optional_text_in_a_nullable_string_column_passes(store):
+    """pd.NA has no truth value: a check that compared it crashed instead of letting the row pass."""
+    frame = pd.concat([row(2), row(3)], ignore_index=True)
+    frame["power_source"] = pd.array(["unavailable", None], dtype="string")
+    assert check_rows(frame, 1).count == 0
 
 
 def test_a_repeat_id_and_rows_with_gaps_pass_the_id_rule(store):

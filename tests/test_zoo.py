@@ -187,12 +187,24 @@ def test_blend_is_a_weighted_geometric_mean():
                                rtol=1e-6)
 
 
-def test_blend_fits_its_members_side_by_side_to_the_same_model():
+def test_blend_fits_its_members_side_by_side_to_the_same_model(monkeypatch):
+    import joblib
+
+    pools = []
+
+    class CountedParallel(joblib.Parallel):
+        def __init__(self, *args, **kwargs):
+            pools.append(kwargs.get("n_jobs"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(joblib, "Parallel", CountedParallel)
     X, y = smooth_problem(200)
     members = [("a", LogTargetXGBRegressor(n_estimators=30, n_jobs=1)),
                ("b", LogTargetForestRegressor(n_estimators=20, n_jobs=1)), ("c", tiny_mlp(max_epochs=5))]
     one_by_one = BlendRegressor(members, random_state=5).fit(X, y)
+    assert pools == []
     side_by_side = BlendRegressor(members, random_state=5, n_jobs=2).fit(X, y)
+    assert pools == [2]  # the members went to a pool of two processes
     assert [m.random_state for m in side_by_side.estimators_] == [5, 6, 7]
     np.testing.assert_allclose(side_by_side.predict(X), one_by_one.predict(X), rtol=1e-6)
     for bad in (0, 1.5, True):

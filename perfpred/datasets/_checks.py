@@ -138,6 +138,11 @@ def _filled_strings(values: pd.Series) -> np.ndarray:
     return (values.str.strip().str.len() > 0).to_numpy(dtype=bool, na_value=False)
 
 
+def _equals(frame: pd.DataFrame, name: str, value: str) -> np.ndarray:
+    """Whether each row's ``name`` is ``value`` (a missing one, NaN or pd.NA, is not)."""
+    return _each(_column(frame, name), lambda v: isinstance(v, str) and v == value)
+
+
 def _missing(values: pd.Series) -> np.ndarray:
     return values.isna().to_numpy()
 
@@ -145,7 +150,7 @@ def _missing(values: pd.Series) -> np.ndarray:
 def _check_choice(rows: BadRows, frame: pd.DataFrame, name: str, choices: tuple[str, ...], *,
                   required: bool) -> None:
     values = _column(frame, name)
-    ok = _each(values, lambda v: v in choices)
+    ok = _each(values, lambda v: isinstance(v, str) and v in choices)  # pd.NA has no truth value
     if not required:
         ok |= _missing(values)
     rows.add(~ok, f"`{name}` must be one of {', '.join(choices)}", values)
@@ -189,12 +194,15 @@ def _check_numbers(rows: BadRows, frame: pd.DataFrame) -> None:
 
 
 def _check_version(rows: BadRows, frame: pd.DataFrame, schema_version: int) -> None:
-    """A row of another schema version cannot be read by this one's rules."""
+    """A row of a schema version this perfpred does not know cannot be read by its rules."""
     if "schema_version" not in frame:
         return
     values, numeric = _numbers(frame["schema_version"])
-    rows.add(~_missing(frame["schema_version"]) & ~(numeric & (values == schema_version)),
-             f"`schema_version` must be {schema_version} (the store's)", frame["schema_version"])
+    with np.errstate(invalid="ignore"):
+        known = numeric & (np.mod(values, 1) == 0) & (values >= 1) & (values <= schema_version)
+    rows.add(~_missing(frame["schema_version"]) & ~known,
+             f"`schema_version` must be a whole number from 1 to {schema_version} (this perfpred's)",
+             frame["schema_version"])
 
 
 def _check_raw_times(rows: BadRows, frame: pd.DataFrame) -> None:
@@ -204,7 +212,8 @@ def _check_raw_times(rows: BadRows, frame: pd.DataFrame) -> None:
     values = frame["raw_times_ms"].to_numpy(dtype=object)
     is_list = np.fromiter((isinstance(v, (list, tuple, np.ndarray)) for v in values), dtype=bool, count=len(values))
     rows.add(~is_list & ~_missing(frame["raw_times_ms"]), "`raw_times_ms` must be a list of numbers", values)
-    lists = [np.asarray(v) for v in values[is_list]]
+    # A nested list ([1.0, [2.0]]) is flattened to its items, which are then no numbers.
+    lists = [np.asarray(v) if _flat(v) else _items(v) for v in values[is_list]]
     lengths = np.fromiter((len(v) for v in lists), dtype=np.int64, count=len(lists))
     if not lengths.sum():
         return
@@ -222,18 +231,33 @@ def _check_raw_times(rows: BadRows, frame: pd.DataFrame) -> None:
     rows.add(broken, "`raw_times_ms` must hold finite numbers > 0", shown)
 
 
+def _flat(values: Any) -> bool:
+    """Whether a list holds no list (numpy makes a 2-D array of [[1.0, 2.0]] and refuses [1.0, [2.0]])."""
+    if isinstance(values, np.ndarray) and values.dtype != object:
+        return values.ndim == 1
+    return not any(isinstance(v, (list, tuple, np.ndarray)) for v in values)
+
+
+def _items(values: Any) -> np.ndarray:
+    """A 1-D object array of a list's items, each kept whole (a nested list stays one item)."""
+    out = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        out[i] = value
+    return out
+
+
 def _check_result(rows: BadRows, frame: pd.DataFrame) -> None:
     """An ok row has a result; power figures need a power source."""
     metrics = [c for c in frame.columns if str(c).startswith(METRIC_PREFIX)]
     no_result = frame["runtime_ms"].isna().to_numpy() if "runtime_ms" in frame else np.ones(len(frame), dtype=bool)
     if metrics:
         no_result = no_result & frame[metrics].isna().all(axis=1).to_numpy()
-    rows.add((_column(frame, "status") == "ok").to_numpy(dtype=bool) & no_result,
+    rows.add(_equals(frame, "status", "ok") & no_result,
              "a row with status='ok' needs runtime_ms or a metric", "neither")
     power = [c for c in ("power_w", "energy_j") if c in frame]
     if power:
         has_power = frame[power].notna().any(axis=1).to_numpy()
-        rows.add((_column(frame, "power_source") == "unavailable").to_numpy(dtype=bool) & has_power,
+        rows.add(_equals(frame, "power_source", "unavailable") & has_power,
                  "power_source='unavailable' must carry no power_w/energy_j", frame[power[0]])
 
 

@@ -30,12 +30,9 @@ import pandas as pd
 
 from perfpred.datasets._checks import BadRows, check_rows, rule_lines, unknown_columns
 from perfpred.datasets._repeats import assign_repeat_ids
-from perfpred.datasets._store import MeasurementStore
+from perfpred.datasets._schema import SCHEMA_VERSION
+from perfpred.datasets._store import REQUIRED_COLUMNS, MeasurementStore
 from perfpred.errors import InvalidInputError, StoreError
-
-# Columns ``append_frame`` needs; a store's ``load`` drops a column no row fills (a serving
-# store has no runtime_ms), so they are put back empty.
-_REQUIRED = ("measurement_id", "kind", "hardware_id", "status", "runtime_ms")
 
 
 @dataclass
@@ -109,9 +106,9 @@ def merge_stores(sources: Iterable[str | os.PathLike[str]] | str | os.PathLike[s
     dest = into if isinstance(into, MeasurementStore) else MeasurementStore(dest_path, create=True)
     report = MergeReport(into=str(dest.path))
     try:
-        specs = dest.hardware_specs()  # an unreadable destination stops the merge here, before any write
+        dest.hardware_specs()  # an unreadable destination stops the merge here, before any write
         for source in stores:
-            _merge_source(source, dest, specs, report)
+            _merge_source(source, dest, report)
     finally:
         if not isinstance(into, MeasurementStore):
             dest.discard_if_empty()
@@ -119,8 +116,7 @@ def merge_stores(sources: Iterable[str | os.PathLike[str]] | str | os.PathLike[s
     return report
 
 
-def _merge_source(source: MeasurementStore, dest: MeasurementStore, specs: dict[str, str],
-                  report: MergeReport) -> None:
+def _merge_source(source: MeasurementStore, dest: MeasurementStore, report: MergeReport) -> None:
     """Merge one source's good rows into ``dest``, or name the source in ``report.sources_failed``."""
     name = str(source.path)
     try:
@@ -128,26 +124,26 @@ def _merge_source(source: MeasurementStore, dest: MeasurementStore, specs: dict[
     except StoreError as exc:  # a corrupt part: this source is left out, the others merge
         report.sources_failed.append(f"{name}: {str(exc).splitlines()[0]}")
         return
-    for column in _REQUIRED:
+    for column in REQUIRED_COLUMNS:  # a store's load drops a column no row fills (serving: runtime_ms)
         if column not in frame:
             frame[column] = np.nan
-    problems = check_rows(frame, dest.rows_schema_version)
+    problems = check_rows(frame, SCHEMA_VERSION)
     good = frame[~problems.bad].drop(columns=unknown_columns(frame))  # those columns are empty in good rows
     if len(frame) and good.empty:  # nothing of it can go in: a failed source, as an import's all-bad file
         report.rows_read += len(frame)
         report._count_bad(problems)
         report.sources_failed.append(f"{name}: all {len(frame)} row(s) are bad, e.g. {problems.first()}")
         return
-    trial_specs, notes = dict(specs), []  # taken on only once the source is in
+    notes: list[str] = []
     try:
         with dest.writing():  # no other writer between the check of what is stored and the write
-            good = _keep_one_spec(good, trial_specs, notes)
+            # The specs as stored now: another import or merge may have described a device meanwhile.
+            good = _keep_one_spec(good, dest.hardware_specs(), notes)
             kept, repeats = assign_repeat_ids(good, dest)
             added = dest._append_rows(kept) if len(kept) else 0
     except StoreError as exc:
         report.sources_failed.append(f"{name}: {str(exc).splitlines()[0]}")
         return
-    specs.update(trial_specs)
     report.notes += [f"{name}: {note}" for note in notes]
     report._count_bad(problems)
     report.rows_read += len(frame)

@@ -40,6 +40,7 @@ _FORMAT = "perfpred-measurement-store"
 # A part's name, as ``_write_part`` makes it: a nanosecond clock (oldest first) and 8 random hex.
 _PART_NAME = re.compile(r"part-\d{20}-[0-9a-f]{8}\.parquet")
 _SHOWN_FILES = 5  # foreign files a warning names
+REQUIRED_COLUMNS = ("measurement_id", "kind", "hardware_id", "status", "runtime_ms")  # what append_frame needs
 
 
 class StoreWarning(UserWarning):
@@ -90,11 +91,6 @@ class MeasurementStore:
         self._part_types: dict[str, dict[str, str]] = {}
         self._warned_foreign = False
 
-    @property
-    def rows_schema_version(self) -> int:
-        """The ``schema_version`` its rows carry: the manifest's, or this perfpred's where it names none."""
-        return SCHEMA_VERSION if self.schema_version is None else self.schema_version
-
     def _create(self, manifest: Path) -> None:
         try:
             if self.path.exists() and any(p.name != _PARTS for p in self.path.iterdir()):
@@ -137,8 +133,9 @@ class MeasurementStore:
         Parquet file) is never read as rows, and said once (a ``StoreWarning``)."""
         parts, foreign = [], []
         for path in self._parts_dir().iterdir() if self._parts_dir().is_dir() else ():
-            if _PART_NAME.fullmatch(path.name) and path.is_file():
-                parts.append(path)
+            if _PART_NAME.fullmatch(path.name):
+                if path.is_file():  # not when a compaction removed it since the listing
+                    parts.append(path)
             elif not path.name.startswith(".tmp-"):  # a writer's part in flight, or one a crash left
                 foreign.append(path.name)
         if foreign and not self._warned_foreign:
@@ -283,10 +280,10 @@ class MeasurementStore:
         a frame with a bad row is refused whole, naming the rule, a value and how many rows break
         it, and nothing is written.
         """
-        missing = [c for c in ("measurement_id", "kind", "hardware_id", "status", "runtime_ms") if c not in frame]
+        missing = [c for c in REQUIRED_COLUMNS if c not in frame]
         if missing:
             raise StoreError(f"append_frame needs columns {missing}, which the frame lacks")
-        problems = check_rows(frame, self.rows_schema_version)
+        problems = check_rows(frame, SCHEMA_VERSION)
         if problems.count:
             raise InvalidInputError(f"append_frame: {problems.count} of {len(frame)} row(s) break a rule of the "
                                     f"Measurement schema, e.g. {problems.first()}; nothing was written")

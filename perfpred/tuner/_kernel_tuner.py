@@ -9,6 +9,7 @@ at the budget, so curves line up with every other strategy's.
 from __future__ import annotations
 
 import gzip
+import inspect
 import json
 import random
 import tempfile
@@ -28,7 +29,7 @@ from perfpred.errors import InvalidInputError, MissingDependencyError
 KERNEL_TUNER_STRATEGIES = ("random_sample", "genetic_algorithm", "dual_annealing", "bayes_opt", "hybrid_vndx")
 # Kernel Tuner hands max_fevals to scipy's dual_annealing as maxfun too, which counts every call:
 # repeats (served from the cache, free) and points snapped to invalid configs as well. With maxfun =
-# budget a run ended after 30-60 distinct configs of 128; scipy gets this many calls per evaluation,
+# budget a run ended after 26-63 distinct configs of 128; scipy gets this many calls per evaluation,
 # and Kernel Tuner's own count of distinct configs still ends the run at the budget.
 DUAL_ANNEALING_CALLS_PER_EVAL = 10
 
@@ -52,7 +53,9 @@ def _seeded_bayes_opt(seed: int) -> Iterator[None]:
     entropy, not numpy's global seed), so one seed gave another run each time; seed it."""
     from kernel_tuner.strategies import bayes_opt
 
-    with mock.patch.object(bayes_opt, "LatinHypercube", partial(bayes_opt.LatinHypercube, rng=seed)):
+    # scipy 1.15 renamed the keyword `seed` to `rng`.
+    keyword = "rng" if "rng" in inspect.signature(bayes_opt.LatinHypercube).parameters else "seed"
+    with mock.patch.object(bayes_opt, "LatinHypercube", partial(bayes_opt.LatinHypercube, **{keyword: seed})):
         yield
 
 

@@ -1,8 +1,9 @@
 """Flat Measurement rows built column-wise, with the same ids ``Measurement`` computes.
 
 Big recorded tables (241,600 UCI rows) cannot afford one Python object per row, so
-:func:`build_frame` writes the flat layout directly, and :func:`measurement_ids` rebuilds
-``Measurement``'s canonical JSON column by column before hashing it: rows written in bulk
+:func:`build_frame` writes the flat layout directly, with ids from
+``perfpred.datasets._schema.measurement_ids``, which rebuilds ``Measurement``'s canonical JSON
+column by column before hashing it: rows written in bulk
 de-duplicate against rows written one Measurement at a time. Replicate statistics use the
 definitions of ``perfpred.collect.TimingResult``.
 """

@@ -47,8 +47,9 @@ GPU_FACTS: dict[str, dict[str, Any]] = {
     "Tesla V100-SXM2-16GB": {"sm_count": 80, "l2_cache_kib": 6144, "memory_gib": 16.0},
     "Tesla T4": {"sm_count": 40, "l2_cache_kib": 4096, "memory_gib": 16.0},
     "Tesla P100-PCIE-16GB": {"sm_count": 56, "l2_cache_kib": 4096, "memory_gib": 16.0},
-    "Tesla P4": {"sm_count": 20, "l2_cache_kib": 2048, "memory_gib": 8.0},
-    "NVIDIA L4": {"sm_count": 58, "l2_cache_kib": 49152, "memory_gib": 24.0},  # NeuSight's sheet says 60 SMs
+    # The NeuSight sheets of these two count SMs otherwise (P4: 40 of 64 cores; L4: 60 of 128).
+    "Tesla P4": {"sm_count": 20, "cores_per_sm": 128, "l2_cache_kib": 2048, "memory_gib": 8.0},
+    "NVIDIA L4": {"sm_count": 58, "cores_per_sm": 128, "l2_cache_kib": 49152, "memory_gib": 24.0},
 }
 
 
@@ -108,6 +109,17 @@ def read_neusight_sheet(path: Path) -> dict[str, Any]:
     return sheet
 
 
+def _keep_data_sheet_sms(sheet_facts: dict[str, Any], facts: dict[str, Any]) -> None:
+    """A sheet that counts SMs its own way gives way to the data sheet (the P4's says 40 SMs of 64
+    cores: the GP104 has 20 of 128, as its recorded launches show). Where its cores add up to
+    another total (the L4's 60 x 128 against 58 x 128), its fp32 peak, made from them, is scaled to
+    the data sheet's cores."""
+    sheet_cores = sheet_facts.pop("sm_count") * sheet_facts.pop("cores_per_sm", 0)
+    cores = facts["sm_count"] * facts.get("cores_per_sm", 0)
+    if sheet_cores and cores and sheet_cores != cores and "peak_gflops" in sheet_facts:
+        sheet_facts["peak_gflops"] = {k: v * cores / sheet_cores for k, v in sheet_facts["peak_gflops"].items()}
+
+
 def gpu_hardware(name: str, *, sheet: dict[str, Any] | None = None,
                  overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``hardware`` dict of a Measurement on GPU ``name``.
@@ -137,11 +149,7 @@ def gpu_hardware(name: str, *, sheet: dict[str, Any] | None = None,
         sources.append("GPU_FACTS")
     sheet_facts = neusight_sheet_facts(sheet) if sheet else None
     if sheet_facts and facts and "sm_count" in facts and sheet_facts.get("sm_count") not in (None, facts["sm_count"]):
-        # Some sheets count SMs their own way (the P4's says 40 SMs of 64 cores: the GP104 has 20 of
-        # 128, as its recorded launches show); the data sheet's count stays, over the same cores.
-        cores = sheet_facts.pop("sm_count") * sheet_facts.pop("cores_per_sm", 0)
-        if cores:
-            sheet_facts["cores_per_sm"] = round(cores / facts["sm_count"])
+        _keep_data_sheet_sms(sheet_facts, facts)
     for extra, label in ((sheet_facts, "neusight-device-config"), (overrides, "dataset-readme")):
         if not extra:
             continue
