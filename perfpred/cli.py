@@ -1261,6 +1261,29 @@ def _tuning_featurizer(features: str, session: Any, has_prior: bool) -> tuple[st
     return features, None
 
 
+def _check_tuned_metrics(backend: Any, objective: list[str] | None, constraint: list[str] | None,
+                         single: tuple[str, bool] | None) -> None:
+    """Each --objective and --constraint names a metric the backend reports (``single``: the one
+    tuned metric and whether it is maximised): refused before a run directory exists, not after a
+    budget of missing values."""
+    from perfpred.tuner._objectives import check_metric, check_power, known_metrics, parse_constraints, parse_objectives
+
+    known = known_metrics(backend)
+    if single is not None:
+        from perfpred.tuner._loop import check_positive_recording
+
+        check_power([single[0]], backend, "`--objective`")
+        check_metric(single[0], "`--objective`", known)
+        if single[1]:
+            check_positive_recording(backend, single[0])
+        return
+    for flag, names in (("`--objective`", [o.metric for o in parse_objectives(objective or ["runtime_ms"])]),
+                        ("`--constraint`", [b.metric for b in parse_constraints(constraint or [])])):
+        check_power(names, backend, flag)
+        for name in names:
+            check_metric(name, flag, known)
+
+
 def _tune_objective(objective: list[str] | None, constraint: list[str] | None) -> tuple[str, str, bool]:
     """``perfpred tune``'s (metric, direction, multi): one ``--objective`` (either direction) and no
     ``--constraint`` is single-objective tuning of that field; two or more, or any constraint, the
@@ -1334,17 +1357,12 @@ def tune(
                             max_wall_s=max_wall_s, seed=seed, surrogate=surrogate, claim_grace_s=claim_grace_s,
                             objective=metric, direction=direction)
     maximize = direction == "maximize"
+    _check_run_dir(output)  # a file there is refused before anything is measured
     session = open_session(backend, str(space) if space else None,
                            on_warning=lambda message: err_console.print(f"[yellow]warning:[/] {message}",
                                                                         highlight=False, soft_wrap=True))
     store_path = _tune_store(backend, store, output)
-    if not multi:  # a bad objective fails here, before a run directory exists
-        from perfpred.tuner._loop import check_positive_recording
-        from perfpred.tuner._objectives import check_metric, known_metrics
-
-        check_metric(metric, "`--objective`", known_metrics(session.backend))
-        if maximize:
-            check_positive_recording(session.backend, metric)
+    _check_tuned_metrics(session.backend, objective, constraint, (metric, maximize) if not multi else None)
     from perfpred.tuner._study import STUDY_REMEDY, identity_digest, objective_identity, resume_name, space_identity
 
     # The study is told apart by the hardware, the problem and the space's domains (and a single-objective
@@ -1364,11 +1382,6 @@ def tune(
         if storage is not None or (output / "study.db").exists():
             study = resume_name(storage or _study_file(output), study, f"{prefix}-", identity, legacy=[unhashed])
     if multi:
-        from perfpred.tuner._objectives import known_metrics, parse_constraints, parse_objectives
-
-        known = known_metrics(session.backend)  # a bad objective fails here, before a run directory exists
-        parse_objectives(objective or ["runtime_ms"], known)
-        parse_constraints(constraint or [], known)
         storage = storage or _study_file(output)
         recording_backend = _record_into(session, store_path)
         _tune_pareto(session, objective or ["runtime_ms"], constraint or [], budget=budget, batch=batch,
@@ -1735,8 +1748,8 @@ def _nothing_feasible(result: Any, output: Path) -> str:
 
 
 def _check_run_dir(output: Path) -> None:
-    """``tune-serving --output``: a folder (made when the run writes its report), or a path one can
-    be made at; a file there or on the way is refused at once, before anything launches."""
+    """``--output`` of tune, tune-serving and demo: a folder (made when the run writes its report), or
+    a path one can be made at; a file there or on the way is refused at once, before anything runs."""
     import os
 
     for path in (output, *output.parents):
@@ -1991,6 +2004,7 @@ def demo(
     from perfpred.tuner._demo import run_demo
 
     budget = (8 if quick else 20) if budget is None else budget
+    _check_run_dir(output)  # a file there is refused before anything is measured
     with err_console.status("starting") as status:
         result = run_demo(run_dir=output, budget=budget, quick=quick, gpu=gpu, seed=seed, kernel=kernel,
                           prior_files=prior, progress=lambda label: status.update(label))

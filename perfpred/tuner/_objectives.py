@@ -27,6 +27,7 @@ from perfpred.errors import InvalidInputError
 
 # Numeric Measurement fields that can be optimised or bounded; anything else is ``metric.X``.
 MEASUREMENT_FIELDS = ("runtime_ms", "min_ms", "mean_ms", "std_ms", "iqr_ms", "power_w", "energy_j")
+POWER_FIELDS = ("power_w", "energy_j")  # read from a sensor (NVML, RAPL), where a backend has one
 DIRECTIONS = {"minimize": "minimize", "min": "minimize", "maximize": "maximize", "max": "maximize"}
 _METRIC = re.compile(r"metric\.[A-Za-z_][A-Za-z0-9_]*")
 _BOUND = re.compile(r"^\s*(\S+)\s*(<=|>=)\s*(\S+)\s*$")
@@ -58,12 +59,36 @@ def metric_value(m: Measurement, name: str) -> float | None:
 
 
 def known_metrics(backend: Any) -> set[str] | None:
-    """The metrics a replayed backend has recorded (from its table); None when it cannot say."""
+    """The metrics a replayed backend has recorded (from its table), or a live one reports
+    (its ``reported_metrics``); None when it cannot say."""
+    reported = getattr(backend, "reported_metrics", None)
+    if reported is not None:
+        return set(reported)
     table = getattr(backend, "table", None)
     if table is None or not hasattr(table, "columns"):
         return None
     names = {c for c in table.columns if c.startswith("metric.") or c in MEASUREMENT_FIELDS}
     return {c for c in names if table[c].notna().any()}
+
+
+def check_power(names: Iterable[str], backend: Any, what: str) -> None:
+    """A power_w or energy_j the backend never reports is refused up front (as tune-serving refuses
+    tokens_per_joule without a sensor), not found after a whole budget of missing values."""
+    known = known_metrics(backend)
+    missing = [n for n in names if n in POWER_FIELDS and known is not None and n not in known]
+    if missing:
+        raise InvalidInputError(f"{what} {missing[0]} needs a power reading, but {_power_note(backend)}; "
+                                f"it reports {', '.join(sorted(known or ()))}")
+
+
+def _power_note(backend: Any) -> str:
+    note = getattr(backend, "power_note", None)
+    if callable(note):
+        return note()
+    table = getattr(backend, "table", None)
+    sources = sorted(table["power_source"].dropna().astype(str).unique()) if (
+        table is not None and "power_source" in table) else []
+    return f"the recording holds none (its power_source: {', '.join(map(repr, sources)) or 'not recorded'})"
 
 
 @dataclass(frozen=True)

@@ -109,11 +109,17 @@ def open_session(backend_spec: str, space_file: str | None = None,
         spec = get_kernel(name)
         collector = KernelCollector(spec, problem_size=spec.parse_problem_size(size))
         space = SearchSpace.from_kernel_tuner(collector.space(), collector.restrictions)
+        rules = space.constraints  # the kernel's restrictions: every candidate must satisfy them
         if space_file:
             kernel_names = space.names
             space = SearchSpace.from_dict(_load_spec(space_file), source=f"--space {space_file}")
             _check_names(space, kernel_names, space_file, f"kernel {name}")
+            _check_kernel_values(space, spec, space_file)
+        own = list(space.constraints)
+        space = _with_kernel_rules(space, rules, spec)
         candidates = space.enumerate() if space.enumerable else None
+        if space_file and candidates is not None and candidates.empty:  # before any run directory exists
+            raise InvalidInputError(_admits_none(space_file, own, space, spec.name))
 
         def identity() -> dict[str, Any]:  # timed here: workers on other machines must not join the study
             from perfpred.collect import fingerprint
@@ -183,6 +189,61 @@ def _check_names(space: SearchSpace, names: list[str], space_file: str, what: st
     if missing:
         raise InvalidInputError(f"--space {space_file} lacks parameter(s) {missing} of {what} (fix one with a "
                                 "one-value list)")
+
+
+def _accepts(allowed: Any, value: Any) -> bool:
+    """``KernelSpec.check_params``' rule for one value: equal to an allowed one, a bool or a string
+    only to its own kind."""
+    return any(value == a and isinstance(value, bool) == isinstance(a, bool)
+               and isinstance(value, str) == isinstance(a, str) for a in allowed)
+
+
+def _check_kernel_values(space: SearchSpace, spec: Any, space_file: str) -> None:
+    """A space file lists only values the kernel accepts, and threads this process can run: the
+    collector refuses any other config, which would stop the run when the tuner reached it. Every
+    bad value is named at once."""
+    from perfpred.collect._kernel import usable_cpus
+
+    cpus = usable_cpus() if spec.device == "cpu" and spec.threads_param else None
+    bad = []
+    for name, dom in space.params.items():
+        allowed = list(spec.tune_params[name])
+        if isinstance(dom, Continuous):
+            bad.append(f"{name} as a range (it takes the values {allowed})")
+            continue
+        wrong = [v for v in dom if not _accepts(allowed, v)]
+        if wrong:
+            bad.append(f"{name} {', '.join(map(repr, wrong))} (it takes {allowed})")
+        over = [v for v in dom if name == spec.threads_param and cpus and _accepts(allowed, v) and v > cpus]
+        if over:
+            bad.append(f"{name} {', '.join(map(repr, over))} (this process may use {cpus} CPU(s))")
+    if bad:
+        raise InvalidInputError(f"--space {space_file}: kernel {spec.name} does not accept {'; '.join(bad)}")
+
+
+def _with_kernel_rules(space: SearchSpace, rules: list[Any], spec: Any) -> SearchSpace:
+    """``space`` under the kernel's own restrictions (a space file's constraints come on top of them)
+    and, on a CPU, the threads this process may use: the collector refuses any other config, so a
+    candidate outside them would stop the run when the tuner picked it."""
+    from perfpred.collect._kernel import usable_cpus
+
+    added = [r for r in rules if r not in space.constraints]
+    threads = spec.threads_param
+    if spec.device == "cpu" and threads and max(space.params[threads]) > usable_cpus():
+        added.append(f"{threads} <= {usable_cpus()}")
+    return SearchSpace(dict(space.params), [*space.constraints, *added]) if added else space
+
+
+def _admits_none(space_file: str, own: list[Any], space: SearchSpace, kernel: str) -> str:
+    """Why a kernel's space file has no candidate: its constraints and the kernel's, listed."""
+    def shown(rules: list[Any]) -> str:
+        return ", ".join(f"`{r}`" for r in rules)
+
+    kernels = [r for r in space.constraints if r not in own]
+    parts = ([f"{shown(own)} (the file's)"] if own else []) + (
+        [f"{shown(kernels)} (kernel {kernel}'s restrictions)"] if kernels else [])
+    return (f"--space {space_file}: its constraints admit no configuration of its values: "
+            f"{' and '.join(parts)}; loosen a constraint or list more values")
 
 
 def _check_recorded_values(space: SearchSpace, recorded: pd.DataFrame, space_file: str,
@@ -285,11 +346,31 @@ def prior_from_model(ref: str, session: Session,
     return {f"model {ref}": predict}
 
 
+# What a kernel row measures (``KernelCollector.measure``): its timing statistics and metrics, less the
+# constants of a run (its TimingPolicy, the pinned CPUs). No power: kernel timings read no sensor.
+KERNEL_METRICS = ("runtime_ms", "min_ms", "mean_ms", "std_ms", "iqr_ms", *(f"metric.{name}" for name in (
+    "gflops", "gbs", "compile_time_ms", "verification_time_ms", "benchmark_time_ms", "setup_time_ms",
+    "framework_time_ms", "worker_start_ms", "timing_rel_ci", "calls_per_sample", "timing_converged",
+    "compile_cache_hit", "verify_error_ratio")))
+
+
 class _KernelBackend:
     """Adapts a KernelCollector to the tuner's ``measure(config dict)``."""
 
+    reported_metrics = KERNEL_METRICS  # an objective outside them is refused before anything runs
+
     def __init__(self, collector: Any) -> None:
         self.collector = collector
+
+    def power_note(self) -> str:
+        """Why this backend reports no power_w/energy_j (``check_power``'s refusal)."""
+        from perfpred.collect._power import power_observer
+
+        device = self.collector.kernel.device
+        sensor = power_observer(device).source
+        here = ("this machine's power source is 'unavailable' (no RAPL or NVML sensor)" if sensor == "unavailable"
+                else f"they do not read this machine's {sensor} sensor")
+        return f"kernel {self.collector.kernel.name}'s timings record no power, and {here}"
 
     def measure(self, config):
         return self.collector.measure_dict(dict(config))
