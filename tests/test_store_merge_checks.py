@@ -108,7 +108,7 @@ BAD_ROWS = [
     ({"status": "weird"}, "`status` must be one of", "'weird'"),
     ({"hardware_id": None}, "`hardware_id` must be a non-empty string", "None"),
     ({"hardware_id": "  "}, "`hardware_id` must be a non-empty string", "'  '"),
-    ({"schema_version": 7}, "`schema_version` must be a whole number from 1 to 1", "7"),
+    ({"schema_version": 7}, "`schema_version` must be one this perfpred reads (1..1)", "7"),
     ({"measurement_id": "0123456789abcdef0123"}, "`measurement_id` must be the measurement_key",
      "'0123456789abcdef0123'"),
     ({"hostname": "node7"}, "every column must be one of the Measurement schema", "hostname='node7'"),
@@ -120,7 +120,8 @@ BAD_ROWS = [
 # Only in memory: Parquet holds neither a list inside raw_times_ms nor pd.NA as such.
 BAD_FRAMES = [*BAD_ROWS,
               ({"raw_times_ms": [[1.0, [2.0]]]}, "`raw_times_ms` must hold finite numbers > 0", "[2.0]"),
-              ({"status": pd.NA}, "`status` must be one of", "<NA>")]
+              ({"status": pd.NA}, "`status` must be one of", "<NA>"),
+              ({"raw_times_ms": np.array(1.0)}, "`raw_times_ms` must be a list of numbers", "1.0")]
 
 
 @pytest.mark.parametrize(("changes", "rule", "shown"), BAD_ROWS)

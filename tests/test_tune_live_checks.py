@@ -140,15 +140,28 @@ def test_every_value_the_kernel_does_not_take_is_named_at_load_time(monkeypatch,
     assert not out.exists() and stdout == ""  # no study.db, and no progress view was drawn
 
 
-def test_threads_beyond_the_usable_cpus_and_ranges_are_refused(monkeypatch, capsys, tmp_path):
+def test_threads_beyond_the_usable_cpus_narrow_a_space_file_as_they_do_the_kernels_space(monkeypatch, tmp_path):
     import perfpred.collect._kernel as kernel
+    from perfpred.tuner._session import open_session
 
     monkeypatch.setattr(kernel, "usable_cpus", lambda: 1)
-    space = _space(tmp_path, {**JACOBI, "threads": [1, 2], "unroll": {"low": 1, "high": 8}})
-    out = tmp_path / "run"
-    code, stdout, err = _tune(monkeypatch, capsys, out, "--space", str(space))
-    assert_one_line_error(code, stdout, err, "unroll as a range", "threads 2 (this process may use 1 CPU(s))")
-    assert not out.exists()
+    space = _space(tmp_path, {**JACOBI, "threads": [1, 2]})
+    assert set(open_session(KERNEL, str(space)).candidates["threads"]) == {1}
+
+
+def test_an_integer_range_is_checked_value_by_value_and_a_real_range_refused(monkeypatch, capsys, tmp_path):
+    from perfpred.tuner._session import open_session
+
+    whole = _space(tmp_path, {**JACOBI, "threads": {"low": 1, "high": 2, "integer": True}})
+    session = open_session(KERNEL, str(whole))  # every integer in it is one the kernel takes: accepted
+    assert session.space.params["threads"].int_bounds == (1, 2)
+    for unroll, named in (({"low": 1, "high": 8, "integer": True}, "unroll 3, 5, 6, 7"),
+                          ({"low": 1, "high": 8}, "unroll as a range of real numbers")):
+        out = tmp_path / "run"
+        code, stdout, err = _tune(monkeypatch, capsys, out, "--space", str(_space(tmp_path, {**JACOBI,
+                                                                                              "unroll": unroll})))
+        assert_one_line_error(code, stdout, err, named, "it takes [1, 2, 4, 8]")
+        assert not out.exists()
 
 
 # ---------------------------------------------------------------------------- 6. constraints nothing meets

@@ -201,7 +201,7 @@ def _check_version(rows: BadRows, frame: pd.DataFrame, schema_version: int) -> N
     with np.errstate(invalid="ignore"):
         known = numeric & (np.mod(values, 1) == 0) & (values >= 1) & (values <= schema_version)
     rows.add(~_missing(frame["schema_version"]) & ~known,
-             f"`schema_version` must be a whole number from 1 to {schema_version} (this perfpred's)",
+             f"`schema_version` must be one this perfpred reads (1..{schema_version})",
              frame["schema_version"])
 
 
@@ -210,7 +210,8 @@ def _check_raw_times(rows: BadRows, frame: pd.DataFrame) -> None:
     if "raw_times_ms" not in frame:
         return
     values = frame["raw_times_ms"].to_numpy(dtype=object)
-    is_list = np.fromiter((isinstance(v, (list, tuple, np.ndarray)) for v in values), dtype=bool, count=len(values))
+    is_list = np.fromiter((isinstance(v, (list, tuple)) or (isinstance(v, np.ndarray) and v.ndim > 0) for v in values),
+                          dtype=bool, count=len(values))
     rows.add(~is_list & ~_missing(frame["raw_times_ms"]), "`raw_times_ms` must be a list of numbers", values)
     # A nested list ([1.0, [2.0]]) is flattened to its items, which are then no numbers.
     lists = [np.asarray(v) if _flat(v) else _items(v) for v in values[is_list]]

@@ -198,27 +198,34 @@ def _accepts(allowed: Any, value: Any) -> bool:
                and isinstance(value, str) == isinstance(a, str) for a in allowed)
 
 
-def _check_kernel_values(space: SearchSpace, spec: Any, space_file: str) -> None:
-    """A space file lists only values the kernel accepts, and threads this process can run: the
-    collector refuses any other config, which would stop the run when the tuner reached it. Every
-    bad value is named at once."""
-    from perfpred.collect._kernel import usable_cpus
+_MAX_RANGE_VALUES = 10_000  # an integer range of a kernel parameter is checked value by value up to this
 
-    cpus = usable_cpus() if spec.device == "cpu" and spec.threads_param else None
+
+def _check_kernel_values(space: SearchSpace, spec: Any, space_file: str) -> None:
+    """A space file lists only values the kernel accepts (an integer range: every integer in it):
+    the collector refuses any other config, which would stop the run when the tuner reached it.
+    Every bad value is named at once. (Threads beyond this process's CPUs are a constraint added
+    by ``_with_kernel_rules``, as in the kernel's own space.)"""
     bad = []
     for name, dom in space.params.items():
         allowed = list(spec.tune_params[name])
         if isinstance(dom, Continuous):
-            bad.append(f"{name} as a range (it takes the values {allowed})")
-            continue
+            low, high = dom.int_bounds if dom.integer else (0, -1)
+            if not dom.integer or high - low >= _MAX_RANGE_VALUES:
+                bad.append(f"{name} as a range of real numbers (it takes {allowed})")
+                continue
+            dom = range(low, high + 1)
         wrong = [v for v in dom if not _accepts(allowed, v)]
         if wrong:
-            bad.append(f"{name} {', '.join(map(repr, wrong))} (it takes {allowed})")
-        over = [v for v in dom if name == spec.threads_param and cpus and _accepts(allowed, v) and v > cpus]
-        if over:
-            bad.append(f"{name} {', '.join(map(repr, over))} (this process may use {cpus} CPU(s))")
+            bad.append(f"{name} {', '.join(map(repr, wrong[:10]))}{' ...' if len(wrong) > 10 else ''} "
+                       f"(it takes {allowed})")
     if bad:
         raise InvalidInputError(f"--space {space_file}: kernel {spec.name} does not accept {'; '.join(bad)}")
+
+
+def _highest(dom: Any) -> Any:
+    """The highest value a domain (a list of values or a range) holds."""
+    return dom.high if isinstance(dom, Continuous) else max(dom)
 
 
 def _with_kernel_rules(space: SearchSpace, rules: list[Any], spec: Any) -> SearchSpace:
@@ -229,7 +236,7 @@ def _with_kernel_rules(space: SearchSpace, rules: list[Any], spec: Any) -> Searc
 
     added = [r for r in rules if r not in space.constraints]
     threads = spec.threads_param
-    if spec.device == "cpu" and threads and max(space.params[threads]) > usable_cpus():
+    if spec.device == "cpu" and threads and _highest(space.params[threads]) > usable_cpus():
         added.append(f"{threads} <= {usable_cpus()}")
     return SearchSpace(dict(space.params), [*space.constraints, *added]) if added else space
 
