@@ -11,8 +11,8 @@ from __future__ import annotations
 # The exit codes of the command line, as `perfpred --help` and the README list them.
 EXIT_CODES = {
     0: "success (an empty listing included)",
-    1: "the environment or a run failed: MLflow tracking store unreachable, a missing package, device or "
-       "PERFPRED_DATASETS folder, an unreadable store",
+    1: "the environment or a run failed: MLflow tracking store or --storage database unreachable, a missing "
+       "package, device or PERFPRED_DATASETS folder, an unreadable store",
     2: "bad input or usage: an option value, a file or store path, a model name; nothing was run",
     130: "interrupted (Ctrl-C)",
 }
@@ -58,6 +58,13 @@ class ModelNotFoundError(PerfPredError, LookupError):
 
 class TrackingError(PerfPredError):
     """The MLflow tracking store (``PERFPRED_MLFLOW_URI``) cannot be reached or refused a request."""
+
+    exit_code = 1
+
+
+class StorageUnavailableError(InvalidInputError):
+    """A well-formed storage URL (``--storage``) whose database cannot be reached or opened: the
+    environment, not the input (a PostgreSQL server that refuses, an SQLite file in a missing folder)."""
 
     exit_code = 1
 

@@ -35,12 +35,14 @@ def test_a_study_refuses_another_gpu_or_another_kernel(monkeypatch, capsys, tmp_
     assert json.loads((out / "result.json").read_text())["n_evaluations"] == 4  # the first run's report stands
 
 
-@pytest.mark.parametrize("url, needle", [("foo://bar", "Can't load plugin"), ("not-a-url", "Could not parse"),
-                                         ("sqlite:////no/such/dir/x.db", "unable to open")])
-def test_a_storage_that_cannot_be_opened_is_one_line(monkeypatch, capsys, tmp_path, url, needle):
+@pytest.mark.parametrize("url, needle, exit_code", [("foo://bar", "Can't load plugin", 2),
+                                                    ("not-a-url", "Could not parse", 2),
+                                                    ("sqlite:////no/such/dir/x.db", "unable to open", 1)])
+def test_a_storage_that_cannot_be_opened_is_one_line(monkeypatch, capsys, tmp_path, url, needle, exit_code):
+    """A URL that is no storage URL is bad input (2); one whose database cannot be opened, the environment (1)."""
     code, out, err = run_main(monkeypatch, capsys, "tune", "--backend", _replay("A4000"), "--budget", "4",
                               "--storage", url, "--output", str(tmp_path / "run"))
-    assert_one_line_error(code, out, err, f"--storage {url}", needle)
+    assert_one_line_error(code, out, err, f"--storage {url}", needle, exit_code=exit_code)
 
 
 def test_a_study_with_other_objectives_is_refused(monkeypatch, capsys, tmp_path):

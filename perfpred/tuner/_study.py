@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from perfpred.datasets._schema import is_number, python_scalar
-from perfpred.errors import InvalidInputError
+from perfpred.errors import InvalidInputError, StorageUnavailableError
 
 
 def _retry_create(create, attempts: int = 8):
@@ -81,8 +81,10 @@ def open_study(storage_url: str | None, study_name: str, directions: list[str],
                                                           directions=directions, load_if_exists=True))
     except sa_exc.SQLAlchemyError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InvalidInputError(f"--storage {storage_url}: cannot open it as an Optuna RDB storage "
-                                f"(sqlite:///PATH or postgresql+psycopg2://USER@HOST/DB): {first[:200]}") from None
+        # A URL SQLAlchemy cannot parse or load is bad input (exit 2); a database it cannot reach, the environment (1).
+        error = InvalidInputError if isinstance(exc, sa_exc.ArgumentError) else StorageUnavailableError
+        raise error(f"--storage {storage_url}: cannot open it as an Optuna RDB storage "
+                    f"(sqlite:///PATH or postgresql+psycopg2://USER@HOST/DB): {first[:200]}") from None
     had = [d.name.lower() for d in study.directions]
     if had != list(directions):
         def tuned(objectives: Any) -> str:  # what a study or run tunes, where it says so
