@@ -1272,14 +1272,14 @@ def _check_tuned_metrics(backend: Any, objective: list[str] | None, constraint: 
     if single is not None:
         from perfpred.tuner._loop import check_positive_recording
 
-        check_power([single[0]], backend, "`--objective`")
+        check_power([single[0]], backend, "`--objective`", known)
         check_metric(single[0], "`--objective`", known)
         if single[1]:
             check_positive_recording(backend, single[0])
         return
     for flag, names in (("`--objective`", [o.metric for o in parse_objectives(objective or ["runtime_ms"])]),
                         ("`--constraint`", [b.metric for b in parse_constraints(constraint or [])])):
-        check_power(names, backend, flag)
+        check_power(names, backend, flag, known)
         for name in names:
             check_metric(name, flag, known)
 

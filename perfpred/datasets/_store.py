@@ -150,11 +150,7 @@ class MeasurementStore:
         for part in self.part_files():
             types = self._part_types.get(part.name)
             if types is None:
-                try:
-                    schema = pq.read_schema(part)
-                except (OSError, pa.ArrowException) as exc:
-                    raise StoreError(f"unreadable part file '{part}': {exc}") from exc
-                types = {f.name: t for f in schema if (t := _type_class(f.type)) is not None}
+                types = {f.name: t for f in _footer(part) if (t := _type_class(f.type)) is not None}
                 self._part_types[part.name] = types  # parts are never rewritten, so this stays true
             for column, kind in types.items():
                 out.setdefault(column, kind)
@@ -442,10 +438,7 @@ class MeasurementStore:
             run: list[Path] = []
             run_rows = 0
             for part in reversed(parts):
-                try:
-                    rows = pq.read_metadata(part).num_rows  # bytes would count each file's fixed overhead
-                except (OSError, pa.ArrowException) as exc:
-                    raise StoreError(f"unreadable part file '{part}': {exc}") from exc
+                rows = _footer(part, pq.read_metadata).num_rows  # bytes would count each file's fixed overhead
                 if run and rows > 2 * run_rows:
                     break
                 run.append(part)
@@ -541,12 +534,18 @@ def _foreign_message(parts_dir: Path, names: list[str]) -> str:
             f"(part-<20 digits>-<8 hex>.parquet), left unread: {', '.join(names[:_SHOWN_FILES])}{more}")
 
 
-def _column_names(part: Path) -> set[str]:
-    """The columns a part holds (read from its footer only)."""
+def _footer(part: Path, read: Any = pq.read_schema) -> Any:
+    """``read(part)`` of a part's footer (its schema, or with ``pq.read_metadata`` its row count);
+    a part that cannot be read is one line."""
     try:
-        return set(pq.read_schema(part).names)
+        return read(part)
     except (OSError, pa.ArrowException) as exc:
         raise StoreError(f"unreadable part file '{part}': {str(exc).splitlines()[0]}") from exc
+
+
+def _column_names(part: Path) -> set[str]:
+    """The columns a part holds (read from its footer only)."""
+    return set(_footer(part).names)
 
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # how a store summary shows a time: ISO 8601 in UTC, 2026-12-07T14:03:05Z

@@ -71,10 +71,10 @@ def known_metrics(backend: Any) -> set[str] | None:
     return {c for c in names if table[c].notna().any()}
 
 
-def check_power(names: Iterable[str], backend: Any, what: str) -> None:
-    """A power_w or energy_j the backend never reports is refused up front (as tune-serving refuses
-    tokens_per_joule without a sensor), not found after a whole budget of missing values."""
-    known = known_metrics(backend)
+def check_power(names: Iterable[str], backend: Any, what: str, known: set[str] | None) -> None:
+    """A power_w or energy_j the backend never reports (``known``: ``known_metrics(backend)``) is
+    refused up front (as tune-serving refuses tokens_per_joule without a sensor), not found after a
+    whole budget of missing values."""
     missing = [n for n in names if n in POWER_FIELDS and known is not None and n not in known]
     if missing:
         raise InvalidInputError(f"{what} {missing[0]} needs a power reading, but {_power_note(backend)}; "

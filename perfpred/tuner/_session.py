@@ -191,13 +191,6 @@ def _check_names(space: SearchSpace, names: list[str], space_file: str, what: st
                                 "one-value list)")
 
 
-def _accepts(allowed: Any, value: Any) -> bool:
-    """``KernelSpec.check_params``' rule for one value: equal to an allowed one, a bool or a string
-    only to its own kind."""
-    return any(value == a and isinstance(value, bool) == isinstance(a, bool)
-               and isinstance(value, str) == isinstance(a, str) for a in allowed)
-
-
 _MAX_RANGE_VALUES = 10_000  # an integer range of a kernel parameter is checked value by value up to this
 
 
@@ -215,7 +208,7 @@ def _check_kernel_values(space: SearchSpace, spec: Any, space_file: str) -> None
                 bad.append(f"{name} as a range of real numbers (it takes {allowed})")
                 continue
             dom = range(low, high + 1)
-        wrong = [v for v in dom if not _accepts(allowed, v)]
+        wrong = [v for v in dom if not spec.accepts(name, v)]
         if wrong:
             bad.append(f"{name} {', '.join(map(repr, wrong[:10]))}{' ...' if len(wrong) > 10 else ''} "
                        f"(it takes {allowed})")

@@ -194,6 +194,11 @@ class KernelSpec:
             out[name] = value
         return out
 
+    def accepts(self, name: str, value: Any) -> bool:
+        """Whether ``value`` is one of parameter ``name``'s values (a bool or a string only as its own kind)."""
+        return any(value == allowed and isinstance(value, bool) == isinstance(allowed, bool)
+                   and isinstance(value, str) == isinstance(allowed, str) for allowed in self.tune_params[name])
+
     def check_params(self, params: Mapping[str, Any]) -> None:
         """One-line InvalidInputError for unknown, missing, out-of-domain or restricted values."""
         if not isinstance(params, Mapping):
@@ -209,9 +214,7 @@ class KernelSpec:
                                     f"but {missing} are missing")
         for name, domain in self.tune_params.items():
             value = params[name]
-            ok = any(value == allowed and isinstance(value, bool) == isinstance(allowed, bool) and (
-                isinstance(value, str) == isinstance(allowed, str)) for allowed in domain)
-            if not ok:
+            if not self.accepts(name, value):
                 raise InvalidInputError(f"`{name}` must be one of {list(domain)} for kernel {self.name!r}, "
                                         f"but got {name}={value!r}")
         for rule in self.restrictions:
